@@ -9,18 +9,34 @@ use core::fmt;
 /// Nc ≤ 255 and Ne ≤ 256, the extended form otherwise.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Command {
+    /// Class byte: command family, secure messaging, chaining and logical channel bits.
     pub cla: u8,
+    /// Instruction byte.
     pub ins: u8,
+    /// Parameter 1.
     pub p1: u8,
+    /// Parameter 2.
     pub p2: u8,
+    /// Command data field (Nc = its length, at most 65535).
     pub data: Vec<u8>,
+    /// Ne, the maximum number of response bytes expected, if any (cases 2 and 4).
     pub le: Option<u32>,
 }
+
+/// CLA bit b5: "command is not the last of a chain" (ISO/IEC 7816-4 §5.1.1.1).
+pub const CLA_CHAINING: u8 = 0x10;
 
 impl Command {
     /// A case 1 command: header only.
     pub fn new(cla: u8, ins: u8, p1: u8, p2: u8) -> Self {
-        Self { cla, ins, p1, p2, data: Vec::new(), le: None }
+        Self {
+            cla,
+            ins,
+            p1,
+            p2,
+            data: Vec::new(),
+            le: None,
+        }
     }
     /// Sets the command data field (case 3, or 4 with [`Command::with_le`]).
     pub fn with_data(mut self, data: impl Into<Vec<u8>>) -> Self {
@@ -44,6 +60,46 @@ impl Command {
             (false, false) => 3,
             (false, true) => 4,
         }
+    }
+
+    /// Whether CLA bit b5 marks this command as not the last of a chain
+    /// (ISO/IEC 7816-4 §5.1.1.1; also used by GlobalPlatform CLA `8x`/`Cx`/`Ex`).
+    pub fn is_chained(&self) -> bool {
+        self.cla & CLA_CHAINING != 0
+    }
+
+    /// Splits the command data into a chain of commands of at most `max_data` data
+    /// bytes each (command chaining, ISO/IEC 7816-4 §5.1.1.1): every command but the
+    /// last has CLA bit b5 (`0x10`) set and no Le; the last keeps the original CLA and
+    /// Le. INS, P1 and P2 are repeated in every part.
+    ///
+    /// A command whose data fits in `max_data` (including cases 1 and 2) is returned
+    /// alone and unchanged. A `max_data` of 0 is treated as 1.
+    pub fn chain(&self, max_data: usize) -> Vec<Command> {
+        let max_data = max_data.max(1);
+        if self.data.len() <= max_data {
+            return vec![self.clone()];
+        }
+        let parts = self.data.chunks(max_data);
+        let count = parts.len();
+        parts
+            .enumerate()
+            .map(|(i, chunk)| {
+                let last = i + 1 == count;
+                Command {
+                    cla: if last {
+                        self.cla
+                    } else {
+                        self.cla | CLA_CHAINING
+                    },
+                    ins: self.ins,
+                    p1: self.p1,
+                    p2: self.p2,
+                    data: chunk.to_vec(),
+                    le: if last { self.le } else { None },
+                }
+            })
+            .collect()
     }
 
     /// Encodes the command. Fails only for Nc > 65535 or Ne outside 1..=65536.
@@ -103,11 +159,7 @@ impl Command {
                         let le = body[nc + 1];
                         cmd.le = Some(if le == 0 { 256 } else { le as u32 });
                     }
-                    n => {
-                        return Err(Error::BadLength(format!(
-                            "Lc={nc} but {n} bytes follow it"
-                        )))
-                    }
+                    n => return Err(Error::BadLength(format!("Lc={nc} but {n} bytes follow it"))),
                 }
                 cmd.data = body[1..1 + nc].to_vec();
             }
@@ -146,7 +198,11 @@ impl fmt::Debug for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.to_bytes() {
             Ok(b) => write!(f, "Command({})", crate::hex(&b)),
-            Err(_) => write!(f, "Command({:02X}{:02X}{:02X}{:02X} invalid)", self.cla, self.ins, self.p1, self.p2),
+            Err(_) => write!(
+                f,
+                "Command({:02X}{:02X}{:02X}{:02X} invalid)",
+                self.cla, self.ins, self.p1, self.p2
+            ),
         }
     }
 }
@@ -176,6 +232,35 @@ mod tests {
         assert_eq!(rt(&big).data.len(), 256);
         let big4 = format!("00DA0000000100{}0000", "AB".repeat(256));
         assert_eq!(rt(&big4).le, Some(65536));
+    }
+
+    #[test]
+    fn chain_splits_data() {
+        let cmd = Command::new(0x80, 0xE2, 0x00, 0x00)
+            .with_data(vec![1, 2, 3, 4, 5])
+            .with_le(256);
+        let parts = cmd.chain(2);
+        let hexes: Vec<String> = parts
+            .iter()
+            .map(|c| crate::hex(&c.to_bytes().unwrap()))
+            .collect();
+        assert_eq!(
+            hexes,
+            ["90E20000020102", "90E20000020304", "80E20000010500"]
+        );
+        assert!(parts[0].is_chained() && !parts[2].is_chained());
+        // Exact multiple: no empty trailing part.
+        assert_eq!(cmd.chain(5), vec![cmd.clone()]);
+        assert_eq!(cmd.chain(1).len(), 5);
+        assert_eq!(cmd.chain(0).len(), 5);
+        let case2 = Command::new(0, 0xCA, 0, 0x66).with_le(256);
+        assert_eq!(case2.chain(1), vec![case2.clone()]);
+        let six = Command::new(0x84, 0xE8, 0, 0).with_data(vec![9; 6]);
+        let parts = six.chain(3);
+        assert_eq!(parts.len(), 2);
+        assert_eq!((parts[0].cla, parts[1].cla), (0x94, 0x84));
+        let joined: Vec<u8> = parts.iter().flat_map(|c| c.data.clone()).collect();
+        assert_eq!(joined, six.data);
     }
 
     #[test]

@@ -1,20 +1,33 @@
 //! ISO/IEC 7816-4 application protocol data units.
 //!
 //! * [`Command`]: a C-APDU in any of the four cases, short or extended (ISO/IEC 7816-4 §5.1).
-//! * [`Response`]: an R-APDU, body plus [`StatusWord`] (§5.6).
+//! * [`Response`]: an R-APDU, body plus [`StatusWord`] (§5.6), which [`Status`] views
+//!   as an enum with value-carrying variants (`61xx`, `6Cxx`, `63Cx`).
+//! * [`tlv`]: BER-TLV data objects (§5.2), owned ([`tlv::Tlv`]) and zero-copy
+//!   ([`tlv::TlvRef`]).
+//! * [`Command::chain`]: command chaining (§5.1.1.1).
+//! * [`exchange`]: GET RESPONSE on `61xx` and resend on `6Cxx` around any
+//!   transmit function.
 //!
 //! Everything here is pure: no I/O, no allocation beyond the buffers returned.
+//! Parsers accept any bytes without panicking and say precisely what is wrong.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod command;
 mod error;
+mod exchange;
 mod response;
 mod status;
+pub mod tlv;
 
-pub use command::Command;
-pub use error::Error;
+pub use command::{Command, CLA_CHAINING};
+pub use error::{Error, TlvErrorKind};
+pub use exchange::{
+    exchange, exchange_chained, exchange_with, ExchangeError, ExchangeOptions, GetResponseCla,
+};
 pub use response::Response;
-pub use status::StatusWord;
+pub use status::{Status, StatusWord};
 
 /// Formats bytes as upper-case hex, the notation used in traces and errors.
 pub fn hex(bytes: &[u8]) -> String {
