@@ -1,0 +1,337 @@
+//! `cardwright card …`: gp-style operations on a reader or the virtual card.
+
+use crate::cli::{CardCmd, CardOp, Connect, InstallArgs, PutKeyArgs};
+use crate::sim::SimChannel;
+use anyhow::{anyhow, bail, Context, Result};
+use gp::aid::Aid;
+use gp::privileges::Privileges;
+use gpclient::{ops, GpClient, KeySpec, OpenOptions};
+use scp::{Diversification, SecurityLevel};
+use std::str::FromStr;
+use transport::{CardChannel, Traced};
+use zeroize::Zeroizing;
+
+type Client = GpClient<Box<dyn CardChannel>>;
+
+/// Opens the card named by `--sim` or `--reader` (default: the first reader with a card).
+pub fn connect_channel(c: &Connect) -> Result<Box<dyn CardChannel>> {
+    if let Some(path) = &c.sim {
+        return Ok(Box::new(SimChannel::open(path)?));
+    }
+    connect_reader(c.reader.as_deref())
+}
+
+#[cfg(feature = "pcsc")]
+fn connect_reader(name: Option<&str>) -> Result<Box<dyn CardChannel>> {
+    Ok(Box::new(transport::pcsc::PcscChannel::connect(name)?))
+}
+
+#[cfg(not(feature = "pcsc"))]
+fn connect_reader(_name: Option<&str>) -> Result<Box<dyn CardChannel>> {
+    bail!("this cardwright was built without PC/SC support: use --sim FILE, or rebuild with `--features pcsc`")
+}
+
+fn hex_arg(name: &str, v: &str) -> Result<Zeroizing<Vec<u8>>> {
+    Ok(Zeroizing::new(
+        apdu::parse_hex(v).with_context(|| format!("{name}"))?,
+    ))
+}
+
+fn aid_arg(v: &str) -> Result<Aid> {
+    Aid::from_str(v).map_err(|e| anyhow!("'{v}' is not an AID: {e}"))
+}
+
+fn kdf_arg(v: &str) -> Result<Diversification> {
+    Ok(match v {
+        "none" => Diversification::None,
+        "emv" => Diversification::Emv,
+        "visa2" => Diversification::Visa2,
+        "kdf3" => Diversification::Kdf3,
+        other => bail!("unknown key diversification '{other}' (none, emv, visa2, kdf3)"),
+    })
+}
+
+/// The keys given on the command line (default: the GP test key 40..4F).
+pub fn key_spec(c: &Connect) -> Result<KeySpec> {
+    let base = match &c.key {
+        Some(k) => hex_arg("--key", k)?,
+        None => Zeroizing::new(gpclient::DEFAULT_TEST_KEY.to_vec()),
+    };
+    let pick = |name: &str, v: &Option<String>| -> Result<Zeroizing<Vec<u8>>> {
+        match v {
+            Some(h) => hex_arg(name, h),
+            None => Ok(base.clone()),
+        }
+    };
+    Ok(KeySpec {
+        enc: pick("--key-enc", &c.key_enc)?,
+        mac: pick("--key-mac", &c.key_mac)?,
+        dek: pick("--key-dek", &c.key_dek)?,
+        kdf: kdf_arg(&c.kdf)?,
+        key_version: c.keyver,
+    })
+}
+
+fn open_options(c: &Connect) -> Result<OpenOptions> {
+    let level = SecurityLevel::from_str(&c.security_level)
+        .map_err(|e| anyhow!("--security-level {}: {e}", c.security_level))?;
+    Ok(OpenOptions {
+        keys: key_spec(c)?,
+        level,
+        scp: c.scp.as_deref().map(|s| if s == "02" { 2 } else { 3 }),
+        sd: c.sd.as_deref().map(aid_arg).transpose()?,
+    })
+}
+
+fn client(c: &Connect) -> Result<Client> {
+    let chan = connect_channel(c)?;
+    let traced = if c.trace {
+        Traced::stderr(chan)
+    } else {
+        Traced::new(chan, None)
+    };
+    Ok(GpClient::new(traced))
+}
+
+fn authenticated(c: &Connect) -> Result<Client> {
+    let mut cl = client(c)?;
+    cl.open_secure_channel(&open_options(c)?)?;
+    Ok(cl)
+}
+
+pub fn run(cmd: CardCmd) -> Result<()> {
+    let c = &cmd.connect;
+    match cmd.op {
+        CardOp::Info => info(c),
+        CardOp::List => list(c),
+        CardOp::Install(a) => install(c, a),
+        CardOp::Delete { aid, related } => {
+            let aid = aid_arg(&aid)?;
+            let mut cl = authenticated(c)?;
+            ops::delete(&mut cl, &aid, related)?;
+            println!(
+                "deleted {aid}{}",
+                if related { " and related objects" } else { "" }
+            );
+            Ok(())
+        }
+        CardOp::CreateDomain {
+            aid,
+            privs,
+            params,
+            to,
+        } => {
+            let aid = aid_arg(&aid)?;
+            let privileges = parse_privs(&privs)?.with(gp::privileges::Privilege::SecurityDomain);
+            let params = match params {
+                Some(p) => apdu::parse_hex(&p).context("--params")?,
+                None => Vec::new(),
+            };
+            let parent = to.as_deref().map(aid_arg).transpose()?;
+            let mut cl = authenticated(c)?;
+            ops::create_domain(&mut cl, aid, privileges, &params, parent)?;
+            println!("created security domain {aid} with privileges {privileges}");
+            Ok(())
+        }
+        CardOp::PutKey(a) => put_key(c, a, false),
+        CardOp::Lock(a) => put_key(c, a, true),
+        CardOp::LockApplet { aid } => set_app(c, &aid, true),
+        CardOp::UnlockApplet { aid } => set_app(c, &aid, false),
+        CardOp::LockCard => set_card(c, gp::lifecycle::CardLifeCycle::CardLocked),
+        CardOp::UnlockCard => set_card(c, gp::lifecycle::CardLifeCycle::Secured),
+        CardOp::SetSecured => set_card(c, gp::lifecycle::CardLifeCycle::Secured),
+        CardOp::SetInitialized => set_card(c, gp::lifecycle::CardLifeCycle::Initialized),
+        CardOp::Terminate { really } => {
+            if !really {
+                bail!("terminating a card is irreversible: add --really to confirm");
+            }
+            set_card(c, gp::lifecycle::CardLifeCycle::Terminated)
+        }
+        CardOp::StoreData { aid, data } => {
+            let aid = aid_arg(&aid)?;
+            let blocks = data
+                .iter()
+                .map(|d| apdu::parse_hex(d).with_context(|| format!("STORE DATA block '{d}'")))
+                .collect::<Result<Vec<_>>>()?;
+            let mut cl = authenticated(c)?;
+            ops::personalize(&mut cl, &aid, &blocks)?;
+            println!("stored {} block(s) into {aid}", blocks.len());
+            Ok(())
+        }
+        CardOp::Apdu {
+            apdus,
+            secure,
+            select,
+        } => raw_apdus(c, &apdus, secure, select),
+    }
+}
+
+fn parse_privs(s: &str) -> Result<Privileges> {
+    if s.trim().is_empty() {
+        return Ok(Privileges::default());
+    }
+    Privileges::from_str(s).map_err(|e| anyhow!("--privs {s}: {e}"))
+}
+
+fn info(c: &Connect) -> Result<()> {
+    let mut cl = client(c)?;
+    let i = ops::info(&mut cl)?;
+    println!("Card:      {}", cl.channel().name());
+    println!("ATR:       {}", apdu::hex(&i.atr));
+    if let Some(f) = &i.fci {
+        println!("ISD:       {}", f.aid);
+        if let Some(m) = f.max_command_data_length {
+            println!("Max data:  {m} bytes per command");
+        }
+    }
+    match &i.cplc {
+        Some(cplc) => println!("CPLC:\n{cplc}"),
+        None => println!("CPLC:      (not available)"),
+    }
+    match &i.card_data {
+        Some(d) => {
+            println!("Card data (66):");
+            if let Some(v) = d.gp_version_string() {
+                println!("  GlobalPlatform {v}");
+            }
+            for o in &d.scp {
+                println!("  Secure channel: {o}");
+            }
+        }
+        None => println!("Card data: (not available)"),
+    }
+    match &i.key_info {
+        Some(k) => println!("Key information (E0):\n{k}"),
+        None => println!("Keys:      (not available)"),
+    }
+    for (name, v) in [
+        ("IIN (42)", &i.iin),
+        ("CIN (45)", &i.cin),
+        ("KDD (CF)", &i.kdd),
+    ] {
+        if let Some(v) = v {
+            println!("{name}:  {}", apdu::hex(v));
+        }
+    }
+    // The life cycle needs GET STATUS, i.e. an authenticated channel: try with the given
+    // (or default) keys; a wrong key stops before EXTERNAL AUTHENTICATE and costs nothing.
+    match cl.open_secure_channel(&open_options(c)?) {
+        Ok(ch) => {
+            println!(
+                "Secure channel: {} {} (key version {:#04x})",
+                ch.protocol, ch.level, ch.init_update.key_version
+            );
+            let reg = ops::registry(&mut cl)?;
+            match reg.card_life_cycle() {
+                Some(lc) => println!("Life cycle: {lc}"),
+                None => println!("Life cycle: (not reported)"),
+            }
+        }
+        Err(e) => println!("Life cycle: (needs the card's keys: {e})"),
+    }
+    Ok(())
+}
+
+fn list(c: &Connect) -> Result<()> {
+    let mut cl = authenticated(c)?;
+    let reg = ops::registry(&mut cl)?;
+    print!("{}", ops::format_registry(&reg));
+    Ok(())
+}
+
+fn install(c: &Connect, a: InstallArgs) -> Result<()> {
+    let bytes =
+        std::fs::read(&a.cap).with_context(|| format!("cannot read {}", a.cap.display()))?;
+    let cap = gp::cap::CapFile::from_bytes(&bytes)
+        .with_context(|| format!("{} is not a valid CAP file", a.cap.display()))?;
+    let opts = ops::InstallOptions {
+        to: a.to.as_deref().map(aid_arg).transpose()?,
+        params: match &a.params {
+            Some(p) => apdu::parse_hex(p).context("--params")?,
+            None => Vec::new(),
+        },
+        privileges: parse_privs(&a.privs)?,
+        instance: a.create.as_deref().map(aid_arg).transpose()?,
+        applet: a.applet.as_deref().map(aid_arg).transpose()?,
+        load_only: a.load_only,
+        hash: a.hash.clone(),
+    };
+    let mut cl = authenticated(c)?;
+    let report = ops::install_cap(&mut cl, &cap, &opts)?;
+    println!(
+        "loaded {} ({} bytes in {} LOAD blocks)",
+        report.load_file, report.load_file_size, report.blocks
+    );
+    for i in &report.instances {
+        println!("installed {i}");
+    }
+    Ok(())
+}
+
+fn put_key(c: &Connect, a: PutKeyArgs, replace: bool) -> Result<()> {
+    let mut cl = authenticated(c)?;
+    let info = cl
+        .secure_channel()
+        .cloned()
+        .ok_or_else(|| anyhow!("no secure channel"))?;
+    let current = info.init_update.key_version;
+    let kind = match a.new_key_type.as_deref() {
+        Some("des") => scp::KeyKind::Des3,
+        Some(_) => scp::KeyKind::Aes,
+        None => match info.protocol {
+            scp::Protocol::Scp02 { .. } => scp::KeyKind::Des3,
+            scp::Protocol::Scp03 { .. } => scp::KeyKind::Aes,
+        },
+    };
+    let master = hex_arg("--new-key", &a.new_key)?;
+    let key = scp::Key::new(kind, &master).context("--new-key")?;
+    let mut keys = scp::StaticKeys::same(key);
+    if let Some(kdf) = &a.new_kdf {
+        keys = kdf_arg(kdf)?.apply(&keys, &info.init_update.kdd)?;
+    }
+    let new_kvn = match a.new_keyver {
+        Some(v) => v,
+        None if replace => current,
+        None => (current % 0x7F) + 1,
+    };
+    let replaces = if replace { Some(current) } else { None };
+    ops::put_key_set(&mut cl, &keys, new_kvn, replaces)?;
+    match replaces {
+        Some(old) => println!("replaced key set {old:#04x} with key set {new_kvn:#04x} ({kind:?})"),
+        None => println!("added key set {new_kvn:#04x} ({kind:?})"),
+    }
+    Ok(())
+}
+
+fn set_app(c: &Connect, aid: &str, lock: bool) -> Result<()> {
+    let aid = aid_arg(aid)?;
+    let mut cl = authenticated(c)?;
+    ops::set_application_locked(&mut cl, &aid, lock)?;
+    println!("{} {aid}", if lock { "locked" } else { "unlocked" });
+    Ok(())
+}
+
+fn set_card(c: &Connect, state: gp::lifecycle::CardLifeCycle) -> Result<()> {
+    let mut cl = authenticated(c)?;
+    ops::set_card_life_cycle(&mut cl, state)?;
+    println!("card life cycle: {state}");
+    Ok(())
+}
+
+fn raw_apdus(c: &Connect, apdus: &[String], secure: bool, select: Option<String>) -> Result<()> {
+    let mut cl = if secure {
+        authenticated(c)?
+    } else {
+        client(c)?
+    };
+    if let Some(aid) = select {
+        cl.select(&aid_arg(&aid)?)?;
+    }
+    for h in apdus {
+        let bytes = apdu::parse_hex(h).with_context(|| format!("APDU '{h}'"))?;
+        let cmd = apdu::Command::parse(&bytes).with_context(|| format!("APDU '{h}'"))?;
+        let r = cl.send(&cmd)?;
+        println!("{} {:04X} ({})", apdu::hex(&r.data), r.sw.0, r.sw.meaning());
+    }
+    Ok(())
+}

@@ -1,0 +1,273 @@
+//! Command-line arguments. The command names and options are promises to users:
+//! add to them freely, never rename or remove.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cardwright",
+    version,
+    about = "GlobalPlatform card management: cards, keys, security domains, applications"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Operations on a card in a reader, or on a virtual card (--sim), like `gp`.
+    Card(CardCmd),
+    /// The built-in virtual card.
+    Sim {
+        #[command(subcommand)]
+        command: SimCommand,
+    },
+    /// Measure speed: secure-channel wrapping, CAP install on the virtual card, PC/SC round trips.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Run a virtual card; with --vpcd it joins pcscd as a card in vsmartcard's virtual reader.
+    Run(SimRunArgs),
+    /// Create a new virtual card state file (fails if it exists) and print its keys and identity.
+    Create(SimCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimCreateOptions {
+    /// Secure channel protocol of the ISD: 03 (AES, default) or 02 (3DES).
+    #[arg(long, default_value = "03", value_parser = ["02", "03"])]
+    pub scp: String,
+    /// ISD key (ENC=MAC=DEK), hex; default the GlobalPlatform test key 404142…4F.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// ISD key version number (default 0x30 for SCP03, 0x20 for SCP02... see README).
+    #[arg(long, value_parser = parse_u8)]
+    pub keyver: Option<u8>,
+    /// Key diversification data (10 bytes, hex) returned in INITIALIZE UPDATE.
+    #[arg(long)]
+    pub kdd: Option<String>,
+    /// CPLC data (42 bytes, hex) returned by GET DATA 9F7F.
+    #[arg(long)]
+    pub cplc: Option<String>,
+    /// Consecutive failed authentications after which a key set locks.
+    #[arg(long, default_value_t = 10)]
+    pub max_auth_failures: u8,
+    /// Create the card without the PIV applet.
+    #[arg(long)]
+    pub no_piv: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SimRunArgs {
+    /// State file of the card (created if missing; every change written atomically).
+    #[arg(long)]
+    pub state: PathBuf,
+    /// vpcd address to connect to (pcscd's vsmartcard reader), e.g. 127.0.0.1:35963.
+    #[arg(long)]
+    pub vpcd: Option<String>,
+    #[command(flatten)]
+    pub create: SimCreateOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct SimCreateArgs {
+    /// State file to create.
+    #[arg(long)]
+    pub state: PathBuf,
+    #[command(flatten)]
+    pub create: SimCreateOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Also measure through pcscd+vpcd on this reader (needs a running `sim run --vpcd`).
+    #[arg(long)]
+    pub reader: Option<String>,
+    /// Size of the synthetic CAP in KB.
+    #[arg(long, default_value_t = 10)]
+    pub cap_kb: usize,
+    /// Repetitions per measurement (the median is reported).
+    #[arg(long, default_value_t = 15)]
+    pub runs: usize,
+}
+
+/// Which card, which keys, which secure channel: shared by every `card` command.
+#[derive(Debug, Args, Clone)]
+pub struct Connect {
+    /// Reader name (or part of it); default: the first reader holding a card.
+    #[arg(long, global = true, env = "CARDWRIGHT_READER")]
+    pub reader: Option<String>,
+    /// Use the virtual card in this state file, in process (no pcscd needed).
+    #[arg(long, global = true, conflicts_with = "reader")]
+    pub sim: Option<PathBuf>,
+    /// Key for ENC, MAC and DEK (hex, 16/24/32 bytes); the master key when --kdf is given.
+    #[arg(long, global = true, env = "CARDWRIGHT_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// Separate ENC key (hex).
+    #[arg(long, global = true, hide_env_values = true)]
+    pub key_enc: Option<String>,
+    /// Separate MAC key (hex).
+    #[arg(long, global = true, hide_env_values = true)]
+    pub key_mac: Option<String>,
+    /// Separate DEK key (hex).
+    #[arg(long, global = true, hide_env_values = true)]
+    pub key_dek: Option<String>,
+    /// Key version number to authenticate with (0 = any, the card chooses).
+    #[arg(long, global = true, value_parser = parse_u8, default_value = "0")]
+    pub keyver: u8,
+    /// Static key diversification of the master key: none, emv, visa2, kdf3.
+    #[arg(long, global = true, default_value = "none", value_parser = ["none", "emv", "visa2", "kdf3"])]
+    pub kdf: String,
+    /// Secure channel protocol (default: as the card announces in INITIALIZE UPDATE).
+    #[arg(long, global = true, value_parser = ["02", "03"])]
+    pub scp: Option<String>,
+    /// Security level: mac, mac+enc, mac+enc+rmac, mac+enc+rmac+renc, mac+rmac.
+    #[arg(long, global = true, default_value = "mac")]
+    pub security_level: String,
+    /// Security domain to authenticate to (default: the ISD).
+    #[arg(long, global = true, alias = "sdaid")]
+    pub sd: Option<String>,
+    /// Print every APDU exchanged on stderr (`>>` sent, `<<` received, `#` plain command).
+    #[arg(long, short = 'd', global = true)]
+    pub trace: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CardCmd {
+    #[command(flatten)]
+    pub connect: Connect,
+    #[command(subcommand)]
+    pub op: CardOp,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CardOp {
+    /// ATR, CPLC, card data (tag 66), key information (E0), life cycle.
+    Info,
+    /// Registry: ISD, SSDs, applets, load files with AIDs, life cycles, privileges.
+    List,
+    /// Load a CAP file and install its applet(s).
+    Install(InstallArgs),
+    /// Delete an applet, security domain or load file.
+    Delete {
+        /// AID (hex).
+        aid: String,
+        /// Also delete related objects (instances of a load file, applets of an SD).
+        #[arg(long)]
+        related: bool,
+    },
+    /// Create a supplementary security domain (INSTALL [for install] of the SD class).
+    CreateDomain {
+        /// AID of the new SSD (hex).
+        aid: String,
+        /// Privileges, comma separated (e.g. am,dm,sd); `sd` is always added.
+        #[arg(long, default_value = "")]
+        privs: String,
+        /// Install parameters for the SD (hex, the C9 content).
+        #[arg(long)]
+        params: Option<String>,
+        /// Parent security domain for the new SSD (default: the ISD).
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Add a key set (DES or AES) with PUT KEY.
+    PutKey(PutKeyArgs),
+    /// Replace the key set in use; with --new-kdf the new keys are diversified from the master key.
+    Lock(PutKeyArgs),
+    /// Lock an applet (SET STATUS).
+    LockApplet { aid: String },
+    /// Unlock an applet (SET STATUS).
+    UnlockApplet { aid: String },
+    /// Lock the card (SECURED → CARD_LOCKED).
+    LockCard,
+    /// Unlock the card (CARD_LOCKED → SECURED).
+    UnlockCard,
+    /// Move the card to SECURED.
+    SetSecured,
+    /// Move the card to INITIALIZED.
+    SetInitialized,
+    /// Terminate the card: irreversible.
+    Terminate {
+        /// Required: confirms that the card becomes unusable.
+        #[arg(long)]
+        really: bool,
+    },
+    /// INSTALL [for personalization] of AID and STORE DATA of each block (hex).
+    StoreData {
+        aid: String,
+        #[arg(required = true)]
+        data: Vec<String>,
+    },
+    /// Send raw APDUs (hex), inside the secure channel with --secure.
+    Apdu {
+        #[arg(required = true)]
+        apdus: Vec<String>,
+        /// Open a secure channel first and wrap the APDUs in it.
+        #[arg(long)]
+        secure: bool,
+        /// Select this AID (hex) first.
+        #[arg(long)]
+        select: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// The CAP file.
+    pub cap: PathBuf,
+    /// Install parameters for the applet (hex, the C9 content).
+    #[arg(long)]
+    pub params: Option<String>,
+    /// Privileges for the applet instance, comma separated.
+    #[arg(long, default_value = "")]
+    pub privs: String,
+    /// Load into and associate with this security domain (default: the ISD).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Instance AID (default: the applet AID from the CAP).
+    #[arg(long)]
+    pub create: Option<String>,
+    /// Applet (class) AID to instantiate when the CAP holds several.
+    #[arg(long)]
+    pub applet: Option<String>,
+    /// Only load, do not install.
+    #[arg(long)]
+    pub load_only: bool,
+    /// Send a load file hash in INSTALL [for load]: sha1 or sha256.
+    #[arg(long, value_parser = ["sha1", "sha256"])]
+    pub hash: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PutKeyArgs {
+    /// The new key (hex) for ENC, MAC and DEK; the master key with --new-kdf.
+    #[arg(long)]
+    pub new_key: String,
+    /// Diversify the new keys from --new-key with the card's KDD: emv, visa2, kdf3.
+    #[arg(long, value_parser = ["none", "emv", "visa2", "kdf3"])]
+    pub new_kdf: Option<String>,
+    /// Key version number of the new key set.
+    #[arg(long, value_parser = parse_u8)]
+    pub new_keyver: Option<u8>,
+    /// Key type of the new keys: aes or des (default: the type of the current channel).
+    #[arg(long, value_parser = ["aes", "des"])]
+    pub new_key_type: Option<String>,
+}
+
+/// Reads 0x30, 30h, 48 or plain hex "30" as a byte. Plain digits are decimal unless
+/// prefixed with 0x.
+pub fn parse_u8(s: &str) -> Result<u8, String> {
+    let t = s.trim();
+    let r = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        u8::from_str_radix(h, 16)
+    } else if let Some(h) = t.strip_suffix('h') {
+        u8::from_str_radix(h, 16)
+    } else {
+        t.parse::<u8>()
+    };
+    r.map_err(|_| format!("'{s}' is not a byte (0-255, or 0x00-0xFF)"))
+}

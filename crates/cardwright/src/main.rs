@@ -1,0 +1,42 @@
+//! `cardwright`: the command line. See README.md for every command with an example.
+#![forbid(unsafe_code)]
+
+mod card_cmd;
+mod cli;
+mod sim;
+
+use clap::Parser;
+use cli::{Cli, Command, SimCommand};
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CARDWRIGHT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Card(c) => card_cmd::run(c),
+        Command::Sim {
+            command: SimCommand::Run(a),
+        } => sim::run(a),
+        Command::Sim {
+            command: SimCommand::Create(a),
+        } => sim::create(a),
+        Command::Bench(_) => Err(anyhow::anyhow!("bench: not built yet")),
+    };
+    if let Err(e) = result {
+        // One line: what failed and why (the chain of causes, joined).
+        let msg = e
+            .chain()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(": ");
+        eprintln!("cardwright: error: {msg}");
+        std::process::exit(1);
+    }
+}

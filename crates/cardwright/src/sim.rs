@@ -1,0 +1,172 @@
+//! The built-in virtual card: in process (`--sim FILE`) or in a pcscd reader (`sim run --vpcd`).
+
+use crate::cli::{SimCreateArgs, SimCreateOptions, SimRunArgs};
+use anyhow::{bail, Context, Result};
+use card::{CardConfig, VirtualCard};
+use std::io::BufRead;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+use transport::{CardChannel, TransportError};
+
+/// The virtual card as a [`CardChannel`], in this process.
+pub struct SimChannel {
+    card: VirtualCard,
+    name: String,
+}
+
+impl std::fmt::Debug for SimChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimChannel")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl SimChannel {
+    pub fn new(card: VirtualCard, name: String) -> Self {
+        Self { card, name }
+    }
+    /// Opens (or creates with the defaults) the card in `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let card = open_card(path, &SimCreateOptions::defaults())?;
+        Ok(Self::new(
+            card,
+            format!("virtual card ({})", path.display()),
+        ))
+    }
+}
+
+impl CardChannel for SimChannel {
+    fn transmit_raw(&mut self, capdu: &[u8]) -> Result<Vec<u8>, TransportError> {
+        Ok(self.card.transmit(capdu))
+    }
+    fn atr(&self) -> Vec<u8> {
+        self.card.atr()
+    }
+    fn reset(&mut self) -> Result<(), TransportError> {
+        self.card.reset();
+        Ok(())
+    }
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+}
+
+impl SimCreateOptions {
+    pub fn defaults() -> Self {
+        Self {
+            scp: "03".into(),
+            key: None,
+            keyver: None,
+            kdd: None,
+            cplc: None,
+            max_auth_failures: 10,
+            no_piv: false,
+        }
+    }
+
+    /// The manufacturing parameters these options describe.
+    pub fn config(&self) -> Result<CardConfig> {
+        let mut cfg = match self.scp.as_str() {
+            "02" => CardConfig::scp02(),
+            _ => CardConfig::default(),
+        };
+        if let Some(k) = &self.key {
+            let bytes = zeroize::Zeroizing::new(apdu::parse_hex(k).context("--key")?);
+            let key = match self.scp.as_str() {
+                "02" => scp::Key::des3(&bytes),
+                _ => scp::Key::aes(&bytes),
+            }
+            .context("--key")?;
+            cfg.keys = scp::StaticKeys::same(key);
+        }
+        if let Some(v) = self.keyver {
+            if !(1..=0x7F).contains(&v) {
+                bail!("--keyver must be 1 to 127 (0x01-0x7F, GP 2.3.1 §11.1.8)");
+            }
+            cfg.key_version = v;
+        }
+        if let Some(k) = &self.kdd {
+            let b = apdu::parse_hex(k).context("--kdd")?;
+            cfg.kdd = b
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("--kdd must be 10 bytes"))?;
+        }
+        if let Some(c) = &self.cplc {
+            cfg.cplc = apdu::parse_hex(c).context("--cplc")?;
+        }
+        cfg.max_auth_failures = self.max_auth_failures;
+        cfg.with_piv = !self.no_piv;
+        Ok(cfg)
+    }
+}
+
+fn open_card(path: &Path, opts: &SimCreateOptions) -> Result<VirtualCard> {
+    let card = VirtualCard::open(path, opts.config()?)
+        .with_context(|| format!("virtual card state file {}", path.display()))?;
+    Ok(card)
+}
+
+/// `sim create`: a new state file; refuses to overwrite a card.
+pub fn create(a: SimCreateArgs) -> Result<()> {
+    if a.state.exists() {
+        bail!(
+            "{} already exists: it is a card; delete the file first to make a new one",
+            a.state.display()
+        );
+    }
+    let card = open_card(&a.state, &a.create)?;
+    println!("created virtual card {}", a.state.display());
+    println!("ATR: {}", apdu::hex(&card.atr()));
+    Ok(())
+}
+
+/// `sim run`: serve the card to vpcd (pcscd), or read hex APDUs from standard input.
+pub fn run(a: SimRunArgs) -> Result<()> {
+    let mut card = open_card(&a.state, &a.create)?;
+    match &a.vpcd {
+        Some(addr) => {
+            let sock: std::net::SocketAddr = addr.parse().with_context(|| {
+                format!("--vpcd {addr}: expected HOST:PORT such as 127.0.0.1:35963")
+            })?;
+            tracing::info!(state = %a.state.display(), "virtual card ready; connecting to vpcd at {sock}");
+            let stop = AtomicBool::new(false);
+            let mut icc = Icc(&mut card);
+            vpcd::serve(sock, &mut icc, Duration::from_millis(200), &stop)?;
+            Ok(())
+        }
+        None => {
+            eprintln!(
+                "virtual card {}: type C-APDUs in hex, one per line",
+                a.state.display()
+            );
+            for line in std::io::stdin().lock().lines() {
+                let line = line?;
+                let t = line.trim();
+                if t.is_empty() || t.starts_with('#') {
+                    continue;
+                }
+                match apdu::parse_hex(t) {
+                    Ok(b) => println!("{}", apdu::hex(&card.transmit(&b))),
+                    Err(e) => eprintln!("not hex: {e}"),
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+struct Icc<'a>(&'a mut VirtualCard);
+
+impl vpcd::Icc for Icc<'_> {
+    fn atr(&mut self) -> Vec<u8> {
+        self.0.atr()
+    }
+    fn reset(&mut self) {
+        self.0.reset()
+    }
+    fn transmit(&mut self, apdu: &[u8]) -> Vec<u8> {
+        self.0.transmit(apdu)
+    }
+}

@@ -1,0 +1,503 @@
+//! Card-management operations: what `cardwright card …` and the platform's workflows do.
+//!
+//! Each function takes a [`GpClient`] whose secure channel is already open where the
+//! GlobalPlatform specification requires one (GET STATUS, INSTALL, LOAD, DELETE, PUT KEY,
+//! SET STATUS, STORE DATA), and returns what it learnt or did.
+
+use crate::{ClientError, GpClient, Result};
+use apdu::{Command, StatusWord};
+use gp::aid::Aid;
+use gp::commands::{
+    CardData, Cplc, DataObject, Fci, GetData, GetStatus, Install, KeyInfo, RegistryEntry,
+    StatusFormat, StatusSubset,
+};
+use gp::lifecycle::CardLifeCycle;
+use gp::privileges::Privileges;
+use transport::CardChannel;
+
+/// What `card info` shows.
+#[derive(Debug, Clone, Default)]
+pub struct CardInfo {
+    pub atr: Vec<u8>,
+    pub fci: Option<Fci>,
+    pub cplc: Option<Cplc>,
+    pub card_data: Option<CardData>,
+    pub key_info: Option<KeyInfo>,
+    pub iin: Option<Vec<u8>>,
+    pub cin: Option<Vec<u8>>,
+    pub kdd: Option<Vec<u8>>,
+    pub life_cycle: Option<CardLifeCycle>,
+}
+
+/// Reads one GET DATA object; `None` when the card does not have it (`6A88`, `6A82`, `6D00`…).
+pub fn get_data<C: CardChannel>(
+    client: &mut GpClient<C>,
+    object: DataObject,
+) -> Result<Option<Vec<u8>>> {
+    let gd = GetData::new(object);
+    let r = client.send(&gd.to_command()?)?;
+    if !r.sw.is_success() {
+        return Ok(None);
+    }
+    Ok(Some(gd.value_of(&r.data).unwrap_or(r.data)))
+}
+
+/// Selects the ISD and reads the identification data that needs no authentication:
+/// FCI, CPLC (9F7F), card data (66), key information (E0), IIN (42), CIN (45), KDD (CF).
+pub fn info<C: CardChannel>(client: &mut GpClient<C>) -> Result<CardInfo> {
+    let mut out = CardInfo {
+        atr: client.channel().atr(),
+        ..Default::default()
+    };
+    let sel = client.select(&gp::aid::ISD_AID)?;
+    out.fci = Fci::parse(&sel.data).ok();
+    out.cplc = get_data(client, DataObject::Cplc)?.and_then(|v| Cplc::parse(&v).ok());
+    out.card_data = get_data(client, DataObject::CardData)?.and_then(|v| CardData::parse(&v).ok());
+    out.key_info =
+        get_data(client, DataObject::KeyInformation)?.and_then(|v| KeyInfo::parse(&v).ok());
+    out.iin = get_data(client, DataObject::Iin)?;
+    out.cin = get_data(client, DataObject::Cin)?;
+    out.kdd = get_data(client, DataObject::KeyDiversificationData)?;
+    Ok(out)
+}
+
+/// GET STATUS of one subset, all pages (`6310` → next), TLV format with a fall-back to the
+/// legacy format for cards that refuse P2 `02` (GP 2.3.1 §11.4.2).
+pub fn get_status<C: CardChannel>(
+    client: &mut GpClient<C>,
+    subset: StatusSubset,
+) -> Result<Vec<RegistryEntry>> {
+    match get_status_in(client, subset, StatusFormat::Tlv) {
+        Err(ClientError::Card { sw, .. }) if matches!(sw.0, 0x6A86 | 0x6A80 | 0x6D00) => {
+            get_status_in(client, subset, StatusFormat::Legacy)
+        }
+        other => other,
+    }
+}
+
+fn get_status_in<C: CardChannel>(
+    client: &mut GpClient<C>,
+    subset: StatusSubset,
+    format: StatusFormat,
+) -> Result<Vec<RegistryEntry>> {
+    let mut req = GetStatus::new(subset).with_format(format);
+    let mut all = Vec::new();
+    for _page in 0..1000 {
+        let r = client.send(&req.to_command()?)?;
+        match r.sw {
+            StatusWord::SUCCESS | StatusWord::MORE_DATA_AVAILABLE => {
+                all.extend(RegistryEntry::parse_all(subset, format, &r.data)?);
+                if r.sw == StatusWord::SUCCESS {
+                    return Ok(all);
+                }
+                req = req.next_page();
+            }
+            // No entry of this kind.
+            StatusWord::FILE_NOT_FOUND | StatusWord::REFERENCED_DATA_NOT_FOUND => return Ok(all),
+            sw => {
+                return Err(ClientError::Card {
+                    command: "GET STATUS".into(),
+                    sw,
+                })
+            }
+        }
+    }
+    Err(ClientError::Invalid(
+        "GET STATUS: the card keeps answering 6310 (more data)".into(),
+    ))
+}
+
+/// The whole registry: the ISD, applications and SSDs, load files with their modules.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    pub isd: Vec<RegistryEntry>,
+    pub applications: Vec<RegistryEntry>,
+    pub load_files: Vec<RegistryEntry>,
+}
+
+impl Registry {
+    /// The card life cycle state, from the ISD entry.
+    pub fn card_life_cycle(&self) -> Option<CardLifeCycle> {
+        self.isd
+            .first()
+            .and_then(|e| CardLifeCycle::from_byte(e.life_cycle).ok())
+    }
+    pub fn find(&self, aid: &Aid) -> Option<&RegistryEntry> {
+        self.isd
+            .iter()
+            .chain(&self.applications)
+            .chain(&self.load_files)
+            .find(|e| &e.aid == aid)
+    }
+}
+
+/// Reads the registry (needs a secure channel to the ISD, or to an SSD for its own view).
+pub fn registry<C: CardChannel>(client: &mut GpClient<C>) -> Result<Registry> {
+    let isd = get_status(client, StatusSubset::IssuerSecurityDomain)?;
+    let applications = get_status(client, StatusSubset::Applications)?;
+    let load_files = match get_status(client, StatusSubset::LoadFilesAndModules) {
+        Ok(v) => v,
+        Err(ClientError::Card { .. }) => get_status(client, StatusSubset::LoadFiles)?,
+        Err(e) => return Err(e),
+    };
+    Ok(Registry {
+        isd,
+        applications,
+        load_files,
+    })
+}
+
+/// INSTALL [for install and make selectable] (P1 `0C`), or [for install] only.
+pub fn install_instance<C: CardChannel>(
+    client: &mut GpClient<C>,
+    load_file: Aid,
+    module: Aid,
+    instance: Aid,
+    privileges: Privileges,
+    params: Vec<u8>,
+    make_selectable: bool,
+) -> Result<()> {
+    let cmd = Install::ForInstall {
+        load_file,
+        module,
+        application: instance,
+        privileges,
+        params,
+        token: Vec::new(),
+        make_selectable,
+    }
+    .to_command()?;
+    client.send_ok(&cmd, &format!("INSTALL [for install] of {instance}"))?;
+    Ok(())
+}
+
+/// Sends a list of raw commands through the client (secure channel if open).
+pub fn send_all<C: CardChannel>(
+    client: &mut GpClient<C>,
+    cmds: &[Command],
+) -> Result<Vec<apdu::Response>> {
+    cmds.iter().map(|c| client.send(c)).collect()
+}
+
+/// DELETE of an application, security domain or load file (GP 2.3.1 §11.2).
+pub fn delete<C: CardChannel>(client: &mut GpClient<C>, aid: &Aid, related: bool) -> Result<()> {
+    let cmd = gp::commands::Delete::object(*aid, related).to_command()?;
+    client.send_ok(&cmd, &format!("DELETE {aid}"))?;
+    Ok(())
+}
+
+/// The load file and module of the security-domain class on GlobalPlatform cards, which
+/// SSD creation instantiates (GP 2.3.1 §7.3.2; the AIDs GlobalPlatformPro and most cards use).
+pub const SD_LOAD_FILE: [u8; 7] = [0xA0, 0x00, 0x00, 0x01, 0x51, 0x53, 0x50];
+pub const SD_MODULE: [u8; 8] = [0xA0, 0x00, 0x00, 0x01, 0x51, 0x53, 0x50, 0x41];
+
+/// Creates a supplementary security domain: INSTALL [for install and make selectable] of
+/// the SD module with the Security Domain privilege (GP 2.3.1 §11.5.2.3.2). With `parent`,
+/// the new SSD is then extradited to that SD (INSTALL [for extradition], §11.5.2.3.5).
+pub fn create_domain<C: CardChannel>(
+    client: &mut GpClient<C>,
+    aid: Aid,
+    privileges: Privileges,
+    params: &[u8],
+    parent: Option<Aid>,
+) -> Result<()> {
+    let privileges = privileges.with(gp::privileges::Privilege::SecurityDomain);
+    let load_file = Aid::new(&SD_LOAD_FILE)?;
+    let module = Aid::new(&SD_MODULE)?;
+    let mut install_params = vec![0xC9, params.len() as u8];
+    if params.len() > 0x7F {
+        return Err(ClientError::Invalid(
+            "SD install parameters over 127 bytes".into(),
+        ));
+    }
+    install_params.extend_from_slice(params);
+    install_instance(
+        client,
+        load_file,
+        module,
+        aid,
+        privileges,
+        install_params,
+        true,
+    )?;
+    if let Some(sd) = parent {
+        let cmd = Install::ForExtradition {
+            security_domain: sd,
+            application: aid,
+            params: Vec::new(),
+            token: Vec::new(),
+        }
+        .to_command()?;
+        client.send_ok(&cmd, &format!("INSTALL [for extradition] of {aid} to {sd}"))?;
+    }
+    Ok(())
+}
+
+/// PUT KEY of a whole key set (ENC, MAC, DEK as key ids 1-3; GP 2.3.1 §11.8): a new key set
+/// when `replaces` is `None`, else a replacement of key set `replaces`. The keys travel
+/// encrypted under the DEK; the key check values the card returns are verified.
+pub fn put_key_set<C: CardChannel>(
+    client: &mut GpClient<C>,
+    keys: &scp::StaticKeys,
+    new_kvn: u8,
+    replaces: Option<u8>,
+) -> Result<()> {
+    if !(1..=0x7F).contains(&new_kvn) {
+        return Err(ClientError::Invalid(format!(
+            "key version {new_kvn:#04x} is outside 0x01-0x7F (GP 2.3.1 §11.1.8)"
+        )));
+    }
+    let session = client
+        .session()
+        .ok_or_else(|| ClientError::Invalid("PUT KEY needs a secure channel".into()))?;
+    let data = scp::put_key::key_set_data(new_kvn, keys, session)?;
+    let cmd = gp::commands::PutKey {
+        old_version: replaces.unwrap_or(0),
+        key_id: 1,
+        multiple: true,
+        more: false,
+        data,
+    }
+    .to_command()?;
+    let r = client.send_ok(&cmd, "PUT KEY")?;
+    scp::put_key::check_response(&r.data, new_kvn, keys).map_err(|e| {
+        ClientError::Invalid(format!(
+            "PUT KEY: the card's answer does not confirm the new keys: {e}"
+        ))
+    })?;
+    Ok(())
+}
+
+/// SET STATUS lock/unlock of an application or SSD (GP 2.3.1 §11.10).
+pub fn set_application_locked<C: CardChannel>(
+    client: &mut GpClient<C>,
+    aid: &Aid,
+    lock: bool,
+) -> Result<()> {
+    let s = if lock {
+        gp::commands::SetStatus::lock(*aid)
+    } else {
+        gp::commands::SetStatus::unlock(*aid)
+    };
+    client.send_ok(
+        &s.to_command()?,
+        &format!(
+            "SET STATUS ({} {aid})",
+            if lock { "lock" } else { "unlock" }
+        ),
+    )?;
+    Ok(())
+}
+
+/// SET STATUS of the card life cycle (GP 2.3.1 §5.1.1, §11.10).
+pub fn set_card_life_cycle<C: CardChannel>(
+    client: &mut GpClient<C>,
+    state: CardLifeCycle,
+) -> Result<()> {
+    let cmd = gp::commands::SetStatus::card(state).to_command()?;
+    client.send_ok(&cmd, &format!("SET STATUS (card to {state})"))?;
+    Ok(())
+}
+
+/// INSTALL [for personalization] of `aid`, then one STORE DATA per block (GP 2.3.1 §11.11).
+pub fn personalize<C: CardChannel>(
+    client: &mut GpClient<C>,
+    aid: &Aid,
+    blocks: &[Vec<u8>],
+) -> Result<()> {
+    let cmd = Install::ForPersonalization { application: *aid }.to_command()?;
+    client.send_ok(&cmd, &format!("INSTALL [for personalization] of {aid}"))?;
+    store_data(client, blocks)
+}
+
+/// STORE DATA blocks to the SD itself or to the application named by a previous
+/// INSTALL [for personalization]. Blocks over one APDU are refused rather than split,
+/// since a block boundary can carry meaning (DGIs).
+pub fn store_data<C: CardChannel>(client: &mut GpClient<C>, blocks: &[Vec<u8>]) -> Result<()> {
+    if blocks.len() > 256 {
+        return Err(ClientError::Invalid(
+            "more than 256 STORE DATA blocks".into(),
+        ));
+    }
+    let max = client.max_plain_data();
+    for (i, b) in blocks.iter().enumerate() {
+        if b.len() > max {
+            return Err(ClientError::Invalid(format!(
+                "STORE DATA block {i} is {} bytes; at most {max} fit one command on this channel",
+                b.len()
+            )));
+        }
+        let cmd = gp::commands::StoreData {
+            last: i + 1 == blocks.len(),
+            block: i as u8,
+            data: b.clone(),
+            ..Default::default()
+        }
+        .to_command()?;
+        client.send_ok(&cmd, &format!("STORE DATA block {i}"))?;
+    }
+    Ok(())
+}
+
+/// What `install_cap` is asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct InstallOptions {
+    /// Security domain to load into and associate with (default: the one authenticated to).
+    pub to: Option<Aid>,
+    /// Application-specific install parameters (the C9 content).
+    pub params: Vec<u8>,
+    pub privileges: Privileges,
+    /// Instance AID (default: the applet AID).
+    pub instance: Option<Aid>,
+    /// Which applet of the CAP to instantiate (default: all of them, or the first with `instance`).
+    pub applet: Option<Aid>,
+    pub load_only: bool,
+    /// "sha1" or "sha256": send the load file data block hash in INSTALL [for load].
+    pub hash: Option<String>,
+}
+
+/// What `install_cap` did.
+#[derive(Debug, Clone)]
+pub struct InstallReport {
+    pub load_file: Aid,
+    pub load_file_size: usize,
+    pub blocks: usize,
+    pub instances: Vec<Aid>,
+    pub apdus: u64,
+}
+
+/// Loads a CAP file (INSTALL [for load] + LOAD blocks sized to the card and the secure
+/// channel overhead) and installs its applets (INSTALL [for install and make selectable]).
+pub fn install_cap<C: CardChannel>(
+    client: &mut GpClient<C>,
+    cap: &gp::cap::CapFile,
+    opts: &InstallOptions,
+) -> Result<InstallReport> {
+    let start_apdus = client.apdus_sent();
+    let load_file = cap.package_aid();
+    let block = cap.load_file_data_block();
+    let hash = match opts.hash.as_deref() {
+        None => Vec::new(),
+        Some("sha1") => cap.load_file_hash(gp::cap::HashAlgorithm::Sha1),
+        Some("sha256") => cap.load_file_hash(gp::cap::HashAlgorithm::Sha256),
+        Some(other) => {
+            return Err(ClientError::Invalid(format!(
+                "unknown hash '{other}' (sha1, sha256)"
+            )))
+        }
+    };
+    let mut params = Vec::new();
+    // Load parameters: EF { C6 non-volatile code space } (GP 2.3.1 §11.5.2.3.7).
+    let size = u32::try_from(block.len()).unwrap_or(u32::MAX);
+    params.extend_from_slice(&[0xEF, 0x06, 0xC6, 0x04]);
+    params.extend_from_slice(&size.to_be_bytes());
+    let for_load = Install::ForLoad {
+        load_file,
+        security_domain: opts.to,
+        hash,
+        params,
+        token: Vec::new(),
+    }
+    .to_command()?;
+    client.send_ok(&for_load, &format!("INSTALL [for load] of {load_file}"))?;
+    let loads = gp::commands::load_blocks(&block, client.max_plain_data())?;
+    let n = loads.len();
+    for (i, cmd) in loads.iter().enumerate() {
+        client.send_ok(cmd, &format!("LOAD block {} of {n}", i + 1))?;
+    }
+    let mut instances = Vec::new();
+    if !opts.load_only {
+        let applets: Vec<Aid> = match &opts.applet {
+            Some(a) => {
+                if !cap.applet_aids().contains(a) {
+                    return Err(ClientError::Invalid(format!("the CAP has no applet {a}")));
+                }
+                vec![*a]
+            }
+            None if opts.instance.is_some() => cap.applet_aids().into_iter().take(1).collect(),
+            None => cap.applet_aids(),
+        };
+        let mut c9 = vec![0xC9, opts.params.len() as u8];
+        if opts.params.len() > 0x7F {
+            return Err(ClientError::Invalid(
+                "install parameters over 127 bytes".into(),
+            ));
+        }
+        c9.extend_from_slice(&opts.params);
+        for module in applets {
+            let instance = opts.instance.unwrap_or(module);
+            install_instance(
+                client,
+                load_file,
+                module,
+                instance,
+                opts.privileges,
+                c9.clone(),
+                true,
+            )?;
+            instances.push(instance);
+        }
+    }
+    Ok(InstallReport {
+        load_file,
+        load_file_size: block.len(),
+        blocks: n,
+        instances,
+        apdus: client.apdus_sent() - start_apdus,
+    })
+}
+
+/// The registry as text, one block per entry, like `gp -l`.
+pub fn format_registry(reg: &Registry) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let lc_name = |e: &RegistryEntry| -> String {
+        use gp::commands::RegistryKind as K;
+        match e.kind {
+            K::IssuerSecurityDomain => CardLifeCycle::from_byte(e.life_cycle)
+                .map(|l| l.to_string())
+                .unwrap_or_else(|_| format!("{:02X}", e.life_cycle)),
+            K::SecurityDomain => gp::lifecycle::SdLifeCycle(e.life_cycle).name(),
+            K::Application => gp::lifecycle::AppLifeCycle(e.life_cycle).name(),
+            K::LoadFile => gp::lifecycle::LoadFileLifeCycle(e.life_cycle).name(),
+        }
+    };
+    for (label, list) in [
+        ("ISD", &reg.isd),
+        ("APP", &reg.applications),
+        ("PKG", &reg.load_files),
+    ] {
+        for e in list {
+            let label = match e.kind {
+                gp::commands::RegistryKind::SecurityDomain => "SSD",
+                _ => label,
+            };
+            let _ = writeln!(s, "{label}: {} ({})", e.aid, lc_name(e));
+            if let Some(p) = e.privileges {
+                if !p.is_empty() {
+                    let _ = writeln!(s, "     Privileges: {p}");
+                }
+            }
+            if let Some(sd) = &e.associated_sd {
+                let _ = writeln!(s, "     Parent:     {sd}");
+            }
+            if let Some(lf) = &e.load_file {
+                let _ = writeln!(s, "     From:       {lf}");
+            }
+            if let Some(v) = &e.version {
+                let _ = writeln!(
+                    s,
+                    "     Version:    {}",
+                    v.iter()
+                        .map(|b| b.to_string())
+                        .collect::<Vec<_>>()
+                        .join(".")
+                );
+            }
+            for m in &e.modules {
+                let _ = writeln!(s, "     Applet:     {m}");
+            }
+        }
+    }
+    s
+}

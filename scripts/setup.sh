@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the system packages Cardwright's tests and PC/SC features need (Debian/Ubuntu),
+# and starts pcscd with vsmartcard's virtual readers. Safe to run again.
+set -euo pipefail
+
+pkgs=(pcscd vsmartcard-vpcd libpcsclite-dev pkg-config pcsc-tools opensc yubico-piv-tool
+      softhsm2 python3-pyscard openssl)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# pcscd without systemd: vpcd (vsmartcard) then listens on 127.0.0.1:35963 and :35964.
+if ! pgrep -x pcscd >/dev/null; then
+  echo "setup: starting pcscd"
+  (pcscd --foreground >/tmp/cardwright-pcscd.log 2>&1 &)
+  for _ in $(seq 1 50); do
+    (exec 3<>/dev/tcp/127.0.0.1/35963) 2>/dev/null && break
+    sleep 0.1
+  done
+fi
