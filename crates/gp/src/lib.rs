@@ -1,0 +1,39 @@
+//! GlobalPlatform card management, shared by the host (CLI, TSM) and the virtual card.
+//!
+//! Pure: no I/O and no cryptography beyond load file hashes. Secure channels (SCP02,
+//! SCP03) live in the `scp` crate and wrap the plain commands built here.
+//!
+//! * [`aid`]: [`Aid`], [`ISD_AID`].
+//! * [`lifecycle`]: card, application, security domain and load file life cycle states
+//!   with the transitions GP 2.3.1 §5.1 allows.
+//! * [`privileges`]: [`Privilege`] and [`Privileges`] (GP 2.3.1 §11.1.2).
+//! * [`commands`]: SELECT, GET DATA, GET STATUS, INSTALL, LOAD, DELETE, SET STATUS,
+//!   STORE DATA and PUT KEY — each with `to_command()` and `parse()` — and their
+//!   responses ([`commands::Fci`], [`commands::Cplc`], [`commands::CardData`],
+//!   [`commands::KeyInfo`], [`commands::RegistryEntry`], [`commands::Confirmation`]),
+//!   each with `parse()` and `to_bytes()`.
+//! * [`cap`]: CAP files ([`cap::CapFile`]) and load files ([`cap::LoadFile`]).
+//!
+//! Parsers of card or host bytes never panic; errors ([`Error`], [`cap::CapError`]) name
+//! the structure, field and offset.
+//!
+//! ```
+//! use gp::commands::{GetStatus, StatusSubset};
+//! let cmd = GetStatus::new(StatusSubset::Applications).to_command().unwrap();
+//! assert_eq!(apdu::hex(&cmd.to_bytes().unwrap()), "80F24002024F0000");
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod aid;
+pub mod cap;
+pub mod commands;
+mod error;
+pub mod lifecycle;
+pub mod privileges;
+mod reader;
+mod tlv;
+
+pub use aid::{Aid, ISD_AID};
+pub use error::{Error, Result};
+pub use privileges::{Privilege, Privileges};
