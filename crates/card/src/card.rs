@@ -1,0 +1,625 @@
+//! The virtual card: the OPEN (GP 2.3.1 §6.1) — APDU dispatch, logical channels, selection,
+//! hosted applets — and the persistent state.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use apdu::{Command, Response, StatusWord};
+use zeroize::Zeroizing;
+
+use crate::applet::{Applet, AppletContext, AppletFactory, Factories};
+use crate::channel::{Channel, Cla, MAX_CHANNELS};
+use crate::config::CardConfig;
+use crate::error::CardError;
+use crate::model::{
+    app_lc, card_lc, privs, Aid, AppKind, AppRec, CardState, LoadFileRec, SdData, FORMAT, ISD_AID,
+    SD_MODULE, SD_PACKAGE,
+};
+use crate::{atr, persist, sd, tlv};
+
+/// `6881`: logical channel not supported / not open (ISO/IEC 7816-4 §5.6).
+pub(crate) const SW_CHANNEL_NOT_SUPPORTED: StatusWord = StatusWord(0x6881);
+/// `6999`: applet selection failed (Java Card; also "no applet selected").
+pub(crate) const SW_SELECT_FAILED: StatusWord = StatusWord(0x6999);
+
+/// Load file, module and instance AIDs of the pre-installed PIV application
+/// ([`CardConfig::with_piv`]).
+pub const PIV_LOAD_FILE: &[u8] = &[0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10];
+/// Module and instance AID of the pre-installed PIV application (NIST SP 800-73-4 §2.2).
+pub const PIV_INSTANCE: &[u8] = &[
+    0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00, 0x01, 0x00,
+];
+
+/// A virtual GlobalPlatform 2.3.1 card.
+///
+/// Feed it C-APDUs with [`VirtualCard::transmit`]; it answers like a real card, including
+/// secure channels, the registry and content management. With [`VirtualCard::open`] every
+/// change of persistent state is written to the state file before the response is returned.
+pub struct VirtualCard {
+    pub(crate) state: CardState,
+    path: Option<PathBuf>,
+    /// The state as last written (JSON); used to detect changes and to roll back.
+    saved: Zeroizing<Vec<u8>>,
+    pub(crate) channels: Vec<Option<Channel>>,
+    pub(crate) factories: Factories,
+    pub(crate) live: HashMap<Aid, Box<dyn Applet>>,
+}
+
+impl fmt::Debug for VirtualCard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VirtualCard")
+            .field("path", &self.path)
+            .field("life_cycle", &format_args!("{:02X}", self.state.life_cycle))
+            .field(
+                "applications",
+                &self.state.apps.iter().map(|a| &a.aid).collect::<Vec<_>>(),
+            )
+            .field(
+                "load_files",
+                &self
+                    .state
+                    .load_files
+                    .iter()
+                    .map(|l| &l.aid)
+                    .collect::<Vec<_>>(),
+            )
+            .field("factories", &self.factories)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VirtualCard {
+    /// A new card in memory (nothing is persisted), in life cycle state OP_READY with the
+    /// ISD selected on the basic channel.
+    pub fn new(config: CardConfig) -> Self {
+        Self::from_state(Self::manufacture(&config), None)
+    }
+
+    /// Opens the card stored in `state_file`, or manufactures a new one from
+    /// `config_if_new` (and writes it) if the file does not exist.
+    pub fn open(state_file: &Path, config_if_new: CardConfig) -> Result<Self, CardError> {
+        let bad = |reason: String| CardError::BadState {
+            path: state_file.to_path_buf(),
+            reason,
+        };
+        match persist::read(state_file)? {
+            None => {
+                let mut card =
+                    Self::from_state(Self::manufacture(&config_if_new), Some(state_file.into()));
+                card.saved.clear();
+                card.commit()?;
+                Ok(card)
+            }
+            Some(bytes) => {
+                let bytes = Zeroizing::new(bytes);
+                let state: CardState =
+                    serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+                if state.format != FORMAT {
+                    return Err(bad(format!("unsupported format {}", state.format)));
+                }
+                if !state.isd().is_some_and(|a| a.is_sd()) {
+                    return Err(bad("no issuer security domain".into()));
+                }
+                Ok(Self::from_state(state, Some(state_file.into())))
+            }
+        }
+    }
+
+    fn manufacture(config: &CardConfig) -> CardState {
+        let isd_aid = Aid::new(ISD_AID);
+        let isd = AppRec {
+            aid: isd_aid.clone(),
+            load_file: Aid::new(SD_PACKAGE),
+            module: Aid::new(SD_MODULE),
+            life_cycle: app_lc::SELECTABLE,
+            privileges: privs::ISD,
+            sd: isd_aid.clone(),
+            install_params: Vec::new(),
+            implicit_selection: None,
+            kind: AppKind::SecurityDomain(SdData {
+                kdd: config.kdd.to_vec(),
+                key_sets: vec![config.key_set()],
+                seq_counter: 1,
+                data: Default::default(),
+            }),
+        };
+        let mut load_files = vec![LoadFileRec {
+            aid: Aid::new(SD_PACKAGE),
+            version: vec![0x01, 0x00],
+            modules: vec![Aid::new(SD_MODULE)],
+            sd: isd_aid.clone(),
+            rom: true,
+        }];
+        let mut apps = vec![isd];
+        if config.with_piv {
+            load_files.push(LoadFileRec {
+                aid: Aid::new(PIV_LOAD_FILE),
+                version: vec![0x01, 0x00],
+                modules: vec![Aid::new(PIV_INSTANCE)],
+                sd: isd_aid.clone(),
+                rom: true,
+            });
+            apps.push(AppRec {
+                aid: Aid::new(PIV_INSTANCE),
+                load_file: Aid::new(PIV_LOAD_FILE),
+                module: Aid::new(PIV_INSTANCE),
+                life_cycle: app_lc::SELECTABLE,
+                privileges: 0,
+                sd: isd_aid,
+                install_params: vec![0xC9, 0x00],
+                implicit_selection: None,
+                kind: AppKind::Applet { state: None },
+            });
+        }
+        CardState {
+            format: FORMAT,
+            life_cycle: card_lc::OP_READY,
+            cplc: config.cplc.clone(),
+            scp: config.protocol.scp(),
+            scp_i: config.protocol.i(),
+            max_auth_failures: config.max_auth_failures,
+            initial_keys: config.key_set(),
+            load_files,
+            apps,
+        }
+    }
+
+    fn from_state(state: CardState, path: Option<PathBuf>) -> Self {
+        let saved = Zeroizing::new(serde_json::to_vec_pretty(&state).unwrap_or_default());
+        let mut card = VirtualCard {
+            state,
+            path,
+            saved,
+            channels: Vec::new(),
+            factories: Factories::builtin(),
+            live: HashMap::new(),
+        };
+        card.reset();
+        card
+    }
+
+    /// Makes `factory` implement the applets of every load file whose AID starts with
+    /// `package_prefix` (the longest registered prefix wins). Instances already in the
+    /// registry start running from their saved state the next time they are selected.
+    pub fn register_applet(&mut self, package_prefix: &[u8], factory: Arc<dyn AppletFactory>) {
+        self.factories.register(package_prefix, factory);
+        // Instances without code may now have some.
+        self.live.clear();
+        self.reset_selection_only();
+    }
+
+    /// The answer-to-reset: T=1, historical bytes naming the card "Cardwright", TCK correct.
+    pub fn atr(&self) -> Vec<u8> {
+        atr::atr()
+    }
+
+    /// Power cycle: all secure channels, logical channels, pending LOAD or GET RESPONSE data
+    /// are dropped; the default application (the ISD unless another application holds the
+    /// Card Reset privilege) is selected on the basic channel.
+    pub fn reset(&mut self) {
+        for a in self.live.values_mut() {
+            a.deselect();
+        }
+        self.reset_selection_only();
+    }
+
+    fn reset_selection_only(&mut self) {
+        self.channels = (0..MAX_CHANNELS).map(|_| None).collect();
+        self.channels[0] = Some(Channel::default());
+        if let Some(aid) = self.default_application() {
+            let _ = self.do_select(0, &aid, 0x00);
+        }
+        let _ = self.commit();
+    }
+
+    /// The path of the state file, if the card is persistent.
+    pub fn state_file(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The card life cycle state byte (GP 2.3.1 Table 11-5): `01` OP_READY, `07`
+    /// INITIALIZED, `0F` SECURED, `7F` CARD_LOCKED, `FF` TERMINATED.
+    pub fn life_cycle(&self) -> u8 {
+        self.state.life_cycle
+    }
+
+    /// One C-APDU in, the complete R-APDU out. Never panics: malformed input gets an ISO
+    /// status word (`6700` wrong length, `6E00` class not supported, …); if the state could
+    /// not be saved the card answers `6581` (memory failure) and keeps the previous state.
+    pub fn transmit(&mut self, apdu: &[u8]) -> Vec<u8> {
+        let resp = match catch_unwind(AssertUnwindSafe(|| self.process(apdu))) {
+            Ok(r) => r,
+            Err(_) => {
+                self.rollback();
+                Response::status(StatusWord::UNKNOWN)
+            }
+        };
+        match self.commit() {
+            Ok(()) => resp.to_bytes(),
+            Err(_) => {
+                self.rollback();
+                Response::status(StatusWord::MEMORY_FAILURE).to_bytes()
+            }
+        }
+    }
+
+    /// Saves the state if it changed since the last save.
+    fn commit(&mut self) -> Result<(), CardError> {
+        let ids: Vec<Aid> = self.live.keys().cloned().collect();
+        for aid in ids {
+            self.sync_applet_state(&aid);
+        }
+        let now = Zeroizing::new(
+            serde_json::to_vec_pretty(&self.state)
+                .map_err(|e| CardError::Config(format!("cannot serialise the card state: {e}")))?,
+        );
+        if *now == *self.saved {
+            return Ok(());
+        }
+        if let Some(p) = &self.path {
+            persist::write_atomic(p, &now)?;
+        }
+        self.saved = now;
+        Ok(())
+    }
+
+    /// Goes back to the last saved state (after a failed save or an internal error).
+    fn rollback(&mut self) {
+        if let Ok(s) = serde_json::from_slice::<CardState>(&self.saved) {
+            self.state = s;
+        }
+        self.live.clear();
+        for c in self.channels.iter_mut().flatten() {
+            c.end_session();
+            c.pending.clear();
+        }
+    }
+
+    fn process(&mut self, bytes: &[u8]) -> Response {
+        let Ok(cmd) = Command::parse(bytes) else {
+            return Response::status(StatusWord::WRONG_LENGTH);
+        };
+        let Some(cla) = Cla::decode(cmd.cla) else {
+            return Response::status(StatusWord::CLA_NOT_SUPPORTED);
+        };
+        let ch = cla.channel as usize;
+        if self.channel(ch).is_none() {
+            return Response::status(SW_CHANNEL_NOT_SUPPORTED);
+        }
+        if cmd.ins == 0xC0 && !cla.proprietary {
+            return self.get_response(ch, &cmd);
+        }
+        if let Some(c) = self.channel_mut(ch) {
+            c.pending.clear();
+        }
+        let resp = self.process_on(ch, cla, &cmd);
+        self.chunk(ch, &cmd, resp)
+    }
+
+    fn process_on(&mut self, ch: usize, cla: Cla, cmd: &Command) -> Response {
+        let terminated = self.state.life_cycle == card_lc::TERMINATED;
+        match (cla.proprietary, cmd.ins) {
+            (false, 0x70) if terminated => Response::status(StatusWord::CONDITIONS_NOT_SATISFIED),
+            (false, 0x70) => self.manage_channel(ch, cmd),
+            (false, 0xA4) if cmd.p1 == 0x04 => self.select_by_name(ch, cmd),
+            _ => {
+                let Some(aid) = self.channel(ch).and_then(|c| c.selected.clone()) else {
+                    return Response::status(SW_SELECT_FAILED);
+                };
+                match self.state.app(&aid.0).map(|a| a.is_sd()) {
+                    Some(true) => self.sd_process(ch, cla, &aid, cmd),
+                    Some(false) if terminated => Response::status(SW_SELECT_FAILED),
+                    Some(false) => self.applet_process(ch, cla, &aid, cmd),
+                    None => Response::status(SW_SELECT_FAILED),
+                }
+            }
+        }
+    }
+
+    pub(crate) fn channel(&self, ch: usize) -> Option<&Channel> {
+        self.channels.get(ch).and_then(|c| c.as_ref())
+    }
+    pub(crate) fn channel_mut(&mut self, ch: usize) -> Option<&mut Channel> {
+        self.channels.get_mut(ch).and_then(|c| c.as_mut())
+    }
+
+    /// Splits a response longer than Ne: `61xx` and GET RESPONSE (ISO/IEC 7816-4 §5.3.4).
+    fn chunk(&mut self, ch: usize, cmd: &Command, resp: Response) -> Response {
+        let Some(ne) = cmd.le.map(|n| n as usize) else {
+            return resp;
+        };
+        if resp.sw != StatusWord::SUCCESS || resp.data.len() <= ne {
+            return resp;
+        }
+        let mut data = resp.data;
+        let rest = data.split_off(ne);
+        let sw = StatusWord::new(0x61, rest.len().min(256) as u8);
+        if let Some(c) = self.channel_mut(ch) {
+            c.pending = rest;
+        }
+        Response::new(data, sw)
+    }
+
+    /// GET RESPONSE (ISO/IEC 7816-4 §11.4.1): the next part of a long response.
+    fn get_response(&mut self, ch: usize, cmd: &Command) -> Response {
+        if cmd.p1 != 0 || cmd.p2 != 0 {
+            return Response::status(StatusWord::WRONG_P1P2);
+        }
+        let Some(c) = self.channel_mut(ch) else {
+            return Response::status(SW_CHANNEL_NOT_SUPPORTED);
+        };
+        if c.pending.is_empty() {
+            return Response::status(StatusWord::CONDITIONS_NOT_SATISFIED);
+        }
+        let ne = cmd.le.unwrap_or(256) as usize;
+        let n = ne.min(c.pending.len());
+        let data: Vec<u8> = c.pending.drain(..n).collect();
+        let sw = if c.pending.is_empty() {
+            StatusWord::SUCCESS
+        } else {
+            StatusWord::new(0x61, c.pending.len().min(256) as u8)
+        };
+        Response::new(data, sw)
+    }
+
+    /// MANAGE CHANNEL (ISO/IEC 7816-4 §11.1.2; GP 2.3.1 §11.7).
+    fn manage_channel(&mut self, ch: usize, cmd: &Command) -> Response {
+        if !cmd.data.is_empty() {
+            return Response::status(StatusWord::WRONG_LENGTH);
+        }
+        match cmd.p1 {
+            0x00 => {
+                let (target, data) = if cmd.p2 == 0 {
+                    match (1..MAX_CHANNELS).find(|&n| self.channels[n].is_none()) {
+                        Some(n) => (n, vec![n as u8]),
+                        None => return Response::status(StatusWord::FUNC_NOT_SUPPORTED),
+                    }
+                } else {
+                    let n = cmd.p2 as usize;
+                    if n >= MAX_CHANNELS {
+                        return Response::status(StatusWord::INCORRECT_P1P2);
+                    }
+                    if self.channels[n].is_some() {
+                        return Response::status(StatusWord::CONDITIONS_NOT_SATISFIED);
+                    }
+                    (n, Vec::new())
+                };
+                // From the basic channel the new channel gets the default application; from
+                // another channel, the application selected there (ISO/IEC 7816-4 §7.1.2).
+                let app = if ch == 0 {
+                    self.default_application()
+                } else {
+                    self.channel(ch).and_then(|c| c.selected.clone())
+                };
+                self.channels[target] = Some(Channel::default());
+                if let Some(aid) = app {
+                    let _ = self.do_select(target, &aid, 0x00);
+                }
+                Response::ok(data)
+            }
+            0x80 => {
+                let target = if cmd.p2 == 0 { ch } else { cmd.p2 as usize };
+                if target == 0 {
+                    return Response::status(StatusWord::FUNC_NOT_SUPPORTED);
+                }
+                if target >= MAX_CHANNELS || self.channels[target].is_none() {
+                    return Response::status(SW_CHANNEL_NOT_SUPPORTED);
+                }
+                self.deselect(target);
+                self.channels[target] = None;
+                Response::ok(Vec::new())
+            }
+            _ => Response::status(StatusWord::INCORRECT_P1P2),
+        }
+    }
+
+    /// The application selected at reset: the selectable holder of the Card Reset privilege,
+    /// else the ISD (GP 2.3.1 §6.6.1, §11.9.2.1).
+    pub(crate) fn default_application(&self) -> Option<Aid> {
+        let lc = self.state.life_cycle;
+        if lc != card_lc::CARD_LOCKED && lc != card_lc::TERMINATED {
+            if let Some(a) =
+                self.state.apps.iter().find(|a| {
+                    a.aid.0 != ISD_AID && a.has(privs::CARD_RESET) && self.is_selectable(a)
+                })
+            {
+                return Some(a.aid.clone());
+            }
+        }
+        self.state.isd().map(|a| a.aid.clone())
+    }
+
+    pub(crate) fn is_selectable(&self, a: &AppRec) -> bool {
+        a.aid.0 == ISD_AID || app_lc::is_selectable(a.life_cycle)
+    }
+
+    /// SELECT by DF name (ISO/IEC 7816-4 §11.2.2; GP 2.3.1 §11.9), handled by the OPEN.
+    fn select_by_name(&mut self, ch: usize, cmd: &Command) -> Response {
+        if cmd.p2 & 0xF1 != 0 {
+            return Response::status(StatusWord::INCORRECT_P1P2);
+        }
+        let next = cmd.p2 & 0x02 != 0;
+        let lc = self.state.life_cycle;
+        let target = if cmd.data.is_empty() && !next {
+            self.default_application()
+        } else if cmd.data.len() > 16 {
+            None
+        } else {
+            let current = self.channel(ch).and_then(|c| c.selected.clone());
+            let candidates: Vec<&AppRec> = self
+                .state
+                .apps
+                .iter()
+                .filter(|a| a.aid.0.starts_with(&cmd.data) && self.is_selectable(a))
+                .collect();
+            let start = match (&current, next) {
+                (Some(cur), true) => candidates
+                    .iter()
+                    .position(|a| &a.aid == cur)
+                    .map_or(0, |i| i + 1),
+                _ => 0,
+            };
+            candidates.get(start).map(|a| a.aid.clone())
+        };
+        let Some(aid) = target else {
+            return Response::status(StatusWord::FILE_NOT_FOUND);
+        };
+        if aid.0 != ISD_AID {
+            if lc == card_lc::TERMINATED {
+                return Response::status(StatusWord::FILE_NOT_FOUND);
+            }
+            if lc == card_lc::CARD_LOCKED
+                && !self
+                    .state
+                    .app(&aid.0)
+                    .is_some_and(|a| a.has(privs::FINAL_APPLICATION))
+            {
+                // GP 2.3.1 §11.9.3.2: "6A81 … card Life Cycle State is CARD_LOCKED".
+                return Response::status(StatusWord::FUNC_NOT_SUPPORTED);
+            }
+        }
+        self.do_select(ch, &aid, cmd.p2)
+    }
+
+    /// Makes `aid` the selected application of channel `ch`.
+    pub(crate) fn do_select(&mut self, ch: usize, aid: &Aid, p2: u8) -> Response {
+        self.deselect(ch);
+        let Some(app) = self.state.app(&aid.0) else {
+            return Response::status(StatusWord::FILE_NOT_FOUND);
+        };
+        let no_data = p2 & 0x0C == 0x0C;
+        if app.is_sd() {
+            let fci = sd::fci(&self.state, app);
+            if let Some(c) = self.channel_mut(ch) {
+                c.selected = Some(aid.clone());
+            }
+            return Response::ok(if no_data { Vec::new() } else { fci });
+        }
+        let ctx_lc = app.life_cycle;
+        let result = match self.live_applet(aid) {
+            None => Err(SW_SELECT_FAILED),
+            Some(applet) => {
+                let ctx = AppletContext {
+                    aid: &aid.0,
+                    channel: ch as u8,
+                    life_cycle: ctx_lc,
+                };
+                applet.select(&ctx)
+            }
+        };
+        self.sync_applet_state(aid);
+        match result {
+            Ok(fci) => {
+                if let Some(c) = self.channel_mut(ch) {
+                    c.selected = Some(aid.clone());
+                }
+                Response::ok(if no_data { Vec::new() } else { fci })
+            }
+            Err(sw) => Response::status(sw),
+        }
+    }
+
+    /// Deselects whatever channel `ch` has selected and ends its sessions.
+    pub(crate) fn deselect(&mut self, ch: usize) {
+        let Some(c) = self.channel_mut(ch) else {
+            return;
+        };
+        c.end_session();
+        if let Some(old) = c.selected.take() {
+            if let Some(a) = self.live.get_mut(&old) {
+                a.deselect();
+            }
+            self.sync_applet_state(&old);
+        }
+    }
+
+    /// The running instance of an applet, created or restored on first use.
+    pub(crate) fn live_applet(&mut self, aid: &Aid) -> Option<&mut Box<dyn Applet>> {
+        if !self.live.contains_key(aid) {
+            let app = self.state.app(&aid.0)?;
+            let factory = self.factories.find(&app.load_file.0)?.clone();
+            let applet = match &app.kind {
+                AppKind::Applet { state: Some(s) } => factory.restore(&aid.0, s).ok()?,
+                AppKind::Applet { state: None } => {
+                    let c9 = app_params(&app.install_params);
+                    factory.install(&app.module.0, &aid.0, &c9).ok()?
+                }
+                AppKind::SecurityDomain(_) => return None,
+            };
+            self.live.insert(aid.clone(), applet);
+            self.sync_applet_state(aid);
+        }
+        self.live.get_mut(aid)
+    }
+
+    /// Copies a live applet's state into the registry (saved by the next commit).
+    pub(crate) fn sync_applet_state(&mut self, aid: &Aid) {
+        let Some(a) = self.live.get(aid) else { return };
+        let s = a.state();
+        if let Some(AppRec {
+            kind: AppKind::Applet { state },
+            ..
+        }) = self.state.app_mut(&aid.0)
+        {
+            if state.as_ref() != Some(&s) {
+                *state = Some(s);
+            }
+        }
+    }
+
+    fn applet_process(&mut self, ch: usize, cla: Cla, aid: &Aid, cmd: &Command) -> Response {
+        let Some(lc) = self.state.app(&aid.0).map(|a| a.life_cycle) else {
+            return Response::status(SW_SELECT_FAILED);
+        };
+        if app_lc::is_locked(lc) {
+            return Response::status(SW_SELECT_FAILED);
+        }
+        let mut plain = cmd.clone();
+        plain.cla = cla.on_basic_channel();
+        let Some(applet) = self.live_applet(aid) else {
+            return Response::status(SW_SELECT_FAILED);
+        };
+        let ctx = AppletContext {
+            aid: &aid.0,
+            channel: ch as u8,
+            life_cycle: lc,
+        };
+        let resp = applet.process(&ctx, &plain);
+        self.sync_applet_state(aid);
+        resp
+    }
+
+    /// Forgets the running instance of a deleted application and any channel using it.
+    pub(crate) fn forget_app(&mut self, aid: &Aid) {
+        self.live.remove(aid);
+        for c in self.channels.iter_mut().flatten() {
+            if c.selected.as_ref() == Some(aid) {
+                c.selected = None;
+                c.end_session();
+            }
+            if c.perso.as_ref() == Some(aid) {
+                c.perso = None;
+            }
+        }
+    }
+
+    /// Whether `aid` is selected on any logical channel.
+    pub(crate) fn is_selected_anywhere(&self, aid: &Aid) -> bool {
+        self.channels
+            .iter()
+            .flatten()
+            .any(|c| c.selected.as_ref() == Some(aid))
+    }
+}
+
+/// The application-specific parameters (tag `C9`) of an install parameters field
+/// (GP 2.3.1 §11.5.2.3, Table 11-49); empty when absent or malformed.
+pub(crate) fn app_params(install_params: &[u8]) -> Vec<u8> {
+    tlv::parse_all(install_params)
+        .ok()
+        .and_then(|objs| tlv::find(&objs, 0xC9).map(|v| v.to_vec()))
+        .unwrap_or_default()
+}

@@ -1,0 +1,141 @@
+//! What a new virtual card is made with.
+
+use crate::model::{key_type, KeySet, Secret, StoredKey};
+use scp::{Key, KeyKind, Protocol, StaticKeys};
+
+/// The GlobalPlatform test key `40 41 … 4F` that factory cards and most tools default to.
+pub const DEFAULT_KEY: [u8; 16] = [
+    0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4A, 0x4B, 0x4C, 0x4D, 0x4E, 0x4F,
+];
+
+/// The manufacturing parameters of a new virtual card.
+///
+/// [`CardConfig::default`] is an SCP03 card (`i = 70`: pseudo-random card challenge, S8 mode)
+/// whose ISD holds one AES-128 key set, version `30`, with ENC = MAC = DEK = `40…4F`.
+/// [`CardConfig::scp02`] is an SCP02 card (`i = 55`) with the same key as two-key 3DES, key
+/// version `20`. (`30` for SCP03 and `20` for SCP02 follow the osmocom pySim and GP
+/// Amendment D examples; GP 2.3.1 §11.1.8 reserves `FF` for an initial key set, which some
+/// tools treat specially, so it is not used.)
+///
+/// The protocol a key set speaks follows its key type: AES key sets open SCP03 sessions
+/// (with this `i` if `protocol` is SCP03, else `70`), 3DES key sets open SCP02 sessions
+/// (with this `i` if `protocol` is SCP02, else `55`). So a supplementary security domain given
+/// AES keys by PUT KEY on an SCP02 card speaks SCP03.
+#[derive(Clone, Debug)]
+pub struct CardConfig {
+    /// The ISD's Secure Channel Protocol (reported in the Card Recognition Data).
+    pub protocol: Protocol,
+    /// The ISD's initial key set; every new security domain starts with a copy of it.
+    pub keys: StaticKeys,
+    /// Key version number of the initial key set (`01`..=`7F`).
+    pub key_version: u8,
+    /// Key diversification data (INITIALIZE UPDATE, GET DATA `CF`).
+    pub kdd: [u8; 10],
+    /// Card Production Life Cycle data (GET DATA `9F7F`), normally 42 bytes.
+    pub cplc: Vec<u8>,
+    /// Consecutive failed EXTERNAL AUTHENTICATEs that block a key set.
+    pub max_auth_failures: u8,
+    /// Pre-install a PIV application (load file `A000000308000010`, module and instance
+    /// `A000000308000010000100`). It runs once a PIV factory is registered with
+    /// [`crate::VirtualCard::register_applet`]; before that, selecting it answers `6999`.
+    pub with_piv: bool,
+}
+
+/// A plausible 42-byte CPLC (GP 2.3.1 §H.6): IC fabricator `4790`, IC type `5167`, OS `4357`
+/// ("CW"), dates and serial numbers.
+pub const DEFAULT_CPLC: [u8; 42] = [
+    0x47, 0x90, 0x51, 0x67, 0x43, 0x57, 0x63, 0x31, 0x00,
+    0x01, // fab, type, OS id, OS date, OS level
+    0x63, 0x31, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, // IC fab date, IC serial, IC batch
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, // module fab/date, ICC manufacturer, embedding
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // pre-perso id/date/equipment
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // perso id/date/equipment
+];
+
+impl Default for CardConfig {
+    fn default() -> Self {
+        let key = Key::aes(&DEFAULT_KEY).unwrap_or_else(|_| unreachable_key());
+        CardConfig {
+            protocol: Protocol::Scp03 { i: 0x70 },
+            keys: StaticKeys::same(key),
+            key_version: 0x30,
+            kdd: [0; 10],
+            cplc: DEFAULT_CPLC.to_vec(),
+            max_auth_failures: 10,
+            with_piv: false,
+        }
+    }
+}
+
+// `Key::aes`/`Key::des3` only fail on a wrong length, and DEFAULT_KEY is 16 bytes.
+fn unreachable_key() -> Key {
+    unreachable!("16-byte default key rejected")
+}
+
+impl CardConfig {
+    /// An SCP02 (`i = 55`) card with the 3DES default key, key version `20`.
+    pub fn scp02() -> Self {
+        let key = Key::des3(&DEFAULT_KEY).unwrap_or_else(|_| unreachable_key());
+        CardConfig {
+            protocol: Protocol::Scp02 { i: 0x55 },
+            keys: StaticKeys::same(key),
+            key_version: 0x20,
+            ..CardConfig::default()
+        }
+    }
+
+    /// The initial key set as stored in the registry (key identifiers 1, 2, 3).
+    pub(crate) fn key_set(&self) -> KeySet {
+        let keys = self
+            .keys
+            .iter()
+            .zip(1u8..)
+            .map(|(k, id)| StoredKey {
+                id,
+                key_type: k.kind().key_type(),
+                value: Secret::new(k.expose()),
+            })
+            .collect();
+        KeySet {
+            kvn: self.key_version,
+            keys,
+            failures: 0,
+        }
+    }
+}
+
+/// The protocol a key set speaks on this card (see [`CardConfig`]).
+pub(crate) fn protocol_for(card_scp: u8, card_i: u8, kind: KeyKind) -> Protocol {
+    match kind {
+        KeyKind::Aes => Protocol::Scp03 {
+            i: if card_scp == 0x03 { card_i } else { 0x70 },
+        },
+        KeyKind::Des3 => Protocol::Scp02 {
+            i: if card_scp == 0x02 { card_i } else { 0x55 },
+        },
+    }
+}
+
+/// The scp kind of a GP key type byte.
+pub(crate) fn kind_of(kt: u8) -> Option<KeyKind> {
+    match kt {
+        key_type::DES => Some(KeyKind::Des3),
+        key_type::AES => Some(KeyKind::Aes),
+        _ => None,
+    }
+}
+
+/// The ENC/MAC/DEK keys (identifiers 1, 2, 3) of a key set, if it has all three of one kind.
+pub(crate) fn static_keys(set: &KeySet) -> Option<StaticKeys> {
+    let get = |id| {
+        let k = set.key(id)?;
+        Key::new(kind_of(k.key_type)?, &k.value.0).ok()
+    };
+    let keys = StaticKeys {
+        enc: get(1)?,
+        mac: get(2)?,
+        dek: get(3)?,
+    };
+    keys.kind().map(|_| keys)
+}

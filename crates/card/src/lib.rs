@@ -1,0 +1,64 @@
+//! The Cardwright virtual card: a GlobalPlatform Card Specification 2.3.1 card in Rust that
+//! host tools manage byte-for-byte as a real card.
+//!
+//! ```
+//! use card::{CardConfig, VirtualCard};
+//! let mut card = VirtualCard::new(CardConfig::default());
+//! // SELECT the Issuer Security Domain by its AID.
+//! let r = card.transmit(&apdu::parse_hex("00A4040008A000000151000000").unwrap());
+//! assert_eq!(&r[r.len() - 2..], &[0x90, 0x00]);
+//! ```
+//!
+//! # What is inside
+//! * **OPEN** (GP 2.3.1 §6.1): APDU dispatch, SELECT by AID (full, partial, next
+//!   occurrence), MANAGE CHANNEL with 20 logical channels, GET RESPONSE for long responses.
+//! * **Card life cycle** (§5.1.1): OP_READY → INITIALIZED → SECURED ↔ CARD_LOCKED →
+//!   TERMINATED with SET STATUS; CARD_LOCKED lets only the ISD be selected and refuses
+//!   content management (`6985`); TERMINATED answers only SELECT of the ISD and GET DATA
+//!   (other SELECTs `6A82`, other commands `6985`).
+//! * **Registry** (§5.2, Table 11-36): load files with their modules and version,
+//!   applications and security domains with life cycle, privileges, associated security
+//!   domain and install parameters; GET STATUS in both formats with `6310` paging.
+//! * **Security domains** (§7): the ISD `A000000151000000` and supplementary SDs created with
+//!   INSTALL [for install] of module `A000000151535041` from load file `A0000001515350`.
+//!   Each has its own key sets (key version numbers), sequence counter, key diversification
+//!   data and per-key-set authentication failure counters. A new SD starts with a copy of
+//!   the card's initial key set ([`CardConfig::keys`]).
+//! * **Secure channels**: SCP02 and SCP03 card side (from the `scp` crate), INITIALIZE UPDATE
+//!   and EXTERNAL AUTHENTICATE to the selected SD, every later command checked against the
+//!   session's security level. Card and content management commands (GET STATUS, SET
+//!   STATUS, INSTALL, LOAD, DELETE, PUT KEY, STORE DATA) need an authenticated session
+//!   (`6982` otherwise); GET DATA does not. After [`CardConfig::max_auth_failures`]
+//!   consecutive failed EXTERNAL AUTHENTICATEs (wrong host cryptogram or C-MAC) the key set
+//!   is blocked and INITIALIZE UPDATE with it answers `6983`; a success resets the count.
+//!   A blocked key set can be replaced with PUT KEY through another key set.
+//! * **Content management** (§9, §11): INSTALL [for load / install / make selectable /
+//!   extradition / personalization / registry update], LOAD (block sequence, `C4`, optional
+//!   load file data block hash: SHA-1, SHA-256, SHA-384 or SHA-512 by length), DELETE
+//!   (objects, related objects, keys), SET STATUS, PUT KEY (3DES and AES, keys decrypted with
+//!   the session's DEK, KCVs checked; answers KVN + KCVs), STORE DATA.
+//! * **Applets**: see [`applet`]. Instances of packages without a built-in implementation
+//!   answer SELECT with **`6999`**.
+//! * **Persistence**: [`VirtualCard::open`] keeps the card in a JSON state file, rewritten
+//!   atomically after each command that changed it.
+//!
+//! [`VirtualCard::transmit`] never panics, whatever the bytes.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod applet;
+mod atr;
+mod card;
+mod channel;
+mod config;
+mod error;
+mod model;
+mod persist;
+mod sd;
+mod tlv;
+
+pub use applet::{Applet, AppletContext, AppletFactory};
+pub use card::{VirtualCard, PIV_INSTANCE, PIV_LOAD_FILE};
+pub use config::{CardConfig, DEFAULT_CPLC, DEFAULT_KEY};
+pub use error::CardError;
+pub use model::{ISD_AID, SD_MODULE, SD_PACKAGE};

@@ -1,0 +1,341 @@
+//! The card's persistent state: the GlobalPlatform registry (GP 2.3.1 §5.2 / §6), life
+//! cycle states (§5.1, §5.3), privileges (§6.6) and the key sets of each security domain.
+//!
+//! Everything here is serialised as the JSON state file (the card's "EEPROM"). Byte strings
+//! are stored as upper-case hex. Keys are stored in clear (the file *is* the card's secret
+//! memory) but never appear in `Debug` output.
+
+use core::fmt;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
+use zeroize::Zeroizing;
+
+/// The Issuer Security Domain's AID (GP 2.3.1 §H.1.3: `A0 00 00 01 51 00 00 00`).
+pub const ISD_AID: &[u8] = &[0xA0, 0x00, 0x00, 0x01, 0x51, 0x00, 0x00, 0x00];
+/// The Executable Load File of the security domain code (what GlobalPlatformPro and most
+/// cards use: `A0 00 00 01 51 53 50`).
+pub const SD_PACKAGE: &[u8] = &[0xA0, 0x00, 0x00, 0x01, 0x51, 0x53, 0x50];
+/// The Executable Module of the security domain code (`A0 00 00 01 51 53 50 41`).
+pub const SD_MODULE: &[u8] = &[0xA0, 0x00, 0x00, 0x01, 0x51, 0x53, 0x50, 0x41];
+
+/// Card life cycle states (GP 2.3.1 §5.1.1, Table 11-5).
+pub(crate) mod card_lc {
+    pub const OP_READY: u8 = 0x01;
+    pub const INITIALIZED: u8 = 0x07;
+    pub const SECURED: u8 = 0x0F;
+    pub const CARD_LOCKED: u8 = 0x7F;
+    pub const TERMINATED: u8 = 0xFF;
+}
+
+/// Application and security domain life cycle states (GP 2.3.1 §5.3, Tables 11-6/11-7).
+/// LOCKED is bit 8 set over the previous state (`1xxxxx11`).
+pub(crate) mod app_lc {
+    /// Executable Load File: LOADED (Table 11-4).
+    pub const LOADED: u8 = 0x01;
+    pub const INSTALLED: u8 = 0x03;
+    pub const SELECTABLE: u8 = 0x07;
+    /// Security domains only.
+    pub const PERSONALIZED: u8 = 0x0F;
+    pub const LOCKED_BIT: u8 = 0x80;
+
+    pub fn is_locked(lc: u8) -> bool {
+        lc & LOCKED_BIT != 0
+    }
+    /// SELECTABLE, PERSONALIZED or an application-specific state (`0xxxx111`), not locked.
+    pub fn is_selectable(lc: u8) -> bool {
+        !is_locked(lc) && lc & 0x07 == 0x07
+    }
+}
+
+/// Privileges (GP 2.3.1 §6.6.1, Table 6-1 / §11.1.2 Table 11-9), as a 24-bit value:
+/// byte 1 in bits 23..16, byte 2 in 15..8, byte 3 in 7..0.
+/// (The complete table, for reference; `gp::privileges` has the names.)
+#[allow(dead_code)]
+pub(crate) mod privs {
+    pub const SECURITY_DOMAIN: u32 = 0x80_0000;
+    pub const DAP_VERIFICATION: u32 = 0x40_0000;
+    pub const DELEGATED_MANAGEMENT: u32 = 0x20_0000;
+    pub const CARD_LOCK: u32 = 0x10_0000;
+    pub const CARD_TERMINATE: u32 = 0x08_0000;
+    pub const CARD_RESET: u32 = 0x04_0000;
+    pub const CVM_MANAGEMENT: u32 = 0x02_0000;
+    pub const MANDATED_DAP: u32 = 0x01_0000;
+    pub const TRUSTED_PATH: u32 = 0x00_8000;
+    pub const AUTHORIZED_MANAGEMENT: u32 = 0x00_4000;
+    pub const TOKEN_VERIFICATION: u32 = 0x00_2000;
+    pub const GLOBAL_DELETE: u32 = 0x00_1000;
+    pub const GLOBAL_LOCK: u32 = 0x00_0800;
+    pub const GLOBAL_REGISTRY: u32 = 0x00_0400;
+    pub const FINAL_APPLICATION: u32 = 0x00_0200;
+    pub const GLOBAL_SERVICE: u32 = 0x00_0100;
+    pub const RECEIPT_GENERATION: u32 = 0x00_0080;
+    pub const CIPHERED_LOAD_FILE: u32 = 0x00_0040;
+    pub const CONTACTLESS_ACTIVATION: u32 = 0x00_0020;
+    pub const CONTACTLESS_SELF_ACTIVATION: u32 = 0x00_0010;
+
+    /// The ISD's privileges: `9E FE 80` (security domain, card lock, card terminate, card
+    /// reset, CVM management; trusted path, authorized management, token verification,
+    /// global delete/lock/registry, final application; receipt generation), as on common
+    /// GP 2.2+ cards.
+    pub const ISD: u32 = 0x9E_FE80;
+
+    /// Reads a privileges field of 1 (GP 2.1.1) or 3 bytes (GP 2.2+), or none (0).
+    pub fn from_bytes(b: &[u8]) -> Option<u32> {
+        match b {
+            [] => Some(0),
+            [a] => Some((*a as u32) << 16),
+            [a, b, c] => Some(((*a as u32) << 16) | ((*b as u32) << 8) | *c as u32),
+            _ => None,
+        }
+    }
+    pub fn to_bytes(p: u32) -> [u8; 3] {
+        [(p >> 16) as u8, (p >> 8) as u8, p as u8]
+    }
+}
+
+/// An application identifier (ISO/IEC 7816-4 §8.2.1.2), stored as hex.
+/// (`gp::Aid` has no serde and checks lengths; the registry stores this one.)
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Aid(pub Vec<u8>);
+
+impl Aid {
+    /// Wraps bytes without checking the 5..=16 length (the registry checks on entry).
+    pub fn new(b: &[u8]) -> Self {
+        Aid(b.to_vec())
+    }
+    /// Whether the length is the 5..=16 bytes ISO/IEC 7816-4 allows.
+    pub fn is_valid_len(b: &[u8]) -> bool {
+        (5..=16).contains(&b.len())
+    }
+}
+
+impl fmt::Debug for Aid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Aid({})", apdu::hex(&self.0))
+    }
+}
+impl fmt::Display for Aid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&apdu::hex(&self.0))
+    }
+}
+
+impl Serialize for Aid {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&apdu::hex(&self.0))
+    }
+}
+impl<'de> Deserialize<'de> for Aid {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        hexser::deserialize(d).map(Aid)
+    }
+}
+
+/// Serde helpers storing `Vec<u8>` as a hex string.
+pub(crate) mod hexser {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&apdu::hex(v))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        apdu::parse_hex(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Secret bytes: zeroized on drop, hex in the state file, redacted in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Secret(pub Zeroizing<Vec<u8>>);
+
+impl Secret {
+    pub fn new(b: &[u8]) -> Self {
+        Secret(Zeroizing::new(b.to_vec()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let h = Zeroizing::new(apdu::hex(&self.0));
+        s.serialize_str(&h)
+    }
+}
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Zeroizing::new(String::deserialize(d)?);
+        apdu::parse_hex(&s)
+            .map(|v| Secret(Zeroizing::new(v)))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// GP key types (GP 2.3.1 §11.1.8, Table 11-16).
+pub(crate) mod key_type {
+    pub const DES: u8 = 0x80;
+    pub const AES: u8 = 0x88;
+}
+
+/// One key of a key set.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub(crate) struct StoredKey {
+    /// Key identifier (1 = ENC, 2 = MAC, 3 = DEK for secure channel key sets).
+    pub id: u8,
+    /// Key type byte: `80` DES, `88` AES.
+    pub key_type: u8,
+    /// The key value.
+    pub value: Secret,
+}
+
+/// A key set: the keys sharing one key version number (GP 2.3.1 §7.2).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub(crate) struct KeySet {
+    pub kvn: u8,
+    pub keys: Vec<StoredKey>,
+    /// Consecutive failed authentications with this key set; at the card's limit the key set
+    /// is blocked and INITIALIZE UPDATE answers `6983`.
+    #[serde(default)]
+    pub failures: u8,
+}
+
+impl KeySet {
+    pub fn key(&self, id: u8) -> Option<&StoredKey> {
+        self.keys.iter().find(|k| k.id == id)
+    }
+}
+
+/// Per-security-domain data (GP 2.3.1 §7).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub(crate) struct SdData {
+    /// Key diversification data returned by INITIALIZE UPDATE and GET DATA `CF`.
+    #[serde(with = "hexser")]
+    pub kdd: Vec<u8>,
+    /// Key sets in the order they were created.
+    pub key_sets: Vec<KeySet>,
+    /// Secure channel sequence counter (SCP02: 2 bytes; SCP03: 3 bytes).
+    pub seq_counter: u32,
+    /// Personalisation data stored with STORE DATA to the SD itself, by tag (hex) → value.
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+}
+
+/// What an application registry entry is.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum AppKind {
+    /// A security domain with its keys.
+    SecurityDomain(SdData),
+    /// An applet instance: `state` is the applet's serialised state, `None` while it has
+    /// no implementation on this card (unknown package) or before first use.
+    Applet {
+        #[serde(default)]
+        state: Option<serde_json::Value>,
+    },
+}
+
+/// A registry entry for an application or security domain (GP 2.3.1 §5.2 / Table 11-36).
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub(crate) struct AppRec {
+    pub aid: Aid,
+    pub load_file: Aid,
+    pub module: Aid,
+    pub life_cycle: u8,
+    pub privileges: u32,
+    /// Associated security domain (the ISD is associated with itself).
+    pub sd: Aid,
+    /// The install parameters field of INSTALL [for install], as received.
+    #[serde(with = "hexser", default)]
+    pub install_params: Vec<u8>,
+    /// Implicit selection parameter (INSTALL [for registry update] / GET STATUS `CF`).
+    #[serde(default)]
+    pub implicit_selection: Option<u8>,
+    #[serde(flatten)]
+    pub kind: AppKind,
+}
+
+impl AppRec {
+    pub fn is_sd(&self) -> bool {
+        matches!(self.kind, AppKind::SecurityDomain(_))
+    }
+    pub fn sd_data(&self) -> Option<&SdData> {
+        match &self.kind {
+            AppKind::SecurityDomain(d) => Some(d),
+            AppKind::Applet { .. } => None,
+        }
+    }
+    pub fn sd_data_mut(&mut self) -> Option<&mut SdData> {
+        match &mut self.kind {
+            AppKind::SecurityDomain(d) => Some(d),
+            AppKind::Applet { .. } => None,
+        }
+    }
+    pub fn has(&self, privilege: u32) -> bool {
+        self.privileges & privilege == privilege
+    }
+}
+
+/// A registry entry for an Executable Load File (GP 2.3.1 §5.2, Table 11-36).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub(crate) struct LoadFileRec {
+    pub aid: Aid,
+    /// Load file version (major, minor) from the CAP Header component, if known.
+    #[serde(with = "hexser", default)]
+    pub version: Vec<u8>,
+    /// Executable Modules (applet classes) of the load file.
+    pub modules: Vec<Aid>,
+    /// Associated security domain.
+    pub sd: Aid,
+    /// In ROM (part of the card's operating system): cannot be deleted.
+    #[serde(default)]
+    pub rom: bool,
+}
+
+/// The whole persistent card: what the state file holds.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub(crate) struct CardState {
+    /// State file format version.
+    pub format: u32,
+    /// Card life cycle state (§5.1.1).
+    pub life_cycle: u8,
+    /// Card Production Life Cycle data (GET DATA `9F7F`).
+    #[serde(with = "hexser")]
+    pub cplc: Vec<u8>,
+    /// The card's default Secure Channel Protocol identifier and "i" (card data `64`).
+    pub scp: u8,
+    pub scp_i: u8,
+    /// Consecutive authentication failures that block a key set.
+    pub max_auth_failures: u8,
+    /// The factory key set given to every new security domain.
+    pub initial_keys: KeySet,
+    /// Executable Load Files, in load order.
+    pub load_files: Vec<LoadFileRec>,
+    /// Applications and security domains in registry order; the ISD is first.
+    pub apps: Vec<AppRec>,
+}
+
+/// The current state file format.
+pub(crate) const FORMAT: u32 = 1;
+
+impl CardState {
+    pub fn app(&self, aid: &[u8]) -> Option<&AppRec> {
+        self.apps.iter().find(|a| a.aid.0 == aid)
+    }
+    pub fn app_mut(&mut self, aid: &[u8]) -> Option<&mut AppRec> {
+        self.apps.iter_mut().find(|a| a.aid.0 == aid)
+    }
+    pub fn load_file(&self, aid: &[u8]) -> Option<&LoadFileRec> {
+        self.load_files.iter().find(|l| l.aid.0 == aid)
+    }
+    pub fn isd(&self) -> Option<&AppRec> {
+        self.app(ISD_AID)
+    }
+    /// Whether any application, SD or load file already uses this AID.
+    pub fn aid_in_use(&self, aid: &[u8]) -> bool {
+        // Module AIDs may be reused as instance AIDs (the usual default), so they do not count.
+        self.app(aid).is_some() || self.load_file(aid).is_some()
+    }
+}

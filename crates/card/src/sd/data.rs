@@ -1,0 +1,253 @@
+//! GET DATA (GP 2.3.1 §11.3) and STORE DATA (§11.11) of a security domain.
+
+use apdu::{Command, Response, StatusWord};
+
+use super::Sw;
+use crate::card::VirtualCard;
+use crate::model::{app_lc, Aid, AppKind};
+use crate::tlv;
+
+/// The GlobalPlatform OID arc `1.2.840.114283` (`2A 86 48 86 FC 6B`).
+const GP_OID: [u8; 6] = [0x2A, 0x86, 0x48, 0x86, 0xFC, 0x6B];
+
+/// Appends one OID arc in base-128 (ITU-T X.690 §8.19).
+fn push_arc(v: &mut Vec<u8>, arc: u32) {
+    let mut groups = vec![(arc & 0x7F) as u8];
+    let mut rest = arc >> 7;
+    while rest > 0 {
+        groups.push(0x80 | (rest & 0x7F) as u8);
+        rest >>= 7;
+    }
+    v.extend(groups.iter().rev());
+}
+
+fn gp_oid(arcs: &[u32]) -> Vec<u8> {
+    let mut v = GP_OID.to_vec();
+    for a in arcs {
+        push_arc(&mut v, *a);
+    }
+    tlv::encode(0x06, &v)
+}
+
+/// The contents of the Card Recognition Data template `73` (GP 2.3.1 §H.2, Table H-1):
+/// the GP OID, card management type and version (GP 2.3.1), card identification scheme,
+/// the ISD's Secure Channel Protocol with its "i", and the chip details (Java Card 3).
+pub(crate) fn card_recognition_data(scp: u8, i: u8) -> Vec<u8> {
+    let mut v = gp_oid(&[1]);
+    v.extend(tlv::encode(0x60, &gp_oid(&[2, 2, 3, 1])));
+    v.extend(tlv::encode(0x63, &gp_oid(&[3])));
+    v.extend(tlv::encode(0x64, &gp_oid(&[4, scp as u32, i as u32])));
+    // {iso(1) org(3) dod(6) internet(1) private(4) enterprise(1) sun(42) 2 110 1 3}:
+    // Java Card 3 (what JCOP cards report).
+    let jc = [0x2B, 0x06, 0x01, 0x04, 0x01, 0x2A, 0x02, 0x6E, 0x01, 0x03];
+    v.extend(tlv::encode(0x66, &tlv::encode(0x06, &jc)));
+    v
+}
+
+/// Free memory reported in Extended Card Resources Information (a fixed, generous value).
+const FREE_MEMORY: u32 = 0x0010_0000;
+
+impl VirtualCard {
+    /// GET DATA (GP 2.3.1 §11.3): P1-P2 is the tag.
+    pub(super) fn get_data(&mut self, sd: &Aid, cmd: &Command) -> Sw<Response> {
+        if !cmd.data.is_empty() {
+            return Err(StatusWord::WRONG_DATA);
+        }
+        let tag = u16::from_be_bytes([cmd.p1, cmd.p2]);
+        let rec = self.sd_rec(sd)?;
+        let data = rec.sd_data().ok_or(StatusWord::UNKNOWN)?;
+        let isd_data = self.state.isd().and_then(|a| a.sd_data());
+        // Personalised value of this SD, else of the ISD (the card's).
+        let personal = |t: &str| {
+            data.data
+                .get(t)
+                .or_else(|| isd_data.and_then(|d| d.data.get(t)))
+                .and_then(|h| apdu::parse_hex(h).ok())
+        };
+        let out = match tag {
+            // Card Production Life Cycle data (§H.6).
+            0x9F7F => tlv::encode(0x9F7F, &self.state.cplc),
+            // Card Data: Card Recognition Data (§H.2).
+            0x0066 => tlv::encode(
+                0x66,
+                &tlv::encode(
+                    0x73,
+                    &card_recognition_data(self.state.scp, self.state.scp_i),
+                ),
+            ),
+            // Key Information Template (§11.3.3.1, Table 11-31): C0 {id, KVN, type, length}.
+            0x00E0 => {
+                let mut body = Vec::new();
+                for set in &data.key_sets {
+                    for k in &set.keys {
+                        body.extend(tlv::encode(
+                            0xC0,
+                            &[k.id, set.kvn, k.key_type, k.value.0.len() as u8],
+                        ));
+                    }
+                }
+                tlv::encode(0xE0, &body)
+            }
+            // Issuer Identification Number and Card Image Number (§H.3, §H.4).
+            0x0042 => tlv::encode(
+                0x42,
+                &personal("42").ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?,
+            ),
+            0x0045 => tlv::encode(
+                0x45,
+                &personal("45").ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?,
+            ),
+            // Key Diversification Data.
+            0x00CF => tlv::encode(0xCF, &data.kdd),
+            // Sequence counter of the default key version number (§11.3.3.1).
+            0x00C1 => {
+                let aes = data
+                    .key_sets
+                    .first()
+                    .and_then(|s| s.keys.first())
+                    .is_some_and(|k| k.key_type == crate::model::key_type::AES);
+                let c = data.seq_counter.to_be_bytes();
+                tlv::encode(0xC1, if aes { &c[1..] } else { &c[2..] })
+            }
+            // Extended Card Resources Information (ETSI TS 102 226 §8.2.1.7.2; GP Amd C).
+            0xFF21 => {
+                let apps = self.state.apps.len() as u16;
+                let mut body = tlv::encode(0x81, &apps.to_be_bytes());
+                body.extend(tlv::encode(0x82, &FREE_MEMORY.to_be_bytes()));
+                body.extend(tlv::encode(0x83, &FREE_MEMORY.to_be_bytes()));
+                tlv::encode(0xFF21, &body)
+            }
+            _ => return Err(StatusWord::REFERENCED_DATA_NOT_FOUND),
+        };
+        Ok(Response::ok(out))
+    }
+
+    /// STORE DATA (GP 2.3.1 §11.11). After INSTALL [for personalization] the data goes to
+    /// that application until the last block; otherwise it personalises this security
+    /// domain: BER-TLV (or DGI) objects are kept by tag, `42` and `45` answer GET DATA and
+    /// `CF` (10 bytes) replaces the key diversification data.
+    pub(super) fn store_data(&mut self, ch: usize, sd: &Aid, cmd: &Command) -> Sw<Response> {
+        let last = cmd.p1 & 0x80 != 0;
+        let target = self.channel(ch).and_then(|c| c.perso.clone());
+        let resp = match target {
+            Some(app) if app != *sd => self.personalize(&app, cmd),
+            _ => self.store_sd_data(sd, cmd),
+        };
+        if last {
+            if let Some(c) = self.channel_mut(ch) {
+                c.perso = None;
+            }
+        }
+        resp
+    }
+
+    fn personalize(&mut self, app: &Aid, cmd: &Command) -> Sw<Response> {
+        let rec = self
+            .state
+            .app(&app.0)
+            .ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?;
+        if rec.is_sd() {
+            return self.store_sd_data(app, cmd);
+        }
+        if app_lc::is_locked(rec.life_cycle) {
+            return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
+        }
+        let applet = self
+            .live_applet(app)
+            .ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?;
+        let mut plain = cmd.clone();
+        plain.cla = 0x80;
+        let resp = applet.process_data(&plain);
+        self.sync_applet_state(app);
+        Ok(resp)
+    }
+
+    fn store_sd_data(&mut self, sd: &Aid, cmd: &Command) -> Sw<Response> {
+        if cmd.p1 & 0x60 != 0 {
+            // Encrypted personalisation data for the SD itself is not supported.
+            return Err(StatusWord::WRONG_DATA);
+        }
+        let objs: Vec<(String, Vec<u8>)> = if (cmd.p1 >> 3) & 0x03 == 0x01 {
+            parse_dgis(&cmd.data).ok_or(StatusWord::WRONG_DATA)?
+        } else {
+            tlv::parse_all(&cmd.data)
+                .map_err(|_| StatusWord::WRONG_DATA)?
+                .iter()
+                .map(|t| (apdu::hex(&tlv::tag_bytes(t.tag)), t.value.to_vec()))
+                .collect()
+        };
+        if objs.iter().any(|(t, v)| t == "CF" && v.len() != 10) {
+            return Err(StatusWord::WRONG_DATA);
+        }
+        let rec = self.state.app_mut(&sd.0).ok_or(StatusWord::UNKNOWN)?;
+        let AppKind::SecurityDomain(data) = &mut rec.kind else {
+            return Err(StatusWord::UNKNOWN);
+        };
+        for (tag, value) in objs {
+            if tag == "CF" {
+                data.kdd = value.clone();
+            }
+            data.data.insert(tag, apdu::hex(&value));
+        }
+        Ok(Response::ok(Vec::new()))
+    }
+}
+
+/// Reads a sequence of DGIs (EMV CPS §4.3.2: 2-byte identifier, 1-byte length or `FF` and
+/// 2 bytes); the DGI is returned as 4 hex digits.
+fn parse_dgis(d: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut p = 0;
+    while p < d.len() {
+        let id = d.get(p..p + 2)?;
+        let (len, hdr) = match *d.get(p + 2)? {
+            0xFF => {
+                let l = d.get(p + 3..p + 5)?;
+                (u16::from_be_bytes([l[0], l[1]]) as usize, 5)
+            }
+            l => (l as usize, 3),
+        };
+        let v = d.get(p + hdr..p + hdr + len)?;
+        out.push((apdu::hex(id), v.to_vec()));
+        p += hdr + len;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apdu::parse_hex as h;
+
+    #[test]
+    fn recognition_data_encoding() {
+        // GP 2.3.1 §H.2 example structure, SCP03 i=70.
+        let v = card_recognition_data(0x03, 0x70);
+        let expect = h(concat!(
+            "06072A864886FC6B01",
+            "600C060A2A864886FC6B02020301",
+            "630906072A864886FC6B03",
+            "640B06092A864886FC6B040370",
+            "660C060A2B060104012A026E0103"
+        ))
+        .unwrap();
+        assert_eq!(v, expect);
+        let mut arc = Vec::new();
+        push_arc(&mut arc, 0x80);
+        assert_eq!(arc, vec![0x81, 0x00]);
+    }
+
+    #[test]
+    fn dgis() {
+        assert_eq!(
+            parse_dgis(&h("0101 02 AABB").unwrap()).unwrap(),
+            vec![("0101".into(), vec![0xAA, 0xBB])]
+        );
+        assert!(parse_dgis(&h("0101 03 AABB").unwrap()).is_none());
+        assert!(parse_dgis(&h("01").unwrap()).is_none());
+        assert_eq!(
+            parse_dgis(&h("8000 FF0001 11").unwrap()).unwrap()[0].1,
+            vec![0x11]
+        );
+    }
+}
