@@ -196,6 +196,7 @@ mod tests {
             .with_organization("Cardwright")
             .with_country("CN");
         let name = s.to_name().unwrap();
+        use der::Tagged;
         let attrs: Vec<_> = name.iter().map(|a| (a.oid, a.value.tag())).collect();
         assert_eq!(
             attrs,
