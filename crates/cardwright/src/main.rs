@@ -1,6 +1,7 @@
 //! `cardwright`: the command line. See README.md for every command with an example.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod card_cmd;
 mod cli;
 mod sim;
@@ -27,7 +28,7 @@ fn main() {
         Command::Sim {
             command: SimCommand::Create(a),
         } => sim::create(a),
-        Command::Bench(_) => Err(anyhow::anyhow!("bench: not built yet")),
+        Command::Bench(a) => bench::run(a),
     };
     if let Err(e) = result {
         // One line: what failed and why (the chain of causes, joined).
