@@ -18,6 +18,14 @@ pub enum Error {
     /// A C-MAC or R-MAC did not verify.
     #[error("secure messaging MAC mismatch")]
     MacMismatch,
+    /// A command reached the card without the secure messaging the session's level requires
+    /// (CLA b3 clear). The card answers `6982` and closes the session.
+    #[error("command lacks the secure messaging required by the session")]
+    MissingSecureMessaging,
+    /// The session was closed by an earlier MAC or padding failure (GP 2.3.1 §10.2.3:
+    /// a Secure Channel that fails verification is terminated). Start a new one.
+    #[error("secure channel session closed after a verification failure")]
+    Closed,
     /// Decrypted data does not end in ISO/IEC 9797-1 method 2 padding.
     #[error("bad ISO/IEC 9797-1 method 2 padding after decryption")]
     BadPadding,
