@@ -303,7 +303,7 @@ impl SlotKey {
                 }
                 let c = BoxedUint::from_be_slice(input, k.n_bits_precision())
                     .map_err(|_| KeyOpError::BadInput)?;
-                if &c >= k.n().as_ref() {
+                if c.ge(k.n().as_ref()) {
                     return Err(KeyOpError::BadInput);
                 }
                 let mut rng = rand::rng();
@@ -460,5 +460,83 @@ fn field_hash(input: &[u8], len: usize) -> Vec<u8> {
         let mut out = vec![0u8; len - input.len()];
         out.extend_from_slice(input);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rsa_import(p: &[u8], q: &[u8]) -> Result<SlotKey, KeyOpError> {
+        let mut data = tlv::encode(1, p);
+        data.extend(tlv::encode(2, q));
+        for tag in 3..=5 {
+            data.extend(tlv::encode(tag, &[0x01]));
+        }
+        let items = tlv::parse_all(&data).unwrap();
+        SlotKey::import(
+            KeyAlgorithm::Rsa1024,
+            &items,
+            PinPolicy::Once,
+            TouchPolicy::Never,
+        )
+    }
+
+    #[test]
+    fn degenerate_rsa_imports_are_refused_without_panicking() {
+        let big = [0xFFu8; 64];
+        let mut odd = [0xFDu8; 64];
+        odd[0] = 0xC1;
+        for (p, q) in [
+            (&[][..], &[3u8][..]),
+            (&big[..], &big[..]),
+            (&[1u8][..], &big[..]),
+            (&[0u8; 64][..], &big[..]),
+            (&[2u8][..], &odd[..]),
+            (&big[..], &odd[..]),
+            (&[0xFF; 65][..], &odd[..]),
+        ] {
+            assert!(rsa_import(p, q).is_err());
+        }
+    }
+
+    #[test]
+    fn ecc_imports_check_the_scalar() {
+        let items = |d: &[u8]| tlv::encode(6, d);
+        for d in [&[][..], &[0u8; 32][..], &[0xFF; 32][..], &[1u8; 33][..]] {
+            let data = items(d);
+            let parsed = tlv::parse_all(&data).unwrap();
+            assert!(SlotKey::import(
+                KeyAlgorithm::EccP256,
+                &parsed,
+                PinPolicy::Once,
+                TouchPolicy::Never
+            )
+            .is_err());
+        }
+        let data = items(&[7u8]);
+        let parsed = tlv::parse_all(&data).unwrap();
+        let k = SlotKey::import(
+            KeyAlgorithm::EccP384,
+            &parsed,
+            PinPolicy::Once,
+            TouchPolicy::Never,
+        )
+        .unwrap();
+        assert!(format!("{k:?}").contains("REDACTED"));
+        assert_eq!(k.public_key_objects()[..3], [0x86, 0x61, 0x04]);
+        assert_eq!(k.key_agreement(&[0x04; 97]), Err(KeyOpError::BadInput));
+        assert!(
+            k.private_operation(&[0u8; 100]).is_ok(),
+            "long hashes are truncated"
+        );
+    }
+
+    #[test]
+    fn field_hash_truncates_and_pads() {
+        assert_eq!(field_hash(&[1, 2, 3], 4), vec![0, 1, 2, 3]);
+        assert_eq!(field_hash(&[1, 2, 3, 4, 5], 4), vec![1, 2, 3, 4]);
+        assert_eq!(left_pad(&[0, 0, 9], 2), vec![0, 9]);
+        assert_eq!(left_pad(&[9], 3), vec![0, 0, 9]);
     }
 }

@@ -175,8 +175,11 @@ impl fmt::Debug for ManagementKey {
 mod tests {
     use super::*;
 
+    /// `(name, key, plaintext, ciphertext)`.
+    type Vector = (String, Vec<u8>, Vec<u8>, Vec<u8>);
+
     /// Lines `name key plaintext ciphertext` under `# source:` comments.
-    fn vectors(text: &str) -> Vec<(String, Vec<u8>, Vec<u8>, Vec<u8>)> {
+    fn vectors(text: &str) -> Vec<Vector> {
         text.lines()
             .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
             .map(|l| {
