@@ -18,7 +18,8 @@
 //! let ea = send(&auth.external_authenticate());
 //! let mut session = auth.finish(&ea)?;
 //! let get_status = apdu::Command::new(0x80, 0xF2, 0x80, 0x02).with_data(vec![0x4F, 0x00]).with_le(256);
-//! let answer = session.unwrap(send(&session.wrap(&get_status)?))?;
+//! let wrapped = session.wrap(&get_status)?;
+//! let answer = session.unwrap(send(&wrapped))?;
 //! # let _ = answer; Ok(()) }
 //! ```
 //!
@@ -63,6 +64,8 @@ mod level;
 pub mod put_key;
 mod scp02;
 mod scp03;
+#[cfg(test)]
+mod testutil;
 
 pub use card::{CardAuth, CardSession};
 pub use diversify::Diversification;

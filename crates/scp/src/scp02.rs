@@ -430,3 +430,118 @@ pub(crate) fn check_ext_auth_shape(cmd: &apdu::Command, n: usize) -> Result<(), 
     }
     Ok(())
 }
+
+#[cfg(test)]
+impl Scp02 {
+    /// A wrapper whose four session keys are all `key` (for low-level wrapping vectors).
+    pub(crate) fn from_session_key(i: u8, level: SecurityLevel, key: [u8; 16]) -> Self {
+        Self {
+            i,
+            level,
+            s_enc: Zeroizing::new(key),
+            s_mac: Zeroizing::new(key),
+            s_rmac: Zeroizing::new(key),
+            s_dek: Zeroizing::new(key),
+            c_mac: None,
+            r_mac: [0; 8],
+            r_mac_command: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::records;
+
+    #[test]
+    fn session_keys_known_answers() {
+        let text = include_str!("../tests/vectors/scp02_session_keys.txt");
+        let mut n = 0;
+        for r in records("scp02_session_keys.txt", text) {
+            let k = Key::des3(&r.h("static")).unwrap();
+            let seq: [u8; 2] = r.h("seq").try_into().unwrap();
+            let s = Scp02::new(&StaticKeys::same(k), 0x15, SecurityLevel::NONE, seq).unwrap();
+            let got = s.session_keys();
+            for (name, key) in ["enc", "mac", "rmac", "dek"].iter().zip(got) {
+                let Some(want) = r.hex(name) else { continue };
+                let have = match r.kind.as_str() {
+                    "keys" => key.to_vec(),
+                    "kcv" => Key::des3(key).unwrap().kcv().to_vec(),
+                    k => panic!("{}: {k}", r.at),
+                };
+                assert_eq!(apdu::hex(&have), apdu::hex(&want), "{}: {name}", r.at);
+                n += 1;
+            }
+        }
+        assert_eq!(n, 23);
+    }
+
+    #[test]
+    fn low_level_wrapping_known_answers() {
+        let text = include_str!("../tests/vectors/wrapper.txt");
+        let mut w: Option<(Scp02, Scp02)> = None;
+        let mut n = 0;
+        for r in records("wrapper.txt", text) {
+            match r.kind.as_str() {
+                "wrapper" if r.s("scp") == "02" => {
+                    let key: [u8; 16] = r.h("key").try_into().unwrap();
+                    let level = SecurityLevel(r.byte("level"));
+                    let host = Scp02::from_session_key(r.byte("i"), level, key);
+                    let card = Scp02::from_session_key(r.byte("i"), level, key);
+                    w = Some((host, card));
+                }
+                "wrapper" => w = None,
+                "cmd" => {
+                    let Some((host, card)) = w.as_mut() else {
+                        continue;
+                    };
+                    let plain = apdu::Command::parse(&r.h("plain")).unwrap();
+                    let wire = host.wrap(&plain).unwrap();
+                    assert_eq!(
+                        apdu::hex(&wire.to_bytes().unwrap()),
+                        apdu::hex(&r.h("wire")),
+                        "{}",
+                        r.at
+                    );
+                    assert_eq!(card.unwrap(&wire).unwrap(), plain, "{}", r.at);
+                    n += 1;
+                }
+                k => panic!("{}: {k}", r.at),
+            }
+        }
+        assert_eq!(n, 16);
+    }
+
+    #[test]
+    fn unsupported_options() {
+        let k = StaticKeys::same(Key::des3(&[0x40; 16]).unwrap());
+        for i in [0x0A, 0x0B, 0x1A, 0x17, 0x1D, 0x95] {
+            assert!(
+                matches!(
+                    Scp02::new(&k, i, SecurityLevel::MAC, [0, 0]),
+                    Err(Error::Unsupported(_))
+                ),
+                "{i:02X}"
+            );
+        }
+        assert!(Scp02::new(&k, 0x15, SecurityLevel(0x33), [0, 0]).is_err());
+        let aes = StaticKeys::same(Key::aes(&[0x40; 16]).unwrap());
+        assert!(Scp02::new(&aes, 0x15, SecurityLevel::MAC, [0, 0]).is_err());
+        // One base key (b1 = 0): every session key comes from ENC.
+        let mixed = StaticKeys {
+            enc: Key::des3(&[0x40; 16]).unwrap(),
+            mac: Key::des3(&[0x41; 16]).unwrap(),
+            dek: Key::des3(&[0x42; 16]).unwrap(),
+        };
+        let one = Scp02::new(&mixed, 0x04, SecurityLevel::MAC, [0, 1]).unwrap();
+        let same = Scp02::new(
+            &StaticKeys::same(Key::des3(&[0x40; 16]).unwrap()),
+            0x15,
+            SecurityLevel::MAC,
+            [0, 1],
+        )
+        .unwrap();
+        assert_eq!(one.session_keys(), same.session_keys());
+    }
+}

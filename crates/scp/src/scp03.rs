@@ -397,3 +397,157 @@ impl Scp03 {
         crypto::aes_cbc_decrypt(self.dek.expose(), [0; 16], encrypted)
     }
 }
+
+#[cfg(test)]
+impl Scp03 {
+    /// A wrapper whose session keys and DEK are all `key` (for low-level wrapping vectors).
+    pub(crate) fn from_session_key(i: u8, level: SecurityLevel, key: &[u8]) -> Self {
+        Self {
+            i,
+            level,
+            n: if i & 1 != 0 { 16 } else { 8 },
+            s_enc: Zeroizing::new(key.to_vec()),
+            s_mac: Zeroizing::new(key.to_vec()),
+            s_rmac: Zeroizing::new(key.to_vec()),
+            dek: Key::aes(key).unwrap(),
+            chaining: [0; 16],
+            counter: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::records;
+
+    #[test]
+    fn kdf_known_answers() {
+        let text = include_str!("../tests/vectors/scp03_kdf.txt");
+        let mut n = 0;
+        for r in records("scp03_kdf.txt", text) {
+            match r.kind.as_str() {
+                "session" => {
+                    let keys = StaticKeys {
+                        enc: Key::aes(&r.h("enc")).unwrap(),
+                        mac: Key::aes(&r.h("mac")).unwrap(),
+                        dek: Key::aes(&r.h("mac")).unwrap(),
+                    };
+                    let (host, card) = (r.h("host"), r.h("card"));
+                    let s = Scp03::new(&keys, 0x70, SecurityLevel::NONE, &host, &card).unwrap();
+                    for (name, key) in ["s_enc", "s_mac", "s_rmac"].iter().zip(s.session_keys()) {
+                        assert_eq!(apdu::hex(key), apdu::hex(&r.h(name)), "{}: {name}", r.at);
+                        n += 1;
+                    }
+                    if let Some(c) = r.f.get("cardcrypto") {
+                        let got = s.cryptogram(CARD_CRYPTOGRAM, &host, &card).unwrap();
+                        assert_eq!(apdu::hex(&got), c.to_uppercase(), "{}", r.at);
+                        let got = s.cryptogram(HOST_CRYPTOGRAM, &host, &card).unwrap();
+                        assert_eq!(
+                            apdu::hex(&got),
+                            r.s("hostcrypto").to_uppercase(),
+                            "{}",
+                            r.at
+                        );
+                        n += 2;
+                    }
+                }
+                "kcv" => {
+                    let key = r.h("key");
+                    let ctx = r.h("context");
+                    for (name, c, k) in [
+                        ("s_enc", S_ENC, &key),
+                        ("s_mac", S_MAC, &key),
+                        ("s_rmac", S_RMAC, &key),
+                    ] {
+                        let derived = kdf(k, c, &ctx, 16).unwrap();
+                        let kcv = Key::aes(&derived).unwrap().kcv();
+                        assert_eq!(
+                            apdu::hex(&kcv),
+                            r.s(name).to_uppercase(),
+                            "{}: {name}",
+                            r.at
+                        );
+                        n += 1;
+                    }
+                }
+                "challenge" => {
+                    let ctx = [r.h("seq"), r.h("aid")].concat();
+                    let got = kdf(&r.h("enc"), CARD_CHALLENGE, &ctx, 8).unwrap();
+                    assert_eq!(apdu::hex(&got), r.s("card").to_uppercase(), "{}", r.at);
+                    n += 1;
+                }
+                k => panic!("{}: {k}", r.at),
+            }
+        }
+        assert_eq!(n, 20);
+    }
+
+    #[test]
+    fn low_level_wrapping_known_answers() {
+        let text = include_str!("../tests/vectors/wrapper.txt");
+        let mut w: Option<(Scp03, Scp03)> = None;
+        let mut n = 0;
+        for r in records("wrapper.txt", text) {
+            match r.kind.as_str() {
+                "wrapper" if r.s("scp") == "03" => {
+                    let level = SecurityLevel(r.byte("level"));
+                    let host = Scp03::from_session_key(r.byte("i"), level, &r.h("key"));
+                    let card = Scp03::from_session_key(r.byte("i"), level, &r.h("key"));
+                    w = Some((host, card));
+                }
+                "wrapper" => w = None,
+                "cmd" => {
+                    let Some((host, card)) = w.as_mut() else {
+                        continue;
+                    };
+                    let plain = apdu::Command::parse(&r.h("plain")).unwrap();
+                    let wire = host.wrap(&plain).unwrap();
+                    assert_eq!(
+                        apdu::hex(&wire.to_bytes().unwrap()),
+                        apdu::hex(&r.h("wire")),
+                        "{}",
+                        r.at
+                    );
+                    assert_eq!(card.unwrap(&wire).unwrap(), plain, "{}", r.at);
+                    // The test then unwraps a bare 9000, which this level leaves alone.
+                    let ok = apdu::Response::status(apdu::StatusWord::SUCCESS);
+                    assert_eq!(
+                        host.unwrap_response(card.wrap_response(ok.clone()).unwrap())
+                            .unwrap(),
+                        ok
+                    );
+                    n += 1;
+                }
+                k => panic!("{}: {k}", r.at),
+            }
+        }
+        assert_eq!(n, 16);
+    }
+
+    #[test]
+    fn kdf_lengths() {
+        let k = [0x40u8; 16];
+        assert_eq!(kdf(&k, S_ENC, &[1; 16], 32).unwrap().len(), 32);
+        assert_eq!(
+            kdf(&k, S_ENC, &[1; 16], 24).unwrap()[..16],
+            kdf(&k, S_ENC, &[1; 16], 24).unwrap()[..16]
+        );
+        // L is part of the input: a 128-bit output is not a prefix of a 256-bit one.
+        assert_ne!(
+            kdf(&k, S_ENC, &[1; 16], 16).unwrap()[..],
+            kdf(&k, S_ENC, &[1; 16], 32).unwrap()[..16]
+        );
+    }
+
+    #[test]
+    fn level_needs_card_support() {
+        assert!(check_level(0x00, SecurityLevel(0x03)).is_ok());
+        assert!(check_level(0x00, SecurityLevel(0x13)).is_err());
+        assert!(check_level(0x20, SecurityLevel(0x13)).is_ok());
+        assert!(check_level(0x20, SecurityLevel(0x33)).is_err());
+        assert!(check_level(0x70, SecurityLevel(0x33)).is_ok());
+        assert!(check_level(0x70, SecurityLevel(0x02)).is_err());
+        assert!(check_i(0x80).is_err() && check_i(0x71).is_ok());
+    }
+}
