@@ -530,8 +530,18 @@ impl KeyInfo {
             let mut components = Vec::new();
             let extended = t.value.get(2) == Some(&0xFF);
             if extended {
-                while t.value.get(c.pos()) == Some(&0xFF) {
-                    c.u8("extended key type marker")?;
+                // Components are `FF type len16`; some cards mix in `type len16` without
+                // the FF marker (GlobalPlatformPro TestGPKeyInfo). The entry ends with at
+                // least 2 bytes (usage length, access length).
+                loop {
+                    let rem = c.remaining();
+                    match t.value.get(c.pos()) {
+                        Some(0xFF) if rem >= 6 => {
+                            c.u8("extended key type marker")?;
+                        }
+                        Some(_) if rem >= 5 && !components.is_empty() => {}
+                        _ => break,
+                    }
                     let key_type = c.u8("key type")?;
                     let length = c.u16("key length")?;
                     components.push(KeyComponent { key_type, length });

@@ -352,6 +352,9 @@ impl RegistryEntry {
                     }
                     0xC5 => {}
                     0xCF => e.implicit_selection.extend_from_slice(f.value),
+                    // Some cards send empty C4 / 84 / CC (GlobalPlatformPro issue #392):
+                    // read as absent.
+                    0xC4 | 0x84 | 0xCC if f.value.is_empty() => {}
                     0xC4 => e.load_file = Some(Aid::new(f.value)?),
                     0xCE => e.version = Some(f.value.to_vec()),
                     0x84 => e.modules.push(Aid::new(f.value)?),
