@@ -264,6 +264,18 @@ mod tests {
     }
 
     #[test]
+    fn extended_form_of_short_values_is_read() {
+        // Found by fuzzing: Le 0100 in extended form is Ne = 256, which encodes short.
+        let c = Command::parse(&parse_hex("06FFF5F1000100").unwrap()).unwrap();
+        assert_eq!(c.le, Some(256));
+        assert_eq!(crate::hex(&c.to_bytes().unwrap()), "06FFF5F100");
+        let c = Command::parse(&parse_hex("00DA000000000201020000").unwrap()).unwrap();
+        assert_eq!((c.data.clone(), c.le), (vec![1, 2], Some(65536)));
+        let c = Command::parse(&parse_hex("00DA0000000002AABB").unwrap()).unwrap();
+        assert_eq!(crate::hex(&c.to_bytes().unwrap()), "00DA000002AABB");
+    }
+
+    #[test]
     fn rejects_bad_lengths() {
         assert!(Command::parse(&[0, 0xA4]).is_err());
         assert!(Command::parse(&parse_hex("00A4040005A000").unwrap()).is_err());

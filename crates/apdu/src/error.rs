@@ -55,7 +55,7 @@ pub enum TlvErrorKind {
     /// A first tag byte of `00` or `FF` (§5.2.2.1: both are invalid, used for padding).
     #[error("tag byte {0:02X} is padding, not a tag")]
     PaddingAsTag(u8),
-    /// A second tag byte of `00`–`1E` or `80` (§5.2.2.1).
+    /// A second tag byte of `80`: a leading zero 7-bit group (ISO/IEC 8825-1 §8.1.2.4.2).
     #[error("invalid second tag byte {0:02X}")]
     InvalidTagByte(u8),
     /// A tag of more than three bytes.

@@ -7,7 +7,10 @@
 //!   the class, b6 says whether the value is itself a sequence of data objects
 //!   (*constructed*) or opaque bytes (*primitive*), and b5-b1 = `11111` announces further
 //!   tag bytes, each with b8 = 1 if yet another follows. `00` and `FF` are not tags:
-//!   they are padding.
+//!   they are padding. §5.2.2.1 also calls second bytes `00`-`1E` invalid (tag
+//!   numbers below 31 have a one-byte form), but EMV uses such tags everywhere
+//!   (`9F02`, `9F1A`, `BF0C` in every payment FCI), so they are accepted; only `80`
+//!   (a leading zero group, ISO/IEC 8825-1 §8.1.2.4.2 c) is rejected.
 //! * **Length** ([`read_length`], [`encode_length`]): definite form only (§5.2.2.2):
 //!   `00`-`7F` in one byte, otherwise `81`, `82`, `83` or `84` followed by one to four
 //!   big-endian bytes. The indefinite form `80` is rejected. Non-minimal lengths such as
@@ -75,8 +78,9 @@ impl Tag {
     /// The tag whose encoding, read big-endian, is `value`, if that is a valid
     /// encoding of one to three bytes (ISO/IEC 7816-4 §5.2.2.1):
     /// first byte not `00`/`FF`; a one-byte tag does not end in `11111`; a multi-byte
-    /// tag's first byte does, its second byte is not `00`-`1E` or `80`, and only its
-    /// last byte has b8 = 0.
+    /// tag's first byte does, its second byte is not `80`, and only its last byte has
+    /// b8 = 0. Second bytes `00`-`1E`, which §5.2.2.1 disallows but EMV uses (`9F02`,
+    /// `BF0C`), are accepted.
     pub const fn try_new(value: u32) -> Result<Self, Error> {
         match check_tag(value) {
             None => Ok(Self(value)),
@@ -179,8 +183,8 @@ const fn check_tag(value: u32) -> Option<&'static str> {
         return Some("first byte does not announce more tag bytes (b5-b1 != 11111)");
     }
     let second = bytes[5 - len];
-    if second <= 0x1E || second == 0x80 {
-        return Some("second byte 00-1E or 80 is invalid");
+    if second == 0x80 {
+        return Some("second byte 80 is a leading zero group");
     }
     if len == 2 {
         return if second & 0x80 != 0 {
@@ -212,7 +216,7 @@ fn read_tag(bytes: &[u8]) -> Result<(Tag, usize), (usize, TlvErrorKind)> {
     let Some(&second) = bytes.get(1) else {
         return Err((1, TlvErrorKind::TruncatedTag));
     };
-    if second <= 0x1E || second == 0x80 {
+    if second == 0x80 {
         return Err((1, TlvErrorKind::InvalidTagByte(second)));
     }
     if second & 0x80 == 0 {
@@ -730,7 +734,7 @@ mod tests {
     fn tag_validity_rules() {
         for ok in [
             0x01, 0x4F, 0x5C, 0x80, 0xC0, 0xFE, 0x5F2D, 0x9F70, 0xBF3E, 0x7F49, 0xDF1F, 0x9F7F,
-            0xDF8101, 0x5FFF7F,
+            0xDF8101, 0x5FFF7F, 0xBF0C, 0x9F02, 0x9F1A, 0x9F00,
         ] {
             assert!(Tag::try_new(ok).is_ok(), "{ok:X}");
         }
@@ -739,11 +743,9 @@ mod tests {
             0xFF,
             0x1F,
             0x9F,
-            0xBF,   // one byte announcing more, padding
-            0x4F01, // first byte does not announce more
-            0x9F1E,
-            0x9F00,
-            0x9F80,   // second byte 00-1E or 80
+            0xBF,     // one byte announcing more, padding
+            0x4F01,   // first byte does not announce more
+            0x9F80,   // second byte 80
             0x9F81,   // second byte announces a third that is missing
             0x9F2001, // second byte does not announce a third
             0x9F8180, // third byte announces a fourth
@@ -793,8 +795,8 @@ mod tests {
             (1, TlvErrorKind::TruncatedTag)
         );
         assert_eq!(
-            kind(Tag::parse(&[0x9F, 0x1E]).unwrap_err()),
-            (1, TlvErrorKind::InvalidTagByte(0x1E))
+            kind(Tag::parse(&[0x9F, 0x80]).unwrap_err()),
+            (1, TlvErrorKind::InvalidTagByte(0x80))
         );
         assert_eq!(
             kind(Tag::parse(&[0x9F, 0x81]).unwrap_err()),
