@@ -14,8 +14,12 @@
 //!   what STORE DATA sends and answers GET DATA; it accepts personalisation through its
 //!   security domain (INSTALL [for personalization] + STORE DATA).
 //!
-//! Hook: the PIV applet (package AID prefix [`PIV_PACKAGE_PREFIX`], NIST SP 800-73-4)
-//! plugs in with [`crate::VirtualCard::register_applet`].
+//! * The PIV card application of the `piv` crate (NIST SP 800-73-4 with the YubiKey
+//!   extensions) for load files whose AID starts with [`PIV_PACKAGE_PREFIX`]
+//!   (`A0 00 00 03 08`); installed with the default PIN `123456`, PUK `12345678` and
+//!   management key. Application-specific install parameters are ignored.
+//!
+//! Other implementations plug in with [`crate::VirtualCard::register_applet`].
 
 use apdu::{Command, Response, StatusWord};
 use std::collections::BTreeMap;
@@ -47,9 +51,10 @@ pub struct AppletContext<'a> {
 /// Commands arrive with the logical-channel bits of CLA cleared (as if on the basic
 /// channel); the chaining bit (`10`) and secure-messaging indication are kept.
 pub trait Applet: Send {
-    /// The instance is being selected: return the response data (usually an FCI), or a
-    /// status word to refuse selection.
-    fn select(&mut self, ctx: &AppletContext<'_>) -> Result<Vec<u8>, StatusWord>;
+    /// The instance is being selected by `cmd` (for implicit selection at reset or by
+    /// MANAGE CHANNEL, a synthesised `00 A4 04 00 Lc AID 00`). Answer the response (usually
+    /// an FCI); any status other than `9000` or `61xx` refuses selection.
+    fn select(&mut self, ctx: &AppletContext<'_>, cmd: &Command) -> Response;
     /// The instance is being deselected (another SELECT, channel closed, reset).
     fn deselect(&mut self) {}
     /// A command while selected.
@@ -63,6 +68,12 @@ pub trait Applet: Send {
     /// personalisation (GP `Application.processData`).
     fn process_data(&mut self, _cmd: &Command) -> Response {
         Response::status(StatusWord::FUNC_NOT_SUPPORTED)
+    }
+    /// Whether the persistent state may have changed since the last call (the card then
+    /// asks for [`Applet::state`] and saves it if it differs). The default, `true`, is
+    /// always correct; applets with a large state can track changes to save work.
+    fn changed(&mut self) -> bool {
+        true
     }
     /// The persistent state, saved in the card's state file after every command that
     /// changed it and given back to [`AppletFactory::restore`].
@@ -97,6 +108,7 @@ impl Factories {
     pub fn builtin() -> Self {
         let mut f = Self::default();
         f.register(STORAGE_PACKAGE, std::sync::Arc::new(StorageFactory));
+        f.register(PIV_PACKAGE_PREFIX, std::sync::Arc::new(PivFactory));
         f
     }
     pub fn register(&mut self, prefix: &[u8], factory: std::sync::Arc<dyn AppletFactory>) {
@@ -199,8 +211,8 @@ impl StorageApplet {
 }
 
 impl Applet for StorageApplet {
-    fn select(&mut self, ctx: &AppletContext<'_>) -> Result<Vec<u8>, StatusWord> {
-        Ok(fci(ctx.aid))
+    fn select(&mut self, ctx: &AppletContext<'_>, _cmd: &Command) -> Response {
+        Response::ok(fci(ctx.aid))
     }
     fn process(&mut self, _ctx: &AppletContext<'_>, cmd: &Command) -> Response {
         if cmd.cla & 0x03 != 0 || !matches!(cmd.cla & !0x0C, 0x00 | 0x80) {
@@ -270,6 +282,56 @@ impl AppletFactory for StorageFactory {
     }
 }
 
+/// The `piv` crate's applet hosted by the card.
+struct PivHosted(piv::PivApplet);
+
+impl Applet for PivHosted {
+    fn select(&mut self, _ctx: &AppletContext<'_>, cmd: &Command) -> Response {
+        self.0.select(cmd)
+    }
+    fn deselect(&mut self) {
+        self.0.deselect()
+    }
+    fn process(&mut self, _ctx: &AppletContext<'_>, cmd: &Command) -> Response {
+        self.0.process(cmd)
+    }
+    fn changed(&mut self) -> bool {
+        self.0.changed()
+    }
+    fn state(&self) -> serde_json::Value {
+        serde_json::to_value(&self.0).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Creates PIV instances ([`piv::PivApplet`] with [`piv::PivConfig::default`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PivFactory;
+
+impl AppletFactory for PivFactory {
+    fn name(&self) -> &str {
+        "piv"
+    }
+    fn install(
+        &self,
+        _module_aid: &[u8],
+        _instance_aid: &[u8],
+        _app_params: &[u8],
+    ) -> Result<Box<dyn Applet>, StatusWord> {
+        let applet = piv::PivApplet::try_new(piv::PivConfig::default())
+            .map_err(|_| StatusWord::WRONG_DATA)?;
+        Ok(Box::new(PivHosted(applet)))
+    }
+    fn restore(
+        &self,
+        _instance_aid: &[u8],
+        state: &serde_json::Value,
+    ) -> Result<Box<dyn Applet>, String> {
+        let applet: piv::PivApplet =
+            serde_json::from_value(state.clone()).map_err(|e| e.to_string())?;
+        Ok(Box::new(PivHosted(applet)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,7 +350,7 @@ mod tests {
         let mut a = StorageApplet::default();
         let r = a.process(
             &ctx(),
-            &Command::parse(&h("80E2900007 5F2004414243 44").unwrap()).unwrap(),
+            &Command::parse(&h("80E2900006 5F2004414243 44").unwrap()).unwrap(),
         );
         assert_eq!(r.sw, StatusWord::WRONG_DATA, "truncated TLV");
         let r = a.process(
@@ -330,7 +392,12 @@ mod tests {
             f.find(STORAGE_PACKAGE).map(|x| x.name().to_string()),
             Some("storage".into())
         );
-        assert!(f.find(&h("A000000308000010").unwrap()).is_none());
+        assert_eq!(
+            f.find(&h("A000000308000010").unwrap())
+                .map(|x| x.name().to_string()),
+            Some("piv".into())
+        );
+        assert!(f.find(&h("A000000309").unwrap()).is_none());
         f.register(&h("F043").unwrap(), std::sync::Arc::new(StorageFactory));
         assert!(f.find(&h("F0430000").unwrap()).is_some());
     }

@@ -210,7 +210,7 @@ impl VirtualCard {
         self.channels = (0..MAX_CHANNELS).map(|_| None).collect();
         self.channels[0] = Some(Channel::default());
         if let Some(aid) = self.default_application() {
-            let _ = self.do_select(0, &aid, 0x00);
+            let _ = self.do_select(0, &aid, None);
         }
         let _ = self.commit();
     }
@@ -289,7 +289,12 @@ impl VirtualCard {
         if self.channel(ch).is_none() {
             return Response::status(SW_CHANNEL_NOT_SUPPORTED);
         }
-        if cmd.ins == 0xC0 && !cla.proprietary {
+        // GET RESPONSE for data the OPEN split with 61xx; otherwise it is the selected
+        // application's (e.g. PIV keeps its own response buffer).
+        if cmd.ins == 0xC0
+            && !cla.proprietary
+            && self.channel(ch).is_some_and(|c| !c.pending.is_empty())
+        {
             return self.get_response(ch, &cmd);
         }
         if let Some(c) = self.channel_mut(ch) {
@@ -396,7 +401,7 @@ impl VirtualCard {
                 };
                 self.channels[target] = Some(Channel::default());
                 if let Some(aid) = app {
-                    let _ = self.do_select(target, &aid, 0x00);
+                    let _ = self.do_select(target, &aid, None);
                 }
                 Response::ok(data)
             }
@@ -481,45 +486,53 @@ impl VirtualCard {
                 return Response::status(StatusWord::FUNC_NOT_SUPPORTED);
             }
         }
-        self.do_select(ch, &aid, cmd.p2)
+        self.do_select(ch, &aid, Some(cmd))
     }
 
-    /// Makes `aid` the selected application of channel `ch`.
-    pub(crate) fn do_select(&mut self, ch: usize, aid: &Aid, p2: u8) -> Response {
+    /// Makes `aid` the selected application of channel `ch`. `cmd` is the SELECT received,
+    /// or `None` for an implicit selection (reset, MANAGE CHANNEL).
+    pub(crate) fn do_select(&mut self, ch: usize, aid: &Aid, cmd: Option<&Command>) -> Response {
         self.deselect(ch);
         let Some(app) = self.state.app(&aid.0) else {
             return Response::status(StatusWord::FILE_NOT_FOUND);
         };
-        let no_data = p2 & 0x0C == 0x0C;
+        let p2 = cmd.map_or(0, |c| c.p2);
         if app.is_sd() {
             let fci = sd::fci(&self.state, app);
             if let Some(c) = self.channel_mut(ch) {
                 c.selected = Some(aid.clone());
             }
-            return Response::ok(if no_data { Vec::new() } else { fci });
+            return Response::ok(if p2 & 0x0C == 0x0C { Vec::new() } else { fci });
         }
+        let implicit;
+        let select = match cmd {
+            Some(c) => c,
+            None => {
+                implicit = Command::new(0x00, 0xA4, 0x04, 0x00)
+                    .with_data(aid.0.clone())
+                    .with_le(256);
+                &implicit
+            }
+        };
         let ctx_lc = app.life_cycle;
-        let result = match self.live_applet(aid) {
-            None => Err(SW_SELECT_FAILED),
+        let resp = match self.live_applet(aid) {
+            None => Response::status(SW_SELECT_FAILED),
             Some(applet) => {
                 let ctx = AppletContext {
                     aid: &aid.0,
                     channel: ch as u8,
                     life_cycle: ctx_lc,
                 };
-                applet.select(&ctx)
+                applet.select(&ctx, select)
             }
         };
         self.sync_applet_state(aid);
-        match result {
-            Ok(fci) => {
-                if let Some(c) = self.channel_mut(ch) {
-                    c.selected = Some(aid.clone());
-                }
-                Response::ok(if no_data { Vec::new() } else { fci })
+        if resp.sw == StatusWord::SUCCESS || resp.sw.sw1() == 0x61 {
+            if let Some(c) = self.channel_mut(ch) {
+                c.selected = Some(aid.clone());
             }
-            Err(sw) => Response::status(sw),
         }
+        resp
     }
 
     /// Deselects whatever channel `ch` has selected and ends its sessions.
@@ -557,7 +570,16 @@ impl VirtualCard {
 
     /// Copies a live applet's state into the registry (saved by the next commit).
     pub(crate) fn sync_applet_state(&mut self, aid: &Aid) {
-        let Some(a) = self.live.get(aid) else { return };
+        let Some(a) = self.live.get_mut(aid) else {
+            return;
+        };
+        let fresh = matches!(
+            self.state.app(&aid.0).map(|r| &r.kind),
+            Some(AppKind::Applet { state: None })
+        );
+        if !a.changed() && !fresh {
+            return;
+        }
         let s = a.state();
         if let Some(AppRec {
             kind: AppKind::Applet { state },

@@ -174,8 +174,11 @@ impl VirtualCard {
             &sd.0,
         )
         .map_err(|_| StatusWord::WRONG_DATA)?;
-        // The counter moves on every card challenge, so none is ever reused (Amd D §6.2.2).
-        data.seq_counter += 1;
+        // SCP03: the counter moves with every card challenge (Amd D §6.2.2.1); SCP02: after
+        // each successful EXTERNAL AUTHENTICATE (GP 2.3.1 §E.4.1).
+        if matches!(protocol, scp::Protocol::Scp03 { .. }) {
+            data.seq_counter += 1;
+        }
         if let Some(c) = self.channel_mut(ch) {
             c.secure = Secure::Pending {
                 auth,
@@ -200,6 +203,11 @@ impl VirtualCard {
             Ok(session) => {
                 if let Some(set) = self.key_set_mut(&sd, kvn) {
                     set.failures = 0;
+                }
+                if matches!(session.protocol(), scp::Protocol::Scp02 { .. }) {
+                    if let Ok(d) = self.sd_data_mut(&sd) {
+                        d.seq_counter += 1;
+                    }
                 }
                 if let Some(c) = self.channel_mut(ch) {
                     c.secure = Secure::Open { session };
