@@ -61,7 +61,10 @@ fn session_pair(level: SecurityLevel) -> Result<(scp::HostSession, scp::CardSess
 
 fn bench_scp03(runs: usize) -> Result<()> {
     println!("SCP03 AES-128, 1,000 APDUs of 255 bytes on the wire (median of {runs} runs):");
-    println!("  {:<20} {:>14} {:>14} {:>16}", "level", "host wrap", "per APDU", "+card unwrap, R");
+    println!(
+        "  {:<20} {:>14} {:>14} {:>16}",
+        "level", "host wrap", "per APDU", "+card unwrap, R"
+    );
     for name in ["mac", "mac+enc", "mac+enc+rmac", "mac+enc+rmac+renc"] {
         let level = SecurityLevel::from_str(name).map_err(|e| anyhow::anyhow!("{e}"))?;
         // Plain data such that the wrapped command is 255 bytes of data: C-DEC pads to 16.
@@ -93,7 +96,13 @@ fn bench_scp03(runs: usize) -> Result<()> {
         }
         let h = median(host_only);
         let r = median(round);
-        println!("  {:<20} {:>14} {:>14} {:>16}", name, fmt_dur(h), fmt_dur(h / 1000), fmt_dur(r / 1000));
+        println!(
+            "  {:<20} {:>14} {:>14} {:>16}",
+            name,
+            fmt_dur(h),
+            fmt_dur(h / 1000),
+            fmt_dur(r / 1000)
+        );
     }
     println!("  (host wrap: the host-side per-APDU overhead; last column: host wrap + card unwrap + card wrap + host unwrap)");
     Ok(())
@@ -125,7 +134,11 @@ fn report(label: &str, runs: Vec<(Duration, u64)>) {
     let m = median(runs.iter().map(|r| r.0).collect());
     // The install's APDUs, without the 2 of the DELETE clean-up that apdus_sent also counts.
     let n = apdus.saturating_sub(1).max(1);
-    println!("  {label:<34} {:>10}  ({n} APDUs, {} per APDU)", fmt_dur(m), fmt_dur(m / n as u32));
+    println!(
+        "  {label:<34} {:>10}  ({n} APDUs, {} per APDU)",
+        fmt_dur(m),
+        fmt_dur(m / n as u32)
+    );
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -141,7 +154,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let mut mem = Vec::new();
     for _ in 0..runs {
         let card = VirtualCard::new(CardConfig::default());
-        mem.push(install_once(Box::new(SimChannel::new(card, "memory".into())), &cap)?);
+        mem.push(install_once(
+            Box::new(SimChannel::new(card, "memory".into())),
+            &cap,
+        )?);
     }
     report("virtual card in memory", mem);
 
@@ -150,7 +166,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
     for i in 0..runs {
         let path = dir.path().join(format!("card{i}.json"));
         let card = VirtualCard::open(&path, CardConfig::default())?;
-        file.push(install_once(Box::new(SimChannel::new(card, "file".into())), &cap)?);
+        file.push(install_once(
+            Box::new(SimChannel::new(card, "file".into())),
+            &cap,
+        )?);
     }
     report("virtual card with a state file", file);
 

@@ -59,7 +59,20 @@ fn scenario(scp: &str, level: &str) {
 
     // The SSD's initial keys are replaced by AES keys (key version 0x31).
     let ssd = ["--sd", SSD];
-    card.ok(&[&lv[..], &ssd, &["lock", "--new-key", AES_KEY, "--new-key-type", "aes", "--new-keyver", "0x31"]].concat());
+    card.ok(&[
+        &lv[..],
+        &ssd,
+        &[
+            "lock",
+            "--new-key",
+            AES_KEY,
+            "--new-key-type",
+            "aes",
+            "--new-keyver",
+            "0x31",
+        ],
+    ]
+    .concat());
     // The old keys no longer open the SSD; the new ones do.
     card.fails(&[&lv[..], &ssd, &["list"]].concat(), "cryptogram");
     let with_new = ["--sd", SSD, "--key", AES_KEY];
@@ -162,7 +175,11 @@ fn key_set_locks_after_failed_authentications() {
     let card = Card::new("03", &["--max-auth-failures", "3"]);
     // Three EXTERNAL AUTHENTICATEs with a bad cryptogram, as a broken host would send.
     for _ in 0..3 {
-        card.ok(&["apdu", "8050300008000000000000000000", "8482010010000000000000000000000000000000"]);
+        card.ok(&[
+            "apdu",
+            "8050300008000000000000000000",
+            "848201001000000000000000000000000000000000",
+        ]);
     }
     card.fails(&["list"], "locked");
     card.fails(&["list"], "locked");
@@ -172,7 +189,10 @@ fn key_set_locks_after_failed_authentications() {
 fn unknown_aid_is_a_clear_error() {
     let card = Card::new("03", &[]);
     let before = card.list();
-    card.fails(&["delete", "A0000000FFFFFF"], "DELETE A0000000FFFFFF failed");
+    card.fails(
+        &["delete", "A0000000FFFFFF"],
+        "DELETE A0000000FFFFFF failed",
+    );
     card.fails(&["lock-applet", "A0000000FFFFFF"], "SET STATUS");
     assert_eq!(card.list(), before);
 }

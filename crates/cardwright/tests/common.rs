@@ -10,7 +10,9 @@ pub fn bin() -> &'static str {
 
 /// A test CAP file shipped in the repository (see crates/gp/tests/data/SOURCES.md).
 pub fn cap(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../gp/tests/data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../gp/tests/data")
+        .join(name)
 }
 
 pub struct Run {
@@ -33,24 +35,55 @@ impl Run {
 
 /// Runs `cardwright ARGS`; returns whatever happened.
 pub fn run(args: &[&str]) -> Run {
-    Run::from(Command::new(bin()).args(args).env("CARDWRIGHT_LOG", "warn").output().expect("spawn cardwright"))
+    Run::from(
+        Command::new(bin())
+            .args(args)
+            .env("CARDWRIGHT_LOG", "warn")
+            .output()
+            .expect("spawn cardwright"),
+    )
 }
 
 /// Runs and requires success; returns stdout.
 pub fn ok(args: &[&str]) -> String {
     let r = run(args);
-    assert!(r.ok, "cardwright {} failed ({:?}):\n{}\n{}", args.join(" "), r.code, r.stdout, r.stderr);
+    assert!(
+        r.ok,
+        "cardwright {} failed ({:?}):\n{}\n{}",
+        args.join(" "),
+        r.code,
+        r.stdout,
+        r.stderr
+    );
     r.stdout
 }
 
 /// Runs and requires failure with a one-line error mentioning `needle`; returns stderr.
 pub fn fails(args: &[&str], needle: &str) -> String {
     let r = run(args);
-    assert!(!r.ok, "cardwright {} should have failed:\n{}", args.join(" "), r.stdout);
-    assert_eq!(r.code, Some(1), "exit code of cardwright {}", args.join(" "));
-    let line = r.stderr.lines().find(|l| l.starts_with("cardwright: error:")).unwrap_or_else(|| {
-        panic!("no 'cardwright: error:' line for {}:\n{}", args.join(" "), r.stderr)
-    });
+    assert!(
+        !r.ok,
+        "cardwright {} should have failed:\n{}",
+        args.join(" "),
+        r.stdout
+    );
+    assert_eq!(
+        r.code,
+        Some(1),
+        "exit code of cardwright {}",
+        args.join(" ")
+    );
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("cardwright: error:"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no 'cardwright: error:' line for {}:\n{}",
+                args.join(" "),
+                r.stderr
+            )
+        });
     assert!(
         line.to_lowercase().contains(&needle.to_lowercase()),
         "error for {} should mention '{needle}': {line}",

@@ -35,11 +35,21 @@ fn start_sim(state: &str) -> Sim {
 fn wait_for_card() {
     let t0 = Instant::now();
     loop {
-        let r = run(&["card", "--reader", READER, "apdu", "00A4040008A000000151000000"]);
+        let r = run(&[
+            "card",
+            "--reader",
+            READER,
+            "apdu",
+            "00A4040008A000000151000000",
+        ]);
         if r.ok && r.stdout.contains("9000") {
             return;
         }
-        assert!(t0.elapsed() < Duration::from_secs(20), "card never appeared in {READER}: {}", r.stderr);
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "card never appeared in {READER}: {}",
+            r.stderr
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -49,7 +59,10 @@ fn enabled() -> bool {
         eprintln!("skipped: set CARDWRIGHT_PCSC_TESTS=1 with pcscd and vsmartcard-vpcd running (scripts/test.sh does)");
         return false;
     }
-    assert!(cfg!(feature = "pcsc"), "CARDWRIGHT_PCSC_TESTS=1 needs --features pcsc");
+    assert!(
+        cfg!(feature = "pcsc"),
+        "CARDWRIGHT_PCSC_TESTS=1 needs --features pcsc"
+    );
     true
 }
 
@@ -65,12 +78,28 @@ fn card_management_over_pcsc() {
 
     // OpenSC sees the card and its ATR.
     let atr = ok(&["card", "--reader", READER, "info"]);
-    let atr_line = atr.lines().find(|l| l.starts_with("ATR:")).unwrap().to_string();
+    let atr_line = atr
+        .lines()
+        .find(|l| l.starts_with("ATR:"))
+        .unwrap()
+        .to_string();
     let atr_hex = atr_line.trim_start_matches("ATR:").trim().to_string();
-    let o = Command::new("opensc-tool").args(["-r", READER, "-a"]).output().expect("opensc-tool");
-    let text = String::from_utf8_lossy(&o.stdout).to_uppercase().replace(':', "");
-    assert!(o.status.success(), "opensc-tool -a: {}", String::from_utf8_lossy(&o.stderr));
-    assert!(text.contains(&atr_hex), "opensc-tool -a printed {text}, expected ATR {atr_hex}");
+    let o = Command::new("opensc-tool")
+        .args(["-r", READER, "-a"])
+        .output()
+        .expect("opensc-tool");
+    let text = String::from_utf8_lossy(&o.stdout)
+        .to_uppercase()
+        .replace(':', "");
+    assert!(
+        o.status.success(),
+        "opensc-tool -a: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        text.contains(&atr_hex),
+        "opensc-tool -a printed {text}, expected ATR {atr_hex}"
+    );
 
     // pyscard talks to it: SELECT the ISD.
     let py = r#"
@@ -80,20 +109,48 @@ c = r.createConnection(); c.connect()
 data, sw1, sw2 = c.transmit([0x00,0xA4,0x04,0x00,0x08,0xA0,0,0,0x01,0x51,0,0,0,0x00])
 print("%02X%02X" % (sw1, sw2))
 "#;
-    let o = Command::new("python3").args(["-c", py]).output().expect("python3");
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "9000", "pyscard: {}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new("/usr/bin/python3")
+        .args(["-c", py])
+        .output()
+        .expect("/usr/bin/python3 (Debian python3-pyscard)");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "9000",
+        "pyscard: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     // cardwright over PC/SC: list, install, delete, with a trace.
     let rd = ["card", "--reader", READER];
     let l = ok(&[&rd[..], &["list"]].concat());
     assert!(l.contains("ISD: A000000151000000"), "{l}");
     let cap = cap("Empty_0102030405_8d5ac9e2_2.2.1.cap");
-    let r = run(&[&rd[..], &["--trace", "--security-level", "mac+enc", "install", cap.to_str().unwrap()]].concat());
+    let r = run(&[
+        &rd[..],
+        &[
+            "--trace",
+            "--security-level",
+            "mac+enc",
+            "install",
+            cap.to_str().unwrap(),
+        ],
+    ]
+    .concat());
     assert!(r.ok, "install over PC/SC: {}", r.stderr);
-    assert!(r.stderr.lines().any(|l| l.starts_with(">> 84E8")), "trace shows LOAD:\n{}", r.stderr);
-    assert!(r.stderr.lines().any(|l| l.starts_with("<< ") && l.ends_with("9000")));
+    assert!(
+        r.stderr.lines().any(|l| l.starts_with(">> 84E8")),
+        "trace shows LOAD:\n{}",
+        r.stderr
+    );
+    assert!(r
+        .stderr
+        .lines()
+        .any(|l| l.starts_with("<< ") && l.ends_with("9000")));
     let l = ok(&[&rd[..], &["list"]].concat());
-    assert!(l.contains("APP: 0102030405060708") && l.contains("PKG: 0102030405"), "{l}");
+    assert!(
+        l.contains("APP: 0102030405060708") && l.contains("PKG: 0102030405"),
+        "{l}"
+    );
     ok(&[&rd[..], &["delete", "--related", "0102030405"]].concat());
     let l = ok(&[&rd[..], &["list"]].concat());
     assert!(!l.contains("0102030405060708"), "{l}");

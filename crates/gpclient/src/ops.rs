@@ -29,17 +29,24 @@ pub struct CardInfo {
     pub life_cycle: Option<CardLifeCycle>,
 }
 
-/// Reads one GET DATA object; `None` when the card does not have it (`6A88`, `6A82`, `6D00`…).
-pub fn get_data<C: CardChannel>(
+/// Reads one GET DATA object as the card returns it (tag, length, value); `None` when the
+/// card does not have it (`6A88`, `6A82`, `6D00`…).
+pub fn get_data_raw<C: CardChannel>(
     client: &mut GpClient<C>,
     object: DataObject,
 ) -> Result<Option<Vec<u8>>> {
     let gd = GetData::new(object);
     let r = client.send(&gd.to_command()?)?;
-    if !r.sw.is_success() {
-        return Ok(None);
-    }
-    Ok(Some(gd.value_of(&r.data).unwrap_or(r.data)))
+    Ok(r.sw.is_success().then_some(r.data))
+}
+
+/// Reads one GET DATA object's value (without its tag and length).
+pub fn get_data<C: CardChannel>(
+    client: &mut GpClient<C>,
+    object: DataObject,
+) -> Result<Option<Vec<u8>>> {
+    let gd = GetData::new(object);
+    Ok(get_data_raw(client, object)?.map(|raw| gd.value_of(&raw).unwrap_or(raw)))
 }
 
 /// Selects the ISD and reads the identification data that needs no authentication:
@@ -51,10 +58,11 @@ pub fn info<C: CardChannel>(client: &mut GpClient<C>) -> Result<CardInfo> {
     };
     let sel = client.select(&gp::aid::ISD_AID)?;
     out.fci = Fci::parse(&sel.data).ok();
-    out.cplc = get_data(client, DataObject::Cplc)?.and_then(|v| Cplc::parse(&v).ok());
-    out.card_data = get_data(client, DataObject::CardData)?.and_then(|v| CardData::parse(&v).ok());
+    out.cplc = get_data_raw(client, DataObject::Cplc)?.and_then(|v| Cplc::parse(&v).ok());
+    out.card_data =
+        get_data_raw(client, DataObject::CardData)?.and_then(|v| CardData::parse(&v).ok());
     out.key_info =
-        get_data(client, DataObject::KeyInformation)?.and_then(|v| KeyInfo::parse(&v).ok());
+        get_data_raw(client, DataObject::KeyInformation)?.and_then(|v| KeyInfo::parse(&v).ok());
     out.iin = get_data(client, DataObject::Iin)?;
     out.cin = get_data(client, DataObject::Cin)?;
     out.kdd = get_data(client, DataObject::KeyDiversificationData)?;
