@@ -57,7 +57,8 @@ pub enum Class {
 /// A BER-TLV tag of one to three bytes, kept as its encoding read big-endian:
 /// `Tag::new(0x4F)`, `Tag::new(0x9F70)`, `Tag::new(0xBF3E)`, `Tag::new(0xDF8101)`.
 ///
-/// Every `Tag` value is a valid encoding (§5.2.2.1), so encoding one cannot fail.
+/// Every `Tag` value is a valid encoding (see [`Tag::try_new`]), so encoding one
+/// cannot fail.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Tag(u32);
 
