@@ -137,7 +137,7 @@ struct Session {
     pending: Option<Pending>,
     chain: Option<Chain>,
     /// Response bytes not yet fetched with GET RESPONSE.
-    out: Vec<u8>,
+    out: Zeroizing<Vec<u8>>,
 }
 
 /// The PIV card application and its whole persistent state.
@@ -364,7 +364,7 @@ impl PivApplet {
         if body.len() <= ne {
             return Response::ok(body);
         }
-        self.session.out = body.split_off(ne);
+        self.session.out = Zeroizing::new(body.split_off(ne));
         let sw2 = self.session.out.len().min(256) as u8;
         Response::new(body, StatusWord::new(0x61, sw2))
     }
@@ -376,7 +376,7 @@ impl PivApplet {
         if self.session.out.is_empty() {
             return Response::status(StatusWord::CONDITIONS_NOT_SATISFIED);
         }
-        let out = core::mem::take(&mut self.session.out);
+        let out = core::mem::take(&mut *self.session.out);
         self.respond(out, ne(cmd))
     }
 
@@ -894,7 +894,10 @@ impl PivApplet {
 /// Ne of a command; an absent Le is read as 256, as PIV hosts send case 3 commands
 /// and still expect the response data (`yubico-piv-tool` over T=1 without Le).
 fn ne(cmd: &Command) -> usize {
-    cmd.le.unwrap_or(256) as usize
+    match cmd.le {
+        None | Some(0) => 256,
+        Some(n) => n as usize,
+    }
 }
 
 /// Reads the object identifier of a `5C` tag list: one to three bytes.

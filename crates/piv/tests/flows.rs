@@ -811,3 +811,62 @@ fn invalid_configuration_is_an_error() {
     assert!(PivApplet::try_new(no_retries).is_err());
     assert!(format!("{:?}", PivConfig::default()).contains("REDACTED"));
 }
+
+// ----- transcripts in the exact encodings the tools use -----
+
+#[test]
+fn yubico_piv_tool_style_apdus() {
+    // libykpiv: SELECT without Le, GET VERSION / GET SERIAL as `Lc = 00`, then
+    // commands with a trailing Le = 00 on T=1.
+    let mut h = Host::new();
+    let r = h.raw(&hex("00A4040005A000000308"));
+    assert_eq!((r.data[0], r.sw.0), (0x61, SW_OK));
+    assert_eq!(h.raw(&hex("00FD000000")).data, [5, 4, 3]);
+    assert_eq!(h.raw(&hex("00F8000000")).data, hex("00BC614E"));
+    assert_eq!(
+        h.raw(&hex("00F7009B00")).data,
+        hex("010103 02020001 050101")
+    );
+    let r = h.raw(&hex("0087039B047C02800000"));
+    assert_eq!((r.data.len(), r.sw.0), (12, SW_OK));
+    assert_eq!(
+        h.raw(&hex("00200080083132333435360000")).sw.0,
+        0x63C2,
+        "wrong PIN"
+    );
+    assert_eq!(h.raw(&hex("0020008008313233343536FFFF00")).sw.0, SW_OK);
+    assert_eq!(
+        h.raw(&hex("0020FF8000")).sw.0,
+        SW_OK,
+        "deauthenticate (5.4.3+)"
+    );
+    assert_eq!(h.raw(&hex("0020008000")).sw.0, 0x63C3);
+    let r = h.raw(&hex("00CB3FFF055C035FC10200"));
+    assert_eq!((r.data[..2].to_vec(), r.sw.0), (hex("533B"), SW_OK));
+}
+
+#[test]
+fn opensc_style_apdus() {
+    // card-piv.c: SELECT with the 9-byte AID and Le, GET DATA via piv_general_io
+    // (case 4, Le = 00), VERIFY Lc = 0 for the login state, logout with P1 = FF.
+    let mut h = Host::new();
+    let r = h.raw(&hex("00A4040009A0000003080000100000"));
+    assert_eq!(r.data[2..10], hex("4F06000010000100")[..]);
+    assert_eq!(
+        h.raw(&hex("00CB3FFF035C017E00")).data,
+        hex("7E124F0BA0000003080000100001005F2F024000")
+    );
+    assert_eq!(h.raw(&hex("00CB3FFF055C035FC10700")).sw.0, 0x6A82);
+    assert_eq!(h.raw(&hex("00CB3FFF055C035FC10C00")).sw.0, 0x6A82);
+    assert_eq!(h.raw(&hex("00200080")).sw.0, 0x63C3);
+    assert_eq!(h.raw(&hex("0020008008313233343536FFFF")).sw.0, SW_OK);
+    assert_eq!(h.raw(&hex("00200080")).sw.0, SW_OK);
+    assert_eq!(h.raw(&hex("0020FF80")).sw.0, SW_OK);
+    assert_eq!(h.raw(&hex("00200080")).sw.0, 0x63C3);
+    // piv_get_challenge: GENERAL AUTHENTICATE 00 9B with an empty challenge.
+    let r = h.raw(&hex("0087009B047C02810000"));
+    assert_eq!(
+        (r.data[..4].to_vec(), r.data.len(), r.sw.0),
+        (hex("7C0A8108"), 12, SW_OK)
+    );
+}
