@@ -145,6 +145,21 @@ struct Session {
 /// Serializing it yields everything the card must store, private keys included
 /// (PKCS#8 DER, hex); the session (PIN verified, management key authenticated,
 /// pending chains and responses) is not serialized.
+///
+/// ```
+/// use apdu::Command;
+/// use piv::{PivApplet, PivConfig, PIV_AID};
+///
+/// let mut applet = PivApplet::new(PivConfig { serial: 7, ..PivConfig::default() });
+/// let apt = applet.select(&Command::new(0x00, 0xA4, 0x04, 0x00).with_data(PIV_AID.to_vec()));
+/// assert_eq!(apt.data[..2], [0x61, 0x41]);
+/// // VERIFY the default PIN, padded with FF to 8 bytes.
+/// let r = applet.process(&Command::new(0x00, 0x20, 0x00, 0x80).with_data(*b"123456\xFF\xFF"));
+/// assert!(r.is_success());
+/// // GET SERIAL (YubiKey extension).
+/// let r = applet.process(&Command::new(0x00, 0xF8, 0x00, 0x00).with_le(256));
+/// assert_eq!(r.data, 7u32.to_be_bytes());
+/// ```
 #[derive(Serialize, Deserialize)]
 pub struct PivApplet {
     version: [u8; 3],
@@ -323,8 +338,13 @@ impl PivApplet {
             Zeroizing::new(cmd.data.clone())
         };
 
-        // "PIN Always" (Part 1 §3.5.2): only a VERIFY immediately before counts.
-        if cmd.ins != ins::GENERAL_AUTHENTICATE {
+        // "PIN Always" (Part 1 §3.5.2): only a VERIFY immediately before counts; the
+        // YubiKey queries of version, serial and metadata touch no security state and
+        // are let through, as hosts may ask them between VERIFY and the signature.
+        if !matches!(
+            cmd.ins,
+            ins::GENERAL_AUTHENTICATE | ins::GET_VERSION | ins::GET_SERIAL | ins::GET_METADATA
+        ) {
             self.session.pin_always = false;
         }
         // A management key challenge is answered by the very next command or lost.

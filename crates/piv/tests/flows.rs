@@ -392,6 +392,11 @@ fn signature_key_needs_the_pin_immediately_before() {
         "another command came between"
     );
     assert_eq!(h.verify_pin(b"123456"), SW_OK);
+    assert_eq!(
+        h.exchange(0xF7, 0x00, 0x9C, &[]).1,
+        SW_OK,
+        "metadata query in between"
+    );
     assert_eq!(h.exchange(0x87, 0x11, 0x9C, &req).1, SW_OK);
     // A slot with PIN policy "never" (YubiKey AA 01).
     generate(&mut h, 0x9D, 0x11, &[0xAA, 0x01, 0x01]);
