@@ -238,9 +238,10 @@ impl CardSession {
         self.channel.unwrap_command(cmd)
     }
 
-    /// Applies R-ENCRYPTION and R-MAC per the level. SCP03 leaves error status words (other
-    /// than `9000`, `62xx`, `63xx`) unprotected (Amendment D §6.2.5); SCP02 MACs every
-    /// response. A closed session returns the response unchanged.
+    /// Applies R-ENCRYPTION and R-MAC per the level. At SCP03 R-MAC levels a response with
+    /// an error status word (anything but `9000`, `62xx`, `63xx`) is sent as the bare status
+    /// word, unprotected (Amendment D §6.2.5); SCP02 MACs every response. A closed session
+    /// returns the response unchanged.
     pub fn wrap(&mut self, resp: apdu::Response) -> apdu::Response {
         let fallback = resp.clone();
         self.channel.wrap_response(resp).unwrap_or(fallback)
@@ -254,6 +255,12 @@ impl CardSession {
     /// The protocol and its i parameter.
     pub fn protocol(&self) -> Protocol {
         self.channel.protocol()
+    }
+
+    /// Whether a verification failure closed the session (every call now fails with
+    /// [`Error::Closed`]).
+    pub fn is_closed(&self) -> bool {
+        self.channel.is_closed()
     }
 
     /// Decrypts a key received in PUT KEY (the inverse of

@@ -48,37 +48,41 @@ impl Channel {
         }
     }
 
-    /// Runs `f`; a verification failure closes the channel for good.
-    fn guard<T>(&mut self, f: impl FnOnce(&mut Inner) -> Result<T, Error>) -> Result<T, Error> {
+    /// Runs `f`. On the verifying paths (`verify = true`: the card unwrapping a command, the
+    /// host unwrapping a response) any failure closes the channel for good (GP 2.3.1
+    /// §10.2.3: a secure messaging error terminates the session). On the producing paths
+    /// only a closed channel is refused; an error there (e.g. data too long) sent nothing.
+    fn guard<T>(
+        &mut self,
+        verify: bool,
+        f: impl FnOnce(&mut Inner) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         if self.closed {
             return Err(Error::Closed);
         }
         let r = f(&mut self.inner);
-        if matches!(
-            r,
-            Err(Error::MacMismatch | Error::BadPadding | Error::MissingSecureMessaging)
-        ) {
+        if verify && r.is_err() {
             self.closed = true;
         }
         r
     }
 
     pub(crate) fn wrap_command(&mut self, cmd: &apdu::Command) -> Result<apdu::Command, Error> {
-        self.guard(|c| match c {
+        self.guard(false, |c| match c {
             Inner::Scp02(s) => s.wrap(cmd),
             Inner::Scp03(s) => s.wrap(cmd),
         })
     }
 
     pub(crate) fn unwrap_command(&mut self, cmd: &apdu::Command) -> Result<apdu::Command, Error> {
-        self.guard(|c| match c {
+        self.guard(true, |c| match c {
             Inner::Scp02(s) => s.unwrap(cmd),
             Inner::Scp03(s) => s.unwrap(cmd),
         })
     }
 
     pub(crate) fn wrap_response(&mut self, resp: apdu::Response) -> Result<apdu::Response, Error> {
-        self.guard(|c| match c {
+        self.guard(false, |c| match c {
             Inner::Scp02(s) => s.wrap_response(resp),
             Inner::Scp03(s) => s.wrap_response(resp),
         })
@@ -88,10 +92,15 @@ impl Channel {
         &mut self,
         resp: apdu::Response,
     ) -> Result<apdu::Response, Error> {
-        self.guard(|c| match c {
+        self.guard(true, |c| match c {
             Inner::Scp02(s) => s.unwrap_response(resp),
             Inner::Scp03(s) => s.unwrap_response(resp),
         })
+    }
+
+    /// Whether a verification failure closed the channel.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
     }
 
     pub(crate) fn max_plain_len(&self, max_wire: usize) -> usize {

@@ -86,7 +86,7 @@ pub(crate) fn des_ecb_encrypt(key8: &[u8], block: &mut [u8; 8]) -> Result<(), Er
 }
 
 fn blocks<const N: usize>(data: &[u8]) -> Result<impl Iterator<Item = [u8; N]> + '_, Error> {
-    if data.len() % N != 0 {
+    if !data.len().is_multiple_of(N) {
         return Err(Error::Malformed {
             what: "cipher text",
             detail: format!(
@@ -217,7 +217,7 @@ pub(crate) fn aes_ecb_encrypt(key: &[u8], data: &[u8]) -> Result<Zeroizing<Vec<u
 /// AES-CBC encryption over whole blocks with the given ICV.
 pub(crate) fn aes_cbc_encrypt(key: &[u8], iv: [u8; 16], data: &[u8]) -> Result<Vec<u8>, Error> {
     let c = Aes::new(key)?;
-    Ok(aes_cbc_encrypt_with(&c, iv, data)?)
+    aes_cbc_encrypt_with(&c, iv, data)
 }
 
 pub(crate) fn aes_cbc_encrypt_with(c: &Aes, iv: [u8; 16], data: &[u8]) -> Result<Vec<u8>, Error> {
@@ -291,7 +291,7 @@ pub(crate) fn pad80(data: &[u8], block: usize) -> Vec<u8> {
     let mut v = Vec::with_capacity(data.len() + block);
     v.extend_from_slice(data);
     v.push(0x80);
-    while v.len() % block != 0 {
+    while !v.len().is_multiple_of(block) {
         v.push(0);
     }
     v

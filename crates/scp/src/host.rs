@@ -177,6 +177,12 @@ impl HostSession {
         self.channel.level()
     }
 
+    /// Whether a verification failure closed the session (every call now fails with
+    /// [`Error::Closed`]).
+    pub fn is_closed(&self) -> bool {
+        self.channel.is_closed()
+    }
+
     /// The key version number of the key set the card authenticated with.
     pub fn key_version(&self) -> u8 {
         self.key_version

@@ -298,8 +298,15 @@ impl Scp02 {
         };
         let (body, mac) = cmd.data.split_at(split);
         let plain: Zeroizing<Vec<u8>> = if self.level.c_decryption() && !body.is_empty() {
-            let clear = crypto::tdes_cbc_decrypt(&*self.s_enc, [0; 8], body)?;
-            Zeroizing::new(crypto::unpad80(&clear, 8)?.to_vec())
+            // The MAC covers the plain data, so decryption comes first; a padding failure is
+            // reported as a MAC failure so that the two cannot be told apart.
+            let clear = crypto::tdes_cbc_decrypt(&*self.s_enc, [0; 8], body)
+                .map_err(|_| Error::MacMismatch)?;
+            Zeroizing::new(
+                crypto::unpad80(&clear, 8)
+                    .map_err(|_| Error::MacMismatch)?
+                    .to_vec(),
+            )
         } else {
             Zeroizing::new(body.to_vec())
         };
@@ -388,7 +395,7 @@ impl Scp02 {
 /// Keys whose length is not a block multiple (only AES-192 under an AES DEK) are padded
 /// with ISO/IEC 9797-1 method 2; the key length travels separately in PUT KEY.
 pub(crate) fn pad_key(key: &[u8], block: usize) -> Zeroizing<Vec<u8>> {
-    if key.len() % block == 0 {
+    if key.len().is_multiple_of(block) {
         Zeroizing::new(key.to_vec())
     } else {
         Zeroizing::new(pad80(key, block))

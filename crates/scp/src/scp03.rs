@@ -331,11 +331,15 @@ impl Scp03 {
         Ok(full[..self.n].to_vec())
     }
 
-    /// Card: R-ENCRYPTION then R-MAC (Amendment D §6.2.7, §6.2.5). Error status words get
-    /// neither.
+    /// Card: R-ENCRYPTION then R-MAC (Amendment D §6.2.7, §6.2.5). A response with an error
+    /// status word is reduced to that status word, unprotected.
     pub(crate) fn wrap_response(&mut self, resp: apdu::Response) -> Result<apdu::Response, Error> {
-        if !self.level.r_mac() || is_error(resp.sw) {
+        if !self.level.r_mac() {
             return Ok(resp);
+        }
+        if is_error(resp.sw) {
+            // "Only the status word shall be returned in the response."
+            return Ok(apdu::Response::status(resp.sw));
         }
         let mut data = if self.level.r_encryption() && !resp.data.is_empty() {
             let c = Aes::new(&self.s_enc)?;
@@ -354,8 +358,17 @@ impl Scp03 {
         &mut self,
         mut resp: apdu::Response,
     ) -> Result<apdu::Response, Error> {
-        if !self.level.r_mac() || (is_error(resp.sw) && resp.data.is_empty()) {
+        if !self.level.r_mac() {
             return Ok(resp);
+        }
+        if is_error(resp.sw) {
+            if resp.data.is_empty() {
+                return Ok(resp);
+            }
+            return Err(malformed(
+                "SCP03 response",
+                "error status word with (unprotected) data",
+            ));
         }
         let Some(split) = resp.data.len().checked_sub(self.n) else {
             return Err(Error::MacMismatch);
