@@ -754,6 +754,10 @@ fn state_survives_serialization() {
     let json = serde_json::to_string(&h.applet).unwrap();
     let debug = format!("{:?}", h.applet);
     assert!(!debug.contains("3132333435"), "Debug does not show the PIN");
+    // The card stores it as a serde_json::Value.
+    let value = serde_json::to_value(&h.applet).unwrap();
+    let via_value: PivApplet = serde_json::from_value(value).unwrap();
+    assert_eq!(serde_json::to_string(&via_value).unwrap(), json);
     let restored: PivApplet = serde_json::from_str(&json).unwrap();
     let mut h2 = Host { applet: restored };
     h2.select();
