@@ -254,7 +254,8 @@ impl PivApplet {
             keys: BTreeMap::new(),
             objects: BTreeMap::new(),
             session: Session::default(),
-            changed: false,
+            // A new card has state to save (its CHUID GUID is random).
+            changed: true,
         };
         applet.install_default_objects();
         Ok(applet)
@@ -293,7 +294,8 @@ impl PivApplet {
         self.session = Session::default();
     }
 
-    /// True once after each change of the persistent state, so the card can save it.
+    /// True once after each change of the persistent state (and once for a new
+    /// applet), so the card can save it.
     pub fn changed(&mut self) -> bool {
         core::mem::take(&mut self.changed)
     }

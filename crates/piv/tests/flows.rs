@@ -68,6 +68,7 @@ fn discovery_and_chuid_objects() {
 #[test]
 fn pin_wrong_right_blocked_and_unblocked_with_puk() {
     let mut h = Host::new();
+    h.applet.changed();
     let status = |h: &mut Host| h.exchange(0x20, 0x00, 0x80, &[]).1;
     assert_eq!(status(&mut h), 0x63C3);
     assert_eq!(h.verify_pin(b"000000"), 0x63C2);
@@ -467,6 +468,7 @@ fn certificate_over_256_bytes_with_chaining_and_get_response() {
     let mut data = hex("5C035FC105");
     data.extend(&object);
     assert!(data.len() > 3 * 255);
+    h.applet.changed();
     assert_eq!(h.exchange(0xDB, 0x3F, 0xFF, &data), (vec![], SW_OK));
     assert!(h.applet.changed());
     assert!(!h.applet.changed(), "changed() is true once");
@@ -741,8 +743,13 @@ fn ecdh_known_answer() {
 #[test]
 fn state_survives_serialization() {
     let mut h = Host::new();
+    assert!(h.applet.changed(), "a new card has state to save");
     assert!(!h.applet.changed());
     h.authenticate_default();
+    assert!(
+        !h.applet.changed(),
+        "authentication changes nothing persistent"
+    );
     let rsa_pub = rsa_public(&generate(&mut h, 0x9A, 0x06, &[]));
     let ec_pub = ec_point(&generate(&mut h, 0x9D, 0x14, &[]), 97);
     let mut put = hex("5C035FC105");
