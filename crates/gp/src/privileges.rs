@@ -281,6 +281,14 @@ impl Privileges {
             .filter(move |&p| self.contains(p))
     }
 
+    /// The short names joined by `,` (`sd,dm,am`); RFU bits are not shown.
+    pub fn to_short_string(self) -> String {
+        self.iter()
+            .map(Privilege::short_name)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// Whether the coding is consistent: DAP, delegated management and mandated DAP bits
     /// only with Security Domain, and RFU bits (byte 3 b4..b1) clear.
     pub fn is_consistent(self) -> bool {
@@ -388,6 +396,7 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(p, q);
+        assert_eq!(p.to_short_string(), "sd,dm,am");
         for x in Privilege::ALL {
             assert_eq!(x.short_name().parse::<Privilege>().unwrap(), x);
             assert_eq!(x.long_name().parse::<Privilege>().unwrap(), x);

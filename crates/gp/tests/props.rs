@@ -313,8 +313,16 @@ fn key_entry() -> impl Strategy<Value = KeyInfoEntry> {
     ]
 }
 
+/// 512 cases, or `PROPTEST_CASES` when set (for longer local runs).
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn commands_round_trip(c in command()) {

@@ -1,5 +1,7 @@
 //! GET STATUS (GP 2.3.1 §11.4) and registry entries, in both response formats.
 
+use core::fmt;
+
 use apdu::{Command, Response, StatusWord};
 
 use super::{bad_p1p2, expect_ins, ins, CLA_GP};
@@ -91,6 +93,12 @@ impl GetStatus {
             ..self.clone()
         }
     }
+    /// Card side: whether a registry entry matches the search qualifier (`4F`), an AID
+    /// prefix; an empty qualifier matches every entry (GP 2.3.1 §11.4.2.2).
+    pub fn matches(&self, aid: &Aid) -> bool {
+        aid.starts_with(&self.search)
+    }
+
     /// P2.
     pub fn p2(&self) -> u8 {
         (match self.format {
@@ -222,6 +230,21 @@ impl RegistryEntry {
         }
     }
 
+    /// The life cycle state's name for this kind of entry (`SECURED`, `SELECTABLE`, …).
+    pub fn life_cycle_name(&self) -> String {
+        use crate::lifecycle::{AppLifeCycle, CardLifeCycle, LoadFileLifeCycle, SdLifeCycle};
+        match self.kind {
+            RegistryKind::IssuerSecurityDomain => CardLifeCycle::from_byte(self.life_cycle)
+                .map_or_else(
+                    |_| format!("UNKNOWN({:02X})", self.life_cycle),
+                    |c| c.name().to_string(),
+                ),
+            RegistryKind::Application => AppLifeCycle(self.life_cycle).name(),
+            RegistryKind::SecurityDomain => SdLifeCycle(self.life_cycle).name(),
+            RegistryKind::LoadFile => LoadFileLifeCycle(self.life_cycle).name(),
+        }
+    }
+
     fn kind_for(subset: StatusSubset, privileges: Option<Privileges>) -> RegistryKind {
         match subset {
             StatusSubset::IssuerSecurityDomain => RegistryKind::IssuerSecurityDomain,
@@ -300,8 +323,18 @@ impl RegistryEntry {
         while !c.is_empty() {
             let aid = Aid::new(c.lv("AID")?)?;
             let life_cycle = c.u8("life cycle state")?;
+            let at = c.pos();
             let p = c.u8("privileges")?;
             let privileges = match subset {
+                StatusSubset::LoadFiles | StatusSubset::LoadFilesAndModules if p != 0 => {
+                    return Err(Error::InvalidValue {
+                        context: "GET STATUS response (legacy format)",
+                        field: "privileges",
+                        reason: format!(
+                            "load file privileges byte at offset {at} is {p:02X}, must be 00"
+                        ),
+                    })
+                }
                 StatusSubset::LoadFiles | StatusSubset::LoadFilesAndModules => None,
                 _ => Some(Privileges([p, 0, 0])),
             };
@@ -375,6 +408,44 @@ impl RegistryEntry {
             out.push(e);
         }
         Ok(out)
+    }
+}
+
+impl fmt::Display for RegistryEntry {
+    /// One line, e.g. `APP: D07002CA44900101 (SELECTABLE) privileges=none load-file=D07002CA44`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            RegistryKind::IssuerSecurityDomain => "ISD",
+            RegistryKind::Application => "APP",
+            RegistryKind::SecurityDomain => "SSD",
+            RegistryKind::LoadFile => "PKG",
+        };
+        write!(f, "{kind}: {} ({})", self.aid, self.life_cycle_name())?;
+        if let Some(p) = self.privileges {
+            write!(f, " privileges={p}")?;
+        }
+        if let Some(v) = &self.version {
+            let parts: Vec<String> = v.iter().map(u8::to_string).collect();
+            write!(f, " version={}", parts.join("."))?;
+        }
+        if let Some(a) = &self.load_file {
+            write!(f, " load-file={a}")?;
+        }
+        if !self.modules.is_empty() {
+            let m: Vec<String> = self.modules.iter().map(Aid::to_string).collect();
+            write!(f, " modules={}", m.join(","))?;
+        }
+        if let Some(a) = &self.associated_sd {
+            write!(f, " sd={a}")?;
+        }
+        if !self.implicit_selection.is_empty() {
+            write!(
+                f,
+                " implicit-selection={}",
+                apdu::hex(&self.implicit_selection)
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -515,6 +586,59 @@ mod tests {
         let bytes = e.encode(StatusSubset::Applications, StatusFormat::Tlv);
         let back = RegistryEntry::parse_all(StatusSubset::Applications, StatusFormat::Tlv, &bytes)
             .unwrap();
-        assert_eq!(back, vec![e]);
+        assert_eq!(back, vec![e.clone()]);
+        assert_eq!(
+            e.to_string(),
+            "SSD: A000000151000000 (PERSONALIZED) privileges=security-domain,trusted-path,authorized-management \
+             sd=A000000151000000"
+        );
+    }
+
+    #[test]
+    fn legacy_format_layouts() {
+        // GP 2.1.1: len AID, life cycle, privileges [, module count, (len AID)*].
+        let d = parse_hex("07A00000015100000F9E").unwrap();
+        let e =
+            RegistryEntry::parse_all(StatusSubset::IssuerSecurityDomain, StatusFormat::Legacy, &d)
+                .unwrap();
+        assert_eq!(
+            (e[0].life_cycle, e[0].privileges),
+            (0x0F, Some(Privileges([0x9E, 0, 0])))
+        );
+        assert_eq!(
+            e[0].to_string(),
+            "ISD: A0000001510000 (SECURED) privileges=security-domain,card-lock,card-terminate,card-reset,cvm-management"
+        );
+        let d = parse_hex("05D07002CA4401000108D07002CA44900101").unwrap();
+        let e =
+            RegistryEntry::parse_all(StatusSubset::LoadFilesAndModules, StatusFormat::Legacy, &d)
+                .unwrap();
+        assert_eq!(e[0].modules[0].to_string(), "D07002CA44900101");
+        assert_eq!(
+            e[0].encode(StatusSubset::LoadFilesAndModules, StatusFormat::Legacy),
+            d
+        );
+        let bad = parse_hex("05D07002CA44018000").unwrap();
+        assert!(matches!(
+            RegistryEntry::parse_all(
+                StatusSubset::LoadFilesAndModules,
+                StatusFormat::Legacy,
+                &bad
+            ),
+            Err(Error::InvalidValue {
+                field: "privileges",
+                ..
+            })
+        ));
+        let cut = &d[..d.len() - 1];
+        assert!(matches!(
+            RegistryEntry::parse_all(StatusSubset::LoadFilesAndModules, StatusFormat::Legacy, cut),
+            Err(Error::Truncated {
+                field: "executable module AID",
+                offset: 10,
+                needed: 1,
+                ..
+            })
+        ));
     }
 }

@@ -412,17 +412,18 @@ impl InstallParams {
         self
     }
 
-    /// `EF/C8`: non-volatile memory quota (ETSI TS 102 226 §8.2.1.3.2.1; GP `C8` for load).
+    /// `EF/C8`: non-volatile memory quota for \[for install\] (GP 2.3.1 Table 11-49, ETSI TS
+    /// 102 226), or the non-volatile data minimum requirement in load parameters (Table 11-48).
     pub fn with_non_volatile_memory(self, bytes: u32) -> Self {
         self.with_system(0xC8, &quota(bytes))
     }
 
-    /// `EF/C7`: volatile memory quota.
+    /// `EF/C7`: volatile memory quota (install) or volatile data minimum requirement (load).
     pub fn with_volatile_memory(self, bytes: u32) -> Self {
         self.with_system(0xC7, &quota(bytes))
     }
 
-    /// `EF/C6`: non-volatile code space (load parameters).
+    /// `EF/C6`: non-volatile code minimum requirement (load parameters, Table 11-48).
     pub fn with_non_volatile_code(self, bytes: u32) -> Self {
         self.with_system(0xC6, &quota(bytes))
     }

@@ -67,8 +67,71 @@ impl PutKey {
         })
     }
 
+    /// Card side: the response data, the new key version number followed by the key check
+    /// values of the keys loaded (GP 2.3.1 §11.8.3.1, Table 11-73).
+    pub fn response(version: u8, check_values: &[&[u8]]) -> Vec<u8> {
+        let mut v = vec![version];
+        for kcv in check_values {
+            v.extend_from_slice(kcv);
+        }
+        v
+    }
+
+    /// Host side: splits the response data into the key version number and the key
+    /// check values of `kcv_len` bytes each (3 for DES and AES keys).
+    pub fn parse_response(data: &[u8], kcv_len: usize) -> Result<(u8, Vec<Vec<u8>>)> {
+        let Some((&version, rest)) = data.split_first() else {
+            return Err(Error::Truncated {
+                context: "PUT KEY response",
+                field: "key version number",
+                offset: 0,
+                needed: 1,
+            });
+        };
+        if kcv_len == 0 || rest.len() % kcv_len != 0 {
+            return Err(Error::FieldLength {
+                context: "PUT KEY response",
+                field: "key check values",
+                len: rest.len(),
+                expected: "a multiple of the key check value length",
+            });
+        }
+        Ok((version, rest.chunks(kcv_len).map(<[u8]>::to_vec).collect()))
+    }
+
     /// The new key version number (first data byte).
     pub fn new_version(&self) -> Option<u8> {
         self.data.first().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apdu::hex;
+
+    #[test]
+    fn header_and_response() {
+        let p = PutKey {
+            old_version: 0,
+            key_id: 1,
+            multiple: true,
+            more: false,
+            data: vec![0x30, 0x88],
+        };
+        let c = p.to_command().unwrap();
+        assert_eq!(
+            hex(&c.to_bytes().unwrap()),
+            "80D80081023088".to_string() + "00"
+        );
+        assert_eq!(PutKey::parse(&c).unwrap(), p);
+        let r = PutKey::response(0x30, &[&[1, 2, 3], &[4, 5, 6]]);
+        assert_eq!(
+            PutKey::parse_response(&r, 3).unwrap(),
+            (0x30, vec![vec![1, 2, 3], vec![4, 5, 6]])
+        );
+        assert!(PutKey::parse_response(&r[..5], 3).is_err());
+        assert!(PutKey::parse_response(&[], 3).is_err());
+        assert!(PutKey { key_id: 0x80, ..p }.to_command().is_err());
     }
 }
