@@ -1,47 +1,37 @@
 //! GET DATA (GP 2.3.1 §11.3) and STORE DATA (§11.11) of a security domain.
 
 use apdu::{Command, Response, StatusWord};
+use gp::commands::{CardData, KeyComponent, KeyInfo, KeyInfoEntry, ScpOption};
 
 use super::Sw;
 use crate::card::VirtualCard;
 use crate::model::{app_lc, Aid, AppKind};
 use crate::tlv;
 
-/// The GlobalPlatform OID arc `1.2.840.114283` (`2A 86 48 86 FC 6B`).
-const GP_OID: [u8; 6] = [0x2A, 0x86, 0x48, 0x86, 0xFC, 0x6B];
+/// `{iso(1) org(3) dod(6) internet(1) private(4) enterprise(1) sun(42) 2 110 1 3}`: Java
+/// Card 3, as JCOP cards report in the chip details (`66`).
+const JAVA_CARD_OID: [u8; 10] = [0x2B, 0x06, 0x01, 0x04, 0x01, 0x2A, 0x02, 0x6E, 0x01, 0x03];
 
-/// Appends one OID arc in base-128 (ITU-T X.690 §8.19).
-fn push_arc(v: &mut Vec<u8>, arc: u32) {
-    let mut groups = vec![(arc & 0x7F) as u8];
-    let mut rest = arc >> 7;
-    while rest > 0 {
-        groups.push(0x80 | (rest & 0x7F) as u8);
-        rest >>= 7;
+/// The Card Data (GP 2.3.1 §H.2, Table H-1): GP 2.3.1 card management, the card
+/// identification scheme, the ISD's Secure Channel Protocol with its "i", Java Card chip.
+pub(crate) fn card_data(scp: u8, i: u8) -> CardData {
+    CardData {
+        gp_version: Some(vec![2, 3, 1]),
+        identification_scheme: true,
+        scp: vec![ScpOption { scp, i }],
+        configuration_details: None,
+        chip_details: Some(tlv::encode(0x06, &JAVA_CARD_OID)),
+        other: Vec::new(),
     }
-    v.extend(groups.iter().rev());
 }
 
-fn gp_oid(arcs: &[u32]) -> Vec<u8> {
-    let mut v = GP_OID.to_vec();
-    for a in arcs {
-        push_arc(&mut v, *a);
-    }
-    tlv::encode(0x06, &v)
-}
-
-/// The contents of the Card Recognition Data template `73` (GP 2.3.1 §H.2, Table H-1):
-/// the GP OID, card management type and version (GP 2.3.1), card identification scheme,
-/// the ISD's Secure Channel Protocol with its "i", and the chip details (Java Card 3).
+/// The value of the Card Recognition Data template `73` (inside `66`, and in an SD's FCI).
 pub(crate) fn card_recognition_data(scp: u8, i: u8) -> Vec<u8> {
-    let mut v = gp_oid(&[1]);
-    v.extend(tlv::encode(0x60, &gp_oid(&[2, 2, 3, 1])));
-    v.extend(tlv::encode(0x63, &gp_oid(&[3])));
-    v.extend(tlv::encode(0x64, &gp_oid(&[4, scp as u32, i as u32])));
-    // {iso(1) org(3) dod(6) internet(1) private(4) enterprise(1) sun(42) 2 110 1 3}:
-    // Java Card 3 (what JCOP cards report).
-    let jc = [0x2B, 0x06, 0x01, 0x04, 0x01, 0x2A, 0x02, 0x6E, 0x01, 0x03];
-    v.extend(tlv::encode(0x66, &tlv::encode(0x06, &jc)));
-    v
+    let bytes = card_data(scp, i).to_bytes();
+    tlv::read_one(&bytes, 0)
+        .and_then(|(t66, _)| tlv::read_one(t66.value, 0))
+        .map(|(t73, _)| t73.value.to_vec())
+        .unwrap_or_default()
 }
 
 /// Free memory reported in Extended Card Resources Information (a fixed, generous value).
@@ -76,18 +66,24 @@ impl VirtualCard {
                 ),
             ),
             // Key Information Template (§11.3.3.1, Table 11-31): C0 {id, KVN, type, length}.
-            0x00E0 => {
-                let mut body = Vec::new();
-                for set in &data.key_sets {
-                    for k in &set.keys {
-                        body.extend(tlv::encode(
-                            0xC0,
-                            &[k.id, set.kvn, k.key_type, k.value.0.len() as u8],
-                        ));
-                    }
-                }
-                tlv::encode(0xE0, &body)
+            0x00E0 => KeyInfo {
+                entries: data
+                    .key_sets
+                    .iter()
+                    .flat_map(|set| {
+                        set.keys.iter().map(|k| KeyInfoEntry {
+                            id: k.id,
+                            version: set.kvn,
+                            components: vec![KeyComponent {
+                                key_type: k.key_type,
+                                length: k.value.0.len() as u16,
+                            }],
+                            extended: None,
+                        })
+                    })
+                    .collect(),
             }
+            .to_bytes(),
             // Issuer Identification Number and Card Image Number (§H.3, §H.4).
             0x0042 => tlv::encode(
                 0x42,
@@ -221,7 +217,7 @@ mod tests {
 
     #[test]
     fn recognition_data_encoding() {
-        // GP 2.3.1 §H.2 example structure, SCP03 i=70.
+        // GP 2.3.1 §H.2 structure, SCP03 i=70.
         let v = card_recognition_data(0x03, 0x70);
         let expect = h(concat!(
             "06072A864886FC6B01",
@@ -232,9 +228,6 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(v, expect);
-        let mut arc = Vec::new();
-        push_arc(&mut arc, 0x80);
-        assert_eq!(arc, vec![0x81, 0x00]);
     }
 
     #[test]

@@ -12,7 +12,6 @@ use crate::card::VirtualCard;
 use crate::channel::{Cla, Secure};
 use crate::config::{protocol_for, static_keys};
 use crate::model::{app_lc, card_lc, Aid, AppRec, CardState, SdData, ISD_AID};
-use crate::tlv;
 
 pub(crate) use data::card_recognition_data;
 
@@ -25,11 +24,13 @@ const SW_AUTH_FAILED: StatusWord = StatusWord(0x6300);
 /// The FCI a security domain answers SELECT with (GP 2.3.1 §11.9.3.1, Table 11-71):
 /// `6F { 84 AID, A5 { 73 card recognition data, 9F65 maximum command data length } }`.
 pub(crate) fn fci(state: &CardState, app: &AppRec) -> Vec<u8> {
-    let mut prop = tlv::encode(0x73, &card_recognition_data(state.scp, state.scp_i));
-    prop.extend(tlv::encode(0x9F65, &[0xFF]));
-    let mut body = tlv::encode(0x84, &app.aid.0);
-    body.extend(tlv::encode(0xA5, &prop));
-    tlv::encode(0x6F, &body)
+    let Ok(aid) = gp::Aid::new(&app.aid.0) else {
+        return Vec::new();
+    };
+    let mut fci = gp::commands::Fci::new(aid);
+    fci.sd_management_data = Some(card_recognition_data(state.scp, state.scp_i));
+    fci.max_command_data_length = Some(0xFF);
+    fci.to_bytes()
 }
 
 impl VirtualCard {

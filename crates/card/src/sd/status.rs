@@ -5,155 +5,131 @@ use apdu::{Command, Response, StatusWord};
 use super::Sw;
 use crate::card::VirtualCard;
 use crate::channel::StatusCursor;
-use crate::model::{app_lc, card_lc, privs, Aid, AppRec, LoadFileRec, ISD_AID};
-use crate::tlv;
+use crate::model::{app_lc, card_lc, privs, Aid, ISD_AID};
+use gp::commands::{
+    GetStatus, RegistryEntry, RegistryKind, StatusFormat, StatusPage, StatusSubset,
+};
+use gp::Privileges;
 
 /// Most response bytes per GET STATUS page: with an R-MAC (8) and R-ENCRYPTION padding the
 /// wrapped response still fits a short R-APDU.
 const PAGE: usize = 238;
 
-/// `6310`: more data available (GP 2.3.1 §11.4.3.1).
-const SW_MORE: StatusWord = StatusWord(0x6310);
-
-/// What GET STATUS lists (P1, GP 2.3.1 Table 11-33).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Subset {
-    Isd,
-    Apps,
-    LoadFiles,
-    LoadFilesAndModules,
-}
-
 impl VirtualCard {
+    /// GET STATUS (§11.4): the registry entries visible to this security domain that match
+    /// the `4F` AID prefix, in the legacy or the TLV format, as many whole entries per
+    /// response as fit [`PAGE`], `6310` while more remain (P2 b1 asks for the next page).
     pub(super) fn get_status(&mut self, ch: usize, sd: &Aid, cmd: &Command) -> Sw<Response> {
-        let subset = match cmd.p1 {
-            0x80 => Subset::Isd,
-            0x40 => Subset::Apps,
-            0x20 => Subset::LoadFiles,
-            0x10 => Subset::LoadFilesAndModules,
-            _ => return Err(StatusWord::INCORRECT_P1P2),
-        };
-        if cmd.p2 & !0x03 != 0 {
-            return Err(StatusWord::INCORRECT_P1P2);
-        }
-        let next = cmd.p2 & 0x01 != 0;
-        let tlv_format = cmd.p2 & 0x02 != 0;
-        let (criteria, start) = if next {
+        let req = GetStatus::parse(cmd).map_err(|e| match e {
+            gp::Error::BadParameters { .. } => StatusWord::INCORRECT_P1P2,
+            _ => StatusWord::WRONG_DATA,
+        })?;
+        let tlv_format = req.format == StatusFormat::Tlv;
+        let (req, start) = if req.next {
             match self.channel(ch).and_then(|c| c.status.clone()) {
-                Some(c) if c.p1 == cmd.p1 && c.tlv == tlv_format => (c.data, c.next),
+                Some(c) if c.p1 == cmd.p1 && c.tlv == tlv_format => {
+                    let first =
+                        Command::new(cmd.cla, cmd.ins, cmd.p1, cmd.p2 & !1).with_data(c.data);
+                    (
+                        GetStatus::parse(&first).map_err(|_| StatusWord::WRONG_DATA)?,
+                        c.next,
+                    )
+                }
                 _ => return Err(StatusWord::CONDITIONS_NOT_SATISFIED),
             }
         } else {
-            (cmd.data.clone(), 0)
+            (req, 0)
         };
         if let Some(c) = self.channel_mut(ch) {
             c.status = None;
         }
-        // Search criteria: '4F' AID (prefix match, '4F00' = all), optionally '5C' tag list.
-        let objs = tlv::parse_all(&criteria).map_err(|_| StatusWord::WRONG_DATA)?;
-        if objs.iter().any(|o| !matches!(o.tag, 0x4F | 0x5C)) {
+        if req.tag_list.is_some() && !tlv_format {
             return Err(StatusWord::WRONG_DATA);
         }
-        let prefix = tlv::find(&objs, 0x4F).unwrap_or(&[]);
-        let tags = match tlv::find(&objs, 0x5C) {
-            Some(_) if !tlv_format => return Err(StatusWord::WRONG_DATA),
+        let tags = match &req.tag_list {
             Some(list) => Some(read_tag_list(list).ok_or(StatusWord::WRONG_DATA)?),
             None => None,
         };
-        let records = self.status_records(sd, subset, tlv_format, prefix, tags.as_deref());
-        if records.is_empty() {
+        let entries = self.registry_entries(sd, req.subset, &req.search, tags.as_deref());
+        if !entries.is_empty() && start >= entries.len() {
             return Err(StatusWord::REFERENCED_DATA_NOT_FOUND);
         }
-        let mut out = Vec::new();
-        let mut n = start;
-        while let Some(r) = records.get(n) {
-            if !out.is_empty() && out.len() + r.len() > PAGE {
-                break;
-            }
-            out.extend_from_slice(r);
-            n += 1;
-        }
-        if n < records.len() {
+        let page = StatusPage::build(req.subset, req.format, &entries, start, PAGE)
+            .map_err(|_| StatusWord::UNKNOWN)?;
+        if let Some(next) = page.next_index {
             if let Some(c) = self.channel_mut(ch) {
+                let data = req.to_command().map(|c| c.data).unwrap_or_default();
                 c.status = Some(StatusCursor {
                     p1: cmd.p1,
                     tlv: tlv_format,
-                    data: criteria,
-                    next: n,
+                    data,
+                    next,
                 });
             }
-            Ok(Response::new(out, SW_MORE))
-        } else if start >= records.len() {
-            Err(StatusWord::REFERENCED_DATA_NOT_FOUND)
-        } else {
-            Ok(Response::ok(out))
         }
+        Ok(page.response)
     }
 
-    /// The GET STATUS records visible to `sd`: everything for the ISD and security domains
-    /// with Global Registry, else the objects associated with `sd`.
-    fn status_records(
+    /// The registry entries visible to `sd`: everything for the ISD and security domains
+    /// with Global Registry, else the objects associated with `sd` (and `sd` itself).
+    fn registry_entries(
         &self,
         sd: &Aid,
-        subset: Subset,
-        tlv_format: bool,
+        subset: StatusSubset,
         prefix: &[u8],
         tags: Option<&[u32]>,
-    ) -> Vec<Vec<u8>> {
+    ) -> Vec<RegistryEntry> {
         let global = sd.0 == ISD_AID
             || self
                 .state
                 .app(&sd.0)
                 .is_some_and(|a| a.has(privs::GLOBAL_REGISTRY));
         let visible = |owner: &Aid, aid: &Aid| global || owner == sd || aid == sd;
+        let gp_aid = |a: &Aid| gp::Aid::new(&a.0).ok();
         let mut out = Vec::new();
         match subset {
-            Subset::Isd | Subset::Apps => {
+            StatusSubset::IssuerSecurityDomain | StatusSubset::Applications => {
+                let isd_wanted = subset == StatusSubset::IssuerSecurityDomain;
                 for a in &self.state.apps {
                     let is_isd = a.aid.0 == ISD_AID;
-                    if is_isd != (subset == Subset::Isd)
+                    if is_isd != isd_wanted
                         || !a.aid.0.starts_with(prefix)
                         || !visible(&a.sd, &a.aid)
                     {
                         continue;
                     }
+                    let Some(id) = gp_aid(&a.aid) else { continue };
+                    let kind = match (is_isd, a.is_sd()) {
+                        (true, _) => RegistryKind::IssuerSecurityDomain,
+                        (false, true) => RegistryKind::SecurityDomain,
+                        (false, false) => RegistryKind::Application,
+                    };
                     let lc = if is_isd {
                         self.state.life_cycle
                     } else {
                         a.life_cycle
                     };
-                    out.push(if tlv_format {
-                        app_record(a, lc, tags)
-                    } else {
-                        let mut v = vec![a.aid.0.len() as u8];
-                        v.extend_from_slice(&a.aid.0);
-                        v.push(lc);
-                        v.push((a.privileges >> 16) as u8);
-                        v
-                    });
+                    let mut e = RegistryEntry::new(kind, id, lc);
+                    e.privileges = Some(Privileges(privs::to_bytes(a.privileges)));
+                    e.implicit_selection = a.implicit_selection.into_iter().collect();
+                    e.load_file = gp_aid(&a.load_file);
+                    e.associated_sd = gp_aid(&a.sd);
+                    out.push(only_tags(e, tags));
                 }
             }
-            Subset::LoadFiles | Subset::LoadFilesAndModules => {
-                let modules = subset == Subset::LoadFilesAndModules;
+            StatusSubset::LoadFiles | StatusSubset::LoadFilesAndModules => {
                 for l in &self.state.load_files {
                     if !l.aid.0.starts_with(prefix) || !visible(&l.sd, &l.aid) {
                         continue;
                     }
-                    out.push(if tlv_format {
-                        load_file_record(l, modules, tags)
-                    } else {
-                        let mut v = vec![l.aid.0.len() as u8];
-                        v.extend_from_slice(&l.aid.0);
-                        v.extend_from_slice(&[app_lc::LOADED, 0x00]);
-                        if modules {
-                            v.push(l.modules.len() as u8);
-                            for m in &l.modules {
-                                v.push(m.0.len() as u8);
-                                v.extend_from_slice(&m.0);
-                            }
-                        }
-                        v
-                    });
+                    let Some(id) = gp_aid(&l.aid) else { continue };
+                    let mut e = RegistryEntry::new(RegistryKind::LoadFile, id, app_lc::LOADED);
+                    e.version = (!l.version.is_empty()).then(|| l.version.clone());
+                    if subset == StatusSubset::LoadFilesAndModules {
+                        e.modules = l.modules.iter().filter_map(gp_aid).collect();
+                    }
+                    e.associated_sd = gp_aid(&l.sd);
+                    out.push(only_tags(e, tags));
                 }
             }
         }
@@ -290,43 +266,28 @@ fn read_tag_list(list: &[u8]) -> Option<Vec<u32>> {
     Some(out)
 }
 
-/// Wraps the objects of one registry entry in `E3`, keeping only the listed tags.
-fn record(objs: Vec<(u32, Vec<u8>)>, tags: Option<&[u32]>) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (t, v) in objs {
-        if !matches!(tags, Some(l) if !l.contains(&t)) {
-            body.extend(tlv::encode(t, &v));
-        }
+/// Drops the fields whose tags are not in the `5C` tag list (`4F` and `9F70` stay).
+fn only_tags(mut e: RegistryEntry, tags: Option<&[u32]>) -> RegistryEntry {
+    let Some(l) = tags else { return e };
+    if !l.contains(&0xC5) {
+        e.privileges = None;
     }
-    tlv::encode(0xE3, &body)
-}
-
-/// GlobalPlatform Registry Data for an application or SD (GP 2.3.1 Table 11-36).
-fn app_record(a: &AppRec, lc: u8, tags: Option<&[u32]>) -> Vec<u8> {
-    let mut objs = vec![
-        (0x4F, a.aid.0.clone()),
-        (0x9F70, vec![lc]),
-        (0xC5, privs::to_bytes(a.privileges).to_vec()),
-    ];
-    if let Some(i) = a.implicit_selection {
-        objs.push((0xCF, vec![i]));
+    if !l.contains(&0xCF) {
+        e.implicit_selection.clear();
     }
-    objs.push((0xC4, a.load_file.0.clone()));
-    objs.push((0xCC, a.sd.0.clone()));
-    record(objs, tags)
-}
-
-/// GlobalPlatform Registry Data for an Executable Load File (and its modules).
-fn load_file_record(l: &LoadFileRec, modules: bool, tags: Option<&[u32]>) -> Vec<u8> {
-    let mut objs = vec![(0x4F, l.aid.0.clone()), (0x9F70, vec![app_lc::LOADED])];
-    if !l.version.is_empty() {
-        objs.push((0xCE, l.version.clone()));
+    if !l.contains(&0xC4) {
+        e.load_file = None;
     }
-    if modules {
-        objs.extend(l.modules.iter().map(|m| (0x84, m.0.clone())));
+    if !l.contains(&0xCE) {
+        e.version = None;
     }
-    objs.push((0xCC, l.sd.0.clone()));
-    record(objs, tags)
+    if !l.contains(&0x84) {
+        e.modules.clear();
+    }
+    if !l.contains(&0xCC) {
+        e.associated_sd = None;
+    }
+    e
 }
 
 #[cfg(test)]
