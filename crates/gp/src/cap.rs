@@ -424,7 +424,7 @@ impl PackageInfo {
     }
 }
 
-/// Hash algorithms for the Load File Data Block Hash (GP 2.3.1 §C.2, §11.5.2.3.1).
+/// Hash algorithms for the Load File Data Block Hash (GP 2.3.1 §C.2, §11.5.2.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HashAlgorithm {
     /// SHA-1 (20 bytes; GP 2.1.1 / 2.2 default).

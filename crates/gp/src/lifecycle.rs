@@ -1,9 +1,9 @@
 //! Life cycle states (GlobalPlatform Card Specification 2.3.1 §5.1 and §11.1.1).
 //!
-//! * [`CardLifeCycle`]: the card as a whole (§5.1.1, Table 11-3).
-//! * [`AppLifeCycle`]: an application (§5.3.1, Table 11-4).
-//! * [`SdLifeCycle`]: a security domain (§5.3.2, Table 11-5).
-//! * [`LoadFileLifeCycle`]: an executable load file (§5.2, Table 11-2).
+//! * [`CardLifeCycle`]: the card as a whole (§5.1.1; coding §11.1.1).
+//! * [`AppLifeCycle`]: an application (§5.3.1; coding §11.1.1).
+//! * [`SdLifeCycle`]: a security domain (§5.3.2; coding §11.1.1).
+//! * [`LoadFileLifeCycle`]: an executable load file (§5.2; coding §11.1.1).
 //!
 //! Application and security domain states are kept as their byte coding, because
 //! application-specific states (`0xxxx111`) and LOCKED (bit 8 set on top of the
@@ -13,7 +13,7 @@ use core::fmt;
 
 use crate::{Error, Result};
 
-/// Card life cycle state (GP 2.3.1 §5.1.1, coding in Table 11-3).
+/// Card life cycle state (GP 2.3.1 §5.1.1, coding in §11.1.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CardLifeCycle {
     /// `01`: the ISD is ready; the card is being pre-personalised.
@@ -29,7 +29,7 @@ pub enum CardLifeCycle {
 }
 
 impl CardLifeCycle {
-    /// The byte coding of Table 11-3.
+    /// The byte coding of GP 2.3.1 §11.1.1.
     pub const fn to_byte(self) -> u8 {
         match self {
             Self::OpReady => 0x01,
@@ -40,7 +40,7 @@ impl CardLifeCycle {
         }
     }
 
-    /// Decodes Table 11-3; any other byte is an error.
+    /// Decodes the §11.1.1 coding; any other byte is an error.
     pub fn from_byte(b: u8) -> Result<Self> {
         Ok(match b {
             0x01 => Self::OpReady,
@@ -71,8 +71,8 @@ impl CardLifeCycle {
 
     /// Whether SET STATUS may move the card from `self` to `next` (GP 2.3.1 §5.1.1, Figure 5-1):
     ///
-    /// * OP_READY → INITIALIZED → SECURED are forward only and irreversible; skipping
-    ///   INITIALIZED (OP_READY → SECURED) is allowed, as the sequence is only forward.
+    /// * OP_READY → INITIALIZED → SECURED, one step at a time and irreversible
+    ///   (§5.1.1.2, §5.1.1.3); OP_READY → SECURED directly is refused.
     /// * SECURED ⇄ CARD_LOCKED: locking is only possible from SECURED (§5.1.1.4).
     /// * Any state except TERMINATED → TERMINATED; TERMINATED is final (§5.1.1.5).
     ///
@@ -82,7 +82,6 @@ impl CardLifeCycle {
         matches!(
             (self, next),
             (OpReady, Initialized)
-                | (OpReady, Secured)
                 | (Initialized, Secured)
                 | (Secured, CardLocked)
                 | (CardLocked, Secured)
@@ -100,7 +99,7 @@ impl fmt::Display for CardLifeCycle {
 /// Bit 8 of an application or security domain life cycle byte: LOCKED.
 pub const LOCKED_BIT: u8 = 0x80;
 
-/// Application life cycle state byte (GP 2.3.1 §5.3.1, Table 11-4).
+/// Application life cycle state byte (GP 2.3.1 §5.3.1, coding in §11.1.1).
 ///
 /// `03` INSTALLED, `07` SELECTABLE, `0xxxx111` application specific, and LOCKED = bit 8
 /// set on top of the state it was locked from.
@@ -137,15 +136,16 @@ impl AppLifeCycle {
     pub const fn application_specific(self) -> u8 {
         (self.0 >> 3) & 0x0F
     }
-    /// Whether the byte is a coding allowed by Table 11-4 (`03`, `0xxxx111`, either with bit 8).
+    /// Whether the byte is a coding allowed by §11.1.1 (`03`, `0xxxx111`, either with bit 8).
     pub const fn is_valid(self) -> bool {
         let s = self.0 & !LOCKED_BIT;
         s == 0x03 || s & 0x07 == 0x07
     }
     /// Whether an application may move from `self` to `next` (§5.3.1, Figure 5-2):
-    /// INSTALLED → SELECTABLE; SELECTABLE or application specific → application specific
-    /// (managed by the application itself); any unlocked state → the same state locked;
-    /// locked → the state it was locked from. Nothing returns to INSTALLED.
+    /// INSTALLED → SELECTABLE (irreversible, §5.3.1.2); SELECTABLE or application specific →
+    /// another application specific state (managed by the application itself, §5.3.1.5);
+    /// any unlocked state → the same state locked; locked → the state it was locked from
+    /// (§5.3.1.3). Nothing returns to INSTALLED or SELECTABLE.
     pub fn can_transition_to(self, next: Self) -> bool {
         if !self.is_valid() || !next.is_valid() || self == next {
             return false;
@@ -154,7 +154,10 @@ impl AppLifeCycle {
             (true, true) => false,
             (true, false) => self.unlocked() == next,
             (false, true) => next.unlocked() == self,
-            (false, false) => next.0 & 0x07 == 0x07 && next != Self::INSTALLED,
+            (false, false) => {
+                (self == Self::INSTALLED && next == Self::SELECTABLE)
+                    || (self.0 & 0x07 == 0x07 && next.0 & 0x07 == 0x07 && next != Self::SELECTABLE)
+            }
         }
     }
     /// `INSTALLED`, `SELECTABLE`, `APPLICATION_SPECIFIC(n)`, with ` LOCKED` appended when locked.
@@ -179,7 +182,7 @@ impl fmt::Display for AppLifeCycle {
     }
 }
 
-/// Security domain life cycle state byte (GP 2.3.1 §5.3.2, Table 11-5).
+/// Security domain life cycle state byte (GP 2.3.1 §5.3.2, coding in §11.1.1).
 ///
 /// `03` INSTALLED, `07` SELECTABLE, `0F` PERSONALIZED, LOCKED = bit 8 set on top of the
 /// previous state (`83` when locked from INSTALLED).
@@ -253,7 +256,7 @@ impl fmt::Display for SdLifeCycle {
     }
 }
 
-/// Executable load file life cycle (GP 2.3.1 §5.2, Table 11-2): only LOADED (`01`).
+/// Executable load file life cycle (GP 2.3.1 §5.2, coding in §11.1.1): only LOADED (`01`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LoadFileLifeCycle(pub u8);
 
@@ -294,6 +297,7 @@ mod tests {
     #[test]
     fn card_transitions_follow_figure_5_1() {
         assert!(OpReady.can_transition_to(Initialized));
+        assert!(!OpReady.can_transition_to(Secured));
         assert!(Initialized.can_transition_to(Secured));
         assert!(!Secured.can_transition_to(Initialized));
         assert!(!Initialized.can_transition_to(CardLocked));
@@ -317,6 +321,9 @@ mod tests {
         assert!(specific.is_valid() && specific.is_selectable());
         assert_eq!(specific.application_specific(), 1);
         assert!(AppLifeCycle::SELECTABLE.can_transition_to(specific));
+        assert!(!specific.can_transition_to(AppLifeCycle::SELECTABLE));
+        assert!(!a.can_transition_to(specific));
+        assert!(specific.can_transition_to(AppLifeCycle(0x1F)));
         let locked = specific.locked();
         assert_eq!(locked.0, 0x8F);
         assert!(specific.can_transition_to(locked));

@@ -10,7 +10,7 @@ use crate::{Error, Result};
 /// DELETE: `80 E4 00 P2 Lc data 00`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delete {
-    /// Delete an application, security domain or executable load file (Table 11-22):
+    /// Delete an application, security domain or executable load file (§11.2.2.3):
     /// `4F AID [B6 …] [9E token]`.
     Object {
         /// The object.
@@ -22,7 +22,7 @@ pub enum Delete {
         /// `9E` delete token.
         token: Option<Vec<u8>>,
     },
-    /// Delete keys (Table 11-23): `D0 01 id` and/or `D2 01 kvn`.
+    /// Delete keys (§11.2.2.3): `D0 01 id` and/or `D2 01 kvn`.
     Key {
         /// Key identifier.
         id: Option<u8>,

@@ -10,7 +10,7 @@ use crate::reader::Cursor;
 use crate::tlv;
 use crate::{Error, Result};
 
-/// A data object reachable by GET DATA, identified by P1P2 (GP 2.3.1 §11.3.2.1, Table 11-29; §H).
+/// A data object reachable by GET DATA, identified by P1P2 (GP 2.3.1 §11.3.2.1; Appendix H).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DataObject {
     /// `9F7F`: Card Production Life Cycle data.
@@ -119,8 +119,8 @@ impl GetData {
     }
 }
 
-/// Card Production Life Cycle data (`9F7F`, 42 bytes; GP 2.1.1 Table H-1 as kept by
-/// GP 2.3.1 and Visa GP). Dates are `YDDD` (last digit of the year, day of the year) in BCD.
+/// Card Production Life Cycle data (`9F7F`, 42 bytes, as defined by the Visa GlobalPlatform card
+/// implementation requirements). Dates are `YDDD` (last digit of the year, day of the year) in BCD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[allow(missing_docs)]
 pub struct Cplc {
@@ -329,7 +329,7 @@ impl fmt::Display for ScpOption {
     }
 }
 
-/// Card Data (`66`) holding Card Recognition Data (`73`), GP 2.3.1 §H.2 Table H-1.
+/// Card Data (`66`) holding Card Recognition Data (`73`), GP 2.3.1 Appendix H.2.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CardData {
     /// `60`: card management type and version, the arcs after 1.2.840.114283.2 (e.g. `[2, 3, 1]`).
@@ -439,17 +439,17 @@ impl CardData {
     }
 }
 
-/// One key component of a key information entry (GP 2.3.1 Tables 11-26 / 11-27).
+/// One key component of a key information entry (GP 2.3.1 §11.3.3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KeyComponent {
-    /// Key type (§11.1.8, Table 11-16): `80` DES, `88` AES, `85` TLS PSK, `A1` RSA modulus…
+    /// Key type (§11.1.8): `80` DES, `88` AES, `85` TLS PSK, `A1` RSA modulus…
     pub key_type: u8,
     /// Length in bytes. In the basic format `00` means "256 or more" and reads as 256.
     pub length: u16,
 }
 
 impl KeyComponent {
-    /// A readable name for a key type of Table 11-16.
+    /// A readable name for a key type (GP 2.3.1 §11.1.8).
     pub fn type_name(key_type: u8) -> &'static str {
         match key_type {
             0x00..=0x7F => "private",
@@ -490,7 +490,7 @@ pub struct KeyInfoEntry {
     pub version: u8,
     /// Key components (one for symmetric keys).
     pub components: Vec<KeyComponent>,
-    /// `Some` for the GP 2.2 extended format (Table 11-27): (key usage, key access), each
+    /// `Some` for the GP 2.2 extended format (§11.3.3.1): (key usage, key access), each
     /// absent when its length byte is `00`.
     pub extended: Option<(Option<u8>, Option<u8>)>,
 }

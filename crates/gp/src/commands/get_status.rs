@@ -11,7 +11,7 @@ use crate::reader::Cursor;
 use crate::tlv;
 use crate::{Error, Result};
 
-/// Which part of the registry GET STATUS reports (P1, GP 2.3.1 Table 11-32).
+/// Which part of the registry GET STATUS reports (P1, GP 2.3.1 §11.4.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StatusSubset {
     /// P1 `80`: the Issuer Security Domain only.
@@ -46,10 +46,10 @@ impl StatusSubset {
     }
 }
 
-/// Response format (P2 b2, GP 2.3.1 Table 11-33).
+/// Response format (P2 b2, GP 2.3.1 §11.4.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StatusFormat {
-    /// P2 b2 = 0: the deprecated GP 2.1.1 format (Tables 11-35, 11-36 of GP 2.1.1 §9.4.3).
+    /// P2 b2 = 0: the deprecated GP 2.1.1 format (GP 2.1.1 §9.4.3.1).
     Legacy,
     /// P2 b2 = 1: `E3` TLV templates (GP 2.3.1 Table 11-36).
     Tlv,
@@ -267,7 +267,7 @@ impl RegistryEntry {
         let mut v = Vec::new();
         match format {
             StatusFormat::Legacy => {
-                // GP 2.1.1 Tables 9-34 / 9-35: len AID, life cycle, privileges (1 byte)
+                // GP 2.1.1 §9.4.3.1: len AID, life cycle, privileges (1 byte)
                 // [, number of modules, (len AID)*].
                 self.aid.push_lv(&mut v);
                 v.push(self.life_cycle);

@@ -9,7 +9,7 @@ use crate::reader::Cursor;
 use crate::tlv;
 use crate::{Error, Result};
 
-/// INSTALL, one variant per P1 role (GP 2.3.1 Table 11-41; data fields Tables 11-43 to 11-47).
+/// INSTALL, one variant per P1 role (GP 2.3.1 §11.5.2.1; data fields §11.5.2.3).
 ///
 /// Parameter fields (`params`) are kept as the raw bytes of the wire; build and read
 /// their content with [`InstallParams`]. Privileges are written on 1 byte when bytes 2
@@ -18,7 +18,7 @@ use crate::{Error, Result};
 /// INSTALL commands follow") are ignored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Install {
-    /// P1 `02` \[for load\] (Table 11-43).
+    /// P1 `02` \[for load\] (§11.5.2.3).
     ForLoad {
         /// Load file AID.
         load_file: Aid,
@@ -31,7 +31,7 @@ pub enum Install {
         /// Load token (empty when none).
         token: Vec<u8>,
     },
-    /// P1 `04` \[for install\], or `0C` \[for install and make selectable\] (Table 11-44).
+    /// P1 `04` \[for install\], or `0C` \[for install and make selectable\] (§11.5.2.3).
     ForInstall {
         /// Executable load file AID.
         load_file: Aid,
@@ -48,7 +48,7 @@ pub enum Install {
         /// `true` for P1 `0C`: also make it selectable.
         make_selectable: bool,
     },
-    /// P1 `08` \[for make selectable\] (Table 11-45).
+    /// P1 `08` \[for make selectable\] (§11.5.2.3).
     ForMakeSelectable {
         /// The application.
         application: Aid,
@@ -59,7 +59,7 @@ pub enum Install {
         /// Make selectable token.
         token: Vec<u8>,
     },
-    /// P1 `10` \[for extradition\] (Table 11-46).
+    /// P1 `10` \[for extradition\] (§11.5.2.3).
     ForExtradition {
         /// The security domain the application or load file moves to.
         security_domain: Aid,
@@ -70,12 +70,12 @@ pub enum Install {
         /// Extradition token.
         token: Vec<u8>,
     },
-    /// P1 `20` \[for personalization\] (Table 11-47): STORE DATA that follows goes to this application.
+    /// P1 `20` \[for personalization\] (§11.5.2.3): STORE DATA that follows goes to this application.
     ForPersonalization {
         /// The application to personalise.
         application: Aid,
     },
-    /// P1 `40` \[for registry update\] (Table 11-46a).
+    /// P1 `40` \[for registry update\] (§11.5.2.3).
     ForRegistryUpdate {
         /// The security domain (absent: unchanged).
         security_domain: Option<Aid>,

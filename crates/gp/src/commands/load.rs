@@ -56,7 +56,7 @@ impl Load {
     }
 }
 
-/// A DAP block: `E2 { 4F security domain AID, C3 signature }` (GP 2.3.1 §11.6.2.3, Table 11-58).
+/// A DAP block: `E2 { 4F security domain AID, C3 signature }` (GP 2.3.1 §11.6.2.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DapBlock {
     /// The security domain that verifies this DAP.

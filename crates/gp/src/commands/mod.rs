@@ -48,7 +48,7 @@ pub const CLA_ISO: u8 = 0x00;
 /// Class byte of GlobalPlatform proprietary commands without secure messaging (§11.1.4).
 pub const CLA_GP: u8 = 0x80;
 
-/// Instruction bytes of GP 2.3.1 Table 11-20.
+/// Instruction bytes of GP 2.3.1 §11.1.4 and the command sections.
 pub mod ins {
     /// DELETE (§11.2).
     pub const DELETE: u8 = 0xE4;
@@ -181,7 +181,7 @@ impl GpCommand {
 
 /// Response data of INSTALL, LOAD and DELETE (GP 2.3.1 §11.5.3.1, §11.6.3.1, §11.2.3.1):
 /// a single `00` when there is nothing to confirm, otherwise the receipt and the
-/// confirmation data, each preceded by a one-byte length (Tables 11-23, 11-56, 11-60).
+/// confirmation data, each preceded by a one-byte length (§11.2.3, §11.5.3, §11.6.3).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Confirmation {
     /// The receipt (empty when none).

@@ -9,7 +9,7 @@ use crate::{Error, Result};
 ///
 /// P1 b7-b1 is the version of the key set being replaced (`00` adds a new key set),
 /// P1 b8 "more PUT KEY commands"; P2 b7-b1 is the (first) key identifier, P2 b8 set
-/// when several keys are in the command (Tables 11-61, 11-62).
+/// when several keys are in the command (GP 2.3.1 §11.8.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutKey {
     /// Key version number being replaced, `0` for a new key set.
@@ -68,7 +68,7 @@ impl PutKey {
     }
 
     /// Card side: the response data, the new key version number followed by the key check
-    /// values of the keys loaded (GP 2.3.1 §11.8.3.1, Table 11-73).
+    /// values of the keys loaded (GP 2.3.1 §11.8.3.1).
     pub fn response(version: u8, check_values: &[&[u8]]) -> Vec<u8> {
         let mut v = vec![version];
         for kcv in check_values {

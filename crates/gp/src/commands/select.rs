@@ -7,7 +7,7 @@ use crate::aid::Aid;
 use crate::tlv;
 use crate::{Error, Result};
 
-/// Which occurrence of a partially matching AID to select (P2, GP 2.3.1 Table 11-67).
+/// Which occurrence of a partially matching AID to select (P2, GP 2.3.1 §11.9.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Occurrence {
     /// P2 `00`: first or only occurrence.
@@ -85,7 +85,7 @@ impl Select {
     }
 }
 
-/// The File Control Information returned by SELECT (GP 2.3.1 §11.9.3.1, Table 11-69):
+/// The File Control Information returned by SELECT (GP 2.3.1 §11.9.3.1):
 /// `6F { 84 AID, A5 { 73 SD management data, 9F6E production life cycle data, 9F65 max
 /// command data length } }`.
 ///

@@ -7,7 +7,7 @@ use crate::aid::Aid;
 use crate::lifecycle::CardLifeCycle;
 use crate::{Error, Result};
 
-/// Whose state SET STATUS changes (P1, GP 2.3.1 Table 11-78).
+/// Whose state SET STATUS changes (P1, GP 2.3.1 §11.10.2.1, Table 11-86).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SetStatusScope {
     /// P1 `80`: the card (the Issuer Security Domain's life cycle).
@@ -29,7 +29,7 @@ impl SetStatusScope {
     }
 }
 
-/// SET STATUS: `80 F0 P1 P2 [Lc AID]`; P2 is the new state coding (Tables 11-3 to 11-5).
+/// SET STATUS: `80 F0 P1 P2 [Lc AID]`; P2 is the new state coding (§11.1.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetStatus {
     /// P1.
