@@ -216,7 +216,7 @@ impl CardAuth {
 ///
 /// After a verification failure the session is closed: [`CardSession::unwrap`] returns
 /// [`Error::Closed`] and the card should answer `6982` and forget the session (GP 2.3.1
-/// §10.2.3).
+/// §E.4.4; Amendment D §6.2.4).
 pub struct CardSession {
     channel: Channel,
 }

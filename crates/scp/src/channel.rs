@@ -49,8 +49,9 @@ impl Channel {
     }
 
     /// Runs `f`. On the verifying paths (`verify = true`: the card unwrapping a command, the
-    /// host unwrapping a response) any failure closes the channel for good (GP 2.3.1
-    /// §10.2.3: a secure messaging error terminates the session). On the producing paths
+    /// host unwrapping a response) any failure closes the channel for good (a secure
+    /// messaging error terminates the Secure Channel session, GP 2.3.1 §E.4.4 / Amendment D
+    /// §6.2.4). On the producing paths
     /// only a closed channel is refused; an error there (e.g. data too long) sent nothing.
     fn guard<T>(
         &mut self,

@@ -22,8 +22,8 @@ pub enum Error {
     /// (CLA b3 clear). The card answers `6982` and closes the session.
     #[error("command lacks the secure messaging required by the session")]
     MissingSecureMessaging,
-    /// The session was closed by an earlier MAC or padding failure (GP 2.3.1 §10.2.3:
-    /// a Secure Channel that fails verification is terminated). Start a new one.
+    /// The session was closed by an earlier MAC or padding failure (a Secure
+    /// Channel that fails verification is terminated, GP 2.3.1 §E.4.4, Amendment D §6.2.4). Start a new one.
     #[error("secure channel session closed after a verification failure")]
     Closed,
     /// Decrypted data does not end in ISO/IEC 9797-1 method 2 padding.

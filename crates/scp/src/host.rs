@@ -111,7 +111,7 @@ impl HostAuth {
     }
 
     /// EXTERNAL AUTHENTICATE: `84 82 level 00 10 host-cryptogram C-MAC` (`Lc = 20` in SCP03
-    /// S16 mode). GP 2.3.1 §11.11; Amendment D §7.1.2.
+    /// S16 mode). GP 2.3.1 §E.5.2; Amendment D §7.1.2.
     pub fn external_authenticate(&self) -> apdu::Command {
         self.ext_auth.clone()
     }
@@ -195,7 +195,7 @@ impl HostSession {
     }
 
     /// Encrypts a key for PUT KEY: SCP02 with the session DEK in 3DES-ECB (GP 2.3.1 §E.4.7);
-    /// SCP03 with the static Key-DEK in AES-CBC, zero ICV (Amendment D §6.2.7). An AES-192
+    /// SCP03 with the static Key-DEK in AES-CBC, zero ICV (Amendment D, sensitive data encryption). An AES-192
     /// key is padded with `80 00…` to 32 bytes first.
     pub fn encrypt_key(&self, key: &Key) -> Result<Vec<u8>, Error> {
         self.channel.encrypt_key(key)

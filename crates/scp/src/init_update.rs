@@ -1,10 +1,10 @@
-//! INITIALIZE UPDATE command and response (GP 2.3.1 §11.10 / §E.5.1; Amendment D §7.1.1).
+//! INITIALIZE UPDATE command and response (GP 2.3.1 §E.5.1; Amendment D §7.1.1).
 
 use crate::error::malformed;
 use crate::Error;
 
-/// Builds INITIALIZE UPDATE: `80 50 KVN 00 Lc host-challenge 00` (GP 2.3.1 §11.10.2;
-/// Amendment D §7.1.1.1). P1 is the key version number (`00` = first available key set),
+/// Builds INITIALIZE UPDATE: `80 50 KVN 00 Lc host-challenge 00` (GP 2.3.1 §E.5.1;
+/// Amendment D §7.1.1). P1 is the key version number (`00` = first available key set),
 /// P2 the key identifier, always `00`. The host challenge is 8 bytes (16 in SCP03 S16 mode).
 pub fn initialize_update(key_version: u8, host_challenge: &[u8]) -> apdu::Command {
     apdu::Command::new(0x80, 0x50, key_version, 0x00)
@@ -14,9 +14,9 @@ pub fn initialize_update(key_version: u8, host_challenge: &[u8]) -> apdu::Comman
 
 /// The data field of the INITIALIZE UPDATE response.
 ///
-/// * SCP02 (GP 2.3.1 §E.5.1.6, Table E-13): key diversification data (10), key information
+/// * SCP02 (GP 2.3.1 §E.5.1, response data): key diversification data (10), key information
 ///   (KVN, `02`), sequence counter (2), card challenge (6), card cryptogram (8) — 28 bytes.
-/// * SCP03 (Amendment D §7.1.1.6, Table 7-2): key diversification data (10), key information
+/// * SCP03 (Amendment D §7.1.1, response data): key diversification data (10), key information
 ///   (KVN, `03`, i), card challenge (8 or 16), card cryptogram (8 or 16), then the sequence
 ///   counter (3) when the card challenge is pseudo-random — 29, 32, 45 or 48 bytes.
 ///

@@ -3,6 +3,7 @@
 use crate::crypto;
 use crate::Error;
 use core::fmt;
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 /// The block cipher a key is for.
@@ -15,7 +16,7 @@ pub enum KeyKind {
 }
 
 impl KeyKind {
-    /// The GlobalPlatform key type byte (GP 2.3.1 §11.1.8, Table 11-16): `80` for DES
+    /// The GlobalPlatform key type byte (GP 2.3.1 §11.1.8, key type coding): `80` for DES
     /// (the DES family, here always 3DES in ECB/CBC), `88` for AES.
     pub fn key_type(self) -> u8 {
         match self {
@@ -43,8 +44,9 @@ impl fmt::Display for KeyKind {
 }
 
 /// A secret symmetric key. The bytes live in a [`Zeroizing`] buffer and are wiped on drop;
-/// `Debug` shows only the kind, the length and the key check value.
-#[derive(Clone, PartialEq, Eq)]
+/// `Debug` shows only the kind, the length and the key check value; `==` compares in
+/// constant time.
+#[derive(Clone)]
 pub struct Key {
     kind: KeyKind,
     bytes: Zeroizing<Vec<u8>>,
@@ -102,9 +104,9 @@ impl Key {
 
     /// The key check value.
     ///
-    /// * 3DES: the first 3 bytes of 3DES-ECB(key, `00`×8) (GP 2.3.1 §B.6).
-    /// * AES: the first 3 bytes of AES-ECB(key, `01`×16) (GP 2.3.1 Amendment D §6.2 / Card
-    ///   Spec §B.6 for AES keys).
+    /// * 3DES: the first 3 bytes of 3DES-ECB(key, `00`×8) (GP 2.3.1 §11.8.2.3, PUT KEY key check value).
+    /// * AES: the first 3 bytes of AES-ECB(key, `01`×16) (Amendment D §7.2.2, PUT KEY
+    ///   for AES keys).
     pub fn kcv(&self) -> [u8; 3] {
         let block = match self.kind {
             KeyKind::Des3 => crypto::tdes_ecb_encrypt(&self.bytes, &[0u8; 8]),
@@ -119,6 +121,14 @@ impl Key {
     }
 }
 
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && bool::from(self.bytes.as_slice().ct_eq(other.bytes.as_slice()))
+    }
+}
+
+impl Eq for Key {}
+
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -132,7 +142,7 @@ impl fmt::Debug for Key {
 }
 
 /// A static key set of a security domain: the Secure Channel encryption, MAC and data
-/// encryption keys (GP 2.3.1 §E.1.2; Amendment D §4.1.1).
+/// encryption keys (GP 2.3.1 Appendix E; Amendment D §6.1).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct StaticKeys {
     /// Key-ENC (SCP02 "S-ENC base", SCP03 "Key-ENC").

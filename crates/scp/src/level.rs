@@ -5,7 +5,7 @@ use core::fmt;
 use core::str::FromStr;
 
 /// The security level of a Secure Channel session: the P1 of EXTERNAL AUTHENTICATE
-/// (GP 2.3.1 §11.11.2.1 Table 11-66; Amendment D §7.1.2.1 Table 7-3).
+/// (GP 2.3.1 §E.5.2; Amendment D §7.1.2).
 ///
 /// Valid combinations are `00`, `01` (C-MAC), `03` (C-DECRYPTION + C-MAC), `11`
 /// (C-MAC + R-MAC), `13` (C-DECRYPTION + C-MAC + R-MAC) and, for SCP03, `33` (all four).

@@ -1,6 +1,6 @@
 //! PUT KEY command data for whole key sets (GP 2.3.1 §11.8; Amendment D §7.2 for AES).
 //!
-//! Data field (§11.8.2.3, Tables 11-72/11-73): the new key version number, then one key
+//! Data field (§11.8.2.3): the new key version number, then one key
 //! data block per key (ENC, MAC, DEK with key identifiers 1, 2, 3):
 //!
 //! | key | block |

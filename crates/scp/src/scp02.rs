@@ -11,7 +11,7 @@ use crate::{Error, Key, KeyKind, SecurityLevel, StaticKeys};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-/// Session key derivation constants (GP 2.3.1 §E.4.1, Table E-1).
+/// Session key derivation constants (GP 2.3.1 §E.4.1).
 const C_MAC: [u8; 2] = [0x01, 0x01];
 const R_MAC: [u8; 2] = [0x01, 0x02];
 const ENC: [u8; 2] = [0x01, 0x82];
@@ -35,7 +35,7 @@ pub(crate) struct Scp02 {
     r_mac_command: Vec<u8>,
 }
 
-/// Checks the i parameter (GP 2.3.1 §E.1.1, Table E-1).
+/// Checks the i parameter (GP 2.3.1 §E.1.1).
 pub(crate) fn check_i(i: u8) -> Result<(), Error> {
     if i & 0x04 == 0 {
         return Err(Error::Unsupported(format!(

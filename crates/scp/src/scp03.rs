@@ -8,7 +8,7 @@ use crate::{Error, Key, KeyKind, SecurityLevel, StaticKeys};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-/// Derivation constants (Amendment D §4.1.5, Table 4-1).
+/// Derivation constants (Amendment D §4.1.5).
 pub(crate) const CARD_CRYPTOGRAM: u8 = 0x00;
 pub(crate) const HOST_CRYPTOGRAM: u8 = 0x01;
 pub(crate) const CARD_CHALLENGE: u8 = 0x02;
@@ -40,7 +40,7 @@ pub(crate) fn kdf(
     Ok(out)
 }
 
-/// Checks the i parameter (Amendment D §5.1, Table 5-1): b1 S16 mode, b5 pseudo-random card
+/// Checks the i parameter (Amendment D §5.1): b1 S16 mode, b5 pseudo-random card
 /// challenge, b6 R-MAC support, b7 R-ENCRYPTION support; b2–b4 and b8 are RFU.
 pub(crate) fn check_i(i: u8) -> Result<(), Error> {
     if i & 0x8E != 0 {
@@ -97,7 +97,7 @@ pub(crate) struct Scp03 {
     s_enc: Zeroizing<Vec<u8>>,
     s_mac: Zeroizing<Vec<u8>>,
     s_rmac: Zeroizing<Vec<u8>>,
-    /// Static Key-DEK (sensitive data uses the static key in SCP03, Amendment D §6.2.7).
+    /// Static Key-DEK (SCP03 encrypts sensitive data with the static key).
     dek: Key,
     /// The MAC chaining value (Amendment D §6.2.4), zero before EXTERNAL AUTHENTICATE.
     chaining: [u8; 16],
@@ -399,7 +399,7 @@ impl Scp03 {
     }
 
     /// Sensitive data (key) encryption: AES-CBC with the static Key-DEK and a zero ICV
-    /// (Amendment D §6.2.7 / GP 2.3.1 §11.8.2.3).
+    /// (Amendment D sensitive data encryption; GP 2.3.1 §11.8.2.3).
     pub(crate) fn encrypt_key(&self, key: &Key) -> Result<Vec<u8>, Error> {
         let clear = pad_key(key.expose(), 16);
         crypto::aes_cbc_encrypt(self.dek.expose(), [0; 16], &clear)
