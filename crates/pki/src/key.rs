@@ -119,8 +119,11 @@ impl PublicKey {
     pub fn from_rsa_components(modulus: &[u8], exponent: &[u8]) -> Result<Self, KeyError> {
         let modulus = strip_leading_zeros(modulus);
         let exponent = strip_leading_zeros(exponent);
+        if modulus.is_empty() {
+            return Err(KeyError::RsaModulusSize(0));
+        }
         // Bits of the modulus as written: the top byte must not be zero after stripping.
-        let bits = modulus.len() * 8 - modulus.first().map_or(8, |b| b.leading_zeros() as usize);
+        let bits = modulus.len() * 8 - modulus.first().map_or(0, |b| b.leading_zeros() as usize);
         check_rsa_size(bits)?;
         if exponent.is_empty() || exponent.len() > 8 {
             return Err(KeyError::InvalidRsaKey(

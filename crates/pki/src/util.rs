@@ -14,7 +14,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 /// Parse hexadecimal text (either case, no separators).
 pub(crate) fn parse_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     text.as_bytes()

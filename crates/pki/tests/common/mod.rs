@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 pub const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 
 pub fn hex(text: &str) -> Vec<u8> {
-    assert!(text.len() % 2 == 0, "odd hex length");
+    assert!(text.len().is_multiple_of(2), "odd hex length");
     (0..text.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
