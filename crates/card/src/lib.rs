@@ -43,6 +43,20 @@
 //!   atomically after each command that changed it.
 //!
 //! [`VirtualCard::transmit`] never panics, whatever the bytes.
+//!
+//! # Choices and limits
+//! * Sequence counters: SCP03 counts every card challenge (INITIALIZE UPDATE), SCP02 every
+//!   successful EXTERNAL AUTHENTICATE; new security domains start at 1.
+//! * INSTALL and DELETE answer `00` (no receipts); intermediate LOAD blocks answer no data,
+//!   the last one `00`.
+//! * Tokens (Delegated Management) and DAP blocks are accepted but not verified; a
+//!   security domain with Delegated Management but without Authorized Management cannot do
+//!   content management (`6982`). Ciphered load files (`D4`) are refused (`6A80`).
+//! * Memory quotas in load and install parameters are ignored; the card reports 1 MiB free
+//!   (GET DATA `FF21`) and accepts load files up to 1 MiB.
+//! * Encrypted STORE DATA to a security domain itself (P1 b7-b6 set) is refused (`6A80`);
+//!   to an application it is passed on as received.
+//! * One process per state file: the card does not lock it.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

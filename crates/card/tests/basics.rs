@@ -191,3 +191,18 @@ fn pre_installed_piv_is_selectable() {
     let r = c.raw(&cmd("00CB3FFF055C035FC10200"));
     assert!(r.is_success(), "{r:?}");
 }
+
+#[test]
+fn virtual_card_is_send() {
+    fn send<T: Send>() {}
+    send::<VirtualCard>();
+}
+
+#[test]
+fn file_selection_on_a_security_domain() {
+    let mut c = card();
+    assert_eq!(c.raw(&cmd("00A4000C023F00")).sw, StatusWord::FILE_NOT_FOUND);
+    assert_eq!(c.raw(&cmd("00A4400C023F00")).sw, StatusWord::INCORRECT_P1P2);
+    // The ISD is still selected.
+    assert_eq!(c.raw(&cmd("80CA9F7F00")).sw, StatusWord::SUCCESS);
+}

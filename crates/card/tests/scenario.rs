@@ -602,3 +602,57 @@ fn ssd_lock_with_its_applications() {
         StatusWord::CONDITIONS_NOT_SATISFIED
     );
 }
+
+#[test]
+fn put_key_rules() {
+    let mut host = Host::new(VirtualCard::new(CardConfig::scp02()));
+    host.open(&default_keys(false), 0, SecurityLevel::MAC_ENC)
+        .unwrap();
+    let des = scp::StaticKeys {
+        enc: scp::Key::des3(&h("00112233445566778899AABBCCDDEEFF")).unwrap(),
+        mac: scp::Key::des3(&h("0123456789ABCDEFFEDCBA9876543210")).unwrap(),
+        dek: scp::Key::des3(&h("F0E1D2C3B4A5968778695A4B3C2D1E0F")).unwrap(),
+    };
+    let session = host.session.as_ref().unwrap();
+    let good = scp::put_key::key_set_data(0x21, &des, session).unwrap();
+    // A wrong key check value: 9485, nothing changes.
+    let mut bad = good.clone();
+    *bad.last_mut().unwrap() ^= 0xFF;
+    assert_eq!(
+        host.send(&scp::put_key::command(0x20, bad)).sw,
+        StatusWord(0x9485)
+    );
+    // KVN outside 01..7F, key identifier 0, unknown key set to replace.
+    let mut high = good.clone();
+    high[0] = 0x80;
+    assert_eq!(
+        host.send(&scp::put_key::command(0x20, high)).sw,
+        StatusWord::WRONG_DATA
+    );
+    let mut c = scp::put_key::command(0x20, good.clone());
+    c.p2 = 0x80;
+    assert_eq!(host.send(&c).sw, StatusWord::INCORRECT_P1P2);
+    assert_eq!(
+        host.send(&scp::put_key::command(0x55, good.clone())).sw,
+        StatusWord(0x6A88)
+    );
+    // Replace the factory DES key set (KVN 20 becomes 21).
+    assert!(host.put_keys(0x20, 0x21, &des).is_success());
+    // Adding a key set whose KVN exists is refused.
+    assert_eq!(host.put_keys(0x00, 0x21, &des).sw, StatusWord::WRONG_DATA);
+    assert_eq!(
+        host.raw(&scp::initialize_update(0x20, &h("0001020304050607")))
+            .sw,
+        StatusWord::REFERENCED_DATA_NOT_FOUND
+    );
+    host.open(&des, 0x21, SecurityLevel::MAC).unwrap();
+    assert!(matches!(
+        host.open(&default_keys(false), 0, SecurityLevel::MAC),
+        Err(scp::Error::CardCryptogramMismatch)
+    ));
+    let ki = host.raw(&cmd("80CA00E000"));
+    assert_eq!(
+        apdu::hex(&ki.data),
+        "E012C00401218010C00402218010C00403218010"
+    );
+}

@@ -112,6 +112,9 @@ impl VirtualCard {
             0xE4 => self.delete(ch, sd, cmd),
             0xD8 => self.put_key(ch, sd, cmd),
             0xE2 => self.store_data(ch, sd, cmd),
+            // SELECT of a file (not by DF name): a security domain has no files.
+            0xA4 if !cla.proprietary && cmd.p1 <= 0x09 => Err(StatusWord::FILE_NOT_FOUND),
+            0xA4 if !cla.proprietary => Err(StatusWord::INCORRECT_P1P2),
             _ => Err(StatusWord::INS_NOT_SUPPORTED),
         }
     }
