@@ -1,0 +1,596 @@
+//! The software keystore: one JSON file, every base key sealed with AES-256-GCM under the
+//! master key.
+//!
+//! ```json
+//! {
+//!   "format": "cardwright-kms-software/1",
+//!   "master_check": "<nonce ‖ GCM(master, constant)>",
+//!   "keys": [ { "category": "gold", "version": 1, "kind": "AES", "len": 16, "kcv": "E79C05",
+//!               "created": "…", "expires": null, "retired": false,
+//!               "sealed": "<nonce(12) ‖ AES-256-GCM ciphertext ‖ tag(16)>" } ]
+//! }
+//! ```
+//!
+//! * Every key has its own random 96-bit nonce (NIST SP 800-38D §8.2.2). The additional
+//!   authenticated data is the category and version (as required) **and** the rest of the
+//!   metadata (kind, length, KCV, dates, retired flag): editing any of them in the file makes
+//!   the entry fail to open ([`Error::Tampered`]). Retiring a key re-seals it.
+//! * `master_check` seals a constant: a wrong master key is reported as
+//!   [`Error::WrongMasterKey`] even for an empty keystore.
+//! * Writes are atomic: a temporary file in the same directory (mode 0600), `fsync`,
+//!   `rename` over the old file, `fsync` of the directory.
+//! * One writer at a time. Every change re-reads the file first, and readers notice a
+//!   changed file (size or modification time) on a cache miss or [`SoftwareKeyStore::reload`],
+//!   so a CLI process can rotate keys while a server derives; two processes changing keys
+//!   at the same instant can lose one change. Deleting or rolling back the whole file is not
+//!   detected (keep backups and the audit log).
+
+use crate::backup::{self, kcv3, kind_from_name, kind_name, BackupEntry};
+use crate::master::{self, MasterKey};
+use crate::types::{
+    check_len, combine_components, from_unix, newest, next_version, now_secs, parse_rfc3339,
+    random_key, rfc3339, rotated_expiry, status_at, unix, validate_category,
+};
+use crate::{Backend, BaseKeyInfo, Component, Error, KeyStore};
+use scp::{Key, KeyKind, StaticKeys};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock};
+use std::time::SystemTime;
+
+const FORMAT: &str = "cardwright-kms-software/1";
+const CHECK_AAD: &[u8] = b"cardwright-kms-software/1 master-check";
+const CHECK_PLAIN: &[u8] = b"Cardwright keystore master key check";
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreFile {
+    format: String,
+    master_check: String,
+    keys: Vec<StoreKey>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreKey {
+    category: String,
+    version: u32,
+    kind: String,
+    len: usize,
+    kcv: String,
+    created: String,
+    expires: Option<String>,
+    retired: bool,
+    sealed: String,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct Meta {
+    category: String,
+    version: u32,
+    kind: KeyKind,
+    len: usize,
+    kcv: [u8; 3],
+    created: i64,
+    expires: Option<i64>,
+    retired: bool,
+}
+
+impl Meta {
+    /// AAD: a label, then every metadata field (category and version first), fixed layout.
+    fn aad(&self) -> Vec<u8> {
+        let mut a = Vec::with_capacity(64 + self.category.len());
+        a.extend_from_slice(b"cardwright-kms-software/1 key\0");
+        a.push(u8::try_from(self.category.len()).unwrap_or(u8::MAX));
+        a.extend_from_slice(self.category.as_bytes());
+        a.extend_from_slice(&self.version.to_be_bytes());
+        a.push(self.kind.key_type());
+        a.push(u8::try_from(self.len).unwrap_or(u8::MAX));
+        a.extend_from_slice(&self.kcv);
+        a.extend_from_slice(&self.created.to_be_bytes());
+        match self.expires {
+            Some(e) => {
+                a.push(1);
+                a.extend_from_slice(&e.to_be_bytes());
+            }
+            None => a.push(0),
+        }
+        a.push(u8::from(self.retired));
+        a
+    }
+
+    fn info(&self, now: SystemTime) -> BaseKeyInfo {
+        let expires = self.expires.map(from_unix);
+        BaseKeyInfo {
+            category: self.category.clone(),
+            version: self.version,
+            kind: self.kind,
+            len: self.len,
+            kcv: self.kcv,
+            created: from_unix(self.created),
+            expires,
+            backend: Backend::Software,
+            status: status_at(self.retired, expires, now),
+        }
+    }
+}
+
+struct Entry {
+    meta: Meta,
+    key: Key,
+    sealed: Vec<u8>,
+}
+
+struct State {
+    entries: BTreeMap<(String, u32), Entry>,
+    master_check: Vec<u8>,
+    /// Size and modification time of the file when it was read.
+    stamp: Option<(u64, SystemTime)>,
+}
+
+/// The software keystore (see the module documentation). Cheap to share: `&self` methods,
+/// internally locked.
+pub struct SoftwareKeyStore {
+    path: PathBuf,
+    master: MasterKey,
+    state: RwLock<State>,
+}
+
+impl fmt::Debug for SoftwareKeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self
+            .state
+            .read()
+            .map(|s| s.entries.len())
+            .unwrap_or_default();
+        f.debug_struct("SoftwareKeyStore")
+            .field("path", &self.path)
+            .field("keys", &n)
+            .finish_non_exhaustive()
+    }
+}
+
+fn stamp(path: &Path) -> Option<(u64, SystemTime)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+fn read_state(path: &Path, master: &MasterKey) -> Result<State, Error> {
+    let stamp = stamp(path);
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let format = |detail: String| Error::Format {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let file: StoreFile = serde_json::from_slice(&bytes).map_err(|e| format(e.to_string()))?;
+    if file.format != FORMAT {
+        return Err(format(format!("format {:?}, want {FORMAT:?}", file.format)));
+    }
+    let master_check = apdu::parse_hex(&file.master_check)
+        .map_err(|_| format("master_check is not hex".into()))?;
+    match master::open(master, CHECK_AAD, &master_check) {
+        Some(p) if p.as_slice() == CHECK_PLAIN => {}
+        _ => return Err(Error::WrongMasterKey(path.to_path_buf())),
+    }
+    let mut entries = BTreeMap::new();
+    for (i, k) in file.keys.into_iter().enumerate() {
+        let bad = |what: &str| format(format!("key {}: {what}", i + 1));
+        validate_category(&k.category)?;
+        let kind = kind_from_name(&k.kind).ok_or_else(|| bad("unknown kind"))?;
+        check_len(kind, k.len)?;
+        let meta = Meta {
+            category: k.category,
+            version: k.version,
+            kind,
+            len: k.len,
+            kcv: kcv3(&k.kcv).ok_or_else(|| bad("bad kcv"))?,
+            created: parse_rfc3339(&k.created).ok_or_else(|| bad("bad created date"))?,
+            expires: match &k.expires {
+                None => None,
+                Some(t) => Some(parse_rfc3339(t).ok_or_else(|| bad("bad expiry date"))?),
+            },
+            retired: k.retired,
+        };
+        let sealed = apdu::parse_hex(&k.sealed).map_err(|_| bad("sealed key is not hex"))?;
+        let tampered = || Error::Tampered {
+            path: path.to_path_buf(),
+            category: meta.category.clone(),
+            version: meta.version,
+        };
+        let plain = master::open(master, &meta.aad(), &sealed).ok_or_else(tampered)?;
+        let key = Key::new(kind, &plain).map_err(|_| tampered())?;
+        if key.len() != meta.len || key.kcv() != meta.kcv {
+            return Err(tampered());
+        }
+        let id = (meta.category.clone(), meta.version);
+        if entries.contains_key(&id) {
+            return Err(bad("duplicate category and version"));
+        }
+        entries.insert(id, Entry { meta, key, sealed });
+    }
+    Ok(State {
+        entries,
+        master_check,
+        stamp,
+    })
+}
+
+fn write_state(path: &Path, state: &State) -> Result<Option<(u64, SystemTime)>, Error> {
+    let file = StoreFile {
+        format: FORMAT.into(),
+        master_check: apdu::hex(&state.master_check),
+        keys: state
+            .entries
+            .values()
+            .map(|e| StoreKey {
+                category: e.meta.category.clone(),
+                version: e.meta.version,
+                kind: kind_name(e.meta.kind).into(),
+                len: e.meta.len,
+                kcv: apdu::hex(&e.meta.kcv),
+                created: rfc3339(e.meta.created),
+                expires: e.meta.expires.map(rfc3339),
+                retired: e.meta.retired,
+                sealed: apdu::hex(&e.sealed),
+            })
+            .collect(),
+    };
+    let mut json = serde_json::to_vec_pretty(&file).map_err(|e| Error::Format {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    json.push(b'\n');
+    atomic_write(path, &json)?;
+    Ok(stamp(path))
+}
+
+/// Writes `bytes` to `path` atomically: temporary file in the same directory, fsync,
+/// rename, fsync of the directory.
+pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "keystore".into());
+    let mut rnd = [0u8; 6];
+    crate::error::random(&mut rnd)?;
+    let tmp = dir.join(format!(".{name}.{}.tmp", apdu::hex(&rnd)));
+    let result = (|| {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        // Make the rename itself durable. Directories cannot be opened this way on Windows.
+        #[cfg(unix)]
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(&dir, e))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+impl SoftwareKeyStore {
+    /// Creates a new, empty keystore file. Fails if the file exists.
+    pub fn create(path: impl Into<PathBuf>, master: MasterKey) -> Result<SoftwareKeyStore, Error> {
+        let path = path.into();
+        if path.exists() {
+            return Err(Error::AlreadyExists(path));
+        }
+        let mut state = State {
+            entries: BTreeMap::new(),
+            master_check: master::seal(&master, CHECK_AAD, CHECK_PLAIN)?,
+            stamp: None,
+        };
+        state.stamp = write_state(&path, &state)?;
+        Ok(SoftwareKeyStore {
+            path,
+            master,
+            state: RwLock::new(state),
+        })
+    }
+
+    /// Opens an existing keystore: checks the master key, opens and authenticates every
+    /// entry.
+    pub fn open(path: impl Into<PathBuf>, master: MasterKey) -> Result<SoftwareKeyStore, Error> {
+        let path = path.into();
+        let state = read_state(&path, &master)?;
+        Ok(SoftwareKeyStore {
+            path,
+            master,
+            state: RwLock::new(state),
+        })
+    }
+
+    /// Opens the keystore, creating an empty one if the file does not exist.
+    pub fn open_or_create(
+        path: impl Into<PathBuf>,
+        master: MasterKey,
+    ) -> Result<SoftwareKeyStore, Error> {
+        let path = path.into();
+        if path.exists() {
+            SoftwareKeyStore::open(path, master)
+        } else {
+            SoftwareKeyStore::create(path, master)
+        }
+    }
+
+    /// The keystore file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Re-reads the file (another process may have changed it).
+    pub fn reload(&self) -> Result<(), Error> {
+        let fresh = read_state(&self.path, &self.master)?;
+        *self.state.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        Ok(())
+    }
+
+    /// Re-seals every key under a new master key (master key rotation) and rewrites the
+    /// file. The old master key no longer opens it.
+    pub fn change_master_key(&mut self, new: MasterKey) -> Result<(), Error> {
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let old = read_state(&self.path, &self.master)?;
+        let mut entries = BTreeMap::new();
+        for (id, e) in old.entries {
+            let sealed = master::seal(&new, &e.meta.aad(), e.key.expose())?;
+            entries.insert(id, Entry { sealed, ..e });
+        }
+        let mut fresh = State {
+            entries,
+            master_check: master::seal(&new, CHECK_AAD, CHECK_PLAIN)?,
+            stamp: None,
+        };
+        fresh.stamp = write_state(&self.path, &fresh)?;
+        *state = fresh;
+        self.master = new;
+        Ok(())
+    }
+
+    /// Reloads if the file changed since it was read.
+    fn refresh_if_changed(&self) -> Result<(), Error> {
+        let current = stamp(&self.path);
+        let known = self
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .stamp;
+        if current != known {
+            self.reload()?;
+        }
+        Ok(())
+    }
+
+    /// Runs a change: re-reads the file, applies `f` to the fresh state, writes the file,
+    /// then swaps the state in. On error nothing is written and the state is unchanged.
+    fn mutate<T>(
+        &self,
+        f: impl FnOnce(&mut State, &MasterKey) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut guard = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        let mut fresh = read_state(&self.path, &self.master)?;
+        let out = f(&mut fresh, &self.master)?;
+        fresh.stamp = write_state(&self.path, &fresh)?;
+        *guard = fresh;
+        Ok(out)
+    }
+
+    fn add(
+        &self,
+        category: &str,
+        key: Key,
+        expires: Option<SystemTime>,
+        version: Option<u32>,
+    ) -> Result<BaseKeyInfo, Error> {
+        validate_category(category)?;
+        let now = now_secs();
+        if expires.is_some_and(|e| e <= now) {
+            return Err(Error::ExpiryInPast);
+        }
+        self.mutate(|state, master| {
+            let version = version.unwrap_or_else(|| next_version(&infos(state, now), category));
+            let meta = Meta {
+                category: category.to_string(),
+                version,
+                kind: key.kind(),
+                len: key.len(),
+                kcv: key.kcv(),
+                created: unix(now),
+                expires: expires.map(unix),
+                retired: false,
+            };
+            let sealed = master::seal(master, &meta.aad(), key.expose())?;
+            let info = meta.info(now);
+            state
+                .entries
+                .insert((category.to_string(), version), Entry { meta, key, sealed });
+            Ok(info)
+        })
+    }
+}
+
+fn infos(state: &State, now: SystemTime) -> Vec<BaseKeyInfo> {
+    state.entries.values().map(|e| e.meta.info(now)).collect()
+}
+
+impl KeyStore for SoftwareKeyStore {
+    fn backend(&self) -> Backend {
+        Backend::Software
+    }
+
+    fn import_base_key(
+        &self,
+        category: &str,
+        kind: KeyKind,
+        components: Vec<Component>,
+        expires: Option<SystemTime>,
+    ) -> Result<BaseKeyInfo, Error> {
+        validate_category(category)?;
+        let key = combine_components(kind, &components)?;
+        drop(components);
+        self.add(category, key, expires, None)
+    }
+
+    fn generate_base_key(
+        &self,
+        category: &str,
+        kind: KeyKind,
+        len: usize,
+        expires: Option<SystemTime>,
+    ) -> Result<BaseKeyInfo, Error> {
+        validate_category(category)?;
+        let key = random_key(kind, len)?;
+        self.add(category, key, expires, None)
+    }
+
+    fn list(&self) -> Result<Vec<BaseKeyInfo>, Error> {
+        self.refresh_if_changed()?;
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        Ok(infos(&state, SystemTime::now()))
+    }
+
+    fn rotate(&self, category: &str) -> Result<BaseKeyInfo, Error> {
+        validate_category(category)?;
+        let list = self.list()?;
+        let prev = newest(&list, category).ok_or_else(|| Error::NotFound {
+            category: category.into(),
+            version: None,
+        })?;
+        let key = random_key(prev.kind, prev.len)?;
+        let expires = rotated_expiry(prev, now_secs());
+        self.add(category, key, expires, None)
+    }
+
+    fn retire(&self, category: &str, version: u32) -> Result<BaseKeyInfo, Error> {
+        validate_category(category)?;
+        self.mutate(|state, master| {
+            let e = state
+                .entries
+                .get_mut(&(category.to_string(), version))
+                .ok_or_else(|| Error::NotFound {
+                    category: category.into(),
+                    version: Some(version),
+                })?;
+            if !e.meta.retired {
+                e.meta.retired = true;
+                e.sealed = master::seal(master, &e.meta.aad(), e.key.expose())?;
+            }
+            Ok(e.meta.info(SystemTime::now()))
+        })
+    }
+
+    fn derive_for_kdd(
+        &self,
+        category: &str,
+        version: u32,
+        kdd: &[u8; 10],
+    ) -> Result<StaticKeys, Error> {
+        let id = (category.to_string(), version);
+        let derive = |state: &State| -> Option<Result<StaticKeys, Error>> {
+            let e = state.entries.get(&id)?;
+            Some(if e.meta.retired {
+                Err(Error::Retired {
+                    category: category.into(),
+                    version,
+                })
+            } else {
+                crate::derive_in_software(&e.key, kdd)
+            })
+        };
+        if let Some(r) = derive(&self.state.read().unwrap_or_else(PoisonError::into_inner)) {
+            return r;
+        }
+        // Not known: maybe another process added it.
+        self.refresh_if_changed()?;
+        derive(&self.state.read().unwrap_or_else(PoisonError::into_inner)).unwrap_or_else(|| {
+            validate_category(category)?;
+            Err(Error::NotFound {
+                category: category.into(),
+                version: Some(version),
+            })
+        })
+    }
+
+    fn backup(&self, kek: &Key) -> Result<Vec<u8>, Error> {
+        self.refresh_if_changed()?;
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        let mut entries = Vec::with_capacity(state.entries.len());
+        for e in state.entries.values() {
+            entries.push(BackupEntry {
+                category: e.meta.category.clone(),
+                version: e.meta.version,
+                kind: e.meta.kind,
+                len: e.meta.len,
+                kcv: e.meta.kcv,
+                created: e.meta.created,
+                expires: e.meta.expires,
+                retired: e.meta.retired,
+                wrapped: backup::wrap(kek, e.key.expose())?,
+            });
+        }
+        backup::encode(kek, unix(SystemTime::now()), &entries)
+    }
+
+    fn restore(&self, backup_bytes: &[u8], kek: &Key) -> Result<Vec<BaseKeyInfo>, Error> {
+        let entries = backup::decode(kek, backup_bytes)?;
+        let mut keys = Vec::with_capacity(entries.len());
+        for e in &entries {
+            keys.push(backup::unwrap_entry(kek, e)?);
+        }
+        self.mutate(|state, master| {
+            // Check everything before changing anything.
+            for e in &entries {
+                if let Some(old) = state.entries.get(&(e.category.clone(), e.version)) {
+                    if old.meta.kcv != e.kcv || old.meta.kind != e.kind {
+                        return Err(Error::Conflict {
+                            category: e.category.clone(),
+                            version: e.version,
+                            existing: apdu::hex(&old.meta.kcv),
+                            incoming: apdu::hex(&e.kcv),
+                        });
+                    }
+                }
+            }
+            let now = SystemTime::now();
+            let mut added = Vec::new();
+            for (e, key) in entries.iter().zip(keys) {
+                let id = (e.category.clone(), e.version);
+                if state.entries.contains_key(&id) {
+                    continue;
+                }
+                let meta = Meta {
+                    category: e.category.clone(),
+                    version: e.version,
+                    kind: e.kind,
+                    len: e.len,
+                    kcv: e.kcv,
+                    created: e.created,
+                    expires: e.expires,
+                    retired: e.retired,
+                };
+                let sealed = master::seal(master, &meta.aad(), key.expose())?;
+                added.push(meta.info(now));
+                state.entries.insert(id, Entry { meta, key, sealed });
+            }
+            Ok(added)
+        })
+    }
+}
