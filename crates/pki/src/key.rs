@@ -146,6 +146,15 @@ impl PublicKey {
             .map_err(|_| KeyError::InvalidEcPoint)
     }
 
+    /// Read the `7F49` public key template of a PIV GENERATE ASYMMETRIC KEY PAIR response
+    /// (see [`crate::piv::parse_public_key_template`]).
+    pub fn from_piv_template(
+        data: &[u8],
+        algorithm: crate::piv::PivAlgorithm,
+    ) -> Result<Self, KeyError> {
+        crate::piv::parse_public_key_template(data, algorithm)
+    }
+
     /// Read a DER `SubjectPublicKeyInfo` (RFC 5280 §4.1.2.7): `rsaEncryption` (RFC 3279
     /// §2.3.1, parameters NULL) or `id-ecPublicKey` with the `prime256v1` named curve
     /// (RFC 5480 §2.1.1). Trailing bytes are rejected.

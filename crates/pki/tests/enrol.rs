@@ -44,6 +44,12 @@ fn signed_data_layout() {
         (common::start() + time::Duration::minutes(5)).unix_timestamp()
     );
     assert_eq!(c.digest(), pki::key::sha256(&data));
+    let json = serde_json::to_string(&c).unwrap();
+    assert!(json.contains(&c.id.to_string()));
+    assert_eq!(
+        serde_json::from_str::<pki::EnrolmentChallenge>(&json).unwrap(),
+        c
+    );
     assert_eq!(c.expires_at, common::start() + time::Duration::minutes(5));
 }
 
