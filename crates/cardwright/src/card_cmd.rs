@@ -312,7 +312,18 @@ fn set_app(c: &Connect, aid: &str, lock: bool) -> Result<()> {
 }
 
 fn set_card(c: &Connect, state: gp::lifecycle::CardLifeCycle) -> Result<()> {
+    use gp::lifecycle::CardLifeCycle as L;
     let mut cl = authenticated(c)?;
+    // The card life cycle is sequential (GP 2.3.1 §5.1.1): from OP_READY, SECURED is
+    // reached through INITIALIZED, as `gp --secure-card` does.
+    if state == L::Secured {
+        let now = ops::get_status(&mut cl, gp::commands::StatusSubset::IssuerSecurityDomain)?
+            .first()
+            .and_then(|e| L::from_byte(e.life_cycle).ok());
+        if now == Some(L::OpReady) {
+            ops::set_card_life_cycle(&mut cl, L::Initialized)?;
+        }
+    }
     ops::set_card_life_cycle(&mut cl, state)?;
     println!("card life cycle: {state}");
     Ok(())
