@@ -13,7 +13,7 @@
 //! * **OPEN** (GP 2.3.1 §6.1): APDU dispatch, SELECT by AID (full, partial, next
 //!   occurrence), MANAGE CHANNEL with 20 logical channels, GET RESPONSE for long responses.
 //! * **Card life cycle** (§5.1.1): OP_READY → INITIALIZED → SECURED ↔ CARD_LOCKED →
-//!   TERMINATED with SET STATUS; CARD_LOCKED lets only the ISD be selected and refuses
+//!   TERMINATED with SET STATUS, one step at a time; CARD_LOCKED lets only the ISD be selected and refuses
 //!   content management (`6985`); TERMINATED answers only SELECT of the ISD and GET DATA
 //!   (other SELECTs `6A82`, other commands `6985`).
 //! * **Registry** (§5.2, Table 11-36): load files with their modules and version,

@@ -601,6 +601,82 @@ fn ssd_lock_with_its_applications() {
         host.set_status(0x40, 0x80, &h(ISD)).sw,
         StatusWord::CONDITIONS_NOT_SATISFIED
     );
+    // Only lock and unlock for applications: no regression, no application-specific state.
+    assert_eq!(
+        host.set_status(0x40, 0x03, &h(APP)).sw,
+        StatusWord::CONDITIONS_NOT_SATISFIED
+    );
+    assert_eq!(
+        host.set_status(0x40, 0x1F, &h(APP)).sw,
+        StatusWord::CONDITIONS_NOT_SATISFIED
+    );
+    assert_eq!(
+        host.set_status(0x40, 0x80, &h("A0000000031010")).sw,
+        StatusWord(0x6A88)
+    );
+}
+
+#[test]
+fn card_reset_privilege_moves_and_returns_to_the_isd() {
+    let mut host = Host::new(VirtualCard::new(CardConfig::default()));
+    host.open(&default_keys(true), 0, SecurityLevel::MAC)
+        .unwrap();
+    let lf = load_file(STORAGE_PKG, (1, 0), &[STORAGE_MODULE]);
+    assert_eq!(host.load(STORAGE_PKG, None, &lf, Vec::new()), ok0());
+    // Card Reset only with make selectable.
+    let install_only = Install::ForInstall {
+        load_file: aid(STORAGE_PKG),
+        module: aid(STORAGE_MODULE),
+        application: aid(APP),
+        privileges: Privileges([0x04, 0, 0]),
+        params: h("C900"),
+        token: vec![],
+        make_selectable: false,
+    };
+    assert_eq!(host.install(install_only).sw, StatusWord::WRONG_DATA);
+    assert_eq!(
+        host.install_app(STORAGE_PKG, STORAGE_MODULE, APP, [0x04, 0, 0]),
+        ok0()
+    );
+    let isd = host.status(StatusSubset::IssuerSecurityDomain, StatusFormat::Tlv);
+    assert_eq!(isd[0].privileges, Some(Privileges([0x9A, 0xFE, 0x80])));
+    host.card.reset();
+    host.session = None;
+    assert_eq!(
+        host.raw(&cmd("80CA5F2000")).sw,
+        StatusWord(0x6A88),
+        "the storage applet answers"
+    );
+    assert!(host.select(ISD).is_success());
+    host.open(&default_keys(true), 0, SecurityLevel::MAC)
+        .unwrap();
+    assert_eq!(host.delete(APP, false), ok0());
+    let isd = host.status(StatusSubset::IssuerSecurityDomain, StatusFormat::Tlv);
+    assert_eq!(isd[0].privileges, Some(Privileges([0x9E, 0xFE, 0x80])));
+    // Personalisation needs an application that takes it: the test CAP's has no code here.
+    let empty = CapFile::from_bytes(EMPTY_CAP).unwrap();
+    assert_eq!(
+        host.load(
+            "0102030405",
+            None,
+            &empty.load_file_data_block(),
+            Vec::new()
+        ),
+        ok0()
+    );
+    assert_eq!(
+        host.install_app(
+            "0102030405",
+            "0102030405060708",
+            "010203040506070801",
+            [0, 0, 0]
+        ),
+        ok0()
+    );
+    let perso = Install::ForPersonalization {
+        application: aid("010203040506070801"),
+    };
+    assert_eq!(host.install(perso).sw, StatusWord::WRONG_DATA);
 }
 
 #[test]

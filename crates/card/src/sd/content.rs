@@ -239,6 +239,10 @@ impl VirtualCard {
             return Err(StatusWord::WRONG_DATA);
         }
         let parsed = InstallParams::parse(&params).map_err(gp_sw)?;
+        if privileges & privs::CARD_RESET != 0 && !make_selectable {
+            // Card Reset needs the application selectable in the same command (Table 11-43).
+            return Err(StatusWord::WRONG_DATA);
+        }
         let is_sd_module = load_file.0 == SD_PACKAGE && module.0 == SD_MODULE;
         if is_sd_module != (privileges & privs::SECURITY_DOMAIN != 0) {
             // The SD privilege goes with the SD code and only with it.
@@ -369,11 +373,12 @@ impl VirtualCard {
             return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
         }
         if !rec.is_sd() {
+            // The target must implement personalisation (GP 2.3.1 §7.3.2; §11.5.3.2: 6A80).
             let accepts = self
                 .live_applet(app)
                 .is_some_and(|a| a.accepts_personalization());
             if !accepts {
-                return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
+                return Err(StatusWord::WRONG_DATA);
             }
         }
         let c = self.channel_mut(ch).ok_or(StatusWord::UNKNOWN)?;
@@ -476,14 +481,29 @@ impl VirtualCard {
         Ok(())
     }
 
+    /// Removes an application from the registry. If it held Card Reset, the ISD gets the
+    /// privilege back (GP 2.3.1 §6.6.2).
+    fn remove_app(&mut self, app: &Aid) {
+        let had_reset = self
+            .state
+            .app(&app.0)
+            .is_some_and(|a| a.has(privs::CARD_RESET));
+        self.state.apps.retain(|a| a.aid != *app);
+        self.forget_app(app);
+        if had_reset {
+            if let Some(isd) = self.state.app_mut(ISD_AID) {
+                isd.privileges |= privs::CARD_RESET;
+            }
+        }
+    }
+
     fn delete_object(&mut self, sd: &Aid, object: &Aid, related: bool) -> Sw<()> {
         if let Some(rec) = self.state.app(&object.0) {
             if !self.may_delete(sd, &rec.sd) {
                 return Err(StatusWord::SECURITY_NOT_SATISFIED);
             }
             self.deletable(object)?;
-            self.state.apps.retain(|a| a.aid != *object);
-            self.forget_app(object);
+            self.remove_app(object);
             return Ok(());
         }
         let Some(lf) = self.state.load_file(&object.0) else {
@@ -510,8 +530,7 @@ impl VirtualCard {
             self.deletable(i)?;
         }
         for i in &instances {
-            self.state.apps.retain(|a| a.aid != *i);
-            self.forget_app(i);
+            self.remove_app(i);
         }
         self.state.load_files.retain(|l| l.aid != *object);
         Ok(())

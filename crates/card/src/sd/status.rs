@@ -148,8 +148,9 @@ impl VirtualCard {
     }
 
     /// Card life cycle transitions (GP 2.3.1 §5.1.1, Figure 5-1): OP_READY → INITIALIZED →
-    /// SECURED (irreversible, ISD only; OP_READY → SECURED directly is accepted),
-    /// SECURED ↔ CARD_LOCKED (Card Lock privilege), any → TERMINATED (Card Terminate).
+    /// SECURED, one step at a time and irreversible (ISD only); SECURED ↔ CARD_LOCKED (Card
+    /// Lock privilege); any state but TERMINATED → TERMINATED (Card Terminate privilege).
+    /// Anything else, including a transition to the current state, is `6985`.
     fn set_card_status(&mut self, sd: &Aid, cmd: &Command) -> Sw<()> {
         if !(cmd.data.is_empty() || cmd.data == ISD_AID) {
             return Err(StatusWord::WRONG_DATA);
@@ -162,7 +163,7 @@ impl VirtualCard {
         }
         let rec = self.sd_rec(sd)?;
         let allowed = match (cur, next) {
-            (OP_READY, INITIALIZED | SECURED) | (INITIALIZED, SECURED) => sd.0 == ISD_AID,
+            (OP_READY, INITIALIZED) | (INITIALIZED, SECURED) => sd.0 == ISD_AID,
             (SECURED, CARD_LOCKED) | (CARD_LOCKED, SECURED) => rec.has(privs::CARD_LOCK),
             (c, TERMINATED) if c != TERMINATED => rec.has(privs::CARD_TERMINATE),
             _ => return Err(StatusWord::CONDITIONS_NOT_SATISFIED),
@@ -213,8 +214,9 @@ impl VirtualCard {
             }
             lc & !app_lc::LOCKED_BIT
         } else {
-            // Application-specific states are set by the application itself.
-            return Err(StatusWord::WRONG_DATA);
+            // For another application an SD only locks and unlocks; application-specific
+            // states are set by the application itself (GP 2.3.1 §11.10.2.2).
+            return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
         };
         let locking = new & app_lc::LOCKED_BIT != 0;
         let unlocking = app_lc::is_locked(lc) && !locking;
