@@ -96,7 +96,11 @@ fn management_needs_a_secure_channel() {
         c.raw(&cmd("84F28002024F0000")).sw,
         StatusWord::SECURITY_NOT_SATISFIED
     );
-    // EXTERNAL AUTHENTICATE without INITIALIZE UPDATE.
+    // EXTERNAL AUTHENTICATE with an unattainable level, then without INITIALIZE UPDATE.
+    assert_eq!(
+        c.raw(&cmd("848202001000000000000000000000000000000000")).sw,
+        StatusWord::INCORRECT_P1P2
+    );
     assert_eq!(
         c.raw(&cmd("848201001000000000000000000000000000000000")).sw,
         StatusWord::CONDITIONS_NOT_SATISFIED

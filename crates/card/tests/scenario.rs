@@ -450,11 +450,10 @@ fn load_errors() {
         host.install_app(STORAGE_PKG, STORAGE_MODULE, APP, [0, 0, 0]),
         ok0()
     );
-    assert_eq!(
-        host.install_app(STORAGE_PKG, STORAGE_MODULE, APP, [0, 0, 0])
-            .sw,
-        StatusWord::WRONG_DATA
-    );
+    let dup = host.install_app(STORAGE_PKG, STORAGE_MODULE, APP, [0, 0, 0]);
+    assert_eq!(dup.sw, StatusWord::CONDITIONS_NOT_SATISFIED);
+    let same_as_lf = host.install_app(STORAGE_PKG, STORAGE_MODULE, STORAGE_PKG, [0, 0, 0]);
+    assert_eq!(same_as_lf.sw, StatusWord::CONDITIONS_NOT_SATISFIED);
     assert_eq!(
         host.install_app(STORAGE_PKG, STORAGE_MODULE, "F0435744530102", [0x80, 0, 0])
             .sw,

@@ -236,7 +236,8 @@ impl VirtualCard {
             return Err(StatusWord::REFERENCED_DATA_NOT_FOUND);
         }
         if self.state.aid_in_use(&app.0) {
-            return Err(StatusWord::WRONG_DATA);
+            // One AID space for applications and load files (GP 2.3.1 §6.5.1.1).
+            return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
         }
         let parsed = InstallParams::parse(&params).map_err(gp_sw)?;
         if privileges & privs::CARD_RESET != 0 && !make_selectable {

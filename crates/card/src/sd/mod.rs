@@ -197,12 +197,15 @@ impl VirtualCard {
     /// per-key-set failure counter.
     fn external_authenticate(&mut self, ch: usize, cmd: &Command) -> Sw<Response> {
         let c = self.channel_mut(ch).ok_or(StatusWord::UNKNOWN)?;
-        let Secure::Pending { auth, sd, kvn } = std::mem::take(&mut c.secure) else {
-            return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
-        };
+        let pending = std::mem::take(&mut c.secure);
+        // An unattainable level (e.g. C-DECRYPTION without C-MAC) is 6A86 whether or not a
+        // handshake is pending; without INITIALIZE UPDATE it is 6985.
         if !scp::SecurityLevel(cmd.p1).is_valid() || cmd.p2 != 0 {
             return Err(StatusWord::INCORRECT_P1P2);
         }
+        let Secure::Pending { auth, sd, kvn } = pending else {
+            return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
+        };
         match auth.external_authenticate(cmd) {
             Ok(session) => {
                 if let Some(set) = self.key_set_mut(&sd, kvn) {
