@@ -434,7 +434,7 @@ impl CertificateAuthority {
     }
 
     /// Issue a smart-card user certificate (profile in the module documentation) for the
-    /// key in `spki_der` (RSA 2048–4096 or P-256), and record it in the store.
+    /// card key in `spki_der` (RSA-2048 or P-256), and record it in the store.
     ///
     /// Proof of possession is the caller's duty: see [`crate::enrol`].
     pub fn issue_client_certificate(
@@ -445,6 +445,12 @@ impl CertificateAuthority {
     ) -> Result<Certificate, CaError> {
         let subject_name = subject.to_name()?;
         let key = PublicKey::from_spki_der(spki_der)?;
+        if let KeyAlgorithm::Rsa { bits } = key.algorithm() {
+            if bits != 2048 {
+                // Card keys are RSA-2048 or P-256 (SP 800-78-4); larger keys are CA-only.
+                return Err(KeyError::RsaModulusSize(bits).into());
+            }
+        }
         let spki = SubjectPublicKeyInfoOwned::from_der(&key.to_spki_der())?;
         let now = whole_seconds(self.clock.now());
         if validity.is_zero() {

@@ -373,6 +373,12 @@ fn issuing_rejects_bad_keys_and_subjects() {
             .issue_client_certificate(&alice(), &card[..card.len() - 1], YEAR),
         Err(CaError::Key(KeyError::Der(_)))
     ));
+    let rsa4096 = pki::PublicKey::from_rsa_components(&[0xC1; 512], &[1, 0, 1]).unwrap();
+    assert!(matches!(
+        env.ca
+            .issue_client_certificate(&alice(), &rsa4096.to_spki_der(), YEAR),
+        Err(CaError::Key(KeyError::RsaModulusSize(4096)))
+    ));
     assert!(matches!(
         env.ca
             .issue_client_certificate(&alice(), &card, Duration::ZERO),
