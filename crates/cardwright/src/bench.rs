@@ -1,6 +1,6 @@
 //! `cardwright bench`: the speed figures of the issue, as medians over repeated runs.
 //!
-//! 1. SCP03 (AES-128, every security level) host wrap + card unwrap of 1,000 APDUs of
+//! 1. SCP03 (AES-128) and SCP02 (3DES), every security level: host wrap + card unwrap of 1,000 APDUs of
 //!    255 bytes on the wire, and card wrap + host unwrap of their responses.
 //! 2. A full `install` of a synthetic CAP (default 10 KB) on the in-memory virtual card:
 //!    secure channel, INSTALL [for load], LOAD blocks, INSTALL [for install]; APDU count and
@@ -34,17 +34,24 @@ fn fmt_dur(d: Duration) -> String {
     }
 }
 
-fn default_keys() -> StaticKeys {
-    StaticKeys::same(scp::Key::aes(&gpclient::DEFAULT_TEST_KEY).expect("16-byte AES key"))
+fn default_keys(protocol: Protocol) -> StaticKeys {
+    let key = match protocol {
+        Protocol::Scp02 { .. } => scp::Key::des3(&gpclient::DEFAULT_TEST_KEY),
+        Protocol::Scp03 { .. } => scp::Key::aes(&gpclient::DEFAULT_TEST_KEY),
+    };
+    StaticKeys::same(key.expect("16-byte key"))
 }
 
 /// Opens a host/card session pair in memory for `level`.
-fn session_pair(level: SecurityLevel) -> Result<(scp::HostSession, scp::CardSession)> {
-    let keys = default_keys();
+fn session_pair(
+    protocol: Protocol,
+    level: SecurityLevel,
+) -> Result<(scp::HostSession, scp::CardSession)> {
+    let keys = default_keys(protocol);
     let host_challenge = [0x11u8; 8];
     let (card_auth, iu) = CardAuth::new(
         &keys,
-        Protocol::Scp03 { i: 0x70 },
+        protocol,
         0x30,
         [0; 10],
         1,
@@ -59,29 +66,42 @@ fn session_pair(level: SecurityLevel) -> Result<(scp::HostSession, scp::CardSess
     Ok((host, card))
 }
 
-fn bench_scp03(runs: usize) -> Result<()> {
-    println!("SCP03 AES-128, 1,000 APDUs of 255 bytes on the wire (median of {runs} runs):");
+fn bench_scp(protocol: Protocol, runs: usize) -> Result<()> {
+    let (name, block) = match protocol {
+        Protocol::Scp02 { .. } => ("SCP02 3DES", 8),
+        Protocol::Scp03 { .. } => ("SCP03 AES-128", 16),
+    };
+    println!("{name}, 1,000 APDUs of 255 bytes on the wire (median of {runs} runs):");
     println!(
         "  {:<20} {:>14} {:>14} {:>16}",
         "level", "host wrap", "per APDU", "+card unwrap, R"
     );
-    for name in ["mac", "mac+enc", "mac+enc+rmac", "mac+enc+rmac+renc"] {
+    let levels: &[&str] = match protocol {
+        Protocol::Scp02 { .. } => &["mac", "mac+enc", "mac+enc+rmac"],
+        Protocol::Scp03 { .. } => &["mac", "mac+enc", "mac+enc+rmac", "mac+enc+rmac+renc"],
+    };
+    for name in levels {
         let level = SecurityLevel::from_str(name).map_err(|e| anyhow::anyhow!("{e}"))?;
-        // Plain data such that the wrapped command is 255 bytes of data: C-DEC pads to 16.
-        let plain_len = if level.c_decryption() { 239 } else { 247 };
+        // Plain data such that the wrapped data field is at most 255 bytes: 8 bytes of
+        // C-MAC, and with C-DECRYPTION padding to the block size.
+        let plain_len = if level.c_decryption() {
+            255 - 8 - block
+        } else {
+            247
+        };
         let cmd = Command::new(0x80, 0xE2, 0x00, 0x00).with_data(vec![0x5A; plain_len]);
         let resp = Response::ok(vec![0xA5; 32]);
         let mut host_only = Vec::new();
         let mut round = Vec::new();
         for _ in 0..runs {
-            let (mut host, mut card) = session_pair(level)?;
+            let (mut host, mut card) = session_pair(protocol, level)?;
             let t = Instant::now();
             for _ in 0..1000 {
                 let w = host.wrap(&cmd)?;
                 std::hint::black_box(&w);
             }
             host_only.push(t.elapsed());
-            let (mut host, mut card2) = session_pair(level)?;
+            let (mut host, mut card2) = session_pair(protocol, level)?;
             let _ = &mut card;
             let t = Instant::now();
             for _ in 0..1000 {
@@ -143,7 +163,8 @@ fn report(label: &str, runs: Vec<(Duration, u64)>) {
 
 pub fn run(a: BenchArgs) -> Result<()> {
     let runs = a.runs.max(3);
-    bench_scp03(runs)?;
+    bench_scp(Protocol::Scp03 { i: 0x70 }, runs)?;
+    bench_scp(Protocol::Scp02 { i: 0x55 }, runs)?;
     let cap_bytes = gp::cap::testing::synthetic_cap(a.cap_kb * 1024);
     let cap = gp::cap::CapFile::from_bytes(&cap_bytes).context("synthetic CAP")?;
     println!(

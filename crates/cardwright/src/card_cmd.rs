@@ -162,7 +162,8 @@ pub fn run(cmd: CardCmd) -> Result<()> {
             apdus,
             secure,
             select,
-        } => raw_apdus(c, &apdus, secure, select),
+            check,
+        } => raw_apdus(c, &apdus, secure, select, check),
     }
 }
 
@@ -329,7 +330,13 @@ fn set_card(c: &Connect, state: gp::lifecycle::CardLifeCycle) -> Result<()> {
     Ok(())
 }
 
-fn raw_apdus(c: &Connect, apdus: &[String], secure: bool, select: Option<String>) -> Result<()> {
+fn raw_apdus(
+    c: &Connect,
+    apdus: &[String],
+    secure: bool,
+    select: Option<String>,
+    check: bool,
+) -> Result<()> {
     let mut cl = if secure {
         authenticated(c)?
     } else {
@@ -343,6 +350,13 @@ fn raw_apdus(c: &Connect, apdus: &[String], secure: bool, select: Option<String>
         let cmd = apdu::Command::parse(&bytes).with_context(|| format!("APDU '{h}'"))?;
         let r = cl.send(&cmd)?;
         println!("{} {:04X} ({})", apdu::hex(&r.data), r.sw.0, r.sw.meaning());
+        if check && !r.sw.is_success() {
+            return Err(gpclient::ClientError::Card {
+                command: format!("APDU {h}"),
+                sw: r.sw,
+            }
+            .into());
+        }
     }
     Ok(())
 }

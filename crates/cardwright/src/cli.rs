@@ -212,6 +212,9 @@ pub enum CardOp {
         /// Select this AID (hex) first.
         #[arg(long)]
         select: Option<String>,
+        /// Stop with an error (exit 1) at the first response whose status is not success.
+        #[arg(long)]
+        check: bool,
     },
 }
 

@@ -198,6 +198,17 @@ fn unknown_aid_is_a_clear_error() {
 }
 
 #[test]
+fn raw_apdu_check_fails_on_error_status() {
+    let card = Card::new("03", &[]);
+    let out = card.ok(&["apdu", "00A4040005A0000000FF"]);
+    assert!(out.contains("6A82"), "{out}");
+    card.fails(
+        &["apdu", "--check", "00A4040005A0000000FF"],
+        "APDU 00A4040005A0000000FF failed: the card answered 6A82",
+    );
+}
+
+#[test]
 fn terminate_needs_confirmation() {
     let card = Card::new("03", &[]);
     card.fails(&["terminate"], "--really");
