@@ -731,3 +731,58 @@ fn put_key_rules() {
         "E012C00401218010C00402218010C00403218010"
     );
 }
+
+#[test]
+fn isd_personalisation_answers_get_data() {
+    let mut host = Host::new(VirtualCard::new(CardConfig::default()));
+    host.open(&default_keys(true), 0, SecurityLevel::MAC_ENC)
+        .unwrap();
+    // GP 2.3.1 §11.11: IIN (42), CIN (45) and key diversification data (CF) for the ISD.
+    let store = Command::new(0x80, 0xE2, 0x90, 0x00).with_data(h(
+        "4203123456 45080102030405060708 CF0A11223344556677889900",
+    ));
+    assert_eq!(host.send(&store).sw, StatusWord::SUCCESS);
+    assert_eq!(host.send(&cmd("80CA004200")).data, h("4203123456"));
+    assert_eq!(
+        host.send(&cmd("80CA004500")).data,
+        h("45080102030405060708")
+    );
+    assert_eq!(
+        host.send(&cmd("80CA00CF00")).data,
+        h("CF0A11223344556677889900")
+    );
+    // The new KDD is in the next INITIALIZE UPDATE response.
+    let r = host.raw(&scp::initialize_update(0, &h("0001020304050607")));
+    assert_eq!(&r.data[..10], &h("11223344556677889900")[..]);
+    host.open(&default_keys(true), 0, SecurityLevel::MAC)
+        .unwrap();
+    // A KDD of the wrong length is refused.
+    let bad = Command::new(0x80, 0xE2, 0x90, 0x00).with_data(h("CF03112233"));
+    assert_eq!(host.send(&bad).sw, StatusWord::WRONG_DATA);
+}
+
+#[test]
+fn select_next_occurrence() {
+    let mut host = Host::new(VirtualCard::new(CardConfig::default()));
+    host.open(&default_keys(true), 0, SecurityLevel::MAC)
+        .unwrap();
+    let lf = load_file(STORAGE_PKG, (1, 0), &[STORAGE_MODULE]);
+    assert_eq!(host.load(STORAGE_PKG, None, &lf, Vec::new()), ok0());
+    for app in ["F043574453010101", "F043574453010102", "F043574453010103"] {
+        assert_eq!(
+            host.install_app(STORAGE_PKG, STORAGE_MODULE, app, [0, 0, 0]),
+            ok0()
+        );
+    }
+    let aid_of = |r: &Response| gp::commands::Fci::parse(&r.data).unwrap().aid;
+    let first = host.raw(&cmd("00A4040006F0435744530100"));
+    assert_eq!(aid_of(&first), aid("F043574453010101"));
+    let second = host.raw(&cmd("00A4040206F0435744530100"));
+    assert_eq!(aid_of(&second), aid("F043574453010102"));
+    let third = host.raw(&cmd("00A4040206F0435744530100"));
+    assert_eq!(aid_of(&third), aid("F043574453010103"));
+    assert_eq!(
+        host.raw(&cmd("00A4040206F0435744530100")).sw,
+        StatusWord::FILE_NOT_FOUND
+    );
+}
