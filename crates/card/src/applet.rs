@@ -42,7 +42,7 @@ pub struct AppletContext<'a> {
     pub aid: &'a [u8],
     /// The logical channel (0 = basic channel).
     pub channel: u8,
-    /// The instance's life cycle state (GP 2.3.1 Table 11-6).
+    /// The instance's life cycle state (GP 2.3.1 §5.3.1, §11.1.1).
     pub life_cycle: u8,
 }
 
@@ -60,7 +60,7 @@ pub trait Applet: Send {
     /// A command while selected.
     fn process(&mut self, ctx: &AppletContext<'_>, cmd: &Command) -> Response;
     /// Whether the instance takes personalisation data from its security domain
-    /// (GP 2.3.1 §11.5.2.3 INSTALL [for personalization]; Java Card `Application`).
+    /// (GP 2.3.1 §7.3.2, INSTALL [for personalization] §11.5; GP API `Application`).
     fn accepts_personalization(&self) -> bool {
         false
     }

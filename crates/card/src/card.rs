@@ -221,7 +221,7 @@ impl VirtualCard {
         self.path.as_deref()
     }
 
-    /// The card life cycle state byte (GP 2.3.1 Table 11-5): `01` OP_READY, `07`
+    /// The card life cycle state byte (GP 2.3.1 §5.1.1, §11.1.1): `01` OP_READY, `07`
     /// INITIALIZED, `0F` SECURED, `7F` CARD_LOCKED, `FF` TERMINATED.
     pub fn life_cycle(&self) -> u8 {
         self.state.life_cycle
@@ -428,7 +428,7 @@ impl VirtualCard {
     }
 
     /// The application selected at reset: the selectable holder of the Card Reset privilege,
-    /// else the ISD (GP 2.3.1 §6.6.1, §11.9.2.1).
+    /// else the ISD (GP 2.3.1 §6.6.1, §6.6.2).
     pub(crate) fn default_application(&self) -> Option<Aid> {
         let lc = self.state.life_cycle;
         if lc != card_lc::CARD_LOCKED && lc != card_lc::TERMINATED {
@@ -488,7 +488,7 @@ impl VirtualCard {
                     .app(&aid.0)
                     .is_some_and(|a| a.has(privs::FINAL_APPLICATION))
             {
-                // GP 2.3.1 §11.9.3.2: "6A81 … card Life Cycle State is CARD_LOCKED".
+                // GP 2.3.1 §11.9 SELECT error conditions: 6A81, card is CARD_LOCKED.
                 return Response::status(StatusWord::FUNC_NOT_SUPPORTED);
             }
         }
@@ -644,7 +644,7 @@ impl VirtualCard {
 }
 
 /// The application-specific parameters (tag `C9`) of an install parameters field
-/// (GP 2.3.1 §11.5.2.3, Table 11-49); empty when absent or malformed.
+/// (GP 2.3.1 §11.5, Table 11-49); empty when absent or malformed.
 pub(crate) fn app_params(install_params: &[u8]) -> Vec<u8> {
     tlv::parse_all(install_params)
         .ok()

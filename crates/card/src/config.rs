@@ -41,7 +41,7 @@ pub struct CardConfig {
     pub with_piv: bool,
 }
 
-/// A plausible 42-byte CPLC (GP 2.3.1 §H.6): IC fabricator `4790`, IC type `5167`, OS `4357`
+/// A plausible 42-byte CPLC (tag `9F7F`, 42 bytes): IC fabricator `4790`, IC type `5167`, OS `4357`
 /// ("CW"), dates and serial numbers.
 pub const DEFAULT_CPLC: [u8; 42] = [
     0x47, 0x90, 0x51, 0x67, 0x43, 0x57, 0x63, 0x31, 0x00,

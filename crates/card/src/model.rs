@@ -18,7 +18,7 @@ pub const SD_PACKAGE: &[u8] = &[0xA0, 0x00, 0x00, 0x01, 0x51, 0x53, 0x50];
 /// The Executable Module of the security domain code (`A0 00 00 01 51 53 50 41`).
 pub const SD_MODULE: &[u8] = &[0xA0, 0x00, 0x00, 0x01, 0x51, 0x53, 0x50, 0x41];
 
-/// Card life cycle states (GP 2.3.1 §5.1.1, Table 11-5).
+/// Card life cycle states (GP 2.3.1 §5.1.1, coding §11.1.1).
 pub(crate) mod card_lc {
     pub const OP_READY: u8 = 0x01;
     pub const INITIALIZED: u8 = 0x07;
@@ -27,10 +27,10 @@ pub(crate) mod card_lc {
     pub const TERMINATED: u8 = 0xFF;
 }
 
-/// Application and security domain life cycle states (GP 2.3.1 §5.3, Tables 11-6/11-7).
+/// Application and security domain life cycle states (GP 2.3.1 §5.3, coding §11.1.1).
 /// LOCKED is bit 8 set over the previous state (`1xxxxx11`).
 pub(crate) mod app_lc {
-    /// Executable Load File: LOADED (Table 11-4).
+    /// Executable Load File: LOADED (§5.3.1).
     pub const LOADED: u8 = 0x01;
     pub const INSTALLED: u8 = 0x03;
     pub const SELECTABLE: u8 = 0x07;
@@ -47,7 +47,7 @@ pub(crate) mod app_lc {
     }
 }
 
-/// Privileges (GP 2.3.1 §6.6.1, Table 6-1 / §11.1.2 Table 11-9), as a 24-bit value:
+/// Privileges (GP 2.3.1 §6.6.1, coding §11.1.2), as a 24-bit value:
 /// byte 1 in bits 23..16, byte 2 in 15..8, byte 3 in 7..0.
 /// (The complete table, for reference; `gp::privileges` has the names.)
 #[allow(dead_code)]

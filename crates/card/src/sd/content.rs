@@ -103,7 +103,7 @@ impl VirtualCard {
         Ok(Response::ok(vec![0x00]))
     }
 
-    /// INSTALL [for load] (§11.5.2.3.1): announces the load file, its security domain and
+    /// INSTALL [for load] (§11.5): announces the load file, its security domain and
     /// optionally the hash of its data block.
     fn install_for_load(
         &mut self,
@@ -211,7 +211,7 @@ impl VirtualCard {
         Ok(Response::ok(vec![0x00]))
     }
 
-    /// INSTALL [for install] (§11.5.2.3.2), optionally [and make selectable]: a new
+    /// INSTALL [for install] (§11.5), optionally [and make selectable]: a new
     /// application instance, or a new supplementary security domain when the module is
     /// the security domain module.
     #[allow(clippy::too_many_arguments)]
@@ -241,7 +241,7 @@ impl VirtualCard {
         }
         let parsed = InstallParams::parse(&params).map_err(gp_sw)?;
         if privileges & privs::CARD_RESET != 0 && !make_selectable {
-            // Card Reset needs the application selectable in the same command (Table 11-43).
+            // Card Reset needs the application selectable in the same command (GP 2.3.1 §11.5).
             return Err(StatusWord::WRONG_DATA);
         }
         let is_sd_module = load_file.0 == SD_PACKAGE && module.0 == SD_MODULE;
@@ -300,7 +300,7 @@ impl VirtualCard {
         Ok(())
     }
 
-    /// INSTALL [for make selectable] (§11.5.2.3.3): INSTALLED → SELECTABLE.
+    /// INSTALL [for make selectable] (§11.5): INSTALLED → SELECTABLE.
     fn make_selectable(&mut self, sd: &Aid, app: &Aid) -> Sw<()> {
         let rec = self
             .state
@@ -318,7 +318,7 @@ impl VirtualCard {
         Ok(())
     }
 
-    /// INSTALL [for extradition] (§11.5.2.3.4): associates an application, security domain
+    /// INSTALL [for extradition] (§11.5): associates an application, security domain
     /// or load file with another security domain.
     fn extradite(&mut self, sd: &Aid, target: &Aid, object: &Aid, check_manager: bool) -> Sw<()> {
         if !self.usable_sd(&target.0) {
@@ -360,7 +360,7 @@ impl VirtualCard {
         Ok(())
     }
 
-    /// INSTALL [for personalization] (§11.5.2.3.5): STORE DATA on this channel goes to the
+    /// INSTALL [for personalization] (§11.5): STORE DATA on this channel goes to the
     /// application until its last block.
     fn install_for_personalization(&mut self, ch: usize, sd: &Aid, app: &Aid) -> Sw<()> {
         let rec = self
@@ -387,7 +387,7 @@ impl VirtualCard {
         Ok(())
     }
 
-    /// INSTALL [for registry update] (§11.5.2.3.6), ISD only: new associated security
+    /// INSTALL [for registry update] (§11.5), ISD only: new associated security
     /// domain, new privileges, implicit selection parameter (`CF`).
     fn registry_update(
         &mut self,
@@ -524,7 +524,7 @@ impl VirtualCard {
             .map(|a| a.aid.clone())
             .collect();
         if !instances.is_empty() && !related {
-            // GP 2.3.1 §11.2.2.1: a load file with applications goes only with them (P2 = 80).
+            // GP 2.3.1 §11.2: a load file with applications goes only with them (P2 = 80).
             return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
         }
         for i in &instances {
@@ -537,7 +537,7 @@ impl VirtualCard {
         Ok(())
     }
 
-    /// Deletes keys of `sd` by identifier and/or key version number (§11.2.2.2); the last
+    /// Deletes keys of `sd` by identifier and/or key version number (§11.2); the last
     /// key set of a security domain cannot be deleted.
     fn delete_key(&mut self, sd: &Aid, id: Option<u8>, version: Option<u8>) -> Sw<()> {
         let data = self.sd_data_mut(sd)?;

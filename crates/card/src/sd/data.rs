@@ -55,7 +55,7 @@ impl VirtualCard {
                 .and_then(|h| apdu::parse_hex(h).ok())
         };
         let out = match tag {
-            // Card Production Life Cycle data (§H.6).
+            // Card Production Life Cycle data.
             0x9F7F => tlv::encode(0x9F7F, &self.state.cplc),
             // Card Data: Card Recognition Data (§H.2).
             0x0066 => tlv::encode(
@@ -65,7 +65,7 @@ impl VirtualCard {
                     &card_recognition_data(self.state.scp, self.state.scp_i),
                 ),
             ),
-            // Key Information Template (§11.3.3.1, Table 11-31): C0 {id, KVN, type, length}.
+            // Key Information Template (§11.3): C0 {id, KVN, type, length}.
             0x00E0 => KeyInfo {
                 entries: data
                     .key_sets
@@ -84,7 +84,7 @@ impl VirtualCard {
                     .collect(),
             }
             .to_bytes(),
-            // Issuer Identification Number and Card Image Number (§H.3, §H.4).
+            // Issuer Identification Number and Card Image Number (Appendix H).
             0x0042 => tlv::encode(
                 0x42,
                 &personal("42").ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?,
@@ -95,7 +95,7 @@ impl VirtualCard {
             ),
             // Key Diversification Data.
             0x00CF => tlv::encode(0xCF, &data.kdd),
-            // Sequence counter of the default key version number (§11.3.3.1).
+            // Sequence counter of the default key version number (§11.3).
             0x00C1 => {
                 let aes = data
                     .key_sets

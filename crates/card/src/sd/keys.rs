@@ -7,7 +7,7 @@ use crate::card::VirtualCard;
 use crate::channel::Secure;
 use crate::model::{Aid, KeySet, Secret, StoredKey};
 
-/// `9484`: algorithm not supported; `9485`: invalid key check value (GP 2.3.1 Table 11-60).
+/// `9484`: algorithm not supported; `9485`: invalid key check value (GP 2.3.1 §11.8, ISO/IEC 7816-4 `94xx`).
 const SW_ALGORITHM: StatusWord = StatusWord(0x9484);
 const SW_BAD_KCV: StatusWord = StatusWord(0x9485);
 

@@ -9,7 +9,7 @@ mod status;
 use apdu::{Command, Response, StatusWord};
 
 use crate::card::VirtualCard;
-use crate::channel::{Cla, Secure};
+use crate::channel::{Channel, Cla, Secure};
 use crate::config::{protocol_for, static_keys};
 use crate::model::{app_lc, card_lc, Aid, AppRec, CardState, SdData, ISD_AID};
 
@@ -18,10 +18,10 @@ pub(crate) use data::card_recognition_data;
 /// Handlers answer data with `9000`, or fail with a status word.
 pub(crate) type Sw<T> = Result<T, StatusWord>;
 
-/// `6300`: authentication of the host cryptogram failed (GP 2.3.1 §11.11.3.2 / Amd D).
+/// `6300`: authentication of the host cryptogram failed (GP 2.3.1 §E.5.2; Amendment D §7.1.2).
 const SW_AUTH_FAILED: StatusWord = StatusWord(0x6300);
 
-/// The FCI a security domain answers SELECT with (GP 2.3.1 §11.9.3.1, Table 11-71):
+/// The FCI a security domain answers SELECT with (GP 2.3.1 §11.9):
 /// `6F { 84 AID, A5 { 73 card recognition data, 9F65 maximum command data length } }`.
 pub(crate) fn fci(state: &CardState, app: &AppRec) -> Vec<u8> {
     let Ok(aid) = gp::Aid::new(&app.aid.0) else {
@@ -56,8 +56,8 @@ impl VirtualCard {
                     match session.unwrap(cmd) {
                         Ok(p) => p,
                         Err(_) => {
-                            // A wrong C-MAC (or padding) ends the session (GP 2.3.1 §E.4.4,
-                            // Amd D §6.2.4).
+                            // A wrong C-MAC (or padding) ends the session (GP 2.3.1
+                            // §10.2.3).
                             c.end_session();
                             return Response::status(StatusWord::SECURITY_NOT_SATISFIED);
                         }
@@ -119,7 +119,7 @@ impl VirtualCard {
         }
     }
 
-    /// INITIALIZE UPDATE (GP 2.3.1 §11.10 / §E.5.1; Amendment D §7.1.1).
+    /// INITIALIZE UPDATE (GP 2.3.1 §E.5.1; Amendment D §7.1.1).
     fn initialize_update(&mut self, ch: usize, cla: Cla, sd: &Aid, cmd: &Command) -> Sw<Response> {
         if cla.sm {
             return Err(StatusWord::CLA_NOT_SUPPORTED);
@@ -193,7 +193,7 @@ impl VirtualCard {
         Ok(Response::ok(resp))
     }
 
-    /// EXTERNAL AUTHENTICATE (GP 2.3.1 §11.11 / §E.5.2; Amendment D §7.1.2), with the
+    /// EXTERNAL AUTHENTICATE (GP 2.3.1 §E.5.2; Amendment D §7.1.2), with the
     /// per-key-set failure counter.
     fn external_authenticate(&mut self, ch: usize, cmd: &Command) -> Sw<Response> {
         let c = self.channel_mut(ch).ok_or(StatusWord::UNKNOWN)?;
@@ -281,8 +281,6 @@ impl VirtualCard {
             .is_some_and(|a| a.is_sd() && (a.aid.0 == ISD_AID || !app_lc::is_locked(a.life_cycle)))
     }
 }
-
-use crate::channel::Channel;
 
 fn into_response(r: Sw<Response>) -> Response {
     r.unwrap_or_else(Response::status)

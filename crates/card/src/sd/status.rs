@@ -147,7 +147,7 @@ impl VirtualCard {
         Ok(Response::ok(Vec::new()))
     }
 
-    /// Card life cycle transitions (GP 2.3.1 §5.1.1, Figure 5-1): OP_READY → INITIALIZED →
+    /// Card life cycle transitions (GP 2.3.1 §5.1.1): OP_READY → INITIALIZED →
     /// SECURED, one step at a time and irreversible (ISD only); SECURED ↔ CARD_LOCKED (Card
     /// Lock privilege); any state but TERMINATED → TERMINATED (Card Terminate privilege).
     /// Anything else, including a transition to the current state, is `6985`.
