@@ -105,8 +105,14 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug {
         expires: Option<SystemTime>,
     ) -> Result<BaseKeyInfo, Error>;
 
-    /// Every base key version, sorted by category then version.
-    fn list(&self) -> Result<Vec<BaseKeyInfo>, Error>;
+    /// Every base key version, sorted by category then version, with its status as of
+    /// `at` (for example "which keys will have expired by the end of the month").
+    fn list_at(&self, at: SystemTime) -> Result<Vec<BaseKeyInfo>, Error>;
+
+    /// Every base key version with its status now.
+    fn list(&self) -> Result<Vec<BaseKeyInfo>, Error> {
+        self.list_at(SystemTime::now())
+    }
 
     /// Generates the next version of a category with the kind and length of its newest
     /// version and the same lifetime (expiry − creation, at least a day) if it had one.

@@ -14,11 +14,12 @@
 //! | `CKA_SIGN` | AES only: true (CMAC derivation) — false once retired |
 //! | `CKA_DECRYPT`, `CKA_VERIFY`, `CKA_WRAP`, `CKA_UNWRAP`, `CKA_DERIVE` | false |
 //! | `CKA_ALLOWED_MECHANISMS` | 3DES: `CKM_DES3_ECB`; AES: `CKM_AES_ECB`, `CKM_AES_CMAC` |
-//! | `CKA_START_DATE` / `CKA_END_DATE` | creation / expiry day (UTC); empty end date = no expiry |
-//! | `CKA_ID` | the 3-byte GP key check value |
+//! | `CKA_ID` | `"cw1"` ‖ GP key check value (3) ‖ key length (1) ‖ created ‖ `00`, or `01` ‖ expiry (Unix seconds, signed big-endian) |
 //!
-//! Dates in PKCS#11 are days (`CK_DATE`), so this backend reports creation and expiry at
-//! midnight UTC of their day (an expiry is truncated to its day). Retiring a key clears
+//! Creation and expiry live in `CKA_ID` rather than in `CKA_START_DATE`/`CKA_END_DATE`:
+//! SoftHSM2 (through 2.6) stores those two in the clear on private objects but then tries to
+//! decrypt them when read, so `C_GetAttributeValue` fails with `CKR_GENERAL_ERROR`
+//! (SoftHSMv2 issues #655, #804); `CK_DATE` would also keep days only. Retiring a key clears
 //! `CKA_ENCRYPT` and `CKA_SIGN`: the token itself then refuses to derive with it.
 //!
 //! # Derivation inside the token
@@ -66,18 +67,19 @@ use cryptoki::object::{
 };
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
-use cryptoki::types::{AuthPin, Date};
+use cryptoki::types::AuthPin;
 use scp::{Key, KeyKind, StaticKeys};
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Deref;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::SystemTime;
 use zeroize::{Zeroize, Zeroizing};
 
 const LABEL_PREFIX: &str = "cw:";
 const MAX_IDLE_SESSIONS: usize = 16;
+const ID_MAGIC: &[u8] = b"cw1";
 
 /// The module contexts of this process, one per module path: `C_Initialize` may be called
 /// only once per process (PKCS#11 v2.40 §5.4), and SoftHSM2 reads its configuration then.
@@ -98,6 +100,16 @@ fn context(module: &std::path::Path) -> Result<Pkcs11, Error> {
     }
     map.insert(module.to_path_buf(), ctx.clone());
     Ok(ctx)
+}
+
+/// The lock serialising changes to one token within this process (all stores on it).
+fn admin_lock(module: &std::path::Path, slot: u64) -> Arc<Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<(PathBuf, u64), Arc<Mutex<()>>>>> = OnceLock::new();
+    let mut map = LOCKS
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    Arc::clone(map.entry((module.to_path_buf(), slot)).or_default())
 }
 
 /// How a base key is protected inside the token, as the token reports it
@@ -141,19 +153,18 @@ impl Spec<'_> {
         label(self.category, self.version)
     }
 
-    /// The info as the token will report it (dates are days).
-    fn info(&self, kcv: [u8; 3], retired: bool) -> BaseKeyInfo {
-        let expires = self.expires.map(day_of);
+    fn info(&self, kcv: [u8; 3], retired: bool, at: SystemTime) -> BaseKeyInfo {
+        let expires = self.expires;
         BaseKeyInfo {
             category: self.category.into(),
             version: self.version,
             kind: self.kind,
             len: self.len,
             kcv,
-            created: day_of(self.created),
+            created: self.created,
             expires,
             backend: Backend::Pkcs11,
-            status: status_at(retired, expires, SystemTime::now()),
+            status: status_at(retired, expires, at),
         }
     }
 }
@@ -164,12 +175,13 @@ pub struct Pkcs11KeyStore {
     slot: Slot,
     token_label: String,
     config: Pkcs11Config,
-    /// Keeps the login alive.
-    anchor: Mutex<Session>,
+    /// Never used for work: keeps the login alive while the store lives.
+    _login: Mutex<Session>,
     pool: Mutex<Vec<Session>>,
     handles: RwLock<HashMap<(String, u32), KeyRef>>,
-    /// Serialises changes (version numbering).
-    admin: Mutex<()>,
+    /// Serialises changes and listings on this token within the process (version
+    /// numbering; SoftHSM2 can show half-written objects to a concurrent reader).
+    admin: Arc<Mutex<()>>,
     mechanisms: Vec<MechanismType>,
 }
 
@@ -257,33 +269,52 @@ fn key_type(kind: KeyKind, len: usize) -> KeyType {
     }
 }
 
-/// `CK_DATE` of the UTC day of `t`.
-fn ck_date(t: SystemTime) -> Date {
-    let d = time::OffsetDateTime::from_unix_timestamp(unix(t))
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-        .date();
-    let y = format!("{:04}", d.year().clamp(0, 9999));
-    let m = format!("{:02}", u8::from(d.month()));
-    let dd = format!("{:02}", d.day());
-    Date::new_from_str_slice(&y, &m, &dd).unwrap_or_default()
-}
-
-/// Midnight UTC of a `CK_DATE`; `None` if empty or not a date.
-fn from_ck_date(d: &Date) -> Option<SystemTime> {
-    if d.is_empty() {
-        return None;
+/// `CKA_ID` of a base key: `"cw1" ‖ KCV(3) ‖ length(1) ‖ created(8) ‖ 00`, or
+/// `… ‖ 01 ‖ expires(8)` (times as big-endian signed Unix seconds).
+fn encode_id(meta: &IdMeta) -> Vec<u8> {
+    let mut id = Vec::with_capacity(24);
+    id.extend_from_slice(ID_MAGIC);
+    id.extend_from_slice(&meta.kcv);
+    id.push(u8::try_from(meta.len).unwrap_or(0));
+    id.extend_from_slice(&unix(meta.created).to_be_bytes());
+    match meta.expires {
+        Some(e) => {
+            id.push(1);
+            id.extend_from_slice(&unix(e).to_be_bytes());
+        }
+        None => id.push(0),
     }
-    let num = |b: &[u8]| std::str::from_utf8(b).ok()?.trim().parse::<i32>().ok();
-    let y = num(&d.year)?;
-    let m = time::Month::try_from(u8::try_from(num(&d.month)?).ok()?).ok()?;
-    let day = u8::try_from(num(&d.day)?).ok()?;
-    let date = time::Date::from_calendar_date(y, m, day).ok()?;
-    Some(from_unix(date.midnight().assume_utc().unix_timestamp()))
+    id
 }
 
-/// Midnight UTC of the day of `t` (what the token will report back).
-fn day_of(t: SystemTime) -> SystemTime {
-    from_ck_date(&ck_date(t)).unwrap_or(t)
+/// What `CKA_ID` records about a base key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IdMeta {
+    kcv: [u8; 3],
+    len: usize,
+    created: SystemTime,
+    expires: Option<SystemTime>,
+}
+
+/// Reads a `CKA_ID` written by [`encode_id`].
+fn decode_id(id: &[u8]) -> Option<IdMeta> {
+    let rest = id.strip_prefix(ID_MAGIC)?;
+    let kcv: [u8; 3] = rest.get(..3)?.try_into().ok()?;
+    let len = usize::from(*rest.get(3)?);
+    let created = i64::from_be_bytes(rest.get(4..12)?.try_into().ok()?);
+    let expires = match (rest.get(12)?, rest.len()) {
+        (0, 13) => None,
+        (1, 21) => Some(from_unix(i64::from_be_bytes(
+            rest.get(13..21)?.try_into().ok()?,
+        ))),
+        _ => return None,
+    };
+    Some(IdMeta {
+        kcv,
+        len,
+        created: from_unix(created),
+        expires,
+    })
 }
 
 impl Pkcs11KeyStore {
@@ -339,10 +370,10 @@ impl Pkcs11KeyStore {
             slot,
             token_label,
             config: config.clone(),
-            anchor: Mutex::new(anchor),
+            _login: Mutex::new(anchor),
             pool: Mutex::new(Vec::new()),
             handles: RwLock::new(HashMap::new()),
-            admin: Mutex::new(()),
+            admin: admin_lock(&config.module, slot.id()),
             mechanisms,
         })
     }
@@ -370,8 +401,6 @@ impl Pkcs11KeyStore {
                 .open_rw_session(self.slot)
                 .map_err(|e| Error::pkcs11("C_OpenSession", &self.token_label, e))?,
         };
-        // Keep the anchor alive in the type system too (login lives while it is open).
-        let _ = &self.anchor;
         Ok(Pooled {
             store: self,
             session: Some(session),
@@ -495,7 +524,7 @@ impl Pkcs11KeyStore {
         match found.as_slice() {
             [] => Ok(None),
             [h] => {
-                let (kind, len, retired) = self.describe(s, *h, &l)?;
+                let (kind, len, retired, _) = self.describe(s, *h, &l)?;
                 Ok(Some(KeyRef {
                     handle: *h,
                     kind,
@@ -511,13 +540,13 @@ impl Pkcs11KeyStore {
         }
     }
 
-    /// Kind, length and retired flag of a key object.
+    /// Kind, length, retired flag and `CKA_ID` metadata of a key object.
     fn describe(
         &self,
         s: &Session,
         h: ObjectHandle,
         what: &str,
-    ) -> Result<(KeyKind, usize, bool), Error> {
+    ) -> Result<(KeyKind, usize, bool, Option<IdMeta>), Error> {
         let attrs = s
             .get_attributes(
                 h,
@@ -526,30 +555,37 @@ impl Pkcs11KeyStore {
                     AttributeType::ValueLen,
                     AttributeType::Encrypt,
                     AttributeType::Sign,
+                    AttributeType::Id,
                 ],
             )
             .map_err(|e| Error::pkcs11("C_GetAttributeValue", what, e))?;
         let mut kt = None;
-        let mut value_len = None;
+        let mut value_len = 0;
         let mut enc = false;
         let mut sign = false;
+        let mut meta = None;
         for a in attrs {
             match a {
                 Attribute::KeyType(t) => kt = Some(t),
-                Attribute::ValueLen(l) => value_len = usize::try_from(u64::from(l)).ok(),
+                Attribute::ValueLen(l) => value_len = usize::try_from(u64::from(l)).unwrap_or(0),
                 Attribute::Encrypt(v) => enc = v,
                 Attribute::Sign(v) => sign = v,
+                Attribute::Id(id) => meta = decode_id(&id),
                 _ => {}
             }
         }
         let (kind, len) = match kt {
             Some(t) if t == KeyType::DES2 => (KeyKind::Des3, 16),
             Some(t) if t == KeyType::DES3 => (KeyKind::Des3, 24),
-            Some(t) if t == KeyType::AES => (KeyKind::Aes, value_len.unwrap_or(0)),
+            // SoftHSM2 leaves CKA_VALUE_LEN at 0 on unwrapped keys: use the recorded length.
+            Some(t) if t == KeyType::AES => match (value_len, meta) {
+                (0, Some(m)) => (KeyKind::Aes, m.len),
+                (l, _) => (KeyKind::Aes, l),
+            },
             _ => return Err(Error::Config(format!("{what} is not a 3DES or AES key"))),
         };
         check_len(kind, len)?;
-        Ok((kind, len, !enc && !sign))
+        Ok((kind, len, !enc && !sign, meta))
     }
 
     /// The GP KCV computed inside the token (3DES-ECB of `00`×8 / AES-ECB of `01`×16).
@@ -588,8 +624,6 @@ impl Pkcs11KeyStore {
             Attribute::Wrap(false),
             Attribute::Unwrap(false),
             Attribute::Derive(false),
-            Attribute::StartDate(ck_date(spec.created)),
-            Attribute::EndDate(spec.expires.map(ck_date).unwrap_or_default()),
             Attribute::AllowedMechanisms(if aes {
                 vec![MechanismType::AES_ECB, MechanismType::AES_CMAC]
             } else {
@@ -626,7 +660,13 @@ impl Pkcs11KeyStore {
                 )));
             }
         }
-        if let Err(e) = s.update_attributes(h, &[Attribute::Id(kcv.to_vec())]) {
+        let id = encode_id(&IdMeta {
+            kcv,
+            len,
+            created: spec.created,
+            expires: spec.expires,
+        });
+        if let Err(e) = s.update_attributes(h, &[Attribute::Id(id)]) {
             let _ = s.destroy_object(h);
             return Err(Error::pkcs11(
                 "C_SetAttributeValue",
@@ -650,8 +690,7 @@ impl Pkcs11KeyStore {
     }
 
     fn check_expiry(expires: Option<SystemTime>) -> Result<(), Error> {
-        // The token keeps days: an expiry must fall on a later day than today.
-        if expires.is_some_and(|e| day_of(e) <= day_of(SystemTime::now())) {
+        if expires.is_some_and(|e| e <= SystemTime::now()) {
             return Err(Error::ExpiryInPast);
         }
         Ok(())
@@ -666,8 +705,8 @@ impl Pkcs11KeyStore {
         expires: Option<SystemTime>,
     ) -> Result<BaseKeyInfo, Error> {
         Pkcs11KeyStore::check_expiry(expires)?;
-        let _admin = self.admin.lock().unwrap_or_else(PoisonError::into_inner);
-        let version = next_version(&self.list()?, category);
+        let _admin = self.lock();
+        let version = next_version(&self.list_locked(SystemTime::now())?, category);
         let spec = Spec {
             category,
             version,
@@ -677,6 +716,12 @@ impl Pkcs11KeyStore {
             expires,
         };
         let mut t = self.template(&spec);
+        t.push(Attribute::Id(encode_id(&IdMeta {
+            kcv: key.kcv(),
+            len: key.len(),
+            created: spec.created,
+            expires: spec.expires,
+        })));
         t.push(Attribute::Value(key.expose().to_vec()));
         let t = SecretTemplate(t);
         let s = self.session()?;
@@ -685,7 +730,7 @@ impl Pkcs11KeyStore {
             .map_err(|e| Error::pkcs11("C_CreateObject", spec.label(), e))?;
         drop(t);
         let kcv = self.finish_new(&s, h, &spec, Some(key.kcv()))?;
-        Ok(spec.info(kcv, false))
+        Ok(spec.info(kcv, false, SystemTime::now()))
     }
 
     fn generate(
@@ -697,8 +742,8 @@ impl Pkcs11KeyStore {
     ) -> Result<BaseKeyInfo, Error> {
         check_len(kind, len)?;
         Pkcs11KeyStore::check_expiry(expires)?;
-        let _admin = self.admin.lock().unwrap_or_else(PoisonError::into_inner);
-        let version = next_version(&self.list()?, category);
+        let _admin = self.lock();
+        let version = next_version(&self.list_locked(SystemTime::now())?, category);
         let spec = Spec {
             category,
             version,
@@ -721,7 +766,58 @@ impl Pkcs11KeyStore {
             .generate_key(&mech, &t)
             .map_err(|e| Error::pkcs11("C_GenerateKey", spec.label(), e))?;
         let kcv = self.finish_new(&s, h, &spec, None)?;
-        Ok(spec.info(kcv, false))
+        Ok(spec.info(kcv, false, SystemTime::now()))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.admin.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// [`KeyStore::list_at`] with the token lock held.
+    fn list_locked(&self, at: SystemTime) -> Result<Vec<BaseKeyInfo>, Error> {
+        let s = self.session()?;
+        let handles = s
+            .find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Token(true),
+            ])
+            .map_err(|e| Error::pkcs11("C_FindObjects", "secret keys", e))?;
+        let mut out = Vec::new();
+        for h in handles {
+            let attrs = s
+                .get_attributes(h, &[AttributeType::Label])
+                .map_err(|e| Error::pkcs11("C_GetAttributeValue", "key label", e))?;
+            let lab = attrs.into_iter().find_map(|a| match a {
+                Attribute::Label(l) => String::from_utf8(l).ok(),
+                _ => None,
+            });
+            let Some(l) = lab else { continue };
+            let Some((category, version)) = parse_label(&l) else {
+                continue;
+            };
+            let (kind, len, retired, meta) = self.describe(&s, h, &l)?;
+            // Objects made by other tools under our label scheme have no metadata.
+            let (kcv, start, end) = match meta {
+                Some(m) => (m.kcv, m.created, m.expires),
+                None if !retired => (
+                    self.token_kcv(&s, h, kind, &l)?,
+                    SystemTime::UNIX_EPOCH,
+                    None,
+                ),
+                None => ([0; 3], SystemTime::UNIX_EPOCH, None),
+            };
+            let spec = Spec {
+                category: &category,
+                version,
+                kind,
+                len,
+                created: start,
+                expires: end,
+            };
+            out.push(spec.info(kcv, retired, at));
+        }
+        out.sort_by(|a, b| (&a.category, a.version).cmp(&(&b.category, b.version)));
+        Ok(out)
     }
 
     fn derive_with(&self, r: KeyRef, what: &str, kdd: &[u8; 10]) -> Result<StaticKeys, Error> {
@@ -824,62 +920,9 @@ impl KeyStore for Pkcs11KeyStore {
         self.generate(category, kind, len, expires)
     }
 
-    fn list(&self) -> Result<Vec<BaseKeyInfo>, Error> {
-        let s = self.session()?;
-        let handles = s
-            .find_objects(&[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::Token(true),
-            ])
-            .map_err(|e| Error::pkcs11("C_FindObjects", "secret keys", e))?;
-        let mut out = Vec::new();
-        for h in handles {
-            let attrs = s
-                .get_attributes(
-                    h,
-                    &[
-                        AttributeType::Label,
-                        AttributeType::Id,
-                        AttributeType::StartDate,
-                        AttributeType::EndDate,
-                    ],
-                )
-                .map_err(|e| Error::pkcs11("C_GetAttributeValue", "key label", e))?;
-            let mut lab = None;
-            let mut id = Vec::new();
-            let mut start = None;
-            let mut end = None;
-            for a in attrs {
-                match a {
-                    Attribute::Label(l) => lab = String::from_utf8(l).ok(),
-                    Attribute::Id(i) => id = i,
-                    Attribute::StartDate(d) => start = from_ck_date(&d),
-                    Attribute::EndDate(d) => end = from_ck_date(&d),
-                    _ => {}
-                }
-            }
-            let Some(l) = lab else { continue };
-            let Some((category, version)) = parse_label(&l) else {
-                continue;
-            };
-            let (kind, len, retired) = self.describe(&s, h, &l)?;
-            let kcv = match <[u8; 3]>::try_from(id.as_slice()) {
-                Ok(k) => k,
-                Err(_) if !retired => self.token_kcv(&s, h, kind, &l)?,
-                Err(_) => [0; 3],
-            };
-            let spec = Spec {
-                category: &category,
-                version,
-                kind,
-                len,
-                created: start.unwrap_or(SystemTime::UNIX_EPOCH),
-                expires: end,
-            };
-            out.push(spec.info(kcv, retired));
-        }
-        out.sort_by(|a, b| (&a.category, a.version).cmp(&(&b.category, b.version)));
-        Ok(out)
+    fn list_at(&self, at: SystemTime) -> Result<Vec<BaseKeyInfo>, Error> {
+        let _admin = self.lock();
+        self.list_locked(at)
     }
 
     fn rotate(&self, category: &str) -> Result<BaseKeyInfo, Error> {
@@ -895,7 +938,7 @@ impl KeyStore for Pkcs11KeyStore {
 
     fn retire(&self, category: &str, version: u32) -> Result<BaseKeyInfo, Error> {
         validate_category(category)?;
-        let _admin = self.admin.lock().unwrap_or_else(PoisonError::into_inner);
+        let _admin = self.lock();
         self.forget(category, version);
         let r = self.lookup(category, version, false)?;
         let what = label(category, version);
@@ -908,7 +951,7 @@ impl KeyStore for Pkcs11KeyStore {
             .map_err(|e| Error::pkcs11("C_SetAttributeValue", format!("retire {what}"), e))?;
             self.forget(category, version);
         }
-        self.list()?
+        self.list_locked(SystemTime::now())?
             .into_iter()
             .find(|i| i.category == category && i.version == version)
             .ok_or(Error::NotFound {
@@ -944,7 +987,8 @@ impl KeyStore for Pkcs11KeyStore {
     }
 
     fn backup(&self, kek: &Key) -> Result<Vec<u8>, Error> {
-        let list = self.list()?;
+        let _admin = self.lock();
+        let list = self.list_locked(SystemTime::now())?;
         let s = self.session()?;
         let kek_obj = self.kek_object(&s, kek)?;
         let mut entries = Vec::with_capacity(list.len());
@@ -978,8 +1022,8 @@ impl KeyStore for Pkcs11KeyStore {
 
     fn restore(&self, backup_bytes: &[u8], kek: &Key) -> Result<Vec<BaseKeyInfo>, Error> {
         let entries = backup::decode(kek, backup_bytes)?;
-        let _admin = self.admin.lock().unwrap_or_else(PoisonError::into_inner);
-        let existing = self.list()?;
+        let _admin = self.lock();
+        let existing = self.list_locked(SystemTime::now())?;
         let mut todo = Vec::new();
         for e in &entries {
             match existing
@@ -1010,10 +1054,15 @@ impl KeyStore for Pkcs11KeyStore {
                 created: from_unix(e.created),
                 expires: e.expires.map(from_unix),
             };
+            // No CKA_VALUE_LEN: the length comes from the wrapped key (SoftHSM2 refuses it
+            // in an unwrap template with CKR_ATTRIBUTE_READ_ONLY); checked by the KCV below.
             let mut t = self.template(&spec);
-            if e.kind == KeyKind::Aes {
-                t.push(Attribute::ValueLen((e.len as u64).into()));
-            }
+            t.push(Attribute::Id(encode_id(&IdMeta {
+                kcv: e.kcv,
+                len: e.len,
+                created: spec.created,
+                expires: spec.expires,
+            })));
             let what = spec.label();
             let h = s
                 .unwrap_key(&Mechanism::AesKeyWrap, kek_obj.handle, &e.wrapped, &t)
@@ -1037,7 +1086,7 @@ impl KeyStore for Pkcs11KeyStore {
                     })?;
                 self.forget(&e.category, e.version);
             }
-            added.push(spec.info(kcv, e.retired));
+            added.push(spec.info(kcv, e.retired, SystemTime::now()));
         }
         drop(kek_obj);
         Ok(added)

@@ -461,10 +461,10 @@ impl KeyStore for SoftwareKeyStore {
         self.add(category, key, expires, None)
     }
 
-    fn list(&self) -> Result<Vec<BaseKeyInfo>, Error> {
+    fn list_at(&self, at: SystemTime) -> Result<Vec<BaseKeyInfo>, Error> {
         self.refresh_if_changed()?;
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        Ok(infos(&state, SystemTime::now()))
+        Ok(infos(&state, at))
     }
 
     fn rotate(&self, category: &str) -> Result<BaseKeyInfo, Error> {

@@ -1,0 +1,165 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use kms::{Component, Key, KeyKind, MasterKey, SoftwareKeyStore};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub const PIN: &str = "1234";
+
+/// One known-answer line of `derive_full.txt` / `derive_kcv.txt`.
+#[derive(Debug, Clone)]
+pub struct Vector {
+    pub kind: KeyKind,
+    pub master: Vec<u8>,
+    pub kdd: [u8; 10],
+    /// ENC, MAC, DEK: full key or KCV hex, `None` if the source does not give it.
+    pub expect: [Option<String>; 3],
+}
+
+fn parse_vectors(text: &str) -> Vec<Vector> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let kind = match f[0] {
+                "3DES" => KeyKind::Des3,
+                "AES" => KeyKind::Aes,
+                k => panic!("kind {k}"),
+            };
+            let opt = |s: &str| (s != "-").then(|| s.to_ascii_uppercase());
+            Vector {
+                kind,
+                master: apdu::parse_hex(f[1]).unwrap(),
+                kdd: apdu::parse_hex(f[2]).unwrap().try_into().unwrap(),
+                expect: [opt(f[3]), opt(f[4]), opt(f[5])],
+            }
+        })
+        .collect()
+}
+
+/// Full derived keys (OpenJavaCard EMV, GlobalPlatformPro KDF3).
+pub fn full_vectors() -> Vec<Vector> {
+    parse_vectors(include_str!("../vectors/derive_full.txt"))
+}
+
+/// Derived keys checked by KCV (GlobalPlatformPro).
+pub fn kcv_vectors() -> Vec<Vector> {
+    parse_vectors(include_str!("../vectors/derive_kcv.txt"))
+}
+
+/// Splits a key into two components the way two custodians would hold it, each with
+/// the KCV they would write down.
+pub fn split(kind: KeyKind, key: &[u8]) -> Vec<Component> {
+    let c1: Vec<u8> = (0..key.len())
+        .map(|i| (i as u8).wrapping_mul(37) ^ 0x5A)
+        .collect();
+    let c2: Vec<u8> = key.iter().zip(&c1).map(|(a, b)| a ^ b).collect();
+    [c1, c2]
+        .iter()
+        .map(|c| Component::new(c, Key::new(kind, c).unwrap().kcv()))
+        .collect()
+}
+
+pub fn check_vector(v: &Vector, keys: &kms::StaticKeys) {
+    for (key, want) in [&keys.enc, &keys.mac, &keys.dek].into_iter().zip(&v.expect) {
+        let Some(want) = want else { continue };
+        if want.len() == 6 {
+            assert_eq!(&apdu::hex(&key.kcv()), want, "KCV for {v:?}");
+        } else {
+            assert_eq!(&apdu::hex(key.expose()), want, "key for {v:?}");
+        }
+    }
+}
+
+pub fn software_store(dir: &Path) -> SoftwareKeyStore {
+    SoftwareKeyStore::create(dir.join("keys.json"), MasterKey::generate().unwrap()).unwrap()
+}
+
+/// A SoftHSM2 set-up shared by every test of the process: a token directory with three
+/// tokens (`cw-test`, `cw-wrap`, `cw-pin`), all with user PIN 1234. SoftHSM2 reads
+/// `SOFTHSM2_CONF` once, at `C_Initialize`, so it is set before any PKCS#11 call.
+pub struct Hsm {
+    pub dir: PathBuf,
+    pub pin_file: PathBuf,
+}
+
+fn on_path(prog: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+        .unwrap_or(false)
+}
+
+/// The SoftHSM2 fixture, or `None` (test skipped) when SoftHSM2 is not installed. With
+/// `CARDWRIGHT_HSM_TESTS=1` a missing SoftHSM2 fails the test instead.
+pub fn hsm() -> Option<&'static Hsm> {
+    static HSM: OnceLock<Option<Hsm>> = OnceLock::new();
+    HSM.get_or_init(|| {
+        let required = std::env::var("CARDWRIGHT_HSM_TESTS").is_ok_and(|v| v == "1");
+        if !on_path("softhsm2-util") || !Path::new(MODULE).exists() {
+            assert!(
+                !required,
+                "CARDWRIGHT_HSM_TESTS=1 but SoftHSM2 is missing (softhsm2-util on PATH, {MODULE})"
+            );
+            eprintln!("SoftHSM2 not installed: PKCS#11 tests skipped");
+            return None;
+        }
+        // Kept for the whole process; removed by the OS's tmp cleaning.
+        let dir = tempfile::Builder::new()
+            .prefix("cw-kms-softhsm")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let tokens = dir.join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        for label in ["cw-test", "cw-wrap", "cw-pin"] {
+            let out = Command::new("softhsm2-util")
+                .env("SOFTHSM2_CONF", &conf)
+                .args(["--init-token", "--free", "--label", label])
+                .args(["--pin", PIN, "--so-pin", "5678"])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "softhsm2-util: {out:?}");
+        }
+        // Before the first C_Initialize of this process (edition 2021: safe to call).
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        let pin_file = dir.join("pin");
+        std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
+        Some(Hsm { dir, pin_file })
+    })
+    .as_ref()
+}
+
+impl Hsm {
+    pub fn config(&self, token: &str, backup_wrap: bool) -> String {
+        format!(
+            "pkcs11:{MODULE}?token={token}&pin-file={}{}",
+            self.pin_file.display(),
+            if backup_wrap { "&backup=wrap" } else { "" }
+        )
+    }
+
+    pub fn store(&self, token: &str, backup_wrap: bool) -> kms::Pkcs11KeyStore {
+        let cfg: kms::StoreConfig = self.config(token, backup_wrap).parse().unwrap();
+        let kms::StoreConfig::Pkcs11(c) = cfg else {
+            unreachable!()
+        };
+        kms::Pkcs11KeyStore::open(&c).unwrap()
+    }
+}
+
+/// A category name unique to one test (tests share the token).
+pub fn cat(test: &str) -> String {
+    format!("t/{test}")
+}
