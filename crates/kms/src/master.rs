@@ -61,6 +61,14 @@ impl MasterKey {
         let path = path.as_ref();
         let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| Error::io(path, e))?);
         if bytes.len() == 32 {
+            // 32 hex digits is a 128-bit key written as text, not 32 raw bytes (a random
+            // 256-bit key is all hex digits with probability (22/256)^32).
+            if bytes.iter().all(u8::is_ascii_hexdigit) {
+                return Err(Error::MasterKey(format!(
+                    "{}: 32 hex digits is a 128-bit key; the master key is 256 bits (64 hex digits)",
+                    path.display()
+                )));
+            }
             return MasterKey::from_bytes(&bytes);
         }
         let text = std::str::from_utf8(&bytes).map_err(|_| {

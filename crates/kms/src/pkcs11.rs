@@ -104,7 +104,8 @@ fn context(module: &std::path::Path) -> Result<Pkcs11, Error> {
 
 /// The lock serialising changes to one token within this process (all stores on it).
 fn admin_lock(module: &std::path::Path, slot: u64) -> Arc<Mutex<()>> {
-    static LOCKS: OnceLock<Mutex<HashMap<(PathBuf, u64), Arc<Mutex<()>>>>> = OnceLock::new();
+    type Locks = HashMap<(PathBuf, u64), Arc<Mutex<()>>>;
+    static LOCKS: OnceLock<Mutex<Locks>> = OnceLock::new();
     let mut map = LOCKS
         .get_or_init(|| Mutex::new(HashMap::new()))
         .lock()

@@ -153,7 +153,10 @@ fn rotation_retirement_and_expiry() {
         "{mine:?}"
     );
 
-    // Retired: the token itself refuses (CKA_ENCRYPT/CKA_SIGN cleared).
+    // Retired: the token itself refuses (CKA_ENCRYPT/CKA_SIGN cleared), even for a handle
+    // that cached the key as usable before another handle retired it.
+    let cached = hsm.store("cw-test", false);
+    assert_eq!(cached.derive_card_keys(&category, 1, "31337").unwrap(), old);
     assert_eq!(
         store.retire(&category, 1).unwrap().status,
         KeyStatus::Retired
@@ -162,7 +165,11 @@ fn rotation_retirement_and_expiry() {
         store.derive_card_keys(&category, 1, "31337"),
         Err(Error::Retired { version: 1, .. })
     ));
-    // A second handle on the token sees the retirement too.
+    assert!(matches!(
+        cached.derive_card_keys(&category, 1, "31337"),
+        Err(Error::Retired { version: 1, .. })
+    ));
+    // A new handle on the token sees the retirement too.
     let again = hsm.store("cw-test", false);
     assert!(matches!(
         again.derive_card_keys(&category, 1, "31337"),

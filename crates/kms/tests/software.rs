@@ -97,6 +97,31 @@ fn derivation_matches_public_vectors() {
 }
 
 #[test]
+fn emv_uses_only_the_last_twelve_digits() {
+    // EMV CPG 2.1 reads KDD bytes 4..9 only: the OpenJavaCard vector for KDD 00…00 is
+    // reached from any card number ending in twelve zeros. (Documented caveat: within a
+    // 3DES category card numbers must differ in their last 12 digits.)
+    let dir = tempfile::tempdir().unwrap();
+    let store = software_store(dir.path());
+    let v = &full_vectors()[0];
+    assert_eq!(v.kdd, [0; 10]);
+    store
+        .import_base_key("emv", v.kind, split(v.kind, &v.master), None)
+        .unwrap();
+    for card in ["000000000000", "00000000000000000000", "98765000000000000"] {
+        check_vector(v, &store.derive_card_keys("emv", 1, card).unwrap());
+    }
+    // KDF3 (AES) uses all ten bytes.
+    store
+        .generate_base_key("aes", KeyKind::Aes, 16, None)
+        .unwrap();
+    assert_ne!(
+        store.derive_card_keys("aes", 1, "000000000000").unwrap(),
+        store.derive_card_keys("aes", 1, "1000000000000").unwrap()
+    );
+}
+
+#[test]
 fn derivation_equals_scp_diversification_by_hand() {
     let dir = tempfile::tempdir().unwrap();
     let store = software_store(dir.path());
@@ -525,6 +550,11 @@ fn master_key_sources_and_rotation() {
         MasterKey::from_env_var("CW_KMS_TEST_UNSET_VARIABLE"),
         Err(Error::MasterKey(_))
     ));
+    // A 128-bit key written as 32 hex digits is refused, not taken as 32 raw bytes.
+    let short = dir.path().join("short.hex");
+    std::fs::write(&short, "000102030405060708090A0B0C0D0E0F").unwrap();
+    let e = MasterKey::from_file(&short).unwrap_err().to_string();
+    assert!(e.contains("64 hex digits") && !e.contains("0A0B"), "{e}");
 
     // Master key rotation re-seals everything.
     let new = MasterKey::generate().unwrap();
