@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 export CARDWRIGHT_PCSC_TESTS=1      # PC/SC tests must run (and fail if pcscd is unusable)
 export RUST_BACKTRACE=1
-cargo test --workspace --features cardwright/pcsc --locked "$@"
+cargo test --workspace --features cardwright/pcsc --locked --no-fail-fast "$@"
