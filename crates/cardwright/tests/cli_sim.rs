@@ -213,3 +213,28 @@ fn terminate_needs_confirmation() {
     let card = Card::new("03", &[]);
     card.fails(&["terminate"], "--really");
 }
+
+/// `lock --new-kdf` puts keys diversified from a master key with the card's KDD; then
+/// `--key MASTER --kdf …` opens the card, and the undiversified master key does not.
+fn diversified_keys(scp: &str, kdf: &str) {
+    const MASTER: &str = "00112233445566778899AABBCCDDEEFF";
+    let card = Card::new(scp, &["--kdd", "0102030405060708090A"]);
+    card.ok(&["lock", "--new-key", MASTER, "--new-kdf", kdf]);
+    let l = card.ok(&["--key", MASTER, "--kdf", kdf, "list"]);
+    assert!(l.contains("ISD: A000000151000000"), "{l}");
+    card.fails(&["--key", MASTER, "list"], "cryptogram");
+    card.fails(&["list"], "cryptogram");
+}
+
+#[test]
+fn kdf3_on_scp03() {
+    diversified_keys("03", "kdf3");
+}
+#[test]
+fn emv_on_scp02() {
+    diversified_keys("02", "emv");
+}
+#[test]
+fn visa2_on_scp02() {
+    diversified_keys("02", "visa2");
+}
