@@ -49,7 +49,11 @@
 //!
 //! One read/write session logs in and stays open while the store lives (the login belongs
 //! to the application, not the session, PKCS#11 v2.40 §5.6); work runs on pooled sessions
-//! that close when dropped. The module is initialised once per process and path.
+//! that close when dropped. The module is initialised once per process and path. A second
+//! store opened on a token this process is already logged in to gets
+//! `CKR_USER_ALREADY_LOGGED_IN` and proceeds: its PIN is then not checked again.
+//! Changes (and listings) on one token are serialised within the process; across processes
+//! run one administrating process at a time.
 
 use crate::backup::{self, BackupEntry};
 use crate::config::{Pkcs11Config, SlotSelector};
@@ -822,6 +826,10 @@ impl Pkcs11KeyStore {
     }
 
     fn derive_with(&self, r: KeyRef, what: &str, kdd: &[u8; 10]) -> Result<StaticKeys, Error> {
+        match r.kind {
+            KeyKind::Des3 => self.need(MechanismType::DES3_ECB, "CKM_DES3_ECB")?,
+            KeyKind::Aes => self.need(MechanismType::AES_CMAC, "CKM_AES_CMAC")?,
+        }
         let s = self.session()?;
         let one = |k: u8| -> Result<Key, Error> {
             match r.kind {
@@ -840,6 +848,12 @@ impl Pkcs11KeyStore {
                             s.sign(&Mechanism::AesCMac, r.handle, &kdf3_block(kdd, i, k))
                                 .map_err(|e| map_use_error("C_Sign", what, e))?,
                         );
+                        if block.len() != 16 {
+                            return Err(Error::Config(format!(
+                                "token returned a {}-byte AES-CMAC",
+                                block.len()
+                            )));
+                        }
                         out.extend_from_slice(&block);
                         i += 1;
                     }
