@@ -46,7 +46,7 @@ pub fn parse_hex(text: &str) -> Result<Vec<u8>, Error> {
         .bytes()
         .filter(|c| !matches!(c, b' ' | b':' | b'_' | b'\t' | b'\n' | b'\r'))
         .collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(Error::Hex("odd number of hex digits".into()));
     }
     let nibble = |c: u8| -> Result<u8, Error> {
