@@ -47,6 +47,9 @@ pub struct VirtualCard {
     pub(crate) channels: Vec<Option<Channel>>,
     pub(crate) factories: Factories,
     pub(crate) live: HashMap<Aid, Box<dyn Applet>>,
+    /// Exclusive lock on `<state file>.lock`, held while the card is open: one card, one
+    /// process (released when the card is dropped or the process dies).
+    _lock: Option<std::fs::File>,
 }
 
 impl fmt::Debug for VirtualCard {
@@ -82,6 +85,42 @@ impl VirtualCard {
     /// Opens the card stored in `state_file`, or manufactures a new one from
     /// `config_if_new` (and writes it) if the file does not exist.
     pub fn open(state_file: &Path, config_if_new: CardConfig) -> Result<Self, CardError> {
+        let lock = Self::lock(state_file)?;
+        let mut card = Self::open_unlocked(state_file, config_if_new)?;
+        card._lock = Some(lock);
+        Ok(card)
+    }
+
+    /// Takes the exclusive lock on `<state file>.lock`, or says that another process has
+    /// the card. The lock goes with the process (flock), so a killed process frees it.
+    fn lock(state_file: &Path) -> Result<std::fs::File, CardError> {
+        let mut name = state_file.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| CardError::Io {
+                op: "open lock file",
+                path: path.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => Err(CardError::InUse {
+                path: state_file.to_path_buf(),
+            }),
+            Err(std::fs::TryLockError::Error(source)) => Err(CardError::Io {
+                op: "lock",
+                path,
+                source,
+            }),
+        }
+    }
+
+    fn open_unlocked(state_file: &Path, config_if_new: CardConfig) -> Result<Self, CardError> {
         let bad = |reason: String| CardError::BadState {
             path: state_file.to_path_buf(),
             reason,
@@ -177,6 +216,7 @@ impl VirtualCard {
             channels: Vec::new(),
             factories: Factories::builtin(),
             live: HashMap::new(),
+            _lock: None,
         };
         card.reset();
         card

@@ -28,6 +28,12 @@ pub enum CardError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Another process has this card open (`cardwright sim run`, or `card --sim`).
+    #[error("the virtual card {path} is in use by another process (close it first: a card is in one reader at a time)")]
+    InUse {
+        /// The state file.
+        path: PathBuf,
+    },
     /// The configuration cannot make a card (e.g. keys that do not fit the protocol).
     #[error("invalid card configuration: {0}")]
     Config(String),

@@ -75,12 +75,19 @@ fn state_file_is_json_private_and_alone() {
     assert_eq!(v["apps"][0]["aid"], ISD);
     // Keys are stored (this is the card's memory) as hex strings.
     assert!(text.contains("404142434445464748494A4B4C4D4E4F"));
-    // No temporary files are left behind.
-    let names: Vec<_> = std::fs::read_dir(dir.path())
+    // No temporary files are left behind: only the state and its lock file.
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(names, vec![std::ffi::OsString::from("card.json")]);
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            std::ffi::OsString::from("card.json"),
+            std::ffi::OsString::from("card.json.lock")
+        ]
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -137,6 +144,7 @@ fn failed_write_answers_6581_and_keeps_the_old_state() {
     host.open(&default_keys(true), 0, SecurityLevel::MAC)
         .unwrap();
     assert_eq!(host.set_status(0x80, 0x07, &[]).sw, StatusWord::SUCCESS);
+    drop(host); // one process, one card: release it before opening it again
     let reopened = VirtualCard::open(&path, CardConfig::default()).unwrap();
     assert_eq!(reopened.life_cycle(), 0x07);
 }
@@ -198,4 +206,19 @@ fn killed_processes_never_corrupt_the_card() {
             .unwrap();
     }
     assert!(last > 0, "the child never got to write");
+}
+
+#[test]
+fn a_card_is_open_in_one_place_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("card.json");
+    let first = card::VirtualCard::open(&path, card::CardConfig::default()).unwrap();
+    let second = card::VirtualCard::open(&path, card::CardConfig::default());
+    assert!(
+        matches!(second, Err(card::CardError::InUse { .. })),
+        "a second open must be refused while the first holds the card: {:?}",
+        second.as_ref().map(|_| ())
+    );
+    drop(first);
+    card::VirtualCard::open(&path, card::CardConfig::default()).expect("free again once closed");
 }

@@ -238,3 +238,24 @@ fn emv_on_scp02() {
 fn visa2_on_scp02() {
     diversified_keys("02", "visa2");
 }
+
+#[test]
+fn a_card_in_use_by_sim_run_is_refused() {
+    let card = Card::new("03", &[]);
+    // `sim run` without --vpcd reads APDUs from stdin: keep stdin open so it holds the card.
+    let mut running = std::process::Command::new(bin())
+        .args(["sim", "run", "--state", &card.state])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it has the card (it says so on stderr once open).
+    let mut err = std::io::BufReader::new(running.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    card.fails(&["info"], "in use by another process");
+    drop(running.stdin.take());
+    running.wait().unwrap();
+    card.ok(&["info"]);
+}
