@@ -24,6 +24,8 @@ pub enum Command {
         #[command(subcommand)]
         command: SimCommand,
     },
+    /// Base keys per card category in the key store (software or HSM).
+    Keys(crate::keys_cmd::KeysCmd),
     /// Measure speed: secure-channel wrapping, CAP install on the virtual card, PC/SC round trips.
     Bench(BenchArgs),
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod card_cmd;
+mod keys_cmd;
 mod cli;
 mod sim;
 
@@ -22,6 +23,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Card(c) => card_cmd::run(c),
+        Command::Keys(k) => keys_cmd::run(k),
         Command::Sim {
             command: SimCommand::Run(a),
         } => sim::run(a),

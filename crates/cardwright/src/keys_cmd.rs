@@ -1,0 +1,272 @@
+//! `cardwright keys …`: base keys per card category in the key store (software file or
+//! PKCS#11 HSM). Key material is never printed: only categories, versions and KCVs.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use kms::{Component, KeyKind, KeyStore};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use zeroize::Zeroizing;
+
+#[derive(Debug, Args)]
+pub struct KeysCmd {
+    /// Key store: `file:PATH[?master-key-file=FILE]` (software, encrypted at rest under the
+    /// master key in FILE or in CARDWRIGHT_MASTER_KEY) or
+    /// `pkcs11:/path/module.so?slot=N|token=LABEL&pin-env=VAR` (an HSM).
+    #[arg(
+        long,
+        env = "CARDWRIGHT_KEYSTORE",
+        default_value = "file:cardwright-keys.json"
+    )]
+    pub keystore: String,
+    #[command(subcommand)]
+    pub op: KeysOp,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysOp {
+    /// Import a base key by components under dual control: each component is typed with its
+    /// KCV (no echo on a terminal; one line each from standard input otherwise) and checked.
+    ImportBase {
+        #[arg(long)]
+        category: String,
+        /// Number of components (at least 2).
+        #[arg(long, default_value_t = 2)]
+        components: usize,
+        /// aes (derivation: SCP03 KDF / KDF3) or des (3DES, derivation: EMV CPG 2.1).
+        #[arg(long, default_value = "aes", value_parser = ["aes", "des"])]
+        kind: String,
+        /// Expiry date, YYYY-MM-DD (UTC).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// Generate a new base key inside the key store (a new version of the category).
+    GenerateBase {
+        #[arg(long)]
+        category: String,
+        #[arg(long, default_value = "aes", value_parser = ["aes", "des"])]
+        kind: String,
+        /// Key length in bytes (AES 16/24/32, 3DES 16/24).
+        #[arg(long, default_value_t = 16)]
+        len: usize,
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// Categories, base key versions, KCVs, where stored, status and expiry.
+    List,
+    /// A new version of the category's base key; older versions stay usable for rewriting cards.
+    RotateBase {
+        #[arg(long)]
+        category: String,
+    },
+    /// Retire a base key version for good (it derives nothing any more).
+    Retire {
+        #[arg(long)]
+        category: String,
+        #[arg(long)]
+        version: u32,
+    },
+    /// Write every base key, wrapped under a key-encryption key, to FILE.
+    Backup {
+        #[arg(long)]
+        to: PathBuf,
+        #[command(flatten)]
+        kek: KekArgs,
+    },
+    /// Restore base keys from a backup made by `keys backup`.
+    Restore {
+        #[arg(long)]
+        from: PathBuf,
+        #[command(flatten)]
+        kek: KekArgs,
+    },
+}
+
+/// Where the key-encryption key (AES, hex) comes from: never the command line.
+#[derive(Debug, Args)]
+pub struct KekArgs {
+    /// Environment variable holding the KEK in hex.
+    #[arg(long, default_value = "CARDWRIGHT_KEK")]
+    pub kek_env: String,
+    /// File holding the KEK in hex (instead of the environment variable).
+    #[arg(long)]
+    pub kek_file: Option<PathBuf>,
+}
+
+impl KekArgs {
+    fn key(&self) -> Result<kms::Key> {
+        let text = Zeroizing::new(match &self.kek_file {
+            Some(f) => {
+                std::fs::read_to_string(f).with_context(|| format!("KEK file {}", f.display()))?
+            }
+            None => std::env::var(&self.kek_env).map_err(|_| {
+                anyhow!(
+                    "the key-encryption key: set {} (hex) or use --kek-file",
+                    self.kek_env
+                )
+            })?,
+        });
+        let bytes = Zeroizing::new(
+            apdu::parse_hex(text.trim()).context("the key-encryption key is not hex")?,
+        );
+        kms::Key::aes(&bytes).map_err(|e| anyhow!("the key-encryption key must be an AES key: {e}"))
+    }
+}
+
+fn kind(s: &str) -> KeyKind {
+    if s == "des" {
+        KeyKind::Des3
+    } else {
+        KeyKind::Aes
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+fn parse_date(s: &str) -> Result<SystemTime> {
+    let bad = || anyhow!("--expires {s}: expected YYYY-MM-DD");
+    let mut it = s.split('-').map(|p| p.parse::<i64>());
+    let (y, m, d) = match (it.next(), it.next(), it.next(), it.next()) {
+        (Some(Ok(y)), Some(Ok(m)), Some(Ok(d)), None) => (y, m, d),
+        _ => return Err(bad()),
+    };
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return Err(bad());
+    }
+    let days = days_from_civil(y, m, d);
+    Ok(UNIX_EPOCH + Duration::from_secs(days as u64 * 86_400))
+}
+
+fn open(keystore: &str) -> Result<Box<dyn KeyStore>> {
+    kms::open(keystore).with_context(|| format!("key store {keystore}"))
+}
+
+/// Reads one secret line: without echo from a terminal, else one line of standard input.
+fn read_secret(prompt: &str) -> Result<Zeroizing<String>> {
+    if std::io::stdin().is_terminal() {
+        let v = rpassword::prompt_password(prompt).context("reading from the terminal")?;
+        Ok(Zeroizing::new(v))
+    } else {
+        eprint!("{prompt}");
+        let _ = std::io::stderr().flush();
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin().lock().read_line(&mut line)?;
+        if line.is_empty() {
+            bail!("standard input ended before all components were given");
+        }
+        Ok(Zeroizing::new(line.trim().to_string()))
+    }
+}
+
+pub fn run(cmd: KeysCmd) -> Result<()> {
+    match cmd.op {
+        KeysOp::ImportBase {
+            category,
+            components,
+            kind: k,
+            expires,
+        } => {
+            if components < 2 {
+                bail!("dual control: a base key is imported in at least 2 components");
+            }
+            let expires = expires.as_deref().map(parse_date).transpose()?;
+            let mut parts = Vec::with_capacity(components);
+            for i in 1..=components {
+                let hex = read_secret(&format!("Component {i} of {components} (hex): "))?;
+                let kcv = read_secret(&format!("KCV of component {i} (6 hex digits): "))?;
+                // Check each component as it is entered, so a typing error is caught at once.
+                let bytes = Zeroizing::new(
+                    apdu::parse_hex(&hex).map_err(|_| anyhow!("component {i} is not hex"))?,
+                );
+                let key =
+                    kms::Key::new(kind(&k), &bytes).map_err(|e| anyhow!("component {i}: {e}"))?;
+                let typed = apdu::parse_hex(&kcv)
+                    .map_err(|_| anyhow!("KCV of component {i} is not hex"))?;
+                if typed.as_slice() != key.kcv().as_slice() {
+                    bail!(
+                        "component {i}: its KCV does not match what was typed; nothing was stored"
+                    );
+                }
+                let c =
+                    Component::from_hex(&hex, &kcv).map_err(|e| anyhow!("component {i}: {e}"))?;
+                parts.push(c);
+            }
+            let store = open(&cmd.keystore)?;
+            let info = store.import_base_key(&category, kind(&k), parts, expires)?;
+            println!("imported {info}");
+        }
+        KeysOp::GenerateBase {
+            category,
+            kind: k,
+            len,
+            expires,
+        } => {
+            let expires = expires.as_deref().map(parse_date).transpose()?;
+            let info = open(&cmd.keystore)?.generate_base_key(&category, kind(&k), len, expires)?;
+            println!("generated {info}");
+        }
+        KeysOp::List => {
+            let list = open(&cmd.keystore)?.list()?;
+            if list.is_empty() {
+                println!("no base keys in {}", cmd.keystore);
+            }
+            for info in list {
+                println!("{info}");
+            }
+        }
+        KeysOp::RotateBase { category } => {
+            let info = open(&cmd.keystore)?.rotate(&category)?;
+            println!("rotated: {info}");
+        }
+        KeysOp::Retire { category, version } => {
+            let info = open(&cmd.keystore)?.retire(&category, version)?;
+            println!("retired: {info}");
+        }
+        KeysOp::Backup { to, kek } => {
+            let store = open(&cmd.keystore)?;
+            let blob = store.backup(&kek.key()?)?;
+            if to.exists() {
+                bail!("{} exists: choose a new file for the backup", to.display());
+            }
+            std::fs::write(&to, blob).with_context(|| format!("writing {}", to.display()))?;
+            println!(
+                "backed up {} base key(s) to {}",
+                store.list()?.len(),
+                to.display()
+            );
+        }
+        KeysOp::Restore { from, kek } => {
+            let blob =
+                std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
+            let restored = open(&cmd.keystore)?.restore(&blob, &kek.key()?)?;
+            for info in &restored {
+                println!("restored {info}");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(days_from_civil(2026, 11, 23), 20_415);
+        assert!(parse_date("2026-13-01").is_err());
+        assert!(parse_date("tomorrow").is_err());
+    }
+}

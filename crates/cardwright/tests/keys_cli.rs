@@ -1,0 +1,144 @@
+//! `cardwright keys …` against the software key store: dual-control import with KCVs,
+//! listing, generation, rotation, backup and restore; and that no key bytes are ever printed.
+
+mod common;
+use common::*;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+const MASTER_A: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+const MASTER_B: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+const KEK: &str = "000102030405060708090A0B0C0D0E0F";
+const C1: &str = "00112233445566778899AABBCCDDEEFF";
+const C2: &str = "0F0E0D0C0B0A09080706050403020100";
+
+fn kcv(hex: &str) -> String {
+    let k = scp::Key::aes(&apdu::parse_hex(hex).unwrap()).unwrap();
+    apdu::hex(&k.kcv())
+}
+
+/// Runs `cardwright keys --keystore file:PATH ARGS` with `input` on stdin.
+fn keys(store: &str, master: &str, args: &[&str], input: &str) -> Run {
+    let mut child = Command::new(bin())
+        .args(["keys", "--keystore", &format!("file:{store}")])
+        .args(args)
+        .env("CARDWRIGHT_MASTER_KEY", master)
+        .env("CARDWRIGHT_KEK", KEK)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let r = Run {
+        ok: o.status.success(),
+        code: o.status.code(),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    for secret in [C1, C2, MASTER_A, MASTER_B, KEK] {
+        assert!(
+            !r.stdout.contains(secret) && !r.stderr.contains(secret),
+            "key material printed by keys {args:?}"
+        );
+    }
+    r
+}
+
+#[test]
+fn base_keys_life() {
+    let dir = tempdir();
+    let store = dir.path().join("keys.json").to_string_lossy().into_owned();
+    let input = format!("{C1}\n{}\n{C2}\n{}\n", kcv(C1), kcv(C2));
+
+    // A wrong component KCV is refused and nothing is stored.
+    let bad = keys(
+        &store,
+        MASTER_A,
+        &["import-base", "--category", "gold"],
+        &format!("{C1}\n000000\n"),
+    );
+    assert!(
+        !bad.ok && bad.stderr.contains("KCV does not match"),
+        "{}",
+        bad.stderr
+    );
+    assert!(!std::path::Path::new(&store).exists());
+
+    // Dual control: two components, each with its KCV; the combined KCV is shown.
+    let combined: Vec<u8> = apdu::parse_hex(C1)
+        .unwrap()
+        .iter()
+        .zip(apdu::parse_hex(C2).unwrap())
+        .map(|(a, b)| a ^ b)
+        .collect();
+    let r = keys(
+        &store,
+        MASTER_A,
+        &[
+            "import-base",
+            "--category",
+            "gold",
+            "--expires",
+            "2031-01-31",
+        ],
+        &input,
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert!(
+        r.stdout.contains(&kcv(&apdu::hex(&combined))),
+        "{}",
+        r.stdout
+    );
+
+    let r = keys(
+        &store,
+        MASTER_A,
+        &["generate-base", "--category", "silver", "--kind", "des"],
+        "",
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let r = keys(&store, MASTER_A, &["rotate-base", "--category", "gold"], "");
+    assert!(
+        r.ok && r.stdout.contains("gold v2"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+
+    let list = keys(&store, MASTER_A, &["list"], "");
+    assert!(list.ok, "{}", list.stderr);
+    for needle in ["gold v1", "gold v2", "silver v1", "expires 2031-01-31"] {
+        assert!(
+            list.stdout.contains(needle),
+            "list lacks {needle}:\n{}",
+            list.stdout
+        );
+    }
+
+    // The wrong master key: a clear error.
+    let r = keys(&store, MASTER_B, &["list"], "");
+    assert!(!r.ok && r.stderr.contains("master key"), "{}", r.stderr);
+
+    // Backup under a KEK, restore into another store with another master key.
+    let backup = dir.path().join("backup.bin").to_string_lossy().into_owned();
+    let r = keys(&store, MASTER_A, &["backup", "--to", &backup], "");
+    assert!(r.ok, "{}", r.stderr);
+    let store2 = dir.path().join("keys2.json").to_string_lossy().into_owned();
+    let r = keys(&store2, MASTER_B, &["restore", "--from", &backup], "");
+    assert!(r.ok, "{}", r.stderr);
+    let list2 = keys(&store2, MASTER_B, &["list"], "");
+    let kcvs = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter_map(|l| l.split("KCV ").nth(1))
+            .map(|t| t[..6].to_string())
+            .collect()
+    };
+    assert_eq!(kcvs(&list.stdout), kcvs(&list2.stdout));
+}
