@@ -25,3 +25,19 @@ if ! pgrep -x pcscd >/dev/null; then
     sleep 0.1
   done
 fi
+
+# PostgreSQL for the store tests (CARDWRIGHT_PG_URL, default postgres://postgres@127.0.0.1:5432/test).
+if ! pg_isready -q -h 127.0.0.1 2>/dev/null; then
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    echo "setup: installing postgresql"
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  fi
+  echo "setup: starting postgresql"
+  ver=$(ls /etc/postgresql | sort -n | tail -1)
+  pg_ctlcluster --skip-systemctl-redirect "$ver" main start || true
+  for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 && break; sleep 0.2; done
+  # Trust local TCP connections for the test database when the cluster is new.
+  psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='test'" 2>/dev/null | grep -q 1 \
+    || su postgres -c "createdb test" 2>/dev/null || true
+fi

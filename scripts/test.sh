@@ -5,5 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export CARDWRIGHT_PCSC_TESTS=1      # PC/SC tests must run (and fail if pcscd is unusable)
+export CARDWRIGHT_HSM_TESTS=1       # SoftHSM2 tests must run
+export CARDWRIGHT_PG_TESTS=1        # PostgreSQL tests must run
+export CARDWRIGHT_BROWSER_TESTS=1   # headless Chromium tests must run
 export RUST_BACKTRACE=1
 cargo test --workspace --features cardwright/pcsc --locked --no-fail-fast "$@"
