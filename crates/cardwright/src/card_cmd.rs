@@ -33,7 +33,7 @@ fn connect_reader(_name: Option<&str>) -> Result<Box<dyn CardChannel>> {
 
 fn hex_arg(name: &str, v: &str) -> Result<Zeroizing<Vec<u8>>> {
     Ok(Zeroizing::new(
-        apdu::parse_hex(v).with_context(|| format!("{name}"))?,
+        apdu::parse_hex(v).with_context(|| name.to_string())?,
     ))
 }
 

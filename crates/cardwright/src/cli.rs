@@ -16,6 +16,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Operations on a card in a reader, or on a virtual card (--sim), like `gp`.
     Card(CardCmd),

@@ -163,7 +163,10 @@ impl Sim {
         let child = Command::new(env!("CARGO_BIN_EXE_cardwright"))
             .args(["sim", "run", "--vpcd", VPCD, "--state"])
             .arg(&state)
-            .env("CARDWRIGHT_LOG", "warn")
+            .env(
+                "CARDWRIGHT_LOG",
+                std::env::var("PIV_TOOLS_SIM_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -197,6 +200,15 @@ impl Sim {
                 o.stdout,
                 o.stderr
             );
+            if std::env::var("PIV_TOOLS_DEBUG").is_ok() {
+                let l = run_env("ss", &["-tan", "( sport = :35964 or dport = :35964 )"], &[]);
+                eprintln!(
+                    "{:?} {} | {}",
+                    t0.elapsed(),
+                    l.stdout.replace('\n', " / "),
+                    o.text().replace('\n', " ")
+                );
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }

@@ -15,6 +15,7 @@ pub fn cap(name: &str) -> PathBuf {
         .join(name)
 }
 
+#[derive(Debug)]
 pub struct Run {
     pub ok: bool,
     pub code: Option<i32>,
