@@ -1,0 +1,689 @@
+//! The JSON API under `/api/v1` (documented in `openapi.json`).
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{rejection::JsonRejection, Path, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use pki::{
+    piv::PivAlgorithm, Authorisation, ChallengeId, ChallengeState, EnrolmentChallenge,
+    PaymentRequest, PublicKey, RevocationReason, Serial, Subject,
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::{
+    amount::{format_amount, parse_amount},
+    audit::{AuditEvent, EventKind, Outcome},
+    ca_files::pem_decode,
+    error::ApiError,
+    PayServer,
+};
+
+type Shared = State<Arc<PayServer>>;
+
+/// Card key algorithm names used in the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CardAlgorithm {
+    /// ECDSA P-256 (PIV algorithm `11`).
+    #[default]
+    P256,
+    /// RSA-2048 (PIV algorithm `07`).
+    Rsa2048,
+}
+
+impl CardAlgorithm {
+    /// The PIV algorithm.
+    pub fn piv(self) -> PivAlgorithm {
+        match self {
+            Self::P256 => PivAlgorithm::EccP256,
+            Self::Rsa2048 => PivAlgorithm::Rsa2048,
+        }
+    }
+}
+
+/// `POST /api/v1/enrolments` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrolmentStart {
+    /// Card holder's name (certificate commonName).
+    pub name: String,
+    /// Account identifier (certificate UID), optional.
+    #[serde(default)]
+    pub uid: Option<String>,
+    /// Key algorithm for the card to generate (default `p256`).
+    #[serde(default)]
+    pub algorithm: CardAlgorithm,
+}
+
+/// The key generation the card must perform.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeygenRequest {
+    /// PIV key reference, hex (`9C`).
+    pub slot: String,
+    /// Algorithm.
+    pub algorithm: CardAlgorithm,
+    /// PIV algorithm identifier, hex (`11` or `07`).
+    pub piv_algorithm: String,
+}
+
+/// `POST /api/v1/enrolments` answer: the key-generation request and the challenge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrolmentStarted {
+    /// Challenge id (32 hex digits).
+    pub id: ChallengeId,
+    /// What the card must do.
+    pub keygen: KeygenRequest,
+    /// The challenge (give it to the agent as is).
+    pub challenge: EnrolmentChallenge,
+    /// The bytes the card signs the SHA-256 of, hex.
+    pub signed_data: String,
+    /// SHA-256 of `signed_data`, hex: what the new key must sign.
+    pub digest: String,
+    /// After this, the challenge is refused.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// `POST /api/v1/enrolments/{id}` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrolmentFinish {
+    /// Algorithm of the generated key.
+    #[serde(default)]
+    pub algorithm: CardAlgorithm,
+    /// The GENERATE ASYMMETRIC KEY PAIR response data (`7F49` template), hex.
+    pub public_key_template: String,
+    /// The new key's signature over the challenge digest, hex.
+    pub proof: String,
+    /// Optional PKCS#10 request signed by the card, hex DER.
+    #[serde(default)]
+    pub csr: Option<String>,
+}
+
+/// An issued certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IssuedCertificate {
+    /// Serial number, hex.
+    pub serial: String,
+    /// Subject (RFC 4514).
+    pub subject: String,
+    /// Issuer (RFC 4514).
+    pub issuer: String,
+    /// Start of validity.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    /// End of validity.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// DER, hex: to write to the card.
+    pub certificate: String,
+    /// PEM.
+    pub certificate_pem: String,
+}
+
+/// `POST /api/v1/payments` request. Give `amount` (decimal text) or `amount_minor`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PaymentCreate {
+    /// Decimal amount in the currency, e.g. `"12.34"`.
+    #[serde(default)]
+    pub amount: Option<String>,
+    /// Amount in minor units, e.g. `1234`.
+    #[serde(default)]
+    pub amount_minor: Option<u64>,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Merchant.
+    pub payee: String,
+    /// Merchant's order id.
+    pub order_id: String,
+    /// Bind the challenge to this certificate serial (hex), optional.
+    #[serde(default)]
+    pub payer_serial: Option<String>,
+}
+
+/// `POST /api/v1/payments` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PaymentCreated {
+    /// Challenge id.
+    pub id: ChallengeId,
+    /// What is paid.
+    pub request: PaymentRequest,
+    /// The amount as decimal text.
+    pub amount: String,
+    /// Canonical bytes (pki payment encoding v1), hex: give them to the card holder's agent.
+    pub canonical: String,
+    /// SHA-256 of the canonical bytes, hex: what the card signs.
+    pub digest: String,
+    /// After this, the challenge is refused.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// `POST /api/v1/payments/{id}/authorise` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PaymentAuthorise {
+    /// The payment as the client presents it (must equal the one issued).
+    pub request: PaymentRequest,
+    /// The card's certificate: hex DER or PEM.
+    pub certificate: String,
+    /// The card's signature over the challenge digest, hex.
+    pub signature: String,
+}
+
+/// `POST /api/v1/payments/{id}/authorise` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PaymentAuthorised {
+    /// `authorised`.
+    pub status: String,
+    /// The amount as decimal text.
+    pub amount: String,
+    /// The recorded authorisation.
+    pub authorisation: Authorisation,
+}
+
+/// A refused attempt, from the audit log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rejection {
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Error code.
+    pub code: String,
+    /// Reason.
+    pub reason: String,
+}
+
+/// `GET /api/v1/payments/{id}` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PaymentStatus {
+    /// Challenge id.
+    pub id: ChallengeId,
+    /// `pending`, `expired` or `authorised`.
+    pub state: String,
+    /// What is paid.
+    pub request: PaymentRequest,
+    /// Expiry of the challenge.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// The authorisation, once recorded.
+    #[serde(default)]
+    pub authorisation: Option<Authorisation>,
+    /// Refused attempts, oldest first.
+    pub rejections: Vec<Rejection>,
+}
+
+/// `GET /api/v1/certificates/{serial}` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertificateStatusBody {
+    /// Serial, hex.
+    pub serial: String,
+    /// `good`, `revoked` or `unknown`.
+    pub status: String,
+    /// End of validity (good).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub not_after: Option<OffsetDateTime>,
+    /// Revocation time (revoked).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Revocation reason (revoked).
+    #[serde(default)]
+    pub reason: Option<RevocationReason>,
+}
+
+/// `POST /api/v1/certificates/{serial}/revoke` request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RevokeRequest {
+    /// CRL reason, e.g. `keyCompromise` (default `unspecified`).
+    #[serde(default)]
+    pub reason: Option<RevocationReason>,
+}
+
+fn hex_field(name: &str, text: &str) -> Result<Vec<u8>, ApiError> {
+    apdu::parse_hex(text).map_err(|e| ApiError::bad_request(format!("{name}: {e}")))
+}
+
+fn challenge_id(text: &str) -> Result<ChallengeId, ApiError> {
+    text.parse()
+        .map_err(|e: String| ApiError::new(StatusCode::NOT_FOUND, "unknown_challenge", e))
+}
+
+/// Runs blocking work (store, CA) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::internal("a worker"))?
+}
+
+impl PayServer {
+    fn audit(
+        &self,
+        kind: EventKind,
+        challenge: Option<&ChallengeId>,
+        serial: Option<&Serial>,
+        result: Result<&str, &ApiError>,
+    ) {
+        let (outcome, code, reason) = match result {
+            Ok(detail) => (Outcome::Accepted, "ok".to_string(), detail.to_string()),
+            Err(e) => (
+                Outcome::Rejected,
+                e.body.error.clone(),
+                e.body.reason.clone(),
+            ),
+        };
+        match outcome {
+            Outcome::Accepted => {
+                tracing::info!(?kind, challenge = ?challenge.map(ToString::to_string), %code, "{reason}")
+            }
+            Outcome::Rejected => {
+                tracing::warn!(?kind, challenge = ?challenge.map(ToString::to_string), %code, "{reason}")
+            }
+        }
+        self.audit_log.record(AuditEvent {
+            at: OffsetDateTime::now_utc(),
+            kind,
+            outcome,
+            challenge_id: challenge.map(ToString::to_string),
+            serial: serial.map(ToString::to_string),
+            code,
+            reason,
+        });
+    }
+}
+
+/// `POST /api/v1/enrolments`.
+pub async fn start_enrolment(
+    State(s): Shared,
+    body: Result<Json<EnrolmentStart>, JsonRejection>,
+) -> Result<(StatusCode, Json<EnrolmentStarted>), ApiError> {
+    let Json(req) = body?;
+    blocking(move || {
+        let mut subject = Subject::new(req.name.trim());
+        if let Some(uid) = req.uid.filter(|u| !u.is_empty()) {
+            subject = subject.with_uid(uid);
+        }
+        let result = s.enroller.issue_challenge(subject).map_err(ApiError::from);
+        let challenge = match result {
+            Ok(c) => c,
+            Err(e) => {
+                s.audit(EventKind::EnrolmentStarted, None, None, Err(&e));
+                return Err(e);
+            }
+        };
+        s.audit(
+            EventKind::EnrolmentStarted,
+            Some(&challenge.id),
+            None,
+            Ok(&format!(
+                "enrolment of {:?} ({:?})",
+                challenge.subject.common_name, req.algorithm
+            )),
+        );
+        Ok((
+            StatusCode::CREATED,
+            Json(EnrolmentStarted {
+                id: challenge.id,
+                keygen: KeygenRequest {
+                    slot: format!("{:02X}", s.config.card_slot),
+                    algorithm: req.algorithm,
+                    piv_algorithm: format!("{:02X}", req.algorithm.piv().id()),
+                },
+                signed_data: apdu::hex(&challenge.signed_data()),
+                digest: apdu::hex(&challenge.digest()),
+                expires_at: challenge.expires_at,
+                challenge,
+            }),
+        ))
+    })
+    .await
+}
+
+/// `POST /api/v1/enrolments/{id}`.
+pub async fn finish_enrolment(
+    State(s): Shared,
+    Path(id): Path<String>,
+    body: Result<Json<EnrolmentFinish>, JsonRejection>,
+) -> Result<(StatusCode, Json<IssuedCertificate>), ApiError> {
+    let id = challenge_id(&id)?;
+    let Json(req) = body?;
+    blocking(move || {
+        let result = (|| {
+            let template = hex_field("public_key_template", &req.public_key_template)?;
+            let proof = hex_field("proof", &req.proof)?;
+            let csr = req
+                .csr
+                .as_deref()
+                .map(|c| hex_field("csr", c))
+                .transpose()?;
+            let key =
+                PublicKey::from_piv_template(&template, req.algorithm.piv()).map_err(|e| {
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "unsupported_key",
+                        e.to_string(),
+                    )
+                })?;
+            Ok(s.enroller.complete(&id, &key, &proof, csr.as_deref())?)
+        })();
+        match result {
+            Ok(cert) => {
+                let serial = cert.serial();
+                s.audit(
+                    EventKind::EnrolmentCompleted,
+                    Some(&id),
+                    serial.as_ref(),
+                    Ok(&format!("certificate issued to {}", cert.subject())),
+                );
+                Ok((
+                    StatusCode::CREATED,
+                    Json(IssuedCertificate {
+                        serial: serial.map(|s| s.to_string()).unwrap_or_default(),
+                        subject: cert.subject(),
+                        issuer: cert.issuer(),
+                        not_before: cert.not_before(),
+                        not_after: cert.not_after(),
+                        certificate: apdu::hex(cert.der()),
+                        certificate_pem: cert.to_pem(),
+                    }),
+                ))
+            }
+            Err(e) => {
+                s.audit(EventKind::EnrolmentCompleted, Some(&id), None, Err(&e));
+                Err(e)
+            }
+        }
+    })
+    .await
+}
+
+/// `POST /api/v1/payments`.
+pub async fn create_payment(
+    State(s): Shared,
+    body: Result<Json<PaymentCreate>, JsonRejection>,
+) -> Result<(StatusCode, Json<PaymentCreated>), ApiError> {
+    let Json(req) = body?;
+    blocking(move || {
+        let currency = req.currency.trim().to_ascii_uppercase();
+        let amount_minor = match (&req.amount, req.amount_minor) {
+            (Some(a), None) => parse_amount(a.trim(), &currency)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+            (None, Some(m)) => m,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "give exactly one of amount (\"12.34\") and amount_minor (1234)",
+                ))
+            }
+        };
+        let payer = match req.payer_serial.as_deref().filter(|p| !p.is_empty()) {
+            Some(p) => Some(
+                p.parse::<Serial>()
+                    .map_err(|e| ApiError::bad_request(format!("payer_serial: {e}")))?,
+            ),
+            None => None,
+        };
+        let request = PaymentRequest {
+            amount_minor,
+            currency,
+            payee: req.payee,
+            order_id: req.order_id,
+        };
+        let challenge = match s.payments.issue_challenge(request, payer) {
+            Ok(c) => c,
+            Err(e) => {
+                let e = ApiError::from(e);
+                s.audit(EventKind::PaymentChallenge, None, None, Err(&e));
+                return Err(e);
+            }
+        };
+        let amount = format_amount(challenge.request.amount_minor, &challenge.request.currency);
+        s.audit(
+            EventKind::PaymentChallenge,
+            Some(&challenge.id),
+            None,
+            Ok(&format!(
+                "{amount} {} to {} for order {}",
+                challenge.request.currency, challenge.request.payee, challenge.request.order_id
+            )),
+        );
+        Ok((
+            StatusCode::CREATED,
+            Json(PaymentCreated {
+                id: challenge.id,
+                amount,
+                canonical: apdu::hex(&challenge.canonical_bytes()),
+                digest: apdu::hex(&challenge.digest()),
+                expires_at: challenge.expires_at,
+                request: challenge.request,
+            }),
+        ))
+    })
+    .await
+}
+
+/// Reads a certificate given as hex DER or PEM.
+fn certificate_bytes(text: &str) -> Result<Vec<u8>, ApiError> {
+    let t = text.trim();
+    if t.starts_with("-----BEGIN") {
+        pem_decode(t, "CERTIFICATE").map_err(|e| ApiError::bad_request(format!("certificate: {e}")))
+    } else {
+        hex_field("certificate", t)
+    }
+}
+
+/// `POST /api/v1/payments/{id}/authorise`.
+pub async fn authorise_payment(
+    State(s): Shared,
+    Path(id): Path<String>,
+    body: Result<Json<PaymentAuthorise>, JsonRejection>,
+) -> Result<Json<PaymentAuthorised>, ApiError> {
+    let id = challenge_id(&id)?;
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(e) => {
+            let e = ApiError::from(e);
+            s.audit(EventKind::PaymentAuthorisation, Some(&id), None, Err(&e));
+            return Err(e);
+        }
+    };
+    blocking(move || {
+        let result = (|| {
+            let cert = certificate_bytes(&body.certificate)?;
+            let signature = hex_field("signature", &body.signature)?;
+            Ok(s.payments.verify(&id, &body.request, &cert, &signature)?)
+        })();
+        match result {
+            Ok(a) => {
+                let amount = format_amount(a.request.amount_minor, &a.request.currency);
+                s.audit(
+                    EventKind::PaymentAuthorisation,
+                    Some(&id),
+                    Some(&a.certificate_serial),
+                    Ok(&format!(
+                        "{amount} {} to {} authorised by {}",
+                        a.request.currency, a.request.payee, a.subject
+                    )),
+                );
+                Ok(Json(PaymentAuthorised {
+                    status: "authorised".into(),
+                    amount,
+                    authorisation: a,
+                }))
+            }
+            Err(e) => {
+                s.audit(EventKind::PaymentAuthorisation, Some(&id), None, Err(&e));
+                Err(e)
+            }
+        }
+    })
+    .await
+}
+
+/// `GET /api/v1/payments/{id}`.
+pub async fn payment_status(
+    State(s): Shared,
+    Path(id): Path<String>,
+) -> Result<Json<PaymentStatus>, ApiError> {
+    let id = challenge_id(&id)?;
+    blocking(move || {
+        let (challenge, state) = s
+            .payment_store
+            .payment_challenge(&id)
+            .map_err(|e| ApiError::from(pki::PaymentError::from(e)))?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_challenge",
+                    "unknown payment challenge",
+                )
+            })?;
+        let authorisation = s
+            .payment_store
+            .authorisation(&id)
+            .map_err(|e| ApiError::from(pki::PaymentError::from(e)))?;
+        let state = match state {
+            ChallengeState::Used => "authorised",
+            ChallengeState::Pending if s.ca.clock().now() > challenge.expires_at => "expired",
+            ChallengeState::Pending => "pending",
+        };
+        let rejections = s
+            .audit_log
+            .for_challenge(&id.to_string())
+            .into_iter()
+            .filter(|e| e.kind == EventKind::PaymentAuthorisation && e.outcome == Outcome::Rejected)
+            .map(|e| Rejection {
+                at: e.at,
+                code: e.code,
+                reason: e.reason,
+            })
+            .collect();
+        Ok(Json(PaymentStatus {
+            id,
+            state: state.into(),
+            request: challenge.request,
+            expires_at: challenge.expires_at,
+            authorisation,
+            rejections,
+        }))
+    })
+    .await
+}
+
+/// `GET /api/v1/ca.pem`.
+pub async fn ca_pem(State(s): Shared) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        s.ca.certificate().to_pem(),
+    )
+        .into_response()
+}
+
+/// `GET /api/v1/crl`: a fresh DER CRL (RFC 5280 §5), `application/pkix-crl` (RFC 2585 §4.2).
+pub async fn crl(State(s): Shared) -> Result<Response, ApiError> {
+    let next = s.config.crl_next_update;
+    let der = blocking(move || Ok(s.ca.crl_der(next)?)).await?;
+    Ok(([(header::CONTENT_TYPE, "application/pkix-crl")], der).into_response())
+}
+
+/// `GET /api/v1/certificates/{serial}`.
+pub async fn certificate_status(
+    State(s): Shared,
+    Path(serial): Path<String>,
+) -> Result<Json<CertificateStatusBody>, ApiError> {
+    let serial: Serial = serial
+        .parse()
+        .map_err(|e: String| ApiError::bad_request(e))?;
+    blocking(move || {
+        let status = s.ca.status(&serial)?;
+        let mut body = CertificateStatusBody {
+            serial: serial.to_string(),
+            status: String::new(),
+            not_after: None,
+            revoked_at: None,
+            reason: None,
+        };
+        match status {
+            pki::CertificateStatus::Good { not_after } => {
+                body.status = "good".into();
+                body.not_after = Some(not_after);
+            }
+            pki::CertificateStatus::Revoked { revoked_at, reason } => {
+                body.status = "revoked".into();
+                body.revoked_at = Some(revoked_at);
+                body.reason = Some(reason);
+            }
+            pki::CertificateStatus::Unknown => body.status = "unknown".into(),
+        }
+        Ok(Json(body))
+    })
+    .await
+}
+
+/// Checks `Authorization: Bearer TOKEN` against the admin token (constant time).
+fn require_admin(s: &PayServer, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = s.config.admin_token.as_ref() else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "no admin token is configured on this server (--admin-token-env)",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "admin bearer token missing or wrong",
+        ))
+    }
+}
+
+/// `POST /api/v1/certificates/{serial}/revoke` (admin).
+pub async fn revoke(
+    State(s): Shared,
+    Path(serial): Path<String>,
+    headers: HeaderMap,
+    body: Option<Json<RevokeRequest>>,
+) -> Result<Json<CertificateStatusBody>, ApiError> {
+    require_admin(&s, &headers)?;
+    let serial: Serial = serial
+        .parse()
+        .map_err(|e: String| ApiError::bad_request(e))?;
+    let reason = body
+        .and_then(|Json(b)| b.reason)
+        .unwrap_or(RevocationReason::Unspecified);
+    let s2 = s.clone();
+    let serial2 = serial.clone();
+    let result = blocking(move || Ok(s2.ca.revoke(&serial2, reason)?)).await;
+    match &result {
+        Ok(()) => s.audit(
+            EventKind::Revocation,
+            None,
+            Some(&serial),
+            Ok(&format!("revoked ({reason})")),
+        ),
+        Err(e) => s.audit(EventKind::Revocation, None, Some(&serial), Err(e)),
+    }
+    result?;
+    certificate_status(State(s), Path(serial.to_string())).await
+}
+
+/// `GET /api/v1/audit` (admin): the most recent events.
+pub async fn audit(
+    State(s): Shared,
+    headers: HeaderMap,
+) -> Result<Json<Vec<AuditEvent>>, ApiError> {
+    require_admin(&s, &headers)?;
+    Ok(Json(s.audit_log.recent(1000)))
+}

@@ -1,0 +1,234 @@
+//! The Cardwright HTTP server (`cardwright serve`): remote payments signed by the card.
+//!
+//! * **Enrolment** (`POST /api/v1/enrolments`, then `POST /api/v1/enrolments/{id}`): the
+//!   server answers a key-generation request and a one-time challenge; the card generates a
+//!   key pair, returns the `7F49` public key template and signs the challenge (proof of
+//!   possession); the CA issues an X.509 client certificate, which the host writes to the
+//!   card.
+//! * **Payment** (`POST /api/v1/payments`, then `POST /api/v1/payments/{id}/authorise`): the
+//!   server issues a challenge over the canonical payment data (amount, currency, payee,
+//!   order id, fresh nonce, expiry); the card signs its SHA-256 after the PIN; the server
+//!   validates the certificate (chain to our CA, validity, revocation) and the signature,
+//!   and records the authorisation. Every refusal answers `{"error": CODE, "reason": TEXT}`
+//!   and is recorded in the [`audit`] log.
+//! * **CA**: `GET /api/v1/ca.pem`, `GET /api/v1/crl` (DER), revocation with the admin
+//!   bearer token.
+//! * **Pages**: the check-out page `/pay` (plain HTML and JavaScript) that talks to this API
+//!   and to the local agent (`cardwright agent`) on the card holder's machine.
+//! * `GET /api/openapi.json`: the API description (OpenAPI 3.0).
+//!
+//! The server is generic over pki's store traits ([`Stores`]); [`Stores::memory`] keeps
+//! everything in memory.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod amount;
+pub mod api;
+pub mod audit;
+pub mod ca_files;
+pub mod error;
+mod pages;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    routing::{get, post},
+    Router,
+};
+use pki::{
+    CertificateAuthority, CertificateStore, Enroller, EnrolmentStore, MemoryStore,
+    PaymentAuthenticator, PaymentStore,
+};
+use zeroize::Zeroizing;
+
+pub use audit::{AuditEvent, AuditLog, MemoryAudit};
+pub use error::{ApiError, ErrorBody};
+
+/// The hand-written OpenAPI 3 description of the API, served at `/api/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+/// Settings of the payment service.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Bearer token for revocation and the audit log; `None` disables them.
+    pub admin_token: Option<Zeroizing<String>>,
+    /// Lifetime of a payment challenge (default 3 minutes).
+    pub payment_challenge_ttl: Duration,
+    /// Lifetime of an enrolment challenge (default 5 minutes).
+    pub enrolment_challenge_ttl: Duration,
+    /// Validity of issued certificates (default two years).
+    pub certificate_validity: Duration,
+    /// `nextUpdate` of CRLs, from now (default one day).
+    pub crl_next_update: Duration,
+    /// The PIV slot cards generate their payment key in (default `9C`, digital signature).
+    pub card_slot: u8,
+    /// Where the check-out page finds the local agent (default `http://127.0.0.1:7373`).
+    pub agent_url: String,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("payment_challenge_ttl", &self.payment_challenge_ttl)
+            .field("enrolment_challenge_ttl", &self.enrolment_challenge_ttl)
+            .field("certificate_validity", &self.certificate_validity)
+            .field("crl_next_update", &self.crl_next_update)
+            .field("card_slot", &format_args!("{:02X}", self.card_slot))
+            .field("agent_url", &self.agent_url)
+            .finish()
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            admin_token: None,
+            payment_challenge_ttl: pki::payment::DEFAULT_CHALLENGE_TTL,
+            enrolment_challenge_ttl: pki::enrol::DEFAULT_CHALLENGE_TTL,
+            certificate_validity: pki::enrol::DEFAULT_CERTIFICATE_VALIDITY,
+            crl_next_update: Duration::from_secs(86_400),
+            card_slot: 0x9C,
+            agent_url: "http://127.0.0.1:7373".into(),
+        }
+    }
+}
+
+/// Where the payment service keeps its state (pki's store traits).
+#[derive(Debug, Clone)]
+pub struct Stores {
+    /// Issued certificates, revocations, CRL numbers.
+    pub certificates: Arc<dyn CertificateStore>,
+    /// Enrolment challenges.
+    pub enrolments: Arc<dyn EnrolmentStore>,
+    /// Payment challenges and authorisations.
+    pub payments: Arc<dyn PaymentStore>,
+}
+
+impl Stores {
+    /// Everything in one [`MemoryStore`].
+    pub fn memory() -> Self {
+        Self::all(Arc::new(MemoryStore::new()))
+    }
+
+    /// One object implementing the three traits (a database store, or [`MemoryStore`]).
+    pub fn all<S: CertificateStore + EnrolmentStore + PaymentStore + 'static>(s: Arc<S>) -> Self {
+        Self {
+            certificates: s.clone(),
+            enrolments: s.clone(),
+            payments: s,
+        }
+    }
+}
+
+/// The payment service behind the HTTP API. Share it in an `Arc`.
+#[derive(Debug)]
+pub struct PayServer {
+    ca: Arc<CertificateAuthority>,
+    enroller: Enroller,
+    payments: PaymentAuthenticator,
+    payment_store: Arc<dyn PaymentStore>,
+    audit_log: Arc<dyn AuditLog>,
+    config: ServerConfig,
+}
+
+impl PayServer {
+    /// A service with this CA (which must use `stores.certificates`), stores, audit log and
+    /// settings.
+    pub fn new(
+        ca: Arc<CertificateAuthority>,
+        stores: Stores,
+        audit_log: Arc<dyn AuditLog>,
+        config: ServerConfig,
+    ) -> Self {
+        let enroller = Enroller::new(ca.clone(), stores.enrolments)
+            .with_challenge_ttl(config.enrolment_challenge_ttl)
+            .with_certificate_validity(config.certificate_validity);
+        let payments = PaymentAuthenticator::new(ca.clone(), stores.payments.clone())
+            .with_challenge_ttl(config.payment_challenge_ttl);
+        Self {
+            ca,
+            enroller,
+            payments,
+            payment_store: stores.payments,
+            audit_log,
+            config,
+        }
+    }
+
+    /// The CA.
+    pub fn ca(&self) -> &Arc<CertificateAuthority> {
+        &self.ca
+    }
+
+    /// The audit log.
+    pub fn audit_log(&self) -> &Arc<dyn AuditLog> {
+        &self.audit_log
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+}
+
+/// All routes: the API, the OpenAPI document and the pages.
+pub fn router(state: Arc<PayServer>) -> Router {
+    Router::new()
+        .route("/api/v1/enrolments", post(api::start_enrolment))
+        .route("/api/v1/enrolments/{id}", post(api::finish_enrolment))
+        .route("/api/v1/payments", post(api::create_payment))
+        .route("/api/v1/payments/{id}", get(api::payment_status))
+        .route(
+            "/api/v1/payments/{id}/authorise",
+            post(api::authorise_payment),
+        )
+        .route("/api/v1/ca.pem", get(api::ca_pem))
+        .route("/api/v1/crl", get(api::crl))
+        .route(
+            "/api/v1/certificates/{serial}",
+            get(api::certificate_status),
+        )
+        .route("/api/v1/certificates/{serial}/revoke", post(api::revoke))
+        .route("/api/v1/audit", get(api::audit))
+        .route("/api/openapi.json", get(pages::openapi))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/", get(pages::index))
+        .route("/pay", get(pages::pay))
+        .route("/pay.js", get(pages::pay_js))
+        .route("/pay.css", get(pages::pay_css))
+        .fallback(pages::not_found)
+        .with_state(state)
+}
+
+/// Serve `app` on `listener` until Ctrl-C (SIGINT) or SIGTERM.
+pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,141 @@
+//! The check-out page (`/pay`), its script and style, and the OpenAPI document.
+//!
+//! The page is plain HTML and JavaScript (no build step). Its Content-Security-Policy lets
+//! it load code only from this server and `fetch` only this server and the configured
+//! agent.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::State,
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Redirect, Response},
+};
+
+use crate::{error::ApiError, PayServer, OPENAPI_JSON};
+
+const PAY_HTML: &str = include_str!("../pages/pay.html");
+const PAY_JS: &str = include_str!("../pages/pay.js");
+const PAY_CSS: &str = include_str!("../pages/pay.css");
+
+/// Escapes text for an HTML attribute value.
+fn escape_attr(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The origin (`scheme://host[:port]`) of a URL, for the CSP `connect-src`.
+fn origin_of(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    let end = rest
+        .find('/')
+        .map_or(url.len(), |i| url.len() - rest.len() + i);
+    let origin = &url[..end];
+    origin
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b":/.-[]".contains(&b))
+        .then_some(origin)
+}
+
+fn page_headers(agent: Option<&str>) -> [(header::HeaderName, HeaderValue); 4] {
+    let connect = agent.map_or(String::new(), |a| format!(" {a}"));
+    let csp = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+         connect-src 'self'{connect}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    );
+    [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static("default-src 'none'")),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+    ]
+}
+
+/// `GET /`: to the check-out page.
+pub async fn index() -> Redirect {
+    Redirect::to("/pay")
+}
+
+/// `GET /pay`: the check-out page.
+pub async fn pay(State(s): State<Arc<PayServer>>) -> Response {
+    let agent = s.config.agent_url.trim_end_matches('/');
+    let html = PAY_HTML.replace("{{AGENT_URL}}", &escape_attr(agent));
+    let mut r = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
+    r.headers_mut().extend(page_headers(origin_of(agent)));
+    r
+}
+
+/// `GET /pay.js`.
+pub async fn pay_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        PAY_JS,
+    )
+        .into_response()
+}
+
+/// `GET /pay.css`.
+pub async fn pay_css() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        PAY_CSS,
+    )
+        .into_response()
+}
+
+/// `GET /api/openapi.json`.
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+}
+
+/// Anything else: a JSON 404.
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_and_escaping() {
+        assert_eq!(
+            origin_of("http://127.0.0.1:7373"),
+            Some("http://127.0.0.1:7373")
+        );
+        assert_eq!(
+            origin_of("https://a.example/x/y"),
+            Some("https://a.example")
+        );
+        assert_eq!(origin_of("javascript:alert(1)"), None);
+        assert_eq!(origin_of("http://a b"), None);
+        assert_eq!(escape_attr("\"><script>"), "&quot;&gt;&lt;script&gt;");
+    }
+}
