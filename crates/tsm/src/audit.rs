@@ -1,0 +1,373 @@
+//! The append-only audit log: a hash chain.
+//!
+//! Entry `n` stores `prev_hash` = the hash of entry `n-1` (32 zero bytes for entry 1) and
+//! `hash = SHA-256(prev_hash ‖ canonical(entry))`, where the canonical encoding is
+//!
+//! ```text
+//! "cardwright-audit-v1"            19 bytes, domain separation
+//! id                               8 bytes, big-endian
+//! at_ms                            8 bytes, big-endian two's complement
+//! actor, action                    each: 4-byte big-endian length ‖ UTF-8
+//! card_number                      00 (none) | 01 ‖ 4-byte length ‖ UTF-8
+//! result, detail                   each: 4-byte big-endian length ‖ UTF-8
+//! ```
+//!
+//! Every field is length-prefixed, so two different entries never encode alike. The detail
+//! is the JSON text exactly as stored: what is hashed is what is in the database, whatever
+//! the JSON library's key order.
+//!
+//! Appends are serialised (SQLite: the write transaction; PostgreSQL: `SELECT … FOR
+//! UPDATE` on the single `audit_head` row, which holds the last id and hash). The
+//! database refuses UPDATE and DELETE on `audit_log` with triggers; [`verify`] still
+//! detects any change made by someone who drops them: a changed, removed or reordered
+//! entry breaks the chain, and a removed tail no longer matches `audit_head`.
+
+use sha2::{Digest, Sha256};
+
+use crate::db::{params, Conn, Row};
+use crate::error::StoreError;
+use crate::model::now_ms;
+
+/// Domain separation prefix of the canonical encoding.
+pub const DOMAIN: &[u8] = b"cardwright-audit-v1";
+
+/// What to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEntry {
+    /// Who (tenant/user, or a system component).
+    pub actor: String,
+    /// What (`job.write`, `tenant.create`, …).
+    pub action: String,
+    /// The card concerned, if any.
+    pub card_number: Option<String>,
+    /// `ok`, `started`, `failed`, `interrupted`, …
+    pub result: String,
+    /// Details (JSON object).
+    pub detail: serde_json::Value,
+}
+
+impl NewEntry {
+    /// An entry with no card and an empty detail object.
+    pub fn new(actor: &str, action: &str, result: &str) -> Self {
+        NewEntry {
+            actor: actor.into(),
+            action: action.into(),
+            card_number: None,
+            result: result.into(),
+            detail: serde_json::Value::Object(Default::default()),
+        }
+    }
+    /// Sets the card.
+    pub fn card(mut self, card_number: &str) -> Self {
+        self.card_number = Some(card_number.into());
+        self
+    }
+    /// Sets the detail.
+    pub fn detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = detail;
+        self
+    }
+}
+
+/// A recorded entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Position in the chain, from 1.
+    pub id: i64,
+    /// Time (Unix ms).
+    pub at_ms: i64,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// The card concerned.
+    pub card_number: Option<String>,
+    /// Outcome.
+    pub result: String,
+    /// Details, JSON text as stored.
+    pub detail: String,
+    /// Hash of the previous entry.
+    pub prev_hash: [u8; 32],
+    /// Hash of this entry.
+    pub hash: [u8; 32],
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// The canonical encoding of an entry's content (everything but the hashes).
+pub fn canonical(
+    id: i64,
+    at_ms: i64,
+    actor: &str,
+    action: &str,
+    card_number: Option<&str>,
+    result: &str,
+    detail: &str,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        DOMAIN.len() + 16 + 21 + actor.len() + action.len() + result.len() + detail.len() + 24,
+    );
+    out.extend_from_slice(DOMAIN);
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&at_ms.to_be_bytes());
+    put_str(&mut out, actor);
+    put_str(&mut out, action);
+    match card_number {
+        None => out.push(0),
+        Some(c) => {
+            out.push(1);
+            put_str(&mut out, c);
+        }
+    }
+    put_str(&mut out, result);
+    put_str(&mut out, detail);
+    out
+}
+
+/// `SHA-256(prev_hash ‖ canonical)`.
+pub fn chain_hash(prev_hash: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(prev_hash);
+    h.update(canonical);
+    h.finalize().into()
+}
+
+impl Entry {
+    /// The hash this entry must have given its content and `prev_hash`.
+    pub fn expected_hash(&self) -> [u8; 32] {
+        chain_hash(
+            &self.prev_hash,
+            &canonical(
+                self.id,
+                self.at_ms,
+                &self.actor,
+                &self.action,
+                self.card_number.as_deref(),
+                &self.result,
+                &self.detail,
+            ),
+        )
+    }
+}
+
+fn hash32(v: Vec<u8>, what: &str) -> Result<[u8; 32], StoreError> {
+    <[u8; 32]>::try_from(v.as_slice()).map_err(|_| StoreError::Corrupt {
+        what: what.into(),
+        detail: format!("{} bytes, not 32", v.len()),
+    })
+}
+
+pub(crate) const ENTRY_COLUMNS: &str =
+    "id, at_ms, actor, action, card_number, result, detail, prev_hash, hash";
+
+pub(crate) fn entry_of(r: &Row) -> Result<Entry, StoreError> {
+    Ok(Entry {
+        id: r.int(0)?,
+        at_ms: r.int(1)?,
+        actor: r.text(2)?,
+        action: r.text(3)?,
+        card_number: r.opt_text(4)?,
+        result: r.text(5)?,
+        detail: r.text(6)?,
+        prev_hash: hash32(r.bytes(7)?, "audit prev_hash")?,
+        hash: hash32(r.bytes(8)?, "audit hash")?,
+    })
+}
+
+/// Appends an entry inside the caller's transaction (so the entry commits or rolls back
+/// with the change it records). Returns the new entry.
+pub(crate) fn append_in(conn: &mut Conn, e: &NewEntry) -> Result<Entry, StoreError> {
+    let lock = conn.for_update();
+    let head = conn.query_one(
+        &format!("SELECT last_id, last_hash FROM audit_head WHERE id = 1{lock}"),
+        params![],
+    )?;
+    let last_id = head.int(0)?;
+    let prev_hash = hash32(head.bytes(1)?, "audit_head.last_hash")?;
+    let id = last_id + 1;
+    let at_ms = now_ms();
+    let detail = serde_json::to_string(&e.detail).map_err(|err| StoreError::Invalid {
+        what: "audit detail",
+        detail: err.to_string(),
+    })?;
+    let entry = Entry {
+        id,
+        at_ms,
+        actor: e.actor.clone(),
+        action: e.action.clone(),
+        card_number: e.card_number.clone(),
+        result: e.result.clone(),
+        detail,
+        prev_hash,
+        hash: [0; 32],
+    };
+    let entry = Entry {
+        hash: entry.expected_hash(),
+        ..entry
+    };
+    conn.execute(
+        &format!(
+            "INSERT INTO audit_log ({ENTRY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ),
+        params![
+            entry.id,
+            entry.at_ms,
+            &entry.actor,
+            &entry.action,
+            entry.card_number.clone(),
+            &entry.result,
+            &entry.detail,
+            entry.prev_hash.to_vec(),
+            entry.hash.to_vec(),
+        ],
+    )?;
+    conn.execute(
+        "UPDATE audit_head SET last_id = $1, last_hash = $2 WHERE id = 1",
+        params![id, entry.hash.to_vec()],
+    )?;
+    Ok(entry)
+}
+
+/// Why the chain does not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditFault {
+    /// The entry's content does not hash to its stored hash (edited).
+    #[error("entry {0}: content does not match its hash (edited)")]
+    HashMismatch(i64),
+    /// The entry's `prev_hash` is not the previous entry's hash.
+    #[error("entry {0}: not chained to the previous entry")]
+    BrokenLink(i64),
+    /// An id is missing or out of order (entries removed or inserted).
+    #[error("entry {found}: expected entry {expected} (entries removed or inserted)")]
+    Gap {
+        /// The id expected next.
+        expected: i64,
+        /// The id found.
+        found: i64,
+    },
+    /// The chain head does not match the last entry (entries removed at the end, or the
+    /// head row edited).
+    #[error("the chain head says {head_id} entries, the log ends at entry {last_id} with another hash (entries removed at the end)")]
+    HeadMismatch {
+        /// `audit_head.last_id`.
+        head_id: i64,
+        /// The last entry found.
+        last_id: i64,
+    },
+}
+
+/// The outcome of [`crate::Store::audit_verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditReport {
+    /// Entries checked (up to and including the first bad one).
+    pub entries: u64,
+    /// The hash of the last good entry (the chain head when all is well).
+    pub head: [u8; 32],
+    /// The first problem, if any.
+    pub first_bad: Option<AuditFault>,
+}
+
+impl AuditReport {
+    /// Whether the whole chain verified.
+    pub fn is_ok(&self) -> bool {
+        self.first_bad.is_none()
+    }
+}
+
+/// Walks the chain in pages of `page` entries.
+pub(crate) fn verify(conn: &mut Conn, page: i64) -> Result<AuditReport, StoreError> {
+    let mut prev = [0u8; 32];
+    let mut expected_id = 1i64;
+    let mut count = 0u64;
+    loop {
+        let rows = conn.query(
+            &format!("SELECT {ENTRY_COLUMNS} FROM audit_log WHERE id >= $1 ORDER BY id LIMIT $2"),
+            params![expected_id, page],
+        )?;
+        if rows.is_empty() {
+            break;
+        }
+        for r in &rows {
+            let e = entry_of(r)?;
+            count += 1;
+            let fault = if e.id != expected_id {
+                Some(AuditFault::Gap {
+                    expected: expected_id,
+                    found: e.id,
+                })
+            } else if e.prev_hash != prev {
+                Some(AuditFault::BrokenLink(e.id))
+            } else if e.expected_hash() != e.hash {
+                Some(AuditFault::HashMismatch(e.id))
+            } else {
+                None
+            };
+            if fault.is_some() {
+                return Ok(AuditReport {
+                    entries: count,
+                    head: prev,
+                    first_bad: fault,
+                });
+            }
+            prev = e.hash;
+            expected_id += 1;
+        }
+    }
+    let head = conn.query_one(
+        "SELECT last_id, last_hash FROM audit_head WHERE id = 1",
+        params![],
+    )?;
+    let head_id = head.int(0)?;
+    let head_hash = head.bytes(1)?;
+    let last_id = expected_id - 1;
+    let first_bad = (head_id != last_id || head_hash != prev)
+        .then_some(AuditFault::HeadMismatch { head_id, last_id });
+    Ok(AuditReport {
+        entries: count,
+        head: prev,
+        first_bad,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_primitive_kat() {
+        // FIPS 180-2 Appendix B.1 ("abc").
+        let d: [u8; 32] = Sha256::digest(b"abc").into();
+        assert_eq!(
+            apdu::hex(&d),
+            "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD"
+        );
+    }
+
+    #[test]
+    fn canonical_layout() {
+        let c = canonical(1, 2, "a", "b", Some("9"), "ok", "{}");
+        let mut want = DOMAIN.to_vec();
+        want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1]);
+        want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 2]);
+        want.extend_from_slice(&[0, 0, 0, 1, b'a']);
+        want.extend_from_slice(&[0, 0, 0, 1, b'b']);
+        want.extend_from_slice(&[1, 0, 0, 0, 1, b'9']);
+        want.extend_from_slice(&[0, 0, 0, 2, b'o', b'k']);
+        want.extend_from_slice(&[0, 0, 0, 2, b'{', b'}']);
+        assert_eq!(c, want);
+        // No card and an empty card number differ.
+        assert_ne!(
+            canonical(1, 2, "a", "b", None, "ok", "{}"),
+            canonical(1, 2, "a", "b", Some(""), "ok", "{}")
+        );
+        // Moving a byte between fields changes the encoding.
+        assert_ne!(
+            canonical(1, 2, "ab", "", None, "", ""),
+            canonical(1, 2, "a", "b", None, "", "")
+        );
+    }
+}

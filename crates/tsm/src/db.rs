@@ -1,0 +1,434 @@
+//! The thin SQL layer both backends share: one statement text with `$1 … $n` parameters,
+//! typed parameters, rows of typed cells, and transactions.
+//!
+//! Every query of the crate is written once. SQLite receives it with `$n` rewritten to its
+//! own `?n` (same meaning: the n-th parameter); PostgreSQL receives it as is, sent with
+//! `query_typed` (parameter types given, so one round trip and no statement preparation).
+//! The column types are restricted to what both agree on: `BIGINT` (i64), `TEXT`, and
+//! bytes (`BLOB` / `BYTEA`).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use postgres::types::{IsNull, ToSql, Type};
+use r2d2::PooledConnection;
+use r2d2_postgres::PostgresConnectionManager;
+use r2d2_sqlite::SqliteConnectionManager;
+
+use crate::error::StoreError;
+
+/// A query parameter. The type is kept for `NULL`s too, since PostgreSQL wants it.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum Value {
+    Int(Option<i64>),
+    Text(Option<String>),
+    Bytes(Option<Vec<u8>>),
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Int(v) => write!(f, "{v:?}"),
+            Value::Text(v) => write!(f, "{v:?}"),
+            Value::Bytes(Some(b)) => write!(f, "<{} bytes>", b.len()),
+            Value::Bytes(None) => f.write_str("None"),
+        }
+    }
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for Value {
+    fn from(v: Option<i64>) -> Self {
+        Value::Int(v)
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(Some(v.to_string()))
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(Some(v))
+    }
+}
+impl From<&String> for Value {
+    fn from(v: &String) -> Self {
+        Value::Text(Some(v.clone()))
+    }
+}
+impl From<Option<&str>> for Value {
+    fn from(v: Option<&str>) -> Self {
+        Value::Text(v.map(str::to_string))
+    }
+}
+impl From<Option<String>> for Value {
+    fn from(v: Option<String>) -> Self {
+        Value::Text(v)
+    }
+}
+impl From<&[u8]> for Value {
+    fn from(v: &[u8]) -> Self {
+        Value::Bytes(Some(v.to_vec()))
+    }
+}
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Self {
+        Value::Bytes(Some(v))
+    }
+}
+impl From<Option<Vec<u8>>> for Value {
+    fn from(v: Option<Vec<u8>>) -> Self {
+        Value::Bytes(v)
+    }
+}
+
+/// Builds a `&[Value]` parameter list.
+macro_rules! params {
+    () => { &[] as &[$crate::db::Value] };
+    ($($v:expr),+ $(,)?) => { &[$($crate::db::Value::from($v)),+] as &[$crate::db::Value] };
+}
+pub(crate) use params;
+
+impl Value {
+    fn pg_type(&self) -> Type {
+        match self {
+            Value::Int(_) => Type::INT8,
+            Value::Text(_) => Type::TEXT,
+            Value::Bytes(_) => Type::BYTEA,
+        }
+    }
+}
+
+impl ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut postgres::types::private::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Value::Int(Some(v)) => v.to_sql(ty, out),
+            Value::Text(Some(v)) => v.to_sql(ty, out),
+            Value::Bytes(Some(v)) => v.to_sql(ty, out),
+            _ => Ok(IsNull::Yes),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::INT8 | Type::TEXT | Type::BYTEA)
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(match self {
+            Value::Int(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Integer(*v)),
+            Value::Text(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
+            Value::Bytes(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Blob(v)),
+            _ => ToSqlOutput::Borrowed(ValueRef::Null),
+        })
+    }
+}
+
+/// One cell of a result row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Cell {
+    Null,
+    Int(i64),
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+/// One result row; the getters name the column in their errors.
+#[derive(Debug, Clone)]
+pub(crate) struct Row(Vec<Cell>);
+
+impl Row {
+    fn cell(&self, i: usize) -> Result<&Cell, StoreError> {
+        self.0.get(i).ok_or_else(|| StoreError::Corrupt {
+            what: format!("column {i}"),
+            detail: "missing".into(),
+        })
+    }
+    fn wrong(i: usize, want: &str, got: &Cell) -> StoreError {
+        StoreError::Corrupt {
+            what: format!("column {i}"),
+            detail: format!("expected {want}, found {got:?}"),
+        }
+    }
+    pub fn int(&self, i: usize) -> Result<i64, StoreError> {
+        match self.cell(i)? {
+            Cell::Int(v) => Ok(*v),
+            c => Err(Self::wrong(i, "an integer", c)),
+        }
+    }
+    pub fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        match self.cell(i)? {
+            Cell::Null => Ok(None),
+            Cell::Int(v) => Ok(Some(*v)),
+            c => Err(Self::wrong(i, "an integer or NULL", c)),
+        }
+    }
+    pub fn text(&self, i: usize) -> Result<String, StoreError> {
+        match self.cell(i)? {
+            Cell::Text(v) => Ok(v.clone()),
+            c => Err(Self::wrong(i, "text", c)),
+        }
+    }
+    pub fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        match self.cell(i)? {
+            Cell::Null => Ok(None),
+            Cell::Text(v) => Ok(Some(v.clone())),
+            c => Err(Self::wrong(i, "text or NULL", c)),
+        }
+    }
+    pub fn bytes(&self, i: usize) -> Result<Vec<u8>, StoreError> {
+        match self.cell(i)? {
+            Cell::Bytes(v) => Ok(v.clone()),
+            c => Err(Self::wrong(i, "bytes", c)),
+        }
+    }
+    pub fn opt_bytes(&self, i: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.cell(i)? {
+            Cell::Null => Ok(None),
+            Cell::Bytes(v) => Ok(Some(v.clone())),
+            c => Err(Self::wrong(i, "bytes or NULL", c)),
+        }
+    }
+}
+
+/// Which SQL engine a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// SQLite (embedded, one file).
+    Sqlite,
+    /// PostgreSQL (and wire-compatible engines).
+    Postgres,
+}
+
+/// A pooled connection to either engine.
+pub(crate) enum Conn {
+    Sqlite(PooledConnection<SqliteConnectionManager>),
+    Postgres(PooledConnection<PostgresConnectionManager<postgres::NoTls>>),
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Conn({:?})", self.dialect())
+    }
+}
+
+/// `$1` → `?1` for SQLite (the same positional meaning).
+fn sqlite_sql(sql: &str) -> Cow<'_, str> {
+    if !sql.contains('$') {
+        return Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn sqlite_cell(v: rusqlite::types::ValueRef<'_>) -> Cell {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Null => Cell::Null,
+        ValueRef::Integer(i) => Cell::Int(i),
+        // No REAL columns in the schema; keep the value visible in errors.
+        ValueRef::Real(r) => Cell::Text(r.to_string()),
+        ValueRef::Text(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Cell::Bytes(b.to_vec()),
+    }
+}
+
+fn pg_row(row: &postgres::Row) -> Result<Row, StoreError> {
+    let mut cells = Vec::with_capacity(row.len());
+    for (i, col) in row.columns().iter().enumerate() {
+        let ty = col.type_();
+        let cell = if *ty == Type::INT8 {
+            row.try_get::<_, Option<i64>>(i)?
+                .map_or(Cell::Null, Cell::Int)
+        } else if *ty == Type::INT4 {
+            row.try_get::<_, Option<i32>>(i)?
+                .map_or(Cell::Null, |v| Cell::Int(v.into()))
+        } else if *ty == Type::INT2 {
+            row.try_get::<_, Option<i16>>(i)?
+                .map_or(Cell::Null, |v| Cell::Int(v.into()))
+        } else if *ty == Type::BOOL {
+            row.try_get::<_, Option<bool>>(i)?
+                .map_or(Cell::Null, |v| Cell::Int(v.into()))
+        } else if *ty == Type::BYTEA {
+            row.try_get::<_, Option<Vec<u8>>>(i)?
+                .map_or(Cell::Null, Cell::Bytes)
+        } else if *ty == Type::TEXT || *ty == Type::VARCHAR || *ty == Type::NAME {
+            row.try_get::<_, Option<String>>(i)?
+                .map_or(Cell::Null, Cell::Text)
+        } else {
+            return Err(StoreError::Corrupt {
+                what: format!("column {}", col.name()),
+                detail: format!("unsupported type {ty}"),
+            });
+        };
+        cells.push(cell);
+    }
+    Ok(Row(cells))
+}
+
+impl Conn {
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Conn::Sqlite(_) => Dialect::Sqlite,
+            Conn::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Runs a statement that returns rows.
+    pub fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
+        match self {
+            Conn::Sqlite(c) => {
+                let mut st = c.prepare_cached(&sqlite_sql(sql))?;
+                let n = st.column_count();
+                let mut rows = st.query(rusqlite::params_from_iter(params.iter()))?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next()? {
+                    let mut cells = Vec::with_capacity(n);
+                    for i in 0..n {
+                        cells.push(sqlite_cell(r.get_ref(i)?));
+                    }
+                    out.push(Row(cells));
+                }
+                Ok(out)
+            }
+            Conn::Postgres(c) => {
+                let typed: Vec<(&(dyn ToSql + Sync), Type)> = params
+                    .iter()
+                    .map(|p| (p as &(dyn ToSql + Sync), p.pg_type()))
+                    .collect();
+                let rows = c.query_typed(sql, &typed)?;
+                rows.iter().map(pg_row).collect()
+            }
+        }
+    }
+
+    /// Runs a statement that returns at most one row.
+    pub fn query_opt(&mut self, sql: &str, params: &[Value]) -> Result<Option<Row>, StoreError> {
+        let mut rows = self.query(sql, params)?;
+        if rows.len() > 1 {
+            return Err(StoreError::Corrupt {
+                what: "query".into(),
+                detail: format!("{} rows where at most one was expected", rows.len()),
+            });
+        }
+        Ok(rows.pop())
+    }
+
+    /// Runs a statement that returns exactly one row.
+    pub fn query_one(&mut self, sql: &str, params: &[Value]) -> Result<Row, StoreError> {
+        self.query_opt(sql, params)?
+            .ok_or_else(|| StoreError::Corrupt {
+                what: "query".into(),
+                detail: "no row where one was expected".into(),
+            })
+    }
+
+    /// Runs a statement; returns the number of rows it changed.
+    pub fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        match self {
+            Conn::Sqlite(c) => {
+                let mut st = c.prepare_cached(&sqlite_sql(sql))?;
+                Ok(st.execute(rusqlite::params_from_iter(params.iter()))? as u64)
+            }
+            Conn::Postgres(c) => {
+                use postgres::fallible_iterator::FallibleIterator;
+                let typed: Vec<(&(dyn ToSql + Sync), Type)> = params
+                    .iter()
+                    .map(|p| (p as &(dyn ToSql + Sync), p.pg_type()))
+                    .collect();
+                let mut it = c.query_typed_raw(sql, typed)?;
+                while it.next()?.is_some() {}
+                Ok(it.rows_affected().unwrap_or(0))
+            }
+        }
+    }
+
+    /// Runs several statements without parameters (migrations).
+    pub fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
+        match self {
+            Conn::Sqlite(c) => Ok(c.execute_batch(sql)?),
+            Conn::Postgres(c) => Ok(c.batch_execute(sql)?),
+        }
+    }
+
+    /// Runs `f` in a transaction: committed if `f` returns `Ok`, rolled back otherwise.
+    /// SQLite takes the write lock at once (`BEGIN IMMEDIATE`), so writers queue instead
+    /// of failing with "database is locked" half-way; PostgreSQL runs READ COMMITTED and the
+    /// statements that need it lock rows (`FOR UPDATE`).
+    pub fn tx<T, E>(&mut self, f: impl FnOnce(&mut Conn) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let begin = match self.dialect() {
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            Dialect::Postgres => "BEGIN",
+        };
+        self.batch(begin)?;
+        match f(self) {
+            Ok(v) => {
+                if let Err(e) = self.batch("COMMIT") {
+                    let _ = self.batch("ROLLBACK");
+                    return Err(e.into());
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                // If even ROLLBACK fails the connection is unusable; the pool's validity
+                // check discards it.
+                let _ = self.batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// `" FOR UPDATE"` where row locks exist (PostgreSQL); SQLite's write transaction
+    /// already excludes other writers.
+    pub fn for_update(&self) -> &'static str {
+        match self.dialect() {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_for_sqlite() {
+        assert_eq!(
+            sqlite_sql("SELECT a FROM t WHERE b = $1 AND c = $12"),
+            "SELECT a FROM t WHERE b = ?1 AND c = ?12"
+        );
+        assert_eq!(sqlite_sql("SELECT '$'"), "SELECT '$'");
+        assert!(matches!(sqlite_sql("SELECT 1"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn value_debug_hides_bytes() {
+        let v = Value::from(vec![1u8, 2, 3]);
+        assert_eq!(format!("{v:?}"), "<3 bytes>");
+    }
+}

@@ -1,0 +1,321 @@
+//! Versioned migrations, embedded. Each is one SQL text for both engines with three
+//! dialect tokens (`{bytes}`, `{autoid}`, `{zero_hash}`), plus per-engine statements where
+//! the engines differ in kind (triggers). Applied at open, in order, each in its own
+//! transaction together with its row in `schema_migrations`; applying is idempotent and
+//! serialised between processes (SQLite: the write lock; PostgreSQL: an advisory lock).
+
+use crate::db::{params, Conn, Dialect};
+use crate::error::StoreError;
+use crate::model::now_ms;
+
+/// One schema change.
+#[derive(Debug)]
+pub(crate) struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    /// Common SQL with dialect tokens.
+    pub sql: &'static str,
+    pub sqlite: &'static str,
+    pub postgres: &'static str,
+}
+
+const V1_CORE: &str = r#"
+CREATE TABLE tenants (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    role        TEXT NOT NULL CHECK (role IN ('CI', 'AP')),
+    created_ms  BIGINT NOT NULL
+);
+
+CREATE TABLE categories (
+    id                  TEXT PRIMARY KEY,
+    tenant_id           TEXT NOT NULL REFERENCES tenants(id),
+    description         TEXT NOT NULL,
+    initial_keys        TEXT NOT NULL,
+    initial_kvn         BIGINT NOT NULL CHECK (initial_kvn BETWEEN 1 AND 127),
+    perso               {bytes} NOT NULL,
+    current_key_version BIGINT,
+    created_ms          BIGINT NOT NULL
+);
+
+CREATE TABLE base_key_versions (
+    category_id  TEXT NOT NULL REFERENCES categories(id),
+    version      BIGINT NOT NULL CHECK (version >= 1),
+    kms_category TEXT NOT NULL,
+    kind         TEXT NOT NULL CHECK (kind IN ('3DES', 'AES')),
+    kcv          {bytes} NOT NULL,
+    status       TEXT NOT NULL CHECK (status IN ('active', 'retired')),
+    created_ms   BIGINT NOT NULL,
+    PRIMARY KEY (category_id, version)
+);
+
+CREATE TABLE packages (
+    aid         {bytes} PRIMARY KEY,
+    tenant_id   TEXT NOT NULL REFERENCES tenants(id),
+    name        TEXT NOT NULL,
+    cap         {bytes} NOT NULL,
+    sha256      {bytes} NOT NULL,
+    created_ms  BIGINT NOT NULL
+);
+
+CREATE TABLE category_apps (
+    category_id TEXT NOT NULL REFERENCES categories(id),
+    position    BIGINT NOT NULL,
+    instance    {bytes} NOT NULL,
+    package_aid {bytes} NOT NULL REFERENCES packages(aid),
+    module      {bytes} NOT NULL,
+    privileges  {bytes} NOT NULL,
+    params      {bytes} NOT NULL,
+    perso       {bytes} NOT NULL,
+    PRIMARY KEY (category_id, instance)
+);
+
+CREATE TABLE cards (
+    card_number TEXT PRIMARY KEY,
+    category_id TEXT NOT NULL REFERENCES categories(id),
+    state       TEXT NOT NULL CHECK (state IN ('blank', 'written', 'partial')),
+    key_version BIGINT,
+    kvn         BIGINT,
+    kdd         {bytes},
+    factory_kdd {bytes},
+    chip_id     {bytes},
+    initial_key_kind TEXT CHECK (initial_key_kind IN ('3DES', 'AES')),
+    created_ms  BIGINT NOT NULL,
+    updated_ms  BIGINT NOT NULL
+);
+CREATE INDEX cards_by_category ON cards (category_id, key_version);
+
+CREATE TABLE card_apps (
+    card_number  TEXT NOT NULL REFERENCES cards(card_number),
+    instance     {bytes} NOT NULL,
+    package_aid  {bytes} NOT NULL,
+    installed_ms BIGINT NOT NULL,
+    PRIMARY KEY (card_number, instance)
+);
+
+CREATE TABLE jobs (
+    id             {autoid},
+    tenant_id      TEXT NOT NULL REFERENCES tenants(id),
+    actor          TEXT NOT NULL,
+    kind           TEXT NOT NULL CHECK (kind IN ('write', 'rewrite', 'clear', 'app_load', 'app_delete')),
+    card_number    TEXT NOT NULL,
+    params         TEXT NOT NULL,
+    state          TEXT NOT NULL CHECK (state IN ('pending', 'running', 'done', 'failed')),
+    attempts       BIGINT NOT NULL,
+    lease_until_ms BIGINT,
+    lease_owner    TEXT,
+    error          TEXT,
+    created_ms     BIGINT NOT NULL,
+    updated_ms     BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX jobs_one_open_per_card ON jobs (card_number) WHERE state IN ('pending', 'running');
+CREATE INDEX jobs_by_state ON jobs (state, id);
+
+CREATE TABLE job_steps (
+    job_id      BIGINT NOT NULL REFERENCES jobs(id),
+    seq         BIGINT NOT NULL,
+    name        TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'started', 'done')),
+    attempts    BIGINT NOT NULL,
+    detail      TEXT,
+    started_ms  BIGINT,
+    finished_ms BIGINT,
+    PRIMARY KEY (job_id, seq)
+);
+
+CREATE TABLE audit_log (
+    id          BIGINT PRIMARY KEY,
+    at_ms       BIGINT NOT NULL,
+    actor       TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    card_number TEXT,
+    result      TEXT NOT NULL,
+    detail      TEXT NOT NULL,
+    prev_hash   {bytes} NOT NULL,
+    hash        {bytes} NOT NULL
+);
+CREATE INDEX audit_by_card ON audit_log (card_number, id);
+
+CREATE TABLE audit_head (
+    id        BIGINT PRIMARY KEY CHECK (id = 1),
+    last_id   BIGINT NOT NULL,
+    last_hash {bytes} NOT NULL
+);
+INSERT INTO audit_head (id, last_id, last_hash) VALUES (1, 0, {zero_hash});
+"#;
+
+const V1_SQLITE: &str = r#"
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+"#;
+
+const V1_POSTGRES: &str = r#"
+CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'audit_log is append-only (% refused)', TG_OP;
+END
+$$;
+CREATE TRIGGER audit_log_no_update_delete BEFORE UPDATE OR DELETE ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
+"#;
+
+const V2_PKI: &str = r#"
+CREATE TABLE pki_certificates (
+    serial       {bytes} PRIMARY KEY,
+    subject      TEXT NOT NULL,
+    not_after_ms BIGINT NOT NULL,
+    body         TEXT NOT NULL,
+    created_ms   BIGINT NOT NULL
+);
+
+CREATE TABLE pki_revocations (
+    serial        {bytes} PRIMARY KEY REFERENCES pki_certificates(serial),
+    revoked_at_ms BIGINT NOT NULL,
+    body          TEXT NOT NULL
+);
+
+CREATE TABLE pki_counters (
+    name  TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+);
+INSERT INTO pki_counters (name, value) VALUES ('crl_number', 0);
+
+CREATE TABLE pki_enrolment_challenges (
+    id         {bytes} PRIMARY KEY,
+    body       TEXT NOT NULL,
+    state      TEXT NOT NULL CHECK (state IN ('pending', 'used')),
+    expires_ms BIGINT NOT NULL
+);
+
+CREATE TABLE pki_payment_challenges (
+    id         {bytes} PRIMARY KEY,
+    body       TEXT NOT NULL,
+    state      TEXT NOT NULL CHECK (state IN ('pending', 'used')),
+    expires_ms BIGINT NOT NULL
+);
+
+CREATE TABLE pki_authorisations (
+    challenge_id  {bytes} PRIMARY KEY REFERENCES pki_payment_challenges(id),
+    body          TEXT NOT NULL,
+    authorised_ms BIGINT NOT NULL
+);
+"#;
+
+/// Every migration, in order. Never edit one that shipped: add the next.
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "core: tenants, categories, key versions, packages, cards, jobs, audit log",
+        sql: V1_CORE,
+        sqlite: V1_SQLITE,
+        postgres: V1_POSTGRES,
+    },
+    Migration {
+        version: 2,
+        name: "pki: certificates, revocations, challenges, authorisations",
+        sql: V2_PKI,
+        sqlite: "",
+        postgres: "",
+    },
+];
+
+/// The SQL of a migration for one engine.
+pub(crate) fn render(m: &Migration, dialect: Dialect) -> String {
+    let (bytes, autoid, zero, extra) = match dialect {
+        Dialect::Sqlite => (
+            "BLOB",
+            "INTEGER PRIMARY KEY AUTOINCREMENT",
+            "zeroblob(32)",
+            m.sqlite,
+        ),
+        Dialect::Postgres => (
+            "BYTEA",
+            "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+            "decode(repeat('00', 32), 'hex')",
+            m.postgres,
+        ),
+    };
+    let mut sql = m
+        .sql
+        .replace("{bytes}", bytes)
+        .replace("{autoid}", autoid)
+        .replace("{zero_hash}", zero);
+    sql.push_str(extra);
+    sql
+}
+
+/// Arbitrary constant for `pg_advisory_xact_lock` ("Card" in ASCII).
+const PG_MIGRATION_LOCK: i64 = 0x4361_7264;
+
+/// Applies the migrations the database lacks. Returns the versions applied now.
+pub(crate) fn migrate(conn: &mut Conn) -> Result<Vec<i64>, StoreError> {
+    let dialect = conn.dialect();
+    conn.tx(|c| {
+        if dialect == Dialect::Postgres {
+            c.execute(
+                "SELECT pg_advisory_xact_lock($1)",
+                params![PG_MIGRATION_LOCK],
+            )?;
+        }
+        c.batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version    BIGINT PRIMARY KEY,
+                name       TEXT NOT NULL,
+                applied_ms BIGINT NOT NULL
+            )",
+        )?;
+        let applied: Vec<i64> = c
+            .query(
+                "SELECT version FROM schema_migrations ORDER BY version",
+                params![],
+            )?
+            .iter()
+            .map(|r| r.int(0))
+            .collect::<Result<_, _>>()?;
+        let known = MIGRATIONS.last().map_or(0, |m| m.version);
+        if let Some(&found) = applied.last() {
+            if found > known {
+                return Err(StoreError::SchemaTooNew { found, known });
+            }
+        }
+        let mut done = Vec::new();
+        for m in MIGRATIONS {
+            if applied.contains(&m.version) {
+                continue;
+            }
+            c.batch(&render(m, dialect))?;
+            c.execute(
+                "INSERT INTO schema_migrations (version, name, applied_ms) VALUES ($1, $2, $3)",
+                params![m.version, m.name, now_ms()],
+            )?;
+            done.push(m.version);
+        }
+        Ok(done)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_ordered_and_rendered() {
+        let mut last = 0;
+        for m in MIGRATIONS {
+            assert!(m.version > last);
+            last = m.version;
+            for d in [Dialect::Sqlite, Dialect::Postgres] {
+                let sql = render(m, d);
+                assert!(
+                    !sql.contains('{'),
+                    "unrendered token in migration {}",
+                    m.version
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Jobs and their steps as the job engine records them.
+//!
+//! A job is claimed with a lease (`state = running`, `lease_until_ms`, a random
+//! `lease_owner`); every later write of the worker is conditional on still owning the
+//! lease, so a worker that stalled past its lease cannot overwrite the progress of the one
+//! that took over. One open (pending or running) job per card is enforced by a partial
+//! unique index.
+
+#![allow(dead_code)] // TEMP: used by the job engine (next commit)
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::Store;
+use crate::audit::{append_in, NewEntry};
+use crate::db::{params, Conn, Row};
+use crate::error::StoreError;
+use crate::model::{now_ms, u32_of, Job, JobKind, JobState, Step, StepState};
+
+/// A job to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    /// Tenant on whose behalf it runs.
+    pub tenant: String,
+    /// Who asked.
+    pub actor: String,
+    /// Workflow.
+    pub kind: JobKind,
+    /// The card.
+    pub card_number: String,
+    /// Parameters.
+    pub params: serde_json::Value,
+    /// Step names, in order.
+    pub steps: Vec<String>,
+}
+
+const JOB_COLUMNS: &str = "id, tenant_id, actor, kind, card_number, params, state, attempts, \
+                           lease_until_ms, error, created_ms, updated_ms";
+
+fn job_of(r: &Row) -> Result<Job, StoreError> {
+    let params = r.text(5)?;
+    Ok(Job {
+        id: r.int(0)?,
+        tenant: r.text(1)?,
+        actor: r.text(2)?,
+        kind: r.text(3)?.parse()?,
+        card_number: r.text(4)?,
+        params: serde_json::from_str(&params).map_err(|e| StoreError::Corrupt {
+            what: "jobs.params".into(),
+            detail: e.to_string(),
+        })?,
+        state: r.text(6)?.parse()?,
+        attempts: u32_of(r.int(7)?, "jobs.attempts")?,
+        lease_until_ms: r.opt_int(8)?,
+        error: r.opt_text(9)?,
+        created_ms: r.int(10)?,
+        updated_ms: r.int(11)?,
+    })
+}
+
+fn step_of(r: &Row) -> Result<Step, StoreError> {
+    Ok(Step {
+        seq: u32_of(r.int(0)?, "job_steps.seq")?,
+        name: r.text(1)?,
+        state: r.text(2)?.parse()?,
+        attempts: u32_of(r.int(3)?, "job_steps.attempts")?,
+        detail: r
+            .opt_text(4)?
+            .map(|t| {
+                serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
+                    what: "job_steps.detail".into(),
+                    detail: e.to_string(),
+                })
+            })
+            .transpose()?,
+        started_ms: r.opt_int(5)?,
+        finished_ms: r.opt_int(6)?,
+    })
+}
+
+/// What [`Store::claim_job`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Claim {
+    /// The job is ours until the lease ends.
+    Claimed(Job),
+    /// Done or failed.
+    Finished(Job),
+    /// Another worker holds it.
+    Leased,
+    /// No such job.
+    NotFound,
+}
+
+/// The lease a worker holds on a job.
+#[derive(Debug, Clone)]
+pub(crate) struct Lease {
+    pub job: i64,
+    pub owner: String,
+    pub duration: Duration,
+}
+
+impl Lease {
+    fn until(&self, now: i64) -> i64 {
+        now.saturating_add(i64::try_from(self.duration.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+pub(crate) fn job_in(c: &mut Conn, id: i64) -> Result<Option<Job>, StoreError> {
+    c.query_opt(
+        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"),
+        params![id],
+    )?
+    .map(|r| job_of(&r))
+    .transpose()
+}
+
+pub(crate) fn open_job_for_card_in(c: &mut Conn, number: &str) -> Result<Option<Job>, StoreError> {
+    c.query_opt(
+        &format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE card_number = $1 AND state IN ('pending', 'running')"
+        ),
+        params![number],
+    )?
+    .map(|r| job_of(&r))
+    .transpose()
+}
+
+pub(crate) fn steps_in(c: &mut Conn, job: i64) -> Result<Vec<Step>, StoreError> {
+    c.query(
+        "SELECT seq, name, state, attempts, detail, started_ms, finished_ms
+         FROM job_steps WHERE job_id = $1 ORDER BY seq",
+        params![job],
+    )?
+    .iter()
+    .map(step_of)
+    .collect()
+}
+
+/// Inserts a job and its steps (pending). A second open job for the same card is a
+/// [`StoreError::Duplicate`].
+pub(crate) fn create_job_in(c: &mut Conn, job: &NewJob) -> Result<i64, StoreError> {
+    let now = now_ms();
+    let params_text = serde_json::to_string(&job.params).map_err(|e| StoreError::Invalid {
+        what: "job parameters",
+        detail: e.to_string(),
+    })?;
+    let id = c
+        .query_one(
+            "INSERT INTO jobs (tenant_id, actor, kind, card_number, params, state, attempts, created_ms, updated_ms)
+             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6) RETURNING id",
+            params![
+                &job.tenant,
+                &job.actor,
+                job.kind.as_str(),
+                &job.card_number,
+                params_text,
+                now
+            ],
+        )
+        .map_err(|e| e.duplicate_as(|| "an open job for this card".into()))?
+        .int(0)?;
+    for (seq, name) in job.steps.iter().enumerate() {
+        c.execute(
+            "INSERT INTO job_steps (job_id, seq, name, state, attempts) VALUES ($1, $2, $3, 'pending', 0)",
+            params![id, seq as i64, name],
+        )?;
+    }
+    append_in(
+        c,
+        &NewEntry::new(&job.actor, &format!("job.{}", job.kind), "submitted")
+            .card(&job.card_number)
+            .detail(json!({"job": id, "tenant": job.tenant, "params": job.params})),
+    )?;
+    Ok(id)
+}
+
+/// Claims a job: pending, or running with an expired lease. Counts the attempt.
+pub(crate) fn claim_in(c: &mut Conn, lease: &Lease) -> Result<Claim, StoreError> {
+    let now = now_ms();
+    let n = c.execute(
+        "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until_ms = $1,
+                lease_owner = $2, updated_ms = $3
+         WHERE id = $4 AND (state = 'pending' OR (state = 'running' AND lease_until_ms < $3))",
+        params![lease.until(now), &lease.owner, now, lease.job],
+    )?;
+    let Some(job) = job_in(c, lease.job)? else {
+        return Ok(Claim::NotFound);
+    };
+    Ok(match (n, job.state) {
+        (1, _) => Claim::Claimed(job),
+        (_, JobState::Done | JobState::Failed) => Claim::Finished(job),
+        _ => Claim::Leased,
+    })
+}
+
+/// Checks the lease is still ours and extends it.
+pub(crate) fn renew_in(c: &mut Conn, lease: &Lease) -> Result<bool, StoreError> {
+    let now = now_ms();
+    Ok(c.execute(
+        "UPDATE jobs SET lease_until_ms = $1, updated_ms = $2
+         WHERE id = $3 AND state = 'running' AND lease_owner = $4",
+        params![lease.until(now), now, lease.job, &lease.owner],
+    )? == 1)
+}
+
+pub(crate) fn step_started_in(c: &mut Conn, job: i64, seq: u32) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE job_steps SET state = 'started', attempts = attempts + 1, started_ms = $1
+         WHERE job_id = $2 AND seq = $3 AND state <> 'done'",
+        params![now_ms(), job, i64::from(seq)],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn step_done_in(
+    c: &mut Conn,
+    job: i64,
+    seq: u32,
+    detail: &serde_json::Value,
+) -> Result<(), StoreError> {
+    let text = serde_json::to_string(detail).map_err(|e| StoreError::Invalid {
+        what: "step detail",
+        detail: e.to_string(),
+    })?;
+    c.execute(
+        "UPDATE job_steps SET state = 'done', detail = $1, finished_ms = $2
+         WHERE job_id = $3 AND seq = $4",
+        params![text, now_ms(), job, i64::from(seq)],
+    )?;
+    Ok(())
+}
+
+/// Ends the worker's hold on a job: `pending` (resumable), `done` or `failed`.
+pub(crate) fn end_in(
+    c: &mut Conn,
+    lease: &Lease,
+    state: JobState,
+    error: Option<&str>,
+) -> Result<bool, StoreError> {
+    Ok(c.execute(
+        "UPDATE jobs SET state = $1, error = $2, lease_until_ms = NULL, lease_owner = NULL, updated_ms = $3
+         WHERE id = $4 AND state = 'running' AND lease_owner = $5",
+        params![state.as_str(), error, now_ms(), lease.job, &lease.owner],
+    )? == 1)
+}
+
+impl Store {
+    /// A job by id.
+    pub fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
+        self.with_conn(|c| job_in(c, id))
+    }
+
+    /// A job's steps, in order.
+    pub fn job_steps(&self, id: i64) -> Result<Vec<Step>, StoreError> {
+        self.with_conn(|c| steps_in(c, id))
+    }
+
+    /// The card's open (pending or running) job, if any.
+    pub fn open_job_for_card(&self, card_number: &str) -> Result<Option<Job>, StoreError> {
+        self.with_conn(|c| open_job_for_card_in(c, card_number))
+    }
+
+    /// Jobs in a state, oldest first, with `id > after`, at most `limit`.
+    pub fn jobs_in_state(
+        &self,
+        state: JobState,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.with_conn(|c| {
+            c.query(
+                &format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE state = $1 AND id > $2 ORDER BY id LIMIT $3"
+                ),
+                params![state.as_str(), after, i64::from(limit)],
+            )?
+            .iter()
+            .map(job_of)
+            .collect()
+        })
+    }
+
+    /// The jobs of a card, oldest first.
+    pub fn jobs_of_card(&self, card_number: &str) -> Result<Vec<Job>, StoreError> {
+        self.with_conn(|c| {
+            c.query(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE card_number = $1 ORDER BY id"),
+                params![card_number],
+            )?
+            .iter()
+            .map(job_of)
+            .collect()
+        })
+    }
+
+    /// Creates a job with its steps, audited ("submitted").
+    pub fn create_job(&self, job: &NewJob) -> Result<i64, StoreError> {
+        self.tx(|c| create_job_in(c, job))
+    }
+}
+
+/// Step states by name, for the engine.
+pub(crate) fn state_of(steps: &[Step], name: &str) -> Option<StepState> {
+    steps.iter().find(|s| s.name == name).map(|s| s.state)
+}

@@ -1,0 +1,364 @@
+//! [`Store`]: the platform's database, SQLite (embedded default) or PostgreSQL (production),
+//! opened from a URL, migrated at open, synchronous (servers call it from
+//! `spawn_blocking`), cheap to clone and shareable between threads.
+
+mod jobs;
+mod records;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use r2d2::Pool;
+use r2d2_postgres::PostgresConnectionManager;
+use r2d2_sqlite::SqliteConnectionManager;
+
+use crate::audit::{self, AuditReport, Entry, NewEntry};
+use crate::db::{params, Conn, Dialect};
+use crate::error::StoreError;
+use crate::schema;
+
+pub use jobs::NewJob;
+pub use records::CategorySpec;
+
+enum Backend {
+    Sqlite(Pool<SqliteConnectionManager>),
+    Postgres(Pool<PostgresConnectionManager<postgres::NoTls>>),
+}
+
+struct Inner {
+    backend: Backend,
+    /// The URL without credentials, for messages.
+    display: String,
+}
+
+/// The platform's database. See the crate documentation for the URL forms.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("url", &self.inner.display)
+            .finish()
+    }
+}
+
+/// SQLite `synchronous` setting (with WAL journaling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Durable across application crashes; a power loss may lose the last commits.
+    Normal,
+    /// Durable across power loss (an fsync per commit).
+    Full,
+}
+
+/// Options shared by both backends, read from the URL's query string.
+#[derive(Debug)]
+struct UrlOptions {
+    pool: u32,
+    schema: Option<String>,
+    sync: Durability,
+}
+
+fn split_query(rest: &str) -> (&str, Vec<(String, String)>) {
+    match rest.split_once('?') {
+        None => (rest, Vec::new()),
+        Some((base, q)) => (
+            base,
+            q.split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| match p.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => (p.to_string(), String::new()),
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn valid_schema(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == b'_')
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+}
+
+/// Takes our own options out of a query string; returns the others.
+fn take_options(
+    query: Vec<(String, String)>,
+    default_pool: u32,
+) -> Result<(UrlOptions, Vec<(String, String)>), StoreError> {
+    let mut o = UrlOptions {
+        pool: default_pool,
+        schema: None,
+        sync: Durability::Normal,
+    };
+    let mut rest = Vec::new();
+    for (k, v) in query {
+        match k.as_str() {
+            "pool" => {
+                o.pool = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=256).contains(n))
+                    .ok_or_else(|| StoreError::BadUrl(format!("pool={v}: want 1 to 256")))?
+            }
+            "schema" => {
+                if !valid_schema(&v) {
+                    return Err(StoreError::BadUrl(format!(
+                        "schema={v}: want a lower-case SQL identifier"
+                    )));
+                }
+                o.schema = Some(v);
+            }
+            "synchronous" => {
+                o.sync = match v.as_str() {
+                    "normal" => Durability::Normal,
+                    "full" => Durability::Full,
+                    _ => {
+                        return Err(StoreError::BadUrl(format!(
+                            "synchronous={v}: want normal or full"
+                        )))
+                    }
+                }
+            }
+            _ => rest.push((k, v)),
+        }
+    }
+    Ok((o, rest))
+}
+
+/// Sets `search_path` on every new PostgreSQL connection.
+#[derive(Debug)]
+struct SearchPath(Option<String>);
+
+impl r2d2::CustomizeConnection<postgres::Client, postgres::Error> for SearchPath {
+    fn on_acquire(&self, conn: &mut postgres::Client) -> Result<(), postgres::Error> {
+        if let Some(s) = &self.0 {
+            // `s` is a checked identifier (valid_schema).
+            conn.batch_execute(&format!("SET search_path TO \"{s}\""))?;
+        }
+        Ok(())
+    }
+}
+
+fn redact(url: &str) -> String {
+    // postgres://user:password@host → postgres://user:***@host
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((cred, host)) = rest.split_once('@') {
+            if let Some((user, _)) = cred.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `url`:
+    ///
+    /// * `sqlite:PATH` (also `sqlite://PATH`): a file, WAL journal, foreign keys on.
+    ///   Options: `?synchronous=normal` (default: survives a crash of the program; a power
+    ///   cut may lose the last commits, which the job engine recovers from the card) or
+    ///   `full` (an fsync per commit); `pool=N` connections (default 8).
+    /// * `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (also `postgresql://`): options
+    ///   `schema=NAME` (created if missing, used as `search_path`), `pool=N` (default 10);
+    ///   other query parameters go to the driver.
+    pub fn open(url: &str) -> Result<Store, StoreError> {
+        let display = redact(url);
+        let backend = if let Some(rest) = url.strip_prefix("sqlite:") {
+            let rest = rest.strip_prefix("//").unwrap_or(rest);
+            let (path, query) = split_query(rest);
+            if path.is_empty() {
+                return Err(StoreError::BadUrl("sqlite: needs a file path".into()));
+            }
+            let (opts, others) = take_options(query, 8)?;
+            if let Some((k, _)) = others.first() {
+                return Err(StoreError::BadUrl(format!("unknown SQLite option '{k}'")));
+            }
+            if opts.schema.is_some() {
+                return Err(StoreError::BadUrl("schema= is for PostgreSQL".into()));
+            }
+            let sync = match opts.sync {
+                Durability::Normal => "NORMAL",
+                Durability::Full => "FULL",
+            };
+            let init = format!(
+                "PRAGMA busy_timeout = 30000; PRAGMA journal_mode = WAL; \
+                 PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
+            );
+            let manager = SqliteConnectionManager::file(PathBuf::from(path))
+                .with_init(move |c| c.execute_batch(&init));
+            let pool = Pool::builder()
+                .max_size(opts.pool)
+                .min_idle(Some(1))
+                .connection_timeout(Duration::from_secs(30))
+                .build(manager)?;
+            Backend::Sqlite(pool)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let (base, query) = split_query(url);
+            let (opts, others) = take_options(query, 10)?;
+            let mut driver_url = base.to_string();
+            if !others.is_empty() {
+                driver_url.push('?');
+                let q: Vec<String> = others.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                driver_url.push_str(&q.join("&"));
+            }
+            let config: postgres::Config = driver_url
+                .parse()
+                .map_err(|e: postgres::Error| StoreError::BadUrl(e.to_string()))?;
+            if let Some(s) = &opts.schema {
+                // The schema must exist before connections use it as their search_path.
+                let mut c = config.connect(postgres::NoTls)?;
+                c.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{s}\""))?;
+            }
+            let manager = PostgresConnectionManager::new(config, postgres::NoTls);
+            let pool = Pool::builder()
+                .max_size(opts.pool)
+                .min_idle(Some(1))
+                .connection_timeout(Duration::from_secs(30))
+                .connection_customizer(Box::new(SearchPath(opts.schema.clone())))
+                .build(manager)?;
+            Backend::Postgres(pool)
+        } else {
+            return Err(StoreError::BadUrl(format!("'{display}'")));
+        };
+        let store = Store {
+            inner: Arc::new(Inner { backend, display }),
+        };
+        store.with_conn(schema::migrate)?;
+        Ok(store)
+    }
+
+    /// Which engine this is.
+    pub fn dialect(&self) -> Dialect {
+        match self.inner.backend {
+            Backend::Sqlite(_) => Dialect::Sqlite,
+            Backend::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    pub(crate) fn conn(&self) -> Result<Conn, StoreError> {
+        Ok(match &self.inner.backend {
+            Backend::Sqlite(p) => Conn::Sqlite(p.get()?),
+            Backend::Postgres(p) => Conn::Postgres(p.get()?),
+        })
+    }
+
+    pub(crate) fn with_conn<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut Conn) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut c = self.conn()?;
+        f(&mut c)
+    }
+
+    pub(crate) fn tx<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut Conn) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut c = self.conn()?;
+        c.tx(f)
+    }
+
+    /// The migrations applied, as `(version, name)`.
+    pub fn schema_versions(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        self.with_conn(|c| {
+            c.query(
+                "SELECT version, name FROM schema_migrations ORDER BY version",
+                params![],
+            )?
+            .iter()
+            .map(|r| Ok((r.int(0)?, r.text(1)?)))
+            .collect()
+        })
+    }
+
+    /// Applies migrations again (a no-op when the schema is current); returns the versions
+    /// applied.
+    pub fn migrate(&self) -> Result<Vec<i64>, StoreError> {
+        self.with_conn(schema::migrate)
+    }
+
+    /// Appends an audit entry in its own transaction.
+    pub fn audit_append(&self, entry: &NewEntry) -> Result<Entry, StoreError> {
+        self.tx(|c| audit::append_in(c, entry))
+    }
+
+    /// Audit entries with `id > after`, in order, at most `limit`.
+    pub fn audit_entries(&self, after: i64, limit: u32) -> Result<Vec<Entry>, StoreError> {
+        self.with_conn(|c| {
+            c.query(
+                &format!(
+                    "SELECT {} FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2",
+                    audit::ENTRY_COLUMNS
+                ),
+                params![after, i64::from(limit)],
+            )?
+            .iter()
+            .map(audit::entry_of)
+            .collect()
+        })
+    }
+
+    /// Every audit entry about one card, in order.
+    pub fn audit_for_card(&self, card_number: &str) -> Result<Vec<Entry>, StoreError> {
+        self.with_conn(|c| {
+            c.query(
+                &format!(
+                    "SELECT {} FROM audit_log WHERE card_number = $1 ORDER BY id",
+                    audit::ENTRY_COLUMNS
+                ),
+                params![card_number],
+            )?
+            .iter()
+            .map(audit::entry_of)
+            .collect()
+        })
+    }
+
+    /// Walks the whole audit chain and reports the first bad entry (see [`crate::audit`]).
+    pub fn audit_verify(&self) -> Result<AuditReport, StoreError> {
+        self.with_conn(|c| audit::verify(c, 1000))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_options() {
+        let (base, q) = split_query("postgres://u@h/db?schema=t_1&pool=3&sslmode=disable");
+        assert_eq!(base, "postgres://u@h/db");
+        let (o, rest) = take_options(q, 10).unwrap();
+        assert_eq!(o.schema.as_deref(), Some("t_1"));
+        assert_eq!(o.pool, 3);
+        assert_eq!(rest, vec![("sslmode".to_string(), "disable".to_string())]);
+        assert!(take_options(vec![("schema".into(), "x\"; DROP".into())], 1).is_err());
+        assert!(take_options(vec![("pool".into(), "0".into())], 1).is_err());
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+    }
+
+    #[test]
+    fn bad_urls() {
+        for u in [
+            "mysql://x",
+            "sqlite:",
+            "sqlite:/tmp/x?bogus=1",
+            "sqlite:/tmp/x?schema=a",
+        ] {
+            assert!(matches!(Store::open(u), Err(StoreError::BadUrl(_))), "{u}");
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! The store on SQLite and PostgreSQL: migrations, records, the audit chain, jobs, and the
+//! pki storage traits.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::backends;
+use tsm::audit::{AuditFault, NewEntry};
+use tsm::model::{InitialKeys, Role};
+use tsm::{CategorySpec, NewJob, Store, StoreError};
+
+fn category(id: &str, tenant: &str) -> CategorySpec {
+    CategorySpec {
+        id: id.into(),
+        tenant: tenant.into(),
+        description: "test".into(),
+        initial_keys: InitialKeys::GpTestKey,
+        initial_kvn: 0x30,
+        perso: apdu::parse_hex("42 03 123456").unwrap(),
+    }
+}
+
+#[test]
+fn migrations_are_idempotent() {
+    for b in backends() {
+        let s = b.store();
+        let v = s.schema_versions().unwrap();
+        assert_eq!(
+            v.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![1, 2],
+            "{}",
+            b.name
+        );
+        assert!(s.migrate().unwrap().is_empty(), "{}", b.name);
+        // Opening again applies nothing and keeps the data.
+        s.create_tenant("test", "acme", "ACME Mobile", Role::CardIssuer)
+            .unwrap();
+        let again = Store::open(&b.url).unwrap();
+        assert!(again.tenant("acme").unwrap().is_some(), "{}", b.name);
+        assert_eq!(again.schema_versions().unwrap().len(), 2);
+    }
+}
+
+#[test]
+fn records() {
+    for b in backends() {
+        let s = b.store();
+        let name = b.name;
+        let ci = s
+            .create_tenant("admin", "acme", "ACME Mobile", Role::CardIssuer)
+            .unwrap();
+        assert_eq!(ci.role, Role::CardIssuer);
+        s.create_tenant("admin", "bank", "A Bank", Role::ApplicationProvider)
+            .unwrap();
+        assert!(matches!(
+            s.create_tenant("admin", "acme", "again", Role::CardIssuer),
+            Err(StoreError::Duplicate(_))
+        ));
+        // Categories belong to card issuers and carry no key bytes.
+        let cat = s
+            .create_category("admin", &category("acme/gold", "acme"))
+            .unwrap();
+        assert_eq!(s.category("acme/gold").unwrap().unwrap(), cat, "{name}");
+        assert!(matches!(
+            s.create_category("admin", &category("bank/x", "bank")),
+            Err(StoreError::Invalid { .. })
+        ));
+        assert!(matches!(
+            s.create_category("admin", &category("acme/gold", "acme")),
+            Err(StoreError::Duplicate(_))
+        ));
+        let mut bad = category("acme/bad", "acme");
+        bad.perso = apdu::parse_hex("CF 0A 00112233445566778899").unwrap();
+        assert!(matches!(
+            s.create_category("admin", &bad),
+            Err(StoreError::Invalid { .. })
+        ));
+        bad.perso = vec![0x42, 0x05, 0x00];
+        assert!(matches!(
+            s.create_category("admin", &bad),
+            Err(StoreError::Invalid { .. })
+        ));
+        // Key versions: references and KCVs.
+        let kv = s
+            .register_key_version(
+                "admin",
+                "acme/gold",
+                1,
+                "acme/gold",
+                scp::KeyKind::Aes,
+                [1, 2, 3],
+                true,
+            )
+            .unwrap();
+        assert_eq!(s.key_version("acme/gold", 1).unwrap().unwrap(), kv);
+        assert_eq!(
+            s.category("acme/gold")
+                .unwrap()
+                .unwrap()
+                .current_key_version,
+            Some(1)
+        );
+        s.register_key_version(
+            "admin",
+            "acme/gold",
+            2,
+            "acme/gold",
+            scp::KeyKind::Aes,
+            [4, 5, 6],
+            false,
+        )
+        .unwrap();
+        assert!(s
+            .register_key_version(
+                "admin",
+                "acme/gold",
+                2,
+                "acme/gold",
+                scp::KeyKind::Aes,
+                [4, 5, 6],
+                false
+            )
+            .is_err());
+        s.set_current_key_version("admin", "acme/gold", 2).unwrap();
+        s.retire_key_version("admin", "acme/gold", 2).unwrap();
+        assert_eq!(
+            s.category("acme/gold")
+                .unwrap()
+                .unwrap()
+                .current_key_version,
+            None
+        );
+        assert!(s.set_current_key_version("admin", "acme/gold", 2).is_err());
+        assert_eq!(s.key_versions("acme/gold").unwrap().len(), 2);
+        // Cards.
+        let card = s.register_card("admin", "4000001234", "acme/gold").unwrap();
+        assert_eq!(s.card("4000001234").unwrap().unwrap(), card, "{name}");
+        assert!(matches!(
+            s.register_card("admin", "4000001234", "acme/gold"),
+            Err(StoreError::Duplicate(_))
+        ));
+        assert!(matches!(
+            s.register_card("admin", "12AB", "acme/gold"),
+            Err(StoreError::Invalid { .. })
+        ));
+        assert!(matches!(
+            s.register_card("admin", "1", "acme/none"),
+            Err(StoreError::NotFound(_))
+        ));
+        let list = s
+            .cards_of_category("acme/gold", Some(None), "", 10)
+            .unwrap();
+        assert_eq!(list.len(), 1);
+        assert!(s
+            .cards_of_category("acme/gold", Some(Some(1)), "", 10)
+            .unwrap()
+            .is_empty());
+        // Every change above was audited and the chain verifies.
+        let report = s.audit_verify().unwrap();
+        assert!(report.is_ok(), "{name}: {report:?}");
+        assert!(report.entries >= 8, "{name}: {}", report.entries);
+        assert_eq!(s.audit_for_card("4000001234").unwrap().len(), 1);
+    }
+}
+
+#[test]
+fn one_open_job_per_card() {
+    for b in backends() {
+        let s = b.store();
+        s.create_tenant("t", "acme", "ACME", Role::CardIssuer)
+            .unwrap();
+        let job = NewJob {
+            tenant: "acme".into(),
+            actor: "acme/op".into(),
+            kind: tsm::model::JobKind::Write,
+            card_number: "77".into(),
+            params: serde_json::json!({"x": 1}),
+            steps: vec!["a".into(), "b".into()],
+        };
+        let id = s.create_job(&job).unwrap();
+        assert!(matches!(s.create_job(&job), Err(StoreError::Duplicate(_))));
+        let j = s.job(id).unwrap().unwrap();
+        assert_eq!(j.state, tsm::model::JobState::Pending);
+        assert_eq!(j.params, serde_json::json!({"x": 1}));
+        assert_eq!(s.job_steps(id).unwrap().len(), 2);
+        assert_eq!(s.open_job_for_card("77").unwrap().unwrap().id, id);
+    }
+}
+
+fn append_some(s: &Store, n: usize) {
+    for i in 0..n {
+        s.audit_append(
+            &NewEntry::new("tester", "test.event", "ok")
+                .card(&format!("{}", 1000 + i))
+                .detail(serde_json::json!({"i": i, "note": "ünïcode ✓"})),
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn audit_chain_verifies_and_appends_are_serialised() {
+    for b in backends() {
+        let s = b.store().clone();
+        let s = Arc::new(s);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let s = Arc::clone(&s);
+                std::thread::spawn(move || append_some(&s, 25))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let report = s.audit_verify().unwrap();
+        assert!(report.is_ok(), "{}: {report:?}", b.name);
+        assert_eq!(report.entries, 100, "{}", b.name);
+        let all = s.audit_entries(0, 1000).unwrap();
+        assert_eq!(all.len(), 100);
+        for (i, e) in all.iter().enumerate() {
+            assert_eq!(e.id, i as i64 + 1);
+            assert_eq!(e.expected_hash(), e.hash);
+        }
+        assert_eq!(report.head, all[99].hash);
+    }
+}
+
+#[test]
+fn sqlite_audit_tampering_is_detected() {
+    let b = common::sqlite();
+    let s = b.store();
+    append_some(s, 5);
+    assert!(s.audit_verify().unwrap().is_ok());
+    let db = rusqlite::Connection::open(b.sqlite_path().unwrap()).unwrap();
+    // The triggers refuse edits…
+    assert!(db
+        .execute("UPDATE audit_log SET result = 'failed' WHERE id = 3", [])
+        .is_err());
+    assert!(db
+        .execute("DELETE FROM audit_log WHERE id = 5", [])
+        .is_err());
+    // …but someone with the file can drop them; the chain still tells.
+    db.execute_batch("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;")
+        .unwrap();
+    db.execute("UPDATE audit_log SET result = 'failed' WHERE id = 3", [])
+        .unwrap();
+    let r = s.audit_verify().unwrap();
+    assert_eq!(r.first_bad, Some(AuditFault::HashMismatch(3)));
+    assert_eq!(r.entries, 3);
+    // Restore, then remove the tail: the head no longer matches.
+    db.execute("UPDATE audit_log SET result = 'ok' WHERE id = 3", [])
+        .unwrap();
+    assert!(s.audit_verify().unwrap().is_ok());
+    db.execute("DELETE FROM audit_log WHERE id = 5", [])
+        .unwrap();
+    let r = s.audit_verify().unwrap();
+    assert!(
+        matches!(
+            r.first_bad,
+            Some(AuditFault::HeadMismatch {
+                head_id: 5,
+                last_id: 4
+            })
+        ),
+        "{r:?}"
+    );
+    // A hole in the middle.
+    db.execute("DELETE FROM audit_log WHERE id = 2", [])
+        .unwrap();
+    let r = s.audit_verify().unwrap();
+    assert_eq!(
+        r.first_bad,
+        Some(AuditFault::Gap {
+            expected: 2,
+            found: 3
+        })
+    );
+    // A rehashed entry (hash recomputed by the attacker) breaks the link instead.
+    db.execute("UPDATE audit_log SET hash = zeroblob(32) WHERE id = 1", [])
+        .unwrap();
+    let r = s.audit_verify().unwrap();
+    assert_eq!(r.first_bad, Some(AuditFault::HashMismatch(1)));
+}
+
+#[test]
+fn postgres_audit_log_is_append_only() {
+    let Some(b) = common::postgres() else { return };
+    let s = b.store();
+    append_some(s, 3);
+    let mut c = b.pg_client().unwrap();
+    let e = c
+        .batch_execute("UPDATE audit_log SET result = 'failed' WHERE id = 2")
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("append-only") || format!("{e:?}").contains("append-only"),
+        "{e:?}"
+    );
+    assert!(c
+        .batch_execute("DELETE FROM audit_log WHERE id = 3")
+        .is_err());
+    assert!(c.batch_execute("TRUNCATE audit_log").is_err());
+    assert!(s.audit_verify().unwrap().is_ok());
+    // A superuser who disables the trigger is still caught by the chain.
+    c.batch_execute(
+        "ALTER TABLE audit_log DISABLE TRIGGER USER;
+         UPDATE audit_log SET detail = '{\"i\":9}' WHERE id = 2;",
+    )
+    .unwrap();
+    let r = s.audit_verify().unwrap();
+    assert_eq!(r.first_bad, Some(AuditFault::HashMismatch(2)));
+}
