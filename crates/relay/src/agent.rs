@@ -1,0 +1,223 @@
+//! The terminal side: `cardwright agent --server URL`. Connects out, reports readers,
+//! relays APDUs; reconnects when the platform restarts. Holds no keys.
+
+use crate::protocol::{AgentMessage, PlatformMessage, ReaderReport, RelayFault};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+/// The readers a terminal lends to the platform.
+pub trait Readers {
+    /// The readers now, with card presence and ATRs.
+    fn list(&mut self) -> Vec<ReaderReport>;
+    /// One C-APDU to the card in `reader`; the R-APDU.
+    fn transmit(&mut self, reader: &str, capdu: &[u8]) -> Result<Vec<u8>, RelayFault>;
+    /// Resets the card in `reader`; its ATR.
+    fn reset(&mut self, reader: &str) -> Result<Vec<u8>, RelayFault>;
+}
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The platform's base URL, `http://host:port` (or `ws://…`).
+    pub server: String,
+    /// The terminal's bearer token.
+    pub token: String,
+    /// The terminal's name; must match what the token is for.
+    pub terminal: String,
+    /// How often reader changes are looked for while idle.
+    pub poll: Duration,
+    /// Delay before reconnecting.
+    pub retry: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("server URL {0}: use http://HOST:PORT or ws://HOST:PORT (TLS: put the platform behind a TLS-terminating proxy on the terminal's network; native wss is not built in yet)")]
+    Url(String),
+    #[error("the platform refused this terminal: {0}")]
+    Refused(String),
+    #[error("the platform rejected the token (HTTP 401): check --token")]
+    Unauthorized,
+    #[error("connection: {0}")]
+    Connection(String),
+}
+
+fn ws_url(server: &str) -> Result<String, AgentError> {
+    let base = server.trim_end_matches('/');
+    let rest = if let Some(r) = base.strip_prefix("http://") {
+        r
+    } else if let Some(r) = base.strip_prefix("ws://") {
+        r
+    } else {
+        return Err(AgentError::Url(server.to_string()));
+    };
+    Ok(format!("ws://{rest}{}", crate::WS_PATH))
+}
+
+/// Serves the platform until `stop` is set, reconnecting after failures. Returns at once on
+/// errors that retrying cannot fix (bad URL, token refused).
+pub fn run(
+    config: &AgentConfig,
+    readers: &mut dyn Readers,
+    stop: &AtomicBool,
+) -> Result<(), AgentError> {
+    let mut announced_wait = false;
+    while !stop.load(Ordering::Relaxed) {
+        match run_once(config, readers, stop) {
+            Ok(()) => tracing::info!("the platform closed the connection; reconnecting"),
+            Err(e @ (AgentError::Url(_) | AgentError::Refused(_) | AgentError::Unauthorized)) => {
+                return Err(e)
+            }
+            Err(AgentError::Connection(e)) => {
+                if !announced_wait {
+                    tracing::warn!(
+                        "platform not reachable ({e}); retrying every {:?}",
+                        config.retry
+                    );
+                    announced_wait = true;
+                }
+            }
+        }
+        std::thread::sleep(config.retry);
+    }
+    Ok(())
+}
+
+fn conn(e: impl std::fmt::Display) -> AgentError {
+    AgentError::Connection(e.to_string())
+}
+
+fn send(ws: &mut WebSocket<MaybeTlsStream<TcpStream>>, m: &AgentMessage) -> Result<(), AgentError> {
+    let text = serde_json::to_string(m).map_err(conn)?;
+    ws.send(Message::Text(text.into())).map_err(conn)
+}
+
+/// One connection: hello, then requests until the platform closes.
+pub fn run_once(
+    config: &AgentConfig,
+    readers: &mut dyn Readers,
+    stop: &AtomicBool,
+) -> Result<(), AgentError> {
+    let url = ws_url(&config.server)?;
+    let mut req = url
+        .as_str()
+        .into_client_request()
+        .map_err(|_| AgentError::Url(config.server.clone()))?;
+    let auth = format!("Bearer {}", config.token).parse().map_err(|_| {
+        AgentError::Connection("the token has characters not allowed in a header".into())
+    })?;
+    req.headers_mut().insert("Authorization", auth);
+    let (mut ws, _) = match tungstenite::connect(req) {
+        Ok(x) => x,
+        Err(tungstenite::Error::Http(resp)) if resp.status() == 401 => {
+            return Err(AgentError::Unauthorized)
+        }
+        Err(e) => return Err(conn(e)),
+    };
+    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(config.poll)).map_err(conn)?;
+        let _ = s.set_nodelay(true);
+    }
+    let mut last = readers.list();
+    send(
+        &mut ws,
+        &AgentMessage::Hello {
+            terminal: config.terminal.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            readers: last.clone(),
+        },
+    )?;
+    let mut welcomed = false;
+    while !stop.load(Ordering::Relaxed) {
+        let msg = match ws.read() {
+            Ok(m) => m,
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                // Idle: report reader changes (cards inserted or removed).
+                let now = readers.list();
+                if welcomed && now != last {
+                    send(
+                        &mut ws,
+                        &AgentMessage::Readers {
+                            readers: now.clone(),
+                        },
+                    )?;
+                    last = now;
+                }
+                continue;
+            }
+            Err(tungstenite::Error::ConnectionClosed) | Err(tungstenite::Error::AlreadyClosed) => {
+                return Ok(())
+            }
+            Err(e) => return Err(conn(e)),
+        };
+        let text = match msg {
+            Message::Text(t) => t.to_string(),
+            Message::Close(_) => return Ok(()),
+            _ => continue,
+        };
+        let m: PlatformMessage =
+            serde_json::from_str(&text).map_err(|e| conn(format!("bad message: {e}")))?;
+        match m {
+            PlatformMessage::Welcome { terminal } => {
+                welcomed = true;
+                tracing::info!(%terminal, "connected to the platform; readers: {}", last.len());
+            }
+            PlatformMessage::Refused { reason } => return Err(AgentError::Refused(reason)),
+            PlatformMessage::Transmit { id, reader, capdu } => {
+                let result = match apdu::parse_hex(&capdu) {
+                    Ok(bytes) => readers.transmit(&reader, &bytes),
+                    Err(e) => Err(RelayFault::Other {
+                        message: format!("bad C-APDU hex: {e}"),
+                    }),
+                };
+                send(&mut ws, &reply(id, result))?;
+            }
+            PlatformMessage::Reset { id, reader } => {
+                let result = readers.reset(&reader);
+                send(&mut ws, &reply(id, result))?;
+            }
+        }
+    }
+    let _ = ws.close(None);
+    Ok(())
+}
+
+fn reply(id: u64, result: Result<Vec<u8>, RelayFault>) -> AgentMessage {
+    match result {
+        Ok(b) => AgentMessage::Result {
+            id,
+            ok: Some(apdu::hex(&b)),
+            error: None,
+        },
+        Err(f) => AgentMessage::Result {
+            id,
+            ok: None,
+            error: Some(f),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            ws_url("http://127.0.0.1:8080").unwrap(),
+            "ws://127.0.0.1:8080/api/v1/terminal/ws"
+        );
+        assert_eq!(ws_url("ws://h:1/").unwrap(), "ws://h:1/api/v1/terminal/ws");
+        assert!(ws_url("https://h").is_err());
+        assert!(ws_url("h:1").is_err());
+    }
+}

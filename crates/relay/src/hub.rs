@@ -1,0 +1,402 @@
+//! The platform side of the relay: terminals connect here; workflows borrow their readers.
+
+use crate::protocol::{AgentMessage, PlatformMessage, ReaderReport, RelayFault};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use transport::{CardChannel, TransportError};
+
+/// Who may connect: a bearer token names one terminal.
+pub trait TerminalAuth: Send + Sync + fmt::Debug {
+    /// The terminal this token belongs to, if the token is valid.
+    fn terminal_for(&self, token: &str) -> Option<String>;
+}
+
+/// A fixed token → terminal table, compared in constant time.
+#[derive(Default)]
+pub struct StaticTokens(Vec<(String, String)>);
+
+impl fmt::Debug for StaticTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|(_, t)| t.as_str()).collect();
+        f.debug_struct("StaticTokens")
+            .field("terminals", &names)
+            .field("tokens", &"<redacted>")
+            .finish()
+    }
+}
+
+impl StaticTokens {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Allows `token` for `terminal`.
+    pub fn with(mut self, token: &str, terminal: &str) -> Self {
+        self.0.push((token.to_string(), terminal.to_string()));
+        self
+    }
+}
+
+impl TerminalAuth for StaticTokens {
+    fn terminal_for(&self, token: &str) -> Option<String> {
+        use subtle::ConstantTimeEq;
+        let mut found = None;
+        for (t, terminal) in &self.0 {
+            let same = t.len() == token.len() && bool::from(t.as_bytes().ct_eq(token.as_bytes()));
+            if same {
+                found = Some(terminal.clone());
+            }
+        }
+        found
+    }
+}
+
+type Pending = Mutex<HashMap<u64, std_mpsc::SyncSender<Result<Vec<u8>, RelayFault>>>>;
+
+/// One connected terminal.
+struct Terminal {
+    id: String,
+    readers: Mutex<Vec<ReaderReport>>,
+    tx: mpsc::UnboundedSender<PlatformMessage>,
+    pending: Pending,
+    next_id: AtomicU64,
+    alive: AtomicBool,
+}
+
+impl Terminal {
+    fn fail_all(&self) {
+        self.alive.store(false, Ordering::SeqCst);
+        if let Ok(mut p) = self.pending.lock() {
+            for (_, tx) in p.drain() {
+                let _ = tx.try_send(Err(RelayFault::Other {
+                    message: "the terminal disconnected".into(),
+                }));
+            }
+        }
+    }
+}
+
+/// A terminal as the platform sees it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TerminalInfo {
+    pub terminal: String,
+    pub readers: Vec<ReaderReport>,
+}
+
+/// Why a reader cannot be lent.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("terminal '{0}' is not connected")]
+    NotConnected(String),
+    #[error("terminal '{terminal}' has no reader '{reader}'")]
+    UnknownReader { terminal: String, reader: String },
+    #[error("no card in reader '{reader}' of terminal '{terminal}'")]
+    NoCard { terminal: String, reader: String },
+}
+
+/// The registry of connected terminals.
+pub struct Hub {
+    auth: Arc<dyn TerminalAuth>,
+    terminals: Mutex<HashMap<String, Arc<Terminal>>>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("auth", &self.auth)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Hub {
+    /// A hub; `timeout` bounds each APDU round trip through a terminal.
+    pub fn new(auth: Arc<dyn TerminalAuth>, timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            auth,
+            terminals: Mutex::new(HashMap::new()),
+            timeout,
+        })
+    }
+
+    /// The WebSocket route ([`crate::WS_PATH`]) to merge into the platform's router.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route(crate::WS_PATH, get(ws_handler))
+            .with_state(self.clone())
+    }
+
+    /// The connected terminals and their readers.
+    pub fn terminals(&self) -> Vec<TerminalInfo> {
+        let map = self
+            .terminals
+            .lock()
+            .map(|m| m.values().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        let mut v: Vec<TerminalInfo> = map
+            .iter()
+            .map(|t| TerminalInfo {
+                terminal: t.id.clone(),
+                readers: t.readers.lock().map(|r| r.clone()).unwrap_or_default(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.terminal.cmp(&b.terminal));
+        v
+    }
+
+    /// A channel to the card in `reader` of `terminal`. Its `transmit` blocks: call it from a
+    /// blocking thread (`tokio::task::spawn_blocking`), never from an async task.
+    pub fn channel(&self, terminal: &str, reader: &str) -> Result<RelayChannel, HubError> {
+        let t = self
+            .terminals
+            .lock()
+            .ok()
+            .and_then(|m| m.get(terminal).cloned())
+            .ok_or_else(|| HubError::NotConnected(terminal.to_string()))?;
+        let report = t
+            .readers
+            .lock()
+            .ok()
+            .and_then(|r| r.iter().find(|x| x.name == reader).cloned())
+            .ok_or_else(|| HubError::UnknownReader {
+                terminal: terminal.into(),
+                reader: reader.into(),
+            })?;
+        if !report.card_present {
+            return Err(HubError::NoCard {
+                terminal: terminal.into(),
+                reader: reader.into(),
+            });
+        }
+        let atr = report
+            .atr
+            .as_deref()
+            .and_then(|a| apdu::parse_hex(a).ok())
+            .unwrap_or_default();
+        Ok(RelayChannel {
+            terminal: t,
+            reader: reader.to_string(),
+            atr,
+            timeout: self.timeout,
+        })
+    }
+
+    fn register(&self, t: Arc<Terminal>) {
+        if let Ok(mut m) = self.terminals.lock() {
+            if let Some(old) = m.insert(t.id.clone(), t) {
+                // A terminal reconnected: requests on the old connection fail.
+                old.fail_all();
+            }
+        }
+    }
+
+    fn unregister(&self, t: &Arc<Terminal>) {
+        if let Ok(mut m) = self.terminals.lock() {
+            if m.get(&t.id).is_some_and(|cur| Arc::ptr_eq(cur, t)) {
+                m.remove(&t.id);
+            }
+        }
+        t.fail_all();
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+async fn ws_handler(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let Some(terminal) = bearer(&headers).and_then(|t| hub.auth.terminal_for(t)) else {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "a terminal token is required (Authorization: Bearer …)",
+        )
+            .into_response();
+    };
+    ws.on_upgrade(move |socket| serve_terminal(hub, terminal, socket))
+}
+
+async fn send(socket: &mut WebSocket, m: &PlatformMessage) -> bool {
+    match serde_json::to_string(m) {
+        Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+async fn serve_terminal(hub: Arc<Hub>, terminal: String, mut socket: WebSocket) {
+    // The first message must be a hello from the terminal the token names.
+    let hello = tokio::time::timeout(Duration::from_secs(10), socket.recv()).await;
+    let readers = match hello {
+        Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<AgentMessage>(&text) {
+            Ok(AgentMessage::Hello {
+                terminal: claimed,
+                readers,
+                ..
+            }) if claimed == terminal => readers,
+            Ok(AgentMessage::Hello {
+                terminal: claimed, ..
+            }) => {
+                let reason = format!("this token is for terminal '{terminal}', not '{claimed}'");
+                let _ = send(&mut socket, &PlatformMessage::Refused { reason }).await;
+                return;
+            }
+            _ => {
+                let reason = "the first message must be a hello".to_string();
+                let _ = send(&mut socket, &PlatformMessage::Refused { reason }).await;
+                return;
+            }
+        },
+        _ => return,
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let t = Arc::new(Terminal {
+        id: terminal.clone(),
+        readers: Mutex::new(readers),
+        tx,
+        pending: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(1),
+        alive: AtomicBool::new(true),
+    });
+    if !send(
+        &mut socket,
+        &PlatformMessage::Welcome {
+            terminal: terminal.clone(),
+        },
+    )
+    .await
+    {
+        return;
+    }
+    hub.register(t.clone());
+    tracing::info!(terminal = %terminal, "terminal connected");
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(m) => if !send(&mut socket, &m).await { break },
+                None => break,
+            },
+            inc = socket.recv() => match inc {
+                Some(Ok(Message::Text(text))) => match serde_json::from_str::<AgentMessage>(&text) {
+                    Ok(AgentMessage::Readers { readers }) => {
+                        if let Ok(mut r) = t.readers.lock() { *r = readers; }
+                    }
+                    Ok(AgentMessage::Result { id, ok, error }) => {
+                        let waiter = t.pending.lock().ok().and_then(|mut p| p.remove(&id));
+                        if let Some(w) = waiter {
+                            let result = match (ok, error) {
+                                (Some(hex), None) => apdu::parse_hex(&hex)
+                                    .map_err(|e| RelayFault::Other { message: format!("bad hex from terminal: {e}") }),
+                                (_, Some(fault)) => Err(fault),
+                                (None, None) => Err(RelayFault::Other { message: "empty result".into() }),
+                            };
+                            let _ = w.try_send(result);
+                        }
+                    }
+                    Ok(AgentMessage::Hello { .. }) | Err(_) => {
+                        tracing::warn!(terminal = %terminal, "unexpected message from terminal; closing");
+                        break;
+                    }
+                },
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    hub.unregister(&t);
+    tracing::info!(terminal = %terminal, "terminal disconnected");
+}
+
+/// The card in one reader of one terminal, as a blocking [`CardChannel`].
+pub struct RelayChannel {
+    terminal: Arc<Terminal>,
+    reader: String,
+    atr: Vec<u8>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for RelayChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RelayChannel")
+            .field("terminal", &self.terminal.id)
+            .field("reader", &self.reader)
+            .finish()
+    }
+}
+
+impl RelayChannel {
+    fn request(
+        &self,
+        make: impl FnOnce(u64) -> PlatformMessage,
+    ) -> Result<Vec<u8>, TransportError> {
+        if !self.terminal.alive.load(Ordering::SeqCst) {
+            return Err(TransportError::NoResponse(format!(
+                "terminal '{}' disconnected",
+                self.terminal.id
+            )));
+        }
+        let id = self.terminal.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = std_mpsc::sync_channel(1);
+        if let Ok(mut p) = self.terminal.pending.lock() {
+            p.insert(id, tx);
+        }
+        if self.terminal.tx.send(make(id)).is_err() {
+            return Err(TransportError::NoResponse(format!(
+                "terminal '{}' disconnected",
+                self.terminal.id
+            )));
+        }
+        let r = rx.recv_timeout(self.timeout);
+        if let Ok(mut p) = self.terminal.pending.lock() {
+            p.remove(&id);
+        }
+        match r {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(RelayFault::CardRemoved)) => Err(TransportError::CardRemoved),
+            Ok(Err(RelayFault::NoCard)) => Err(TransportError::NoCard(self.reader.clone())),
+            Ok(Err(RelayFault::UnknownReader)) => {
+                Err(TransportError::NoReader(format!(" '{}'", self.reader)))
+            }
+            Ok(Err(RelayFault::Other { message })) => Err(TransportError::NoResponse(message)),
+            Err(_) => Err(TransportError::NoResponse(format!(
+                "terminal '{}' did not answer within {:?}",
+                self.terminal.id, self.timeout
+            ))),
+        }
+    }
+}
+
+impl CardChannel for RelayChannel {
+    fn transmit_raw(&mut self, capdu: &[u8]) -> Result<Vec<u8>, TransportError> {
+        let reader = self.reader.clone();
+        let capdu = apdu::hex(capdu);
+        self.request(|id| PlatformMessage::Transmit { id, reader, capdu })
+    }
+    fn atr(&self) -> Vec<u8> {
+        self.atr.clone()
+    }
+    fn reset(&mut self) -> Result<(), TransportError> {
+        let reader = self.reader.clone();
+        self.atr = self.request(|id| PlatformMessage::Reset { id, reader })?;
+        Ok(())
+    }
+    fn name(&self) -> String {
+        format!("{} @ {}", self.reader, self.terminal.id)
+    }
+}
