@@ -25,10 +25,21 @@ pub enum Command {
         #[command(subcommand)]
         command: SimCommand,
     },
+    /// The platform's hash-chained audit log.
+    Audit(crate::audit_cmd::AuditCmd),
     /// Base keys per card category in the key store (software or HSM).
     Keys(crate::keys_cmd::KeysCmd),
     /// Measure speed: secure-channel wrapping, CAP install on the virtual card, PC/SC round trips.
     Bench(BenchArgs),
+    /// Run the server: payment API (enrolment, payment authorisation), CA, CRL, check-out page.
+    Serve(crate::serve::ServeArgs),
+    /// Run the local agent that lets an allowed web page (the check-out page) use the card.
+    Agent(crate::agent::AgentArgs),
+    /// Card-signed payments from the command line: enrol the card, sign a payment, revoke.
+    Pay {
+        #[command(subcommand)]
+        command: crate::pay::PayCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]

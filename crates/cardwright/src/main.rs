@@ -1,11 +1,15 @@
 //! `cardwright`: the command line. See README.md for every command with an example.
 #![forbid(unsafe_code)]
 
+mod audit_cmd;
 mod bench;
 mod card_cmd;
 mod keys_cmd;
 mod cli;
 mod sim;
+mod agent;
+mod pay;
+mod serve;
 
 use clap::Parser;
 use cli::{Cli, Command, SimCommand};
@@ -24,6 +28,7 @@ fn main() {
     let result = match cli.command {
         Command::Card(c) => card_cmd::run(c),
         Command::Keys(k) => keys_cmd::run(k),
+        Command::Audit(a) => audit_cmd::run(a),
         Command::Sim {
             command: SimCommand::Run(a),
         } => sim::run(a),
@@ -31,6 +36,9 @@ fn main() {
             command: SimCommand::Create(a),
         } => sim::create(a),
         Command::Bench(a) => bench::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Agent(a) => agent::run(a),
+        Command::Pay { command } => pay::run(command),
     };
     if let Err(e) = result {
         // One line: what failed and why (the chain of causes, joined).

@@ -1,0 +1,185 @@
+//! `cardwright serve`: the HTTP server (payment API, CA, check-out page).
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use server::{ca_files, AuditEvent, AuditLog, MemoryAudit, PayServer, ServerConfig, Stores};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port; the address is printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Storage: `memory` (default, lost on exit), `sqlite:PATH` or `postgres://…` (the tsm store).
+    #[arg(long, env = "CARDWRIGHT_DB", default_value = "memory")]
+    pub db: String,
+    /// Directory holding the CA certificate and key (`ca.pem`, `ca-key.pem`), created on first
+    /// start. Without it a new CA is made in memory at each start.
+    #[arg(long)]
+    pub ca_dir: Option<PathBuf>,
+    /// Name (commonName) of a new CA.
+    #[arg(long, default_value = "Cardwright Payments CA")]
+    pub ca_name: String,
+    /// Key type of a new CA: p256, rsa2048, rsa3072, rsa4096.
+    #[arg(long, default_value = "p256")]
+    pub ca_key: String,
+    /// Environment variable holding the admin bearer token (revocation, audit); unset = disabled.
+    #[arg(long, default_value = "CARDWRIGHT_ADMIN_TOKEN")]
+    pub admin_token_env: String,
+    /// URL of the local agent the check-out page talks to.
+    #[arg(long, default_value = "http://127.0.0.1:7373")]
+    pub agent_url: String,
+    /// Lifetime of a payment challenge, in seconds.
+    #[arg(long, default_value_t = 180)]
+    pub payment_ttl: u64,
+    /// Lifetime of an enrolment challenge, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub enrolment_ttl: u64,
+    /// Validity of issued certificates, in days.
+    #[arg(long, default_value_t = 730)]
+    pub certificate_days: u64,
+}
+
+/// The audit log in the tsm database (hash-chained, append-only), with the recent events
+/// also kept in memory for the API's per-payment view.
+#[derive(Debug)]
+struct TsmAudit {
+    store: Arc<tsm::Store>,
+    memory: MemoryAudit,
+}
+
+impl AuditLog for TsmAudit {
+    fn record(&self, event: AuditEvent) {
+        let action = serde_json::to_value(event.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(|s| format!("pay.{s}")))
+            .unwrap_or_else(|| "pay".into());
+        let entry =
+            tsm::audit::NewEntry::new("server", &action, &event.code).detail(serde_json::json!({
+                "outcome": event.outcome,
+                "challenge_id": event.challenge_id,
+                "serial": event.serial,
+                "reason": event.reason,
+            }));
+        if let Err(e) = self.store.audit_append(&entry) {
+            tracing::error!(error = %e, "audit log append failed");
+        }
+        self.memory.record(event);
+    }
+    fn for_challenge(&self, challenge_id: &str) -> Vec<AuditEvent> {
+        self.memory.for_challenge(challenge_id)
+    }
+    fn recent(&self, limit: usize) -> Vec<AuditEvent> {
+        self.memory.recent(limit)
+    }
+}
+
+pub fn run(a: ServeArgs) -> Result<()> {
+    let key_type: ca_files::CaKeyType = a
+        .ca_key
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--ca-key {e}"))?;
+    let (stores, audit): (Stores, Arc<dyn AuditLog>) = if a.db == "memory" {
+        (Stores::memory(), Arc::new(MemoryAudit::default()))
+    } else if a.db.starts_with("sqlite:")
+        || a.db.starts_with("postgres://")
+        || a.db.starts_with("postgresql://")
+    {
+        let store = Arc::new(tsm::Store::open(&a.db).context("--db")?);
+        (
+            Stores::all(store.clone()),
+            Arc::new(TsmAudit {
+                store,
+                memory: MemoryAudit::default(),
+            }),
+        )
+    } else {
+        bail!(
+            "--db {}: expected memory, sqlite:PATH or postgres://…",
+            a.db
+        );
+    };
+    let clock = Arc::new(pki::SystemClock);
+    let ca = match &a.ca_dir {
+        Some(dir) => ca_files::open_or_create(
+            dir,
+            &a.ca_name,
+            key_type,
+            stores.certificates.clone(),
+            clock,
+        )
+        .context("--ca-dir")?,
+        None => {
+            tracing::warn!(
+                "no --ca-dir: a new CA in memory; its certificates die with this process"
+            );
+            ca_files::ephemeral(&a.ca_name, key_type, stores.certificates.clone(), clock)?
+        }
+    };
+    let admin_token = std::env::var(&a.admin_token_env)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(Zeroizing::new);
+    if admin_token.is_none() {
+        tracing::info!(
+            "{} is not set: revocation and the audit API are disabled",
+            a.admin_token_env
+        );
+    }
+    let config = ServerConfig {
+        admin_token,
+        payment_challenge_ttl: Duration::from_secs(a.payment_ttl.max(1)),
+        enrolment_challenge_ttl: Duration::from_secs(a.enrolment_ttl.max(1)),
+        certificate_validity: Duration::from_secs(a.certificate_days.max(1) * 86_400),
+        agent_url: a.agent_url.clone(),
+        ..ServerConfig::default()
+    };
+    let ca_subject = ca.certificate().subject();
+    let state = Arc::new(PayServer::new(Arc::new(ca), stores, audit, config));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&a.listen)
+            .await
+            .with_context(|| format!("--listen {}", a.listen))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(ca = %ca_subject, db = %redact(&a.db), "payment API, CA and check-out page");
+        println!("cardwright serve: listening on http://{addr}");
+        println!("check-out page: http://{addr}/pay");
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        server::serve(listener, server::router(state)).await?;
+        Ok(())
+    })
+}
+
+/// A database URL without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            super::redact("postgres://u:pw@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(super::redact("sqlite:/tmp/x"), "sqlite:/tmp/x");
+    }
+}
