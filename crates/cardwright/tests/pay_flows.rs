@@ -11,7 +11,18 @@ fn cli_enrol_then_pay(alg: &str) {
     let server = server(&[]);
     let card = card_file();
     let out = ok(
-        &["pay", "enrol", "--server", &server.url, "--sim", card.sim(), "--name", "Alice Example", "--alg", alg],
+        &[
+            "pay",
+            "enrol",
+            "--server",
+            &server.url,
+            "--sim",
+            card.sim(),
+            "--name",
+            "Alice Example",
+            "--alg",
+            alg,
+        ],
         "123456",
     );
     assert!(out.contains("enrolled: CN=Alice Example"), "{out}");
@@ -20,19 +31,41 @@ fn cli_enrol_then_pay(alg: &str) {
         .find_map(|l| l.strip_prefix("certificate serial: "))
         .expect("serial line")
         .to_string();
-    let key = if alg == "p256" { "ECC P-256" } else { "RSA-2048" };
+    let key = if alg == "p256" {
+        "ECC P-256"
+    } else {
+        "RSA-2048"
+    };
     assert!(out.contains(&format!("key: {key} in slot 9C")), "{out}");
 
     let out = ok(
-        &["pay", "sign", "--server", &server.url, "--sim", card.sim(), "--amount", "12.34",
-          "--currency", "EUR", "--payee", "SHOP", "--order", "ORDER-42", "--json"],
+        &[
+            "pay",
+            "sign",
+            "--server",
+            &server.url,
+            "--sim",
+            card.sim(),
+            "--amount",
+            "12.34",
+            "--currency",
+            "EUR",
+            "--payee",
+            "SHOP",
+            "--order",
+            "ORDER-42",
+            "--json",
+        ],
         "123456",
     );
     let done: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(done["status"], "authorised");
     assert_eq!(done["amount"], "12.34");
     let a = &done["authorisation"];
-    assert_eq!(a["request"], json!({"amount_minor": 1234, "currency": "EUR", "payee": "SHOP", "order_id": "ORDER-42"}));
+    assert_eq!(
+        a["request"],
+        json!({"amount_minor": 1234, "currency": "EUR", "payee": "SHOP", "order_id": "ORDER-42"})
+    );
     assert_eq!(a["certificate_serial"], serial.as_str());
     assert_eq!(a["subject"], "CN=Alice Example");
     // The server recorded it.
@@ -58,23 +91,48 @@ fn agent_enrol_then_pay(alg: &str) {
     let origin = format!("http://127.0.0.1:{port}");
     let card = card_file();
     let agent = agent(&card.path, &origin);
-    let server = server(&["--listen", &format!("127.0.0.1:{port}"), "--agent-url", &agent.url]);
+    let server = server(&[
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--agent-url",
+        &agent.url,
+    ]);
     assert_eq!(server.url, origin);
 
     let status = get(&format!("{}/v1/status", agent.url), &[("Origin", &origin)]);
     assert_eq!(status.status, 200);
-    assert_eq!(status.header("access-control-allow-origin"), Some(origin.as_str()));
+    assert_eq!(
+        status.header("access-control-allow-origin"),
+        Some(origin.as_str())
+    );
     assert_eq!(status.json["card"]["present"], true);
     assert_eq!(status.json["card"]["certificate"], serde_json::Value::Null);
     assert_eq!(status.json["card"]["pin_retries_left"], 3);
 
-    let cert = page_enrol(&server.url, &agent.url, &origin, "Bob Example", alg, "123456");
+    let cert = page_enrol(
+        &server.url,
+        &agent.url,
+        &origin,
+        "Bob Example",
+        alg,
+        "123456",
+    );
     let status = get(&format!("{}/v1/status", agent.url), &[("Origin", &origin)]);
-    assert_eq!(status.json["card"]["certificate"]["subject"], "CN=Bob Example");
+    assert_eq!(
+        status.json["card"]["certificate"]["subject"],
+        "CN=Bob Example"
+    );
     assert_eq!(status.json["card"]["certificate"]["serial"], cert["serial"]);
     assert_eq!(status.json["card"]["certificate"]["algorithm"], alg);
 
-    let (created, signed) = page_sign(&server.url, &agent.url, &origin, "7.50", "ORDER-9", "123456");
+    let (created, signed) = page_sign(
+        &server.url,
+        &agent.url,
+        &origin,
+        "7.50",
+        "ORDER-9",
+        "123456",
+    );
     assert_eq!(signed.status, 200, "{:?}", signed.json);
     assert_eq!(signed.json["payment"]["challenge_id"], created["id"]);
     assert_eq!(signed.json["payment"]["amount"], "7.50");
@@ -87,7 +145,10 @@ fn agent_enrol_then_pay(alg: &str) {
     assert_eq!(state, "authorised");
     // The page is served with the agent in its connect-src.
     let page = get(&format!("{}/pay", server.url), &[]);
-    assert!(page.header("content-security-policy").unwrap().contains(&agent.url));
+    assert!(page
+        .header("content-security-policy")
+        .unwrap()
+        .contains(&agent.url));
 }
 
 #[test]
@@ -109,8 +170,24 @@ fn serve_keeps_its_ca_and_state_in_sqlite() {
     let serial;
     {
         let server = server(&["--db", &db, "--ca-dir", ca_dir.to_str().unwrap()]);
-        let out = ok(&["pay", "enrol", "--server", &server.url, "--sim", card.sim(), "--name", "Carol"], "123456");
-        serial = out.lines().find_map(|l| l.strip_prefix("certificate serial: ")).unwrap().to_string();
+        let out = ok(
+            &[
+                "pay",
+                "enrol",
+                "--server",
+                &server.url,
+                "--sim",
+                card.sim(),
+                "--name",
+                "Carol",
+            ],
+            "123456",
+        );
+        serial = out
+            .lines()
+            .find_map(|l| l.strip_prefix("certificate serial: "))
+            .unwrap()
+            .to_string();
         let revoke = post(
             &format!("{}/api/v1/certificates/{serial}/revoke", server.url),
             &json!({"reason": "superseded"}),
@@ -123,7 +200,22 @@ fn serve_keeps_its_ca_and_state_in_sqlite() {
     let status = get(&format!("{}/api/v1/certificates/{serial}", server.url), &[]);
     assert_eq!(status.json["status"], "revoked");
     fails(
-        &["pay", "sign", "--server", &server.url, "--sim", card.sim(), "--amount", "1", "--currency", "EUR", "--payee", "S", "--order", "O"],
+        &[
+            "pay",
+            "sign",
+            "--server",
+            &server.url,
+            "--sim",
+            card.sim(),
+            "--amount",
+            "1",
+            "--currency",
+            "EUR",
+            "--payee",
+            "S",
+            "--order",
+            "O",
+        ],
         "123456",
         "(revoked)",
     );

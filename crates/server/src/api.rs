@@ -275,13 +275,10 @@ impl PayServer {
                 e.body.reason.clone(),
             ),
         };
+        let id = challenge.map_or_else(|| "-".to_string(), ToString::to_string);
         match outcome {
-            Outcome::Accepted => {
-                tracing::info!(?kind, challenge = ?challenge.map(ToString::to_string), %code, "{reason}")
-            }
-            Outcome::Rejected => {
-                tracing::warn!(?kind, challenge = ?challenge.map(ToString::to_string), %code, "{reason}")
-            }
+            Outcome::Accepted => tracing::info!(?kind, challenge = %id, %code, "{reason}"),
+            Outcome::Rejected => tracing::warn!(?kind, challenge = %id, %code, "{reason}"),
         }
         self.audit_log.record(AuditEvent {
             at: OffsetDateTime::now_utc(),

@@ -32,7 +32,7 @@ impl Drop for Service {
 pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Service {
     let mut cmd = Command::new(bin());
     cmd.args(args)
-        .env("CARDWRIGHT_LOG", "warn")
+        .env("CARDWRIGHT_LOG", "error")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -51,7 +51,10 @@ pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Service {
             }
             _ => {
                 let status = child.wait();
-                panic!("cardwright {} exited before listening: {status:?}", args.join(" "));
+                panic!(
+                    "cardwright {} exited before listening: {status:?}",
+                    args.join(" ")
+                );
             }
         }
     };
@@ -70,7 +73,10 @@ pub fn free_port() -> u16 {
 
 /// `cardwright serve` on an ephemeral port with the admin token set.
 pub fn server(extra: &[&str]) -> Service {
-    let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+    let mut args = vec!["serve"];
+    if !extra.contains(&"--listen") {
+        args.extend_from_slice(&["--listen", "127.0.0.1:0"]);
+    }
     args.extend_from_slice(extra);
     start(&args, &[("CARDWRIGHT_ADMIN_TOKEN", ADMIN_TOKEN)])
 }
@@ -119,14 +125,27 @@ pub fn cardwright(args: &[&str], pin: &str) -> Run {
 /// Runs and requires success; returns stdout.
 pub fn ok(args: &[&str], pin: &str) -> String {
     let r = cardwright(args, pin);
-    assert!(r.ok, "cardwright {} failed:\n{}\n{}", args.join(" "), r.stdout, r.stderr);
+    assert!(
+        r.ok,
+        "cardwright {} failed:\n{}\n{}",
+        args.join(" "),
+        r.stdout,
+        r.stderr
+    );
     r.stdout
 }
 
 /// Runs and requires exit status 1 with `needle` in the error line; returns that line.
 pub fn fails(args: &[&str], pin: &str, needle: &str) -> String {
     let r = cardwright(args, pin);
-    assert_eq!(r.code, Some(1), "cardwright {}:\n{}\n{}", args.join(" "), r.stdout, r.stderr);
+    assert_eq!(
+        r.code,
+        Some(1),
+        "cardwright {}:\n{}\n{}",
+        args.join(" "),
+        r.stdout,
+        r.stderr
+    );
     let line = r
         .stderr
         .lines()
@@ -192,7 +211,11 @@ fn reply(mut r: ureq::http::Response<ureq::Body>) -> Reply {
         .collect();
     let text = r.body_mut().read_to_string().unwrap_or_default();
     let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Reply { status, headers, json }
+    Reply {
+        status,
+        headers,
+        json,
+    }
 }
 
 /// POST JSON with optional extra headers.
@@ -224,7 +247,14 @@ pub fn options(url: &str, headers: &[(&str, &str)]) -> Reply {
 
 /// What the check-out page does, with the agent: returns the created challenge, the
 /// agent's answer.
-pub fn page_sign(server: &str, agent: &str, origin: &str, amount: &str, order: &str, pin: &str) -> (Value, Reply) {
+pub fn page_sign(
+    server: &str,
+    agent: &str,
+    origin: &str,
+    amount: &str,
+    order: &str,
+    pin: &str,
+) -> (Value, Reply) {
     let created = post(
         &format!("{server}/api/v1/payments"),
         &serde_json::json!({"amount": amount, "currency": "EUR", "payee": "SHOP", "order_id": order}),
@@ -267,7 +297,14 @@ pub fn payment_record(server: &str, id: &str) -> (String, Vec<String>) {
 }
 
 /// Enrolment through the agent, as the page does; returns the issued certificate.
-pub fn page_enrol(server: &str, agent: &str, origin: &str, name: &str, alg: &str, pin: &str) -> Value {
+pub fn page_enrol(
+    server: &str,
+    agent: &str,
+    origin: &str,
+    name: &str,
+    alg: &str,
+    pin: &str,
+) -> Value {
     let started = post(
         &format!("{server}/api/v1/enrolments"),
         &serde_json::json!({"name": name, "algorithm": alg}),
