@@ -41,3 +41,23 @@ if ! pg_isready -q -h 127.0.0.1 2>/dev/null; then
   psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='test'" 2>/dev/null | grep -q 1 \
     || su postgres -c "createdb test" 2>/dev/null || true
 fi
+
+# Headless Chromium and Node.js for the check-out page test (tests/browser, Playwright with
+# Debian's chromium; playwright-core 1.61 runs on Debian's Node 18 and on newer ones).
+browser_pkgs=()
+[ -x /usr/bin/chromium ] || browser_pkgs+=(chromium)
+command -v node >/dev/null || browser_pkgs+=(nodejs)
+command -v npm >/dev/null || browser_pkgs+=(npm)
+if [ ${#browser_pkgs[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing ${browser_pkgs[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${browser_pkgs[@]}" >/dev/null
+fi
+browser_dir="$(dirname "$0")/../tests/browser"
+want=$(sed -n 's/.*"playwright-core": *"\([^"]*\)".*/\1/p' "$browser_dir/package.json")
+have=$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$browser_dir/node_modules/playwright-core/package.json" 2>/dev/null | head -1 || true)
+if [ "$want" != "$have" ]; then
+  echo "setup: npm ci in tests/browser"
+  (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error)
+fi

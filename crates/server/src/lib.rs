@@ -200,6 +200,10 @@ pub fn router(state: Arc<PayServer>) -> Router {
         .route("/pay", get(pages::pay))
         .route("/pay.js", get(pages::pay_js))
         .route("/pay.css", get(pages::pay_css))
+        .route(
+            "/favicon.ico",
+            get(|| async { axum::http::StatusCode::NO_CONTENT }),
+        )
         .fallback(pages::not_found)
         .with_state(state)
 }
