@@ -5,6 +5,7 @@
 pub mod audit;
 mod db;
 mod error;
+pub mod issuance;
 pub mod model;
 mod pki_store;
 mod schema;
@@ -12,5 +13,6 @@ mod store;
 
 pub use db::Dialect;
 pub use error::{Error, Result, StoreError};
+pub use issuance::{kvn_for_version, Actor, Issuer, IssuerConfig, Outcome, Request};
 pub use pki_store::purge_expired_challenges;
 pub use store::{CategorySpec, NewJob, Store};

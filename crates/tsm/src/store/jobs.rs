@@ -6,8 +6,6 @@
 //! that took over. One open (pending or running) job per card is enforced by a partial
 //! unique index.
 
-#![allow(dead_code)] // TEMP: used by the job engine (next commit)
-
 use std::time::Duration;
 
 use serde_json::json;
@@ -16,7 +14,7 @@ use super::Store;
 use crate::audit::{append_in, NewEntry};
 use crate::db::{params, Conn, Row};
 use crate::error::StoreError;
-use crate::model::{now_ms, u32_of, Job, JobKind, JobState, Step, StepState};
+use crate::model::{now_ms, u32_of, Job, JobKind, JobState, Step};
 
 /// A job to create.
 #[derive(Debug, Clone, PartialEq)]
@@ -181,7 +179,7 @@ pub(crate) fn claim_in(c: &mut Conn, lease: &Lease) -> Result<Claim, StoreError>
     let n = c.execute(
         "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until_ms = $1,
                 lease_owner = $2, updated_ms = $3
-         WHERE id = $4 AND (state = 'pending' OR (state = 'running' AND lease_until_ms < $3))",
+         WHERE id = $4 AND (state = 'pending' OR (state = 'running' AND lease_until_ms <= $3))",
         params![lease.until(now), &lease.owner, now, lease.job],
     )?;
     let Some(job) = job_in(c, lease.job)? else {
@@ -298,9 +296,4 @@ impl Store {
     pub fn create_job(&self, job: &NewJob) -> Result<i64, StoreError> {
         self.tx(|c| create_job_in(c, job))
     }
-}
-
-/// Step states by name, for the engine.
-pub(crate) fn state_of(steps: &[Step], name: &str) -> Option<StepState> {
-    steps.iter().find(|s| s.name == name).map(|s| s.state)
 }

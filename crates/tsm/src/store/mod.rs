@@ -2,8 +2,8 @@
 //! opened from a URL, migrated at open, synchronous (servers call it from
 //! `spawn_blocking`), cheap to clone and shareable between threads.
 
-mod jobs;
-mod records;
+pub(crate) mod jobs;
+pub(crate) mod records;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -702,7 +702,6 @@ pub(crate) fn package_cap_in(c: &mut Conn, aid: &Aid) -> Result<Option<Vec<u8>>,
     Ok(Some(cap))
 }
 
-#[allow(dead_code)]
 pub(crate) fn package_owner_in(c: &mut Conn, aid: &Aid) -> Result<Option<String>, StoreError> {
     c.query_opt(
         "SELECT tenant_id FROM packages WHERE aid = $1",

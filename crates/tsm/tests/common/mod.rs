@@ -227,3 +227,233 @@ impl<C: CardChannel> CardChannel for Counting<C> {
         self.inner.name()
     }
 }
+
+// ---- issuance fixture -------------------------------------------------------------------
+
+use gp::aid::Aid;
+use gpclient::{GpClient, KeySpec, OpenOptions};
+use kms::{Component, KeyKind, KeyStore, MasterKey, SoftwareKeyStore};
+use scp::{Diversification, SecurityLevel};
+use tsm::model::{AppSpec, InitialKeys, Role};
+use tsm::{Actor, CategorySpec, Issuer, IssuerConfig};
+
+pub const CATEGORY: &str = "acme/gold";
+/// The storage applet's package and module in the virtual card (`card::applet`).
+pub const STORAGE_PKG: [u8; 5] = [0xF0, 0x43, 0x57, 0x44, 0x53];
+pub const STORAGE_MODULE: [u8; 6] = [0xF0, 0x43, 0x57, 0x44, 0x53, 0x01];
+pub const STORAGE_INSTANCE: [u8; 7] = [0xF0, 0x43, 0x57, 0x44, 0x53, 0x01, 0x01];
+/// GlobalPlatformPro's empty test applet (tests/data/, see README there).
+pub const EMPTY_CAP: &[u8] = include_bytes!("../data/Empty_0102030405_8d5ac9e2_2.2.1.cap");
+pub const EMPTY_PKG: [u8; 5] = [0x01, 0x02, 0x03, 0x04, 0x05];
+pub const EMPTY_APPLET: [u8; 8] = [0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08];
+
+/// A structurally valid CAP of the storage applet's package (the virtual card runs its
+/// built-in implementation for that package AID).
+pub fn storage_cap() -> Vec<u8> {
+    use gp::cap::ComponentTag::*;
+    let component = |tag: gp::cap::ComponentTag, info: &[u8]| {
+        let mut v = vec![tag.tag()];
+        v.extend_from_slice(&(info.len() as u16).to_be_bytes());
+        v.extend_from_slice(info);
+        (tag, v)
+    };
+    let name = b"cardwright/storage";
+    // Header (JCVM spec §6.4): magic, CAP 2.2, flags ACC_APPLET, package 1.0, AID, name.
+    let mut header = vec![0xDE, 0xCA, 0xFF, 0xED, 0x02, 0x02, 0x04, 0x00, 0x01];
+    header.push(STORAGE_PKG.len() as u8);
+    header.extend_from_slice(&STORAGE_PKG);
+    header.push(name.len() as u8);
+    header.extend_from_slice(name);
+    // Applet component (§6.5): count, AID, install method offset.
+    let mut applets = vec![1, STORAGE_MODULE.len() as u8];
+    applets.extend_from_slice(&STORAGE_MODULE);
+    applets.extend_from_slice(&[0x00, 0x01]);
+    // Import component (§6.6): javacard.framework 1.2.
+    let mut imports = vec![1];
+    imports.extend_from_slice(&[0x02, 0x01, 0x07, 0xA0, 0x00, 0x00, 0x00, 0x62, 0x01, 0x01]);
+    let comps = vec![
+        component(Header, &header),
+        component(Directory, &[0u8; 31]),
+        component(Import, &imports),
+        component(Applet, &applets),
+        component(Class, &[0u8; 12]),
+        component(Method, &[0x00, 0x18, 0x8C, 0x7A]),
+        component(StaticField, &[0u8; 10]),
+        component(ConstantPool, &[0x00, 0x00]),
+        component(RefLocation, &[0u8; 4]),
+        component(Descriptor, &[0u8; 4]),
+    ];
+    gp::cap::testing::cap_archive("cardwright/storage", &comps, true)
+}
+
+pub fn storage_app() -> AppSpec {
+    AppSpec {
+        instance: Aid::new(&STORAGE_INSTANCE).unwrap(),
+        package: Aid::new(&STORAGE_PKG).unwrap(),
+        module: Aid::new(&STORAGE_MODULE).unwrap(),
+        privileges: Default::default(),
+        params: vec![],
+        // BER-TLV the storage applet keeps (STORE DATA through its SD).
+        perso: apdu::parse_hex("DF01 03 010203").unwrap(),
+    }
+}
+
+pub fn empty_app() -> AppSpec {
+    AppSpec {
+        instance: Aid::new(&EMPTY_APPLET).unwrap(),
+        package: Aid::new(&EMPTY_PKG).unwrap(),
+        module: Aid::new(&EMPTY_APPLET).unwrap(),
+        privileges: Default::default(),
+        params: vec![0x01],
+        perso: vec![],
+    }
+}
+
+/// A base key whose bytes the test knows, imported as two components.
+pub fn import_key(
+    keys: &dyn KeyStore,
+    category: &str,
+    kind: KeyKind,
+    key: &[u8],
+) -> kms::BaseKeyInfo {
+    let c1: Vec<u8> = (0..key.len() as u8)
+        .map(|i| i.wrapping_mul(37) ^ 0x5A)
+        .collect();
+    let c2: Vec<u8> = key.iter().zip(&c1).map(|(a, b)| a ^ b).collect();
+    let comp = |b: &[u8]| Component::new(b, scp::Key::new(kind, b).unwrap().kcv());
+    keys.import_base_key(category, kind, vec![comp(&c1), comp(&c2)], None)
+        .unwrap()
+}
+
+pub const BASE_V1: &str = "00112233445566778899AABBCCDDEEFF";
+pub const BASE_V2: &str = "F0E1D2C3B4A5968778695A4B3C2D1E0F";
+
+/// Everything a workflow test needs.
+pub struct Fixture {
+    pub ts: TestStore,
+    pub keys: Arc<SoftwareKeyStore>,
+    pub issuer: Issuer,
+    pub kind: KeyKind,
+    pub ci: Actor,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// A CI `acme` with category `acme/gold` (GP test key as initial keys, KVN `initial_kvn`),
+    /// base key version 1 = [`BASE_V1`] of `kind`, an AP `bank`, the storage and empty
+    /// packages registered; with `apps`, the storage applet is a category application.
+    pub fn new(ts: TestStore, kind: KeyKind, initial_kvn: u8, apps: bool) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Arc::new(
+            SoftwareKeyStore::create(dir.path().join("keys.json"), MasterKey::generate().unwrap())
+                .unwrap(),
+        );
+        let s = ts.store();
+        s.create_tenant("admin", "acme", "ACME Mobile", Role::CardIssuer)
+            .unwrap();
+        s.create_tenant("admin", "bank", "A Bank", Role::ApplicationProvider)
+            .unwrap();
+        s.create_category(
+            "admin",
+            &CategorySpec {
+                id: CATEGORY.into(),
+                tenant: "acme".into(),
+                description: "gold".into(),
+                initial_keys: InitialKeys::GpTestKey,
+                initial_kvn,
+                perso: apdu::parse_hex("42 03 123456").unwrap(),
+            },
+        )
+        .unwrap();
+        let info = import_key(
+            keys.as_ref(),
+            CATEGORY,
+            kind,
+            &apdu::parse_hex(BASE_V1).unwrap(),
+        );
+        s.register_key_version(
+            "admin",
+            CATEGORY,
+            info.version,
+            CATEGORY,
+            kind,
+            info.kcv,
+            true,
+        )
+        .unwrap();
+        s.add_package("admin", "bank", "storage", &storage_cap())
+            .unwrap();
+        s.add_package("admin", "bank", "empty", EMPTY_CAP).unwrap();
+        if apps {
+            s.add_category_app("admin", CATEGORY, &storage_app())
+                .unwrap();
+        }
+        let issuer = Issuer::new(
+            s.clone(),
+            keys.clone() as Arc<dyn KeyStore>,
+            IssuerConfig {
+                lease: std::time::Duration::ZERO,
+                ..IssuerConfig::default()
+            },
+        );
+        Fixture {
+            ts,
+            keys,
+            issuer,
+            kind,
+            ci: Actor::new("acme", "operator"),
+            _dir: dir,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        self.ts.store()
+    }
+
+    /// Adds base key version 2 ([`BASE_V2`]) and makes it current.
+    pub fn rotate(&self) -> u32 {
+        let info = import_key(
+            self.keys.as_ref(),
+            CATEGORY,
+            self.kind,
+            &apdu::parse_hex(BASE_V2).unwrap(),
+        );
+        self.store()
+            .register_key_version(
+                "admin",
+                CATEGORY,
+                info.version,
+                CATEGORY,
+                self.kind,
+                info.kcv,
+                true,
+            )
+            .unwrap();
+        info.version
+    }
+
+    pub fn diversification(&self) -> Diversification {
+        kms::diversification_for(self.kind)
+    }
+}
+
+/// Opens a secure channel on the card, independently of the platform; the client on success.
+pub fn open(card: &SimCard, spec: KeySpec) -> Result<GpClient<SimCard>, gpclient::ClientError> {
+    let mut client = GpClient::new(transport::Traced::new(card.clone(), None));
+    client.open_secure_channel(&OpenOptions {
+        keys: spec,
+        level: SecurityLevel::MAC,
+        scp: None,
+        sd: None,
+    })?;
+    Ok(client)
+}
+
+/// The base key `hex` with the category's diversification, asking for key version `kvn`.
+pub fn base_spec(hex: &str, kdf: Diversification, kvn: u8) -> KeySpec {
+    KeySpec::same(&apdu::parse_hex(hex).unwrap(), kdf, kvn)
+}
+
+pub fn test_key_spec(kvn: u8) -> KeySpec {
+    KeySpec::same(&gpclient::DEFAULT_TEST_KEY, Diversification::None, kvn)
+}

@@ -1,0 +1,735 @@
+//! Issuance workflows of CN102056165A as resumable, idempotent jobs over any
+//! [`CardChannel`]: **write**, **rewrite**, **clear**, **application load / delete**.
+//!
+//! # How a job runs
+//!
+//! [`Issuer::submit`] checks the request against the database (card, category, tenant,
+//! key versions; nothing changes on error) and records a job with its planned steps.
+//! [`Issuer::run`] claims the job with a lease and, on the card:
+//!
+//! 1. **Connects**: warm reset, SELECT of the ISD and, without authentication, GET DATA
+//!    of the CPLC (`9F7F`, chip identity), the CIN (`45`, the card number Cardwright
+//!    writes) and the Key Information Template (`E0`, which key version numbers exist)
+//!    (GP 2.3.1 §11.3). A card whose chip or card number is not the expected one is a
+//!    [`Error::WrongCard`].
+//! 2. **Opens a secure channel** with the key set the database says is on the card; when a
+//!    PUT KEY step was started but not recorded as done, the new keys are tried first, then
+//!    the old ones. Candidates whose KVN the card does not list are skipped. Each attempt
+//!    stops before EXTERNAL AUTHENTICATE when the card cryptogram does not verify
+//!    (`gpclient`), so a wrong candidate costs none of the card's authentication attempts;
+//!    a refused EXTERNAL AUTHENTICATE is never retried.
+//! 3. **Runs the steps** not yet done. Each step is recorded as `started` before its first
+//!    APDU and as `done` (with its effect on the card row, and an audit entry) after its
+//!    last; a step found `started` is done again after checking the card, since every
+//!    step is idempotent (STORE DATA overwrites; PUT KEY is skipped when the new keys
+//!    already open; an application already in the registry is not loaded again; DELETE of
+//!    something absent counts as done).
+//!
+//! A broken exchange (card pulled out, reader gone) leaves the job `pending`: run it again
+//! with the card back and it finishes. A crash leaves it `running` until its lease
+//! expires. A refusal of the card fails the job; the card row then says exactly what is
+//! on the card (`partial` if anything changed), and **clear** brings such a card back.
+//!
+//! # Choices
+//!
+//! * **Key diversification data.** The card's keys are derived from the base key and the
+//!   card number (`kms::KeyStore::derive_card_keys`), that is from
+//!   `KDD = kms::kdd_for_card_number(n)`. **Write** stores that KDD in the ISD with
+//!   STORE DATA `CF` (the virtual card accepts it; GP 2.3.1 §11.11 leaves ISD data to the
+//!   issuer), so that a host holding only the base key opens the card with EMV CPG or KDF3
+//!   diversification, like every GP tool. A card that refuses `CF` must already report
+//!   that KDD, else the write stops with [`Error::KddNotSettable`] before any change.
+//!   The card's original KDD is recorded and **clear** puts it back.
+//! * **Key version numbers.** Base key version `v` goes on the card as KVN
+//!   [`kvn_for_version`]`(v, initial_kvn)`; PUT KEY replaces the key set in place
+//!   (P1 = the old KVN, GP 2.3.1 §11.8.2.2), so a card carries exactly one ISD key set.
+//! * **Personalisation.** The card number goes to the ISD as the Card Image Number (`45`,
+//!   GP 2.3.1 §H.4), packed BCD like the KDD, followed by the category's data objects.
+//!   **Clear** overwrites them with empty values (STORE DATA cannot delete an object).
+//! * **Initial keys** are per category: the public GP test key, or a transport key in the
+//!   key store diversified with the card's factory KDD. Clear puts them back with the
+//!   initial KVN.
+
+mod exec;
+mod plan;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gp::aid::Aid;
+use scp::SecurityLevel;
+use serde_json::json;
+use transport::{CardChannel, TraceSink, TransportError};
+
+use crate::audit::{append_in, NewEntry};
+use crate::db::{params, Conn};
+use crate::error::{Error, Result, StoreError};
+use crate::model::{AppSpec, Card, CardState, Job, JobKind, JobState, KeyVersionStatus, StepState};
+pub(crate) use crate::store::jobs::end_in as end_job_in;
+use crate::store::jobs::{claim_in, open_job_for_card_in, Claim, Lease};
+use crate::store::records::{
+    card_apps_in, card_in, category_apps_in, category_in, insert_blank_card, key_version_in,
+    package_owner_in,
+};
+use crate::store::NewJob;
+use crate::Store;
+
+pub use plan::kvn_for_version;
+use plan::{plan, AppParam, AppRef, Params, StepKind};
+
+/// Who asks: a tenant and one of its users (or a system component).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// Tenant id.
+    pub tenant: String,
+    /// User or component name.
+    pub user: String,
+}
+
+impl Actor {
+    /// An actor.
+    pub fn new(tenant: &str, user: &str) -> Actor {
+        Actor {
+            tenant: tenant.into(),
+            user: user.into(),
+        }
+    }
+    /// `tenant/user`, as recorded in the audit log.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.tenant, self.user)
+    }
+}
+
+/// A workflow request (CN102056165A: each carries the card number and category).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Write a blank card: derived keys, personalisation, and the category's applications
+    /// when `install_apps`.
+    Write {
+        /// Card number (1-20 digits).
+        card_number: String,
+        /// Its category.
+        category: String,
+        /// Install the category's applications too.
+        install_apps: bool,
+    },
+    /// Replace the card's keys with those of another base key version (default: the
+    /// category's current one).
+    Rewrite {
+        /// Card number.
+        card_number: String,
+        /// Its category.
+        category: String,
+        /// Target base key version.
+        to_version: Option<u32>,
+    },
+    /// Clear a card: applications deleted, personalisation erased, initial keys back.
+    Clear {
+        /// Card number.
+        card_number: String,
+        /// Its category.
+        category: String,
+    },
+    /// Load and install an application on a written card.
+    LoadApp {
+        /// Card number.
+        card_number: String,
+        /// The application (its package must be registered).
+        app: AppSpec,
+    },
+    /// Delete an application the platform installed.
+    DeleteApp {
+        /// Card number.
+        card_number: String,
+        /// Instance AID.
+        instance: Aid,
+    },
+}
+
+impl Request {
+    fn card_number(&self) -> &str {
+        match self {
+            Request::Write { card_number, .. }
+            | Request::Rewrite { card_number, .. }
+            | Request::Clear { card_number, .. }
+            | Request::LoadApp { card_number, .. }
+            | Request::DeleteApp { card_number, .. } => card_number,
+        }
+    }
+    fn kind(&self) -> JobKind {
+        match self {
+            Request::Write { .. } => JobKind::Write,
+            Request::Rewrite { .. } => JobKind::Rewrite,
+            Request::Clear { .. } => JobKind::Clear,
+            Request::LoadApp { .. } => JobKind::AppLoad,
+            Request::DeleteApp { .. } => JobKind::AppDelete,
+        }
+    }
+}
+
+/// How jobs run.
+#[derive(Clone)]
+pub struct IssuerConfig {
+    /// Security level of the secure channels (default C-MAC + C-DECRYPTION, `03`).
+    pub level: SecurityLevel,
+    /// How long a claimed job stays reserved to its worker (default 5 minutes). After a
+    /// crash, another run can take the job over once the lease has expired.
+    pub lease: Duration,
+    /// Where to write an APDU trace (`None`: no trace).
+    pub trace: Option<TraceSink>,
+}
+
+impl Default for IssuerConfig {
+    fn default() -> Self {
+        IssuerConfig {
+            level: SecurityLevel::MAC_ENC,
+            lease: Duration::from_secs(300),
+            trace: None,
+        }
+    }
+}
+
+impl fmt::Debug for IssuerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuerConfig")
+            .field("level", &self.level)
+            .field("lease", &self.lease)
+            .field("trace", &self.trace.is_some())
+            .finish()
+    }
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The job as recorded at the end.
+    pub job: Job,
+    /// The card as recorded at the end.
+    pub card: Card,
+    /// C-APDUs sent in this run.
+    pub apdus: u64,
+}
+
+/// Runs the issuance workflows: a store, a key store, and settings.
+pub struct Issuer {
+    store: Store,
+    keys: Arc<dyn kms::KeyStore>,
+    config: IssuerConfig,
+    /// Base key versions whose KCV in the key store matched the database's.
+    kcv_checked: Mutex<HashSet<(String, u32)>>,
+}
+
+impl fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Issuer")
+            .field("store", &self.store)
+            .field("keys", &self.keys)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// A `&mut` channel as a channel (so callers keep theirs).
+struct ByRef<'a, C: ?Sized>(&'a mut C);
+
+impl<C: CardChannel + ?Sized> CardChannel for ByRef<'_, C> {
+    fn transmit_raw(&mut self, capdu: &[u8]) -> std::result::Result<Vec<u8>, TransportError> {
+        self.0.transmit_raw(capdu)
+    }
+    fn atr(&self) -> Vec<u8> {
+        self.0.atr()
+    }
+    fn reset(&mut self) -> std::result::Result<(), TransportError> {
+        self.0.reset()
+    }
+    fn name(&self) -> String {
+        self.0.name()
+    }
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; 12];
+    // Only used to tell workers apart; a failing RNG falls back to the time.
+    if getrandom::fill(&mut b).is_err() {
+        b[..8].copy_from_slice(&crate::model::now_ms().to_be_bytes());
+    }
+    apdu::hex(&b)
+}
+
+impl Issuer {
+    /// An issuer over a store and a key store.
+    pub fn new(store: Store, keys: Arc<dyn kms::KeyStore>, config: IssuerConfig) -> Issuer {
+        Issuer {
+            store,
+            keys,
+            config,
+            kcv_checked: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Checks a request and records it as a pending job; returns the job id. Nothing is
+    /// recorded when the request is refused (except that a write of an unknown card number
+    /// registers the card as blank together with the job).
+    pub fn submit(&self, actor: &Actor, req: &Request) -> Result<i64> {
+        let number = req.card_number();
+        kms::kdd_for_card_number(number)
+            .map_err(|e| Error::Invalid(format!("card number: {e}")))?;
+        self.store.tx(|c| {
+            if let Some(j) = open_job_for_card_in(c, number)? {
+                return Err(Error::CardBusy(j.id));
+            }
+            let (params, blank) = self.validate(c, actor, req)?;
+            let steps = plan(req.kind(), &params, blank)
+                .iter()
+                .map(StepKind::name)
+                .collect();
+            let job = NewJob {
+                tenant: actor.tenant.clone(),
+                actor: actor.name(),
+                kind: req.kind(),
+                card_number: number.into(),
+                params: params.to_json(),
+                steps,
+            };
+            Ok(crate::store::jobs::create_job_in(c, &job)
+                .map_err(|e| e.duplicate_as(|| "an open job for this card".into()))?)
+        })
+    }
+
+    fn authorise(actor: &Actor, owner: &str, action: &str) -> Result<()> {
+        if actor.tenant == owner {
+            Ok(())
+        } else {
+            Err(Error::Forbidden {
+                tenant: actor.tenant.clone(),
+                action: action.into(),
+            })
+        }
+    }
+
+    /// The request's parameters, and whether the card is blank; refuses what cannot be done.
+    fn validate(&self, c: &mut Conn, actor: &Actor, req: &Request) -> Result<(Params, bool)> {
+        let number = req.card_number();
+        let existing = card_in(c, number)?;
+        let category_of = |c: &mut Conn, id: &str| -> Result<crate::model::Category> {
+            category_in(c, id)?.ok_or_else(|| Error::UnknownCategory(id.into()))
+        };
+        let check_category = |card: &Card, requested: &str| -> Result<()> {
+            if card.category == requested {
+                Ok(())
+            } else {
+                Err(Error::WrongCategory {
+                    registered: card.category.clone(),
+                    requested: requested.into(),
+                })
+            }
+        };
+        match req {
+            Request::Write {
+                category,
+                install_apps,
+                ..
+            } => {
+                let cat = category_of(c, category)?;
+                Self::authorise(actor, &cat.tenant, "write cards of this category")?;
+                if let Some(card) = &existing {
+                    check_category(card, category)?;
+                    if card.state != CardState::Blank {
+                        return Err(Error::WrongState {
+                            state: card.state.to_string(),
+                            need: "write needs a blank card (rewrite a written card; clear a partial one)",
+                        });
+                    }
+                }
+                let v = cat.current_key_version.ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "category '{category}' has no current base key version"
+                    ))
+                })?;
+                self.active_version(c, category, v)?;
+                let install = if *install_apps {
+                    category_apps_in(c, category)?
+                        .iter()
+                        .map(AppParam::from)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                if existing.is_none() {
+                    insert_blank_card(c, number, category)?;
+                }
+                Ok((
+                    Params {
+                        category: category.clone(),
+                        from_version: None,
+                        to_version: Some(v),
+                        install,
+                        delete: Vec::new(),
+                    },
+                    true,
+                ))
+            }
+            Request::Rewrite {
+                category,
+                to_version,
+                ..
+            } => {
+                let card = existing.ok_or(Error::UnknownCard)?;
+                check_category(&card, category)?;
+                let cat = category_of(c, category)?;
+                Self::authorise(actor, &cat.tenant, "rewrite cards of this category")?;
+                if card.state != CardState::Written {
+                    return Err(Error::WrongState {
+                        state: card.state.to_string(),
+                        need: "rewrite needs a written card",
+                    });
+                }
+                let to = to_version.or(cat.current_key_version).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "category '{category}' has no current base key version"
+                    ))
+                })?;
+                self.active_version(c, category, to)?;
+                if card.key_version == Some(to) {
+                    return Err(Error::Invalid(format!(
+                        "the card already carries base key version {to}"
+                    )));
+                }
+                Ok((
+                    Params {
+                        category: category.clone(),
+                        from_version: card.key_version,
+                        to_version: Some(to),
+                        install: Vec::new(),
+                        delete: Vec::new(),
+                    },
+                    false,
+                ))
+            }
+            Request::Clear { category, .. } => {
+                let card = existing.ok_or(Error::UnknownCard)?;
+                check_category(&card, category)?;
+                let cat = category_of(c, category)?;
+                Self::authorise(actor, &cat.tenant, "clear cards of this category")?;
+                let blank = card.state == CardState::Blank;
+                let delete = card_apps_in(c, number)?
+                    .iter()
+                    .map(|a| AppRef {
+                        instance: a.instance.to_hex(),
+                        package: a.package.to_hex(),
+                    })
+                    .collect();
+                Ok((
+                    Params {
+                        category: category.clone(),
+                        from_version: card.key_version,
+                        to_version: None,
+                        install: Vec::new(),
+                        delete,
+                    },
+                    blank,
+                ))
+            }
+            Request::LoadApp { app, .. } => {
+                let card = existing.ok_or(Error::UnknownCard)?;
+                let cat = category_of(c, &card.category)?;
+                let owner = package_owner_in(c, &app.package)?.ok_or_else(|| {
+                    Error::Invalid(format!("package {} is not registered", app.package))
+                })?;
+                if actor.tenant != cat.tenant {
+                    Self::authorise(actor, &owner, "install another tenant's package")?;
+                }
+                if card.state != CardState::Written {
+                    return Err(Error::WrongState {
+                        state: card.state.to_string(),
+                        need: "applications go on written cards",
+                    });
+                }
+                if app.params.len() > 0x7F {
+                    return Err(Error::Invalid("install parameters over 127 bytes".into()));
+                }
+                if card_apps_in(c, number)?
+                    .iter()
+                    .any(|a| a.instance == app.instance)
+                {
+                    return Err(Error::Invalid(format!(
+                        "application {} is already on the card",
+                        app.instance
+                    )));
+                }
+                Ok((
+                    Params {
+                        category: card.category.clone(),
+                        from_version: card.key_version,
+                        to_version: card.key_version,
+                        install: vec![AppParam::from(app)],
+                        delete: Vec::new(),
+                    },
+                    false,
+                ))
+            }
+            Request::DeleteApp { instance, .. } => {
+                let card = existing.ok_or(Error::UnknownCard)?;
+                let cat = category_of(c, &card.category)?;
+                let app = card_apps_in(c, number)?
+                    .into_iter()
+                    .find(|a| a.instance == *instance)
+                    .ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "application {instance} was not installed by the platform"
+                        ))
+                    })?;
+                if actor.tenant != cat.tenant {
+                    let owner = package_owner_in(c, &app.package)?.unwrap_or_default();
+                    Self::authorise(actor, &owner, "delete another tenant's application")?;
+                }
+                if card.state != CardState::Written {
+                    return Err(Error::WrongState {
+                        state: card.state.to_string(),
+                        need: "applications are managed on written cards",
+                    });
+                }
+                Ok((
+                    Params {
+                        category: card.category.clone(),
+                        from_version: card.key_version,
+                        to_version: card.key_version,
+                        install: Vec::new(),
+                        delete: vec![AppRef {
+                            instance: app.instance.to_hex(),
+                            package: app.package.to_hex(),
+                        }],
+                    },
+                    false,
+                ))
+            }
+        }
+    }
+
+    fn active_version(&self, c: &mut Conn, category: &str, v: u32) -> Result<()> {
+        let kv = key_version_in(c, category, v)?.ok_or_else(|| {
+            Error::Invalid(format!(
+                "base key version {v} of '{category}' is not registered"
+            ))
+        })?;
+        if kv.status != KeyVersionStatus::Active {
+            return Err(Error::Invalid(format!(
+                "base key version {v} of '{category}' is retired"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Submits a request and runs it on the card in `chan`.
+    pub fn execute<C: CardChannel + ?Sized>(
+        &self,
+        actor: &Actor,
+        req: &Request,
+        chan: &mut C,
+    ) -> Result<Outcome> {
+        let id = self.submit(actor, req)?;
+        self.run(id, chan)
+    }
+
+    /// Write card (see [`Request::Write`]).
+    pub fn write<C: CardChannel + ?Sized>(
+        &self,
+        actor: &Actor,
+        card_number: &str,
+        category: &str,
+        chan: &mut C,
+    ) -> Result<Outcome> {
+        self.execute(
+            actor,
+            &Request::Write {
+                card_number: card_number.into(),
+                category: category.into(),
+                install_apps: true,
+            },
+            chan,
+        )
+    }
+
+    /// Rewrite card with the category's current base key version.
+    pub fn rewrite<C: CardChannel + ?Sized>(
+        &self,
+        actor: &Actor,
+        card_number: &str,
+        category: &str,
+        chan: &mut C,
+    ) -> Result<Outcome> {
+        self.execute(
+            actor,
+            &Request::Rewrite {
+                card_number: card_number.into(),
+                category: category.into(),
+                to_version: None,
+            },
+            chan,
+        )
+    }
+
+    /// Clear card.
+    pub fn clear<C: CardChannel + ?Sized>(
+        &self,
+        actor: &Actor,
+        card_number: &str,
+        category: &str,
+        chan: &mut C,
+    ) -> Result<Outcome> {
+        self.execute(
+            actor,
+            &Request::Clear {
+                card_number: card_number.into(),
+                category: category.into(),
+            },
+            chan,
+        )
+    }
+
+    /// Runs the card's open job again (after an interruption or a crash).
+    pub fn resume<C: CardChannel + ?Sized>(
+        &self,
+        card_number: &str,
+        chan: &mut C,
+    ) -> Result<Outcome> {
+        let job = self
+            .store
+            .open_job_for_card(card_number)?
+            .ok_or_else(|| Error::Invalid("the card has no open job".into()))?;
+        self.run(job.id, chan)
+    }
+
+    /// Runs (or resumes) a job on the card in `chan`.
+    pub fn run<C: CardChannel + ?Sized>(&self, job_id: i64, chan: &mut C) -> Result<Outcome> {
+        let lease = Lease {
+            job: job_id,
+            owner: random_token(),
+            duration: self.config.lease,
+        };
+        let job = self.store.tx(|c| -> Result<Job> {
+            match claim_in(c, &lease)? {
+                Claim::Claimed(job) => {
+                    append_in(
+                        c,
+                        &NewEntry::new(&job.actor, &format!("job.{}", job.kind), "running")
+                            .card(&job.card_number)
+                            .detail(json!({"job": job.id, "attempt": job.attempts})),
+                    )?;
+                    Ok(job)
+                }
+                Claim::Finished(job) => Err(Error::JobFinished {
+                    id: job.id,
+                    state: job.state.to_string(),
+                }),
+                Claim::Leased => Err(Error::JobLeased(job_id)),
+                Claim::NotFound => Err(Error::UnknownJob(job_id)),
+            }
+        })?;
+        let mut run = exec::Run::new(self, job, lease, ByRef(chan))?;
+        let result = run.drive();
+        let apdus = run.apdus();
+        match result {
+            Ok(()) => {
+                let job = self.store.job(job_id)?.ok_or(Error::UnknownJob(job_id))?;
+                let card = self
+                    .store
+                    .card(&job.card_number)?
+                    .ok_or(Error::UnknownCard)?;
+                Ok(Outcome { job, card, apdus })
+            }
+            Err(e) => {
+                run.record_failure(&e)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Derives (and checks once per version against the database's KCV) a card's keys.
+    pub(crate) fn derive(
+        &self,
+        c: &mut Conn,
+        category: &str,
+        version: u32,
+        card_number: &str,
+    ) -> Result<scp::StaticKeys> {
+        let kv = key_version_in(c, category, version)?.ok_or_else(|| {
+            Error::Invalid(format!(
+                "base key version {version} of '{category}' is not registered"
+            ))
+        })?;
+        let id = (kv.kms_category.clone(), version);
+        let checked = self
+            .kcv_checked
+            .lock()
+            .map(|s| s.contains(&id))
+            .unwrap_or(false);
+        if !checked {
+            let info = self
+                .keys
+                .list()?
+                .into_iter()
+                .find(|i| i.category == kv.kms_category && i.version == version)
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "the key store has no version {version} of '{}'",
+                        kv.kms_category
+                    ))
+                })?;
+            if info.kcv != kv.kcv || info.kind != kv.kind {
+                return Err(Error::Invalid(format!(
+                    "the key store's version {version} of '{}' (KCV {}) is not the registered one (KCV {})",
+                    kv.kms_category,
+                    apdu::hex(&info.kcv),
+                    apdu::hex(&kv.kcv)
+                )));
+            }
+            if let Ok(mut s) = self.kcv_checked.lock() {
+                s.insert(id);
+            }
+        }
+        Ok(self
+            .keys
+            .derive_card_keys(&kv.kms_category, version, card_number)?)
+    }
+
+    pub(crate) fn keystore(&self) -> &dyn kms::KeyStore {
+        self.keys.as_ref()
+    }
+
+    pub(crate) fn config(&self) -> &IssuerConfig {
+        &self.config
+    }
+}
+
+/// Marks a card partial when a failed job changed it.
+pub(crate) fn mark_partial(c: &mut Conn, number: &str) -> std::result::Result<(), StoreError> {
+    c.execute(
+        "UPDATE cards SET state = 'partial', updated_ms = $1 WHERE card_number = $2",
+        params![crate::model::now_ms(), number],
+    )?;
+    Ok(())
+}
+
+/// Whether any step that changes the card is done or may have happened.
+pub(crate) fn card_touched(steps: &[crate::model::Step]) -> bool {
+    steps.iter().any(|s| {
+        s.state != StepState::Pending && StepKind::parse(&s.name).is_ok_and(|k| k.changes_card())
+    })
+}
+
+/// Re-exported for the engine.
+pub(crate) fn job_state_after(e: &Error, resumed_connect: bool) -> JobState {
+    match e {
+        Error::Interrupted(_) | Error::Store(_) => JobState::Pending,
+        Error::WrongCard(_) | Error::KeysDoNotMatch(_) if resumed_connect => JobState::Pending,
+        _ => JobState::Failed,
+    }
+}

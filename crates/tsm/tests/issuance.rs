@@ -1,0 +1,415 @@
+//! The issuance workflows against in-process virtual cards, on every backend.
+
+mod common;
+
+use common::*;
+use gp::aid::Aid;
+use gp::commands::DataObject;
+use gpclient::ops;
+use kms::KeyKind;
+use tsm::model::{CardState, JobState, StepState};
+use tsm::{kvn_for_version, Actor, Error, Request};
+
+const NUMBER: &str = "8986001234567890123";
+
+fn bcd(number: &str) -> Vec<u8> {
+    kms::kdd_for_card_number(number).unwrap().to_vec()
+}
+
+/// Applications, load files, CIN and KDD as the card reports them.
+type View = (Vec<Aid>, Vec<Aid>, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// What the card itself says, read through an independent channel with `spec`.
+fn card_view(card: &SimCard, spec: gpclient::KeySpec) -> View {
+    let mut c = open(card, spec).expect("independent channel opens");
+    let reg = ops::registry(&mut c).unwrap();
+    let cin = ops::get_data(&mut c, DataObject::Cin).unwrap();
+    let kdd = ops::get_data(&mut c, DataObject::KeyDiversificationData).unwrap();
+    (
+        reg.applications
+            .iter()
+            .filter(|e| e.aid != gp::aid::ISD_AID)
+            .map(|e| e.aid)
+            .collect(),
+        reg.load_files.iter().map(|e| e.aid).collect(),
+        cin,
+        kdd,
+    )
+}
+
+fn write_then_check(kind: KeyKind, scp02: bool) {
+    for ts in backends() {
+        let name = ts.name;
+        let initial_kvn = if scp02 { 0x20 } else { 0x30 };
+        let f = Fixture::new(ts, kind, initial_kvn, true);
+        let mut card = if scp02 {
+            SimCard::scp02()
+        } else {
+            SimCard::scp03()
+        };
+        let out = f.issuer.write(&f.ci, NUMBER, CATEGORY, &mut card).unwrap();
+        assert_eq!(out.job.state, JobState::Done, "{name}");
+        assert_eq!(out.card.state, CardState::Written);
+        assert_eq!(out.card.key_version, Some(1));
+        let kvn = kvn_for_version(1, initial_kvn);
+        assert_eq!(out.card.kvn, Some(kvn));
+        assert_eq!(out.card.kdd.as_deref(), Some(bcd(NUMBER).as_slice()));
+        assert_eq!(out.card.factory_kdd.as_deref(), Some(&[0u8; 10][..]));
+        // A host that knows only the base key and the card's KDD opens the card with the
+        // category's diversification (EMV CPG for 3DES, KDF3 for AES).
+        let (apps, files, cin, kdd) =
+            card_view(&card, base_spec(BASE_V1, f.diversification(), kvn));
+        assert_eq!(cin, Some(bcd(NUMBER)), "{name}: CIN");
+        assert_eq!(kdd, Some(bcd(NUMBER)), "{name}: KDD");
+        assert_eq!(apps, vec![Aid::new(&STORAGE_INSTANCE).unwrap()]);
+        assert!(files.contains(&Aid::new(&STORAGE_PKG).unwrap()));
+        // The initial keys are gone.
+        assert!(matches!(
+            open(&card, test_key_spec(0)),
+            Err(gpclient::ClientError::WrongKeys { .. } | gpclient::ClientError::Card { .. })
+        ));
+        // Database agrees.
+        let db_apps = f.store().card_apps(NUMBER).unwrap();
+        assert_eq!(db_apps.len(), 1);
+        assert_eq!(db_apps[0].instance, Aid::new(&STORAGE_INSTANCE).unwrap());
+        let steps = f.store().job_steps(out.job.id).unwrap();
+        assert!(steps
+            .iter()
+            .all(|s| s.state == StepState::Done && s.attempts == 1));
+        assert!(f.store().audit_verify().unwrap().is_ok());
+        let audit = f.store().audit_for_card(NUMBER).unwrap();
+        let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+        assert!(actions.contains(&"card.put_key"), "{actions:?}");
+        assert_eq!(audit.last().unwrap().result, "ok");
+        assert_eq!(audit.last().unwrap().action, "job.write");
+    }
+}
+
+#[test]
+fn write_scp03_card_with_aes_base_key_kdf3() {
+    write_then_check(KeyKind::Aes, false);
+}
+
+#[test]
+fn write_scp02_card_with_3des_base_key_emv() {
+    write_then_check(KeyKind::Des3, true);
+}
+
+#[test]
+fn rewrite_replaces_the_keys() {
+    for ts in backends() {
+        let name = ts.name;
+        let f = Fixture::new(ts, KeyKind::Aes, 0x30, false);
+        let mut card = SimCard::scp03();
+        f.issuer.write(&f.ci, NUMBER, CATEGORY, &mut card).unwrap();
+        // Nothing to rewrite to yet.
+        assert!(matches!(
+            f.issuer.rewrite(&f.ci, NUMBER, CATEGORY, &mut card),
+            Err(Error::Invalid(_))
+        ));
+        let v2 = f.rotate();
+        let out = f
+            .issuer
+            .rewrite(&f.ci, NUMBER, CATEGORY, &mut card)
+            .unwrap();
+        assert_eq!(out.card.key_version, Some(v2), "{name}");
+        assert_eq!(out.card.state, CardState::Written);
+        let kdf = f.diversification();
+        let old = base_spec(BASE_V1, kdf, 0);
+        assert!(
+            matches!(
+                open(&card, old),
+                Err(gpclient::ClientError::WrongKeys { .. })
+            ),
+            "{name}: old keys still open"
+        );
+        open(&card, base_spec(BASE_V2, kdf, kvn_for_version(v2, 0x30))).expect("new keys open");
+        // The personalisation is untouched.
+        let (_, _, cin, _) = card_view(&card, base_spec(BASE_V2, kdf, 0));
+        assert_eq!(cin, Some(bcd(NUMBER)));
+        assert!(f.store().audit_verify().unwrap().is_ok());
+    }
+}
+
+#[test]
+fn clear_returns_the_card_to_blank() {
+    for ts in backends() {
+        let name = ts.name;
+        let f = Fixture::new(ts, KeyKind::Aes, 0x30, true);
+        let mut card = SimCard::scp03();
+        f.issuer.write(&f.ci, NUMBER, CATEGORY, &mut card).unwrap();
+        // An application provider adds its own application.
+        let bank = Actor::new("bank", "ops");
+        f.issuer
+            .execute(
+                &bank,
+                &Request::LoadApp {
+                    card_number: NUMBER.into(),
+                    app: empty_app(),
+                },
+                &mut card,
+            )
+            .unwrap();
+        assert_eq!(f.store().card_apps(NUMBER).unwrap().len(), 2);
+        let out = f.issuer.clear(&f.ci, NUMBER, CATEGORY, &mut card).unwrap();
+        assert_eq!(out.card.state, CardState::Blank, "{name}");
+        assert_eq!(out.card.key_version, None);
+        assert_eq!(out.card.kvn, Some(0x30));
+        assert!(f.store().card_apps(NUMBER).unwrap().is_empty());
+        // The initial keys open again, with the initial KVN; nothing of ours remains.
+        let (apps, files, cin, kdd) = card_view(&card, test_key_spec(0x30));
+        assert!(apps.is_empty(), "{name}: {apps:?}");
+        assert!(
+            !files.contains(&Aid::new(&STORAGE_PKG).unwrap())
+                && !files.contains(&Aid::new(&EMPTY_PKG).unwrap()),
+            "{files:?}"
+        );
+        assert_eq!(cin, Some(vec![]), "{name}: CIN erased");
+        assert_eq!(kdd, Some(vec![0; 10]), "{name}: factory KDD back");
+        let mut c = open(&card, test_key_spec(0x30)).unwrap();
+        assert_eq!(
+            ops::get_data(&mut c, DataObject::Iin).unwrap(),
+            Some(vec![])
+        );
+        assert!(matches!(
+            open(&card, base_spec(BASE_V1, f.diversification(), 0)),
+            Err(gpclient::ClientError::WrongKeys { .. })
+        ));
+        // Clearing a blank card does nothing (and needs no card).
+        let mut no_card = Faulty::new(SimCard::scp03(), Cut::Before(0));
+        let again = f
+            .issuer
+            .clear(&f.ci, NUMBER, CATEGORY, &mut no_card)
+            .unwrap();
+        assert_eq!(again.apdus, 0);
+        assert_eq!(again.card.state, CardState::Blank);
+        // And the card can be written again.
+        f.issuer.write(&f.ci, NUMBER, CATEGORY, &mut card).unwrap();
+        assert!(f.store().audit_verify().unwrap().is_ok());
+    }
+}
+
+#[test]
+fn application_management() {
+    for ts in backends() {
+        let name = ts.name;
+        let f = Fixture::new(ts, KeyKind::Aes, 0x30, false);
+        let mut card = SimCard::scp03();
+        f.issuer.write(&f.ci, NUMBER, CATEGORY, &mut card).unwrap();
+        let load = Request::LoadApp {
+            card_number: NUMBER.into(),
+            app: storage_app(),
+        };
+        f.issuer.execute(&f.ci, &load, &mut card).unwrap();
+        // The applet runs and holds its personalisation (SELECT + GET DATA DF01).
+        {
+            let mut c = card.0.lock().unwrap();
+            let r = c.transmit(&apdu::parse_hex("00A4040007F0435744530101").unwrap());
+            assert_eq!(&r[r.len() - 2..], &[0x90, 0x00], "{name}");
+        }
+        assert!(matches!(
+            f.issuer.execute(&f.ci, &load, &mut card),
+            Err(Error::Invalid(_))
+        ));
+        let del = Request::DeleteApp {
+            card_number: NUMBER.into(),
+            instance: Aid::new(&STORAGE_INSTANCE).unwrap(),
+        };
+        f.issuer.execute(&f.ci, &del, &mut card).unwrap();
+        let (apps, files, _, _) = card_view(&card, base_spec(BASE_V1, f.diversification(), 0));
+        assert!(apps.is_empty() && !files.contains(&Aid::new(&STORAGE_PKG).unwrap()));
+        assert!(f.store().card_apps(NUMBER).unwrap().is_empty());
+        // Only the owner of a package (or the card issuer) may install it.
+        f.store()
+            .create_tenant(
+                "admin",
+                "other",
+                "Other AP",
+                tsm::model::Role::ApplicationProvider,
+            )
+            .unwrap();
+        let other = Actor::new("other", "x");
+        assert!(matches!(
+            f.issuer.execute(&other, &load, &mut card),
+            Err(Error::Forbidden { .. })
+        ));
+        assert!(matches!(
+            f.issuer.execute(&other, &del, &mut card),
+            Err(Error::Invalid(_))
+        ));
+    }
+}
+
+#[test]
+fn refusals_change_nothing() {
+    for ts in backends() {
+        let name = ts.name;
+        let f = Fixture::new(ts, KeyKind::Aes, 0x30, false);
+        let mut card = SimCard::scp03();
+        let audit_before = f.store().audit_entries(0, 10_000).unwrap().len();
+        // Unknown card number.
+        assert!(matches!(
+            f.issuer.rewrite(&f.ci, "123", CATEGORY, &mut card),
+            Err(Error::UnknownCard)
+        ));
+        assert!(matches!(
+            f.issuer.clear(&f.ci, "123", CATEGORY, &mut card),
+            Err(Error::UnknownCard)
+        ));
+        // Bad card number, unknown category, wrong tenant.
+        assert!(matches!(
+            f.issuer.write(&f.ci, "12-3", CATEGORY, &mut card),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            f.issuer.write(&f.ci, NUMBER, "acme/none", &mut card),
+            Err(Error::UnknownCategory(_))
+        ));
+        assert!(matches!(
+            f.issuer
+                .write(&Actor::new("bank", "x"), NUMBER, CATEGORY, &mut card),
+            Err(Error::Forbidden { .. })
+        ));
+        assert_eq!(
+            f.store().audit_entries(0, 10_000).unwrap().len(),
+            audit_before
+        );
+        assert!(f.store().card(NUMBER).unwrap().is_none(), "{name}");
+
+        f.issuer.write(&f.ci, NUMBER, CATEGORY, &mut card).unwrap();
+        // Writing it again, or another category.
+        assert!(matches!(
+            f.issuer.write(&f.ci, NUMBER, CATEGORY, &mut card),
+            Err(Error::WrongState { .. })
+        ));
+        f.store()
+            .create_category(
+                "admin",
+                &tsm::CategorySpec {
+                    id: "acme/silver".into(),
+                    tenant: "acme".into(),
+                    description: "".into(),
+                    initial_keys: tsm::model::InitialKeys::GpTestKey,
+                    initial_kvn: 0x30,
+                    perso: vec![],
+                },
+            )
+            .unwrap();
+        assert!(matches!(
+            f.issuer.rewrite(&f.ci, NUMBER, "acme/silver", &mut card),
+            Err(Error::WrongCategory { .. })
+        ));
+
+        // Wrong card: writing another number onto the card already written as NUMBER.
+        let snapshot = |card: &SimCard| format!("{:?}", card.0.lock().unwrap());
+        let before = snapshot(&card);
+        let e = f
+            .issuer
+            .write(&f.ci, "4000", CATEGORY, &mut card)
+            .unwrap_err();
+        assert!(matches!(e, Error::WrongCard(_)), "{name}: {e}");
+        assert_eq!(snapshot(&card), before);
+        let c4000 = f.store().card("4000").unwrap().unwrap();
+        assert_eq!(c4000.state, CardState::Blank);
+        assert_eq!(c4000.key_version, None);
+        let job = f.store().jobs_of_card("4000").unwrap().pop().unwrap();
+        assert_eq!(job.state, JobState::Failed);
+
+        // Wrong card the other way: rewrite NUMBER with a blank card in the reader.
+        f.rotate();
+        let mut blank = SimCard::scp03();
+        let e = f
+            .issuer
+            .rewrite(&f.ci, NUMBER, CATEGORY, &mut blank)
+            .unwrap_err();
+        assert!(matches!(e, Error::WrongCard(_)), "{name}: {e}");
+        assert_eq!(
+            f.store().card(NUMBER).unwrap().unwrap().key_version,
+            Some(1)
+        );
+
+        // Keys that do not match: someone changed the card's keys behind the platform's back.
+        {
+            let mut c = open(&card, base_spec(BASE_V1, f.diversification(), 0)).unwrap();
+            let other = scp::StaticKeys::same(scp::Key::aes(&[0x11; 16]).unwrap());
+            ops::put_key_set(&mut c, &other, 0x01, Some(0x01)).unwrap();
+        }
+        let e = f
+            .issuer
+            .rewrite(&f.ci, NUMBER, CATEGORY, &mut card)
+            .unwrap_err();
+        assert!(matches!(e, Error::KeysDoNotMatch(_)), "{name}: {e}");
+        let c = f.store().card(NUMBER).unwrap().unwrap();
+        assert_eq!(c.key_version, Some(1));
+        assert_eq!(c.state, CardState::Written, "nothing was changed");
+        // The card's failure counter was not spent: the odd keys still open it.
+        open(
+            &card,
+            gpclient::KeySpec::same(&[0x11; 16], scp::Diversification::None, 1),
+        )
+        .unwrap();
+        assert!(f.store().audit_verify().unwrap().is_ok());
+    }
+}
+
+#[test]
+fn busy_card_and_finished_jobs() {
+    let f = Fixture::new(sqlite(), KeyKind::Aes, 0x30, false);
+    let mut card = SimCard::scp03();
+    // The card is pulled out at once: the job stays pending and blocks new ones.
+    let mut gone = Faulty::new(card.clone(), Cut::Before(0));
+    let e = f
+        .issuer
+        .write(&f.ci, NUMBER, CATEGORY, &mut gone)
+        .unwrap_err();
+    assert!(e.is_interruption(), "{e}");
+    let job = f.store().open_job_for_card(NUMBER).unwrap().unwrap();
+    assert_eq!(job.state, JobState::Pending);
+    assert!(job.error.as_deref().unwrap_or("").contains("removed"));
+    assert!(matches!(
+        f.issuer.write(&f.ci, NUMBER, CATEGORY, &mut card),
+        Err(Error::CardBusy(id)) if id == job.id
+    ));
+    let out = f.issuer.resume(NUMBER, &mut card).unwrap();
+    assert_eq!(out.job.id, job.id);
+    assert_eq!(out.job.attempts, 2);
+    assert!(matches!(
+        f.issuer.run(job.id, &mut card),
+        Err(Error::JobFinished { .. })
+    ));
+    assert!(matches!(
+        f.issuer.run(999, &mut card),
+        Err(Error::UnknownJob(999))
+    ));
+}
+
+#[test]
+fn leases_keep_two_workers_apart() {
+    let ts = sqlite();
+    let f = Fixture::new(ts, KeyKind::Aes, 0x30, false);
+    let long = tsm::Issuer::new(
+        f.store().clone(),
+        f.keys.clone() as std::sync::Arc<dyn kms::KeyStore>,
+        tsm::IssuerConfig::default(),
+    );
+    let mut card = SimCard::scp03();
+    // A worker with a long lease crashes after the first APDU.
+    let id = long
+        .submit(
+            &f.ci,
+            &Request::Write {
+                card_number: NUMBER.into(),
+                category: CATEGORY.into(),
+                install_apps: false,
+            },
+        )
+        .unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut crash = Faulty::new(card.clone(), Cut::CrashAfter(0));
+        long.run(id, &mut crash)
+    }));
+    assert!(r.is_err());
+    assert_eq!(f.store().job(id).unwrap().unwrap().state, JobState::Running);
+    // Nobody else may take it over while the lease runs.
+    assert!(matches!(long.run(id, &mut card), Err(Error::JobLeased(_))));
+}
