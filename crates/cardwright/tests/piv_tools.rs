@@ -8,10 +8,10 @@
 //! vsmartcard-vpcd, yubico-piv-tool, opensc, opensc-pkcs11 and openssl.
 //!
 //! Known tool defect: Debian 12's yubico-piv-tool 2.2.0 cannot `selfsign-certificate`
-//! (nor `request-certificate`) with OpenSSL ≥ 3.0.14: it hooks its signing callback
-//! into a legacy `EC_KEY`/`RSA` method that OpenSSL 3 no longer consults, so
-//! `X509_sign` fails with "missing private key" before any APDU reaches a card
-//! (Yubico/yubico-piv-tool#388). The test runs the command, and when it fails that way
+//! with its OpenSSL 3 (3.0.19 here): it hooks its signing callback into the legacy
+//! `EC_KEY`/`RSA` method of the public key, which OpenSSL 3's provider-based `X509_sign`
+//! does not consult, so signing fails with "ossl_ecdsa_simple_sign_sig: missing private
+//! key" before any APDU reaches a card (seen under gdb; Yubico/yubico-piv-tool#388). The test runs the command, and when it fails that way
 //! it checks that no signature was asked of the card and makes the self-signed
 //! certificate with the card key through OpenSC instead (see `card_self_signed`).
 

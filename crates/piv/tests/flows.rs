@@ -886,3 +886,86 @@ fn opensc_style_apdus() {
         (hex("7C0A8108"), 12, SW_OK)
     );
 }
+
+// ----- encodings recorded from the real tools -----
+//
+// source: yubico-piv-tool 2.2.0 (Debian 12 libykpiv2 2.2.0-1.1, `-v9` trace) and OpenSC
+// 0.23.0 (Debian 12, OPENSC_DEBUG=9) driving this applet in `cardwright sim run --vpcd`
+// through pcscd + vsmartcard-vpcd (crates/cardwright/tests/piv_tools.rs). Random parts
+// (challenges, keys, signatures) are checked by shape only.
+
+#[test]
+fn recorded_yubico_piv_tool_2_2_generate_and_rsa_sign() {
+    let mut h = Host::new();
+    // ykpiv_connect: SELECT with the 5-byte partial AID, no Le.
+    let r = h.raw(&hex("00A4040005A000000308"));
+    assert_eq!((r.data[..2].to_vec(), r.sw.0), (hex("6141"), SW_OK));
+    assert_eq!(h.raw(&hex("0020008000")).sw.0, 0x63C3);
+    // Management key: witness request, then witness + challenge, both without Le.
+    let r = h.raw(&hex("0087039B047C028000"));
+    assert_eq!((r.data[..4].to_vec(), r.data.len()), (hex("7C0A8008"), 12));
+    let mut witness = r.data[4..].to_vec();
+    host_cipher(0x03, &DEFAULT_MGMT, &mut witness, false);
+    let mut cmd = hex("0087039B16 7C14 8008");
+    cmd.extend(&witness);
+    cmd.extend(hex("8108 3388FB559C479E25"));
+    let r = h.raw(&cmd);
+    assert_eq!((r.data[..4].to_vec(), r.sw.0), (hex("7C0A8208"), SW_OK));
+    // GENERATE without Le: 256 bytes and 61 0E, the rest by GET RESPONSE with Le = 00.
+    let r = h.raw(&hex("0047009A05AC03800107"));
+    assert_eq!((r.data.len(), r.sw.0), (256, 0x610E));
+    assert_eq!(r.data[..9], hex("7F4982010981820100")[..]);
+    let rest = h.raw(&hex("00C0000000"));
+    assert_eq!((rest.data.len(), rest.sw.0), (14, SW_OK));
+    assert_eq!(rest.data[9..], hex("8203010001")[..]);
+    let public = rsa_public(&[r.data, rest.data].concat()[5..]);
+
+    // test-signature: VERIFY, then the padded block in two chained GENERAL
+    // AUTHENTICATE commands (255 + 11 bytes) without Le; the 264-byte answer comes
+    // as 256 bytes and 61 08, then GET RESPONSE.
+    assert_eq!(h.raw(&hex("0020008008313233343536FFFF")).sw.0, SW_OK);
+    let block = pkcs1_sha256_block(b"recorded", 256);
+    let template = dyn_auth_request(0x81, &block);
+    assert_eq!(template[..4], hex("7C820106")[..]);
+    let (first, second) = template.split_at(255);
+    let r = h.raw(&[&hex("1087079AFF")[..], first].concat());
+    assert_eq!((r.data.len(), r.sw.0), (0, SW_OK));
+    let r = h.raw(&[&hex("0087079A0B")[..], second].concat());
+    assert_eq!((r.data.len(), r.sw.0), (256, 0x6108));
+    let rest = h.raw(&hex("00C0000000"));
+    assert_eq!((rest.data.len(), rest.sw.0), (8, SW_OK));
+    let sig = dyn_auth_response(&[r.data, rest.data].concat());
+    public
+        .verify(
+            rsa::Pkcs1v15Sign::new::<rsa::sha2::Sha256>(),
+            &rsa::sha2::Sha256::digest(b"recorded"),
+            &sig,
+        )
+        .expect("PKCS#1 v1.5 signature verifies");
+}
+
+#[test]
+fn recorded_opensc_0_23_probe_and_short_le() {
+    let mut h = Host::new();
+    // card-piv.c piv_match_card / piv_find_discovery: GET DATA with a short Le first,
+    // then again with the length the first answer announced.
+    let r = h.raw(&hex("00A4040009A0000003080000100000"));
+    assert_eq!(r.sw.0, SW_OK);
+    let r = h.raw(&hex("00CB3FFF055C035FC10708"));
+    assert_eq!(r.sw.0, 0x6A82, "no CCC");
+    let r = h.raw(&hex("00CB3FFF035C017E08"));
+    assert_eq!((r.data, r.sw.0), (hex("7E124F0BA0000003"), 0x610C));
+    let r = h.raw(&hex("00CB3FFF035C017E14"));
+    assert_eq!(
+        (r.data, r.sw.0),
+        (hex("7E124F0BA0000003080000100001005F2F024000"), SW_OK)
+    );
+    // CHUID: 8 bytes and 61 35, then the whole 0x3D bytes.
+    let r = h.raw(&hex("00CB3FFF055C035FC10208"));
+    assert_eq!((r.data[..4].to_vec(), r.sw.0), (hex("533B3019"), 0x6135));
+    let r = h.raw(&hex("00CB3FFF055C035FC1023D"));
+    assert_eq!((r.data.len(), r.sw.0), (0x3D, SW_OK));
+    // Printed Information needs the PIN (SP 800-73-4 Part 1 Table 3).
+    assert_eq!(h.raw(&hex("00CB3FFF055C035FC10908")).sw.0, 0x6982);
+    assert_eq!(h.raw(&hex("00200080")).sw.0, 0x63C3);
+}

@@ -158,6 +158,10 @@ impl Sim {
     /// Starts the card with a new state file and waits until the tools see it.
     pub fn start() -> Sim {
         ensure_pcscd();
+        assert!(
+            wait_for_empty_reader(Duration::from_secs(10)),
+            "{READER} already holds a card: is another virtual card connected to {VPCD}?"
+        );
         let dir = tempfile::tempdir().expect("temp dir");
         let state = dir.path().join("card.json");
         let child = Command::new(env!("CARGO_BIN_EXE_cardwright"))
@@ -165,7 +169,7 @@ impl Sim {
             .arg(&state)
             .env(
                 "CARDWRIGHT_LOG",
-                std::env::var("PIV_TOOLS_SIM_LOG").unwrap_or_else(|_| "warn".into()),
+                std::env::var("CARDWRIGHT_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -200,15 +204,6 @@ impl Sim {
                 o.stdout,
                 o.stderr
             );
-            if std::env::var("PIV_TOOLS_DEBUG").is_ok() {
-                let l = run_env("ss", &["-tan", "( sport = :35964 or dport = :35964 )"], &[]);
-                eprintln!(
-                    "{:?} {} | {}",
-                    t0.elapsed(),
-                    l.stdout.replace('\n', " / "),
-                    o.text().replace('\n', " ")
-                );
-            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -218,7 +213,34 @@ impl Drop for Sim {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The next card must not connect before pcscd has seen this one go: if vpcd
+        // accepts a new card within one presence poll of the old one's exit, pcscd never
+        // notices the swap, powers the new card off as its idle old one, and then refuses
+        // to connect to it ("Error powering up card: SCARD_W_REMOVED_CARD") for as long
+        // as it stays in the reader.
+        wait_for_empty_reader(Duration::from_secs(5));
     }
+}
+
+/// Whether pcscd reports a card in [`READER`] (`opensc-tool -l`: `Nr. Card Features Name`).
+pub fn reader_has_card() -> bool {
+    let o = run_env("opensc-tool", &["-l"], &[]);
+    o.stdout
+        .lines()
+        .filter(|l| l.trim_end().ends_with(READER))
+        .any(|l| l.split_whitespace().nth(1) == Some("Yes"))
+}
+
+/// Waits until pcscd reports [`READER`] empty; false on timeout.
+pub fn wait_for_empty_reader(timeout: Duration) -> bool {
+    let t0 = Instant::now();
+    while reader_has_card() {
+        if t0.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
 }
 
 // ----- DER (ITU-T X.690 §8.1): just enough to split and rebuild a Certificate -----
@@ -443,7 +465,7 @@ mod tests {
         let tbs = der_tlv(0x30, &[0x02, 0x01, 0x05]);
         let alg = der_tlv(0x30, &[0x06, 0x03, 0x2A, 0x86, 0x48]);
         let cert = join_certificate(&tbs, &alg, &[0xAB; 300]);
-        assert_eq!(&cert[..4], &[0x30, 0x82, 0x01, 0x3B]);
+        assert_eq!(&cert[..4], &[0x30, 0x82, 0x01, 0x3D]);
         assert_eq!(split_certificate(&cert), (tbs, alg));
     }
 }
