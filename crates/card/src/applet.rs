@@ -303,7 +303,8 @@ impl Applet for PivHosted {
     }
 }
 
-/// Creates PIV instances ([`piv::PivApplet`] with [`piv::PivConfig::default`]).
+/// Creates PIV instances ([`piv::PivApplet`] with [`piv::PivConfig::default`]); install
+/// parameters `C9 04 <serial>` set the serial number.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PivFactory;
 
@@ -315,10 +316,16 @@ impl AppletFactory for PivFactory {
         &self,
         _module_aid: &[u8],
         _instance_aid: &[u8],
-        _app_params: &[u8],
+        app_params: &[u8],
     ) -> Result<Box<dyn Applet>, StatusWord> {
-        let applet = piv::PivApplet::try_new(piv::PivConfig::default())
-            .map_err(|_| StatusWord::WRONG_DATA)?;
+        // Install parameters (C9 content): an optional 4-byte serial number, big-endian.
+        let mut config = piv::PivConfig::default();
+        match app_params {
+            [] => {}
+            [a, b, c, d] => config.serial = u32::from_be_bytes([*a, *b, *c, *d]),
+            _ => return Err(StatusWord::WRONG_DATA),
+        }
+        let applet = piv::PivApplet::try_new(config).map_err(|_| StatusWord::WRONG_DATA)?;
         Ok(Box::new(PivHosted(applet)))
     }
     fn restore(

@@ -189,7 +189,14 @@ impl VirtualCard {
                 life_cycle: app_lc::SELECTABLE,
                 privileges: 0,
                 sd: isd_aid,
-                install_params: vec![0xC9, 0x00],
+                // The PIV serial (YubiKey GET SERIAL, CHUID) is the CPLC IC serial number
+                // (CPLC bytes 12..16, GP 2.3.1 §H.6), passed as install parameters.
+                install_params: {
+                    let serial = config.cplc.get(12..16).unwrap_or(&[0, 0, 0, 0]);
+                    let mut p = vec![0xC9, 0x04];
+                    p.extend_from_slice(serial);
+                    p
+                },
                 implicit_selection: None,
                 kind: AppKind::Applet { state: None },
             });

@@ -93,8 +93,18 @@ impl SimCreateOptions {
                 .try_into()
                 .map_err(|_| anyhow::anyhow!("--kdd must be 10 bytes"))?;
         }
-        if let Some(c) = &self.cplc {
-            cfg.cplc = apdu::parse_hex(c).context("--cplc")?;
+        match &self.cplc {
+            Some(c) => cfg.cplc = apdu::parse_hex(c).context("--cplc")?,
+            None => {
+                // Each new card gets its own IC serial number (CPLC bytes 12..16, GP 2.3.1
+                // §H.6), which is also its PIV serial.
+                let mut serial = [0u8; 4];
+                getrandom::getrandom(&mut serial)
+                    .map_err(|e| anyhow::anyhow!("random number generator: {e}"))?;
+                if let Some(s) = cfg.cplc.get_mut(12..16) {
+                    s.copy_from_slice(&serial);
+                }
+            }
         }
         cfg.max_auth_failures = self.max_auth_failures;
         cfg.with_piv = !self.no_piv;
