@@ -201,11 +201,8 @@ pub struct Api {
 impl Api {
     pub fn new(base: &str) -> Result<Self> {
         let base = base.trim_end_matches('/').to_string();
-        if !base.starts_with("http://") {
-            if base.starts_with("https://") {
-                bail!("{base}: this build of cardwright speaks plain HTTP only; reach the server through a local TLS proxy (see README)");
-            }
-            bail!("{base}: expected a URL such as http://127.0.0.1:8080");
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            bail!("{base}: expected a URL such as https://pay.example or http://127.0.0.1:8080");
         }
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -395,4 +392,17 @@ fn revoke(a: PayRevokeArgs) -> Result<()> {
         r["reason"].as_str().unwrap_or_default()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Api;
+
+    #[test]
+    fn server_urls() {
+        assert!(Api::new("http://127.0.0.1:8080/").is_ok());
+        assert!(Api::new("https://pay.example").is_ok());
+        assert!(Api::new("127.0.0.1:8080").is_err());
+        assert!(Api::new("ftp://x").is_err());
+    }
 }
