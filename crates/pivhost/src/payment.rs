@@ -56,9 +56,10 @@ pub struct CardEnrolment {
     pub proof: Vec<u8>,
 }
 
-/// Enrolment on the card: management key, GENERATE ASYMMETRIC KEY PAIR in `slot`, VERIFY
-/// PIN, then the new key signs the challenge digest (proof of possession). The signature
-/// is checked here against the generated key before it is returned.
+/// Enrolment on the card: VERIFY PIN (so that a wrong PIN changes nothing), management key,
+/// GENERATE ASYMMETRIC KEY PAIR in `slot`, VERIFY PIN again (slot 9C wants it right before
+/// each signature), then the new key signs the challenge digest (proof of possession). The
+/// signature is checked here against the generated key before it is returned.
 pub fn enrol<C: CardChannel>(
     piv: &mut PivClient<C>,
     challenge: &EnrolmentChallenge,
@@ -69,6 +70,8 @@ pub fn enrol<C: CardChannel>(
 ) -> Result<CardEnrolment, PivError> {
     check_not_expired(challenge.expires_at, "enrolment challenge")?;
     piv.select()?;
+    // Check the PIN before anything changes: a wrong PIN must not cost the slot its key.
+    piv.verify_pin(pin)?;
     piv.authenticate_with(mgmt)?;
     let generated = piv.generate(slot, algorithm)?;
     // Slot 9C's PIN policy is "always": VERIFY must come right before the signature.

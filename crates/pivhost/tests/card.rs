@@ -380,3 +380,40 @@ fn wrong_certificate_for_the_key_is_not_installed() {
     .unwrap_err();
     assert!(e.to_string().contains("another key"), "{e}");
 }
+
+#[test]
+fn wrong_pin_at_enrolment_keeps_the_existing_key() {
+    let (mut piv, _) = client();
+    let (ca, store) = test_ca();
+    let enroller = Enroller::new(ca, store);
+    let mgmt = MgmtKeySpec::default();
+    let challenge = enroller.issue_challenge(Subject::new("A")).unwrap();
+    let first = payment::enrol(
+        &mut piv,
+        &challenge,
+        PivAlgorithm::EccP256,
+        Slot::SIGNATURE,
+        b"123456",
+        &mgmt,
+    )
+    .unwrap();
+    let challenge = enroller.issue_challenge(Subject::new("A")).unwrap();
+    assert!(matches!(
+        payment::enrol(
+            &mut piv,
+            &challenge,
+            PivAlgorithm::EccP256,
+            Slot::SIGNATURE,
+            b"654321",
+            &mgmt
+        ),
+        Err(PivError::WrongPin { retries_left: 2 })
+    ));
+    // The first key still signs.
+    piv.select().unwrap();
+    piv.verify_pin(b"123456").unwrap();
+    let sig = piv
+        .sign_digest(Slot::SIGNATURE, PivAlgorithm::EccP256, &[1; 32])
+        .unwrap();
+    first.public_key.verify_digest(&[1; 32], &sig).unwrap();
+}
