@@ -220,3 +220,84 @@ fn serve_keeps_its_ca_and_state_in_sqlite() {
         "(revoked)",
     );
 }
+
+/// `serve --db postgres://…` (the tsm store): enrol, pay, and the authorisation is there
+/// after a restart. Runs when PostgreSQL is reachable (`CARDWRIGHT_PG_URL`, default
+/// `postgres://postgres@127.0.0.1:5432/test`); with `CARDWRIGHT_PG_TESTS=1` it must be.
+#[test]
+fn serve_on_postgresql() {
+    let url = std::env::var("CARDWRIGHT_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let required = std::env::var("CARDWRIGHT_PG_TESTS").is_ok_and(|v| v == "1");
+    let mut pg = match postgres::Client::connect(&url, postgres::NoTls) {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                !required,
+                "CARDWRIGHT_PG_TESTS=1 but PostgreSQL at {url} is not reachable: {e}"
+            );
+            eprintln!("skipped: PostgreSQL at {url} not reachable ({e})");
+            return;
+        }
+    };
+    let schema = format!("pay_{}", std::process::id());
+    pg.batch_execute(&format!(
+        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE; CREATE SCHEMA \"{schema}\""
+    ))
+    .unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let db = format!("{url}{sep}schema={schema}");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_dir = dir.path().join("ca");
+    let card = card_file();
+    let id;
+    {
+        let server = server(&["--db", &db, "--ca-dir", ca_dir.to_str().unwrap()]);
+        ok(
+            &[
+                "pay",
+                "enrol",
+                "--server",
+                &server.url,
+                "--sim",
+                card.sim(),
+                "--name",
+                "Pat",
+                "--alg",
+                "rsa2048",
+            ],
+            "123456",
+        );
+        let out = ok(
+            &[
+                "pay",
+                "sign",
+                "--server",
+                &server.url,
+                "--sim",
+                card.sim(),
+                "--amount",
+                "10",
+                "--currency",
+                "EUR",
+                "--payee",
+                "S",
+                "--order",
+                "PG-1",
+                "--json",
+            ],
+            "123456",
+        );
+        let done: serde_json::Value = serde_json::from_str(&out).unwrap();
+        id = done["authorisation"]["challenge_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    }
+    let server = server(&["--db", &db, "--ca-dir", ca_dir.to_str().unwrap()]);
+    let (state, _) = payment_record(&server.url, &id);
+    assert_eq!(state, "authorised");
+    drop(server);
+    pg.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .unwrap();
+}
