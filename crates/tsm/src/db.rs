@@ -372,6 +372,17 @@ impl Conn {
         }
     }
 
+    /// One transaction-control statement (prepared once per connection on SQLite).
+    fn control(&mut self, sql: &str) -> Result<(), StoreError> {
+        match self {
+            Conn::Sqlite(c) => {
+                c.prepare_cached(sql)?.execute([])?;
+                Ok(())
+            }
+            Conn::Postgres(c) => Ok(c.batch_execute(sql)?),
+        }
+    }
+
     /// Runs `f` in a transaction: committed if `f` returns `Ok`, rolled back otherwise.
     /// SQLite takes the write lock at once (`BEGIN IMMEDIATE`), so writers queue instead
     /// of failing with "database is locked" half-way; PostgreSQL runs READ COMMITTED and the
@@ -384,11 +395,11 @@ impl Conn {
             Dialect::Sqlite => "BEGIN IMMEDIATE",
             Dialect::Postgres => "BEGIN",
         };
-        self.batch(begin)?;
+        self.control(begin)?;
         match f(self) {
             Ok(v) => {
-                if let Err(e) = self.batch("COMMIT") {
-                    let _ = self.batch("ROLLBACK");
+                if let Err(e) = self.control("COMMIT") {
+                    let _ = self.control("ROLLBACK");
                     return Err(e.into());
                 }
                 Ok(v)
@@ -396,7 +407,7 @@ impl Conn {
             Err(e) => {
                 // If even ROLLBACK fails the connection is unusable; the pool's validity
                 // check discards it.
-                let _ = self.batch("ROLLBACK");
+                let _ = self.control("ROLLBACK");
                 Err(e)
             }
         }

@@ -78,10 +78,25 @@ fn write_then_check(kind: KeyKind, scp02: bool) {
             .all(|s| s.state == StepState::Done && s.attempts == 1));
         assert!(f.store().audit_verify().unwrap().is_ok());
         let audit = f.store().audit_for_card(NUMBER).unwrap();
-        let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
-        assert!(actions.contains(&"card.put_key"), "{actions:?}");
-        assert_eq!(audit.last().unwrap().result, "ok");
-        assert_eq!(audit.last().unwrap().action, "job.write");
+        let actions: Vec<(&str, &str)> = audit
+            .iter()
+            .map(|e| (e.action.as_str(), e.result.as_str()))
+            .collect();
+        assert_eq!(actions, [("job.write", "submitted"), ("job.write", "ok")]);
+        // The final entry lists what was done to the card, KCVs of the new keys included.
+        let last: serde_json::Value = serde_json::from_str(&audit[1].detail).unwrap();
+        let steps: Vec<&str> = last["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["step"].as_str().unwrap())
+            .collect();
+        assert!(
+            steps.contains(&"put_key") && steps.contains(&"set_kdd"),
+            "{steps:?}"
+        );
+        let put = &last["steps"][2]["detail"];
+        assert_eq!(put["kcvs"].as_array().unwrap().len(), 3, "{put}");
     }
 }
 

@@ -10,7 +10,7 @@ use transport::{CardChannel, Traced};
 use zeroize::Zeroizing;
 
 use super::plan::{kvn_for_version, KeyRef, Params, StepKind};
-use super::{card_touched, end_job_in, job_state_after, mark_partial, ByRef, Issuer};
+use super::{card_touched, end_job_in, job_state_after, mark_partial, ByRef, Issuer, Timing};
 use crate::audit::{append_in, NewEntry};
 use crate::db::{params, Conn};
 use crate::error::{Error, Result, StoreError};
@@ -20,6 +20,7 @@ use crate::model::{
 };
 use crate::store::jobs::{renew_in, step_done_in, step_started_in, steps_in, Lease};
 use crate::store::records::{card_apps_in, card_in, category_in};
+use std::time::{Duration, Instant};
 
 /// A completed step whose record is not written yet (it is written in the same
 /// transaction that marks the next step started).
@@ -31,7 +32,6 @@ struct Done {
     app_added: Option<(Aid, Aid)>,
     app_removed: Option<Aid>,
     clear_apps: bool,
-    audit: Option<NewEntry>,
     finish: bool,
 }
 
@@ -67,6 +67,12 @@ pub(crate) struct Run<'i, 'c, C: CardChannel + ?Sized> {
     /// Whether the current step changed the card (a command that changes it succeeded).
     changed_in_step: bool,
     carry: Option<Done>,
+    t_db: Duration,
+    t_keys: Duration,
+    /// When the lease was last taken or renewed.
+    renewed: Instant,
+    /// The steps this run completed, with what they did (for the audit entry).
+    log: Vec<serde_json::Value>,
 }
 
 fn aid_of(hex: &str) -> Result<Aid> {
@@ -157,11 +163,38 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
             in_connect: false,
             changed_in_step: false,
             carry: None,
+            t_db: Duration::ZERO,
+            t_keys: Duration::ZERO,
+            renewed: Instant::now(),
+            log: Vec::new(),
         })
     }
 
     pub fn apdus(&self) -> u64 {
         self.client.apdus_sent()
+    }
+
+    /// Time spent so far (`total` left for the caller).
+    pub fn timing(&self) -> Timing {
+        Timing {
+            total: Duration::ZERO,
+            card: self.client.channel().inner().spent,
+            database: self.t_db,
+            keys: self.t_keys,
+        }
+    }
+
+    /// The job and the card as recorded by a successful run.
+    pub fn final_records(&self) -> (Job, Card) {
+        let now = now_ms();
+        let job = Job {
+            state: JobState::Done,
+            lease_until_ms: None,
+            error: None,
+            updated_ms: now,
+            ..self.job.clone()
+        };
+        (job, self.card.clone())
     }
 
     fn actor(&self) -> String {
@@ -232,24 +265,36 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
             self.changed_in_step = false;
             let mut done = self.exec(&kind, was_started)?;
             done.seq = seq;
+            self.log
+                .push(json!({"step": kind.name(), "detail": done.detail.clone()}));
             self.steps[i].1.state = StepState::Done;
             self.carry = Some(done);
         }
         let carry = self.carry.take();
-        self.issuer.store.tx(|c| self.flush(c, carry))
+        let t = Instant::now();
+        let r = self.issuer.store.tx(|c| self.flush(c, carry));
+        self.t_db += t.elapsed();
+        r
     }
 
     /// Records the previous step done and this one started, and renews the lease.
     fn begin(&mut self, seq: u32) -> Result<()> {
         let carry = self.carry.take();
-        self.issuer.store.tx(|c| -> Result<()> {
+        let t = Instant::now();
+        // Renew the lease when half of it has gone by (every step with a zero lease).
+        let renew = self.renewed.elapsed() * 2 >= self.lease.duration;
+        let r = self.issuer.store.tx(|c| -> Result<()> {
             self.flush(c, carry)?;
-            step_started_in(c, self.job.id, seq)?;
-            if !renew_in(c, &self.lease)? {
+            if !step_started_in(c, &self.lease, seq)? || (renew && !renew_in(c, &self.lease)?) {
                 return Err(Error::JobLeased(self.job.id));
             }
             Ok(())
-        })
+        });
+        if renew && r.is_ok() {
+            self.renewed = Instant::now();
+        }
+        self.t_db += t.elapsed();
+        r
     }
 
     fn flush(&self, c: &mut Conn, done: Option<Done>) -> Result<()> {
@@ -297,9 +342,6 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
                 params![&self.job.card_number],
             )?;
         }
-        if let Some(entry) = &d.audit {
-            append_in(c, entry)?;
-        }
         if d.finish {
             if !end_job_in(c, &self.lease, JobState::Done, None)? {
                 return Err(Error::JobLeased(self.job.id));
@@ -308,7 +350,12 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
                 c,
                 &NewEntry::new(&self.actor(), &format!("job.{}", self.job.kind), "ok")
                     .card(&self.job.card_number)
-                    .detail(json!({"job": self.job.id, "result": d.detail})),
+                    .detail(json!({
+                        "job": self.job.id,
+                        "attempt": self.job.attempts,
+                        "result": d.detail,
+                        "steps": self.log,
+                    })),
             )?;
         }
         Ok(())
@@ -349,8 +396,10 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
                     .card(&self.job.card_number)
                     .detail(json!({
                         "job": self.job.id,
+                        "attempt": self.job.attempts,
                         "error": e.to_string(),
                         "card_changed": touched,
+                        "steps": self.log,
                     })),
             )?;
             Ok(())
@@ -515,10 +564,13 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         if let Some((_, k)) = self.derived.iter().find(|(x, _)| *x == v) {
             return Ok(k.clone());
         }
+        let t = Instant::now();
         let keys = self.issuer.store.with_conn(|c| {
             self.issuer
                 .derive(c, &self.params.category, v, &self.job.card_number)
-        })?;
+        });
+        self.t_keys += t.elapsed();
+        let keys = keys?;
         self.derived.push((v, keys.clone()));
         Ok(keys)
     }
@@ -582,14 +634,6 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
     }
 
     // ---- steps ----------------------------------------------------------------------
-
-    fn audit(&self, action: &str, detail: serde_json::Value) -> Option<NewEntry> {
-        Some(
-            NewEntry::new(&self.actor(), action, "ok")
-                .card(&self.job.card_number)
-                .detail(detail),
-        )
-    }
 
     fn store_data(&mut self, objects: Vec<Vec<u8>>) -> Result<()> {
         let blocks = blocks(objects, self.client.max_plain_data())?;
@@ -673,7 +717,6 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         Ok(Done {
             detail: json!({"kdd": apdu::hex(&target), "unchanged": unchanged}),
             card: Some(self.card.clone()),
-            audit: self.audit("card.set_kdd", json!({"kdd": apdu::hex(&target)})),
             ..Done::default()
         })
     }
@@ -705,7 +748,6 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         Ok(Done {
             detail: detail.clone(),
             card: Some(self.card.clone()),
-            audit: self.audit("card.put_key", detail),
             ..Done::default()
         })
     }
@@ -745,7 +787,6 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         self.store_data(objects)?;
         Ok(Done {
             detail: json!({"objects": n}),
-            audit: self.audit("card.personalize", json!({"objects": n})),
             ..Done::default()
         })
     }
@@ -759,7 +800,6 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         self.store_data(objects)?;
         Ok(Done {
             detail: json!({"objects": n}),
-            audit: self.audit("card.erase_perso", json!({"objects": n})),
             ..Done::default()
         })
     }
@@ -787,7 +827,6 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         Ok(Done {
             detail: json!({"kdd": apdu::hex(&factory), "unchanged": unchanged}),
             card: Some(self.card.clone()),
-            audit: self.audit("card.restore_kdd", json!({"kdd": apdu::hex(&factory)})),
             ..Done::default()
         })
     }
@@ -869,7 +908,6 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         Ok(Done {
             detail: detail.clone(),
             app_added: Some((*instance, spec.package)),
-            audit: self.audit("card.install", detail),
             ..Done::default()
         })
     }
@@ -906,7 +944,6 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         Ok(Done {
             detail: detail.clone(),
             app_removed: Some(*instance),
-            audit: self.audit("card.delete", detail),
             ..Done::default()
         })
     }

@@ -56,7 +56,7 @@ mod plan;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gp::aid::Aid;
 use scp::SecurityLevel;
@@ -210,6 +210,31 @@ pub struct Outcome {
     pub card: Card,
     /// C-APDUs sent in this run.
     pub apdus: u64,
+    /// Where the time went.
+    pub timing: Timing,
+}
+
+/// Where the time of a run went (wall clock, this thread).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timing {
+    /// The whole call.
+    pub total: Duration,
+    /// Inside the card channel (the card, or the reader and the card).
+    pub card: Duration,
+    /// Database transactions (submit, claim, step records, audit).
+    pub database: Duration,
+    /// Key derivation in the key store (and its KCV check).
+    pub keys: Duration,
+}
+
+impl Timing {
+    /// The rest: host-side secure-channel cryptography, encoding, bookkeeping.
+    pub fn host(&self) -> Duration {
+        self.total
+            .saturating_sub(self.card)
+            .saturating_sub(self.database)
+            .saturating_sub(self.keys)
+    }
 }
 
 /// Runs the issuance workflows: a store, a key store, and settings.
@@ -231,21 +256,30 @@ impl fmt::Debug for Issuer {
     }
 }
 
-/// A `&mut` channel as a channel (so callers keep theirs).
-struct ByRef<'a, C: ?Sized>(&'a mut C);
+/// A `&mut` channel as a channel (so callers keep theirs), timing the exchanges.
+struct ByRef<'a, C: ?Sized> {
+    chan: &'a mut C,
+    spent: Duration,
+}
 
 impl<C: CardChannel + ?Sized> CardChannel for ByRef<'_, C> {
     fn transmit_raw(&mut self, capdu: &[u8]) -> std::result::Result<Vec<u8>, TransportError> {
-        self.0.transmit_raw(capdu)
+        let t = Instant::now();
+        let r = self.chan.transmit_raw(capdu);
+        self.spent += t.elapsed();
+        r
     }
     fn atr(&self) -> Vec<u8> {
-        self.0.atr()
+        self.chan.atr()
     }
     fn reset(&mut self) -> std::result::Result<(), TransportError> {
-        self.0.reset()
+        let t = Instant::now();
+        let r = self.chan.reset();
+        self.spent += t.elapsed();
+        r
     }
     fn name(&self) -> String {
-        self.0.name()
+        self.chan.name()
     }
 }
 
@@ -278,6 +312,11 @@ impl Issuer {
     /// recorded when the request is refused (except that a write of an unknown card number
     /// registers the card as blank together with the job).
     pub fn submit(&self, actor: &Actor, req: &Request) -> Result<i64> {
+        Ok(self.submit_as(actor, req, None)?.0)
+    }
+
+    /// [`Issuer::submit`], optionally claiming the new job for this worker at once.
+    fn submit_as(&self, actor: &Actor, req: &Request, owner: Option<&str>) -> Result<(i64, Job)> {
         let number = req.card_number();
         kms::kdd_for_card_number(number)
             .map_err(|e| Error::Invalid(format!("card number: {e}")))?;
@@ -298,8 +337,31 @@ impl Issuer {
                 params: params.to_json(),
                 steps,
             };
-            Ok(crate::store::jobs::create_job_in(c, &job)
-                .map_err(|e| e.duplicate_as(|| "an open job for this card".into()))?)
+            let claim = owner.map(|o| (o, self.config.lease));
+            let id = crate::store::jobs::create_job_in(c, &job, claim)
+                .map_err(|e| e.duplicate_as(|| "an open job for this card".into()))?;
+            let now = crate::model::now_ms();
+            Ok((
+                id,
+                Job {
+                    id,
+                    tenant: job.tenant,
+                    actor: job.actor,
+                    kind: job.kind,
+                    card_number: job.card_number,
+                    params: job.params,
+                    state: if owner.is_some() {
+                        JobState::Running
+                    } else {
+                        JobState::Pending
+                    },
+                    attempts: u32::from(owner.is_some()),
+                    lease_until_ms: None,
+                    error: None,
+                    created_ms: now,
+                    updated_ms: now,
+                },
+            ))
         })
     }
 
@@ -534,8 +596,15 @@ impl Issuer {
         req: &Request,
         chan: &mut C,
     ) -> Result<Outcome> {
-        let id = self.submit(actor, req)?;
-        self.run(id, chan)
+        let start = Instant::now();
+        let owner = random_token();
+        let (id, job) = self.submit_as(actor, req, Some(&owner))?;
+        let lease = Lease {
+            job: id,
+            owner,
+            duration: self.config.lease,
+        };
+        self.run_claimed(job, lease, chan, start)
     }
 
     /// Write card (see [`Request::Write`]).
@@ -609,6 +678,7 @@ impl Issuer {
 
     /// Runs (or resumes) a job on the card in `chan`.
     pub fn run<C: CardChannel + ?Sized>(&self, job_id: i64, chan: &mut C) -> Result<Outcome> {
+        let start = Instant::now();
         let lease = Lease {
             job: job_id,
             owner: random_token(),
@@ -633,17 +703,37 @@ impl Issuer {
                 Claim::NotFound => Err(Error::UnknownJob(job_id)),
             }
         })?;
-        let mut run = exec::Run::new(self, job, lease, ByRef(chan))?;
+        self.run_claimed(job, lease, chan, start)
+    }
+
+    /// Runs a job this worker holds.
+    fn run_claimed<C: CardChannel + ?Sized>(
+        &self,
+        job: Job,
+        lease: Lease,
+        chan: &mut C,
+        start: Instant,
+    ) -> Result<Outcome> {
+        let claimed = start.elapsed();
+        let chan = ByRef {
+            chan,
+            spent: Duration::ZERO,
+        };
+        let mut run = exec::Run::new(self, job, lease, chan)?;
         let result = run.drive();
         let apdus = run.apdus();
         match result {
             Ok(()) => {
-                let job = self.store.job(job_id)?.ok_or(Error::UnknownJob(job_id))?;
-                let card = self
-                    .store
-                    .card(&job.card_number)?
-                    .ok_or(Error::UnknownCard)?;
-                Ok(Outcome { job, card, apdus })
+                let (job, card) = run.final_records();
+                let mut timing = run.timing();
+                timing.database += claimed;
+                timing.total = start.elapsed();
+                Ok(Outcome {
+                    job,
+                    card,
+                    apdus,
+                    timing,
+                })
             }
             Err(e) => {
                 run.record_failure(&e)?;

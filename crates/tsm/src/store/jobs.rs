@@ -136,39 +136,68 @@ pub(crate) fn steps_in(c: &mut Conn, job: i64) -> Result<Vec<Step>, StoreError> 
 }
 
 /// Inserts a job and its steps (pending). A second open job for the same card is a
-/// [`StoreError::Duplicate`].
-pub(crate) fn create_job_in(c: &mut Conn, job: &NewJob) -> Result<i64, StoreError> {
+/// [`StoreError::Duplicate`]. With `claim` (a lease owner and duration), the job is
+/// created already claimed by that worker: `running`, first attempt.
+pub(crate) fn create_job_in(
+    c: &mut Conn,
+    job: &NewJob,
+    claim: Option<(&str, Duration)>,
+) -> Result<i64, StoreError> {
     let now = now_ms();
     let params_text = serde_json::to_string(&job.params).map_err(|e| StoreError::Invalid {
         what: "job parameters",
         detail: e.to_string(),
     })?;
+    let (state, attempts, until, owner) = match claim {
+        None => ("pending", 0, None, None),
+        Some((owner, d)) => (
+            "running",
+            1,
+            Some(now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
+            Some(owner.to_string()),
+        ),
+    };
     let id = c
         .query_one(
-            "INSERT INTO jobs (tenant_id, actor, kind, card_number, params, state, attempts, created_ms, updated_ms)
-             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6) RETURNING id",
+            "INSERT INTO jobs (tenant_id, actor, kind, card_number, params, state, attempts,
+                              lease_until_ms, lease_owner, created_ms, updated_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id",
             params![
                 &job.tenant,
                 &job.actor,
                 job.kind.as_str(),
                 &job.card_number,
                 params_text,
+                state,
+                attempts,
+                until,
+                owner,
                 now
             ],
         )
         .map_err(|e| e.duplicate_as(|| "an open job for this card".into()))?
         .int(0)?;
+    // All steps in one statement (one round trip on PostgreSQL).
+    let mut sql =
+        String::from("INSERT INTO job_steps (job_id, seq, name, state, attempts) VALUES ");
+    let mut values = vec![crate::db::Value::from(id)];
     for (seq, name) in job.steps.iter().enumerate() {
-        c.execute(
-            "INSERT INTO job_steps (job_id, seq, name, state, attempts) VALUES ($1, $2, $3, 'pending', 0)",
-            params![id, seq as i64, name],
-        )?;
+        if seq > 0 {
+            sql.push_str(", ");
+        }
+        let n = values.len();
+        sql.push_str(&format!("($1, ${}, ${}, 'pending', 0)", n + 1, n + 2));
+        values.push((seq as i64).into());
+        values.push(name.as_str().into());
+    }
+    if !job.steps.is_empty() {
+        c.execute(&sql, &values)?;
     }
     append_in(
         c,
         &NewEntry::new(&job.actor, &format!("job.{}", job.kind), "submitted")
             .card(&job.card_number)
-            .detail(json!({"job": id, "tenant": job.tenant, "params": job.params})),
+            .detail(json!({"job": id, "tenant": job.tenant, "params": job.params, "claimed": claim.is_some()})),
     )?;
     Ok(id)
 }
@@ -202,13 +231,14 @@ pub(crate) fn renew_in(c: &mut Conn, lease: &Lease) -> Result<bool, StoreError> 
     )? == 1)
 }
 
-pub(crate) fn step_started_in(c: &mut Conn, job: i64, seq: u32) -> Result<(), StoreError> {
-    c.execute(
+/// Marks a step started, if the worker still holds the job's lease; `false` otherwise.
+pub(crate) fn step_started_in(c: &mut Conn, lease: &Lease, seq: u32) -> Result<bool, StoreError> {
+    Ok(c.execute(
         "UPDATE job_steps SET state = 'started', attempts = attempts + 1, started_ms = $1
-         WHERE job_id = $2 AND seq = $3 AND state <> 'done'",
-        params![now_ms(), job, i64::from(seq)],
-    )?;
-    Ok(())
+         WHERE job_id = $2 AND seq = $3 AND state <> 'done'
+           AND EXISTS (SELECT 1 FROM jobs WHERE id = $2 AND state = 'running' AND lease_owner = $4)",
+        params![now_ms(), lease.job, i64::from(seq), &lease.owner],
+    )? == 1)
 }
 
 pub(crate) fn step_done_in(
@@ -294,6 +324,6 @@ impl Store {
 
     /// Creates a job with its steps, audited ("submitted").
     pub fn create_job(&self, job: &NewJob) -> Result<i64, StoreError> {
-        self.tx(|c| create_job_in(c, job))
+        self.tx(|c| create_job_in(c, job, None))
     }
 }

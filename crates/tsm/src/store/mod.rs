@@ -31,6 +31,9 @@ struct Inner {
     backend: Backend,
     /// The URL without credentials, for messages.
     display: String,
+    /// SQLite allows one writer at a time; writers of this process queue here instead of
+    /// in SQLite's busy handler, which sleeps and retries.
+    sqlite_writer: std::sync::Mutex<()>,
 }
 
 /// The platform's database. See the crate documentation for the URL forms.
@@ -192,10 +195,14 @@ impl Store {
             };
             let init = format!(
                 "PRAGMA busy_timeout = 30000; PRAGMA journal_mode = WAL; \
-                 PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
+                 PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; \
+                 PRAGMA wal_autocheckpoint = 8192;"
             );
-            let manager = SqliteConnectionManager::file(PathBuf::from(path))
-                .with_init(move |c| c.execute_batch(&init));
+            let manager = SqliteConnectionManager::file(PathBuf::from(path)).with_init(move |c| {
+                // More statements than rusqlite's default cache of 16 are in use.
+                c.set_prepared_statement_cache_capacity(256);
+                c.execute_batch(&init)
+            });
             let pool = Pool::builder()
                 .max_size(opts.pool)
                 .min_idle(Some(1))
@@ -225,13 +232,21 @@ impl Store {
                 .min_idle(Some(1))
                 .connection_timeout(Duration::from_secs(30))
                 .connection_customizer(Box::new(SearchPath(opts.schema.clone())))
+                // A check on every checkout is one more round trip per transaction; a dead
+                // connection fails the statement instead (jobs stay resumable) and the
+                // pool drops it (`has_broken`).
+                .test_on_check_out(false)
                 .build(manager)?;
             Backend::Postgres(pool)
         } else {
             return Err(StoreError::BadUrl(format!("'{display}'")));
         };
         let store = Store {
-            inner: Arc::new(Inner { backend, display }),
+            inner: Arc::new(Inner {
+                backend,
+                display,
+                sqlite_writer: std::sync::Mutex::new(()),
+            }),
         };
         store.with_conn(schema::migrate)?;
         Ok(store)
@@ -264,6 +279,15 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Conn) -> Result<T, E>,
     ) -> Result<T, E> {
+        let _writer = match self.inner.backend {
+            Backend::Sqlite(_) => Some(
+                self.inner
+                    .sqlite_writer
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            ),
+            Backend::Postgres(_) => None,
+        };
         let mut c = self.conn()?;
         c.tx(f)
     }
