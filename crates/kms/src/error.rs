@@ -200,6 +200,37 @@ pub enum Error {
     /// The operating system random number generator failed.
     #[error("random number generator failed: {0}")]
     Random(String),
+    /// No signing key with this label.
+    #[error("no signing key {0:?}")]
+    SigningKeyNotFound(String),
+    /// A signing key with this label exists already (on create).
+    #[error("signing key {0:?} exists already")]
+    SigningKeyExists(String),
+    /// A signing key label that cannot be used.
+    #[error("invalid signing key label {label:?}: {reason}")]
+    BadSigningLabel {
+        /// The label given.
+        label: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A sealed signing key in the keystore file fails authentication or does not match
+    /// its recorded public key: the file was altered.
+    #[error("keystore {path}: signing key {label:?} fails authentication (file altered)")]
+    SigningKeyTampered {
+        /// The keystore file.
+        path: PathBuf,
+        /// The label of the key.
+        label: String,
+    },
+    /// Generating a signing key or signing failed (never contains key material).
+    #[error("signing key {label:?}: {detail}")]
+    Signing {
+        /// The label of the key.
+        label: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// An error from the secure-channel crate (key lengths, diversification).
     #[error(transparent)]
     Scp(#[from] scp::Error),

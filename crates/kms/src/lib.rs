@@ -12,6 +12,10 @@
 //!
 //! [`open`] picks a backend from a configuration string (see [`StoreConfig`]).
 //!
+//! Both backends also hold asymmetric **signing keys** (a CA's private key) through the
+//! separate [`SigningKeyStore`] trait ([`open_signing`]): sealed PKCS#8 in the software
+//! keystore file, a non-extractable key pair in the token for PKCS#11.
+//!
 //! # Derivation scheme
 //!
 //! For card number `n` the card's key diversification data is
@@ -58,6 +62,7 @@ mod error;
 mod kdd;
 mod master;
 mod pkcs11;
+mod signing;
 mod software;
 mod types;
 
@@ -67,6 +72,10 @@ pub use kdd::{card_number_from_kdd, derive_in_software, diversification_for, kdd
 pub use master::MasterKey;
 pub use pkcs11::{KeyProtection, Pkcs11KeyStore};
 pub use scp::{Key, KeyKind, StaticKeys};
+pub use signing::{
+    ecdsa_raw_to_der, open_signing, p256_spki_from_ec_point, rsa_spki, validate_signing_label,
+    SigningAlgorithm, SigningKey, SigningKeyStore, PKCS11_LABEL_PREFIX,
+};
 pub use software::SoftwareKeyStore;
 pub use types::{
     combine_components, validate_category, Backend, BaseKeyInfo, Component, KeyStatus,
@@ -181,5 +190,7 @@ mod tests {
         assert_send_sync::<Pkcs11KeyStore>();
         assert_send_sync::<Error>();
         let _: Option<Box<dyn KeyStore>> = None;
+        let _: Option<Box<dyn SigningKeyStore>> = None;
+        let _: Option<Box<dyn SigningKey>> = None;
     }
 }

@@ -176,12 +176,13 @@ impl Spec<'_> {
 
 /// A PKCS#11 keystore (see the module documentation).
 pub struct Pkcs11KeyStore {
-    ctx: Pkcs11,
-    slot: Slot,
+    pub(crate) ctx: Pkcs11,
+    pub(crate) slot: Slot,
     token_label: String,
     config: Pkcs11Config,
-    /// Never used for work: keeps the login alive while the store lives.
-    _login: Mutex<Session>,
+    /// Never used for work: keeps the login alive while the store (or a signing key from
+    /// it, which holds a clone) lives.
+    pub(crate) login: Arc<Mutex<Session>>,
     pool: Mutex<Vec<Session>>,
     handles: RwLock<HashMap<(String, u32), KeyRef>>,
     /// Serialises changes and listings on this token within the process (version
@@ -202,7 +203,7 @@ impl fmt::Debug for Pkcs11KeyStore {
 }
 
 /// A pooled session; goes back to the pool (or closes) when dropped.
-struct Pooled<'a> {
+pub(crate) struct Pooled<'a> {
     store: &'a Pkcs11KeyStore,
     session: Option<Session>,
 }
@@ -375,7 +376,7 @@ impl Pkcs11KeyStore {
             slot,
             token_label,
             config: config.clone(),
-            _login: Mutex::new(anchor),
+            login: Arc::new(Mutex::new(anchor)),
             pool: Mutex::new(Vec::new()),
             handles: RwLock::new(HashMap::new()),
             admin: admin_lock(&config.module, slot.id()),
@@ -393,7 +394,7 @@ impl Pkcs11KeyStore {
         self.slot.id()
     }
 
-    fn session(&self) -> Result<Pooled<'_>, Error> {
+    pub(crate) fn session(&self) -> Result<Pooled<'_>, Error> {
         let pooled = self
             .pool
             .lock()
@@ -412,7 +413,7 @@ impl Pkcs11KeyStore {
         })
     }
 
-    fn need(&self, m: MechanismType, name: &'static str) -> Result<(), Error> {
+    pub(crate) fn need(&self, m: MechanismType, name: &'static str) -> Result<(), Error> {
         if self.mechanisms.contains(&m) {
             Ok(())
         } else {
@@ -774,7 +775,7 @@ impl Pkcs11KeyStore {
         Ok(spec.info(kcv, false, SystemTime::now()))
     }
 
-    fn lock(&self) -> MutexGuard<'_, ()> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ()> {
         self.admin.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

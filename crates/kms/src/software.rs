@@ -51,6 +51,9 @@ struct StoreFile {
     format: String,
     master_check: String,
     keys: Vec<StoreKey>,
+    /// CA signing keys (see `crate::signing`); absent in files without any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    signing_keys: Vec<crate::signing::StoredSigningKey>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -124,8 +127,10 @@ struct Entry {
     sealed: Vec<u8>,
 }
 
-struct State {
+pub(crate) struct State {
     entries: BTreeMap<(String, u32), Entry>,
+    /// Sealed signing keys, authenticated when the file was read.
+    pub(crate) signing: Vec<crate::signing::StoredSigningKey>,
     master_check: Vec<u8>,
     /// Size and modification time of the file when it was read.
     stamp: Option<(u64, SystemTime)>,
@@ -134,9 +139,9 @@ struct State {
 /// The software keystore (see the module documentation). Cheap to share: `&self` methods,
 /// internally locked.
 pub struct SoftwareKeyStore {
-    path: PathBuf,
-    master: MasterKey,
-    state: RwLock<State>,
+    pub(crate) path: PathBuf,
+    pub(crate) master: MasterKey,
+    pub(crate) state: RwLock<State>,
 }
 
 impl fmt::Debug for SoftwareKeyStore {
@@ -211,8 +216,12 @@ fn read_state(path: &Path, master: &MasterKey) -> Result<State, Error> {
         }
         entries.insert(id, Entry { meta, key, sealed });
     }
+    for k in &file.signing_keys {
+        crate::signing::check_stored(path, master, k)?;
+    }
     Ok(State {
         entries,
+        signing: file.signing_keys,
         master_check,
         stamp,
     })
@@ -237,6 +246,7 @@ fn write_state(path: &Path, state: &State) -> Result<Option<(u64, SystemTime)>, 
                 sealed: apdu::hex(&e.sealed),
             })
             .collect(),
+        signing_keys: state.signing.clone(),
     };
     let mut json = serde_json::to_vec_pretty(&file).map_err(|e| Error::Format {
         path: path.to_path_buf(),
@@ -296,6 +306,7 @@ impl SoftwareKeyStore {
         }
         let mut state = State {
             entries: BTreeMap::new(),
+            signing: Vec::new(),
             master_check: master::seal(&master, CHECK_AAD, CHECK_PLAIN)?,
             stamp: None,
         };
@@ -354,8 +365,14 @@ impl SoftwareKeyStore {
             let sealed = master::seal(&new, &e.meta.aad(), e.key.expose())?;
             entries.insert(id, Entry { sealed, ..e });
         }
+        let signing = old
+            .signing
+            .iter()
+            .map(|k| crate::signing::reseal(&self.path, &self.master, &new, k))
+            .collect::<Result<Vec<_>, Error>>()?;
         let mut fresh = State {
             entries,
+            signing,
             master_check: master::seal(&new, CHECK_AAD, CHECK_PLAIN)?,
             stamp: None,
         };
@@ -366,7 +383,7 @@ impl SoftwareKeyStore {
     }
 
     /// Reloads if the file changed since it was read.
-    fn refresh_if_changed(&self) -> Result<(), Error> {
+    pub(crate) fn refresh_if_changed(&self) -> Result<(), Error> {
         let current = stamp(&self.path);
         let known = self
             .state
@@ -381,7 +398,7 @@ impl SoftwareKeyStore {
 
     /// Runs a change: re-reads the file, applies `f` to the fresh state, writes the file,
     /// then swaps the state in. On error nothing is written and the state is unchanged.
-    fn mutate<T>(
+    pub(crate) fn mutate<T>(
         &self,
         f: impl FnOnce(&mut State, &MasterKey) -> Result<T, Error>,
     ) -> Result<T, Error> {

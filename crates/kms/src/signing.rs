@@ -1,0 +1,1025 @@
+//! Asymmetric **signing keys** (a certificate authority's private key) in the key store.
+//!
+//! A separate, object-safe trait [`SigningKeyStore`] rather than more methods on
+//! [`crate::KeyStore`]: base keys and signing keys have different life cycles (no versions,
+//! no derivation, no RFC 3394 backup), and code that only needs one of the two should not
+//! see the other. Both backends implement both traits; [`StoreConfig::open_signing`] opens a
+//! configuration string as a signing key store.
+//!
+//! Algorithms ([`SigningAlgorithm`]): ECDSA P-256 with SHA-256 (FIPS 186-4 §6, signature
+//! DER `Ecdsa-Sig-Value`, RFC 3279 §2.2.3) and RSASSA-PKCS1-v1_5 with SHA-256 (RFC 8017
+//! §8.2), RSA 2048 or 3072 bits, e = 65537. Public keys come out as DER
+//! `SubjectPublicKeyInfo` (RFC 5280 §4.1.2.7; RFC 5480 §2 for EC, RFC 3279 §2.3.1 for RSA).
+//!
+//! # Software keystore
+//!
+//! The private key is a PKCS#8 `PrivateKeyInfo` (RFC 5208) sealed with AES-256-GCM under the
+//! master key, in the `signing_keys` list of the keystore file:
+//!
+//! ```json
+//! "signing_keys": [ { "label": "ca", "algorithm": "p256", "public": "<SPKI DER hex>",
+//!                     "created": "…", "sealed": "<nonce(12) ‖ GCM ciphertext ‖ tag(16)>" } ]
+//! ```
+//!
+//! The AAD binds the label, algorithm, public key and creation date: editing any of them (or
+//! swapping sealed blobs) makes the entry fail to open ([`Error::SigningKeyTampered`]). The
+//! PKCS#8 bytes only exist decrypted in [`Zeroizing`] buffers and inside the key objects
+//! (which wipe themselves on drop). Signing keys are not part of [`crate::KeyStore::backup`].
+//!
+//! # PKCS#11
+//!
+//! `C_GenerateKeyPair` (`CKM_EC_KEY_PAIR_GEN` on `secp256r1`, or `CKM_RSA_PKCS_KEY_PAIR_GEN`)
+//! makes a token key pair labelled `cw-ca:<label>`; the private key is `CKA_TOKEN`,
+//! `CKA_PRIVATE`, `CKA_SENSITIVE`, not `CKA_EXTRACTABLE`, and may only sign. It never leaves
+//! the token: ECDSA is `C_Sign(CKM_ECDSA)` over the SHA-256 digest, whose raw `r ‖ s`
+//! (PKCS#11 v2.40 Current Mechanisms §2.3.1) is re-encoded as DER; RSA is
+//! `C_Sign(CKM_SHA256_RSA_PKCS)` over the message.
+
+use crate::config::StoreConfig;
+use crate::master::{self, MasterKey};
+use crate::pkcs11::{KeyProtection, Pkcs11KeyStore};
+use crate::software::SoftwareKeyStore;
+use crate::types::{now_secs, parse_rfc3339, rfc3339, unix};
+use crate::Error;
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{
+    Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass, ObjectHandle,
+};
+use cryptoki::session::Session;
+use p256::ecdsa::signature::hazmat::PrehashSigner;
+use p256::elliptic_curve::Generate;
+use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use zeroize::{Zeroize, Zeroizing};
+
+/// The PKCS#11 label prefix of CA key pairs.
+pub const PKCS11_LABEL_PREFIX: &str = "cw-ca:";
+const AAD_LABEL: &[u8] = b"cardwright-kms-software/1 signing-key\0";
+/// DER of the `secp256r1` OID 1.2.840.10045.3.1.7 (RFC 5480 §2.1.1.1): `CKA_EC_PARAMS`.
+const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
+/// DER `AlgorithmIdentifier` of rsaEncryption with NULL parameters (RFC 3279 §2.3.1).
+const RSA_ALG_ID: &[u8] = &[
+    0x30, 0x0D, 0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x01, 0x05, 0x00,
+];
+
+/// The algorithm of a signing key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SigningAlgorithm {
+    /// ECDSA on NIST P-256 with SHA-256.
+    P256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256, 2048-bit modulus.
+    Rsa2048,
+    /// RSASSA-PKCS1-v1_5 with SHA-256, 3072-bit modulus.
+    Rsa3072,
+}
+
+impl SigningAlgorithm {
+    /// The name used in files and on the command line: `p256`, `rsa2048`, `rsa3072`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SigningAlgorithm::P256 => "p256",
+            SigningAlgorithm::Rsa2048 => "rsa2048",
+            SigningAlgorithm::Rsa3072 => "rsa3072",
+        }
+    }
+
+    fn rsa_bits(self) -> Option<usize> {
+        match self {
+            SigningAlgorithm::P256 => None,
+            SigningAlgorithm::Rsa2048 => Some(2048),
+            SigningAlgorithm::Rsa3072 => Some(3072),
+        }
+    }
+}
+
+impl fmt::Display for SigningAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for SigningAlgorithm {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.to_ascii_lowercase().as_str() {
+            "p256" | "p-256" | "ec" => Ok(SigningAlgorithm::P256),
+            "rsa2048" => Ok(SigningAlgorithm::Rsa2048),
+            "rsa3072" => Ok(SigningAlgorithm::Rsa3072),
+            _ => Err(Error::Config(format!(
+                "signing algorithm {s:?}: want p256, rsa2048 or rsa3072"
+            ))),
+        }
+    }
+}
+
+/// A private signing key held by a key store. `Debug` shows the label and algorithm only.
+pub trait SigningKey: Send + Sync + fmt::Debug {
+    /// The label it was created under.
+    fn label(&self) -> &str;
+
+    /// Its algorithm.
+    fn algorithm(&self) -> SigningAlgorithm;
+
+    /// The public key as DER `SubjectPublicKeyInfo`.
+    fn public_key_spki(&self) -> &[u8];
+
+    /// Signs `message` with SHA-256: a DER `Ecdsa-Sig-Value` (RFC 3279 §2.2.3) for P-256,
+    /// an RSASSA-PKCS1-v1_5 signature of the modulus length (RFC 8017 §8.2) for RSA.
+    fn sign_sha256(&self, message: &[u8]) -> Result<Vec<u8>, Error>;
+}
+
+/// A store of signing keys (see the module documentation). Object safe.
+pub trait SigningKeyStore: Send + Sync + fmt::Debug {
+    /// Generates a key pair under `label` (see [`validate_signing_label`]) and returns its
+    /// public key (DER `SubjectPublicKeyInfo`). [`Error::SigningKeyExists`] if the label is
+    /// taken.
+    fn create_signing_key(
+        &self,
+        label: &str,
+        algorithm: SigningAlgorithm,
+    ) -> Result<Vec<u8>, Error>;
+
+    /// The key under `label`, ready to sign; [`Error::SigningKeyNotFound`] if there is none.
+    /// The key stays usable after the store is dropped.
+    fn signing_key(&self, label: &str) -> Result<Box<dyn SigningKey>, Error>;
+
+    /// The labels of every signing key, sorted.
+    fn signing_key_labels(&self) -> Result<Vec<String>, Error>;
+
+    /// The key under `label`, generated with `algorithm` first if there is none. The flag
+    /// says whether it was created now. An existing key is returned whatever its algorithm.
+    fn signing_key_or_create(
+        &self,
+        label: &str,
+        algorithm: SigningAlgorithm,
+    ) -> Result<(Box<dyn SigningKey>, bool), Error> {
+        match self.signing_key(label) {
+            Ok(k) => Ok((k, false)),
+            Err(Error::SigningKeyNotFound(_)) => {
+                self.create_signing_key(label, algorithm)?;
+                Ok((self.signing_key(label)?, true))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Checks a signing key label: 1 to 64 characters, ASCII letters, digits and `-_./`.
+pub fn validate_signing_label(label: &str) -> Result<(), Error> {
+    let bad = |reason| {
+        Err(Error::BadSigningLabel {
+            label: label.into(),
+            reason,
+        })
+    };
+    if label.is_empty() || label.len() > 64 {
+        return bad("must be 1 to 64 characters");
+    }
+    if !label
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+    {
+        return bad("only ASCII letters, digits and -_./ are allowed");
+    }
+    Ok(())
+}
+
+impl StoreConfig {
+    /// Opens the configured store as a signing key store (a software keystore that does not
+    /// exist yet is created).
+    pub fn open_signing(&self) -> Result<Box<dyn SigningKeyStore>, Error> {
+        self.open_signing_with_master(None)
+    }
+
+    /// Like [`StoreConfig::open_signing`] with the software master key given by the caller;
+    /// ignored for PKCS#11.
+    pub fn open_signing_with_master(
+        &self,
+        master: Option<MasterKey>,
+    ) -> Result<Box<dyn SigningKeyStore>, Error> {
+        match self {
+            StoreConfig::Software {
+                path,
+                master_key_file,
+            } => {
+                let master = match (master, master_key_file) {
+                    (Some(m), _) => m,
+                    (None, Some(file)) => MasterKey::from_file(file)?,
+                    (None, None) => MasterKey::from_env()?,
+                };
+                Ok(Box::new(SoftwareKeyStore::open_or_create(path, master)?))
+            }
+            StoreConfig::Pkcs11(c) => Ok(Box::new(Pkcs11KeyStore::open(c)?)),
+        }
+    }
+}
+
+/// Parses a configuration string (see [`StoreConfig`]) and opens it as a signing key store.
+pub fn open_signing(config: &str) -> Result<Box<dyn SigningKeyStore>, Error> {
+    config.parse::<StoreConfig>()?.open_signing()
+}
+
+// ---------------------------------------------------------------------------------------
+// Software
+
+/// One sealed signing key as stored in the keystore file.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StoredSigningKey {
+    label: String,
+    algorithm: String,
+    /// SPKI DER, hex.
+    public: String,
+    created: String,
+    /// nonce ‖ AES-256-GCM(PKCS#8) ‖ tag, hex.
+    sealed: String,
+}
+
+impl StoredSigningKey {
+    /// AAD: a fixed prefix, then label, algorithm, public key and creation date, each
+    /// length-prefixed.
+    fn aad(&self, public: &[u8]) -> Vec<u8> {
+        let mut a = Vec::with_capacity(AAD_LABEL.len() + 64 + public.len());
+        a.extend_from_slice(AAD_LABEL);
+        for field in [
+            self.label.as_bytes(),
+            self.algorithm.as_bytes(),
+            public,
+            self.created.as_bytes(),
+        ] {
+            a.extend_from_slice(&u32::try_from(field.len()).unwrap_or(u32::MAX).to_be_bytes());
+            a.extend_from_slice(field);
+        }
+        a
+    }
+
+    /// Opens the sealed PKCS#8 (authenticating every field).
+    fn open(&self, path: &Path, master: &MasterKey) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let tampered = || Error::SigningKeyTampered {
+            path: path.to_path_buf(),
+            label: self.label.clone(),
+        };
+        validate_signing_label(&self.label)?;
+        self.algorithm.parse::<SigningAlgorithm>()?;
+        parse_rfc3339(&self.created).ok_or_else(tampered)?;
+        let public = apdu::parse_hex(&self.public).map_err(|_| tampered())?;
+        let sealed = apdu::parse_hex(&self.sealed).map_err(|_| tampered())?;
+        master::open(master, &self.aad(&public), &sealed).ok_or_else(tampered)
+    }
+}
+
+/// Authenticates a stored signing key when the keystore file is read.
+pub(crate) fn check_stored(
+    path: &Path,
+    master: &MasterKey,
+    k: &StoredSigningKey,
+) -> Result<(), Error> {
+    k.open(path, master).map(drop)
+}
+
+/// Re-seals a stored signing key under a new master key.
+pub(crate) fn reseal(
+    path: &Path,
+    old: &MasterKey,
+    new: &MasterKey,
+    k: &StoredSigningKey,
+) -> Result<StoredSigningKey, Error> {
+    let plain = k.open(path, old)?;
+    let public = apdu::parse_hex(&k.public).map_err(|_| Error::SigningKeyTampered {
+        path: path.to_path_buf(),
+        label: k.label.clone(),
+    })?;
+    let sealed = master::seal(new, &k.aad(&public), &plain)?;
+    Ok(StoredSigningKey {
+        sealed: apdu::hex(&sealed),
+        ..k.clone()
+    })
+}
+
+enum SoftKey {
+    P256(p256::ecdsa::SigningKey),
+    Rsa(Box<rsa::PrivateKey>),
+}
+
+/// A software signing key in memory (the key types wipe themselves on drop).
+struct SoftwareSigningKey {
+    label: String,
+    algorithm: SigningAlgorithm,
+    key: SoftKey,
+    spki: Vec<u8>,
+}
+
+impl fmt::Debug for SoftwareSigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SoftwareSigningKey")
+            .field("label", &self.label)
+            .field("algorithm", &self.algorithm)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl SoftwareSigningKey {
+    fn generate(label: &str, algorithm: SigningAlgorithm) -> Result<Self, Error> {
+        let failed = |detail: String| Error::Signing {
+            label: label.into(),
+            detail,
+        };
+        let key = match algorithm.rsa_bits() {
+            None => SoftKey::P256(
+                p256::ecdsa::SigningKey::try_generate()
+                    .map_err(|e| Error::Random(e.to_string()))?,
+            ),
+            Some(bits) => SoftKey::Rsa(Box::new(
+                rsa::PrivateKey::new(&mut rand::rng(), bits).map_err(|e| failed(e.to_string()))?,
+            )),
+        };
+        SoftwareSigningKey::new(label, algorithm, key)
+    }
+
+    fn new(label: &str, algorithm: SigningAlgorithm, key: SoftKey) -> Result<Self, Error> {
+        let failed = |detail: String| Error::Signing {
+            label: label.into(),
+            detail,
+        };
+        let spki = match &key {
+            SoftKey::P256(k) => k.verifying_key().to_public_key_der(),
+            SoftKey::Rsa(k) => k.to_public_key().to_public_key_der(),
+        }
+        .map_err(|e| failed(e.to_string()))?
+        .as_bytes()
+        .to_vec();
+        Ok(SoftwareSigningKey {
+            label: label.into(),
+            algorithm,
+            key,
+            spki,
+        })
+    }
+
+    fn from_pkcs8(label: &str, algorithm: SigningAlgorithm, der: &[u8]) -> Result<Self, Error> {
+        let failed = |detail: String| Error::Signing {
+            label: label.into(),
+            detail,
+        };
+        let key = match algorithm {
+            SigningAlgorithm::P256 => SoftKey::P256(
+                p256::ecdsa::SigningKey::from_pkcs8_der(der).map_err(|e| failed(e.to_string()))?,
+            ),
+            _ => SoftKey::Rsa(Box::new(
+                rsa::PrivateKey::from_pkcs8_der(der).map_err(|e| failed(e.to_string()))?,
+            )),
+        };
+        SoftwareSigningKey::new(label, algorithm, key)
+    }
+
+    fn to_pkcs8(&self) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let doc = match &self.key {
+            SoftKey::P256(k) => k.to_pkcs8_der(),
+            SoftKey::Rsa(k) => k.to_pkcs8_der(),
+        }
+        .map_err(|e| Error::Signing {
+            label: self.label.clone(),
+            detail: e.to_string(),
+        })?;
+        Ok(Zeroizing::new(doc.as_bytes().to_vec()))
+    }
+}
+
+impl SigningKey for SoftwareSigningKey {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn algorithm(&self) -> SigningAlgorithm {
+        self.algorithm
+    }
+
+    fn public_key_spki(&self) -> &[u8] {
+        &self.spki
+    }
+
+    fn sign_sha256(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
+        let failed = |detail: String| Error::Signing {
+            label: self.label.clone(),
+            detail,
+        };
+        let digest = Sha256::digest(message);
+        match &self.key {
+            SoftKey::P256(k) => {
+                let sig: p256::ecdsa::DerSignature =
+                    k.sign_prehash(&digest).map_err(|e| failed(e.to_string()))?;
+                Ok(sig.as_bytes().to_vec())
+            }
+            SoftKey::Rsa(k) => k
+                .pkcs1v15_sign_prehash::<Sha256>(&digest)
+                .map_err(|e| failed(e.to_string())),
+        }
+    }
+}
+
+impl SigningKeyStore for SoftwareKeyStore {
+    fn create_signing_key(
+        &self,
+        label: &str,
+        algorithm: SigningAlgorithm,
+    ) -> Result<Vec<u8>, Error> {
+        validate_signing_label(label)?;
+        let key = SoftwareSigningKey::generate(label, algorithm)?;
+        let pkcs8 = key.to_pkcs8()?;
+        self.mutate(|state, master| {
+            if state.signing.iter().any(|k| k.label == label) {
+                return Err(Error::SigningKeyExists(label.into()));
+            }
+            let mut stored = StoredSigningKey {
+                label: label.into(),
+                algorithm: algorithm.name().into(),
+                public: apdu::hex(&key.spki),
+                created: rfc3339(unix(now_secs())),
+                sealed: String::new(),
+            };
+            stored.sealed = apdu::hex(&master::seal(master, &stored.aad(&key.spki), &pkcs8)?);
+            state.signing.push(stored);
+            state.signing.sort_by(|a, b| a.label.cmp(&b.label));
+            Ok(key.spki.clone())
+        })
+    }
+
+    fn signing_key(&self, label: &str) -> Result<Box<dyn SigningKey>, Error> {
+        validate_signing_label(label)?;
+        self.refresh_if_changed()?;
+        let stored = self
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .signing
+            .iter()
+            .find(|k| k.label == label)
+            .cloned()
+            .ok_or_else(|| Error::SigningKeyNotFound(label.into()))?;
+        let pkcs8 = stored.open(&self.path, &self.master)?;
+        let algorithm = stored.algorithm.parse()?;
+        let key = SoftwareSigningKey::from_pkcs8(label, algorithm, &pkcs8)?;
+        if apdu::hex(&key.spki) != stored.public.to_ascii_uppercase() {
+            return Err(Error::SigningKeyTampered {
+                path: self.path.clone(),
+                label: label.into(),
+            });
+        }
+        Ok(Box::new(key))
+    }
+
+    fn signing_key_labels(&self) -> Result<Vec<String>, Error> {
+        self.refresh_if_changed()?;
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        let mut labels: Vec<String> = state.signing.iter().map(|k| k.label.clone()).collect();
+        labels.sort();
+        Ok(labels)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// PKCS#11
+
+/// A key pair in a token. Signs on its own session; holds the store's login session so the
+/// login outlives the store.
+struct Pkcs11SigningKey {
+    label: String,
+    algorithm: SigningAlgorithm,
+    spki: Vec<u8>,
+    handle: ObjectHandle,
+    session: Mutex<Session>,
+    _login: Arc<Mutex<Session>>,
+}
+
+impl fmt::Debug for Pkcs11SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pkcs11SigningKey")
+            .field("label", &self.label)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey for Pkcs11SigningKey {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn algorithm(&self) -> SigningAlgorithm {
+        self.algorithm
+    }
+
+    fn public_key_spki(&self) -> &[u8] {
+        &self.spki
+    }
+
+    fn sign_sha256(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
+        let what = format!("{PKCS11_LABEL_PREFIX}{}", self.label);
+        let s = self.session.lock().unwrap_or_else(PoisonError::into_inner);
+        match self.algorithm {
+            SigningAlgorithm::P256 => {
+                let digest = Sha256::digest(message);
+                let raw = s
+                    .sign(&Mechanism::Ecdsa, self.handle, &digest)
+                    .map_err(|e| Error::pkcs11("C_Sign", &what, e))?;
+                ecdsa_raw_to_der(&raw).map_err(|detail| Error::Signing {
+                    label: self.label.clone(),
+                    detail,
+                })
+            }
+            _ => s
+                .sign(&Mechanism::Sha256RsaPkcs, self.handle, message)
+                .map_err(|e| Error::pkcs11("C_Sign", &what, e)),
+        }
+    }
+}
+
+/// Converts a PKCS#11 ECDSA signature (`r ‖ s`, 32 bytes each for P-256) to a DER
+/// `Ecdsa-Sig-Value` (RFC 3279 §2.2.3).
+pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, String> {
+    if raw.len() != 64 {
+        return Err(format!(
+            "ECDSA P-256 signature of {} bytes, want 64 (r ‖ s)",
+            raw.len()
+        ));
+    }
+    let sig = p256::ecdsa::Signature::from_slice(raw).map_err(|e| e.to_string())?;
+    Ok(sig.to_der().as_bytes().to_vec())
+}
+
+/// DER length octets (X.690 §8.1.3).
+fn der_len(out: &mut Vec<u8>, len: usize) {
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend_from_slice(&bytes);
+    }
+}
+
+fn der_tlv(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
+    out.push(tag);
+    der_len(out, value.len());
+    out.extend_from_slice(value);
+}
+
+/// A non-negative DER INTEGER from big-endian magnitude bytes (X.690 §8.3).
+fn der_uint(out: &mut Vec<u8>, magnitude: &[u8]) {
+    let trimmed: Vec<u8> = magnitude.iter().copied().skip_while(|b| *b == 0).collect();
+    let mut v = Vec::with_capacity(trimmed.len() + 1);
+    if trimmed.first().is_none_or(|b| b & 0x80 != 0) {
+        v.push(0);
+    }
+    v.extend_from_slice(&trimmed);
+    der_tlv(out, 0x02, &v);
+}
+
+/// RSA `SubjectPublicKeyInfo` from the modulus and public exponent (RFC 3279 §2.3.1,
+/// `RSAPublicKey` of RFC 8017 §A.1.1).
+pub fn rsa_spki(modulus: &[u8], exponent: &[u8]) -> Vec<u8> {
+    let mut ints = Vec::new();
+    der_uint(&mut ints, modulus);
+    der_uint(&mut ints, exponent);
+    let mut rsa_pub = Vec::new();
+    der_tlv(&mut rsa_pub, 0x30, &ints);
+    let mut bits = Vec::with_capacity(rsa_pub.len() + 1);
+    bits.push(0); // no unused bits
+    bits.extend_from_slice(&rsa_pub);
+    let mut body = RSA_ALG_ID.to_vec();
+    der_tlv(&mut body, 0x03, &bits);
+    let mut out = Vec::new();
+    der_tlv(&mut out, 0x30, &body);
+    out
+}
+
+/// P-256 `SubjectPublicKeyInfo` from a `CKA_EC_POINT` value: a DER OCTET STRING holding the
+/// uncompressed point (PKCS#11 v2.40 §2.3.3), or, as some tokens return it, the bare point.
+pub fn p256_spki_from_ec_point(ec_point: &[u8]) -> Result<Vec<u8>, String> {
+    let point = match ec_point {
+        [0x04, 0x41, rest @ ..] if rest.len() == 65 => rest,
+        [0x04, ..] if ec_point.len() == 65 => ec_point,
+        _ => return Err(format!("CKA_EC_POINT of {} bytes", ec_point.len())),
+    };
+    let key = p256::PublicKey::from_sec1_bytes(point).map_err(|e| e.to_string())?;
+    Ok(key
+        .to_public_key_der()
+        .map_err(|e| e.to_string())?
+        .as_bytes()
+        .to_vec())
+}
+
+fn pkcs11_label(label: &str) -> String {
+    format!("{PKCS11_LABEL_PREFIX}{label}")
+}
+
+impl Pkcs11KeyStore {
+    /// How the private key of a signing key pair is protected, as the token reports it, and
+    /// whether reading its `CKA_VALUE` works (it must not).
+    pub fn signing_key_protection(&self, label: &str) -> Result<KeyProtection, Error> {
+        validate_signing_label(label)?;
+        let s = self.session()?;
+        let what = pkcs11_label(label);
+        let found = self.find_signing_objects(&s, ObjectClass::PRIVATE_KEY, label)?;
+        let [h] = found.as_slice() else {
+            return Err(Error::SigningKeyNotFound(label.into()));
+        };
+        let attrs = s
+            .get_attributes(
+                *h,
+                &[
+                    AttributeType::Token,
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::AlwaysSensitive,
+                    AttributeType::NeverExtractable,
+                ],
+            )
+            .map_err(|e| Error::pkcs11("C_GetAttributeValue", &what, e))?;
+        let mut p = KeyProtection {
+            token: false,
+            sensitive: false,
+            extractable: true,
+            always_sensitive: false,
+            never_extractable: false,
+            value_readable: false,
+        };
+        for a in attrs {
+            match a {
+                Attribute::Token(v) => p.token = v,
+                Attribute::Sensitive(v) => p.sensitive = v,
+                Attribute::Extractable(v) => p.extractable = v,
+                Attribute::AlwaysSensitive(v) => p.always_sensitive = v,
+                Attribute::NeverExtractable(v) => p.never_extractable = v,
+                _ => {}
+            }
+        }
+        // EC private keys keep the scalar in CKA_VALUE, RSA ones the exponent in
+        // CKA_PRIVATE_EXPONENT: neither may be readable.
+        for t in [AttributeType::Value, AttributeType::PrivateExponent] {
+            let info = s.get_attribute_info(*h, &[t]);
+            let sized = matches!(info.as_deref(), Ok([AttributeInfo::Available(_)]));
+            let got = match s.get_attributes(*h, &[t]) {
+                Ok(mut v) => {
+                    let any = v
+                        .iter()
+                        .any(|a| matches!(a, Attribute::Value(_) | Attribute::PrivateExponent(_)));
+                    for a in &mut v {
+                        if let Attribute::Value(b) | Attribute::PrivateExponent(b) = a {
+                            b.zeroize();
+                        }
+                    }
+                    any
+                }
+                Err(_) => false,
+            };
+            p.value_readable |= sized || got;
+        }
+        Ok(p)
+    }
+
+    /// Token objects of `class` labelled `cw-ca:<label>`.
+    fn find_signing_objects(
+        &self,
+        s: &Session,
+        class: ObjectClass,
+        label: &str,
+    ) -> Result<Vec<ObjectHandle>, Error> {
+        let l = pkcs11_label(label);
+        s.find_objects(&[
+            Attribute::Class(class),
+            Attribute::Token(true),
+            Attribute::Label(l.clone().into_bytes()),
+        ])
+        .map_err(|e| Error::pkcs11("C_FindObjects", l, e))
+    }
+
+    /// The SPKI of a public-key object and the algorithm it implies.
+    fn read_public(
+        &self,
+        s: &Session,
+        h: ObjectHandle,
+        label: &str,
+    ) -> Result<(SigningAlgorithm, Vec<u8>), Error> {
+        let what = pkcs11_label(label);
+        let attrs = s
+            .get_attributes(h, &[AttributeType::KeyType])
+            .map_err(|e| Error::pkcs11("C_GetAttributeValue", &what, e))?;
+        let kt = attrs.into_iter().find_map(|a| match a {
+            Attribute::KeyType(t) => Some(t),
+            _ => None,
+        });
+        let bad = |detail: String| Error::Signing {
+            label: label.into(),
+            detail,
+        };
+        match kt {
+            Some(t) if t == KeyType::EC => {
+                let attrs = s
+                    .get_attributes(h, &[AttributeType::EcParams, AttributeType::EcPoint])
+                    .map_err(|e| Error::pkcs11("C_GetAttributeValue", &what, e))?;
+                let mut point = None;
+                for a in attrs {
+                    match a {
+                        Attribute::EcParams(p) if p != P256_PARAMS => {
+                            return Err(bad("EC key not on P-256".into()))
+                        }
+                        Attribute::EcPoint(p) => point = Some(p),
+                        _ => {}
+                    }
+                }
+                let point = point.ok_or_else(|| bad("no CKA_EC_POINT".into()))?;
+                Ok((
+                    SigningAlgorithm::P256,
+                    p256_spki_from_ec_point(&point).map_err(bad)?,
+                ))
+            }
+            Some(t) if t == KeyType::RSA => {
+                let attrs = s
+                    .get_attributes(h, &[AttributeType::Modulus, AttributeType::PublicExponent])
+                    .map_err(|e| Error::pkcs11("C_GetAttributeValue", &what, e))?;
+                let (mut n, mut e) = (None, None);
+                for a in attrs {
+                    match a {
+                        Attribute::Modulus(v) => n = Some(v),
+                        Attribute::PublicExponent(v) => e = Some(v),
+                        _ => {}
+                    }
+                }
+                let (n, e) = n
+                    .zip(e)
+                    .ok_or_else(|| bad("no RSA modulus or exponent".into()))?;
+                let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
+                let algorithm = match bits {
+                    2048 => SigningAlgorithm::Rsa2048,
+                    3072 => SigningAlgorithm::Rsa3072,
+                    _ => return Err(bad(format!("RSA modulus of {bits} bits"))),
+                };
+                Ok((algorithm, rsa_spki(&n, &e)))
+            }
+            _ => Err(bad("neither an EC nor an RSA key".into())),
+        }
+    }
+}
+
+impl SigningKeyStore for Pkcs11KeyStore {
+    fn create_signing_key(
+        &self,
+        label: &str,
+        algorithm: SigningAlgorithm,
+    ) -> Result<Vec<u8>, Error> {
+        validate_signing_label(label)?;
+        let _admin = self.lock();
+        let s = self.session()?;
+        if !self
+            .find_signing_objects(&s, ObjectClass::PRIVATE_KEY, label)?
+            .is_empty()
+            || !self
+                .find_signing_objects(&s, ObjectClass::PUBLIC_KEY, label)?
+                .is_empty()
+        {
+            return Err(Error::SigningKeyExists(label.into()));
+        }
+        let what = pkcs11_label(label);
+        let id = Sha256::digest(what.as_bytes())[..16].to_vec();
+        let mut public = vec![
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Verify(true),
+            Attribute::Encrypt(false),
+            Attribute::Wrap(false),
+            Attribute::Label(what.clone().into_bytes()),
+            Attribute::Id(id.clone()),
+        ];
+        // Only signing, never leaving the token (PKCS#11 v2.40 §4.9).
+        let private = vec![
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+            Attribute::Label(what.clone().into_bytes()),
+            Attribute::Id(id),
+        ];
+        let mechanism = match algorithm.rsa_bits() {
+            None => {
+                self.need(MechanismType::ECC_KEY_PAIR_GEN, "CKM_EC_KEY_PAIR_GEN")?;
+                self.need(MechanismType::ECDSA, "CKM_ECDSA")?;
+                public.push(Attribute::EcParams(P256_PARAMS.to_vec()));
+                Mechanism::EccKeyPairGen
+            }
+            Some(bits) => {
+                self.need(
+                    MechanismType::RSA_PKCS_KEY_PAIR_GEN,
+                    "CKM_RSA_PKCS_KEY_PAIR_GEN",
+                )?;
+                self.need(MechanismType::SHA256_RSA_PKCS, "CKM_SHA256_RSA_PKCS")?;
+                public.push(Attribute::ModulusBits((bits as u64).into()));
+                public.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
+                Mechanism::RsaPkcsKeyPairGen
+            }
+        };
+        let (pub_h, priv_h) = s
+            .generate_key_pair(&mechanism, &public, &private)
+            .map_err(|e| Error::pkcs11("C_GenerateKeyPair", &what, e))?;
+        match self.read_public(&s, pub_h, label) {
+            Ok((got, spki)) if got == algorithm => Ok(spki),
+            other => {
+                let _ = s.destroy_object(priv_h);
+                let _ = s.destroy_object(pub_h);
+                Err(match other {
+                    Err(e) => e,
+                    Ok((got, _)) => Error::Signing {
+                        label: label.into(),
+                        detail: format!("token made a {got} key, asked for {algorithm}"),
+                    },
+                })
+            }
+        }
+    }
+
+    fn signing_key(&self, label: &str) -> Result<Box<dyn SigningKey>, Error> {
+        validate_signing_label(label)?;
+        let what = pkcs11_label(label);
+        let s = self.session()?;
+        let one = |found: Vec<ObjectHandle>, kind: &str| match found.as_slice() {
+            [] => Err(Error::SigningKeyNotFound(label.into())),
+            [h] => Ok(*h),
+            _ => Err(Error::Config(format!(
+                "token holds {} {kind} objects labelled {what}",
+                found.len()
+            ))),
+        };
+        let handle = one(
+            self.find_signing_objects(&s, ObjectClass::PRIVATE_KEY, label)?,
+            "private key",
+        )?;
+        let pub_h = one(
+            self.find_signing_objects(&s, ObjectClass::PUBLIC_KEY, label)?,
+            "public key",
+        )?;
+        let (algorithm, spki) = self.read_public(&s, pub_h, label)?;
+        match algorithm {
+            SigningAlgorithm::P256 => self.need(MechanismType::ECDSA, "CKM_ECDSA")?,
+            _ => self.need(MechanismType::SHA256_RSA_PKCS, "CKM_SHA256_RSA_PKCS")?,
+        }
+        let session = self
+            .ctx
+            .open_rw_session(self.slot)
+            .map_err(|e| Error::pkcs11("C_OpenSession", &what, e))?;
+        Ok(Box::new(Pkcs11SigningKey {
+            label: label.into(),
+            algorithm,
+            spki,
+            handle,
+            session: Mutex::new(session),
+            _login: Arc::clone(&self.login),
+        }))
+    }
+
+    fn signing_key_labels(&self) -> Result<Vec<String>, Error> {
+        let s = self.session()?;
+        let handles = s
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::Token(true),
+            ])
+            .map_err(|e| Error::pkcs11("C_FindObjects", "private keys", e))?;
+        let mut labels = Vec::new();
+        for h in handles {
+            let attrs = s
+                .get_attributes(h, &[AttributeType::Label])
+                .map_err(|e| Error::pkcs11("C_GetAttributeValue", "key label", e))?;
+            for a in attrs {
+                if let Attribute::Label(l) = a {
+                    if let Some(rest) = std::str::from_utf8(&l)
+                        .ok()
+                        .and_then(|l| l.strip_prefix(PKCS11_LABEL_PREFIX))
+                    {
+                        labels.push(rest.to_string());
+                    }
+                }
+            }
+        }
+        labels.sort();
+        labels.dedup();
+        Ok(labels)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels() {
+        for ok in ["ca", "tenant-1/ca.v2", "A_B"] {
+            validate_signing_label(ok).unwrap();
+        }
+        for bad in ["", "a b", "ca:1", "é", &"x".repeat(65)] {
+            assert!(matches!(
+                validate_signing_label(bad),
+                Err(Error::BadSigningLabel { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn algorithm_names_round_trip() {
+        for a in [
+            SigningAlgorithm::P256,
+            SigningAlgorithm::Rsa2048,
+            SigningAlgorithm::Rsa3072,
+        ] {
+            assert_eq!(a.name().parse::<SigningAlgorithm>().unwrap(), a);
+        }
+        assert!("rsa1024".parse::<SigningAlgorithm>().is_err());
+    }
+
+    #[test]
+    fn ecdsa_raw_to_der_encodes_integers() {
+        // r with the top bit set gets a leading zero; s with leading zeros is trimmed.
+        let mut raw = [0u8; 64];
+        raw[0] = 0x80;
+        raw[31] = 1;
+        raw[63] = 0x05;
+        let der = ecdsa_raw_to_der(&raw).unwrap();
+        let mut want = vec![0x30, 0x26, 0x02, 0x21, 0x00, 0x80];
+        want.extend_from_slice(&[0; 30]);
+        want.extend_from_slice(&[0x01, 0x02, 0x01, 0x05]);
+        assert_eq!(der, want);
+        assert!(ecdsa_raw_to_der(&raw[..63]).is_err());
+        assert!(ecdsa_raw_to_der(&[0; 64]).is_err());
+    }
+
+    #[test]
+    fn rsa_spki_matches_the_rsa_crate() {
+        use rsa::pkcs8::DecodePublicKey;
+        use rsa::traits::PublicKeyParts;
+        // A real modulus (its top bit set) from a fresh key.
+        let key = rsa::PrivateKey::new(&mut rand::rng(), 2048).unwrap();
+        let public = key.to_public_key();
+        let want = public.to_public_key_der().unwrap();
+        let n = public.n().to_be_bytes();
+        let e = public.e().to_be_bytes();
+        assert_eq!(rsa_spki(&n, &e), want.as_bytes());
+        rsa::PublicKey::from_public_key_der(&rsa_spki(&n, &e)).unwrap();
+    }
+
+    #[test]
+    fn software_ecdsa_matches_rfc6979_known_answers() {
+        let text = include_str!("../tests/vectors/ecdsa_p256_sha256.txt");
+        let mut n = 0;
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let x = apdu::parse_hex(f[0]).unwrap();
+            let pkcs8 = p256::ecdsa::SigningKey::from_slice(&x)
+                .unwrap()
+                .to_pkcs8_der()
+                .unwrap();
+            // Through the PKCS#8 path the keystore uses.
+            let key =
+                SoftwareSigningKey::from_pkcs8("kat", SigningAlgorithm::P256, pkcs8.as_bytes())
+                    .unwrap();
+            let raw = apdu::parse_hex(&format!("{}{}", f[2], f[3])).unwrap();
+            let want = ecdsa_raw_to_der(&raw).unwrap();
+            assert_eq!(key.sign_sha256(f[1].as_bytes()).unwrap(), want, "{line}");
+            assert!(!format!("{key:?}").contains(&f[0][..8]));
+            n += 1;
+        }
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn ec_point_forms() {
+        let key = p256::ecdsa::SigningKey::try_generate().unwrap();
+        let point = key.verifying_key().to_sec1_point(false);
+        let want = key.verifying_key().to_public_key_der().unwrap();
+        let mut wrapped = vec![0x04, 0x41];
+        wrapped.extend_from_slice(point.as_bytes());
+        assert_eq!(p256_spki_from_ec_point(&wrapped).unwrap(), want.as_bytes());
+        assert_eq!(
+            p256_spki_from_ec_point(point.as_bytes()).unwrap(),
+            want.as_bytes()
+        );
+        assert!(p256_spki_from_ec_point(&wrapped[..60]).is_err());
+        let mut off_curve = wrapped.clone();
+        off_curve[10] ^= 1;
+        assert!(p256_spki_from_ec_point(&off_curve).is_err());
+    }
+}
