@@ -18,7 +18,7 @@
 //!
 //! Appends are serialised (SQLite: the write transaction; PostgreSQL: `SELECT … FOR
 //! UPDATE` on the single `audit_head` row, which holds the last id and hash). The
-//! database refuses UPDATE and DELETE on `audit_log` with triggers; [`verify`] still
+//! database refuses UPDATE and DELETE on `audit_log` with triggers; [`crate::Store::audit_verify`] still
 //! detects any change made by someone who drops them: a changed, removed or reordered
 //! entry breaks the chain, and a removed tail no longer matches `audit_head`.
 
@@ -336,6 +336,57 @@ pub(crate) fn verify(conn: &mut Conn, page: i64) -> Result<AuditReport, StoreErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    type Fields = (i64, i64, String, String, Option<String>, String, String);
+
+    fn fields() -> impl Strategy<Value = Fields> {
+        (
+            any::<i64>(),
+            any::<i64>(),
+            ".{0,6}",
+            ".{0,6}",
+            proptest::option::of(".{0,6}"),
+            ".{0,4}",
+            ".{0,8}",
+        )
+    }
+
+    fn enc(f: &Fields) -> Vec<u8> {
+        canonical(f.0, f.1, &f.2, &f.3, f.4.as_deref(), &f.5, &f.6)
+    }
+
+    proptest! {
+        /// Different entries never encode alike (so never hash alike short of a SHA-256
+        /// collision), and the encoding has its exact expected length.
+        #[test]
+        fn canonical_is_injective(a in fields(), b in fields()) {
+            prop_assert_eq!(a == b, enc(&a) == enc(&b));
+            let len = DOMAIN.len() + 16 + 4 * 4 + 1
+                + a.2.len() + a.3.len() + a.5.len() + a.6.len()
+                + a.4.as_ref().map_or(0, |c| 4 + c.len());
+            prop_assert_eq!(enc(&a).len(), len);
+        }
+
+        /// Changing any one field changes the chain hash.
+        #[test]
+        fn hash_depends_on_every_field(a in fields(), prev in any::<[u8; 32]>(), which in 0usize..8) {
+            let h = chain_hash(&prev, &enc(&a));
+            let mut b = a.clone();
+            let mut prev2 = prev;
+            match which {
+                0 => b.0 = b.0.wrapping_add(1),
+                1 => b.1 = b.1.wrapping_add(1),
+                2 => b.2.push('x'),
+                3 => b.3.push('x'),
+                4 => b.4 = match b.4 { None => Some(String::new()), Some(_) => None },
+                5 => b.5.push('x'),
+                6 => b.6.push('x'),
+                _ => prev2[0] ^= 1,
+            }
+            prop_assert_ne!(h, chain_hash(&prev2, &enc(&b)));
+        }
+    }
 
     #[test]
     fn sha256_primitive_kat() {

@@ -172,10 +172,21 @@ pub enum Error {
 
 impl From<gpclient::ClientError> for Error {
     fn from(e: gpclient::ClientError) -> Self {
+        use gpclient::ClientError as C;
         match e {
-            gpclient::ClientError::Transport(t) => Error::Interrupted(t),
-            gpclient::ClientError::WrongKeys { .. } => {
-                Error::KeysDoNotMatch("card cryptogram mismatch".into())
+            C::Transport(t) => Error::Interrupted(t),
+            C::WrongKeys { .. } => Error::KeysDoNotMatch("card cryptogram mismatch".into()),
+            // An answer that does not verify (R-MAC, padding, a PUT KEY answer that does not
+            // confirm the keys, a garbled exchange) leaves the command's outcome unknown,
+            // like a lost answer: the job stays resumable and the next run checks the card.
+            C::Scp(e) => Error::Interrupted(TransportError::Other(format!(
+                "the card's answer does not verify: {e}"
+            ))),
+            C::Invalid(m)
+                if m.contains("does not confirm the new keys")
+                    || m.starts_with("exchange with the card") =>
+            {
+                Error::Interrupted(TransportError::Other(m))
             }
             other => Error::Card(other),
         }

@@ -428,3 +428,193 @@ fn leases_keep_two_workers_apart() {
     // Nobody else may take it over while the lease runs.
     assert!(matches!(long.run(id, &mut card), Err(Error::JobLeased(_))));
 }
+
+#[test]
+fn transport_keys_from_the_key_store() {
+    // Blank cards come with transport keys: a base key diversified with the card's factory
+    // KDD (what the manufacturer put in the card and what INITIALIZE UPDATE reports).
+    for ts in backends() {
+        let name = ts.name;
+        let f = Fixture::new(ts, KeyKind::Aes, 0x30, false);
+        let transport = import_key(
+            f.keys.as_ref(),
+            "acme/transport",
+            KeyKind::Aes,
+            &apdu::parse_hex("0F0E0D0C0B0A09080706050403020100").unwrap(),
+        );
+        f.store()
+            .create_category(
+                "admin",
+                &tsm::CategorySpec {
+                    id: "acme/transit".into(),
+                    tenant: "acme".into(),
+                    description: "transport keys".into(),
+                    initial_keys: tsm::model::InitialKeys::Kms {
+                        category: "acme/transport".into(),
+                        version: transport.version,
+                    },
+                    initial_kvn: 0x01,
+                    perso: vec![],
+                },
+            )
+            .unwrap();
+        let info = import_key(
+            f.keys.as_ref(),
+            "acme/transit",
+            KeyKind::Aes,
+            &apdu::parse_hex(BASE_V1).unwrap(),
+        );
+        f.store()
+            .register_key_version(
+                "admin",
+                "acme/transit",
+                1,
+                "acme/transit",
+                KeyKind::Aes,
+                info.kcv,
+                true,
+            )
+            .unwrap();
+        let factory_kdd = [0x47, 0x90, 0x51, 0x67, 0, 0, 0, 0, 0x12, 0x34];
+        let transport_keys =
+            kms::KeyStore::derive_for_kdd(f.keys.as_ref(), "acme/transport", 1, &factory_kdd)
+                .unwrap();
+        let mut card = SimCard::new(card::CardConfig {
+            keys: transport_keys.clone(),
+            key_version: 0x01,
+            kdd: factory_kdd,
+            ..card::CardConfig::default()
+        });
+        let out = f
+            .issuer
+            .write(&f.ci, NUMBER, "acme/transit", &mut card)
+            .unwrap();
+        assert_eq!(
+            out.card.factory_kdd.as_deref(),
+            Some(&factory_kdd[..]),
+            "{name}"
+        );
+        // KVN 01 is the initial one in this category, so version 1 maps to KVN 02.
+        assert_eq!(out.card.kvn, Some(0x02));
+        open(&card, base_spec(BASE_V1, scp::Diversification::Kdf3, 0x02)).unwrap();
+        let out = f
+            .issuer
+            .clear(&f.ci, NUMBER, "acme/transit", &mut card)
+            .unwrap();
+        assert_eq!(out.card.state, CardState::Blank);
+        // The transport keys and the factory KDD are back.
+        let spec = gpclient::KeySpec {
+            enc: zeroize::Zeroizing::new(transport_keys.enc.expose().to_vec()),
+            mac: zeroize::Zeroizing::new(transport_keys.mac.expose().to_vec()),
+            dek: zeroize::Zeroizing::new(transport_keys.dek.expose().to_vec()),
+            kdf: scp::Diversification::None,
+            key_version: 0x01,
+        };
+        let mut c = open(&card, spec).unwrap();
+        assert_eq!(
+            ops::get_data(&mut c, DataObject::KeyDiversificationData).unwrap(),
+            Some(factory_kdd.to_vec())
+        );
+    }
+}
+
+#[test]
+fn a_refusal_half_way_leaves_a_partial_card_that_clear_recovers() {
+    for ts in backends() {
+        let name = ts.name;
+        let f = Fixture::new(ts, KeyKind::Aes, 0x30, false);
+        // An application whose module is not in its package: the card refuses to install it.
+        let mut bad = storage_app();
+        bad.module = Aid::new(&[0xF0, 0x43, 0x57, 0x44, 0x53, 0x09]).unwrap();
+        f.store().add_category_app("admin", CATEGORY, &bad).unwrap();
+        let mut card = SimCard::scp03();
+        let e = f
+            .issuer
+            .write(&f.ci, NUMBER, CATEGORY, &mut card)
+            .unwrap_err();
+        assert!(matches!(e, Error::Card(_)), "{name}: {e}");
+        let row = f.store().card(NUMBER).unwrap().unwrap();
+        assert_eq!(row.state, CardState::Partial, "{name}");
+        assert_eq!(row.key_version, Some(1));
+        let job = f.store().jobs_of_card(NUMBER).unwrap().pop().unwrap();
+        assert_eq!(job.state, JobState::Failed);
+        // The load of the refused application was rolled back: card and database agree.
+        let (apps, files, cin, _) = card_view(&card, base_spec(BASE_V1, f.diversification(), 0));
+        assert!(
+            apps.is_empty() && !files.contains(&Aid::new(&STORAGE_PKG).unwrap()),
+            "{files:?}"
+        );
+        assert!(f.store().card_apps(NUMBER).unwrap().is_empty());
+        assert_eq!(cin, Some(bcd(NUMBER)));
+        // Neither write nor rewrite accept a partial card; clear does.
+        assert!(matches!(
+            f.issuer.write(&f.ci, NUMBER, CATEGORY, &mut card),
+            Err(Error::WrongState { .. })
+        ));
+        let out = f.issuer.clear(&f.ci, NUMBER, CATEGORY, &mut card).unwrap();
+        assert_eq!(out.card.state, CardState::Blank);
+        open(&card, test_key_spec(0x30)).unwrap();
+        let audit = f.store().audit_for_card(NUMBER).unwrap();
+        assert!(audit.iter().any(|e| e.result == "failed"));
+        assert!(f.store().audit_verify().unwrap().is_ok());
+    }
+}
+
+/// A card that refuses STORE DATA to its ISD (`6A80`), as a card that keeps its own KDD.
+struct NoStoreData(SimCard);
+
+impl transport::CardChannel for NoStoreData {
+    fn transmit_raw(&mut self, c: &[u8]) -> Result<Vec<u8>, transport::TransportError> {
+        if c.get(1) == Some(&0xE2) {
+            return Ok(vec![0x6A, 0x80]);
+        }
+        self.0.transmit_raw(c)
+    }
+    fn atr(&self) -> Vec<u8> {
+        self.0.atr()
+    }
+    fn reset(&mut self) -> Result<(), transport::TransportError> {
+        self.0.reset()
+    }
+    fn name(&self) -> String {
+        "no STORE DATA".into()
+    }
+}
+
+#[test]
+fn a_card_that_keeps_its_own_kdd() {
+    let f = Fixture::new(sqlite(), KeyKind::Aes, 0x30, false);
+    // Its KDD is not the card number's: the write stops before changing anything.
+    let card = SimCard::scp03();
+    let before = format!("{:?}", card.0.lock().unwrap());
+    let e = f
+        .issuer
+        .write(&f.ci, NUMBER, CATEGORY, &mut NoStoreData(card.clone()))
+        .unwrap_err();
+    assert!(matches!(e, Error::KddNotSettable(_)), "{e}");
+    assert_eq!(format!("{:?}", card.0.lock().unwrap()), before);
+    let row = f.store().card(NUMBER).unwrap().unwrap();
+    assert_eq!(row.state, CardState::Blank);
+    open(&card, test_key_spec(0x30)).unwrap();
+    // A card manufactured with the card number's KDD needs no STORE DATA `CF`; the
+    // personalisation STORE DATA is refused by this card, so the write stops there, with
+    // the keys already replaced: partial.
+    let kdd: [u8; 10] = kms::kdd_for_card_number("77").unwrap();
+    let card = SimCard::new(card::CardConfig {
+        kdd,
+        ..card::CardConfig::default()
+    });
+    let e = f
+        .issuer
+        .write(&f.ci, "77", CATEGORY, &mut NoStoreData(card.clone()))
+        .unwrap_err();
+    assert!(matches!(e, Error::Card(_)), "{e}");
+    let row = f.store().card("77").unwrap().unwrap();
+    assert_eq!(row.state, CardState::Partial);
+    assert_eq!(row.key_version, Some(1));
+    open(&card, base_spec(BASE_V1, scp::Diversification::Kdf3, 1)).unwrap();
+    let steps = f.store().jobs_of_card("77").unwrap().pop().unwrap();
+    let steps = f.store().job_steps(steps.id).unwrap();
+    let kdd_step = steps.iter().find(|s| s.name == "set_kdd").unwrap();
+    assert_eq!(kdd_step.detail.as_ref().unwrap()["unchanged"], true);
+}

@@ -172,7 +172,9 @@ impl Request {
 /// How jobs run.
 #[derive(Clone)]
 pub struct IssuerConfig {
-    /// Security level of the secure channels (default C-MAC + C-DECRYPTION, `03`).
+    /// Security level of the secure channels (default C-MAC + C-DECRYPTION + R-MAC, `13`:
+    /// commands authenticated and confidential, and a forged or garbled success answer is
+    /// detected instead of being recorded as done).
     pub level: SecurityLevel,
     /// How long a claimed job stays reserved to its worker (default 5 minutes). After a
     /// crash, another run can take the job over once the lease has expired.
@@ -184,7 +186,7 @@ pub struct IssuerConfig {
 impl Default for IssuerConfig {
     fn default() -> Self {
         IssuerConfig {
-            level: SecurityLevel::MAC_ENC,
+            level: SecurityLevel::MAC_ENC_RMAC,
             lease: Duration::from_secs(300),
             trace: None,
         }
@@ -736,7 +738,10 @@ impl Issuer {
                 })
             }
             Err(e) => {
-                run.record_failure(&e)?;
+                // If even this cannot be recorded (the database is down), the job stays
+                // `running` until its lease expires and is then taken up again; the caller
+                // gets the error that stopped the run.
+                let _ = run.record_failure(&e);
                 Err(e)
             }
         }

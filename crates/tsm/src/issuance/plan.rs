@@ -289,6 +289,59 @@ pub(crate) fn plan(kind: JobKind, p: &Params, blank: bool) -> Vec<StepKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn install_and_delete_names_round_trip(bytes in proptest::collection::vec(any::<u8>(), 5..=16)) {
+            let a = Aid::new(&bytes).unwrap();
+            prop_assert_eq!(StepKind::parse(&StepKind::Install(a).name()).unwrap(), StepKind::Install(a));
+            prop_assert_eq!(StepKind::parse(&StepKind::Delete(a).name()).unwrap(), StepKind::Delete(a));
+        }
+
+        /// Stored step names are data: any text parses or is refused, never panics.
+        #[test]
+        fn step_names_never_panic(name in ".{0,40}") {
+            let _ = StepKind::parse(&name);
+        }
+
+        #[test]
+        fn params_round_trip(
+            from in proptest::option::of(1u32..1000),
+            to in proptest::option::of(1u32..1000),
+            cat in "[a-z]{1,8}/[a-z]{1,8}",
+            inst in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 5..=16), 0..3),
+            params in proptest::collection::vec(any::<u8>(), 0..20),
+        ) {
+            let apps: Vec<AppParam> = inst
+                .iter()
+                .map(|b| {
+                    let a = Aid::new(b).unwrap();
+                    AppParam::from(&AppSpec {
+                        instance: a,
+                        package: a,
+                        module: a,
+                        privileges: Privileges::default(),
+                        params: params.clone(),
+                        perso: vec![],
+                    })
+                })
+                .collect();
+            let p = Params { category: cat, from_version: from, to_version: to, install: apps.clone(), delete: vec![] };
+            let back = Params::parse(&p.to_json()).unwrap();
+            prop_assert_eq!(&back, &p);
+            for a in &apps {
+                prop_assert_eq!(AppParam::from(&a.spec().unwrap()), a.clone());
+            }
+        }
+
+        /// Parameters read back from the database are data too.
+        #[test]
+        fn params_from_any_json_never_panic(v in any::<u64>(), s in ".{0,10}") {
+            let _ = Params::parse(&serde_json::json!({"category": s, "from_version": v}));
+            let _ = Params::parse(&serde_json::json!([s]));
+        }
+    }
 
     #[test]
     fn kvn_mapping() {

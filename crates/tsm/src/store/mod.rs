@@ -357,6 +357,24 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn url_options_never_panic(q in ".{0,60}") {
+            let (_, pairs) = split_query(&q);
+            let _ = take_options(pairs, 4);
+            let _ = redact(&q);
+        }
+
+        #[test]
+        fn only_identifiers_are_schemas(s in ".{0,70}") {
+            if valid_schema(&s) {
+                prop_assert!(s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_'));
+                prop_assert!(!s.contains('"'));
+            }
+        }
+    }
 
     #[test]
     fn url_options() {
