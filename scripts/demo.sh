@@ -12,6 +12,11 @@ cap=crates/gp/tests/data/Empty_0102030405_8d5ac9e2_2.2.1.cap
 
 step() { echo; echo "\$ cardwright $*"; "$cw" "$@"; }
 
+echo "=== Card issuance: platform on SQLite + software key store, a virtual card (write, rewrite, clear)"
+"$cw" demo
+echo
+echo "=== Card management like gp, on a virtual card"
+
 echo "A new virtual card (SCP03, GP test keys 40..4F), state in $state"
 step sim create --state "$state"
 step card --sim "$state" info

@@ -15,10 +15,19 @@ type Client = GpClient<Box<dyn CardChannel>>;
 
 /// Opens the card named by `--sim` or `--reader` (default: the first reader with a card).
 pub fn connect_channel(c: &Connect) -> Result<Box<dyn CardChannel>> {
-    if let Some(path) = &c.sim {
+    open_card(c.reader.as_deref(), c.sim.as_deref())
+}
+
+/// The virtual card in `sim` (in process), or the card in `reader` (default: the first
+/// reader holding a card).
+pub fn open_card(
+    reader: Option<&str>,
+    sim: Option<&std::path::Path>,
+) -> Result<Box<dyn CardChannel>> {
+    if let Some(path) = sim {
         return Ok(Box::new(SimChannel::open(path)?));
     }
-    connect_reader(c.reader.as_deref())
+    connect_reader(reader)
 }
 
 #[cfg(feature = "pcsc")]

@@ -25,6 +25,15 @@ pub enum Command {
         #[command(subcommand)]
         command: SimCommand,
     },
+    /// The demo: an issuing platform on SQLite + software key store + a virtual card, walking
+    /// one card through write → rewrite → clear.
+    Demo,
+    /// Card issuance: write, rewrite, clear a card (keys derived from the category's base key).
+    Issue(crate::issue_cmd::IssueCmd),
+    /// Tenants of the platform: card issuers and application providers.
+    Tenant(crate::issue_cmd::TenantCmd),
+    /// Card categories: base key lineage, initial keys, personalisation.
+    Category(crate::issue_cmd::CategoryCmd),
     /// The platform's hash-chained audit log.
     Audit(crate::audit_cmd::AuditCmd),
     /// Base keys per card category in the key store (software or HSM).

@@ -4,6 +4,8 @@
 mod audit_cmd;
 mod bench;
 mod card_cmd;
+mod demo;
+mod issue_cmd;
 mod keys_cmd;
 mod cli;
 mod sim;
@@ -29,6 +31,10 @@ fn main() {
         Command::Card(c) => card_cmd::run(c),
         Command::Keys(k) => keys_cmd::run(k),
         Command::Audit(a) => audit_cmd::run(a),
+        Command::Demo => demo::run(),
+        Command::Issue(i) => issue_cmd::run_issue(i),
+        Command::Tenant(t) => issue_cmd::run_tenant(t),
+        Command::Category(c) => issue_cmd::run_category(c),
         Command::Sim {
             command: SimCommand::Run(a),
         } => sim::run(a),

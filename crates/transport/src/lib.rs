@@ -67,6 +67,22 @@ impl<C: CardChannel + ?Sized> CardChannel for Box<C> {
     }
 }
 
+/// A borrowed channel is a channel: run a workflow on a card without giving it away.
+impl<C: CardChannel + ?Sized> CardChannel for &mut C {
+    fn transmit_raw(&mut self, capdu: &[u8]) -> Result<Vec<u8>, TransportError> {
+        (**self).transmit_raw(capdu)
+    }
+    fn atr(&self) -> Vec<u8> {
+        (**self).atr()
+    }
+    fn reset(&mut self) -> Result<(), TransportError> {
+        (**self).reset()
+    }
+    fn name(&self) -> String {
+        (**self).name()
+    }
+}
+
 /// Where trace lines go (stderr for the CLI; a buffer in tests).
 pub type TraceSink = Arc<Mutex<dyn Write + Send>>;
 

@@ -1,0 +1,204 @@
+//! Card issuance through the CLI on the virtual card: write, rewrite, clear, with base keys in
+//! the software key store, checked by independent secure channels opened with `card --kdf`.
+
+mod common;
+use common::*;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+const MASTER: &str = "4444444444444444444444444444444444444444444444444444444444444444";
+const CARD: &str = "4711000000000001";
+
+struct Platform {
+    dir: tempfile::TempDir,
+}
+
+impl Platform {
+    fn new() -> Platform {
+        Platform { dir: tempdir() }
+    }
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_string_lossy().into_owned()
+    }
+    /// `cardwright ARGS` with this platform's database, key store and master key.
+    fn run(&self, args: &[&str], input: &str) -> Run {
+        let mut child = Command::new(bin())
+            .args(args)
+            .env(
+                "CARDWRIGHT_DB",
+                format!("sqlite:{}", self.path("platform.db")),
+            )
+            .env(
+                "CARDWRIGHT_KEYSTORE",
+                format!("file:{}", self.path("keys.json")),
+            )
+            .env("CARDWRIGHT_MASTER_KEY", MASTER)
+            .env("CARDWRIGHT_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        Run {
+            ok: o.status.success(),
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let r = self.run(args, "");
+        assert!(
+            r.ok,
+            "cardwright {} failed:\n{}{}",
+            args.join(" "),
+            r.stdout,
+            r.stderr
+        );
+        r.stdout
+    }
+    fn fails(&self, args: &[&str], needle: &str) {
+        let r = self.run(args, "");
+        assert!(
+            !r.ok,
+            "cardwright {} should fail:\n{}",
+            args.join(" "),
+            r.stdout
+        );
+        assert!(
+            r.stderr.to_lowercase().contains(&needle.to_lowercase()),
+            "{} → {}",
+            args.join(" "),
+            r.stderr
+        );
+    }
+    /// Imports a base key as two components whose XOR is `base`.
+    fn import(&self, category: &str, base: &str) {
+        let c1 = "00112233445566778899AABBCCDDEEFF";
+        let b = apdu::parse_hex(base).unwrap();
+        let c2: Vec<u8> = apdu::parse_hex(c1)
+            .unwrap()
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| x ^ y)
+            .collect();
+        let kcv = |k: &[u8]| apdu::hex(&scp::Key::aes(k).unwrap().kcv());
+        let input = format!(
+            "{c1}\n{}\n{}\n{}\n",
+            kcv(&apdu::parse_hex(c1).unwrap()),
+            apdu::hex(&c2),
+            kcv(&c2)
+        );
+        let r = self.run(&["keys", "import-base", "--category", category], &input);
+        assert!(r.ok, "{}", r.stderr);
+    }
+}
+
+#[test]
+fn write_rewrite_clear() {
+    const BASE1: &str = "0F1F2F3F4F5F6F7F8F9FAFBFCFDFEFFF";
+    const BASE2: &str = "A0A1A2A3A4A5A6A7A8A9AAABACADAEAF";
+    let p = Platform::new();
+    let card = p.path("card.json");
+    p.import("gold", BASE1);
+    p.ok(&[
+        "tenant", "create", "--id", "issuer", "--name", "Issuer", "--role", "ci",
+    ]);
+    let out = p.ok(&[
+        "category", "create", "--id", "gold", "--tenant", "issuer", "--perso", "5F2001AA",
+    ]);
+    assert!(out.contains("written with version 1"), "{out}");
+    p.ok(&["sim", "create", "--state", &card, "--no-piv"]);
+
+    // Unknown category, then a real write.
+    p.fails(
+        &[
+            "issue",
+            "--sim",
+            &card,
+            "write",
+            "--card-number",
+            CARD,
+            "--category",
+            "silver",
+        ],
+        "silver",
+    );
+    let out = p.ok(&[
+        "issue",
+        "--sim",
+        &card,
+        "write",
+        "--card-number",
+        CARD,
+        "--category",
+        "gold",
+    ]);
+    assert!(out.contains("is written"), "{out}");
+
+    // An independent channel with the base key and KDF3 opens the card; the initial key does not.
+    p.ok(&[
+        "card", "--sim", &card, "--key", BASE1, "--kdf", "kdf3", "list",
+    ]);
+    p.fails(&["card", "--sim", &card, "list"], "cryptogram");
+
+    // Writing it again is refused (it is not blank), nothing changes.
+    p.fails(
+        &[
+            "issue",
+            "--sim",
+            &card,
+            "write",
+            "--card-number",
+            CARD,
+            "--category",
+            "gold",
+        ],
+        "",
+    );
+    p.ok(&[
+        "card", "--sim", &card, "--key", BASE1, "--kdf", "kdf3", "list",
+    ]);
+
+    // A new base key version; rewrite moves the card to it.
+    p.import("gold", BASE2);
+    p.ok(&["category", "sync-keys", "--id", "gold"]);
+    let out = p.ok(&["issue", "--sim", &card, "rewrite", "--card-number", CARD]);
+    assert!(out.contains("key version 2"), "{out}");
+    p.fails(
+        &[
+            "card", "--sim", &card, "--key", BASE1, "--kdf", "kdf3", "list",
+        ],
+        "cryptogram",
+    );
+    p.ok(&[
+        "card", "--sim", &card, "--key", BASE2, "--kdf", "kdf3", "list",
+    ]);
+
+    // Clear: the initial key opens it again.
+    let out = p.ok(&["issue", "--sim", &card, "clear", "--card-number", CARD]);
+    assert!(out.contains("is blank"), "{out}");
+    let l = p.ok(&["card", "--sim", &card, "list"]);
+    assert!(l.contains("ISD: A000000151000000"), "{l}");
+    let status = p.ok(&["issue", "status", "--card-number", CARD]);
+    assert!(status.contains("blank"), "{status}");
+
+    // Every step is in the audit log, and the chain verifies.
+    let audit = p.ok(&["audit", "show", "--card-number", CARD]);
+    for action in ["job.write", "job.rewrite", "job.clear"] {
+        assert!(audit.contains(action), "audit lacks {action}:\n{audit}");
+    }
+    p.ok(&["audit", "verify"]);
+    // An unknown card number.
+    p.fails(
+        &["issue", "--sim", &card, "rewrite", "--card-number", "999"],
+        "unknown card",
+    );
+}
