@@ -16,10 +16,21 @@ pub struct ServeArgs {
     /// Storage: `memory` (default, lost on exit), `sqlite:PATH` or `postgres://…` (the tsm store).
     #[arg(long, env = "CARDWRIGHT_DB", default_value = "memory")]
     pub db: String,
-    /// Directory holding the CA certificate and key (`ca.pem`, `ca-key.pem`), created on first
-    /// start. Without it a new CA is made in memory at each start.
+    /// Directory holding the CA certificate (`ca.pem`), created on first start. With
+    /// `--ca-keystore` the CA key is in the key store; without it (legacy) the key is the plain
+    /// PKCS#8 file `ca-key.pem` here. Without `--ca-dir` a new CA is made in memory at each start.
     #[arg(long)]
     pub ca_dir: Option<PathBuf>,
+    /// Key store holding the CA private key (the recommended set-up): `file:PATH` (software
+    /// keystore encrypted at rest; master key from `?master-key-file=` or
+    /// `CARDWRIGHT_MASTER_KEY`) or `pkcs11:MODULE?token=LABEL&pin-file=…` (an HSM; PIN from
+    /// `pin-env`/`pin-file`, default `CARDWRIGHT_PKCS11_PIN`). The key is generated there on
+    /// first start and never leaves it; needs `--ca-dir` for the certificate.
+    #[arg(long, env = "CARDWRIGHT_CA_KEYSTORE")]
+    pub ca_keystore: Option<String>,
+    /// Label of the CA key in `--ca-keystore` (PKCS#11 object label `cw-ca:<label>`).
+    #[arg(long, default_value = server::ca_keystore::DEFAULT_LABEL)]
+    pub ca_key_label: String,
     /// Name (commonName) of a new CA.
     #[arg(long, default_value = "Cardwright Payments CA")]
     pub ca_name: String,
@@ -103,16 +114,39 @@ pub fn run(a: ServeArgs) -> Result<()> {
         );
     };
     let clock = Arc::new(pki::SystemClock);
-    let ca = match &a.ca_dir {
-        Some(dir) => ca_files::open_or_create(
-            dir,
-            &a.ca_name,
-            key_type,
-            stores.certificates.clone(),
-            clock,
-        )
-        .context("--ca-dir")?,
-        None => {
+    let ca = match (&a.ca_dir, &a.ca_keystore) {
+        (Some(dir), Some(keystore)) => {
+            let config: kms::StoreConfig = keystore.parse().context("--ca-keystore")?;
+            let keys = config.open_signing().context("--ca-keystore")?;
+            let ca = server::ca_keystore::open_or_create(
+                dir,
+                &a.ca_name,
+                key_type,
+                keys.as_ref(),
+                &a.ca_key_label,
+                stores.certificates.clone(),
+                clock,
+            )
+            .context("--ca-keystore")?;
+            tracing::info!(keystore = %config, label = %a.ca_key_label, "CA key in the key store");
+            ca
+        }
+        (None, Some(_)) => bail!("--ca-keystore needs --ca-dir (where the CA certificate is kept)"),
+        (Some(dir), None) => {
+            tracing::warn!(
+                "--ca-dir without --ca-keystore: the CA key is a plain PKCS#8 file (ca-key.pem); \
+                 keep it in a key store instead"
+            );
+            ca_files::open_or_create(
+                dir,
+                &a.ca_name,
+                key_type,
+                stores.certificates.clone(),
+                clock,
+            )
+            .context("--ca-dir")?
+        }
+        (None, None) => {
             tracing::warn!(
                 "no --ca-dir: a new CA in memory; its certificates die with this process"
             );

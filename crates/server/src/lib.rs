@@ -26,6 +26,7 @@ pub mod amount;
 pub mod api;
 pub mod audit;
 pub mod ca_files;
+pub mod ca_keystore;
 pub mod error;
 mod pages;
 
