@@ -10,7 +10,9 @@ use transport::{CardChannel, Traced};
 use zeroize::Zeroizing;
 
 use super::plan::{kvn_for_version, KeyRef, Params, StepKind};
-use super::{card_touched, end_job_in, job_state_after, mark_partial, ByRef, Issuer, Timing};
+use super::{
+    card_touched, end_job_in, job_state_after, mark_partial, ByRef, Issuer, Prepared, Timing,
+};
 use crate::audit::{append_in, NewEntry};
 use crate::db::{params, Conn};
 use crate::error::{Error, Result, StoreError};
@@ -18,7 +20,9 @@ use crate::model::{
     kind_str, now_ms, Card, CardState, Category, InitialKeys, Job, JobKind, JobState, Step,
     StepState,
 };
-use crate::store::jobs::{renew_in, step_done_in, step_started_in, steps_in, Lease};
+use crate::store::jobs::{
+    renew_in, step_advance_in, step_done_in, step_started_in, steps_in, Lease,
+};
 use crate::store::records::{card_apps_in, card_in, category_in};
 use std::time::{Duration, Instant};
 
@@ -131,18 +135,35 @@ fn blocks(objects: Vec<Vec<u8>>, max: usize) -> Result<Vec<Vec<u8>>> {
 }
 
 impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
-    pub fn new(issuer: &'i Issuer, job: Job, lease: Lease, chan: ByRef<'c, C>) -> Result<Self> {
-        let (params, category, card, steps) = issuer.store.with_conn(|c| -> Result<_> {
-            let params = Params::parse(&job.params)?;
-            let category = category_in(c, &params.category)?
-                .ok_or_else(|| Error::UnknownCategory(params.category.clone()))?;
-            let card = card_in(c, &job.card_number)?.ok_or(Error::UnknownCard)?;
-            let steps = steps_in(c, job.id)?
-                .into_iter()
-                .map(|s| Ok((StepKind::parse(&s.name)?, s)))
-                .collect::<std::result::Result<Vec<_>, StoreError>>()?;
-            Ok((params, category, card, steps))
-        })?;
+    pub fn new(
+        issuer: &'i Issuer,
+        job: Job,
+        prepared: Option<Prepared>,
+        lease: Lease,
+        chan: ByRef<'c, C>,
+    ) -> Result<Self> {
+        let t = Instant::now();
+        let params = Params::parse(&job.params)?;
+        let prepared = match prepared {
+            Some(p) => p,
+            None => issuer.store.with_conn(|c| -> Result<_> {
+                Ok(Prepared {
+                    category: category_in(c, &params.category)?
+                        .ok_or_else(|| Error::UnknownCategory(params.category.clone()))?,
+                    card: card_in(c, &job.card_number)?.ok_or(Error::UnknownCard)?,
+                    steps: steps_in(c, job.id)?,
+                })
+            })?,
+        };
+        let Prepared {
+            category,
+            card,
+            steps,
+        } = prepared;
+        let steps = steps
+            .into_iter()
+            .map(|s| Ok((StepKind::parse(&s.name)?, s)))
+            .collect::<std::result::Result<Vec<_>, StoreError>>()?;
         let resumed = steps.iter().any(|(_, s)| s.state != StepState::Pending);
         let client = GpClient::new(Traced::new(chan, issuer.config().trace.clone()));
         Ok(Run {
@@ -163,7 +184,7 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
             in_connect: false,
             changed_in_step: false,
             carry: None,
-            t_db: Duration::ZERO,
+            t_db: t.elapsed(),
             t_keys: Duration::ZERO,
             renewed: Instant::now(),
             log: Vec::new(),
@@ -272,24 +293,38 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         }
         let carry = self.carry.take();
         let t = Instant::now();
-        let r = self.issuer.store.tx(|c| self.flush(c, carry));
+        let r = self.issuer.store.tx(|c| self.record(c, carry, None));
         self.t_db += t.elapsed();
         r
     }
 
-    /// Records the previous step done and this one started, and renews the lease.
+    /// Records the previous step done and this one started, and renews the lease. A plain
+    /// step transition is one statement (no explicit transaction); one with effects on the
+    /// card row, the applications or the job is a transaction.
     fn begin(&mut self, seq: u32) -> Result<()> {
         let carry = self.carry.take();
         let t = Instant::now();
         // Renew the lease when half of it has gone by (every step with a zero lease).
         let renew = self.renewed.elapsed() * 2 >= self.lease.duration;
-        let r = self.issuer.store.tx(|c| -> Result<()> {
-            self.flush(c, carry)?;
-            if !step_started_in(c, &self.lease, seq)? || (renew && !renew_in(c, &self.lease)?) {
+        let effects = carry.as_ref().is_some_and(|d| {
+            d.card.is_some()
+                || d.app_added.is_some()
+                || d.app_removed.is_some()
+                || d.clear_apps
+                || d.finish
+        });
+        let work = |c: &mut Conn| -> Result<()> {
+            self.record(c, carry, Some(seq))?;
+            if renew && !renew_in(c, &self.lease)? {
                 return Err(Error::JobLeased(self.job.id));
             }
             Ok(())
-        });
+        };
+        let r = if effects || renew {
+            self.issuer.store.tx(work)
+        } else {
+            self.issuer.store.autocommit(work)
+        };
         if renew && r.is_ok() {
             self.renewed = Instant::now();
         }
@@ -297,9 +332,24 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         r
     }
 
-    fn flush(&self, c: &mut Conn, done: Option<Done>) -> Result<()> {
+    /// Records a completed step (and the start of step `next`, if any) with its effects.
+    fn record(&self, c: &mut Conn, done: Option<Done>, next: Option<u32>) -> Result<()> {
+        let lost = || Error::JobLeased(self.job.id);
+        match (&done, next) {
+            (Some(d), Some(n)) => {
+                if !step_advance_in(c, &self.lease, d.seq, &d.detail, n)? {
+                    return Err(lost());
+                }
+            }
+            (None, Some(n)) => {
+                if !step_started_in(c, &self.lease, n)? {
+                    return Err(lost());
+                }
+            }
+            (Some(d), None) => step_done_in(c, self.job.id, d.seq, &d.detail)?,
+            (None, None) => {}
+        }
         let Some(d) = done else { return Ok(()) };
-        step_done_in(c, self.job.id, d.seq, &d.detail)?;
         if let Some(card) = &d.card {
             c.execute(
                 "UPDATE cards SET state = $1, key_version = $2, kvn = $3, kdd = $4, factory_kdd = $5,
@@ -371,7 +421,11 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         let carry = self.carry.take();
         let changed_now = self.changed_in_step;
         self.issuer.store.tx(|c| -> Result<()> {
-            self.flush(c, carry)?;
+            // Nothing is written unless this worker still holds the job.
+            if !end_job_in(c, &self.lease, state, Some(&e.to_string()))? {
+                return Err(Error::JobLeased(self.job.id));
+            }
+            self.record(c, carry, None)?;
             let steps = steps_in(c, self.job.id)?;
             let touched = changed_now
                 || card_touched(
@@ -382,9 +436,6 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
                 );
             if state == JobState::Failed && touched {
                 mark_partial(c, &self.job.card_number)?;
-            }
-            if !end_job_in(c, &self.lease, state, Some(&e.to_string()))? {
-                return Ok(());
             }
             let result = match state {
                 JobState::Pending => "interrupted",

@@ -258,6 +258,21 @@ impl fmt::Debug for Issuer {
     }
 }
 
+/// What [`Issuer::validate`] found.
+struct Validated {
+    params: Params,
+    blank: bool,
+    category: crate::model::Category,
+    card: Card,
+}
+
+/// Records read while submitting, handed to the run so it need not read them again.
+pub(crate) struct Prepared {
+    pub category: crate::model::Category,
+    pub card: Card,
+    pub steps: Vec<crate::model::Step>,
+}
+
 /// A `&mut` channel as a channel (so callers keep theirs), timing the exchanges.
 struct ByRef<'a, C: ?Sized> {
     chan: &'a mut C,
@@ -314,11 +329,16 @@ impl Issuer {
     /// recorded when the request is refused (except that a write of an unknown card number
     /// registers the card as blank together with the job).
     pub fn submit(&self, actor: &Actor, req: &Request) -> Result<i64> {
-        Ok(self.submit_as(actor, req, None)?.0)
+        Ok(self.submit_as(actor, req, None)?.0.id)
     }
 
     /// [`Issuer::submit`], optionally claiming the new job for this worker at once.
-    fn submit_as(&self, actor: &Actor, req: &Request, owner: Option<&str>) -> Result<(i64, Job)> {
+    fn submit_as(
+        &self,
+        actor: &Actor,
+        req: &Request,
+        owner: Option<&str>,
+    ) -> Result<(Job, Prepared)> {
         let number = req.card_number();
         kms::kdd_for_card_number(number)
             .map_err(|e| Error::Invalid(format!("card number: {e}")))?;
@@ -326,10 +346,28 @@ impl Issuer {
             if let Some(j) = open_job_for_card_in(c, number)? {
                 return Err(Error::CardBusy(j.id));
             }
-            let (params, blank) = self.validate(c, actor, req)?;
-            let steps = plan(req.kind(), &params, blank)
+            let Validated {
+                params,
+                blank,
+                category,
+                card,
+            } = self.validate(c, actor, req)?;
+            let steps: Vec<String> = plan(req.kind(), &params, blank)
                 .iter()
                 .map(StepKind::name)
+                .collect();
+            let step_records = steps
+                .iter()
+                .zip(0u32..)
+                .map(|(name, seq)| crate::model::Step {
+                    seq,
+                    name: name.clone(),
+                    state: StepState::Pending,
+                    attempts: 0,
+                    detail: None,
+                    started_ms: None,
+                    finished_ms: None,
+                })
                 .collect();
             let job = NewJob {
                 tenant: actor.tenant.clone(),
@@ -344,7 +382,6 @@ impl Issuer {
                 .map_err(|e| e.duplicate_as(|| "an open job for this card".into()))?;
             let now = crate::model::now_ms();
             Ok((
-                id,
                 Job {
                     id,
                     tenant: job.tenant,
@@ -363,6 +400,11 @@ impl Issuer {
                     created_ms: now,
                     updated_ms: now,
                 },
+                Prepared {
+                    category,
+                    card,
+                    steps: step_records,
+                },
             ))
         })
     }
@@ -379,7 +421,7 @@ impl Issuer {
     }
 
     /// The request's parameters, and whether the card is blank; refuses what cannot be done.
-    fn validate(&self, c: &mut Conn, actor: &Actor, req: &Request) -> Result<(Params, bool)> {
+    fn validate(&self, c: &mut Conn, actor: &Actor, req: &Request) -> Result<Validated> {
         let number = req.card_number();
         let existing = card_in(c, number)?;
         let category_of = |c: &mut Conn, id: &str| -> Result<crate::model::Category> {
@@ -426,19 +468,22 @@ impl Issuer {
                 } else {
                     Vec::new()
                 };
-                if existing.is_none() {
-                    insert_blank_card(c, number, category)?;
-                }
-                Ok((
-                    Params {
+                let card = match existing {
+                    Some(card) => card,
+                    None => insert_blank_card(c, number, category)?,
+                };
+                Ok(Validated {
+                    params: Params {
                         category: category.clone(),
                         from_version: None,
                         to_version: Some(v),
                         install,
                         delete: Vec::new(),
                     },
-                    true,
-                ))
+                    blank: true,
+                    category: cat,
+                    card,
+                })
             }
             Request::Rewrite {
                 category,
@@ -466,16 +511,18 @@ impl Issuer {
                         "the card already carries base key version {to}"
                     )));
                 }
-                Ok((
-                    Params {
+                Ok(Validated {
+                    params: Params {
                         category: category.clone(),
                         from_version: card.key_version,
                         to_version: Some(to),
                         install: Vec::new(),
                         delete: Vec::new(),
                     },
-                    false,
-                ))
+                    blank: false,
+                    category: cat,
+                    card,
+                })
             }
             Request::Clear { category, .. } => {
                 let card = existing.ok_or(Error::UnknownCard)?;
@@ -490,8 +537,8 @@ impl Issuer {
                         package: a.package.to_hex(),
                     })
                     .collect();
-                Ok((
-                    Params {
+                Ok(Validated {
+                    params: Params {
                         category: category.clone(),
                         from_version: card.key_version,
                         to_version: None,
@@ -499,7 +546,9 @@ impl Issuer {
                         delete,
                     },
                     blank,
-                ))
+                    category: cat,
+                    card,
+                })
             }
             Request::LoadApp { app, .. } => {
                 let card = existing.ok_or(Error::UnknownCard)?;
@@ -528,16 +577,18 @@ impl Issuer {
                         app.instance
                     )));
                 }
-                Ok((
-                    Params {
+                Ok(Validated {
+                    params: Params {
                         category: card.category.clone(),
                         from_version: card.key_version,
                         to_version: card.key_version,
                         install: vec![AppParam::from(app)],
                         delete: Vec::new(),
                     },
-                    false,
-                ))
+                    blank: false,
+                    category: cat,
+                    card,
+                })
             }
             Request::DeleteApp { instance, .. } => {
                 let card = existing.ok_or(Error::UnknownCard)?;
@@ -560,8 +611,8 @@ impl Issuer {
                         need: "applications are managed on written cards",
                     });
                 }
-                Ok((
-                    Params {
+                Ok(Validated {
+                    params: Params {
                         category: card.category.clone(),
                         from_version: card.key_version,
                         to_version: card.key_version,
@@ -571,8 +622,10 @@ impl Issuer {
                             package: app.package.to_hex(),
                         }],
                     },
-                    false,
-                ))
+                    blank: false,
+                    category: cat,
+                    card,
+                })
             }
         }
     }
@@ -600,13 +653,13 @@ impl Issuer {
     ) -> Result<Outcome> {
         let start = Instant::now();
         let owner = random_token();
-        let (id, job) = self.submit_as(actor, req, Some(&owner))?;
+        let (job, prepared) = self.submit_as(actor, req, Some(&owner))?;
         let lease = Lease {
-            job: id,
+            job: job.id,
             owner,
             duration: self.config.lease,
         };
-        self.run_claimed(job, lease, chan, start)
+        self.run_claimed(job, Some(prepared), lease, chan, start)
     }
 
     /// Write card (see [`Request::Write`]).
@@ -705,13 +758,14 @@ impl Issuer {
                 Claim::NotFound => Err(Error::UnknownJob(job_id)),
             }
         })?;
-        self.run_claimed(job, lease, chan, start)
+        self.run_claimed(job, None, lease, chan, start)
     }
 
     /// Runs a job this worker holds.
     fn run_claimed<C: CardChannel + ?Sized>(
         &self,
         job: Job,
+        prepared: Option<Prepared>,
         lease: Lease,
         chan: &mut C,
         start: Instant,
@@ -721,7 +775,7 @@ impl Issuer {
             chan,
             spent: Duration::ZERO,
         };
-        let mut run = exec::Run::new(self, job, lease, chan)?;
+        let mut run = exec::Run::new(self, job, prepared, lease, chan)?;
         let result = run.drive();
         let apdus = run.apdus();
         match result {

@@ -241,6 +241,39 @@ pub(crate) fn step_started_in(c: &mut Conn, lease: &Lease, seq: u32) -> Result<b
     )? == 1)
 }
 
+/// Records step `done` as done (with its detail) and step `next` as started, in one
+/// statement, if the worker still holds the job's lease; `false` otherwise.
+pub(crate) fn step_advance_in(
+    c: &mut Conn,
+    lease: &Lease,
+    done: u32,
+    detail: &serde_json::Value,
+    next: u32,
+) -> Result<bool, StoreError> {
+    let text = serde_json::to_string(detail).map_err(|e| StoreError::Invalid {
+        what: "step detail",
+        detail: e.to_string(),
+    })?;
+    Ok(c.execute(
+        "UPDATE job_steps SET
+             state = CASE WHEN seq = $2 THEN 'done' ELSE 'started' END,
+             detail = CASE WHEN seq = $2 THEN $3 ELSE detail END,
+             finished_ms = CASE WHEN seq = $2 THEN $4 ELSE finished_ms END,
+             started_ms = CASE WHEN seq = $2 THEN started_ms ELSE $4 END,
+             attempts = CASE WHEN seq = $2 THEN attempts ELSE attempts + 1 END
+         WHERE job_id = $1 AND (seq = $2 OR (seq = $5 AND state <> 'done'))
+           AND EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND state = 'running' AND lease_owner = $6)",
+        params![
+            lease.job,
+            i64::from(done),
+            text,
+            now_ms(),
+            i64::from(next),
+            &lease.owner
+        ],
+    )? == 2)
+}
+
 pub(crate) fn step_done_in(
     c: &mut Conn,
     job: i64,

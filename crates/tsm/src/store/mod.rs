@@ -292,6 +292,25 @@ impl Store {
         c.tx(f)
     }
 
+    /// Runs single-statement writes outside an explicit transaction (each statement commits
+    /// on its own), queued behind this process's other SQLite writers.
+    pub(crate) fn autocommit<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut Conn) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let _writer = match self.inner.backend {
+            Backend::Sqlite(_) => Some(
+                self.inner
+                    .sqlite_writer
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            ),
+            Backend::Postgres(_) => None,
+        };
+        let mut c = self.conn()?;
+        f(&mut c)
+    }
+
     /// The migrations applied, as `(version, name)`.
     pub fn schema_versions(&self) -> Result<Vec<(i64, String)>, StoreError> {
         self.with_conn(|c| {
