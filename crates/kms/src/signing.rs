@@ -1005,6 +1005,46 @@ mod tests {
         assert_eq!(n, 2);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn ecdsa_raw_to_der_round_trips(raw in proptest::prop_oneof![
+            proptest::collection::vec(proptest::num::u8::ANY, 64),
+            proptest::collection::vec(proptest::num::u8::ANY, 0..70),
+        ]) {
+            match ecdsa_raw_to_der(&raw) {
+                Ok(der) => {
+                    let sig = p256::ecdsa::Signature::from_der(&der).unwrap();
+                    let bytes = sig.to_bytes();
+                    proptest::prop_assert_eq!(bytes.as_slice(), raw.as_slice());
+                }
+                Err(_) => proptest::prop_assert!(
+                    raw.len() != 64 || p256::ecdsa::Signature::from_slice(&raw).is_err()
+                ),
+            }
+        }
+
+        #[test]
+        fn ec_point_parsing_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..80)) {
+            let _ = p256_spki_from_ec_point(&bytes);
+        }
+
+        #[test]
+        fn rsa_spki_is_valid_der(n in proptest::collection::vec(proptest::num::u8::ANY, 1..300), e in proptest::collection::vec(proptest::num::u8::ANY, 1..5)) {
+            let spki = rsa_spki(&n, &e);
+            // Parses as a SubjectPublicKeyInfo whose key is the two integers.
+            use rsa::pkcs1::der::Decode;
+            let info = rsa::pkcs8::spki::SubjectPublicKeyInfoRef::try_from(spki.as_slice()).unwrap();
+            proptest::prop_assert_eq!(info.algorithm.oid.to_string(), "1.2.840.113549.1.1.1");
+            let key = rsa::pkcs1::RsaPublicKey::<rsa::pkcs1::UintRef<'_>>::from_der(info.subject_public_key.raw_bytes()).unwrap();
+            let trim = |v: &[u8]| -> Vec<u8> {
+                let t: Vec<u8> = v.iter().copied().skip_while(|b| *b == 0).collect();
+                if t.is_empty() { vec![0] } else { t }
+            };
+            proptest::prop_assert_eq!(key.modulus.as_bytes().to_vec(), trim(&n));
+            proptest::prop_assert_eq!(key.public_exponent.as_bytes().to_vec(), trim(&e));
+        }
+    }
+
     #[test]
     fn ec_point_forms() {
         let key = p256::ecdsa::SigningKey::try_generate().unwrap();

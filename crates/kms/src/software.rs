@@ -7,7 +7,8 @@
 //!   "master_check": "<nonce ‖ GCM(master, constant)>",
 //!   "keys": [ { "category": "gold", "version": 1, "kind": "AES", "len": 16, "kcv": "E79C05",
 //!               "created": "…", "expires": null, "retired": false,
-//!               "sealed": "<nonce(12) ‖ AES-256-GCM ciphertext ‖ tag(16)>" } ]
+//!               "sealed": "<nonce(12) ‖ AES-256-GCM ciphertext ‖ tag(16)>" } ],
+//!   "signing_keys": [ … ]
 //! }
 //! ```
 //!
@@ -15,6 +16,8 @@
 //!   authenticated data is the category and version (as required) **and** the rest of the
 //!   metadata (kind, length, KCV, dates, retired flag): editing any of them in the file makes
 //!   the entry fail to open ([`Error::Tampered`]). Retiring a key re-seals it.
+//! * `signing_keys` (present only when there are some) holds sealed CA signing keys, see
+//!   [`crate::SigningKeyStore`]; they are re-sealed on master key rotation too.
 //! * `master_check` seals a constant: a wrong master key is reported as
 //!   [`Error::WrongMasterKey`] even for an empty keystore.
 //! * Writes are atomic: a temporary file in the same directory (mode 0600), `fsync`,
