@@ -205,6 +205,10 @@ CREATE TABLE pki_authorisations (
 );
 "#;
 
+const V3_JOB_INDEX: &str = r#"
+CREATE INDEX jobs_by_card ON jobs (card_number, id);
+"#;
+
 /// Every migration, in order. Never edit one that shipped: add the next.
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -218,6 +222,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "pki: certificates, revocations, challenges, authorisations",
         sql: V2_PKI,
+        sqlite: "",
+        postgres: "",
+    },
+    Migration {
+        version: 3,
+        name: "jobs: index by card (a card's history without a scan)",
+        sql: V3_JOB_INDEX,
         sqlite: "",
         postgres: "",
     },

@@ -28,7 +28,7 @@ fn migrations_are_idempotent() {
         let v = s.schema_versions().unwrap();
         assert_eq!(
             v.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
-            vec![1, 2],
+            vec![1, 2, 3],
             "{}",
             b.name
         );
@@ -38,7 +38,46 @@ fn migrations_are_idempotent() {
             .unwrap();
         let again = Store::open(&b.url).unwrap();
         assert!(again.tenant("acme").unwrap().is_some(), "{}", b.name);
-        assert_eq!(again.schema_versions().unwrap().len(), 2);
+        assert_eq!(again.schema_versions().unwrap().len(), 3);
+    }
+}
+
+#[test]
+fn upgrades_apply_only_what_is_missing_and_newer_schemas_are_refused() {
+    for b in backends() {
+        let s = b.store();
+        s.create_tenant("test", "acme", "ACME", Role::CardIssuer)
+            .unwrap();
+        // Back to a database made by the previous release (schema 2).
+        let downgrade = "DROP INDEX jobs_by_card; DELETE FROM schema_migrations WHERE version = 3;";
+        let bump =
+            "INSERT INTO schema_migrations (version, name, applied_ms) VALUES (99, 'future', 0)";
+        match b.pg_client() {
+            Some(mut c) => c.batch_execute(downgrade).unwrap(),
+            None => rusqlite::Connection::open(b.sqlite_path().unwrap())
+                .unwrap()
+                .execute_batch(downgrade)
+                .unwrap(),
+        }
+        assert_eq!(s.migrate().unwrap(), vec![3], "{}", b.name);
+        assert!(s.migrate().unwrap().is_empty());
+        assert!(s.tenant("acme").unwrap().is_some());
+        match b.pg_client() {
+            Some(mut c) => c.batch_execute(bump).unwrap(),
+            None => {
+                rusqlite::Connection::open(b.sqlite_path().unwrap())
+                    .unwrap()
+                    .execute_batch(bump)
+                    .unwrap();
+            }
+        }
+        assert!(matches!(
+            Store::open(&b.url),
+            Err(StoreError::SchemaTooNew {
+                found: 99,
+                known: 3
+            })
+        ));
     }
 }
 

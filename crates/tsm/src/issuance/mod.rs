@@ -19,16 +19,24 @@
 //!    (`gpclient`), so a wrong candidate costs none of the card's authentication attempts;
 //!    a refused EXTERNAL AUTHENTICATE is never retried.
 //! 3. **Runs the steps** not yet done. Each step is recorded as `started` before its first
-//!    APDU and as `done` (with its effect on the card row, and an audit entry) after its
-//!    last; a step found `started` is done again after checking the card, since every
-//!    step is idempotent (STORE DATA overwrites; PUT KEY is skipped when the new keys
-//!    already open; an application already in the registry is not loaded again; DELETE of
+//!    APDU and as `done` (with what it did, and its effect on the card row) after its
+//!    last, in the same statement or transaction that marks the next step `started`; a
+//!    step found `started` is done again after checking the card, since every step is
+//!    idempotent (STORE DATA overwrites; PUT KEY is skipped when the new keys already
+//!    open; an application already in the registry is not loaded again; DELETE of
 //!    something absent counts as done).
 //!
-//! A broken exchange (card pulled out, reader gone) leaves the job `pending`: run it again
-//! with the card back and it finishes. A crash leaves it `running` until its lease
-//! expires. A refusal of the card fails the job; the card row then says exactly what is
-//! on the card (`partial` if anything changed), and **clear** brings such a card back.
+//! A broken exchange (card pulled out, reader gone) or an answer that does not verify
+//! (R-MAC, PUT KEY confirmation) leaves the job `pending`: run it again with the card back
+//! and it finishes. A crash leaves it `running` until its lease expires. A refusal of the
+//! card fails the job; the card row then says exactly what is on the card (`partial` if
+//! anything changed; an application whose INSTALL is refused has its load undone), and
+//! **clear** brings such a card back. A resumed job that meets another card (chip
+//! identity, card number or KDD not the recorded ones) stays pending, untouched.
+//!
+//! The audit log gets an entry when a job is submitted, each time it is claimed, and when
+//! it ends (`ok`, `failed` or `interrupted`), the last one listing the steps of the run
+//! with what each did (KVNs and the KCVs of the keys sent, KDD, applications).
 //!
 //! # Choices
 //!
