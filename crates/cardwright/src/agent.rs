@@ -45,10 +45,20 @@ pub struct AgentArgs {
     #[arg(long, default_value = "127.0.0.1:7373")]
     pub listen: String,
     /// Origin (scheme://host[:port]) of a page allowed to use the card; repeatable.
-    #[arg(long = "allow-origin", required = true)]
+    #[arg(long = "allow-origin", required_unless_present = "server")]
     pub allow_origin: Vec<String>,
     #[command(flatten)]
     pub card: PivCardArgs,
+    /// Issuing-terminal mode: connect out to the platform at this URL (http://HOST:PORT) and
+    /// lend it this terminal's readers (with --reader, those whose name contains it).
+    #[arg(long, requires = "token")]
+    pub server: Option<String>,
+    /// The terminal's bearer token (issuing-terminal mode).
+    #[arg(long, env = "CARDWRIGHT_TERMINAL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The terminal's name, as the platform knows it (issuing-terminal mode).
+    #[arg(long, default_value = "terminal")]
+    pub terminal: String,
 }
 
 /// The agent's state.
@@ -524,6 +534,15 @@ fn normalise_origin(o: &str) -> Result<String> {
 }
 
 pub fn run(a: AgentArgs) -> Result<()> {
+    if let (Some(server), Some(token)) = (&a.server, &a.token) {
+        return crate::terminal::run(
+            server,
+            token,
+            &a.terminal,
+            a.card.reader.clone(),
+            a.card.sim.clone(),
+        );
+    }
     let allowed = a
         .allow_origin
         .iter()

@@ -5,10 +5,12 @@ mod audit_cmd;
 mod bench;
 mod card_cmd;
 mod demo;
+mod issuance_api;
 mod issue_cmd;
 mod keys_cmd;
 mod cli;
 mod sim;
+mod terminal;
 mod agent;
 mod pay;
 mod serve;
@@ -20,7 +22,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CARDWRIGHT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,cryptoki=off")),
         )
         .with_writer(std::io::stderr)
         .with_target(false)

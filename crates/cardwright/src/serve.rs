@@ -10,6 +10,36 @@ use zeroize::Zeroizing;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Also serve the issuance API and the issuing-terminal relay (needs --db sqlite:/postgres:
+    /// and --keystore with the categories' base keys).
+    #[arg(long)]
+    pub issuance: bool,
+    /// The key store of the base keys (issuance): `file:…` or `pkcs11:…` (see `keys`).
+    #[arg(
+        long,
+        env = "CARDWRIGHT_KEYSTORE",
+        default_value = "file:cardwright-keys.json"
+    )]
+    pub keystore: String,
+    /// Operator API token, NAME=TOKEN; repeatable, or comma-separated in the environment.
+    #[arg(
+        long = "operator-token",
+        env = "CARDWRIGHT_OPERATOR_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub operator_tokens: Vec<String>,
+    /// Issuing-terminal token, TERMINAL=TOKEN; repeatable, or comma-separated in the environment.
+    #[arg(
+        long = "terminal-token",
+        env = "CARDWRIGHT_TERMINAL_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub terminal_tokens: Vec<String>,
+    /// The card issuer (tenant) the operators act for.
+    #[arg(long, default_value = "issuer")]
+    pub tenant: String,
     /// Address to listen on (port 0: any free port; the address is printed on stdout).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,
@@ -93,6 +123,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .ca_key
         .parse()
         .map_err(|e: String| anyhow::anyhow!("--ca-key {e}"))?;
+    let mut tsm_store: Option<Arc<tsm::Store>> = None;
     let (stores, audit): (Stores, Arc<dyn AuditLog>) = if a.db == "memory" {
         (Stores::memory(), Arc::new(MemoryAudit::default()))
     } else if a.db.starts_with("sqlite:")
@@ -100,6 +131,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         || a.db.starts_with("postgresql://")
     {
         let store = Arc::new(tsm::Store::open(&a.db).context("--db")?);
+        tsm_store = Some(store.clone());
         (
             Stores::all(store.clone()),
             Arc::new(TsmAudit {
@@ -173,6 +205,54 @@ pub fn run(a: ServeArgs) -> Result<()> {
     };
     let ca_subject = ca.certificate().subject();
     let state = Arc::new(PayServer::new(Arc::new(ca), stores, audit, config));
+    let issuance = if a.issuance {
+        let store = tsm_store
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("--issuance needs --db sqlite:PATH or postgres://…"))?;
+        let keys: Arc<dyn kms::KeyStore> = Arc::from(
+            kms::open(&a.keystore)
+                .with_context(|| format!("--keystore {}", redact(&a.keystore)))?,
+        );
+        let issuer = Arc::new(tsm::Issuer::new(
+            (*store).clone(),
+            keys,
+            tsm::IssuerConfig::default(),
+        ));
+        let pairs = |list: &[String], what: &str| -> Result<Vec<(String, String)>> {
+            list.iter()
+                .map(|p| {
+                    p.split_once('=')
+                        .map(|(n, t)| (n.trim().to_string(), t.trim().to_string()))
+                        .filter(|(n, t)| !n.is_empty() && t.len() >= 16)
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "{what}: expected NAME=TOKEN with a token of 16+ characters"
+                            )
+                        })
+                })
+                .collect()
+        };
+        let operators: Vec<(String, String)> = pairs(&a.operator_tokens, "--operator-token")?
+            .into_iter()
+            .map(|(n, t)| (t, n))
+            .collect();
+        if operators.is_empty() {
+            bail!("--issuance needs at least one --operator-token NAME=TOKEN");
+        }
+        let mut tokens = relay::hub::StaticTokens::new();
+        for (terminal, token) in pairs(&a.terminal_tokens, "--terminal-token")? {
+            tokens = tokens.with(&token, &terminal);
+        }
+        let hub = relay::hub::Hub::new(Arc::new(tokens), std::time::Duration::from_secs(30));
+        Some(Arc::new(crate::issuance_api::IssuanceApi {
+            hub,
+            issuer,
+            operators,
+            tenant: a.tenant.clone(),
+        }))
+    } else {
+        None
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -187,7 +267,12 @@ pub fn run(a: ServeArgs) -> Result<()> {
         println!("check-out page: http://{addr}/pay");
         use std::io::Write;
         std::io::stdout().flush()?;
-        server::serve(listener, server::router(state)).await?;
+        let mut app = server::router(state);
+        if let Some(issuance) = issuance {
+            println!("issuance API and terminal relay: http://{addr}/api/v1/terminals");
+            app = app.merge(crate::issuance_api::router(issuance));
+        }
+        server::serve(listener, app).await?;
         Ok(())
     })
 }

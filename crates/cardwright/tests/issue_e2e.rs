@@ -1,0 +1,350 @@
+//! Issuance end to end over the real stack: `cardwright serve` (SQLite) with base keys in
+//! SoftHSM2, an issuing terminal `cardwright agent --server` lending reader "Virtual PCD 00 00"
+//! (pcscd + vsmartcard-vpcd + `cardwright sim run --vpcd`), operators calling the HTTP API:
+//! write, rewrite, clear — each checked by an independent channel opened over PC/SC with
+//! `cardwright card --key BASE --kdf kdf3`.
+//!
+//! Runs when `CARDWRIGHT_PCSC_TESTS=1` (scripts/test.sh); needs `softhsm2-util`.
+
+mod common;
+use common::*;
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const READER: &str = "Virtual PCD 00 00";
+const CARD: &str = "4711000000000042";
+const BASE1: &str = "0F1F2F3F4F5F6F7F8F9FAFBFCFDFEFFF";
+const BASE2: &str = "A0A1A2A3A4A5A6A7A8A9AAABACADAEAF";
+const OPERATOR: &str = "operator-token-1";
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    vars: Vec<(String, String)>,
+}
+
+impl Env {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args).env("CARDWRIGHT_LOG", "warn");
+        for (k, v) in &self.vars {
+            c.env(k, v);
+        }
+        c
+    }
+    fn run(&self, args: &[&str], input: &str) -> Run {
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        Run {
+            ok: o.status.success(),
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let r = self.run(args, "");
+        assert!(
+            r.ok,
+            "cardwright {} failed:\n{}{}",
+            args.join(" "),
+            r.stdout,
+            r.stderr
+        );
+        r.stdout
+    }
+    fn spawn(&self, args: &[&str]) -> Proc {
+        Proc(
+            self.cmd(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap(),
+        )
+    }
+    fn import(&self, base: &str) {
+        let c1 = "00112233445566778899AABBCCDDEEFF";
+        let b = apdu::parse_hex(base).unwrap();
+        let c2: Vec<u8> = apdu::parse_hex(c1)
+            .unwrap()
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| x ^ y)
+            .collect();
+        let kcv = |k: &[u8]| apdu::hex(&scp::Key::aes(k).unwrap().kcv());
+        let input = format!(
+            "{c1}\n{}\n{}\n{}\n",
+            kcv(&apdu::parse_hex(c1).unwrap()),
+            apdu::hex(&c2),
+            kcv(&c2)
+        );
+        let r = self.run(&["keys", "import-base", "--category", "gold"], &input);
+        assert!(r.ok, "{}", r.stderr);
+    }
+    /// Whether `--key BASE --kdf kdf3` opens the card over PC/SC.
+    fn opens_with(&self, base: Option<&str>) -> bool {
+        let mut args = vec!["card", "--reader", READER];
+        if let Some(b) = base {
+            args.extend(["--key", b, "--kdf", "kdf3"]);
+        }
+        args.push("list");
+        let r = self.run(&args, "");
+        assert!(
+            r.ok || r.stderr.contains("cryptogram"),
+            "unexpected failure: {}",
+            r.stderr
+        );
+        r.ok
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn post(url: &str, token: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let agent = ureq::Agent::new_with_config(
+        ureq::config::Config::builder()
+            .http_status_as_error(false)
+            .build(),
+    );
+    let mut r = agent
+        .post(url)
+        .header("Authorization", &format!("Bearer {token}"))
+        .send_json(body)
+        .unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        r.body_mut().read_json().unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn get(url: &str, token: &str) -> (u16, serde_json::Value) {
+    try_get(url, token).expect("the server answers")
+}
+
+/// `None` while the server is not listening yet.
+fn try_get(url: &str, token: &str) -> Option<(u16, serde_json::Value)> {
+    let agent = ureq::Agent::new_with_config(
+        ureq::config::Config::builder()
+            .http_status_as_error(false)
+            .build(),
+    );
+    let mut r = agent
+        .get(url)
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .ok()?;
+    let status = r.status().as_u16();
+    Some((
+        status,
+        r.body_mut().read_json().unwrap_or(serde_json::Value::Null),
+    ))
+}
+
+fn wait(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn issuance_through_server_terminal_pcsc_and_softhsm() {
+    if std::env::var("CARDWRIGHT_PCSC_TESTS").as_deref() != Ok("1") {
+        eprintln!("skipped: set CARDWRIGHT_PCSC_TESTS=1 with pcscd and vsmartcard-vpcd running (scripts/test.sh does)");
+        return;
+    }
+    let dir = tempdir();
+    // A SoftHSM2 token of our own.
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    let conf = dir.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let st = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "cw-e2e",
+            "--pin",
+            "1234",
+            "--so-pin",
+            "5678",
+        ])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .expect("softhsm2-util");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let env = Env {
+        vars: vec![
+            ("SOFTHSM2_CONF".into(), conf.display().to_string()),
+            ("HSM_PIN".into(), "1234".into()),
+            (
+                "CARDWRIGHT_KEYSTORE".into(),
+                "pkcs11:/usr/lib/softhsm/libsofthsm2.so?token=cw-e2e&pin-env=HSM_PIN".into(),
+            ),
+            (
+                "CARDWRIGHT_DB".into(),
+                format!("sqlite:{}", dir.path().join("platform.db").display()),
+            ),
+        ],
+        dir,
+    };
+    env.import(BASE1);
+    env.ok(&[
+        "tenant", "create", "--id", "issuer", "--name", "Issuer", "--role", "ci",
+    ]);
+    env.ok(&["category", "create", "--id", "gold", "--tenant", "issuer"]);
+
+    // The card in pcscd's reader.
+    let state = env.dir.path().join("card.json").display().to_string();
+    env.ok(&["sim", "create", "--state", &state, "--no-piv"]);
+    let _sim = env.spawn(&["sim", "run", "--state", &state, "--vpcd", "127.0.0.1:35963"]);
+    wait("the card in the reader", || {
+        env.run(&["card", "--reader", READER, "apdu", "00A4040000"], "")
+            .ok
+    });
+
+    // The platform and one issuing terminal.
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{port}");
+    let _serve = env.spawn(&[
+        "serve",
+        "--listen",
+        &listen,
+        "--issuance",
+        "--operator-token",
+        &format!("alice={OPERATOR}"),
+        "--terminal-token",
+        "desk-1=terminal-token-1",
+    ]);
+    let _agent = env.spawn(&[
+        "agent",
+        "--server",
+        &base,
+        "--token",
+        "terminal-token-1",
+        "--terminal",
+        "desk-1",
+        "--reader",
+        READER,
+    ]);
+    wait("the terminal", || {
+        try_get(&format!("{base}/api/v1/terminals"), OPERATOR).is_some_and(|(s, v)| {
+            s == 200 && v["terminals"][0]["readers"][0]["card_present"] == true
+        })
+    });
+    let act = |action: &str, body: serde_json::Value| {
+        post(
+            &format!("{base}/api/v1/cards/{CARD}/{action}"),
+            OPERATOR,
+            body,
+        )
+    };
+
+    // Refusals: no token, a terminal that is not there, another terminal's reader.
+    assert_eq!(
+        post(
+            &format!("{base}/api/v1/cards/{CARD}/write"),
+            "nope",
+            serde_json::json!({"terminal": "desk-1", "reader": READER, "category": "gold"})
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        act(
+            "write",
+            serde_json::json!({"terminal": "desk-2", "reader": READER, "category": "gold"})
+        )
+        .0,
+        404
+    );
+    assert_eq!(
+        act(
+            "write",
+            serde_json::json!({"terminal": "desk-1", "reader": "Other reader", "category": "gold"})
+        )
+        .0,
+        404
+    );
+    assert!(env.opens_with(None), "nothing was changed by the refusals");
+
+    // write
+    let (s, v) = act(
+        "write",
+        serde_json::json!({"terminal": "desk-1", "reader": READER, "category": "gold"}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["card"]["state"], "written", "{v}");
+    assert!(env.opens_with(Some(BASE1)));
+    assert!(!env.opens_with(None));
+
+    // rewrite with a new base key version
+    env.import(BASE2);
+    env.ok(&["category", "sync-keys", "--id", "gold"]);
+    let (s, v) = act(
+        "rewrite",
+        serde_json::json!({"terminal": "desk-1", "reader": READER}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["card"]["key_version"], 2, "{v}");
+    assert!(!env.opens_with(Some(BASE1)));
+    assert!(env.opens_with(Some(BASE2)));
+
+    // clear
+    let (s, v) = act(
+        "clear",
+        serde_json::json!({"terminal": "desk-1", "reader": READER}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["card"]["state"], "blank", "{v}");
+    assert!(env.opens_with(None));
+
+    let (s, v) = get(&format!("{base}/api/v1/cards/{CARD}"), OPERATOR);
+    assert_eq!(s, 200);
+    assert_eq!(v["jobs"].as_array().map(|j| j.len()), Some(3), "{v}");
+    env.ok(&["audit", "verify"]);
+}
