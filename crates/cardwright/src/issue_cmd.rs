@@ -74,6 +74,39 @@ pub enum TenantOp {
 }
 
 #[derive(Debug, Args)]
+pub struct PackageCmd {
+    #[command(flatten)]
+    pub platform: Platform,
+    #[command(subcommand)]
+    pub op: PackageOp,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PackageOp {
+    /// Register an application package (CAP file) of a tenant, so cards can receive it.
+    Add {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+        cap: PathBuf,
+    },
+}
+
+pub fn run_package(cmd: PackageCmd) -> Result<()> {
+    let store = cmd.platform.store()?;
+    match cmd.op {
+        PackageOp::Add { tenant, name, cap } => {
+            let bytes =
+                std::fs::read(&cap).with_context(|| format!("cannot read {}", cap.display()))?;
+            let p = store.add_package(&cmd.platform.actor, &tenant, &name, &bytes)?;
+            println!("package {} ({}) registered for {}", p.aid, p.name, p.tenant);
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
 pub struct CategoryCmd {
     #[command(flatten)]
     pub platform: Platform,
@@ -208,11 +241,54 @@ pub enum IssueOp {
         #[arg(long)]
         card_number: String,
     },
+    /// Load and install, or delete, an application on a written card.
+    App {
+        #[command(subcommand)]
+        op: AppOp,
+    },
     /// What the platform knows of a card: state, key version, jobs.
     Status {
         #[arg(long)]
         card_number: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppOp {
+    /// Load a registered package (`package add`) and install an instance of one of its applets.
+    Load {
+        #[arg(long)]
+        card_number: String,
+        /// The package (load file) AID.
+        #[arg(long)]
+        package: String,
+        /// The applet (module) AID; default: the package's first applet.
+        #[arg(long)]
+        applet: Option<String>,
+        /// Instance AID; default: the applet AID.
+        #[arg(long)]
+        instance: Option<String>,
+        /// Privileges, comma separated.
+        #[arg(long, default_value = "")]
+        privs: String,
+        /// Install parameters (the C9 content), hex.
+        #[arg(long, default_value = "")]
+        params: String,
+        /// Personalisation (one STORE DATA block), hex.
+        #[arg(long, default_value = "")]
+        perso: String,
+    },
+    /// Delete an application instance the platform installed (and its package if unused).
+    Delete {
+        #[arg(long)]
+        card_number: String,
+        #[arg(long)]
+        instance: String,
+    },
+}
+
+fn aid(s: &str) -> Result<gp::aid::Aid> {
+    gp::aid::Aid::from_str(s).map_err(|e| anyhow!("'{s}' is not an AID: {e}"))
 }
 
 pub fn run_tenant(cmd: TenantCmd) -> Result<()> {
@@ -406,6 +482,65 @@ pub fn run_issue(cmd: IssueCmd) -> Result<()> {
             )
         }
         IssueOp::Resume { card_number } => issuer.resume(&card_number, &mut chan),
+        IssueOp::App {
+            op:
+                AppOp::Load {
+                    card_number,
+                    package,
+                    applet,
+                    instance,
+                    privs,
+                    params,
+                    perso,
+                },
+        } => {
+            let package = aid(&package)?;
+            let cap = store.package_cap(&package)?.ok_or_else(|| {
+                anyhow!("package {package} is not registered: `cardwright package add`")
+            })?;
+            let parsed = gp::cap::CapFile::from_bytes(&cap)?;
+            let module = match applet {
+                Some(a) => aid(&a)?,
+                None => *parsed
+                    .applet_aids()
+                    .first()
+                    .ok_or_else(|| anyhow!("package {package} has no applet"))?,
+            };
+            let spec = tsm::model::AppSpec {
+                instance: instance.as_deref().map(aid).transpose()?.unwrap_or(module),
+                package,
+                module,
+                privileges: if privs.trim().is_empty() {
+                    gp::privileges::Privileges::default()
+                } else {
+                    gp::privileges::Privileges::from_str(&privs)
+                        .map_err(|e| anyhow!("--privs: {e}"))?
+                },
+                params: apdu::parse_hex(&params).context("--params")?,
+                perso: apdu::parse_hex(&perso).context("--perso")?,
+            };
+            issuer.execute(
+                &actor,
+                &tsm::Request::LoadApp {
+                    card_number,
+                    app: spec,
+                },
+                &mut chan,
+            )
+        }
+        IssueOp::App {
+            op: AppOp::Delete {
+                card_number,
+                instance,
+            },
+        } => issuer.execute(
+            &actor,
+            &tsm::Request::DeleteApp {
+                card_number,
+                instance: aid(&instance)?,
+            },
+            &mut chan,
+        ),
         IssueOp::Status { .. } => bail!("unreachable"),
     }?;
     print_outcome(&format!("{}", outcome.job.kind), &outcome);

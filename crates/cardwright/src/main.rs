@@ -37,6 +37,7 @@ fn main() {
         Command::Issue(i) => issue_cmd::run_issue(i),
         Command::Tenant(t) => issue_cmd::run_tenant(t),
         Command::Category(c) => issue_cmd::run_category(c),
+        Command::Package(p) => issue_cmd::run_package(p),
         Command::Sim {
             command: SimCommand::Run(a),
         } => sim::run(a),

@@ -17,6 +17,7 @@ pub struct ServeArgs {
     /// The key store of the base keys (issuance): `file:…` or `pkcs11:…` (see `keys`).
     #[arg(
         long,
+        visible_alias = "hsm",
         env = "CARDWRIGHT_KEYSTORE",
         default_value = "file:cardwright-keys.json"
     )]

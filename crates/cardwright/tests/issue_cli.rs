@@ -167,6 +167,51 @@ fn write_rewrite_clear() {
         "card", "--sim", &card, "--key", BASE1, "--kdf", "kdf3", "list",
     ]);
 
+    // Application management: register a package, load and install it, delete it.
+    let capfile = cap("Empty_0102030405_8d5ac9e2_2.2.1.cap");
+    p.ok(&[
+        "package",
+        "add",
+        "--tenant",
+        "issuer",
+        "--name",
+        "empty",
+        capfile.to_str().unwrap(),
+    ]);
+    let out = p.ok(&[
+        "issue",
+        "--sim",
+        &card,
+        "app",
+        "load",
+        "--card-number",
+        CARD,
+        "--package",
+        "0102030405",
+        "--instance",
+        "01020304050607080901",
+    ]);
+    assert!(out.contains("done"), "{out}");
+    let l = p.ok(&[
+        "card", "--sim", &card, "--key", BASE1, "--kdf", "kdf3", "list",
+    ]);
+    assert!(l.contains("APP: 01020304050607080901"), "{l}");
+    p.ok(&[
+        "issue",
+        "--sim",
+        &card,
+        "app",
+        "delete",
+        "--card-number",
+        CARD,
+        "--instance",
+        "01020304050607080901",
+    ]);
+    let l = p.ok(&[
+        "card", "--sim", &card, "--key", BASE1, "--kdf", "kdf3", "list",
+    ]);
+    assert!(!l.contains("01020304050607080901"), "{l}");
+
     // A new base key version; rewrite moves the card to it.
     p.import("gold", BASE2);
     p.ok(&["category", "sync-keys", "--id", "gold"]);

@@ -178,12 +178,46 @@ fn wait(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn issuance_through_server_terminal_pcsc_and_softhsm() {
+fn pcsc_enabled() -> bool {
     if std::env::var("CARDWRIGHT_PCSC_TESTS").as_deref() != Ok("1") {
         eprintln!("skipped: set CARDWRIGHT_PCSC_TESTS=1 with pcscd and vsmartcard-vpcd running (scripts/test.sh does)");
+        return false;
+    }
+    true
+}
+
+/// Both database engines in one test: the reader is shared, so they run one after the other.
+#[test]
+fn issuance_through_server_terminal_pcsc_and_softhsm() {
+    if !pcsc_enabled() {
         return;
     }
+    issuance_on(None);
+    if std::env::var("CARDWRIGHT_PG_TESTS").as_deref() == Ok("1") {
+        let base = std::env::var("CARDWRIGHT_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let schema = format!(
+            "e2e_{}_{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos()
+        );
+        let sep = if base.contains('?') { '&' } else { '?' };
+        issuance_on(Some(format!("{base}{sep}schema={schema}")));
+        // Drop the test schema.
+        let _ = Command::new("psql")
+            .args([
+                base.as_str(),
+                "-qc",
+                &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+            ])
+            .output();
+    } else {
+        eprintln!("PostgreSQL part skipped: set CARDWRIGHT_PG_TESTS=1 (scripts/test.sh does)");
+    }
+}
+
+/// The whole flow with the platform database at `db` (`None`: a SQLite file).
+fn issuance_on(db: Option<String>) {
     let dir = tempdir();
     // A SoftHSM2 token of our own.
     let tokens = dir.path().join("tokens");
