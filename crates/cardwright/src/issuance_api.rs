@@ -29,8 +29,8 @@ use std::sync::Arc;
 pub struct IssuanceApi {
     pub hub: Arc<Hub>,
     pub issuer: Arc<tsm::Issuer>,
-    /// (token, operator name).
-    pub operators: Vec<(String, String)>,
+    /// (token, operator name, role): `operator` may run jobs, `viewer` may only read.
+    pub operators: Vec<(String, String, Role)>,
     /// The tenant operators act for.
     pub tenant: String,
 }
@@ -40,6 +40,26 @@ impl std::fmt::Debug for IssuanceApi {
         f.debug_struct("IssuanceApi")
             .field("tenant", &self.tenant)
             .finish_non_exhaustive()
+    }
+}
+
+/// What an operator token allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Runs issuance jobs and reads.
+    Operator,
+    /// Reads terminals, cards and jobs only.
+    Viewer,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "operator" => Ok(Role::Operator),
+            "viewer" => Ok(Role::Viewer),
+            other => Err(format!("unknown role '{other}' (operator, viewer)")),
+        }
     }
 }
 
@@ -80,7 +100,7 @@ impl From<HubError> for ApiError {
     }
 }
 
-fn operator(api: &IssuanceApi, headers: &HeaderMap) -> Result<String, ApiError> {
+fn operator(api: &IssuanceApi, headers: &HeaderMap) -> Result<(String, Role), ApiError> {
     use subtle::ConstantTimeEq;
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -94,9 +114,9 @@ fn operator(api: &IssuanceApi, headers: &HeaderMap) -> Result<String, ApiError> 
             )
         })?;
     let mut found = None;
-    for (t, name) in &api.operators {
+    for (t, name, role) in &api.operators {
         if t.len() == token.len() && bool::from(t.as_bytes().ct_eq(token.as_bytes())) {
-            found = Some(name.clone());
+            found = Some((name.clone(), *role));
         }
     }
     found.ok_or_else(|| {
@@ -126,6 +146,11 @@ pub fn router(api: Arc<IssuanceApi>) -> Router {
         )
         .route("/api/v1/terminals", get(terminals))
         .route("/api/v1/cards/{card_number}", get(card))
+        .route("/api/v1/cards/{card_number}/apps", post(load_app))
+        .route(
+            "/api/v1/cards/{card_number}/apps/{instance}/delete",
+            post(delete_app),
+        )
         .route("/api/v1/cards/{card_number}/{action}", post(act))
         .with_state(api)
         .merge(hub_routes)
@@ -177,6 +202,137 @@ fn card_json(c: &tsm::model::Card) -> Value {
     })
 }
 
+/// The actor of a job request: an operator token with the `operator` role.
+fn may_run(api: &IssuanceApi, headers: &HeaderMap) -> Result<tsm::Actor, ApiError> {
+    let (who, role) = operator(api, headers)?;
+    if role != Role::Operator {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{who} may only read (role viewer)"),
+        ));
+    }
+    Ok(tsm::Actor::new(&api.tenant, &who))
+}
+
+fn job_json(r: &tsm::Outcome) -> Value {
+    json!({
+        "job": r.job.id,
+        "kind": r.job.kind.to_string(),
+        "state": r.job.state.to_string(),
+        "card": card_json(&r.card),
+        "apdus": r.apdus,
+        "ms": r.timing.total.as_secs_f64() * 1e3,
+    })
+}
+
+#[derive(Deserialize)]
+struct AppBody {
+    terminal: String,
+    reader: String,
+    /// Package (load file) AID, registered with `cardwright package add`.
+    package: String,
+    applet: Option<String>,
+    instance: Option<String>,
+    #[serde(default)]
+    privileges: String,
+    #[serde(default)]
+    params: String,
+    #[serde(default)]
+    perso: String,
+}
+
+fn bad(e: impl std::fmt::Display) -> tsm::Error {
+    tsm::Error::Invalid(e.to_string())
+}
+
+async fn load_app(
+    State(api): State<Arc<IssuanceApi>>,
+    headers: HeaderMap,
+    Path(card_number): Path<String>,
+    Json(body): Json<AppBody>,
+) -> Result<Json<Value>, ApiError> {
+    use std::str::FromStr;
+    let actor = may_run(&api, &headers)?;
+    let mut chan = api.hub.channel(&body.terminal, &body.reader)?;
+    let api2 = api.clone();
+    let r = tokio::task::spawn_blocking(move || -> Result<tsm::Outcome, tsm::Error> {
+        let aid = |s: &str| gp::aid::Aid::from_str(s).map_err(bad);
+        let package = aid(&body.package)?;
+        let cap = api2
+            .issuer
+            .store()
+            .package_cap(&package)?
+            .ok_or_else(|| bad(format!("package {package} is not registered")))?;
+        let parsed = gp::cap::CapFile::from_bytes(&cap).map_err(bad)?;
+        let module = match &body.applet {
+            Some(a) => aid(a)?,
+            None => *parsed
+                .applet_aids()
+                .first()
+                .ok_or_else(|| bad("the package has no applet"))?,
+        };
+        let privileges = if body.privileges.trim().is_empty() {
+            gp::privileges::Privileges::default()
+        } else {
+            gp::privileges::Privileges::from_str(&body.privileges).map_err(bad)?
+        };
+        let app = tsm::model::AppSpec {
+            instance: body
+                .instance
+                .as_deref()
+                .map(aid)
+                .transpose()?
+                .unwrap_or(module),
+            package,
+            module,
+            privileges,
+            params: apdu::parse_hex(&body.params).map_err(bad)?,
+            perso: apdu::parse_hex(&body.perso).map_err(bad)?,
+        };
+        api2.issuer.execute(
+            &actor,
+            &tsm::Request::LoadApp { card_number, app },
+            &mut chan,
+        )
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    Ok(Json(job_json(&r)))
+}
+
+#[derive(Deserialize)]
+struct ReaderBody {
+    terminal: String,
+    reader: String,
+}
+
+async fn delete_app(
+    State(api): State<Arc<IssuanceApi>>,
+    headers: HeaderMap,
+    Path((card_number, instance)): Path<(String, String)>,
+    Json(body): Json<ReaderBody>,
+) -> Result<Json<Value>, ApiError> {
+    use std::str::FromStr;
+    let actor = may_run(&api, &headers)?;
+    let mut chan = api.hub.channel(&body.terminal, &body.reader)?;
+    let api2 = api.clone();
+    let r = tokio::task::spawn_blocking(move || -> Result<tsm::Outcome, tsm::Error> {
+        let instance = gp::aid::Aid::from_str(&instance).map_err(bad)?;
+        api2.issuer.execute(
+            &actor,
+            &tsm::Request::DeleteApp {
+                card_number,
+                instance,
+            },
+            &mut chan,
+        )
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    Ok(Json(job_json(&r)))
+}
+
 #[derive(Deserialize)]
 struct ActBody {
     terminal: String,
@@ -192,8 +348,7 @@ async fn act(
     Path((card_number, action)): Path<(String, String)>,
     Json(body): Json<ActBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let who = operator(&api, &headers)?;
-    let actor = tsm::Actor::new(&api.tenant, &who);
+    let actor = may_run(&api, &headers)?;
     let mut chan = api.hub.channel(&body.terminal, &body.reader)?;
     let api2 = api.clone();
     let r = tokio::task::spawn_blocking(move || -> Result<tsm::Outcome, tsm::Error> {
@@ -236,14 +391,7 @@ async fn act(
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
-    Ok(Json(json!({
-        "job": r.job.id,
-        "kind": r.job.kind.to_string(),
-        "state": r.job.state.to_string(),
-        "card": card_json(&r.card),
-        "apdus": r.apdus,
-        "ms": r.timing.total.as_secs_f64() * 1e3,
-    })))
+    Ok(Json(job_json(&r)))
 }
 
 #[cfg(test)]
@@ -262,6 +410,8 @@ mod tests {
             "/api/v1/cards/{card_number}/rewrite",
             "/api/v1/cards/{card_number}/clear",
             "/api/v1/cards/{card_number}/resume",
+            "/api/v1/cards/{card_number}/apps",
+            "/api/v1/cards/{card_number}/apps/{instance}/delete",
             relay::WS_PATH,
         ] {
             assert!(paths.contains_key(p), "{p} is not documented");

@@ -22,7 +22,8 @@ pub struct ServeArgs {
         default_value = "file:cardwright-keys.json"
     )]
     pub keystore: String,
-    /// Operator API token, NAME=TOKEN; repeatable, or comma-separated in the environment.
+    /// Operator API token, NAME[:ROLE]=TOKEN (role operator, the default, or viewer: read only);
+    /// repeatable, or comma-separated in the environment.
     #[arg(
         long = "operator-token",
         env = "CARDWRIGHT_OPERATOR_TOKENS",
@@ -233,10 +234,21 @@ pub fn run(a: ServeArgs) -> Result<()> {
                 })
                 .collect()
         };
-        let operators: Vec<(String, String)> = pairs(&a.operator_tokens, "--operator-token")?
+        // NAME[:ROLE]=TOKEN; the role is operator (default) or viewer.
+        let operators = pairs(&a.operator_tokens, "--operator-token")?
             .into_iter()
-            .map(|(n, t)| (t, n))
-            .collect();
+            .map(|(n, t)| {
+                let (name, role) = match n.split_once(':') {
+                    Some((name, role)) => (
+                        name.to_string(),
+                        role.parse()
+                            .map_err(|e: String| anyhow::anyhow!("--operator-token {name}: {e}"))?,
+                    ),
+                    None => (n, crate::issuance_api::Role::Operator),
+                };
+                Ok((t, name, role))
+            })
+            .collect::<Result<Vec<_>>>()?;
         if operators.is_empty() {
             bail!("--issuance needs at least one --operator-token NAME=TOKEN");
         }

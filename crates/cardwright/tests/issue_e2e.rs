@@ -260,7 +260,7 @@ fn issuance_on(db: Option<String>) {
             ),
             (
                 "CARDWRIGHT_DB".into(),
-                format!("sqlite:{}", dir.path().join("platform.db").display()),
+                db.unwrap_or_else(|| format!("sqlite:{}", dir.path().join("platform.db").display())),
             ),
         ],
         dir,
@@ -291,6 +291,8 @@ fn issuance_on(db: Option<String>) {
         "--issuance",
         "--operator-token",
         &format!("alice={OPERATOR}"),
+        "--operator-token",
+        "bob:viewer=viewer-token-000001",
         "--terminal-token",
         "desk-1=terminal-token-1",
     ]);
@@ -344,6 +346,17 @@ fn issuance_on(db: Option<String>) {
         .0,
         404
     );
+    let (s, v) = post(
+        &format!("{base}/api/v1/cards/{CARD}/write"),
+        "viewer-token-000001",
+        serde_json::json!({"terminal": "desk-1", "reader": READER, "category": "gold"}),
+    );
+    assert_eq!(s, 403, "a viewer may not write: {v}");
+    assert_eq!(
+        get(&format!("{base}/api/v1/terminals"), "viewer-token-000001").0,
+        200,
+        "a viewer may read"
+    );
     assert!(env.opens_with(None), "nothing was changed by the refusals");
 
     // write
@@ -355,6 +368,38 @@ fn issuance_on(db: Option<String>) {
     assert_eq!(v["card"]["state"], "written", "{v}");
     assert!(env.opens_with(Some(BASE1)));
     assert!(!env.opens_with(None));
+
+    // application management through the terminal
+    let capfile = cap("Empty_0102030405_8d5ac9e2_2.2.1.cap");
+    env.ok(&[
+        "package",
+        "add",
+        "--tenant",
+        "issuer",
+        "--name",
+        "empty",
+        capfile.to_str().unwrap(),
+    ]);
+    let (s, v) = post(
+        &format!("{base}/api/v1/cards/{CARD}/apps"),
+        OPERATOR,
+        serde_json::json!({"terminal": "desk-1", "reader": READER, "package": "0102030405", "instance": "01020304050607080901"}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let l = env.ok(&[
+        "card", "--reader", READER, "--key", BASE1, "--kdf", "kdf3", "list",
+    ]);
+    assert!(l.contains("APP: 01020304050607080901"), "{l}");
+    let (s, v) = post(
+        &format!("{base}/api/v1/cards/{CARD}/apps/01020304050607080901/delete"),
+        OPERATOR,
+        serde_json::json!({"terminal": "desk-1", "reader": READER}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let l = env.ok(&[
+        "card", "--reader", READER, "--key", BASE1, "--kdf", "kdf3", "list",
+    ]);
+    assert!(!l.contains("01020304050607080901"), "{l}");
 
     // rewrite with a new base key version
     env.import(BASE2);
@@ -379,6 +424,6 @@ fn issuance_on(db: Option<String>) {
 
     let (s, v) = get(&format!("{base}/api/v1/cards/{CARD}"), OPERATOR);
     assert_eq!(s, 200);
-    assert_eq!(v["jobs"].as_array().map(|j| j.len()), Some(3), "{v}");
+    assert_eq!(v["jobs"].as_array().map(|j| j.len()), Some(5), "{v}");
     env.ok(&["audit", "verify"]);
 }
