@@ -340,6 +340,9 @@ struct ActBody {
     category: Option<String>,
     install_apps: Option<bool>,
     to_version: Option<u32>,
+    /// Card-specific personalisation for write: BER-TLV objects for the ISD, hex.
+    #[serde(default)]
+    perso: String,
 }
 
 async fn act(
@@ -370,6 +373,7 @@ async fn act(
                     .ok_or_else(|| tsm::Error::Invalid("write needs a category".into()))?,
                 card_number: card_number.clone(),
                 install_apps: body.install_apps.unwrap_or(true),
+                perso: apdu::parse_hex(&body.perso).map_err(bad)?,
             },
             "rewrite" => tsm::Request::Rewrite {
                 category: category_of(body.category.clone())?,

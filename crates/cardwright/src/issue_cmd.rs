@@ -217,6 +217,10 @@ pub enum IssueOp {
         /// Do not install the category's applications.
         #[arg(long)]
         no_apps: bool,
+        /// Card-specific personalisation: a file of BER-TLV objects for the ISD (binary, or
+        /// hex text), written after the category's; `clear` erases them.
+        #[arg(long)]
+        perso: Option<PathBuf>,
     },
     /// Prove the card's keys, derive new ones from the category's current (or given) base key
     /// version, and replace them.
@@ -442,15 +446,34 @@ pub fn run_issue(cmd: IssueCmd) -> Result<()> {
             card_number,
             category,
             no_apps,
-        } => issuer.execute(
-            &actor,
-            &tsm::Request::Write {
-                card_number,
-                category,
-                install_apps: !no_apps,
-            },
-            &mut chan,
-        ),
+            perso,
+        } => {
+            let perso = match perso {
+                None => Vec::new(),
+                Some(f) => {
+                    let raw =
+                        std::fs::read(&f).with_context(|| format!("--perso {}", f.display()))?;
+                    // Hex text if it reads as hex, else the bytes themselves.
+                    match std::str::from_utf8(&raw)
+                        .ok()
+                        .and_then(|t| apdu::parse_hex(t.trim()).ok())
+                    {
+                        Some(b) => b,
+                        None => raw,
+                    }
+                }
+            };
+            issuer.execute(
+                &actor,
+                &tsm::Request::Write {
+                    card_number,
+                    category,
+                    install_apps: !no_apps,
+                    perso,
+                },
+                &mut chan,
+            )
+        }
         IssueOp::Rewrite {
             card_number,
             category,

@@ -131,6 +131,9 @@ fn write_rewrite_clear() {
         ],
         "silver",
     );
+    // Card-specific personalisation from a file (hex text), after the category's.
+    let perso = p.path("perso.hex");
+    std::fs::write(&perso, "5F2102BBCC\n").unwrap();
     let out = p.ok(&[
         "issue",
         "--sim",
@@ -140,8 +143,15 @@ fn write_rewrite_clear() {
         CARD,
         "--category",
         "gold",
+        "--perso",
+        &perso,
     ]);
     assert!(out.contains("is written"), "{out}");
+    let state = std::fs::read_to_string(&card).unwrap();
+    assert!(
+        state.contains("\"5F21\": \"BBCC\"") && state.contains("\"5F20\": \"AA\""),
+        "personalisation on the card"
+    );
 
     // An independent channel with the base key and KDF3 opens the card; the initial key does not.
     p.ok(&[
@@ -230,6 +240,11 @@ fn write_rewrite_clear() {
     // Clear: the initial key opens it again.
     let out = p.ok(&["issue", "--sim", &card, "clear", "--card-number", CARD]);
     assert!(out.contains("is blank"), "{out}");
+    let state = std::fs::read_to_string(&card).unwrap();
+    assert!(
+        state.contains("\"5F21\": \"\"") && state.contains("\"5F20\": \"\""),
+        "personalisation erased"
+    );
     let l = p.ok(&["card", "--sim", &card, "list"]);
     assert!(l.contains("ISD: A000000151000000"), "{l}");
     let status = p.ok(&["issue", "status", "--card-number", CARD]);

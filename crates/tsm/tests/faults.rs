@@ -180,6 +180,7 @@ fn write_req(number: &str) -> Request {
         card_number: number.into(),
         category: CATEGORY.into(),
         install_apps: true,
+        perso: Vec::new(),
     }
 }
 

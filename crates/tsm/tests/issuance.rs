@@ -416,6 +416,7 @@ fn leases_keep_two_workers_apart() {
                 card_number: NUMBER.into(),
                 category: CATEGORY.into(),
                 install_apps: false,
+                perso: Vec::new(),
             },
         )
         .unwrap();

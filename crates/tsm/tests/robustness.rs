@@ -88,7 +88,7 @@ proptest! {
             f.issuer.write(&f.ci, &number, CATEGORY, &mut card.clone()).unwrap();
         }
         let req = match workflow {
-            0 => Request::Write { card_number: number.clone(), category: CATEGORY.into(), install_apps: true },
+            0 => Request::Write { card_number: number.clone(), category: CATEGORY.into(), install_apps: true, perso: Vec::new() },
             1 => Request::Rewrite { card_number: number.clone(), category: CATEGORY.into(), to_version: Some(1) },
             _ => Request::Clear { card_number: number.clone(), category: CATEGORY.into() },
         };

@@ -834,6 +834,14 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         {
             objects.push(t.encode());
         }
+        // Then the card's own objects (Request::Write::perso).
+        let card_perso = apdu::parse_hex(&self.params.perso)
+            .map_err(|e| Error::Invalid(format!("card personalisation: {e}")))?;
+        for t in apdu::tlv::parse_all(&card_perso)
+            .map_err(|e| Error::Invalid(format!("card personalisation: {e}")))?
+        {
+            objects.push(t.encode());
+        }
         let n = objects.len();
         self.store_data(objects)?;
         Ok(Done {
@@ -844,7 +852,13 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
 
     fn erase_perso(&mut self) -> Result<Done> {
         let mut objects = vec![tlv(0x45, &[])];
-        for t in self.perso_tags()? {
+        let mut tags = self.perso_tags()?;
+        for t in &self.params.erase_tags {
+            if !tags.contains(t) {
+                tags.push(*t);
+            }
+        }
+        for t in tags {
             objects.push(tlv(t, &[]));
         }
         let n = objects.len();

@@ -122,6 +122,9 @@ pub enum Request {
         category: String,
         /// Install the category's applications too.
         install_apps: bool,
+        /// Card-specific personalisation: BER-TLV objects for the ISD (not `CF`, not `45`),
+        /// written after the category's; empty for none. `clear` erases them.
+        perso: Vec<u8>,
     },
     /// Replace the card's keys with those of another base key version (default: the
     /// category's current one).
@@ -449,8 +452,19 @@ impl Issuer {
             Request::Write {
                 category,
                 install_apps,
+                perso,
                 ..
             } => {
+                for o in apdu::tlv::parse_all(perso).map_err(|e| {
+                    Error::Invalid(format!("card personalisation is not BER-TLV: {e}"))
+                })? {
+                    let t = o.tag.value();
+                    if t == 0xCF || t == 0x45 {
+                        return Err(Error::Invalid(format!(
+                            "card personalisation: tag {t:02X} is written by the workflow itself"
+                        )));
+                    }
+                }
                 let cat = category_of(c, category)?;
                 Self::authorise(actor, &cat.tenant, "write cards of this category")?;
                 if let Some(card) = &existing {
@@ -487,6 +501,8 @@ impl Issuer {
                         to_version: Some(v),
                         install,
                         delete: Vec::new(),
+                        perso: apdu::hex(perso),
+                        ..Default::default()
                     },
                     blank: true,
                     category: cat,
@@ -526,6 +542,7 @@ impl Issuer {
                         to_version: Some(to),
                         install: Vec::new(),
                         delete: Vec::new(),
+                        ..Default::default()
                     },
                     blank: false,
                     category: cat,
@@ -545,6 +562,20 @@ impl Issuer {
                         package: a.package.to_hex(),
                     })
                     .collect();
+                // Card-specific personalisation written by earlier writes of this card.
+                let mut erase_tags = Vec::new();
+                for r in c.query(
+                    "SELECT params FROM jobs WHERE card_number = $1 AND kind = 'write'",
+                    params![number],
+                )? {
+                    let p = Params::parse(&serde_json::from_str(&r.text(0)?).unwrap_or_default())?;
+                    let bytes = apdu::parse_hex(&p.perso).unwrap_or_default();
+                    for o in apdu::tlv::parse_all(&bytes).unwrap_or_default() {
+                        if !erase_tags.contains(&o.tag.value()) {
+                            erase_tags.push(o.tag.value());
+                        }
+                    }
+                }
                 Ok(Validated {
                     params: Params {
                         category: category.clone(),
@@ -552,6 +583,8 @@ impl Issuer {
                         to_version: None,
                         install: Vec::new(),
                         delete,
+                        erase_tags,
+                        ..Default::default()
                     },
                     blank,
                     category: cat,
@@ -592,6 +625,7 @@ impl Issuer {
                         to_version: card.key_version,
                         install: vec![AppParam::from(app)],
                         delete: Vec::new(),
+                        ..Default::default()
                     },
                     blank: false,
                     category: cat,
@@ -629,6 +663,7 @@ impl Issuer {
                             instance: app.instance.to_hex(),
                             package: app.package.to_hex(),
                         }],
+                        ..Default::default()
                     },
                     blank: false,
                     category: cat,
@@ -684,6 +719,7 @@ impl Issuer {
                 card_number: card_number.into(),
                 category: category.into(),
                 install_apps: true,
+                perso: Vec::new(),
             },
             chan,
         )

@@ -203,7 +203,7 @@ pub(crate) struct AppRef {
 
 /// A job's parameters, fixed when it is submitted so that a resumed job does what was
 /// asked even if the category changed since.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub(crate) struct Params {
     pub category: String,
     /// Base key version of the keys on the card when the job was submitted (`None`:
@@ -219,6 +219,13 @@ pub(crate) struct Params {
     /// Applications to delete.
     #[serde(default)]
     pub delete: Vec<AppRef>,
+    /// Card-specific personalisation (write): BER-TLV objects for the ISD, hex, written
+    /// after the category's.
+    #[serde(default)]
+    pub perso: String,
+    /// Tags of card-specific personalisation written by earlier writes (clear erases them).
+    #[serde(default)]
+    pub erase_tags: Vec<u32>,
 }
 
 impl Params {
@@ -327,7 +334,7 @@ mod tests {
                     })
                 })
                 .collect();
-            let p = Params { category: cat, from_version: from, to_version: to, install: apps.clone(), delete: vec![] };
+            let p = Params { category: cat, from_version: from, to_version: to, install: apps.clone(), delete: vec![], ..Default::default() };
             let back = Params::parse(&p.to_json()).unwrap();
             prop_assert_eq!(&back, &p);
             for a in &apps {
@@ -394,6 +401,7 @@ mod tests {
             to_version: Some(1),
             install: vec![],
             delete: vec![],
+            ..Default::default()
         };
         let names: Vec<String> = plan(JobKind::Write, &p, true)
             .iter()
