@@ -1,19 +1,19 @@
 //! `cardwright`: the command line. See README.md for every command with an example.
 #![forbid(unsafe_code)]
 
+mod agent;
 mod audit_cmd;
 mod bench;
 mod card_cmd;
+mod cli;
 mod demo;
 mod issuance_api;
 mod issue_cmd;
 mod keys_cmd;
-mod cli;
-mod sim;
-mod terminal;
-mod agent;
 mod pay;
 mod serve;
+mod sim;
+mod terminal;
 
 use clap::Parser;
 use cli::{Cli, Command, SimCommand};

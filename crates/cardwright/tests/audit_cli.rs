@@ -11,7 +11,10 @@ fn editing_an_audit_row_is_detected() {
     let url = format!("sqlite:{}", path.display());
     {
         let store = tsm::Store::open(&url).unwrap();
-        for (i, action) in ["card.write", "card.rewrite", "card.clear"].iter().enumerate() {
+        for (i, action) in ["card.write", "card.rewrite", "card.clear"]
+            .iter()
+            .enumerate()
+        {
             let mut e = tsm::audit::NewEntry::new("operator-1", action, "ok");
             e.card_number = Some(format!("100000000000000{i}"));
             store.audit_append(&e).unwrap();
@@ -27,8 +30,10 @@ fn editing_an_audit_row_is_detected() {
     let refused = conn.execute("UPDATE audit_log SET result = 'failed' WHERE id = 2", []);
     assert!(refused.is_err(), "the audit table must be append-only");
     // ...so someone with file access drops the guard first and edits the second entry.
-    conn.execute("DROP TRIGGER audit_log_no_update", []).unwrap();
-    conn.execute("UPDATE audit_log SET result = 'failed' WHERE id = 2", []).unwrap();
+    conn.execute("DROP TRIGGER audit_log_no_update", [])
+        .unwrap();
+    conn.execute("UPDATE audit_log SET result = 'failed' WHERE id = 2", [])
+        .unwrap();
     drop(conn);
     fails(&["audit", "--db", &url, "verify"], "entry 2");
 }

@@ -260,7 +260,9 @@ fn issuance_on(db: Option<String>) {
             ),
             (
                 "CARDWRIGHT_DB".into(),
-                db.unwrap_or_else(|| format!("sqlite:{}", dir.path().join("platform.db").display())),
+                db.unwrap_or_else(|| {
+                    format!("sqlite:{}", dir.path().join("platform.db").display())
+                }),
             ),
         ],
         dir,
