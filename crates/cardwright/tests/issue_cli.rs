@@ -3,8 +3,6 @@
 
 mod common;
 use common::*;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 const MASTER: &str = "4444444444444444444444444444444444444444444444444444444444444444";
 const CARD: &str = "4711000000000001";
@@ -22,36 +20,18 @@ impl Platform {
     }
     /// `cardwright ARGS` with this platform's database, key store and master key.
     fn run(&self, args: &[&str], input: &str) -> Run {
-        let mut child = Command::new(bin())
-            .args(args)
-            .env(
-                "CARDWRIGHT_DB",
+        let envs = [
+            (
+                "CARDWRIGHT_DB".to_string(),
                 format!("sqlite:{}", self.path("platform.db")),
-            )
-            .env(
-                "CARDWRIGHT_KEYSTORE",
+            ),
+            (
+                "CARDWRIGHT_KEYSTORE".to_string(),
                 format!("file:{}", self.path("keys.json")),
-            )
-            .env("CARDWRIGHT_MASTER_KEY", MASTER)
-            .env("CARDWRIGHT_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let o = child.wait_with_output().unwrap();
-        Run {
-            ok: o.status.success(),
-            code: o.status.code(),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
+            ),
+            ("CARDWRIGHT_MASTER_KEY".to_string(), MASTER.to_string()),
+        ];
+        run_env(args, &envs, input)
     }
     fn ok(&self, args: &[&str]) -> String {
         let r = self.run(args, "");
@@ -81,22 +61,10 @@ impl Platform {
     }
     /// Imports a base key as two components whose XOR is `base`.
     fn import(&self, category: &str, base: &str) {
-        let c1 = "00112233445566778899AABBCCDDEEFF";
-        let b = apdu::parse_hex(base).unwrap();
-        let c2: Vec<u8> = apdu::parse_hex(c1)
-            .unwrap()
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| x ^ y)
-            .collect();
-        let kcv = |k: &[u8]| apdu::hex(&scp::Key::aes(k).unwrap().kcv());
-        let input = format!(
-            "{c1}\n{}\n{}\n{}\n",
-            kcv(&apdu::parse_hex(c1).unwrap()),
-            apdu::hex(&c2),
-            kcv(&c2)
+        let r = self.run(
+            &["keys", "import-base", "--category", category],
+            &components_of(base),
         );
-        let r = self.run(&["keys", "import-base", "--category", category], &input);
         assert!(r.ok, "{}", r.stderr);
     }
 }

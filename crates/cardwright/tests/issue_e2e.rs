@@ -8,7 +8,6 @@
 
 mod common;
 use common::*;
-use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -41,26 +40,7 @@ impl Env {
         c
     }
     fn run(&self, args: &[&str], input: &str) -> Run {
-        let mut child = self
-            .cmd(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let o = child.wait_with_output().unwrap();
-        Run {
-            ok: o.status.success(),
-            code: o.status.code(),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
+        run_env(args, &self.vars, input)
     }
     fn ok(&self, args: &[&str]) -> String {
         let r = self.run(args, "");
@@ -83,22 +63,10 @@ impl Env {
         )
     }
     fn import(&self, base: &str) {
-        let c1 = "00112233445566778899AABBCCDDEEFF";
-        let b = apdu::parse_hex(base).unwrap();
-        let c2: Vec<u8> = apdu::parse_hex(c1)
-            .unwrap()
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| x ^ y)
-            .collect();
-        let kcv = |k: &[u8]| apdu::hex(&scp::Key::aes(k).unwrap().kcv());
-        let input = format!(
-            "{c1}\n{}\n{}\n{}\n",
-            kcv(&apdu::parse_hex(c1).unwrap()),
-            apdu::hex(&c2),
-            kcv(&c2)
+        let r = self.run(
+            &["keys", "import-base", "--category", "gold"],
+            &components_of(base),
         );
-        let r = self.run(&["keys", "import-base", "--category", "gold"], &input);
         assert!(r.ok, "{}", r.stderr);
     }
     /// Whether `--key BASE --kdf kdf3` opens the card over PC/SC.

@@ -3,8 +3,6 @@
 
 mod common;
 use common::*;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 const MASTER_A: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 const MASTER_B: &str = "2222222222222222222222222222222222222222222222222222222222222222";
@@ -19,29 +17,15 @@ fn kcv(hex: &str) -> String {
 
 /// Runs `cardwright keys --keystore file:PATH ARGS` with `input` on stdin.
 fn keys(store: &str, master: &str, args: &[&str], input: &str) -> Run {
-    let mut child = Command::new(bin())
-        .args(["keys", "--keystore", &format!("file:{store}")])
-        .args(args)
-        .env("CARDWRIGHT_MASTER_KEY", master)
-        .env("CARDWRIGHT_KEK", KEK)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    let r = Run {
-        ok: o.status.success(),
-        code: o.status.code(),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    };
+    let envs = [
+        ("CARDWRIGHT_MASTER_KEY".to_string(), master.to_string()),
+        ("CARDWRIGHT_KEK".to_string(), KEK.to_string()),
+    ];
+    let mut full = vec!["keys", "--keystore"];
+    let ks = format!("file:{store}");
+    full.push(&ks);
+    full.extend_from_slice(args);
+    let r = run_env(&full, &envs, input);
     for secret in [C1, C2, MASTER_A, MASTER_B, KEK] {
         assert!(
             !r.stdout.contains(secret) && !r.stderr.contains(secret),

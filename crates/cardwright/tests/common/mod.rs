@@ -96,3 +96,35 @@ pub fn fails(args: &[&str], needle: &str) -> String {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
+
+/// Runs `cardwright ARGS` with extra environment variables and `input` on standard input.
+pub fn run_env(args: &[&str], envs: &[(String, String)], input: &str) -> Run {
+    use std::io::Write;
+    let mut child = Command::new(bin())
+        .args(args)
+        .env("CARDWRIGHT_LOG", "warn")
+        .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn cardwright");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    Run::from(child.wait_with_output().expect("wait for cardwright"))
+}
+
+/// What `keys import-base` reads for an AES base key `base` (hex) typed as two components
+/// with their KCVs: `C1\nKCV1\nC2\nKCV2\n`, with C1 fixed and C2 = base XOR C1.
+pub fn components_of(base: &str) -> String {
+    let c1 = "00112233445566778899AABBCCDDEEFF";
+    let b = apdu::parse_hex(base).expect("hex base key");
+    let c1b = apdu::parse_hex(c1).expect("hex");
+    let c2: Vec<u8> = c1b.iter().zip(&b).map(|(x, y)| x ^ y).collect();
+    let kcv = |k: &[u8]| apdu::hex(&scp::Key::aes(k).expect("AES key").kcv());
+    format!("{c1}\n{}\n{}\n{}\n", kcv(&c1b), apdu::hex(&c2), kcv(&c2))
+}
