@@ -19,12 +19,7 @@ fn step(n: u32, text: &str) {
 /// Opens a channel to the card with these keys, stopping before EXTERNAL AUTHENTICATE if
 /// they are wrong; returns whether they opened it.
 fn opens(chan: &mut Box<dyn CardChannel>, keys: &scp::StaticKeys) -> Result<bool> {
-    let spec = KeySpec::same(keys.enc.expose(), scp::Diversification::None, 0);
-    let spec = KeySpec {
-        mac: zeroize::Zeroizing::new(keys.mac.expose().to_vec()),
-        dek: zeroize::Zeroizing::new(keys.dek.expose().to_vec()),
-        ..spec
-    };
+    let spec = KeySpec::from_static(keys, 0);
     let mut cl = GpClient::new(Traced::new(&mut **chan, None));
     let r = cl.open_secure_channel(&OpenOptions {
         keys: spec,

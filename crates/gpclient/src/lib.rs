@@ -74,6 +74,16 @@ impl KeySpec {
             key_version,
         }
     }
+    /// Static (already diversified) keys, for a channel opened with exactly these keys.
+    pub fn from_static(keys: &StaticKeys, key_version: u8) -> Self {
+        Self {
+            enc: Zeroizing::new(keys.enc.expose().to_vec()),
+            mac: Zeroizing::new(keys.mac.expose().to_vec()),
+            dek: Zeroizing::new(keys.dek.expose().to_vec()),
+            kdf: Diversification::None,
+            key_version,
+        }
+    }
     /// The keys typed for protocol `scp` (`02`: 3DES, `03`: AES).
     pub fn static_keys(&self, scp: u8) -> Result<StaticKeys> {
         let make = |b: &[u8]| match scp {

@@ -7,7 +7,6 @@ use gpclient::{ops, ClientError, GpClient, KeySpec, OpenOptions, DEFAULT_TEST_KE
 use scp::{Diversification, Key, KeyKind, StaticKeys};
 use serde_json::json;
 use transport::{CardChannel, Traced};
-use zeroize::Zeroizing;
 
 use super::plan::{kvn_for_version, KeyRef, Params, StepKind};
 use super::{
@@ -92,13 +91,7 @@ fn aid_of(hex: &str) -> Result<Aid> {
 }
 
 fn spec_of(keys: &StaticKeys, kvn: u8) -> KeySpec {
-    KeySpec {
-        enc: Zeroizing::new(keys.enc.expose().to_vec()),
-        mac: Zeroizing::new(keys.mac.expose().to_vec()),
-        dek: Zeroizing::new(keys.dek.expose().to_vec()),
-        kdf: Diversification::None,
-        key_version: kvn,
-    }
+    KeySpec::from_static(keys, kvn)
 }
 
 /// Chip identity from the CPLC (GP 2.3.1 §H.6): IC fabricator, IC type, IC serial number,
