@@ -426,53 +426,7 @@ impl Pkcs11KeyStore {
         let r = self.lookup(category, version, false)?;
         let s = self.session()?;
         let what = label(category, version);
-        let attrs = s
-            .get_attributes(
-                r.handle,
-                &[
-                    AttributeType::Token,
-                    AttributeType::Sensitive,
-                    AttributeType::Extractable,
-                    AttributeType::AlwaysSensitive,
-                    AttributeType::NeverExtractable,
-                ],
-            )
-            .map_err(|e| Error::pkcs11("C_GetAttributeValue", &what, e))?;
-        let mut p = KeyProtection {
-            token: false,
-            sensitive: false,
-            extractable: true,
-            always_sensitive: false,
-            never_extractable: false,
-            value_readable: false,
-        };
-        for a in attrs {
-            match a {
-                Attribute::Token(v) => p.token = v,
-                Attribute::Sensitive(v) => p.sensitive = v,
-                Attribute::Extractable(v) => p.extractable = v,
-                Attribute::AlwaysSensitive(v) => p.always_sensitive = v,
-                Attribute::NeverExtractable(v) => p.never_extractable = v,
-                _ => {}
-            }
-        }
-        let info = s.get_attribute_info(r.handle, &[AttributeType::Value]);
-        let readable_size = matches!(info.as_deref(), Ok([AttributeInfo::Available(_)]));
-        let value = s.get_attributes(r.handle, &[AttributeType::Value]);
-        let got_value = match value {
-            Ok(mut v) => {
-                let any = v.iter().any(|a| matches!(a, Attribute::Value(_)));
-                for a in &mut v {
-                    if let Attribute::Value(bytes) = a {
-                        bytes.zeroize();
-                    }
-                }
-                any
-            }
-            Err(_) => false,
-        };
-        p.value_readable = readable_size || got_value;
-        Ok(p)
+        read_protection(&s, r.handle, &what, &[AttributeType::Value])
     }
 
     /// Finds a base key object (cached). `usable`: fail with [`Error::Retired`] if retired.
@@ -1107,4 +1061,66 @@ impl KeyStore for Pkcs11KeyStore {
         drop(kek_obj);
         Ok(added)
     }
+}
+
+/// How the object `handle` is protected, as the token reports it; `secret` names the
+/// attributes that hold its key material (`CKA_VALUE`; for RSA private keys also
+/// `CKA_PRIVATE_EXPONENT`), and `value_readable` says whether any of them can be read (it
+/// must not). Whatever a misconfigured token hands back is zeroized at once.
+pub(crate) fn read_protection(
+    s: &Session,
+    handle: ObjectHandle,
+    what: &str,
+    secret: &[AttributeType],
+) -> Result<KeyProtection, Error> {
+    let attrs = s
+        .get_attributes(
+            handle,
+            &[
+                AttributeType::Token,
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+                AttributeType::AlwaysSensitive,
+                AttributeType::NeverExtractable,
+            ],
+        )
+        .map_err(|e| Error::pkcs11("C_GetAttributeValue", what, e))?;
+    let mut p = KeyProtection {
+        token: false,
+        sensitive: false,
+        extractable: true,
+        always_sensitive: false,
+        never_extractable: false,
+        value_readable: false,
+    };
+    for a in attrs {
+        match a {
+            Attribute::Token(v) => p.token = v,
+            Attribute::Sensitive(v) => p.sensitive = v,
+            Attribute::Extractable(v) => p.extractable = v,
+            Attribute::AlwaysSensitive(v) => p.always_sensitive = v,
+            Attribute::NeverExtractable(v) => p.never_extractable = v,
+            _ => {}
+        }
+    }
+    for t in secret {
+        let info = s.get_attribute_info(handle, &[*t]);
+        let sized = matches!(info.as_deref(), Ok([AttributeInfo::Available(_)]));
+        let got = match s.get_attributes(handle, &[*t]) {
+            Ok(mut v) => {
+                let any = v
+                    .iter()
+                    .any(|a| matches!(a, Attribute::Value(_) | Attribute::PrivateExponent(_)));
+                for a in &mut v {
+                    if let Attribute::Value(b) | Attribute::PrivateExponent(b) = a {
+                        b.zeroize();
+                    }
+                }
+                any
+            }
+            Err(_) => false,
+        };
+        p.value_readable |= sized || got;
+    }
+    Ok(p)
 }

@@ -42,9 +42,7 @@ use crate::software::SoftwareKeyStore;
 use crate::types::{now_secs, parse_rfc3339, rfc3339, unix};
 use crate::Error;
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{
-    Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass, ObjectHandle,
-};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use p256::ecdsa::signature::hazmat::PrehashSigner;
 use p256::elliptic_curve::Generate;
@@ -54,7 +52,7 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 /// The PKCS#11 label prefix of CA key pairs.
 pub const PKCS11_LABEL_PREFIX: &str = "cw-ca:";
@@ -633,58 +631,14 @@ impl Pkcs11KeyStore {
         let [h] = found.as_slice() else {
             return Err(Error::SigningKeyNotFound(label.into()));
         };
-        let attrs = s
-            .get_attributes(
-                *h,
-                &[
-                    AttributeType::Token,
-                    AttributeType::Sensitive,
-                    AttributeType::Extractable,
-                    AttributeType::AlwaysSensitive,
-                    AttributeType::NeverExtractable,
-                ],
-            )
-            .map_err(|e| Error::pkcs11("C_GetAttributeValue", &what, e))?;
-        let mut p = KeyProtection {
-            token: false,
-            sensitive: false,
-            extractable: true,
-            always_sensitive: false,
-            never_extractable: false,
-            value_readable: false,
-        };
-        for a in attrs {
-            match a {
-                Attribute::Token(v) => p.token = v,
-                Attribute::Sensitive(v) => p.sensitive = v,
-                Attribute::Extractable(v) => p.extractable = v,
-                Attribute::AlwaysSensitive(v) => p.always_sensitive = v,
-                Attribute::NeverExtractable(v) => p.never_extractable = v,
-                _ => {}
-            }
-        }
         // EC private keys keep the scalar in CKA_VALUE, RSA ones the exponent in
         // CKA_PRIVATE_EXPONENT: neither may be readable.
-        for t in [AttributeType::Value, AttributeType::PrivateExponent] {
-            let info = s.get_attribute_info(*h, &[t]);
-            let sized = matches!(info.as_deref(), Ok([AttributeInfo::Available(_)]));
-            let got = match s.get_attributes(*h, &[t]) {
-                Ok(mut v) => {
-                    let any = v
-                        .iter()
-                        .any(|a| matches!(a, Attribute::Value(_) | Attribute::PrivateExponent(_)));
-                    for a in &mut v {
-                        if let Attribute::Value(b) | Attribute::PrivateExponent(b) = a {
-                            b.zeroize();
-                        }
-                    }
-                    any
-                }
-                Err(_) => false,
-            };
-            p.value_readable |= sized || got;
-        }
-        Ok(p)
+        crate::pkcs11::read_protection(
+            &s,
+            *h,
+            &what,
+            &[AttributeType::Value, AttributeType::PrivateExponent],
+        )
     }
 
     /// Token objects of `class` labelled `cw-ca:<label>`.
