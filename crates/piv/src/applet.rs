@@ -640,12 +640,8 @@ impl PivApplet {
     /// the YubiKey `9B` flow): mutual (`80` witness, then `80`+`81`) or external
     /// (`81` challenge, then `82`).
     fn authenticate_management(&mut self, alg: u8, items: &[tlv::Tlv<'_>]) -> CmdResult {
-        // SP 800-78-4 Table 6-1 lists `00` as the older identifier of 3-key 3DES.
-        let algorithm = match alg {
-            0x00 => Some(MgmtAlgorithm::Tdes),
-            id => MgmtAlgorithm::from_id(id),
-        }
-        .ok_or(StatusWord::INCORRECT_P1P2)?;
+        // `00`, the older identifier of 3-key 3DES, is accepted (SP 800-78-4 Table 6-1).
+        let algorithm = MgmtAlgorithm::from_id(alg).ok_or(StatusWord::INCORRECT_P1P2)?;
         let key = self.management_key.clone();
         if algorithm != key.algorithm() {
             return Err(StatusWord::INCORRECT_P1P2);

@@ -35,10 +35,11 @@ impl MgmtAlgorithm {
             Self::Aes256 => 0x0C,
         }
     }
-    /// Reads an algorithm identifier.
+    /// Reads an algorithm identifier; `00`, the older identifier of 3-key 3DES
+    /// (SP 800-78-4 Table 6-1), reads as [`MgmtAlgorithm::Tdes`].
     pub const fn from_id(id: u8) -> Option<Self> {
         match id {
-            0x03 => Some(Self::Tdes),
+            0x00 | 0x03 => Some(Self::Tdes),
             0x08 => Some(Self::Aes128),
             0x0A => Some(Self::Aes192),
             0x0C => Some(Self::Aes256),
@@ -59,6 +60,29 @@ impl MgmtAlgorithm {
             Self::Tdes => 8,
             _ => 16,
         }
+    }
+    /// Reads `3des`, `aes128`, `aes192` or `aes256` (case-insensitive; `tdes`, `des3`,
+    /// `aes-128`… too), as command lines name them.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "3des" | "tdes" | "des3" => Some(Self::Tdes),
+            "aes128" | "aes-128" => Some(Self::Aes128),
+            "aes192" | "aes-192" => Some(Self::Aes192),
+            "aes256" | "aes-256" => Some(Self::Aes256),
+            _ => None,
+        }
+    }
+}
+
+/// `3DES`, `AES-128`, `AES-192`, `AES-256`.
+impl fmt::Display for MgmtAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tdes => "3DES",
+            Self::Aes128 => "AES-128",
+            Self::Aes192 => "AES-192",
+            Self::Aes256 => "AES-256",
+        })
     }
 }
 
@@ -92,6 +116,10 @@ impl ManagementKey {
 
     /// Builds a key from an algorithm identifier (`03`, `08`, `0A`, `0C`).
     pub fn from_id(id: u8, key: &[u8]) -> Result<Self, Error> {
+        // A new key is named by the algorithm's current identifier: not the `00` alias.
+        if id == 0x00 {
+            return Err(Error::UnknownMgmtAlgorithm(id));
+        }
         let algorithm = MgmtAlgorithm::from_id(id).ok_or(Error::UnknownMgmtAlgorithm(id))?;
         Self::new(algorithm, key)
     }
@@ -99,6 +127,11 @@ impl ManagementKey {
     /// The algorithm.
     pub fn algorithm(&self) -> MgmtAlgorithm {
         self.algorithm
+    }
+
+    /// The same key bytes used with another algorithm of the same key length.
+    pub fn with_algorithm(&self, algorithm: MgmtAlgorithm) -> Result<Self, Error> {
+        Self::new(algorithm, self.key.expose())
     }
 
     /// Enciphers one block in place (ECB).
