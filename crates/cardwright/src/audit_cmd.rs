@@ -18,6 +18,7 @@ pub enum AuditOp {
     Verify,
     /// Print the entries (optionally of one card), oldest first.
     Show {
+        /// Only the entries about this card number.
         #[arg(long)]
         card_number: Option<String>,
         /// At most this many entries.
@@ -27,7 +28,8 @@ pub enum AuditOp {
 }
 
 pub fn run(cmd: AuditCmd) -> Result<()> {
-    let store = tsm::Store::open(&cmd.db).with_context(|| format!("database {}", cmd.db))?;
+    let store = tsm::Store::open_existing(&cmd.db)
+        .with_context(|| format!("database {}", tsm::redact_url(&cmd.db)))?;
     match cmd.op {
         AuditOp::Verify => {
             let report = store.audit_verify()?;

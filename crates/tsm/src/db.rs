@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::path::Path;
 
 use postgres::types::{IsNull, ToSql, Type};
 use r2d2::PooledConnection;
@@ -211,6 +212,150 @@ pub enum Dialect {
     Sqlite,
     /// PostgreSQL (and wire-compatible engines).
     Postgres,
+}
+
+/// Whether opening a database may create it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create a missing SQLite file (and a missing PostgreSQL schema): for commands that
+    /// write and for servers.
+    Create,
+    /// Open only what exists: for commands that only read, so that a wrong path is an error
+    /// instead of a new empty database.
+    Existing,
+}
+
+/// What is wrong with a SQLite file, in words (rusqlite's text names no file).
+fn sqlite_reason(path: &Path, e: &rusqlite::Error) -> String {
+    use rusqlite::ErrorCode as C;
+    let p = path.display();
+    match e.sqlite_error_code() {
+        Some(C::NotADatabase) => format!("{p} is not an SQLite database"),
+        Some(C::ReadOnly) => format!(
+            "{p} cannot be written (read-only file or directory): the platform writes to its database"
+        ),
+        Some(C::CannotOpen) => format!(
+            "cannot open {p} (its directory must be writable for the WAL journal)"
+        ),
+        Some(C::DatabaseBusy | C::DatabaseLocked) => {
+            format!("{p} is locked by another process")
+        }
+        _ => format!("{p}: {e}"),
+    }
+}
+
+/// Opens the SQLite file once, directly, with the pool's set-up (`init`), so that a path
+/// that cannot be a database fails at once with one message naming the file, instead of
+/// the pool retrying until its timeout. Returns whether the file was created.
+pub(crate) fn check_sqlite(
+    path: &Path,
+    target: &str,
+    init: &str,
+    mode: OpenMode,
+) -> Result<bool, StoreError> {
+    use rusqlite::OpenFlags;
+    let fail = |reason: String| StoreError::Unavailable {
+        target: target.to_string(),
+        reason,
+    };
+    let p = path.display();
+    let created = match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => {
+            return Err(fail(format!("{p} is a directory, not a database file")))
+        }
+        Ok(_) => false,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if mode == OpenMode::Existing {
+                return Err(fail(format!(
+                    "there is no database file {p} (a command that only reads creates none; \
+                     check --db or CARDWRIGHT_DB)"
+                )));
+            }
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            match std::fs::metadata(dir) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(fail(format!("{} is not a directory", dir.display()))),
+                Err(_) => {
+                    return Err(fail(format!(
+                        "the directory {} does not exist",
+                        dir.display()
+                    )))
+                }
+            }
+            true
+        }
+        Err(e) => return Err(fail(format!("cannot read {p}: {}", io_reason(&e)))),
+    };
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if created {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = rusqlite::Connection::open_with_flags(path, flags)
+        .map_err(|e| fail(sqlite_reason(path, &e)))?;
+    // SQLite falls back to read-only on a write-protected file; the platform must write.
+    if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+        return Err(fail(format!(
+            "{p} is read-only: the platform writes to its database (check the file's permissions)"
+        )));
+    }
+    // A file that is not a database passes the open and fails at the first read.
+    conn.execute_batch(init)
+        .and_then(|()| {
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .map_err(|e| fail(sqlite_reason(path, &e)))?;
+    Ok(created)
+}
+
+/// An I/O error's text without the `(os error N)` suffix.
+fn io_reason(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// Connects once, directly, to PostgreSQL with a short connection timeout (unless the URL
+/// sets one), so that a server that is down or a wrong URL fails at once with one message.
+/// The connection is returned for the caller's first statements.
+pub(crate) fn check_postgres(
+    config: &postgres::Config,
+    target: &str,
+) -> Result<postgres::Client, StoreError> {
+    let mut config = config.clone();
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(std::time::Duration::from_secs(5));
+    }
+    config.connect(postgres::NoTls).map_err(|e| {
+        let reason = match e.as_db_error() {
+            // The server answered: its own message (wrong database, user, password…).
+            Some(db) => format!("PostgreSQL refused the connection: {}", db.message()),
+            None => {
+                // The driver's text ("error connecting to server") leaves the cause to
+                // `source()`: add each cause it does not already say.
+                let mut text = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    let c_text = c.to_string();
+                    if !text.contains(&c_text) {
+                        text = format!("{text}: {c_text}");
+                    }
+                    cause = c.source();
+                }
+                format!("cannot connect to PostgreSQL: {text}")
+            }
+        };
+        StoreError::Unavailable {
+            target: target.to_string(),
+            reason,
+        }
+    })
 }
 
 /// A pooled connection to either engine.

@@ -15,6 +15,15 @@ pub enum StoreError {
     /// PostgreSQL failed.
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] postgres::Error),
+    /// The database cannot be opened or reached; found at open, at once (the first
+    /// connection is made directly, not through the pool's retries).
+    #[error("database {target}: {reason}")]
+    Unavailable {
+        /// The URL (without password).
+        target: String,
+        /// What is wrong, in words.
+        reason: String,
+    },
     /// No connection could be taken from the pool.
     #[error("database connection pool: {0}")]
     Pool(#[from] r2d2::Error),

@@ -60,4 +60,4 @@ pub use db::Dialect;
 pub use error::{Error, Result, StoreError};
 pub use issuance::{kvn_for_version, Actor, Issuer, IssuerConfig, Outcome, Request, Timing};
 pub use pki_store::purge_expired_challenges;
-pub use store::{CategorySpec, NewJob, Store};
+pub use store::{redact_url, CategorySpec, NewJob, Store};

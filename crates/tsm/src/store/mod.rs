@@ -15,7 +15,7 @@ use r2d2_postgres::PostgresConnectionManager;
 use r2d2_sqlite::SqliteConnectionManager;
 
 use crate::audit::{self, AuditReport, Entry, NewEntry};
-use crate::db::{params, Conn, Dialect};
+use crate::db::{params, Conn, Dialect, OpenMode};
 use crate::error::StoreError;
 use crate::schema;
 
@@ -31,6 +31,8 @@ struct Inner {
     backend: Backend,
     /// The URL without credentials, for messages.
     display: String,
+    /// Whether opening created the SQLite file.
+    created: bool,
     /// SQLite allows one writer at a time; writers of this process queue here instead of
     /// in SQLite's busy handler, which sleeps and retries.
     sqlite_writer: std::sync::Mutex<()>,
@@ -152,6 +154,11 @@ impl r2d2::CustomizeConnection<postgres::Client, postgres::Error> for SearchPath
     }
 }
 
+/// The database URL with its password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    redact(url)
+}
+
 fn redact(url: &str) -> String {
     // postgres://user:password@host → postgres://user:***@host
     if let Some((scheme, rest)) = url.split_once("://") {
@@ -174,8 +181,28 @@ impl Store {
     /// * `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (also `postgresql://`): options
     ///   `schema=NAME` (created if missing, used as `search_path`), `pool=N` (default 10);
     ///   other query parameters go to the driver.
+    ///
+    /// The first connection is made directly: a file that cannot be a database, a missing
+    /// directory or a server that is down fails at once with one message naming it.
     pub fn open(url: &str) -> Result<Store, StoreError> {
+        Self::open_mode(url, OpenMode::Create)
+    }
+
+    /// Like [`Store::open`], but never creates: a SQLite file that does not exist (or a
+    /// PostgreSQL `schema=` that does not) is an error. For commands that only read, so
+    /// that a wrong path does not leave a new empty database behind.
+    pub fn open_existing(url: &str) -> Result<Store, StoreError> {
+        Self::open_mode(url, OpenMode::Existing)
+    }
+
+    /// Whether opening created the database file (SQLite), so callers can say so.
+    pub fn created(&self) -> bool {
+        self.inner.created
+    }
+
+    fn open_mode(url: &str, mode: OpenMode) -> Result<Store, StoreError> {
         let display = redact(url);
+        let mut created = false;
         let backend = if let Some(rest) = url.strip_prefix("sqlite:") {
             let rest = rest.strip_prefix("//").unwrap_or(rest);
             let (path, query) = split_query(rest);
@@ -198,6 +225,7 @@ impl Store {
                  PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; \
                  PRAGMA wal_autocheckpoint = 8192;"
             );
+            created = crate::db::check_sqlite(std::path::Path::new(path), &display, &init, mode)?;
             let manager = SqliteConnectionManager::file(PathBuf::from(path)).with_init(move |c| {
                 // More statements than rusqlite's default cache of 16 are in use.
                 c.set_prepared_statement_cache_capacity(256);
@@ -221,11 +249,28 @@ impl Store {
             let config: postgres::Config = driver_url
                 .parse()
                 .map_err(|e: postgres::Error| StoreError::BadUrl(e.to_string()))?;
+            let mut first = crate::db::check_postgres(&config, &display)?;
             if let Some(s) = &opts.schema {
                 // The schema must exist before connections use it as their search_path.
-                let mut c = config.connect(postgres::NoTls)?;
-                c.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{s}\""))?;
+                match mode {
+                    OpenMode::Create => {
+                        first.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{s}\""))?
+                    }
+                    OpenMode::Existing => {
+                        let found = first.query_opt(
+                            "SELECT 1 FROM information_schema.schemata WHERE schema_name = $1",
+                            &[s],
+                        )?;
+                        if found.is_none() {
+                            return Err(StoreError::Unavailable {
+                                target: display,
+                                reason: format!("there is no schema {s}"),
+                            });
+                        }
+                    }
+                }
             }
+            drop(first);
             let manager = PostgresConnectionManager::new(config, postgres::NoTls);
             let pool = Pool::builder()
                 .max_size(opts.pool)
@@ -245,6 +290,7 @@ impl Store {
             inner: Arc::new(Inner {
                 backend,
                 display,
+                created,
                 sqlite_writer: std::sync::Mutex::new(()),
             }),
         };
