@@ -138,6 +138,17 @@ fn split_query(s: &str) -> Result<(String, Vec<(String, String)>), Error> {
     Ok((percent_decode(path)?, params))
 }
 
+/// The scheme of a string that starts like a URI (`scheme:`, RFC 3986 §3.1) other than the
+/// two this crate knows, so that a typo such as `fiel:keys.json` or `foo:bar` is refused
+/// rather than taken as the name of a new key store file.
+fn unknown_scheme(s: &str) -> Option<&str> {
+    let (scheme, _) = s.split_once(':')?;
+    let mut chars = scheme.chars();
+    let uri_like = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    (uri_like && scheme != "file" && scheme != "pkcs11").then_some(scheme)
+}
+
 impl FromStr for StoreConfig {
     type Err = Error;
 
@@ -192,6 +203,12 @@ impl FromStr for StoreConfig {
                 pin: pin.unwrap_or_else(|| PinSource::Env(PinSource::DEFAULT_ENV.into())),
                 backup_wrap,
             }));
+        }
+        if let Some(scheme) = unknown_scheme(s) {
+            return Err(Error::Config(format!(
+                "unknown key store scheme '{scheme}:' in {s:?}: use file:PATH or pkcs11:MODULE?… \
+                 (write file:{s} for a file whose name has a colon)"
+            )));
         }
         let rest = s.strip_prefix("file:").unwrap_or(s);
         let (path, params) = split_query(rest)?;
@@ -339,6 +356,25 @@ mod tests {
     }
 
     #[test]
+    fn paths_with_colons() {
+        for (given, path) in [
+            ("file:foo:bar", "foo:bar"),
+            ("./foo:bar", "./foo:bar"),
+            ("/var/lib/a:b/keys.json", "/var/lib/a:b/keys.json"),
+        ] {
+            let c: StoreConfig = given.parse().unwrap();
+            assert_eq!(
+                c,
+                StoreConfig::Software {
+                    path: path.into(),
+                    master_key_file: None
+                },
+                "{given}"
+            );
+        }
+    }
+
+    #[test]
     fn rejects() {
         for bad in [
             "pkcs11:",
@@ -351,6 +387,9 @@ mod tests {
             "pkcs11:/m.so?slot=1&slot=2",
             "file:",
             "file:k.json?x=1",
+            "foo:bar",
+            "fiel:keys.json",
+            "pkcs:/m.so",
         ] {
             let e = bad.parse::<StoreConfig>().unwrap_err();
             assert!(matches!(e, Error::Config(_)), "{bad}: {e}");
