@@ -143,8 +143,14 @@ pub fn serve(
         match TcpStream::connect(addr) {
             Ok(mut stream) => {
                 stream.set_nodelay(true)?;
-                tracing::info!(?addr, "connected to vpcd: the card is in the reader");
                 was_connected = true;
+                if !await_first_contact(&stream, &addr, FIRST_CONTACT)? {
+                    tracing::info!(
+                        "vpcd closed the connection before using the card; reconnecting"
+                    );
+                    std::thread::sleep(retry);
+                    continue;
+                }
                 // vpcd writes a frame's length and its payload in two send() calls; with
                 // Nagle on its side, the payload waits for our ACK of the length, which
                 // Linux delays by up to 40 ms. Acknowledge at once instead.
@@ -164,6 +170,54 @@ pub fn serve(
         std::thread::sleep(retry);
     }
     Ok(())
+}
+
+/// How long vpcd may stay silent after accepting a card. pcscd polls a reader for its card
+/// every 400 ms (pcsc-lite `PCSCLITE_STATUS_POLL_RATE`), and vpcd's presence check asks
+/// the card for its ATR, so a card in the reader hears from vpcd well within this.
+pub const FIRST_CONTACT: Duration = Duration::from_secs(3);
+
+/// Waits for vpcd's first frame on a new connection without consuming it; returns `false`
+/// if vpcd closed the connection first.
+///
+/// vpcd serves one card per port: while a card is in the reader it accepts no other
+/// (vsmartcard `vpcd.c`, `vicc_connect`), but the kernel still completes a second card's
+/// TCP connection in the listen backlog. Such a card would wait unseen while commands go to
+/// the first one, so after `patience` without a word from vpcd this says so, and keeps
+/// waiting: the card enters the reader when the other one leaves.
+fn await_first_contact(
+    stream: &TcpStream,
+    addr: &impl std::fmt::Debug,
+    patience: Duration,
+) -> Result<bool, Error> {
+    let mut byte = [0u8; 1];
+    stream.set_read_timeout(Some(patience))?;
+    let first = stream.peek(&mut byte);
+    stream.set_read_timeout(None)?;
+    let n = match first {
+        Ok(n) => n,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            tracing::warn!(
+                ?addr,
+                "connected to vpcd, but the reader has not talked to this card for {} s: \
+                 another card is most likely in this reader (vpcd takes one card per port), \
+                 and commands go to that card. This card waits until it leaves; stop the \
+                 other card, or use another port (35963 is reader 00 00, 35964 is 00 01)",
+                patience.as_secs()
+            );
+            stream.peek(&mut byte)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if n > 0 {
+        tracing::info!(?addr, "connected to vpcd: the card is in the reader");
+    }
+    Ok(n > 0)
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -237,6 +291,32 @@ mod tests {
             .concat()
         );
         assert_eq!(icc.resets, 3);
+    }
+
+    #[test]
+    fn first_contact_waits_for_vpcd_to_speak() {
+        use std::net::TcpListener;
+        // vpcd speaks at once: the card is in the reader; the frame is left for the loop.
+        let vpcd = TcpListener::bind("127.0.0.1:0").unwrap();
+        let card = TcpStream::connect(vpcd.local_addr().unwrap()).unwrap();
+        let (mut server, _) = vpcd.accept().unwrap();
+        write_frame(&mut server, &[4]).unwrap();
+        assert!(await_first_contact(&card, &"vpcd", Duration::from_secs(5)).unwrap());
+        assert_eq!(read_frame(&mut &card).unwrap(), Some(vec![4]));
+        // vpcd is busy with another card and speaks only later: still connected.
+        let card = TcpStream::connect(vpcd.local_addr().unwrap()).unwrap();
+        let (mut server, _) = vpcd.accept().unwrap();
+        let later = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            write_frame(&mut server, &[1]).unwrap();
+            server
+        });
+        assert!(await_first_contact(&card, &"vpcd", Duration::from_millis(50)).unwrap());
+        drop(later.join().unwrap());
+        // vpcd closes the connection without a word.
+        let card = TcpStream::connect(vpcd.local_addr().unwrap()).unwrap();
+        drop(vpcd.accept().unwrap());
+        assert!(!await_first_contact(&card, &"vpcd", Duration::from_secs(5)).unwrap());
     }
 
     #[test]
