@@ -40,8 +40,23 @@ pub struct Platform {
 }
 
 impl Platform {
+    /// The existing database: only `tenant create` makes a new one, so a mistyped `--db`
+    /// is an error rather than a new empty database.
     fn store(&self) -> Result<tsm::Store> {
-        tsm::Store::open(&self.db).with_context(|| format!("database {}", self.db))
+        tsm::Store::open_existing(&self.db)
+            .with_context(|| format!("database {}", tsm::redact_url(&self.db)))
+    }
+    /// The database, created (and said so) if it does not exist yet.
+    fn store_or_create(&self) -> Result<tsm::Store> {
+        let store = tsm::Store::open(&self.db)
+            .with_context(|| format!("database {}", tsm::redact_url(&self.db)))?;
+        if store.created() {
+            eprintln!(
+                "created the platform database {}",
+                tsm::redact_url(&self.db)
+            );
+        }
+        Ok(store)
     }
     fn actor(&self) -> Result<tsm::Actor> {
         let (t, u) = self
@@ -64,10 +79,13 @@ pub struct TenantCmd {
 pub enum TenantOp {
     /// Register a card issuer (ci) or an application provider (ap).
     Create {
+        /// Tenant identifier, as used by `--tenant` and `--actor TENANT/USER`, e.g. `issuer`.
         #[arg(long)]
         id: String,
+        /// Display name of the tenant, e.g. "ACME Mobile".
         #[arg(long)]
         name: String,
+        /// `ci`: card issuer (owns categories and cards); `ap`: application provider.
         #[arg(long, value_parser = ["ci", "ap"])]
         role: String,
     },
@@ -85,10 +103,13 @@ pub struct PackageCmd {
 pub enum PackageOp {
     /// Register an application package (CAP file) of a tenant, so cards can receive it.
     Add {
+        /// The tenant that owns the package.
         #[arg(long)]
         tenant: String,
+        /// Name of the package in the platform, e.g. `wallet`.
         #[arg(long)]
         name: String,
+        /// The CAP file.
         cap: PathBuf,
     },
 }
@@ -124,6 +145,7 @@ pub enum CategoryOp {
         /// The card issuer that owns it.
         #[arg(long)]
         tenant: String,
+        /// Free text describing the category.
         #[arg(long, default_value = "")]
         description: String,
         /// What blank cards open with: `gp-test` (the GP test key 40..4F) or `kms:CATEGORY:VERSION`
@@ -141,6 +163,7 @@ pub enum CategoryOp {
     /// keys) and make its newest active version the one new cards are written with. Run it
     /// after `keys rotate-base`.
     SyncKeys {
+        /// The category whose key versions to register.
         #[arg(long)]
         id: String,
     },
@@ -154,7 +177,7 @@ fn sync_keys(
     actor: &str,
     category: &str,
 ) -> Result<(usize, Option<u32>)> {
-    let keys = kms::open(keystore).with_context(|| format!("key store {keystore}"))?;
+    let keys = crate::keys_cmd::open_keystore(keystore)?;
     let known: Vec<u32> = store
         .key_versions(category)?
         .iter()
@@ -210,8 +233,10 @@ pub enum IssueOp {
     /// Write a blank card: keys derived from the category's base key and the card number,
     /// card number and personalisation, the category's applications.
     Write {
+        /// The card's number as the platform knows it (digits).
         #[arg(long)]
         card_number: String,
+        /// The card category (see `category create`), e.g. `gold`.
         #[arg(long)]
         category: String,
         /// Do not install the category's applications.
@@ -225,23 +250,28 @@ pub enum IssueOp {
     /// Prove the card's keys, derive new ones from the category's current (or given) base key
     /// version, and replace them.
     Rewrite {
+        /// The card's number as the platform knows it (digits).
         #[arg(long)]
         card_number: String,
-        /// Defaults to the card's category.
+        /// The card's category (default: the one it was written with); checked if given.
         #[arg(long)]
         category: Option<String>,
+        /// Base key version to derive the new keys from (default: the category's current one).
         #[arg(long)]
         to_version: Option<u32>,
     },
     /// Return the card to blank: applications and personalisation deleted, initial keys back.
     Clear {
+        /// The card's number as the platform knows it (digits).
         #[arg(long)]
         card_number: String,
+        /// The card's category (default: the one it was written with); checked if given.
         #[arg(long)]
         category: Option<String>,
     },
     /// Finish (or roll back) the card's interrupted job.
     Resume {
+        /// The card's number as the platform knows it (digits).
         #[arg(long)]
         card_number: String,
     },
@@ -252,6 +282,7 @@ pub enum IssueOp {
     },
     /// What the platform knows of a card: state, key version, jobs.
     Status {
+        /// The card's number as the platform knows it (digits).
         #[arg(long)]
         card_number: String,
     },
@@ -261,6 +292,7 @@ pub enum IssueOp {
 pub enum AppOp {
     /// Load a registered package (`package add`) and install an instance of one of its applets.
     Load {
+        /// The card's number as the platform knows it (digits).
         #[arg(long)]
         card_number: String,
         /// The package (load file) AID.
@@ -284,8 +316,10 @@ pub enum AppOp {
     },
     /// Delete an application instance the platform installed (and its package if unused).
     Delete {
+        /// The card's number as the platform knows it (digits).
         #[arg(long)]
         card_number: String,
+        /// Instance AID of the application (hex).
         #[arg(long)]
         instance: String,
     },
@@ -296,7 +330,7 @@ fn aid(s: &str) -> Result<gp::aid::Aid> {
 }
 
 pub fn run_tenant(cmd: TenantCmd) -> Result<()> {
-    let store = cmd.platform.store()?;
+    let store = cmd.platform.store_or_create()?;
     match cmd.op {
         TenantOp::Create { id, name, role } => {
             let role = if role == "ci" {
@@ -416,10 +450,8 @@ pub fn run_issue(cmd: IssueCmd) -> Result<()> {
         }
         return Ok(());
     }
-    let keys: Arc<dyn kms::KeyStore> = Arc::from(
-        kms::open(&cmd.platform.keystore)
-            .with_context(|| format!("key store {}", cmd.platform.keystore))?,
-    );
+    let keys: Arc<dyn kms::KeyStore> =
+        Arc::from(crate::keys_cmd::open_keystore(&cmd.platform.keystore)?);
     let level = scp::SecurityLevel::from_str(&cmd.security_level)
         .map_err(|e| anyhow!("--security-level {}: {e}", cmd.security_level))?;
     let mut config = tsm::IssuerConfig {

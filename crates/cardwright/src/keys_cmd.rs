@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use kms::{Component, KeyKind, KeyStore};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 use zeroize::Zeroizing;
 
 #[derive(Debug, Args)]
@@ -29,6 +29,7 @@ pub enum KeysOp {
     /// Import a base key by components under dual control: each component is typed with its
     /// KCV (no echo on a terminal; one line each from standard input otherwise) and checked.
     ImportBase {
+        /// Card category of the base key, e.g. `gold` (the platform's category of the same name).
         #[arg(long)]
         category: String,
         /// Number of components (at least 2).
@@ -43,13 +44,16 @@ pub enum KeysOp {
     },
     /// Generate a new base key inside the key store (a new version of the category).
     GenerateBase {
+        /// Card category of the base key, e.g. `gold` (the platform's category of the same name).
         #[arg(long)]
         category: String,
+        /// aes (derivation: SCP03 KDF / KDF3) or des (3DES, derivation: EMV CPG 2.1).
         #[arg(long, default_value = "aes", value_parser = ["aes", "des"])]
         kind: String,
         /// Key length in bytes (AES 16/24/32, 3DES 16/24).
         #[arg(long, default_value_t = 16)]
         len: usize,
+        /// Expiry date, YYYY-MM-DD (UTC).
         #[arg(long)]
         expires: Option<String>,
     },
@@ -57,18 +61,22 @@ pub enum KeysOp {
     List,
     /// A new version of the category's base key; older versions stay usable for rewriting cards.
     RotateBase {
+        /// Card category of the base key, e.g. `gold` (the platform's category of the same name).
         #[arg(long)]
         category: String,
     },
     /// Retire a base key version for good (it derives nothing any more).
     Retire {
+        /// Card category of the base key, e.g. `gold` (the platform's category of the same name).
         #[arg(long)]
         category: String,
+        /// The base key version to retire.
         #[arg(long)]
         version: u32,
     },
     /// Write every base key, wrapped under a key-encryption key, to FILE.
     Backup {
+        /// The backup file to write (must not exist).
         #[arg(long)]
         to: PathBuf,
         #[command(flatten)]
@@ -76,6 +84,7 @@ pub enum KeysOp {
     },
     /// Restore base keys from a backup made by `keys backup`.
     Restore {
+        /// The backup file made by `keys backup`.
         #[arg(long)]
         from: PathBuf,
         #[command(flatten)]
@@ -122,33 +131,61 @@ fn kind(s: &str) -> KeyKind {
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
-}
-
+/// Reads `--expires YYYY-MM-DD` strictly: a day that the month does not have (2031-02-31)
+/// is refused, not rolled over into the next month. The key expires at 00:00 UTC that day.
 fn parse_date(s: &str) -> Result<SystemTime> {
-    let bad = || anyhow!("--expires {s}: expected YYYY-MM-DD");
-    let mut it = s.split('-').map(|p| p.parse::<i64>());
-    let (y, m, d) = match (it.next(), it.next(), it.next(), it.next()) {
-        (Some(Ok(y)), Some(Ok(m)), Some(Ok(d)), None) => (y, m, d),
-        _ => return Err(bad()),
-    };
-    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return Err(bad());
-    }
-    let days = days_from_civil(y, m, d);
-    Ok(UNIX_EPOCH + Duration::from_secs(days as u64 * 86_400))
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let date = time::Date::parse(s.trim(), &format)
+        .map_err(|e| anyhow!("--expires {s}: not a date YYYY-MM-DD ({e})"))?;
+    Ok(date.midnight().assume_utc().into())
 }
 
-fn open(keystore: &str) -> Result<Box<dyn KeyStore>> {
-    kms::open(keystore).with_context(|| format!("key store {keystore}"))
+/// Opens the existing key store named by `config`. A software key store file that does not
+/// exist is an error, so a mistyped `--keystore` never leaves a new empty key store behind;
+/// only the commands that add keys create one (see [`with_new_or_existing`]).
+pub fn open_keystore(config: &str) -> Result<Box<dyn KeyStore>> {
+    let parsed = parse_keystore(config)?;
+    if let kms::StoreConfig::Software { path, .. } = &parsed {
+        if !path.exists() {
+            bail!(
+                "key store {config}: there is no key store file {} (it is created by \
+                 `keys generate-base`, `keys import-base` or `keys restore`)",
+                path.display()
+            );
+        }
+    }
+    parsed.open().with_context(|| format!("key store {config}"))
+}
+
+fn parse_keystore(config: &str) -> Result<kms::StoreConfig> {
+    config
+        .parse()
+        .with_context(|| format!("key store {config}"))
+}
+
+/// Runs `f` on the key store, creating a software key store file that does not exist yet:
+/// said on standard error if `f` succeeds, removed again if it fails (nothing is left
+/// behind by a refused command).
+fn with_new_or_existing<T>(config: &str, f: impl FnOnce(&dyn KeyStore) -> Result<T>) -> Result<T> {
+    let parsed = parse_keystore(config)?;
+    let new_file = match &parsed {
+        kms::StoreConfig::Software { path, .. } if !path.exists() => Some(path.clone()),
+        _ => None,
+    };
+    let store = parsed
+        .open()
+        .with_context(|| format!("key store {config}"))?;
+    let result = f(store.as_ref());
+    drop(store);
+    if let Some(path) = new_file {
+        match &result {
+            Ok(_) => eprintln!("created key store {}", path.display()),
+            Err(_) => {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    result
 }
 
 /// Reads one secret line: without echo from a terminal, else one line of standard input.
@@ -201,8 +238,9 @@ pub fn run(cmd: KeysCmd) -> Result<()> {
                     Component::from_hex(&hex, &kcv).map_err(|e| anyhow!("component {i}: {e}"))?;
                 parts.push(c);
             }
-            let store = open(&cmd.keystore)?;
-            let info = store.import_base_key(&category, kind(&k), parts, expires)?;
+            let info = with_new_or_existing(&cmd.keystore, |store| {
+                Ok(store.import_base_key(&category, kind(&k), parts, expires)?)
+            })?;
             println!("imported {info}");
         }
         KeysOp::GenerateBase {
@@ -212,11 +250,13 @@ pub fn run(cmd: KeysCmd) -> Result<()> {
             expires,
         } => {
             let expires = expires.as_deref().map(parse_date).transpose()?;
-            let info = open(&cmd.keystore)?.generate_base_key(&category, kind(&k), len, expires)?;
+            let info = with_new_or_existing(&cmd.keystore, |store| {
+                Ok(store.generate_base_key(&category, kind(&k), len, expires)?)
+            })?;
             println!("generated {info}");
         }
         KeysOp::List => {
-            let list = open(&cmd.keystore)?.list()?;
+            let list = open_keystore(&cmd.keystore)?.list()?;
             if list.is_empty() {
                 println!("no base keys in {}", cmd.keystore);
             }
@@ -225,15 +265,15 @@ pub fn run(cmd: KeysCmd) -> Result<()> {
             }
         }
         KeysOp::RotateBase { category } => {
-            let info = open(&cmd.keystore)?.rotate(&category)?;
+            let info = open_keystore(&cmd.keystore)?.rotate(&category)?;
             println!("rotated: {info}");
         }
         KeysOp::Retire { category, version } => {
-            let info = open(&cmd.keystore)?.retire(&category, version)?;
+            let info = open_keystore(&cmd.keystore)?.retire(&category, version)?;
             println!("retired: {info}");
         }
         KeysOp::Backup { to, kek } => {
-            let store = open(&cmd.keystore)?;
+            let store = open_keystore(&cmd.keystore)?;
             let blob = store.backup(&kek.key()?)?;
             if to.exists() {
                 bail!("{} exists: choose a new file for the backup", to.display());
@@ -248,7 +288,9 @@ pub fn run(cmd: KeysCmd) -> Result<()> {
         KeysOp::Restore { from, kek } => {
             let blob =
                 std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
-            let restored = open(&cmd.keystore)?.restore(&blob, &kek.key()?)?;
+            let kek = kek.key()?;
+            let restored =
+                with_new_or_existing(&cmd.keystore, |store| Ok(store.restore(&blob, &kek)?))?;
             for info in &restored {
                 println!("restored {info}");
             }
@@ -263,10 +305,29 @@ mod tests {
 
     #[test]
     fn dates() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(days_from_civil(2026, 11, 23), 20_780); // Python: (date(2026,11,23)-date(1970,1,1)).days
-        assert!(parse_date("2026-13-01").is_err());
-        assert!(parse_date("tomorrow").is_err());
+        let day = |s: &str| {
+            parse_date(s)
+                .unwrap()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                / 86_400
+        };
+        assert_eq!(day("1970-01-01"), 0);
+        assert_eq!(day("2000-03-01"), 11_017);
+        assert_eq!(day("2026-11-23"), 20_780); // Python: (date(2026,11,23)-date(1970,1,1)).days
+        assert_eq!(day("2032-02-29"), 22_704); // a leap day
+        for bad in [
+            "2031-02-31",
+            "2031-02-29",
+            "2031-04-31",
+            "2026-13-01",
+            "2026-00-10",
+            "2026-1-5",
+            "tomorrow",
+            "2031-01-31x",
+        ] {
+            assert!(parse_date(bad).is_err(), "{bad}");
+        }
     }
 }
