@@ -27,8 +27,16 @@ impl SimChannel {
     pub fn new(card: VirtualCard, name: String) -> Self {
         Self { card, name }
     }
-    /// Opens (or creates with the defaults) the card in `path`.
+    /// Opens the existing card in `path`; a missing file is an error (a mistyped path must
+    /// not become a new card): cards are made with `sim create`.
     pub fn open(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            bail!(
+                "there is no virtual card {}: make one with `cardwright sim create --state {}`",
+                path.display(),
+                path.display()
+            );
+        }
         let card = open_card(path, &SimCreateOptions::defaults())?;
         Ok(Self::new(
             card,
@@ -126,15 +134,70 @@ pub fn create(a: SimCreateArgs) -> Result<()> {
             a.state.display()
         );
     }
-    let card = open_card(&a.state, &a.create)?;
+    let cfg = a.create.config()?;
+    let card = VirtualCard::open(&a.state, cfg.clone())
+        .with_context(|| format!("virtual card state file {}", a.state.display()))?;
     println!("created virtual card {}", a.state.display());
-    println!("ATR: {}", apdu::hex(&card.atr()));
+    print!("{}", identity(&card, &cfg));
     Ok(())
+}
+
+/// What `sim create` prints: the card's identity and its keys. Key values are printed only
+/// when they are the published GlobalPlatform test key; any other key is shown by its check
+/// value (GP 2.3.1 §B.6), as key ceremonies do.
+fn identity(card: &VirtualCard, cfg: &CardConfig) -> String {
+    let keys = &cfg.keys;
+    let (protocol, cipher) = match cfg.protocol {
+        scp::Protocol::Scp02 { .. } => ("SCP02", "3DES"),
+        scp::Protocol::Scp03 { .. } => ("SCP03", "AES"),
+    };
+    let key = &keys.enc;
+    let which = if key.expose() == card::DEFAULT_KEY {
+        format!(" = the GlobalPlatform test key {}", apdu::hex(key.expose()))
+    } else {
+        String::new()
+    };
+    let serial = cfg
+        .cplc
+        .get(12..16)
+        .map(apdu::hex)
+        .unwrap_or_else(|| "(none)".into());
+    let mut out = format!(
+        "ATR:        {}\n\
+         IC serial:  {serial} (CPLC; also the PIV serial)\n\
+         KDD:        {}\n\
+         ISD keys:   {protocol}, {cipher}-{} key version {:#04x}, ENC = MAC = DEK, KCV {}{which}\n",
+        apdu::hex(&card.atr()),
+        apdu::hex(&cfg.kdd),
+        key.len() * 8,
+        cfg.key_version,
+        apdu::hex(&key.kcv()),
+    );
+    out.push_str(&format!(
+        "Locks after {} failed authentications\n",
+        cfg.max_auth_failures
+    ));
+    if cfg.with_piv {
+        out.push_str(
+            "PIV:        A000000308000010000100, PIN 123456, PUK 12345678, 3DES management key \
+             010203040506070801020304050607080102030405060708 (factory defaults)\n",
+        );
+    } else {
+        out.push_str("PIV:        not installed (--no-piv)\n");
+    }
+    out
 }
 
 /// `sim run`: serve the card to vpcd (pcscd), or read hex APDUs from standard input.
 pub fn run(a: SimRunArgs) -> Result<()> {
+    let new = !a.state.exists();
     let mut card = open_card(&a.state, &a.create)?;
+    if new {
+        eprintln!(
+            "created virtual card {} (it did not exist)",
+            a.state.display()
+        );
+    }
     match &a.vpcd {
         Some(addr) => {
             let sock: std::net::SocketAddr = addr.parse().with_context(|| {

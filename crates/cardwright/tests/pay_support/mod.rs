@@ -162,9 +162,16 @@ pub struct CardFile {
     pub path: PathBuf,
 }
 
+/// A new virtual card (`cardwright sim create`) in a temporary directory.
 pub fn card_file() -> CardFile {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("card.json");
+    let out = Command::new(bin())
+        .args(["sim", "create", "--state"])
+        .arg(&path)
+        .output()
+        .expect("run cardwright sim create");
+    assert!(out.status.success(), "sim create: {out:?}");
     CardFile { dir, path }
 }
 
