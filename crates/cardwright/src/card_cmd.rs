@@ -132,6 +132,7 @@ pub fn run(cmd: CardCmd) -> Result<()> {
         } => {
             let aid = aid_arg(&aid)?;
             let privileges = parse_privs(&privs)?.with(gp::privileges::Privilege::SecurityDomain);
+            check_privileges(privileges)?;
             let params = match params {
                 Some(p) => apdu::parse_hex(&p).context("--params")?,
                 None => Vec::new(),
@@ -162,6 +163,7 @@ pub fn run(cmd: CardCmd) -> Result<()> {
                 .iter()
                 .map(|d| apdu::parse_hex(d).with_context(|| format!("STORE DATA block '{d}'")))
                 .collect::<Result<Vec<_>>>()?;
+            check_store_data_blocks(&blocks, open_options(c)?.level)?;
             let mut cl = authenticated(c)?;
             ops::personalize(&mut cl, &aid, &blocks)?;
             println!("stored {} block(s) into {aid}", blocks.len());
@@ -183,6 +185,68 @@ fn parse_privs(s: &str) -> Result<Privileges> {
     Privileges::from_str(s).map_err(|e| anyhow!("--privs {s}: {e}"))
 }
 
+/// Refuses, before anything is sent, privileges a card must refuse (GP 2.3.1 §6.6.1):
+/// DAP Verification, Delegated Management and Mandated DAP Verification are for security
+/// domains only, and one security domain cannot have both Authorized Management and
+/// Delegated Management.
+fn check_privileges(p: Privileges) -> Result<()> {
+    use gp::privileges::Privilege as P;
+    if p.contains(P::AuthorizedManagement) && p.contains(P::DelegatedManagement) {
+        bail!(
+            "--privs: a security domain cannot have both Authorized Management (am) and \
+             Delegated Management (dm) (GP 2.3.1 §6.6.1); choose one: am to manage its own \
+             content with its keys, dm to manage it with tokens from the card issuer"
+        );
+    }
+    if !p.is_consistent() {
+        bail!(
+            "--privs {p}: DAP verification (dap), delegated management (dm) and mandated DAP \
+             (mdap) are for security domains only (GP 2.3.1 §6.6.1)"
+        );
+    }
+    Ok(())
+}
+
+/// Short APDUs carry at most 255 data bytes (ISO/IEC 7816-3 §12.1.3).
+const MAX_SHORT_DATA: usize = 255;
+
+/// The largest STORE DATA block that any secure channel at `level` can carry in one short
+/// command: a C-MAC takes 8 bytes (GP 2.3.1 §E.4.4; Amendment D §6.2.4 in S8 mode) and
+/// C-DECRYPTION pads the data with `80 00…` to the cipher block (at least one byte). Checked
+/// before the card is touched; the exact limit of the card and channel is checked again
+/// once the channel is open.
+fn max_store_data_block(level: SecurityLevel) -> usize {
+    const MAC_LEN: usize = 8;
+    const CIPHER_BLOCK: usize = 16; // AES; 3DES blocks of 8 give the same bound here
+    if !level.c_mac() {
+        MAX_SHORT_DATA
+    } else if level.c_decryption() {
+        (MAX_SHORT_DATA - MAC_LEN) / CIPHER_BLOCK * CIPHER_BLOCK - 1
+    } else {
+        MAX_SHORT_DATA - MAC_LEN
+    }
+}
+
+fn check_store_data_blocks(blocks: &[Vec<u8>], level: SecurityLevel) -> Result<()> {
+    let max = max_store_data_block(level);
+    if blocks.len() > 256 {
+        bail!(
+            "{} STORE DATA blocks: at most 256 (the block number is one byte)",
+            blocks.len()
+        );
+    }
+    for (i, b) in blocks.iter().enumerate() {
+        if b.len() > max {
+            bail!(
+                "STORE DATA block {i} is {} bytes; at most {max} fit one command at security \
+                 level {level} (split it; nothing was sent to the card)",
+                b.len()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn info(c: &Connect) -> Result<()> {
     let mut cl = client(c)?;
     let i = ops::info(&mut cl)?;
@@ -195,7 +259,7 @@ fn info(c: &Connect) -> Result<()> {
         }
     }
     match &i.cplc {
-        Some(cplc) => println!("CPLC:\n{cplc}"),
+        Some(cplc) => println!("CPLC:\n{}", wrap_fields(&cplc.to_string(), 96)),
         None => println!("CPLC:      (not available)"),
     }
     match &i.card_data {
@@ -242,6 +306,24 @@ fn info(c: &Connect) -> Result<()> {
     Ok(())
 }
 
+/// `NAME=VALUE` lines (as the CPLC prints them) set side by side, indented, in lines of at
+/// most `width` characters: the 18 CPLC fields in a few lines instead of a screenful.
+fn wrap_fields(lines: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for field in lines.lines() {
+        if !line.is_empty() && line.len() + 2 + field.len() > width {
+            out.push_str(&line);
+            out.push('\n');
+            line.clear();
+        }
+        line.push_str("  ");
+        line.push_str(field);
+    }
+    out.push_str(&line);
+    out
+}
+
 fn list(c: &Connect) -> Result<()> {
     let mut cl = authenticated(c)?;
     let reg = ops::registry(&mut cl)?;
@@ -250,6 +332,8 @@ fn list(c: &Connect) -> Result<()> {
 }
 
 fn install(c: &Connect, a: InstallArgs) -> Result<()> {
+    let privileges = parse_privs(&a.privs)?;
+    check_privileges(privileges)?;
     let bytes =
         std::fs::read(&a.cap).with_context(|| format!("cannot read {}", a.cap.display()))?;
     let cap = gp::cap::CapFile::from_bytes(&bytes)
@@ -260,7 +344,7 @@ fn install(c: &Connect, a: InstallArgs) -> Result<()> {
             Some(p) => apdu::parse_hex(p).context("--params")?,
             None => Vec::new(),
         },
-        privileges: parse_privs(&a.privs)?,
+        privileges,
         instance: a.create.as_deref().map(aid_arg).transpose()?,
         applet: a.applet.as_deref().map(aid_arg).transpose()?,
         load_only: a.load_only,
@@ -278,28 +362,78 @@ fn install(c: &Connect, a: InstallArgs) -> Result<()> {
     Ok(())
 }
 
+/// What `put-key` and `lock` were given, checked before the card is touched: a secure
+/// channel opened for a command that then fails spends a step of the card's sequence
+/// counter for nothing.
+struct NewKeySet {
+    master: Zeroizing<Vec<u8>>,
+    /// The key type if the command line fixes it (`--new-key-type`, `--scp`).
+    kind: Option<scp::KeyKind>,
+    kvn: Option<u8>,
+}
+
+fn new_key_set(c: &Connect, a: &PutKeyArgs) -> Result<NewKeySet> {
+    let master = hex_arg("--new-key", &a.new_key)?;
+    let kind = match (a.new_key_type.as_deref(), c.scp.as_deref()) {
+        (Some("des"), _) => Some(scp::KeyKind::Des3),
+        (Some(_), _) => Some(scp::KeyKind::Aes),
+        (None, Some("02")) => Some(scp::KeyKind::Des3),
+        (None, Some(_)) => Some(scp::KeyKind::Aes),
+        (None, None) => None,
+    };
+    match kind {
+        Some(k) => {
+            scp::Key::new(k, &master).context("--new-key")?;
+        }
+        None => {
+            let fits = |k| scp::Key::new(k, &master).is_ok();
+            if !fits(scp::KeyKind::Aes) && !fits(scp::KeyKind::Des3) {
+                bail!(
+                    "--new-key: {} bytes is neither an AES key (16, 24 or 32 bytes) nor a 3DES \
+                     key (16 or 24 bytes)",
+                    master.len()
+                );
+            }
+        }
+    }
+    if let Some(v) = a.new_keyver {
+        if !(1..=0x7F).contains(&v) {
+            bail!("--new-keyver {v:#04x}: a key version number is 0x01 to 0x7F (GP 2.3.1 §11.1.8)");
+        }
+    }
+    Ok(NewKeySet {
+        master,
+        kind,
+        kvn: a.new_keyver,
+    })
+}
+
 fn put_key(c: &Connect, a: PutKeyArgs, replace: bool) -> Result<()> {
-    let mut cl = authenticated(c)?;
+    let new = new_key_set(c, &a)?;
+    let mut options = open_options(c)?;
+    if new.kind.is_none() && scp::Key::new(scp::KeyKind::Des3, &new.master).is_err() {
+        // Only an AES key fits (32 bytes): require SCP03, which is checked before EXTERNAL
+        // AUTHENTICATE, rather than find an SCP02 card after the channel is open.
+        options.scp = Some(3);
+    }
+    let mut cl = client(c)?;
+    cl.open_secure_channel(&options)?;
     let info = cl
         .secure_channel()
         .cloned()
         .ok_or_else(|| anyhow!("no secure channel"))?;
     let current = info.init_update.key_version;
-    let kind = match a.new_key_type.as_deref() {
-        Some("des") => scp::KeyKind::Des3,
-        Some(_) => scp::KeyKind::Aes,
-        None => match info.protocol {
-            scp::Protocol::Scp02 { .. } => scp::KeyKind::Des3,
-            scp::Protocol::Scp03 { .. } => scp::KeyKind::Aes,
-        },
-    };
-    let master = hex_arg("--new-key", &a.new_key)?;
+    let kind = new.kind.unwrap_or(match info.protocol {
+        scp::Protocol::Scp02 { .. } => scp::KeyKind::Des3,
+        scp::Protocol::Scp03 { .. } => scp::KeyKind::Aes,
+    });
+    let master = new.master;
     let key = scp::Key::new(kind, &master).context("--new-key")?;
     let mut keys = scp::StaticKeys::same(key);
     if let Some(kdf) = &a.new_kdf {
         keys = kdf_arg(kdf)?.apply(&keys, &info.init_update.kdd)?;
     }
-    let new_kvn = match a.new_keyver {
+    let new_kvn = match new.kvn {
         Some(v) => v,
         None if replace => current,
         None => (current % 0x7F) + 1,
