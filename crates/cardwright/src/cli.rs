@@ -26,8 +26,9 @@ pub enum Command {
         command: SimCommand,
     },
     /// The demo: an issuing platform on SQLite + software key store + a virtual card, walking
-    /// one card through write → rewrite → clear.
-    Demo,
+    /// one card through write → rewrite → clear; then a `gp`-style tour of the `card`
+    /// commands on a virtual card.
+    Demo(crate::demo::DemoArgs),
     /// Card issuance: write, rewrite, clear a card (keys derived from the category's base key).
     Issue(crate::issue_cmd::IssueCmd),
     /// Tenants of the platform: card issuers and application providers.
@@ -57,7 +58,9 @@ pub enum Command {
 pub enum SimCommand {
     /// Run a virtual card; with --vpcd it joins pcscd as a card in vsmartcard's virtual reader.
     Run(SimRunArgs),
-    /// Create a new virtual card state file (fails if it exists) and print its keys and identity.
+    /// Create a new virtual card state file (fails if it exists) and print its identity (ATR,
+    /// IC serial, KDD) and keys (protocol, key version, KCV; the key itself only if it is the
+    /// public GP test key).
     Create(SimCreateArgs),
 }
 
@@ -88,7 +91,8 @@ pub struct SimCreateOptions {
 
 #[derive(Debug, Args)]
 pub struct SimRunArgs {
-    /// State file of the card (created if missing; every change written atomically).
+    /// State file of the card (created, and said so, if missing; every change written
+    /// atomically).
     #[arg(long)]
     pub state: PathBuf,
     /// vpcd address to connect to (pcscd's vsmartcard reader), e.g. 127.0.0.1:35963.
@@ -204,9 +208,15 @@ pub enum CardOp {
     /// Replace the key set in use; with --new-kdf the new keys are diversified from the master key.
     Lock(PutKeyArgs),
     /// Lock an applet (SET STATUS).
-    LockApplet { aid: String },
+    LockApplet {
+        /// AID of the applet (hex).
+        aid: String,
+    },
     /// Unlock an applet (SET STATUS).
-    UnlockApplet { aid: String },
+    UnlockApplet {
+        /// AID of the applet (hex).
+        aid: String,
+    },
     /// Lock the card (SECURED → CARD_LOCKED).
     LockCard,
     /// Unlock the card (CARD_LOCKED → SECURED).
@@ -223,12 +233,15 @@ pub enum CardOp {
     },
     /// INSTALL [for personalization] of AID and STORE DATA of each block (hex).
     StoreData {
+        /// AID of the application or security domain to personalise (hex).
         aid: String,
+        /// STORE DATA blocks (hex), one command each, in order.
         #[arg(required = true)]
         data: Vec<String>,
     },
     /// Send raw APDUs (hex), inside the secure channel with --secure.
     Apdu {
+        /// Command APDUs (hex), sent in order.
         #[arg(required = true)]
         apdus: Vec<String>,
         /// Open a secure channel first and wrap the APDUs in it.
@@ -298,4 +311,35 @@ pub fn parse_u8(s: &str) -> Result<u8, String> {
         t.parse::<u8>()
     };
     r.map_err(|_| format!("'{s}' is not a byte (0-255, or 0x00-0xFF)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every option and argument of every command says what it is in `--help`.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") || arg.is_hide_set() {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} --{id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "cardwright", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "arguments without help text: {missing:#?}"
+        );
+    }
 }

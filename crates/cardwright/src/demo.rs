@@ -5,9 +5,18 @@
 use crate::sim::SimChannel;
 use anyhow::{anyhow, Result};
 use card::{CardConfig, VirtualCard};
+use clap::Args;
 use gpclient::{GpClient, KeySpec, OpenOptions};
 use std::sync::Arc;
 use transport::{CardChannel, Traced};
+
+/// `cardwright demo` options.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Also run the speed measurements of `cardwright bench` (a few seconds).
+    #[arg(long)]
+    pub bench: bool,
+}
 
 const CARD: &str = "4711000000000001";
 const CATEGORY: &str = "demo/gold";
@@ -42,7 +51,147 @@ fn yes(b: bool) -> &'static str {
     }
 }
 
-pub fn run() -> Result<()> {
+/// `cardwright demo [--bench]`: the issuance walk-through, then the `gp`-style tour, then
+/// (with `--bench`) the speed figures.
+pub fn run(a: DemoArgs) -> Result<()> {
+    println!("=== Card issuance: platform on SQLite + software key store, a virtual card (write, rewrite, clear)");
+    issuance()?;
+    println!("\n=== Card management like gp, on a virtual card");
+    tour()?;
+    if a.bench {
+        println!("\n=== Speed (cardwright bench --runs 5)");
+        crate::bench::run(crate::cli::BenchArgs {
+            reader: None,
+            cap_kb: 10,
+            runs: 5,
+        })?;
+    }
+    Ok(())
+}
+
+/// A test CAP file with one package and one applet (see crates/gp/tests/data/SOURCES.md).
+const DEMO_CAP: &[u8] = include_bytes!("../../gp/tests/data/Empty_0102030405_8d5ac9e2_2.2.1.cap");
+const SSD: &str = "A00000015153534401";
+const BANK_KEY: &str = "000102030405060708090A0B0C0D0E0F";
+
+/// Runs `cardwright ARGS` (this very program) in `dir`, printing the command line and then
+/// everything it printed, standard error included, so the tour reads as a terminal session.
+/// Returns whether it succeeded.
+fn shell(dir: &std::path::Path, args: &[&str]) -> Result<bool> {
+    println!("\n$ cardwright {}", args.join(" "));
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(args)
+        .current_dir(dir)
+        .env("CARDWRIGHT_LOG", "warn")
+        .output()?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    print!("{}", String::from_utf8_lossy(&out.stderr));
+    Ok(out.status.success())
+}
+
+/// Like [`shell`], and the command must succeed.
+fn shell_ok(dir: &std::path::Path, args: &[&str]) -> Result<()> {
+    if shell(dir, args)? {
+        Ok(())
+    } else {
+        Err(anyhow!("demo step failed: cardwright {}", args.join(" ")))
+    }
+}
+
+/// The `gp`-style tour of `card` commands on a virtual card in a temporary directory.
+fn tour() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    std::fs::write(d.join("applet.cap"), DEMO_CAP)?;
+    println!("(in a temporary directory with applet.cap, a test CAP file with one applet)");
+    println!("\n# A new virtual card (SCP03, GP test keys 40..4F)");
+    shell_ok(d, &["sim", "create", "--state", "card.json"])?;
+    shell_ok(d, &["card", "--sim", "card.json", "info"])?;
+    shell_ok(d, &["card", "--sim", "card.json", "list"])?;
+    println!("\n# The issuer creates a supplementary security domain for a bank, with Authorized Management");
+    shell_ok(
+        d,
+        &[
+            "card",
+            "--sim",
+            "card.json",
+            "create-domain",
+            SSD,
+            "--privs",
+            "am",
+        ],
+    )?;
+    println!("\n# The SSD's initial keys are replaced by the bank's AES keys (key version 0x31)");
+    shell_ok(
+        d,
+        &[
+            "card",
+            "--sim",
+            "card.json",
+            "--sd",
+            SSD,
+            "lock",
+            "--new-key",
+            BANK_KEY,
+            "--new-keyver",
+            "0x31",
+        ],
+    )?;
+    println!(
+        "\n# The bank loads and installs its applet into its SSD, with C-MAC and C-DECRYPTION"
+    );
+    shell_ok(
+        d,
+        &[
+            "card",
+            "--sim",
+            "card.json",
+            "--sd",
+            SSD,
+            "--key",
+            BANK_KEY,
+            "--security-level",
+            "mac+enc",
+            "install",
+            "applet.cap",
+            "--create",
+            "01020304050607080901",
+        ],
+    )?;
+    shell_ok(
+        d,
+        &[
+            "card",
+            "--sim",
+            "card.json",
+            "store-data",
+            SSD,
+            "DF0103010203",
+        ],
+    )?;
+    shell_ok(d, &["card", "--sim", "card.json", "list"])?;
+    println!("\n# Trying the old keys on the SSD: refused before EXTERNAL AUTHENTICATE (no failure counted)");
+    if shell(d, &["card", "--sim", "card.json", "--sd", SSD, "list"])? {
+        return Err(anyhow!("demo: the SSD's old keys still open it"));
+    }
+    shell_ok(
+        d,
+        &[
+            "card",
+            "--sim",
+            "card.json",
+            "delete",
+            "--related",
+            "0102030405",
+        ],
+    )?;
+    shell_ok(d, &["card", "--sim", "card.json", "delete", SSD])?;
+    shell_ok(d, &["card", "--sim", "card.json", "list"])?;
+    Ok(())
+}
+
+/// The issuance part: platform, key store and a virtual card in process.
+fn issuance() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = format!("sqlite:{}", dir.path().join("platform.db").display());
     println!("Cardwright demo: issuing platform on SQLite ({db}),");

@@ -17,9 +17,31 @@ mod terminal;
 
 use clap::Parser;
 use cli::{Cli, Command, SimCommand};
+use std::io::IsTerminal;
+
+/// The error as one line: what failed and why, each cause once.
+///
+/// Many error types include their source in their own message (`"{path}: {source}"`), and
+/// contexts often repeat the text of what they wrap; printing the whole chain would then
+/// say the same cause twice. Of two neighbours in the chain where one's text contains the
+/// other's, only the longer is kept.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        match parts.last_mut() {
+            Some(prev) if prev.contains(&text) => {}
+            Some(prev) if text.contains(prev.as_str()) => *prev = text,
+            _ => parts.push(text),
+        }
+    }
+    parts.join(": ")
+}
 
 fn main() {
     tracing_subscriber::fmt()
+        // Colour codes only for a terminal, not in a log file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CARDWRIGHT_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,cryptoki=off")),
@@ -33,7 +55,7 @@ fn main() {
         Command::Card(c) => card_cmd::run(c),
         Command::Keys(k) => keys_cmd::run(k),
         Command::Audit(a) => audit_cmd::run(a),
-        Command::Demo => demo::run(),
+        Command::Demo(a) => demo::run(a),
         Command::Issue(i) => issue_cmd::run_issue(i),
         Command::Tenant(t) => issue_cmd::run_tenant(t),
         Command::Category(c) => issue_cmd::run_category(c),
@@ -50,13 +72,42 @@ fn main() {
         Command::Pay { command } => pay::run(command),
     };
     if let Err(e) = result {
-        // One line: what failed and why (the chain of causes, joined).
-        let msg = e
-            .chain()
-            .map(|c| c.to_string())
-            .collect::<Vec<_>>()
-            .join(": ");
-        eprintln!("cardwright: error: {msg}");
+        eprintln!("cardwright: error: {}", one_line(&e));
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    /// An error whose message includes its source, as many error types do.
+    #[derive(Debug)]
+    struct WithSource(std::io::Error);
+    impl std::fmt::Display for WithSource {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "/tmp: {}", self.0)
+        }
+    }
+    impl std::error::Error for WithSource {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::Other, "Is a directory (os error 21)");
+        let e = anyhow::Error::new(WithSource(io)).context("key store file:/tmp");
+        assert_eq!(
+            one_line(&e),
+            "key store file:/tmp: /tmp: Is a directory (os error 21)"
+        );
+        // A context that the cause repeats is said once.
+        let e = anyhow::anyhow!("database sqlite:x: no such file").context("database sqlite:x");
+        assert_eq!(one_line(&e), "database sqlite:x: no such file");
+        // Distinct causes are all kept.
+        let e = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(one_line(&e), "outer: middle: inner");
     }
 }
