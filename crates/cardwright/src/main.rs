@@ -97,7 +97,7 @@ mod tests {
 
     #[test]
     fn each_cause_once() {
-        let io = std::io::Error::new(std::io::ErrorKind::Other, "Is a directory (os error 21)");
+        let io = std::io::Error::other("Is a directory (os error 21)");
         let e = anyhow::Error::new(WithSource(io)).context("key store file:/tmp");
         assert_eq!(
             one_line(&e),
