@@ -7,50 +7,17 @@ use std::io::BufRead;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
-use transport::{CardChannel, TransportError};
 
-/// The virtual card as a [`CardChannel`], in this process.
-pub struct SimChannel {
-    card: VirtualCard,
-    name: String,
-}
+/// The virtual card as a [`transport::CardChannel`], in this process.
+pub type SimChannel = card::VirtualChannel;
 
-impl std::fmt::Debug for SimChannel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimChannel")
-            .field("name", &self.name)
-            .finish()
-    }
-}
-
-impl SimChannel {
-    pub fn new(card: VirtualCard, name: String) -> Self {
-        Self { card, name }
-    }
-    /// Opens (or creates with the defaults) the card in `path`.
-    pub fn open(path: &Path) -> Result<Self> {
-        let card = open_card(path, &SimCreateOptions::defaults())?;
-        Ok(Self::new(
-            card,
-            format!("virtual card ({})", path.display()),
-        ))
-    }
-}
-
-impl CardChannel for SimChannel {
-    fn transmit_raw(&mut self, capdu: &[u8]) -> Result<Vec<u8>, TransportError> {
-        Ok(self.card.transmit(capdu))
-    }
-    fn atr(&self) -> Vec<u8> {
-        self.card.atr()
-    }
-    fn reset(&mut self) -> Result<(), TransportError> {
-        self.card.reset();
-        Ok(())
-    }
-    fn name(&self) -> String {
-        self.name.clone()
-    }
+/// Opens (or creates with the defaults) the card in `path` as a channel.
+pub fn open_channel(path: &Path) -> Result<SimChannel> {
+    let card = open_card(path, &SimCreateOptions::defaults())?;
+    Ok(SimChannel::named(
+        card,
+        format!("virtual card ({})", path.display()),
+    ))
 }
 
 impl SimCreateOptions {
