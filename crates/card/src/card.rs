@@ -47,6 +47,8 @@ pub struct VirtualCard {
     pub(crate) channels: Vec<Option<Channel>>,
     pub(crate) factories: Factories,
     pub(crate) live: HashMap<Aid, Box<dyn Applet>>,
+    /// Why the last save of the state file failed (cleared by the next successful one).
+    save_error: Option<CardError>,
     /// Exclusive lock on `<state file>.lock`, held while the card is open: one card, one
     /// process (released when the card is dropped or the process dies).
     _lock: Option<std::fs::File>,
@@ -223,6 +225,7 @@ impl VirtualCard {
             channels: Vec::new(),
             factories: Factories::builtin(),
             live: HashMap::new(),
+            save_error: None,
             _lock: None,
         };
         card.reset();
@@ -276,7 +279,8 @@ impl VirtualCard {
 
     /// One C-APDU in, the complete R-APDU out. Never panics: malformed input gets an ISO
     /// status word (`6700` wrong length, `6E00` class not supported, …); if the state could
-    /// not be saved the card answers `6581` (memory failure) and keeps the previous state.
+    /// not be saved the card answers `6581` (memory failure) and keeps the previous state;
+    /// why is then logged (`tracing` error) and kept in [`VirtualCard::save_error`].
     pub fn transmit(&mut self, apdu: &[u8]) -> Vec<u8> {
         // A bug must not take the reader down: an internal panic answers 6F00 and rolls
         // back. Under cargo-fuzz panics stay visible to the fuzzer.
@@ -291,12 +295,24 @@ impl VirtualCard {
         #[cfg(fuzzing)]
         let resp = self.process(apdu);
         match self.commit() {
-            Ok(()) => resp.to_bytes(),
-            Err(_) => {
+            Ok(()) => {
+                self.save_error = None;
+                resp.to_bytes()
+            }
+            Err(e) => {
+                // The card can only say 6581; the host's log says what happened.
+                tracing::error!("virtual card: {e}; the command was refused with 6581");
+                self.save_error = Some(e);
                 self.rollback();
                 Response::status(StatusWord::MEMORY_FAILURE).to_bytes()
             }
         }
+    }
+
+    /// Why the state file could not be written at the last command that answered `6581`
+    /// (memory failure), e.g. a full disk; `None` once a command saved successfully.
+    pub fn save_error(&self) -> Option<&CardError> {
+        self.save_error.as_ref()
     }
 
     /// Saves the state if it changed since the last save.

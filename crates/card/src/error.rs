@@ -20,6 +20,16 @@ pub enum CardError {
         #[source]
         source: std::io::Error,
     },
+    /// The state file could not be written (disk full, read-only directory, …): the card
+    /// answered `6581` and kept its previous state.
+    #[error("the card state could not be saved to {path}: {source}")]
+    Save {
+        /// The state file.
+        path: PathBuf,
+        /// The step that failed and why.
+        #[source]
+        source: atomic_file::Error,
+    },
     /// The state file is not a valid card state.
     #[error("state file {path} is not a valid card state: {reason}")]
     BadState {

@@ -56,7 +56,8 @@
 //!   (GET DATA `FF21`) and accepts load files up to 1 MiB.
 //! * Encrypted STORE DATA to a security domain itself (P1 b7-b6 set) is refused (`6A80`);
 //!   to an application it is passed on as received.
-//! * One process per state file: the card does not lock it.
+//! * One process per state file: [`VirtualCard::open`] takes an exclusive lock on
+//!   `<state file>.lock` ([`CardError::InUse`] otherwise).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -66,6 +67,8 @@ mod card;
 mod channel;
 mod config;
 mod error;
+#[cfg(feature = "transport")]
+pub mod host;
 mod model;
 mod persist;
 mod sd;
@@ -75,4 +78,6 @@ pub use applet::{Applet, AppletContext, AppletFactory};
 pub use card::{VirtualCard, PIV_INSTANCE, PIV_LOAD_FILE};
 pub use config::{CardConfig, DEFAULT_CPLC, DEFAULT_KEY};
 pub use error::CardError;
+#[cfg(feature = "transport")]
+pub use host::VirtualChannel;
 pub use model::{ISD_AID, SD_MODULE, SD_PACKAGE};

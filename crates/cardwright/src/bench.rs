@@ -176,7 +176,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     for _ in 0..runs {
         let card = VirtualCard::new(CardConfig::default());
         mem.push(install_once(
-            Box::new(SimChannel::new(card, "memory".into())),
+            Box::new(SimChannel::named(card, "memory".into())),
             &cap,
         )?);
     }
@@ -188,7 +188,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let path = dir.path().join(format!("card{i}.json"));
         let card = VirtualCard::open(&path, CardConfig::default())?;
         file.push(install_once(
-            Box::new(SimChannel::new(card, "file".into())),
+            Box::new(SimChannel::named(card, "file".into())),
             &cap,
         )?);
     }

@@ -1,7 +1,6 @@
 //! `cardwright card …`: gp-style operations on a reader or the virtual card.
 
 use crate::cli::{CardCmd, CardOp, Connect, InstallArgs, PutKeyArgs};
-use crate::sim::SimChannel;
 use anyhow::{anyhow, bail, Context, Result};
 use gp::aid::Aid;
 use gp::privileges::Privileges;
@@ -25,7 +24,7 @@ pub fn open_card(
     sim: Option<&std::path::Path>,
 ) -> Result<Box<dyn CardChannel>> {
     if let Some(path) = sim {
-        return Ok(Box::new(SimChannel::open(path)?));
+        return Ok(Box::new(crate::sim::open_channel(path)?));
     }
     connect_reader(reader)
 }

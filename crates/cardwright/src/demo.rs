@@ -238,7 +238,7 @@ fn issuance() -> Result<()> {
 
     let issuer = tsm::Issuer::new(store.clone(), keys.clone(), tsm::IssuerConfig::default());
     let who = tsm::Actor::new("issuer", "demo");
-    let mut chan: Box<dyn CardChannel> = Box::new(SimChannel::new(
+    let mut chan: Box<dyn CardChannel> = Box::new(SimChannel::named(
         VirtualCard::new(CardConfig::default()),
         "virtual card".into(),
     ));

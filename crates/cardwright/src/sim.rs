@@ -7,58 +7,25 @@ use std::io::BufRead;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
-use transport::{CardChannel, TransportError};
 
-/// The virtual card as a [`CardChannel`], in this process.
-pub struct SimChannel {
-    card: VirtualCard,
-    name: String,
-}
+/// The virtual card as a [`transport::CardChannel`], in this process.
+pub type SimChannel = card::VirtualChannel;
 
-impl std::fmt::Debug for SimChannel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimChannel")
-            .field("name", &self.name)
-            .finish()
+/// Opens the existing card in `path` as a channel; a missing file is an error (a mistyped
+/// path must not become a new card): cards are made with `sim create`.
+pub fn open_channel(path: &Path) -> Result<SimChannel> {
+    if !path.exists() {
+        bail!(
+            "there is no virtual card {}: make one with `cardwright sim create --state {}`",
+            path.display(),
+            path.display()
+        );
     }
-}
-
-impl SimChannel {
-    pub fn new(card: VirtualCard, name: String) -> Self {
-        Self { card, name }
-    }
-    /// Opens the existing card in `path`; a missing file is an error (a mistyped path must
-    /// not become a new card): cards are made with `sim create`.
-    pub fn open(path: &Path) -> Result<Self> {
-        if !path.exists() {
-            bail!(
-                "there is no virtual card {}: make one with `cardwright sim create --state {}`",
-                path.display(),
-                path.display()
-            );
-        }
-        let card = open_card(path, &SimCreateOptions::defaults())?;
-        Ok(Self::new(
-            card,
-            format!("virtual card ({})", path.display()),
-        ))
-    }
-}
-
-impl CardChannel for SimChannel {
-    fn transmit_raw(&mut self, capdu: &[u8]) -> Result<Vec<u8>, TransportError> {
-        Ok(self.card.transmit(capdu))
-    }
-    fn atr(&self) -> Vec<u8> {
-        self.card.atr()
-    }
-    fn reset(&mut self) -> Result<(), TransportError> {
-        self.card.reset();
-        Ok(())
-    }
-    fn name(&self) -> String {
-        self.name.clone()
-    }
+    let card = open_card(path, &SimCreateOptions::defaults())?;
+    Ok(SimChannel::named(
+        card,
+        format!("virtual card ({})", path.display()),
+    ))
 }
 
 impl SimCreateOptions {

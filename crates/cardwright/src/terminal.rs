@@ -130,7 +130,7 @@ pub fn run(
     tracing::info!(%server, %terminal, "issuing terminal: lending readers to the platform");
     match sim {
         Some(path) => {
-            let chan = SimChannel::open(&path)?;
+            let chan = crate::sim::open_channel(&path)?;
             let mut readers = SimReader {
                 name: reader.unwrap_or_else(|| "Virtual card".into()),
                 chan,

@@ -140,6 +140,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The key store file could not be written (disk full, read-only directory, …); the
+    /// file on disk is unchanged.
+    #[error("cannot save the key store {path}: {source}")]
+    Save {
+        /// The key store file.
+        path: PathBuf,
+        /// The step that failed and why.
+        #[source]
+        source: atomic_file::Error,
+    },
     /// A backup that cannot be read.
     #[error("malformed backup: {0}")]
     BadBackup(String),

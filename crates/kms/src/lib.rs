@@ -83,12 +83,28 @@ pub use types::{
 
 use std::time::SystemTime;
 
+mod sealed {
+    /// What differs between the backends behind the one [`super::KeyStore::import_base_key`]:
+    /// storing a base key assembled in software. Not nameable outside the crate, so that
+    /// only a dual-control import can put a given key into a store.
+    pub trait StoreBaseKey {
+        /// Stores `key` as the next version of `category` (already validated).
+        fn store_base_key(
+            &self,
+            category: &str,
+            key: scp::Key,
+            expires: Option<std::time::SystemTime>,
+        ) -> Result<crate::BaseKeyInfo, crate::Error>;
+    }
+}
+
 /// A store of base keys. Object safe and shareable across threads: keep one
 /// `Arc<dyn KeyStore>` per tenant or per process.
 ///
 /// Categories are names checked by [`validate_category`]; versions start at 1 and are
 /// never reused within a category.
-pub trait KeyStore: Send + Sync + std::fmt::Debug {
+/// Implemented by this crate's two backends only ([`SoftwareKeyStore`], [`Pkcs11KeyStore`]).
+pub trait KeyStore: sealed::StoreBaseKey + Send + Sync + std::fmt::Debug {
     /// Which backend this is.
     fn backend(&self) -> Backend;
 
@@ -102,7 +118,12 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug {
         kind: KeyKind,
         components: Vec<Component>,
         expires: Option<SystemTime>,
-    ) -> Result<BaseKeyInfo, Error>;
+    ) -> Result<BaseKeyInfo, Error> {
+        validate_category(category)?;
+        let key = combine_components(kind, &components)?;
+        drop(components);
+        self.store_base_key(category, key, expires)
+    }
 
     /// Generates a random base key (3DES: 16 or 24 bytes; AES: 16, 24 or 32) as the next
     /// version of the category.

@@ -59,10 +59,10 @@ use crate::backup::{self, BackupEntry};
 use crate::config::{Pkcs11Config, SlotSelector};
 use crate::kdd::{emv_block, kdf3_block};
 use crate::types::{
-    check_len, combine_components, from_unix, newest, next_version, now_secs, rotated_expiry,
-    status_at, unix, validate_category,
+    check_len, from_unix, newest, next_version, now_secs, rotated_expiry, status_at, unix,
+    validate_category,
 };
-use crate::{Backend, BaseKeyInfo, Component, Error, KeyStore};
+use crate::{Backend, BaseKeyInfo, Error, KeyStore};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::{Mechanism, MechanismType};
@@ -861,22 +861,20 @@ fn map_use_error(call: &'static str, what: &str, e: CkError) -> Error {
     }
 }
 
+impl crate::sealed::StoreBaseKey for Pkcs11KeyStore {
+    fn store_base_key(
+        &self,
+        category: &str,
+        key: Key,
+        expires: Option<SystemTime>,
+    ) -> Result<BaseKeyInfo, Error> {
+        self.create(category, &key, expires)
+    }
+}
+
 impl KeyStore for Pkcs11KeyStore {
     fn backend(&self) -> Backend {
         Backend::Pkcs11
-    }
-
-    fn import_base_key(
-        &self,
-        category: &str,
-        kind: KeyKind,
-        components: Vec<Component>,
-        expires: Option<SystemTime>,
-    ) -> Result<BaseKeyInfo, Error> {
-        validate_category(category)?;
-        let key = combine_components(kind, &components)?;
-        drop(components);
-        self.create(category, &key, expires)
     }
 
     fn generate_base_key(

@@ -59,10 +59,6 @@ pub const PKCS11_LABEL_PREFIX: &str = "cw-ca:";
 const AAD_LABEL: &[u8] = b"cardwright-kms-software/1 signing-key\0";
 /// DER of the `secp256r1` OID 1.2.840.10045.3.1.7 (RFC 5480 §2.1.1.1): `CKA_EC_PARAMS`.
 const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
-/// DER `AlgorithmIdentifier` of rsaEncryption with NULL parameters (RFC 3279 §2.3.1).
-const RSA_ALG_ID: &[u8] = &[
-    0x30, 0x0D, 0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x01, 0x05, 0x00,
-];
 
 /// The algorithm of a signing key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -550,54 +546,18 @@ pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, String> {
     Ok(sig.to_der().as_bytes().to_vec())
 }
 
-/// DER length octets (X.690 §8.1.3).
-fn der_len(out: &mut Vec<u8>, len: usize) {
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|b| *b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend_from_slice(&bytes);
-    }
-}
-
-fn der_tlv(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
-    out.push(tag);
-    der_len(out, value.len());
-    out.extend_from_slice(value);
-}
-
-/// A non-negative DER INTEGER from big-endian magnitude bytes (X.690 §8.3).
-fn der_uint(out: &mut Vec<u8>, magnitude: &[u8]) {
-    let trimmed: Vec<u8> = magnitude.iter().copied().skip_while(|b| *b == 0).collect();
-    let mut v = Vec::with_capacity(trimmed.len() + 1);
-    if trimmed.first().is_none_or(|b| b & 0x80 != 0) {
-        v.push(0);
-    }
-    v.extend_from_slice(&trimmed);
-    der_tlv(out, 0x02, &v);
-}
-
-/// RSA `SubjectPublicKeyInfo` from the modulus and public exponent (RFC 3279 §2.3.1,
-/// `RSAPublicKey` of RFC 8017 §A.1.1).
-pub fn rsa_spki(modulus: &[u8], exponent: &[u8]) -> Vec<u8> {
-    let mut ints = Vec::new();
-    der_uint(&mut ints, modulus);
-    der_uint(&mut ints, exponent);
-    let mut rsa_pub = Vec::new();
-    der_tlv(&mut rsa_pub, 0x30, &ints);
-    let mut bits = Vec::with_capacity(rsa_pub.len() + 1);
-    bits.push(0); // no unused bits
-    bits.extend_from_slice(&rsa_pub);
-    let mut body = RSA_ALG_ID.to_vec();
-    der_tlv(&mut body, 0x03, &bits);
-    let mut out = Vec::new();
-    der_tlv(&mut out, 0x30, &body);
-    out
+/// RSA `SubjectPublicKeyInfo` (RFC 3279 §2.3.1, `RSAPublicKey` of RFC 8017 §A.1.1) from the
+/// big-endian modulus and public exponent, as a PKCS#11 token reports them
+/// (`CKA_MODULUS`, `CKA_PUBLIC_EXPONENT`). The `rsa` crate checks the key (modulus 1024 to
+/// 4096 bits and odd, exponent in its accepted range) and encodes it.
+pub fn rsa_spki(modulus: &[u8], exponent: &[u8]) -> Result<Vec<u8>, String> {
+    let n = rsa::BoxedUint::from_be_slice_vartime(modulus);
+    let e = rsa::BoxedUint::from_be_slice_vartime(exponent);
+    let key = rsa::PublicKey::new(n, e).map_err(|e| format!("RSA public key: {e}"))?;
+    Ok(key
+        .to_public_key_der()
+        .map_err(|e| format!("RSA public key: {e}"))?
+        .into_vec())
 }
 
 /// P-256 `SubjectPublicKeyInfo` from a `CKA_EC_POINT` value: a DER OCTET STRING holding the
@@ -718,7 +678,7 @@ impl Pkcs11KeyStore {
                     3072 => SigningAlgorithm::Rsa3072,
                     _ => return Err(bad(format!("RSA modulus of {bits} bits"))),
                 };
-                Ok((algorithm, rsa_spki(&n, &e)))
+                Ok((algorithm, rsa_spki(&n, &e).map_err(bad)?))
             }
             _ => Err(bad("neither an EC nor an RSA key".into())),
         }
@@ -928,8 +888,18 @@ mod tests {
         let want = public.to_public_key_der().unwrap();
         let n = public.n().to_be_bytes();
         let e = public.e().to_be_bytes();
-        assert_eq!(rsa_spki(&n, &e), want.as_bytes());
-        rsa::PublicKey::from_public_key_der(&rsa_spki(&n, &e)).unwrap();
+        assert_eq!(rsa_spki(&n, &e).unwrap(), want.as_bytes());
+        rsa::PublicKey::from_public_key_der(&rsa_spki(&n, &e).unwrap()).unwrap();
+        // Leading zero bytes (as some tokens pad CKA_MODULUS) encode the same key.
+        let mut padded = vec![0, 0];
+        padded.extend_from_slice(&n);
+        assert_eq!(rsa_spki(&padded, &e).unwrap(), want.as_bytes());
+        // Not a key: an even modulus, a tiny modulus, a zero exponent.
+        let mut even = n.clone();
+        *even.last_mut().unwrap() &= 0xFE;
+        assert!(rsa_spki(&even, &e).is_err());
+        assert!(rsa_spki(&n[..64], &e).is_err());
+        assert!(rsa_spki(&n, &[0]).is_err());
     }
 
     #[test]
@@ -983,19 +953,39 @@ mod tests {
         }
 
         #[test]
-        fn rsa_spki_is_valid_der(n in proptest::collection::vec(proptest::num::u8::ANY, 1..300), e in proptest::collection::vec(proptest::num::u8::ANY, 1..5)) {
-            let spki = rsa_spki(&n, &e);
-            // Parses as a SubjectPublicKeyInfo whose key is the two integers.
-            use rsa::pkcs1::der::Decode;
-            let info = rsa::pkcs8::spki::SubjectPublicKeyInfoRef::try_from(spki.as_slice()).unwrap();
-            proptest::prop_assert_eq!(info.algorithm.oid.to_string(), "1.2.840.113549.1.1.1");
-            let key = rsa::pkcs1::RsaPublicKey::<rsa::pkcs1::UintRef<'_>>::from_der(info.subject_public_key.raw_bytes()).unwrap();
-            let trim = |v: &[u8]| -> Vec<u8> {
-                let t: Vec<u8> = v.iter().copied().skip_while(|b| *b == 0).collect();
-                if t.is_empty() { vec![0] } else { t }
-            };
-            proptest::prop_assert_eq!(key.modulus.as_bytes().to_vec(), trim(&n));
-            proptest::prop_assert_eq!(key.public_exponent.as_bytes().to_vec(), trim(&e));
+        fn rsa_spki_is_valid_der_or_refused(n in proptest::collection::vec(proptest::num::u8::ANY, 0..520), e in proptest::collection::vec(proptest::num::u8::ANY, 0..5), odd in proptest::bool::ANY) {
+            let mut n = n;
+            if odd {
+                if let Some(last) = n.last_mut() {
+                    *last |= 1;
+                }
+            }
+            // Either refused, or a SubjectPublicKeyInfo whose key is the two integers.
+            if let Ok(spki) = rsa_spki(&n, &e) {
+                use rsa::pkcs1::der::Decode;
+                let info = rsa::pkcs8::spki::SubjectPublicKeyInfoRef::try_from(spki.as_slice()).unwrap();
+                proptest::prop_assert_eq!(info.algorithm.oid.to_string(), "1.2.840.113549.1.1.1");
+                let key = rsa::pkcs1::RsaPublicKey::<rsa::pkcs1::UintRef<'_>>::from_der(info.subject_public_key.raw_bytes()).unwrap();
+                let trim = |v: &[u8]| -> Vec<u8> {
+                    v.iter().copied().skip_while(|b| *b == 0).collect()
+                };
+                proptest::prop_assert_eq!(key.modulus.as_bytes().to_vec(), trim(&n));
+                proptest::prop_assert_eq!(key.public_exponent.as_bytes().to_vec(), trim(&e));
+            }
+        }
+
+    }
+
+    proptest::proptest! {
+        // Key generation is slow: a few real keys of each size.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(6))]
+        #[test]
+        fn rsa_spki_of_real_keys_matches_the_rsa_crate(bits in proptest::sample::select(vec![1024usize, 2048])) {
+            use rsa::traits::PublicKeyParts;
+            let public = rsa::PrivateKey::new(&mut rand::rng(), bits).unwrap().to_public_key();
+            let want = public.to_public_key_der().unwrap();
+            let got = rsa_spki(&public.n().to_be_bytes(), &public.e().to_be_bytes()).unwrap();
+            proptest::prop_assert_eq!(got.as_slice(), want.as_bytes());
         }
     }
 

@@ -20,26 +20,26 @@
 //!   [`crate::SigningKeyStore`]; they are re-sealed on master key rotation too.
 //! * `master_check` seals a constant: a wrong master key is reported as
 //!   [`Error::WrongMasterKey`] even for an empty keystore.
-//! * Writes are atomic: a temporary file in the same directory (mode 0600), `fsync`,
-//!   `rename` over the old file, `fsync` of the directory.
-//! * One writer at a time. Every change re-reads the file first, and readers notice a
+//! * Writes are atomic ([`atomic_file::write`]): a temporary file in the same directory
+//!   (mode 0600), `fsync`, `rename` over the old file, `fsync` of the directory.
+//! * One writer at a time, across processes: every change takes an exclusive lock on
+//!   `<file>.lock`, re-reads the file, applies the change and writes it back, so two
+//!   processes changing keys at the same instant both get their change in. Readers notice a
 //!   changed file (size or modification time) on a cache miss or [`SoftwareKeyStore::reload`],
-//!   so a CLI process can rotate keys while a server derives; two processes changing keys
-//!   at the same instant can lose one change. Deleting or rolling back the whole file is not
-//!   detected (keep backups and the audit log).
+//!   so a CLI process can rotate keys while a server derives. Deleting or rolling back the
+//!   whole file is not detected (keep backups and the audit log).
 
 use crate::backup::{self, kcv3, kind_from_name, kind_name, BackupEntry};
 use crate::master::{self, MasterKey};
 use crate::types::{
-    check_len, combine_components, from_unix, newest, next_version, now_secs, parse_rfc3339,
-    random_key, rfc3339, rotated_expiry, status_at, unix, validate_category,
+    check_len, from_unix, newest, next_version, now_secs, parse_rfc3339, random_key, rfc3339,
+    rotated_expiry, status_at, unix, validate_category,
 };
-use crate::{Backend, BaseKeyInfo, Component, Error, KeyStore};
+use crate::{Backend, BaseKeyInfo, Error, KeyStore};
 use scp::{Key, KeyKind, StaticKeys};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock};
 use std::time::SystemTime;
@@ -260,50 +260,44 @@ fn write_state(path: &Path, state: &State) -> Result<Option<(u64, SystemTime)>, 
     Ok(stamp(path))
 }
 
-/// Writes `bytes` to `path` atomically: temporary file in the same directory, fsync,
-/// rename, fsync of the directory.
-pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "keystore".into());
-    let mut rnd = [0u8; 6];
-    crate::error::random(&mut rnd)?;
-    let tmp = dir.join(format!(".{name}.{}.tmp", apdu::hex(&rnd)));
-    let result = (|| {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-        // Make the rename itself durable. Directories cannot be opened this way on Windows.
-        #[cfg(unix)]
-        std::fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io(&dir, e))?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+/// Writes `bytes` to `path` atomically and readable by the owner only
+/// ([`atomic_file::write`]).
+fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    atomic_file::write(path, bytes, atomic_file::Options::private()).map_err(|source| Error::Save {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// An exclusive lock on `<key store>.lock`, held while a change reads, modifies and writes
+/// the file, so that two processes changing keys at the same time both get their change in
+/// (the second waits, then re-reads the file the first wrote). Released on drop, and by the
+/// operating system if the process dies.
+struct WriteLock {
+    _file: std::fs::File,
+}
+
+impl WriteLock {
+    fn take(path: &Path) -> Result<WriteLock, Error> {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".lock");
+        let lock_path = PathBuf::from(name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        file.lock().map_err(|e| Error::io(&lock_path, e))?;
+        Ok(WriteLock { _file: file })
     }
-    result
 }
 
 impl SoftwareKeyStore {
     /// Creates a new, empty keystore file. Fails if the file exists.
     pub fn create(path: impl Into<PathBuf>, master: MasterKey) -> Result<SoftwareKeyStore, Error> {
         let path = path.into();
+        let _lock = WriteLock::take(&path)?;
         if path.exists() {
             return Err(Error::AlreadyExists(path));
         }
@@ -362,6 +356,7 @@ impl SoftwareKeyStore {
     /// file. The old master key no longer opens it.
     pub fn change_master_key(&mut self, new: MasterKey) -> Result<(), Error> {
         let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let _lock = WriteLock::take(&self.path)?;
         let old = read_state(&self.path, &self.master)?;
         let mut entries = BTreeMap::new();
         for (id, e) in old.entries {
@@ -406,6 +401,7 @@ impl SoftwareKeyStore {
         f: impl FnOnce(&mut State, &MasterKey) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let mut guard = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        let _lock = WriteLock::take(&self.path)?;
         let mut fresh = read_state(&self.path, &self.master)?;
         let out = f(&mut fresh, &self.master)?;
         fresh.stamp = write_state(&self.path, &fresh)?;
@@ -451,22 +447,20 @@ fn infos(state: &State, now: SystemTime) -> Vec<BaseKeyInfo> {
     state.entries.values().map(|e| e.meta.info(now)).collect()
 }
 
+impl crate::sealed::StoreBaseKey for SoftwareKeyStore {
+    fn store_base_key(
+        &self,
+        category: &str,
+        key: Key,
+        expires: Option<SystemTime>,
+    ) -> Result<BaseKeyInfo, Error> {
+        self.add(category, key, expires, None)
+    }
+}
+
 impl KeyStore for SoftwareKeyStore {
     fn backend(&self) -> Backend {
         Backend::Software
-    }
-
-    fn import_base_key(
-        &self,
-        category: &str,
-        kind: KeyKind,
-        components: Vec<Component>,
-        expires: Option<SystemTime>,
-    ) -> Result<BaseKeyInfo, Error> {
-        validate_category(category)?;
-        let key = combine_components(kind, &components)?;
-        drop(components);
-        self.add(category, key, expires, None)
     }
 
     fn generate_base_key(

@@ -432,12 +432,19 @@ fn file_holds_no_plaintext_and_writes_atomically() {
     assert!(!text.contains(DEFAULT_KEY));
     assert!(!text.contains(&DEFAULT_KEY[..12]));
     assert!(text.contains("504A77"), "the KCV is public: {text}");
-    // Only the keystore itself is left in the directory.
-    let names: Vec<_> = std::fs::read_dir(dir.path())
+    // Only the keystore and its lock file are left in the directory (no temporary file).
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(names, vec![std::ffi::OsString::from("keys.json")]);
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            std::ffi::OsString::from("keys.json"),
+            std::ffi::OsString::from("keys.json.lock")
+        ]
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -594,4 +601,84 @@ fn bad_inputs_are_errors() {
         store.restore(b"garbage", &Key::aes(&[1; 16]).unwrap()),
         Err(Error::BadBackup(_))
     ));
+}
+
+const MASTER_HEX: &str = "000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F";
+const WRITER_ENV: &str = "CW_KMS_CONCURRENT_WRITER";
+const KEYS_PER_WRITER: usize = 12;
+
+/// Adds `KEYS_PER_WRITER` keys to category `who` through its own store instance.
+fn add_keys(path: &std::path::Path, who: &str) {
+    let store = SoftwareKeyStore::open(path, MasterKey::from_hex(MASTER_HEX).unwrap()).unwrap();
+    for _ in 0..KEYS_PER_WRITER {
+        store
+            .generate_base_key(who, KeyKind::Aes, 16, None)
+            .unwrap();
+    }
+}
+
+fn versions_of(path: &std::path::Path, who: &str) -> Vec<u32> {
+    let store = SoftwareKeyStore::open(path, MasterKey::from_hex(MASTER_HEX).unwrap()).unwrap();
+    store
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.category == who)
+        .map(|k| k.version)
+        .collect()
+}
+
+#[test]
+fn concurrent_writers_in_threads_lose_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.json");
+    SoftwareKeyStore::create(&path, MasterKey::from_hex(MASTER_HEX).unwrap()).unwrap();
+    // Separate store instances, as two processes would have: only the file is shared.
+    std::thread::scope(|s| {
+        for who in ["alpha", "beta"] {
+            let path = &path;
+            s.spawn(move || add_keys(path, who));
+        }
+    });
+    let want: Vec<u32> = (1..=KEYS_PER_WRITER as u32).collect();
+    assert_eq!(versions_of(&path, "alpha"), want);
+    assert_eq!(versions_of(&path, "beta"), want);
+}
+
+/// The child side of [`concurrent_writer_processes_lose_no_key`].
+#[test]
+#[ignore = "child process of concurrent_writer_processes_lose_no_key"]
+fn concurrent_writer_child() {
+    let spec = std::env::var(WRITER_ENV).unwrap_or_else(|_| {
+        panic!("run by concurrent_writer_processes_lose_no_key only ({WRITER_ENV} unset)")
+    });
+    let (who, path) = spec.split_once(':').unwrap();
+    add_keys(std::path::Path::new(path), who);
+}
+
+#[test]
+fn concurrent_writer_processes_lose_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.json");
+    SoftwareKeyStore::create(&path, MasterKey::from_hex(MASTER_HEX).unwrap()).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = ["alpha", "beta", "gamma"]
+        .into_iter()
+        .map(|who| {
+            std::process::Command::new(&exe)
+                .args(["--exact", "concurrent_writer_child", "--ignored"])
+                .args(["--nocapture", "--test-threads=1"])
+                .env(WRITER_ENV, format!("{who}:{}", path.display()))
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let want: Vec<u32> = (1..=KEYS_PER_WRITER as u32).collect();
+    for who in ["alpha", "beta", "gamma"] {
+        assert_eq!(versions_of(&path, who), want, "{who}");
+    }
 }

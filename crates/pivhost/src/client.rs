@@ -320,7 +320,11 @@ impl<C: CardChannel> PivClient<C> {
         let response = dat_item(CMD, &r.data, TAG_RESPONSE)?;
         let mut expected = challenge;
         key.encrypt_block(&mut expected)?;
-        if !ct_eq(&expected, &response) {
+        // Constant time: the card's answer is compared with a secret-derived value.
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            expected.as_slice(),
+            response.as_slice(),
+        )) {
             return Err(PivError::ManagementKey(
                 "the card's answer to our challenge is wrong: it does not hold this key".into(),
             ));
@@ -501,10 +505,6 @@ fn dat_item(command: &'static str, data: &[u8], tag: Tag) -> Result<Vec<u8>, Piv
         [one] if one.tag == tag => Ok(one.value.clone()),
         _ => Err(bad(format!("expected only tag {tag} in 7C"))),
     }
-}
-
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `RSA-2048` or `ECC P-256`.

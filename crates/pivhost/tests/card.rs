@@ -46,7 +46,7 @@ fn select_and_serial() {
 #[test]
 fn no_piv_application() {
     let mut sim = Sim::new();
-    sim.card = card::VirtualCard::new(card::CardConfig::default());
+    sim.card = card::VirtualChannel::with_config(card::CardConfig::default());
     let mut piv = PivClient::new(sim);
     assert!(matches!(piv.select(), Err(PivError::NoPivApplication(_))));
 }

@@ -13,7 +13,7 @@ const READER: &str = "Desk reader 0";
 
 /// A terminal with one reader holding a virtual card, which can be "pulled out".
 struct SimReaders {
-    card: card::VirtualCard,
+    card: card::VirtualChannel,
     present: Arc<AtomicBool>,
 }
 
@@ -33,10 +33,16 @@ impl Readers for SimReaders {
         if !self.present.load(Ordering::SeqCst) {
             return Err(RelayFault::CardRemoved);
         }
-        Ok(self.card.transmit(capdu))
+        self.card
+            .transmit_raw(capdu)
+            .map_err(|e| RelayFault::Other {
+                message: e.to_string(),
+            })
     }
     fn reset(&mut self, _reader: &str) -> Result<Vec<u8>, RelayFault> {
-        self.card.reset();
+        self.card.reset().map_err(|e| RelayFault::Other {
+            message: e.to_string(),
+        })?;
         Ok(self.card.atr())
     }
 }
@@ -97,7 +103,7 @@ fn start_agent(cfg: AgentConfig) -> Agent {
     let (s, p) = (stop.clone(), present.clone());
     let thread = std::thread::spawn(move || {
         let mut readers = SimReaders {
-            card: card::VirtualCard::new(card::CardConfig::default()),
+            card: card::VirtualChannel::with_config(card::CardConfig::default()),
             present: p,
         };
         agent::run(&cfg, &mut readers, &s)
@@ -200,7 +206,7 @@ fn terminals_must_present_their_own_token() {
     let p = platform();
     let stop = AtomicBool::new(false);
     let mut readers = SimReaders {
-        card: card::VirtualCard::new(card::CardConfig::default()),
+        card: card::VirtualChannel::with_config(card::CardConfig::default()),
         present: Arc::new(AtomicBool::new(true)),
     };
     let e = agent::run(&config(&p.url, "wrong", "desk-1"), &mut readers, &stop).unwrap_err();

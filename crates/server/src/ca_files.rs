@@ -7,11 +7,12 @@
 
 use std::{
     fs,
-    io::Write,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
 };
+
+use base64ct::{Base64, Encoding};
 
 use pki::{CaSigner, CertificateAuthority, CertificateStore, Clock, SoftwareSigner, Subject};
 use zeroize::Zeroizing;
@@ -38,9 +39,25 @@ impl std::str::FromStr for CaKeyType {
     }
 }
 
-/// Errors opening or creating the CA.
+/// Errors opening or creating the CA, its key in files ([`open_or_create`]) or in a key
+/// store ([`crate::ca_keystore::open_or_create`]).
 #[derive(Debug, thiserror::Error)]
 pub enum CaFileError {
+    /// The key store failed (or the key is missing).
+    #[error("CA key store: {0}")]
+    Keystore(#[from] kms::Error),
+    /// The stored key's public key is not a key the CA can use.
+    #[error("CA key {label:?}: {reason}")]
+    Key {
+        /// The key label.
+        label: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file could not be written (the step that failed, the file, the cause); nothing
+    /// was replaced.
+    #[error("{0}")]
+    Save(#[from] atomic_file::Error),
     /// File system.
     #[error("{path}: {source}")]
     Io {
@@ -151,9 +168,13 @@ pub fn open_or_create(
                 store,
                 clock,
             )?;
-            write_private(&key_path, pem_encode(&key_der, "PRIVATE KEY").as_bytes())
-                .map_err(io(&key_path))?;
-            fs::write(&cert_path, ca.certificate().to_pem()).map_err(io(&cert_path))?;
+            // Key first, never replacing one; then the certificate that goes with it.
+            atomic_file::write(
+                &key_path,
+                pem_encode(&key_der, "PRIVATE KEY").as_bytes(),
+                atomic_file::Options::private().no_overwrite(),
+            )?;
+            write_certificate(&cert_path, &ca)?;
             Ok(ca)
         }
         (true, false) => Err(CaFileError::Invalid {
@@ -176,33 +197,32 @@ fn new_signer(key_type: CaKeyType) -> Result<Arc<dyn CaSigner>, String> {
     })
 }
 
-/// Create `path` readable by the owner only (0600 on Unix), failing if it exists.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
+/// Writes the CA certificate (public, PEM) to `path`, atomically.
+pub fn write_certificate(path: &Path, ca: &CertificateAuthority) -> Result<(), CaFileError> {
+    atomic_file::write(
+        path,
+        ca.certificate().to_pem().as_bytes(),
+        atomic_file::Options::public(),
+    )?;
+    Ok(())
 }
 
-/// PEM armour (RFC 7468 §2) with 64-character lines.
+/// PEM armour (RFC 7468 §2) with 64-character lines and LF line endings
+/// ([`pem_rfc7468::encode`]), in a buffer wiped on drop (the DER may be a private key).
 pub fn pem_encode(der: &[u8], label: &str) -> Zeroizing<String> {
-    let b64 = Zeroizing::new(base64_encode(der));
-    let mut out = Zeroizing::new(format!("-----BEGIN {label}-----\n"));
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    let le = pem_rfc7468::LineEnding::LF;
+    // The label is one of ours ("CERTIFICATE", "PRIVATE KEY"): encoding cannot fail.
+    let len = pem_rfc7468::encoded_len(label, le, der).unwrap_or_default();
+    let mut buf = Zeroizing::new(vec![0u8; len]);
+    let n = pem_rfc7468::encode(label, le, der, &mut buf)
+        .map(str::len)
+        .unwrap_or_default();
+    Zeroizing::new(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
-/// The DER inside the first PEM block with `label` (RFC 7468 §2, lax on whitespace).
+/// The DER inside the first PEM block with `label` (RFC 7468 §2): the text between its
+/// `-----BEGIN label-----` and `-----END label-----` lines, any whitespace (CR, LF, wrapping
+/// at any width) ignored, decoded as strict standard base64 ([`base64ct`]).
 pub fn pem_decode(text: &str, label: &str) -> Result<Vec<u8>, String> {
     let begin = format!("-----BEGIN {label}-----");
     let end = format!("-----END {label}-----");
@@ -220,52 +240,15 @@ pub fn pem_decode(text: &str, label: &str) -> Result<Vec<u8>, String> {
     base64_decode(&body).ok_or_else(|| "invalid base64".to_string())
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding (RFC 4648 §4).
+/// Standard base64 with padding (RFC 4648 §4), [`base64ct::Base64`].
 pub fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    Base64::encode_string(bytes)
 }
 
-/// Standard base64 with padding (RFC 4648 §4); `None` on any invalid character or length.
+/// Standard base64 with padding (RFC 4648 §4), [`base64ct::Base64`]; `None` on any invalid
+/// character, padding or length.
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let bytes = text.as_bytes();
-    if !bytes.len().is_multiple_of(4) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-    for (i, chunk) in bytes.chunks(4).enumerate() {
-        let last = i + 1 == bytes.len() / 4;
-        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && !last) {
-            return None;
-        }
-        let mut n = 0u32;
-        for &c in &chunk[..4 - pad] {
-            let v = B64.iter().position(|&b| b == c)? as u32;
-            n = n << 6 | v;
-        }
-        n <<= 6 * pad as u32;
-        let decoded = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&decoded[..3 - pad]);
-    }
-    Some(out)
+    Base64::decode_vec(text).ok()
 }
 
 #[cfg(test)]

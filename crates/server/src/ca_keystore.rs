@@ -7,59 +7,19 @@
 //! to the directory; later starts load `ca.pem` and check it belongs to the stored key.
 //! Certificates and CRLs are then signed by the store (inside the HSM for PKCS#11).
 
-use std::{
-    fmt, fs,
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::{fmt, fs, path::Path, sync::Arc, time::Duration};
 
 use kms::{SigningAlgorithm, SigningKey, SigningKeyStore};
 use pki::{
     CaSigner, CertificateAuthority, CertificateStore, Clock, PublicKey, SignerError, Subject,
 };
 
-use crate::ca_files::{pem_decode, CaKeyType};
+use crate::ca_files::{pem_decode, write_certificate, CaFileError, CaKeyType};
 
 /// The label of the CA key in the store.
 pub const DEFAULT_LABEL: &str = "ca";
 const CERT_FILE: &str = "ca.pem";
 const KEY_FILE: &str = "ca-key.pem";
-
-/// Errors opening or creating a CA whose key is in a key store.
-#[derive(Debug, thiserror::Error)]
-pub enum CaKeystoreError {
-    /// The key store failed (or the key is missing).
-    #[error("CA key store: {0}")]
-    Keystore(#[from] kms::Error),
-    /// The stored key's public key is not a key the CA can use.
-    #[error("CA key {label:?}: {reason}")]
-    Key {
-        /// The key label.
-        label: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// File system.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// A file is not what it should be.
-    #[error("{path}: {reason}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The CA could not be created or loaded.
-    #[error("certificate authority: {0}")]
-    Ca(#[from] pki::CaError),
-}
 
 /// A [`pki::CaSigner`] whose private key is in a key store.
 pub struct KeystoreSigner {
@@ -78,9 +38,9 @@ impl fmt::Debug for KeystoreSigner {
 
 impl KeystoreSigner {
     /// Wraps a key from the store; fails if its public key is not one the CA takes.
-    pub fn new(key: Box<dyn SigningKey>) -> Result<Self, CaKeystoreError> {
+    pub fn new(key: Box<dyn SigningKey>) -> Result<Self, CaFileError> {
         let public =
-            PublicKey::from_spki_der(key.public_key_spki()).map_err(|e| CaKeystoreError::Key {
+            PublicKey::from_spki_der(key.public_key_spki()).map_err(|e| CaFileError::Key {
                 label: key.label().into(),
                 reason: e.to_string(),
             })?;
@@ -101,12 +61,12 @@ impl CaSigner for KeystoreSigner {
 }
 
 /// The key-store algorithm for a CA key type (RSA-4096 is not offered by the key store).
-pub fn algorithm_for(key_type: CaKeyType) -> Result<SigningAlgorithm, CaKeystoreError> {
+pub fn algorithm_for(key_type: CaKeyType) -> Result<SigningAlgorithm, CaFileError> {
     match key_type {
         CaKeyType::P256 => Ok(SigningAlgorithm::P256),
         CaKeyType::Rsa(2048) => Ok(SigningAlgorithm::Rsa2048),
         CaKeyType::Rsa(3072) => Ok(SigningAlgorithm::Rsa3072),
-        CaKeyType::Rsa(bits) => Err(CaKeystoreError::Key {
+        CaKeyType::Rsa(bits) => Err(CaFileError::Key {
             label: DEFAULT_LABEL.into(),
             reason: format!(
                 "RSA-{bits} is not supported in the key store (p256, rsa2048, rsa3072)"
@@ -128,11 +88,11 @@ pub fn open_or_create(
     label: &str,
     store: Arc<dyn CertificateStore>,
     clock: Arc<dyn Clock>,
-) -> Result<CertificateAuthority, CaKeystoreError> {
+) -> Result<CertificateAuthority, CaFileError> {
     let cert_path = dir.join(CERT_FILE);
     let key_path = dir.join(KEY_FILE);
     if key_path.exists() {
-        return Err(CaKeystoreError::Invalid {
+        return Err(CaFileError::Invalid {
             path: key_path,
             reason: "a plain CA key file; with a key store the key belongs in the store \
                      (use --ca-dir without --ca-keystore for this directory)"
@@ -141,12 +101,12 @@ pub fn open_or_create(
     }
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| CaKeystoreError::Io { path, source }
+        move |source| CaFileError::Io { path, source }
     };
     if cert_path.exists() {
         let key = keys.signing_key(label)?;
         let pem = fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
-        let der = pem_decode(&pem, "CERTIFICATE").map_err(|reason| CaKeystoreError::Invalid {
+        let der = pem_decode(&pem, "CERTIFICATE").map_err(|reason| CaFileError::Invalid {
             path: cert_path.clone(),
             reason,
         })?;
@@ -163,7 +123,7 @@ pub fn open_or_create(
         store,
         clock,
     )?;
-    fs::write(&cert_path, ca.certificate().to_pem()).map_err(io(&cert_path))?;
+    write_certificate(&cert_path, &ca)?;
     Ok(ca)
 }
 
@@ -222,7 +182,7 @@ mod tests {
                 certs.clone(),
                 clock.clone()
             ),
-            Err(CaKeystoreError::Keystore(kms::Error::SigningKeyNotFound(_)))
+            Err(CaFileError::Keystore(kms::Error::SigningKeyNotFound(_)))
         ));
         ks.create_signing_key("other", SigningAlgorithm::P256)
             .unwrap();
@@ -236,18 +196,18 @@ mod tests {
                 certs.clone(),
                 clock.clone()
             ),
-            Err(CaKeystoreError::Ca(_))
+            Err(CaFileError::Ca(_))
         ));
         fs::write(dir.join(KEY_FILE), "x").unwrap();
         assert!(matches!(
             open_or_create(&dir, "T", CaKeyType::P256, &ks, "ca", certs, clock),
-            Err(CaKeystoreError::Invalid { .. })
+            Err(CaFileError::Invalid { .. })
         ));
         assert!(algorithm_for(CaKeyType::Rsa(4096)).is_err());
         let _ = fs::remove_dir_all(&tmp);
     }
 
-    fn tempfile_dir() -> PathBuf {
+    fn tempfile_dir() -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!(
             "cw-ca-keystore-{}-{}",
             std::process::id(),

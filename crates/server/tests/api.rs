@@ -18,31 +18,14 @@ use serde_json::{json, Value};
 use server::{ca_files, PayServer, ServerConfig, Stores};
 use time::OffsetDateTime;
 use tower::ServiceExt;
-use transport::{CardChannel, TransportError};
 
-struct Card(card::VirtualCard);
-
-impl CardChannel for Card {
-    fn transmit_raw(&mut self, capdu: &[u8]) -> Result<Vec<u8>, TransportError> {
-        Ok(self.0.transmit(capdu))
-    }
-    fn atr(&self) -> Vec<u8> {
-        self.0.atr()
-    }
-    fn reset(&mut self) -> Result<(), TransportError> {
-        self.0.reset();
-        Ok(())
-    }
-    fn name(&self) -> String {
-        "virtual".into()
-    }
-}
+type Card = card::VirtualChannel;
 
 fn new_card() -> PivClient<Card> {
-    PivClient::new(Card(card::VirtualCard::new(card::CardConfig {
+    PivClient::new(Card::with_config(card::CardConfig {
         with_piv: true,
         ..card::CardConfig::default()
-    })))
+    }))
 }
 
 const TOKEN: &str = "s3cret-admin";

@@ -16,7 +16,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Fixture, SimCard, TestStore, CATEGORY};
+use common::{Fixture, SimCard, SimCards as _, TestStore, CATEGORY};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use kms::KeyKind;
 

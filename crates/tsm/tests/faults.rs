@@ -302,10 +302,10 @@ fn a_resumed_job_refuses_another_card() {
     // its KDD is not the one this job already wrote, so it is refused, untouched, and the
     // job stays pending.
     let other = SimCard::scp03();
-    let before = format!("{:?}", other.0.lock().unwrap());
+    let before = format!("{:?}", other.card());
     let e = f.issuer.resume(number, &mut other.clone()).unwrap_err();
     assert!(matches!(e, Error::WrongCard(_)), "{e}");
-    assert_eq!(format!("{:?}", other.0.lock().unwrap()), before);
+    assert_eq!(format!("{:?}", other.card()), before);
     let job = f.store().job(id).unwrap().unwrap();
     assert_eq!(job.state, JobState::Pending, "{:?}", job.error);
     // With the right card it finishes.

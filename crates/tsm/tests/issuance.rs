@@ -218,7 +218,7 @@ fn application_management() {
         f.issuer.execute(&f.ci, &load, &mut card).unwrap();
         // The applet runs and holds its personalisation (SELECT + GET DATA DF01).
         {
-            let mut c = card.0.lock().unwrap();
+            let mut c = card.card();
             let r = c.transmit(&apdu::parse_hex("00A4040007F0435744530101").unwrap());
             assert_eq!(&r[r.len() - 2..], &[0x90, 0x00], "{name}");
         }
@@ -316,7 +316,7 @@ fn refusals_change_nothing() {
         ));
 
         // Wrong card: writing another number onto the card already written as NUMBER.
-        let snapshot = |card: &SimCard| format!("{:?}", card.0.lock().unwrap());
+        let snapshot = |card: &SimCard| format!("{:?}", card.card());
         let before = snapshot(&card);
         let e = f
             .issuer
@@ -480,7 +480,7 @@ fn transport_keys_from_the_key_store() {
         let transport_keys =
             kms::KeyStore::derive_for_kdd(f.keys.as_ref(), "acme/transport", 1, &factory_kdd)
                 .unwrap();
-        let mut card = SimCard::new(card::CardConfig {
+        let mut card = SimCard::with_config(card::CardConfig {
             keys: transport_keys.clone(),
             key_version: 0x01,
             kdd: factory_kdd,
@@ -587,13 +587,13 @@ fn a_card_that_keeps_its_own_kdd() {
     let f = Fixture::new(sqlite(), KeyKind::Aes, 0x30, false);
     // Its KDD is not the card number's: the write stops before changing anything.
     let card = SimCard::scp03();
-    let before = format!("{:?}", card.0.lock().unwrap());
+    let before = format!("{:?}", card.card());
     let e = f
         .issuer
         .write(&f.ci, NUMBER, CATEGORY, &mut NoStoreData(card.clone()))
         .unwrap_err();
     assert!(matches!(e, Error::KddNotSettable(_)), "{e}");
-    assert_eq!(format!("{:?}", card.0.lock().unwrap()), before);
+    assert_eq!(format!("{:?}", card.card()), before);
     let row = f.store().card(NUMBER).unwrap().unwrap();
     assert_eq!(row.state, CardState::Blank);
     open(&card, test_key_spec(0x30)).unwrap();
@@ -601,7 +601,7 @@ fn a_card_that_keeps_its_own_kdd() {
     // personalisation STORE DATA is refused by this card, so the write stops there, with
     // the keys already replaced: partial.
     let kdd: [u8; 10] = kms::kdd_for_card_number("77").unwrap();
-    let card = SimCard::new(card::CardConfig {
+    let card = SimCard::with_config(card::CardConfig {
         kdd,
         ..card::CardConfig::default()
     });

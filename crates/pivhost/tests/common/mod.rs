@@ -1,23 +1,24 @@
-//! A virtual card (the `card` crate, PIV applet installed) as a `CardChannel`, recording
-//! every exchange.
+//! A virtual card (the `card` crate, PIV applet installed) through `card::VirtualChannel`,
+//! recording every exchange.
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
 
-use card::{CardConfig, VirtualCard};
+use card::{CardConfig, VirtualChannel};
 use transport::{CardChannel, TransportError};
 
 pub type Log = Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>;
 
+/// The card's channel, logging each C-APDU with its R-APDU.
 pub struct Sim {
-    pub card: VirtualCard,
+    pub card: VirtualChannel,
     pub log: Log,
 }
 
 impl Sim {
     pub fn new() -> Self {
         Self {
-            card: VirtualCard::new(CardConfig {
+            card: VirtualChannel::with_config(CardConfig {
                 with_piv: true,
                 ..CardConfig::default()
             }),
@@ -27,13 +28,13 @@ impl Sim {
 
     /// Sends raw bytes to the card, bypassing the client (test set-up).
     pub fn raw(&mut self, hex: &str) -> Vec<u8> {
-        self.card.transmit(&apdu::parse_hex(hex).unwrap())
+        self.card.card().transmit(&apdu::parse_hex(hex).unwrap())
     }
 }
 
 impl CardChannel for Sim {
     fn transmit_raw(&mut self, capdu: &[u8]) -> Result<Vec<u8>, TransportError> {
-        let r = self.card.transmit(capdu);
+        let r = self.card.transmit_raw(capdu)?;
         self.log.lock().unwrap().push((capdu.to_vec(), r.clone()));
         Ok(r)
     }
@@ -41,11 +42,10 @@ impl CardChannel for Sim {
         self.card.atr()
     }
     fn reset(&mut self) -> Result<(), TransportError> {
-        self.card.reset();
-        Ok(())
+        self.card.reset()
     }
     fn name(&self) -> String {
-        "virtual card".into()
+        self.card.name()
     }
 }
 

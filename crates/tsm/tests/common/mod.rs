@@ -3,9 +3,9 @@
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use card::{CardConfig, VirtualCard};
+use card::CardConfig;
 use transport::{CardChannel, TransportError};
 use tsm::Store;
 
@@ -112,36 +112,24 @@ pub fn backends() -> Vec<TestStore> {
     v
 }
 
-/// A virtual card in this process as a `CardChannel`, shareable so that a test can wrap it
-/// in a faulty channel and later talk to it again.
-#[derive(Clone)]
-pub struct SimCard(pub Arc<Mutex<VirtualCard>>);
+/// A virtual card in this process as a `CardChannel` (`card::VirtualChannel`), shareable so
+/// that a test can wrap it in a faulty channel and later talk to it again.
+pub type SimCard = card::VirtualChannel;
 
-impl SimCard {
-    pub fn new(config: CardConfig) -> Self {
-        SimCard(Arc::new(Mutex::new(VirtualCard::new(config))))
-    }
-    pub fn scp03() -> Self {
-        Self::new(CardConfig::default())
-    }
-    pub fn scp02() -> Self {
-        Self::new(CardConfig::scp02())
-    }
+/// The two cards the tests issue: SCP03 (the default card) and SCP02.
+pub trait SimCards {
+    /// A fresh SCP03 card with the default keys.
+    fn scp03() -> Self;
+    /// A fresh SCP02 card with the default keys.
+    fn scp02() -> Self;
 }
 
-impl CardChannel for SimCard {
-    fn transmit_raw(&mut self, capdu: &[u8]) -> Result<Vec<u8>, TransportError> {
-        Ok(self.0.lock().expect("card lock").transmit(capdu))
+impl SimCards for SimCard {
+    fn scp03() -> Self {
+        Self::with_config(CardConfig::default())
     }
-    fn atr(&self) -> Vec<u8> {
-        self.0.lock().expect("card lock").atr()
-    }
-    fn reset(&mut self) -> Result<(), TransportError> {
-        self.0.lock().expect("card lock").reset();
-        Ok(())
-    }
-    fn name(&self) -> String {
-        "virtual card (test)".into()
+    fn scp02() -> Self {
+        Self::with_config(CardConfig::scp02())
     }
 }
 
