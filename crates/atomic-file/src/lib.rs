@@ -1,7 +1,7 @@
 //! Crash-safe replacement of a whole file, the one way Cardwright writes its state files
 //! (the virtual card's state, the software key store, the CA's files).
 //!
-//! [`write`] puts the new contents in a temporary file in the same directory
+//! [`write()`] puts the new contents in a temporary file in the same directory
 //! ([`tempfile::NamedTempFile`], a random name starting with `.NAME.`), flushes it to disk
 //! (`fsync`), renames it over the target (atomic on POSIX file systems) and flushes the
 //! directory, so that a process killed at any instant, or a power loss, leaves either the
@@ -48,7 +48,7 @@ impl Options {
     }
 }
 
-/// A step of [`write`] failed; nothing was changed.
+/// A step of [`write()`] failed; nothing was changed.
 #[derive(Debug, thiserror::Error)]
 #[error("{op} {}: {source}", path.display())]
 pub struct Error {
@@ -73,7 +73,7 @@ pub fn write(path: &Path, contents: &[u8], options: Options) -> Result<(), Error
     write_with(path, options, |f| f.write_all(contents))
 }
 
-/// Like [`write`], the contents being written by `fill` into the temporary file. When
+/// Like [`write()`], the contents being written by `fill` into the temporary file. When
 /// `fill` fails, the temporary file is removed and its error returned as the "write" step.
 pub fn write_with(
     path: &Path,

@@ -1,6 +1,6 @@
 //! Crash-safe persistence of the state file.
 //!
-//! The whole state is written with [`atomic_file::write`]: a temporary file in the same
+//! The whole state is written with [`atomic_file::write()`]: a temporary file in the same
 //! directory, flushed to disk (`fsync`), renamed over the state file (atomic on POSIX file
 //! systems), then the directory is flushed, so a process killed at any instant leaves either
 //! the old or the new card, never a torn file.

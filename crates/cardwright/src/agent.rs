@@ -45,6 +45,7 @@ pub struct AgentArgs {
     #[arg(long, default_value = "127.0.0.1:7373")]
     pub listen: String,
     /// Origin (scheme://host[:port]) of a page allowed to use the card; repeatable.
+    #[allow(rustdoc::broken_intra_doc_links)] // clap help text: [:port] is not a link
     #[arg(long = "allow-origin", required_unless_present = "server")]
     pub allow_origin: Vec<String>,
     #[command(flatten)]

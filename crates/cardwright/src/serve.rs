@@ -22,6 +22,7 @@ pub struct ServeArgs {
         default_value = "file:cardwright-keys.json"
     )]
     pub keystore: String,
+    #[allow(rustdoc::broken_intra_doc_links)] // clap help text: [:ROLE] is not a link
     /// Operator API token, NAME[:ROLE]=TOKEN (role operator, the default, or viewer: read only);
     /// repeatable, or comma-separated in the environment.
     #[arg(

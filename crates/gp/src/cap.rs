@@ -702,8 +702,10 @@ impl LoadFile {
     }
 }
 
-/// Test-only helpers: CAP files built in memory. Not for production use; the content
-/// is structurally valid (tags, sizes, Header, Applet, Import) but not executable.
+/// Test helpers (feature `testing`, off by default): CAP files built in memory, for tests
+/// and `cardwright bench`. The content is structurally valid (tags, sizes, Header, Applet,
+/// Import) but not executable.
+#[cfg(feature = "testing")]
 pub mod testing {
     use std::io::Write;
 

@@ -9,6 +9,9 @@
 //! does not verify we stop with [`ClientError::WrongKeys`], so the card's authentication
 //! failure counter is never spent on keys we already know are wrong, and nothing is retried.
 #![forbid(unsafe_code)]
+// TODO(missing_docs): document the public items, then remove this allow (lead, after the
+// merge: helper H2 was changing this crate while the workspace lint was added).
+#![allow(missing_docs)]
 
 pub mod ops;
 

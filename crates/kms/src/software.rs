@@ -20,7 +20,7 @@
 //!   [`crate::SigningKeyStore`]; they are re-sealed on master key rotation too.
 //! * `master_check` seals a constant: a wrong master key is reported as
 //!   [`Error::WrongMasterKey`] even for an empty keystore.
-//! * Writes are atomic ([`atomic_file::write`]): a temporary file in the same directory
+//! * Writes are atomic ([`atomic_file::write()`]): a temporary file in the same directory
 //!   (mode 0600), `fsync`, `rename` over the old file, `fsync` of the directory.
 //! * One writer at a time, across processes: every change takes an exclusive lock on
 //!   `<file>.lock`, re-reads the file, applies the change and writes it back, so two
@@ -261,7 +261,7 @@ fn write_state(path: &Path, state: &State) -> Result<Option<(u64, SystemTime)>, 
 }
 
 /// Writes `bytes` to `path` atomically and readable by the owner only
-/// ([`atomic_file::write`]).
+/// ([`atomic_file::write()`]).
 fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     atomic_file::write(path, bytes, atomic_file::Options::private()).map_err(|source| Error::Save {
         path: path.to_path_buf(),

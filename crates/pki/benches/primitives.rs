@@ -1,3 +1,6 @@
+//! The verification primitives under the payment check, alone: raw P-256 prehash
+//! verification, and pki's `PublicKey::verify_digest` for P-256 and RSA-2048.
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use p256::ecdsa::{
     signature::hazmat::{PrehashSigner, PrehashVerifier},

@@ -34,14 +34,19 @@ pub struct AgentConfig {
     pub retry: Duration,
 }
 
+/// Why the agent stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    /// The server URL is not `http://` or `ws://`.
     #[error("server URL {0}: use http://HOST:PORT or ws://HOST:PORT (TLS: put the platform behind a TLS-terminating proxy on the terminal's network; native wss is not built in yet)")]
     Url(String),
+    /// The platform refused the terminal (the reason it gave).
     #[error("the platform refused this terminal: {0}")]
     Refused(String),
+    /// The token was not accepted.
     #[error("the platform rejected the token (HTTP 401): check --token")]
     Unauthorized,
+    /// The connection failed or dropped.
     #[error("connection: {0}")]
     Connection(String),
 }

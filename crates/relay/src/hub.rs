@@ -36,6 +36,7 @@ impl fmt::Debug for StaticTokens {
 }
 
 impl StaticTokens {
+    /// No terminal allowed yet (see [`StaticTokens::with`]).
     pub fn new() -> Self {
         Self::default()
     }
@@ -88,19 +89,34 @@ impl Terminal {
 /// A terminal as the platform sees it now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TerminalInfo {
+    /// The terminal's name.
     pub terminal: String,
+    /// Its readers as last reported.
     pub readers: Vec<ReaderReport>,
 }
 
 /// Why a reader cannot be lent.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
+    /// No terminal of that name is connected.
     #[error("terminal '{0}' is not connected")]
     NotConnected(String),
+    /// The terminal did not report that reader.
     #[error("terminal '{terminal}' has no reader '{reader}'")]
-    UnknownReader { terminal: String, reader: String },
+    UnknownReader {
+        /// The terminal.
+        terminal: String,
+        /// The reader asked for.
+        reader: String,
+    },
+    /// The reader holds no card.
     #[error("no card in reader '{reader}' of terminal '{terminal}'")]
-    NoCard { terminal: String, reader: String },
+    NoCard {
+        /// The terminal.
+        terminal: String,
+        /// The reader.
+        reader: String,
+    },
 }
 
 /// The registry of connected terminals.

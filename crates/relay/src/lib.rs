@@ -12,6 +12,7 @@
 //!   one card in one terminal's reader. A terminal can only be asked about readers it reported.
 //! * [`agent`]: the terminal side, a blocking loop over any [`agent::Readers`].
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod agent;
 pub mod hub;

@@ -21,18 +21,27 @@ pub struct ReaderReport {
 pub enum AgentMessage {
     /// First message: who the terminal is and what it has.
     Hello {
+        /// The terminal's name (must match its token).
         terminal: String,
+        /// The agent's version (`cardwright` package version).
         agent_version: String,
+        /// The readers it lends.
         readers: Vec<ReaderReport>,
     },
     /// The reader list changed (a card inserted or removed, a reader plugged in).
-    Readers { readers: Vec<ReaderReport> },
+    Readers {
+        /// The readers now.
+        readers: Vec<ReaderReport>,
+    },
     /// The answer to [`PlatformMessage::Transmit`] or [`PlatformMessage::Reset`]: the R-APDU
     /// (hex; for a reset, the new ATR) or what went wrong.
     Result {
+        /// The request's id.
         id: u64,
+        /// The R-APDU or ATR (hex) on success.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ok: Option<String>,
+        /// What went wrong otherwise.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<RelayFault>,
     },
@@ -49,7 +58,10 @@ pub enum RelayFault {
     /// The terminal has no such reader.
     UnknownReader,
     /// Anything else, described.
-    Other { message: String },
+    Other {
+        /// What happened.
+        message: String,
+    },
 }
 
 /// Platform → agent.
@@ -57,17 +69,31 @@ pub enum RelayFault {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum PlatformMessage {
     /// The hello was accepted.
-    Welcome { terminal: String },
+    Welcome {
+        /// The terminal name the token belongs to.
+        terminal: String,
+    },
     /// Send this C-APDU (hex) to the card in `reader`.
     Transmit {
+        /// Request id, repeated in the [`AgentMessage::Result`].
         id: u64,
+        /// The reader.
         reader: String,
+        /// The C-APDU, hex.
         capdu: String,
     },
     /// Reset the card in `reader`.
-    Reset { id: u64, reader: String },
+    Reset {
+        /// Request id, repeated in the [`AgentMessage::Result`].
+        id: u64,
+        /// The reader.
+        reader: String,
+    },
     /// The platform refuses the terminal (then closes).
-    Refused { reason: String },
+    Refused {
+        /// Why.
+        reason: String,
+    },
 }
 
 #[cfg(test)]

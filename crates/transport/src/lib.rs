@@ -5,11 +5,13 @@
 //! * [`pcsc::PcscChannel`] (feature `pcsc`): a reader through pcsc-lite.
 //! * The in-process virtual card channel lives in the `card` crate's users (see `cardwright`).
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::fmt;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+/// Real readers through pcsc-lite (feature `pcsc`).
 #[cfg(feature = "pcsc")]
 pub mod pcsc;
 
@@ -17,18 +19,25 @@ pub mod pcsc;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
+    /// The card left the reader (or was reset by someone else) during the exchange.
     #[error("the card was removed from the reader")]
     CardRemoved,
+    /// The reader (named) holds no card.
     #[error("no card in reader '{0}'")]
     NoCard(String),
+    /// No reader, or none matching (the text says which filter).
     #[error("no reader found{0}")]
     NoReader(String),
+    /// The card or the link to it gave no answer.
     #[error("the card did not answer: {0}")]
     NoResponse(String),
+    /// The answer is not an R-APDU.
     #[error("invalid response from the card: {0}")]
     BadResponse(#[from] apdu::Error),
+    /// The PC/SC service reported an error.
     #[error("PC/SC: {0}")]
     Pcsc(String),
+    /// Anything else, described.
     #[error("{0}")]
     Other(String),
 }
@@ -111,6 +120,7 @@ impl<C: CardChannel> Traced<C> {
     pub fn stderr(inner: C) -> Self {
         Self::new(inner, Some(Arc::new(Mutex::new(std::io::stderr()))))
     }
+    /// Whether lines are written (a sink was given).
     pub fn is_enabled(&self) -> bool {
         self.sink.is_some()
     }
@@ -118,12 +128,15 @@ impl<C: CardChannel> Traced<C> {
     pub fn note(&self, text: &str) {
         self.line("#", text);
     }
+    /// The wrapped channel.
     pub fn inner(&self) -> &C {
         &self.inner
     }
+    /// The wrapped channel, mutably (exchanges through it are not traced).
     pub fn inner_mut(&mut self) -> &mut C {
         &mut self.inner
     }
+    /// Unwraps the channel.
     pub fn into_inner(self) -> C {
         self.inner
     }

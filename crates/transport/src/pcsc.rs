@@ -36,8 +36,11 @@ fn map(e: pcsc::Error) -> TransportError {
 /// A reader as PC/SC lists it, and whether a card is present.
 #[derive(Debug, Clone)]
 pub struct ReaderInfo {
+    /// The reader name.
     pub name: String,
+    /// Whether a card is in it.
     pub card_present: bool,
+    /// The card's ATR (empty without a card).
     pub atr: Vec<u8>,
 }
 

@@ -10,6 +10,7 @@
 //! [`serve`] connects to vpcd, answers it until the connection drops, and reconnects
 //! (pcscd restarts, vpcd reloads) until told to stop.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -33,25 +34,35 @@ pub trait Icc {
 /// vpcd control codes (vsmartcard `vpcd.h`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
+    /// `00`: power off.
     PowerOff,
+    /// `01`: power on.
     PowerOn,
+    /// `02`: reset.
     Reset,
+    /// `04`: send the ATR.
     GetAtr,
 }
 
 /// One frame received from vpcd.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
+    /// A 1-byte control code.
     Control(Control),
+    /// A C-APDU for the card.
     Apdu(Vec<u8>),
 }
 
+/// What went wrong talking to vpcd.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The TCP connection failed.
     #[error("vpcd connection: {0}")]
     Io(#[from] io::Error),
+    /// A control code vsmartcard does not define.
     #[error("vpcd sent an unknown control code {0:#04x}")]
     UnknownControl(u8),
+    /// A frame of length 0.
     #[error("vpcd sent an empty frame")]
     EmptyFrame,
 }
