@@ -69,7 +69,6 @@ mod error;
 mod model;
 mod persist;
 mod sd;
-mod tlv;
 
 pub use applet::{Applet, AppletContext, AppletFactory};
 pub use card::{VirtualCard, PIV_INSTANCE, PIV_LOAD_FILE};
