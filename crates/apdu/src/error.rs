@@ -52,7 +52,8 @@ pub enum TlvErrorKind {
     /// The data ends inside a tag field.
     #[error("data ends inside a tag field")]
     TruncatedTag,
-    /// A first tag byte of `00` or `FF` (§5.2.2.1: both are invalid, used for padding).
+    /// A first tag byte of `00` (§5.2.2.1: invalid, used for padding). (`FF` starts a
+    /// multi-byte tag such as `FF21`; see [`crate::tlv`].)
     #[error("tag byte {0:02X} is padding, not a tag")]
     PaddingAsTag(u8),
     /// A second tag byte of `80`: a leading zero 7-bit group (ISO/IEC 8825-1 §8.1.2.4.2).

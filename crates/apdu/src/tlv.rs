@@ -6,8 +6,12 @@
 //! * **Tag** ([`Tag`]): one to three bytes (§5.2.2.1). Bits b8-b7 of the first byte give
 //!   the class, b6 says whether the value is itself a sequence of data objects
 //!   (*constructed*) or opaque bytes (*primitive*), and b5-b1 = `11111` announces further
-//!   tag bytes, each with b8 = 1 if yet another follows. `00` and `FF` are not tags:
-//!   they are padding. §5.2.2.1 also calls second bytes `00`-`1E` invalid (tag
+//!   tag bytes, each with b8 = 1 if yet another follows. `00` is never a tag (it is
+//!   padding). §5.2.2.1 also reserves a first byte `FF`, but GlobalPlatform and ETSI
+//!   use private constructed tags such as `FF21` (ETSI TS 102 226 extended card
+//!   resources) and `FF40`, so `FF` is read as the first byte of a multi-byte tag, except
+//!   when the caller asks for padding to be skipped ([`ParseOptions::skip_padding`]),
+//!   where it is padding. §5.2.2.1 also calls second bytes `00`-`1E` invalid (tag
 //!   numbers below 31 have a one-byte form), but EMV uses such tags everywhere
 //!   (`9F02`, `9F1A`, `BF0C` in every payment FCI), so they are accepted; only `80`
 //!   (a leading zero group, ISO/IEC 8825-1 §8.1.2.4.2 c) is rejected.
@@ -78,7 +82,10 @@ impl Tag {
 
     /// The tag whose encoding, read big-endian, is `value`, if that is a valid
     /// encoding of one to three bytes (ISO/IEC 7816-4 §5.2.2.1):
-    /// first byte not `00`/`FF`; a one-byte tag does not end in `11111`; a multi-byte
+    /// first byte not `00`; a one-byte tag does not end in `11111` (so not `FF`); a
+    /// multi-byte tag (`FF21` included, see the module documentation) has a first byte
+    /// that does, its second byte is not `80`, and only its last byte has b8 = 0. A
+    /// multi-byte
     /// tag's first byte does, its second byte is not `80`, and only its last byte has
     /// b8 = 0. Second bytes `00`-`1E`, which §5.2.2.1 disallows but EMV uses (`9F02`,
     /// `BF0C`), are accepted.
@@ -169,8 +176,8 @@ const fn check_tag(value: u32) -> Option<&'static str> {
         1
     };
     let first = bytes[4 - len];
-    if first == 0x00 || first == 0xFF {
-        return Some("first byte 00 or FF is padding");
+    if first == 0x00 {
+        return Some("first byte 00 is padding");
     }
     let multi = first & 0x1F == 0x1F;
     if len == 1 {
@@ -208,7 +215,7 @@ fn read_tag(bytes: &[u8]) -> Result<(Tag, usize), (usize, TlvErrorKind)> {
     let Some(&first) = bytes.first() else {
         return Err((0, TlvErrorKind::TruncatedTag));
     };
-    if first == 0x00 || first == 0xFF {
+    if first == 0x00 {
         return Err((0, TlvErrorKind::PaddingAsTag(first)));
     }
     if first & 0x1F != 0x1F {
@@ -361,9 +368,28 @@ impl<'a> TlvRef<'a> {
         parse_one_at(bytes, 0)
     }
 
+    /// Reads exactly one data object: trailing bytes are an error
+    /// ([`TlvErrorKind::TrailingBytes`]). The borrowed counterpart of [`Tlv::parse`].
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
+        let (tlv, rest) = parse_one_at(bytes, 0)?;
+        if !rest.is_empty() {
+            return Err(Error::MalformedTlv {
+                offset: bytes.len() - rest.len(),
+                kind: TlvErrorKind::TrailingBytes(rest.len()),
+            });
+        }
+        Ok(tlv)
+    }
+
     /// The tag.
     pub fn tag(&self) -> Tag {
         self.tag
+    }
+    /// Where the tag's first byte is, counted from the first byte given to the
+    /// outermost parser (as in error offsets).
+    pub fn offset(&self) -> usize {
+        let header = self.raw.len().saturating_sub(self.value.len());
+        self.value_offset.saturating_sub(header)
     }
     /// The value field.
     pub fn value(&self) -> &'a [u8] {
@@ -398,7 +424,7 @@ impl<'a> TlvRef<'a> {
 
     /// The first child with this tag.
     pub fn find(&self, tag: Tag) -> Result<Option<TlvRef<'a>>, Error> {
-        find_ref(self.children()?, tag)
+        first_with_tag(self.children()?, tag)
     }
 
     /// An owned copy.
@@ -512,7 +538,7 @@ pub fn iter_with(bytes: &[u8], options: ParseOptions) -> Iter<'_> {
     }
 }
 
-fn find_ref<'a>(iter: Iter<'a>, tag: Tag) -> Result<Option<TlvRef<'a>>, Error> {
+fn first_with_tag<'a>(iter: Iter<'a>, tag: Tag) -> Result<Option<TlvRef<'a>>, Error> {
     for item in iter {
         let tlv = item?;
         if tlv.tag == tag {
@@ -531,7 +557,7 @@ pub fn find_in<'a>(bytes: &'a [u8], path: &[Tag]) -> Result<Option<TlvRef<'a>>, 
     let Some((&first, rest)) = path.split_first() else {
         return Ok(None);
     };
-    let Some(mut current) = find_ref(iter(bytes), first)? else {
+    let Some(mut current) = first_with_tag(iter(bytes), first)? else {
         return Ok(None);
     };
     for &tag in rest {
@@ -680,6 +706,40 @@ pub fn parse_all_with(bytes: &[u8], options: ParseOptions) -> Result<Vec<Tlv>, E
         .collect()
 }
 
+/// Encodes one data object (tag, minimal length, `value`) without building a [`Tlv`].
+///
+/// # Panics
+/// If `value` exceeds `u32::MAX` bytes (see [`encode_length`]).
+pub fn encode(tag: Tag, value: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(tag.encoded_len() + length_len(value.len()) + value.len());
+    encode_into(&mut v, tag, value);
+    v
+}
+
+/// Appends one data object (tag, minimal length, `value`) to `out`.
+///
+/// # Panics
+/// If `value` exceeds `u32::MAX` bytes (see [`encode_length`]).
+pub fn encode_into(out: &mut Vec<u8>, tag: Tag, value: &[u8]) {
+    out.reserve(tag.encoded_len() + length_len(value.len()) + value.len());
+    tag.encode_into(out);
+    encode_length_into(value.len(), out);
+    out.extend_from_slice(value);
+}
+
+/// Reads every data object of `bytes` (strict) without copying their values: the
+/// borrowed counterpart of [`parse_all`], for values such as key components that
+/// should not be copied.
+pub fn parse_all_ref(bytes: &[u8]) -> Result<Vec<TlvRef<'_>>, Error> {
+    iter(bytes).collect()
+}
+
+/// The value of the first data object with this tag in a list of borrowed objects
+/// (not recursive).
+pub fn find_value<'a>(tlvs: &[TlvRef<'a>], tag: Tag) -> Option<&'a [u8]> {
+    tlvs.iter().find(|t| t.tag == tag).map(|t| t.value)
+}
+
 /// Encodes a sequence of data objects, concatenated.
 pub fn encode_all(tlvs: &[Tlv]) -> Vec<u8> {
     let mut v = Vec::with_capacity(tlvs.iter().map(Tlv::encoded_len).sum());
@@ -735,7 +795,7 @@ mod tests {
     fn tag_validity_rules() {
         for ok in [
             0x01, 0x4F, 0x5C, 0x80, 0xC0, 0xFE, 0x5F2D, 0x9F70, 0xBF3E, 0x7F49, 0xDF1F, 0x9F7F,
-            0xDF8101, 0x5FFF7F, 0xBF0C, 0x9F02, 0x9F1A, 0x9F00,
+            0xDF8101, 0x5FFF7F, 0xBF0C, 0x9F02, 0x9F1A, 0x9F00, 0xFF20, 0xFF21, 0xFF40, 0xFF8101,
         ] {
             assert!(Tag::try_new(ok).is_ok(), "{ok:X}");
         }
@@ -750,7 +810,7 @@ mod tests {
             0x9F81,   // second byte announces a third that is missing
             0x9F2001, // second byte does not announce a third
             0x9F8180, // third byte announces a fourth
-            0xFF20,
+            0xFF01FF, // FF21-style tag whose second byte does not announce a third
             0x1F_20_30_40,
         ] {
             assert!(Tag::try_new(bad).is_err(), "{bad:X}");
@@ -951,6 +1011,66 @@ mod tests {
             vec![]
         );
         assert_eq!(parse_all(&[]).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn borrowed_helpers() {
+        let bytes = h("9F7001 07 4F00 C4820001AA");
+        let items = parse_all_ref(&bytes).unwrap();
+        assert_eq!(items.len(), 3);
+        assert_eq!(
+            items.iter().map(TlvRef::offset).collect::<Vec<_>>(),
+            vec![0, 4, 6]
+        );
+        assert_eq!(find_value(&items, Tag::new(0xC4)), Some(&[0xAA][..]));
+        assert_eq!(find_value(&items, Tag::new(0x4F)), Some(&[][..]));
+        assert_eq!(find_value(&items, Tag::new(0x50)), None);
+        assert!(parse_all_ref(&h("4F05AA")).is_err());
+        // Offsets of children count from the outermost buffer.
+        let outer = h("6F 05 84 03 A00000");
+        let (t, _) = TlvRef::parse_one(&outer).unwrap();
+        assert_eq!(t.offset(), 0);
+        assert_eq!(t.children().unwrap().next().unwrap().unwrap().offset(), 2);
+        // parse: exactly one object.
+        assert_eq!(TlvRef::parse(&outer).unwrap().tag(), Tag::new(0x6F));
+        assert_eq!(
+            kind(TlvRef::parse(&h("4F00 50")).unwrap_err()),
+            (2, TlvErrorKind::TrailingBytes(1))
+        );
+    }
+
+    #[test]
+    fn encode_without_building_a_tlv() {
+        assert_eq!(encode(Tag::new(0x9F70), &[1]), h("9F700101"));
+        assert_eq!(encode(Tag::new(0xC4), &[0; 200])[..3], h("C481C8")[..]);
+        assert_eq!(encode(Tag::new(0xC4), &[0; 300])[..4], h("C482012C")[..]);
+        assert_eq!(encode(Tag::new(0x5FC105), &[]), h("5FC10500"));
+        let mut out = vec![0xAA];
+        encode_into(&mut out, Tag::new(0x53), &[1, 2]);
+        assert_eq!(out, h("AA 53 02 0102"));
+        let t = Tlv::new(Tag::new(0x7F49), vec![9; 130]);
+        assert_eq!(encode(t.tag, &t.value), t.encode());
+    }
+
+    #[test]
+    fn ff_tags_of_globalplatform_and_etsi() {
+        // ETSI TS 102 226 §8.2.1.7.2 extended card resources: FF21 { 81, 82, 83 }.
+        let bytes = h("FF21 09 8101 02 8202 0100 8300");
+        let t = Tlv::parse(&bytes).unwrap();
+        assert_eq!(t.tag, Tag::new(0xFF21));
+        assert!(t.is_constructed());
+        assert_eq!(t.tag.class(), Class::Private);
+        assert_eq!(t.children().unwrap().len(), 3);
+        assert_eq!(t.encode(), bytes);
+        // With padding skipping on, FF is padding.
+        assert_eq!(
+            parse_all_with(&h("FF 4F00"), ParseOptions::SKIP_PADDING).unwrap(),
+            vec![Tlv::new(Tag::new(0x4F), vec![])]
+        );
+        assert_eq!(
+            kind(parse_all(&h("FF")).unwrap_err()),
+            (1, TlvErrorKind::TruncatedTag)
+        );
     }
 
     #[test]

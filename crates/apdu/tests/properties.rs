@@ -33,7 +33,8 @@ fn tag() -> impl Strategy<Value = Tag> {
     let first = any::<u8>();
     prop_oneof![
         first.prop_filter_map("one-byte tag", |b| Tag::try_new(b as u32).ok()),
-        // Class and constructed bits, then 11111; FF (private, constructed) is padding.
+        // Class and constructed bits, then 11111 (FF, private constructed, is left out: it
+        // is padding when padding is skipped).
         (0u8..7, 0x00u8..=0x7F).prop_map(|(class_bits, second)| {
             let first = (class_bits << 5) | 0x1F;
             Tag::new(u32::from_be_bytes([0, 0, first, second]))

@@ -25,7 +25,7 @@ use apdu::{Command, Response, StatusWord};
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::tlv;
+use apdu::tlv::{self, Tag};
 
 /// Load file (package) AID of the built-in storage applet: `F0 43 57 44 53` ("\xF0CWDS",
 /// a proprietary non-registered AID, ISO/IEC 7816-5 category `F`).
@@ -138,7 +138,7 @@ impl fmt::Debug for Factories {
 
 /// Builds the minimal FCI `6F { 84 AID }` (ISO/IEC 7816-4 §5.3.3).
 pub fn fci(aid: &[u8]) -> Vec<u8> {
-    tlv::encode(0x6F, &tlv::encode(0x84, aid))
+    tlv::encode(Tag::new(0x6F), &tlv::encode(Tag::new(0x84), aid))
 }
 
 /// Most bytes the storage applet keeps, in total.
@@ -186,7 +186,7 @@ impl StorageApplet {
             }
         } else {
             match tlv::parse_all(&cmd.data) {
-                Ok(objs) => parsed.extend(objs.iter().map(|t| (t.tag, t.value.to_vec()))),
+                Ok(objs) => parsed.extend(objs.into_iter().map(|t| (t.tag.value(), t.value))),
                 Err(_) => return Response::status(StatusWord::WRONG_DATA),
             }
         }
@@ -204,7 +204,24 @@ impl StorageApplet {
     fn get(&self, cmd: &Command) -> Response {
         let tag = u16::from_be_bytes([cmd.p1, cmd.p2]) as u32;
         match self.objects.get(&tag) {
-            Some(v) => Response::ok(tlv::encode(tag, v)),
+            Some(v) => Response::ok(match Tag::try_new(tag) {
+                Ok(tag) => tlv::encode(tag, v),
+                // A DGI whose identifier is not also a BER-TLV tag: answered as stored,
+                // in the DGI format (GP 2.3.1 §11.11.2.2: 2-byte identifier, length
+                // `00`-`FE` or `FF` + 2 bytes).
+                Err(_) => {
+                    let mut out = (tag as u16).to_be_bytes().to_vec();
+                    match u8::try_from(v.len()) {
+                        Ok(n) if n < 0xFF => out.push(n),
+                        _ => {
+                            out.push(0xFF);
+                            out.extend_from_slice(&(v.len() as u16).to_be_bytes());
+                        }
+                    }
+                    out.extend_from_slice(v);
+                    out
+                }
+            }),
             None => Response::status(StatusWord::REFERENCED_DATA_NOT_FOUND),
         }
     }
@@ -234,10 +251,18 @@ impl Applet for StorageApplet {
         let m: BTreeMap<String, String> = self
             .objects
             .iter()
-            .map(|(t, v)| (apdu::hex(&tlv::tag_bytes(*t)), apdu::hex(v)))
+            .map(|(t, v)| (object_key(*t), apdu::hex(v)))
             .collect();
         serde_json::json!({ "objects": m })
     }
+}
+
+/// A stored object's tag (or DGI) as the hex of its minimal big-endian bytes (`9F70`,
+/// `CF`, `0101`): the key under which [`StorageApplet::state`] saves it.
+fn object_key(tag: u32) -> String {
+    let bytes = tag.to_be_bytes();
+    let skip = bytes.iter().take(3).take_while(|&&b| b == 0).count();
+    apdu::hex(&bytes[skip..])
 }
 
 /// Creates [`StorageApplet`]s.
@@ -377,6 +402,14 @@ mod tests {
         assert_eq!(r.data, h("010102AABB").unwrap());
         let r = a.process(&ctx(), &Command::parse(&h("80CA9F7F00").unwrap()).unwrap());
         assert_eq!(r.sw, StatusWord(0x6A88));
+        // A long DGI comes back in the DGI format (FF + 2 length bytes), not as BER-TLV.
+        let mut long = h("0202FF012C").unwrap();
+        long.extend([0x5A; 300]);
+        let store = Command::new(0x80, 0xE2, 0x88, 0x02).with_data(long.clone());
+        assert!(a.process(&ctx(), &store).is_success());
+        let r = a.process(&ctx(), &Command::new(0x00, 0xCA, 0x02, 0x02).with_le(65536));
+        assert_eq!(r.data, long);
+        assert_eq!(a.state()["objects"]["0202"], apdu::hex(&[0x5A; 300]));
         let restored = StorageFactory.restore(STORAGE_MODULE, &a.state()).unwrap();
         assert_eq!(restored.state(), a.state());
     }
@@ -384,11 +417,12 @@ mod tests {
     #[test]
     fn storage_capacity() {
         let mut a = StorageApplet::default();
-        let mut big = Command::new(0x80, 0xE2, 0x90, 0).with_data(tlv::encode(0xC1, &[0; 4000]));
+        let mut big =
+            Command::new(0x80, 0xE2, 0x90, 0).with_data(tlv::encode(Tag::new(0xC1), &[0; 4000]));
         assert!(a.process(&ctx(), &big).is_success());
-        big.data = tlv::encode(0xC2, &[0; 4000]);
+        big.data = tlv::encode(Tag::new(0xC2), &[0; 4000]);
         assert!(a.process(&ctx(), &big).is_success());
-        big.data = tlv::encode(0xC3, &[0; 4000]);
+        big.data = tlv::encode(Tag::new(0xC3), &[0; 4000]);
         assert_eq!(a.process(&ctx(), &big).sw, StatusWord::NOT_ENOUGH_MEMORY);
     }
 

@@ -19,7 +19,8 @@ use crate::model::{
     app_lc, card_lc, privs, Aid, AppKind, AppRec, CardState, LoadFileRec, SdData, FORMAT, ISD_AID,
     SD_MODULE, SD_PACKAGE,
 };
-use crate::{atr, persist, sd, tlv};
+use crate::{atr, persist, sd};
+use apdu::tlv::{self, Tag};
 
 /// `6881`: logical channel not supported / not open (ISO/IEC 7816-4 §5.6).
 pub(crate) const SW_CHANNEL_NOT_SUPPORTED: StatusWord = StatusWord(0x6881);
@@ -711,6 +712,6 @@ impl VirtualCard {
 pub(crate) fn app_params(install_params: &[u8]) -> Vec<u8> {
     tlv::parse_all(install_params)
         .ok()
-        .and_then(|objs| tlv::find(&objs, 0xC9).map(|v| v.to_vec()))
+        .and_then(|objs| tlv::find(&objs, Tag::new(0xC9)).map(|t| t.value.clone()))
         .unwrap_or_default()
 }

@@ -72,7 +72,6 @@ pub mod host;
 mod model;
 mod persist;
 mod sd;
-mod tlv;
 
 pub use applet::{Applet, AppletContext, AppletFactory};
 pub use card::{VirtualCard, PIV_INSTANCE, PIV_LOAD_FILE};

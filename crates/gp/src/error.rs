@@ -24,15 +24,15 @@ pub enum Error {
     /// A privileges field that is neither 1 byte (GP 2.1.1) nor 3 bytes (GP 2.2+).
     #[error("privileges must be 1 or 3 bytes long, got {0}")]
     PrivilegesLength(usize),
-    /// BER-TLV that cannot be decoded.
-    #[error("{context}: malformed TLV at offset {offset}: {reason}")]
+    /// BER-TLV that `apdu::tlv` cannot decode.
+    #[error("{context}: malformed TLV at offset {offset}: {kind}")]
     Tlv {
         /// The structure being read.
         context: &'static str,
         /// Offset of the offending byte within the buffer being read.
         offset: usize,
         /// What is wrong.
-        reason: &'static str,
+        kind: apdu::TlvErrorKind,
     },
     /// A mandatory data object is absent.
     #[error("{context}: missing mandatory tag {tag:02X}")]

@@ -32,7 +32,6 @@ mod error;
 pub mod lifecycle;
 pub mod privileges;
 mod reader;
-mod tlv;
 
 pub use aid::{Aid, ISD_AID};
 pub use error::{Error, Result};

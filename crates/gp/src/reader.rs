@@ -1,7 +1,76 @@
-//! A bounds-checked byte cursor for fixed-layout structures; every read failure names
-//! the structure, the field and the offset.
+//! Readers of card and host bytes whose failures name the structure, the field and the
+//! offset: a bounds-checked byte cursor for fixed-layout structures, and BER-TLV through
+//! `apdu::tlv` (the one codec) with its errors given the structure's name.
+
+use apdu::tlv::{self, Tag, TlvRef};
 
 use crate::{Error, Result};
+
+/// `apdu::tlv`'s error for bytes read as part of `context`.
+pub(crate) fn tlv_error(context: &'static str) -> impl Fn(apdu::Error) -> Error {
+    move |e| match e {
+        apdu::Error::MalformedTlv { offset, kind } => Error::Tlv {
+            context,
+            offset,
+            kind,
+        },
+        other => Error::InvalidValue {
+            context,
+            field: "BER-TLV",
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// The data objects of `data`, which must be exactly a sequence of them.
+pub(crate) fn tlv_all<'a>(data: &'a [u8], context: &'static str) -> Result<Vec<TlvRef<'a>>> {
+    tlv::parse_all_ref(data).map_err(tlv_error(context))
+}
+
+/// The data objects inside `object` (offsets count from the outermost buffer).
+pub(crate) fn tlv_children<'a>(
+    object: &TlvRef<'a>,
+    context: &'static str,
+) -> Result<Vec<TlvRef<'a>>> {
+    object
+        .children()
+        .and_then(|c| c.collect())
+        .map_err(tlv_error(context))
+}
+
+/// Exactly one data object with tag `tag` filling all of `data`.
+pub(crate) fn tlv_single<'a>(
+    data: &'a [u8],
+    tag: Tag,
+    context: &'static str,
+) -> Result<TlvRef<'a>> {
+    let (t, rest) = match TlvRef::parse_one(data) {
+        Ok(v) => v,
+        Err(_) if data.is_empty() => {
+            return Err(Error::MissingTag {
+                context,
+                tag: tag.value(),
+            })
+        }
+        Err(e) => return Err(tlv_error(context)(e)),
+    };
+    if t.tag() != tag {
+        return Err(Error::UnexpectedTag {
+            context,
+            expected: tag.value(),
+            found: t.tag().value(),
+            offset: 0,
+        });
+    }
+    if !rest.is_empty() {
+        return Err(Error::TrailingBytes {
+            context,
+            offset: data.len() - rest.len(),
+            count: rest.len(),
+        });
+    }
+    Ok(t)
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct Cursor<'a> {

@@ -1,6 +1,7 @@
 //! Property tests: every parser is total (never panics) on arbitrary bytes, and every
 //! builder round-trips through its parser.
 
+use apdu::tlv::Tag;
 use apdu::Command;
 use gp::cap::{CapFile, LoadFile};
 use gp::commands::{
@@ -220,8 +221,12 @@ fn command() -> impl Strategy<Value = GpCommand> {
 
 /// Tags that are valid one- or two-byte BER tags and not given a meaning by the parser
 /// of the structure they are put in.
-fn other_tag() -> impl Strategy<Value = u32> {
-    prop::sample::select(vec![0x80u32, 0x81, 0xC0, 0xDF01, 0x9F66, 0x5F50])
+fn other_tag() -> impl Strategy<Value = Tag> {
+    tags(&[0x80, 0x81, 0xC0, 0xDF01, 0x9F66, 0x5F50])
+}
+
+fn tags(values: &[u32]) -> impl Strategy<Value = Tag> {
+    prop::sample::select(values.iter().map(|&v| Tag::new(v)).collect::<Vec<_>>())
 }
 
 fn registry_entry(
@@ -415,7 +420,7 @@ proptest! {
 
     #[test]
     fn card_data_round_trip(ver in option::of(vec(0u8..0x80, 1..4)), scheme in any::<bool>(), scp in vec((any::<u8>(), any::<u8>()), 0..3),
-                            cfg in option::of(bytes(10)), chip in option::of(bytes(10)), other in vec((prop::sample::select(vec![0x67u32, 0x68]), bytes(8)), 0..2)) {
+                            cfg in option::of(bytes(10)), chip in option::of(bytes(10)), other in vec((tags(&[0x67, 0x68]), bytes(8)), 0..2)) {
         let c = CardData { gp_version: ver, identification_scheme: scheme, scp: scp.into_iter().map(|(scp, i)| ScpOption { scp, i }).collect(),
                            configuration_details: cfg, chip_details: chip, other };
         prop_assert_eq!(CardData::parse(&c.to_bytes()).unwrap(), c);
@@ -453,8 +458,8 @@ proptest! {
     }
 
     #[test]
-    fn install_params_round_trip(app in option::of(bytes(40)), sys in vec((prop::sample::select(vec![0xC6u32, 0xC7, 0xC8, 0xCA, 0xCB, 0xD7, 0xD8]), bytes(6)), 0..4),
-                                 other in vec((prop::sample::select(vec![0xEAu32, 0xB6, 0xCF]), bytes(6)), 0..3)) {
+    fn install_params_round_trip(app in option::of(bytes(40)), sys in vec((tags(&[0xC6, 0xC7, 0xC8, 0xCA, 0xCB, 0xD7, 0xD8]), bytes(6)), 0..4),
+                                 other in vec((tags(&[0xEA, 0xB6, 0xCF]), bytes(6)), 0..3)) {
         let p = InstallParams { application: app, system: sys, other };
         prop_assert_eq!(InstallParams::parse(&p.to_bytes()).unwrap(), p);
     }

@@ -58,8 +58,8 @@ fn ready() -> PivApplet {
 
 fn sign_request(input: &[u8]) -> Vec<u8> {
     let mut inner = vec![0x82, 0x00];
-    inner.extend(piv::tlv::encode(0x81, input));
-    piv::tlv::encode(0x7C, &inner)
+    inner.extend(apdu::tlv::encode(apdu::tlv::Tag::new(0x81), input));
+    apdu::tlv::encode(apdu::tlv::Tag::new(0x7C), &inner)
 }
 
 fn benches(c: &mut Criterion) {

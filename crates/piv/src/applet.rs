@@ -3,9 +3,10 @@
 use crate::keys::{KeyOpError, SlotKey};
 use crate::secret::Secret;
 use crate::{
-    ins, objects, slot, tlv, Error, KeyAlgorithm, KeyOrigin, ManagementKey, MgmtAlgorithm,
-    PinPolicy, TouchPolicy,
+    ins, objects, slot, Error, KeyAlgorithm, KeyOrigin, ManagementKey, MgmtAlgorithm, PinPolicy,
+    TouchPolicy,
 };
+use apdu::tlv::{self, Tag, TlvRef};
 use apdu::{Command, Response, StatusWord};
 use core::fmt;
 use rand::RngExt;
@@ -412,16 +413,19 @@ impl PivApplet {
 
     /// Application property template (Part 2 §3.1.1, Table 3).
     fn application_property_template(&self) -> Vec<u8> {
-        let mut body = tlv::encode(0x4F, &PIV_AID[5..]);
-        body.extend(tlv::encode(0x79, &tlv::encode(0x4F, &PIV_PACKAGE_AID)));
-        body.extend(tlv::encode(0x50, b"Cardwright PIV"));
+        let mut body = tlv::encode(Tag::new(0x4F), &PIV_AID[5..]);
+        body.extend(tlv::encode(
+            Tag::new(0x79),
+            &tlv::encode(Tag::new(0x4F), &PIV_PACKAGE_AID),
+        ));
+        body.extend(tlv::encode(Tag::new(0x50), b"Cardwright PIV"));
         let mut algorithms = Vec::new();
         for id in [0x03, 0x08, 0x0A, 0x0C, 0x06, 0x07, 0x05, 0x11, 0x14] {
-            algorithms.extend(tlv::encode(0x80, &[id]));
+            algorithms.extend(tlv::encode(Tag::new(0x80), &[id]));
         }
-        algorithms.extend(tlv::encode(0x06, &[0x00]));
-        body.extend(tlv::encode(0xAC, &algorithms));
-        tlv::encode(0x61, &body)
+        algorithms.extend(tlv::encode(Tag::new(0x06), &[0x00]));
+        body.extend(tlv::encode(Tag::new(0xAC), &algorithms));
+        tlv::encode(Tag::new(0x61), &body)
     }
 
     // ----- data objects -----
@@ -431,11 +435,11 @@ impl PivApplet {
         if (cmd.p1, cmd.p2) != (0x3F, 0xFF) {
             return Err(StatusWord::INCORRECT_P1P2);
         }
-        let (id, rest) = tlv::parse_one(data).map_err(|_| StatusWord::WRONG_DATA)?;
-        if id.tag != 0x5C || !rest.is_empty() {
+        let (id, rest) = TlvRef::parse_one(data).map_err(|_| StatusWord::WRONG_DATA)?;
+        if id.tag() != Tag::new(0x5C) || !rest.is_empty() {
             return Err(StatusWord::WRONG_DATA);
         }
-        let tag = object_tag(id.value)?;
+        let tag = object_tag(id.value())?;
         if tag == objects::DISCOVERY {
             return Ok(objects::discovery(&PIV_AID));
         }
@@ -455,19 +459,19 @@ impl PivApplet {
             return Err(StatusWord::INCORRECT_P1P2);
         }
         self.require_mgmt()?;
-        let (id, rest) = tlv::parse_one(data).map_err(|_| StatusWord::WRONG_DATA)?;
-        if id.tag != 0x5C {
+        let (id, rest) = TlvRef::parse_one(data).map_err(|_| StatusWord::WRONG_DATA)?;
+        if id.tag() != Tag::new(0x5C) {
             return Err(StatusWord::WRONG_DATA);
         }
-        let tag = object_tag(id.value)?;
+        let tag = object_tag(id.value())?;
         if !objects::is_writable(tag) {
             return Err(StatusWord::WRONG_DATA);
         }
-        let (object, tail) = tlv::parse_one(rest).map_err(|_| StatusWord::WRONG_DATA)?;
-        if !tail.is_empty() || object.tag != objects::container_tag(tag) {
+        let (object, tail) = TlvRef::parse_one(rest).map_err(|_| StatusWord::WRONG_DATA)?;
+        if !tail.is_empty() || object.tag().value() != objects::container_tag(tag) {
             return Err(StatusWord::WRONG_DATA);
         }
-        if object.value.is_empty() {
+        if object.value().is_empty() {
             self.objects.remove(&tag);
         } else {
             let others: usize = self
@@ -639,7 +643,7 @@ impl PivApplet {
     /// Authentication of the card application administrator (Part 2 Appendix A.1,
     /// the YubiKey `9B` flow): mutual (`80` witness, then `80`+`81`) or external
     /// (`81` challenge, then `82`).
-    fn authenticate_management(&mut self, alg: u8, items: &[tlv::Tlv<'_>]) -> CmdResult {
+    fn authenticate_management(&mut self, alg: u8, items: &[TlvRef<'_>]) -> CmdResult {
         // `00`, the older identifier of 3-key 3DES, is accepted (SP 800-78-4 Table 6-1).
         let algorithm = MgmtAlgorithm::from_id(alg).ok_or(StatusWord::INCORRECT_P1P2)?;
         let key = self.management_key.clone();
@@ -647,9 +651,9 @@ impl PivApplet {
             return Err(StatusWord::INCORRECT_P1P2);
         }
         let block = algorithm.block_len();
-        let witness = tlv::find(items, 0x80);
-        let challenge = tlv::find(items, 0x81);
-        let response = tlv::find(items, 0x82);
+        let witness = tlv::find_value(items, Tag::new(0x80));
+        let challenge = tlv::find_value(items, Tag::new(0x81));
+        let response = tlv::find_value(items, Tag::new(0x82));
         let internal = |_| StatusWord::UNKNOWN;
         match (witness, challenge, response) {
             (Some([]), None, None) => {
@@ -658,7 +662,10 @@ impl PivApplet {
                 key.encrypt_block(&mut enc).map_err(internal)?;
                 self.session.mgmt_authenticated = false;
                 self.session.pending = Some(Pending::Witness { algorithm, plain });
-                Ok(tlv::encode(0x7C, &tlv::encode(0x80, &enc)))
+                Ok(tlv::encode(
+                    Tag::new(0x7C),
+                    &tlv::encode(Tag::new(0x80), &enc),
+                ))
             }
             (Some(w), Some(c), None) if !w.is_empty() && !c.is_empty() => {
                 let ok = match self.session.pending.take() {
@@ -678,11 +685,14 @@ impl PivApplet {
                 let mut enc = c.to_vec();
                 key.encrypt_block(&mut enc).map_err(internal)?;
                 self.session.mgmt_authenticated = true;
-                Ok(tlv::encode(0x7C, &tlv::encode(0x82, &enc)))
+                Ok(tlv::encode(
+                    Tag::new(0x7C),
+                    &tlv::encode(Tag::new(0x82), &enc),
+                ))
             }
             (None, Some([]), None) => {
                 let plain = random_bytes(block);
-                let out = tlv::encode(0x7C, &tlv::encode(0x81, &plain));
+                let out = tlv::encode(Tag::new(0x7C), &tlv::encode(Tag::new(0x81), &plain));
                 self.session.mgmt_authenticated = false;
                 self.session.pending = Some(Pending::Challenge { algorithm, plain });
                 Ok(out)
@@ -712,7 +722,7 @@ impl PivApplet {
 
     /// Signature, RSA decryption (`82` requested, `81` input) or ECDH (`85` peer point)
     /// with a slot key.
-    fn use_private_key(&mut self, alg: u8, key_ref: u8, items: &[tlv::Tlv<'_>]) -> CmdResult {
+    fn use_private_key(&mut self, alg: u8, key_ref: u8, items: &[TlvRef<'_>]) -> CmdResult {
         if !slot::is_key_slot(key_ref) {
             return Err(StatusWord::INCORRECT_P1P2);
         }
@@ -723,7 +733,7 @@ impl PivApplet {
         if KeyAlgorithm::from_id(alg) != Some(key.algorithm) {
             return Err(StatusWord::INCORRECT_P1P2);
         }
-        if tlv::find(items, 0x82) != Some(&[]) {
+        if tlv::find_value(items, Tag::new(0x82)) != Some(&[]) {
             return Err(StatusWord::WRONG_DATA);
         }
         let allowed = match key.pin_policy {
@@ -731,7 +741,10 @@ impl PivApplet {
             PinPolicy::Once => self.session.pin_verified,
             PinPolicy::Always => self.session.pin_verified && self.session.pin_always,
         };
-        let output = match (tlv::find(items, 0x81), tlv::find(items, 0x85)) {
+        let output = match (
+            tlv::find_value(items, Tag::new(0x81)),
+            tlv::find_value(items, Tag::new(0x85)),
+        ) {
             (Some(input), None) if !input.is_empty() => {
                 if !allowed {
                     return Err(StatusWord::SECURITY_NOT_SATISFIED);
@@ -747,7 +760,10 @@ impl PivApplet {
             _ => return Err(StatusWord::WRONG_DATA),
         }
         .map_err(key_error)?;
-        Ok(tlv::encode(0x7C, &tlv::encode(0x82, &output)))
+        Ok(tlv::encode(
+            Tag::new(0x7C),
+            &tlv::encode(Tag::new(0x82), &output),
+        ))
     }
 
     // ----- key management -----
@@ -768,18 +784,18 @@ impl PivApplet {
             return Err(StatusWord::INCORRECT_P1P2);
         }
         self.require_mgmt()?;
-        let (template, rest) = tlv::parse_one(data).map_err(|_| StatusWord::WRONG_DATA)?;
-        if template.tag != 0xAC || !rest.is_empty() {
+        let (template, rest) = TlvRef::parse_one(data).map_err(|_| StatusWord::WRONG_DATA)?;
+        if template.tag() != Tag::new(0xAC) || !rest.is_empty() {
             return Err(StatusWord::WRONG_DATA);
         }
-        let items = tlv::parse_all(template.value).map_err(|_| StatusWord::WRONG_DATA)?;
-        let algorithm = match tlv::find(&items, 0x80) {
+        let items = tlv::parse_all_ref(template.value()).map_err(|_| StatusWord::WRONG_DATA)?;
+        let algorithm = match tlv::find_value(&items, Tag::new(0x80)) {
             Some([id]) => KeyAlgorithm::from_id(*id).ok_or(StatusWord::WRONG_DATA)?,
             _ => return Err(StatusWord::WRONG_DATA),
         };
         let (pin_policy, touch_policy) = policies(&items, cmd.p2)?;
         let key = SlotKey::generate(algorithm, pin_policy, touch_policy).map_err(key_error)?;
-        let public = tlv::encode(0x7F49, &key.public_key_objects());
+        let public = tlv::encode(Tag::new(0x7F49), &key.public_key_objects());
         self.keys.insert(cmd.p2, key);
         self.changed = true;
         Ok(public)
@@ -793,7 +809,7 @@ impl PivApplet {
             return Err(StatusWord::INCORRECT_P1P2);
         }
         self.require_mgmt()?;
-        let items = tlv::parse_all(data).map_err(|_| StatusWord::WRONG_DATA)?;
+        let items = tlv::parse_all_ref(data).map_err(|_| StatusWord::WRONG_DATA)?;
         let (pin_policy, touch_policy) = policies(&items, cmd.p2)?;
         let key =
             SlotKey::import(algorithm, &items, pin_policy, touch_policy).map_err(key_error)?;
@@ -876,32 +892,35 @@ impl PivApplet {
                 } else {
                     (&self.puk, &self.factory.puk, self.puk_tries)
                 };
-                out.extend(tlv::encode(0x01, &[0xFF]));
-                out.extend(tlv::encode(0x05, &[u8::from(value == default)]));
-                out.extend(tlv::encode(0x06, &[counter.max, counter.left]));
+                out.extend(tlv::encode(Tag::new(0x01), &[0xFF]));
+                out.extend(tlv::encode(Tag::new(0x05), &[u8::from(value == default)]));
+                out.extend(tlv::encode(Tag::new(0x06), &[counter.max, counter.left]));
             }
             slot::MANAGEMENT => {
                 let default = self.management_key == self.factory.management_key;
-                out.extend(tlv::encode(0x01, &[self.management_key.algorithm().id()]));
-                out.extend(tlv::encode(0x02, &[0x00, self.management_touch]));
-                out.extend(tlv::encode(0x05, &[u8::from(default)]));
+                out.extend(tlv::encode(
+                    Tag::new(0x01),
+                    &[self.management_key.algorithm().id()],
+                ));
+                out.extend(tlv::encode(Tag::new(0x02), &[0x00, self.management_touch]));
+                out.extend(tlv::encode(Tag::new(0x05), &[u8::from(default)]));
             }
             r if slot::is_key_slot(r) => {
                 let key = self
                     .keys
                     .get(&r)
                     .ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?;
-                out.extend(tlv::encode(0x01, &[key.algorithm.id()]));
+                out.extend(tlv::encode(Tag::new(0x01), &[key.algorithm.id()]));
                 out.extend(tlv::encode(
-                    0x02,
+                    Tag::new(0x02),
                     &[key.pin_policy.id(), key.touch_policy.id()],
                 ));
                 let origin = match key.origin {
                     KeyOrigin::Generated => 1,
                     KeyOrigin::Imported => 2,
                 };
-                out.extend(tlv::encode(0x03, &[origin]));
-                out.extend(tlv::encode(0x04, &key.public_key_objects()));
+                out.extend(tlv::encode(Tag::new(0x03), &[origin]));
+                out.extend(tlv::encode(Tag::new(0x04), &key.public_key_objects()));
             }
             _ => return Err(StatusWord::REFERENCED_DATA_NOT_FOUND),
         }
@@ -927,22 +946,22 @@ fn object_tag(value: &[u8]) -> Result<u32, StatusWord> {
 }
 
 /// Reads a dynamic authentication template `7C` filling the whole data field.
-fn parse_template(data: &[u8]) -> Result<Vec<tlv::Tlv<'_>>, StatusWord> {
-    let (template, rest) = tlv::parse_one(data).map_err(|_| StatusWord::WRONG_DATA)?;
-    if template.tag != 0x7C || !rest.is_empty() {
+fn parse_template(data: &[u8]) -> Result<Vec<TlvRef<'_>>, StatusWord> {
+    let (template, rest) = TlvRef::parse_one(data).map_err(|_| StatusWord::WRONG_DATA)?;
+    if template.tag() != Tag::new(0x7C) || !rest.is_empty() {
         return Err(StatusWord::WRONG_DATA);
     }
-    tlv::parse_all(template.value).map_err(|_| StatusWord::WRONG_DATA)
+    tlv::parse_all_ref(template.value()).map_err(|_| StatusWord::WRONG_DATA)
 }
 
 /// PIN and touch policies from `AA` and `AB` (absent or `00`: the slot default).
-fn policies(items: &[tlv::Tlv<'_>], key_ref: u8) -> Result<(PinPolicy, TouchPolicy), StatusWord> {
-    let pin = match tlv::find(items, 0xAA) {
+fn policies(items: &[TlvRef<'_>], key_ref: u8) -> Result<(PinPolicy, TouchPolicy), StatusWord> {
+    let pin = match tlv::find_value(items, Tag::new(0xAA)) {
         None | Some([0]) => PinPolicy::default_for(key_ref),
         Some([v]) => PinPolicy::from_id(*v).ok_or(StatusWord::WRONG_DATA)?,
         Some(_) => return Err(StatusWord::WRONG_DATA),
     };
-    let touch = match tlv::find(items, 0xAB) {
+    let touch = match tlv::find_value(items, Tag::new(0xAB)) {
         None | Some([0]) => TouchPolicy::Never,
         Some([v]) => TouchPolicy::from_id(*v).ok_or(StatusWord::WRONG_DATA)?,
         Some(_) => return Err(StatusWord::WRONG_DATA),

@@ -4,7 +4,9 @@
 //! already padded, as PIV specifies; ECC keys sign a hash with ECDSA (DER
 //! `SEQUENCE { r, s }` as returned by PIV cards) or run ECC CDH.
 
-use crate::{tlv, Error, Secret};
+use apdu::tlv::{self, Tag, TlvRef};
+
+use crate::{Error, Secret};
 use core::fmt;
 use p256::elliptic_curve::sec1::ToSec1Point;
 use p256::elliptic_curve::Generate;
@@ -218,12 +220,13 @@ impl SlotKey {
     /// dP, dQ, qInv for RSA (public exponent 65537); `06` = private scalar for ECC.
     pub(crate) fn import(
         algorithm: KeyAlgorithm,
-        objects: &[tlv::Tlv<'_>],
+        objects: &[TlvRef<'_>],
         pin_policy: PinPolicy,
         touch_policy: TouchPolicy,
     ) -> Result<Self, KeyOpError> {
         let key = if let Some(bits) = algorithm.rsa_bits() {
-            let part = |tag: u32| tlv::find(objects, tag).ok_or(KeyOpError::BadInput);
+            let part =
+                |tag: u32| tlv::find_value(objects, Tag::new(tag)).ok_or(KeyOpError::BadInput);
             let half = bits / 16;
             let (p, q) = (part(1)?, part(2)?);
             if p.len() > half || q.len() > half {
@@ -249,7 +252,7 @@ impl SlotKey {
             PrivateKey::Rsa(Box::new(key))
         } else {
             let len = algorithm.ecc_field_len().ok_or(KeyOpError::BadInput)?;
-            let d = tlv::find(objects, 6).ok_or(KeyOpError::BadInput)?;
+            let d = tlv::find_value(objects, Tag::new(6)).ok_or(KeyOpError::BadInput)?;
             if d.len() > len {
                 return Err(KeyOpError::BadInput);
             }
@@ -279,16 +282,18 @@ impl SlotKey {
         match &self.key {
             PrivateKey::Rsa(k) => {
                 let n = left_pad(&k.n_bytes(), k.size());
-                let mut out = tlv::encode(0x81, &n);
-                out.extend(tlv::encode(0x82, &k.e_bytes()));
+                let mut out = tlv::encode(Tag::new(0x81), &n);
+                out.extend(tlv::encode(Tag::new(0x82), &k.e_bytes()));
                 out
             }
-            PrivateKey::P256(k) => {
-                tlv::encode(0x86, k.public_key().to_sec1_point(false).as_bytes())
-            }
-            PrivateKey::P384(k) => {
-                tlv::encode(0x86, k.public_key().to_sec1_point(false).as_bytes())
-            }
+            PrivateKey::P256(k) => tlv::encode(
+                Tag::new(0x86),
+                k.public_key().to_sec1_point(false).as_bytes(),
+            ),
+            PrivateKey::P384(k) => tlv::encode(
+                Tag::new(0x86),
+                k.public_key().to_sec1_point(false).as_bytes(),
+            ),
         }
     }
 
@@ -468,12 +473,12 @@ mod tests {
     use super::*;
 
     fn rsa_import(p: &[u8], q: &[u8]) -> Result<SlotKey, KeyOpError> {
-        let mut data = tlv::encode(1, p);
-        data.extend(tlv::encode(2, q));
+        let mut data = tlv::encode(Tag::new(1), p);
+        data.extend(tlv::encode(Tag::new(2), q));
         for tag in 3..=5 {
-            data.extend(tlv::encode(tag, &[0x01]));
+            data.extend(tlv::encode(Tag::new(tag), &[0x01]));
         }
-        let items = tlv::parse_all(&data).unwrap();
+        let items = tlv::parse_all_ref(&data).unwrap();
         SlotKey::import(
             KeyAlgorithm::Rsa1024,
             &items,
@@ -502,10 +507,10 @@ mod tests {
 
     #[test]
     fn ecc_imports_check_the_scalar() {
-        let items = |d: &[u8]| tlv::encode(6, d);
+        let items = |d: &[u8]| tlv::encode(Tag::new(6), d);
         for d in [&[][..], &[0u8; 32][..], &[0xFF; 32][..], &[1u8; 33][..]] {
             let data = items(d);
-            let parsed = tlv::parse_all(&data).unwrap();
+            let parsed = tlv::parse_all_ref(&data).unwrap();
             assert!(SlotKey::import(
                 KeyAlgorithm::EccP256,
                 &parsed,
@@ -515,7 +520,7 @@ mod tests {
             .is_err());
         }
         let data = items(&[7u8]);
-        let parsed = tlv::parse_all(&data).unwrap();
+        let parsed = tlv::parse_all_ref(&data).unwrap();
         let k = SlotKey::import(
             KeyAlgorithm::EccP384,
             &parsed,

@@ -37,7 +37,6 @@ mod keys;
 mod mgmt;
 pub mod objects;
 mod secret;
-pub mod tlv;
 
 pub use applet::{PivApplet, PivConfig, PIV_AID, PIV_PACKAGE_AID};
 pub use error::Error;

@@ -4,7 +4,7 @@
 //! `53` container), and returned verbatim by GET DATA. The Discovery Object is
 //! built by the card and cannot be written.
 
-use crate::tlv;
+use apdu::tlv::{self, Tag};
 
 /// Card Capability Container.
 pub const CCC: u32 = 0x5FC107;
@@ -65,9 +65,9 @@ pub fn container_tag(tag: u32) -> u32 {
 /// The Discovery Object (Part 1 §3.3.2, Table 18): the PIV AID and a PIN
 /// usage policy of "PIV Card Application PIN only" (`40 00`).
 pub fn discovery(aid: &[u8]) -> Vec<u8> {
-    let mut body = tlv::encode(0x4F, aid);
-    body.extend(tlv::encode(0x5F2F, &[0x40, 0x00]));
-    tlv::encode(DISCOVERY, &body)
+    let mut body = tlv::encode(Tag::new(0x4F), aid);
+    body.extend(tlv::encode(Tag::new(0x5F2F), &[0x40, 0x00]));
+    tlv::encode(Tag::new(DISCOVERY), &body)
 }
 
 /// Encodes a FASC-N (TIG SCEPACS §6): forty 5-bit characters, each four data
@@ -124,12 +124,12 @@ pub fn default_chuid(serial: u32, guid: &[u8; 16]) -> Vec<u8> {
     for (i, slot) in digits[8..14].iter_mut().enumerate() {
         *slot = ((cred / 10u32.pow(5 - i as u32)) % 10) as u8;
     }
-    let mut body = tlv::encode(0x30, &fasc_n(&digits));
-    body.extend(tlv::encode(0x34, guid));
-    body.extend(tlv::encode(0x35, b"20501231"));
-    body.extend(tlv::encode(0x3E, &[]));
-    body.extend(tlv::encode(0xFE, &[]));
-    tlv::encode(0x53, &body)
+    let mut body = tlv::encode(Tag::new(0x30), &fasc_n(&digits));
+    body.extend(tlv::encode(Tag::new(0x34), guid));
+    body.extend(tlv::encode(Tag::new(0x35), b"20501231"));
+    body.extend(tlv::encode(Tag::new(0x3E), &[]));
+    body.extend(tlv::encode(Tag::new(0xFE), &[]));
+    tlv::encode(Tag::new(0x53), &body)
 }
 
 #[cfg(test)]
@@ -168,14 +168,22 @@ mod tests {
     #[test]
     fn chuid_is_well_formed() {
         let c = default_chuid(1234567, &[0xAB; 16]);
-        let (outer, rest) = tlv::parse_one(&c).unwrap();
+        let (outer, rest) = tlv::TlvRef::parse_one(&c).unwrap();
         assert!(rest.is_empty());
-        assert_eq!(outer.tag, 0x53);
-        let inner = tlv::parse_all(outer.value).unwrap();
-        let tags: Vec<u32> = inner.iter().map(|t| t.tag).collect();
+        assert_eq!(outer.tag(), Tag::new(0x53));
+        let inner = tlv::parse_all_ref(outer.value()).unwrap();
+        let tags: Vec<u32> = inner.iter().map(|t| t.tag().value()).collect();
         assert_eq!(tags, [0x30, 0x34, 0x35, 0x3E, 0xFE]);
-        assert_eq!(tlv::find(&inner, 0x34), Some(&[0xAB; 16][..]));
-        let chars = decode(tlv::find(&inner, 0x30).unwrap().try_into().unwrap());
+        assert_eq!(
+            tlv::find_value(&inner, Tag::new(0x34)),
+            Some(&[0xAB; 16][..])
+        );
+        let chars = decode(
+            tlv::find_value(&inner, Tag::new(0x30))
+                .unwrap()
+                .try_into()
+                .unwrap(),
+        );
         // Credential number field follows SS, 4 digits, FS, 4 digits, FS.
         assert_eq!(chars[11..17], [2, 3, 4, 5, 6, 7]);
     }

@@ -2,6 +2,7 @@
 
 mod common;
 
+use apdu::tlv::{self, Tag, Tlv};
 use apdu::{Command, StatusWord};
 use common::*;
 use piv::{PivApplet, PivConfig};
@@ -229,35 +230,35 @@ impl Reselect for Host {
 fn generate(h: &mut Host, slot: u8, alg: u8, extra: &[u8]) -> Vec<u8> {
     let mut inner = vec![0x80, 0x01, alg];
     inner.extend_from_slice(extra);
-    let data = piv::tlv::encode(0xAC, &inner);
+    let data = tlv::encode(Tag::new(0xAC), &inner);
     let (resp, sw) = h.exchange(0x47, 0x00, slot, &data);
     assert_eq!(sw, SW_OK, "generate {alg:02X} in {slot:02X}");
-    let (outer, rest) = piv::tlv::parse_one(&resp).unwrap();
+    let (outer, rest) = Tlv::parse_one(&resp).unwrap();
     assert!(rest.is_empty());
-    assert_eq!(outer.tag, 0x7F49);
-    outer.value.to_vec()
+    assert_eq!(outer.tag, Tag::new(0x7F49));
+    outer.value
 }
 
 fn rsa_public(objects: &[u8]) -> rsa::PublicKey {
-    let items = piv::tlv::parse_all(objects).unwrap();
+    let items = tlv::parse_all(objects).unwrap();
     // yubico-piv-tool reads 81 first, then 82.
     assert_eq!(
-        items.iter().map(|t| t.tag).collect::<Vec<_>>(),
+        items.iter().map(|t| t.tag.value()).collect::<Vec<_>>(),
         [0x81, 0x82]
     );
-    let n = BoxedUint::from_be_slice_vartime(items[0].value);
-    let e = BoxedUint::from_be_slice_vartime(items[1].value);
+    let n = BoxedUint::from_be_slice_vartime(&items[0].value);
+    let e = BoxedUint::from_be_slice_vartime(&items[1].value);
     assert_eq!(items[1].value, [1, 0, 1]);
     rsa::PublicKey::new(n, e).unwrap()
 }
 
 fn ec_point(objects: &[u8], len: usize) -> Vec<u8> {
-    let items = piv::tlv::parse_all(objects).unwrap();
+    let items = tlv::parse_all(objects).unwrap();
     assert_eq!(items.len(), 1);
-    assert_eq!(items[0].tag, 0x86);
+    assert_eq!(items[0].tag, Tag::new(0x86));
     assert_eq!(items[0].value.len(), len);
     assert_eq!(items[0].value[0], 0x04);
-    items[0].value.to_vec()
+    items[0].value.clone()
 }
 
 /// EMSA-PKCS1-v1_5 (RFC 8017 §9.2) for SHA-256, as the host pads before GENERAL AUTHENTICATE.
@@ -455,9 +456,9 @@ fn ecdh_with_the_key_management_key() {
 
 fn certificate_object(len: usize) -> Vec<u8> {
     let cert: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
-    let mut inner = piv::tlv::encode(0x70, &cert);
+    let mut inner = tlv::encode(Tag::new(0x70), &cert);
     inner.extend(hex("710100FE00"));
-    piv::tlv::encode(0x53, &inner)
+    tlv::encode(Tag::new(0x53), &inner)
 }
 
 #[test]
@@ -581,7 +582,7 @@ fn metadata_of_pin_puk_and_slots() {
     let (m, sw) = h.exchange(0xF7, 0, 0x9A, &[]);
     assert_eq!(sw, SW_OK);
     let mut expected = hex("010111 02020202 030101");
-    expected.extend(piv::tlv::encode(0x04, &public));
+    expected.extend(tlv::encode(Tag::new(0x04), &public));
     assert_eq!(m, expected);
 }
 
@@ -652,18 +653,24 @@ fn raw_rsa_known_answers() {
             v
         };
         let mut data = Vec::new();
-        data.extend(piv::tlv::encode(1, &fixed(&key.primes()[0].to_be_bytes())));
-        data.extend(piv::tlv::encode(2, &fixed(&key.primes()[1].to_be_bytes())));
-        data.extend(piv::tlv::encode(
-            3,
+        data.extend(tlv::encode(
+            Tag::new(1),
+            &fixed(&key.primes()[0].to_be_bytes()),
+        ));
+        data.extend(tlv::encode(
+            Tag::new(2),
+            &fixed(&key.primes()[1].to_be_bytes()),
+        ));
+        data.extend(tlv::encode(
+            Tag::new(3),
             &fixed(&key.dp().unwrap().to_be_bytes()),
         ));
-        data.extend(piv::tlv::encode(
-            4,
+        data.extend(tlv::encode(
+            Tag::new(4),
             &fixed(&key.dq().unwrap().to_be_bytes()),
         ));
-        data.extend(piv::tlv::encode(
-            5,
+        data.extend(tlv::encode(
+            Tag::new(5),
             &fixed(&key.crt_coefficient().unwrap().to_be_bytes()),
         ));
         let mut h = Host::new();
@@ -697,7 +704,10 @@ fn rfc6979_ecdsa_known_answers() {
         };
         let mut h = Host::new();
         h.authenticate_default();
-        assert_eq!(import(&mut h, alg, 0x9A, &piv::tlv::encode(6, &d)), SW_OK);
+        assert_eq!(
+            import(&mut h, alg, 0x9A, &tlv::encode(Tag::new(6), &d)),
+            SW_OK
+        );
         assert_eq!(h.verify_pin(b"123456"), SW_OK);
         let (resp, sw) = h.exchange(0x87, alg, 0x9A, &dyn_auth_request(0x81, &hash));
         assert_eq!(sw, SW_OK);
@@ -730,7 +740,10 @@ fn ecdh_known_answer() {
         let (d, peer, shared) = (hex(&v[1]), hex(&v[2]), hex(&v[3]));
         let mut h = Host::new();
         h.authenticate_default();
-        assert_eq!(import(&mut h, 0x11, 0x9D, &piv::tlv::encode(6, &d)), SW_OK);
+        assert_eq!(
+            import(&mut h, 0x11, 0x9D, &tlv::encode(Tag::new(6), &d)),
+            SW_OK
+        );
         assert_eq!(h.verify_pin(b"123456"), SW_OK);
         let (resp, sw) = h.exchange(0x87, 0x11, 0x9D, &dyn_auth_request(0x85, &peer));
         assert_eq!(sw, SW_OK);

@@ -2,7 +2,7 @@
 
 use std::{fmt, str::FromStr};
 
-use apdu::tlv::{Tag, TlvRef};
+use apdu::tlv::{self, Tag, TlvRef};
 
 use crate::PivError;
 
@@ -77,11 +77,9 @@ pub const CERT_INFO_UNCOMPRESSED: u8 = 0x00;
 /// (uncompressed), `FE 00` the error detection code (LRC, always empty in PIV), exactly as
 /// OpenSC's `piv-tool` and `yubico-piv-tool` write it.
 pub fn encode_certificate_object(der: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(der.len() + 10);
-    out.extend_from_slice(&Tag::new(0x70).to_bytes());
-    out.extend_from_slice(&apdu::tlv::encode_length(der.len()));
-    out.extend_from_slice(der);
-    out.extend_from_slice(&[0x71, 0x01, CERT_INFO_UNCOMPRESSED, 0xFE, 0x00]);
+    let mut out = tlv::encode(Tag::new(0x70), der);
+    tlv::encode_into(&mut out, Tag::new(0x71), &[CERT_INFO_UNCOMPRESSED]);
+    tlv::encode_into(&mut out, Tag::new(0xFE), &[]);
     out
 }
 

@@ -421,7 +421,7 @@ impl VirtualCard {
             .map_err(gp_sw)?
             .other
             .iter()
-            .find(|(t, _)| *t == 0xCF)
+            .find(|(t, _)| *t == apdu::tlv::Tag::new(0xCF))
             .and_then(|(_, v)| v.first().copied());
         if let Some(target) = new_sd.filter(|t| *t != object) {
             self.extradite(sd, &target, &object, false)?;

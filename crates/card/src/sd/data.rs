@@ -1,12 +1,12 @@
 //! GET DATA (GP 2.3.1 §11.3) and STORE DATA (§11.11) of a security domain.
 
+use apdu::tlv::{self, Tag};
 use apdu::{Command, Response, StatusWord};
 use gp::commands::{CardData, KeyComponent, KeyInfo, KeyInfoEntry, ScpOption};
 
 use super::Sw;
 use crate::card::VirtualCard;
 use crate::model::{app_lc, Aid, AppKind};
-use crate::tlv;
 
 /// `{iso(1) org(3) dod(6) internet(1) private(4) enterprise(1) sun(42) 2 110 1 3}`: Java
 /// Card 3, as JCOP cards report in the chip details (`66`).
@@ -20,7 +20,7 @@ pub(crate) fn card_data(scp: u8, i: u8) -> CardData {
         identification_scheme: true,
         scp: vec![ScpOption { scp, i }],
         configuration_details: None,
-        chip_details: Some(tlv::encode(0x06, &JAVA_CARD_OID)),
+        chip_details: Some(tlv::encode(Tag::new(0x06), &JAVA_CARD_OID)),
         other: Vec::new(),
     }
 }
@@ -28,9 +28,10 @@ pub(crate) fn card_data(scp: u8, i: u8) -> CardData {
 /// The value of the Card Recognition Data template `73` (inside `66`, and in an SD's FCI).
 pub(crate) fn card_recognition_data(scp: u8, i: u8) -> Vec<u8> {
     let bytes = card_data(scp, i).to_bytes();
-    tlv::read_one(&bytes, 0)
-        .and_then(|(t66, _)| tlv::read_one(t66.value, 0))
-        .map(|(t73, _)| t73.value.to_vec())
+    tlv::find_in(&bytes, &[Tag::new(0x66), Tag::new(0x73)])
+        .ok()
+        .flatten()
+        .map(|t73| t73.value().to_vec())
         .unwrap_or_default()
 }
 
@@ -56,12 +57,12 @@ impl VirtualCard {
         };
         let out = match tag {
             // Card Production Life Cycle data.
-            0x9F7F => tlv::encode(0x9F7F, &self.state.cplc),
+            0x9F7F => tlv::encode(Tag::new(0x9F7F), &self.state.cplc),
             // Card Data: Card Recognition Data (§H.2).
             0x0066 => tlv::encode(
-                0x66,
+                Tag::new(0x66),
                 &tlv::encode(
-                    0x73,
+                    Tag::new(0x73),
                     &card_recognition_data(self.state.scp, self.state.scp_i),
                 ),
             ),
@@ -86,15 +87,15 @@ impl VirtualCard {
             .to_bytes(),
             // Issuer Identification Number and Card Image Number (Appendix H).
             0x0042 => tlv::encode(
-                0x42,
+                Tag::new(0x42),
                 &personal("42").ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?,
             ),
             0x0045 => tlv::encode(
-                0x45,
+                Tag::new(0x45),
                 &personal("45").ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?,
             ),
             // Key Diversification Data.
-            0x00CF => tlv::encode(0xCF, &data.kdd),
+            0x00CF => tlv::encode(Tag::new(0xCF), &data.kdd),
             // Sequence counter of the default key version number (§11.3).
             0x00C1 => {
                 let aes = data
@@ -103,15 +104,15 @@ impl VirtualCard {
                     .and_then(|s| s.keys.first())
                     .is_some_and(|k| k.key_type == crate::model::key_type::AES);
                 let c = data.seq_counter.to_be_bytes();
-                tlv::encode(0xC1, if aes { &c[1..] } else { &c[2..] })
+                tlv::encode(Tag::new(0xC1), if aes { &c[1..] } else { &c[2..] })
             }
             // Extended Card Resources Information (ETSI TS 102 226 §8.2.1.7.2; GP Amd C).
             0xFF21 => {
                 let apps = self.state.apps.len() as u16;
-                let mut body = tlv::encode(0x81, &apps.to_be_bytes());
-                body.extend(tlv::encode(0x82, &FREE_MEMORY.to_be_bytes()));
-                body.extend(tlv::encode(0x83, &FREE_MEMORY.to_be_bytes()));
-                tlv::encode(0xFF21, &body)
+                let mut body = tlv::encode(Tag::new(0x81), &apps.to_be_bytes());
+                body.extend(tlv::encode(Tag::new(0x82), &FREE_MEMORY.to_be_bytes()));
+                body.extend(tlv::encode(Tag::new(0x83), &FREE_MEMORY.to_be_bytes()));
+                tlv::encode(Tag::new(0xFF21), &body)
             }
             _ => return Err(StatusWord::REFERENCED_DATA_NOT_FOUND),
         };
@@ -168,8 +169,8 @@ impl VirtualCard {
         } else {
             tlv::parse_all(&cmd.data)
                 .map_err(|_| StatusWord::WRONG_DATA)?
-                .iter()
-                .map(|t| (apdu::hex(&tlv::tag_bytes(t.tag)), t.value.to_vec()))
+                .into_iter()
+                .map(|t| (t.tag.to_string(), t.value))
                 .collect()
         };
         if objs.iter().any(|(t, v)| t == "CF" && v.len() != 10) {

@@ -4,7 +4,9 @@ use apdu::Command;
 
 use super::{bad_p1p2, expect_ins, ins, CLA_GP};
 use crate::aid::Aid;
-use crate::tlv;
+use apdu::tlv::{self, Tag};
+
+use crate::reader::tlv_all;
 use crate::{Error, Result};
 
 /// DELETE: `80 E4 00 P2 Lc data 00`.
@@ -52,12 +54,12 @@ impl Delete {
                 control_reference,
                 token,
             } => {
-                tlv::push(&mut data, 0x4F, aid.as_bytes());
+                tlv::encode_into(&mut data, Tag::new(0x4F), aid.as_bytes());
                 if let Some(b6) = control_reference {
-                    tlv::push(&mut data, 0xB6, b6);
+                    tlv::encode_into(&mut data, Tag::new(0xB6), b6);
                 }
                 if let Some(t) = token {
-                    tlv::push(&mut data, 0x9E, t);
+                    tlv::encode_into(&mut data, Tag::new(0x9E), t);
                 }
                 if *related {
                     0x80
@@ -72,10 +74,10 @@ impl Delete {
                     ));
                 }
                 if let Some(i) = id {
-                    tlv::push(&mut data, 0xD0, &[*i]);
+                    tlv::encode_into(&mut data, Tag::new(0xD0), &[*i]);
                 }
                 if let Some(v) = version {
-                    tlv::push(&mut data, 0xD2, &[*v]);
+                    tlv::encode_into(&mut data, Tag::new(0xD2), &[*v]);
                 }
                 0x00
             }
@@ -92,7 +94,7 @@ impl Delete {
         if cmd.p1 & 0x7F != 0 || cmd.p2 & 0x7F != 0 {
             return Err(bad_p1p2(cmd, CTX));
         }
-        let fields = tlv::parse_all(&cmd.data, CTX)?;
+        let fields = tlv_all(&cmd.data, CTX)?;
         let Some(first) = fields.first() else {
             return Err(Error::MissingTag {
                 context: CTX,
@@ -108,22 +110,22 @@ impl Delete {
                 expected: "1",
             }),
         };
-        match first.tag {
+        match first.tag().value() {
             0x4F => {
-                let aid = Aid::new(first.value)?;
+                let aid = Aid::new(first.value())?;
                 let (mut control_reference, mut token) = (None, None);
                 for f in &fields[1..] {
-                    match f.tag {
+                    match f.tag().value() {
                         0xB6 if control_reference.is_none() && token.is_none() => {
-                            control_reference = Some(f.value.to_vec())
+                            control_reference = Some(f.value().to_vec())
                         }
-                        0x9E if token.is_none() => token = Some(f.value.to_vec()),
+                        0x9E if token.is_none() => token = Some(f.value().to_vec()),
                         found => {
                             return Err(Error::UnexpectedTag {
                                 context: CTX,
                                 expected: 0x9E,
                                 found,
-                                offset: f.offset,
+                                offset: f.offset(),
                             })
                         }
                     }
@@ -141,19 +143,19 @@ impl Delete {
                 }
                 let (mut id, mut version) = (None, None);
                 for f in &fields {
-                    match f.tag {
+                    match f.tag().value() {
                         0xD0 if id.is_none() && version.is_none() => {
-                            id = Some(one_byte(f.value, "D0 key identifier")?)
+                            id = Some(one_byte(f.value(), "D0 key identifier")?)
                         }
                         0xD2 if version.is_none() => {
-                            version = Some(one_byte(f.value, "D2 key version number")?)
+                            version = Some(one_byte(f.value(), "D2 key version number")?)
                         }
                         found => {
                             return Err(Error::UnexpectedTag {
                                 context: CTX,
                                 expected: 0xD2,
                                 found,
-                                offset: f.offset,
+                                offset: f.offset(),
                             })
                         }
                     }
@@ -164,7 +166,7 @@ impl Delete {
                 context: CTX,
                 expected: 0x4F,
                 found,
-                offset: first.offset,
+                offset: first.offset(),
             }),
         }
     }

@@ -7,7 +7,9 @@ use apdu::Command;
 
 use super::{bad_p1p2, expect_ins, ins, CLA_GP};
 use crate::reader::Cursor;
-use crate::tlv;
+use apdu::tlv::{self, Tag};
+
+use crate::reader::{tlv_all, tlv_single};
 use crate::{Error, Result};
 
 /// A data object reachable by GET DATA, identified by P1P2 (GP 2.3.1 §11.3.2.1; Appendix H).
@@ -50,6 +52,12 @@ impl DataObject {
             Self::ConfirmationCounter => 0x00C2,
             Self::Other(t) => t,
         }
+    }
+
+    /// P1P2 as a BER-TLV tag (`0066` is the one-byte tag `66`), or `None` if P1P2 is not
+    /// a valid tag encoding (ISO/IEC 7816-4 §5.2.2.1), e.g. `0000` or `4F01`.
+    pub fn ber_tag(self) -> Option<Tag> {
+        Tag::try_new(u32::from(self.tag())).ok()
     }
 
     /// The object for a P1P2 value.
@@ -109,13 +117,23 @@ impl GetData {
     /// Reads a response for a simple object (`42`, `45`, `CF`, `C1`, `C2`, …): the value of
     /// the single data object whose tag is P1P2 (or P2 when P1 is `00`).
     pub fn value_of(&self, data: &[u8]) -> Result<Vec<u8>> {
-        let t = tlv::parse_single(data, u32::from(self.object.tag()), "GET DATA response")?;
-        Ok(t.value.to_vec())
+        const CTX: &str = "GET DATA response";
+        let t = tlv_single(data, self.ber_tag(CTX)?, CTX)?;
+        Ok(t.value().to_vec())
     }
 
-    /// Builds the response for a simple object: `tag len value`.
-    pub fn response_for(&self, value: &[u8]) -> Vec<u8> {
-        tlv::encode(u32::from(self.object.tag()), value)
+    /// Builds the response for a simple object: `tag len value`. Fails if P1P2 is not a
+    /// BER-TLV tag.
+    pub fn response_for(&self, value: &[u8]) -> Result<Vec<u8>> {
+        Ok(tlv::encode(self.ber_tag("GET DATA response")?, value))
+    }
+
+    fn ber_tag(&self, context: &'static str) -> Result<Tag> {
+        self.object.ber_tag().ok_or_else(|| Error::InvalidValue {
+            context,
+            field: "P1P2",
+            reason: format!("{:04X} is not a BER-TLV tag", self.object.tag()),
+        })
     }
 }
 
@@ -153,7 +171,7 @@ impl Cplc {
         let value = if data.len() == Self::LEN {
             data
         } else {
-            tlv::parse_single(data, 0x9F7F, "CPLC")?.value
+            tlv_single(data, Tag::new(0x9F7F), "CPLC")?.value()
         };
         if value.len() != Self::LEN {
             return Err(Error::FieldLength {
@@ -253,7 +271,7 @@ impl Cplc {
 
     /// The response data: `9F7F 2A <value>`.
     pub fn to_bytes(&self) -> Vec<u8> {
-        tlv::encode(0x9F7F, &self.value())
+        tlv::encode(Tag::new(0x9F7F), &self.value())
     }
 
     /// Decodes a `YDDD` BCD date into (last digit of year, day of year), if it is valid BCD
@@ -299,16 +317,16 @@ fn gp_oid(arc: u8, rest: &[u8]) -> Vec<u8> {
 /// The arcs after `{globalPlatform arc}` in an OID held in `06` inside `tag`'s value.
 fn oid_suffix(value: &[u8], arc: u8, what: &'static str) -> Result<Vec<u8>> {
     const CTX: &str = "card recognition data";
-    let oid = tlv::parse_single(value, 0x06, CTX)?;
+    let oid = tlv_single(value, Tag::new(0x06), CTX)?;
     let prefix = gp_oid(arc, &[]);
-    match oid.value.strip_prefix(prefix.as_slice()) {
+    match oid.value().strip_prefix(prefix.as_slice()) {
         Some(rest) => Ok(rest.to_vec()),
         None => Err(Error::InvalidValue {
             context: CTX,
             field: what,
             reason: format!(
                 "OID {} is not under 1.2.840.114283.{arc}",
-                apdu::hex(oid.value)
+                apdu::hex(oid.value())
             ),
         }),
     }
@@ -343,7 +361,7 @@ pub struct CardData {
     /// `66`: card / chip details, raw.
     pub chip_details: Option<Vec<u8>>,
     /// Other objects in `73` (e.g. `67`, `68`), as (tag, value).
-    pub other: Vec<(u32, Vec<u8>)>,
+    pub other: Vec<(Tag, Vec<u8>)>,
 }
 
 impl CardData {
@@ -357,24 +375,24 @@ impl CardData {
     /// Reads `66 { 73 { 06 OID, 60, 63, 64…, 65, 66, … } }`.
     pub fn parse(data: &[u8]) -> Result<Self> {
         const CTX: &str = "card recognition data";
-        let outer = tlv::parse_single(data, 0x66, CTX)?;
-        let crd = tlv::parse_single(outer.value, 0x73, CTX)?;
+        let outer = tlv_single(data, Tag::new(0x66), CTX)?;
+        let crd = tlv_single(outer.value(), Tag::new(0x73), CTX)?;
         let mut out = Self::default();
         let mut saw_oid = false;
-        for t in tlv::parse_all(crd.value, CTX)? {
-            match t.tag {
+        for t in tlv_all(crd.value(), CTX)? {
+            match t.tag().value() {
                 0x06 => {
-                    if t.value != gp_oid(1, &[]).as_slice() {
+                    if t.value() != gp_oid(1, &[]).as_slice() {
                         return Err(Error::InvalidValue {
                             context: CTX,
                             field: "06 OID",
-                            reason: format!("{} is not 1.2.840.114283.1", apdu::hex(t.value)),
+                            reason: format!("{} is not 1.2.840.114283.1", apdu::hex(t.value())),
                         });
                     }
                     saw_oid = true;
                 }
                 0x60 => {
-                    let v = oid_suffix(t.value, 2, "60 card management type and version")?;
+                    let v = oid_suffix(t.value(), 2, "60 card management type and version")?;
                     if v.iter().any(|&b| b & 0x80 != 0) {
                         return Err(Error::InvalidValue {
                             context: CTX,
@@ -385,11 +403,11 @@ impl CardData {
                     out.gp_version = Some(v);
                 }
                 0x63 => {
-                    oid_suffix(t.value, 3, "63 card identification scheme")?;
+                    oid_suffix(t.value(), 3, "63 card identification scheme")?;
                     out.identification_scheme = true;
                 }
                 0x64 => {
-                    let v = oid_suffix(t.value, 4, "64 secure channel protocol")?;
+                    let v = oid_suffix(t.value(), 4, "64 secure channel protocol")?;
                     let [scp, i] = v[..] else {
                         return Err(Error::FieldLength {
                             context: CTX,
@@ -400,9 +418,9 @@ impl CardData {
                     };
                     out.scp.push(ScpOption { scp, i });
                 }
-                0x65 => out.configuration_details = Some(t.value.to_vec()),
-                0x66 => out.chip_details = Some(t.value.to_vec()),
-                tag => out.other.push((tag, t.value.to_vec())),
+                0x65 => out.configuration_details = Some(t.value().to_vec()),
+                0x66 => out.chip_details = Some(t.value().to_vec()),
+                _ => out.other.push((t.tag(), t.value().to_vec())),
             }
         }
         if !saw_oid {
@@ -416,26 +434,38 @@ impl CardData {
 
     /// Encodes the `66` object.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = tlv::encode(0x06, &gp_oid(1, &[]));
+        let mut v = tlv::encode(Tag::new(0x06), &gp_oid(1, &[]));
         if let Some(ver) = &self.gp_version {
-            tlv::push(&mut v, 0x60, &tlv::encode(0x06, &gp_oid(2, ver)));
+            tlv::encode_into(
+                &mut v,
+                Tag::new(0x60),
+                &tlv::encode(Tag::new(0x06), &gp_oid(2, ver)),
+            );
         }
         if self.identification_scheme {
-            tlv::push(&mut v, 0x63, &tlv::encode(0x06, &gp_oid(3, &[])));
+            tlv::encode_into(
+                &mut v,
+                Tag::new(0x63),
+                &tlv::encode(Tag::new(0x06), &gp_oid(3, &[])),
+            );
         }
         for s in &self.scp {
-            tlv::push(&mut v, 0x64, &tlv::encode(0x06, &gp_oid(4, &[s.scp, s.i])));
+            tlv::encode_into(
+                &mut v,
+                Tag::new(0x64),
+                &tlv::encode(Tag::new(0x06), &gp_oid(4, &[s.scp, s.i])),
+            );
         }
         if let Some(x) = &self.configuration_details {
-            tlv::push(&mut v, 0x65, x);
+            tlv::encode_into(&mut v, Tag::new(0x65), x);
         }
         if let Some(x) = &self.chip_details {
-            tlv::push(&mut v, 0x66, x);
+            tlv::encode_into(&mut v, Tag::new(0x66), x);
         }
         for (tag, x) in &self.other {
-            tlv::push(&mut v, *tag, x);
+            tlv::encode_into(&mut v, *tag, x);
         }
-        tlv::encode(0x66, &tlv::encode(0x73, &v))
+        tlv::encode(Tag::new(0x66), &tlv::encode(Tag::new(0x73), &v))
     }
 }
 
@@ -510,32 +540,32 @@ impl KeyInfo {
     /// Reads `E0 { C0 … }`.
     pub fn parse(data: &[u8]) -> Result<Self> {
         const CTX: &str = "key information";
-        let e0 = tlv::parse_single(data, 0xE0, CTX)?;
+        let e0 = tlv_single(data, Tag::new(0xE0), CTX)?;
         let mut entries = Vec::new();
-        for t in tlv::parse_all(e0.value, CTX)? {
-            if t.tag != 0xC0 {
+        for t in tlv_all(e0.value(), CTX)? {
+            if t.tag().value() != 0xC0 {
                 return Err(Error::UnexpectedTag {
                     context: CTX,
                     expected: 0xC0,
-                    found: t.tag,
-                    offset: t.offset,
+                    found: t.tag().value(),
+                    offset: t.offset(),
                 });
             }
-            if t.value.is_empty() {
+            if t.value().is_empty() {
                 continue;
             }
-            let mut c = Cursor::new(t.value, "key information entry");
+            let mut c = Cursor::new(t.value(), "key information entry");
             let id = c.u8("key identifier")?;
             let version = c.u8("key version number")?;
             let mut components = Vec::new();
-            let extended = t.value.get(2) == Some(&0xFF);
+            let extended = t.value().get(2) == Some(&0xFF);
             if extended {
                 // Components are `FF type len16`; some cards mix in `type len16` without
                 // the FF marker (GlobalPlatformPro TestGPKeyInfo). The entry ends with at
                 // least 2 bytes (usage length, access length).
                 loop {
                     let rem = c.remaining();
-                    match t.value.get(c.pos()) {
+                    match t.value().get(c.pos()) {
                         Some(0xFF) if rem >= 6 => {
                             c.u8("extended key type marker")?;
                         }
@@ -618,9 +648,9 @@ impl KeyInfo {
                     }
                 }
             }
-            tlv::push(&mut body, 0xC0, &v);
+            tlv::encode_into(&mut body, Tag::new(0xC0), &v);
         }
-        tlv::encode(0xE0, &body)
+        tlv::encode(Tag::new(0xE0), &body)
     }
 }
 
@@ -660,7 +690,8 @@ mod tests {
         assert_eq!(GetData::parse(&c).unwrap().object, DataObject::CardData);
         let iin = GetData::new(DataObject::Iin);
         assert_eq!(
-            iin.value_of(&iin.response_for(&[1, 2, 3])).unwrap(),
+            iin.value_of(&iin.response_for(&[1, 2, 3]).unwrap())
+                .unwrap(),
             vec![1, 2, 3]
         );
     }

@@ -8,7 +8,9 @@ use super::{bad_p1p2, expect_ins, ins, CLA_GP};
 use crate::aid::Aid;
 use crate::privileges::Privileges;
 use crate::reader::Cursor;
-use crate::tlv;
+use apdu::tlv::{self, Tag};
+
+use crate::reader::tlv_all;
 use crate::{Error, Result};
 
 /// Which part of the registry GET STATUS reports (P1, GP 2.3.1 §11.4.2).
@@ -110,9 +112,9 @@ impl GetStatus {
     /// The command (case 4).
     pub fn to_command(&self) -> Result<Command> {
         let mut data = Vec::new();
-        tlv::push(&mut data, 0x4F, &self.search);
+        tlv::encode_into(&mut data, Tag::new(0x4F), &self.search);
         if let Some(t) = &self.tag_list {
-            tlv::push(&mut data, 0x5C, t);
+            tlv::encode_into(&mut data, Tag::new(0x5C), t);
         }
         Ok(
             Command::new(CLA_GP, ins::GET_STATUS, self.subset.p1(), self.p2())
@@ -136,26 +138,28 @@ impl GetStatus {
         };
         let mut search = None;
         let mut tag_list = None;
-        for t in tlv::parse_all(&cmd.data, CTX)? {
-            match t.tag {
+        for t in tlv_all(&cmd.data, CTX)? {
+            match t.tag().value() {
                 0x4F if search.is_none() => {
-                    if t.value.len() > Aid::MAX_LEN {
+                    if t.value().len() > Aid::MAX_LEN {
                         return Err(Error::FieldLength {
                             context: CTX,
                             field: "4F search qualifier",
-                            len: t.value.len(),
+                            len: t.value().len(),
                             expected: "0 to 16",
                         });
                     }
-                    search = Some(t.value.to_vec());
+                    search = Some(t.value().to_vec());
                 }
-                0x5C if tag_list.is_none() && search.is_some() => tag_list = Some(t.value.to_vec()),
+                0x5C if tag_list.is_none() && search.is_some() => {
+                    tag_list = Some(t.value().to_vec())
+                }
                 _ => {
                     return Err(Error::UnexpectedTag {
                         context: CTX,
                         expected: if search.is_none() { 0x4F } else { 0x5C },
-                        found: t.tag,
-                        offset: t.offset,
+                        found: t.tag().value(),
+                        offset: t.offset(),
                     })
                 }
             }
@@ -281,29 +285,29 @@ impl RegistryEntry {
             }
             StatusFormat::Tlv => {
                 // GP 2.3.1 Table 11-36.
-                let mut e = tlv::encode(0x4F, self.aid.as_bytes());
-                tlv::push(&mut e, 0x9F70, &[self.life_cycle]);
+                let mut e = tlv::encode(Tag::new(0x4F), self.aid.as_bytes());
+                tlv::encode_into(&mut e, Tag::new(0x9F70), &[self.life_cycle]);
                 if let Some(p) = self.privileges {
-                    tlv::push(&mut e, 0xC5, &p.to_bytes());
+                    tlv::encode_into(&mut e, Tag::new(0xC5), &p.to_bytes());
                 }
                 if !self.implicit_selection.is_empty() {
                     for b in &self.implicit_selection {
-                        tlv::push(&mut e, 0xCF, &[*b]);
+                        tlv::encode_into(&mut e, Tag::new(0xCF), &[*b]);
                     }
                 }
                 if let Some(a) = &self.load_file {
-                    tlv::push(&mut e, 0xC4, a.as_bytes());
+                    tlv::encode_into(&mut e, Tag::new(0xC4), a.as_bytes());
                 }
                 if let Some(ver) = &self.version {
-                    tlv::push(&mut e, 0xCE, ver);
+                    tlv::encode_into(&mut e, Tag::new(0xCE), ver);
                 }
                 for m in &self.modules {
-                    tlv::push(&mut e, 0x84, m.as_bytes());
+                    tlv::encode_into(&mut e, Tag::new(0x84), m.as_bytes());
                 }
                 if let Some(a) = &self.associated_sd {
-                    tlv::push(&mut e, 0xCC, a.as_bytes());
+                    tlv::encode_into(&mut e, Tag::new(0xCC), a.as_bytes());
                 }
-                tlv::push(&mut v, 0xE3, &e);
+                tlv::encode_into(&mut v, Tag::new(0xE3), &e);
             }
         }
         v
@@ -354,22 +358,22 @@ impl RegistryEntry {
     fn parse_tlv(subset: StatusSubset, data: &[u8]) -> Result<Vec<Self>> {
         const CTX: &str = "GET STATUS response";
         let mut out = Vec::new();
-        for t in tlv::parse_all(data, CTX)? {
-            if t.tag != 0xE3 {
+        for t in tlv_all(data, CTX)? {
+            if t.tag().value() != 0xE3 {
                 return Err(Error::UnexpectedTag {
                     context: CTX,
                     expected: 0xE3,
-                    found: t.tag,
-                    offset: t.offset,
+                    found: t.tag().value(),
+                    offset: t.offset(),
                 });
             }
             let mut aid = None;
             let mut life_cycle = None;
             let mut e = Self::new(RegistryKind::Application, crate::aid::ISD_AID, 0);
-            for f in tlv::parse_all(t.value, CTX)? {
-                match f.tag {
-                    0x4F => aid = Some(Aid::new(f.value)?),
-                    0x9F70 => match f.value {
+            for f in tlv_all(t.value(), CTX)? {
+                match f.tag().value() {
+                    0x4F => aid = Some(Aid::new(f.value())?),
+                    0x9F70 => match f.value() {
                         [b] => life_cycle = Some(*b),
                         v => {
                             return Err(Error::FieldLength {
@@ -380,18 +384,18 @@ impl RegistryEntry {
                             })
                         }
                     },
-                    0xC5 if !f.value.is_empty() => {
-                        e.privileges = Some(Privileges::from_bytes(f.value)?)
+                    0xC5 if !f.value().is_empty() => {
+                        e.privileges = Some(Privileges::from_bytes(f.value())?)
                     }
                     0xC5 => {}
-                    0xCF => e.implicit_selection.extend_from_slice(f.value),
+                    0xCF => e.implicit_selection.extend_from_slice(f.value()),
                     // Some cards send empty C4 / 84 / CC (GlobalPlatformPro issue #392):
                     // read as absent.
-                    0xC4 | 0x84 | 0xCC if f.value.is_empty() => {}
-                    0xC4 => e.load_file = Some(Aid::new(f.value)?),
-                    0xCE => e.version = Some(f.value.to_vec()),
-                    0x84 => e.modules.push(Aid::new(f.value)?),
-                    0xCC => e.associated_sd = Some(Aid::new(f.value)?),
+                    0xC4 | 0x84 | 0xCC if f.value().is_empty() => {}
+                    0xC4 => e.load_file = Some(Aid::new(f.value())?),
+                    0xCE => e.version = Some(f.value().to_vec()),
+                    0x84 => e.modules.push(Aid::new(f.value())?),
+                    0xCC => e.associated_sd = Some(Aid::new(f.value())?),
                     // Unknown tags are skipped (forward compatibility with later GP versions).
                     _ => {}
                 }
@@ -567,8 +571,11 @@ mod tests {
             GetStatus::parse(&cmd),
             Err(Error::Tlv {
                 context: "GET STATUS",
-                offset: 4,
-                reason: "value runs past the end of the data"
+                offset: 6,
+                kind: apdu::TlvErrorKind::TruncatedValue {
+                    declared: 5,
+                    available: 4
+                }
             })
         );
         let cmd = Command::parse(&parse_hex("80F220020a4f0212345c044f9f70c5").unwrap()).unwrap();

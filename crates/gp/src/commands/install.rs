@@ -6,7 +6,9 @@ use super::{bad_p1p2, expect_ins, ins, push_lv, CLA_GP};
 use crate::aid::Aid;
 use crate::privileges::Privileges;
 use crate::reader::Cursor;
-use crate::tlv;
+use apdu::tlv::{self, Tag};
+
+use crate::reader::tlv_all;
 use crate::{Error, Result};
 
 /// INSTALL, one variant per P1 role (GP 2.3.1 §11.5.2.1; data fields §11.5.2.3).
@@ -372,9 +374,9 @@ pub struct InstallParams {
     /// `C9` value; `None` omits the tag (load parameters).
     pub application: Option<Vec<u8>>,
     /// The objects inside `EF`, as (tag, value), in order; `EF` is omitted when empty.
-    pub system: Vec<(u32, Vec<u8>)>,
+    pub system: Vec<(Tag, Vec<u8>)>,
     /// Other top-level objects after `EF`, as (tag, value).
-    pub other: Vec<(u32, Vec<u8>)>,
+    pub other: Vec<(Tag, Vec<u8>)>,
 }
 
 impl Default for InstallParams {
@@ -407,7 +409,7 @@ impl InstallParams {
     }
 
     /// Adds a system parameter inside `EF`.
-    pub fn with_system(mut self, tag: u32, value: &[u8]) -> Self {
+    pub fn with_system(mut self, tag: Tag, value: &[u8]) -> Self {
         self.system.push((tag, value.to_vec()));
         self
     }
@@ -415,26 +417,26 @@ impl InstallParams {
     /// `EF/C8`: non-volatile memory quota for \[for install\] (GP 2.3.1 Table 11-49, ETSI TS
     /// 102 226), or the non-volatile data minimum requirement in load parameters (Table 11-48).
     pub fn with_non_volatile_memory(self, bytes: u32) -> Self {
-        self.with_system(0xC8, &quota(bytes))
+        self.with_system(Tag::new(0xC8), &quota(bytes))
     }
 
     /// `EF/C7`: volatile memory quota (install) or volatile data minimum requirement (load).
     pub fn with_volatile_memory(self, bytes: u32) -> Self {
-        self.with_system(0xC7, &quota(bytes))
+        self.with_system(Tag::new(0xC7), &quota(bytes))
     }
 
     /// `EF/C6`: non-volatile code minimum requirement (load parameters, Table 11-48).
     pub fn with_non_volatile_code(self, bytes: u32) -> Self {
-        self.with_system(0xC6, &quota(bytes))
+        self.with_system(Tag::new(0xC6), &quota(bytes))
     }
 
     /// `EF/CA`: ETSI TS 102 226 UICC system specific parameters (toolkit), raw.
     pub fn with_uicc_toolkit(self, value: &[u8]) -> Self {
-        self.with_system(0xCA, value)
+        self.with_system(Tag::new(0xCA), value)
     }
 
     /// The value of system parameter `tag` as an unsigned number, if present and ≤ 4 bytes.
-    pub fn system_u32(&self, tag: u32) -> Option<u32> {
+    pub fn system_u32(&self, tag: Tag) -> Option<u32> {
         self.system
             .iter()
             .find(|(t, _)| *t == tag)
@@ -446,17 +448,17 @@ impl InstallParams {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut v = Vec::new();
         if let Some(a) = &self.application {
-            tlv::push(&mut v, 0xC9, a);
+            tlv::encode_into(&mut v, Tag::new(0xC9), a);
         }
         if !self.system.is_empty() {
             let mut ef = Vec::new();
             for (t, x) in &self.system {
-                tlv::push(&mut ef, *t, x);
+                tlv::encode_into(&mut ef, *t, x);
             }
-            tlv::push(&mut v, 0xEF, &ef);
+            tlv::encode_into(&mut v, Tag::new(0xEF), &ef);
         }
         for (t, x) in &self.other {
-            tlv::push(&mut v, *t, x);
+            tlv::encode_into(&mut v, *t, x);
         }
         v
     }
@@ -469,15 +471,15 @@ impl InstallParams {
             system: Vec::new(),
             other: Vec::new(),
         };
-        for t in tlv::parse_all(data, CTX)? {
-            match t.tag {
-                0xC9 if out.application.is_none() => out.application = Some(t.value.to_vec()),
+        for t in tlv_all(data, CTX)? {
+            match t.tag().value() {
+                0xC9 if out.application.is_none() => out.application = Some(t.value().to_vec()),
                 0xEF if out.system.is_empty() => {
-                    for s in tlv::parse_all(t.value, CTX)? {
-                        out.system.push((s.tag, s.value.to_vec()));
+                    for s in tlv_all(t.value(), CTX)? {
+                        out.system.push((s.tag(), s.value().to_vec()));
                     }
                 }
-                tag => out.other.push((tag, t.value.to_vec())),
+                _ => out.other.push((t.tag(), t.value().to_vec())),
             }
         }
         Ok(out)
@@ -504,7 +506,7 @@ mod tests {
         );
         let back = InstallParams::parse(&b).unwrap();
         assert_eq!(back, p);
-        assert_eq!(back.system_u32(0xC8), Some(256));
+        assert_eq!(back.system_u32(Tag::new(0xC8)), Some(256));
     }
 
     #[test]

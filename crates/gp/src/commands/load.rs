@@ -5,7 +5,9 @@ use apdu::Command;
 
 use super::{bad_p1p2, expect_ins, ins, CLA_GP};
 use crate::aid::Aid;
-use crate::tlv;
+use apdu::tlv::{self, Tag};
+
+use crate::reader::{tlv_children, tlv_error};
 use crate::{Error, Result};
 
 /// One LOAD command: `80 E8 P1 P2 Lc block 00`, P1 `80` on the last block, P2 the block number.
@@ -67,9 +69,9 @@ pub struct DapBlock {
 
 impl DapBlock {
     fn encode(&self, out: &mut Vec<u8>) {
-        let mut v = tlv::encode(0x4F, self.security_domain.as_bytes());
-        tlv::push(&mut v, 0xC3, &self.signature);
-        tlv::push(out, 0xE2, &v);
+        let mut v = tlv::encode(Tag::new(0x4F), self.security_domain.as_bytes());
+        tlv::encode_into(&mut v, Tag::new(0xC3), &self.signature);
+        tlv::encode_into(out, Tag::new(0xE2), &v);
     }
 }
 
@@ -101,9 +103,9 @@ impl LoadFileStructure {
         for d in &self.dap_blocks {
             d.encode(&mut v);
         }
-        tlv::push(
+        tlv::encode_into(
             &mut v,
-            if self.ciphered { 0xD4 } else { 0xC4 },
+            Tag::new(if self.ciphered { 0xD4 } else { 0xC4 }),
             &self.data_block,
         );
         v
@@ -112,23 +114,23 @@ impl LoadFileStructure {
     /// Reads the concatenated LOAD blocks.
     pub fn parse(data: &[u8]) -> Result<Self> {
         const CTX: &str = "load file";
-        let mut r = tlv::Reader::new(data, CTX);
         let mut dap_blocks = Vec::new();
-        while let Some(t) = r.next_tlv()? {
-            match t.tag {
+        for t in tlv::iter(data) {
+            let t = t.map_err(tlv_error(CTX))?;
+            match t.tag().value() {
                 0xE2 => {
                     let mut sd = None;
                     let mut sig = None;
-                    for f in tlv::parse_all(t.value, CTX)? {
-                        match f.tag {
-                            0x4F => sd = Some(Aid::new(f.value)?),
-                            0xC3 => sig = Some(f.value.to_vec()),
+                    for f in tlv_children(&t, CTX)? {
+                        match f.tag().value() {
+                            0x4F => sd = Some(Aid::new(f.value())?),
+                            0xC3 => sig = Some(f.value().to_vec()),
                             found => {
                                 return Err(Error::UnexpectedTag {
                                     context: CTX,
                                     expected: 0xC3,
                                     found,
-                                    offset: t.value_offset + f.offset,
+                                    offset: f.offset(),
                                 })
                             }
                         }
@@ -145,7 +147,7 @@ impl LoadFileStructure {
                     });
                 }
                 0xC4 | 0xD4 => {
-                    let end = t.value_offset + t.value.len();
+                    let end = t.offset() + t.raw().len();
                     if end != data.len() {
                         return Err(Error::TrailingBytes {
                             context: CTX,
@@ -155,8 +157,8 @@ impl LoadFileStructure {
                     }
                     return Ok(Self {
                         dap_blocks,
-                        data_block: t.value.to_vec(),
-                        ciphered: t.tag == 0xD4,
+                        data_block: t.value().to_vec(),
+                        ciphered: t.tag().value() == 0xD4,
                     });
                 }
                 found => {
@@ -164,7 +166,7 @@ impl LoadFileStructure {
                         context: CTX,
                         expected: 0xC4,
                         found,
-                        offset: t.offset,
+                        offset: t.offset(),
                     })
                 }
             }

@@ -4,7 +4,9 @@ use apdu::Command;
 
 use super::{bad_p1p2, expect_ins, ins, CLA_ISO};
 use crate::aid::Aid;
-use crate::tlv;
+use apdu::tlv::{self, Tag, TlvRef};
+
+use crate::reader::{tlv_all, tlv_single};
 use crate::{Error, Result};
 
 /// Which occurrence of a partially matching AID to select (P2, GP 2.3.1 §11.9.2).
@@ -102,7 +104,7 @@ pub struct Fci {
     /// Tag `9F65`: maximum length of data field in command message.
     pub max_command_data_length: Option<u32>,
     /// Other data objects found in `A5`, as (tag, value), in order.
-    pub proprietary_other: Vec<(u32, Vec<u8>)>,
+    pub proprietary_other: Vec<(Tag, Vec<u8>)>,
 }
 
 impl Fci {
@@ -120,34 +122,34 @@ impl Fci {
     /// Reads the `6F` template. Rejects trailing bytes and a missing `84`.
     pub fn parse(data: &[u8]) -> Result<Self> {
         const CTX: &str = "FCI";
-        let fci = tlv::parse_single(data, 0x6F, CTX)?;
+        let fci = tlv_single(data, Tag::new(0x6F), CTX)?;
         let mut aid = None;
         let mut out = Self::new(crate::aid::ISD_AID);
-        let mut visit = |t: &tlv::Tlv<'_>, out: &mut Self, in_a5: bool| -> Result<()> {
-            match t.tag {
-                0x84 if !in_a5 => aid = Some(Aid::new(t.value)?),
-                0x73 => out.sd_management_data = Some(t.value.to_vec()),
-                0x9F6E => out.app_production_life_cycle = Some(t.value.to_vec()),
+        let mut visit = |t: &TlvRef<'_>, out: &mut Self, in_a5: bool| -> Result<()> {
+            match t.tag().value() {
+                0x84 if !in_a5 => aid = Some(Aid::new(t.value())?),
+                0x73 => out.sd_management_data = Some(t.value().to_vec()),
+                0x9F6E => out.app_production_life_cycle = Some(t.value().to_vec()),
                 0x9F65 => {
-                    if t.value.is_empty() || t.value.len() > 4 {
+                    if t.value().is_empty() || t.value().len() > 4 {
                         return Err(Error::FieldLength {
                             context: CTX,
                             field: "9F65 maximum command data length",
-                            len: t.value.len(),
+                            len: t.value().len(),
                             expected: "1 to 4",
                         });
                     }
                     out.max_command_data_length =
-                        Some(t.value.iter().fold(0u32, |a, &b| (a << 8) | u32::from(b)));
+                        Some(t.value().iter().fold(0u32, |a, &b| (a << 8) | u32::from(b)));
                 }
-                _ if in_a5 => out.proprietary_other.push((t.tag, t.value.to_vec())),
+                _ if in_a5 => out.proprietary_other.push((t.tag(), t.value().to_vec())),
                 _ => {}
             }
             Ok(())
         };
-        for t in tlv::parse_all(fci.value, CTX)? {
-            if t.tag == 0xA5 {
-                for c in tlv::parse_all(t.value, CTX)? {
+        for t in tlv_all(fci.value(), CTX)? {
+            if t.tag().value() == 0xA5 {
+                for c in tlv_all(t.value(), CTX)? {
                     visit(&c, &mut out, true)?;
                 }
             } else {
@@ -165,22 +167,22 @@ impl Fci {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut a5 = Vec::new();
         if let Some(v) = &self.sd_management_data {
-            tlv::push(&mut a5, 0x73, v);
+            tlv::encode_into(&mut a5, Tag::new(0x73), v);
         }
         if let Some(v) = &self.app_production_life_cycle {
-            tlv::push(&mut a5, 0x9F6E, v);
+            tlv::encode_into(&mut a5, Tag::new(0x9F6E), v);
         }
         if let Some(n) = self.max_command_data_length {
             let b = n.to_be_bytes();
             let skip = b.iter().take_while(|&&x| x == 0).count().min(3);
-            tlv::push(&mut a5, 0x9F65, &b[skip..]);
+            tlv::encode_into(&mut a5, Tag::new(0x9F65), &b[skip..]);
         }
         for (tag, v) in &self.proprietary_other {
-            tlv::push(&mut a5, *tag, v);
+            tlv::encode_into(&mut a5, *tag, v);
         }
-        let mut body = tlv::encode(0x84, self.aid.as_bytes());
-        tlv::push(&mut body, 0xA5, &a5);
-        tlv::encode(0x6F, &body)
+        let mut body = tlv::encode(Tag::new(0x84), self.aid.as_bytes());
+        tlv::encode_into(&mut body, Tag::new(0xA5), &a5);
+        tlv::encode(Tag::new(0x6F), &body)
     }
 }
 

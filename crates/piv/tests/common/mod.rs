@@ -1,6 +1,7 @@
 //! A host for the applet: APDUs as a PC/SC client would send them.
 #![allow(dead_code)]
 
+use apdu::tlv::{self, Tag, Tlv};
 use apdu::{Command, Response, StatusWord};
 use cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
 use piv::{PivApplet, PivConfig, PIV_AID};
@@ -168,18 +169,18 @@ pub fn host_cipher(alg: u8, key: &[u8], block: &mut [u8], encrypt: bool) {
 
 /// Reads a `7C { 82 ... }` response.
 pub fn dyn_auth_response(resp: &[u8]) -> Vec<u8> {
-    let (outer, rest) = piv::tlv::parse_one(resp).expect("7C");
+    let (outer, rest) = Tlv::parse_one(resp).expect("7C");
     assert!(rest.is_empty());
-    assert_eq!(outer.tag, 0x7C);
-    let (inner, rest) = piv::tlv::parse_one(outer.value).expect("82");
+    assert_eq!(outer.tag, Tag::new(0x7C));
+    let (inner, rest) = Tlv::parse_one(&outer.value).expect("82");
     assert!(rest.is_empty());
-    assert_eq!(inner.tag, 0x82);
-    inner.value.to_vec()
+    assert_eq!(inner.tag, Tag::new(0x82));
+    inner.value
 }
 
 /// Builds `7C { 82 00, <tag> <input> }`.
 pub fn dyn_auth_request(tag: u8, input: &[u8]) -> Vec<u8> {
     let mut inner = vec![0x82, 0x00];
-    inner.extend(piv::tlv::encode(u32::from(tag), input));
-    piv::tlv::encode(0x7C, &inner)
+    inner.extend(tlv::encode(Tag::new(u32::from(tag)), input));
+    tlv::encode(Tag::new(0x7C), &inner)
 }

@@ -1,0 +1,43 @@
+//! The fuzz targets of `fuzz/` as ordinary functions.
+//!
+//! Each `fuzz/fuzz_targets/<name>.rs` is one line that calls the function of the same
+//! name here, and `tests/corpus.rs` runs every function over its committed seed corpus
+//! `fuzz/corpus/<name>/` on stable Rust, so a target that stops compiling or starts
+//! panicking on a known input fails `cargo test`. [`TARGETS`] lists them all; that test
+//! also checks that it matches `fuzz/fuzz_targets/`.
+//!
+//! Every function must not panic on any input: a panic (or a failed `assert!`) is the
+//! bug the fuzzer reports.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod parsers;
+mod piv_applet;
+mod session;
+
+pub use parsers::{
+    cap_parse, command_parse, gp_responses, init_update_parse, response_parse, tlv_parse,
+};
+pub use piv_applet::piv_applet;
+pub use session::{
+    card_transmit, scp02_session, scp03_session, store_data, CARD_MANAGER_INS, HOST_PUT_KEY,
+};
+
+/// The body of a fuzz target: panics (or fails an assertion) only on a bug.
+pub type Target = fn(&[u8]);
+
+/// Every fuzz target: its name (the file `fuzz/fuzz_targets/<name>.rs` and the corpus
+/// directory `fuzz/corpus/<name>/`) and its body.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("command_parse", command_parse),
+    ("response_parse", response_parse),
+    ("tlv_parse", tlv_parse),
+    ("cap_parse", cap_parse),
+    ("gp_responses", gp_responses),
+    ("init_update_parse", init_update_parse),
+    ("card_transmit", card_transmit),
+    ("scp02_session", scp02_session),
+    ("scp03_session", scp03_session),
+    ("store_data", store_data),
+    ("piv_applet", piv_applet),
+];

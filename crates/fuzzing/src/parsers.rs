@@ -1,0 +1,129 @@
+//! Parsers of untrusted bytes in `apdu`, `gp` and `scp`.
+
+use apdu::tlv::{self, ParseOptions, Tag, TlvRef};
+use gp::commands::{
+    CardData, Cplc, Fci, GpCommand, KeyInfo, RegistryEntry, StatusFormat, StatusSubset,
+};
+
+/// `Command::parse` on arbitrary bytes: never panics, and whatever parses re-encodes to
+/// an equivalent command that is never longer (an extended encoding of values that fit
+/// the short form, such as Le `000100`, is accepted but re-encoded short).
+pub fn command_parse(data: &[u8]) {
+    if let Ok(cmd) = apdu::Command::parse(data) {
+        let bytes = cmd.to_bytes().expect("a parsed command encodes");
+        assert!(bytes.len() <= data.len(), "re-encoding is longer");
+        assert_eq!(
+            apdu::Command::parse(&bytes).as_ref(),
+            Ok(&cmd),
+            "re-encoding differs"
+        );
+        if bytes.len() == data.len() {
+            assert_eq!(bytes, data, "same length, different bytes");
+        }
+        // Chaining never loses or reorders data.
+        let parts = cmd.chain(1 + data.first().copied().unwrap_or(0) as usize);
+        let joined: Vec<u8> = parts.iter().flat_map(|c| c.data.iter().copied()).collect();
+        assert_eq!(joined, cmd.data);
+    }
+}
+
+/// `Response::parse` on arbitrary bytes: never panics, round-trips, and the status
+/// word's enum view is lossless.
+pub fn response_parse(data: &[u8]) {
+    match apdu::Response::parse(data) {
+        Ok(resp) => {
+            assert_eq!(resp.to_bytes(), data);
+            assert_eq!(apdu::StatusWord::from(resp.sw.status()), resp.sw);
+            let _ = resp.sw.to_string();
+        }
+        Err(_) => assert!(data.len() < 2),
+    }
+}
+
+/// BER-TLV (`apdu::tlv`, the one codec of the workspace) on arbitrary bytes: never
+/// panics; strict and padding-skipping parsers, the zero-copy walk of every nested level
+/// and path lookup all terminate, and what parses re-encodes to a sequence that parses
+/// to the same objects.
+pub fn tlv_parse(data: &[u8]) {
+    for options in [ParseOptions::STRICT, ParseOptions::SKIP_PADDING] {
+        if let Ok(objects) = tlv::parse_all_with(data, options) {
+            let encoded = tlv::encode_all(&objects);
+            assert!(encoded.len() <= data.len());
+            assert_eq!(
+                tlv::parse_all(&encoded).expect("re-encoding parses"),
+                objects
+            );
+        }
+    }
+    // The borrowed parse agrees with the owned one, and offsets point at the objects.
+    match (tlv::parse_all_ref(data), tlv::parse_all(data)) {
+        (Ok(refs), Ok(owned)) => {
+            assert_eq!(refs.len(), owned.len());
+            for (r, o) in refs.iter().zip(&owned) {
+                assert_eq!((r.tag(), r.value()), (o.tag, &o.value[..]));
+                assert_eq!(&data[r.offset()..r.offset() + r.raw().len()], r.raw());
+                assert_eq!(tlv::encode(r.tag(), r.value()), o.encode());
+            }
+        }
+        (Err(a), Err(b)) => assert_eq!(a, b),
+        (a, b) => panic!("borrowed {a:?} and owned {b:?} parses disagree"),
+    }
+    // Walk every constructed object (iteratively: nesting depth is attacker-chosen).
+    let mut stack: Vec<TlvRef<'_>> = tlv::iter(data).filter_map(Result::ok).collect();
+    while let Some(t) = stack.pop() {
+        if let Ok(children) = t.children() {
+            stack.extend(children.filter_map(Result::ok));
+        }
+    }
+    let _ = tlv::find_in(data, &[Tag::new(0x6F), Tag::new(0xA5), Tag::new(0xBF0C)]);
+    let _ = tlv::read_length(data);
+    let _ = Tag::parse(data);
+    let _ = TlvRef::parse(data);
+}
+
+/// CAP files (ZIP archives of components) and card-side load file data blocks: never
+/// panic; a CAP that parses yields a load file data block that the card-side parser
+/// accepts.
+pub fn cap_parse(data: &[u8]) {
+    if let Ok(cap) = gp::cap::CapFile::from_bytes(data) {
+        let block = cap.load_file_data_block();
+        let lf = gp::cap::LoadFile::parse(&block).expect("a parsed CAP's load file parses");
+        assert_eq!(lf.package_aid(), cap.package_aid());
+        let _ = cap.load_file_hash(gp::cap::HashAlgorithm::Sha256);
+    }
+    let _ = gp::cap::LoadFile::parse(data);
+}
+
+/// Every GlobalPlatform response parser the host runs on card output, and the card-side
+/// command parser: never panic.
+pub fn gp_responses(data: &[u8]) {
+    let _ = Fci::parse(data);
+    let _ = Cplc::parse(data);
+    let _ = CardData::parse(data);
+    let _ = KeyInfo::parse(data);
+    for subset in [
+        StatusSubset::IssuerSecurityDomain,
+        StatusSubset::Applications,
+        StatusSubset::LoadFiles,
+        StatusSubset::LoadFilesAndModules,
+    ] {
+        for format in [StatusFormat::Legacy, StatusFormat::Tlv] {
+            let _ = RegistryEntry::parse_all(subset, format, data);
+        }
+    }
+    if let Ok(cmd) = apdu::Command::parse(data) {
+        let _ = GpCommand::parse(&cmd);
+    }
+}
+
+/// INITIALIZE UPDATE responses and PUT KEY key data: never panic; what parses
+/// re-encodes.
+pub fn init_update_parse(data: &[u8]) {
+    if let Ok(iu) = scp::InitUpdateResponse::parse(data) {
+        assert_eq!(
+            scp::InitUpdateResponse::parse(&iu.to_bytes()).ok(),
+            Some(iu)
+        );
+    }
+    let _ = scp::put_key::parse_key_set_data(data);
+}

@@ -1,0 +1,56 @@
+//! Every fuzz target runs over its committed seed corpus (`fuzz/corpus/<target>/`), so the
+//! targets keep compiling and keep passing on the inputs that reached their depths. A
+//! target without seeds, or a fuzz target file without an entry in `fuzzing::TARGETS`
+//! (or the reverse), fails.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
+}
+
+fn run_corpus(name: &str, target: fuzzing::Target) {
+    let dir = fuzz_dir().join("corpus").join(name);
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("seed corpus {} of {name}: {e}", dir.display()));
+    let mut seeds: Vec<PathBuf> = entries
+        .map(|e| e.expect("directory entry").path())
+        .collect();
+    seeds.sort();
+    assert!(!seeds.is_empty(), "{name}: no seeds in {}", dir.display());
+    for seed in &seeds {
+        let data = std::fs::read(seed).expect("seed readable");
+        let result = std::panic::catch_unwind(|| target(&data));
+        assert!(result.is_ok(), "{name} panics on seed {}", seed.display());
+    }
+}
+
+#[test]
+fn every_target_passes_its_seed_corpus() {
+    for &(name, target) in fuzzing::TARGETS {
+        run_corpus(name, target);
+    }
+}
+
+#[test]
+fn targets_match_the_fuzz_directory() {
+    let files: BTreeSet<String> = std::fs::read_dir(fuzz_dir().join("fuzz_targets"))
+        .expect("fuzz/fuzz_targets")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .map(|p| p.file_stem().expect("stem").to_string_lossy().into_owned())
+        .collect();
+    let listed: BTreeSet<String> = fuzzing::TARGETS
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    assert_eq!(files, listed);
+    let manifest = std::fs::read_to_string(fuzz_dir().join("Cargo.toml")).expect("Cargo.toml");
+    for name in &listed {
+        assert!(
+            manifest.contains(&format!("name = \"{name}\"")),
+            "fuzz/Cargo.toml has no [[bin]] {name}"
+        );
+    }
+}

@@ -1,0 +1,5 @@
+//! `fuzzing::store_data` (crates/fuzzing): its documentation says what it checks.
+#![no_main]
+#![forbid(unsafe_code)]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzzing::store_data(data));
