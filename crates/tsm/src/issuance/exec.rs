@@ -1,9 +1,10 @@
 //! One run of a job on a card: connect, open the right secure channel, do the steps not
 //! yet done, record each before and after.
 
+use apdu::Status;
 use gp::aid::{Aid, ISD_AID};
 use gp::commands::{Cplc, DataObject, KeyInfo};
-use gpclient::{ops, ClientError, GpClient, KeySpec, OpenOptions, DEFAULT_TEST_KEY};
+use gpclient::{ops, ClientError, GpClient, KeySpec, OpenOptions, Operation, DEFAULT_TEST_KEY};
 use scp::{Diversification, Key, KeyKind, StaticKeys};
 use serde_json::json;
 use transport::{CardChannel, Traced};
@@ -14,7 +15,7 @@ use super::{
 };
 use crate::audit::{append_in, NewEntry};
 use crate::db::{params, Conn};
-use crate::error::{Error, Result, StoreError};
+use crate::error::{Error, LeaseHeld, Result, StoreError};
 use crate::model::{
     kind_str, now_ms, Card, CardState, Category, InitialKeys, Job, JobKind, JobState, Step,
     StepState,
@@ -309,7 +310,7 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         let work = |c: &mut Conn| -> Result<()> {
             self.record(c, carry, Some(seq))?;
             if renew && !renew_in(c, &self.lease)? {
-                return Err(Error::JobLeased(self.job.id));
+                return Err(Error::JobLeased(LeaseHeld::job(self.job.id)));
             }
             Ok(())
         };
@@ -327,7 +328,7 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
 
     /// Records a completed step (and the start of step `next`, if any) with its effects.
     fn record(&self, c: &mut Conn, done: Option<Done>, next: Option<u32>) -> Result<()> {
-        let lost = || Error::JobLeased(self.job.id);
+        let lost = || Error::JobLeased(LeaseHeld::job(self.job.id));
         match (&done, next) {
             (Some(d), Some(n)) => {
                 if !step_advance_in(c, &self.lease, d.seq, &d.detail, n)? {
@@ -387,7 +388,7 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         }
         if d.finish {
             if !end_job_in(c, &self.lease, JobState::Done, None)? {
-                return Err(Error::JobLeased(self.job.id));
+                return Err(Error::JobLeased(LeaseHeld::job(self.job.id)));
             }
             append_in(
                 c,
@@ -416,7 +417,7 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         self.issuer.store.tx(|c| -> Result<()> {
             // Nothing is written unless this worker still holds the job.
             if !end_job_in(c, &self.lease, state, Some(&e.to_string()))? {
-                return Err(Error::JobLeased(self.job.id));
+                return Err(Error::JobLeased(LeaseHeld::job(self.job.id)));
             }
             self.record(c, carry, None)?;
             let steps = steps_in(c, self.job.id)?;
@@ -587,18 +588,23 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
                 Ok(true)
             }
             Err(ClientError::WrongKeys { .. }) => Ok(false),
-            Err(ClientError::Card { command, sw }) if command.starts_with("INITIALIZE UPDATE") => {
-                if sw.0 == 0x6A88 {
-                    Ok(false)
-                } else {
-                    Err(Error::Card(ClientError::Card { command, sw }))
-                }
-            }
-            Err(ClientError::KeysLocked { command, sw }) => Err(Error::AuthenticationRefused(
-                format!("{command}: {sw}: the key set is locked"),
-            )),
-            Err(ClientError::Card { command, sw }) => {
-                Err(Error::AuthenticationRefused(format!("{command}: {sw}")))
+            // No key set with this KVN on the card: nothing was authenticated.
+            Err(ClientError::Card {
+                op: Operation::InitializeUpdate,
+                sw,
+                ..
+            }) if sw.status() == Status::ReferencedDataNotFound => Ok(false),
+            Err(
+                e @ ClientError::Card {
+                    op: Operation::InitializeUpdate,
+                    ..
+                },
+            ) => Err(Error::Card(e)),
+            Err(ClientError::KeysLocked { op, sw }) => Err(Error::AuthenticationRefused(format!(
+                "{op}: {sw}: the key set is locked"
+            ))),
+            Err(ClientError::Card { op, sw, .. }) => {
+                Err(Error::AuthenticationRefused(format!("{op}: {sw}")))
             }
             Err(e) => Err(e.into()),
         }
@@ -749,9 +755,11 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
             // the ISD reports in INITIALIZE UPDATE (§E.5.1.6, Amd D §7.1.1.6).
             match ops::store_data(&mut self.client, &[tlv(0xCF, &target)]) {
                 Ok(()) => {}
-                Err(ClientError::Card { sw, .. }) => {
-                    return Err(Error::KddNotSettable(sw.to_string()))
-                }
+                Err(ClientError::Card {
+                    op: Operation::StoreData,
+                    sw,
+                    ..
+                }) => return Err(Error::KddNotSettable(sw.to_string())),
                 Err(e) => return Err(e.into()),
             }
             self.changed_in_step = true;
@@ -873,9 +881,11 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         if !unchanged {
             match ops::store_data(&mut self.client, &[tlv(0xCF, &factory)]) {
                 Ok(()) => {}
-                Err(ClientError::Card { sw, .. }) => {
-                    return Err(Error::KddNotSettable(sw.to_string()))
-                }
+                Err(ClientError::Card {
+                    op: Operation::StoreData,
+                    sw,
+                    ..
+                }) => return Err(Error::KddNotSettable(sw.to_string())),
                 Err(e) => return Err(e.into()),
             }
             self.changed_in_step = true;
@@ -938,7 +948,15 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
                 true,
             );
             if let Err(e) = r {
-                if loaded_now && matches!(e, ClientError::Card { .. }) {
+                if loaded_now
+                    && matches!(
+                        e,
+                        ClientError::Card {
+                            op: Operation::InstallForInstall,
+                            ..
+                        }
+                    )
+                {
                     // Roll back the load of this step so the card is as it was.
                     if ops::delete(&mut self.client, &spec.package, true).is_ok() {
                         self.changed_in_step = false;
@@ -994,7 +1012,11 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         match ops::delete(&mut self.client, &target, related) {
             Ok(()) => self.changed_in_step = true,
             // Already gone (an interrupted earlier attempt): done.
-            Err(ClientError::Card { sw, .. }) if sw.0 == 0x6A88 => {}
+            Err(ClientError::Card {
+                op: Operation::Delete,
+                sw,
+                ..
+            }) if sw.status() == Status::ReferencedDataNotFound => {}
             Err(e) => return Err(e.into()),
         }
         let detail =
