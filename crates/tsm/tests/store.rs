@@ -28,7 +28,7 @@ fn migrations_are_idempotent() {
         let v = s.schema_versions().unwrap();
         assert_eq!(
             v.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
-            vec![1, 2, 3],
+            vec![1, 2, 3, 4],
             "{}",
             b.name
         );
@@ -38,7 +38,7 @@ fn migrations_are_idempotent() {
             .unwrap();
         let again = Store::open(&b.url).unwrap();
         assert!(again.tenant("acme").unwrap().is_some(), "{}", b.name);
-        assert_eq!(again.schema_versions().unwrap().len(), 3);
+        assert_eq!(again.schema_versions().unwrap().len(), 4);
     }
 }
 
@@ -48,8 +48,9 @@ fn upgrades_apply_only_what_is_missing_and_newer_schemas_are_refused() {
         let s = b.store();
         s.create_tenant("test", "acme", "ACME", Role::CardIssuer)
             .unwrap();
-        // Back to a database made by the previous release (schema 2).
-        let downgrade = "DROP INDEX jobs_by_card; DELETE FROM schema_migrations WHERE version = 3;";
+        // Back to a database made by the previous release (schema 3).
+        let downgrade =
+            "DROP TABLE audit_checkpoint; DELETE FROM schema_migrations WHERE version = 4;";
         let bump =
             "INSERT INTO schema_migrations (version, name, applied_ms) VALUES (99, 'future', 0)";
         match b.pg_client() {
@@ -59,7 +60,7 @@ fn upgrades_apply_only_what_is_missing_and_newer_schemas_are_refused() {
                 .execute_batch(downgrade)
                 .unwrap(),
         }
-        assert_eq!(s.migrate().unwrap(), vec![3], "{}", b.name);
+        assert_eq!(s.migrate().unwrap(), vec![4], "{}", b.name);
         assert!(s.migrate().unwrap().is_empty());
         assert!(s.tenant("acme").unwrap().is_some());
         match b.pg_client() {
@@ -75,7 +76,7 @@ fn upgrades_apply_only_what_is_missing_and_newer_schemas_are_refused() {
             Store::open(&b.url),
             Err(StoreError::SchemaTooNew {
                 found: 99,
-                known: 3
+                known: 4
             })
         ));
     }

@@ -311,13 +311,32 @@ impl<C: CardChannel + ?Sized> CardChannel for ByRef<'_, C> {
     }
 }
 
+/// A lease owner: which process on which host (what an operator needs to find it), and a
+/// random token that tells workers of one process apart.
 fn random_token() -> String {
-    let mut b = [0u8; 12];
+    let mut b = [0u8; 8];
     // Only used to tell workers apart; a failing RNG falls back to the time.
     if getrandom::fill(&mut b).is_err() {
-        b[..8].copy_from_slice(&crate::model::now_ms().to_be_bytes());
+        b.copy_from_slice(&crate::model::now_ms().to_be_bytes());
     }
-    apdu::hex(&b)
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|h| h.trim().chars().take(64).collect::<String>())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "an unknown host".into());
+    format!("pid {} on {host} ({})", std::process::id(), apdu::hex(&b))
+}
+
+/// How to resume a card's open job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResumeOptions {
+    /// Take the job over even if another worker's lease has not expired, for an operator
+    /// who knows that worker is dead (a crash). The take-over is audited with the lease it
+    /// replaced; a worker that was in fact alive loses its lease and stops at its next step
+    /// record, leaving the card to this run (every step is idempotent).
+    pub take_over: bool,
 }
 
 impl Issuer {
@@ -775,8 +794,35 @@ impl Issuer {
         self.run(job.id, chan)
     }
 
+    /// [`Issuer::resume`] with options: with [`ResumeOptions::take_over`], a job whose
+    /// lease has not expired is taken over, audited as done by `actor`.
+    pub fn resume_with<C: CardChannel + ?Sized>(
+        &self,
+        actor: &Actor,
+        card_number: &str,
+        options: &ResumeOptions,
+        chan: &mut C,
+    ) -> Result<Outcome> {
+        let job = self
+            .store
+            .open_job_for_card(card_number)?
+            .ok_or_else(|| Error::Invalid("the card has no open job".into()))?;
+        let take_over = options.take_over.then_some(actor);
+        self.run_claiming(job.id, take_over, chan)
+    }
+
     /// Runs (or resumes) a job on the card in `chan`.
     pub fn run<C: CardChannel + ?Sized>(&self, job_id: i64, chan: &mut C) -> Result<Outcome> {
+        self.run_claiming(job_id, None, chan)
+    }
+
+    /// Claims the job (taking an unexpired lease over for `take_over`) and runs it.
+    fn run_claiming<C: CardChannel + ?Sized>(
+        &self,
+        job_id: i64,
+        take_over: Option<&Actor>,
+        chan: &mut C,
+    ) -> Result<Outcome> {
         let start = Instant::now();
         let lease = Lease {
             job: job_id,
@@ -784,8 +830,25 @@ impl Issuer {
             duration: self.config.lease,
         };
         let job = self.store.tx(|c| -> Result<Job> {
-            match claim_in(c, &lease)? {
-                Claim::Claimed(job) => {
+            match claim_in(c, &lease, take_over.is_some())? {
+                Claim::Claimed { job, took_over } => {
+                    if let (Some(held), Some(actor)) = (took_over, take_over) {
+                        append_in(
+                            c,
+                            &NewEntry::new(
+                                &actor.name(),
+                                &format!("job.{}", job.kind),
+                                "taken-over",
+                            )
+                            .card(&job.card_number)
+                            .detail(json!({
+                                "job": job.id,
+                                "attempt": job.attempts,
+                                "previous_holder": held.holder,
+                                "lease_until_ms": held.until_ms,
+                            })),
+                        )?;
+                    }
                     append_in(
                         c,
                         &NewEntry::new(&job.actor, &format!("job.{}", job.kind), "running")
@@ -798,7 +861,7 @@ impl Issuer {
                     id: job.id,
                     state: job.state.to_string(),
                 }),
-                Claim::Leased => Err(Error::JobLeased(job_id)),
+                Claim::Leased(held) => Err(Error::JobLeased(held)),
                 Claim::NotFound => Err(Error::UnknownJob(job_id)),
             }
         })?;
