@@ -302,7 +302,11 @@ pub(crate) fn checkpoint_of(conn: &mut Conn) -> Result<Option<Checkpoint>, Store
 /// Signs the current chain head with `key` and stores it as the checkpoint, unless the
 /// checkpoint already covers it. Runs inside the caller's transaction, after its appends.
 pub(crate) fn checkpoint_in(conn: &mut Conn, key: &dyn kms::SigningKey) -> Result<(), StoreError> {
-    let lock = conn.for_update();
+    // Lock the head row (PostgreSQL) so two transactions sign in the order they appended.
+    let lock = match conn.for_update() {
+        "" => "",
+        _ => " FOR UPDATE OF h",
+    };
     let row = conn.query_one(
         &format!(
             "SELECT h.last_id, h.last_hash, k.entries FROM audit_head h
@@ -397,8 +401,8 @@ impl AuditReport {
     }
 }
 
-/// Walks the chain in pages of `page` entries; with `anchor` (the public key of the audit
-/// key, DER `SubjectPublicKeyInfo`), also checks the signed checkpoint.
+/// Walks the chain in pages of `page` entries; with `anchor` (the audit key's public key),
+/// also checks the signed checkpoint.
 pub(crate) fn verify(
     conn: &mut Conn,
     page: i64,
