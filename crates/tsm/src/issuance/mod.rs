@@ -72,11 +72,11 @@ use serde_json::json;
 use transport::{CardChannel, TraceSink, TransportError};
 
 use crate::audit::{append_in, NewEntry};
-use crate::db::{params, Conn};
-use crate::error::{Error, Result, StoreError};
+use crate::db::Conn;
+use crate::error::{Error, Result};
 use crate::model::{AppSpec, Card, CardState, Job, JobKind, JobState, KeyVersionStatus, StepState};
 pub(crate) use crate::store::jobs::end_in as end_job_in;
-use crate::store::jobs::{claim_in, open_job_for_card_in, Claim, Lease};
+use crate::store::jobs::{claim_in, job_params_in, open_job_for_card_in, Claim, Lease};
 use crate::store::records::{
     card_apps_in, card_in, category_apps_in, category_in, insert_blank_card, key_version_in,
     package_owner_in,
@@ -583,11 +583,8 @@ impl Issuer {
                     .collect();
                 // Card-specific personalisation written by earlier writes of this card.
                 let mut erase_tags = Vec::new();
-                for r in c.query(
-                    "SELECT params FROM jobs WHERE card_number = $1 AND kind = 'write'",
-                    params![number],
-                )? {
-                    let p = Params::parse(&serde_json::from_str(&r.text(0)?).unwrap_or_default())?;
+                for written in job_params_in(c, number, JobKind::Write)? {
+                    let p = Params::parse(&written)?;
                     let bytes = apdu::parse_hex(&p.perso).unwrap_or_default();
                     for o in apdu::tlv::parse_all(&bytes).unwrap_or_default() {
                         if !erase_tags.contains(&o.tag.value()) {
@@ -963,15 +960,6 @@ impl Issuer {
     pub(crate) fn config(&self) -> &IssuerConfig {
         &self.config
     }
-}
-
-/// Marks a card partial when a failed job changed it.
-pub(crate) fn mark_partial(c: &mut Conn, number: &str) -> std::result::Result<(), StoreError> {
-    c.execute(
-        "UPDATE cards SET state = 'partial', updated_ms = $1 WHERE card_number = $2",
-        params![crate::model::now_ms(), number],
-    )?;
-    Ok(())
 }
 
 /// Whether any step that changes the card is done or may have happened.

@@ -141,6 +141,22 @@ pub(crate) fn steps_in(c: &mut Conn, job: i64) -> Result<Vec<Step>, StoreError> 
     .collect()
 }
 
+/// The parameters of every job of `kind` a card had, oldest first (JSON that does not
+/// parse reads as `null`).
+pub(crate) fn job_params_in(
+    c: &mut Conn,
+    number: &str,
+    kind: JobKind,
+) -> Result<Vec<serde_json::Value>, StoreError> {
+    c.query(
+        "SELECT params FROM jobs WHERE card_number = $1 AND kind = $2 ORDER BY id",
+        params![number, kind.as_str()],
+    )?
+    .iter()
+    .map(|r| Ok(serde_json::from_str(&r.text(0)?).unwrap_or_default()))
+    .collect()
+}
+
 /// Inserts a job and its steps (pending). A second open job for the same card is a
 /// [`StoreError::Duplicate`]. With `claim` (a lease owner and duration), the job is
 /// created already claimed by that worker: `running`, first attempt.
