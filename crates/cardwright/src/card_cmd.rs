@@ -490,14 +490,10 @@ fn raw_apdus(
     for h in apdus {
         let bytes = apdu::parse_hex(h).with_context(|| format!("APDU '{h}'"))?;
         let cmd = apdu::Command::parse(&bytes).with_context(|| format!("APDU '{h}'"))?;
-        let r = cl.send(&cmd)?;
+        let r = cl.send(gpclient::Operation::Apdu, &cmd)?;
         println!("{} {:04X} ({})", apdu::hex(&r.data), r.sw.0, r.sw.meaning());
         if check && !r.sw.is_success() {
-            return Err(gpclient::ClientError::Card {
-                command: format!("APDU {h}"),
-                sw: r.sw,
-            }
-            .into());
+            return Err(gpclient::ClientError::refused(gpclient::Operation::Apdu, h, r.sw).into());
         }
     }
     Ok(())

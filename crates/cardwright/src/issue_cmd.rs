@@ -58,6 +58,20 @@ impl Platform {
         }
         Ok(store)
     }
+    /// The store, signing the audit log's checkpoint with the key store's audit key
+    /// (created on first use), for commands that change the platform.
+    fn anchored_store(&self) -> Result<tsm::Store> {
+        self.anchor(self.store()?)
+    }
+    /// `store`, signing the audit log's checkpoint with the key store's audit key.
+    fn anchor(&self, store: tsm::Store) -> Result<tsm::Store> {
+        let keys = kms::open_signing(&self.keystore)
+            .with_context(|| format!("key store {}", self.keystore))?;
+        let (key, _) = keys
+            .signing_key_or_create(tsm::audit::ANCHOR_KEY_LABEL, kms::SigningAlgorithm::P256)
+            .with_context(|| format!("the audit key in key store {}", self.keystore))?;
+        Ok(store.with_audit_anchor(Arc::from(key)))
+    }
     fn actor(&self) -> Result<tsm::Actor> {
         let (t, u) = self
             .actor
@@ -115,7 +129,7 @@ pub enum PackageOp {
 }
 
 pub fn run_package(cmd: PackageCmd) -> Result<()> {
-    let store = cmd.platform.store()?;
+    let store = cmd.platform.anchored_store()?;
     match cmd.op {
         PackageOp::Add { tenant, name, cap } => {
             let bytes =
@@ -274,6 +288,10 @@ pub enum IssueOp {
         /// The card's number as the platform knows it (digits).
         #[arg(long)]
         card_number: String,
+        /// Take the job over even though another process's lease on it has not expired
+        /// (after a crash, when you know that process is dead). Audited.
+        #[arg(long)]
+        take_over: bool,
     },
     /// Load and install, or delete, an application on a written card.
     App {
@@ -330,7 +348,7 @@ fn aid(s: &str) -> Result<gp::aid::Aid> {
 }
 
 pub fn run_tenant(cmd: TenantCmd) -> Result<()> {
-    let store = cmd.platform.store_or_create()?;
+    let store = cmd.platform.anchor(cmd.platform.store_or_create()?)?;
     match cmd.op {
         TenantOp::Create { id, name, role } => {
             let role = if role == "ci" {
@@ -346,7 +364,7 @@ pub fn run_tenant(cmd: TenantCmd) -> Result<()> {
 }
 
 pub fn run_category(cmd: CategoryCmd) -> Result<()> {
-    let store = cmd.platform.store()?;
+    let store = cmd.platform.anchored_store()?;
     match cmd.op {
         CategoryOp::Create {
             id,
@@ -450,6 +468,7 @@ pub fn run_issue(cmd: IssueCmd) -> Result<()> {
         }
         return Ok(());
     }
+    let store = cmd.platform.anchored_store()?;
     let keys: Arc<dyn kms::KeyStore> =
         Arc::from(crate::keys_cmd::open_keystore(&cmd.platform.keystore)?);
     let level = scp::SecurityLevel::from_str(&cmd.security_level)
@@ -536,7 +555,15 @@ pub fn run_issue(cmd: IssueCmd) -> Result<()> {
                 &mut chan,
             )
         }
-        IssueOp::Resume { card_number } => issuer.resume(&card_number, &mut chan),
+        IssueOp::Resume {
+            card_number,
+            take_over,
+        } => issuer.resume_with(
+            &actor,
+            &card_number,
+            &tsm::ResumeOptions { take_over },
+            &mut chan,
+        ),
         IssueOp::App {
             op:
                 AppOp::Load {

@@ -15,35 +15,189 @@
 
 pub mod ops;
 
-use apdu::{Command, Response, StatusWord};
+use apdu::{Command, Response, Status, StatusWord};
 use gp::aid::Aid;
 use scp::{Diversification, HostAuth, HostSession, InitUpdateResponse, SecurityLevel, StaticKeys};
 use std::fmt;
 use transport::{CardChannel, Traced, TransportError};
 use zeroize::Zeroizing;
 
+/// A card-management command, as named in errors (GP 2.3.1 §11 and ISO/IEC 7816-4).
+///
+/// Callers decide what an error means by this and the error's variant, never by its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Operation {
+    /// SELECT by AID (ISO/IEC 7816-4 §11.2.2, GP 2.3.1 §11.9).
+    Select,
+    /// INITIALIZE UPDATE (GP 2.3.1 §E.5.1, Amd D §7.1.1).
+    InitializeUpdate,
+    /// EXTERNAL AUTHENTICATE (GP 2.3.1 §E.5.2, Amd D §7.1.2).
+    ExternalAuthenticate,
+    /// PUT KEY (GP 2.3.1 §11.8).
+    PutKey,
+    /// STORE DATA (GP 2.3.1 §11.11).
+    StoreData,
+    /// INSTALL \[for load\] (GP 2.3.1 §11.5.2.3.1).
+    InstallForLoad,
+    /// INSTALL \[for install\] (and make selectable) (GP 2.3.1 §11.5.2.3.2).
+    InstallForInstall,
+    /// INSTALL \[for extradition\] (GP 2.3.1 §11.5.2.3.5).
+    InstallForExtradition,
+    /// INSTALL \[for personalization\] (GP 2.3.1 §11.5.2.3.6).
+    InstallForPersonalization,
+    /// LOAD (GP 2.3.1 §11.6).
+    Load,
+    /// DELETE (GP 2.3.1 §11.2).
+    Delete,
+    /// SET STATUS (GP 2.3.1 §11.10).
+    SetStatus,
+    /// GET STATUS (GP 2.3.1 §11.4).
+    GetStatus,
+    /// GET DATA (GP 2.3.1 §11.3).
+    GetData,
+    /// A command given by the user as raw bytes.
+    Apdu,
+}
+
+impl Operation {
+    /// The command's name as the specifications write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Select => "SELECT",
+            Operation::InitializeUpdate => "INITIALIZE UPDATE",
+            Operation::ExternalAuthenticate => "EXTERNAL AUTHENTICATE",
+            Operation::PutKey => "PUT KEY",
+            Operation::StoreData => "STORE DATA",
+            Operation::InstallForLoad => "INSTALL [for load]",
+            Operation::InstallForInstall => "INSTALL [for install]",
+            Operation::InstallForExtradition => "INSTALL [for extradition]",
+            Operation::InstallForPersonalization => "INSTALL [for personalization]",
+            Operation::Load => "LOAD",
+            Operation::Delete => "DELETE",
+            Operation::SetStatus => "SET STATUS",
+            Operation::GetStatus => "GET STATUS",
+            Operation::GetData => "GET DATA",
+            Operation::Apdu => "APDU",
+        }
+    }
+
+    /// Whether the card accepts the command only inside a secure channel with its security
+    /// domain (GP 2.3.1 §11.1.1 table 11-1 and each command's section): [`GpClient::send`]
+    /// refuses to send these in plain.
+    pub fn needs_secure_channel(self) -> bool {
+        matches!(
+            self,
+            Operation::PutKey
+                | Operation::StoreData
+                | Operation::InstallForLoad
+                | Operation::InstallForInstall
+                | Operation::InstallForExtradition
+                | Operation::InstallForPersonalization
+                | Operation::Load
+                | Operation::Delete
+                | Operation::SetStatus
+                | Operation::GetStatus
+        )
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `" OBJECT"`, or nothing for an empty object (how an error names what the command was about).
+fn about(object: &str) -> String {
+    if object.is_empty() {
+        String::new()
+    } else {
+        format!(" {object}")
+    }
+}
+
 /// Why a card operation failed. Every variant renders as one line for the user.
+///
+/// What happened is in the variant and its typed fields ([`Operation`], [`StatusWord`]);
+/// the `object` strings only name the command's target in the message.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
+    /// The reader or the card went away (the command's outcome is unknown).
     #[error("{0}")]
     Transport(#[from] TransportError),
-    /// The card answered `command` with a status word other than success.
-    #[error("{command} failed: the card answered {sw}")]
-    Card { command: String, sw: StatusWord },
+    /// The exchange with the card broke down below the command: an answer that is not an
+    /// R-APDU, endless `61xx`, a command that cannot be encoded. The command's outcome is
+    /// unknown.
+    #[error("{op}: exchange with the card: {detail}")]
+    Exchange {
+        /// The command being sent.
+        op: Operation,
+        /// What went wrong, for the message.
+        detail: String,
+    },
+    /// The card answered `op` with a status word other than success.
+    #[error("{op}{} failed: the card answered {sw}", about(.object))]
+    Card {
+        /// The command.
+        op: Operation,
+        /// What the command was about (an AID, a block number), for the message.
+        object: String,
+        /// The card's answer.
+        sw: StatusWord,
+    },
     /// The card cryptogram did not verify; EXTERNAL AUTHENTICATE was not sent.
     #[error("the card cryptogram does not verify: wrong keys{hint} for this card (EXTERNAL AUTHENTICATE was not sent, so the card's failure counter was not spent)")]
-    WrongKeys { hint: String },
+    WrongKeys {
+        /// What else may be wrong, for the message.
+        hint: String,
+    },
     /// The card refused INITIALIZE UPDATE / EXTERNAL AUTHENTICATE in a way that means the
     /// key set is locked or blocked.
-    #[error("{command} failed: the card answered {sw}: the key set is locked after too many failed authentications")]
-    KeysLocked { command: String, sw: StatusWord },
+    #[error("{op} failed: the card answered {sw}: the key set is locked after too many failed authentications")]
+    KeysLocked {
+        /// INITIALIZE UPDATE or EXTERNAL AUTHENTICATE.
+        op: Operation,
+        /// The card's answer.
+        sw: StatusWord,
+    },
+    /// The card's answer to `op` does not verify (R-MAC, R-ENC padding): the command's
+    /// outcome is unknown.
+    #[error("{op}: the card's answer does not verify: {source}")]
+    ResponseUnverified {
+        /// The command.
+        op: Operation,
+        /// Why.
+        source: scp::Error,
+    },
+    /// The card accepted PUT KEY but its answer (key version, key check values) does not
+    /// confirm the keys sent (GP 2.3.1 §11.8.3): which keys the card holds is unknown.
+    #[error("PUT KEY: the card's answer does not confirm the new keys: {0}")]
+    KeysNotConfirmed(#[source] scp::Error),
+    /// `op` needs a secure channel and none is open; nothing was sent.
+    #[error("{0} needs a secure channel and none is open (nothing was sent)")]
+    NoSecureChannel(Operation),
+    /// Secure-channel cryptography or an INITIALIZE UPDATE answer failed.
     #[error("secure channel: {0}")]
     Scp(#[from] scp::Error),
+    /// A GlobalPlatform structure could not be built or parsed.
     #[error("{0}")]
     Gp(#[from] gp::Error),
+    /// The request cannot be done as asked (checked before sending).
     #[error("{0}")]
     Invalid(String),
+}
+
+impl ClientError {
+    /// The card refused `op` (about `object`) with `sw`.
+    pub fn refused(op: Operation, object: impl Into<String>, sw: StatusWord) -> Self {
+        ClientError::Card {
+            op,
+            object: object.into(),
+            sw,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, ClientError>;
@@ -184,7 +338,7 @@ impl<C: CardChannel> GpClient<C> {
 
     /// Sends a command on the wire as it is (no secure messaging), with GET RESPONSE on
     /// `61xx` and a resend on `6Cxx` (ISO/IEC 7816-4 §5.3.4 / T=0 rules).
-    pub fn transmit_plain(&mut self, cmd: &Command) -> Result<Response> {
+    fn transmit_plain(&mut self, op: Operation, cmd: &Command) -> Result<Response> {
         let chan = &mut self.chan;
         let count = &mut self.apdus_sent;
         apdu::exchange(cmd, |bytes| {
@@ -193,15 +347,22 @@ impl<C: CardChannel> GpClient<C> {
         })
         .map_err(|e| match e {
             apdu::ExchangeError::Transmit(t) => ClientError::Transport(t),
-            other => ClientError::Invalid(format!("exchange with the card: {other}")),
+            other => ClientError::Exchange {
+                op,
+                detail: other.to_string(),
+            },
         })
     }
 
-    /// Sends a command through the secure channel when one is open (C-MAC, C-DECRYPTION
-    /// as negotiated; R-MAC/R-ENC checked and removed), in plain otherwise. The plain
-    /// command is traced as a `#` line before wrapping. Returns the response whatever its
-    /// status word.
-    pub fn send(&mut self, cmd: &Command) -> Result<Response> {
+    /// Sends `op` through the secure channel when one is open (C-MAC, C-DECRYPTION as
+    /// negotiated; R-MAC/R-ENC checked and removed), in plain otherwise, except that an
+    /// operation that [needs a secure channel](Operation::needs_secure_channel) is never
+    /// sent in plain ([`ClientError::NoSecureChannel`]). The plain command is traced as a
+    /// `#` line before wrapping. Returns the response whatever its status word.
+    pub fn send(&mut self, op: Operation, cmd: &Command) -> Result<Response> {
+        if self.session.is_none() && op.needs_secure_channel() {
+            return Err(ClientError::NoSecureChannel(op));
+        }
         if self.chan.is_enabled() && self.session.is_some() {
             if let Ok(b) = cmd.to_bytes() {
                 self.chan.note(&apdu::hex(&b));
@@ -211,23 +372,23 @@ impl<C: CardChannel> GpClient<C> {
             Some(s) => s.wrap(cmd)?,
             None => cmd.clone(),
         };
-        let resp = self.transmit_plain(&wire)?;
+        let resp = self.transmit_plain(op, &wire)?;
         match self.session.as_mut() {
-            Some(s) => Ok(s.unwrap(resp)?),
+            Some(s) => s
+                .unwrap(resp)
+                .map_err(|source| ClientError::ResponseUnverified { op, source }),
             None => Ok(resp),
         }
     }
 
-    /// [`GpClient::send`], requiring a success status; `what` names the command in the error.
-    pub fn send_ok(&mut self, cmd: &Command, what: &str) -> Result<Response> {
-        let r = self.send(cmd)?;
+    /// [`GpClient::send`], requiring a success status; `object` names what the command is
+    /// about in the error message (an AID, a block number; may be empty).
+    pub fn send_ok(&mut self, op: Operation, cmd: &Command, object: &str) -> Result<Response> {
+        let r = self.send(op, cmd)?;
         if r.sw.is_success() {
             Ok(r)
         } else {
-            Err(ClientError::Card {
-                command: what.to_string(),
-                sw: r.sw,
-            })
+            Err(ClientError::refused(op, object, r.sw))
         }
     }
 
@@ -237,12 +398,13 @@ impl<C: CardChannel> GpClient<C> {
         self.session = None;
         self.info = None;
         let cmd = gp::commands::Select::by_aid(aid).to_command()?;
-        let r = self.transmit_plain(&cmd)?;
+        let r = self.transmit_plain(Operation::Select, &cmd)?;
         if !r.sw.is_success() {
-            return Err(ClientError::Card {
-                command: format!("SELECT {aid}"),
-                sw: r.sw,
-            });
+            return Err(ClientError::refused(
+                Operation::Select,
+                aid.to_string(),
+                r.sw,
+            ));
         }
         if let Ok(fci) = gp::commands::Fci::parse(&r.data) {
             if let Some(max) = fci.max_command_data_length {
@@ -262,19 +424,22 @@ impl<C: CardChannel> GpClient<C> {
         getrandom::getrandom(&mut host_challenge)
             .map_err(|e| ClientError::Invalid(format!("random number generator: {e}")))?;
         let iu_cmd = scp::initialize_update(opts.keys.key_version, &host_challenge);
-        let r = self.transmit_plain(&iu_cmd)?;
+        let op = Operation::InitializeUpdate;
+        let r = self.transmit_plain(op, &iu_cmd)?;
         if !r.sw.is_success() {
-            let command = "INITIALIZE UPDATE".to_string();
-            return Err(match r.sw.0 {
-                0x6983 | 0x6984 => ClientError::KeysLocked { command, sw: r.sw },
-                0x6A88 => ClientError::Card {
-                    command: format!(
-                        "INITIALIZE UPDATE (key version {:#04x} not on the card)",
+            return Err(match r.sw.status() {
+                Status::AuthMethodBlocked | Status::ReferenceDataNotUsable => {
+                    ClientError::KeysLocked { op, sw: r.sw }
+                }
+                Status::ReferencedDataNotFound => ClientError::refused(
+                    op,
+                    format!(
+                        "(key version {:#04x} not on the card)",
                         opts.keys.key_version
                     ),
-                    sw: r.sw,
-                },
-                _ => ClientError::Card { command, sw: r.sw },
+                    r.sw,
+                ),
+                _ => ClientError::refused(op, "", r.sw),
             });
         }
         let iu = InitUpdateResponse::parse(&r.data)?;
@@ -303,12 +468,12 @@ impl<C: CardChannel> GpClient<C> {
             Err(e) => return Err(e.into()),
         };
         let ext = auth.external_authenticate();
-        let r = self.transmit_plain(&ext)?;
+        let op = Operation::ExternalAuthenticate;
+        let r = self.transmit_plain(op, &ext)?;
         if !r.sw.is_success() {
-            let command = "EXTERNAL AUTHENTICATE".to_string();
-            return Err(match r.sw.0 {
-                0x6983 => ClientError::KeysLocked { command, sw: r.sw },
-                _ => ClientError::Card { command, sw: r.sw },
+            return Err(match r.sw.status() {
+                Status::AuthMethodBlocked => ClientError::KeysLocked { op, sw: r.sw },
+                _ => ClientError::refused(op, "", r.sw),
             });
         }
         let session = auth.finish(&r)?;

@@ -4,8 +4,8 @@
 //! GlobalPlatform specification requires one (GET STATUS, INSTALL, LOAD, DELETE, PUT KEY,
 //! SET STATUS, STORE DATA), and returns what it learnt or did.
 
-use crate::{ClientError, GpClient, Result};
-use apdu::{Command, StatusWord};
+use crate::{ClientError, GpClient, Operation, Result};
+use apdu::{Command, Status, StatusWord};
 use gp::aid::Aid;
 use gp::commands::{
     CardData, Cplc, DataObject, Fci, GetData, GetStatus, Install, KeyInfo, RegistryEntry,
@@ -36,7 +36,7 @@ pub fn get_data_raw<C: CardChannel>(
     object: DataObject,
 ) -> Result<Option<Vec<u8>>> {
     let gd = GetData::new(object);
-    let r = client.send(&gd.to_command()?)?;
+    let r = client.send(Operation::GetData, &gd.to_command()?)?;
     Ok(r.sw.is_success().then_some(r.data))
 }
 
@@ -76,7 +76,15 @@ pub fn get_status<C: CardChannel>(
     subset: StatusSubset,
 ) -> Result<Vec<RegistryEntry>> {
     match get_status_in(client, subset, StatusFormat::Tlv) {
-        Err(ClientError::Card { sw, .. }) if matches!(sw.0, 0x6A86 | 0x6A80 | 0x6D00) => {
+        Err(ClientError::Card {
+            op: Operation::GetStatus,
+            sw,
+            ..
+        }) if matches!(
+            sw.status(),
+            Status::IncorrectP1P2 | Status::WrongData | Status::InsNotSupported
+        ) =>
+        {
             get_status_in(client, subset, StatusFormat::Legacy)
         }
         other => other,
@@ -91,7 +99,7 @@ fn get_status_in<C: CardChannel>(
     let mut req = GetStatus::new(subset).with_format(format);
     let mut all = Vec::new();
     for _page in 0..1000 {
-        let r = client.send(&req.to_command()?)?;
+        let r = client.send(Operation::GetStatus, &req.to_command()?)?;
         match r.sw {
             StatusWord::SUCCESS | StatusWord::MORE_DATA_AVAILABLE => {
                 all.extend(RegistryEntry::parse_all(subset, format, &r.data)?);
@@ -102,12 +110,7 @@ fn get_status_in<C: CardChannel>(
             }
             // No entry of this kind.
             StatusWord::FILE_NOT_FOUND | StatusWord::REFERENCED_DATA_NOT_FOUND => return Ok(all),
-            sw => {
-                return Err(ClientError::Card {
-                    command: "GET STATUS".into(),
-                    sw,
-                })
-            }
+            sw => return Err(ClientError::refused(Operation::GetStatus, "", sw)),
         }
     }
     Err(ClientError::Invalid(
@@ -145,7 +148,10 @@ pub fn registry<C: CardChannel>(client: &mut GpClient<C>) -> Result<Registry> {
     let applications = get_status(client, StatusSubset::Applications)?;
     let load_files = match get_status(client, StatusSubset::LoadFilesAndModules) {
         Ok(v) => v,
-        Err(ClientError::Card { .. }) => get_status(client, StatusSubset::LoadFiles)?,
+        Err(ClientError::Card {
+            op: Operation::GetStatus,
+            ..
+        }) => get_status(client, StatusSubset::LoadFiles)?,
         Err(e) => return Err(e),
     };
     Ok(Registry {
@@ -175,7 +181,11 @@ pub fn install_instance<C: CardChannel>(
         make_selectable,
     }
     .to_command()?;
-    client.send_ok(&cmd, &format!("INSTALL [for install] of {instance}"))?;
+    client.send_ok(
+        Operation::InstallForInstall,
+        &cmd,
+        &format!("of {instance}"),
+    )?;
     Ok(())
 }
 
@@ -184,13 +194,15 @@ pub fn send_all<C: CardChannel>(
     client: &mut GpClient<C>,
     cmds: &[Command],
 ) -> Result<Vec<apdu::Response>> {
-    cmds.iter().map(|c| client.send(c)).collect()
+    cmds.iter()
+        .map(|c| client.send(Operation::Apdu, c))
+        .collect()
 }
 
 /// DELETE of an application, security domain or load file (GP 2.3.1 §11.2).
 pub fn delete<C: CardChannel>(client: &mut GpClient<C>, aid: &Aid, related: bool) -> Result<()> {
     let cmd = gp::commands::Delete::object(*aid, related).to_command()?;
-    client.send_ok(&cmd, &format!("DELETE {aid}"))?;
+    client.send_ok(Operation::Delete, &cmd, &aid.to_string())?;
     Ok(())
 }
 
@@ -236,7 +248,11 @@ pub fn create_domain<C: CardChannel>(
             token: Vec::new(),
         }
         .to_command()?;
-        client.send_ok(&cmd, &format!("INSTALL [for extradition] of {aid} to {sd}"))?;
+        client.send_ok(
+            Operation::InstallForExtradition,
+            &cmd,
+            &format!("of {aid} to {sd}"),
+        )?;
     }
     Ok(())
 }
@@ -257,7 +273,7 @@ pub fn put_key_set<C: CardChannel>(
     }
     let session = client
         .session()
-        .ok_or_else(|| ClientError::Invalid("PUT KEY needs a secure channel".into()))?;
+        .ok_or(ClientError::NoSecureChannel(Operation::PutKey))?;
     let data = scp::put_key::key_set_data(new_kvn, keys, session)?;
     let cmd = gp::commands::PutKey {
         old_version: replaces.unwrap_or(0),
@@ -267,12 +283,12 @@ pub fn put_key_set<C: CardChannel>(
         data,
     }
     .to_command()?;
-    let r = client.send_ok(&cmd, "PUT KEY")?;
-    scp::put_key::check_response(&r.data, new_kvn, keys).map_err(|e| {
-        ClientError::Invalid(format!(
-            "PUT KEY: the card's answer does not confirm the new keys: {e}"
-        ))
-    })?;
+    let r = client.send_ok(
+        Operation::PutKey,
+        &cmd,
+        &format!("of key set {new_kvn:#04x}"),
+    )?;
+    scp::put_key::check_response(&r.data, new_kvn, keys).map_err(ClientError::KeysNotConfirmed)?;
     Ok(())
 }
 
@@ -288,11 +304,9 @@ pub fn set_application_locked<C: CardChannel>(
         gp::commands::SetStatus::unlock(*aid)
     };
     client.send_ok(
+        Operation::SetStatus,
         &s.to_command()?,
-        &format!(
-            "SET STATUS ({} {aid})",
-            if lock { "lock" } else { "unlock" }
-        ),
+        &format!("({} {aid})", if lock { "lock" } else { "unlock" }),
     )?;
     Ok(())
 }
@@ -303,7 +317,7 @@ pub fn set_card_life_cycle<C: CardChannel>(
     state: CardLifeCycle,
 ) -> Result<()> {
     let cmd = gp::commands::SetStatus::card(state).to_command()?;
-    client.send_ok(&cmd, &format!("SET STATUS (card to {state})"))?;
+    client.send_ok(Operation::SetStatus, &cmd, &format!("(card to {state})"))?;
     Ok(())
 }
 
@@ -314,7 +328,11 @@ pub fn personalize<C: CardChannel>(
     blocks: &[Vec<u8>],
 ) -> Result<()> {
     let cmd = Install::ForPersonalization { application: *aid }.to_command()?;
-    client.send_ok(&cmd, &format!("INSTALL [for personalization] of {aid}"))?;
+    client.send_ok(
+        Operation::InstallForPersonalization,
+        &cmd,
+        &format!("of {aid}"),
+    )?;
     store_data(client, blocks)
 }
 
@@ -342,7 +360,7 @@ pub fn store_data<C: CardChannel>(client: &mut GpClient<C>, blocks: &[Vec<u8>]) 
             ..Default::default()
         }
         .to_command()?;
-        client.send_ok(&cmd, &format!("STORE DATA block {i}"))?;
+        client.send_ok(Operation::StoreData, &cmd, &format!("block {i}"))?;
     }
     Ok(())
 }
@@ -407,11 +425,15 @@ pub fn install_cap<C: CardChannel>(
         token: Vec::new(),
     }
     .to_command()?;
-    client.send_ok(&for_load, &format!("INSTALL [for load] of {load_file}"))?;
+    client.send_ok(
+        Operation::InstallForLoad,
+        &for_load,
+        &format!("of {load_file}"),
+    )?;
     let loads = gp::commands::load_blocks(&block, client.max_plain_data())?;
     let n = loads.len();
     for (i, cmd) in loads.iter().enumerate() {
-        client.send_ok(cmd, &format!("LOAD block {} of {n}", i + 1))?;
+        client.send_ok(Operation::Load, cmd, &format!("block {} of {n}", i + 1))?;
     }
     let mut instances = Vec::new();
     if !opts.load_only {

@@ -21,6 +21,27 @@
 //! database refuses UPDATE and DELETE on `audit_log` with triggers; [`crate::Store::audit_verify`] still
 //! detects any change made by someone who drops them: a changed, removed or reordered
 //! entry breaks the chain, and a removed tail no longer matches `audit_head`.
+//!
+//! # The anchored head
+//!
+//! The chain is an unkeyed hash: someone who can write the database can delete the last
+//! entries and set `audit_head` to the new last one, and the chain still verifies. A
+//! [`Store`](crate::Store) given a signing key of the key store
+//! ([`Store::with_audit_anchor`](crate::Store::with_audit_anchor); the key never leaves
+//! the store, PKCS#11 or sealed software) therefore also writes a **checkpoint** in every
+//! transaction that appends: the number of entries and the head hash, signed (ECDSA P-256
+//! or RSA PKCS#1 v1.5 with SHA-256) over
+//!
+//! ```text
+//! "cardwright-audit-checkpoint-v1" ‖ entries (8 bytes, big-endian) ‖ head hash (32 bytes)
+//! ```
+//!
+//! [`Store::audit_verify_anchored`](crate::Store::audit_verify_anchored) checks that
+//! signature with the key's public key and that the chain has that many entries ending in
+//! that hash, so a removed tail is detected unless the remover holds the key. What it
+//! cannot detect is a roll-back of the whole database (log and checkpoint) to an earlier
+//! copy: for that, record the head it prints (entries and hash) outside the database and
+//! compare later (`cardwright audit verify --expect-head`).
 
 use sha2::{Digest, Sha256};
 
@@ -231,6 +252,86 @@ pub(crate) fn append_in(conn: &mut Conn, e: &NewEntry) -> Result<Entry, StoreErr
     Ok(entry)
 }
 
+/// Domain separation prefix of a checkpoint's signed message.
+pub const CHECKPOINT_DOMAIN: &[u8] = b"cardwright-audit-checkpoint-v1";
+
+/// The label of the key-store signing key that anchors the audit log.
+pub const ANCHOR_KEY_LABEL: &str = "cardwright-audit";
+
+/// What a checkpoint signs: [`CHECKPOINT_DOMAIN`] ‖ entries ‖ head hash.
+pub fn checkpoint_message(entries: i64, head: &[u8; 32]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(CHECKPOINT_DOMAIN.len() + 8 + 32);
+    m.extend_from_slice(CHECKPOINT_DOMAIN);
+    m.extend_from_slice(&entries.to_be_bytes());
+    m.extend_from_slice(head);
+    m
+}
+
+/// A signed statement of the chain's length and head, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Entries in the chain when it was signed.
+    pub entries: i64,
+    /// Hash of the last of them.
+    pub head: [u8; 32],
+    /// The signing key's label in the key store.
+    pub key_label: String,
+    /// Signature over [`checkpoint_message`].
+    pub signature: Vec<u8>,
+    /// When it was written (Unix ms).
+    pub at_ms: i64,
+}
+
+pub(crate) fn checkpoint_of(conn: &mut Conn) -> Result<Option<Checkpoint>, StoreError> {
+    conn.query_opt(
+        "SELECT entries, head, key_label, signature, at_ms FROM audit_checkpoint WHERE id = 1",
+        params![],
+    )?
+    .map(|r| {
+        Ok(Checkpoint {
+            entries: r.int(0)?,
+            head: hash32(r.bytes(1)?, "audit_checkpoint.head")?,
+            key_label: r.text(2)?,
+            signature: r.bytes(3)?,
+            at_ms: r.int(4)?,
+        })
+    })
+    .transpose()
+}
+
+/// Signs the current chain head with `key` and stores it as the checkpoint, unless the
+/// checkpoint already covers it. Runs inside the caller's transaction, after its appends.
+pub(crate) fn checkpoint_in(conn: &mut Conn, key: &dyn kms::SigningKey) -> Result<(), StoreError> {
+    // Lock the head row (PostgreSQL) so two transactions sign in the order they appended.
+    let lock = match conn.for_update() {
+        "" => "",
+        _ => " FOR UPDATE OF h",
+    };
+    let row = conn.query_one(
+        &format!(
+            "SELECT h.last_id, h.last_hash, k.entries FROM audit_head h
+             LEFT JOIN audit_checkpoint k ON k.id = 1 WHERE h.id = 1{lock}"
+        ),
+        params![],
+    )?;
+    let entries = row.int(0)?;
+    if row.opt_int(2)? == Some(entries) {
+        return Ok(());
+    }
+    let head = hash32(row.bytes(1)?, "audit_head.last_hash")?;
+    let signature = key
+        .sign_sha256(&checkpoint_message(entries, &head))
+        .map_err(|e| StoreError::AuditAnchor(e.to_string()))?;
+    conn.execute(
+        "INSERT INTO audit_checkpoint (id, entries, head, key_label, signature, at_ms)
+         VALUES (1, $1, $2, $3, $4, $5)
+         ON CONFLICT (id) DO UPDATE SET entries = $1, head = $2, key_label = $3,
+             signature = $4, at_ms = $5",
+        params![entries, head.to_vec(), key.label(), signature, now_ms()],
+    )?;
+    Ok(())
+}
+
 /// Why the chain does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -258,6 +359,23 @@ pub enum AuditFault {
         /// The last entry found.
         last_id: i64,
     },
+    /// Verifying against the anchor key, but the database holds no checkpoint.
+    #[error("no signed checkpoint of the chain head (removed, or never written by a store with the audit key)")]
+    CheckpointMissing,
+    /// The checkpoint's signature does not verify with the anchor key's public key.
+    #[error("the signed checkpoint does not verify with the audit key (forged or edited)")]
+    CheckpointForged,
+    /// The signed checkpoint counts more entries than the log has.
+    #[error("the signed checkpoint counts {signed} entries, the log has {found} (entries removed at the end)")]
+    Truncated {
+        /// Entries the checkpoint signed.
+        signed: i64,
+        /// Entries in the log.
+        found: i64,
+    },
+    /// Entry `n` is not the one the checkpoint signed.
+    #[error("entry {0} is not the one the signed checkpoint ends at (entries replaced)")]
+    CheckpointMismatch(i64),
 }
 
 /// The outcome of [`crate::Store::audit_verify`].
@@ -269,6 +387,11 @@ pub struct AuditReport {
     pub head: [u8; 32],
     /// The first problem, if any.
     pub first_bad: Option<AuditFault>,
+    /// The checkpoint stored in the database (checked only by
+    /// [`crate::Store::audit_verify_anchored`]).
+    pub checkpoint: Option<Checkpoint>,
+    /// Entries covered by a checkpoint whose signature verified (`None`: not checked).
+    pub anchored: Option<u64>,
 }
 
 impl AuditReport {
@@ -278,8 +401,56 @@ impl AuditReport {
     }
 }
 
-/// Walks the chain in pages of `page` entries.
-pub(crate) fn verify(conn: &mut Conn, page: i64) -> Result<AuditReport, StoreError> {
+/// Walks the chain in pages of `page` entries; with `anchor` (the audit key's public key),
+/// also checks the signed checkpoint.
+pub(crate) fn verify(
+    conn: &mut Conn,
+    page: i64,
+    anchor: Option<&pki::PublicKey>,
+) -> Result<AuditReport, StoreError> {
+    let checkpoint = checkpoint_of(conn)?;
+    let (mut report, signed_hash) = walk(conn, page, checkpoint.as_ref().map(|k| k.entries))?;
+    report.checkpoint = checkpoint;
+    let Some(key) = anchor else {
+        return Ok(report);
+    };
+    if report.first_bad.is_some() {
+        return Ok(report);
+    }
+    let found = report.entries as i64;
+    let fault = match &report.checkpoint {
+        None if found == 0 => None,
+        None => Some(AuditFault::CheckpointMissing),
+        Some(k) => {
+            if key
+                .verify(&checkpoint_message(k.entries, &k.head), &k.signature)
+                .is_err()
+            {
+                Some(AuditFault::CheckpointForged)
+            } else if k.entries > found {
+                Some(AuditFault::Truncated {
+                    signed: k.entries,
+                    found,
+                })
+            } else if k.entries > 0 && signed_hash != Some(k.head) {
+                Some(AuditFault::CheckpointMismatch(k.entries))
+            } else {
+                report.anchored = Some(k.entries as u64);
+                None
+            }
+        }
+    };
+    report.first_bad = fault;
+    Ok(report)
+}
+
+/// The chain walk; also returns the hash of entry `at`, if the walk reached it.
+fn walk(
+    conn: &mut Conn,
+    page: i64,
+    at: Option<i64>,
+) -> Result<(AuditReport, Option<[u8; 32]>), StoreError> {
+    let mut hash_at = None;
     let mut prev = [0u8; 32];
     let mut expected_id = 1i64;
     let mut count = 0u64;
@@ -307,11 +478,17 @@ pub(crate) fn verify(conn: &mut Conn, page: i64) -> Result<AuditReport, StoreErr
                 None
             };
             if fault.is_some() {
-                return Ok(AuditReport {
+                let report = AuditReport {
                     entries: count,
                     head: prev,
                     first_bad: fault,
-                });
+                    checkpoint: None,
+                    anchored: None,
+                };
+                return Ok((report, hash_at));
+            }
+            if Some(e.id) == at {
+                hash_at = Some(e.hash);
             }
             prev = e.hash;
             expected_id += 1;
@@ -326,11 +503,14 @@ pub(crate) fn verify(conn: &mut Conn, page: i64) -> Result<AuditReport, StoreErr
     let last_id = expected_id - 1;
     let first_bad = (head_id != last_id || head_hash != prev)
         .then_some(AuditFault::HeadMismatch { head_id, last_id });
-    Ok(AuditReport {
+    let report = AuditReport {
         entries: count,
         head: prev,
         first_bad,
-    })
+        checkpoint: None,
+        anchored: None,
+    };
+    Ok((report, hash_at))
 }
 
 #[cfg(test)]

@@ -49,6 +49,9 @@ pub enum StoreError {
         /// Highest migration this program has.
         known: i64,
     },
+    /// The audit log's checkpoint could not be signed with the audit key.
+    #[error("audit checkpoint: {0}")]
+    AuditAnchor(String),
     /// A value given to the store is not acceptable.
     #[error("invalid {what}: {detail}")]
     Invalid {
@@ -157,9 +160,10 @@ pub enum Error {
         /// Its final state.
         state: String,
     },
-    /// The job is being run by another worker (its lease has not expired).
-    #[error("job {0} is running elsewhere (lease not expired)")]
-    JobLeased(i64),
+    /// The job is being run by another worker (its lease has not expired), or this worker
+    /// lost its lease to another.
+    #[error("{0}")]
+    JobLeased(LeaseHeld),
     /// The request is malformed (bad card number, missing package…).
     #[error("invalid request: {0}")]
     Invalid(String),
@@ -180,6 +184,8 @@ pub enum Error {
 }
 
 impl From<gpclient::ClientError> for Error {
+    /// Decided by the variant alone, never by the message: an error that leaves the
+    /// command's outcome unknown keeps the job resumable; a refusal fails it.
     fn from(e: gpclient::ClientError) -> Self {
         use gpclient::ClientError as C;
         match e {
@@ -191,11 +197,8 @@ impl From<gpclient::ClientError> for Error {
             C::Scp(e) => Error::Interrupted(TransportError::Other(format!(
                 "the card's answer does not verify: {e}"
             ))),
-            C::Invalid(m)
-                if m.contains("does not confirm the new keys")
-                    || m.starts_with("exchange with the card") =>
-            {
-                Error::Interrupted(TransportError::Other(m))
+            e @ (C::Exchange { .. } | C::ResponseUnverified { .. } | C::KeysNotConfirmed(_)) => {
+                Error::Interrupted(TransportError::Other(e.to_string()))
             }
             other => Error::Card(other),
         }
@@ -215,5 +218,151 @@ impl Error {
     }
 }
 
+/// Who holds a job's lease, and until when: what a refused claim says so that the operator
+/// knows when the job can run again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseHeld {
+    /// The job.
+    pub job: i64,
+    /// The worker holding the lease (`pid N on HOST`, and a random token), when known.
+    pub holder: Option<String>,
+    /// When the lease expires (Unix ms), when known.
+    pub until_ms: Option<i64>,
+}
+
+impl LeaseHeld {
+    /// The job, holder and expiry unknown (the lease was lost to another worker).
+    pub fn job(job: i64) -> Self {
+        LeaseHeld {
+            job,
+            holder: None,
+            until_ms: None,
+        }
+    }
+}
+
+impl std::fmt::Display for LeaseHeld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "job {} is running elsewhere (lease not expired)",
+            self.job
+        )?;
+        if let Some(h) = &self.holder {
+            write!(f, ": held by {h}")?;
+        }
+        if let Some(until) = self.until_ms {
+            let left = until.saturating_sub(crate::model::now_ms()).max(0) / 1000;
+            write!(
+                f,
+                "; it can run again after {} ({} min {} s from now), or take it over now if that worker is dead",
+                utc_text(until),
+                left / 60,
+                left % 60
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `2026-12-03 23:40:12 UTC` for a Unix time in milliseconds.
+pub(crate) fn utc_text(ms: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => format!("{ms} ms after 1970"),
+    }
+}
+
 /// Result of workflow operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apdu::StatusWord;
+    use gpclient::{ClientError as C, Operation};
+    use proptest::prelude::*;
+
+    /// Every text-carrying gpclient error, with `text` wherever it carries free text, and
+    /// whether the job must stay resumable after it.
+    fn errors(text: &str, op: Operation, sw: u16) -> Vec<(C, bool)> {
+        let sw = StatusWord(sw);
+        vec![
+            (
+                C::Exchange {
+                    op,
+                    detail: text.into(),
+                },
+                true,
+            ),
+            (
+                C::ResponseUnverified {
+                    op,
+                    source: scp::Error::MacMismatch,
+                },
+                true,
+            ),
+            (
+                C::KeysNotConfirmed(scp::Error::Malformed {
+                    what: "PUT KEY response",
+                    detail: text.into(),
+                }),
+                true,
+            ),
+            (C::KeysNotConfirmed(scp::Error::KcvMismatch), true),
+            (C::Transport(TransportError::Other(text.into())), true),
+            (C::refused(op, text, sw), false),
+            (C::KeysLocked { op, sw }, false),
+            (C::NoSecureChannel(op), false),
+            (C::Invalid(text.into()), false),
+            (C::WrongKeys { hint: text.into() }, false),
+        ]
+    }
+
+    const OPS: [Operation; 15] = [
+        Operation::Select,
+        Operation::InitializeUpdate,
+        Operation::ExternalAuthenticate,
+        Operation::PutKey,
+        Operation::StoreData,
+        Operation::InstallForLoad,
+        Operation::InstallForInstall,
+        Operation::InstallForExtradition,
+        Operation::InstallForPersonalization,
+        Operation::Load,
+        Operation::Delete,
+        Operation::SetStatus,
+        Operation::GetStatus,
+        Operation::GetData,
+        Operation::Apdu,
+    ];
+
+    proptest! {
+        /// Whether a job resumes depends on the error's variant only: any message text
+        /// (including the texts that used to be matched) gives the same answer.
+        #[test]
+        fn resumability_is_decided_by_variant_not_text(
+            text in prop_oneof![
+                Just("does not confirm the new keys".to_string()),
+                Just("exchange with the card".to_string()),
+                Just("INITIALIZE UPDATE".to_string()),
+                ".{0,40}",
+            ],
+            op in 0usize..OPS.len(),
+            sw in any::<u16>(),
+        ) {
+            for (e, resumable) in errors(&text, OPS[op], sw) {
+                let shown = e.to_string();
+                prop_assert_eq!(Error::from(e).is_interruption(), resumable, "{}", shown);
+            }
+        }
+    }
+}

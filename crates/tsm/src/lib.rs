@@ -57,7 +57,9 @@ mod schema;
 mod store;
 
 pub use db::Dialect;
-pub use error::{Error, Result, StoreError};
-pub use issuance::{kvn_for_version, Actor, Issuer, IssuerConfig, Outcome, Request, Timing};
+pub use error::{Error, LeaseHeld, Result, StoreError};
+pub use issuance::{
+    kvn_for_version, Actor, Issuer, IssuerConfig, Outcome, Request, ResumeOptions, Timing,
+};
 pub use pki_store::purge_expired_challenges;
 pub use store::{redact_url, CategorySpec, NewJob, Store};

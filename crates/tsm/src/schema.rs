@@ -209,6 +209,17 @@ const V3_JOB_INDEX: &str = r#"
 CREATE INDEX jobs_by_card ON jobs (card_number, id);
 "#;
 
+const V4_AUDIT_CHECKPOINT: &str = r#"
+CREATE TABLE audit_checkpoint (
+    id         BIGINT PRIMARY KEY CHECK (id = 1),
+    entries    BIGINT NOT NULL,
+    head       {bytes} NOT NULL,
+    key_label  TEXT NOT NULL,
+    signature  {bytes} NOT NULL,
+    at_ms      BIGINT NOT NULL
+);
+"#;
+
 /// Every migration, in order. Never edit one that shipped: add the next.
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -229,6 +240,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "jobs: index by card (a card's history without a scan)",
         sql: V3_JOB_INDEX,
+        sqlite: "",
+        postgres: "",
+    },
+    Migration {
+        version: 4,
+        name: "audit: the signed checkpoint of the chain head",
+        sql: V4_AUDIT_CHECKPOINT,
         sqlite: "",
         postgres: "",
     },

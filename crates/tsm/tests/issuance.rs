@@ -426,8 +426,95 @@ fn leases_keep_two_workers_apart() {
     }));
     assert!(r.is_err());
     assert_eq!(f.store().job(id).unwrap().unwrap().state, JobState::Running);
-    // Nobody else may take it over while the lease runs.
-    assert!(matches!(long.run(id, &mut card), Err(Error::JobLeased(_))));
+    // Nobody else may take it over while the lease runs; the refusal says who holds the
+    // lease and when it expires.
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let held = match long.resume(NUMBER, &mut card) {
+        Err(Error::JobLeased(held)) => held,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(held.job, id);
+    let until = held.until_ms.expect("the expiry is known");
+    assert!(
+        until > before + 250_000 && until <= before + 300_000,
+        "{until}"
+    );
+    let holder = held.holder.clone().expect("the holder is known");
+    assert!(
+        holder.contains(&format!("pid {}", std::process::id())),
+        "{holder}"
+    );
+    let text = Error::JobLeased(held).to_string();
+    assert!(text.contains("lease not expired"), "{text}");
+    assert!(text.contains(&holder), "{text}");
+    assert!(text.contains(" UTC (4 min "), "{text}");
+    assert!(text.contains("take it over"), "{text}");
+    // The default stays the lease check, also through resume_with.
+    assert!(matches!(
+        long.resume_with(&f.ci, NUMBER, &tsm::ResumeOptions::default(), &mut card),
+        Err(Error::JobLeased(_))
+    ));
+    assert_eq!(f.store().job(id).unwrap().unwrap().state, JobState::Running);
+
+    // An operator who knows the worker is dead takes the job over: it finishes, and the
+    // audit log says who took it over from whom.
+    let operator = tsm::Actor::new(&f.ci.tenant, "night-operator");
+    let out = long
+        .resume_with(
+            &operator,
+            NUMBER,
+            &tsm::ResumeOptions { take_over: true },
+            &mut card,
+        )
+        .unwrap();
+    assert_eq!(out.job.state, JobState::Done);
+    let audit = f.store().audit_for_card(NUMBER).unwrap();
+    let taken: Vec<_> = audit.iter().filter(|e| e.result == "taken-over").collect();
+    assert_eq!(taken.len(), 1, "{audit:#?}");
+    assert_eq!(taken[0].actor, operator.name());
+    let detail: serde_json::Value = serde_json::from_str(&taken[0].detail).unwrap();
+    assert_eq!(detail["job"], id);
+    assert_eq!(detail["previous_holder"], holder.as_str());
+    assert_eq!(detail["lease_until_ms"], until);
+    assert!(f.store().audit_verify().unwrap().is_ok());
+}
+
+#[test]
+fn take_over_of_a_pending_job_is_a_plain_resume() {
+    let ts = sqlite();
+    let f = Fixture::new(ts, KeyKind::Aes, 0x30, false);
+    let mut card = SimCard::scp03();
+    f.issuer
+        .submit(
+            &f.ci,
+            &Request::Write {
+                card_number: NUMBER.into(),
+                category: CATEGORY.into(),
+                install_apps: false,
+                perso: Vec::new(),
+            },
+        )
+        .unwrap();
+    let out = f
+        .issuer
+        .resume_with(
+            &f.ci,
+            NUMBER,
+            &tsm::ResumeOptions { take_over: true },
+            &mut card,
+        )
+        .unwrap();
+    assert_eq!(out.job.state, JobState::Done);
+    // Nothing was taken over, so nothing is audited as such.
+    assert!(f
+        .store()
+        .audit_for_card(NUMBER)
+        .unwrap()
+        .iter()
+        .all(|e| e.result != "taken-over"));
 }
 
 #[test]

@@ -28,7 +28,7 @@ fn migrations_are_idempotent() {
         let v = s.schema_versions().unwrap();
         assert_eq!(
             v.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
-            vec![1, 2, 3],
+            vec![1, 2, 3, 4],
             "{}",
             b.name
         );
@@ -38,7 +38,7 @@ fn migrations_are_idempotent() {
             .unwrap();
         let again = Store::open(&b.url).unwrap();
         assert!(again.tenant("acme").unwrap().is_some(), "{}", b.name);
-        assert_eq!(again.schema_versions().unwrap().len(), 3);
+        assert_eq!(again.schema_versions().unwrap().len(), 4);
     }
 }
 
@@ -48,8 +48,9 @@ fn upgrades_apply_only_what_is_missing_and_newer_schemas_are_refused() {
         let s = b.store();
         s.create_tenant("test", "acme", "ACME", Role::CardIssuer)
             .unwrap();
-        // Back to a database made by the previous release (schema 2).
-        let downgrade = "DROP INDEX jobs_by_card; DELETE FROM schema_migrations WHERE version = 3;";
+        // Back to a database made by the previous release (schema 3).
+        let downgrade =
+            "DROP TABLE audit_checkpoint; DELETE FROM schema_migrations WHERE version = 4;";
         let bump =
             "INSERT INTO schema_migrations (version, name, applied_ms) VALUES (99, 'future', 0)";
         match b.pg_client() {
@@ -59,7 +60,7 @@ fn upgrades_apply_only_what_is_missing_and_newer_schemas_are_refused() {
                 .execute_batch(downgrade)
                 .unwrap(),
         }
-        assert_eq!(s.migrate().unwrap(), vec![3], "{}", b.name);
+        assert_eq!(s.migrate().unwrap(), vec![4], "{}", b.name);
         assert!(s.migrate().unwrap().is_empty());
         assert!(s.tenant("acme").unwrap().is_some());
         match b.pg_client() {
@@ -75,7 +76,7 @@ fn upgrades_apply_only_what_is_missing_and_newer_schemas_are_refused() {
             Store::open(&b.url),
             Err(StoreError::SchemaTooNew {
                 found: 99,
-                known: 3
+                known: 4
             })
         ));
     }
@@ -348,4 +349,91 @@ fn postgres_audit_log_is_append_only() {
     .unwrap();
     let r = s.audit_verify().unwrap();
     assert_eq!(r.first_bad, Some(AuditFault::HashMismatch(2)));
+}
+
+/// The anchored head: a store with the audit key signs a checkpoint (entries, head hash)
+/// in each transaction that appends; removing the last entries and rewinding
+/// `audit_head` passes the unkeyed chain but not the checkpoint check, and a rewritten
+/// checkpoint does not verify.
+#[test]
+fn removed_tail_is_detected_by_the_signed_checkpoint() {
+    use kms::{MasterKey, SigningAlgorithm, SigningKeyStore, SoftwareKeyStore};
+    for b in backends() {
+        let name = b.name;
+        let dir = tempfile::tempdir().unwrap();
+        let keys =
+            SoftwareKeyStore::create(dir.path().join("keys.json"), MasterKey::generate().unwrap())
+                .unwrap();
+        let (key, _) = keys
+            .signing_key_or_create(tsm::audit::ANCHOR_KEY_LABEL, SigningAlgorithm::P256)
+            .unwrap();
+        let public = key.public_key_spki().to_vec();
+        let s = b.store().clone().with_audit_anchor(Arc::from(key));
+        // Nothing appended yet: nothing to anchor, and that is fine.
+        assert!(s.audit_verify_anchored(&public).unwrap().is_ok(), "{name}");
+        for i in 0..5 {
+            s.audit_append(&NewEntry::new("admin", &format!("test.{i}"), "ok"))
+                .unwrap();
+        }
+        // Appends inside the job engine's transactions are anchored too.
+        s.create_tenant("admin", "acme", "ACME", Role::CardIssuer)
+            .unwrap();
+        let r = s.audit_verify_anchored(&public).unwrap();
+        assert!(r.is_ok(), "{name}: {r:?}");
+        assert_eq!((r.entries, r.anchored), (6, Some(6)), "{name}");
+        assert_eq!(r.checkpoint.as_ref().unwrap().head, r.head, "{name}");
+
+        // Entries appended by a store without the key are reported as not anchored.
+        b.store()
+            .audit_append(&NewEntry::new("other", "test.unanchored", "ok"))
+            .unwrap();
+        let r = s.audit_verify_anchored(&public).unwrap();
+        assert!(r.is_ok(), "{name}");
+        assert_eq!((r.entries, r.anchored), (7, Some(6)), "{name}");
+        s.audit_append(&NewEntry::new("admin", "test.7", "ok"))
+            .unwrap();
+
+        // Drop the guards, remove the last three entries, rewind the head.
+        let tamper = |sql: &str| match b.pg_client() {
+            Some(mut c) => c.batch_execute(sql).unwrap(),
+            None => rusqlite::Connection::open(b.sqlite_path().unwrap())
+                .unwrap()
+                .execute_batch(sql)
+                .unwrap(),
+        };
+        let drop_guard = match b.pg_client() {
+            Some(_) => "DROP TRIGGER audit_log_no_update_delete ON audit_log;",
+            None => "DROP TRIGGER audit_log_no_delete;",
+        };
+        tamper(drop_guard);
+        tamper(
+            "DELETE FROM audit_log WHERE id > 5;
+             UPDATE audit_head SET last_id = 5,
+                 last_hash = (SELECT hash FROM audit_log WHERE id = 5) WHERE id = 1;",
+        );
+        assert!(
+            s.audit_verify().unwrap().is_ok(),
+            "{name}: the unkeyed chain"
+        );
+        let r = s.audit_verify_anchored(&public).unwrap();
+        assert_eq!(
+            r.first_bad,
+            Some(AuditFault::Truncated {
+                signed: 8,
+                found: 5
+            }),
+            "{name}"
+        );
+        // A checkpoint rewritten to the shorter log does not verify.
+        tamper(
+            "UPDATE audit_checkpoint SET entries = 5,
+                 head = (SELECT hash FROM audit_log WHERE id = 5) WHERE id = 1;",
+        );
+        let r = s.audit_verify_anchored(&public).unwrap();
+        assert_eq!(r.first_bad, Some(AuditFault::CheckpointForged), "{name}");
+        // Nor does a removed one.
+        tamper("DELETE FROM audit_checkpoint;");
+        let r = s.audit_verify_anchored(&public).unwrap();
+        assert_eq!(r.first_bad, Some(AuditFault::CheckpointMissing), "{name}");
+    }
 }

@@ -72,11 +72,11 @@ use serde_json::json;
 use transport::{CardChannel, TraceSink, TransportError};
 
 use crate::audit::{append_in, NewEntry};
-use crate::db::{params, Conn};
-use crate::error::{Error, Result, StoreError};
+use crate::db::Conn;
+use crate::error::{Error, Result};
 use crate::model::{AppSpec, Card, CardState, Job, JobKind, JobState, KeyVersionStatus, StepState};
 pub(crate) use crate::store::jobs::end_in as end_job_in;
-use crate::store::jobs::{claim_in, open_job_for_card_in, Claim, Lease};
+use crate::store::jobs::{claim_in, job_params_in, open_job_for_card_in, Claim, Lease};
 use crate::store::records::{
     card_apps_in, card_in, category_apps_in, category_in, insert_blank_card, key_version_in,
     package_owner_in,
@@ -311,13 +311,32 @@ impl<C: CardChannel + ?Sized> CardChannel for ByRef<'_, C> {
     }
 }
 
+/// A lease owner: which process on which host (what an operator needs to find it), and a
+/// random token that tells workers of one process apart.
 fn random_token() -> String {
-    let mut b = [0u8; 12];
+    let mut b = [0u8; 8];
     // Only used to tell workers apart; a failing RNG falls back to the time.
     if getrandom::fill(&mut b).is_err() {
-        b[..8].copy_from_slice(&crate::model::now_ms().to_be_bytes());
+        b.copy_from_slice(&crate::model::now_ms().to_be_bytes());
     }
-    apdu::hex(&b)
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|h| h.trim().chars().take(64).collect::<String>())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "an unknown host".into());
+    format!("pid {} on {host} ({})", std::process::id(), apdu::hex(&b))
+}
+
+/// How to resume a card's open job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResumeOptions {
+    /// Take the job over even if another worker's lease has not expired, for an operator
+    /// who knows that worker is dead (a crash). The take-over is audited with the lease it
+    /// replaced; a worker that was in fact alive loses its lease and stops at its next step
+    /// record, leaving the card to this run (every step is idempotent).
+    pub take_over: bool,
 }
 
 impl Issuer {
@@ -564,11 +583,8 @@ impl Issuer {
                     .collect();
                 // Card-specific personalisation written by earlier writes of this card.
                 let mut erase_tags = Vec::new();
-                for r in c.query(
-                    "SELECT params FROM jobs WHERE card_number = $1 AND kind = 'write'",
-                    params![number],
-                )? {
-                    let p = Params::parse(&serde_json::from_str(&r.text(0)?).unwrap_or_default())?;
+                for written in job_params_in(c, number, JobKind::Write)? {
+                    let p = Params::parse(&written)?;
                     let bytes = apdu::parse_hex(&p.perso).unwrap_or_default();
                     for o in apdu::tlv::parse_all(&bytes).unwrap_or_default() {
                         if !erase_tags.contains(&o.tag.value()) {
@@ -775,8 +791,35 @@ impl Issuer {
         self.run(job.id, chan)
     }
 
+    /// [`Issuer::resume`] with options: with [`ResumeOptions::take_over`], a job whose
+    /// lease has not expired is taken over, audited as done by `actor`.
+    pub fn resume_with<C: CardChannel + ?Sized>(
+        &self,
+        actor: &Actor,
+        card_number: &str,
+        options: &ResumeOptions,
+        chan: &mut C,
+    ) -> Result<Outcome> {
+        let job = self
+            .store
+            .open_job_for_card(card_number)?
+            .ok_or_else(|| Error::Invalid("the card has no open job".into()))?;
+        let take_over = options.take_over.then_some(actor);
+        self.run_claiming(job.id, take_over, chan)
+    }
+
     /// Runs (or resumes) a job on the card in `chan`.
     pub fn run<C: CardChannel + ?Sized>(&self, job_id: i64, chan: &mut C) -> Result<Outcome> {
+        self.run_claiming(job_id, None, chan)
+    }
+
+    /// Claims the job (taking an unexpired lease over for `take_over`) and runs it.
+    fn run_claiming<C: CardChannel + ?Sized>(
+        &self,
+        job_id: i64,
+        take_over: Option<&Actor>,
+        chan: &mut C,
+    ) -> Result<Outcome> {
         let start = Instant::now();
         let lease = Lease {
             job: job_id,
@@ -784,8 +827,25 @@ impl Issuer {
             duration: self.config.lease,
         };
         let job = self.store.tx(|c| -> Result<Job> {
-            match claim_in(c, &lease)? {
-                Claim::Claimed(job) => {
+            match claim_in(c, &lease, take_over.is_some())? {
+                Claim::Claimed { job, took_over } => {
+                    if let (Some(held), Some(actor)) = (took_over, take_over) {
+                        append_in(
+                            c,
+                            &NewEntry::new(
+                                &actor.name(),
+                                &format!("job.{}", job.kind),
+                                "taken-over",
+                            )
+                            .card(&job.card_number)
+                            .detail(json!({
+                                "job": job.id,
+                                "attempt": job.attempts,
+                                "previous_holder": held.holder,
+                                "lease_until_ms": held.until_ms,
+                            })),
+                        )?;
+                    }
                     append_in(
                         c,
                         &NewEntry::new(&job.actor, &format!("job.{}", job.kind), "running")
@@ -798,7 +858,7 @@ impl Issuer {
                     id: job.id,
                     state: job.state.to_string(),
                 }),
-                Claim::Leased => Err(Error::JobLeased(job_id)),
+                Claim::Leased(held) => Err(Error::JobLeased(held)),
                 Claim::NotFound => Err(Error::UnknownJob(job_id)),
             }
         })?;
@@ -900,15 +960,6 @@ impl Issuer {
     pub(crate) fn config(&self) -> &IssuerConfig {
         &self.config
     }
-}
-
-/// Marks a card partial when a failed job changed it.
-pub(crate) fn mark_partial(c: &mut Conn, number: &str) -> std::result::Result<(), StoreError> {
-    c.execute(
-        "UPDATE cards SET state = 'partial', updated_ms = $1 WHERE card_number = $2",
-        params![crate::model::now_ms(), number],
-    )?;
-    Ok(())
 }
 
 /// Whether any step that changes the card is done or may have happened.

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::Store;
 use crate::audit::{append_in, NewEntry};
 use crate::db::{params, Conn, Row};
-use crate::error::StoreError;
+use crate::error::{LeaseHeld, StoreError};
 use crate::model::{now_ms, u32_of, Job, JobKind, JobState, Step};
 
 /// A job to create.
@@ -77,15 +77,21 @@ fn step_of(r: &Row) -> Result<Step, StoreError> {
     })
 }
 
-/// What [`Store::claim_job`] found.
+/// What [`claim_in`] found.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Claim {
-    /// The job is ours until the lease ends.
-    Claimed(Job),
+    /// The job is ours until the lease ends; `took_over` names the unexpired lease this
+    /// claim replaced (a take-over).
+    Claimed {
+        /// The job as claimed.
+        job: Job,
+        /// The lease taken over, if any.
+        took_over: Option<LeaseHeld>,
+    },
     /// Done or failed.
     Finished(Job),
     /// Another worker holds it.
-    Leased,
+    Leased(LeaseHeld),
     /// No such job.
     NotFound,
 }
@@ -132,6 +138,22 @@ pub(crate) fn steps_in(c: &mut Conn, job: i64) -> Result<Vec<Step>, StoreError> 
     )?
     .iter()
     .map(step_of)
+    .collect()
+}
+
+/// The parameters of every job of `kind` a card had, oldest first (JSON that does not
+/// parse reads as `null`).
+pub(crate) fn job_params_in(
+    c: &mut Conn,
+    number: &str,
+    kind: JobKind,
+) -> Result<Vec<serde_json::Value>, StoreError> {
+    c.query(
+        "SELECT params FROM jobs WHERE card_number = $1 AND kind = $2 ORDER BY id",
+        params![number, kind.as_str()],
+    )?
+    .iter()
+    .map(|r| Ok(serde_json::from_str(&r.text(0)?).unwrap_or_default()))
     .collect()
 }
 
@@ -202,22 +224,48 @@ pub(crate) fn create_job_in(
     Ok(id)
 }
 
-/// Claims a job: pending, or running with an expired lease. Counts the attempt.
-pub(crate) fn claim_in(c: &mut Conn, lease: &Lease) -> Result<Claim, StoreError> {
+/// Claims a job: pending, or running with an expired lease, or (with `take_over`) running
+/// with any lease. Counts the attempt.
+pub(crate) fn claim_in(c: &mut Conn, lease: &Lease, take_over: bool) -> Result<Claim, StoreError> {
     let now = now_ms();
+    let lock = c.for_update();
+    let Some(before) = c.query_opt(
+        &format!("SELECT state, lease_owner, lease_until_ms FROM jobs WHERE id = $1{lock}"),
+        params![lease.job],
+    )?
+    else {
+        return Ok(Claim::NotFound);
+    };
+    let held = LeaseHeld {
+        job: lease.job,
+        holder: before.opt_text(1)?,
+        until_ms: before.opt_int(2)?,
+    };
+    let running_unexpired =
+        before.text(0)? == JobState::Running.as_str() && held.until_ms.is_some_and(|u| u > now);
+    let claimable = if take_over {
+        "state IN ('pending', 'running')"
+    } else {
+        "(state = 'pending' OR (state = 'running' AND lease_until_ms <= $3))"
+    };
     let n = c.execute(
-        "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until_ms = $1,
-                lease_owner = $2, updated_ms = $3
-         WHERE id = $4 AND (state = 'pending' OR (state = 'running' AND lease_until_ms <= $3))",
+        &format!(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until_ms = $1,
+                    lease_owner = $2, updated_ms = $3
+             WHERE id = $4 AND {claimable}"
+        ),
         params![lease.until(now), &lease.owner, now, lease.job],
     )?;
     let Some(job) = job_in(c, lease.job)? else {
         return Ok(Claim::NotFound);
     };
     Ok(match (n, job.state) {
-        (1, _) => Claim::Claimed(job),
+        (1, _) => Claim::Claimed {
+            job,
+            took_over: running_unexpired.then_some(held),
+        },
         (_, JobState::Done | JobState::Failed) => Claim::Finished(job),
-        _ => Claim::Leased,
+        _ => Claim::Leased(held),
     })
 }
 

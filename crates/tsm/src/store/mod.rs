@@ -42,12 +42,16 @@ struct Inner {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// The key that signs the audit checkpoint in every transaction (see
+    /// [`audit`](crate::audit#the-anchored-head)).
+    anchor: Option<Arc<dyn kms::SigningKey>>,
 }
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
             .field("url", &self.inner.display)
+            .field("audit_anchor", &self.anchor.as_ref().map(|k| k.label()))
             .finish()
     }
 }
@@ -293,9 +297,20 @@ impl Store {
                 created,
                 sqlite_writer: std::sync::Mutex::new(()),
             }),
+            anchor: None,
         };
         store.with_conn(schema::migrate)?;
         Ok(store)
+    }
+
+    /// This store, signing the audit log's checkpoint (entry count and head hash) with
+    /// `key` in every transaction that appends, so that `audit verify` with the key detects
+    /// entries removed at the end (see [`audit`](crate::audit#the-anchored-head)). Every
+    /// component that appends should use the same key; entries appended without it are
+    /// reported as not anchored.
+    pub fn with_audit_anchor(mut self, key: Arc<dyn kms::SigningKey>) -> Store {
+        self.anchor = Some(key);
+        self
     }
 
     /// Which engine this is.
@@ -335,7 +350,14 @@ impl Store {
             Backend::Postgres(_) => None,
         };
         let mut c = self.conn()?;
-        c.tx(f)
+        match &self.anchor {
+            None => c.tx(f),
+            Some(key) => c.tx(|c| {
+                let v = f(c)?;
+                audit::checkpoint_in(c, key.as_ref())?;
+                Ok(v)
+            }),
+        }
     }
 
     /// Runs single-statement writes outside an explicit transaction (each statement commits
@@ -414,8 +436,20 @@ impl Store {
     }
 
     /// Walks the whole audit chain and reports the first bad entry (see [`crate::audit`]).
+    /// The checkpoint is read but not checked: see [`Store::audit_verify_anchored`].
     pub fn audit_verify(&self) -> Result<AuditReport, StoreError> {
-        self.with_conn(|c| audit::verify(c, 1000))
+        self.with_conn(|c| audit::verify(c, 1000, None))
+    }
+
+    /// [`Store::audit_verify`], and checks the signed checkpoint with the audit key's public
+    /// key (DER `SubjectPublicKeyInfo`): its signature, and that the chain has the entries
+    /// it counts, ending in the hash it signed. Detects entries removed at the end.
+    pub fn audit_verify_anchored(&self, public_key: &[u8]) -> Result<AuditReport, StoreError> {
+        let key = pki::PublicKey::from_spki_der(public_key).map_err(|e| StoreError::Invalid {
+            what: "audit key",
+            detail: e.to_string(),
+        })?;
+        self.with_conn(|c| audit::verify(c, 1000, Some(&key)))
     }
 }
 

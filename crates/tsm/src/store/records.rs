@@ -737,3 +737,70 @@ pub(crate) fn insert_blank_card(
         updated_ms: now,
     })
 }
+
+/// Writes what the job engine learnt or changed about a card (state, keys, KDD, chip).
+pub(crate) fn update_card_in(c: &mut Conn, card: &Card) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE cards SET state = $1, key_version = $2, kvn = $3, kdd = $4, factory_kdd = $5,
+                chip_id = $6, initial_key_kind = $7, updated_ms = $8
+         WHERE card_number = $9",
+        params![
+            card.state.as_str(),
+            card.key_version.map(i64::from),
+            card.kvn.map(i64::from),
+            card.kdd.clone(),
+            card.factory_kdd.clone(),
+            card.chip_id.clone(),
+            card.initial_key_kind.map(kind_str),
+            now_ms(),
+            &card.card_number
+        ],
+    )?;
+    Ok(())
+}
+
+/// Marks a card partial (a failed job changed it).
+pub(crate) fn mark_card_partial_in(c: &mut Conn, number: &str) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE cards SET state = $1, updated_ms = $2 WHERE card_number = $3",
+        params![CardState::Partial.as_str(), now_ms(), number],
+    )?;
+    Ok(())
+}
+
+/// Records an application instance installed on a card (idempotent).
+pub(crate) fn add_card_app_in(
+    c: &mut Conn,
+    number: &str,
+    instance: &Aid,
+    package: &Aid,
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO card_apps (card_number, instance, package_aid, installed_ms)
+         VALUES ($1, $2, $3, $4) ON CONFLICT (card_number, instance) DO NOTHING",
+        params![number, instance.as_bytes(), package.as_bytes(), now_ms()],
+    )?;
+    Ok(())
+}
+
+/// Forgets an application instance of a card.
+pub(crate) fn remove_card_app_in(
+    c: &mut Conn,
+    number: &str,
+    instance: &Aid,
+) -> Result<(), StoreError> {
+    c.execute(
+        "DELETE FROM card_apps WHERE card_number = $1 AND instance = $2",
+        params![number, instance.as_bytes()],
+    )?;
+    Ok(())
+}
+
+/// Forgets every application of a card (it was cleared).
+pub(crate) fn clear_card_apps_in(c: &mut Conn, number: &str) -> Result<(), StoreError> {
+    c.execute(
+        "DELETE FROM card_apps WHERE card_number = $1",
+        params![number],
+    )?;
+    Ok(())
+}
