@@ -58,19 +58,55 @@ impl Platform {
         }
         Ok(store)
     }
-    /// The store, signing the audit log's checkpoint with the key store's audit key
-    /// (created on first use), for commands that change the platform.
+    /// The existing store, signing the audit log's checkpoint with the key store's audit
+    /// key (created on first use), for commands that change the platform.
     fn anchored_store(&self) -> Result<tsm::Store> {
-        self.anchor(self.store()?)
+        self.anchored(false)
     }
-    /// `store`, signing the audit log's checkpoint with the key store's audit key.
-    fn anchor(&self, store: tsm::Store) -> Result<tsm::Store> {
-        let keys = kms::open_signing(&self.keystore)
+    /// Like [`Platform::anchored_store`]; with `create`, a new database is made too. The key
+    /// store is opened first, and a key store file made for the audit key is removed again
+    /// if the database cannot be opened: a refused command leaves nothing behind.
+    fn anchored(&self, create: bool) -> Result<tsm::Store> {
+        let config: kms::StoreConfig = self
+            .keystore
+            .parse()
             .with_context(|| format!("key store {}", self.keystore))?;
-        let (key, _) = keys
-            .signing_key_or_create(tsm::audit::ANCHOR_KEY_LABEL, kms::SigningAlgorithm::P256)
-            .with_context(|| format!("the audit key in key store {}", self.keystore))?;
-        Ok(store.with_audit_anchor(Arc::from(key)))
+        let new_file = match &config {
+            kms::StoreConfig::Software { path, .. } if !path.exists() => Some(path.clone()),
+            _ => None,
+        };
+        let key = config
+            .open_signing()
+            .with_context(|| format!("key store {}", self.keystore))
+            .and_then(|keys| {
+                keys.signing_key_or_create(
+                    tsm::audit::ANCHOR_KEY_LABEL,
+                    kms::SigningAlgorithm::P256,
+                )
+                .with_context(|| format!("the audit key in key store {}", self.keystore))
+            })
+            .map(|(key, _)| Arc::<dyn kms::SigningKey>::from(key));
+        let store = key.and_then(|key| {
+            let store = if create {
+                self.store_or_create()
+            } else {
+                self.store()
+            };
+            store.map(|s| s.with_audit_anchor(key))
+        });
+        if let Some(path) = new_file {
+            match &store {
+                Ok(_) => eprintln!(
+                    "created key store {} with the audit log's key '{}'",
+                    path.display(),
+                    tsm::audit::ANCHOR_KEY_LABEL
+                ),
+                Err(_) => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        store
     }
     fn actor(&self) -> Result<tsm::Actor> {
         let (t, u) = self
@@ -348,7 +384,7 @@ fn aid(s: &str) -> Result<gp::aid::Aid> {
 }
 
 pub fn run_tenant(cmd: TenantCmd) -> Result<()> {
-    let store = cmd.platform.anchor(cmd.platform.store_or_create()?)?;
+    let store = cmd.platform.anchored(true)?;
     match cmd.op {
         TenantOp::Create { id, name, role } => {
             let role = if role == "ci" {

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 const SSD: &str = "A00000015153534401";
 
 /// Runs `cardwright ARGS` in `dir` with extra environment variables.
+const MASTER: &str = "00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF";
+
 fn run_in(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Run {
     let out = Command::new(bin())
         .args(args)
@@ -69,7 +71,7 @@ fn tenant_create(dir: &Path, db: &str) -> Run {
         &[
             "tenant", "--db", db, "create", "--id", "issuer", "--name", "ACME", "--role", "ci",
         ],
-        &[],
+        &[("CARDWRIGHT_MASTER_KEY", MASTER)],
     )
 }
 
@@ -658,4 +660,31 @@ fn the_demo_shows_each_command_and_its_error_and_runs_bench_only_when_asked() {
     );
     assert!(out[cplc..].contains("ICSerialNumber="), "{out}");
     assert!(!out.contains("Speed"), "bench ran without --bench:\n{out}");
+}
+
+#[test]
+fn tenant_create_without_a_key_store_leaves_nothing() {
+    // The audit log's head is signed with the key store's audit key: a key store that
+    // cannot be opened fails before the database is made.
+    let dir = tempdir();
+    let r = run_in(
+        dir.path(),
+        &[
+            "tenant", "create", "--id", "issuer", "--name", "ACME", "--role", "ci",
+        ],
+        &[],
+    );
+    one_error_line(&r, &["CARDWRIGHT_MASTER_KEY is not set"]);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing created"
+    );
+    let r = tenant_create(dir.path(), "sqlite:cardwright.db");
+    assert!(r.ok, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("created key store cardwright-keys.json"),
+        "{}",
+        r.stderr
+    );
 }
