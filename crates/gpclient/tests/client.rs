@@ -41,7 +41,10 @@ impl Sim {
 
 impl CardChannel for Sim {
     fn transmit_raw(&mut self, capdu: &[u8]) -> Result<Vec<u8>, TransportError> {
-        self.sent.lock().unwrap().push(capdu.get(1).copied().unwrap_or(0));
+        self.sent
+            .lock()
+            .unwrap()
+            .push(capdu.get(1).copied().unwrap_or(0));
         Ok(self.card.lock().unwrap().transmit(capdu))
     }
     fn atr(&self) -> Vec<u8> {
@@ -105,7 +108,9 @@ fn wrong_keys_stop_before_external_authenticate() {
         .open_secure_channel(&opts(&[0x11; 16], 0, SecurityLevel::MAC))
         .unwrap_err();
     assert!(matches!(err, ClientError::WrongKeys { .. }), "{err}");
-    assert!(err.to_string().contains("EXTERNAL AUTHENTICATE was not sent"));
+    assert!(err
+        .to_string()
+        .contains("EXTERNAL AUTHENTICATE was not sent"));
     let sent = sim.ins_sent();
     assert!(sent.contains(&INS_INITIALIZE_UPDATE), "{sent:02X?}");
     assert!(!sent.contains(&INS_EXTERNAL_AUTHENTICATE), "{sent:02X?}");
@@ -140,7 +145,11 @@ fn errors_carry_the_operation_and_the_status_word() {
                 unreachable!()
             };
             assert_eq!((*op, *sw), (Operation::Select, StatusWord::FILE_NOT_FOUND));
-            assert!(e.to_string().starts_with("SELECT A00000099999 failed: the card answered 6A82"), "{e}");
+            assert!(
+                e.to_string()
+                    .starts_with("SELECT A00000099999 failed: the card answered 6A82"),
+                "{e}"
+            );
         }
         other => panic!("{other:?}"),
     }
