@@ -43,8 +43,10 @@ pub const PIV_INSTANCE: &[u8] = &[
 pub struct VirtualCard {
     pub(crate) state: CardState,
     path: Option<PathBuf>,
-    /// The state as last written (JSON); used to detect changes and to roll back.
-    saved: Zeroizing<Vec<u8>>,
+    /// The state as last committed (and written to the state file, if there is one): to
+    /// detect changes and to roll back. Compared and copied as a value, so a command that
+    /// changes nothing costs no serialisation.
+    committed: CardState,
     pub(crate) channels: Vec<Option<Channel>>,
     pub(crate) factories: Factories,
     pub(crate) live: HashMap<Aid, Box<dyn Applet>>,
@@ -130,10 +132,9 @@ impl VirtualCard {
         };
         match persist::read(state_file)? {
             None => {
-                let mut card =
+                let card =
                     Self::from_state(Self::manufacture(&config_if_new), Some(state_file.into()));
-                card.saved.clear();
-                card.commit()?;
+                card.write_state()?;
                 Ok(card)
             }
             Some(bytes) => {
@@ -218,11 +219,10 @@ impl VirtualCard {
     }
 
     fn from_state(state: CardState, path: Option<PathBuf>) -> Self {
-        let saved = Zeroizing::new(serde_json::to_vec_pretty(&state).unwrap_or_default());
         let mut card = VirtualCard {
+            committed: state.clone(),
             state,
             path,
-            saved,
             channels: Vec::new(),
             factories: Factories::builtin(),
             live: HashMap::new(),
@@ -322,25 +322,29 @@ impl VirtualCard {
         for aid in ids {
             self.sync_applet_state(&aid);
         }
+        if self.state == self.committed {
+            return Ok(());
+        }
+        self.write_state()?;
+        self.committed = self.state.clone();
+        Ok(())
+    }
+
+    /// Writes the state to the state file, if the card has one.
+    fn write_state(&self) -> Result<(), CardError> {
+        let Some(p) = &self.path else {
+            return Ok(());
+        };
         let now = Zeroizing::new(
             serde_json::to_vec_pretty(&self.state)
                 .map_err(|e| CardError::Config(format!("cannot serialise the card state: {e}")))?,
         );
-        if *now == *self.saved {
-            return Ok(());
-        }
-        if let Some(p) = &self.path {
-            persist::write_atomic(p, &now)?;
-        }
-        self.saved = now;
-        Ok(())
+        persist::write_atomic(p, &now)
     }
 
     /// Goes back to the last saved state (after a failed save or an internal error).
     fn rollback(&mut self) {
-        if let Ok(s) = serde_json::from_slice::<CardState>(&self.saved) {
-            self.state = s;
-        }
+        self.state = self.committed.clone();
         self.live.clear();
         for c in self.channels.iter_mut().flatten() {
             c.end_session();
