@@ -502,6 +502,12 @@ fn each_cause_is_said_once() {
     );
     let line = one_error_line(&r, &["/nonexistent/libmodule.so"]);
     assert!(!line.contains("1234"), "{line}");
+    // The loader's reason (libloading) once.
+    assert_eq!(
+        line.matches("cannot open shared object file").count(),
+        1,
+        "{line}"
+    );
 
     let r = run_in(
         dir.path(),
