@@ -206,7 +206,7 @@ fn check_privileges(p: Privileges) -> Result<()> {
     Ok(())
 }
 
-/// Short APDUs carry at most 255 data bytes (ISO/IEC 7816-3 §12.1.3).
+/// A short command APDU carries at most 255 data bytes (ISO/IEC 7816-4 §5.1).
 const MAX_SHORT_DATA: usize = 255;
 
 /// The largest STORE DATA block that any secure channel at `level` can carry in one short

@@ -141,7 +141,7 @@ fn identity(card: &VirtualCard, cfg: &CardConfig) -> String {
         apdu::hex(&key.kcv()),
     );
     out.push_str(&format!(
-        "Locks after {} failed authentications\n",
+        "Key lock:   after {} failed authentications in a row\n",
         cfg.max_auth_failures
     ));
     if cfg.with_piv {

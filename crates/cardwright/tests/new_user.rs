@@ -286,6 +286,21 @@ fn a_mistyped_virtual_card_is_refused_with_a_hint() {
     );
 }
 
+#[test]
+fn sim_run_says_when_it_creates_a_card() {
+    let dir = tempdir();
+    let state = dir.path().join("new.json").to_string_lossy().into_owned();
+    let r = run_env(&["sim", "run", "--state", &state], &[], "80CA006600\n");
+    assert!(r.ok, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("created virtual card {state}")),
+        "{}",
+        r.stderr
+    );
+    let r = run_env(&["sim", "run", "--state", &state], &[], "80CA006600\n");
+    assert!(r.ok && !r.stderr.contains("created"), "{}", r.stderr);
+}
+
 // ---- item 7: invalid dates ----
 
 #[test]
@@ -474,6 +489,8 @@ fn each_cause_is_said_once() {
     );
     let line = one_error_line(&r, &["15"]);
     assert!(line.matches("bad key length").count() <= 1, "{line}");
+    // The key store file this command would have created is not left behind.
+    assert!(!dir.path().join("cardwright-keys.json").exists());
 
     let r = run_in(
         dir.path(),
@@ -487,6 +504,12 @@ fn each_cause_is_said_once() {
     );
     let line = one_error_line(&r, &["/nonexistent/libmodule.so"]);
     assert!(!line.contains("1234"), "{line}");
+    // The loader's reason (libloading) once.
+    assert_eq!(
+        line.matches("cannot open shared object file").count(),
+        1,
+        "{line}"
+    );
 
     let r = run_in(
         dir.path(),
