@@ -515,6 +515,33 @@ fn parser_seeds() -> Vec<(&'static str, Seeds)> {
     ]
 }
 
+/// Real key store files made with the test master key: empty, with base keys, with a
+/// signing key.
+fn key_store_seeds() -> Seeds {
+    use kms::{KeyKind, KeyStore, MasterKey, SigningAlgorithm, SigningKeyStore, SoftwareKeyStore};
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let master = || MasterKey::from_bytes(&fuzzing::KEY_STORE_MASTER).expect("master key");
+    let mut seeds = Vec::new();
+    let path = tmp.path().join("store.json");
+    let store = SoftwareKeyStore::create(&path, master()).expect("new key store");
+    seeds.push(("empty", std::fs::read(&path).expect("store file")));
+    store
+        .generate_base_key("acme/gold", KeyKind::Aes, 16, None)
+        .expect("AES base key");
+    store
+        .generate_base_key("acme/gold", KeyKind::Des3, 16, None)
+        .expect("3DES base key");
+    seeds.push(("two-base-keys", std::fs::read(&path).expect("store file")));
+    store
+        .create_signing_key("issuer-ca", SigningAlgorithm::P256)
+        .expect("signing key");
+    seeds.push((
+        "with-signing-key",
+        std::fs::read(&path).expect("store file"),
+    ));
+    seeds
+}
+
 fn write(dir: &Path, target: &str, name: &str, data: &[u8]) {
     let d = dir.join(target);
     std::fs::create_dir_all(&d).expect("corpus directory");
@@ -548,6 +575,9 @@ fn main() {
     }
     for (name, data) in piv_seeds() {
         write(&dir, "piv_applet", name, &data);
+    }
+    for (name, data) in key_store_seeds() {
+        write(&dir, "key_store_file", name, &data);
     }
     for &(target, _) in fuzzing::TARGETS {
         let n = std::fs::read_dir(dir.join(target)).map_or(0, |d| d.count());

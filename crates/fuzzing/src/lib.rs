@@ -11,10 +11,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod key_store;
 mod parsers;
 mod piv_applet;
 mod session;
 
+pub use key_store::{key_store_file, KEY_STORE_MASTER};
 pub use parsers::{
     cap_parse, command_parse, gp_responses, init_update_parse, response_parse, tlv_parse,
 };
@@ -40,4 +42,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("scp03_session", scp03_session),
     ("store_data", store_data),
     ("piv_applet", piv_applet),
+    ("key_store_file", key_store_file),
 ];

@@ -54,3 +54,28 @@ fn targets_match_the_fuzz_directory() {
         );
     }
 }
+
+/// The hand-made key store seeds are real stores: they open with the test master key, so
+/// the fuzzer starts from files that get past the master key check.
+#[test]
+fn key_store_seeds_open() {
+    use kms::{KeyStore, MasterKey, SigningKeyStore, SoftwareKeyStore};
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    for (seed, keys, signing) in [
+        ("seed-empty", 0, 0),
+        ("seed-two-base-keys", 2, 0),
+        ("seed-with-signing-key", 2, 1),
+    ] {
+        let path = tmp.path().join(seed);
+        std::fs::copy(fuzz_dir().join("corpus/key_store_file").join(seed), &path)
+            .expect("seed copied");
+        let master = MasterKey::from_bytes(&fuzzing::KEY_STORE_MASTER).expect("master key");
+        let store = SoftwareKeyStore::open(&path, master).expect(seed);
+        assert_eq!(store.list().expect("list").len(), keys, "{seed}");
+        assert_eq!(
+            store.signing_key_labels().expect("labels").len(),
+            signing,
+            "{seed}"
+        );
+    }
+}
