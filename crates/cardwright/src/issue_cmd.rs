@@ -389,9 +389,11 @@ fn print_outcome(what: &str, o: &tsm::Outcome) {
 pub fn run_issue(cmd: IssueCmd) -> Result<()> {
     let store = cmd.platform.store()?;
     if let IssueOp::Status { card_number } = &cmd.op {
-        let card = store
-            .card(card_number)?
-            .ok_or_else(|| anyhow!("unknown card number {card_number}"))?;
+        // Read through the issuer: only the card's tenant may see it (refusals audited).
+        let (card, jobs) = match tsm::card_status(&store, &cmd.platform.actor()?, card_number) {
+            Err(tsm::Error::UnknownCard) => bail!("unknown card number {card_number}"),
+            other => other?,
+        };
         println!(
             "card {}: category {}, {}, key version {}, KVN {}",
             card.card_number,
@@ -404,7 +406,7 @@ pub fn run_issue(cmd: IssueCmd) -> Result<()> {
                 .map(|k| format!("{k:#04x}"))
                 .unwrap_or_else(|| "-".into())
         );
-        for j in store.jobs_of_card(card_number)? {
+        for j in jobs {
             println!(
                 "  job {} {} {} (attempts {}){}",
                 j.id,
@@ -504,7 +506,7 @@ pub fn run_issue(cmd: IssueCmd) -> Result<()> {
                 &mut chan,
             )
         }
-        IssueOp::Resume { card_number } => issuer.resume(&card_number, &mut chan),
+        IssueOp::Resume { card_number } => issuer.resume(&actor, &card_number, &mut chan),
         IssueOp::App {
             op:
                 AppOp::Load {
@@ -517,31 +519,15 @@ pub fn run_issue(cmd: IssueCmd) -> Result<()> {
                     perso,
                 },
         } => {
-            let package = aid(&package)?;
-            let cap = store.package_cap(&package)?.ok_or_else(|| {
-                anyhow!("package {package} is not registered: `cardwright package add`")
-            })?;
-            let parsed = gp::cap::CapFile::from_bytes(&cap)?;
-            let module = match applet {
-                Some(a) => aid(&a)?,
-                None => *parsed
-                    .applet_aids()
-                    .first()
-                    .ok_or_else(|| anyhow!("package {package} has no applet"))?,
-            };
-            let spec = tsm::model::AppSpec {
-                instance: instance.as_deref().map(aid).transpose()?.unwrap_or(module),
+            let spec = tsm::AppChoice {
                 package,
-                module,
-                privileges: if privs.trim().is_empty() {
-                    gp::privileges::Privileges::default()
-                } else {
-                    gp::privileges::Privileges::from_str(&privs)
-                        .map_err(|e| anyhow!("--privs: {e}"))?
-                },
-                params: apdu::parse_hex(&params).context("--params")?,
-                perso: apdu::parse_hex(&perso).context("--perso")?,
-            };
+                applet,
+                instance,
+                privileges: privs,
+                params,
+                perso,
+            }
+            .resolve(&store)?;
             issuer.execute(
                 &actor,
                 &tsm::Request::LoadApp {

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use axum::{
-    extract::{rejection::JsonRejection, Path, State},
-    http::{header, HeaderMap, StatusCode},
+    extract::State,
+    http::{header, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
@@ -18,8 +18,10 @@ use time::OffsetDateTime;
 use crate::{
     amount::{format_amount, parse_amount},
     audit::{AuditEvent, EventKind, Outcome},
+    auth::{Administer, Auth},
     ca_files::pem_decode,
     error::ApiError,
+    extract::{self, Path},
     PayServer,
 };
 
@@ -295,9 +297,8 @@ impl PayServer {
 /// `POST /api/v1/enrolments`.
 pub async fn start_enrolment(
     State(s): Shared,
-    body: Result<Json<EnrolmentStart>, JsonRejection>,
+    extract::Json(req): extract::Json<EnrolmentStart>,
 ) -> Result<(StatusCode, Json<EnrolmentStarted>), ApiError> {
-    let Json(req) = body?;
     blocking(move || {
         let mut subject = Subject::new(req.name.trim());
         if let Some(uid) = req.uid.filter(|u| !u.is_empty()) {
@@ -343,10 +344,11 @@ pub async fn start_enrolment(
 pub async fn finish_enrolment(
     State(s): Shared,
     Path(id): Path<String>,
-    body: Result<Json<EnrolmentFinish>, JsonRejection>,
+    body: Result<extract::Json<EnrolmentFinish>, ApiError>,
 ) -> Result<(StatusCode, Json<IssuedCertificate>), ApiError> {
+    // An unknown challenge is told before a bad body.
     let id = challenge_id(&id)?;
-    let Json(req) = body?;
+    let extract::Json(req) = body?;
     blocking(move || {
         let result = (|| {
             let template = hex_field("public_key_template", &req.public_key_template)?;
@@ -400,9 +402,8 @@ pub async fn finish_enrolment(
 /// `POST /api/v1/payments`.
 pub async fn create_payment(
     State(s): Shared,
-    body: Result<Json<PaymentCreate>, JsonRejection>,
+    extract::Json(req): extract::Json<PaymentCreate>,
 ) -> Result<(StatusCode, Json<PaymentCreated>), ApiError> {
-    let Json(req) = body?;
     blocking(move || {
         let currency = req.currency.trim().to_ascii_uppercase();
         let amount_minor = match (&req.amount, req.amount_minor) {
@@ -475,13 +476,12 @@ fn certificate_bytes(text: &str) -> Result<Vec<u8>, ApiError> {
 pub async fn authorise_payment(
     State(s): Shared,
     Path(id): Path<String>,
-    body: Result<Json<PaymentAuthorise>, JsonRejection>,
+    body: Result<extract::Json<PaymentAuthorise>, ApiError>,
 ) -> Result<Json<PaymentAuthorised>, ApiError> {
     let id = challenge_id(&id)?;
     let body = match body {
-        Ok(Json(b)) => b,
+        Ok(extract::Json(b)) => b,
         Err(e) => {
-            let e = ApiError::from(e);
             s.audit(EventKind::PaymentAuthorisation, Some(&id), None, Err(&e));
             return Err(e);
         }
@@ -619,46 +619,18 @@ pub async fn certificate_status(
     .await
 }
 
-/// Checks `Authorization: Bearer TOKEN` against the admin token (constant time).
-fn require_admin(s: &PayServer, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = s.config.admin_token.as_ref() else {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "admin_disabled",
-            "no admin token is configured on this server (--admin-token-env)",
-        ));
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let (a, b) = (given.as_bytes(), expected.as_bytes());
-    let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
-    if same {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "admin bearer token missing or wrong",
-        ))
-    }
-}
-
 /// `POST /api/v1/certificates/{serial}/revoke` (admin).
 pub async fn revoke(
+    _admin: Auth<Administer>,
     State(s): Shared,
     Path(serial): Path<String>,
-    headers: HeaderMap,
-    body: Option<Json<RevokeRequest>>,
+    body: Option<extract::Json<RevokeRequest>>,
 ) -> Result<Json<CertificateStatusBody>, ApiError> {
-    require_admin(&s, &headers)?;
     let serial: Serial = serial
         .parse()
         .map_err(|e: String| ApiError::bad_request(e))?;
     let reason = body
-        .and_then(|Json(b)| b.reason)
+        .and_then(|extract::Json(b)| b.reason)
         .unwrap_or(RevocationReason::Unspecified);
     let s2 = s.clone();
     let serial2 = serial.clone();
@@ -678,9 +650,8 @@ pub async fn revoke(
 
 /// `GET /api/v1/audit` (admin): the most recent events.
 pub async fn audit(
+    _admin: Auth<Administer>,
     State(s): Shared,
-    headers: HeaderMap,
 ) -> Result<Json<Vec<AuditEvent>>, ApiError> {
-    require_admin(&s, &headers)?;
     Ok(Json(s.audit_log.recent(1000)))
 }

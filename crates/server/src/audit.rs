@@ -157,3 +157,47 @@ mod tests {
         assert_eq!(json["at"], "1970-01-01T00:00:00Z");
     }
 }
+
+/// The audit log in the tsm database (hash-chained, append-only, action `pay.<kind>`), with
+/// the recent events also kept in memory for the API's per-payment view.
+#[derive(Debug)]
+pub struct TsmAudit {
+    store: std::sync::Arc<tsm::Store>,
+    memory: MemoryAudit,
+}
+
+impl TsmAudit {
+    /// Events go to `store`'s audit log.
+    pub fn new(store: std::sync::Arc<tsm::Store>) -> Self {
+        Self {
+            store,
+            memory: MemoryAudit::default(),
+        }
+    }
+}
+
+impl AuditLog for TsmAudit {
+    fn record(&self, event: AuditEvent) {
+        let action = serde_json::to_value(event.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(|s| format!("pay.{s}")))
+            .unwrap_or_else(|| "pay".into());
+        let entry =
+            tsm::audit::NewEntry::new("server", &action, &event.code).detail(serde_json::json!({
+                "outcome": event.outcome,
+                "challenge_id": event.challenge_id,
+                "serial": event.serial,
+                "reason": event.reason,
+            }));
+        if let Err(e) = self.store.audit_append(&entry) {
+            tracing::error!(error = %e, "audit log append failed");
+        }
+        self.memory.record(event);
+    }
+    fn for_challenge(&self, challenge_id: &str) -> Vec<AuditEvent> {
+        self.memory.for_challenge(challenge_id)
+    }
+    fn recent(&self, limit: usize) -> Vec<AuditEvent> {
+        self.memory.recent(limit)
+    }
+}

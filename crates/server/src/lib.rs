@@ -22,12 +22,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod amount;
 pub mod api;
 pub mod audit;
+pub mod auth;
 pub mod ca_files;
 pub mod ca_keystore;
 pub mod error;
+pub mod extract;
+pub mod issuance;
 mod pages;
 
 use std::{sync::Arc, time::Duration};
@@ -42,7 +46,7 @@ use pki::{
 };
 use zeroize::Zeroizing;
 
-pub use audit::{AuditEvent, AuditLog, MemoryAudit};
+pub use audit::{AuditEvent, AuditLog, MemoryAudit, TsmAudit};
 pub use error::{ApiError, ErrorBody};
 
 /// The hand-written OpenAPI 3 description of the API, served at `/api/openapi.json`.
@@ -134,6 +138,13 @@ pub struct PayServer {
     payment_store: Arc<dyn PaymentStore>,
     audit_log: Arc<dyn AuditLog>,
     config: ServerConfig,
+    tokens: auth::TokenTable,
+}
+
+impl auth::HasTokens for PayServer {
+    fn tokens(&self) -> &auth::TokenTable {
+        &self.tokens
+    }
 }
 
 impl PayServer {
@@ -150,6 +161,17 @@ impl PayServer {
             .with_certificate_validity(config.certificate_validity);
         let payments = PaymentAuthenticator::new(ca.clone(), stores.payments.clone())
             .with_challenge_ttl(config.payment_challenge_ttl);
+        let mut tokens = auth::TokenTable::new();
+        if let Some(t) = &config.admin_token {
+            tokens.add(
+                t.as_str(),
+                auth::Principal {
+                    name: "admin".into(),
+                    role: auth::Role::Admin,
+                    tenant: None,
+                },
+            );
+        }
         Self {
             ca,
             enroller,
@@ -157,6 +179,7 @@ impl PayServer {
             payment_store: stores.payments,
             audit_log,
             config,
+            tokens,
         }
     }
 
@@ -176,8 +199,14 @@ impl PayServer {
     }
 }
 
-/// All routes: the API, the OpenAPI document and the pages.
+/// All routes of the payment service (the API, the OpenAPI document and the pages), with
+/// [`finish`]'s JSON answers for unknown routes and methods.
 pub fn router(state: Arc<PayServer>) -> Router {
+    finish(payment_routes(state))
+}
+
+/// The payment service's routes, without fallbacks (to merge with others, then [`finish`]).
+pub fn payment_routes(state: Arc<PayServer>) -> Router {
     Router::new()
         .route("/api/v1/enrolments", post(api::start_enrolment))
         .route("/api/v1/enrolments/{id}", post(api::finish_enrolment))
@@ -205,8 +234,34 @@ pub fn router(state: Arc<PayServer>) -> Router {
             "/favicon.ico",
             get(|| async { axum::http::StatusCode::NO_CONTENT }),
         )
-        .fallback(pages::not_found)
         .with_state(state)
+}
+
+/// Every service of `cardwright serve` on one router: the payment service, and with
+/// `issuance` the issuance API and the terminal relay.
+pub fn app(pay: Arc<PayServer>, issuance: Option<Arc<issuance::IssuanceApi>>) -> Router {
+    let mut app = payment_routes(pay);
+    if let Some(api) = issuance {
+        app = app.merge(issuance::routes(api));
+    }
+    finish(app)
+}
+
+/// Unknown routes answer `404 not_found` and known routes asked with another method
+/// `405 method_not_allowed`, both as `{"error", "reason"}` (axum's defaults are plain text
+/// or empty).
+pub fn finish(app: Router) -> Router {
+    app.fallback(|| async { error::ApiError::no_route() })
+        .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
+}
+
+/// Starts a multi-threaded tokio runtime and runs `f` on it to completion: the one start-up
+/// of every blocking command that serves HTTP (`cardwright serve`, `cardwright agent`).
+pub fn block_on<F: std::future::Future>(f: F) -> std::io::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(f))
 }
 
 /// Serve `app` on `listener` until Ctrl-C (SIGINT) or SIGTERM.

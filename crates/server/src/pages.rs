@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use axum::{
     extract::State,
-    http::{header, HeaderValue, StatusCode},
+    http::{header, HeaderValue},
     response::{IntoResponse, Redirect, Response},
 };
 
-use crate::{error::ApiError, PayServer, OPENAPI_JSON};
+use crate::{PayServer, OPENAPI_JSON};
 
 const PAY_HTML: &str = include_str!("../pages/pay.html");
 const PAY_JS: &str = include_str!("../pages/pay.js");
@@ -113,11 +113,6 @@ pub async fn pay_css() -> Response {
 /// `GET /api/openapi.json`.
 pub async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
-}
-
-/// Anything else: a JSON 404.
-pub async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
 }
 
 #[cfg(test)]

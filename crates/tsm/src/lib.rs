@@ -47,6 +47,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod apps;
 pub mod audit;
 mod db;
 mod error;
@@ -56,8 +57,9 @@ mod pki_store;
 mod schema;
 mod store;
 
+pub use apps::AppChoice;
 pub use db::Dialect;
 pub use error::{Error, Result, StoreError};
-pub use issuance::{kvn_for_version, Actor, Issuer, IssuerConfig, Outcome, Request, Timing};
+pub use issuance::{card_status, kvn_for_version, Actor, Issuer, IssuerConfig, Outcome, Request, Timing};
 pub use pki_store::purge_expired_challenges;
 pub use store::{CategorySpec, NewJob, Store};
