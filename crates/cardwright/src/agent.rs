@@ -89,7 +89,9 @@ pub fn run(a: AgentArgs) -> Result<()> {
     let allowed_origins = a
         .allow_origin
         .iter()
-        .map(|o| server::agent::normalise_origin(o).map_err(|e| anyhow::anyhow!("--allow-origin {e}")))
+        .map(|o| {
+            server::agent::normalise_origin(o).map_err(|e| anyhow::anyhow!("--allow-origin {e}"))
+        })
         .collect::<Result<Vec<_>>>()?;
     let config = server::agent::AgentConfig {
         allowed_origins,

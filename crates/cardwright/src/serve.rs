@@ -112,10 +112,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     {
         let store = Arc::new(tsm::Store::open(&a.db).context("--db")?);
         tsm_store = Some(store.clone());
-        (
-            Stores::all(store.clone()),
-            Arc::new(TsmAudit::new(store)),
-        )
+        (Stores::all(store.clone()), Arc::new(TsmAudit::new(store)))
     } else {
         bail!(
             "--db {}: expected memory, sqlite:PATH or postgres://…",

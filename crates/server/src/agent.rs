@@ -114,7 +114,9 @@ fn piv_error(e: PivError) -> ApiError {
             agent_error(StatusCode::SERVICE_UNAVAILABLE, "no_piv", reason)
         }
         PivError::Transport(_) => agent_error(StatusCode::SERVICE_UNAVAILABLE, "no_card", reason),
-        PivError::ManagementKey(_) => agent_error(StatusCode::BAD_GATEWAY, "management_key", reason),
+        PivError::ManagementKey(_) => {
+            agent_error(StatusCode::BAD_GATEWAY, "management_key", reason)
+        }
         _ => agent_error(StatusCode::BAD_GATEWAY, "card_error", reason),
     }
 }
@@ -125,12 +127,7 @@ impl Agent {
     /// Runs `f` with the card, one operation at a time, off the async workers.
     async fn with_card<T: Send + 'static>(
         self: &Arc<Self>,
-        f: impl FnOnce(
-                &Agent,
-                &mut PivCard,
-            ) -> std::result::Result<T, ApiError>
-            + Send
-            + 'static,
+        f: impl FnOnce(&Agent, &mut PivCard) -> std::result::Result<T, ApiError> + Send + 'static,
     ) -> std::result::Result<T, ApiError> {
         let me = self.clone();
         tokio::task::spawn_blocking(move || {

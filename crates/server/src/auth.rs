@@ -107,7 +107,8 @@ impl TokenTable {
 
     /// Accepts `token` for `principal`.
     pub fn add(&mut self, token: &str, principal: Principal) {
-        self.entries.push((Zeroizing::new(token.to_string()), principal));
+        self.entries
+            .push((Zeroizing::new(token.to_string()), principal));
     }
 
     /// Whether any token has one of these roles.

@@ -13,7 +13,7 @@ use pki::{CaError, EnrolError, PaymentError};
 use serde::{Deserialize, Serialize};
 
 /// The JSON body of every error answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code (`replayed`, `tampered`, `revoked`, ...).
     pub error: String,

@@ -34,10 +34,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use relay::hub::{Hub, HubError};
 use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
 
 use crate::auth::{Auth, HasTokens, LendReaders, Operate, Read, TokenTable};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{self, Path};
+use crate::openapi::Routes;
 
 /// What the issuance routes need.
 pub struct IssuanceApi {
@@ -117,27 +119,41 @@ impl From<HubError> for ApiError {
     }
 }
 
-/// The OpenAPI 3 description of these routes, served at `/api/openapi-issuance.json`.
-pub const OPENAPI_JSON: &str = include_str!("../openapi-issuance.json");
-
-/// The routes (the relay's WebSocket route included), without fallbacks: merge them into
-/// the server's router ([`crate::app`]).
-pub fn routes(api: Arc<IssuanceApi>) -> Router {
-    Router::new()
-        .route("/api/openapi-issuance.json", get(openapi))
-        .route("/api/v1/terminals", get(terminals))
-        .route("/api/v1/cards/{card_number}", get(card))
-        .route("/api/v1/cards/{card_number}/write", post(write))
-        .route("/api/v1/cards/{card_number}/rewrite", post(rewrite))
-        .route("/api/v1/cards/{card_number}/clear", post(clear))
-        .route("/api/v1/cards/{card_number}/resume", post(resume))
-        .route("/api/v1/cards/{card_number}/apps", post(load_app))
+/// The routes (the relay's WebSocket route included), recorded for the OpenAPI test.
+pub fn route_list(api: Arc<IssuanceApi>) -> Routes<()> {
+    let r = Routes::new()
+        .route("/api/openapi-issuance.json", &["get"], get(openapi))
+        .route("/api/v1/terminals", &["get"], get(terminals))
+        .route("/api/v1/cards/{card_number}", &["get"], get(card))
+        .route("/api/v1/cards/{card_number}/write", &["post"], post(write))
+        .route(
+            "/api/v1/cards/{card_number}/rewrite",
+            &["post"],
+            post(rewrite),
+        )
+        .route("/api/v1/cards/{card_number}/clear", &["post"], post(clear))
+        .route(
+            "/api/v1/cards/{card_number}/resume",
+            &["post"],
+            post(resume),
+        )
+        .route(
+            "/api/v1/cards/{card_number}/apps",
+            &["post"],
+            post(load_app),
+        )
         .route(
             "/api/v1/cards/{card_number}/apps/{instance}/delete",
+            &["post"],
             post(delete_app),
         )
-        .route(relay::WS_PATH, get(terminal_ws))
-        .with_state(api)
+        .route(relay::WS_PATH, &["get"], get(terminal_ws));
+    r.with_state(api)
+}
+
+/// The routes, without fallbacks: merge them into the server's router ([`crate::app`]).
+pub fn routes(api: Arc<IssuanceApi>) -> Router {
+    route_list(api).into_router()
 }
 
 /// The issuance API alone, with JSON answers for unknown routes and methods.
@@ -145,8 +161,39 @@ pub fn router(api: Arc<IssuanceApi>) -> Router {
     crate::finish(routes(api))
 }
 
+/// The OpenAPI document of the issuance API, generated from its types and handlers.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Cardwright issuance API",
+        description = "Operators run issuance workflows (write, rewrite, clear, resume, application load and delete) on the card in an issuing terminal's reader. Every error answers {\"error\", \"reason\"}.",
+        version = "1"
+    ),
+    paths(
+        openapi, terminals, card, write, rewrite, clear, resume, load_app, delete_app,
+        terminal_ws
+    ),
+    components(schemas(
+        ErrorBody, Terminals, TerminalInfo, ReaderInfo, CardStatus, CardInfo, JobSummary,
+        JobOutcome, ReaderRef, WriteRequest, RewriteRequest, ClearRequest, AppLoadRequest
+    )),
+    security(("bearer" = []))
+)]
+struct IssuanceDoc;
+
+/// The issuance API's OpenAPI document.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    crate::openapi::with_bearer(IssuanceDoc::openapi())
+}
+
+/// `GET /api/openapi-issuance.json`: this document.
+#[utoipa::path(get, path = "/api/openapi-issuance.json", security(()),
+    responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json")))]
 async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+    match openapi_document().to_json() {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/json")], text).into_response(),
+        Err(_) => ApiError::internal("the OpenAPI document").into_response(),
+    }
 }
 
 type Shared = State<Arc<IssuanceApi>>;
@@ -162,7 +209,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// A reader of a terminal, as the terminal reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ReaderInfo {
     /// The reader name as PC/SC reports it.
     pub name: String,
@@ -174,7 +221,7 @@ pub struct ReaderInfo {
 }
 
 /// A connected terminal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TerminalInfo {
     /// Its name.
     pub terminal: String,
@@ -183,12 +230,18 @@ pub struct TerminalInfo {
 }
 
 /// `GET /api/v1/terminals` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Terminals {
     /// The connected terminals.
     pub terminals: Vec<TerminalInfo>,
 }
 
+#[utoipa::path(get, path = "/api/v1/terminals",
+    responses(
+        (status = 200, description = "Connected terminals", body = Terminals),
+        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
+        (status = 403, description = "The role may not", body = ErrorBody),
+    ))]
 async fn terminals(_caller: Auth<Read>, State(api): Shared) -> Json<Terminals> {
     let terminals = api
         .hub
@@ -211,7 +264,7 @@ async fn terminals(_caller: Auth<Read>, State(api): Shared) -> Json<Terminals> {
 }
 
 /// A card as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CardInfo {
     /// Card number.
     pub card_number: String,
@@ -238,7 +291,7 @@ impl From<&tsm::model::Card> for CardInfo {
 }
 
 /// A job of a card.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct JobSummary {
     /// Job id.
     pub job: i64,
@@ -253,7 +306,7 @@ pub struct JobSummary {
 }
 
 /// `GET /api/v1/cards/{card_number}` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CardStatus {
     /// The card.
     pub card: CardInfo,
@@ -261,6 +314,15 @@ pub struct CardStatus {
     pub jobs: Vec<JobSummary>,
 }
 
+#[utoipa::path(get, path = "/api/v1/cards/{card_number}",
+    params(("card_number" = String, Path, description = "Card number (1-20 digits)")),
+    responses(
+        (status = 200, description = "The card and its jobs", body = CardStatus),
+        (status = 400, description = "Bad request or body", body = ErrorBody),
+        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
+        (status = 403, description = "The role may not, or the card is another tenant's", body = ErrorBody),
+        (status = 404, description = "Unknown card", body = ErrorBody),
+    ))]
 async fn card(
     caller: Auth<Read>,
     State(api): Shared,
@@ -287,7 +349,7 @@ async fn card(
 }
 
 /// What a finished run of a job reports.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobOutcome {
     /// Job id.
     pub job: i64,
@@ -317,7 +379,7 @@ impl From<tsm::Outcome> for JobOutcome {
 }
 
 /// The reader holding the card.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ReaderRef {
     /// Terminal name.
     pub terminal: String,
@@ -326,7 +388,7 @@ pub struct ReaderRef {
 }
 
 /// `POST /api/v1/cards/{card_number}/write` request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct WriteRequest {
     /// Terminal name.
     pub terminal: String,
@@ -343,7 +405,7 @@ pub struct WriteRequest {
 }
 
 /// `POST /api/v1/cards/{card_number}/rewrite` request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RewriteRequest {
     /// Terminal name.
     pub terminal: String,
@@ -358,7 +420,7 @@ pub struct RewriteRequest {
 }
 
 /// `POST /api/v1/cards/{card_number}/clear` request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ClearRequest {
     /// Terminal name.
     pub terminal: String,
@@ -370,7 +432,7 @@ pub struct ClearRequest {
 }
 
 /// `POST /api/v1/cards/{card_number}/apps` request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AppLoadRequest {
     /// Terminal name.
     pub terminal: String,
@@ -436,6 +498,20 @@ async fn run_job(
     Ok(Json(out.into()))
 }
 
+#[utoipa::path(post, path = "/api/v1/cards/{card_number}/write",
+    params(("card_number" = String, Path, description = "Card number (1-20 digits)")),
+    request_body = WriteRequest,
+    responses(
+        (status = 200, description = "The job ran", body = JobOutcome),
+        (status = 400, description = "Bad request or body", body = ErrorBody),
+        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
+        (status = 403, description = "The role may not, or the card is another tenant's", body = ErrorBody),
+        (status = 404, description = "Unknown card, category, terminal or reader", body = ErrorBody),
+        (status = 409, description = "Wrong card, state or category; a job running elsewhere; card keys", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 502, description = "The card or the terminal failed (the job is left resumable)", body = ErrorBody),
+    ))]
 async fn write(
     caller: Auth<Operate>,
     State(api): Shared,
@@ -457,6 +533,20 @@ async fn write(
     .await
 }
 
+#[utoipa::path(post, path = "/api/v1/cards/{card_number}/rewrite",
+    params(("card_number" = String, Path, description = "Card number (1-20 digits)")),
+    request_body = RewriteRequest,
+    responses(
+        (status = 200, description = "The job ran", body = JobOutcome),
+        (status = 400, description = "Bad request or body", body = ErrorBody),
+        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
+        (status = 403, description = "The role may not, or the card is another tenant's", body = ErrorBody),
+        (status = 404, description = "Unknown card, category, terminal or reader", body = ErrorBody),
+        (status = 409, description = "Wrong card, state or category; a job running elsewhere; card keys", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 502, description = "The card or the terminal failed (the job is left resumable)", body = ErrorBody),
+    ))]
 async fn rewrite(
     caller: Auth<Operate>,
     State(api): Shared,
@@ -477,6 +567,20 @@ async fn rewrite(
     .await
 }
 
+#[utoipa::path(post, path = "/api/v1/cards/{card_number}/clear",
+    params(("card_number" = String, Path, description = "Card number (1-20 digits)")),
+    request_body = ClearRequest,
+    responses(
+        (status = 200, description = "The job ran", body = JobOutcome),
+        (status = 400, description = "Bad request or body", body = ErrorBody),
+        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
+        (status = 403, description = "The role may not, or the card is another tenant's", body = ErrorBody),
+        (status = 404, description = "Unknown card, category, terminal or reader", body = ErrorBody),
+        (status = 409, description = "Wrong card, state or category; a job running elsewhere; card keys", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 502, description = "The card or the terminal failed (the job is left resumable)", body = ErrorBody),
+    ))]
 async fn clear(
     caller: Auth<Operate>,
     State(api): Shared,
@@ -496,6 +600,20 @@ async fn clear(
     .await
 }
 
+#[utoipa::path(post, path = "/api/v1/cards/{card_number}/resume",
+    params(("card_number" = String, Path, description = "Card number (1-20 digits)")),
+    request_body = ReaderRef,
+    responses(
+        (status = 200, description = "The open job ran again", body = JobOutcome),
+        (status = 400, description = "Bad request or body", body = ErrorBody),
+        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
+        (status = 403, description = "The role may not, or the card is another tenant's", body = ErrorBody),
+        (status = 404, description = "Unknown card, category, terminal or reader", body = ErrorBody),
+        (status = 409, description = "Wrong card, state or category; a job running elsewhere; card keys", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 502, description = "The card or the terminal failed (the job is left resumable)", body = ErrorBody),
+    ))]
 async fn resume(
     caller: Auth<Operate>,
     State(api): Shared,
@@ -510,6 +628,20 @@ async fn resume(
     Ok(Json(out.into()))
 }
 
+#[utoipa::path(post, path = "/api/v1/cards/{card_number}/apps",
+    params(("card_number" = String, Path, description = "Card number (1-20 digits)")),
+    request_body = AppLoadRequest,
+    responses(
+        (status = 200, description = "The job ran", body = JobOutcome),
+        (status = 400, description = "Bad request or body", body = ErrorBody),
+        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
+        (status = 403, description = "The role may not, or the card is another tenant's", body = ErrorBody),
+        (status = 404, description = "Unknown card, category, terminal or reader", body = ErrorBody),
+        (status = 409, description = "Wrong card, state or category; a job running elsewhere; card keys", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 502, description = "The card or the terminal failed (the job is left resumable)", body = ErrorBody),
+    ))]
 async fn load_app(
     caller: Auth<Operate>,
     State(api): Shared,
@@ -535,6 +667,20 @@ async fn load_app(
     .await
 }
 
+#[utoipa::path(post, path = "/api/v1/cards/{card_number}/apps/{instance}/delete",
+    params(("card_number" = String, Path, description = "Card number (1-20 digits)"), ("instance" = String, Path, description = "Instance AID, hex")),
+    request_body = ReaderRef,
+    responses(
+        (status = 200, description = "The job ran", body = JobOutcome),
+        (status = 400, description = "Bad request or body", body = ErrorBody),
+        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
+        (status = 403, description = "The role may not, or the card is another tenant's", body = ErrorBody),
+        (status = 404, description = "Unknown card, category, terminal or reader", body = ErrorBody),
+        (status = 409, description = "Wrong card, state or category; a job running elsewhere; card keys", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 502, description = "The card or the terminal failed (the job is left resumable)", body = ErrorBody),
+    ))]
 async fn delete_app(
     caller: Auth<Operate>,
     State(api): Shared,
@@ -554,6 +700,15 @@ async fn delete_app(
 
 /// `GET /api/v1/terminal/ws`: the terminal token is checked before the WebSocket upgrade,
 /// so a request without one answers `401` JSON whatever its headers.
+#[utoipa::path(get, path = "/api/v1/terminal/ws",
+    responses(
+        (status = 101, description = "WebSocket of an issuing terminal (relay protocol)"),
+        (status = 400, description = "Not a WebSocket upgrade request", body = ErrorBody),
+        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
+        (status = 403, description = "Not a terminal token", body = ErrorBody),
+        (status = 405, description = "Not a GET", body = ErrorBody),
+        (status = 426, description = "Upgrade required", body = ErrorBody),
+    ))]
 async fn terminal_ws(
     caller: Auth<LendReaders>,
     State(api): Shared,

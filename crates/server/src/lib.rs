@@ -32,6 +32,7 @@ pub mod ca_keystore;
 pub mod error;
 pub mod extract;
 pub mod issuance;
+pub mod openapi;
 mod pages;
 
 use std::{sync::Arc, time::Duration};

@@ -54,6 +54,7 @@ impl SimCard {
 /// an operator and a viewer token for each.
 struct Platform {
     app: axum::Router,
+    api: Arc<IssuanceApi>,
     store: Store,
     cards: Vec<(&'static str, &'static str, SimCard)>,
     _dir: tempfile::TempDir,
@@ -170,7 +171,8 @@ fn platform() -> Platform {
     }
     let api = IssuanceApi::new(issuer, tokens, std::time::Duration::from_secs(5));
     Platform {
-        app: server::issuance::router(api),
+        app: server::issuance::router(api.clone()),
+        api,
         store,
         cards,
         _dir: dir,
@@ -279,8 +281,7 @@ async fn tenant_isolation_matrix() {
                     }
                     let audit = p.store.audit_entries(0, 100_000).unwrap();
                     let new = &audit[audit_before..];
-                    let tenant_refusal =
-                        caller != owner && (reading || role == Role::Operator);
+                    let tenant_refusal = caller != owner && (reading || role == Role::Operator);
                     if tenant_refusal {
                         assert_eq!(new.len(), 1, "{what}: {new:?}");
                         assert_eq!(new[0].actor, format!("{caller}/{role}"), "{what}");
@@ -371,7 +372,14 @@ async fn error_shapes() {
         assert_eq!(v["error"], code, "{v}");
         assert!(v["reason"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
     };
-    let r = call(&p.app, Method::POST, &write, Some("{not json".into()), Some(&op)).await;
+    let r = call(
+        &p.app,
+        Method::POST,
+        &write,
+        Some("{not json".into()),
+        Some(&op),
+    )
+    .await;
     expect(&r, StatusCode::BAD_REQUEST, "invalid_request");
     let r = call(&p.app, Method::POST, &write, Some("{}".into()), Some(&op)).await;
     expect(&r, StatusCode::BAD_REQUEST, "invalid_request");
@@ -386,7 +394,11 @@ async fn error_shapes() {
         ],
     )
     .await;
-    expect(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    expect(
+        &r,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
     let r = common::call_with(
         &p.app,
         Method::POST,
@@ -395,7 +407,11 @@ async fn error_shapes() {
         &[("authorization", &format!("Bearer {op}"))],
     )
     .await;
-    expect(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    expect(
+        &r,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
     let big = format!(
         "{{\"terminal\":\"{}\",\"reader\":\"r\",\"category\":\"c\"}}",
         "x".repeat(10 << 20)
@@ -406,7 +422,14 @@ async fn error_shapes() {
     expect(&r, StatusCode::NOT_FOUND, "not_found");
     let r = call(&p.app, Method::GET, &write, None, Some(&op)).await;
     expect(&r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
-    let r = call(&p.app, Method::POST, "/api/v1/terminals", Some("{}".into()), Some(&op)).await;
+    let r = call(
+        &p.app,
+        Method::POST,
+        "/api/v1/terminals",
+        Some("{}".into()),
+        Some(&op),
+    )
+    .await;
     expect(&r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
     // Unknown card: 404 not_found; a bad card number: 400.
     let r = call(&p.app, Method::GET, "/api/v1/cards/999", None, Some(&op)).await;
@@ -415,4 +438,29 @@ async fn error_shapes() {
     let r = call(&p.app, Method::GET, "/api/v1/terminals", None, Some(&op)).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json(), json!({"terminals": []}));
+}
+
+/// Every route of the router is in the generated OpenAPI document and every documented
+/// route is in the router; the document served is the generated one.
+#[tokio::test(flavor = "multi_thread")]
+async fn openapi_document_matches_the_router() {
+    let p = platform();
+    let mut routed: Vec<(String, String)> = server::issuance::route_list(p.api.clone())
+        .list()
+        .iter()
+        .map(|(m, path)| (m.to_string(), path.to_string()))
+        .collect();
+    routed.sort();
+    let doc = server::issuance::openapi_document();
+    assert_eq!(routed, server::openapi::documented(&doc));
+    let served = call(
+        &p.app,
+        Method::GET,
+        "/api/openapi-issuance.json",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(served.status, StatusCode::OK);
+    assert_eq!(served.json(), serde_json::to_value(&doc).unwrap());
 }

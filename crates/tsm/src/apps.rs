@@ -45,7 +45,8 @@ impl AppChoice {
                 let cap = store.package_cap(&package)?.ok_or_else(|| {
                     Error::Invalid(format!("package {package} is not registered"))
                 })?;
-                let parsed = gp::cap::CapFile::from_bytes(&cap).map_err(|e| invalid("package", e))?;
+                let parsed =
+                    gp::cap::CapFile::from_bytes(&cap).map_err(|e| invalid("package", e))?;
                 *parsed
                     .applet_aids()
                     .first()

@@ -60,6 +60,8 @@ mod store;
 pub use apps::AppChoice;
 pub use db::Dialect;
 pub use error::{Error, Result, StoreError};
-pub use issuance::{card_status, kvn_for_version, Actor, Issuer, IssuerConfig, Outcome, Request, Timing};
+pub use issuance::{
+    card_status, kvn_for_version, Actor, Issuer, IssuerConfig, Outcome, Request, Timing,
+};
 pub use pki_store::purge_expired_challenges;
 pub use store::{CategorySpec, NewJob, Store};

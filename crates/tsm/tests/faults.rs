@@ -293,7 +293,9 @@ fn a_resumed_job_refuses_another_card() {
     // APDU 8 of a write is PUT KEY (see write_apdu_sequence): its answer is lost, so the
     // new keys may or may not be on the card.
     let id = f.issuer.submit(&f.ci, &write_req(number)).unwrap();
-    assert!(!run_cut(&card, Cut::After(8), |ch| f.issuer.run(&f.ci, id, ch)));
+    assert!(!run_cut(&card, Cut::After(8), |ch| f
+        .issuer
+        .run(&f.ci, id, ch)));
     let steps = f.store().job_steps(id).unwrap();
     let state = |n: &str| steps.iter().find(|s| s.name == n).unwrap().state;
     assert_eq!(state("set_kdd"), StepState::Done);
@@ -303,7 +305,10 @@ fn a_resumed_job_refuses_another_card() {
     // job stays pending.
     let other = SimCard::scp03();
     let before = format!("{:?}", other.0.lock().unwrap());
-    let e = f.issuer.resume(&f.ci, number, &mut other.clone()).unwrap_err();
+    let e = f
+        .issuer
+        .resume(&f.ci, number, &mut other.clone())
+        .unwrap_err();
     assert!(matches!(e, Error::WrongCard(_)), "{e}");
     assert_eq!(format!("{:?}", other.0.lock().unwrap()), before);
     let job = f.store().job(id).unwrap().unwrap();

@@ -291,7 +291,11 @@ fn refusals_change_nothing() {
         assert_eq!(audit.len(), audit_before + 1, "{name}");
         let last = audit.last().unwrap();
         assert_eq!(
-            (last.actor.as_str(), last.action.as_str(), last.result.as_str()),
+            (
+                last.actor.as_str(),
+                last.action.as_str(),
+                last.result.as_str()
+            ),
             ("bank/x", "job.write", "forbidden")
         );
         assert!(f.store().card(NUMBER).unwrap().is_none(), "{name}");
@@ -432,7 +436,10 @@ fn leases_keep_two_workers_apart() {
     assert!(r.is_err());
     assert_eq!(f.store().job(id).unwrap().unwrap().state, JobState::Running);
     // Nobody else may take it over while the lease runs.
-    assert!(matches!(long.run(&f.ci, id, &mut card), Err(Error::JobLeased(_))));
+    assert!(matches!(
+        long.run(&f.ci, id, &mut card),
+        Err(Error::JobLeased(_))
+    ));
 }
 
 #[test]
@@ -661,7 +668,11 @@ fn other_tenants_are_refused_and_audited() {
     assert_eq!(snapshot(&card), card_before, "the card was not touched");
     assert_eq!(f.store().card(NUMBER).unwrap(), row_before);
     assert_eq!(
-        f.store().open_job_for_card(NUMBER).unwrap().unwrap().attempts,
+        f.store()
+            .open_job_for_card(NUMBER)
+            .unwrap()
+            .unwrap()
+            .attempts,
         job.attempts
     );
     let refusals: Vec<(String, String)> = f.store().audit_entries(0, 10_000).unwrap()

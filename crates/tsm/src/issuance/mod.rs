@@ -345,7 +345,8 @@ impl Issuer {
 
     /// Whether `actor` may submit `req` for the card as recorded now, without touching the
     /// card (so that a caller can refuse before it even finds a reader): the card's tenant
-    /// may; for an application load or delete, so may the tenant that owns the package. A
+    /// may; for an application load or delete, so may an application provider (tenant role
+    /// AP) that owns the package. A
     /// card not yet recorded is left to [`Issuer::submit`]. Refusals are audited.
     pub fn authorise_request(&self, actor: &Actor, req: &Request) -> Result<()> {
         let number = req.card_number();
@@ -373,7 +374,13 @@ impl Issuer {
             }
             _ => None,
         };
-        if package_owner.as_deref() == Some(actor.tenant.as_str()) {
+        // An application provider may manage its own application on the issuer's cards; a
+        // card issuer never acts on another issuer's cards.
+        let provider = self
+            .store
+            .tenant(&actor.tenant)?
+            .is_some_and(|t| t.role == crate::model::Role::ApplicationProvider);
+        if provider && package_owner.as_deref() == Some(actor.tenant.as_str()) {
             return Ok(());
         }
         let e = Error::Forbidden {
