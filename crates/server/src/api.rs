@@ -14,13 +14,14 @@ use pki::{
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use crate::{
     amount::{format_amount, parse_amount},
     audit::{AuditEvent, EventKind, Outcome},
     auth::{Administer, Auth},
     ca_files::pem_decode,
-    error::ApiError,
+    error::{ApiError, ErrorBody},
     extract::{self, Path},
     PayServer,
 };
@@ -28,7 +29,7 @@ use crate::{
 type Shared = State<Arc<PayServer>>;
 
 /// Card key algorithm names used in the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CardAlgorithm {
     /// ECDSA P-256 (PIV algorithm `11`).
@@ -49,7 +50,7 @@ impl CardAlgorithm {
 }
 
 /// `POST /api/v1/enrolments` request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EnrolmentStart {
     /// Card holder's name (certificate commonName).
     pub name: String,
@@ -62,7 +63,7 @@ pub struct EnrolmentStart {
 }
 
 /// The key generation the card must perform.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct KeygenRequest {
     /// PIV key reference, hex (`9C`).
     pub slot: String,
@@ -73,13 +74,15 @@ pub struct KeygenRequest {
 }
 
 /// `POST /api/v1/enrolments` answer: the key-generation request and the challenge.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EnrolmentStarted {
     /// Challenge id (32 hex digits).
+    #[schema(value_type = String, pattern = "^[0-9A-Fa-f]{32}$")]
     pub id: ChallengeId,
     /// What the card must do.
     pub keygen: KeygenRequest,
     /// The challenge (give it to the agent as is).
+    #[schema(value_type = schema::EnrolmentChallenge)]
     pub challenge: EnrolmentChallenge,
     /// The bytes the card signs the SHA-256 of, hex.
     pub signed_data: String,
@@ -91,7 +94,7 @@ pub struct EnrolmentStarted {
 }
 
 /// `POST /api/v1/enrolments/{id}` request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EnrolmentFinish {
     /// Algorithm of the generated key.
     #[serde(default)]
@@ -106,7 +109,7 @@ pub struct EnrolmentFinish {
 }
 
 /// An issued certificate.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct IssuedCertificate {
     /// Serial number, hex.
     pub serial: String,
@@ -127,7 +130,7 @@ pub struct IssuedCertificate {
 }
 
 /// `POST /api/v1/payments` request. Give `amount` (decimal text) or `amount_minor`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct PaymentCreate {
     /// Decimal amount in the currency, e.g. `"12.34"`.
     #[serde(default)]
@@ -147,11 +150,13 @@ pub struct PaymentCreate {
 }
 
 /// `POST /api/v1/payments` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PaymentCreated {
     /// Challenge id.
+    #[schema(value_type = String, pattern = "^[0-9A-Fa-f]{32}$")]
     pub id: ChallengeId,
     /// What is paid.
+    #[schema(value_type = schema::PaymentRequest)]
     pub request: PaymentRequest,
     /// The amount as decimal text.
     pub amount: String,
@@ -165,9 +170,10 @@ pub struct PaymentCreated {
 }
 
 /// `POST /api/v1/payments/{id}/authorise` request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PaymentAuthorise {
     /// The payment as the client presents it (must equal the one issued).
+    #[schema(value_type = schema::PaymentRequest)]
     pub request: PaymentRequest,
     /// The card's certificate: hex DER or PEM.
     pub certificate: String,
@@ -176,18 +182,19 @@ pub struct PaymentAuthorise {
 }
 
 /// `POST /api/v1/payments/{id}/authorise` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PaymentAuthorised {
     /// `authorised`.
     pub status: String,
     /// The amount as decimal text.
     pub amount: String,
     /// The recorded authorisation.
+    #[schema(value_type = schema::Authorisation)]
     pub authorisation: Authorisation,
 }
 
 /// A refused attempt, from the audit log.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Rejection {
     /// When.
     #[serde(with = "time::serde::rfc3339")]
@@ -199,26 +206,29 @@ pub struct Rejection {
 }
 
 /// `GET /api/v1/payments/{id}` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PaymentStatus {
     /// Challenge id.
+    #[schema(value_type = String, pattern = "^[0-9A-Fa-f]{32}$")]
     pub id: ChallengeId,
     /// `pending`, `expired` or `authorised`.
     pub state: String,
     /// What is paid.
+    #[schema(value_type = schema::PaymentRequest)]
     pub request: PaymentRequest,
     /// Expiry of the challenge.
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
     /// The authorisation, once recorded.
     #[serde(default)]
+    #[schema(value_type = Option<schema::Authorisation>)]
     pub authorisation: Option<Authorisation>,
     /// Refused attempts, oldest first.
     pub rejections: Vec<Rejection>,
 }
 
 /// `GET /api/v1/certificates/{serial}` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CertificateStatusBody {
     /// Serial, hex.
     pub serial: String,
@@ -232,14 +242,16 @@ pub struct CertificateStatusBody {
     pub revoked_at: Option<OffsetDateTime>,
     /// Revocation reason (revoked).
     #[serde(default)]
+    #[schema(value_type = Option<schema::RevocationReason>)]
     pub reason: Option<RevocationReason>,
 }
 
 /// `POST /api/v1/certificates/{serial}/revoke` request.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct RevokeRequest {
     /// CRL reason, e.g. `keyCompromise` (default `unspecified`).
     #[serde(default)]
+    #[schema(value_type = Option<schema::RevocationReason>)]
     pub reason: Option<RevocationReason>,
 }
 
@@ -295,6 +307,12 @@ impl PayServer {
 }
 
 /// `POST /api/v1/enrolments`.
+#[utoipa::path(post, path = "/api/v1/enrolments", request_body = EnrolmentStart, security(),
+    responses(
+        (status = 201, description = "Challenge and key-generation request", body = EnrolmentStarted),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody)))]
 pub async fn start_enrolment(
     State(s): Shared,
     extract::Json(req): extract::Json<EnrolmentStart>,
@@ -341,6 +359,17 @@ pub async fn start_enrolment(
 }
 
 /// `POST /api/v1/enrolments/{id}`.
+#[utoipa::path(post, path = "/api/v1/enrolments/{id}", request_body = EnrolmentFinish, security(),
+    params(("id" = String, Path, description = "Challenge id (32 hex digits)")),
+    responses(
+        (status = 201, description = "Certificate issued", body = IssuedCertificate),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 404, description = "Unknown challenge", body = ErrorBody),
+        (status = 409, description = "Challenge already used", body = ErrorBody),
+        (status = 410, description = "Challenge expired", body = ErrorBody),
+        (status = 422, description = "Key, proof or CSR refused", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody)))]
 pub async fn finish_enrolment(
     State(s): Shared,
     Path(id): Path<String>,
@@ -400,6 +429,12 @@ pub async fn finish_enrolment(
 }
 
 /// `POST /api/v1/payments`.
+#[utoipa::path(post, path = "/api/v1/payments", request_body = PaymentCreate, security(),
+    responses(
+        (status = 201, description = "Challenge", body = PaymentCreated),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody)))]
 pub async fn create_payment(
     State(s): Shared,
     extract::Json(req): extract::Json<PaymentCreate>,
@@ -473,6 +508,18 @@ fn certificate_bytes(text: &str) -> Result<Vec<u8>, ApiError> {
 }
 
 /// `POST /api/v1/payments/{id}/authorise`.
+#[utoipa::path(post, path = "/api/v1/payments/{id}/authorise", request_body = PaymentAuthorise, security(),
+    params(("id" = String, Path, description = "Challenge id (32 hex digits)")),
+    responses(
+        (status = 200, description = "Authorised", body = PaymentAuthorised),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 403, description = "Certificate refused", body = ErrorBody),
+        (status = 404, description = "Unknown challenge", body = ErrorBody),
+        (status = 409, description = "Replayed", body = ErrorBody),
+        (status = 410, description = "Challenge expired", body = ErrorBody),
+        (status = 422, description = "Changed payment or bad signature", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody)))]
 pub async fn authorise_payment(
     State(s): Shared,
     Path(id): Path<String>,
@@ -520,6 +567,11 @@ pub async fn authorise_payment(
 }
 
 /// `GET /api/v1/payments/{id}`.
+#[utoipa::path(get, path = "/api/v1/payments/{id}", security(),
+    params(("id" = String, Path, description = "Challenge id (32 hex digits)")),
+    responses(
+        (status = 200, description = "State of the payment", body = PaymentStatus),
+        (status = 404, description = "Unknown challenge", body = ErrorBody)))]
 pub async fn payment_status(
     State(s): Shared,
     Path(id): Path<String>,
@@ -570,6 +622,8 @@ pub async fn payment_status(
 }
 
 /// `GET /api/v1/ca.pem`.
+#[utoipa::path(get, path = "/api/v1/ca.pem", security(),
+    responses((status = 200, description = "The CA certificate (PEM)", body = String, content_type = "application/x-pem-file")))]
 pub async fn ca_pem(State(s): Shared) -> Response {
     (
         [(header::CONTENT_TYPE, "application/x-pem-file")],
@@ -579,6 +633,8 @@ pub async fn ca_pem(State(s): Shared) -> Response {
 }
 
 /// `GET /api/v1/crl`: a fresh DER CRL (RFC 5280 §5), `application/pkix-crl` (RFC 2585 §4.2).
+#[utoipa::path(get, path = "/api/v1/crl", security(),
+    responses((status = 200, description = "A fresh DER CRL (RFC 5280)", body = Vec<u8>, content_type = "application/pkix-crl")))]
 pub async fn crl(State(s): Shared) -> Result<Response, ApiError> {
     let next = s.config.crl_next_update;
     let der = blocking(move || Ok(s.ca.crl_der(next)?)).await?;
@@ -586,6 +642,11 @@ pub async fn crl(State(s): Shared) -> Result<Response, ApiError> {
 }
 
 /// `GET /api/v1/certificates/{serial}`.
+#[utoipa::path(get, path = "/api/v1/certificates/{serial}", security(),
+    params(("serial" = String, Path, description = "Serial number, hex")),
+    responses(
+        (status = 200, description = "Status", body = CertificateStatusBody),
+        (status = 400, description = "Bad serial", body = ErrorBody)))]
 pub async fn certificate_status(
     State(s): Shared,
     Path(serial): Path<String>,
@@ -620,6 +681,17 @@ pub async fn certificate_status(
 }
 
 /// `POST /api/v1/certificates/{serial}/revoke` (admin).
+#[utoipa::path(post, path = "/api/v1/certificates/{serial}/revoke", request_body(content = Option<RevokeRequest>, description = "Optional reason"),
+    params(("serial" = String, Path, description = "Serial number, hex")),
+    responses(
+        (status = 200, description = "Revoked", body = CertificateStatusBody),
+        (status = 400, description = "Bad serial or body", body = ErrorBody),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 403, description = "Admin disabled", body = ErrorBody),
+        (status = 404, description = "Not issued by this CA", body = ErrorBody),
+        (status = 409, description = "Already revoked", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody)))]
 pub async fn revoke(
     _admin: Auth<Administer>,
     State(s): Shared,
@@ -649,9 +721,114 @@ pub async fn revoke(
 }
 
 /// `GET /api/v1/audit` (admin): the most recent events.
+#[utoipa::path(get, path = "/api/v1/audit",
+    responses(
+        (status = 200, description = "The most recent events", body = Vec<AuditEvent>),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 403, description = "Admin disabled", body = ErrorBody)))]
 pub async fn audit(
     _admin: Auth<Administer>,
     State(s): Shared,
 ) -> Result<Json<Vec<AuditEvent>>, ApiError> {
     Ok(Json(s.audit_log.recent(1000)))
+}
+
+/// Schemas of pki's types as the API writes them (they are serialised by pki's serde).
+pub mod schema {
+    #![allow(dead_code)]
+    use utoipa::ToSchema;
+
+    /// What is paid (pki payment encoding v1).
+    #[derive(Debug, ToSchema)]
+    pub struct PaymentRequest {
+        /// Amount in minor units.
+        #[schema(minimum = 1)]
+        amount_minor: u64,
+        /// ISO 4217 code.
+        #[schema(pattern = "^[A-Z]{3}$")]
+        currency: String,
+        /// Merchant.
+        #[schema(min_length = 1, max_length = 128)]
+        payee: String,
+        /// Merchant's order id.
+        #[schema(min_length = 1, max_length = 64)]
+        order_id: String,
+    }
+
+    /// The certificate subject of an enrolment.
+    #[derive(Debug, ToSchema)]
+    pub struct Subject {
+        /// commonName.
+        common_name: String,
+        /// UID.
+        uid: Option<String>,
+        /// serialNumber.
+        serial_number: Option<String>,
+        /// organizationName.
+        organization: Option<String>,
+        /// countryName.
+        country: Option<String>,
+    }
+
+    /// The card signs SHA-256("cardwright/enrol-pop/v1" 00 || id || nonce || expires_at as
+    /// 8-byte big-endian Unix seconds).
+    #[derive(Debug, ToSchema)]
+    pub struct EnrolmentChallenge {
+        /// Challenge id.
+        #[schema(pattern = "^[0-9A-Fa-f]{32}$")]
+        id: String,
+        /// Nonce, hex.
+        #[schema(pattern = "^([0-9A-Fa-f]{2})*$")]
+        nonce: String,
+        /// Subject of the certificate.
+        subject: Subject,
+        /// Expiry.
+        #[schema(format = DateTime)]
+        expires_at: String,
+    }
+
+    /// A recorded authorisation.
+    #[derive(Debug, ToSchema)]
+    pub struct Authorisation {
+        /// Challenge id.
+        #[schema(pattern = "^[0-9A-Fa-f]{32}$")]
+        challenge_id: String,
+        /// What was paid.
+        request: PaymentRequest,
+        /// The card certificate's serial, hex.
+        certificate_serial: String,
+        /// Its subject.
+        subject: String,
+        /// What the card signed, hex.
+        #[schema(pattern = "^([0-9A-Fa-f]{2})*$")]
+        digest: String,
+        /// The card's signature, hex.
+        #[schema(pattern = "^([0-9A-Fa-f]{2})*$")]
+        signature: String,
+        /// When.
+        #[schema(format = DateTime)]
+        authorised_at: String,
+    }
+
+    /// CRL reason codes (RFC 5280 §5.3.1).
+    #[derive(Debug, ToSchema)]
+    #[schema(rename_all = "camelCase")]
+    pub enum RevocationReason {
+        /// unspecified.
+        Unspecified,
+        /// keyCompromise.
+        KeyCompromise,
+        /// cACompromise.
+        CaCompromise,
+        /// affiliationChanged.
+        AffiliationChanged,
+        /// superseded.
+        Superseded,
+        /// cessationOfOperation.
+        CessationOfOperation,
+        /// certificateHold.
+        CertificateHold,
+        /// privilegeWithdrawn.
+        PrivilegeWithdrawn,
+    }
 }

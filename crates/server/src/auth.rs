@@ -219,12 +219,12 @@ impl<P: Permission, S: HasTokens> FromRequestParts<Arc<S>> for Auth<P> {
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<S>) -> Result<Self, ApiError> {
         let tokens = state.tokens();
-        if !tokens.has_role(P::ROLES) {
-            return Err(P::disabled());
-        }
         let token = bearer_token(parts).ok_or_else(|| {
             ApiError::unauthorized("a bearer token is required (Authorization: Bearer …)")
         })?;
+        if !tokens.has_role(P::ROLES) {
+            return Err(P::disabled());
+        }
         let principal = tokens
             .lookup(token)
             .ok_or_else(|| ApiError::unauthorized("unknown or wrong bearer token"))?;

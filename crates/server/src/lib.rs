@@ -15,7 +15,8 @@
 //!   bearer token.
 //! * **Pages**: the check-out page `/pay` (plain HTML and JavaScript) that talks to this API
 //!   and to the local agent (`cardwright agent`) on the card holder's machine.
-//! * `GET /api/openapi.json`: the API description (OpenAPI 3.0).
+//! * `GET /api/openapi.json`: the API description (OpenAPI 3.1), generated from the types
+//!   ([`openapi_document`]).
 //!
 //! The server is generic over pki's store traits ([`Stores`]); [`Stores::memory`] keeps
 //! everything in memory.
@@ -50,8 +51,35 @@ use zeroize::Zeroizing;
 pub use audit::{AuditEvent, AuditLog, MemoryAudit, TsmAudit};
 pub use error::{ApiError, ErrorBody};
 
-/// The hand-written OpenAPI 3 description of the API, served at `/api/openapi.json`.
-pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+/// The OpenAPI document of the payment service, generated from its types and handlers.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Cardwright payments",
+        description = "Enrolment of card keys, card-signed payments, the CA and its CRL. Every error answers {\"error\", \"reason\"}.",
+        version = "1"
+    ),
+    paths(
+        api::start_enrolment, api::finish_enrolment, api::create_payment, api::payment_status,
+        api::authorise_payment, api::ca_pem, api::crl, api::certificate_status, api::revoke,
+        api::audit, pages::openapi, pages::healthz, pages::index, pages::pay, pages::pay_js,
+        pages::pay_css, pages::favicon
+    ),
+    components(schemas(
+        ErrorBody, api::CardAlgorithm, api::EnrolmentStart, api::KeygenRequest,
+        api::EnrolmentStarted, api::EnrolmentFinish, api::IssuedCertificate, api::PaymentCreate,
+        api::PaymentCreated, api::PaymentAuthorise, api::PaymentAuthorised, api::Rejection,
+        api::PaymentStatus, api::CertificateStatusBody, api::RevokeRequest, AuditEvent,
+        audit::EventKind, audit::Outcome
+    )),
+    security(("bearer" = []))
+)]
+struct PaymentDoc;
+
+/// The payment service's OpenAPI document (served at `/api/openapi.json`).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    openapi::with_bearer(<PaymentDoc as utoipa::OpenApi>::openapi())
+}
 
 /// Settings of the payment service.
 #[derive(Clone)]
@@ -208,33 +236,45 @@ pub fn router(state: Arc<PayServer>) -> Router {
 
 /// The payment service's routes, without fallbacks (to merge with others, then [`finish`]).
 pub fn payment_routes(state: Arc<PayServer>) -> Router {
-    Router::new()
-        .route("/api/v1/enrolments", post(api::start_enrolment))
-        .route("/api/v1/enrolments/{id}", post(api::finish_enrolment))
-        .route("/api/v1/payments", post(api::create_payment))
-        .route("/api/v1/payments/{id}", get(api::payment_status))
+    payment_route_list(state).into_router()
+}
+
+/// The payment service's routes, recorded for the OpenAPI test.
+pub fn payment_route_list(state: Arc<PayServer>) -> openapi::Routes<()> {
+    openapi::Routes::new()
+        .route("/api/v1/enrolments", &["post"], post(api::start_enrolment))
+        .route(
+            "/api/v1/enrolments/{id}",
+            &["post"],
+            post(api::finish_enrolment),
+        )
+        .route("/api/v1/payments", &["post"], post(api::create_payment))
+        .route("/api/v1/payments/{id}", &["get"], get(api::payment_status))
         .route(
             "/api/v1/payments/{id}/authorise",
+            &["post"],
             post(api::authorise_payment),
         )
-        .route("/api/v1/ca.pem", get(api::ca_pem))
-        .route("/api/v1/crl", get(api::crl))
+        .route("/api/v1/ca.pem", &["get"], get(api::ca_pem))
+        .route("/api/v1/crl", &["get"], get(api::crl))
         .route(
             "/api/v1/certificates/{serial}",
+            &["get"],
             get(api::certificate_status),
         )
-        .route("/api/v1/certificates/{serial}/revoke", post(api::revoke))
-        .route("/api/v1/audit", get(api::audit))
-        .route("/api/openapi.json", get(pages::openapi))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/", get(pages::index))
-        .route("/pay", get(pages::pay))
-        .route("/pay.js", get(pages::pay_js))
-        .route("/pay.css", get(pages::pay_css))
         .route(
-            "/favicon.ico",
-            get(|| async { axum::http::StatusCode::NO_CONTENT }),
+            "/api/v1/certificates/{serial}/revoke",
+            &["post"],
+            post(api::revoke),
         )
+        .route("/api/v1/audit", &["get"], get(api::audit))
+        .route("/api/openapi.json", &["get"], get(pages::openapi))
+        .route("/healthz", &["get"], get(pages::healthz))
+        .route("/", &["get"], get(pages::index))
+        .route("/pay", &["get"], get(pages::pay))
+        .route("/pay.js", &["get"], get(pages::pay_js))
+        .route("/pay.css", &["get"], get(pages::pay_css))
+        .route("/favicon.ico", &["get"], get(pages::favicon))
         .with_state(state)
 }
 
