@@ -53,9 +53,14 @@ impl CardAlgorithm {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EnrolmentStart {
     /// Card holder's name (certificate commonName).
+    #[schema(
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$",
+        max_length = 64
+    )]
     pub name: String,
     /// Account identifier (certificate UID), optional.
     #[serde(default)]
+    #[schema(pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]{0,128}$")]
     pub uid: Option<String>,
     /// Key algorithm for the card to generate (default `p256`).
     #[serde(default)]
@@ -100,11 +105,14 @@ pub struct EnrolmentFinish {
     #[serde(default)]
     pub algorithm: CardAlgorithm,
     /// The GENERATE ASYMMETRIC KEY PAIR response data (`7F49` template), hex.
+    #[schema(pattern = "^([0-9A-Fa-f]{2})*$")]
     pub public_key_template: String,
     /// The new key's signature over the challenge digest, hex.
+    #[schema(pattern = "^([0-9A-Fa-f]{2})*$")]
     pub proof: String,
     /// Optional PKCS#10 request signed by the card, hex DER.
     #[serde(default)]
+    #[schema(pattern = "^([0-9A-Fa-f]{2})*$")]
     pub csr: Option<String>,
 }
 
@@ -134,18 +142,32 @@ pub struct IssuedCertificate {
 pub struct PaymentCreate {
     /// Decimal amount in the currency, e.g. `"12.34"`.
     #[serde(default)]
+    #[schema(pattern = "^(?=.*[1-9])[0-9]{1,15}(\\.[0-9]{1,2})?$")]
     pub amount: Option<String>,
     /// Amount in minor units, e.g. `1234`.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 999_999_999_999_999_999_u64)]
     pub amount_minor: Option<u64>,
     /// ISO 4217 code.
+    #[schema(pattern = "^[A-Za-z]{3}$")]
     pub currency: String,
     /// Merchant.
+    #[schema(
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$",
+        min_length = 1,
+        max_length = 128
+    )]
     pub payee: String,
     /// Merchant's order id.
+    #[schema(
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$",
+        min_length = 1,
+        max_length = 64
+    )]
     pub order_id: String,
     /// Bind the challenge to this certificate serial (hex), optional.
     #[serde(default)]
+    #[schema(pattern = "^$|^(00)*([1-9A-Fa-f][0-9A-Fa-f]|0[1-9A-Fa-f])([0-9A-Fa-f]{2}){0,19}$")]
     pub payer_serial: Option<String>,
 }
 
@@ -360,7 +382,7 @@ pub async fn start_enrolment(
 
 /// `POST /api/v1/enrolments/{id}`.
 #[utoipa::path(post, path = "/api/v1/enrolments/{id}", request_body = EnrolmentFinish, security(),
-    params(("id" = String, Path, description = "Challenge id (32 hex digits)")),
+    params(("id" = String, Path, description = "Challenge id (32 hex digits)", pattern = "^[0-9A-Fa-f]{32}$")),
     responses(
         (status = 201, description = "Certificate issued", body = IssuedCertificate),
         (status = 400, description = "Bad request", body = ErrorBody),
@@ -444,7 +466,13 @@ pub async fn create_payment(
         let amount_minor = match (&req.amount, req.amount_minor) {
             (Some(a), None) => parse_amount(a.trim(), &currency)
                 .map_err(|e| ApiError::bad_request(e.to_string()))?,
-            (None, Some(m)) => m,
+            (None, Some(m)) if m <= crate::amount::MAX_MINOR => m,
+            (None, Some(_)) => {
+                return Err(ApiError::bad_request(format!(
+                    "amount_minor: at most {} minor units",
+                    crate::amount::MAX_MINOR
+                )))
+            }
             _ => {
                 return Err(ApiError::bad_request(
                     "give exactly one of amount (\"12.34\") and amount_minor (1234)",
@@ -509,7 +537,7 @@ fn certificate_bytes(text: &str) -> Result<Vec<u8>, ApiError> {
 
 /// `POST /api/v1/payments/{id}/authorise`.
 #[utoipa::path(post, path = "/api/v1/payments/{id}/authorise", request_body = PaymentAuthorise, security(),
-    params(("id" = String, Path, description = "Challenge id (32 hex digits)")),
+    params(("id" = String, Path, description = "Challenge id (32 hex digits)", pattern = "^[0-9A-Fa-f]{32}$")),
     responses(
         (status = 200, description = "Authorised", body = PaymentAuthorised),
         (status = 400, description = "Bad request", body = ErrorBody),
@@ -568,7 +596,7 @@ pub async fn authorise_payment(
 
 /// `GET /api/v1/payments/{id}`.
 #[utoipa::path(get, path = "/api/v1/payments/{id}", security(),
-    params(("id" = String, Path, description = "Challenge id (32 hex digits)")),
+    params(("id" = String, Path, description = "Challenge id (32 hex digits)", pattern = "^[0-9A-Fa-f]{32}$")),
     responses(
         (status = 200, description = "State of the payment", body = PaymentStatus),
         (status = 404, description = "Unknown challenge", body = ErrorBody)))]
@@ -643,7 +671,7 @@ pub async fn crl(State(s): Shared) -> Result<Response, ApiError> {
 
 /// `GET /api/v1/certificates/{serial}`.
 #[utoipa::path(get, path = "/api/v1/certificates/{serial}", security(),
-    params(("serial" = String, Path, description = "Serial number, hex")),
+    params(("serial" = String, Path, description = "Serial number, hex (1-20 bytes, not zero)", pattern = "^(00)*([1-9A-Fa-f][0-9A-Fa-f]|0[1-9A-Fa-f])([0-9A-Fa-f]{2}){0,19}$")),
     responses(
         (status = 200, description = "Status", body = CertificateStatusBody),
         (status = 400, description = "Bad serial", body = ErrorBody)))]
@@ -682,7 +710,7 @@ pub async fn certificate_status(
 
 /// `POST /api/v1/certificates/{serial}/revoke` (admin).
 #[utoipa::path(post, path = "/api/v1/certificates/{serial}/revoke", request_body(content = Option<RevokeRequest>, description = "Optional reason"),
-    params(("serial" = String, Path, description = "Serial number, hex")),
+    params(("serial" = String, Path, description = "Serial number, hex (1-20 bytes, not zero)", pattern = "^(00)*([1-9A-Fa-f][0-9A-Fa-f]|0[1-9A-Fa-f])([0-9A-Fa-f]{2}){0,19}$")),
     responses(
         (status = 200, description = "Revoked", body = CertificateStatusBody),
         (status = 400, description = "Bad serial or body", body = ErrorBody),
@@ -696,13 +724,13 @@ pub async fn revoke(
     _admin: Auth<Administer>,
     State(s): Shared,
     Path(serial): Path<String>,
-    body: Option<extract::Json<RevokeRequest>>,
+    body: Option<extract::Json<Option<RevokeRequest>>>,
 ) -> Result<Json<CertificateStatusBody>, ApiError> {
     let serial: Serial = serial
         .parse()
         .map_err(|e: String| ApiError::bad_request(e))?;
     let reason = body
-        .and_then(|extract::Json(b)| b.reason)
+        .and_then(|extract::Json(b)| b.and_then(|b| b.reason))
         .unwrap_or(RevocationReason::Unspecified);
     let s2 = s.clone();
     let serial2 = serial.clone();

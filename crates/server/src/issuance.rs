@@ -315,7 +315,7 @@ pub struct CardStatus {
 }
 
 #[utoipa::path(get, path = "/api/v1/cards/{card_number}",
-    params(("card_number" = String, Path, description = "Card number (1-20 digits)")),
+    params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$")),
     responses(
         (status = 200, description = "The card and its jobs", body = CardStatus),
         (status = 400, description = "Bad request or body", body = ErrorBody),
@@ -382,8 +382,10 @@ impl From<tsm::Outcome> for JobOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ReaderRef {
     /// Terminal name.
+    #[schema(min_length = 1)]
     pub terminal: String,
     /// Reader name on that terminal.
+    #[schema(min_length = 1)]
     pub reader: String,
 }
 
@@ -391,8 +393,10 @@ pub struct ReaderRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct WriteRequest {
     /// Terminal name.
+    #[schema(min_length = 1)]
     pub terminal: String,
     /// Reader name on that terminal.
+    #[schema(min_length = 1)]
     pub reader: String,
     /// The card's category.
     pub category: String,
@@ -401,6 +405,7 @@ pub struct WriteRequest {
     pub install_apps: Option<bool>,
     /// Card-specific personalisation: BER-TLV objects for the ISD, hex.
     #[serde(default)]
+    #[schema(pattern = "^([0-9A-Fa-f]{2})*$")]
     pub perso: String,
 }
 
@@ -408,8 +413,10 @@ pub struct WriteRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RewriteRequest {
     /// Terminal name.
+    #[schema(min_length = 1)]
     pub terminal: String,
     /// Reader name on that terminal.
+    #[schema(min_length = 1)]
     pub reader: String,
     /// The card's category (default: as recorded).
     #[serde(default)]
@@ -423,8 +430,10 @@ pub struct RewriteRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ClearRequest {
     /// Terminal name.
+    #[schema(min_length = 1)]
     pub terminal: String,
     /// Reader name on that terminal.
+    #[schema(min_length = 1)]
     pub reader: String,
     /// The card's category (default: as recorded).
     #[serde(default)]
@@ -435,25 +444,36 @@ pub struct ClearRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AppLoadRequest {
     /// Terminal name.
+    #[schema(min_length = 1)]
     pub terminal: String,
     /// Reader name on that terminal.
+    #[schema(min_length = 1)]
     pub reader: String,
     /// Package (load file) AID, hex, registered with `cardwright package add`.
+    #[schema(pattern = "^([0-9A-Fa-f]{2}){5,16}$")]
     pub package: String,
     /// Applet AID (default: the package's first).
     #[serde(default)]
+    #[schema(pattern = "^([0-9A-Fa-f]{2}){5,16}$")]
     pub applet: Option<String>,
     /// Instance AID (default: the applet AID).
     #[serde(default)]
+    #[schema(pattern = "^([0-9A-Fa-f]{2}){5,16}$")]
     pub instance: Option<String>,
-    /// Privileges (names or hex; default none).
+    /// Privileges: comma-separated short names (GP 2.3.1 Table 11-7: `sd`, `dm`, `am`, …);
+    /// empty or `none` for none.
     #[serde(default)]
+    #[schema(
+        pattern = "^ *((none|sd|dap|dm|cl|ct|cr|cvm|mdap|tp|am|tv|gd|gl|gr|fa|gs|rg|clfdb|ca|csa) *(, *(sd|dap|dm|cl|ct|cr|cvm|mdap|tp|am|tv|gd|gl|gr|fa|gs|rg|clfdb|ca|csa) *)*)?$"
+    )]
     pub privileges: String,
-    /// Install parameters (`C9`), hex.
+    /// Install parameters (`C9`), hex, at most 127 bytes.
     #[serde(default)]
+    #[schema(pattern = "^([0-9A-Fa-f]{2}){0,127}$")]
     pub params: String,
     /// Personalisation data (one STORE DATA block), hex.
     #[serde(default)]
+    #[schema(pattern = "^([0-9A-Fa-f]{2})*$")]
     pub perso: String,
 }
 
@@ -499,7 +519,7 @@ async fn run_job(
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/write",
-    params(("card_number" = String, Path, description = "Card number (1-20 digits)")),
+    params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$")),
     request_body = WriteRequest,
     responses(
         (status = 200, description = "The job ran", body = JobOutcome),
@@ -534,7 +554,7 @@ async fn write(
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/rewrite",
-    params(("card_number" = String, Path, description = "Card number (1-20 digits)")),
+    params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$")),
     request_body = RewriteRequest,
     responses(
         (status = 200, description = "The job ran", body = JobOutcome),
@@ -568,7 +588,7 @@ async fn rewrite(
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/clear",
-    params(("card_number" = String, Path, description = "Card number (1-20 digits)")),
+    params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$")),
     request_body = ClearRequest,
     responses(
         (status = 200, description = "The job ran", body = JobOutcome),
@@ -601,7 +621,7 @@ async fn clear(
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/resume",
-    params(("card_number" = String, Path, description = "Card number (1-20 digits)")),
+    params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$")),
     request_body = ReaderRef,
     responses(
         (status = 200, description = "The open job ran again", body = JobOutcome),
@@ -629,7 +649,7 @@ async fn resume(
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/apps",
-    params(("card_number" = String, Path, description = "Card number (1-20 digits)")),
+    params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$")),
     request_body = AppLoadRequest,
     responses(
         (status = 200, description = "The job ran", body = JobOutcome),
@@ -668,7 +688,7 @@ async fn load_app(
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/apps/{instance}/delete",
-    params(("card_number" = String, Path, description = "Card number (1-20 digits)"), ("instance" = String, Path, description = "Instance AID, hex")),
+    params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$"), ("instance" = String, Path, description = "Instance AID, hex", pattern = "^([0-9A-Fa-f]{2}){5,16}$")),
     request_body = ReaderRef,
     responses(
         (status = 200, description = "The job ran", body = JobOutcome),

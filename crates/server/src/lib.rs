@@ -78,7 +78,26 @@ struct PaymentDoc;
 
 /// The payment service's OpenAPI document (served at `/api/openapi.json`).
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    openapi::with_bearer(<PaymentDoc as utoipa::OpenApi>::openapi())
+    use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Type};
+    let mut doc = openapi::with_bearer(<PaymentDoc as utoipa::OpenApi>::openapi());
+    // Exactly one of `amount` (text) and `amount_minor` (integer), as the server requires.
+    if let Some(components) = doc.components.as_mut() {
+        if let Some(create) = components.schemas.remove("PaymentCreate") {
+            let given = |field: &str, ty: Type| {
+                ObjectBuilder::new()
+                    .property(field, ObjectBuilder::new().schema_type(ty))
+                    .required(field)
+            };
+            let exactly_one = OneOfBuilder::new()
+                .item(given("amount", Type::String))
+                .item(given("amount_minor", Type::Integer));
+            components.schemas.insert(
+                "PaymentCreate".into(),
+                AllOfBuilder::new().item(create).item(exactly_one).into(),
+            );
+        }
+    }
+    doc
 }
 
 /// Settings of the payment service.
