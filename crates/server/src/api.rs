@@ -105,10 +105,10 @@ pub struct EnrolmentFinish {
     #[serde(default)]
     pub algorithm: CardAlgorithm,
     /// The GENERATE ASYMMETRIC KEY PAIR response data (`7F49` template), hex.
-    #[schema(pattern = "^([0-9A-Fa-f]{2})*$")]
+    #[schema(pattern = "^([0-9A-Fa-f]{2})+$")]
     pub public_key_template: String,
     /// The new key's signature over the challenge digest, hex.
-    #[schema(pattern = "^([0-9A-Fa-f]{2})*$")]
+    #[schema(pattern = "^([0-9A-Fa-f]{2})+$")]
     pub proof: String,
     /// Optional PKCS#10 request signed by the card, hex DER.
     #[serde(default)]
@@ -198,8 +198,10 @@ pub struct PaymentAuthorise {
     #[schema(value_type = schema::PaymentRequest)]
     pub request: PaymentRequest,
     /// The card's certificate: hex DER or PEM.
+    #[schema(pattern = "^(([0-9A-Fa-f]{2})+|\\s*-----BEGIN CERTIFICATE-----[\\s\\S]*)$")]
     pub certificate: String,
     /// The card's signature over the challenge digest, hex.
+    #[schema(pattern = "^([0-9A-Fa-f]{2})+$")]
     pub signature: String,
 }
 

@@ -423,6 +423,7 @@ pub struct RewriteRequest {
     pub category: Option<String>,
     /// Target base key version (default: the category's current one).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 4_294_967_295_u64, format = Int64)]
     pub to_version: Option<u32>,
 }
 
