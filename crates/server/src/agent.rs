@@ -38,8 +38,7 @@ use axum::{
 };
 use pivhost::{payment, PinStatus, PivAlgorithm, PivError, Slot};
 use pki::{EnrolmentChallenge, PublicKey};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::error::ApiError;
@@ -121,7 +120,12 @@ fn piv_error(e: PivError) -> ApiError {
     }
 }
 
-type AgentResult = std::result::Result<Json<Value>, ApiError>;
+type AgentResult<T> = std::result::Result<Json<T>, ApiError>;
+
+fn rfc3339(t: time::OffsetDateTime) -> Option<String> {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
 
 impl Agent {
     /// Runs `f` with the card, one operation at a time, off the async workers.
@@ -152,7 +156,121 @@ fn parse_slot(slot: Option<&str>, default: Slot) -> std::result::Result<Slot, Ap
     }
 }
 
-async fn status(State(a): State<Arc<Agent>>) -> AgentResult {
+/// The certificate in the payment slot.
+#[derive(Debug, Serialize)]
+pub struct SlotCertificate {
+    /// Subject (RFC 4514).
+    pub subject: String,
+    /// Issuer (RFC 4514).
+    pub issuer: String,
+    /// Serial, hex.
+    pub serial: Option<String>,
+    /// End of validity (RFC 3339).
+    pub not_after: Option<String>,
+    /// `p256`, `rsa2048` or `unknown`.
+    pub algorithm: &'static str,
+}
+
+/// The card, as `GET /v1/status` reports it.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum CardReport {
+    /// A card answered.
+    Present {
+        /// `true`.
+        present: bool,
+        /// Its serial number, if it reports one.
+        serial: Option<u32>,
+        /// The PIN is verified in this session.
+        pin_verified: bool,
+        /// The PIN is blocked.
+        pin_blocked: bool,
+        /// PIN tries left, if known.
+        pin_retries_left: Option<u8>,
+        /// The certificate in the payment slot.
+        certificate: Option<SlotCertificate>,
+    },
+    /// No card (or it failed).
+    Absent {
+        /// `false`.
+        present: bool,
+        /// Error code.
+        error: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// `GET /v1/status` answer.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// `cardwright`.
+    pub agent: &'static str,
+    /// The agent's version.
+    pub version: &'static str,
+    /// The reader.
+    pub reader: String,
+    /// The payment slot.
+    pub slot: String,
+    /// The card.
+    pub card: CardReport,
+}
+
+/// `POST /v1/enrol` answer.
+#[derive(Debug, Serialize)]
+pub struct Enrolled {
+    /// The slot of the new key.
+    pub slot: String,
+    /// `p256` or `rsa2048`.
+    pub algorithm: &'static str,
+    /// The `7F49` public key template, hex.
+    pub public_key_template: String,
+    /// The proof of possession, hex.
+    pub proof: String,
+}
+
+/// `POST /v1/certificate` answer.
+#[derive(Debug, Serialize)]
+pub struct CertificateWritten {
+    /// The slot.
+    pub slot: String,
+    /// The certificate's subject.
+    pub subject: String,
+    /// Its serial, hex.
+    pub serial: Option<String>,
+}
+
+/// What was signed.
+#[derive(Debug, Serialize)]
+pub struct SignedPayment {
+    /// Challenge id.
+    pub challenge_id: String,
+    /// Amount in minor units.
+    pub amount_minor: u64,
+    /// Amount as decimal text.
+    pub amount: String,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Merchant.
+    pub payee: String,
+    /// Order id.
+    pub order_id: String,
+    /// Expiry of the challenge (RFC 3339).
+    pub expires_at: Option<String>,
+}
+
+/// `POST /v1/sign` answer.
+#[derive(Debug, Serialize)]
+pub struct Signed {
+    /// The card's signature, hex.
+    pub signature: String,
+    /// The card's certificate, hex DER.
+    pub certificate: String,
+    /// What was signed.
+    pub payment: SignedPayment,
+}
+
+async fn status(State(a): State<Arc<Agent>>) -> AgentResult<Status> {
     let slot = a.slot;
     let reader_name = a.card.describe();
     let result = a
@@ -166,36 +284,36 @@ async fn status(State(a): State<Arc<Agent>>) -> AgentResult {
                     Ok(PublicKey::P256(_)) => "p256",
                     Err(_) => "unknown",
                 };
-                json!({
-                    "subject": c.subject(),
-                    "issuer": c.issuer(),
-                    "serial": c.serial().map(|s| s.to_string()),
-                    "not_after": c.not_after().format(&time::format_description::well_known::Rfc3339).ok(),
-                    "algorithm": algorithm,
-                })
+                SlotCertificate {
+                    subject: c.subject(),
+                    issuer: c.issuer(),
+                    serial: c.serial().map(|s| s.to_string()),
+                    not_after: rfc3339(c.not_after()),
+                    algorithm,
+                }
             });
-            json!({
-                "present": true,
-                "serial": s.serial,
-                "pin_verified": s.pin == PinStatus::Verified,
-                "pin_blocked": s.pin == PinStatus::Blocked,
-                "pin_retries_left": s.pin.retries_left(),
-                "certificate": certificate,
-            })
+            CardReport::Present {
+                present: true,
+                serial: s.serial,
+                pin_verified: s.pin == PinStatus::Verified,
+                pin_blocked: s.pin == PinStatus::Blocked,
+                pin_retries_left: s.pin.retries_left(),
+                certificate,
+            }
         }
-        Err(e) => json!({
-            "present": false,
-            "error": e.body.error,
-            "reason": e.body.reason,
-        }),
+        Err(e) => CardReport::Absent {
+            present: false,
+            error: e.body.error,
+            reason: e.body.reason,
+        },
     };
-    Ok(Json(json!({
-        "agent": "cardwright",
-        "version": env!("CARGO_PKG_VERSION"),
-        "reader": reader_name,
-        "slot": slot.to_string(),
-        "card": card,
-    })))
+    Ok(Json(Status {
+        agent: "cardwright",
+        version: env!("CARGO_PKG_VERSION"),
+        reader: reader_name,
+        slot: slot.to_string(),
+        card,
+    }))
 }
 
 /// A PIN from a JSON body, wiped on drop (the request buffer itself is not).
@@ -226,7 +344,7 @@ struct EnrolBody {
 async fn enrol(
     State(a): State<Arc<Agent>>,
     extract::Json(b): extract::Json<EnrolBody>,
-) -> AgentResult {
+) -> AgentResult<Enrolled> {
     let slot = parse_slot(b.slot.as_deref(), a.slot)?;
     let algorithm = match b.algorithm.as_deref().unwrap_or("p256") {
         "p256" => PivAlgorithm::EccP256,
@@ -263,12 +381,16 @@ async fn enrol(
             Ok(r)
         })
         .await?;
-    Ok(Json(json!({
-        "slot": slot.to_string(),
-        "algorithm": if algorithm == PivAlgorithm::Rsa2048 { "rsa2048" } else { "p256" },
-        "public_key_template": apdu::hex(&out.template),
-        "proof": apdu::hex(&out.proof),
-    })))
+    Ok(Json(Enrolled {
+        slot: slot.to_string(),
+        algorithm: if algorithm == PivAlgorithm::Rsa2048 {
+            "rsa2048"
+        } else {
+            "p256"
+        },
+        public_key_template: apdu::hex(&out.template),
+        proof: apdu::hex(&out.proof),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -281,7 +403,7 @@ struct CertificateBody {
 async fn certificate(
     State(a): State<Arc<Agent>>,
     extract::Json(b): extract::Json<CertificateBody>,
-) -> AgentResult {
+) -> AgentResult<CertificateWritten> {
     let slot = parse_slot(b.slot.as_deref(), a.slot)?;
     let text = b.certificate.trim();
     let der = if text.starts_with("-----BEGIN") {
@@ -320,11 +442,11 @@ async fn certificate(
         .unwrap_or_else(|e| e.into_inner())
         .remove(&slot);
     tracing::info!(subject = %cert.subject(), %slot, "certificate written to the card");
-    Ok(Json(json!({
-        "slot": slot.to_string(),
-        "subject": cert.subject(),
-        "serial": cert.serial().map(|s| s.to_string()),
-    })))
+    Ok(Json(CertificateWritten {
+        slot: slot.to_string(),
+        subject: cert.subject(),
+        serial: cert.serial().map(|s| s.to_string()),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -338,7 +460,7 @@ struct SignBody {
 async fn sign(
     State(a): State<Arc<Agent>>,
     extract::Json(b): extract::Json<SignBody>,
-) -> AgentResult {
+) -> AgentResult<Signed> {
     let slot = parse_slot(b.slot.as_deref(), a.slot)?;
     let canonical = apdu::parse_hex(&b.canonical).map_err(|e| {
         agent_error(
@@ -361,19 +483,19 @@ async fn sign(
         c.request.payee,
         c.request.order_id
     );
-    Ok(Json(json!({
-        "signature": apdu::hex(&out.signature),
-        "certificate": apdu::hex(&out.certificate_der),
-        "payment": {
-            "challenge_id": c.id.to_string(),
-            "amount_minor": c.request.amount_minor,
-            "amount": amount,
-            "currency": c.request.currency,
-            "payee": c.request.payee,
-            "order_id": c.request.order_id,
-            "expires_at": c.expires_at.format(&time::format_description::well_known::Rfc3339).ok(),
+    Ok(Json(Signed {
+        signature: apdu::hex(&out.signature),
+        certificate: apdu::hex(&out.certificate_der),
+        payment: SignedPayment {
+            challenge_id: c.id.to_string(),
+            amount_minor: c.request.amount_minor,
+            amount,
+            currency: c.request.currency.clone(),
+            payee: c.request.payee.clone(),
+            order_id: c.request.order_id.clone(),
+            expires_at: rfc3339(c.expires_at),
         },
-    })))
+    }))
 }
 
 fn forbidden(code: &str, reason: String) -> Response {
