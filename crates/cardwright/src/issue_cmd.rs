@@ -67,46 +67,14 @@ impl Platform {
     /// store is opened first, and a key store file made for the audit key is removed again
     /// if the database cannot be opened: a refused command leaves nothing behind.
     fn anchored(&self, create: bool) -> Result<tsm::Store> {
-        let config: kms::StoreConfig = self
-            .keystore
-            .parse()
-            .with_context(|| format!("key store {}", self.keystore))?;
-        let new_file = match &config {
-            kms::StoreConfig::Software { path, .. } if !path.exists() => Some(path.clone()),
-            _ => None,
+        let (key, new_file) = audit_key(&self.keystore)?;
+        let store = if create {
+            self.store_or_create()
+        } else {
+            self.store()
         };
-        let key = config
-            .open_signing()
-            .with_context(|| format!("key store {}", self.keystore))
-            .and_then(|keys| {
-                keys.signing_key_or_create(
-                    tsm::audit::ANCHOR_KEY_LABEL,
-                    kms::SigningAlgorithm::P256,
-                )
-                .with_context(|| format!("the audit key in key store {}", self.keystore))
-            })
-            .map(|(key, _)| Arc::<dyn kms::SigningKey>::from(key));
-        let store = key.and_then(|key| {
-            let store = if create {
-                self.store_or_create()
-            } else {
-                self.store()
-            };
-            store.map(|s| s.with_audit_anchor(key))
-        });
-        if let Some(path) = new_file {
-            match &store {
-                Ok(_) => eprintln!(
-                    "created key store {} with the audit log's key '{}'",
-                    path.display(),
-                    tsm::audit::ANCHOR_KEY_LABEL
-                ),
-                Err(_) => {
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
-        }
-        store
+        announce_or_remove(new_file, store.is_ok());
+        Ok(store?.with_audit_anchor(key))
     }
     fn actor(&self) -> Result<tsm::Actor> {
         let (t, u) = self
@@ -383,6 +351,49 @@ fn aid(s: &str) -> Result<gp::aid::Aid> {
     gp::aid::Aid::from_str(s).map_err(|e| anyhow!("'{s}' is not an AID: {e}"))
 }
 
+/// The key store's audit key (label [`tsm::audit::ANCHOR_KEY_LABEL`]), which signs the
+/// audit log's checkpoint; created on first use. Also the software key store file made
+/// for it now, if any: see [`announce_or_remove`].
+pub fn audit_key(keystore: &str) -> Result<(Arc<dyn kms::SigningKey>, Option<PathBuf>)> {
+    let config: kms::StoreConfig = keystore
+        .parse()
+        .with_context(|| format!("key store {keystore}"))?;
+    let new_file = match &config {
+        kms::StoreConfig::Software { path, .. } if !path.exists() => Some(path.clone()),
+        _ => None,
+    };
+    let key = config
+        .open_signing()
+        .with_context(|| format!("key store {keystore}"))
+        .and_then(|keys| {
+            keys.signing_key_or_create(tsm::audit::ANCHOR_KEY_LABEL, kms::SigningAlgorithm::P256)
+                .with_context(|| format!("the audit key in key store {keystore}"))
+        });
+    match key {
+        Ok((key, _)) => Ok((Arc::from(key), new_file)),
+        Err(e) => {
+            announce_or_remove(new_file, false);
+            Err(e)
+        }
+    }
+}
+
+/// Says that a key store file was made for the audit key when the command goes on
+/// (`ok`), or removes it again, so that a refused command leaves nothing behind.
+pub fn announce_or_remove(new_file: Option<PathBuf>, ok: bool) {
+    if let Some(path) = new_file {
+        if ok {
+            eprintln!(
+                "created key store {} with the audit log's key '{}'",
+                path.display(),
+                tsm::audit::ANCHOR_KEY_LABEL
+            );
+        } else {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
 pub fn run_tenant(cmd: TenantCmd) -> Result<()> {
     let store = cmd.platform.anchored(true)?;
     match cmd.op {
@@ -477,9 +488,11 @@ fn print_outcome(what: &str, o: &tsm::Outcome) {
 pub fn run_issue(cmd: IssueCmd) -> Result<()> {
     let store = cmd.platform.store()?;
     if let IssueOp::Status { card_number } = &cmd.op {
-        let card = store
-            .card(card_number)?
-            .ok_or_else(|| anyhow!("unknown card number {card_number}"))?;
+        // Read through the issuer: only the card's tenant may see it (refusals audited).
+        let (card, jobs) = match tsm::card_status(&store, &cmd.platform.actor()?, card_number) {
+            Err(tsm::Error::UnknownCard) => bail!("unknown card number {card_number}"),
+            other => other?,
+        };
         println!(
             "card {}: category {}, {}, key version {}, KVN {}",
             card.card_number,
@@ -492,7 +505,7 @@ pub fn run_issue(cmd: IssueCmd) -> Result<()> {
                 .map(|k| format!("{k:#04x}"))
                 .unwrap_or_else(|| "-".into())
         );
-        for j in store.jobs_of_card(card_number)? {
+        for j in jobs {
             println!(
                 "  job {} {} {} (attempts {}){}",
                 j.id,
@@ -612,31 +625,15 @@ pub fn run_issue(cmd: IssueCmd) -> Result<()> {
                     perso,
                 },
         } => {
-            let package = aid(&package)?;
-            let cap = store.package_cap(&package)?.ok_or_else(|| {
-                anyhow!("package {package} is not registered: `cardwright package add`")
-            })?;
-            let parsed = gp::cap::CapFile::from_bytes(&cap)?;
-            let module = match applet {
-                Some(a) => aid(&a)?,
-                None => *parsed
-                    .applet_aids()
-                    .first()
-                    .ok_or_else(|| anyhow!("package {package} has no applet"))?,
-            };
-            let spec = tsm::model::AppSpec {
-                instance: instance.as_deref().map(aid).transpose()?.unwrap_or(module),
+            let spec = tsm::AppChoice {
                 package,
-                module,
-                privileges: if privs.trim().is_empty() {
-                    gp::privileges::Privileges::default()
-                } else {
-                    gp::privileges::Privileges::from_str(&privs)
-                        .map_err(|e| anyhow!("--privs: {e}"))?
-                },
-                params: apdu::parse_hex(&params).context("--params")?,
-                perso: apdu::parse_hex(&perso).context("--perso")?,
-            };
+                applet,
+                instance,
+                privileges: privs,
+                params,
+                perso,
+            }
+            .resolve(&store)?;
             issuer.execute(
                 &actor,
                 &tsm::Request::LoadApp {

@@ -7,7 +7,6 @@ mod bench;
 mod card_cmd;
 mod cli;
 mod demo;
-mod issuance_api;
 mod issue_cmd;
 mod keys_cmd;
 mod pay;

@@ -2,7 +2,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use server::{ca_files, AuditEvent, AuditLog, MemoryAudit, PayServer, ServerConfig, Stores};
+use server::auth::{Principal, Role, TokenTable};
+use server::{ca_files, AuditLog, MemoryAudit, PayServer, ServerConfig, Stores, TsmAudit};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,9 +23,11 @@ pub struct ServeArgs {
         default_value = "file:cardwright-keys.json"
     )]
     pub keystore: String,
-    #[allow(rustdoc::broken_intra_doc_links)] // clap help text: [:ROLE] is not a link
-    /// Operator API token, NAME[:ROLE]=TOKEN (role operator, the default, or viewer: read only);
-    /// repeatable, or comma-separated in the environment.
+    #[allow(rustdoc::broken_intra_doc_links)] // clap help text: [TENANT/] is not a link
+    /// Operator API token, [TENANT/]NAME[:ROLE]=TOKEN (role operator, the default, or viewer:
+    /// read only; tenant default --tenant); repeatable. Prefer the environment
+    /// (CARDWRIGHT_OPERATOR_TOKENS, comma-separated) or --operator-tokens-file: a value given
+    /// here shows in `ps`.
     #[arg(
         long = "operator-token",
         env = "CARDWRIGHT_OPERATOR_TOKENS",
@@ -32,7 +35,13 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub operator_tokens: Vec<String>,
-    /// Issuing-terminal token, TERMINAL=TOKEN; repeatable, or comma-separated in the environment.
+    /// File of operator tokens, one [TENANT/]NAME[:ROLE]=TOKEN a line (`#` comments);
+    /// the preferred way, with the environment.
+    #[arg(long, env = "CARDWRIGHT_OPERATOR_TOKENS_FILE")]
+    pub operator_tokens_file: Option<PathBuf>,
+    /// Issuing-terminal token, TERMINAL=TOKEN; repeatable. Prefer the environment
+    /// (CARDWRIGHT_TERMINAL_TOKENS, comma-separated) or --terminal-tokens-file: a value given
+    /// here shows in `ps`.
     #[arg(
         long = "terminal-token",
         env = "CARDWRIGHT_TERMINAL_TOKENS",
@@ -40,6 +49,9 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub terminal_tokens: Vec<String>,
+    /// File of terminal tokens, one TERMINAL=TOKEN a line (`#` comments).
+    #[arg(long, env = "CARDWRIGHT_TERMINAL_TOKENS_FILE")]
+    pub terminal_tokens_file: Option<PathBuf>,
     /// The card issuer (tenant) the operators act for.
     #[arg(long, default_value = "issuer")]
     pub tenant: String,
@@ -87,40 +99,6 @@ pub struct ServeArgs {
     pub certificate_days: u64,
 }
 
-/// The audit log in the tsm database (hash-chained, append-only), with the recent events
-/// also kept in memory for the API's per-payment view.
-#[derive(Debug)]
-struct TsmAudit {
-    store: Arc<tsm::Store>,
-    memory: MemoryAudit,
-}
-
-impl AuditLog for TsmAudit {
-    fn record(&self, event: AuditEvent) {
-        let action = serde_json::to_value(event.kind)
-            .ok()
-            .and_then(|v| v.as_str().map(|s| format!("pay.{s}")))
-            .unwrap_or_else(|| "pay".into());
-        let entry =
-            tsm::audit::NewEntry::new("server", &action, &event.code).detail(serde_json::json!({
-                "outcome": event.outcome,
-                "challenge_id": event.challenge_id,
-                "serial": event.serial,
-                "reason": event.reason,
-            }));
-        if let Err(e) = self.store.audit_append(&entry) {
-            tracing::error!(error = %e, "audit log append failed");
-        }
-        self.memory.record(event);
-    }
-    fn for_challenge(&self, challenge_id: &str) -> Vec<AuditEvent> {
-        self.memory.for_challenge(challenge_id)
-    }
-    fn recent(&self, limit: usize) -> Vec<AuditEvent> {
-        self.memory.recent(limit)
-    }
-}
-
 pub fn run(a: ServeArgs) -> Result<()> {
     let key_type: ca_files::CaKeyType = a
         .ca_key
@@ -133,15 +111,16 @@ pub fn run(a: ServeArgs) -> Result<()> {
         || a.db.starts_with("postgres://")
         || a.db.starts_with("postgresql://")
     {
-        let store = Arc::new(tsm::Store::open(&a.db).context("--db")?);
+        let mut store = tsm::Store::open(&a.db).context("--db")?;
+        if a.issuance {
+            // Issuance changes the platform: its audit entries are anchored like the CLI's.
+            let (key, new_file) = crate::issue_cmd::audit_key(&a.keystore)?;
+            crate::issue_cmd::announce_or_remove(new_file, true);
+            store = store.with_audit_anchor(key);
+        }
+        let store = Arc::new(store);
         tsm_store = Some(store.clone());
-        (
-            Stores::all(store.clone()),
-            Arc::new(TsmAudit {
-                store,
-                memory: MemoryAudit::default(),
-            }),
-        )
+        (Stores::all(store.clone()), Arc::new(TsmAudit::new(store)))
     } else {
         bail!(
             "--db {}: expected memory, sqlite:PATH or postgres://…",
@@ -221,57 +200,54 @@ pub fn run(a: ServeArgs) -> Result<()> {
             keys,
             tsm::IssuerConfig::default(),
         ));
-        let pairs = |list: &[String], what: &str| -> Result<Vec<(String, String)>> {
-            list.iter()
-                .map(|p| {
-                    p.split_once('=')
-                        .map(|(n, t)| (n.trim().to_string(), t.trim().to_string()))
-                        .filter(|(n, t)| !n.is_empty() && t.len() >= 16)
-                        .ok_or_else(|| {
-                            anyhow::anyhow!(
-                                "{what}: expected NAME=TOKEN with a token of 16+ characters"
-                            )
-                        })
-                })
-                .collect()
-        };
-        // NAME[:ROLE]=TOKEN; the role is operator (default) or viewer.
-        let operators = pairs(&a.operator_tokens, "--operator-token")?
-            .into_iter()
-            .map(|(n, t)| {
-                let (name, role) = match n.split_once(':') {
-                    Some((name, role)) => (
-                        name.to_string(),
-                        role.parse()
-                            .map_err(|e: String| anyhow::anyhow!("--operator-token {name}: {e}"))?,
-                    ),
-                    None => (n, crate::issuance_api::Role::Operator),
-                };
-                Ok((t, name, role))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        if operators.is_empty() {
-            bail!("--issuance needs at least one --operator-token NAME=TOKEN");
+        let mut tokens = TokenTable::new();
+        let operators = token_lines(&a.operator_tokens, a.operator_tokens_file.as_deref())?;
+        for (n, t) in pairs(&operators, "--operator-token")? {
+            // [TENANT/]NAME[:ROLE]; the role is operator (default) or viewer.
+            let (tenant, n) = match n.split_once('/') {
+                Some((tenant, n)) => (tenant.to_string(), n.to_string()),
+                None => (a.tenant.clone(), n),
+            };
+            let (name, role) = match n.split_once(':') {
+                Some((name, role)) => (
+                    name.to_string(),
+                    role.parse()
+                        .map_err(|e: String| anyhow::anyhow!("--operator-token {name}: {e}"))?,
+                ),
+                None => (n, Role::Operator),
+            };
+            tokens.add(
+                t.as_str(),
+                Principal {
+                    name,
+                    role,
+                    tenant: Some(tenant),
+                },
+            );
         }
-        let mut tokens = relay::hub::StaticTokens::new();
-        for (terminal, token) in pairs(&a.terminal_tokens, "--terminal-token")? {
-            tokens = tokens.with(&token, &terminal);
+        if !tokens.has_role(&[Role::Operator, Role::Viewer]) {
+            bail!("--issuance needs at least one operator token (CARDWRIGHT_OPERATOR_TOKENS, --operator-tokens-file or --operator-token NAME=TOKEN)");
         }
-        let hub = relay::hub::Hub::new(Arc::new(tokens), std::time::Duration::from_secs(30));
-        Some(Arc::new(crate::issuance_api::IssuanceApi {
-            hub,
+        let terminals = token_lines(&a.terminal_tokens, a.terminal_tokens_file.as_deref())?;
+        for (terminal, token) in pairs(&terminals, "--terminal-token")? {
+            tokens.add(
+                token.as_str(),
+                Principal {
+                    name: terminal,
+                    role: Role::Terminal,
+                    tenant: None,
+                },
+            );
+        }
+        Some(server::issuance::IssuanceApi::new(
             issuer,
-            operators,
-            tenant: a.tenant.clone(),
-        }))
+            tokens,
+            Duration::from_secs(30),
+        ))
     } else {
         None
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    server::block_on(async move {
         let listener = tokio::net::TcpListener::bind(&a.listen)
             .await
             .with_context(|| format!("--listen {}", a.listen))?;
@@ -279,16 +255,51 @@ pub fn run(a: ServeArgs) -> Result<()> {
         tracing::info!(ca = %ca_subject, db = %redact(&a.db), "payment API, CA and check-out page");
         println!("cardwright serve: listening on http://{addr}");
         println!("check-out page: http://{addr}/pay");
+        if issuance.is_some() {
+            println!("issuance API and terminal relay: http://{addr}/api/v1/terminals");
+        }
         use std::io::Write;
         std::io::stdout().flush()?;
-        let mut app = server::router(state);
-        if let Some(issuance) = issuance {
-            println!("issuance API and terminal relay: http://{addr}/api/v1/terminals");
-            app = app.merge(crate::issuance_api::router(issuance));
-        }
-        server::serve(listener, app).await?;
+        server::serve(listener, server::app(state, issuance)).await?;
         Ok(())
     })
+    .context("starting the async runtime")?
+}
+
+/// `NAME=TOKEN` pairs (the name trimmed, the token of 16 characters or more).
+fn pairs(list: &[Zeroizing<String>], what: &str) -> Result<Vec<(String, Zeroizing<String>)>> {
+    list.iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(n, t)| (n.trim().to_string(), Zeroizing::new(t.trim().to_string())))
+                .filter(|(n, t)| !n.is_empty() && t.len() >= 16)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("{what}: expected NAME=TOKEN with a token of 16+ characters")
+                })
+        })
+        .collect()
+}
+
+/// The token entries of the options (or the environment) and of the file, one a line
+/// (blank lines and `#` comments skipped).
+fn token_lines(given: &[String], file: Option<&std::path::Path>) -> Result<Vec<Zeroizing<String>>> {
+    let mut out: Vec<Zeroizing<String>> = given
+        .iter()
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| Zeroizing::new(t.clone()))
+        .collect();
+    if let Some(path) = file {
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?,
+        );
+        out.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(|l| Zeroizing::new(l.to_string())),
+        );
+    }
+    Ok(out)
 }
 
 /// A database URL without its password.

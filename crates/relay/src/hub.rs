@@ -152,6 +152,18 @@ impl Hub {
             .with_state(self.clone())
     }
 
+    /// Serves the WebSocket of `terminal`, already authenticated by the caller (the
+    /// platform's own bearer-auth extractor), from the upgrade request.
+    pub fn accept(self: &Arc<Self>, terminal: String, ws: WebSocketUpgrade) -> Response {
+        let hub = self.clone();
+        ws.on_upgrade(move |socket| serve_terminal(hub, terminal, socket))
+    }
+
+    /// The terminal `token` names, if any (constant-time, see [`TerminalAuth`]).
+    pub fn authenticate(&self, token: &str) -> Option<String> {
+        self.auth.terminal_for(token)
+    }
+
     /// The connected terminals and their readers.
     pub fn terminals(&self) -> Vec<TerminalInfo> {
         let map = self

@@ -39,6 +39,10 @@ pub enum AmountError {
     Zero,
 }
 
+/// The largest amount accepted, in minor units, given as `amount` or `amount_minor` alike:
+/// 10^18 − 1 (15 integer digits and 3 decimals always fit).
+pub const MAX_MINOR: u64 = 999_999_999_999_999_999;
+
 /// `12.34` EUR → 1234; `5` JPY → 5; `1.5` KWD → 1500. Digits, at most one `.`; no sign,
 /// no exponent, no grouping.
 pub fn parse_amount(text: &str, currency: &str) -> Result<u64, AmountError> {
@@ -74,6 +78,9 @@ pub fn parse_amount(text: &str, currency: &str) -> Result<u64, AmountError> {
     }
     if minor == 0 {
         return Err(AmountError::Zero);
+    }
+    if minor > MAX_MINOR {
+        return Err(AmountError::Overflow(text.to_string()));
     }
     Ok(minor)
 }

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use axum::{
-    extract::{rejection::JsonRejection, Path, State},
-    http::{header, HeaderMap, StatusCode},
+    extract::State,
+    http::{header, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
@@ -14,19 +14,22 @@ use pki::{
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use crate::{
     amount::{format_amount, parse_amount},
     audit::{AuditEvent, EventKind, Outcome},
+    auth::{Administer, Auth},
     ca_files::pem_decode,
-    error::ApiError,
+    error::{ApiError, ErrorBody},
+    extract::{self, Path},
     PayServer,
 };
 
 type Shared = State<Arc<PayServer>>;
 
 /// Card key algorithm names used in the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CardAlgorithm {
     /// ECDSA P-256 (PIV algorithm `11`).
@@ -47,12 +50,17 @@ impl CardAlgorithm {
 }
 
 /// `POST /api/v1/enrolments` request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EnrolmentStart {
     /// Card holder's name (certificate commonName).
+    #[schema(
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00-\\x1F\\x7F-\\x9F]*$",
+        max_length = 64
+    )]
     pub name: String,
     /// Account identifier (certificate UID), optional.
     #[serde(default)]
+    #[schema(pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]{0,128}$")]
     pub uid: Option<String>,
     /// Key algorithm for the card to generate (default `p256`).
     #[serde(default)]
@@ -60,7 +68,7 @@ pub struct EnrolmentStart {
 }
 
 /// The key generation the card must perform.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct KeygenRequest {
     /// PIV key reference, hex (`9C`).
     pub slot: String,
@@ -71,13 +79,15 @@ pub struct KeygenRequest {
 }
 
 /// `POST /api/v1/enrolments` answer: the key-generation request and the challenge.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EnrolmentStarted {
     /// Challenge id (32 hex digits).
+    #[schema(value_type = String, pattern = "^[0-9A-Fa-f]{32}$")]
     pub id: ChallengeId,
     /// What the card must do.
     pub keygen: KeygenRequest,
     /// The challenge (give it to the agent as is).
+    #[schema(value_type = schema::EnrolmentChallenge)]
     pub challenge: EnrolmentChallenge,
     /// The bytes the card signs the SHA-256 of, hex.
     pub signed_data: String,
@@ -89,22 +99,25 @@ pub struct EnrolmentStarted {
 }
 
 /// `POST /api/v1/enrolments/{id}` request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EnrolmentFinish {
     /// Algorithm of the generated key.
     #[serde(default)]
     pub algorithm: CardAlgorithm,
     /// The GENERATE ASYMMETRIC KEY PAIR response data (`7F49` template), hex.
+    #[schema(pattern = "^([0-9A-Fa-f]{2})+$")]
     pub public_key_template: String,
     /// The new key's signature over the challenge digest, hex.
+    #[schema(pattern = "^([0-9A-Fa-f]{2})+$")]
     pub proof: String,
     /// Optional PKCS#10 request signed by the card, hex DER.
     #[serde(default)]
+    #[schema(pattern = "^([0-9A-Fa-f]{2})*$")]
     pub csr: Option<String>,
 }
 
 /// An issued certificate.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct IssuedCertificate {
     /// Serial number, hex.
     pub serial: String,
@@ -125,31 +138,47 @@ pub struct IssuedCertificate {
 }
 
 /// `POST /api/v1/payments` request. Give `amount` (decimal text) or `amount_minor`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct PaymentCreate {
     /// Decimal amount in the currency, e.g. `"12.34"`.
     #[serde(default)]
+    #[schema(pattern = "^(?=.*[1-9])[0-9]{1,15}(\\.[0-9]{1,2})?$")]
     pub amount: Option<String>,
     /// Amount in minor units, e.g. `1234`.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 999_999_999_999_999_999_u64)]
     pub amount_minor: Option<u64>,
     /// ISO 4217 code.
+    #[schema(pattern = "^[A-Za-z]{3}$")]
     pub currency: String,
     /// Merchant.
+    #[schema(
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$",
+        min_length = 1,
+        max_length = 128
+    )]
     pub payee: String,
     /// Merchant's order id.
+    #[schema(
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$",
+        min_length = 1,
+        max_length = 64
+    )]
     pub order_id: String,
     /// Bind the challenge to this certificate serial (hex), optional.
     #[serde(default)]
+    #[schema(pattern = "^$|^(00)*([1-9A-Fa-f][0-9A-Fa-f]|0[1-9A-Fa-f])([0-9A-Fa-f]{2}){0,19}$")]
     pub payer_serial: Option<String>,
 }
 
 /// `POST /api/v1/payments` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PaymentCreated {
     /// Challenge id.
+    #[schema(value_type = String, pattern = "^[0-9A-Fa-f]{32}$")]
     pub id: ChallengeId,
     /// What is paid.
+    #[schema(value_type = schema::PaymentRequest)]
     pub request: PaymentRequest,
     /// The amount as decimal text.
     pub amount: String,
@@ -163,29 +192,33 @@ pub struct PaymentCreated {
 }
 
 /// `POST /api/v1/payments/{id}/authorise` request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PaymentAuthorise {
     /// The payment as the client presents it (must equal the one issued).
+    #[schema(value_type = schema::PaymentRequest)]
     pub request: PaymentRequest,
     /// The card's certificate: hex DER or PEM.
+    #[schema(pattern = "^(([0-9A-Fa-f]{2})+|\\s*-----BEGIN CERTIFICATE-----[\\s\\S]*)$")]
     pub certificate: String,
     /// The card's signature over the challenge digest, hex.
+    #[schema(pattern = "^([0-9A-Fa-f]{2})+$")]
     pub signature: String,
 }
 
 /// `POST /api/v1/payments/{id}/authorise` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PaymentAuthorised {
     /// `authorised`.
     pub status: String,
     /// The amount as decimal text.
     pub amount: String,
     /// The recorded authorisation.
+    #[schema(value_type = schema::Authorisation)]
     pub authorisation: Authorisation,
 }
 
 /// A refused attempt, from the audit log.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Rejection {
     /// When.
     #[serde(with = "time::serde::rfc3339")]
@@ -197,26 +230,29 @@ pub struct Rejection {
 }
 
 /// `GET /api/v1/payments/{id}` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PaymentStatus {
     /// Challenge id.
+    #[schema(value_type = String, pattern = "^[0-9A-Fa-f]{32}$")]
     pub id: ChallengeId,
     /// `pending`, `expired` or `authorised`.
     pub state: String,
     /// What is paid.
+    #[schema(value_type = schema::PaymentRequest)]
     pub request: PaymentRequest,
     /// Expiry of the challenge.
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
     /// The authorisation, once recorded.
     #[serde(default)]
+    #[schema(value_type = Option<schema::Authorisation>)]
     pub authorisation: Option<Authorisation>,
     /// Refused attempts, oldest first.
     pub rejections: Vec<Rejection>,
 }
 
 /// `GET /api/v1/certificates/{serial}` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CertificateStatusBody {
     /// Serial, hex.
     pub serial: String,
@@ -230,14 +266,16 @@ pub struct CertificateStatusBody {
     pub revoked_at: Option<OffsetDateTime>,
     /// Revocation reason (revoked).
     #[serde(default)]
+    #[schema(value_type = Option<schema::RevocationReason>)]
     pub reason: Option<RevocationReason>,
 }
 
 /// `POST /api/v1/certificates/{serial}/revoke` request.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct RevokeRequest {
     /// CRL reason, e.g. `keyCompromise` (default `unspecified`).
     #[serde(default)]
+    #[schema(value_type = Option<schema::RevocationReason>)]
     pub reason: Option<RevocationReason>,
 }
 
@@ -293,11 +331,16 @@ impl PayServer {
 }
 
 /// `POST /api/v1/enrolments`.
+#[utoipa::path(post, path = "/api/v1/enrolments", request_body = EnrolmentStart, security(),
+    responses(
+        (status = 201, description = "Challenge and key-generation request", body = EnrolmentStarted),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody)))]
 pub async fn start_enrolment(
     State(s): Shared,
-    body: Result<Json<EnrolmentStart>, JsonRejection>,
+    extract::Json(req): extract::Json<EnrolmentStart>,
 ) -> Result<(StatusCode, Json<EnrolmentStarted>), ApiError> {
-    let Json(req) = body?;
     blocking(move || {
         let mut subject = Subject::new(req.name.trim());
         if let Some(uid) = req.uid.filter(|u| !u.is_empty()) {
@@ -340,13 +383,25 @@ pub async fn start_enrolment(
 }
 
 /// `POST /api/v1/enrolments/{id}`.
+#[utoipa::path(post, path = "/api/v1/enrolments/{id}", request_body = EnrolmentFinish, security(),
+    params(("id" = String, Path, description = "Challenge id (32 hex digits)", pattern = "^[0-9A-Fa-f]{32}$")),
+    responses(
+        (status = 201, description = "Certificate issued", body = IssuedCertificate),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 404, description = "Unknown challenge", body = ErrorBody),
+        (status = 409, description = "Challenge already used", body = ErrorBody),
+        (status = 410, description = "Challenge expired", body = ErrorBody),
+        (status = 422, description = "Key, proof or CSR refused", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody)))]
 pub async fn finish_enrolment(
     State(s): Shared,
     Path(id): Path<String>,
-    body: Result<Json<EnrolmentFinish>, JsonRejection>,
+    body: Result<extract::Json<EnrolmentFinish>, ApiError>,
 ) -> Result<(StatusCode, Json<IssuedCertificate>), ApiError> {
+    // An unknown challenge is told before a bad body.
     let id = challenge_id(&id)?;
-    let Json(req) = body?;
+    let extract::Json(req) = body?;
     blocking(move || {
         let result = (|| {
             let template = hex_field("public_key_template", &req.public_key_template)?;
@@ -398,17 +453,28 @@ pub async fn finish_enrolment(
 }
 
 /// `POST /api/v1/payments`.
+#[utoipa::path(post, path = "/api/v1/payments", request_body = PaymentCreate, security(),
+    responses(
+        (status = 201, description = "Challenge", body = PaymentCreated),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody)))]
 pub async fn create_payment(
     State(s): Shared,
-    body: Result<Json<PaymentCreate>, JsonRejection>,
+    extract::Json(req): extract::Json<PaymentCreate>,
 ) -> Result<(StatusCode, Json<PaymentCreated>), ApiError> {
-    let Json(req) = body?;
     blocking(move || {
         let currency = req.currency.trim().to_ascii_uppercase();
         let amount_minor = match (&req.amount, req.amount_minor) {
             (Some(a), None) => parse_amount(a.trim(), &currency)
                 .map_err(|e| ApiError::bad_request(e.to_string()))?,
-            (None, Some(m)) => m,
+            (None, Some(m)) if m <= crate::amount::MAX_MINOR => m,
+            (None, Some(_)) => {
+                return Err(ApiError::bad_request(format!(
+                    "amount_minor: at most {} minor units",
+                    crate::amount::MAX_MINOR
+                )))
+            }
             _ => {
                 return Err(ApiError::bad_request(
                     "give exactly one of amount (\"12.34\") and amount_minor (1234)",
@@ -472,16 +538,27 @@ fn certificate_bytes(text: &str) -> Result<Vec<u8>, ApiError> {
 }
 
 /// `POST /api/v1/payments/{id}/authorise`.
+#[utoipa::path(post, path = "/api/v1/payments/{id}/authorise", request_body = PaymentAuthorise, security(),
+    params(("id" = String, Path, description = "Challenge id (32 hex digits)", pattern = "^[0-9A-Fa-f]{32}$")),
+    responses(
+        (status = 200, description = "Authorised", body = PaymentAuthorised),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 403, description = "Certificate refused", body = ErrorBody),
+        (status = 404, description = "Unknown challenge", body = ErrorBody),
+        (status = 409, description = "Replayed", body = ErrorBody),
+        (status = 410, description = "Challenge expired", body = ErrorBody),
+        (status = 422, description = "Changed payment or bad signature", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody)))]
 pub async fn authorise_payment(
     State(s): Shared,
     Path(id): Path<String>,
-    body: Result<Json<PaymentAuthorise>, JsonRejection>,
+    body: Result<extract::Json<PaymentAuthorise>, ApiError>,
 ) -> Result<Json<PaymentAuthorised>, ApiError> {
     let id = challenge_id(&id)?;
     let body = match body {
-        Ok(Json(b)) => b,
+        Ok(extract::Json(b)) => b,
         Err(e) => {
-            let e = ApiError::from(e);
             s.audit(EventKind::PaymentAuthorisation, Some(&id), None, Err(&e));
             return Err(e);
         }
@@ -520,6 +597,11 @@ pub async fn authorise_payment(
 }
 
 /// `GET /api/v1/payments/{id}`.
+#[utoipa::path(get, path = "/api/v1/payments/{id}", security(),
+    params(("id" = String, Path, description = "Challenge id (32 hex digits)", pattern = "^[0-9A-Fa-f]{32}$")),
+    responses(
+        (status = 200, description = "State of the payment", body = PaymentStatus),
+        (status = 404, description = "Unknown challenge", body = ErrorBody)))]
 pub async fn payment_status(
     State(s): Shared,
     Path(id): Path<String>,
@@ -570,6 +652,8 @@ pub async fn payment_status(
 }
 
 /// `GET /api/v1/ca.pem`.
+#[utoipa::path(get, path = "/api/v1/ca.pem", security(),
+    responses((status = 200, description = "The CA certificate (PEM)", body = String, content_type = "application/x-pem-file")))]
 pub async fn ca_pem(State(s): Shared) -> Response {
     (
         [(header::CONTENT_TYPE, "application/x-pem-file")],
@@ -579,6 +663,8 @@ pub async fn ca_pem(State(s): Shared) -> Response {
 }
 
 /// `GET /api/v1/crl`: a fresh DER CRL (RFC 5280 §5), `application/pkix-crl` (RFC 2585 §4.2).
+#[utoipa::path(get, path = "/api/v1/crl", security(),
+    responses((status = 200, description = "A fresh DER CRL (RFC 5280)", body = Vec<u8>, content_type = "application/pkix-crl")))]
 pub async fn crl(State(s): Shared) -> Result<Response, ApiError> {
     let next = s.config.crl_next_update;
     let der = blocking(move || Ok(s.ca.crl_der(next)?)).await?;
@@ -586,6 +672,11 @@ pub async fn crl(State(s): Shared) -> Result<Response, ApiError> {
 }
 
 /// `GET /api/v1/certificates/{serial}`.
+#[utoipa::path(get, path = "/api/v1/certificates/{serial}", security(),
+    params(("serial" = String, Path, description = "Serial number, hex (1-20 bytes, not zero)", pattern = "^(00)*([1-9A-Fa-f][0-9A-Fa-f]|0[1-9A-Fa-f])([0-9A-Fa-f]{2}){0,19}$")),
+    responses(
+        (status = 200, description = "Status", body = CertificateStatusBody),
+        (status = 400, description = "Bad serial", body = ErrorBody)))]
 pub async fn certificate_status(
     State(s): Shared,
     Path(serial): Path<String>,
@@ -619,46 +710,29 @@ pub async fn certificate_status(
     .await
 }
 
-/// Checks `Authorization: Bearer TOKEN` against the admin token (constant time).
-fn require_admin(s: &PayServer, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = s.config.admin_token.as_ref() else {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "admin_disabled",
-            "no admin token is configured on this server (--admin-token-env)",
-        ));
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let (a, b) = (given.as_bytes(), expected.as_bytes());
-    let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
-    if same {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "admin bearer token missing or wrong",
-        ))
-    }
-}
-
 /// `POST /api/v1/certificates/{serial}/revoke` (admin).
+#[utoipa::path(post, path = "/api/v1/certificates/{serial}/revoke", request_body(content = Option<RevokeRequest>, description = "Optional reason"),
+    params(("serial" = String, Path, description = "Serial number, hex (1-20 bytes, not zero)", pattern = "^(00)*([1-9A-Fa-f][0-9A-Fa-f]|0[1-9A-Fa-f])([0-9A-Fa-f]{2}){0,19}$")),
+    responses(
+        (status = 200, description = "Revoked", body = CertificateStatusBody),
+        (status = 400, description = "Bad serial or body", body = ErrorBody),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 403, description = "Admin disabled", body = ErrorBody),
+        (status = 404, description = "Not issued by this CA", body = ErrorBody),
+        (status = 409, description = "Already revoked", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody)))]
 pub async fn revoke(
+    _admin: Auth<Administer>,
     State(s): Shared,
     Path(serial): Path<String>,
-    headers: HeaderMap,
-    body: Option<Json<RevokeRequest>>,
+    body: Option<extract::Json<Option<RevokeRequest>>>,
 ) -> Result<Json<CertificateStatusBody>, ApiError> {
-    require_admin(&s, &headers)?;
     let serial: Serial = serial
         .parse()
         .map_err(|e: String| ApiError::bad_request(e))?;
     let reason = body
-        .and_then(|Json(b)| b.reason)
+        .and_then(|extract::Json(b)| b.and_then(|b| b.reason))
         .unwrap_or(RevocationReason::Unspecified);
     let s2 = s.clone();
     let serial2 = serial.clone();
@@ -677,10 +751,114 @@ pub async fn revoke(
 }
 
 /// `GET /api/v1/audit` (admin): the most recent events.
+#[utoipa::path(get, path = "/api/v1/audit",
+    responses(
+        (status = 200, description = "The most recent events", body = Vec<AuditEvent>),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 403, description = "Admin disabled", body = ErrorBody)))]
 pub async fn audit(
+    _admin: Auth<Administer>,
     State(s): Shared,
-    headers: HeaderMap,
 ) -> Result<Json<Vec<AuditEvent>>, ApiError> {
-    require_admin(&s, &headers)?;
     Ok(Json(s.audit_log.recent(1000)))
+}
+
+/// Schemas of pki's types as the API writes them (they are serialised by pki's serde).
+pub mod schema {
+    #![allow(dead_code)]
+    use utoipa::ToSchema;
+
+    /// What is paid (pki payment encoding v1).
+    #[derive(Debug, ToSchema)]
+    pub struct PaymentRequest {
+        /// Amount in minor units.
+        #[schema(minimum = 1)]
+        amount_minor: u64,
+        /// ISO 4217 code.
+        #[schema(pattern = "^[A-Z]{3}$")]
+        currency: String,
+        /// Merchant.
+        #[schema(min_length = 1, max_length = 128)]
+        payee: String,
+        /// Merchant's order id.
+        #[schema(min_length = 1, max_length = 64)]
+        order_id: String,
+    }
+
+    /// The certificate subject of an enrolment.
+    #[derive(Debug, ToSchema)]
+    pub struct Subject {
+        /// commonName.
+        common_name: String,
+        /// UID.
+        uid: Option<String>,
+        /// serialNumber.
+        serial_number: Option<String>,
+        /// organizationName.
+        organization: Option<String>,
+        /// countryName.
+        country: Option<String>,
+    }
+
+    /// The card signs SHA-256("cardwright/enrol-pop/v1" 00 || id || nonce || expires_at as
+    /// 8-byte big-endian Unix seconds).
+    #[derive(Debug, ToSchema)]
+    pub struct EnrolmentChallenge {
+        /// Challenge id.
+        #[schema(pattern = "^[0-9A-Fa-f]{32}$")]
+        id: String,
+        /// Nonce, hex.
+        #[schema(pattern = "^([0-9A-Fa-f]{2})*$")]
+        nonce: String,
+        /// Subject of the certificate.
+        subject: Subject,
+        /// Expiry.
+        #[schema(format = DateTime)]
+        expires_at: String,
+    }
+
+    /// A recorded authorisation.
+    #[derive(Debug, ToSchema)]
+    pub struct Authorisation {
+        /// Challenge id.
+        #[schema(pattern = "^[0-9A-Fa-f]{32}$")]
+        challenge_id: String,
+        /// What was paid.
+        request: PaymentRequest,
+        /// The card certificate's serial, hex.
+        certificate_serial: String,
+        /// Its subject.
+        subject: String,
+        /// What the card signed, hex.
+        #[schema(pattern = "^([0-9A-Fa-f]{2})*$")]
+        digest: String,
+        /// The card's signature, hex.
+        #[schema(pattern = "^([0-9A-Fa-f]{2})*$")]
+        signature: String,
+        /// When.
+        #[schema(format = DateTime)]
+        authorised_at: String,
+    }
+
+    /// CRL reason codes (RFC 5280 §5.3.1).
+    #[derive(Debug, ToSchema)]
+    #[schema(rename_all = "camelCase")]
+    pub enum RevocationReason {
+        /// unspecified.
+        Unspecified,
+        /// keyCompromise.
+        KeyCompromise,
+        /// cACompromise.
+        CaCompromise,
+        /// affiliationChanged.
+        AffiliationChanged,
+        /// superseded.
+        Superseded,
+        /// cessationOfOperation.
+        CessationOfOperation,
+        /// certificateHold.
+        CertificateHold,
+        /// privilegeWithdrawn.
+        PrivilegeWithdrawn,
+    }
 }

@@ -16,7 +16,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 /// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// An enrolment challenge was issued.
@@ -32,7 +32,7 @@ pub enum EventKind {
 }
 
 /// Accepted or rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Done.
@@ -42,7 +42,7 @@ pub enum Outcome {
 }
 
 /// One audit record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     /// When.
     #[serde(with = "time::serde::rfc3339")]
@@ -155,5 +155,49 @@ mod tests {
         let json = serde_json::to_value(event("1")).unwrap();
         assert_eq!(json["kind"], "payment_authorisation");
         assert_eq!(json["at"], "1970-01-01T00:00:00Z");
+    }
+}
+
+/// The audit log in the tsm database (hash-chained, append-only, action `pay.<kind>`), with
+/// the recent events also kept in memory for the API's per-payment view.
+#[derive(Debug)]
+pub struct TsmAudit {
+    store: std::sync::Arc<tsm::Store>,
+    memory: MemoryAudit,
+}
+
+impl TsmAudit {
+    /// Events go to `store`'s audit log.
+    pub fn new(store: std::sync::Arc<tsm::Store>) -> Self {
+        Self {
+            store,
+            memory: MemoryAudit::default(),
+        }
+    }
+}
+
+impl AuditLog for TsmAudit {
+    fn record(&self, event: AuditEvent) {
+        let action = serde_json::to_value(event.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(|s| format!("pay.{s}")))
+            .unwrap_or_else(|| "pay".into());
+        let entry =
+            tsm::audit::NewEntry::new("server", &action, &event.code).detail(serde_json::json!({
+                "outcome": event.outcome,
+                "challenge_id": event.challenge_id,
+                "serial": event.serial,
+                "reason": event.reason,
+            }));
+        if let Err(e) = self.store.audit_append(&entry) {
+            tracing::error!(error = %e, "audit log append failed");
+        }
+        self.memory.record(event);
+    }
+    fn for_challenge(&self, challenge_id: &str) -> Vec<AuditEvent> {
+        self.memory.for_challenge(challenge_id)
+    }
+    fn recent(&self, limit: usize) -> Vec<AuditEvent> {
+        self.memory.recent(limit)
     }
 }

@@ -1,4 +1,8 @@
-//! API errors: an HTTP status and a JSON body `{"error": CODE, "reason": TEXT}`.
+//! The one HTTP error type of every Cardwright service (payment API, issuance API, terminal
+//! relay, the card holder's agent): an HTTP status and a JSON body
+//! `{"error": CODE, "reason": TEXT}`. Every rejection goes through it: bad JSON (400), a
+//! wrong or missing content type (415), a body too large (413), authentication (401/403),
+//! unknown routes (404) and methods (405), and the services' own refusals.
 
 use axum::{
     http::StatusCode,
@@ -9,12 +13,15 @@ use pki::{CaError, EnrolError, PaymentError};
 use serde::{Deserialize, Serialize};
 
 /// The JSON body of every error answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code (`replayed`, `tampered`, `revoked`, ...).
     pub error: String,
     /// What went wrong, for people.
     pub reason: String,
+    /// PIN tries left (the agent's `wrong_pin` and `pin_blocked`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_retries_left: Option<u8>,
 }
 
 /// An error answer.
@@ -34,6 +41,7 @@ impl ApiError {
             body: ErrorBody {
                 error: code.to_string(),
                 reason: reason.into(),
+                pin_retries_left: None,
             },
         }
     }
@@ -56,6 +64,30 @@ impl ApiError {
     pub fn code(&self) -> &str {
         &self.body.error
     }
+
+    /// `401 unauthorized`.
+    pub fn unauthorized(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", reason)
+    }
+
+    /// `403 forbidden`.
+    pub fn forbidden(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", reason)
+    }
+
+    /// `404 not_found`: no such route.
+    pub fn no_route() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    }
+
+    /// `405 method_not_allowed`.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this endpoint does not answer this method",
+        )
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -66,6 +98,23 @@ impl IntoResponse for ApiError {
 
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        let status = e.status();
+        let code = match status {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            _ => "invalid_request",
+        };
+        let status = match status {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE | StatusCode::PAYLOAD_TOO_LARGE => status,
+            // Syntax and data errors alike: the body is not what the schema says.
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, code, e.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(e: axum::extract::rejection::PathRejection) -> Self {
         Self::bad_request(e.body_text())
     }
 }

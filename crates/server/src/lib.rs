@@ -15,19 +15,25 @@
 //!   bearer token.
 //! * **Pages**: the check-out page `/pay` (plain HTML and JavaScript) that talks to this API
 //!   and to the local agent (`cardwright agent`) on the card holder's machine.
-//! * `GET /api/openapi.json`: the API description (OpenAPI 3.0).
+//! * `GET /api/openapi.json`: the API description (OpenAPI 3.1), generated from the types
+//!   ([`openapi_document`]).
 //!
 //! The server is generic over pki's store traits ([`Stores`]); [`Stores::memory`] keeps
 //! everything in memory.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod amount;
 pub mod api;
 pub mod audit;
+pub mod auth;
 pub mod ca_files;
 pub mod ca_keystore;
 pub mod error;
+pub mod extract;
+pub mod issuance;
+pub mod openapi;
 mod pages;
 
 use std::{sync::Arc, time::Duration};
@@ -42,11 +48,57 @@ use pki::{
 };
 use zeroize::Zeroizing;
 
-pub use audit::{AuditEvent, AuditLog, MemoryAudit};
+pub use audit::{AuditEvent, AuditLog, MemoryAudit, TsmAudit};
 pub use error::{ApiError, ErrorBody};
 
-/// The hand-written OpenAPI 3 description of the API, served at `/api/openapi.json`.
-pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+/// The OpenAPI document of the payment service, generated from its types and handlers.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Cardwright payments",
+        description = "Enrolment of card keys, card-signed payments, the CA and its CRL. Every error answers {\"error\", \"reason\"}.",
+        version = "1"
+    ),
+    paths(
+        api::start_enrolment, api::finish_enrolment, api::create_payment, api::payment_status,
+        api::authorise_payment, api::ca_pem, api::crl, api::certificate_status, api::revoke,
+        api::audit, pages::openapi, pages::healthz, pages::index, pages::pay, pages::pay_js,
+        pages::pay_css, pages::favicon
+    ),
+    components(schemas(
+        ErrorBody, api::CardAlgorithm, api::EnrolmentStart, api::KeygenRequest,
+        api::EnrolmentStarted, api::EnrolmentFinish, api::IssuedCertificate, api::PaymentCreate,
+        api::PaymentCreated, api::PaymentAuthorise, api::PaymentAuthorised, api::Rejection,
+        api::PaymentStatus, api::CertificateStatusBody, api::RevokeRequest, AuditEvent,
+        audit::EventKind, audit::Outcome
+    )),
+    security(("bearer" = []))
+)]
+struct PaymentDoc;
+
+/// The payment service's OpenAPI document (served at `/api/openapi.json`).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Type};
+    let mut doc = openapi::with_bearer(<PaymentDoc as utoipa::OpenApi>::openapi());
+    // Exactly one of `amount` (text) and `amount_minor` (integer), as the server requires.
+    if let Some(components) = doc.components.as_mut() {
+        if let Some(create) = components.schemas.remove("PaymentCreate") {
+            let given = |field: &str, ty: Type| {
+                ObjectBuilder::new()
+                    .property(field, ObjectBuilder::new().schema_type(ty))
+                    .required(field)
+            };
+            let exactly_one = OneOfBuilder::new()
+                .item(given("amount", Type::String))
+                .item(given("amount_minor", Type::Integer));
+            components.schemas.insert(
+                "PaymentCreate".into(),
+                AllOfBuilder::new().item(create).item(exactly_one).into(),
+            );
+        }
+    }
+    doc
+}
 
 /// Settings of the payment service.
 #[derive(Clone)]
@@ -134,6 +186,13 @@ pub struct PayServer {
     payment_store: Arc<dyn PaymentStore>,
     audit_log: Arc<dyn AuditLog>,
     config: ServerConfig,
+    tokens: auth::TokenTable,
+}
+
+impl auth::HasTokens for PayServer {
+    fn tokens(&self) -> &auth::TokenTable {
+        &self.tokens
+    }
 }
 
 impl PayServer {
@@ -150,6 +209,17 @@ impl PayServer {
             .with_certificate_validity(config.certificate_validity);
         let payments = PaymentAuthenticator::new(ca.clone(), stores.payments.clone())
             .with_challenge_ttl(config.payment_challenge_ttl);
+        let mut tokens = auth::TokenTable::new();
+        if let Some(t) = &config.admin_token {
+            tokens.add(
+                t.as_str(),
+                auth::Principal {
+                    name: "admin".into(),
+                    role: auth::Role::Admin,
+                    tenant: None,
+                },
+            );
+        }
         Self {
             ca,
             enroller,
@@ -157,6 +227,7 @@ impl PayServer {
             payment_store: stores.payments,
             audit_log,
             config,
+            tokens,
         }
     }
 
@@ -176,37 +247,81 @@ impl PayServer {
     }
 }
 
-/// All routes: the API, the OpenAPI document and the pages.
+/// All routes of the payment service (the API, the OpenAPI document and the pages), with
+/// [`finish`]'s JSON answers for unknown routes and methods.
 pub fn router(state: Arc<PayServer>) -> Router {
-    Router::new()
-        .route("/api/v1/enrolments", post(api::start_enrolment))
-        .route("/api/v1/enrolments/{id}", post(api::finish_enrolment))
-        .route("/api/v1/payments", post(api::create_payment))
-        .route("/api/v1/payments/{id}", get(api::payment_status))
+    finish(payment_routes(state))
+}
+
+/// The payment service's routes, without fallbacks (to merge with others, then [`finish`]).
+pub fn payment_routes(state: Arc<PayServer>) -> Router {
+    payment_route_list(state).into_router()
+}
+
+/// The payment service's routes, recorded for the OpenAPI test.
+pub fn payment_route_list(state: Arc<PayServer>) -> openapi::Routes<()> {
+    openapi::Routes::new()
+        .route("/api/v1/enrolments", &["post"], post(api::start_enrolment))
+        .route(
+            "/api/v1/enrolments/{id}",
+            &["post"],
+            post(api::finish_enrolment),
+        )
+        .route("/api/v1/payments", &["post"], post(api::create_payment))
+        .route("/api/v1/payments/{id}", &["get"], get(api::payment_status))
         .route(
             "/api/v1/payments/{id}/authorise",
+            &["post"],
             post(api::authorise_payment),
         )
-        .route("/api/v1/ca.pem", get(api::ca_pem))
-        .route("/api/v1/crl", get(api::crl))
+        .route("/api/v1/ca.pem", &["get"], get(api::ca_pem))
+        .route("/api/v1/crl", &["get"], get(api::crl))
         .route(
             "/api/v1/certificates/{serial}",
+            &["get"],
             get(api::certificate_status),
         )
-        .route("/api/v1/certificates/{serial}/revoke", post(api::revoke))
-        .route("/api/v1/audit", get(api::audit))
-        .route("/api/openapi.json", get(pages::openapi))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/", get(pages::index))
-        .route("/pay", get(pages::pay))
-        .route("/pay.js", get(pages::pay_js))
-        .route("/pay.css", get(pages::pay_css))
         .route(
-            "/favicon.ico",
-            get(|| async { axum::http::StatusCode::NO_CONTENT }),
+            "/api/v1/certificates/{serial}/revoke",
+            &["post"],
+            post(api::revoke),
         )
-        .fallback(pages::not_found)
+        .route("/api/v1/audit", &["get"], get(api::audit))
+        .route("/api/openapi.json", &["get"], get(pages::openapi))
+        .route("/healthz", &["get"], get(pages::healthz))
+        .route("/", &["get"], get(pages::index))
+        .route("/pay", &["get"], get(pages::pay))
+        .route("/pay.js", &["get"], get(pages::pay_js))
+        .route("/pay.css", &["get"], get(pages::pay_css))
+        .route("/favicon.ico", &["get"], get(pages::favicon))
         .with_state(state)
+}
+
+/// Every service of `cardwright serve` on one router: the payment service, and with
+/// `issuance` the issuance API and the terminal relay.
+pub fn app(pay: Arc<PayServer>, issuance: Option<Arc<issuance::IssuanceApi>>) -> Router {
+    let mut app = payment_routes(pay);
+    if let Some(api) = issuance {
+        app = app.merge(issuance::routes(api));
+    }
+    finish(app)
+}
+
+/// Unknown routes answer `404 not_found` and known routes asked with another method
+/// `405 method_not_allowed`, both as `{"error", "reason"}` (axum's defaults are plain text
+/// or empty).
+pub fn finish(app: Router) -> Router {
+    app.fallback(|| async { error::ApiError::no_route() })
+        .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
+}
+
+/// Starts a multi-threaded tokio runtime and runs `f` on it to completion: the one start-up
+/// of every blocking command that serves HTTP (`cardwright serve`, `cardwright agent`).
+pub fn block_on<F: std::future::Future>(f: F) -> std::io::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(f))
 }
 
 /// Serve `app` on `listener` until Ctrl-C (SIGINT) or SIGTERM.

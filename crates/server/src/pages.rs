@@ -1,4 +1,4 @@
-//! The check-out page (`/pay`), its script and style, and the OpenAPI document.
+//! The check-out page (`/pay`), its script and style, the OpenAPI document, `/healthz`.
 //!
 //! The page is plain HTML and JavaScript (no build step). Its Content-Security-Policy lets
 //! it load code only from this server and `fetch` only this server and the configured
@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use axum::{
     extract::State,
-    http::{header, HeaderValue, StatusCode},
+    http::{header, HeaderValue},
     response::{IntoResponse, Redirect, Response},
 };
 
-use crate::{error::ApiError, PayServer, OPENAPI_JSON};
+use crate::PayServer;
 
 const PAY_HTML: &str = include_str!("../pages/pay.html");
 const PAY_JS: &str = include_str!("../pages/pay.js");
@@ -73,11 +73,13 @@ fn page_headers(agent: Option<&str>) -> [(header::HeaderName, HeaderValue); 4] {
 }
 
 /// `GET /`: to the check-out page.
+#[utoipa::path(get, path = "/", security(), responses((status = 303, description = "To /pay")))]
 pub async fn index() -> Redirect {
     Redirect::to("/pay")
 }
 
 /// `GET /pay`: the check-out page.
+#[utoipa::path(get, path = "/pay", security(), responses((status = 200, description = "The check-out page", body = String, content_type = "text/html")))]
 pub async fn pay(State(s): State<Arc<PayServer>>) -> Response {
     let agent = s.config.agent_url.trim_end_matches('/');
     let html = PAY_HTML.replace("{{AGENT_URL}}", &escape_attr(agent));
@@ -87,6 +89,7 @@ pub async fn pay(State(s): State<Arc<PayServer>>) -> Response {
 }
 
 /// `GET /pay.js`.
+#[utoipa::path(get, path = "/pay.js", security(), responses((status = 200, description = "The page's script", body = String, content_type = "text/javascript")))]
 pub async fn pay_js() -> Response {
     (
         [
@@ -99,6 +102,7 @@ pub async fn pay_js() -> Response {
 }
 
 /// `GET /pay.css`.
+#[utoipa::path(get, path = "/pay.css", security(), responses((status = 200, description = "The page's style", body = String, content_type = "text/css")))]
 pub async fn pay_css() -> Response {
     (
         [
@@ -110,14 +114,25 @@ pub async fn pay_css() -> Response {
         .into_response()
 }
 
-/// `GET /api/openapi.json`.
+/// `GET /api/openapi.json`: the payment API's document.
+#[utoipa::path(get, path = "/api/openapi.json", security(), responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json")))]
 pub async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+    match crate::openapi_document().to_json() {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/json")], text).into_response(),
+        Err(_) => crate::ApiError::internal("the OpenAPI document").into_response(),
+    }
 }
 
-/// Anything else: a JSON 404.
-pub async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
+/// `GET /healthz`.
+#[utoipa::path(get, path = "/healthz", security(), responses((status = 200, description = "ok", body = String, content_type = "text/plain")))]
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /favicon.ico`: none.
+#[utoipa::path(get, path = "/favicon.ico", security(), responses((status = 204, description = "No icon")))]
+pub async fn favicon() -> axum::http::StatusCode {
+    axum::http::StatusCode::NO_CONTENT
 }
 
 #[cfg(test)]

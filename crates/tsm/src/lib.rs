@@ -47,6 +47,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod apps;
 pub mod audit;
 mod db;
 mod error;
@@ -56,10 +57,12 @@ mod pki_store;
 mod schema;
 mod store;
 
+pub use apps::AppChoice;
 pub use db::Dialect;
 pub use error::{Error, LeaseHeld, Result, StoreError};
 pub use issuance::{
-    kvn_for_version, Actor, Issuer, IssuerConfig, Outcome, Request, ResumeOptions, Timing,
+    card_status, kvn_for_version, Actor, Issuer, IssuerConfig, Outcome, Request, ResumeOptions,
+    Timing,
 };
 pub use pki_store::purge_expired_challenges;
 pub use store::{redact_url, CategorySpec, NewJob, Store};

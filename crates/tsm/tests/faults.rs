@@ -60,11 +60,11 @@ fn run_cut(
 fn finish(f: &Fixture, number: &str, card: &SimCard, again: Option<Cut>) {
     if let Some(cut) = again {
         if f.store().open_job_for_card(number).unwrap().is_some() {
-            run_cut(card, cut, |ch| f.issuer.resume(number, ch));
+            run_cut(card, cut, |ch| f.issuer.resume(&f.ci, number, ch));
         }
     }
     if f.store().open_job_for_card(number).unwrap().is_some() {
-        let out = f.issuer.resume(number, &mut card.clone()).unwrap();
+        let out = f.issuer.resume(&f.ci, number, &mut card.clone()).unwrap();
         assert_eq!(out.job.state, JobState::Done);
     }
     let job = f.store().jobs_of_card(number).unwrap().pop().unwrap();
@@ -197,7 +197,7 @@ fn write_survives_a_cut_at_every_apdu() {
             let number = format!("{}", 4_000_000 + i);
             let card = SimCard::scp03();
             let id = f.issuer.submit(&f.ci, &write_req(&number)).unwrap();
-            if !run_cut(&card, cut, |ch| f.issuer.run(id, ch)) {
+            if !run_cut(&card, cut, |ch| f.issuer.run(&f.ci, id, ch)) {
                 interrupted += 1;
             }
             // Every third case is interrupted once more while resuming.
@@ -238,7 +238,7 @@ fn rewrite_survives_a_cut_at_every_apdu() {
             let card = SimCard::scp03();
             prepare(&number, &card);
             let id = f.issuer.submit(&f.ci, &req(&number)).unwrap();
-            if !run_cut(&card, cut, |ch| f.issuer.run(id, ch)) {
+            if !run_cut(&card, cut, |ch| f.issuer.run(&f.ci, id, ch)) {
                 interrupted += 1;
             }
             finish(&f, &number, &card, None);
@@ -272,7 +272,7 @@ fn clear_survives_a_cut_at_every_apdu() {
             let card = SimCard::scp03();
             prepare(&number, &card);
             let id = f.issuer.submit(&f.ci, &req(&number)).unwrap();
-            if !run_cut(&card, cut, |ch| f.issuer.run(id, ch)) {
+            if !run_cut(&card, cut, |ch| f.issuer.run(&f.ci, id, ch)) {
                 interrupted += 1;
             }
             let again = (i % 3 == 1).then_some(Cut::Before(i % 9));
@@ -293,7 +293,9 @@ fn a_resumed_job_refuses_another_card() {
     // APDU 8 of a write is PUT KEY (see write_apdu_sequence): its answer is lost, so the
     // new keys may or may not be on the card.
     let id = f.issuer.submit(&f.ci, &write_req(number)).unwrap();
-    assert!(!run_cut(&card, Cut::After(8), |ch| f.issuer.run(id, ch)));
+    assert!(!run_cut(&card, Cut::After(8), |ch| f
+        .issuer
+        .run(&f.ci, id, ch)));
     let steps = f.store().job_steps(id).unwrap();
     let state = |n: &str| steps.iter().find(|s| s.name == n).unwrap().state;
     assert_eq!(state("set_kdd"), StepState::Done);
@@ -303,7 +305,10 @@ fn a_resumed_job_refuses_another_card() {
     // job stays pending.
     let other = SimCard::scp03();
     let before = format!("{:?}", other.card());
-    let e = f.issuer.resume(number, &mut other.clone()).unwrap_err();
+    let e = f
+        .issuer
+        .resume(&f.ci, number, &mut other.clone())
+        .unwrap_err();
     assert!(matches!(e, Error::WrongCard(_)), "{e}");
     assert_eq!(format!("{:?}", other.card()), before);
     let job = f.store().job(id).unwrap().unwrap();

@@ -248,9 +248,10 @@ fn application_management() {
             f.issuer.execute(&other, &load, &mut card),
             Err(Error::Forbidden { .. })
         ));
+        // Another tenant learns nothing about the card's applications.
         assert!(matches!(
             f.issuer.execute(&other, &del, &mut card),
-            Err(Error::Invalid(_))
+            Err(Error::Forbidden { .. })
         ));
     }
 }
@@ -285,9 +286,17 @@ fn refusals_change_nothing() {
                 .write(&Actor::new("bank", "x"), NUMBER, CATEGORY, &mut card),
             Err(Error::Forbidden { .. })
         ));
+        // Only the refusal of another tenant is recorded, with the actor who tried.
+        let audit = f.store().audit_entries(0, 10_000).unwrap();
+        assert_eq!(audit.len(), audit_before + 1, "{name}");
+        let last = audit.last().unwrap();
         assert_eq!(
-            f.store().audit_entries(0, 10_000).unwrap().len(),
-            audit_before
+            (
+                last.actor.as_str(),
+                last.action.as_str(),
+                last.result.as_str()
+            ),
+            ("bank/x", "job.write", "forbidden")
         );
         assert!(f.store().card(NUMBER).unwrap().is_none(), "{name}");
 
@@ -385,15 +394,15 @@ fn busy_card_and_finished_jobs() {
         f.issuer.write(&f.ci, NUMBER, CATEGORY, &mut card),
         Err(Error::CardBusy(id)) if id == job.id
     ));
-    let out = f.issuer.resume(NUMBER, &mut card).unwrap();
+    let out = f.issuer.resume(&f.ci, NUMBER, &mut card).unwrap();
     assert_eq!(out.job.id, job.id);
     assert_eq!(out.job.attempts, 2);
     assert!(matches!(
-        f.issuer.run(job.id, &mut card),
+        f.issuer.run(&f.ci, job.id, &mut card),
         Err(Error::JobFinished { .. })
     ));
     assert!(matches!(
-        f.issuer.run(999, &mut card),
+        f.issuer.run(&f.ci, 999, &mut card),
         Err(Error::UnknownJob(999))
     ));
 }
@@ -422,7 +431,7 @@ fn leases_keep_two_workers_apart() {
         .unwrap();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut crash = Faulty::new(card.clone(), Cut::CrashAfter(0));
-        long.run(id, &mut crash)
+        long.run(&f.ci, id, &mut crash)
     }));
     assert!(r.is_err());
     assert_eq!(f.store().job(id).unwrap().unwrap().state, JobState::Running);
@@ -432,7 +441,7 @@ fn leases_keep_two_workers_apart() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let held = match long.resume(NUMBER, &mut card) {
+    let held = match long.resume(&f.ci, NUMBER, &mut card) {
         Err(Error::JobLeased(held)) => held,
         other => panic!("{other:?}"),
     };
@@ -705,4 +714,76 @@ fn a_card_that_keeps_its_own_kdd() {
     let steps = f.store().job_steps(steps.id).unwrap();
     let kdd_step = steps.iter().find(|s| s.name == "set_kdd").unwrap();
     assert_eq!(kdd_step.detail.as_ref().unwrap()["unchanged"], true);
+}
+
+/// A user of another tenant can neither read nor act on the card, not even resume its
+/// interrupted job; each refusal is audited with the actor who tried, and the card and its
+/// job are left as they were.
+#[test]
+fn other_tenants_are_refused_and_audited() {
+    let f = Fixture::new(sqlite(), KeyKind::Aes, 0x30, false);
+    let mut card = SimCard::scp03();
+    f.issuer.write(&f.ci, NUMBER, CATEGORY, &mut card).unwrap();
+    // The rewrite is interrupted: a pending job another tenant might try to finish.
+    f.rotate();
+    let mut gone = Faulty::new(card.clone(), Cut::Before(0));
+    assert!(f
+        .issuer
+        .rewrite(&f.ci, NUMBER, CATEGORY, &mut gone)
+        .is_err());
+    let job = f.store().open_job_for_card(NUMBER).unwrap().unwrap();
+    let snapshot = |card: &SimCard| format!("{:?}", card.card());
+    let card_before = snapshot(&card);
+    let row_before = f.store().card(NUMBER).unwrap();
+    let audit_before = f.store().audit_entries(0, 10_000).unwrap().len();
+    let bank = Actor::new("bank", "mallory");
+    let forbidden = |r: Result<tsm::Outcome, Error>| {
+        assert!(matches!(r, Err(Error::Forbidden { .. })), "{r:?}");
+    };
+    assert!(matches!(
+        f.issuer.card_status(&bank, NUMBER),
+        Err(Error::Forbidden { .. })
+    ));
+    forbidden(f.issuer.resume(&bank, NUMBER, &mut card));
+    forbidden(f.issuer.run(&bank, job.id, &mut card));
+    forbidden(f.issuer.rewrite(&bank, NUMBER, CATEGORY, &mut card));
+    forbidden(f.issuer.clear(&bank, NUMBER, CATEGORY, &mut card));
+    forbidden(f.issuer.write(&bank, NUMBER, CATEGORY, &mut card));
+    assert_eq!(snapshot(&card), card_before, "the card was not touched");
+    assert_eq!(f.store().card(NUMBER).unwrap(), row_before);
+    assert_eq!(
+        f.store()
+            .open_job_for_card(NUMBER)
+            .unwrap()
+            .unwrap()
+            .attempts,
+        job.attempts
+    );
+    let refusals: Vec<(String, String)> = f.store().audit_entries(0, 10_000).unwrap()
+        [audit_before..]
+        .iter()
+        .map(|e| {
+            assert_eq!(e.actor, "bank/mallory");
+            assert_eq!(e.result, "forbidden");
+            assert_eq!(e.card_number.as_deref(), Some(NUMBER));
+            (e.action.clone(), e.result.clone())
+        })
+        .collect();
+    assert_eq!(refusals.len(), 6, "{refusals:?}");
+    // The card's own tenant reads it and resumes the job; the audit names who resumed it.
+    let (c, jobs) = f.issuer.card_status(&f.ci, NUMBER).unwrap();
+    assert_eq!(c.card_number, NUMBER);
+    assert!(jobs.iter().any(|j| j.id == job.id));
+    let other_operator = Actor::new("acme", "second");
+    let out = f.issuer.resume(&other_operator, NUMBER, &mut card).unwrap();
+    assert_eq!(out.job.state, JobState::Done);
+    let running = f
+        .store()
+        .audit_for_card(NUMBER)
+        .unwrap()
+        .into_iter()
+        .find(|e| e.result == "running")
+        .expect("the resumed run is audited");
+    assert_eq!(running.actor, "acme/second");
+    assert!(f.store().audit_verify().unwrap().is_ok());
 }

@@ -101,7 +101,7 @@ proptest! {
         }
         // A job the lies left pending finishes on the honest card, or fails cleanly.
         if f.store().open_job_for_card(&number).unwrap().is_some() {
-            let _ = f.issuer.resume(&number, &mut card.clone());
+            let _ = f.issuer.resume(&f.ci, &number, &mut card.clone());
         }
         prop_assert!(f.store().open_job_for_card(&number).unwrap().is_none_or(|j| j.state != JobState::Running));
         prop_assert!(f.store().audit_verify().unwrap().is_ok());

@@ -362,8 +362,100 @@ impl Issuer {
         Ok(self.submit_as(actor, req, None)?.0.id)
     }
 
+    /// Whether `actor` may submit `req` for the card as recorded now, without touching the
+    /// card (so that a caller can refuse before it even finds a reader): the card's tenant
+    /// may; for an application load or delete, so may an application provider (tenant role
+    /// AP) that owns the package. A
+    /// card not yet recorded is left to [`Issuer::submit`]. Refusals are audited.
+    pub fn authorise_request(&self, actor: &Actor, req: &Request) -> Result<()> {
+        let number = req.card_number();
+        let Some(card) = self.store.card(number)? else {
+            return Ok(());
+        };
+        let owner = self
+            .store
+            .category(&card.category)?
+            .ok_or_else(|| Error::UnknownCategory(card.category.clone()))?
+            .tenant;
+        let package_owner = match req {
+            _ if actor.tenant == owner => return Ok(()),
+            Request::LoadApp { app, .. } => self.store.package(&app.package)?.map(|p| p.tenant),
+            Request::DeleteApp { instance, .. } => {
+                match self
+                    .store
+                    .card_apps(number)?
+                    .into_iter()
+                    .find(|a| a.instance == *instance)
+                {
+                    Some(a) => self.store.package(&a.package)?.map(|p| p.tenant),
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        // An application provider may manage its own application on the issuer's cards; a
+        // card issuer never acts on another issuer's cards.
+        let provider = self
+            .store
+            .tenant(&actor.tenant)?
+            .is_some_and(|t| t.role == crate::model::Role::ApplicationProvider);
+        if provider && package_owner.as_deref() == Some(actor.tenant.as_str()) {
+            return Ok(());
+        }
+        let e = Error::Forbidden {
+            tenant: actor.tenant.clone(),
+            action: format!("{} a card of another tenant", req.kind()),
+        };
+        Err(self.audit_refusal(actor, &format!("job.{}", req.kind()), number, e))
+    }
+
+    /// Whether `actor` may resume the card's open job (see [`Issuer::resume`]), without
+    /// touching the card. Refusals are audited.
+    pub fn authorise_resume(&self, actor: &Actor, card_number: &str) -> Result<()> {
+        let open = self.store.open_job_for_card(card_number)?;
+        let job_tenant = open.as_ref().map(|j| j.tenant.as_str());
+        self.card_of_tenant(actor, card_number, "job.resume", job_tenant)
+            .map(|_| ())
+    }
+
+    /// The card as recorded and its jobs (see [`card_status`]).
+    pub fn card_status(&self, actor: &Actor, card_number: &str) -> Result<(Card, Vec<Job>)> {
+        card_status(&self.store, actor, card_number)
+    }
+
+    fn card_of_tenant(
+        &self,
+        actor: &Actor,
+        card_number: &str,
+        action: &str,
+        job_tenant: Option<&str>,
+    ) -> Result<Card> {
+        card_of_tenant(&self.store, actor, card_number, action, job_tenant)
+    }
+
+    fn audit_refusal(&self, actor: &Actor, action: &str, card_number: &str, e: Error) -> Error {
+        audit_refusal(&self.store, actor, action, card_number, e)
+    }
+
     /// [`Issuer::submit`], optionally claiming the new job for this worker at once.
     fn submit_as(
+        &self,
+        actor: &Actor,
+        req: &Request,
+        owner: Option<&str>,
+    ) -> Result<(Job, Prepared)> {
+        // The tenant first: nothing about another tenant's card (not even a running job)
+        // is told to the actor.
+        self.authorise_request(actor, req)?;
+        match self.submit_checked(actor, req, owner) {
+            Err(e @ Error::Forbidden { .. }) => {
+                Err(self.audit_refusal(actor, &format!("job.{}", req.kind()), req.card_number(), e))
+            }
+            other => other,
+        }
+    }
+
+    fn submit_checked(
         &self,
         actor: &Actor,
         req: &Request,
@@ -457,6 +549,15 @@ impl Issuer {
         let category_of = |c: &mut Conn, id: &str| -> Result<crate::model::Category> {
             category_in(c, id)?.ok_or_else(|| Error::UnknownCategory(id.into()))
         };
+        // A card of another tenant is refused before anything about it is told (its
+        // category, state or applications); application load and delete are decided below
+        // (the owner of a package may manage its application on the issuer's cards).
+        if let Some(card) = &existing {
+            if !matches!(req, Request::LoadApp { .. } | Request::DeleteApp { .. }) {
+                let owner = category_of(c, &card.category)?.tenant;
+                Self::authorise(actor, &owner, "act on a card of another tenant")?;
+            }
+        }
         let check_category = |card: &Card, requested: &str| -> Result<()> {
             if card.category == requested {
                 Ok(())
@@ -778,17 +879,16 @@ impl Issuer {
         )
     }
 
-    /// Runs the card's open job again (after an interruption or a crash).
+    /// Runs the card's open job again (after an interruption or a crash), for `actor`: of the
+    /// card's tenant, or of the tenant that submitted the job ([`Error::Forbidden`], audited,
+    /// otherwise). The audit log records `actor` as the one who resumed it.
     pub fn resume<C: CardChannel + ?Sized>(
         &self,
+        actor: &Actor,
         card_number: &str,
         chan: &mut C,
     ) -> Result<Outcome> {
-        let job = self
-            .store
-            .open_job_for_card(card_number)?
-            .ok_or_else(|| Error::Invalid("the card has no open job".into()))?;
-        self.run(job.id, chan)
+        self.resume_with(actor, card_number, &ResumeOptions::default(), chan)
     }
 
     /// [`Issuer::resume`] with options: with [`ResumeOptions::take_over`], a job whose
@@ -800,24 +900,33 @@ impl Issuer {
         options: &ResumeOptions,
         chan: &mut C,
     ) -> Result<Outcome> {
-        let job = self
-            .store
-            .open_job_for_card(card_number)?
-            .ok_or_else(|| Error::Invalid("the card has no open job".into()))?;
-        let take_over = options.take_over.then_some(actor);
-        self.run_claiming(job.id, take_over, chan)
+        let open = self.store.open_job_for_card(card_number)?;
+        let job_tenant = open.as_ref().map(|j| j.tenant.as_str());
+        self.card_of_tenant(actor, card_number, "job.resume", job_tenant)?;
+        let job = open.ok_or_else(|| Error::Invalid("the card has no open job".into()))?;
+        self.run_as(actor, job.id, options.take_over, chan)
     }
 
-    /// Runs (or resumes) a job on the card in `chan`.
-    pub fn run<C: CardChannel + ?Sized>(&self, job_id: i64, chan: &mut C) -> Result<Outcome> {
-        self.run_claiming(job_id, None, chan)
-    }
-
-    /// Claims the job (taking an unexpired lease over for `take_over`) and runs it.
-    fn run_claiming<C: CardChannel + ?Sized>(
+    /// Runs (or resumes) a job on the card in `chan`, for `actor` (as for
+    /// [`Issuer::resume`]: the card's tenant or the job's).
+    pub fn run<C: CardChannel + ?Sized>(
         &self,
+        actor: &Actor,
         job_id: i64,
-        take_over: Option<&Actor>,
+        chan: &mut C,
+    ) -> Result<Outcome> {
+        let job = self.store.job(job_id)?.ok_or(Error::UnknownJob(job_id))?;
+        self.card_of_tenant(actor, &job.card_number, "job.resume", Some(&job.tenant))?;
+        self.run_as(actor, job_id, false, chan)
+    }
+
+    /// Claims the job (with `take_over`, even under another worker's unexpired lease) and
+    /// runs it once `actor` is known to be allowed to.
+    fn run_as<C: CardChannel + ?Sized>(
+        &self,
+        actor: &Actor,
+        job_id: i64,
+        take_over: bool,
         chan: &mut C,
     ) -> Result<Outcome> {
         let start = Instant::now();
@@ -827,9 +936,9 @@ impl Issuer {
             duration: self.config.lease,
         };
         let job = self.store.tx(|c| -> Result<Job> {
-            match claim_in(c, &lease, take_over.is_some())? {
+            match claim_in(c, &lease, take_over)? {
                 Claim::Claimed { job, took_over } => {
-                    if let (Some(held), Some(actor)) = (took_over, take_over) {
+                    if let Some(held) = took_over {
                         append_in(
                             c,
                             &NewEntry::new(
@@ -848,9 +957,13 @@ impl Issuer {
                     }
                     append_in(
                         c,
-                        &NewEntry::new(&job.actor, &format!("job.{}", job.kind), "running")
+                        &NewEntry::new(&actor.name(), &format!("job.{}", job.kind), "running")
                             .card(&job.card_number)
-                            .detail(json!({"job": job.id, "attempt": job.attempts})),
+                            .detail(json!({
+                                "job": job.id,
+                                "attempt": job.attempts,
+                                "submitted_by": job.actor,
+                            })),
                     )?;
                     Ok(job)
                 }
@@ -959,6 +1072,51 @@ impl Issuer {
 
     pub(crate) fn config(&self) -> &IssuerConfig {
         &self.config
+    }
+}
+
+/// The card as recorded and its jobs. Only the card's tenant (the tenant of its category)
+/// may read them; a refusal is [`Error::Forbidden`] and is audited with the actor.
+pub fn card_status(store: &Store, actor: &Actor, card_number: &str) -> Result<(Card, Vec<Job>)> {
+    let card = card_of_tenant(store, actor, card_number, "card.read", None)?;
+    let jobs = store.jobs_of_card(card_number)?;
+    Ok((card, jobs))
+}
+
+/// The recorded card, if `actor` is of the card's tenant, or (`job_tenant`) of the tenant
+/// that submitted the job at hand (an application provider resuming its own application
+/// load). Refusals are audited under `action` with the acting actor.
+fn card_of_tenant(
+    store: &Store,
+    actor: &Actor,
+    card_number: &str,
+    action: &str,
+    job_tenant: Option<&str>,
+) -> Result<Card> {
+    let card = store.card(card_number)?.ok_or(Error::UnknownCard)?;
+    let owner = store
+        .category(&card.category)?
+        .ok_or_else(|| Error::UnknownCategory(card.category.clone()))?
+        .tenant;
+    if actor.tenant == owner || job_tenant == Some(actor.tenant.as_str()) {
+        return Ok(card);
+    }
+    let e = Error::Forbidden {
+        tenant: actor.tenant.clone(),
+        action: format!("{action} on a card of another tenant"),
+    };
+    Err(audit_refusal(store, actor, action, card_number, e))
+}
+
+/// Records a refused request (the acting actor, what it tried, why) in the audit log and
+/// returns the refusal (or the store's error if even that cannot be recorded).
+fn audit_refusal(store: &Store, actor: &Actor, action: &str, card_number: &str, e: Error) -> Error {
+    let entry = NewEntry::new(&actor.name(), action, "forbidden")
+        .card(card_number)
+        .detail(json!({"reason": e.to_string()}));
+    match store.audit_append(&entry) {
+        Ok(_) => e,
+        Err(store) => store.into(),
     }
 }
 

@@ -1,0 +1,740 @@
+//! The issuing host's HTTP API (`cardwright serve --issuance`): operators run issuance
+//! workflows on the card in a terminal's reader; terminals (`cardwright agent --server`)
+//! lend their readers through the relay at [`relay::WS_PATH`].
+//!
+//! Routes (bearer token of an operator; a viewer may only read):
+//! * `GET  /api/v1/terminals`: connected terminals, their readers and cards.
+//! * `POST /api/v1/cards/{card_number}/write`   `{terminal, reader, category, install_apps?, perso?}`
+//! * `POST /api/v1/cards/{card_number}/rewrite` `{terminal, reader, category?, to_version?}`
+//! * `POST /api/v1/cards/{card_number}/clear`   `{terminal, reader, category?}`
+//! * `POST /api/v1/cards/{card_number}/resume`  `{terminal, reader}`
+//! * `POST /api/v1/cards/{card_number}/apps`    `{terminal, reader, package, applet?, instance?, privileges?, params?, perso?}`
+//! * `POST /api/v1/cards/{card_number}/apps/{instance}/delete` `{terminal, reader}`
+//! * `GET  /api/v1/cards/{card_number}`: the card as recorded, and its jobs.
+//! * `GET  /api/v1/terminal/ws`: a terminal's WebSocket (terminal token).
+//!
+//! Answers [`JobOutcome`], or `{error, reason}` with 400 (bad request), 401 (token), 403
+//! (role, or a card of another tenant), 404 (unknown card, category, terminal or reader),
+//! 409 (wrong card, state or category; a job running elsewhere), 502 (the card or the
+//! terminal failed; the job is left resumable).
+//!
+//! Tenant isolation is the domain's decision ([`tsm::Issuer::authorise_request`]): every route that
+//! names a card checks the operator's tenant against the card's before it borrows a reader,
+//! and the refusal is audited.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use relay::hub::{Hub, HubError};
+use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::auth::{Auth, HasTokens, LendReaders, Operate, Read, TokenTable};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{self, Path};
+use crate::openapi::Routes;
+
+/// What the issuance routes need.
+pub struct IssuanceApi {
+    hub: Arc<Hub>,
+    issuer: Arc<tsm::Issuer>,
+    tokens: Arc<TokenTable>,
+}
+
+impl std::fmt::Debug for IssuanceApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuanceApi")
+            .field("tokens", &self.tokens)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HasTokens for IssuanceApi {
+    fn tokens(&self) -> &TokenTable {
+        &self.tokens
+    }
+}
+
+impl IssuanceApi {
+    /// The API over `issuer`, accepting `tokens` (operators and viewers, each with its
+    /// tenant, and terminals); `relay_timeout` bounds each APDU round trip through a
+    /// terminal.
+    pub fn new(issuer: Arc<tsm::Issuer>, tokens: TokenTable, relay_timeout: Duration) -> Arc<Self> {
+        let tokens = Arc::new(tokens);
+        let hub = Hub::new(tokens.clone(), relay_timeout);
+        Arc::new(Self {
+            hub,
+            issuer,
+            tokens,
+        })
+    }
+
+    /// The relay hub terminals connect to.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// The issuer.
+    pub fn issuer(&self) -> &Arc<tsm::Issuer> {
+        &self.issuer
+    }
+}
+
+impl From<tsm::Error> for ApiError {
+    fn from(e: tsm::Error) -> Self {
+        use tsm::Error as E;
+        let (status, code) = match &e {
+            E::UnknownCard | E::UnknownCategory(_) | E::UnknownJob(_) => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
+            E::WrongCategory { .. } | E::WrongCard(_) | E::WrongState { .. } | E::CardBusy(_) => {
+                (StatusCode::CONFLICT, "conflict")
+            }
+            E::JobFinished { .. } | E::JobLeased(_) => (StatusCode::CONFLICT, "conflict"),
+            E::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            E::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            E::KeysDoNotMatch(_) | E::AuthenticationRefused(_) | E::KddNotSettable(_) => {
+                (StatusCode::CONFLICT, "card_keys")
+            }
+            E::Interrupted(_) | E::Card(_) => (StatusCode::BAD_GATEWAY, "card"),
+            _ => {
+                tracing::error!(error = %e, "issuance failed");
+                return ApiError::internal("the issuance store or key store");
+            }
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<HubError> for ApiError {
+    fn from(e: HubError) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "terminal", e.to_string())
+    }
+}
+
+/// The routes (the relay's WebSocket route included), recorded for the OpenAPI test.
+pub fn route_list(api: Arc<IssuanceApi>) -> Routes<()> {
+    let r = Routes::new()
+        .route("/api/openapi-issuance.json", &["get"], get(openapi))
+        .route("/api/v1/terminals", &["get"], get(terminals))
+        .route("/api/v1/cards/{card_number}", &["get"], get(card))
+        .route("/api/v1/cards/{card_number}/write", &["post"], post(write))
+        .route(
+            "/api/v1/cards/{card_number}/rewrite",
+            &["post"],
+            post(rewrite),
+        )
+        .route("/api/v1/cards/{card_number}/clear", &["post"], post(clear))
+        .route(
+            "/api/v1/cards/{card_number}/resume",
+            &["post"],
+            post(resume),
+        )
+        .route(
+            "/api/v1/cards/{card_number}/apps",
+            &["post"],
+            post(load_app),
+        )
+        .route(
+            "/api/v1/cards/{card_number}/apps/{instance}/delete",
+            &["post"],
+            post(delete_app),
+        )
+        .route(relay::WS_PATH, &["get"], get(terminal_ws));
+    r.with_state(api)
+}
+
+/// The routes, without fallbacks: merge them into the server's router ([`crate::app`]).
+pub fn routes(api: Arc<IssuanceApi>) -> Router {
+    route_list(api).into_router()
+}
+
+/// The issuance API alone, with JSON answers for unknown routes and methods.
+pub fn router(api: Arc<IssuanceApi>) -> Router {
+    crate::finish(routes(api))
+}
+
+/// The OpenAPI document of the issuance API, generated from its types and handlers.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Cardwright issuance API",
+        description = "Operators run issuance workflows (write, rewrite, clear, resume, application load and delete) on the card in an issuing terminal's reader. Every error answers {\"error\", \"reason\"}.",
+        version = "1"
+    ),
+    paths(
+        openapi, terminals, card, write, rewrite, clear, resume, load_app, delete_app,
+        terminal_ws
+    ),
+    components(schemas(
+        ErrorBody, Terminals, TerminalInfo, ReaderInfo, CardStatus, CardInfo, JobSummary,
+        JobOutcome, ReaderRef, WriteRequest, RewriteRequest, ClearRequest, AppLoadRequest
+    )),
+    security(("bearer" = []))
+)]
+struct IssuanceDoc;
+
+/// The issuance API's OpenAPI document.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    crate::openapi::with_bearer(IssuanceDoc::openapi())
+}
+
+/// `GET /api/openapi-issuance.json`: this document.
+#[utoipa::path(get, path = "/api/openapi-issuance.json", security(()),
+    responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json")))]
+async fn openapi() -> Response {
+    match openapi_document().to_json() {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/json")], text).into_response(),
+        Err(_) => ApiError::internal("the OpenAPI document").into_response(),
+    }
+}
+
+type Shared = State<Arc<IssuanceApi>>;
+
+/// Runs blocking work (store, card exchanges) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, tsm::Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::internal("an issuance worker"))?
+        .map_err(ApiError::from)
+}
+
+/// A reader of a terminal, as the terminal reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReaderInfo {
+    /// The reader name as PC/SC reports it.
+    pub name: String,
+    /// Whether a card is in it.
+    pub card_present: bool,
+    /// The card's ATR (hex) when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub atr: Option<String>,
+}
+
+/// A connected terminal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TerminalInfo {
+    /// Its name.
+    pub terminal: String,
+    /// Its readers.
+    pub readers: Vec<ReaderInfo>,
+}
+
+/// `GET /api/v1/terminals` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Terminals {
+    /// The connected terminals.
+    pub terminals: Vec<TerminalInfo>,
+}
+
+#[utoipa::path(get, path = "/api/v1/terminals",
+    responses(
+        (status = 200, description = "Connected terminals", body = Terminals),
+        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
+        (status = 403, description = "The role may not", body = ErrorBody),
+    ))]
+async fn terminals(_caller: Auth<Read>, State(api): Shared) -> Json<Terminals> {
+    let terminals = api
+        .hub
+        .terminals()
+        .into_iter()
+        .map(|t| TerminalInfo {
+            terminal: t.terminal,
+            readers: t
+                .readers
+                .into_iter()
+                .map(|r| ReaderInfo {
+                    name: r.name,
+                    card_present: r.card_present,
+                    atr: r.atr,
+                })
+                .collect(),
+        })
+        .collect();
+    Json(Terminals { terminals })
+}
+
+/// A card as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CardInfo {
+    /// Card number.
+    pub card_number: String,
+    /// Its category.
+    pub category: String,
+    /// `blank`, `written` or `partial`.
+    pub state: String,
+    /// Base key version of the keys on the card (none: initial keys).
+    pub key_version: Option<u32>,
+    /// Key version number of the ISD key set on the card.
+    pub kvn: Option<u8>,
+}
+
+impl From<&tsm::model::Card> for CardInfo {
+    fn from(c: &tsm::model::Card) -> Self {
+        CardInfo {
+            card_number: c.card_number.clone(),
+            category: c.category.clone(),
+            state: c.state.to_string(),
+            key_version: c.key_version,
+            kvn: c.kvn,
+        }
+    }
+}
+
+/// A job of a card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobSummary {
+    /// Job id.
+    pub job: i64,
+    /// `write`, `rewrite`, `clear`, `app_load`, `app_delete`.
+    pub kind: String,
+    /// `pending`, `running`, `done`, `failed`.
+    pub state: String,
+    /// Runs started so far.
+    pub attempts: u32,
+    /// Last error, if any.
+    pub error: Option<String>,
+}
+
+/// `GET /api/v1/cards/{card_number}` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CardStatus {
+    /// The card.
+    pub card: CardInfo,
+    /// Its jobs.
+    pub jobs: Vec<JobSummary>,
+}
+
+#[utoipa::path(get, path = "/api/v1/cards/{card_number}",
+    params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$")),
+    responses(
+        (status = 200, description = "The card and its jobs", body = CardStatus),
+        (status = 400, description = "Bad request or body", body = ErrorBody),
+        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
+        (status = 403, description = "The role may not, or the card is another tenant's", body = ErrorBody),
+        (status = 404, description = "Unknown card", body = ErrorBody),
+    ))]
+async fn card(
+    caller: Auth<Read>,
+    State(api): Shared,
+    Path(card_number): Path<String>,
+) -> Result<Json<CardStatus>, ApiError> {
+    let actor = caller.principal.actor();
+    blocking(move || {
+        let (card, jobs) = api.issuer.card_status(&actor, &card_number)?;
+        Ok(Json(CardStatus {
+            card: CardInfo::from(&card),
+            jobs: jobs
+                .into_iter()
+                .map(|j| JobSummary {
+                    job: j.id,
+                    kind: j.kind.to_string(),
+                    state: j.state.to_string(),
+                    attempts: j.attempts,
+                    error: j.error,
+                })
+                .collect(),
+        }))
+    })
+    .await
+}
+
+/// What a finished run of a job reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobOutcome {
+    /// Job id.
+    pub job: i64,
+    /// `write`, `rewrite`, `clear`, `app_load`, `app_delete`.
+    pub kind: String,
+    /// `done` (or the state the job was left in).
+    pub state: String,
+    /// The card as recorded at the end.
+    pub card: CardInfo,
+    /// C-APDUs sent in this run.
+    pub apdus: u64,
+    /// Duration of the run, in milliseconds.
+    pub ms: f64,
+}
+
+impl From<tsm::Outcome> for JobOutcome {
+    fn from(r: tsm::Outcome) -> Self {
+        JobOutcome {
+            job: r.job.id,
+            kind: r.job.kind.to_string(),
+            state: r.job.state.to_string(),
+            card: CardInfo::from(&r.card),
+            apdus: r.apdus,
+            ms: r.timing.total.as_secs_f64() * 1e3,
+        }
+    }
+}
+
+/// The reader holding the card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReaderRef {
+    /// Terminal name.
+    #[schema(min_length = 1)]
+    pub terminal: String,
+    /// Reader name on that terminal.
+    #[schema(min_length = 1)]
+    pub reader: String,
+}
+
+/// `POST /api/v1/cards/{card_number}/write` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WriteRequest {
+    /// Terminal name.
+    #[schema(min_length = 1)]
+    pub terminal: String,
+    /// Reader name on that terminal.
+    #[schema(min_length = 1)]
+    pub reader: String,
+    /// The card's category.
+    pub category: String,
+    /// Install the category's applications too (default true).
+    #[serde(default)]
+    pub install_apps: Option<bool>,
+    /// Card-specific personalisation: BER-TLV objects for the ISD, hex.
+    #[serde(default)]
+    #[schema(pattern = "^([0-9A-Fa-f]{2})*$")]
+    pub perso: String,
+}
+
+/// `POST /api/v1/cards/{card_number}/rewrite` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RewriteRequest {
+    /// Terminal name.
+    #[schema(min_length = 1)]
+    pub terminal: String,
+    /// Reader name on that terminal.
+    #[schema(min_length = 1)]
+    pub reader: String,
+    /// The card's category (default: as recorded).
+    #[serde(default)]
+    pub category: Option<String>,
+    /// Target base key version (default: the category's current one).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 4_294_967_295_u64, format = Int64)]
+    pub to_version: Option<u32>,
+}
+
+/// `POST /api/v1/cards/{card_number}/clear` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClearRequest {
+    /// Terminal name.
+    #[schema(min_length = 1)]
+    pub terminal: String,
+    /// Reader name on that terminal.
+    #[schema(min_length = 1)]
+    pub reader: String,
+    /// The card's category (default: as recorded).
+    #[serde(default)]
+    pub category: Option<String>,
+}
+
+/// `POST /api/v1/cards/{card_number}/apps` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AppLoadRequest {
+    /// Terminal name.
+    #[schema(min_length = 1)]
+    pub terminal: String,
+    /// Reader name on that terminal.
+    #[schema(min_length = 1)]
+    pub reader: String,
+    /// Package (load file) AID, hex, registered with `cardwright package add`.
+    #[schema(pattern = "^([0-9A-Fa-f]{2}){5,16}$")]
+    pub package: String,
+    /// Applet AID (default: the package's first).
+    #[serde(default)]
+    #[schema(pattern = "^([0-9A-Fa-f]{2}){5,16}$")]
+    pub applet: Option<String>,
+    /// Instance AID (default: the applet AID).
+    #[serde(default)]
+    #[schema(pattern = "^([0-9A-Fa-f]{2}){5,16}$")]
+    pub instance: Option<String>,
+    /// Privileges: comma-separated short names (GP 2.3.1 Table 11-7: `sd`, `dm`, `am`, …);
+    /// empty or `none` for none.
+    #[serde(default)]
+    #[schema(
+        pattern = "^ *((none|sd|dap|dm|cl|ct|cr|cvm|mdap|tp|am|tv|gd|gl|gr|fa|gs|rg|clfdb|ca|csa) *(, *(sd|dap|dm|cl|ct|cr|cvm|mdap|tp|am|tv|gd|gl|gr|fa|gs|rg|clfdb|ca|csa) *)*)?$"
+    )]
+    pub privileges: String,
+    /// Install parameters (`C9`), hex, at most 127 bytes.
+    #[serde(default)]
+    #[schema(pattern = "^([0-9A-Fa-f]{2}){0,127}$")]
+    pub params: String,
+    /// Personalisation data (one STORE DATA block), hex.
+    #[serde(default)]
+    #[schema(pattern = "^([0-9A-Fa-f]{2})*$")]
+    pub perso: String,
+}
+
+fn invalid(what: &str, e: impl std::fmt::Display) -> tsm::Error {
+    tsm::Error::Invalid(format!("{what}: {e}"))
+}
+
+/// The category of a recorded card, when the request gives none.
+fn category_of(
+    issuer: &tsm::Issuer,
+    card_number: &str,
+    given: Option<String>,
+) -> Result<String, tsm::Error> {
+    match given {
+        Some(c) => Ok(c),
+        None => Ok(issuer
+            .store()
+            .card(card_number)?
+            .ok_or(tsm::Error::UnknownCard)?
+            .category),
+    }
+}
+
+/// Runs `req` for `actor` on the card in `reader`: the tenant is checked first
+/// ([`tsm::Issuer::authorise_request`], before the reader is borrowed), then the job runs.
+async fn run_job(
+    api: Arc<IssuanceApi>,
+    actor: tsm::Actor,
+    reader: ReaderRef,
+    req: impl FnOnce(&tsm::Issuer) -> Result<tsm::Request, tsm::Error> + Send + 'static,
+) -> Result<Json<JobOutcome>, ApiError> {
+    let api2 = api.clone();
+    let actor2 = actor.clone();
+    let req = blocking(move || {
+        let req = req(&api2.issuer)?;
+        api2.issuer.authorise_request(&actor2, &req)?;
+        Ok(req)
+    })
+    .await?;
+    let mut chan = api.hub.channel(&reader.terminal, &reader.reader)?;
+    let out = blocking(move || api.issuer.execute(&actor, &req, &mut chan)).await?;
+    Ok(Json(out.into()))
+}
+
+#[utoipa::path(post, path = "/api/v1/cards/{card_number}/write",
+    params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$")),
+    request_body = WriteRequest,
+    responses(
+        (status = 200, description = "The job ran", body = JobOutcome),
+        (status = 400, description = "Bad request or body", body = ErrorBody),
+        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
+        (status = 403, description = "The role may not, or the card is another tenant's", body = ErrorBody),
+        (status = 404, description = "Unknown card, category, terminal or reader", body = ErrorBody),
+        (status = 409, description = "Wrong card, state or category; a job running elsewhere; card keys", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 502, description = "The card or the terminal failed (the job is left resumable)", body = ErrorBody),
+    ))]
+async fn write(
+    caller: Auth<Operate>,
+    State(api): Shared,
+    Path(card_number): Path<String>,
+    extract::Json(body): extract::Json<WriteRequest>,
+) -> Result<Json<JobOutcome>, ApiError> {
+    let reader = ReaderRef {
+        terminal: body.terminal,
+        reader: body.reader,
+    };
+    run_job(api, caller.principal.actor(), reader, move |_| {
+        Ok(tsm::Request::Write {
+            card_number,
+            category: body.category,
+            install_apps: body.install_apps.unwrap_or(true),
+            perso: apdu::parse_hex(&body.perso).map_err(|e| invalid("perso", e))?,
+        })
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/api/v1/cards/{card_number}/rewrite",
+    params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$")),
+    request_body = RewriteRequest,
+    responses(
+        (status = 200, description = "The job ran", body = JobOutcome),
+        (status = 400, description = "Bad request or body", body = ErrorBody),
+        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
+        (status = 403, description = "The role may not, or the card is another tenant's", body = ErrorBody),
+        (status = 404, description = "Unknown card, category, terminal or reader", body = ErrorBody),
+        (status = 409, description = "Wrong card, state or category; a job running elsewhere; card keys", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 502, description = "The card or the terminal failed (the job is left resumable)", body = ErrorBody),
+    ))]
+async fn rewrite(
+    caller: Auth<Operate>,
+    State(api): Shared,
+    Path(card_number): Path<String>,
+    extract::Json(body): extract::Json<RewriteRequest>,
+) -> Result<Json<JobOutcome>, ApiError> {
+    let reader = ReaderRef {
+        terminal: body.terminal,
+        reader: body.reader,
+    };
+    run_job(api, caller.principal.actor(), reader, move |issuer| {
+        Ok(tsm::Request::Rewrite {
+            category: category_of(issuer, &card_number, body.category)?,
+            card_number,
+            to_version: body.to_version,
+        })
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/api/v1/cards/{card_number}/clear",
+    params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$")),
+    request_body = ClearRequest,
+    responses(
+        (status = 200, description = "The job ran", body = JobOutcome),
+        (status = 400, description = "Bad request or body", body = ErrorBody),
+        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
+        (status = 403, description = "The role may not, or the card is another tenant's", body = ErrorBody),
+        (status = 404, description = "Unknown card, category, terminal or reader", body = ErrorBody),
+        (status = 409, description = "Wrong card, state or category; a job running elsewhere; card keys", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 502, description = "The card or the terminal failed (the job is left resumable)", body = ErrorBody),
+    ))]
+async fn clear(
+    caller: Auth<Operate>,
+    State(api): Shared,
+    Path(card_number): Path<String>,
+    extract::Json(body): extract::Json<ClearRequest>,
+) -> Result<Json<JobOutcome>, ApiError> {
+    let reader = ReaderRef {
+        terminal: body.terminal,
+        reader: body.reader,
+    };
+    run_job(api, caller.principal.actor(), reader, move |issuer| {
+        Ok(tsm::Request::Clear {
+            category: category_of(issuer, &card_number, body.category)?,
+            card_number,
+        })
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/api/v1/cards/{card_number}/resume",
+    params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$")),
+    request_body = ReaderRef,
+    responses(
+        (status = 200, description = "The open job ran again", body = JobOutcome),
+        (status = 400, description = "Bad request or body", body = ErrorBody),
+        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
+        (status = 403, description = "The role may not, or the card is another tenant's", body = ErrorBody),
+        (status = 404, description = "Unknown card, category, terminal or reader", body = ErrorBody),
+        (status = 409, description = "Wrong card, state or category; a job running elsewhere; card keys", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 502, description = "The card or the terminal failed (the job is left resumable)", body = ErrorBody),
+    ))]
+async fn resume(
+    caller: Auth<Operate>,
+    State(api): Shared,
+    Path(card_number): Path<String>,
+    extract::Json(reader): extract::Json<ReaderRef>,
+) -> Result<Json<JobOutcome>, ApiError> {
+    let actor = caller.principal.actor();
+    let (api2, actor2, number2) = (api.clone(), actor.clone(), card_number.clone());
+    blocking(move || api2.issuer.authorise_resume(&actor2, &number2)).await?;
+    let mut chan = api.hub.channel(&reader.terminal, &reader.reader)?;
+    let out = blocking(move || api.issuer.resume(&actor, &card_number, &mut chan)).await?;
+    Ok(Json(out.into()))
+}
+
+#[utoipa::path(post, path = "/api/v1/cards/{card_number}/apps",
+    params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$")),
+    request_body = AppLoadRequest,
+    responses(
+        (status = 200, description = "The job ran", body = JobOutcome),
+        (status = 400, description = "Bad request or body", body = ErrorBody),
+        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
+        (status = 403, description = "The role may not, or the card is another tenant's", body = ErrorBody),
+        (status = 404, description = "Unknown card, category, terminal or reader", body = ErrorBody),
+        (status = 409, description = "Wrong card, state or category; a job running elsewhere; card keys", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 502, description = "The card or the terminal failed (the job is left resumable)", body = ErrorBody),
+    ))]
+async fn load_app(
+    caller: Auth<Operate>,
+    State(api): Shared,
+    Path(card_number): Path<String>,
+    extract::Json(body): extract::Json<AppLoadRequest>,
+) -> Result<Json<JobOutcome>, ApiError> {
+    let reader = ReaderRef {
+        terminal: body.terminal,
+        reader: body.reader,
+    };
+    run_job(api, caller.principal.actor(), reader, move |issuer| {
+        let app = tsm::AppChoice {
+            package: body.package,
+            applet: body.applet,
+            instance: body.instance,
+            privileges: body.privileges,
+            params: body.params,
+            perso: body.perso,
+        }
+        .resolve(issuer.store())?;
+        Ok(tsm::Request::LoadApp { card_number, app })
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/api/v1/cards/{card_number}/apps/{instance}/delete",
+    params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$"), ("instance" = String, Path, description = "Instance AID, hex", pattern = "^([0-9A-Fa-f]{2}){5,16}$")),
+    request_body = ReaderRef,
+    responses(
+        (status = 200, description = "The job ran", body = JobOutcome),
+        (status = 400, description = "Bad request or body", body = ErrorBody),
+        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
+        (status = 403, description = "The role may not, or the card is another tenant's", body = ErrorBody),
+        (status = 404, description = "Unknown card, category, terminal or reader", body = ErrorBody),
+        (status = 409, description = "Wrong card, state or category; a job running elsewhere; card keys", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 502, description = "The card or the terminal failed (the job is left resumable)", body = ErrorBody),
+    ))]
+async fn delete_app(
+    caller: Auth<Operate>,
+    State(api): Shared,
+    Path((card_number, instance)): Path<(String, String)>,
+    extract::Json(reader): extract::Json<ReaderRef>,
+) -> Result<Json<JobOutcome>, ApiError> {
+    run_job(api, caller.principal.actor(), reader, move |_| {
+        use std::str::FromStr;
+        let instance = gp::aid::Aid::from_str(&instance).map_err(|e| invalid("instance", e))?;
+        Ok(tsm::Request::DeleteApp {
+            card_number,
+            instance,
+        })
+    })
+    .await
+}
+
+/// `GET /api/v1/terminal/ws`: the terminal token is checked before the WebSocket upgrade,
+/// so a request without one answers `401` JSON whatever its headers.
+#[utoipa::path(get, path = "/api/v1/terminal/ws",
+    responses(
+        (status = 101, description = "WebSocket of an issuing terminal (relay protocol)"),
+        (status = 400, description = "Not a WebSocket upgrade request", body = ErrorBody),
+        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
+        (status = 403, description = "Not a terminal token", body = ErrorBody),
+        (status = 405, description = "Not a GET", body = ErrorBody),
+        (status = 426, description = "Upgrade required", body = ErrorBody),
+    ))]
+async fn terminal_ws(
+    caller: Auth<LendReaders>,
+    State(api): Shared,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let ws = ws.map_err(|e| ApiError::new(e.status(), "invalid_request", e.body_text()))?;
+    Ok(api.hub.accept(caller.principal.name, ws))
+}

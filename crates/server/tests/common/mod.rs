@@ -1,0 +1,77 @@
+//! Calling a router in process.
+#![allow(dead_code)]
+
+use axum::{
+    body::Body,
+    http::{header, Method, Request, StatusCode},
+    Router,
+};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// An answer.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {} answered {:?}", self.status, self.text()))
+    }
+}
+
+/// `method path` with a JSON `body` and a bearer `token`.
+pub async fn call(
+    app: &Router,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+    token: Option<&str>,
+) -> Reply {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    if let Some(a) = &auth {
+        headers.push(("authorization", a));
+    }
+    if body.is_some() {
+        headers.push(("content-type", "application/json"));
+    }
+    call_with(app, method, path, body, &headers).await
+}
+
+/// `method path` with these headers.
+pub async fn call_with(
+    app: &Router,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut req = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = match body {
+        Some(b) => req
+            .header(header::CONTENT_LENGTH, b.len())
+            .body(Body::from(b)),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    let r = app.clone().oneshot(req).await.unwrap();
+    let status = r.status();
+    let headers = r.headers().clone();
+    let body = r.into_body().collect().await.unwrap().to_bytes().to_vec();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
