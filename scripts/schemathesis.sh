@@ -23,7 +23,7 @@ if [ ! -x "$VENV/bin/schemathesis" ]; then
 fi
 
 BIN=target/debug/cardwright
-[ -x "$BIN" ] || cargo build -p cardwright --quiet
+cargo build -p cardwright --locked --quiet   # a no-op when up to date; never a stale binary
 
 WORK=$(mktemp -d)
 SERVE_PID=""

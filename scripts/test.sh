@@ -30,3 +30,6 @@ export CARDWRIGHT_OPENSSL_TESTS=1   # openssl CLI interoperability tests must ru
 export RUST_BACKTRACE=1
 step "tests"
 cargo test --workspace --features cardwright/pcsc --locked --no-fail-fast "$@"
+
+step "schemathesis: both HTTP APIs against their OpenAPI documents"
+scripts/schemathesis.sh
