@@ -14,8 +14,7 @@ pub struct AgentArgs {
     /// Loopback address to listen on (port 0: any free port; printed on stdout).
     #[arg(long, default_value = "127.0.0.1:7373")]
     pub listen: String,
-    /// Origin (scheme://host[:port]) of a page allowed to use the card; repeatable.
-    #[allow(rustdoc::broken_intra_doc_links)] // clap help text: [:port] is not a link
+    /// Origin (`scheme://host[:port]`) of a page allowed to use the card; repeatable.
     #[arg(long = "allow-origin", required_unless_present = "server")]
     pub allow_origin: Vec<String>,
     #[command(flatten)]

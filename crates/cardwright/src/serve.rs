@@ -23,8 +23,7 @@ pub struct ServeArgs {
         default_value = "file:cardwright-keys.json"
     )]
     pub keystore: String,
-    #[allow(rustdoc::broken_intra_doc_links)] // clap help text: [TENANT/] is not a link
-    /// Operator API token, [TENANT/]NAME[:ROLE]=TOKEN (role operator, the default, or viewer:
+    /// Operator API token, `[TENANT/]NAME[:ROLE]=TOKEN` (role operator, the default, or viewer:
     /// read only; tenant default --tenant); repeatable. Prefer the environment
     /// (CARDWRIGHT_OPERATOR_TOKENS, comma-separated) or --operator-tokens-file: a value given
     /// here shows in `ps`.
@@ -35,7 +34,7 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub operator_tokens: Vec<String>,
-    /// File of operator tokens, one [TENANT/]NAME[:ROLE]=TOKEN a line (`#` comments);
+    /// File of operator tokens, one `[TENANT/]NAME[:ROLE]=TOKEN` a line (`#` comments);
     /// the preferred way, with the environment.
     #[arg(long, env = "CARDWRIGHT_OPERATOR_TOKENS_FILE")]
     pub operator_tokens_file: Option<PathBuf>,
