@@ -3,42 +3,23 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
 use common::call_with;
 use serde_json::json;
 use server::agent::{AgentConfig, CardSource, PivCard};
-use transport::{CardChannel, TransportError};
 
 const ORIGIN: &str = "http://127.0.0.1:8080";
 const HOST: &str = "127.0.0.1:7373";
 
-struct Virtual(Arc<Mutex<card::VirtualCard>>);
-
-impl CardChannel for Virtual {
-    fn transmit_raw(&mut self, capdu: &[u8]) -> Result<Vec<u8>, TransportError> {
-        Ok(self.0.lock().unwrap().transmit(capdu))
-    }
-    fn atr(&self) -> Vec<u8> {
-        self.0.lock().unwrap().atr()
-    }
-    fn reset(&mut self) -> Result<(), TransportError> {
-        self.0.lock().unwrap().reset();
-        Ok(())
-    }
-    fn name(&self) -> String {
-        "virtual".into()
-    }
-}
-
 /// A virtual PIV card, or no card at all.
-struct Source(Option<Arc<Mutex<card::VirtualCard>>>);
+struct Source(Option<card::VirtualChannel>);
 
 impl CardSource for Source {
     fn open(&self) -> Result<PivCard, String> {
         match &self.0 {
-            Some(c) => Ok(pivhost::PivClient::new(Box::new(Virtual(c.clone())))),
+            Some(c) => Ok(pivhost::PivClient::new(Box::new(c.clone()))),
             None => Err("no reader with a card".into()),
         }
     }
@@ -49,10 +30,10 @@ impl CardSource for Source {
 
 fn agent(with_card: bool) -> axum::Router {
     let card = with_card.then(|| {
-        Arc::new(Mutex::new(card::VirtualCard::new(card::CardConfig {
+        card::VirtualChannel::with_config(card::CardConfig {
             with_piv: true,
             ..card::CardConfig::default()
-        })))
+        })
     });
     server::agent::router(
         AgentConfig {

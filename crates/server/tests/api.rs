@@ -766,3 +766,67 @@ async fn openapi_document_matches_the_router() {
         server::openapi::documented(&server::openapi_document())
     );
 }
+
+/// Every POST route of the payment API answers a malformed body, a wrong content type and a
+/// 10 MB body with the documented `{"error", "reason"}` and 400, 415 and 413 (the admin
+/// token is given, so that authentication passes and the body is what is judged).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_post_route_refuses_bad_bodies_as_json() {
+    let env = env();
+    let posts: Vec<String> = server::openapi::documented(&server::openapi_document())
+        .into_iter()
+        .filter(|(m, _)| m.eq_ignore_ascii_case("post"))
+        .map(|(_, p)| {
+            p.replace("{id}", "00000000000000000000000000000000")
+                .replace("{serial}", "01")
+        })
+        .collect();
+    assert!(posts.len() >= 4, "{posts:?}");
+    let big = format!("{{\"x\":\"{}\"}}", "x".repeat(10 << 20));
+    for path in &posts {
+        assert!(!path.contains('{'), "a path parameter to fill in: {path}");
+        for (content_type, body, status, code) in [
+            (
+                "application/json",
+                "{not json".to_string(),
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+            ),
+            (
+                "text/plain",
+                "{}".to_string(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+            ),
+            (
+                "application/json",
+                big.clone(),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+            ),
+        ] {
+            let req = Request::builder()
+                .method(Method::POST)
+                .uri(path.as_str())
+                .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+                .header(header::CONTENT_TYPE, content_type)
+                .body(Body::from(body))
+                .unwrap();
+            let r = env.app.clone().oneshot(req).await.unwrap();
+            let got = r.status();
+            let bytes = r.into_body().collect().await.unwrap().to_bytes();
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "{path} {content_type}: {e}: {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            });
+            assert_eq!(got, status, "{path} {content_type}: {v}");
+            assert_eq!(v["error"], code, "{path}: {v}");
+            assert!(
+                v["reason"].as_str().is_some_and(|s| !s.is_empty()),
+                "{path}: {v}"
+            );
+        }
+    }
+}

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
 use common::{call, Reply};
@@ -12,42 +12,18 @@ use kms::{Component, KeyKind, KeyStore, MasterKey, SoftwareKeyStore};
 use serde_json::{json, Value};
 use server::auth::{Principal, Role, TokenTable};
 use server::issuance::IssuanceApi;
-use transport::{CardChannel, TransportError};
 use tsm::model::Role as TenantRole;
 use tsm::{Actor, CategorySpec, Store};
 
 const EMPTY_CAP: &[u8] = include_bytes!("../../tsm/tests/data/Empty_0102030405_8d5ac9e2_2.2.1.cap");
 const BASE: &str = "00112233445566778899AABBCCDDEEFF";
 
-/// A virtual card shared between the test and the issuer.
-#[derive(Clone)]
-struct SimCard(Arc<Mutex<card::VirtualCard>>);
+/// A virtual card shared between the test and the issuer (clones share the card).
+type SimCard = card::VirtualChannel;
 
-impl CardChannel for SimCard {
-    fn transmit_raw(&mut self, capdu: &[u8]) -> Result<Vec<u8>, TransportError> {
-        Ok(self.0.lock().unwrap().transmit(capdu))
-    }
-    fn atr(&self) -> Vec<u8> {
-        self.0.lock().unwrap().atr()
-    }
-    fn reset(&mut self) -> Result<(), TransportError> {
-        self.0.lock().unwrap().reset();
-        Ok(())
-    }
-    fn name(&self) -> String {
-        "virtual card (test)".into()
-    }
-}
-
-impl SimCard {
-    fn new() -> Self {
-        SimCard(Arc::new(Mutex::new(card::VirtualCard::new(
-            card::CardConfig::default(),
-        ))))
-    }
-    fn snapshot(&self) -> String {
-        format!("{:?}", self.0.lock().unwrap())
-    }
+/// The card's whole state, to compare before and after.
+fn snapshot(card: &SimCard) -> String {
+    format!("{:?}", card.card())
 }
 
 /// Two card issuers, `alpha` and `beta`, each with a category, a package and a written card;
@@ -158,7 +134,7 @@ fn platform() -> Platform {
     // Each tenant's card, written in process by its own operator.
     let mut cards = Vec::new();
     for tenant in TENANTS {
-        let mut sim = SimCard::new();
+        let mut sim = SimCard::new(card::VirtualCard::new(card::CardConfig::default()));
         issuer
             .write(
                 &Actor::new(tenant, "setup"),
@@ -246,7 +222,7 @@ async fn tenant_isolation_matrix() {
             .collect()
     };
     let before_records = records(&p.store);
-    let before_cards: Vec<String> = p.cards.iter().map(|(_, _, c)| c.snapshot()).collect();
+    let before_cards: Vec<String> = p.cards.iter().map(|(_, _, c)| snapshot(c)).collect();
     let mut checked = 0;
     for caller in TENANTS {
         for role in [Role::Operator, Role::Viewer] {
@@ -297,7 +273,7 @@ async fn tenant_isolation_matrix() {
     }
     assert_eq!(checked, 2 * 2 * 2 * 7);
     assert_eq!(records(&p.store), before_records, "no record changed");
-    let after_cards: Vec<String> = p.cards.iter().map(|(_, _, c)| c.snapshot()).collect();
+    let after_cards: Vec<String> = p.cards.iter().map(|(_, _, c)| snapshot(c)).collect();
     assert_eq!(after_cards, before_cards, "no card was touched");
     assert!(p.store.audit_verify().unwrap().is_ok());
 }
@@ -463,4 +439,58 @@ async fn openapi_document_matches_the_router() {
     .await;
     assert_eq!(served.status, StatusCode::OK);
     assert_eq!(served.json(), serde_json::to_value(&doc).unwrap());
+}
+
+/// Every POST route of the issuance API answers a malformed body, a wrong content type and
+/// a 10 MB body with `{"error", "reason"}` and 400, 415 and 413, after authentication.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_post_route_refuses_bad_bodies_as_json() {
+    let p = platform();
+    let op = token("alpha", Role::Operator);
+    let auth = format!("Bearer {op}");
+    let big = format!("{{\"terminal\":\"{}\"}}", "x".repeat(10 << 20));
+    let posts: Vec<String> = routes(card_of("alpha"), "alpha")
+        .into_iter()
+        .filter(|(m, _, _)| *m == Method::POST)
+        .map(|(_, path, _)| path)
+        .collect();
+    assert_eq!(posts.len(), 6, "{posts:?}");
+    for path in &posts {
+        for (content_type, body, status, code) in [
+            (
+                "application/json",
+                "{not json".to_string(),
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+            ),
+            (
+                "text/plain",
+                "{}".to_string(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+            ),
+            (
+                "application/json",
+                big.clone(),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+            ),
+        ] {
+            let r = common::call_with(
+                &p.app,
+                Method::POST,
+                path,
+                Some(body),
+                &[("authorization", &auth), ("content-type", content_type)],
+            )
+            .await;
+            assert_eq!(r.status, status, "{path} {content_type}: {}", r.text());
+            let v = r.json();
+            assert_eq!(v["error"], code, "{path}: {v}");
+            assert!(
+                v["reason"].as_str().is_some_and(|s| !s.is_empty()),
+                "{path}: {v}"
+            );
+        }
+    }
 }
