@@ -9,9 +9,6 @@
 //! does not verify we stop with [`ClientError::WrongKeys`], so the card's authentication
 //! failure counter is never spent on keys we already know are wrong, and nothing is retried.
 #![forbid(unsafe_code)]
-// TODO(missing_docs): document the public items, then remove this allow (lead, after the
-// merge: helper H2 was changing this crate while the workspace lint was added).
-#![allow(missing_docs)]
 
 pub mod ops;
 
@@ -200,6 +197,7 @@ impl ClientError {
     }
 }
 
+/// The result of a card-management operation.
 pub type Result<T> = std::result::Result<T, ClientError>;
 
 /// Keys to open a secure channel with: static keys, or master keys plus a diversification.
@@ -207,9 +205,13 @@ pub type Result<T> = std::result::Result<T, ClientError>;
 /// The bytes are kept raw until the card announces its protocol in INITIALIZE UPDATE, since a
 /// 16-byte key is a valid two-key 3DES key (SCP02) and a valid AES-128 key (SCP03).
 pub struct KeySpec {
+    /// Encryption key (S-ENC base), or the master key to diversify.
     pub enc: Zeroizing<Vec<u8>>,
+    /// MAC key (S-MAC base), or the master key to diversify.
     pub mac: Zeroizing<Vec<u8>>,
+    /// Data encryption key (DEK, for PUT KEY), or the master key to diversify.
     pub dek: Zeroizing<Vec<u8>>,
+    /// How the card's keys derive from these (none: they are the card's static keys).
     pub kdf: Diversification,
     /// Key version number to ask for; 0 lets the card choose.
     pub key_version: u8,
@@ -268,7 +270,9 @@ impl fmt::Debug for KeySpec {
 /// How to open the channel.
 #[derive(Debug)]
 pub struct OpenOptions {
+    /// The keys to authenticate with.
     pub keys: KeySpec,
+    /// Security level to ask for in EXTERNAL AUTHENTICATE (C-MAC at least).
     pub level: SecurityLevel,
     /// Expected protocol (2 or 3); `None` accepts what the card announces.
     pub scp: Option<u8>,
@@ -279,9 +283,13 @@ pub struct OpenOptions {
 /// What was learnt while opening a secure channel.
 #[derive(Debug, Clone)]
 pub struct ChannelInfo {
+    /// The card's INITIALIZE UPDATE response (key diversification data, key version, protocol).
     pub init_update: InitUpdateResponse,
+    /// The secure channel protocol the card speaks (SCP02 or SCP03, with its parameter).
     pub protocol: scp::Protocol,
+    /// The security level of the channel.
     pub level: SecurityLevel,
+    /// The security domain the channel is open to.
     pub sd: Aid,
 }
 
@@ -306,6 +314,7 @@ impl<C: CardChannel> fmt::Debug for GpClient<C> {
 }
 
 impl<C: CardChannel> GpClient<C> {
+    /// A client on `chan`, with no secure channel open yet.
     pub fn new(chan: Traced<C>) -> Self {
         Self {
             chan,
@@ -316,12 +325,15 @@ impl<C: CardChannel> GpClient<C> {
         }
     }
 
+    /// The card channel.
     pub fn channel(&self) -> &Traced<C> {
         &self.chan
     }
+    /// The card channel, to change its tracing.
     pub fn channel_mut(&mut self) -> &mut Traced<C> {
         &mut self.chan
     }
+    /// Gives the card channel back (the secure channel, if any, is dropped).
     pub fn into_channel(self) -> Traced<C> {
         self.chan
     }
@@ -329,9 +341,11 @@ impl<C: CardChannel> GpClient<C> {
     pub fn secure_channel(&self) -> Option<&ChannelInfo> {
         self.info.as_ref()
     }
+    /// Number of C-APDUs sent on the wire so far (GET RESPONSE included).
     pub fn apdus_sent(&self) -> u64 {
         self.apdus_sent
     }
+    /// Most data a C-APDU may carry on this card (from the SD's FCI tag `9F65`; 255 by default).
     pub fn max_command_data(&self) -> usize {
         self.max_command_data
     }

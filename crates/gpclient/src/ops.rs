@@ -18,14 +18,23 @@ use transport::CardChannel;
 /// What `card info` shows.
 #[derive(Debug, Clone, Default)]
 pub struct CardInfo {
+    /// The card's answer to reset.
     pub atr: Vec<u8>,
+    /// The selected security domain's FCI (SELECT response).
     pub fci: Option<Fci>,
+    /// Card Production Life Cycle data (GET DATA `9F7F`).
     pub cplc: Option<Cplc>,
+    /// Card recognition data (GET DATA `66`).
     pub card_data: Option<CardData>,
+    /// Key information template (GET DATA `E0`).
     pub key_info: Option<KeyInfo>,
+    /// Issuer identification number (GET DATA `42`).
     pub iin: Option<Vec<u8>>,
+    /// Card image number (GET DATA `45`).
     pub cin: Option<Vec<u8>>,
+    /// Key diversification data (GET DATA `CF`).
     pub kdd: Option<Vec<u8>>,
+    /// The card life cycle state (from the registry, when it could be read).
     pub life_cycle: Option<CardLifeCycle>,
 }
 
@@ -121,8 +130,12 @@ fn get_status_in<C: CardChannel>(
 /// The whole registry: the ISD, applications and SSDs, load files with their modules.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
+    /// The issuer security domain (GET STATUS P1 `80`).
     pub isd: Vec<RegistryEntry>,
+    /// Applications and supplementary security domains (P1 `40`).
     pub applications: Vec<RegistryEntry>,
+    /// Executable load files with their modules (P1 `10`; P1 `20`, files only, on cards
+    /// that refuse `10`).
     pub load_files: Vec<RegistryEntry>,
 }
 
@@ -133,6 +146,7 @@ impl Registry {
             .first()
             .and_then(|e| CardLifeCycle::from_byte(e.life_cycle).ok())
     }
+    /// The entry of `aid` (ISD, application, SSD or load file), if registered.
     pub fn find(&self, aid: &Aid) -> Option<&RegistryEntry> {
         self.isd
             .iter()
@@ -209,6 +223,7 @@ pub fn delete<C: CardChannel>(client: &mut GpClient<C>, aid: &Aid, related: bool
 /// The load file and module of the security-domain class on GlobalPlatform cards, which
 /// SSD creation instantiates (GP 2.3.1 §7.3.2; the AIDs GlobalPlatformPro and most cards use).
 pub const SD_LOAD_FILE: [u8; 7] = [0xA0, 0x00, 0x00, 0x01, 0x51, 0x53, 0x50];
+/// The security-domain module (class) in [`SD_LOAD_FILE`].
 pub const SD_MODULE: [u8; 8] = [0xA0, 0x00, 0x00, 0x01, 0x51, 0x53, 0x50, 0x41];
 
 /// Creates a supplementary security domain: INSTALL [for install and make selectable] of
@@ -372,11 +387,13 @@ pub struct InstallOptions {
     pub to: Option<Aid>,
     /// Application-specific install parameters (the C9 content).
     pub params: Vec<u8>,
+    /// Privileges of the new instances.
     pub privileges: Privileges,
     /// Instance AID (default: the applet AID).
     pub instance: Option<Aid>,
     /// Which applet of the CAP to instantiate (default: all of them, or the first with `instance`).
     pub applet: Option<Aid>,
+    /// Load the file only, install no instance.
     pub load_only: bool,
     /// "sha1" or "sha256": send the load file data block hash in INSTALL [for load].
     pub hash: Option<String>,
@@ -385,10 +402,15 @@ pub struct InstallOptions {
 /// What `install_cap` did.
 #[derive(Debug, Clone)]
 pub struct InstallReport {
+    /// The load file (package) AID.
     pub load_file: Aid,
+    /// Size of the load file data block in bytes.
     pub load_file_size: usize,
+    /// Number of LOAD commands.
     pub blocks: usize,
+    /// Instances installed.
     pub instances: Vec<Aid>,
+    /// C-APDUs sent on the wire.
     pub apdus: u64,
 }
 
