@@ -11,11 +11,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod http;
 mod key_store;
 mod parsers;
 mod piv_applet;
 mod session;
 
+pub use http::{http_bodies, http_routes};
 pub use key_store::{key_store_file, KEY_STORE_MASTER};
 pub use parsers::{
     cap_parse, command_parse, gp_responses, init_update_parse, response_parse, tlv_parse,
@@ -43,4 +45,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("store_data", store_data),
     ("piv_applet", piv_applet),
     ("key_store_file", key_store_file),
+    ("http_bodies", http_bodies),
 ];

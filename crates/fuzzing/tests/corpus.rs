@@ -79,3 +79,14 @@ fn key_store_seeds_open() {
         );
     }
 }
+
+#[test]
+fn http_bodies_reaches_every_post_route_of_both_apis() {
+    let routes = fuzzing::http_routes();
+    assert!(
+        routes.iter().any(|r| r.contains("/payments"))
+            && routes.iter().any(|r| r.ends_with("/write")),
+        "{routes:?}"
+    );
+    assert!(routes.iter().all(|r| !r.contains('{')), "{routes:?}");
+}
