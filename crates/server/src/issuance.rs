@@ -181,6 +181,58 @@ pub fn router(api: Arc<IssuanceApi>) -> Router {
 )]
 struct IssuanceDoc;
 
+/// The answers of every route that runs a job on a card (write, rewrite, clear, resume,
+/// application load and delete), documented once.
+struct JobResponses;
+
+impl utoipa::IntoResponses for JobResponses {
+    fn responses() -> std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    > {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        [
+            ("200", "JobOutcome", "The job ran"),
+            ("400", "ErrorBody", "Bad request or body"),
+            ("401", "ErrorBody", "No or unknown bearer token"),
+            (
+                "403",
+                "ErrorBody",
+                "The role may not, or the card is another tenant's",
+            ),
+            (
+                "404",
+                "ErrorBody",
+                "Unknown card, category, terminal or reader",
+            ),
+            (
+                "409",
+                "ErrorBody",
+                "Wrong card, state or category; a job running elsewhere; card keys",
+            ),
+            ("413", "ErrorBody", "Body too large"),
+            ("415", "ErrorBody", "Not application/json"),
+            (
+                "502",
+                "ErrorBody",
+                "The card or the terminal failed (the job is left resumable)",
+            ),
+        ]
+        .into_iter()
+        .map(|(status, schema, description)| {
+            let content = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(schema)))
+                .build();
+            let response = ResponseBuilder::new()
+                .description(description)
+                .content("application/json", content)
+                .build();
+            (status.to_string(), response.into())
+        })
+        .collect()
+    }
+}
+
 /// The issuance API's OpenAPI document.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
     crate::openapi::with_bearer(IssuanceDoc::openapi())
@@ -522,17 +574,7 @@ async fn run_job(
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/write",
     params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$")),
     request_body = WriteRequest,
-    responses(
-        (status = 200, description = "The job ran", body = JobOutcome),
-        (status = 400, description = "Bad request or body", body = ErrorBody),
-        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
-        (status = 403, description = "The role may not, or the card is another tenant's", body = ErrorBody),
-        (status = 404, description = "Unknown card, category, terminal or reader", body = ErrorBody),
-        (status = 409, description = "Wrong card, state or category; a job running elsewhere; card keys", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 502, description = "The card or the terminal failed (the job is left resumable)", body = ErrorBody),
-    ))]
+    responses(JobResponses))]
 async fn write(
     caller: Auth<Operate>,
     State(api): Shared,
@@ -557,17 +599,7 @@ async fn write(
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/rewrite",
     params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$")),
     request_body = RewriteRequest,
-    responses(
-        (status = 200, description = "The job ran", body = JobOutcome),
-        (status = 400, description = "Bad request or body", body = ErrorBody),
-        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
-        (status = 403, description = "The role may not, or the card is another tenant's", body = ErrorBody),
-        (status = 404, description = "Unknown card, category, terminal or reader", body = ErrorBody),
-        (status = 409, description = "Wrong card, state or category; a job running elsewhere; card keys", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 502, description = "The card or the terminal failed (the job is left resumable)", body = ErrorBody),
-    ))]
+    responses(JobResponses))]
 async fn rewrite(
     caller: Auth<Operate>,
     State(api): Shared,
@@ -591,17 +623,7 @@ async fn rewrite(
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/clear",
     params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$")),
     request_body = ClearRequest,
-    responses(
-        (status = 200, description = "The job ran", body = JobOutcome),
-        (status = 400, description = "Bad request or body", body = ErrorBody),
-        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
-        (status = 403, description = "The role may not, or the card is another tenant's", body = ErrorBody),
-        (status = 404, description = "Unknown card, category, terminal or reader", body = ErrorBody),
-        (status = 409, description = "Wrong card, state or category; a job running elsewhere; card keys", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 502, description = "The card or the terminal failed (the job is left resumable)", body = ErrorBody),
-    ))]
+    responses(JobResponses))]
 async fn clear(
     caller: Auth<Operate>,
     State(api): Shared,
@@ -624,17 +646,7 @@ async fn clear(
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/resume",
     params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$")),
     request_body = ReaderRef,
-    responses(
-        (status = 200, description = "The open job ran again", body = JobOutcome),
-        (status = 400, description = "Bad request or body", body = ErrorBody),
-        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
-        (status = 403, description = "The role may not, or the card is another tenant's", body = ErrorBody),
-        (status = 404, description = "Unknown card, category, terminal or reader", body = ErrorBody),
-        (status = 409, description = "Wrong card, state or category; a job running elsewhere; card keys", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 502, description = "The card or the terminal failed (the job is left resumable)", body = ErrorBody),
-    ))]
+    responses(JobResponses))]
 async fn resume(
     caller: Auth<Operate>,
     State(api): Shared,
@@ -652,17 +664,7 @@ async fn resume(
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/apps",
     params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$")),
     request_body = AppLoadRequest,
-    responses(
-        (status = 200, description = "The job ran", body = JobOutcome),
-        (status = 400, description = "Bad request or body", body = ErrorBody),
-        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
-        (status = 403, description = "The role may not, or the card is another tenant's", body = ErrorBody),
-        (status = 404, description = "Unknown card, category, terminal or reader", body = ErrorBody),
-        (status = 409, description = "Wrong card, state or category; a job running elsewhere; card keys", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 502, description = "The card or the terminal failed (the job is left resumable)", body = ErrorBody),
-    ))]
+    responses(JobResponses))]
 async fn load_app(
     caller: Auth<Operate>,
     State(api): Shared,
@@ -691,17 +693,7 @@ async fn load_app(
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/apps/{instance}/delete",
     params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$"), ("instance" = String, Path, description = "Instance AID, hex", pattern = "^([0-9A-Fa-f]{2}){5,16}$")),
     request_body = ReaderRef,
-    responses(
-        (status = 200, description = "The job ran", body = JobOutcome),
-        (status = 400, description = "Bad request or body", body = ErrorBody),
-        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
-        (status = 403, description = "The role may not, or the card is another tenant's", body = ErrorBody),
-        (status = 404, description = "Unknown card, category, terminal or reader", body = ErrorBody),
-        (status = 409, description = "Wrong card, state or category; a job running elsewhere; card keys", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 502, description = "The card or the terminal failed (the job is left resumable)", body = ErrorBody),
-    ))]
+    responses(JobResponses))]
 async fn delete_app(
     caller: Auth<Operate>,
     State(api): Shared,
