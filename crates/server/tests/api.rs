@@ -1,6 +1,8 @@
 //! The API end to end in process: the router, pki, and a virtual card (the `card` crate's
 //! PIV applet) driven by pivhost, as the agent drives a real card.
 
+mod common;
+
 use std::{sync::Arc, time::Duration};
 
 use axum::{
@@ -782,51 +784,8 @@ async fn every_post_route_refuses_bad_bodies_as_json() {
         })
         .collect();
     assert!(posts.len() >= 4, "{posts:?}");
-    let big = format!("{{\"x\":\"{}\"}}", "x".repeat(10 << 20));
     for path in &posts {
         assert!(!path.contains('{'), "a path parameter to fill in: {path}");
-        for (content_type, body, status, code) in [
-            (
-                "application/json",
-                "{not json".to_string(),
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-            ),
-            (
-                "text/plain",
-                "{}".to_string(),
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-            ),
-            (
-                "application/json",
-                big.clone(),
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-            ),
-        ] {
-            let req = Request::builder()
-                .method(Method::POST)
-                .uri(path.as_str())
-                .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
-                .header(header::CONTENT_TYPE, content_type)
-                .body(Body::from(body))
-                .unwrap();
-            let r = env.app.clone().oneshot(req).await.unwrap();
-            let got = r.status();
-            let bytes = r.into_body().collect().await.unwrap().to_bytes();
-            let v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                panic!(
-                    "{path} {content_type}: {e}: {}",
-                    String::from_utf8_lossy(&bytes)
-                )
-            });
-            assert_eq!(got, status, "{path} {content_type}: {v}");
-            assert_eq!(v["error"], code, "{path}: {v}");
-            assert!(
-                v["reason"].as_str().is_some_and(|s| !s.is_empty()),
-                "{path}: {v}"
-            );
-        }
+        common::refuses_bad_bodies(&env.app, path, &format!("Bearer {TOKEN}")).await;
     }
 }

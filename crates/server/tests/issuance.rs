@@ -448,7 +448,6 @@ async fn every_post_route_refuses_bad_bodies_as_json() {
     let p = platform();
     let op = token("alpha", Role::Operator);
     let auth = format!("Bearer {op}");
-    let big = format!("{{\"terminal\":\"{}\"}}", "x".repeat(10 << 20));
     let posts: Vec<String> = routes(card_of("alpha"), "alpha")
         .into_iter()
         .filter(|(m, _, _)| *m == Method::POST)
@@ -456,41 +455,6 @@ async fn every_post_route_refuses_bad_bodies_as_json() {
         .collect();
     assert_eq!(posts.len(), 6, "{posts:?}");
     for path in &posts {
-        for (content_type, body, status, code) in [
-            (
-                "application/json",
-                "{not json".to_string(),
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-            ),
-            (
-                "text/plain",
-                "{}".to_string(),
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-            ),
-            (
-                "application/json",
-                big.clone(),
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-            ),
-        ] {
-            let r = common::call_with(
-                &p.app,
-                Method::POST,
-                path,
-                Some(body),
-                &[("authorization", &auth), ("content-type", content_type)],
-            )
-            .await;
-            assert_eq!(r.status, status, "{path} {content_type}: {}", r.text());
-            let v = r.json();
-            assert_eq!(v["error"], code, "{path}: {v}");
-            assert!(
-                v["reason"].as_str().is_some_and(|s| !s.is_empty()),
-                "{path}: {v}"
-            );
-        }
+        common::refuses_bad_bodies(&p.app, path, &auth).await;
     }
 }

@@ -75,3 +75,48 @@ pub async fn call_with(
         body,
     }
 }
+
+/// `POST path` with a malformed body, a wrong content type and a 10 MB body (with the
+/// `authorization` header value given) answers 400, 415 and 413 as `{"error", "reason"}`.
+pub async fn refuses_bad_bodies(app: &Router, path: &str, authorization: &str) {
+    let big = format!("{{\"x\":\"{}\"}}", "x".repeat(10 << 20));
+    for (content_type, body, status, code) in [
+        (
+            "application/json",
+            "{not json".to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "text/plain",
+            "{}".to_string(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            "application/json",
+            big,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+    ] {
+        let r = call_with(
+            app,
+            Method::POST,
+            path,
+            Some(body),
+            &[
+                ("authorization", authorization),
+                ("content-type", content_type),
+            ],
+        )
+        .await;
+        assert_eq!(r.status, status, "{path} {content_type}: {}", r.text());
+        let v = r.json();
+        assert_eq!(v["error"], code, "{path}: {v}");
+        assert!(
+            v["reason"].as_str().is_some_and(|s| !s.is_empty()),
+            "{path}: {v}"
+        );
+    }
+}
