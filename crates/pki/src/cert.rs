@@ -97,6 +97,7 @@ impl From<Serial> for String {
 /// Why a certificate was revoked (RFC 5280 §5.3.1 CRLReason).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RevocationReason {
     /// unspecified (0): no reasonCode extension is written (RFC 5280 §5.3.1).
     Unspecified,

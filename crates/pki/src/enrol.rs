@@ -51,16 +51,20 @@ pub const DEFAULT_CERTIFICATE_VALIDITY: Duration = Duration::from_secs(730 * 24 
 
 /// A one-time enrolment challenge.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrolmentChallenge {
     /// Identifier.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[0-9A-Fa-f]{32}$"))]
     pub id: ChallengeId,
     /// 32 random bytes.
     #[serde(with = "hex_serde")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^([0-9A-Fa-f]{2})*$"))]
     pub nonce: [u8; 32],
     /// Subject the certificate will carry (from the account, not from the client).
     pub subject: Subject,
     /// After this instant the challenge is refused.
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub expires_at: OffsetDateTime,
 }
 

@@ -63,14 +63,19 @@ pub const MAX_ORDER_ID_LEN: usize = 64;
 
 /// What is being paid.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PaymentRequest {
     /// Amount in minor units of `currency` (e.g. cents, fen); must be positive.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub amount_minor: u64,
     /// ISO 4217 alphabetic currency code, e.g. `"CNY"`, `"EUR"`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Z]{3}$"))]
     pub currency: String,
     /// Who is paid (merchant identifier or name).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
     pub payee: String,
     /// The merchant's order identifier.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub order_id: String,
 }
 
@@ -291,23 +296,29 @@ impl PaymentChallenge {
 
 /// A verified payment authorisation, as recorded in the store.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Authorisation {
     /// The challenge answered.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[0-9A-Fa-f]{32}$"))]
     pub challenge_id: ChallengeId,
     /// The payment authorised.
     pub request: PaymentRequest,
     /// Serial of the certificate of the signing card.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub certificate_serial: Serial,
     /// Subject of that certificate (RFC 4514).
     pub subject: String,
     /// The signed digest.
     #[serde(with = "hex_serde")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^([0-9A-Fa-f]{2})*$"))]
     pub digest: [u8; 32],
     /// The card's signature (evidence; verifiable again with the certificate).
     #[serde(with = "hex_serde")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^([0-9A-Fa-f]{2})*$"))]
     pub signature: Vec<u8>,
     /// When the server verified it.
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub authorised_at: OffsetDateTime,
 }
 

@@ -46,6 +46,7 @@ pub enum SubjectError {
 /// UID as UTF8String (RFC 5280 §4.1.2.4), serialNumber and C as PrintableString
 /// (RFC 5280 Appendix A.1).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Subject {
     /// commonName: the holder's display name (required, 1..=64 characters).
     pub common_name: String,

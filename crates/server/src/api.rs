@@ -87,7 +87,6 @@ pub struct EnrolmentStarted {
     /// What the card must do.
     pub keygen: KeygenRequest,
     /// The challenge (give it to the agent as is).
-    #[schema(value_type = schema::EnrolmentChallenge)]
     pub challenge: EnrolmentChallenge,
     /// The bytes the card signs the SHA-256 of, hex.
     pub signed_data: String,
@@ -178,7 +177,6 @@ pub struct PaymentCreated {
     #[schema(value_type = String, pattern = "^[0-9A-Fa-f]{32}$")]
     pub id: ChallengeId,
     /// What is paid.
-    #[schema(value_type = schema::PaymentRequest)]
     pub request: PaymentRequest,
     /// The amount as decimal text.
     pub amount: String,
@@ -195,7 +193,6 @@ pub struct PaymentCreated {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PaymentAuthorise {
     /// The payment as the client presents it (must equal the one issued).
-    #[schema(value_type = schema::PaymentRequest)]
     pub request: PaymentRequest,
     /// The card's certificate: hex DER or PEM.
     #[schema(pattern = "^(([0-9A-Fa-f]{2})+|\\s*-----BEGIN CERTIFICATE-----[\\s\\S]*)$")]
@@ -213,7 +210,6 @@ pub struct PaymentAuthorised {
     /// The amount as decimal text.
     pub amount: String,
     /// The recorded authorisation.
-    #[schema(value_type = schema::Authorisation)]
     pub authorisation: Authorisation,
 }
 
@@ -238,14 +234,12 @@ pub struct PaymentStatus {
     /// `pending`, `expired` or `authorised`.
     pub state: String,
     /// What is paid.
-    #[schema(value_type = schema::PaymentRequest)]
     pub request: PaymentRequest,
     /// Expiry of the challenge.
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
     /// The authorisation, once recorded.
     #[serde(default)]
-    #[schema(value_type = Option<schema::Authorisation>)]
     pub authorisation: Option<Authorisation>,
     /// Refused attempts, oldest first.
     pub rejections: Vec<Rejection>,
@@ -266,7 +260,6 @@ pub struct CertificateStatusBody {
     pub revoked_at: Option<OffsetDateTime>,
     /// Revocation reason (revoked).
     #[serde(default)]
-    #[schema(value_type = Option<schema::RevocationReason>)]
     pub reason: Option<RevocationReason>,
 }
 
@@ -275,7 +268,6 @@ pub struct CertificateStatusBody {
 pub struct RevokeRequest {
     /// CRL reason, e.g. `keyCompromise` (default `unspecified`).
     #[serde(default)]
-    #[schema(value_type = Option<schema::RevocationReason>)]
     pub reason: Option<RevocationReason>,
 }
 
@@ -761,104 +753,4 @@ pub async fn audit(
     State(s): Shared,
 ) -> Result<Json<Vec<AuditEvent>>, ApiError> {
     Ok(Json(s.audit_log.recent(1000)))
-}
-
-/// Schemas of pki's types as the API writes them (they are serialised by pki's serde).
-pub mod schema {
-    #![allow(dead_code)]
-    use utoipa::ToSchema;
-
-    /// What is paid (pki payment encoding v1).
-    #[derive(Debug, ToSchema)]
-    pub struct PaymentRequest {
-        /// Amount in minor units.
-        #[schema(minimum = 1)]
-        amount_minor: u64,
-        /// ISO 4217 code.
-        #[schema(pattern = "^[A-Z]{3}$")]
-        currency: String,
-        /// Merchant.
-        #[schema(min_length = 1, max_length = 128)]
-        payee: String,
-        /// Merchant's order id.
-        #[schema(min_length = 1, max_length = 64)]
-        order_id: String,
-    }
-
-    /// The certificate subject of an enrolment.
-    #[derive(Debug, ToSchema)]
-    pub struct Subject {
-        /// commonName.
-        common_name: String,
-        /// UID.
-        uid: Option<String>,
-        /// serialNumber.
-        serial_number: Option<String>,
-        /// organizationName.
-        organization: Option<String>,
-        /// countryName.
-        country: Option<String>,
-    }
-
-    /// The card signs SHA-256("cardwright/enrol-pop/v1" 00 || id || nonce || expires_at as
-    /// 8-byte big-endian Unix seconds).
-    #[derive(Debug, ToSchema)]
-    pub struct EnrolmentChallenge {
-        /// Challenge id.
-        #[schema(pattern = "^[0-9A-Fa-f]{32}$")]
-        id: String,
-        /// Nonce, hex.
-        #[schema(pattern = "^([0-9A-Fa-f]{2})*$")]
-        nonce: String,
-        /// Subject of the certificate.
-        subject: Subject,
-        /// Expiry.
-        #[schema(format = DateTime)]
-        expires_at: String,
-    }
-
-    /// A recorded authorisation.
-    #[derive(Debug, ToSchema)]
-    pub struct Authorisation {
-        /// Challenge id.
-        #[schema(pattern = "^[0-9A-Fa-f]{32}$")]
-        challenge_id: String,
-        /// What was paid.
-        request: PaymentRequest,
-        /// The card certificate's serial, hex.
-        certificate_serial: String,
-        /// Its subject.
-        subject: String,
-        /// What the card signed, hex.
-        #[schema(pattern = "^([0-9A-Fa-f]{2})*$")]
-        digest: String,
-        /// The card's signature, hex.
-        #[schema(pattern = "^([0-9A-Fa-f]{2})*$")]
-        signature: String,
-        /// When.
-        #[schema(format = DateTime)]
-        authorised_at: String,
-    }
-
-    /// CRL reason codes (RFC 5280 §5.3.1).
-    #[derive(Debug, ToSchema)]
-    #[schema(rename_all = "camelCase")]
-    pub enum RevocationReason {
-        /// unspecified.
-        Unspecified,
-        /// keyCompromise.
-        KeyCompromise,
-        /// cACompromise.
-        CaCompromise,
-        /// affiliationChanged.
-        AffiliationChanged,
-        /// superseded.
-        Superseded,
-        /// cessationOfOperation.
-        CessationOfOperation,
-        /// certificateHold.
-        CertificateHold,
-        /// privilegeWithdrawn.
-        PrivilegeWithdrawn,
-    }
 }
