@@ -181,6 +181,16 @@ pub fn router(api: Arc<IssuanceApi>) -> Router {
 )]
 struct IssuanceDoc;
 
+/// The card number in every card route's path, documented once.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // only documents the path; handlers extract `Path<String>`
+struct CardNumber {
+    /// Card number (1-20 digits).
+    #[param(pattern = "^[0-9]{1,20}$")]
+    card_number: String,
+}
+
 /// The answers of every route that runs a job on a card (write, rewrite, clear, resume,
 /// application load and delete), documented once.
 struct JobResponses;
@@ -367,7 +377,7 @@ pub struct CardStatus {
 }
 
 #[utoipa::path(get, path = "/api/v1/cards/{card_number}",
-    params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$")),
+    params(CardNumber),
     responses(
         (status = 200, description = "The card and its jobs", body = CardStatus),
         (status = 400, description = "Bad request or body", body = ErrorBody),
@@ -572,7 +582,7 @@ async fn run_job(
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/write",
-    params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$")),
+    params(CardNumber),
     request_body = WriteRequest,
     responses(JobResponses))]
 async fn write(
@@ -597,7 +607,7 @@ async fn write(
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/rewrite",
-    params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$")),
+    params(CardNumber),
     request_body = RewriteRequest,
     responses(JobResponses))]
 async fn rewrite(
@@ -621,7 +631,7 @@ async fn rewrite(
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/clear",
-    params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$")),
+    params(CardNumber),
     request_body = ClearRequest,
     responses(JobResponses))]
 async fn clear(
@@ -644,7 +654,7 @@ async fn clear(
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/resume",
-    params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$")),
+    params(CardNumber),
     request_body = ReaderRef,
     responses(JobResponses))]
 async fn resume(
@@ -662,7 +672,7 @@ async fn resume(
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/apps",
-    params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$")),
+    params(CardNumber),
     request_body = AppLoadRequest,
     responses(JobResponses))]
 async fn load_app(
@@ -691,7 +701,7 @@ async fn load_app(
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/apps/{instance}/delete",
-    params(("card_number" = String, Path, description = "Card number (1-20 digits)", pattern = "^[0-9]{1,20}$"), ("instance" = String, Path, description = "Instance AID, hex", pattern = "^([0-9A-Fa-f]{2}){5,16}$")),
+    params(CardNumber, ("instance" = String, Path, description = "Instance AID, hex", pattern = "^([0-9A-Fa-f]{2}){5,16}$")),
     request_body = ReaderRef,
     responses(JobResponses))]
 async fn delete_app(
