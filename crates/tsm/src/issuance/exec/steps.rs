@@ -98,22 +98,28 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
         })
     }
 
+    /// Writes `kdd` as the card's key diversification data: GP 2.3.1 §11.11, STORE DATA to
+    /// the security domain itself; `CF` is the KDD the ISD reports in INITIALIZE UPDATE
+    /// (§E.5.1.6, Amd D §7.1.1.6). A card that refuses it: [`Error::KddNotSettable`].
+    fn store_kdd(&mut self, kdd: &[u8]) -> Result<()> {
+        match ops::store_data(&mut self.client, &[tlv(0xCF, kdd)]) {
+            Ok(()) => {}
+            Err(ClientError::Card {
+                op: Operation::StoreData,
+                sw,
+                ..
+            }) => return Err(Error::KddNotSettable(sw.to_string())),
+            Err(e) => return Err(e.into()),
+        }
+        self.changed_in_step = true;
+        Ok(())
+    }
+
     pub(super) fn set_kdd(&mut self) -> Result<Done> {
         let target = kms::kdd_for_card_number(&self.job.card_number)?;
         let unchanged = self.kdd == Some(target);
         if !unchanged {
-            // GP 2.3.1 §11.11: STORE DATA to the security domain itself; `CF` is the KDD
-            // the ISD reports in INITIALIZE UPDATE (§E.5.1.6, Amd D §7.1.1.6).
-            match ops::store_data(&mut self.client, &[tlv(0xCF, &target)]) {
-                Ok(()) => {}
-                Err(ClientError::Card {
-                    op: Operation::StoreData,
-                    sw,
-                    ..
-                }) => return Err(Error::KddNotSettable(sw.to_string())),
-                Err(e) => return Err(e.into()),
-            }
-            self.changed_in_step = true;
+            self.store_kdd(&target)?;
             self.kdd = Some(target);
         }
         self.card.kdd = Some(target.to_vec());
@@ -230,16 +236,7 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
         };
         let unchanged = self.kdd.map(|k| k.to_vec()) == Some(factory.clone());
         if !unchanged {
-            match ops::store_data(&mut self.client, &[tlv(0xCF, &factory)]) {
-                Ok(()) => {}
-                Err(ClientError::Card {
-                    op: Operation::StoreData,
-                    sw,
-                    ..
-                }) => return Err(Error::KddNotSettable(sw.to_string())),
-                Err(e) => return Err(e.into()),
-            }
-            self.changed_in_step = true;
+            self.store_kdd(&factory)?;
             self.kdd = <[u8; 10]>::try_from(factory.as_slice()).ok();
         }
         self.card.kdd = Some(factory.clone());
