@@ -36,6 +36,15 @@ fn run_in(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Run {
     }
 }
 
+/// The directory is still empty: the refused command created nothing.
+fn assert_nothing_created(dir: &Path) {
+    assert_eq!(
+        std::fs::read_dir(dir).unwrap().count(),
+        0,
+        "nothing created"
+    );
+}
+
 /// The run failed with exactly one line on standard error, `cardwright: error: …`,
 /// containing every needle; returns that line.
 fn one_error_line(r: &Run, needles: &[&str]) -> String {
@@ -171,11 +180,7 @@ fn audit_verify_in_the_wrong_directory_creates_nothing() {
         &[],
     );
     one_error_line(&r, &["no database file"]);
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        0,
-        "nothing created"
-    );
+    assert_nothing_created(dir.path());
     // The first `tenant create` makes the database, and says so.
     let r = tenant_create(dir.path(), "sqlite:cardwright.db");
     assert!(r.ok, "{}", r.stderr);
@@ -199,11 +204,7 @@ fn an_unknown_key_store_scheme_is_refused() {
         &[("CARDWRIGHT_KEYSTORE", "foo:bar")],
     );
     one_error_line(&r, &["unknown key store scheme 'foo:'"]);
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        0,
-        "nothing created"
-    );
+    assert_nothing_created(dir.path());
 }
 
 #[test]
@@ -224,11 +225,7 @@ fn a_key_store_is_created_only_by_commands_that_add_keys_and_said_so() {
             &["no key store file cardwright-keys.json", "generate-base"],
         );
     }
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        0,
-        "nothing created"
-    );
+    assert_nothing_created(dir.path());
     let r = run_in(
         dir.path(),
         &["keys", "generate-base", "--category", "gold"],
@@ -279,11 +276,7 @@ fn a_mistyped_virtual_card_is_refused_with_a_hint() {
         &[("CARDWRIGHT_PIN", "123456")],
     );
     one_error_line(&r, &["no virtual card typo.json", "sim create"]);
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        0,
-        "nothing created"
-    );
+    assert_nothing_created(dir.path());
 }
 
 #[test]
@@ -340,11 +333,7 @@ fn an_invalid_expiry_date_is_refused() {
         let line = one_error_line(&r, &[&format!("--expires {bad}")]);
         assert!(!line.contains("Component"), "{line}");
     }
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        0,
-        "nothing created"
-    );
+    assert_nothing_created(dir.path());
     let r = run_in(
         dir.path(),
         &[
@@ -698,11 +687,7 @@ fn tenant_create_without_a_key_store_leaves_nothing() {
         &[],
     );
     one_error_line(&r, &["CARDWRIGHT_MASTER_KEY is not set"]);
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        0,
-        "nothing created"
-    );
+    assert_nothing_created(dir.path());
     let r = tenant_create(dir.path(), "sqlite:cardwright.db");
     assert!(r.ok, "{}", r.stderr);
     assert!(
