@@ -54,7 +54,20 @@ pub struct VirtualCard {
     save_error: Option<CardError>,
     /// Exclusive lock on `<state file>.lock`, held while the card is open: one card, one
     /// process (released when the card is dropped or the process dies).
-    _lock: Option<std::fs::File>,
+    _lock: Option<StateLock>,
+}
+
+/// The held `flock` on `<state file>.lock`. Dropping it unlocks explicitly rather than by
+/// closing the file: a child process forked by another thread between our `open` and its
+/// `exec` shares the open file description (flock(2)), and closing our descriptor alone
+/// would leave the card locked until that child execs.
+#[derive(Debug)]
+struct StateLock(std::fs::File);
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
 }
 
 impl fmt::Debug for VirtualCard {
@@ -98,7 +111,7 @@ impl VirtualCard {
 
     /// Takes the exclusive lock on `<state file>.lock`, or says that another process has
     /// the card. The lock goes with the process (flock), so a killed process frees it.
-    fn lock(state_file: &Path) -> Result<std::fs::File, CardError> {
+    fn lock(state_file: &Path) -> Result<StateLock, CardError> {
         let mut name = state_file.as_os_str().to_owned();
         name.push(".lock");
         let path = PathBuf::from(name);
@@ -113,7 +126,7 @@ impl VirtualCard {
                 source,
             })?;
         match file.try_lock() {
-            Ok(()) => Ok(file),
+            Ok(()) => Ok(StateLock(file)),
             Err(std::fs::TryLockError::WouldBlock) => Err(CardError::InUse {
                 path: state_file.to_path_buf(),
             }),

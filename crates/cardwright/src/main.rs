@@ -37,14 +37,28 @@ fn one_line(e: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
+/// The log filter: `CARDWRIGHT_LOG` (default `info`), quieting the `cryptoki` crate unless
+/// the user names it: it logs an ERROR for every vendor mechanism of a PKCS#11 token it
+/// does not know (SoftHSM2 has dozens), which is noise, not an error of ours.
+fn log_filter(user: Option<&str>) -> String {
+    let spec = user
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("info");
+    if spec.contains("cryptoki") {
+        spec.to_string()
+    } else {
+        format!("{spec},cryptoki=off")
+    }
+}
+
 fn main() {
     tracing_subscriber::fmt()
         // Colour codes only for a terminal, not in a log file or a pipe.
         .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CARDWRIGHT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,cryptoki=off")),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::new(log_filter(
+            std::env::var("CARDWRIGHT_LOG").ok().as_deref(),
+        )))
         .with_writer(std::io::stderr)
         .with_target(false)
         .without_time()
@@ -78,7 +92,18 @@ fn main() {
 
 #[cfg(test)]
 mod tests {
-    use super::one_line;
+    use super::{log_filter, one_line};
+
+    #[test]
+    fn cryptoki_noise_is_off_unless_asked_for() {
+        assert_eq!(log_filter(None), "info,cryptoki=off");
+        assert_eq!(log_filter(Some("")), "info,cryptoki=off");
+        assert_eq!(log_filter(Some("warn")), "warn,cryptoki=off");
+        assert_eq!(
+            log_filter(Some("debug,cryptoki=debug")),
+            "debug,cryptoki=debug"
+        );
+    }
 
     /// An error whose message includes its source, as many error types do.
     #[derive(Debug)]

@@ -274,7 +274,16 @@ fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 /// (the second waits, then re-reads the file the first wrote). Released on drop, and by the
 /// operating system if the process dies.
 struct WriteLock {
-    _file: std::fs::File,
+    file: std::fs::File,
+}
+
+impl Drop for WriteLock {
+    /// Unlocks explicitly: a child process forked by another thread before its `exec` shares
+    /// the open file description (flock(2)), so closing our descriptor alone would keep the
+    /// lock until that child execs.
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
 }
 
 impl WriteLock {
@@ -289,7 +298,7 @@ impl WriteLock {
             .open(&lock_path)
             .map_err(|e| Error::io(&lock_path, e))?;
         file.lock().map_err(|e| Error::io(&lock_path, e))?;
-        Ok(WriteLock { _file: file })
+        Ok(WriteLock { file })
     }
 }
 
