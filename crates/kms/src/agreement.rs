@@ -205,6 +205,23 @@ pub fn ecka_public_from_point(
     }
 }
 
+/// A key-store key as the SCP11 host's OCE key ([`scp::scp11::OceKeyAgreement`]): the
+/// static ECKA of SCP11a/c runs in the store. A store failure becomes
+/// [`scp::Error::Unsupported`] naming the key store and its cause.
+impl scp::scp11::OceKeyAgreement for Box<dyn AgreementKey> {
+    fn curve(&self) -> scp::scp11::Curve {
+        match AgreementKey::curve(self.as_ref()) {
+            EckaCurve::P256 => scp::scp11::Curve::P256,
+            EckaCurve::P384 => scp::scp11::Curve::P384,
+        }
+    }
+
+    fn agree(&self, peer: &scp::scp11::PublicKey) -> Result<Zeroizing<Vec<u8>>, scp::Error> {
+        AgreementKey::agree(self.as_ref(), peer.to_sec1())
+            .map_err(|e| scp::Error::Unsupported(format!("the OCE key in the key store: {e}")))
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Software
 
