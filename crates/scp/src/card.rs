@@ -296,4 +296,10 @@ impl CardSession {
         })?;
         Key::new(kind, bytes)
     }
+
+    /// Decrypts secret bytes sent under the session's DEK (e.g. an ECC private key in PUT
+    /// KEY, GP 2.3.1 §11.8.2.3): the inverse of the host's encryption, no padding removed.
+    pub fn decrypt_secret(&self, encrypted: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+        self.channel.decrypt_key(encrypted)
+    }
 }

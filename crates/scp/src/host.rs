@@ -220,4 +220,10 @@ impl HostSession {
     pub fn encrypt_key(&self, key: &Key) -> Result<Vec<u8>, Error> {
         self.channel.encrypt_key(key)
     }
+
+    /// Encrypts secret bytes (a whole number of cipher blocks, e.g. an ECC private key)
+    /// with the session's DEK, as [`HostSession::encrypt_key`] does a key.
+    pub(crate) fn encrypt_secret(&self, clear: &[u8]) -> Result<Vec<u8>, Error> {
+        self.channel.encrypt_secret(clear)
+    }
 }

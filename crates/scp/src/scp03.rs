@@ -441,6 +441,11 @@ impl Scp03 {
         crypto::aes_cbc_encrypt(self.dek.expose(), [0; 16], &clear)
     }
 
+    /// AES-CBC with the DEK, zero IV, no padding (`clear` is a block multiple).
+    pub(crate) fn encrypt_secret(&self, clear: &[u8]) -> Result<Vec<u8>, Error> {
+        crypto::aes_cbc_encrypt(self.dek.expose(), [0; 16], clear)
+    }
+
     /// The inverse of [`Scp03::encrypt_key`].
     pub(crate) fn decrypt_key(&self, encrypted: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
         crypto::aes_cbc_decrypt(self.dek.expose(), [0; 16], encrypted)
