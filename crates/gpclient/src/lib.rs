@@ -62,6 +62,9 @@ pub enum Operation {
     MutualAuthenticate,
     /// INTERNAL AUTHENTICATE (GP Amendment F §7.6, SCP11b).
     InternalAuthenticate,
+    /// GENERATE (EC) KEY (`80 F1`, as YubiKeys and the virtual card take it): an SCP11 SD
+    /// key pair made on the card.
+    GenerateKey,
 }
 
 impl Operation {
@@ -86,6 +89,7 @@ impl Operation {
             Operation::PerformSecurityOperation => "PERFORM SECURITY OPERATION",
             Operation::MutualAuthenticate => "MUTUAL AUTHENTICATE",
             Operation::InternalAuthenticate => "INTERNAL AUTHENTICATE",
+            Operation::GenerateKey => "GENERATE KEY",
         }
     }
 
@@ -96,6 +100,7 @@ impl Operation {
         matches!(
             self,
             Operation::PutKey
+                | Operation::GenerateKey
                 | Operation::StoreData
                 | Operation::InstallForLoad
                 | Operation::InstallForInstall
