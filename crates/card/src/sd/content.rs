@@ -265,6 +265,7 @@ impl VirtualCard {
                 key_sets: vec![self.state.initial_keys.clone()],
                 seq_counter: 1,
                 data: Default::default(),
+                scp11: Default::default(),
             })
         } else {
             let state = match self.factories.find(&load_file.0).cloned() {
