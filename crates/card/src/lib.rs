@@ -72,6 +72,7 @@ pub mod host;
 mod model;
 mod persist;
 mod sd;
+mod x509;
 
 pub use applet::{Applet, AppletContext, AppletFactory};
 pub use card::{VirtualCard, PIV_INSTANCE, PIV_LOAD_FILE};
@@ -80,3 +81,4 @@ pub use error::CardError;
 #[cfg(feature = "transport")]
 pub use host::VirtualChannel;
 pub use model::{ISD_AID, SD_MODULE, SD_PACKAGE};
+pub use x509::pem;

@@ -557,11 +557,11 @@ pub fn verify_chain<'c>(
         if !cert.verify_signature(issuer) {
             return Err(ChainError::BadSignature { index });
         }
-        let (from, to) = cert.validity().map_err(|e| match e {
-            ChainError::Malformed { detail, .. } => ChainError::Malformed { index, detail },
-            e => e,
-        })?;
         if let Some(now) = policy.at {
+            let (from, to) = cert.validity().map_err(|e| match e {
+                ChainError::Malformed { detail, .. } => ChainError::Malformed { index, detail },
+                e => e,
+            })?;
             if from.is_some_and(|f| now < f) {
                 return Err(ChainError::NotYetValid { index });
             }

@@ -611,10 +611,8 @@ pub fn parse_key_data(data: &[u8]) -> Result<(u8, Vec<KeyData>), Error> {
         let body = r.take(len, "key data")?;
         if is_asym_component(key_type) {
             let mut comps: Vec<(u8, Vec<u8>)> = vec![(key_type, body.to_vec())];
-            loop {
-                let Some(&next) = data.get(r.pos) else {
-                    break; // no KCV length at the very end: accepted
-                };
+            // No KCV length at the very end of the data is accepted.
+            while let Some(&next) = data.get(r.pos) {
                 if is_asym_component(next) {
                     r.pos += 1;
                     let len = r.len()?;

@@ -50,8 +50,8 @@ fn ecc_public_key_layout_as_yubikit_sends() {
         (0x80, 0xD8, 0x00, 0x10)
     );
     assert_eq!(cmds[0].data, data);
-    put_key::check_key_data_response(&[0x03], 0x03, &[k.clone()]).unwrap();
-    assert!(put_key::check_key_data_response(&[0x04], 0x03, &[k.clone()]).is_err());
+    put_key::check_key_data_response(&[0x03], 0x03, std::slice::from_ref(&k)).unwrap();
+    assert!(put_key::check_key_data_response(&[0x04], 0x03, std::slice::from_ref(&k)).is_err());
     assert!(put_key::check_key_data_response(&[0x03, 0], 0x03, &[k]).is_err());
 }
 
