@@ -93,8 +93,9 @@ pub enum KeysOp {
         #[arg(long, default_value_t = 365)]
         days: u32,
     },
-    /// Write the self-signed GP certificate (7F21, PEM) of a CA signing key in the key store:
-    /// the `card --sd-trust` for cards set up with `card scp11 setup --ca LABEL`.
+    /// Write the self-signed GP certificate (7F21, PEM) of a CA signing key in the key store
+    /// (a P-256 key is created under the label if there is none): the `card --sd-trust` for
+    /// cards set up with `card scp11 setup --ca LABEL`.
     CaCert {
         /// Label of the CA signing key (P-256).
         #[arg(long)]

@@ -424,7 +424,10 @@ pub fn create_oce_key(
 /// `keys ca-cert`: the CA's self-signed GP certificate, for `--sd-trust` and OCE chains.
 pub fn export_ca_cert(keystore: &str, ca: &str, out: &Path, days: u32) -> Result<()> {
     let signing = kms::open_signing(keystore)?;
-    let key = signing.signing_key(ca)?;
+    let (key, created) = signing.signing_key_or_create(ca, SigningAlgorithm::P256)?;
+    if created {
+        eprintln!("created CA signing key {ca} (P-256) in {keystore}");
+    }
     write_cert(out, &ca_gp_cert(key.as_ref(), days)?)?;
     println!("wrote the certificate of CA {ca} to {}", out.display());
     Ok(())

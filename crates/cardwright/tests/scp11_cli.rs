@@ -204,7 +204,7 @@ fn refusals_name_the_check_and_leave_the_card_unchanged() {
     assert!(e.contains("certificate 0"), "{e}");
     // An OCE certificate from another CA: the card's answer to PSO, with its meaning.
     let ca2_oce = {
-        ok(&[
+        let out = ok(&[
             "keys",
             "--keystore",
             &c.keystore,
@@ -213,8 +213,8 @@ fn refusals_name_the_check_and_leave_the_card_unchanged() {
             "ca2",
             "--out",
             &c.p("ca2.pem"),
-        ])
-        .len();
+        ]);
+        assert!(out.contains("wrote the certificate of CA ca2"), "{out}");
         let p = c.p("oce2.pem");
         ok(&[
             "keys",

@@ -620,34 +620,24 @@ pub fn put_ec_public_key<C: CardChannel>(
     Ok(())
 }
 
-/// An SCP11 STORE DATA (`P1 90`, BER-TLV; certificate bundle `BF21`, allowlist `70`, CA
-/// issuer `42`) to the selected SD. Data longer than one command is sent as GP STORE DATA
-/// blocks (P1 b8 on the last, P2 the block number; GP 2.3.1 §11.11.2), which the card
-/// joins before reading.
+/// An SCP11 STORE DATA (`80 E2 90 00`, BER-TLV; certificate bundle `BF21`, allowlist `70`,
+/// CA issuer `42`; YubiKey's formats) to the selected SD. Data longer than one command is
+/// sent with ISO/IEC 7816-4 command chaining (CLA b5 on all but the last piece, each piece
+/// wrapped by the secure channel on its own), as yubikit sends it.
 pub fn store_scp11_data<C: CardChannel>(
     client: &mut GpClient<C>,
     data: &gp::scp11::Scp11StoreData,
 ) -> Result<()> {
     let bytes = data.to_bytes();
-    let max = client.max_plain_data();
-    let blocks: Vec<&[u8]> = bytes.chunks(max.max(1)).collect();
-    if blocks.len() > 256 {
-        return Err(ClientError::Invalid(format!(
-            "SCP11 STORE DATA of {} bytes needs more than 256 blocks",
-            bytes.len()
-        )));
-    }
-    let n = blocks.len();
-    for (i, b) in blocks.into_iter().enumerate() {
+    let max = client.max_plain_data().max(1);
+    let pieces: Vec<&[u8]> = bytes.chunks(max).collect();
+    let n = pieces.len();
+    for (i, b) in pieces.into_iter().enumerate() {
         let last = i + 1 == n;
-        let cmd = apdu::Command::new(
-            0x80,
-            gp::commands::ins::STORE_DATA,
-            if last { 0x90 } else { 0x10 },
-            i as u8,
-        )
-        .with_data(b.to_vec());
-        client.send_ok(Operation::StoreData, &cmd, &format!("block {i}"))?;
+        let cla = if last { 0x80 } else { 0x90 };
+        let cmd = apdu::Command::new(cla, gp::commands::ins::STORE_DATA, 0x90, 0x00)
+            .with_data(b.to_vec());
+        client.send_ok(Operation::StoreData, &cmd, &format!("piece {i} of {n}"))?;
     }
     Ok(())
 }
