@@ -261,8 +261,8 @@ impl VirtualCard {
         }
     }
 
-    /// GET DATA `BF21` with `A6{83 KID KVN}`: the certificate chain of an SD key (`6A88`
-    /// if none).
+    /// GET DATA `BF21` with `A6{83 KID KVN}`: the certificate chain of an SD key, the
+    /// certificates concatenated (`6A88` if none).
     pub(super) fn get_certificates(&mut self, sd: &Aid, cmd: &Command) -> Sw<Vec<u8>> {
         let key = KeyRef::parse_crt(&cmd.data).map_err(|_| StatusWord::WRONG_DATA)?;
         let data = self.sd_rec(sd)?.sd_data().ok_or(StatusWord::UNKNOWN)?;
@@ -275,7 +275,9 @@ impl VirtualCard {
             .iter()
             .filter_map(|h| apdu::parse_hex(h).ok())
             .collect();
-        Ok(gp::scp11::CertificateBundle(certs).to_bytes())
+        // The certificates one after the other, without a BF21 wrapper: what a YubiKey
+        // answers and yubikit's get_certificate_bundle reads (a list of X.509 TLVs).
+        Ok(certs.concat())
     }
 
     /// GET DATA `FF33` (KLOC) / `FF34` (KLCC): the CA identifiers stored, as `42 id 83 KID
