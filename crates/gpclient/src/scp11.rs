@@ -187,7 +187,14 @@ impl<C: CardChannel> GpClient<C> {
                 r.sw,
             ));
         }
-        Ok(CertificateBundle::parse(&r.data)?.0)
+        // A YubiKey (and the virtual card) answers the certificates one after the other;
+        // some cards wrap them in BF21. Both are read.
+        let bundle = if r.data.starts_with(&[0xBF, 0x21]) {
+            CertificateBundle::parse(&r.data)?
+        } else {
+            CertificateBundle::parse_value(&r.data)?
+        };
+        Ok(bundle.0)
     }
 
     /// Selects the SD and opens an SCP11 channel (see the module documentation).
