@@ -3,7 +3,7 @@
 (PyPI yubikey-manager) over pyscard, nothing of Cardwright's.
 
     scp11.py READER            SCP11b to the factory key set (KID 13, KVN 01), then GET DATA
-                               E0 (key information) inside the channel.
+                               66 inside the channel.
     scp11.py READER --11a KVN  also: over SCP03 with the GP test keys, load a fresh CA's
                                public key as the OCE trust anchor (PUT KEY, KID 10) and
                                generate an SCP11a key pair (GENERATE EC KEY, KID 11), both
@@ -39,10 +39,11 @@ def connect(name):
     raise SystemExit(f"no reader named {name!r} in {[str(r) for r in readers()]}")
 
 
-def key_info(sd):
-    return ", ".join(
-        f"{k.kid:02X}/{k.kvn:02X}" for k in sorted(sd.get_key_information(), key=bytes)
-    )
+def inside(sd):
+    """GET DATA 66 (card recognition data) through the secure channel: proves the session
+    keys and MAC chaining agree (yubikit checks the R-MAC and decrypts)."""
+    data = sd.get_data(0x66)
+    return f"GET DATA 66 inside the channel: {len(data)} bytes"
 
 
 def scp11b(name):
@@ -53,7 +54,7 @@ def scp11b(name):
     leaf = chain[-1]
     fp = hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest()
     sd.authenticate(Scp11KeyParams(ref, leaf.public_key()))
-    print(f"OK SCP11b: {len(chain)} certificate(s), leaf SHA-256 {fp}; keys {key_info(sd)}")
+    print(f"OK SCP11b: {len(chain)} certificate(s), leaf SHA-256 {fp}; {inside(sd)}")
     conn.close()
 
 
@@ -109,7 +110,7 @@ def scp11a(name, kvn):
             certificates=[oce_cert],
         )
     )
-    print(f"OK SCP11a: KVN {kvn:02X}, X.509 OCE certificate; keys {key_info(sd)}")
+    print(f"OK SCP11a: KVN {kvn:02X}, X.509 OCE certificate; {inside(sd)}")
     conn.close()
 
 
