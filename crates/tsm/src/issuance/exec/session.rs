@@ -31,7 +31,19 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
         let kvns: Vec<u8> = ops::get_data_raw(&mut self.client, DataObject::KeyInformation)?
             .and_then(|raw| KeyInfo::parse(&raw).ok())
             .map(|ki| {
-                let mut v: Vec<u8> = ki.entries.iter().map(|e| e.version).collect();
+                // Secure-channel key sets only (DES/AES keys, GP 2.3.1 §11.1.8): an SCP11 key
+                // pair (e.g. the factory SCP11b set at KVN 01 of a YubiKey or of the virtual
+                // card) does not make the card a written one.
+                let mut v: Vec<u8> = ki
+                    .entries
+                    .iter()
+                    .filter(|e| {
+                        e.components
+                            .iter()
+                            .all(|c| matches!(c.key_type, 0x80 | 0x88))
+                    })
+                    .map(|e| e.version)
+                    .collect();
                 v.dedup();
                 v
             })
