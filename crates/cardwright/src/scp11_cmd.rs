@@ -114,7 +114,7 @@ pub fn options(c: &Connect, variant: Variant, level: scp::SecurityLevel) -> Resu
     let sd_trust = match (&c.sd_trust, c.sd_trust_any) {
         (Some(f), _) => {
             let der = read_cert_file(f).with_context(|| "--sd-trust".to_string())?;
-            SdTrust::Certificate(Certificate::parse(&der)?)
+            SdTrust::Certificate(Box::new(Certificate::parse(&der)?))
         }
         (None, true) => SdTrust::Any,
         (None, false) => bail!(

@@ -35,7 +35,7 @@ use transport::CardChannel;
 pub enum SdTrust {
     /// Verify the chain against this CA certificate's public key. If the chain starts with
     /// this very certificate, it is taken as the anchor and not checked again.
-    Certificate(Certificate),
+    Certificate(Box<Certificate>),
     /// Verify the chain against this public key.
     Key(PublicKey),
     /// Do not verify: take PK.SD from the leaf as it is (trust on first use). The caller

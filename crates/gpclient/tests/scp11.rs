@@ -301,7 +301,7 @@ fn the_ca_certificate_at_the_head_of_the_chain_is_the_anchor() {
         st.chain.insert(0, ca_cert.clone());
     }
     let mut o = opts(&w, Variant::B);
-    o.sd_trust = SdTrust::Certificate(Certificate::parse(&ca_cert).unwrap());
+    o.sd_trust = SdTrust::Certificate(Box::new(Certificate::parse(&ca_cert).unwrap()));
     client(&w).open_scp11(&o).unwrap();
 }
 
