@@ -2,7 +2,8 @@
 //!
 //! [`GpClient`] selects a security domain, opens a secure channel and sends commands
 //! through it; the modules on top of it ([`ops`]) are the card-management operations
-//! of the `cardwright card` commands and of the platform's workflows.
+//! of the `cardwright card` commands and of the platform's workflows. [`GpClient::open_scp11`]
+//! ([`scp11`]) opens an SCP11a/b/c channel instead of SCP02/SCP03; the session is the same.
 //!
 //! Safety of real cards (GP 2.3.1 §E.4.2 / Amd D §7.1.1): the card cryptogram in the
 //! INITIALIZE UPDATE response is verified *before* EXTERNAL AUTHENTICATE is sent; when it
