@@ -182,8 +182,9 @@ impl VirtualCard {
         let (kvn, kid) = (cmd.p1, cmd.p2);
         let max = self.state.max_auth_failures;
         let oce = self.channel_mut(ch).and_then(|c| {
+            let oce = c.oce.take();
             c.end_session();
-            c.oce.take()
+            oce
         });
         let data = self.sd_data_mut(sd)?;
         let sk_sd = sd_key_pair(data, kid, kvn).ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?;
