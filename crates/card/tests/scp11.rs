@@ -381,11 +381,8 @@ fn allowlist_and_ca_issuer() {
     // CA issuer identifier.
     host.open(&default_keys(true), 0x30, SecurityLevel(0x33))
         .unwrap();
-    let store = |host: &mut Host, d: Scp11StoreData| {
-        let mut c = d.to_command();
-        c.cla = 0x80;
-        host.send(&c).sw
-    };
+    // As yubikit sends it: CLA 00 (ISO class).
+    let store = |host: &mut Host, d: Scp11StoreData| host.send(&d.to_command()).sw;
     let allow = |serials: Vec<Vec<u8>>| Scp11StoreData::Allowlist {
         key: KeyRef::new(0x10, 0x03),
         serials,
