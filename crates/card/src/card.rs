@@ -125,6 +125,21 @@ impl VirtualCard {
         }
     }
 
+    /// A copy in memory of the card in `state_file`, read without taking the lock (the
+    /// card may be running elsewhere) and never written back: to read things such as
+    /// [`VirtualCard::manufacturer_ca`]. A missing file is [`CardError::BadState`].
+    pub fn snapshot(state_file: &Path) -> Result<Self, CardError> {
+        if !state_file.exists() {
+            return Err(CardError::BadState {
+                path: state_file.to_path_buf(),
+                reason: "no such file".into(),
+            });
+        }
+        let mut card = Self::open_unlocked(state_file, CardConfig::default())?;
+        card.path = None;
+        Ok(card)
+    }
+
     fn open_unlocked(state_file: &Path, config_if_new: CardConfig) -> Result<Self, CardError> {
         let bad = |reason: String| CardError::BadState {
             path: state_file.to_path_buf(),

@@ -75,6 +75,10 @@ pub(crate) struct StatusCursor {
     pub next: usize,
 }
 
+/// A PERFORM SECURITY OPERATION chain in progress: the trust anchor (KID, KVN) and the
+/// certificates received and verified so far.
+pub(crate) type PsoChain = ((u8, u8), Vec<Vec<u8>>);
+
 /// The state of one secure channel on a logical channel.
 #[derive(Debug, Default)]
 pub(crate) enum Secure {
@@ -115,7 +119,7 @@ pub(crate) struct Channel {
     pub chain: Option<(u8, Vec<u8>)>,
     /// SCP11 PERFORM SECURITY OPERATION in progress: the trust anchor (KID, KVN) and the
     /// certificates verified so far.
-    pub pso: Option<((u8, u8), Vec<Vec<u8>>)>,
+    pub pso: Option<PsoChain>,
     /// The OCE key of a completely verified certificate chain, for MUTUAL AUTHENTICATE.
     pub oce: Option<scp::scp11::PublicKey>,
 }

@@ -133,7 +133,8 @@ impl VirtualCard {
             cmd.ins,
             0xF2 | 0xF0 | 0xE6 | 0xE8 | 0xE4 | 0xD8 | 0xE2 | 0xF1
         );
-        if gp_command && !cla.proprietary {
+        // STORE DATA also in the ISO class (CLA 00), as yubikit sends it to a YubiKey.
+        if gp_command && !cla.proprietary && cmd.ins != 0xE2 {
             return Err(StatusWord::CLA_NOT_SUPPORTED);
         }
         if gp_command && !auth {

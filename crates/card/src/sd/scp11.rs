@@ -182,7 +182,6 @@ impl VirtualCard {
         let (kvn, kid) = (cmd.p1, cmd.p2);
         let max = self.state.max_auth_failures;
         let oce = self.channel_mut(ch).and_then(|c| {
-            // The OCE key verified by PSO, taken before the session state is cleared.
             let oce = c.oce.take();
             c.end_session();
             oce
@@ -261,8 +260,8 @@ impl VirtualCard {
         }
     }
 
-    /// GET DATA `BF21` with `A6{83 KID KVN}`: the certificate chain of an SD key, the
-    /// certificates concatenated (`6A88` if none).
+    /// GET DATA `BF21` with `A6{83 KID KVN}`: the certificate chain of an SD key (`6A88`
+    /// if none).
     pub(super) fn get_certificates(&mut self, sd: &Aid, cmd: &Command) -> Sw<Vec<u8>> {
         let key = KeyRef::parse_crt(&cmd.data).map_err(|_| StatusWord::WRONG_DATA)?;
         let data = self.sd_rec(sd)?.sd_data().ok_or(StatusWord::UNKNOWN)?;

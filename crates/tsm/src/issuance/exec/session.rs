@@ -31,9 +31,9 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
         let kvns: Vec<u8> = ops::get_data_raw(&mut self.client, DataObject::KeyInformation)?
             .and_then(|raw| KeyInfo::parse(&raw).ok())
             .map(|ki| {
-                // Secure-channel key sets only (DES/AES keys, GP 2.3.1 §11.1.8): an SCP11 key
-                // pair (e.g. the factory SCP11b set at KVN 01 of a YubiKey or of the virtual
-                // card) does not make the card a written one.
+                // Secure channel key sets only (DES/AES keys): an SCP11 key pair or a
+                // public key under the same KVN (a factory SCP11b key, KID 13 KVN 01) is
+                // another key and does not conflict with PUT KEY of KIDs 1-3.
                 let mut v: Vec<u8> = ki
                     .entries
                     .iter()
