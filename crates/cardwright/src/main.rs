@@ -10,6 +10,7 @@ mod demo;
 mod issue_cmd;
 mod keys_cmd;
 mod pay;
+mod scp11_cmd;
 mod serve;
 mod sim;
 mod terminal;
@@ -79,6 +80,9 @@ fn main() {
         Command::Sim {
             command: SimCommand::Create(a),
         } => sim::create(a),
+        Command::Sim {
+            command: SimCommand::CaCert(a),
+        } => sim::ca_cert(a),
         Command::Bench(a) => bench::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Agent(a) => agent::run(a),

@@ -15,14 +15,17 @@ mod http;
 mod key_store;
 mod parsers;
 mod piv_applet;
+mod scp11;
 mod session;
 
 pub use http::{http_bodies, http_routes};
 pub use key_store::{key_store_file, KEY_STORE_MASTER};
 pub use parsers::{
-    cap_parse, command_parse, gp_responses, init_update_parse, response_parse, tlv_parse,
+    cap_parse, command_parse, gp_responses, init_update_parse, put_key_parse, response_parse,
+    tlv_parse,
 };
 pub use piv_applet::piv_applet;
+pub use scp11::{scp11_auth_card, scp11_auth_host, scp11_certificates, scp11_pso};
 pub use session::{
     card_transmit, scp02_session, scp03_session, store_data, CARD_MANAGER_INS, HOST_PUT_KEY,
 };
@@ -39,6 +42,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("cap_parse", cap_parse),
     ("gp_responses", gp_responses),
     ("init_update_parse", init_update_parse),
+    ("put_key_parse", put_key_parse),
     ("card_transmit", card_transmit),
     ("scp02_session", scp02_session),
     ("scp03_session", scp03_session),
@@ -46,4 +50,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("piv_applet", piv_applet),
     ("key_store_file", key_store_file),
     ("http_bodies", http_bodies),
+    ("scp11_certificates", scp11_certificates),
+    ("scp11_pso", scp11_pso),
+    ("scp11_auth_card", scp11_auth_card),
+    ("scp11_auth_host", scp11_auth_host),
 ];

@@ -1,6 +1,6 @@
 //! GlobalPlatform card management, shared by the host (CLI, TSM) and the virtual card.
 //!
-//! Pure: no I/O and no cryptography beyond load file hashes. Secure channels (SCP02,
+//! Pure: no I/O; cryptography only for load file hashes and SCP11 certificates (ECDSA). Secure channels (SCP02,
 //! SCP03) live in the `scp` crate and wrap the plain commands built here.
 //!
 //! * [`aid`]: [`Aid`], [`ISD_AID`].
@@ -12,6 +12,9 @@
 //!   responses ([`commands::Fci`], [`commands::Cplc`], [`commands::CardData`],
 //!   [`commands::KeyInfo`], [`commands::RegistryEntry`], [`commands::Confirmation`]),
 //!   each with `parse()` and `to_bytes()`.
+//! * [`cert`]: SCP11 certificates, GP (`7F21`) and X.509, and the chain check.
+//! * [`scp11`]: SCP11 command codecs (PERFORM SECURITY OPERATION, GET DATA `BF21`, STORE
+//!   DATA of certificate bundles, allowlists and CA issuers).
 //! * [`cap`]: CAP files ([`cap::CapFile`]) and load files ([`cap::LoadFile`]).
 //!
 //! Parsers of card or host bytes never panic; errors ([`Error`], [`cap::CapError`]) name
@@ -27,11 +30,13 @@
 
 pub mod aid;
 pub mod cap;
+pub mod cert;
 pub mod commands;
 mod error;
 pub mod lifecycle;
 pub mod privileges;
 mod reader;
+pub mod scp11;
 
 pub use aid::{Aid, ISD_AID};
 pub use error::{Error, Result};

@@ -265,6 +265,7 @@ impl VirtualCard {
                 key_sets: vec![self.state.initial_keys.clone()],
                 seq_counter: 1,
                 data: Default::default(),
+                scp11: Default::default(),
             })
         } else {
             let state = match self.factories.find(&load_file.0).cloned() {
@@ -447,6 +448,13 @@ impl VirtualCard {
     /// DELETE (§11.2): an application, a security domain, a load file (with its
     /// applications when P2 = `80`), or keys of this security domain. Answers `00`.
     pub(super) fn delete(&mut self, _ch: usize, sd: &Aid, cmd: &Command) -> Sw<Response> {
+        // yubikit's SecurityDomainSession.delete_key sends P2 = 01 ("delete the last key
+        // too") with D0/D2: read it as a key deletion.
+        let mut cmd = cmd.clone();
+        if cmd.p2 == 0x01 && matches!(cmd.data.first(), Some(0xD0 | 0xD2)) {
+            cmd.p2 = 0x00;
+        }
+        let cmd = &cmd;
         match Delete::parse(cmd).map_err(gp_sw)? {
             Delete::Object {
                 aid: a, related, ..
