@@ -447,6 +447,23 @@ fn allowlist_and_ca_issuer() {
         .to_command(),
     );
     assert_eq!(CertificateBundle::parse(&r.data).unwrap().0, oce.chain());
+    // Deleting the keys of KVN 03 (yubikit: delete_key(kvn=3), P2 01, D2 03) drops the key
+    // pair's chain, the trust anchor and its allowlist and CA identifier.
+    assert_eq!(
+        host.send(&cmd("80E4000103D2010300")).sw,
+        StatusWord::SUCCESS
+    );
+    let r = host.send(
+        &GetCertificates {
+            key: KeyRef::new(0x11, 0x03),
+        }
+        .to_command(),
+    );
+    assert_eq!(r.sw, StatusWord::REFERENCED_DATA_NOT_FOUND);
+    assert_eq!(
+        host.send(&cmd("80CAFF3300")).sw,
+        StatusWord::REFERENCED_DATA_NOT_FOUND
+    );
 }
 
 #[test]

@@ -241,6 +241,9 @@ impl VirtualCard {
             ..StoredKey::secret(kid, key_type::ECC_PRIVATE, key.expose_scalar())
         };
         self.store_keys(sd, cmd.p1 & 0x7F, *kvn, vec![stored])?;
+        if let Ok(d) = self.sd_data_mut(sd) {
+            d.scp11.certificates.remove(&key_ref(kid, *kvn));
+        }
         self.forget_stale_scp11(sd);
         Ok(Response::ok(tlv::encode(
             Tag::new(0xB0),
