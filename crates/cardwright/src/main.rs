@@ -10,6 +10,7 @@ mod demo;
 mod issue_cmd;
 mod keys_cmd;
 mod pay;
+mod scp11_cmd;
 mod serve;
 mod sim;
 mod terminal;

@@ -283,7 +283,9 @@ impl VirtualCard {
             .iter()
             .filter_map(|h| apdu::parse_hex(h).ok())
             .collect();
-        Ok(gp::scp11::CertificateBundle(certs).to_bytes())
+        // The certificates one after the other, without a BF21 wrapper: what a YubiKey
+        // answers and yubikit's get_certificate_bundle reads (a list of X.509 TLVs).
+        Ok(certs.concat())
     }
 
     /// GET DATA `FF33` (KLOC) / `FF34` (KLCC): the CA identifiers stored, as `42 id 83 KID
