@@ -447,6 +447,23 @@ fn allowlist_and_ca_issuer() {
         .to_command(),
     );
     assert_eq!(CertificateBundle::parse(&r.data).unwrap().0, oce.chain());
+    // Deleting the keys of KVN 03 (yubikit: delete_key(kvn=3), P2 01, D2 03) drops the key
+    // pair's chain, the trust anchor and its allowlist and CA identifier.
+    assert_eq!(
+        host.send(&cmd("80E4000103D2010300")).sw,
+        StatusWord::SUCCESS
+    );
+    let r = host.send(
+        &GetCertificates {
+            key: KeyRef::new(0x11, 0x03),
+        }
+        .to_command(),
+    );
+    assert_eq!(r.sw, StatusWord::REFERENCED_DATA_NOT_FOUND);
+    assert_eq!(
+        host.send(&cmd("80CAFF3300")).sw,
+        StatusWord::REFERENCED_DATA_NOT_FOUND
+    );
 }
 
 #[test]
@@ -468,9 +485,19 @@ fn failed_authentications_block_the_key() {
         host.raw(&auth.command()).sw,
         StatusWord::AUTH_METHOD_BLOCKED
     );
-    // The SCP03 key set is not affected.
+    // The SCP03 key set is not affected, nor SCP03 keys added under the same KVN 01 (as
+    // the issuance flow writes its key set 01): failures count per SCP11 key.
     host.open(&default_keys(true), 0x30, SecurityLevel(0x01))
         .unwrap();
+    assert!(host.put_keys(0x00, 0x01, &aes_keys()).is_success());
+    host.select(ISD);
+    host.open(&aes_keys(), 0x01, SecurityLevel(0x01)).unwrap();
+    host.select(ISD);
+    let auth = HostAuth::new(Params::new(Variant::B, 0x01), &pk_sd).unwrap();
+    assert_eq!(
+        host.raw(&auth.command()).sw,
+        StatusWord::AUTH_METHOD_BLOCKED
+    );
 }
 
 #[test]

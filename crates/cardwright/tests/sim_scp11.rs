@@ -65,3 +65,27 @@ fn no_scp11_leaves_it_out() {
         "virtual card state file",
     );
 }
+
+#[test]
+fn sim_run_creates_with_or_without_scp11() {
+    let dir = tempdir();
+    for (flag, scp11_oid) in [(None, true), (Some("--no-scp11"), false)] {
+        let state = dir
+            .path()
+            .join(format!("run-{}.json", flag.is_some()))
+            .to_string_lossy()
+            .into_owned();
+        let mut args = vec!["sim", "run", "--state", state.as_str()];
+        args.extend(flag);
+        // GET DATA 66: the card recognition data; SCP11b is OID 2A864886FC6B04 11 00.
+        let r = run_env(&args, &[], "80CA006600\n");
+        assert!(r.ok, "{} {}", r.stdout, r.stderr);
+        assert!(r.stdout.contains("9000"), "{}", r.stdout);
+        assert_eq!(
+            r.stdout.to_uppercase().contains("2A864886FC6B041100"),
+            scp11_oid,
+            "{flag:?}: {}",
+            r.stdout
+        );
+    }
+}

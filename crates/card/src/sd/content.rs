@@ -459,7 +459,10 @@ impl VirtualCard {
             Delete::Object {
                 aid: a, related, ..
             } => self.delete_object(sd, &aid(&a), related)?,
-            Delete::Key { id, version } => self.delete_key(sd, id, version)?,
+            Delete::Key { id, version } => {
+                self.delete_key(sd, id, version)?;
+                self.forget_stale_scp11(sd);
+            }
         }
         Ok(Response::ok(vec![0x00]))
     }

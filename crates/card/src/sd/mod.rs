@@ -43,6 +43,12 @@ impl VirtualCard {
         let pending = self
             .channel(ch)
             .is_some_and(|c| matches!(c.secure, Secure::Pending { .. }));
+        // Another command interrupts ISO command chaining (ISO/IEC 7816-4 §5.3.3).
+        if let Some(c) = self.channel_mut(ch) {
+            if c.chain.as_ref().is_some_and(|(ins, _)| *ins != cmd.ins) {
+                c.chain = None;
+            }
+        }
         match (cla.proprietary, cmd.ins) {
             (true, 0x50) => return into_response(self.initialize_update(ch, cla, sd, cmd)),
             (true, 0x82) if pending || cla.sm => {
