@@ -100,6 +100,14 @@ impl VirtualCard {
         Self::from_state(Self::manufacture(&config), None)
     }
 
+    /// A second card in memory with this card's persistent state as last committed (its
+    /// keys, registry and counters; no session, nothing selected beyond the default): a
+    /// copy of the chip, for tests and fuzzing that want many identical cards without
+    /// paying for each one's manufacture (key generation, certificates).
+    pub fn copy_in_memory(&self) -> Self {
+        Self::from_state(self.committed.clone(), None)
+    }
+
     /// Opens the card stored in `state_file`, or manufactures a new one from
     /// `config_if_new` (and writes it) if the file does not exist.
     pub fn open(state_file: &Path, config_if_new: CardConfig) -> Result<Self, CardError> {

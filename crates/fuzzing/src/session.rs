@@ -14,17 +14,36 @@ use scp::{HostAuth, HostSession, InitUpdateResponse, SecurityLevel, StaticKeys};
 /// The virtual card answers any sequence of C-APDUs with a well-formed R-APDU and never
 /// panics. Input: APDUs, each after a 1-byte length.
 pub fn card_transmit(data: &[u8]) {
-    let mut card = VirtualCard::new(CardConfig::default());
+    let mut card = new_card("default", CardConfig::default);
     for apdu in length_prefixed(data) {
         let r = card.transmit(apdu);
         assert!(r.len() >= 2, "every answer ends with a status word");
     }
 }
 
+/// A new card made by `make`: a copy of one manufactured once per thread and `kind`,
+/// since manufacturing generates the SCP11b key pair and its certificates (milliseconds)
+/// and every input needs a fresh card.
+fn new_card(kind: &'static str, make: impl FnOnce() -> CardConfig) -> VirtualCard {
+    use std::cell::RefCell;
+    thread_local! {
+        static MADE: RefCell<Vec<(&'static str, VirtualCard)>> = const { RefCell::new(Vec::new()) };
+    }
+    MADE.with_borrow_mut(|made| {
+        if let Some((_, card)) = made.iter().find(|(k, _)| *k == kind) {
+            return card.copy_in_memory();
+        }
+        let card = VirtualCard::new(make());
+        let copy = card.copy_in_memory();
+        made.push((kind, card));
+        copy
+    })
+}
+
 /// As [`scp03_session`], on an SCP02 card (`i = 55`, 3DES test key `40..4F`, key version
 /// `20`; levels C-MAC, +C-DEC, +R-MAC).
 pub fn scp02_session(data: &[u8]) {
-    session(CardConfig::scp02(), data, CARD_MANAGER_INS);
+    session("scp02", CardConfig::scp02, data, CARD_MANAGER_INS);
 }
 
 /// Opens a real SCP03 session (`i = 70`, AES test key `40..4F`, key version `30`) to the
@@ -42,7 +61,7 @@ pub fn scp02_session(data: &[u8]) {
 /// verifies the R-MAC (and deciphers) every successful answer, so the card and the host
 /// agree on the channel; `gp`'s command parser reads every command without panicking.
 pub fn scp03_session(data: &[u8]) {
-    session(CardConfig::default(), data, CARD_MANAGER_INS);
+    session("default", CardConfig::default, data, CARD_MANAGER_INS);
 }
 
 /// STORE DATA (GP 2.3.1 §11.11) to the ISD through an SCP03 session, as
@@ -50,7 +69,7 @@ pub fn scp03_session(data: &[u8]) {
 /// structure, encryption, last block), P2 (block number) and the data are fuzzed, so the
 /// card's DGI and BER-TLV readers of personalisation data see them.
 pub fn store_data(data: &[u8]) {
-    session(CardConfig::default(), data, &[0xE2]);
+    session("default", CardConfig::default, data, &[0xE2]);
 }
 
 /// The instructions the SCP session targets send (GP 2.3.1 Table 11-1, plus SELECT and
@@ -80,7 +99,8 @@ pub const CARD_MANAGER_INS: &[u8] = &[
 pub const HOST_PUT_KEY: u8 = 0x00;
 
 /// The session targets: a card made with `config`, the instructions `ins`.
-fn session(config: CardConfig, data: &[u8], ins: &[u8]) {
+fn session(kind: &'static str, make: fn() -> CardConfig, data: &[u8], ins: &[u8]) {
+    let config = make();
     let Some((&level, commands)) = data.split_first() else {
         return;
     };
@@ -105,7 +125,7 @@ fn session(config: CardConfig, data: &[u8], ins: &[u8]) {
     let mut keys = config.keys.clone();
     let mut kvn = config.key_version;
     let aes = matches!(config.protocol, scp::Protocol::Scp03 { .. });
-    let mut card = VirtualCard::new(config);
+    let mut card = new_card(kind, || config.clone());
     let Some(mut host) = open(&mut card, &keys, kvn, level) else {
         panic!("a new card opens a session with its test keys at {level:?}");
     };

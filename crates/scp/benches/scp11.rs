@@ -108,7 +108,10 @@ fn handshakes(c: &mut Criterion) {
 fn messaging(c: &mut Criterion) {
     let mut g = c.benchmark_group("messaging");
     for (name, open) in [
-        ("scp11", (|| scp11_pair(Variant::A)) as fn() -> (HostSession, CardSession)),
+        (
+            "scp11",
+            (|| scp11_pair(Variant::A)) as fn() -> (HostSession, CardSession),
+        ),
         ("scp03", scp03_pair),
     ] {
         let (mut host, mut card) = open();
