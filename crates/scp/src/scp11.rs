@@ -303,6 +303,21 @@ impl PublicKey {
         ))
     }
 
+    /// The DER `SubjectPublicKeyInfo` (id-ecPublicKey, named curve), e.g. for a certificate.
+    pub fn to_spki_der(&self) -> Result<Vec<u8>, Error> {
+        use p256::pkcs8::EncodePublicKey;
+        let der = match self.curve {
+            Curve::P256 => p256::PublicKey::from_sec1_bytes(&self.point)
+                .map_err(|_| malformed("EC public key", "not a P-256 point"))?
+                .to_public_key_der(),
+            Curve::P384 => p384::PublicKey::from_sec1_bytes(&self.point)
+                .map_err(|_| malformed("EC public key", "not a P-384 point"))?
+                .to_public_key_der(),
+        };
+        der.map(|d| d.as_bytes().to_vec())
+            .map_err(|e| malformed("SubjectPublicKeyInfo", e.to_string()))
+    }
+
     /// The curve.
     pub fn curve(&self) -> Curve {
         self.curve
