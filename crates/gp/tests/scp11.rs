@@ -121,7 +121,7 @@ fn yubikit_x509_chain() {
     );
 
     let check = |p: ChainPolicy<'_>, chain: &[Certificate]| {
-        verify_chain(chain, anchor.public_key(), &p).map(|k| k.clone())
+        verify_chain(chain, anchor.public_key(), &p).cloned()
     };
     assert_eq!(
         check(
@@ -259,7 +259,8 @@ fn openscp_transcript_codecs() {
                 let cert = h(&keys, "cert");
                 let oce = Certificate::parse(&cert).unwrap();
                 assert!(oce.allows_key_agreement());
-                let pso = PerformSecurityOperation::for_chain(kvn, OCE_KID, &[cert.clone()]);
+                let pso =
+                    PerformSecurityOperation::for_chain(kvn, OCE_KID, std::slice::from_ref(&cert));
                 assert_eq!(pso.len(), 1);
                 let blocks = pso[0].to_short_commands().unwrap();
                 let mut data = Vec::new();
@@ -357,7 +358,7 @@ fn x509_chain_every_bit_flip_refused() {
             let mut bad = raw.clone();
             bad[c][i / 8] ^= 1 << (i % 8);
             let r = parse_chain(&bad)
-                .and_then(|certs| verify_chain(&certs, anchor.public_key(), &p).map(|k| k.clone()));
+                .and_then(|certs| verify_chain(&certs, anchor.public_key(), &p).cloned());
             assert!(r.is_err(), "flip of bit {i} of certificate {c} accepted");
         }
     }

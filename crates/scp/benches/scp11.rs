@@ -10,8 +10,13 @@
 
 use apdu::{Command, Response, StatusWord};
 use criterion::{criterion_group, criterion_main, Criterion};
-use scp::scp11::*;
-use scp::*;
+use scp::scp11::{
+    self, card_authenticate, CardParams, Curve, OceKeyAgreement, Params, PrivateKey, Variant,
+};
+use scp::{
+    CardAuth, CardSession, HostAuth, HostSession, InitUpdateResponse, Key, Protocol, SecurityLevel,
+    StaticKeys,
+};
 use std::hint::black_box;
 
 fn key(curve: Curve, seed: u8) -> PrivateKey {
@@ -23,7 +28,7 @@ fn key(curve: Curve, seed: u8) -> PrivateKey {
 fn scp11_pair(variant: Variant) -> (HostSession, CardSession) {
     let sk_sd = key(Curve::P256, 1);
     let sk_oce = key(Curve::P256, 2);
-    let auth = HostAuth::new(Params::new(variant, 1), sk_sd.public_key()).expect("auth");
+    let auth = scp11::HostAuth::new(Params::new(variant, 1), sk_sd.public_key()).expect("auth");
     let card = CardParams {
         sk_sd: &sk_sd,
         pk_oce: Some(sk_oce.public_key()),
@@ -77,7 +82,7 @@ fn handshakes(c: &mut Criterion) {
         // Host: a fixed ephemeral key so that one precomputed card answer fits every run;
         // the key generation a real run does is timed separately below.
         let esk = key(Curve::P256, 3);
-        let request = HostAuth::with_ephemeral(params, esk.clone())
+        let request = scp11::HostAuth::with_ephemeral(params, esk.clone())
             .expect("auth")
             .command()
             .data;
@@ -85,7 +90,7 @@ fn handshakes(c: &mut Criterion) {
         let answer = Response::new(answer, StatusWord::SUCCESS);
         g.bench_function(format!("host {variant}"), |b| {
             b.iter(|| {
-                let auth = HostAuth::with_ephemeral(params, esk.clone()).expect("auth");
+                let auth = scp11::HostAuth::with_ephemeral(params, esk.clone()).expect("auth");
                 black_box(auth.command());
                 auth.finish(
                     &answer,

@@ -30,6 +30,30 @@
 //! responses. [`put_key::parse_key_set_data`] and [`CardSession::decrypt_key`] take PUT KEY
 //! apart.
 //!
+//! # SCP11
+//!
+//! [`scp11`] does the asymmetric handshake of SCP11a/b/c (GP Amendment F) on both sides and
+//! ends in an ordinary [`HostSession`] / [`CardSession`] (SCP03 secure messaging with the
+//! SCP11 session keys, chaining from the receipt):
+//!
+//! ```
+//! use scp::scp11::*;
+//! # fn main() -> Result<(), scp::Error> {
+//! let sk_sd = PrivateKey::generate(Curve::P256)?;   // on the card
+//! let sk_oce = PrivateKey::generate(Curve::P256)?;  // the OCE's key (or an HSM's, via OceKeyAgreement)
+//! let auth = HostAuth::new(Params::new(Variant::A, 0x03), sk_sd.public_key())?;
+//! let card = CardParams { sk_sd: &sk_sd, pk_oce: Some(sk_oce.public_key()), variant: Variant::A, s16: false };
+//! let (answer, mut card_session) = card_authenticate(&card, &auth.command().data)?;
+//! let answer = apdu::Response::new(answer, apdu::StatusWord::SUCCESS);
+//! let mut host = auth.finish(&answer, sk_sd.public_key(), Some(&sk_oce as &dyn OceKeyAgreement))?;
+//! let wire = host.wrap(&apdu::Command::new(0x80, 0xCA, 0x00, 0x66).with_le(256))?;
+//! assert_eq!(card_session.unwrap(&wire)?.ins, 0xCA);
+//! # Ok(()) }
+//! ```
+//!
+//! Certificates (GP `7F21`, X.509) and the PSO / `BF21` codecs are in `gp::cert` and
+//! `gp::scp11`.
+//!
 //! # Specifications and choices
 //!
 //! * SCP02: GP Card Specification 2.3.1 Appendix E, i = `04 05 14 15 44 45 54 55`

@@ -37,6 +37,11 @@
 //! * Sessions report [`crate::Protocol::Scp03`] with i = `60` (+ `01` in S16 mode) for their
 //!   secure messaging; [`crate::HostSession::scp11`] / [`crate::CardSession::scp11`] say
 //!   which SCP11 variant opened them.
+//! * Speed (`cargo bench -p scp --bench scp11`, P-256, AES-128, medians on a shared 2-core
+//!   machine, so noisy): host handshake 0.64 ms (11a) / 0.77 ms (11b) plus 0.21 ms for the
+//!   ephemeral key, about 1,100–1,200 per second; card 1.07 ms (11a) / 0.92 ms (11b), about
+//!   950–1,080 per second. A level-33 round trip of a 239-byte command after the handshake
+//!   costs the same as after SCP03 (7.8 µs vs 7.9 µs): it is the same code.
 //! * Curves: NIST P-256 and P-384 (key parameter references `00` and `01`). brainpoolP256r1
 //!   is not supported (no maintained RustCrypto crate in the workspace).
 
@@ -296,6 +301,21 @@ impl PublicKey {
             "SubjectPublicKeyInfo",
             "not a P-256 or P-384 public key",
         ))
+    }
+
+    /// The DER `SubjectPublicKeyInfo` (id-ecPublicKey, named curve), e.g. for a certificate.
+    pub fn to_spki_der(&self) -> Result<Vec<u8>, Error> {
+        use p256::pkcs8::EncodePublicKey;
+        let der = match self.curve {
+            Curve::P256 => p256::PublicKey::from_sec1_bytes(&self.point)
+                .map_err(|_| malformed("EC public key", "not a P-256 point"))?
+                .to_public_key_der(),
+            Curve::P384 => p384::PublicKey::from_sec1_bytes(&self.point)
+                .map_err(|_| malformed("EC public key", "not a P-384 point"))?
+                .to_public_key_der(),
+        };
+        der.map(|d| d.as_bytes().to_vec())
+            .map_err(|e| malformed("SubjectPublicKeyInfo", e.to_string()))
     }
 
     /// The curve.

@@ -245,6 +245,14 @@ fn status_and_malformed_answers() {
             )
             .is_err());
     }
+    // SPKI round trip on both curves.
+    for curve in [Curve::P256, Curve::P384] {
+        let pk = key(curve, 9).public_key().clone();
+        assert_eq!(
+            PublicKey::from_spki_der(&pk.to_spki_der().unwrap()).unwrap(),
+            pk
+        );
+    }
     // Debug output holds no secret.
     let k = key(Curve::P256, 0x11);
     let d = format!("{k:?}");
