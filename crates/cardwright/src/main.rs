@@ -54,6 +54,9 @@ fn log_filter(user: Option<&str>) -> String {
 }
 
 fn main() {
+    // A closed pipe (`cardwright … | head`) ends the process quietly, as for other Unix
+    // tools, instead of `println!` panicking on EPIPE.
+    sigpipe::reset();
     tracing_subscriber::fmt()
         // Colour codes only for a terminal, not in a log file or a pipe.
         .with_ansi(std::io::stderr().is_terminal())
