@@ -1,7 +1,9 @@
 //! GlobalPlatform card management, shared by the host (CLI, TSM) and the virtual card.
 //!
-//! Pure: no I/O and no cryptography beyond load file hashes. Secure channels (SCP02,
-//! SCP03) live in the `scp` crate and wrap the plain commands built here.
+//! Pure: no I/O. Cryptography only where GlobalPlatform defines it on top of the commands:
+//! load file hashes, Delegated Management tokens and receipts, DAP signatures ([`dm`]).
+//! Secure channels (SCP02, SCP03) live in the `scp` crate and wrap the plain commands built
+//! here.
 //!
 //! * [`aid`]: [`Aid`], [`ISD_AID`].
 //! * [`lifecycle`]: card, application, security domain and load file life cycle states
@@ -12,6 +14,8 @@
 //!   responses ([`commands::Fci`], [`commands::Cplc`], [`commands::CardData`],
 //!   [`commands::KeyInfo`], [`commands::RegistryEntry`], [`commands::Confirmation`]),
 //!   each with `parse()` and `to_bytes()`.
+//! * [`dm`]: Delegated Management token input (Appendix C.4), receipts and the confirmation
+//!   structure (Appendix C.5), the token and DAP signature schemes (Appendix B).
 //! * [`cap`]: CAP files ([`cap::CapFile`]) and load files ([`cap::LoadFile`]).
 //!
 //! Parsers of card or host bytes never panic; errors ([`Error`], [`cap::CapError`]) name
@@ -28,6 +32,7 @@
 pub mod aid;
 pub mod cap;
 pub mod commands;
+pub mod dm;
 mod error;
 pub mod lifecycle;
 pub mod privileges;
