@@ -221,6 +221,10 @@ pub(crate) struct SdData {
     /// Personalisation data stored with STORE DATA to the SD itself, by tag (hex) → value.
     #[serde(default)]
     pub data: BTreeMap<String, String>,
+    /// Confirmation counter of the receipts this SD generates (GP 2.3.1 §9.1.3.3): counts up
+    /// with every receipt and is never reset; at `FFFF` no more receipts are given.
+    #[serde(default)]
+    pub confirmation_counter: u16,
 }
 
 /// What an application registry entry is.

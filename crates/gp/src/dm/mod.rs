@@ -22,7 +22,7 @@ pub mod receipt;
 pub mod token;
 
 pub use crypto::{DmSigningKey, DmVerifyingKey, Scheme, Signer};
-pub use receipt::{ReceiptContext, ReceiptKey};
+pub use receipt::{Confirmation, ReceiptContext, ReceiptKey};
 pub use token::TokenInput;
 
 /// Key version number of the token verification key in a security domain with the Token
