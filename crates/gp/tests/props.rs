@@ -533,7 +533,8 @@ proptest! {
         prop_assert_eq!(input[0], i.p1());
         prop_assert_eq!(input[1], 0);
         let body_start = if input.len() - 3 > 255 { 5 } else { 3 };
-        prop_assert_eq!(&input[body_start..], &cmd.data[..cmd.data.len() - 1 - token.len()]);
+        let len_len = apdu::tlv::encode_length(token.len()).len();
+        prop_assert_eq!(&input[body_start..], &cmd.data[..cmd.data.len() - len_len - token.len()]);
         let back = Install::parse(&cmd).unwrap();
         prop_assert_eq!(back.token(), &token[..]);
     }
