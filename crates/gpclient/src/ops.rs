@@ -11,6 +11,7 @@ use gp::commands::{
     CardData, Cplc, DataObject, Fci, GetData, GetStatus, Install, KeyInfo, RegistryEntry,
     StatusFormat, StatusSubset,
 };
+use gp::dm::ReceiptContext;
 use gp::lifecycle::CardLifeCycle;
 use gp::privileges::Privileges;
 use transport::CardChannel;
@@ -193,12 +194,54 @@ pub fn install_instance<C: CardChannel>(
         params,
         token: Vec::new(),
         make_selectable,
-    }
-    .to_command()?;
-    client.send_ok(
+    };
+    client.send_managed(
         Operation::InstallForInstall,
-        &cmd,
+        cmd,
+        Install::to_command,
+        Some(ReceiptContext::Install {
+            load_file,
+            application: instance,
+        }),
         &format!("of {instance}"),
+    )?;
+    Ok(())
+}
+
+/// The security domain the secure channel is open to (the current SD).
+fn current_sd<C: CardChannel>(client: &GpClient<C>, op: Operation) -> Result<Aid> {
+    client
+        .secure_channel()
+        .map(|i| i.sd)
+        .ok_or(ClientError::NoSecureChannel(op))
+}
+
+/// INSTALL \[for extradition\] (GP 2.3.1 §11.5.2.3.5): associates `object` (an application,
+/// security domain or load file) with the security domain `to`. `from` is the domain it is
+/// associated with now (for the receipt; default: the current SD).
+pub fn extradite<C: CardChannel>(
+    client: &mut GpClient<C>,
+    object: Aid,
+    to: Aid,
+    from: Option<Aid>,
+) -> Result<()> {
+    let op = Operation::InstallForExtradition;
+    let from = match from {
+        Some(f) => f,
+        None => current_sd(client, op)?,
+    };
+    let cmd = Install::ForExtradition {
+        security_domain: to,
+        application: object,
+        params: Vec::new(),
+        token: Vec::new(),
+    };
+    client.send_managed(
+        op,
+        cmd,
+        Install::to_command,
+        Some(ReceiptContext::Extradition { from, object, to }),
+        &format!("of {object} to {to}"),
     )?;
     Ok(())
 }
@@ -215,8 +258,14 @@ pub fn send_all<C: CardChannel>(
 
 /// DELETE of an application, security domain or load file (GP 2.3.1 §11.2).
 pub fn delete<C: CardChannel>(client: &mut GpClient<C>, aid: &Aid, related: bool) -> Result<()> {
-    let cmd = gp::commands::Delete::object(*aid, related).to_command()?;
-    client.send_ok(Operation::Delete, &cmd, &aid.to_string())?;
+    let cmd = gp::commands::Delete::object(*aid, related);
+    client.send_managed(
+        Operation::Delete,
+        cmd,
+        gp::commands::Delete::to_command,
+        Some(ReceiptContext::Delete { aid: *aid }),
+        &aid.to_string(),
+    )?;
     Ok(())
 }
 
@@ -256,18 +305,7 @@ pub fn create_domain<C: CardChannel>(
         true,
     )?;
     if let Some(sd) = parent {
-        let cmd = Install::ForExtradition {
-            security_domain: sd,
-            application: aid,
-            params: Vec::new(),
-            token: Vec::new(),
-        }
-        .to_command()?;
-        client.send_ok(
-            Operation::InstallForExtradition,
-            &cmd,
-            &format!("of {aid} to {sd}"),
-        )?;
+        extradite(client, aid, sd, None)?;
     }
     Ok(())
 }
@@ -397,6 +435,9 @@ pub struct InstallOptions {
     pub load_only: bool,
     /// "sha1" or "sha256": send the load file data block hash in INSTALL [for load].
     pub hash: Option<String>,
+    /// DAP blocks to compute (GP 2.3.1 §9.2.1): for each, the security domain that verifies
+    /// it and its key. A hash (SHA-256 unless `hash` says otherwise) is then always sent.
+    pub dap: Vec<(Aid, std::sync::Arc<dyn gp::dm::Signer + Send + Sync>)>,
 }
 
 /// What `install_cap` did.
@@ -425,6 +466,7 @@ pub fn install_cap<C: CardChannel>(
     let load_file = cap.package_aid();
     let block = cap.load_file_data_block();
     let hash = match opts.hash.as_deref() {
+        None if !opts.dap.is_empty() => cap.load_file_hash(gp::cap::HashAlgorithm::Sha256),
         None => Vec::new(),
         Some("sha1") => cap.load_file_hash(gp::cap::HashAlgorithm::Sha1),
         Some("sha256") => cap.load_file_hash(gp::cap::HashAlgorithm::Sha256),
@@ -439,24 +481,51 @@ pub fn install_cap<C: CardChannel>(
     let size = u32::try_from(block.len()).unwrap_or(u32::MAX);
     params.extend_from_slice(&[0xEF, 0x06, 0xC6, 0x04]);
     params.extend_from_slice(&size.to_be_bytes());
+    let mut dap_blocks = Vec::with_capacity(opts.dap.len());
+    for (sd, signer) in &opts.dap {
+        let signature = signer
+            .sign(gp::dm::dap_input(&hash))
+            .map_err(|e| ClientError::Invalid(format!("DAP signature for {sd}: {e}")))?;
+        dap_blocks.push(gp::commands::DapBlock {
+            security_domain: *sd,
+            signature,
+        });
+    }
     let for_load = Install::ForLoad {
         load_file,
         security_domain: opts.to,
-        hash,
+        hash: hash.clone(),
         params,
         token: Vec::new(),
-    }
-    .to_command()?;
-    client.send_ok(
+    };
+    client.send_managed(
         Operation::InstallForLoad,
-        &for_load,
+        for_load,
+        Install::to_command,
+        None,
         &format!("of {load_file}"),
     )?;
-    let loads = gp::commands::load_blocks(&block, client.max_plain_data())?;
+    let loads = gp::commands::load_blocks_with_dap(&block, &dap_blocks, client.max_plain_data())?;
     let n = loads.len();
+    let mut last = Vec::new();
     for (i, cmd) in loads.iter().enumerate() {
-        client.send_ok(Operation::Load, cmd, &format!("block {} of {n}", i + 1))?;
+        last = client
+            .send_ok(Operation::Load, cmd, &format!("block {} of {n}", i + 1))?
+            .data;
     }
+    // A delegated load is confirmed by the answer to the last LOAD (load receipt).
+    let target = match opts.to {
+        Some(t) => t,
+        None => current_sd(client, Operation::Load)?,
+    };
+    client.check_receipt(
+        Operation::Load,
+        ReceiptContext::Load {
+            load_file,
+            security_domain: target,
+        },
+        &last,
+    )?;
     let mut instances = Vec::new();
     if !opts.load_only {
         let applets: Vec<Aid> = match &opts.applet {
