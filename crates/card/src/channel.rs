@@ -111,6 +111,8 @@ pub(crate) struct Channel {
     pub status: Option<StatusCursor>,
     /// Response bytes waiting for GET RESPONSE.
     pub pending: Vec<u8>,
+    /// A PUT KEY split over several commands (P1 b8): (P1, P2, data so far).
+    pub put_key: Option<(u8, u8, Vec<u8>)>,
 }
 
 impl Channel {
@@ -120,6 +122,7 @@ impl Channel {
         self.load = None;
         self.perso = None;
         self.status = None;
+        self.put_key = None;
     }
 }
 

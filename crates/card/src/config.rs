@@ -1,6 +1,6 @@
 //! What a new virtual card is made with.
 
-use crate::model::{key_type, KeySet, Secret, StoredKey};
+use crate::model::{key_type, KeySet, StoredKey};
 use scp::{Key, KeyKind, Protocol, StaticKeys};
 
 /// The GlobalPlatform test key `40 41 … 4F` that factory cards and most tools default to.
@@ -91,11 +91,7 @@ impl CardConfig {
             .keys
             .iter()
             .zip(1u8..)
-            .map(|(k, id)| StoredKey {
-                id,
-                key_type: k.kind().key_type(),
-                value: Secret::new(k.expose()),
-            })
+            .map(|(k, id)| StoredKey::secret(id, k.kind().key_type(), k.expose()))
             .collect();
         KeySet {
             kvn: self.key_version,

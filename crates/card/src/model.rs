@@ -178,17 +178,68 @@ impl<'de> Deserialize<'de> for Secret {
 pub(crate) mod key_type {
     pub const DES: u8 = 0x80;
     pub const AES: u8 = 0x88;
+    /// RSA public key: the modulus (`A1`), with its exponent (`A0`) in [`super::StoredKey::exponent`].
+    pub const RSA_PUBLIC: u8 = 0xA1;
+    /// RSA public exponent component.
+    pub const RSA_EXPONENT: u8 = 0xA0;
+    /// ECC public key: the uncompressed point.
+    pub const ECC_PUBLIC: u8 = 0xB0;
+    /// ECC private key (a key pair on the card, e.g. SK.SD): the scalar.
+    pub const ECC_PRIVATE: u8 = 0xB1;
+    /// ECC key parameter reference component.
+    pub const ECC_PARAMS: u8 = 0xF0;
 }
 
 /// One key of a key set.
+///
+/// Symmetric keys (`80`, `88`): `value` is the key. Asymmetric keys (GP 2.3.1 Table 11-16;
+/// Amendment F): `B0` ECC public key (`value` = uncompressed point), `B1` ECC private key
+/// (`value` = scalar; the public key follows from it), both with `curve` = the key parameter
+/// reference (`F0`); `A1` RSA public key (`value` = modulus, `exponent` = e). State files
+/// written before asymmetric keys existed have neither `curve` nor `exponent` and still open.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub(crate) struct StoredKey {
-    /// Key identifier (1 = ENC, 2 = MAC, 3 = DEK for secure channel key sets).
+    /// Key identifier (1 = ENC, 2 = MAC, 3 = DEK for secure channel key sets; 10, 11, 13,
+    /// 15, 20-2F … for SCP11 keys).
     pub id: u8,
-    /// Key type byte: `80` DES, `88` AES.
+    /// Key type byte: `80` DES, `88` AES, `B0` ECC public, `B1` ECC private, `A1` RSA public.
     pub key_type: u8,
     /// The key value.
     pub value: Secret,
+    /// ECC keys: the key parameter reference (`00` P-256, `01` P-384, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curve: Option<u8>,
+    /// RSA public keys: the public exponent.
+    #[serde(default, with = "hexser", skip_serializing_if = "Vec::is_empty")]
+    pub exponent: Vec<u8>,
+}
+
+impl StoredKey {
+    /// A symmetric key (or any key with a single component).
+    pub fn secret(id: u8, key_type: u8, value: &[u8]) -> Self {
+        StoredKey {
+            id,
+            key_type,
+            value: Secret::new(value),
+            curve: None,
+            exponent: Vec::new(),
+        }
+    }
+
+    /// The key's components as the Key Information Template lists them (type, length).
+    pub fn components(&self) -> Vec<(u8, u16)> {
+        let len = self.value.0.len() as u16;
+        match self.key_type {
+            key_type::ECC_PUBLIC | key_type::ECC_PRIVATE => {
+                vec![(self.key_type, len), (key_type::ECC_PARAMS, 1)]
+            }
+            key_type::RSA_PUBLIC => vec![
+                (key_type::RSA_PUBLIC, len),
+                (key_type::RSA_EXPONENT, self.exponent.len() as u16),
+            ],
+            t => vec![(t, len)],
+        }
+    }
 }
 
 /// A key set: the keys sharing one key version number (GP 2.3.1 §7.2).

@@ -127,3 +127,28 @@ pub fn init_update_parse(data: &[u8]) {
     }
     let _ = scp::put_key::parse_key_set_data(data);
 }
+
+/// PUT KEY data fields of any keys, secret and asymmetric (`scp::put_key::parse_key_data`,
+/// the card side of GP 2.3.1 §11.8.2.3): never panics; what parses re-encodes with
+/// `key_data` to a field that parses to the same keys, also when split over short
+/// commands with `put_key::commands`.
+pub fn put_key_parse(data: &[u8]) {
+    use scp::put_key;
+    if let Ok((kvn, keys)) = put_key::parse_key_data(data) {
+        let again = put_key::key_data(kvn, &keys);
+        assert_eq!(
+            put_key::parse_key_data(&again).ok(),
+            Some((kvn, keys.clone()))
+        );
+        if kvn <= 0x7F {
+            if let Ok(cmds) = put_key::commands(0, 1, kvn, &keys, 255) {
+                let mut joined = vec![kvn];
+                for c in &cmds {
+                    assert!(c.data.len() <= 255);
+                    joined.extend_from_slice(&c.data[1..]);
+                }
+                assert_eq!(put_key::parse_key_data(&joined).ok(), Some((kvn, keys)));
+            }
+        }
+    }
+}

@@ -208,6 +208,7 @@ impl CardAuth {
         }
         Ok(CardSession {
             channel: self.channel,
+            scp11: None,
         })
     }
 }
@@ -219,6 +220,7 @@ impl CardAuth {
 /// §E.4.4; Amendment D §6.2.4).
 pub struct CardSession {
     channel: Channel,
+    scp11: Option<crate::scp11::Variant>,
 }
 
 impl fmt::Debug for CardSession {
@@ -231,6 +233,16 @@ impl fmt::Debug for CardSession {
 }
 
 impl CardSession {
+    pub(crate) fn from_channel(channel: Channel, scp11: Option<crate::scp11::Variant>) -> Self {
+        Self { channel, scp11 }
+    }
+
+    /// The SCP11 variant that opened the session (`None` for SCP02/SCP03). An SCP11
+    /// session's [`CardSession::protocol`] is SCP03 (its secure messaging), i = `60`/`61`.
+    pub fn scp11(&self) -> Option<crate::scp11::Variant> {
+        self.scp11
+    }
+
     /// Verifies the C-MAC and deciphers; returns the command with its plain CLA (b3 clear)
     /// and data. A command without secure messaging when the level requires it gives
     /// [`Error::MissingSecureMessaging`]. At level `00` commands pass unchanged.
@@ -283,5 +295,11 @@ impl CardSession {
             )
         })?;
         Key::new(kind, bytes)
+    }
+
+    /// Decrypts secret bytes sent under the session's DEK (e.g. an ECC private key in PUT
+    /// KEY, GP 2.3.1 §11.8.2.3): the inverse of the host's encryption, no padding removed.
+    pub fn decrypt_secret(&self, encrypted: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+        self.channel.decrypt_key(encrypted)
     }
 }

@@ -118,6 +118,27 @@ impl Channel {
         }
     }
 
+    /// Encrypts secret bytes that are a whole number of blocks with the DEK, no padding.
+    pub(crate) fn encrypt_secret(&self, clear: &[u8]) -> Result<Vec<u8>, Error> {
+        let block = match &self.inner {
+            Inner::Scp02(_) => 8,
+            Inner::Scp03(_) => 16,
+        };
+        if clear.is_empty() || !clear.len().is_multiple_of(block) {
+            return Err(crate::error::malformed(
+                "secret to encrypt",
+                format!(
+                    "{} bytes, not a multiple of the {block}-byte block",
+                    clear.len()
+                ),
+            ));
+        }
+        match &self.inner {
+            Inner::Scp02(s) => s.encrypt_secret(clear),
+            Inner::Scp03(s) => s.encrypt_secret(clear),
+        }
+    }
+
     pub(crate) fn decrypt_key(&self, encrypted: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
         match &self.inner {
             Inner::Scp02(s) => s.decrypt_key(encrypted),

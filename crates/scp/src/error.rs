@@ -15,6 +15,10 @@ pub enum Error {
     /// The host cryptogram in EXTERNAL AUTHENTICATE is wrong (card side).
     #[error("host cryptogram mismatch")]
     HostCryptogramMismatch,
+    /// The SCP11 receipt in the MUTUAL/INTERNAL AUTHENTICATE response did not verify: not
+    /// the card (SD key) we think, or the OCE key is wrong. Stop.
+    #[error("SCP11 receipt mismatch: wrong SD or OCE key")]
+    ReceiptMismatch,
     /// A C-MAC or R-MAC did not verify.
     #[error("secure messaging MAC mismatch")]
     MacMismatch,

@@ -125,6 +125,7 @@ impl HostAuth {
         Ok(HostSession {
             channel: self.channel,
             key_version: self.key_version,
+            scp11: None,
         })
     }
 }
@@ -138,6 +139,7 @@ impl HostAuth {
 pub struct HostSession {
     channel: Channel,
     key_version: u8,
+    scp11: Option<crate::scp11::Variant>,
 }
 
 impl fmt::Debug for HostSession {
@@ -151,6 +153,24 @@ impl fmt::Debug for HostSession {
 }
 
 impl HostSession {
+    pub(crate) fn from_channel(
+        channel: Channel,
+        key_version: u8,
+        scp11: Option<crate::scp11::Variant>,
+    ) -> Self {
+        Self {
+            channel,
+            key_version,
+            scp11,
+        }
+    }
+
+    /// The SCP11 variant that opened the session (`None` for SCP02/SCP03). An SCP11
+    /// session's [`HostSession::protocol`] is SCP03 (its secure messaging), i = `60`/`61`.
+    pub fn scp11(&self) -> Option<crate::scp11::Variant> {
+        self.scp11
+    }
+
     /// Applies C-MAC and C-DECRYPTION per the session's security level.
     ///
     /// The command must be plain: CLA in the first interindustry coding (`0x`–`3x`, or the
@@ -199,5 +219,11 @@ impl HostSession {
     /// key is padded with `80 00…` to 32 bytes first.
     pub fn encrypt_key(&self, key: &Key) -> Result<Vec<u8>, Error> {
         self.channel.encrypt_key(key)
+    }
+
+    /// Encrypts secret bytes (a whole number of cipher blocks, e.g. an ECC private key)
+    /// with the session's DEK, as [`HostSession::encrypt_key`] does a key.
+    pub(crate) fn encrypt_secret(&self, clear: &[u8]) -> Result<Vec<u8>, Error> {
+        self.channel.encrypt_secret(clear)
     }
 }

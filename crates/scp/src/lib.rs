@@ -1,4 +1,4 @@
-//! GlobalPlatform secure channels for Cardwright: SCP02 and SCP03, static keys and key
+//! GlobalPlatform secure channels for Cardwright: SCP02, SCP03 and SCP11 ([`scp11`]), static keys and key
 //! check values, per-card key diversification and PUT KEY data. Pure cryptography and
 //! protocol, no I/O; RustCrypto primitives underneath.
 //!
@@ -64,6 +64,7 @@ mod level;
 pub mod put_key;
 mod scp02;
 mod scp03;
+pub mod scp11;
 #[cfg(test)]
 mod testutil;
 

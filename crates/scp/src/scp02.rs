@@ -386,6 +386,11 @@ impl Scp02 {
         Ok(crypto::tdes_ecb_encrypt(&*self.s_dek, &clear)?.to_vec())
     }
 
+    /// 3DES-ECB with the session DEK, no padding (`clear` is a block multiple).
+    pub(crate) fn encrypt_secret(&self, clear: &[u8]) -> Result<Vec<u8>, Error> {
+        Ok(crypto::tdes_ecb_encrypt(&*self.s_dek, clear)?.to_vec())
+    }
+
     /// The inverse of [`Scp02::encrypt_key`].
     pub(crate) fn decrypt_key(&self, encrypted: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
         crypto::tdes_ecb_decrypt(&*self.s_dek, encrypted)

@@ -146,6 +146,42 @@ impl Scp03 {
         })
     }
 
+    /// A session from already derived session keys and an initial MAC chaining value, for
+    /// protocols that end in SCP03 secure messaging without its handshake (SCP11: Amendment F
+    /// §3.1.2 derives S-ENC, S-MAC, S-RMAC and S-DEK and starts chaining from the receipt).
+    /// The encryption counter starts at 0; `dek` encrypts PUT KEY data.
+    pub(crate) fn from_session_keys(
+        i: u8,
+        level: SecurityLevel,
+        keys: [Zeroizing<Vec<u8>>; 3],
+        dek: Key,
+        chaining: [u8; 16],
+    ) -> Result<Self, Error> {
+        check_i(i)?;
+        check_level(i, level)?;
+        let [s_enc, s_mac, s_rmac] = keys;
+        for k in [&s_enc, &s_mac, &s_rmac] {
+            if !matches!(k.len(), 16 | 24 | 32) {
+                return Err(Error::BadKeyLength {
+                    kind: "AES",
+                    len: k.len(),
+                });
+            }
+        }
+        aes_key(&dek, "DEK")?;
+        Ok(Self {
+            i,
+            level,
+            n: if i & 0x01 != 0 { 16 } else { 8 },
+            s_enc,
+            s_mac,
+            s_rmac,
+            dek,
+            chaining,
+            counter: 0,
+        })
+    }
+
     pub(crate) fn level(&self) -> SecurityLevel {
         self.level
     }
@@ -403,6 +439,11 @@ impl Scp03 {
     pub(crate) fn encrypt_key(&self, key: &Key) -> Result<Vec<u8>, Error> {
         let clear = pad_key(key.expose(), 16);
         crypto::aes_cbc_encrypt(self.dek.expose(), [0; 16], &clear)
+    }
+
+    /// AES-CBC with the DEK, zero IV, no padding (`clear` is a block multiple).
+    pub(crate) fn encrypt_secret(&self, clear: &[u8]) -> Result<Vec<u8>, Error> {
+        crypto::aes_cbc_encrypt(self.dek.expose(), [0; 16], clear)
     }
 
     /// The inverse of [`Scp03::encrypt_key`].

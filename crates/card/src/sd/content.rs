@@ -537,7 +537,13 @@ impl VirtualCard {
     /// applications when P2 = `80`), or keys of this security domain. Answers `00`, or the
     /// confirmation with a receipt after a delegated deletion (§11.2.3.1).
     pub(super) fn delete(&mut self, _ch: usize, sd: &Aid, cmd: &Command) -> Sw<Response> {
-        let d = Delete::parse(cmd).map_err(gp_sw)?;
+        // yubikit's SecurityDomainSession.delete_key sends P2 = 01 ("delete the last key
+        // too") with D0/D2: read it as a key deletion.
+        let mut cmd = cmd.clone();
+        if cmd.p2 == 0x01 && matches!(cmd.data.first(), Some(0xD0 | 0xD2)) {
+            cmd.p2 = 0x00;
+        }
+        let d = Delete::parse(&cmd).map_err(gp_sw)?;
         match &d {
             Delete::Object {
                 aid: a, related, ..

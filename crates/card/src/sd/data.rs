@@ -75,10 +75,11 @@ impl VirtualCard {
                         set.keys.iter().map(|k| KeyInfoEntry {
                             id: k.id,
                             version: set.kvn,
-                            components: vec![KeyComponent {
-                                key_type: k.key_type,
-                                length: k.value.0.len() as u16,
-                            }],
+                            components: k
+                                .components()
+                                .into_iter()
+                                .map(|(key_type, length)| KeyComponent { key_type, length })
+                                .collect(),
                             extended: None,
                         })
                     })

@@ -24,30 +24,17 @@ use super::Sw;
 use crate::card::VirtualCard;
 use crate::model::{privs, Aid, KeySet, ISD_AID};
 
-/// Key types of PUT KEY (GP 2.3.1 Table 11-16).
-mod kt {
-    pub const DES: u8 = 0x80;
-    pub const AES: u8 = 0x88;
-    pub const RSA_E: u8 = 0xA0;
-    pub const RSA_N: u8 = 0xA1;
-    pub const ECC_PUBLIC: u8 = 0xB0;
-}
+use crate::model::key_type as kt;
 
-/// The public (or AES) key of a key set: the first key of a type that verifies signatures.
+/// The public (or AES) key of a key set: an RSA public key (`A1` modulus with its `A0`
+/// exponent), an ECC P-256 public key (`B0`, parameter reference `00`), or an AES key.
 pub(crate) fn verifying_key(set: &KeySet) -> Option<DmVerifyingKey> {
-    let of = |t: u8| {
-        set.keys
-            .iter()
-            .find(|k| k.key_type == t)
-            .map(|k| &k.value.0[..])
-    };
-    if let (Some(n), Some(e)) = (of(kt::RSA_N), of(kt::RSA_E)) {
-        return DmVerifyingKey::rsa(n, e).ok();
-    }
-    if let Some(p) = of(kt::ECC_PUBLIC) {
-        return DmVerifyingKey::p256(p).ok();
-    }
-    of(kt::AES).and_then(|k| DmVerifyingKey::aes(k).ok())
+    set.keys.iter().find_map(|k| match k.key_type {
+        kt::RSA_PUBLIC => DmVerifyingKey::rsa(&k.value.0, &k.exponent).ok(),
+        kt::ECC_PUBLIC if k.curve.unwrap_or(0) == 0 => DmVerifyingKey::p256(&k.value.0).ok(),
+        kt::AES => DmVerifyingKey::aes(&k.value.0).ok(),
+        _ => None,
+    })
 }
 
 /// How a security domain is allowed to manage content.

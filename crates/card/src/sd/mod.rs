@@ -145,7 +145,9 @@ impl VirtualCard {
         );
         let data = self.sd_data_mut(sd)?;
         let set = if cmd.p1 == 0 {
-            data.key_sets.first()
+            // The default: the first key set that is a secure channel key set (SCP11 key
+            // pairs and public keys do not answer INITIALIZE UPDATE).
+            data.key_sets.iter().find(|s| static_keys(s).is_some())
         } else {
             data.key_sets.iter().find(|s| s.kvn == cmd.p1)
         }
