@@ -622,3 +622,46 @@ pub fn format_registry(reg: &Registry) -> String {
     }
     s
 }
+
+/// PUT KEY of a Delegated Management or DAP verification key (GP 2.3.1 §11.8.2.3, Table
+/// 11-16): an RSA public key (`A1` modulus, `A0` exponent) or an ECC P-256 public key (`B0`,
+/// `F0` = `00`) under `new_kvn` (`70` token, `73` DAP), key identifier `kid`;
+/// `replace_kvn` 0 adds it. An AES key goes with [`put_key_set`]. The card's answer must
+/// confirm the key version.
+pub fn put_public_key<C: CardChannel>(
+    client: &mut GpClient<C>,
+    new_kvn: u8,
+    kid: u8,
+    replace_kvn: u8,
+    public: &gp::dm::DmVerifyingKey,
+) -> Result<()> {
+    use gp::dm::DmVerifyingKey;
+    use rsa::traits::PublicKeyParts;
+    let data = match public {
+        DmVerifyingKey::Rsa(k) => scp::put_key::KeyData::rsa_public(
+            &k.n().to_be_bytes_trimmed_vartime(),
+            &k.e().to_be_bytes_trimmed_vartime(),
+        )?,
+        DmVerifyingKey::P256(k) => scp::put_key::KeyData::ecc_public(
+            scp::put_key::Curve::P256,
+            &k.to_sec1_point(false).to_bytes(),
+        )?,
+        DmVerifyingKey::Aes(_) => {
+            return Err(ClientError::Invalid(
+                "an AES key is a secret key: use PUT KEY of a key set".into(),
+            ))
+        }
+    };
+    let keys = [data];
+    let cmds = scp::put_key::commands(replace_kvn, kid, new_kvn, &keys, client.max_plain_data())?;
+    let what = format!("(KID {kid:02X} KVN {new_kvn:02X})");
+    let n = cmds.len();
+    for (i, cmd) in cmds.iter().enumerate() {
+        let r = client.send_ok(Operation::PutKey, cmd, &what)?;
+        if i + 1 == n {
+            scp::put_key::check_key_data_response(&r.data, new_kvn, &keys)
+                .map_err(ClientError::KeysNotConfirmed)?;
+        }
+    }
+    Ok(())
+}

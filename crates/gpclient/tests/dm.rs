@@ -284,3 +284,59 @@ fn dap_domain_as_load_target() {
         Some(aid(&DAP_SD))
     );
 }
+
+fn vector_key(name: &str) -> DmSigningKey {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../gp/tests/vectors/dm")
+        .join(name);
+    DmSigningKey::from_pkcs8(&std::fs::read(p).unwrap()).unwrap()
+}
+
+#[test]
+fn rsa_and_ecdsa_token_keys_loaded_with_put_key() {
+    for name in ["token-rsa1024.pem", "token-p256.pem", "token-rsa2048.pem"] {
+        let sim = card();
+        let key = vector_key(name);
+        // The token key replaces the AES one under KVN 70 (PUT KEY of a public key).
+        let mut c = open(&sim, None);
+        ops::put_public_key(&mut c, 0x70, 0x01, 0x70, &key.verifying_key()).unwrap();
+        let mut c = open(&sim, Some(aid(&DM_SD)));
+        c.set_delegation(Delegation::new(
+            Some(TokenSource::Sign(Box::new(vector_key(name)))),
+            Some(ReceiptCheck {
+                key: ReceiptKey::aes(&RECEIPT_KEY).unwrap(),
+                last_counter: None,
+            }),
+        ));
+        ops::install_cap(&mut c, &cap(), &Default::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        ops::delete(&mut c, &aid(&EMPTY_PKG), true).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(c.delegation().unwrap().receipts().len(), 3, "{name}");
+        assert!(!has(&sim, &EMPTY_PKG));
+    }
+}
+
+#[test]
+fn asymmetric_dap_keys() {
+    for name in ["token-p256.pem", "token-rsa1024.pem", "token-rsa2048.pem"] {
+        let sim = card();
+        let mut c = open(&sim, None);
+        let dap = Privileges::NONE.with(Privilege::DapVerification);
+        ops::create_domain(&mut c, aid(&DAP_SD), dap, &[], None).unwrap();
+        let mut d = open(&sim, Some(aid(&DAP_SD)));
+        ops::put_public_key(&mut d, 0x73, 0x01, 0, &vector_key(name).verifying_key()).unwrap();
+        let signer: Arc<dyn Signer + Send + Sync> = Arc::new(vector_key(name));
+        let mut c = open(&sim, None);
+        ops::install_cap(
+            &mut c,
+            &cap(),
+            &ops::InstallOptions {
+                to: Some(aid(&DAP_SD)),
+                dap: vec![(aid(&DAP_SD), signer)],
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(has(&sim, &EMPTY_APPLET), "{name}");
+    }
+}
