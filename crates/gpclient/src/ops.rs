@@ -455,6 +455,77 @@ pub struct InstallReport {
     pub apdus: u64,
 }
 
+/// The INSTALL commands `install_cap` sends, without tokens: INSTALL \[for load\] (with
+/// `hash`, empty for none) and one INSTALL \[for install and make selectable\] per instance
+/// (none with `load_only`). `cardwright token sign install` signs exactly these.
+pub fn install_plan(
+    cap: &gp::cap::CapFile,
+    opts: &InstallOptions,
+    hash: Vec<u8>,
+) -> Result<(Install, Vec<Install>)> {
+    let load_file = cap.package_aid();
+    let block = cap.load_file_data_block();
+    let mut params = Vec::new();
+    // Load parameters: EF { C6 non-volatile code space } (GP 2.3.1 §11.5.2.3.7).
+    let size = u32::try_from(block.len()).unwrap_or(u32::MAX);
+    params.extend_from_slice(&[0xEF, 0x06, 0xC6, 0x04]);
+    params.extend_from_slice(&size.to_be_bytes());
+    let for_load = Install::ForLoad {
+        load_file,
+        security_domain: opts.to,
+        hash,
+        params,
+        token: Vec::new(),
+    };
+    let mut installs = Vec::new();
+    if !opts.load_only {
+        let applets: Vec<Aid> = match &opts.applet {
+            Some(a) => {
+                if !cap.applet_aids().contains(a) {
+                    return Err(ClientError::Invalid(format!("the CAP has no applet {a}")));
+                }
+                vec![*a]
+            }
+            None if opts.instance.is_some() => cap.applet_aids().into_iter().take(1).collect(),
+            None => cap.applet_aids(),
+        };
+        if opts.params.len() > 0x7F {
+            return Err(ClientError::Invalid(
+                "install parameters over 127 bytes".into(),
+            ));
+        }
+        let mut c9 = vec![0xC9, opts.params.len() as u8];
+        c9.extend_from_slice(&opts.params);
+        for module in applets {
+            installs.push(Install::ForInstall {
+                load_file,
+                module,
+                application: opts.instance.unwrap_or(module),
+                privileges: opts.privileges,
+                params: c9.clone(),
+                token: Vec::new(),
+                make_selectable: true,
+            });
+        }
+    }
+    Ok((for_load, installs))
+}
+
+/// The load file data block hash `install_cap` sends for `opts` (empty: none).
+pub fn install_hash(cap: &gp::cap::CapFile, opts: &InstallOptions) -> Result<Vec<u8>> {
+    Ok(match opts.hash.as_deref() {
+        None if !opts.dap.is_empty() => cap.load_file_hash(gp::cap::HashAlgorithm::Sha256),
+        None => Vec::new(),
+        Some("sha1") => cap.load_file_hash(gp::cap::HashAlgorithm::Sha1),
+        Some("sha256") => cap.load_file_hash(gp::cap::HashAlgorithm::Sha256),
+        Some(other) => {
+            return Err(ClientError::Invalid(format!(
+                "unknown hash '{other}' (sha1, sha256)"
+            )))
+        }
+    })
+}
+
 /// Loads a CAP file (INSTALL [for load] + LOAD blocks sized to the card and the secure
 /// channel overhead) and installs its applets (INSTALL [for install and make selectable]).
 pub fn install_cap<C: CardChannel>(
@@ -465,22 +536,8 @@ pub fn install_cap<C: CardChannel>(
     let start_apdus = client.apdus_sent();
     let load_file = cap.package_aid();
     let block = cap.load_file_data_block();
-    let hash = match opts.hash.as_deref() {
-        None if !opts.dap.is_empty() => cap.load_file_hash(gp::cap::HashAlgorithm::Sha256),
-        None => Vec::new(),
-        Some("sha1") => cap.load_file_hash(gp::cap::HashAlgorithm::Sha1),
-        Some("sha256") => cap.load_file_hash(gp::cap::HashAlgorithm::Sha256),
-        Some(other) => {
-            return Err(ClientError::Invalid(format!(
-                "unknown hash '{other}' (sha1, sha256)"
-            )))
-        }
-    };
-    let mut params = Vec::new();
-    // Load parameters: EF { C6 non-volatile code space } (GP 2.3.1 §11.5.2.3.7).
-    let size = u32::try_from(block.len()).unwrap_or(u32::MAX);
-    params.extend_from_slice(&[0xEF, 0x06, 0xC6, 0x04]);
-    params.extend_from_slice(&size.to_be_bytes());
+    let hash = install_hash(cap, opts)?;
+    let (for_load, installs) = install_plan(cap, opts, hash.clone())?;
     let mut dap_blocks = Vec::with_capacity(opts.dap.len());
     for (sd, signer) in &opts.dap {
         let signature = signer
@@ -491,13 +548,6 @@ pub fn install_cap<C: CardChannel>(
             signature,
         });
     }
-    let for_load = Install::ForLoad {
-        load_file,
-        security_domain: opts.to,
-        hash: hash.clone(),
-        params,
-        token: Vec::new(),
-    };
     client.send_managed(
         Operation::InstallForLoad,
         for_load,
@@ -527,37 +577,29 @@ pub fn install_cap<C: CardChannel>(
         &last,
     )?;
     let mut instances = Vec::new();
-    if !opts.load_only {
-        let applets: Vec<Aid> = match &opts.applet {
-            Some(a) => {
-                if !cap.applet_aids().contains(a) {
-                    return Err(ClientError::Invalid(format!("the CAP has no applet {a}")));
-                }
-                vec![*a]
-            }
-            None if opts.instance.is_some() => cap.applet_aids().into_iter().take(1).collect(),
-            None => cap.applet_aids(),
+    for i in installs {
+        let Install::ForInstall {
+            load_file,
+            module,
+            application,
+            privileges,
+            params,
+            make_selectable,
+            ..
+        } = i
+        else {
+            continue;
         };
-        let mut c9 = vec![0xC9, opts.params.len() as u8];
-        if opts.params.len() > 0x7F {
-            return Err(ClientError::Invalid(
-                "install parameters over 127 bytes".into(),
-            ));
-        }
-        c9.extend_from_slice(&opts.params);
-        for module in applets {
-            let instance = opts.instance.unwrap_or(module);
-            install_instance(
-                client,
-                load_file,
-                module,
-                instance,
-                opts.privileges,
-                c9.clone(),
-                true,
-            )?;
-            instances.push(instance);
-        }
+        install_instance(
+            client,
+            load_file,
+            module,
+            application,
+            privileges,
+            params,
+            make_selectable,
+        )?;
+        instances.push(application);
     }
     Ok(InstallReport {
         load_file,
