@@ -84,6 +84,7 @@ pub struct TokenSignArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum TokenOp {
     /// The tokens of `card install` with the same arguments (INSTALL [for load] and one
     /// INSTALL [for install and make selectable] per instance).

@@ -39,7 +39,10 @@ fn bench(c: &mut Criterion) {
         let sig = k.sign(&input).expect("sign");
         let v = k.verifying_key();
         g.bench_function(format!("verify/{name}"), |b| {
-            b.iter(|| v.verify(black_box(&input), black_box(&sig)).expect("verify"))
+            b.iter(|| {
+                v.verify(black_box(&input), black_box(&sig))
+                    .expect("verify")
+            })
         });
     }
     let rk = ReceiptKey::aes(&[0x71; 16]).expect("AES");

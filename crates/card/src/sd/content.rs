@@ -52,7 +52,6 @@ impl VirtualCard {
             Install::ForPersonalization { .. } => Authority::Own,
             i => self.authorise(sd, || i.token_input(), i.token())?,
         };
-        let gp_aid = |a: &gp::Aid| gp::Aid::new(a.as_bytes()).map_err(gp_sw);
         let ctx = match install {
             Install::ForLoad {
                 load_file,
@@ -117,7 +116,7 @@ impl VirtualCard {
                 let from = self.owner_of(&aid(&application))?;
                 self.extradite(sd, &aid(&security_domain), &aid(&application), true)?;
                 Some(ReceiptContext::Extradition {
-                    from: gp_aid(&gp::Aid::new(&from.0).map_err(gp_sw)?)?,
+                    from: gp::Aid::new(&from.0).map_err(gp_sw)?,
                     object: application,
                     to: security_domain,
                 })
@@ -133,14 +132,14 @@ impl VirtualCard {
                 params,
                 ..
             } => {
-                let object = application.clone().or_else(|| security_domain.clone());
+                let object = application.or(security_domain);
                 let from = match &object {
                     Some(o) => self.owner_of(&aid(o)).ok(),
                     None => None,
                 };
                 self.registry_update(
                     sd,
-                    security_domain.clone().map(|a| aid(&a)),
+                    security_domain.map(|a| aid(&a)),
                     application.map(|a| aid(&a)),
                     p,
                     &params,
@@ -150,7 +149,7 @@ impl VirtualCard {
                     (Some(o), Some(from)) => {
                         let from = gp::Aid::new(&from.0).map_err(gp_sw)?;
                         Some(ReceiptContext::RegistryUpdate {
-                            to: security_domain.unwrap_or_else(|| from.clone()),
+                            to: security_domain.unwrap_or(from),
                             from,
                             application: o,
                             privileges: p.map(|p| p.to_bytes().to_vec()).unwrap_or_default(),
@@ -177,6 +176,7 @@ impl VirtualCard {
             .ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)
     }
 
+    #[allow(clippy::too_many_arguments)]
     /// INSTALL [for load] (§11.5): announces the load file, its security domain and
     /// optionally the hash of its data block.
     fn install_for_load(
@@ -550,7 +550,7 @@ impl VirtualCard {
             } => {
                 let authority = self.authorise(sd, || d.token_input(), d.token())?;
                 self.delete_object(sd, &aid(a), *related)?;
-                let ctx = ReceiptContext::Delete { aid: a.clone() };
+                let ctx = ReceiptContext::Delete { aid: *a };
                 Ok(Response::ok(self.confirm(sd, authority, ctx)?))
             }
             Delete::Key { id, version } => {

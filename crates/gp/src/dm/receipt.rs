@@ -325,7 +325,7 @@ fn retail_mac(key: &[u8], input: &[u8]) -> Result<Vec<u8>> {
     let single = des::Des::new_from_slice(&key[..8]).map_err(bad)?;
     let mut padded = input.to_vec();
     padded.push(0x80);
-    while padded.len() % 8 != 0 {
+    while !padded.len().is_multiple_of(8) {
         padded.push(0);
     }
     let mut chain = [0u8; 8];

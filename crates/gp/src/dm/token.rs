@@ -94,7 +94,7 @@ impl TokenInput for Delete {
                 ..
             } => {
                 let bare = Delete::Object {
-                    aid: aid.clone(),
+                    aid: *aid,
                     related: *related,
                     control_reference: control_reference.clone(),
                     token: None,
