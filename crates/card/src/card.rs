@@ -125,6 +125,21 @@ impl VirtualCard {
         }
     }
 
+    /// A copy in memory of the card in `state_file`, read without taking the lock (the
+    /// card may be running elsewhere) and never written back: to read things such as
+    /// [`VirtualCard::manufacturer_ca`]. A missing file is [`CardError::BadState`].
+    pub fn snapshot(state_file: &Path) -> Result<Self, CardError> {
+        if !state_file.exists() {
+            return Err(CardError::BadState {
+                path: state_file.to_path_buf(),
+                reason: "no such file".into(),
+            });
+        }
+        let mut card = Self::open_unlocked(state_file, CardConfig::default())?;
+        card.path = None;
+        Ok(card)
+    }
+
     fn open_unlocked(state_file: &Path, config_if_new: CardConfig) -> Result<Self, CardError> {
         let bad = |reason: String| CardError::BadState {
             path: state_file.to_path_buf(),
@@ -169,6 +184,7 @@ impl VirtualCard {
                 seq_counter: 1,
                 data: Default::default(),
                 confirmation_counter: 0,
+                scp11: Default::default(),
             }),
         };
         let mut load_files = vec![LoadFileRec {
@@ -205,6 +221,11 @@ impl VirtualCard {
                 implicit_selection: None,
                 kind: AppKind::Applet { state: None },
             });
+        }
+        if config.scp11 {
+            if let Some(isd) = apps.first_mut().and_then(|a| a.sd_data_mut()) {
+                factory_scp11b(isd, &config.cplc);
+            }
         }
         CardState {
             format: FORMAT,
@@ -266,6 +287,19 @@ impl VirtualCard {
             let _ = self.do_select(0, &aid, None);
         }
         let _ = self.commit();
+    }
+
+    /// The card manufacturer CA certificate (X.509 DER) of the factory SCP11b key set: the
+    /// first certificate of the ISD's chain for KID `13` KVN `01` (`None` for a card made
+    /// with [`CardConfig::scp11`] off, or once that chain was replaced). A host that trusts
+    /// it can check the chain GET DATA `BF21` returns before an SCP11b session.
+    pub fn manufacturer_ca(&self) -> Option<Vec<u8>> {
+        let data = self.state.isd()?.sd_data()?;
+        let chain = data
+            .scp11
+            .certificates
+            .get(&crate::model::key_ref(0x13, 0x01))?;
+        apdu::parse_hex(chain.first()?).ok()
     }
 
     /// The path of the state file, if the card is persistent.
@@ -719,4 +753,78 @@ pub(crate) fn app_params(install_params: &[u8]) -> Vec<u8> {
         .ok()
         .and_then(|objs| tlv::find(&objs, Tag::new(0xC9)).map(|t| t.value.clone()))
         .unwrap_or_default()
+}
+
+/// The factory SCP11b key set (see [`CardConfig::scp11`]): SK.SD under KID `13` KVN `01`,
+/// and the chain [manufacturer CA, SD certificate] in the certificate store.
+fn factory_scp11b(isd: &mut SdData, cplc: &[u8]) {
+    use crate::model::{key_ref, key_type, KeySet, StoredKey};
+    use scp::scp11::{Curve, PrivateKey};
+    let (Ok(ca), Ok(sd)) = (
+        PrivateKey::generate(Curve::P256),
+        PrivateKey::generate(Curve::P256),
+    ) else {
+        return;
+    };
+    let serial = cplc.get(12..16).map(apdu::hex).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut ca_serial = [0u8; 8];
+    let _ = getrandom_fill(&mut ca_serial);
+    ca_serial[0] &= 0x7F;
+    ca_serial[0] |= 0x01;
+    let ca_name = (
+        "Cardwright virtual card",
+        format!("Cardwright SCP11 card manufacturer CA {serial}"),
+    );
+    let sd_name = (
+        "Cardwright virtual card",
+        format!("SD {serial} SCP11b KID 13 KVN 01"),
+    );
+    let ca_cert = crate::x509::certificate(
+        &crate::x509::CertSpec {
+            serial: &ca_serial,
+            issuer: (ca_name.0, &ca_name.1),
+            subject: (ca_name.0, &ca_name.1),
+            not_before: now.saturating_sub(60),
+            key: ca.public_key(),
+            issuer_key: ca.public_key(),
+            ca: true,
+        },
+        &ca,
+    );
+    let sd_cert = crate::x509::certificate(
+        &crate::x509::CertSpec {
+            serial: &[0x01, 0x13, 0x01],
+            issuer: (ca_name.0, &ca_name.1),
+            subject: (sd_name.0, &sd_name.1),
+            not_before: now.saturating_sub(60),
+            key: sd.public_key(),
+            issuer_key: ca.public_key(),
+            ca: false,
+        },
+        &ca,
+    );
+    let (Some(ca_cert), Some(sd_cert)) = (ca_cert, sd_cert) else {
+        return;
+    };
+    isd.key_sets.push(KeySet {
+        kvn: 0x01,
+        keys: vec![StoredKey {
+            curve: Some(Curve::P256.param_ref()),
+            ..StoredKey::secret(0x13, key_type::ECC_PRIVATE, sd.expose_scalar())
+        }],
+        failures: 0,
+    });
+    isd.scp11.certificates.insert(
+        key_ref(0x13, 0x01),
+        vec![apdu::hex(&ca_cert), apdu::hex(&sd_cert)],
+    );
+}
+
+fn getrandom_fill(b: &mut [u8]) -> Result<(), ()> {
+    let k = scp::random_challenge(b.len()).map_err(|_| ())?;
+    b.copy_from_slice(&k);
+    Ok(())
 }

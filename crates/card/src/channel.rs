@@ -77,6 +77,10 @@ pub(crate) struct StatusCursor {
     pub next: usize,
 }
 
+/// A PERFORM SECURITY OPERATION chain in progress: the trust anchor (KID, KVN) and the
+/// certificates received and verified so far.
+pub(crate) type PsoChain = ((u8, u8), Vec<Vec<u8>>);
+
 /// The state of one secure channel on a logical channel.
 #[derive(Debug, Default)]
 pub(crate) enum Secure {
@@ -113,6 +117,13 @@ pub(crate) struct Channel {
     pub pending: Vec<u8>,
     /// A PUT KEY split over several commands (P1 b8): (P1, P2, data so far).
     pub put_key: Option<(u8, u8, Vec<u8>)>,
+    /// ISO/IEC 7816-4 command chaining (CLA b5) in progress: (INS, data so far).
+    pub chain: Option<(u8, Vec<u8>)>,
+    /// SCP11 PERFORM SECURITY OPERATION in progress: the trust anchor (KID, KVN) and the
+    /// certificates verified so far.
+    pub pso: Option<PsoChain>,
+    /// The OCE key of a completely verified certificate chain, for MUTUAL AUTHENTICATE.
+    pub oce: Option<scp::scp11::PublicKey>,
 }
 
 impl Channel {
@@ -123,6 +134,9 @@ impl Channel {
         self.perso = None;
         self.status = None;
         self.put_key = None;
+        self.chain = None;
+        self.pso = None;
+        self.oce = None;
     }
 }
 

@@ -39,6 +39,13 @@ pub struct CardConfig {
     /// `A000000308000010000100`). It runs once a PIV factory is registered with
     /// [`crate::VirtualCard::register_applet`]; before that, selecting it answers `6999`.
     pub with_piv: bool,
+    /// Generate an SCP11b key set in the ISD at manufacture (on by default), as a
+    /// factory-fresh YubiKey 5.7 has: the SD key pair SK.SD/PK.SD (P-256) under key
+    /// identifier `13`, key version `01`, and its X.509 certificate chain (a card
+    /// manufacturer CA made for this card, then the SD's certificate signed by it) readable
+    /// with GET DATA `BF21` `A6{83 13 01}`. [`crate::VirtualCard::manufacturer_ca`] gives the
+    /// CA certificate a host trusts. `false`: no SCP11 key (`cardwright sim create --no-scp11`).
+    pub scp11: bool,
 }
 
 /// A plausible 42-byte CPLC (tag `9F7F`, 42 bytes): IC fabricator `4790`, IC type `5167`, OS `4357`
@@ -64,6 +71,7 @@ impl Default for CardConfig {
             cplc: DEFAULT_CPLC.to_vec(),
             max_auth_failures: 10,
             with_piv: false,
+            scp11: true,
         }
     }
 }

@@ -32,6 +32,30 @@
 //!   consecutive failed EXTERNAL AUTHENTICATEs (wrong host cryptogram or C-MAC) the key set
 //!   is blocked and INITIALIZE UPDATE with it answers `6983`; a success resets the count.
 //!   A blocked key set can be replaced with PUT KEY through another key set.
+//! * **Asymmetric keys** (GP 2.3.1 §11.8, Table 11-16; Amendment F): PUT KEY of ECC public
+//!   keys (`B0`+`F0`, P-256/P-384, checked on the curve), ECC private keys (`B1`, decrypted
+//!   with the session's DEK), RSA public keys (`A1`/`A0`, also over several PUT KEY commands
+//!   with P1 b8), stored in the SD's key sets next to the secure channel keys (a key set is
+//!   all keys of one KVN); listed by GET DATA `E0` with their components; DELETE key by
+//!   `D0`/`D2` (also yubikit's P2 = `01`). GENERATE EC KEY (`80 F1`, YubiKey's) makes an
+//!   SCP11 key pair on the card.
+//! * **SCP11** (Amendment F; `scp::scp11`, `gp::cert`, `gp::scp11`): SD key pairs under KID
+//!   `11` (11a), `13` (11b), `15` (11c); PERFORM SECURITY OPERATION (`80 2A KVN KID`, one
+//!   certificate per command, ISO chaining accepted) verifies the OCE chain against the
+//!   trust anchor (an ECC public key, e.g. KID `10`), the stored CA issuer identifier,
+//!   validity at the host clock and the allowlist; a refusal answers `gp::cert`'s status
+//!   word (`6982`/`6A80`) and counts a failure on the anchor's key set. MUTUAL AUTHENTICATE
+//!   (`80 82`, 11a/11c, needs the verified chain of this channel; used up by it) and INTERNAL
+//!   AUTHENTICATE (`80 88`, 11b) open an SCP03-style session (S-DEK encrypts PUT KEY).
+//!   SCP11b sessions may read (GET STATUS, GET DATA) but not manage (`6982`). Failed
+//!   authentications count like EXTERNAL AUTHENTICATE's; a blocked key answers `6983`. An SD
+//!   without the key answers `6A88`. GET DATA `BF21` `A6{83 KID KVN}` returns a key's
+//!   certificate chain, `FF33`/`FF34` the CA identifiers; STORE DATA takes YubiKey's
+//!   certificate bundle, allowlist and CA issuer objects. The card recognition data (`66`,
+//!   FCI) announces SCP11 with its i when the SD holds such a key pair.
+//! * **Factory SCP11b key set** ([`CardConfig::scp11`], on by default): KID `13` KVN `01`
+//!   generated at manufacture with an X.509 chain (manufacturer CA, SD certificate);
+//!   [`VirtualCard::manufacturer_ca`] is the CA to trust.
 //! * **Content management** (§9, §11): INSTALL [for load / install / make selectable /
 //!   extradition / personalization / registry update], LOAD (block sequence, `C4`, optional
 //!   load file data block hash: SHA-1, SHA-256, SHA-384 or SHA-512 by length), DELETE
@@ -72,6 +96,7 @@ pub mod host;
 mod model;
 mod persist;
 mod sd;
+mod x509;
 
 pub use applet::{Applet, AppletContext, AppletFactory};
 pub use card::{VirtualCard, PIV_INSTANCE, PIV_LOAD_FILE};
@@ -80,3 +105,4 @@ pub use error::CardError;
 #[cfg(feature = "transport")]
 pub use host::VirtualChannel;
 pub use model::{ISD_AID, SD_MODULE, SD_PACKAGE};
+pub use x509::pem;

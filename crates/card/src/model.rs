@@ -276,6 +276,41 @@ pub(crate) struct SdData {
     /// with every receipt and is never reset; at `FFFF` no more receipts are given.
     #[serde(default)]
     pub confirmation_counter: u16,
+    /// SCP11 data (Amendment F; YubiKey's STORE DATA formats): certificate chains of SD key
+    /// pairs, OCE serial-number allowlists, CA issuer identifiers. Absent in older files.
+    #[serde(default, skip_serializing_if = "Scp11Data::is_empty")]
+    pub scp11: Scp11Data,
+}
+
+/// The key reference `KID KVN` as a map key in the state file (`"13-01"`).
+pub(crate) fn key_ref(kid: u8, kvn: u8) -> String {
+    format!("{kid:02X}-{kvn:02X}")
+}
+
+/// SCP11 objects of a security domain, by key reference ([`key_ref`]). Values are hex.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Scp11Data {
+    /// Certificate chain (leaf last, DER or `7F21`) of an SD key pair: GET DATA `BF21`.
+    #[serde(default)]
+    pub certificates: BTreeMap<String, Vec<String>>,
+    /// Serial numbers allowed for the leaf OCE certificate checked with a trust anchor.
+    #[serde(default)]
+    pub allowlists: BTreeMap<String, Vec<String>>,
+    /// CA issuer identifiers (subject key identifier) of a key: (KLCC?, id).
+    #[serde(default)]
+    pub ca_ids: BTreeMap<String, (bool, String)>,
+}
+
+impl Scp11Data {
+    pub fn is_empty(&self) -> bool {
+        self.certificates.is_empty() && self.allowlists.is_empty() && self.ca_ids.is_empty()
+    }
+    /// Forgets what belonged to key references that no longer exist.
+    pub fn retain_keys(&mut self, exists: impl Fn(&str) -> bool) {
+        self.certificates.retain(|k, _| exists(k));
+        self.allowlists.retain(|k, _| exists(k));
+        self.ca_ids.retain(|k, _| exists(k));
+    }
 }
 
 /// What an application registry entry is.

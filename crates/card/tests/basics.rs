@@ -55,15 +55,18 @@ fn get_data_objects() {
     let mut c = card();
     let r = c.raw(&cmd("80CA006600"));
     let cd = gp::commands::CardData::parse(&r.data).unwrap();
-    assert_eq!(apdu::hex(&r.data[..4]), "663F733D");
+    assert_eq!(apdu::hex(&r.data[..4]), "664C734A");
     assert_eq!(cd.gp_version_string().as_deref(), Some("2.3.1"));
     assert_eq!((cd.scp[0].scp, cd.scp[0].i), (0x03, 0x70));
+    // The factory SCP11b key set is announced too (OID 1.2.840.114283.4.17.0).
+    assert_eq!((cd.scp[1].scp, cd.scp[1].i), (0x11, 0x00));
     assert!(cd.identification_scheme);
     let r = c.raw(&cmd("80CA00E000"));
-    // One AES-128 key set, KVN 30: C0 04 id 30 88 10 for ids 1..3.
+    // One AES-128 key set, KVN 30: C0 04 id 30 88 10 for ids 1..3; the factory SCP11b
+    // key pair KID 13 KVN 01: C0 06 13 01 B1 20 F0 01.
     assert_eq!(
         apdu::hex(&r.data),
-        "E012C00401308810C00402308810C00403308810"
+        "E01AC00401308810C00402308810C00403308810C0061301B120F001"
     );
     let r = c.raw(&cmd("80CA00CF00"));
     assert_eq!(apdu::hex(&r.data), "CF0A00000000000000000000");

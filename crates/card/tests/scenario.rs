@@ -728,7 +728,7 @@ fn put_key_rules() {
     let ki = host.raw(&cmd("80CA00E000"));
     assert_eq!(
         apdu::hex(&ki.data),
-        "E012C00401218010C00402218010C00403218010"
+        "E01AC00401218010C00402218010C00403218010C0061301B120F001"
     );
 }
 

@@ -153,6 +153,16 @@ pub enum SimCommand {
     /// IC serial, KDD) and keys (protocol, key version, KCV; the key itself only if it is the
     /// public GP test key).
     Create(SimCreateArgs),
+    /// Print (PEM) the card manufacturer CA certificate of a virtual card's factory SCP11b
+    /// key set: the trust anchor for the SD certificate that GET DATA BF21 returns.
+    CaCert(SimCaCertArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimCaCertArgs {
+    /// State file of the card (read only; the card may be running).
+    #[arg(long)]
+    pub state: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +188,10 @@ pub struct SimCreateOptions {
     /// Create the card without the PIV applet.
     #[arg(long)]
     pub no_piv: bool,
+    /// Create the card without the factory SCP11b key set (SD key pair KID 0x13 KVN 0x01
+    /// and its certificate chain).
+    #[arg(long)]
+    pub no_scp11: bool,
 }
 
 #[derive(Debug, Args)]

@@ -67,6 +67,9 @@ fn main() {
         Command::Sim {
             command: SimCommand::Create(a),
         } => sim::create(a),
+        Command::Sim {
+            command: SimCommand::CaCert(a),
+        } => sim::ca_cert(a),
         Command::Bench(a) => bench::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Agent(a) => agent::run(a),

@@ -1,6 +1,6 @@
 //! The built-in virtual card: in process (`--sim FILE`) or in a pcscd reader (`sim run --vpcd`).
 
-use crate::cli::{SimCreateArgs, SimCreateOptions, SimRunArgs};
+use crate::cli::{SimCaCertArgs, SimCreateArgs, SimCreateOptions, SimRunArgs};
 use anyhow::{bail, Context, Result};
 use card::{CardConfig, VirtualCard};
 use std::io::BufRead;
@@ -38,6 +38,7 @@ impl SimCreateOptions {
             cplc: None,
             max_auth_failures: 10,
             no_piv: false,
+            no_scp11: false,
         }
     }
 
@@ -83,6 +84,7 @@ impl SimCreateOptions {
         }
         cfg.max_auth_failures = self.max_auth_failures;
         cfg.with_piv = !self.no_piv;
+        cfg.scp11 = !self.no_scp11;
         Ok(cfg)
     }
 }
@@ -144,6 +146,14 @@ fn identity(card: &VirtualCard, cfg: &CardConfig) -> String {
         "Key lock:   after {} failed authentications in a row\n",
         cfg.max_auth_failures
     ));
+    if card.manufacturer_ca().is_some() {
+        out.push_str(
+            "SCP11b:     SD key pair KID 0x13 KVN 0x01 (P-256), certificate chain in GET DATA BF21 \
+             (manufacturer CA: `cardwright sim ca-cert --state FILE`)\n",
+        );
+    } else {
+        out.push_str("SCP11b:     no factory key set (--no-scp11)\n");
+    }
     if cfg.with_piv {
         out.push_str(
             "PIV:        A000000308000010000100, PIN 123456, PUK 12345678, 3DES management key \
@@ -153,6 +163,20 @@ fn identity(card: &VirtualCard, cfg: &CardConfig) -> String {
         out.push_str("PIV:        not installed (--no-piv)\n");
     }
     out
+}
+
+/// `sim ca-cert`: the manufacturer CA certificate of the factory SCP11b key set, PEM.
+pub fn ca_cert(a: SimCaCertArgs) -> Result<()> {
+    let card = VirtualCard::snapshot(&a.state)
+        .with_context(|| format!("virtual card state file {}", a.state.display()))?;
+    let Some(der) = card.manufacturer_ca() else {
+        bail!(
+            "{} has no factory SCP11b certificate chain (made with --no-scp11, or replaced)",
+            a.state.display()
+        );
+    };
+    print!("{}", card::pem(&der));
+    Ok(())
 }
 
 /// `sim run`: serve the card to vpcd (pcscd), or read hex APDUs from standard input.

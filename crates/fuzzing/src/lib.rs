@@ -15,6 +15,7 @@ mod http;
 mod key_store;
 mod parsers;
 mod piv_applet;
+mod scp11;
 mod session;
 
 pub use http::{http_bodies, http_routes};
@@ -24,6 +25,7 @@ pub use parsers::{
     response_parse, tlv_parse,
 };
 pub use piv_applet::piv_applet;
+pub use scp11::{scp11_auth_card, scp11_auth_host, scp11_certificates, scp11_pso};
 pub use session::{
     card_transmit, scp02_session, scp03_session, store_data, CARD_MANAGER_INS, HOST_PUT_KEY,
 };
@@ -49,4 +51,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("piv_applet", piv_applet),
     ("key_store_file", key_store_file),
     ("http_bodies", http_bodies),
+    ("scp11_certificates", scp11_certificates),
+    ("scp11_pso", scp11_pso),
+    ("scp11_auth_card", scp11_auth_card),
+    ("scp11_auth_host", scp11_auth_host),
 ];

@@ -26,6 +26,9 @@
 //! | ECC private (`B1`) | `B1` L DEK-encrypted scalar · `F0 01` curve · `00` |
 //! | RSA public (`A1`/`A0`) | `A1` L modulus · `A0` L exponent · `00` |
 //!
+//! [`parse_key_data`] also reads YubiKey's AES block `88 L encrypted-key KCV` without the
+//! key-length byte (what `yubikit` sends), told apart by its length (16 or 32 bytes).
+//!
 //! The curve is the key parameter reference ([`Curve`]: `00` P-256, `01` P-384, …). The
 //! card answers the key version number alone for such keys (no KCV). A component too long
 //! for one command may come as several blocks of the same type (concatenated), and a key
@@ -653,6 +656,10 @@ pub fn parse_key_data(data: &[u8]) -> Result<(u8, Vec<KeyData>), Error> {
         }
         let (kind, key_len, encrypted) = match key_type {
             0x80 => (KeyKind::Des3, body.len(), body),
+            // YubiKey's form (yubikit `put_key`): the encrypted key alone, no key-length
+            // byte; told apart by its length, a whole number of blocks (the GP form is one
+            // byte more).
+            0x88 if matches!(body.len(), 16 | 32) => (KeyKind::Aes, body.len(), body),
             0x88 => {
                 let (&n, rest) = body.split_first().ok_or_else(|| {
                     malformed("PUT KEY data", "AES key data without its length byte")

@@ -170,6 +170,27 @@ fn mixed_secret_and_asymmetric_keys() {
 }
 
 #[test]
+fn aes_key_as_yubikit_sends_it() {
+    // yubikit put_key(StaticKeys): 88 10 <AES-CBC(DEK, key)> 03 <KCV>, no key-length byte.
+    let (host, card) = scp03();
+    let aes = Key::aes(&[0x3C; 16]).unwrap();
+    let enc = host.encrypt_key(&aes).unwrap();
+    let mut data = vec![0x02, 0x88, 0x10];
+    data.extend_from_slice(&enc);
+    data.push(3);
+    data.extend_from_slice(&aes.kcv());
+    let (_, keys) = put_key::parse_key_data(&data).unwrap();
+    let KeyData::Secret(b) = &keys[0] else {
+        panic!()
+    };
+    assert_eq!((b.key_len, b.kcv.as_slice()), (16, &aes.kcv()[..]));
+    assert_eq!(
+        card.decrypt_key(b.kind, &b.encrypted, b.key_len).unwrap(),
+        aes
+    );
+}
+
+#[test]
 fn asymmetric_parser_errors() {
     use put_key::parse_key_data as p;
     let point = h(G256).unwrap();

@@ -112,7 +112,11 @@ fn variant(s: &str) -> Variant {
 #[test]
 fn openscp_host_transcripts() {
     let all = transcripts();
-    assert_eq!(all.len(), 7, "P-256 S8/S16, AES-128/192/256, P-384, GP cert, 11c");
+    assert_eq!(
+        all.len(),
+        7,
+        "P-256 S8/S16, AES-128/192/256, P-384, GP cert, 11c"
+    );
     for t in &all {
         let at = &t.head.at;
         let name = t.head.s("name");
@@ -194,7 +198,11 @@ fn openscp_host_transcripts() {
             "{at} {name}: wrapped GET STATUS"
         );
         let answer = session.unwrap(Response::parse(rsp).unwrap()).unwrap();
-        assert_eq!(apdu::hex(&answer.data), apdu::hex(&t.plain.h("rsp")), "{at}");
+        assert_eq!(
+            apdu::hex(&answer.data),
+            apdu::hex(&t.plain.h("rsp")),
+            "{at}"
+        );
         assert!(answer.sw.is_success());
         assert!(apdus.next().is_none());
     }

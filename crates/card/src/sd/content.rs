@@ -349,6 +349,7 @@ impl VirtualCard {
                 seq_counter: 1,
                 data: Default::default(),
                 confirmation_counter: 0,
+                scp11: Default::default(),
             })
         } else {
             let state = match self.factories.find(&load_file.0).cloned() {
@@ -555,6 +556,7 @@ impl VirtualCard {
             }
             Delete::Key { id, version } => {
                 self.delete_key(sd, *id, *version)?;
+                self.forget_stale_scp11(sd);
                 Ok(Response::ok(vec![0x00]))
             }
         }

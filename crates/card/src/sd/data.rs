@@ -3,6 +3,7 @@
 use apdu::tlv::{self, Tag};
 use apdu::{Command, Response, StatusWord};
 use gp::commands::{CardData, KeyComponent, KeyInfo, KeyInfoEntry, ScpOption};
+use scp::scp11::Variant;
 
 use super::Sw;
 use crate::card::VirtualCard;
@@ -14,11 +15,17 @@ const JAVA_CARD_OID: [u8; 10] = [0x2B, 0x06, 0x01, 0x04, 0x01, 0x2A, 0x02, 0x6E,
 
 /// The Card Data (GP 2.3.1 §H.2, Table H-1): GP 2.3.1 card management, the card
 /// identification scheme, the ISD's Secure Channel Protocol with its "i", Java Card chip.
-pub(crate) fn card_data(scp: u8, i: u8) -> CardData {
+pub(crate) fn card_data(scp: u8, i: u8, scp11: &[Variant]) -> CardData {
+    let mut options = vec![ScpOption { scp, i }];
+    // SCP11 with its i per variant (OID {globalPlatform 4 11 i}), when the SD has the keys.
+    options.extend(scp11.iter().map(|v| ScpOption {
+        scp: 0x11,
+        i: v.i(),
+    }));
     CardData {
         gp_version: Some(vec![2, 3, 1]),
         identification_scheme: true,
-        scp: vec![ScpOption { scp, i }],
+        scp: options,
         configuration_details: None,
         chip_details: Some(tlv::encode(Tag::new(0x06), &JAVA_CARD_OID)),
         other: Vec::new(),
@@ -26,8 +33,8 @@ pub(crate) fn card_data(scp: u8, i: u8) -> CardData {
 }
 
 /// The value of the Card Recognition Data template `73` (inside `66`, and in an SD's FCI).
-pub(crate) fn card_recognition_data(scp: u8, i: u8) -> Vec<u8> {
-    let bytes = card_data(scp, i).to_bytes();
+pub(crate) fn card_recognition_data(scp: u8, i: u8, scp11: &[Variant]) -> Vec<u8> {
+    let bytes = card_data(scp, i, scp11).to_bytes();
     tlv::find_in(&bytes, &[Tag::new(0x66), Tag::new(0x73)])
         .ok()
         .flatten()
@@ -41,6 +48,13 @@ const FREE_MEMORY: u32 = 0x0010_0000;
 impl VirtualCard {
     /// GET DATA (GP 2.3.1 §11.3): P1-P2 is the tag.
     pub(super) fn get_data(&mut self, sd: &Aid, cmd: &Command) -> Sw<Response> {
+        match (cmd.p1, cmd.p2) {
+            // SCP11 certificate store (Amendment F; `A6{83 KID KVN}`).
+            (0xBF, 0x21) => return self.get_certificates(sd, cmd).map(Response::ok),
+            (0xFF, 0x33) => return self.ca_identifiers(sd, false).map(Response::ok),
+            (0xFF, 0x34) => return self.ca_identifiers(sd, true).map(Response::ok),
+            _ => {}
+        }
         if !cmd.data.is_empty() {
             return Err(StatusWord::WRONG_DATA);
         }
@@ -63,7 +77,11 @@ impl VirtualCard {
                 Tag::new(0x66),
                 &tlv::encode(
                     Tag::new(0x73),
-                    &card_recognition_data(self.state.scp, self.state.scp_i),
+                    &card_recognition_data(
+                        self.state.scp,
+                        self.state.scp_i,
+                        &super::scp11::variants(data),
+                    ),
                 ),
             ),
             // Key Information Template (§11.3): C0 {id, KVN, type, length}.
@@ -161,6 +179,9 @@ impl VirtualCard {
     }
 
     fn store_sd_data(&mut self, sd: &Aid, cmd: &Command) -> Sw<Response> {
+        if let Some(r) = self.store_scp11(sd, &cmd.data) {
+            return r;
+        }
         if cmd.p1 & 0x60 != 0 {
             // Encrypted personalisation data for the SD itself is not supported.
             return Err(StatusWord::WRONG_DATA);
@@ -220,7 +241,7 @@ mod tests {
     #[test]
     fn recognition_data_encoding() {
         // GP 2.3.1 §H.2 structure, SCP03 i=70.
-        let v = card_recognition_data(0x03, 0x70);
+        let v = card_recognition_data(0x03, 0x70, &[]);
         let expect = h(concat!(
             "06072A864886FC6B01",
             "600C060A2A864886FC6B02020301",

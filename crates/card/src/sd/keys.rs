@@ -140,7 +140,18 @@ impl VirtualCard {
                 },
             });
         }
+        let ids: Vec<u8> = keys.iter().map(|k| k.id).collect();
         self.store_keys(sd, replace, new_kvn, keys)?;
+        // A certificate chain belongs to the key it was stored for: a new key under the
+        // same reference has none yet.
+        if let Ok(d) = self.sd_data_mut(sd) {
+            for id in ids {
+                d.scp11
+                    .certificates
+                    .remove(&crate::model::key_ref(id, new_kvn));
+            }
+        }
+        self.forget_stale_scp11(sd);
         Ok(Response::ok(scp::put_key::response_data(new_kvn, &kcvs)))
     }
 

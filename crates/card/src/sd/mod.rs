@@ -5,6 +5,7 @@ mod content;
 mod data;
 pub(crate) mod dm;
 mod keys;
+mod scp11;
 mod status;
 
 use apdu::{Command, Response, StatusWord};
@@ -29,7 +30,8 @@ pub(crate) fn fci(state: &CardState, app: &AppRec) -> Vec<u8> {
         return Vec::new();
     };
     let mut fci = gp::commands::Fci::new(aid);
-    fci.sd_management_data = Some(card_recognition_data(state.scp, state.scp_i));
+    let variants = app.sd_data().map(scp11::variants).unwrap_or_default();
+    fci.sd_management_data = Some(card_recognition_data(state.scp, state.scp_i, &variants));
     fci.max_command_data_length = Some(0xFF);
     fci.to_bytes()
 }
@@ -39,9 +41,40 @@ impl VirtualCard {
     /// establishment, then unwrapping per the session's security level, the command itself,
     /// and wrapping of the response (GP 2.3.1 §10.2; Amendment D §6).
     pub(crate) fn sd_process(&mut self, ch: usize, cla: Cla, sd: &Aid, cmd: &Command) -> Response {
+        let pending = self
+            .channel(ch)
+            .is_some_and(|c| matches!(c.secure, Secure::Pending { .. }));
+        // Another command interrupts ISO command chaining (ISO/IEC 7816-4 §5.3.3).
+        if let Some(c) = self.channel_mut(ch) {
+            if c.chain.as_ref().is_some_and(|(ins, _)| *ins != cmd.ins) {
+                c.chain = None;
+            }
+        }
         match (cla.proprietary, cmd.ins) {
             (true, 0x50) => return into_response(self.initialize_update(ch, cla, sd, cmd)),
-            (true, 0x82) => return into_response(self.external_authenticate(ch, cmd)),
+            (true, 0x82) if pending || cla.sm => {
+                return into_response(self.external_authenticate(ch, cmd))
+            }
+            // SCP11 (Amendment F §7.6): MUTUAL AUTHENTICATE (11a/11c), INTERNAL
+            // AUTHENTICATE (11b), before any session.
+            (true, 0x82 | 0x88) if !cla.sm => {
+                return into_response(self.scp11_authenticate(ch, sd, cmd))
+            }
+            // PERFORM SECURITY OPERATION (Amendment F §7.5), with ISO command chaining.
+            (true, 0x2A) if !cla.sm => {
+                if let Some(c) = self.channel_mut(ch) {
+                    c.secure = Secure::None;
+                }
+                return into_response(match self.chained(ch, cla.chaining, cmd) {
+                    Ok(None) => Ok(Response::ok(Vec::new())),
+                    Ok(Some(data)) => {
+                        let mut whole = cmd.clone();
+                        whole.data = data;
+                        self.perform_security_operation(ch, sd, &whole)
+                    }
+                    Err(e) => Err(e),
+                });
+            }
             _ => {}
         }
         let Some(c) = self.channel_mut(ch) else {
@@ -75,7 +108,11 @@ impl VirtualCard {
             _ => cmd.clone(),
         };
         let authenticated = c.secure.is_open();
-        let resp = into_response(self.sd_command(ch, sd, &plain, authenticated));
+        // SCP11b does not authenticate the host: only reading is allowed (Amendment F §3.2;
+        // as a YubiKey does).
+        let anonymous = matches!(&c.secure, Secure::Open { session }
+            if session.scp11() == Some(scp::scp11::Variant::B));
+        let resp = into_response(self.sd_command(ch, sd, &plain, authenticated, anonymous));
         match self.channel_mut(ch) {
             Some(Channel {
                 secure: Secure::Open { session, .. },
@@ -85,22 +122,36 @@ impl VirtualCard {
         }
     }
 
-    fn sd_command(&mut self, ch: usize, sd: &Aid, cmd: &Command, auth: bool) -> Sw<Response> {
+    fn sd_command(
+        &mut self,
+        ch: usize,
+        sd: &Aid,
+        cmd: &Command,
+        auth: bool,
+        anonymous: bool,
+    ) -> Sw<Response> {
         let cla = Cla::decode(cmd.cla).ok_or(StatusWord::CLA_NOT_SUPPORTED)?;
         let lc = self.state.life_cycle;
         if lc == card_lc::TERMINATED && !matches!(cmd.ins, 0xCA | 0xCB) {
             // GP 2.3.1 §5.1.1.5: a TERMINATED card only answers GET DATA.
             return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
         }
-        let gp_command = matches!(cmd.ins, 0xF2 | 0xF0 | 0xE6 | 0xE8 | 0xE4 | 0xD8 | 0xE2);
-        if gp_command && !cla.proprietary {
+        let gp_command = matches!(
+            cmd.ins,
+            0xF2 | 0xF0 | 0xE6 | 0xE8 | 0xE4 | 0xD8 | 0xE2 | 0xF1
+        );
+        // STORE DATA also in the ISO class (CLA 00), as yubikit sends it to a YubiKey.
+        if gp_command && !cla.proprietary && cmd.ins != 0xE2 {
             return Err(StatusWord::CLA_NOT_SUPPORTED);
         }
         if gp_command && !auth {
             // Card and content management need an authenticated Secure Channel (§10.2).
             return Err(StatusWord::SECURITY_NOT_SATISFIED);
         }
-        let management = matches!(cmd.ins, 0xE6 | 0xE8 | 0xE4 | 0xD8 | 0xE2);
+        let management = matches!(cmd.ins, 0xE6 | 0xE8 | 0xE4 | 0xD8 | 0xE2 | 0xF1);
+        if gp_command && anonymous && cmd.ins != 0xF2 {
+            return Err(StatusWord::SECURITY_NOT_SATISFIED);
+        }
         if management && lc == card_lc::CARD_LOCKED {
             return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
         }
@@ -112,7 +163,15 @@ impl VirtualCard {
             0xE8 => self.load(ch, sd, cmd),
             0xE4 => self.delete(ch, sd, cmd),
             0xD8 => self.put_key(ch, sd, cmd),
-            0xE2 => self.store_data(ch, sd, cmd),
+            0xE2 => match self.chained(ch, cla.chaining, cmd)? {
+                None => Ok(Response::ok(Vec::new())),
+                Some(data) => {
+                    let mut whole = cmd.clone();
+                    whole.data = data;
+                    self.store_data(ch, sd, &whole)
+                }
+            },
+            0xF1 => self.generate_ec_key(sd, cmd),
             // SELECT of a file (not by DF name): a security domain has no files.
             0xA4 if !cla.proprietary && cmd.p1 <= 0x09 => Err(StatusWord::FILE_NOT_FOUND),
             0xA4 if !cla.proprietary => Err(StatusWord::INCORRECT_P1P2),

@@ -31,7 +31,19 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
         let kvns: Vec<u8> = ops::get_data_raw(&mut self.client, DataObject::KeyInformation)?
             .and_then(|raw| KeyInfo::parse(&raw).ok())
             .map(|ki| {
-                let mut v: Vec<u8> = ki.entries.iter().map(|e| e.version).collect();
+                // Secure channel key sets only (DES/AES keys): an SCP11 key pair or a
+                // public key under the same KVN (a factory SCP11b key, KID 13 KVN 01) is
+                // another key and does not conflict with PUT KEY of KIDs 1-3.
+                let mut v: Vec<u8> = ki
+                    .entries
+                    .iter()
+                    .filter(|e| {
+                        e.components
+                            .iter()
+                            .all(|c| matches!(c.key_type, 0x80 | 0x88))
+                    })
+                    .map(|e| e.version)
+                    .collect();
                 v.dedup();
                 v
             })
