@@ -70,7 +70,7 @@ pub enum TokenCommand {
 pub struct TokenSignArgs {
     /// The token key: a PKCS#8 private key file (RSA or P-256, PEM or DER), a file holding an
     /// AES key in hex, or a key-store signing key `pkcs11:MODULE?token=T&label=L` /
-    /// `file:KEYSTORE?label=L` (P-256).
+    /// `file:KEYSTORE?label=L` (P-256, or RSA with PSS).
     #[arg(long)]
     pub dm_key: String,
     /// Token file to write (default: standard output); with --append, added to.
@@ -127,7 +127,7 @@ pub struct DmArgs {
     /// Sign a Delegated Management token for each INSTALL/DELETE with this key: a PKCS#8
     /// private key file (RSA ≤ 1024: PKCS#1 v1.5 SHA-1; RSA 2048+: PSS SHA-256; P-256:
     /// ECDSA), a file holding an AES key in hex (AES-CMAC), or a key-store signing key
-    /// `pkcs11:MODULE?token=T&label=L` / `file:KEYSTORE?label=L` (P-256).
+    /// `pkcs11:MODULE?token=T&label=L` / `file:KEYSTORE?label=L` (P-256, or RSA with PSS).
     #[arg(long, conflicts_with = "dm_token")]
     pub dm_key: Option<String>,
     /// Take the tokens from this file of pre-computed tokens (`cardwright token sign`).

@@ -19,8 +19,9 @@ use transport::CardChannel;
 
 use crate::cli::{DmArgs, TokenCommand, TokenOp, TokenSignArgs};
 
-/// A P-256 signing key in the key store (software or PKCS#11: it never leaves an HSM).
-/// The store's ECDSA signature (DER) is re-encoded as GP's plain `r ‖ s`.
+/// A signing key in the key store (software or PKCS#11: it never leaves an HSM). P-256: the
+/// store's ECDSA signature (DER) re-encoded as GP's plain `r ‖ s`; RSA (2048/3072): PSS with
+/// SHA-256, MGF1-SHA-256, salt 32.
 struct KmsSigner(Box<dyn kms::SigningKey>);
 
 impl std::fmt::Debug for KmsSigner {
@@ -31,9 +32,18 @@ impl std::fmt::Debug for KmsSigner {
 
 impl Signer for KmsSigner {
     fn scheme(&self) -> Scheme {
-        Scheme::EcdsaP256Sha256
+        match self.0.algorithm() {
+            kms::SigningAlgorithm::P256 => Scheme::EcdsaP256Sha256,
+            _ => Scheme::RsaPssSha256,
+        }
     }
     fn sign(&self, message: &[u8]) -> gp::Result<Vec<u8>> {
+        if self.scheme() == Scheme::RsaPssSha256 {
+            return self
+                .0
+                .sign_pss_sha256(message)
+                .map_err(|e| gp::Error::Encoding(format!("key store signature: {e}")));
+        }
         let der = self
             .0
             .sign_sha256(message)
@@ -53,13 +63,6 @@ pub fn signer(spec: &str, option: &str) -> Result<Box<dyn Signer + Send + Sync>>
         let key = store
             .signing_key(&label)
             .with_context(|| format!("{option}: key {label:?}"))?;
-        if key.algorithm() != kms::SigningAlgorithm::P256 {
-            bail!(
-                "{option}: key-store key {label:?} is {}: GlobalPlatform tokens need RSA-PSS, \
-                 which the key store does not sign yet; use a P-256 key or a key file",
-                key.algorithm().name()
-            );
-        }
         return Ok(Box::new(KmsSigner(key)));
     }
     let bytes = std::fs::read(spec).with_context(|| format!("{option}: cannot read {spec}"))?;
