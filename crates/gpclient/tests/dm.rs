@@ -340,3 +340,32 @@ fn asymmetric_dap_keys() {
         assert!(has(&sim, &EMPTY_APPLET), "{name}");
     }
 }
+
+#[test]
+fn mandated_dap_applies_to_every_load() {
+    let sim = card();
+    let mut c = open(&sim, None);
+    let mdap = Privileges::NONE.with(Privilege::MandatedDapVerification);
+    ops::create_domain(&mut c, aid(&DAP_SD), mdap, &[], None).unwrap();
+    let mut d = open(&sim, Some(aid(&DAP_SD)));
+    let key = vector_key("token-p256.pem");
+    ops::put_public_key(&mut d, 0x73, 0x01, 0, &key.verifying_key()).unwrap();
+    // A load into the ISD without the mandated DAP: refused, nothing stays.
+    let mut c = open(&sim, None);
+    let e = ops::install_cap(&mut c, &cap(), &Default::default()).unwrap_err();
+    assert_eq!(card_sw(e), (Operation::Load, StatusWord(0x6982)));
+    assert!(!has(&sim, &EMPTY_PKG));
+    // With the controlling authority's DAP it loads.
+    let signer: Arc<dyn Signer + Send + Sync> = Arc::new(key);
+    let mut c = open(&sim, None);
+    ops::install_cap(
+        &mut c,
+        &cap(),
+        &ops::InstallOptions {
+            dap: vec![(aid(&DAP_SD), signer)],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(has(&sim, &EMPTY_APPLET));
+}
