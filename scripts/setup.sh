@@ -26,6 +26,17 @@ if ! pgrep -x pcscd >/dev/null; then
   done
 fi
 
+# Yubico's yubikit (PyPI yubikey-manager), an independent SCP11 host for
+# tests/yubikit/scp11.py: a venv under target/ that also sees Debian's python3-pyscard.
+yk_venv="$(dirname "$0")/../target/venv-yubikit"
+yk_version=5.7.2
+if ! "$yk_venv/bin/python" -c "import ykman, yubikit.securitydomain, smartcard" 2>/dev/null \
+   || ! "$yk_venv/bin/pip" show yubikey-manager 2>/dev/null | grep -qx "Version: $yk_version"; then
+  echo "setup: installing yubikey-manager $yk_version into target/venv-yubikit"
+  /usr/bin/python3 -m venv --system-site-packages "$yk_venv"
+  "$yk_venv/bin/pip" install --quiet --disable-pip-version-check "yubikey-manager==$yk_version"
+fi
+
 # PostgreSQL for the store tests (CARDWRIGHT_PG_URL, default postgres://postgres@127.0.0.1:5432/test).
 if ! pg_isready -q -h 127.0.0.1 2>/dev/null; then
   if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then

@@ -48,7 +48,8 @@
 //!   (`80 82`, 11a/11c, needs the verified chain of this channel; used up by it) and INTERNAL
 //!   AUTHENTICATE (`80 88`, 11b) open an SCP03-style session (S-DEK encrypts PUT KEY).
 //!   SCP11b sessions may read (GET STATUS, GET DATA) but not manage (`6982`). Failed
-//!   authentications count like EXTERNAL AUTHENTICATE's; a blocked key answers `6983`. An SD
+//!   authentications count per key (PSO on the trust anchor, MA/IA on the key pair) like
+//!   EXTERNAL AUTHENTICATE's on a key set; a blocked key answers `6983`. An SD
 //!   without the key answers `6A88`. GET DATA `BF21` `A6{83 KID KVN}` returns a key's
 //!   certificate chain, `FF33`/`FF34` the CA identifiers; STORE DATA takes YubiKey's
 //!   certificate bundle, allowlist and CA issuer objects. The card recognition data (`66`,

@@ -212,6 +212,16 @@ pub(crate) struct StoredKey {
     /// RSA public keys: the public exponent.
     #[serde(default, with = "hexser", skip_serializing_if = "Vec::is_empty")]
     pub exponent: Vec<u8>,
+    /// SCP11 keys (an SD key pair, a trust anchor): consecutive failed authentications
+    /// with this key; at the card's limit it answers `6983`. (Secure channel key sets
+    /// count in [`KeySet::failures`]; a factory SCP11b key under KVN 01 must not lock an
+    /// SCP03 key set of the same version.)
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: u8,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }
 
 impl StoredKey {
@@ -223,6 +233,7 @@ impl StoredKey {
             value: Secret::new(value),
             curve: None,
             exponent: Vec::new(),
+            failures: 0,
         }
     }
 

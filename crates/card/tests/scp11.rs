@@ -485,9 +485,19 @@ fn failed_authentications_block_the_key() {
         host.raw(&auth.command()).sw,
         StatusWord::AUTH_METHOD_BLOCKED
     );
-    // The SCP03 key set is not affected.
+    // The SCP03 key set is not affected, nor SCP03 keys added under the same KVN 01 (as
+    // the issuance flow writes its key set 01): failures count per SCP11 key.
     host.open(&default_keys(true), 0x30, SecurityLevel(0x01))
         .unwrap();
+    assert!(host.put_keys(0x00, 0x01, &aes_keys()).is_success());
+    host.select(ISD);
+    host.open(&aes_keys(), 0x01, SecurityLevel(0x01)).unwrap();
+    host.select(ISD);
+    let auth = HostAuth::new(Params::new(Variant::B, 0x01), &pk_sd).unwrap();
+    assert_eq!(
+        host.raw(&auth.command()).sw,
+        StatusWord::AUTH_METHOD_BLOCKED
+    );
 }
 
 #[test]

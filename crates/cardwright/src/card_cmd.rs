@@ -80,15 +80,41 @@ pub fn key_spec(c: &Connect) -> Result<KeySpec> {
     })
 }
 
+/// The security level asked for: `--security-level`, or by default C-MAC for SCP02/03 and
+/// everything (key usage 3C, as other SCP11 hosts send) for SCP11.
+fn level(c: &Connect) -> Result<SecurityLevel> {
+    let default = if crate::scp11_cmd::variant(c).is_some() {
+        "mac+enc+rmac+renc"
+    } else {
+        "mac"
+    };
+    let text = c.security_level.as_deref().unwrap_or(default);
+    SecurityLevel::from_str(text).map_err(|e| anyhow!("--security-level {text}: {e}"))
+}
+
 fn open_options(c: &Connect) -> Result<OpenOptions> {
-    let level = SecurityLevel::from_str(&c.security_level)
-        .map_err(|e| anyhow!("--security-level {}: {e}", c.security_level))?;
     Ok(OpenOptions {
         keys: key_spec(c)?,
-        level,
-        scp: c.scp.as_deref().map(|s| if s == "02" { 2 } else { 3 }),
+        level: level(c)?,
+        scp: match c.scp.as_deref() {
+            Some("02") => Some(2),
+            Some("03") => Some(3),
+            _ => None,
+        },
         sd: c.sd.as_deref().map(aid_arg).transpose()?,
     })
+}
+
+/// Opens the secure channel the command line asks for: SCP11 with `--scp 11…`, else
+/// SCP02/SCP03 with the symmetric keys.
+fn authenticate(cl: &mut Client, c: &Connect) -> Result<()> {
+    match crate::scp11_cmd::variant(c) {
+        Some(v) => crate::scp11_cmd::open(cl, c, v, level(c)?),
+        None => {
+            cl.open_secure_channel(&open_options(c)?)?;
+            Ok(())
+        }
+    }
 }
 
 fn client(c: &Connect) -> Result<Client> {
@@ -103,7 +129,7 @@ fn client(c: &Connect) -> Result<Client> {
 
 fn authenticated(c: &Connect) -> Result<Client> {
     let mut cl = client(c)?;
-    cl.open_secure_channel(&open_options(c)?)?;
+    authenticate(&mut cl, c)?;
     Ok(cl)
 }
 
@@ -198,7 +224,7 @@ pub fn run(cmd: CardCmd) -> Result<()> {
                 .iter()
                 .map(|d| apdu::parse_hex(d).with_context(|| format!("STORE DATA block '{d}'")))
                 .collect::<Result<Vec<_>>>()?;
-            check_store_data_blocks(&blocks, open_options(c)?.level)?;
+            check_store_data_blocks(&blocks, level(c)?)?;
             let mut cl = authenticated(c)?;
             ops::personalize(&mut cl, &aid, &blocks)?;
             println!("stored {} block(s) into {aid}", blocks.len());
@@ -210,6 +236,19 @@ pub fn run(cmd: CardCmd) -> Result<()> {
             select,
             check,
         } => raw_apdus(c, &apdus, secure, select, check),
+        CardOp::Scp11 { op } => {
+            // `certs` only reads (GET DATA works without a channel); `setup` changes keys.
+            let mut cl = match op {
+                crate::cli::Scp11Op::Certs { .. } if c.scp.is_none() => {
+                    let mut cl = client(c)?;
+                    let sd = c.sd.as_deref().map(aid_arg).transpose()?;
+                    cl.select(&sd.unwrap_or(gp::aid::ISD_AID))?;
+                    cl
+                }
+                _ => authenticated(c)?,
+            };
+            crate::scp11_cmd::run(c, op, &mut cl)
+        }
     }
 }
 
@@ -393,12 +432,27 @@ fn info(c: &Connect) -> Result<()> {
     }
     // The life cycle needs GET STATUS, i.e. an authenticated channel: try with the given
     // (or default) keys; a wrong key stops before EXTERNAL AUTHENTICATE and costs nothing.
-    match cl.open_secure_channel(&open_options(c)?) {
-        Ok(ch) => {
-            println!(
-                "Secure channel: {} {} (key version {:#04x})",
-                ch.protocol, ch.level, ch.init_update.key_version
-            );
+    match authenticate(&mut cl, c) {
+        Ok(()) => {
+            match (cl.secure_channel(), cl.scp11_channel()) {
+                (Some(ch), _) => println!(
+                    "Secure channel: {} {} (key version {:#04x})",
+                    ch.protocol, ch.level, ch.init_update.key_version
+                ),
+                (None, Some(ch)) => println!(
+                    "Secure channel: SCP{} {} (SD key KID {:02X} KVN {:02X}{})",
+                    ch.variant,
+                    ch.level,
+                    ch.key.kid,
+                    ch.key.kvn,
+                    if ch.verified {
+                        ", certificate verified"
+                    } else {
+                        ", certificate NOT verified"
+                    }
+                ),
+                (None, None) => {}
+            }
             let reg = ops::registry(&mut cl)?;
             match reg.card_life_cycle() {
                 Some(lc) => println!("Life cycle: {lc}"),
@@ -510,6 +564,9 @@ fn put_key(c: &Connect, a: PutKeyArgs, replace: bool) -> Result<()> {
         // AUTHENTICATE, rather than find an SCP02 card after the channel is open.
         options.scp = Some(3);
     }
+    if crate::scp11_cmd::variant(c).is_some() {
+        return put_key_scp11(c, new, replace, &a);
+    }
     let mut cl = client(c)?;
     cl.open_secure_channel(&options)?;
     let info = cl
@@ -538,6 +595,27 @@ fn put_key(c: &Connect, a: PutKeyArgs, replace: bool) -> Result<()> {
         Some(old) => println!("replaced key set {old:#04x} with key set {new_kvn:#04x} ({kind:?})"),
         None => println!("added key set {new_kvn:#04x} ({kind:?})"),
     }
+    Ok(())
+}
+
+/// `put-key` over an SCP11 channel: there is no symmetric key set in use, so the new key
+/// set's version is given, and `lock` (replace the key set in use) does not apply.
+fn put_key_scp11(c: &Connect, new: NewKeySet, replace: bool, a: &PutKeyArgs) -> Result<()> {
+    if replace {
+        bail!("lock replaces the symmetric key set the channel was opened with; over SCP11 add a key set with put-key --new-keyver N (and --new-keyver N with lock over --scp 03 later)");
+    }
+    if a.new_kdf.is_some() {
+        bail!("--new-kdf diversifies with the KDD of INITIALIZE UPDATE, which SCP11 does not send: diversify the keys yourself, or use --scp 03");
+    }
+    let new_kvn = new.kvn.ok_or_else(|| {
+        anyhow!("put-key over SCP11: give the new key set's version with --new-keyver N")
+    })?;
+    let kind = new.kind.unwrap_or(scp::KeyKind::Aes);
+    let key = scp::Key::new(kind, &new.master).context("--new-key")?;
+    let keys = scp::StaticKeys::same(key);
+    let mut cl = authenticated(c)?;
+    ops::put_key_set(&mut cl, &keys, new_kvn, None)?;
+    println!("added key set {new_kvn:#04x} ({kind:?})");
     Ok(())
 }
 

@@ -256,12 +256,50 @@ pub struct Connect {
     /// Static key diversification of the master key: none, emv, visa2, kdf3.
     #[arg(long, global = true, default_value = "none", value_parser = ["none", "emv", "visa2", "kdf3"])]
     pub kdf: String,
-    /// Secure channel protocol (default: as the card announces in INITIALIZE UPDATE).
-    #[arg(long, global = true, value_parser = ["02", "03"])]
+    /// Secure channel protocol: 02 or 03 (symmetric keys; default: as the card announces in
+    /// INITIALIZE UPDATE), or 11a, 11b, 11c (GP Amendment F: certificates and EC keys; see
+    /// --sd-trust, --oce-key, --oce-cert).
+    #[arg(long, global = true, value_parser = ["02", "03", "11a", "11b", "11c"])]
     pub scp: Option<String>,
-    /// Security level: mac, mac+enc, mac+enc+rmac, mac+enc+rmac+renc, mac+rmac.
-    #[arg(long, global = true, default_value = "mac")]
-    pub security_level: String,
+    /// SCP11: the CA certificate (PEM or DER; X.509 or GP 7F21) that the card's certificate
+    /// chain (GET DATA BF21) must verify against.
+    #[arg(long, global = true)]
+    pub sd_trust: Option<PathBuf>,
+    /// SCP11: accept the card's certificate chain without verifying it (trust on first use);
+    /// the leaf's SHA-256 fingerprint is printed to compare out of band.
+    #[arg(long, global = true, conflicts_with = "sd_trust")]
+    pub sd_trust_any: bool,
+    /// SCP11a/c: the OCE's private key: a PEM/DER file (PKCS#8 or SEC1), a key-agreement key
+    /// label in --keystore, or `pkcs11:MODULE?token=T&pin-env=VAR&label=L` (an HSM).
+    #[arg(long, global = true)]
+    pub oce_key: Option<String>,
+    /// SCP11a/c: an OCE certificate (PEM or DER, X.509 or GP 7F21); repeat in chain order,
+    /// the one signed by the card's trust anchor first, the OCE's own last.
+    #[arg(long, global = true)]
+    pub oce_cert: Vec<PathBuf>,
+    /// SCP11: key version number of the SD key pair (P1 of MUTUAL/INTERNAL AUTHENTICATE).
+    #[arg(long, global = true, value_parser = parse_u8, default_value = "1")]
+    pub scp11_kvn: u8,
+    /// SCP11: key identifier of the SD key pair (default 11, 13, 15 for 11a, 11b, 11c).
+    #[arg(long, global = true, value_parser = parse_u8)]
+    pub scp11_kid: Option<u8>,
+    /// SCP11a/c: key version number of the card's OCE trust anchor (KID 10) that checks
+    /// --oce-cert (default: --scp11-kvn).
+    #[arg(long, global = true, value_parser = parse_u8)]
+    pub oce_kvn: Option<u8>,
+    /// Key store holding OCE keys (--oce-key LABEL) and CA signing keys (`scp11 setup --ca`):
+    /// `file:PATH[?master-key-file=FILE]` or `pkcs11:…` (see `keys --help`).
+    #[arg(
+        long,
+        global = true,
+        env = "CARDWRIGHT_KEYSTORE",
+        default_value = "file:cardwright-keys.json"
+    )]
+    pub keystore: String,
+    /// Security level: mac, mac+enc, mac+enc+rmac, mac+enc+rmac+renc, mac+rmac (default:
+    /// mac for SCP02/03, mac+enc+rmac+renc for SCP11, key usage 3C as other hosts send).
+    #[arg(long, global = true)]
+    pub security_level: Option<String>,
     /// Security domain to authenticate to (default: the ISD).
     #[arg(long, global = true, alias = "sdaid")]
     pub sd: Option<String>,
@@ -374,6 +412,11 @@ pub enum CardOp {
         #[arg(required = true)]
         data: Vec<String>,
     },
+    /// SCP11 keys and certificates of the security domain: set up, show.
+    Scp11 {
+        #[command(subcommand)]
+        op: Scp11Op,
+    },
     /// Send raw APDUs (hex), inside the secure channel with --secure.
     Apdu {
         /// Command APDUs (hex), sent in order.
@@ -389,6 +432,60 @@ pub enum CardOp {
         #[arg(long)]
         check: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Scp11Op {
+    /// Generate an SCP11 key pair on the card (GENERATE EC KEY), certify PK.SD with a CA
+    /// key of the key store (GP 7F21 certificate, stored with STORE DATA BF21), load that
+    /// CA's public key as the OCE trust anchor (PUT KEY, KID 10) and optionally an allowlist.
+    /// Runs over the channel the connection options open (--scp 03 … or --scp 11…).
+    Setup(Scp11SetupArgs),
+    /// Print the SD key's certificate chain (GET DATA BF21), leaf last.
+    Certs {
+        /// Key identifier of the SD key (default: 13, or --scp11-kid).
+        #[arg(long, value_parser = parse_u8)]
+        kid: Option<u8>,
+        /// Key version number of the SD key (default: --scp11-kvn).
+        #[arg(long, value_parser = parse_u8)]
+        kvn: Option<u8>,
+        /// Also write the chain as PEM/`7F21` files FILE.0, FILE.1, … (DER or 7F21 bytes).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct Scp11SetupArgs {
+    /// Signing key label (P-256) in --keystore of the CA that certifies PK.SD (created if
+    /// missing) and whose public key becomes the OCE trust anchor.
+    #[arg(long)]
+    pub ca: String,
+    /// Which SD key to make: 11a (KID 11), 11b (KID 13) or 11c (KID 15).
+    #[arg(long, default_value = "11b", value_parser = ["11a", "11b", "11c"])]
+    pub variant: String,
+    /// Key version number of the new SD key pair.
+    #[arg(long, value_parser = parse_u8, default_value = "1")]
+    pub kvn: u8,
+    /// Key version number the new key pair replaces (0: none, a new key).
+    #[arg(long, value_parser = parse_u8, default_value = "0")]
+    pub replace_kvn: u8,
+    /// Key version number of the OCE trust anchor (KID 10) to load (default: --kvn).
+    #[arg(long, value_parser = parse_u8)]
+    pub oce_kvn: Option<u8>,
+    /// Do not load the OCE trust anchor (SCP11b only needs the SD key).
+    #[arg(long)]
+    pub no_oce_anchor: bool,
+    /// Serial number (hex) of an OCE certificate to allow; repeat. Without it any OCE
+    /// certificate signed by the CA is accepted.
+    #[arg(long)]
+    pub allow: Vec<String>,
+    /// Validity of the SD certificate in days.
+    #[arg(long, default_value_t = 3650)]
+    pub days: u32,
+    /// Write the CA's certificate (GP 7F21, the --sd-trust for this card) to this file.
+    #[arg(long)]
+    pub ca_cert_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -74,6 +74,39 @@ pub enum KeysOp {
         #[arg(long)]
         version: u32,
     },
+    /// Create an SCP11 off-card entity's key-agreement key (ECKA) in the key store and print
+    /// its public key; with --ca, also issue its GP certificate (7F21) signed by that CA.
+    CreateOceKey {
+        /// Label of the new key (used as `card --oce-key LABEL`).
+        #[arg(long)]
+        label: String,
+        /// Curve: p256 or p384.
+        #[arg(long, default_value = "p256", value_parser = ["p256", "p384"])]
+        curve: String,
+        /// Label of a CA signing key (P-256) in the key store that certifies the new key.
+        #[arg(long)]
+        ca: Option<String>,
+        /// Where to write the certificate (with --ca).
+        #[arg(long)]
+        cert_out: Option<PathBuf>,
+        /// Validity of the certificate in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// Write the self-signed GP certificate (7F21, PEM) of a CA signing key in the key store
+    /// (a P-256 key is created under the label if there is none): the `card --sd-trust` for
+    /// cards set up with `card scp11 setup --ca LABEL`.
+    CaCert {
+        /// Label of the CA signing key (P-256).
+        #[arg(long)]
+        ca: String,
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
     /// Write every base key, wrapped under a key-encryption key, to FILE.
     Backup {
         /// The backup file to write (must not exist).
@@ -284,6 +317,23 @@ pub fn run(cmd: KeysCmd) -> Result<()> {
                 store.list()?.len(),
                 to.display()
             );
+        }
+        KeysOp::CreateOceKey {
+            label,
+            curve,
+            ca,
+            cert_out,
+            days,
+        } => crate::scp11_cmd::create_oce_key(
+            &cmd.keystore,
+            &label,
+            &curve,
+            ca.as_deref(),
+            cert_out.as_deref(),
+            days,
+        )?,
+        KeysOp::CaCert { ca, out, days } => {
+            crate::scp11_cmd::export_ca_cert(&cmd.keystore, &ca, &out, days)?
         }
         KeysOp::Restore { from, kek } => {
             let blob =

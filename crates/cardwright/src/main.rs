@@ -11,6 +11,7 @@ mod dm_cmd;
 mod issue_cmd;
 mod keys_cmd;
 mod pay;
+mod scp11_cmd;
 mod serve;
 mod sim;
 mod terminal;

@@ -230,7 +230,13 @@ impl CertificateBundle {
 
     /// Parses a GET DATA `BF21` response: one `BF21` whose value is a sequence of
     /// certificates, each one TLV (`30…` or `7F21…`).
+    ///
+    /// A YubiKey (and the virtual card) answers the certificates without the `BF21`
+    /// wrapper (what yubikit reads); that form is read too.
     pub fn parse(data: &[u8]) -> Result<Self> {
+        if !data.starts_with(&[0xBF, 0x21]) {
+            return Self::parse_value(data);
+        }
         let outer = tlv::TlvRef::parse(data).map_err(|e| tlv_err(CTX_BUNDLE, e))?;
         if outer.tag() != Tag::new(0xBF21) {
             return Err(invalid(

@@ -2,7 +2,8 @@
 //!
 //! [`GpClient`] selects a security domain, opens a secure channel and sends commands
 //! through it; the modules on top of it ([`ops`]) are the card-management operations
-//! of the `cardwright card` commands and of the platform's workflows.
+//! of the `cardwright card` commands and of the platform's workflows. [`GpClient::open_scp11`]
+//! ([`scp11`]) opens an SCP11a/b/c channel instead of SCP02/SCP03; the session is the same.
 //!
 //! Safety of real cards (GP 2.3.1 §E.4.2 / Amd D §7.1.1): the card cryptogram in the
 //! INITIALIZE UPDATE response is verified *before* EXTERNAL AUTHENTICATE is sent; when it
@@ -12,6 +13,7 @@
 
 pub mod dm;
 pub mod ops;
+pub mod scp11;
 
 use apdu::{Command, Response, Status, StatusWord};
 use gp::aid::Aid;
@@ -56,6 +58,15 @@ pub enum Operation {
     GetData,
     /// A command given by the user as raw bytes.
     Apdu,
+    /// PERFORM SECURITY OPERATION (GP Amendment F §7.5): an OCE certificate for SCP11a/c.
+    PerformSecurityOperation,
+    /// MUTUAL AUTHENTICATE (GP Amendment F §7.6, SCP11a/c).
+    MutualAuthenticate,
+    /// INTERNAL AUTHENTICATE (GP Amendment F §7.6, SCP11b).
+    InternalAuthenticate,
+    /// GENERATE (EC) KEY (`80 F1`, as YubiKeys and the virtual card take it): an SCP11 SD
+    /// key pair made on the card.
+    GenerateKey,
 }
 
 impl Operation {
@@ -77,6 +88,10 @@ impl Operation {
             Operation::GetStatus => "GET STATUS",
             Operation::GetData => "GET DATA",
             Operation::Apdu => "APDU",
+            Operation::PerformSecurityOperation => "PERFORM SECURITY OPERATION",
+            Operation::MutualAuthenticate => "MUTUAL AUTHENTICATE",
+            Operation::InternalAuthenticate => "INTERNAL AUTHENTICATE",
+            Operation::GenerateKey => "GENERATE KEY",
         }
     }
 
@@ -87,6 +102,7 @@ impl Operation {
         matches!(
             self,
             Operation::PutKey
+                | Operation::GenerateKey
                 | Operation::StoreData
                 | Operation::InstallForLoad
                 | Operation::InstallForInstall
@@ -176,6 +192,42 @@ pub enum ClientError {
     /// `op` needs a secure channel and none is open; nothing was sent.
     #[error("{0} needs a secure channel and none is open (nothing was sent)")]
     NoSecureChannel(Operation),
+    /// SCP11: the card's certificate chain (GET DATA `BF21`) does not verify against the
+    /// trust anchor given (`--sd-trust`); nothing else was sent.
+    #[error("SCP11: the card's certificate chain (BF21, SD key KID {:02X} KVN {:02X}) does not verify against the trust anchor (--sd-trust): {source}", .key.kid, .key.kvn)]
+    CardCertificate {
+        /// The SD key whose chain was read.
+        key: gp::scp11::KeyRef,
+        /// Which check failed, and at which certificate (0 = the one signed by the anchor).
+        source: gp::cert::ChainError,
+    },
+    /// SCP11a/c: the OCE certificates or key given cannot be used (checked before sending).
+    #[error("SCP11: the OCE certificate chain (--oce-cert): {detail}")]
+    OceCertificate {
+        /// What is wrong.
+        detail: String,
+    },
+    /// SCP11a/c: the card refused OCE certificate `index` (0 = the first sent) in PERFORM
+    /// SECURITY OPERATION.
+    #[error("SCP11: PERFORM SECURITY OPERATION: the card refused OCE certificate {index} with {sw}: {meaning}")]
+    OceCertificateRefused {
+        /// Position of the certificate in the chain sent.
+        index: usize,
+        /// The card's answer.
+        sw: StatusWord,
+        /// What the status word means here.
+        meaning: &'static str,
+    },
+    /// SCP11: the card's receipt does not verify. The card does not hold SK.SD for the
+    /// certified PK.SD, or (11a/c) it used another OCE key than the one given.
+    #[error("SCP11: the card's receipt does not verify: the card does not hold the private key of its certificate, or the OCE key does not match (not retried)")]
+    ReceiptMismatch,
+    /// SCP11a/c: the OCE key in the key store or HSM failed.
+    #[error("SCP11: {detail}")]
+    OceKeyFailed {
+        /// The key store's error.
+        detail: String,
+    },
     /// Secure-channel cryptography or an INITIALIZE UPDATE answer failed.
     #[error("secure channel: {0}")]
     Scp(#[from] scp::Error),
@@ -316,6 +368,7 @@ pub struct GpClient<C: CardChannel> {
     chan: Traced<C>,
     session: Option<HostSession>,
     info: Option<ChannelInfo>,
+    scp11: Option<scp11::Scp11Info>,
     /// Most data a C-APDU may carry on this card (from the SD's FCI tag 9F65; 255 by default).
     max_command_data: usize,
     /// Number of C-APDUs sent on the wire (GET RESPONSE included).
@@ -340,6 +393,7 @@ impl<C: CardChannel> GpClient<C> {
             chan,
             session: None,
             info: None,
+            scp11: None,
             max_command_data: 255,
             apdus_sent: 0,
             delegation: None,
@@ -410,7 +464,8 @@ impl<C: CardChannel> GpClient<C> {
     pub fn into_channel(self) -> Traced<C> {
         self.chan
     }
-    /// The open secure channel, if any.
+    /// The open SCP02/SCP03 secure channel, if any (see [`GpClient::scp11_channel`] for
+    /// SCP11).
     pub fn secure_channel(&self) -> Option<&ChannelInfo> {
         self.info.as_ref()
     }
@@ -484,6 +539,7 @@ impl<C: CardChannel> GpClient<C> {
     pub fn select(&mut self, aid: &Aid) -> Result<Response> {
         self.session = None;
         self.info = None;
+        self.scp11 = None;
         let cmd = gp::commands::Select::by_aid(aid).to_command()?;
         let r = self.transmit_plain(Operation::Select, &cmd)?;
         if !r.sw.is_success() {

@@ -707,3 +707,91 @@ pub fn put_public_key<C: CardChannel>(
     }
     Ok(())
 }
+
+/// GENERATE EC KEY (`80 F1 P1=replaced KVN P2=KID`, data `KVN F0 01 <curve>`; the answer
+/// `B0 <point>`), the command yubikit's `SecurityDomainSession.generate_ec_key` sends: an
+/// SCP11 SD key pair made on the card. Returns PK.SD (checked to be on the curve).
+pub fn generate_ec_key<C: CardChannel>(
+    client: &mut GpClient<C>,
+    key: gp::scp11::KeyRef,
+    replace_kvn: u8,
+    curve: scp::scp11::Curve,
+) -> Result<scp::scp11::PublicKey> {
+    let data = [
+        vec![key.kvn],
+        apdu::tlv::encode(apdu::tlv::Tag::new(0xF0), &[curve.param_ref()]),
+    ]
+    .concat();
+    let cmd = apdu::Command::new(0x80, 0xF1, replace_kvn, key.kid)
+        .with_data(data)
+        .with_le(256);
+    let what = format!("(KID {:02X} KVN {:02X})", key.kid, key.kvn);
+    let r = client.send_ok(Operation::GenerateKey, &cmd, &what)?;
+    let tlv = apdu::tlv::TlvRef::parse(&r.data).map_err(|e| ClientError::Exchange {
+        op: Operation::GenerateKey,
+        detail: format!("answer is not B0 <point>: {e}"),
+    })?;
+    if tlv.tag() != apdu::tlv::Tag::new(0xB0) {
+        return Err(ClientError::Exchange {
+            op: Operation::GenerateKey,
+            detail: format!("answer tag {} is not B0", tlv.tag()),
+        });
+    }
+    Ok(scp::scp11::PublicKey::from_sec1(curve, tlv.value())?)
+}
+
+/// PUT KEY of an ECC public key (`B0` point, `F0` curve; GP 2.3.1 §11.8.2.3 Table 11-16,
+/// Amendment F): an SCP11 OCE trust anchor (PK.CA-KLOC.ECDSA, KID `10`). `replace_kvn` 0
+/// adds a key. The card's answer must confirm the key version.
+pub fn put_ec_public_key<C: CardChannel>(
+    client: &mut GpClient<C>,
+    key: gp::scp11::KeyRef,
+    replace_kvn: u8,
+    public: &scp::scp11::PublicKey,
+) -> Result<()> {
+    let curve = match public.curve() {
+        scp::scp11::Curve::P256 => scp::put_key::Curve::P256,
+        scp::scp11::Curve::P384 => scp::put_key::Curve::P384,
+    };
+    let data = scp::put_key::KeyData::ecc_public(curve, public.to_sec1())?;
+    let keys = [data];
+    let cmds = scp::put_key::commands(
+        replace_kvn,
+        key.kid,
+        key.kvn,
+        &keys,
+        client.max_plain_data(),
+    )?;
+    let what = format!("(KID {:02X} KVN {:02X})", key.kid, key.kvn);
+    let n = cmds.len();
+    for (i, cmd) in cmds.iter().enumerate() {
+        let r = client.send_ok(Operation::PutKey, cmd, &what)?;
+        if i + 1 == n {
+            scp::put_key::check_key_data_response(&r.data, key.kvn, &keys)
+                .map_err(ClientError::KeysNotConfirmed)?;
+        }
+    }
+    Ok(())
+}
+
+/// An SCP11 STORE DATA (`80 E2 90 00`, BER-TLV; certificate bundle `BF21`, allowlist `70`,
+/// CA issuer `42`; YubiKey's formats) to the selected SD. Data longer than one command is
+/// sent with ISO/IEC 7816-4 command chaining (CLA b5 on all but the last piece, each piece
+/// wrapped by the secure channel on its own), as yubikit sends it.
+pub fn store_scp11_data<C: CardChannel>(
+    client: &mut GpClient<C>,
+    data: &gp::scp11::Scp11StoreData,
+) -> Result<()> {
+    let bytes = data.to_bytes();
+    let max = client.max_plain_data().max(1);
+    let pieces: Vec<&[u8]> = bytes.chunks(max).collect();
+    let n = pieces.len();
+    for (i, b) in pieces.into_iter().enumerate() {
+        let last = i + 1 == n;
+        let cla = if last { 0x80 } else { 0x90 };
+        let cmd = apdu::Command::new(cla, gp::commands::ins::STORE_DATA, 0x90, 0x00)
+            .with_data(b.to_vec());
+        client.send_ok(Operation::StoreData, &cmd, &format!("piece {i} of {n}"))?;
+    }
+    Ok(())
+}

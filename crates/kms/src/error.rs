@@ -241,6 +241,30 @@ pub enum Error {
         /// What went wrong.
         detail: String,
     },
+    /// No key-agreement (ECKA) key with this label.
+    #[error("no key-agreement key {0:?}")]
+    AgreementKeyNotFound(String),
+    /// A key-agreement key with this label exists already (on create).
+    #[error("key-agreement key {0:?} exists already")]
+    AgreementKeyExists(String),
+    /// A sealed key-agreement key in the keystore file fails authentication or does not
+    /// match its recorded public key: the file was altered.
+    #[error("keystore {path}: key-agreement key {label:?} fails authentication (file altered)")]
+    AgreementKeyTampered {
+        /// The keystore file.
+        path: PathBuf,
+        /// The label of the key.
+        label: String,
+    },
+    /// Generating a key-agreement key or the key agreement itself failed (an invalid peer
+    /// point, a token error). Never contains key material or the shared secret.
+    #[error("key-agreement key {label:?}: {detail}")]
+    KeyAgreement {
+        /// The label of the key.
+        label: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// An error from the secure-channel crate (key lengths, diversification).
     #[error(transparent)]
     Scp(#[from] scp::Error),

@@ -14,7 +14,10 @@
 //!
 //! Both backends also hold asymmetric **signing keys** (a CA's private key) through the
 //! separate [`SigningKeyStore`] trait ([`open_signing`]): sealed PKCS#8 in the software
-//! keystore file, a non-extractable key pair in the token for PKCS#11.
+//! keystore file, a non-extractable key pair in the token for PKCS#11; and elliptic-curve
+//! **key-agreement keys** (the static key of an SCP11 off-card entity) through
+//! [`AgreementKeyStore`] ([`open_agreement`]): the private key stays in the store, only the
+//! ECDH shared secret comes out.
 //!
 //! # Derivation scheme
 //!
@@ -56,6 +59,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod agreement;
 mod backup;
 mod config;
 mod error;
@@ -66,6 +70,10 @@ mod signing;
 mod software;
 mod types;
 
+pub use agreement::{
+    ecka_public_from_point, open_agreement, AgreementKey, AgreementKeyStore, EckaCurve,
+    PKCS11_ECKA_LABEL_PREFIX,
+};
 pub use config::{open, PinSource, Pkcs11Config, SlotSelector, StoreConfig};
 pub use error::Error;
 pub use kdd::{card_number_from_kdd, derive_in_software, diversification_for, kdd_for_card_number};

@@ -17,7 +17,8 @@
 //!   metadata (kind, length, KCV, dates, retired flag): editing any of them in the file makes
 //!   the entry fail to open ([`Error::Tampered`]). Retiring a key re-seals it.
 //! * `signing_keys` (present only when there are some) holds sealed CA signing keys, see
-//!   [`crate::SigningKeyStore`]; they are re-sealed on master key rotation too.
+//!   [`crate::SigningKeyStore`], and `agreement_keys` sealed key-agreement (ECKA) keys, see
+//!   [`crate::AgreementKeyStore`]; they are re-sealed on master key rotation too.
 //! * `master_check` seals a constant: a wrong master key is reported as
 //!   [`Error::WrongMasterKey`] even for an empty keystore.
 //! * Writes are atomic ([`atomic_file::write()`]): a temporary file in the same directory
@@ -57,6 +58,9 @@ struct StoreFile {
     /// CA signing keys (see `crate::signing`); absent in files without any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     signing_keys: Vec<crate::signing::StoredSigningKey>,
+    /// Key-agreement (ECKA) keys (see `crate::agreement`); absent in files without any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    agreement_keys: Vec<crate::agreement::StoredAgreementKey>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -134,6 +138,8 @@ pub(crate) struct State {
     entries: BTreeMap<(String, u32), Entry>,
     /// Sealed signing keys, authenticated when the file was read.
     pub(crate) signing: Vec<crate::signing::StoredSigningKey>,
+    /// Sealed key-agreement keys, authenticated when the file was read.
+    pub(crate) agreement: Vec<crate::agreement::StoredAgreementKey>,
     master_check: Vec<u8>,
     /// Size and modification time of the file when it was read.
     stamp: Option<(u64, SystemTime)>,
@@ -222,9 +228,13 @@ fn read_state(path: &Path, master: &MasterKey) -> Result<State, Error> {
     for k in &file.signing_keys {
         crate::signing::check_stored(path, master, k)?;
     }
+    for k in &file.agreement_keys {
+        crate::agreement::check_stored(path, master, k)?;
+    }
     Ok(State {
         entries,
         signing: file.signing_keys,
+        agreement: file.agreement_keys,
         master_check,
         stamp,
     })
@@ -250,6 +260,7 @@ fn write_state(path: &Path, state: &State) -> Result<Option<(u64, SystemTime)>, 
             })
             .collect(),
         signing_keys: state.signing.clone(),
+        agreement_keys: state.agreement.clone(),
     };
     let mut json = serde_json::to_vec_pretty(&file).map_err(|e| Error::Format {
         path: path.to_path_buf(),
@@ -304,6 +315,7 @@ impl SoftwareKeyStore {
         let mut state = State {
             entries: BTreeMap::new(),
             signing: Vec::new(),
+            agreement: Vec::new(),
             master_check: master::seal(&master, CHECK_AAD, CHECK_PLAIN)?,
             stamp: None,
         };
@@ -368,9 +380,15 @@ impl SoftwareKeyStore {
             .iter()
             .map(|k| crate::signing::reseal(&self.path, &self.master, &new, k))
             .collect::<Result<Vec<_>, Error>>()?;
+        let agreement = old
+            .agreement
+            .iter()
+            .map(|k| crate::agreement::reseal(&self.path, &self.master, &new, k))
+            .collect::<Result<Vec<_>, Error>>()?;
         let mut fresh = State {
             entries,
             signing,
+            agreement,
             master_check: master::seal(&new, CHECK_AAD, CHECK_PLAIN)?,
             stamp: None,
         };

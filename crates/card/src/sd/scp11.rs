@@ -12,7 +12,7 @@ use scp::scp11::{self, Curve, PrivateKey, PublicKey, Variant};
 use super::Sw;
 use crate::card::VirtualCard;
 use crate::channel::Secure;
-use crate::model::{key_ref, key_type, Aid, KeySet, SdData, StoredKey};
+use crate::model::{key_ref, key_type, Aid, SdData, StoredKey};
 
 /// `6983`: authentication method blocked (the key's failure counter is at the limit).
 const SW_BLOCKED: StatusWord = StatusWord::AUTH_METHOD_BLOCKED;
@@ -59,8 +59,14 @@ pub(crate) fn variants(data: &SdData) -> Vec<Variant> {
     v
 }
 
-fn set_mut(data: &mut SdData, kvn: u8) -> Option<&mut KeySet> {
-    data.key_sets.iter_mut().find(|s| s.kvn == kvn)
+/// The stored key (KID, KVN), to count its failures.
+fn key_mut(data: &mut SdData, kid: u8, kvn: u8) -> Option<&mut StoredKey> {
+    data.key_sets
+        .iter_mut()
+        .find(|s| s.kvn == kvn)?
+        .keys
+        .iter_mut()
+        .find(|k| k.id == kid)
 }
 
 fn now() -> Option<u64> {
@@ -112,8 +118,8 @@ impl VirtualCard {
         let anchor_ref = (pso.kid, pso.kvn);
         let anchor =
             public_key(data, pso.kid, pso.kvn).ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?;
-        if let Some(set) = set_mut(data, pso.kvn) {
-            if max != 0 && set.failures >= max {
+        if let Some(k) = key_mut(data, pso.kid, pso.kvn) {
+            if max != 0 && k.failures >= max {
                 return Err(SW_BLOCKED);
             }
         }
@@ -160,8 +166,8 @@ impl VirtualCard {
             Err(e) => {
                 tracing::debug!("PERFORM SECURITY OPERATION refused: {e}");
                 let data = self.sd_data_mut(sd)?;
-                if let Some(set) = set_mut(data, pso.kvn) {
-                    set.failures = set.failures.saturating_add(1);
+                if let Some(k) = key_mut(data, pso.kid, pso.kvn) {
+                    k.failures = k.failures.saturating_add(1);
                 }
                 Err(e.status_word())
             }
@@ -171,7 +177,7 @@ impl VirtualCard {
     /// MUTUAL AUTHENTICATE `80 82 KVN KID` (11a/11c) and INTERNAL AUTHENTICATE `80 88 KVN
     /// KID` (11b) (Amendment F §7.6): with the SD key pair (KID, KVN) and, for 11a/11c, the
     /// OCE key of the chain verified on this channel. Opens the session; failures count on
-    /// the key pair's key set like EXTERNAL AUTHENTICATE's, and a blocked key answers
+    /// the key pair (not its whole key version) like EXTERNAL AUTHENTICATE's, and a blocked key answers
     /// `6983`. An SD without that key pair answers `6A88`.
     pub(super) fn scp11_authenticate(
         &mut self,
@@ -192,7 +198,7 @@ impl VirtualCard {
         if variant.ins() != cmd.ins {
             return Err(StatusWord::INCORRECT_P1P2);
         }
-        let set = set_mut(data, kvn).ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?;
+        let set = key_mut(data, kid, kvn).ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?;
         if max != 0 && set.failures >= max {
             return Err(SW_BLOCKED);
         }
@@ -277,7 +283,9 @@ impl VirtualCard {
             .iter()
             .filter_map(|h| apdu::parse_hex(h).ok())
             .collect();
-        Ok(gp::scp11::CertificateBundle(certs).to_bytes())
+        // The certificates one after the other, without a BF21 wrapper: what a YubiKey
+        // answers and yubikit's get_certificate_bundle reads (a list of X.509 TLVs).
+        Ok(certs.concat())
     }
 
     /// GET DATA `FF33` (KLOC) / `FF34` (KLCC): the CA identifiers stored, as `42 id 83 KID

@@ -1,0 +1,168 @@
+//! SCP11 through the real PC/SC stack (pcscd + vsmartcard's vpcd + `cardwright sim run
+//! --vpcd`): `cardwright card --reader … --scp 11b … list` and `--scp 11a`, then an
+//! independent SCP11 host, Yubico's yubikit over pyscard (`tests/yubikit/scp11.py`, in the
+//! venv `scripts/setup.sh` makes under `target/venv-yubikit`), opening SCP11b and SCP11a.
+//!
+//! Runs when `CARDWRIGHT_PCSC_TESTS=1` and then fails (not skips) when anything is missing.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const READER: &str = "Virtual PCD 00 00";
+
+struct Sim(Child);
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_sim(state: &str) -> Sim {
+    let child = Command::new(bin())
+        .args(["sim", "run", "--state", state, "--vpcd", "127.0.0.1:35963"])
+        .env("CARDWRIGHT_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn sim");
+    Sim(child)
+}
+
+fn wait_for_card() {
+    let t0 = Instant::now();
+    loop {
+        let r = run(&[
+            "card",
+            "--reader",
+            READER,
+            "apdu",
+            "00A4040008A000000151000000",
+        ]);
+        if r.ok && r.stdout.contains("9000") {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "card never appeared in {READER}: {}",
+            r.stderr
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn enabled() -> bool {
+    if std::env::var("CARDWRIGHT_PCSC_TESTS").as_deref() != Ok("1") {
+        eprintln!("skipped: set CARDWRIGHT_PCSC_TESTS=1 with pcscd and vsmartcard-vpcd running (scripts/test.sh does)");
+        return false;
+    }
+    if !cfg!(feature = "pcsc") {
+        panic!("CARDWRIGHT_PCSC_TESTS=1 needs --features pcsc");
+    }
+    true
+}
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// One test: the reader is shared, so the steps run in order.
+#[test]
+fn scp11_over_pcsc_with_our_host_and_yubikit() {
+    if !enabled() {
+        return;
+    }
+    let dir = tempdir();
+    let state = dir.path().join("card.json").to_string_lossy().into_owned();
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let master = p("master");
+    std::fs::write(&master, "11".repeat(32)).unwrap();
+    let keystore = format!("file:{}?master-key-file={master}", p("keys.json"));
+    ok(&["sim", "create", "--state", &state]);
+    let _sim = start_sim(&state);
+    wait_for_card();
+    let card = |more: &[&str]| -> Vec<String> {
+        ["card", "--reader", READER, "--keystore", &keystore]
+            .iter()
+            .chain(more)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let card_ok = |more: &[&str]| {
+        let v = card(more);
+        ok(&v.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+
+    // SCP11b with the factory key set, the chain's first certificate as the trust anchor.
+    let chain = p("chain");
+    card_ok(&["scp11", "certs", "--out", &chain]);
+    let anchor = format!("{chain}.0");
+    let out = card_ok(&["--scp", "11b", "--sd-trust", &anchor, "list"]);
+    assert!(out.contains("A000000151000000"), "{out}");
+
+    // SCP11a after `scp11 setup` (over SCP03 with the test keys) and an OCE key in the store.
+    let ca = p("ca.pem");
+    card_ok(&[
+        "scp11",
+        "setup",
+        "--ca",
+        "ca",
+        "--variant",
+        "11a",
+        "--kvn",
+        "3",
+        "--ca-cert-out",
+        &ca,
+    ]);
+    let oce = p("oce.pem");
+    ok(&[
+        "keys",
+        "--keystore",
+        &keystore,
+        "create-oce-key",
+        "--label",
+        "oce",
+        "--ca",
+        "ca",
+        "--cert-out",
+        &oce,
+    ]);
+    let out = card_ok(&[
+        "--scp",
+        "11a",
+        "--scp11-kvn",
+        "3",
+        "--oce-key",
+        "oce",
+        "--oce-cert",
+        &oce,
+        "--sd-trust",
+        &ca,
+        "list",
+    ]);
+    assert!(out.contains("A000000151000000"), "{out}");
+
+    // yubikit: SCP11b, then its own CA, trust anchor and SCP11a key at KVN 07.
+    let python = repo().join("target/venv-yubikit/bin/python");
+    assert!(
+        python.exists(),
+        "{} missing: run scripts/setup.sh (installs yubikey-manager)",
+        python.display()
+    );
+    let o = Command::new(&python)
+        .arg(repo().join("tests/yubikit/scp11.py"))
+        .args([READER, "--11a", "7"])
+        .output()
+        .expect("run yubikit");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "yubikit: {stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout.contains("OK SCP11b"), "{stdout}");
+    assert!(stdout.contains("OK SCP11a"), "{stdout}");
+}

@@ -1,0 +1,415 @@
+//! `cardwright card --scp 11a|11b|11c` against the virtual card in process (`--sim`): the
+//! factory SCP11b key set, `card scp11 setup` with a CA in the key store, OCE keys in the
+//! key store (software, and SoftHSM2 when installed), every card command over SCP11, and
+//! the refusals that must name the check that failed and leave the card unchanged.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::Command;
+
+const HSM_PIN: &str = "1234";
+const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+struct Card {
+    _dir: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    state: String,
+    keystore: String,
+}
+
+impl Card {
+    fn new() -> Card {
+        let dir = tempdir();
+        let path = dir.path().to_path_buf();
+        let state = path.join("card.json").to_string_lossy().into_owned();
+        ok(&["sim", "create", "--state", &state]);
+        let master = path.join("master");
+        std::fs::write(&master, "00".repeat(32)).unwrap();
+        let keystore = format!(
+            "file:{}?master-key-file={}",
+            path.join("keys.json").display(),
+            master.display()
+        );
+        Card {
+            _dir: dir,
+            dir: path,
+            state,
+            keystore,
+        }
+    }
+    fn p(&self, name: &str) -> String {
+        self.dir.join(name).to_string_lossy().into_owned()
+    }
+    /// `card --sim STATE --keystore K ARGS…`
+    fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut v = vec!["card", "--sim", &self.state, "--keystore", &self.keystore];
+        v.extend_from_slice(args);
+        v
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        ok(&self.args(args))
+    }
+    fn fails(&self, args: &[&str], needle: &str) -> String {
+        fails(&self.args(args), needle)
+    }
+    /// The registry as the GP test keys see it (SCP03).
+    fn registry(&self) -> String {
+        self.ok(&["list"])
+    }
+    /// `card scp11 setup` for `variant` at `kvn` with CA `ca` and an OCE key `oce` certified
+    /// by it; returns (ca.pem, oce.pem).
+    fn setup(&self, variant: &str, kvn: &str, ca: &str, oce: &str) -> (String, String) {
+        let ca_pem = self.p(&format!("{ca}.pem"));
+        let out = self.ok(&[
+            "scp11",
+            "setup",
+            "--ca",
+            ca,
+            "--variant",
+            variant,
+            "--kvn",
+            kvn,
+            "--ca-cert-out",
+            &ca_pem,
+        ]);
+        assert!(out.contains("generated SD key"), "{out}");
+        assert!(out.contains("loaded the OCE trust anchor"), "{out}");
+        let oce_pem = self.p(&format!("{oce}.pem"));
+        if !Path::new(&oce_pem).exists() {
+            let out = ok(&[
+                "keys",
+                "--keystore",
+                &self.keystore,
+                "create-oce-key",
+                "--label",
+                oce,
+                "--ca",
+                ca,
+                "--cert-out",
+                &oce_pem,
+            ]);
+            assert!(out.contains("created OCE key-agreement key"), "{out}");
+        }
+        (ca_pem, oce_pem)
+    }
+}
+
+#[test]
+fn scp11b_with_the_factory_key_set() {
+    let c = Card::new();
+    // Trust on first use: works, and says what it trusted.
+    let r = run(&c.args(&["--scp", "11b", "--sd-trust-any", "list"]));
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains("A000000151000000"), "{}", r.stdout);
+    assert!(r.stderr.contains("NOT verified") && r.stderr.contains("fingerprint"));
+    // The chain, then a verified channel with its first certificate as the trust anchor.
+    let chain = c.p("chain");
+    let out = c.ok(&["scp11", "certs", "--out", &chain]);
+    assert!(out.contains("KID 13 KVN 01"), "{out}");
+    let first = format!("{chain}.0");
+    let out = c.ok(&["--scp", "11b", "--sd-trust", &first, "info"]);
+    assert!(
+        out.contains("SCP11b") && out.contains("certificate verified"),
+        "{out}"
+    );
+    // Without a trust decision it refuses, before touching the card.
+    c.fails(&["--scp", "11b", "list"], "--sd-trust");
+}
+
+#[test]
+fn scp11a_and_scp11c_after_setup_run_every_command() {
+    let c = Card::new();
+    let (ca, oce) = c.setup("11a", "3", "ca", "oce");
+    let a = [
+        "--scp",
+        "11a",
+        "--scp11-kvn",
+        "3",
+        "--oce-key",
+        "oce",
+        "--oce-cert",
+        &oce,
+        "--sd-trust",
+        &ca,
+    ];
+    let with =
+        |more: &[&str]| -> Vec<String> { a.iter().chain(more).map(|s| s.to_string()).collect() };
+    let run_a = |more: &[&str]| {
+        let v = with(more);
+        let v: Vec<&str> = v.iter().map(String::as_str).collect();
+        c.ok(&v)
+    };
+    assert!(run_a(&["list"]).contains("A000000151000000"));
+    let cap = cap("Empty_0102030405_8d5ac9e2_2.2.1.cap");
+    run_a(&["install", cap.to_str().unwrap()]);
+    assert!(c.registry().contains("0102030405060708"));
+    run_a(&["lock-applet", "0102030405060708"]);
+    run_a(&["unlock-applet", "0102030405060708"]);
+    run_a(&["delete", "0102030405", "--related"]);
+    assert!(!c.registry().contains("0102030405"));
+    run_a(&["create-domain", "A000000151535344"]);
+    run_a(&[
+        "put-key",
+        "--new-key",
+        "00112233445566778899AABBCCDDEEFF",
+        "--new-keyver",
+        "0x35",
+    ]);
+    // The new symmetric key set opens SCP03.
+    c.ok(&[
+        "--key",
+        "00112233445566778899AABBCCDDEEFF",
+        "--keyver",
+        "0x35",
+        "list",
+    ]);
+    let out = run_a(&["apdu", "--secure", "80CA006600"]);
+    assert!(out.contains("9000"), "{out}");
+
+    // 11c with its own key pair, the same CA and OCE key.
+    c.setup("11c", "4", "ca", "oce");
+    c.ok(&[
+        "--scp",
+        "11c",
+        "--scp11-kvn",
+        "4",
+        "--oce-key",
+        "oce",
+        "--oce-cert",
+        &oce,
+        "--sd-trust",
+        &ca,
+        "list",
+    ]);
+}
+
+#[test]
+fn refusals_name_the_check_and_leave_the_card_unchanged() {
+    let c = Card::new();
+    let (ca, oce) = c.setup("11a", "3", "ca", "oce");
+    let before = c.registry();
+    // The factory 11b chain does not chain to our CA.
+    let e = c.fails(
+        &[
+            "--scp",
+            "11b",
+            "--sd-trust",
+            &ca,
+            "delete",
+            "A000000151535344",
+        ],
+        "does not verify against the trust anchor",
+    );
+    assert!(e.contains("certificate 0"), "{e}");
+    // An OCE certificate from another CA: the card's answer to PSO, with its meaning.
+    let ca2_oce = {
+        let out = ok(&[
+            "keys",
+            "--keystore",
+            &c.keystore,
+            "ca-cert",
+            "--ca",
+            "ca2",
+            "--out",
+            &c.p("ca2.pem"),
+        ]);
+        assert!(out.contains("wrote the certificate of CA ca2"), "{out}");
+        let p = c.p("oce2.pem");
+        ok(&[
+            "keys",
+            "--keystore",
+            &c.keystore,
+            "create-oce-key",
+            "--label",
+            "oce2",
+            "--ca",
+            "ca2",
+            "--cert-out",
+            &p,
+        ]);
+        p
+    };
+    c.fails(
+        &[
+            "--scp",
+            "11a",
+            "--scp11-kvn",
+            "3",
+            "--oce-key",
+            "oce2",
+            "--oce-cert",
+            &ca2_oce,
+            "--sd-trust",
+            &ca,
+            "install",
+            cap("Empty_0102030405_8d5ac9e2_2.2.1.cap").to_str().unwrap(),
+        ],
+        "PERFORM SECURITY OPERATION",
+    );
+    // A key that is not the certificate's: refused before anything is sent.
+    c.fails(
+        &[
+            "--scp",
+            "11a",
+            "--scp11-kvn",
+            "3",
+            "--oce-key",
+            "oce2",
+            "--oce-cert",
+            &oce,
+            "--sd-trust",
+            &ca,
+            "list",
+        ],
+        "not the key of the last certificate",
+    );
+    // 11a without OCE key/certificate; 11b with them.
+    c.fails(
+        &[
+            "--scp",
+            "11a",
+            "--scp11-kvn",
+            "3",
+            "--sd-trust",
+            &ca,
+            "list",
+        ],
+        "--oce-key",
+    );
+    c.fails(
+        &[
+            "--scp",
+            "11b",
+            "--sd-trust-any",
+            "--oce-key",
+            "oce",
+            "--oce-cert",
+            &oce,
+            "list",
+        ],
+        "11b",
+    );
+    // No key at that KVN.
+    c.fails(
+        &[
+            "--scp",
+            "11a",
+            "--scp11-kvn",
+            "9",
+            "--oce-key",
+            "oce",
+            "--oce-cert",
+            &oce,
+            "--sd-trust",
+            &ca,
+            "list",
+        ],
+        "BF21",
+    );
+    assert_eq!(c.registry(), before);
+}
+
+fn on_path(prog: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+        .unwrap_or(false)
+}
+
+/// The OCE key and the CA live in SoftHSM2; SCP11a runs with the key agreement in the token.
+#[test]
+fn scp11a_with_the_oce_key_in_softhsm2() {
+    let required = std::env::var("CARDWRIGHT_HSM_TESTS").is_ok_and(|v| v == "1");
+    if !on_path("softhsm2-util") || !Path::new(SOFTHSM_MODULE).exists() {
+        assert!(!required, "CARDWRIGHT_HSM_TESTS=1 but SoftHSM2 is missing");
+        eprintln!("SoftHSM2 not installed: skipped");
+        return;
+    }
+    let c = Card::new();
+    let tokens = c.dir.join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    let conf = c.dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args(["--init-token", "--free", "--label", "cw-oce"])
+        .args(["--pin", HSM_PIN, "--so-pin", "5678"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "softhsm2-util: {out:?}");
+    let hsm = format!("pkcs11:{SOFTHSM_MODULE}?token=cw-oce&pin-env=CW_TEST_OCE_PIN");
+    let envs = [
+        (
+            "SOFTHSM2_CONF".to_string(),
+            conf.to_string_lossy().into_owned(),
+        ),
+        ("CW_TEST_OCE_PIN".to_string(), HSM_PIN.to_string()),
+    ];
+    let run_ok = |args: &[&str]| {
+        let r = run_env(args, &envs, "");
+        assert!(
+            r.ok,
+            "cardwright {}: {}\n{}",
+            args.join(" "),
+            r.stdout,
+            r.stderr
+        );
+        r.stdout
+    };
+    let ca = c.p("hsm-ca.pem");
+    run_ok(&[
+        "card",
+        "--sim",
+        &c.state,
+        "--keystore",
+        &hsm,
+        "scp11",
+        "setup",
+        "--ca",
+        "ca",
+        "--variant",
+        "11a",
+        "--kvn",
+        "5",
+        "--ca-cert-out",
+        &ca,
+    ]);
+    let oce = c.p("hsm-oce.pem");
+    run_ok(&[
+        "keys",
+        "--keystore",
+        &hsm,
+        "create-oce-key",
+        "--label",
+        "oce",
+        "--ca",
+        "ca",
+        "--cert-out",
+        &oce,
+    ]);
+    let key = format!("{hsm}&label=oce");
+    let out = run_ok(&[
+        "card",
+        "--sim",
+        &c.state,
+        "--scp",
+        "11a",
+        "--scp11-kvn",
+        "5",
+        "--oce-key",
+        &key,
+        "--oce-cert",
+        &oce,
+        "--sd-trust",
+        &ca,
+        "list",
+    ]);
+    assert!(out.contains("A000000151000000"), "{out}");
+}
