@@ -208,12 +208,25 @@ pub fn install_instance<C: CardChannel>(
     Ok(())
 }
 
-/// The security domain the secure channel is open to (the current SD).
+/// The security domain the secure channel is open to (the current SD), needed only to check
+/// a receipt: without receipt checks any answer does.
 fn current_sd<C: CardChannel>(client: &GpClient<C>, op: Operation) -> Result<Aid> {
-    client
-        .secure_channel()
-        .map(|i| i.sd)
-        .ok_or(ClientError::NoSecureChannel(op))
+    if let Some(i) = client.secure_channel() {
+        return Ok(i.sd);
+    }
+    let checking = client
+        .delegation()
+        .is_some_and(|d| d.tokens.is_some() && d.receipts.is_some());
+    if checking {
+        Err(ClientError::Receipt {
+            op,
+            detail:
+                "the security domain of this channel is unknown, so its receipt cannot be checked"
+                    .into(),
+        })
+    } else {
+        Ok(gp::ISD_AID)
+    }
 }
 
 /// INSTALL \[for extradition\] (GP 2.3.1 §11.5.2.3.5): associates `object` (an application,
