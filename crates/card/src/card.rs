@@ -204,6 +204,7 @@ impl VirtualCard {
                 key_sets: vec![config.key_set()],
                 seq_counter: 1,
                 data: Default::default(),
+                confirmation_counter: 0,
                 scp11: Default::default(),
             }),
         };

@@ -64,6 +64,8 @@ pub(crate) struct LoadProcess {
     pub sd: Aid,
     pub hash: Vec<u8>,
     pub assembler: gp::commands::LoadAssembler,
+    /// How the INSTALL [for load] was authorised (a delegated load answers a receipt).
+    pub authority: crate::sd::dm::Authority,
 }
 
 /// Where a paged GET STATUS stopped (GP 2.3.1 §11.4.2: P2 b1 = "next occurrence").

@@ -283,6 +283,10 @@ pub(crate) struct SdData {
     /// Personalisation data stored with STORE DATA to the SD itself, by tag (hex) → value.
     #[serde(default)]
     pub data: BTreeMap<String, String>,
+    /// Confirmation counter of the receipts this SD generates (GP 2.3.1 §9.1.3.3): counts up
+    /// with every receipt and is never reset; at `FFFF` no more receipts are given.
+    #[serde(default)]
+    pub confirmation_counter: u16,
     /// SCP11 data (Amendment F; YubiKey's STORE DATA formats): certificate chains of SD key
     /// pairs, OCE serial-number allowlists, CA issuer identifiers. Absent in older files.
     #[serde(default, skip_serializing_if = "Scp11Data::is_empty")]

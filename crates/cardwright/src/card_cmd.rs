@@ -139,13 +139,43 @@ pub fn run(cmd: CardCmd) -> Result<()> {
         CardOp::Info => info(c),
         CardOp::List => list(c),
         CardOp::Install(a) => install(c, a),
-        CardOp::Delete { aid, related } => {
+        CardOp::Delete { aid, related, dm } => {
             let aid = aid_arg(&aid)?;
-            let mut cl = authenticated(c)?;
-            ops::delete(&mut cl, &aid, related)?;
+            let (mut cl, log) = managed(c, &dm)?;
+            let r = ops::delete(&mut cl, &aid, related);
+            crate::dm_cmd::finish(&mut cl, log.as_ref())?;
+            r?;
             println!(
                 "deleted {aid}{}",
                 if related { " and related objects" } else { "" }
+            );
+            Ok(())
+        }
+        CardOp::Extradite { aid, to, dm } => {
+            let aid = aid_arg(&aid)?;
+            let to = aid_arg(&to)?;
+            let (mut cl, log) = managed(c, &dm)?;
+            let r = ops::extradite(&mut cl, aid, to, None);
+            crate::dm_cmd::finish(&mut cl, log.as_ref())?;
+            r?;
+            println!("extradited {aid} to {to}");
+            Ok(())
+        }
+        CardOp::PutPublicKey {
+            file,
+            kvn,
+            kid,
+            replace,
+        } => {
+            let key = crate::dm_cmd::public_key(&file)?;
+            if !(1..=0x7F).contains(&kvn) || !(1..=0x7F).contains(&kid) {
+                bail!("--kvn and --kid are 0x01 to 0x7F (GP 2.3.1 §11.1.8)");
+            }
+            let mut cl = authenticated(c)?;
+            ops::put_public_key(&mut cl, kvn, kid, if replace { kvn } else { 0 }, &key)?;
+            println!(
+                "put {} public key as KVN {kvn:02X} KID {kid:02X}",
+                key.scheme()
             );
             Ok(())
         }
@@ -154,17 +184,23 @@ pub fn run(cmd: CardCmd) -> Result<()> {
             privs,
             params,
             to,
+            dm,
         } => {
-            let aid = aid_arg(&aid)?;
-            let privileges = parse_privs(&privs)?.with(gp::privileges::Privilege::SecurityDomain);
-            check_privileges(privileges)?;
-            let params = match params {
-                Some(p) => apdu::parse_hex(&p).context("--params")?,
-                None => Vec::new(),
+            let (install, privileges) = create_domain_install(&aid, &privs, params.as_deref())?;
+            let gp::commands::Install::ForInstall {
+                application: aid,
+                params,
+                ..
+            } = install
+            else {
+                bail!("internal: not INSTALL [for install]");
             };
+            let params = params.get(2..).unwrap_or_default().to_vec();
             let parent = to.as_deref().map(aid_arg).transpose()?;
-            let mut cl = authenticated(c)?;
-            ops::create_domain(&mut cl, aid, privileges, &params, parent)?;
+            let (mut cl, log) = managed(c, &dm)?;
+            let r = ops::create_domain(&mut cl, aid, privileges, &params, parent);
+            crate::dm_cmd::finish(&mut cl, log.as_ref())?;
+            r?;
             println!("created security domain {aid} with privileges {privileges}");
             Ok(())
         }
@@ -214,6 +250,75 @@ pub fn run(cmd: CardCmd) -> Result<()> {
             crate::scp11_cmd::run(c, op, &mut cl)
         }
     }
+}
+
+/// An authenticated client with the Delegated Management settings of `dm`.
+fn managed(
+    c: &Connect,
+    dm: &crate::cli::DmArgs,
+) -> Result<(Client, Option<crate::dm_cmd::ReceiptLog>)> {
+    let settings = crate::dm_cmd::delegation(dm)?;
+    let mut cl = authenticated(c)?;
+    let mut log = None;
+    if let Some((d, l)) = settings {
+        cl.set_delegation(d);
+        log = l;
+    }
+    Ok((cl, log))
+}
+
+/// The INSTALL [for install and make selectable] `create-domain` sends (and its privileges).
+pub fn create_domain_install(
+    aid: &str,
+    privs: &str,
+    params: Option<&str>,
+) -> Result<(gp::commands::Install, Privileges)> {
+    let aid = aid_arg(aid)?;
+    let privileges = parse_privs(privs)?.with(gp::privileges::Privilege::SecurityDomain);
+    check_privileges(privileges)?;
+    let params = match params {
+        Some(p) => apdu::parse_hex(p).context("--params")?,
+        None => Vec::new(),
+    };
+    if params.len() > 0x7F {
+        bail!("--params: SD install parameters over 127 bytes");
+    }
+    let mut c9 = vec![0xC9, params.len() as u8];
+    c9.extend_from_slice(&params);
+    Ok((
+        gp::commands::Install::ForInstall {
+            load_file: Aid::new(&ops::SD_LOAD_FILE)?,
+            module: Aid::new(&ops::SD_MODULE)?,
+            application: aid,
+            privileges,
+            params: c9,
+            token: Vec::new(),
+            make_selectable: true,
+        },
+        privileges,
+    ))
+}
+
+/// The install options of `card install` (and `token sign install`), with its DAP signers.
+pub fn install_options(
+    a: &InstallArgs,
+    dap: Vec<(Aid, std::sync::Arc<dyn gp::dm::Signer + Send + Sync>)>,
+) -> Result<ops::InstallOptions> {
+    let privileges = parse_privs(&a.privs)?;
+    check_privileges(privileges)?;
+    Ok(ops::InstallOptions {
+        to: a.to.as_deref().map(aid_arg).transpose()?,
+        params: match &a.params {
+            Some(p) => apdu::parse_hex(p).context("--params")?,
+            None => Vec::new(),
+        },
+        privileges,
+        instance: a.create.as_deref().map(aid_arg).transpose()?,
+        applet: a.applet.as_deref().map(aid_arg).transpose()?,
+        load_only: a.load_only,
+        hash: a.hash.clone(),
+        dap,
+    })
 }
 
 fn parse_privs(s: &str) -> Result<Privileges> {
@@ -385,26 +490,16 @@ fn list(c: &Connect) -> Result<()> {
 }
 
 fn install(c: &Connect, a: InstallArgs) -> Result<()> {
-    let privileges = parse_privs(&a.privs)?;
-    check_privileges(privileges)?;
     let bytes =
         std::fs::read(&a.cap).with_context(|| format!("cannot read {}", a.cap.display()))?;
     let cap = gp::cap::CapFile::from_bytes(&bytes)
         .with_context(|| format!("{} is not a valid CAP file", a.cap.display()))?;
-    let opts = ops::InstallOptions {
-        to: a.to.as_deref().map(aid_arg).transpose()?,
-        params: match &a.params {
-            Some(p) => apdu::parse_hex(p).context("--params")?,
-            None => Vec::new(),
-        },
-        privileges,
-        instance: a.create.as_deref().map(aid_arg).transpose()?,
-        applet: a.applet.as_deref().map(aid_arg).transpose()?,
-        load_only: a.load_only,
-        hash: a.hash.clone(),
-    };
-    let mut cl = authenticated(c)?;
-    let report = ops::install_cap(&mut cl, &cap, &opts)?;
+    let dap = crate::dm_cmd::dap(a.dap_key.as_deref(), a.dap_sd.as_deref())?;
+    let opts = install_options(&a, dap)?;
+    let (mut cl, log) = managed(c, &a.dm)?;
+    let r = ops::install_cap(&mut cl, &cap, &opts);
+    crate::dm_cmd::finish(&mut cl, log.as_ref())?;
+    let report = r?;
     println!(
         "loaded {} ({} bytes in {} LOAD blocks)",
         report.load_file, report.load_file_size, report.blocks

@@ -52,6 +52,97 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::pay::PayCommand,
     },
+    /// Delegated Management tokens computed offline (GP 2.3.1 Appendix C.4).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Sign the tokens of a `card install|delete|extradite|create-domain` in advance and
+    /// write them to a token file, which `card … --dm-token FILE` reads.
+    Sign(TokenSignArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenSignArgs {
+    /// The token key: a PKCS#8 private key file (RSA or P-256, PEM or DER), a file holding an
+    /// AES key in hex, or a key-store signing key `pkcs11:MODULE?token=T&label=L` /
+    /// `file:KEYSTORE?label=L` (P-256, or RSA with PSS).
+    #[arg(long)]
+    pub dm_key: String,
+    /// Token file to write (default: standard output); with --append, added to.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Add to --out instead of replacing it.
+    #[arg(long, requires = "out")]
+    pub append: bool,
+    #[command(subcommand)]
+    pub op: TokenOp,
+}
+
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
+pub enum TokenOp {
+    /// The tokens of `card install` with the same arguments (INSTALL [for load] and one
+    /// INSTALL [for install and make selectable] per instance).
+    Install(InstallArgs),
+    /// The token of `card delete AID`.
+    Delete {
+        /// AID (hex).
+        aid: String,
+        /// Also delete related objects (as `card delete --related`).
+        #[arg(long)]
+        related: bool,
+    },
+    /// The token of `card extradite AID --to SD`.
+    Extradite {
+        /// AID of the application, security domain or load file (hex).
+        aid: String,
+        /// The security domain it moves to (hex).
+        #[arg(long)]
+        to: String,
+    },
+    /// The tokens of `card create-domain` with the same arguments.
+    CreateDomain {
+        /// AID of the new SSD (hex).
+        aid: String,
+        /// Privileges, comma separated; `sd` is always added.
+        #[arg(long, default_value = "")]
+        privs: String,
+        /// Install parameters for the SD (hex, the C9 content).
+        #[arg(long)]
+        params: Option<String>,
+        /// Parent security domain (adds the extradition token).
+        #[arg(long)]
+        to: Option<String>,
+    },
+}
+
+/// Delegated Management options of `card install|delete|extradite|create-domain`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct DmArgs {
+    /// Sign a Delegated Management token for each INSTALL/DELETE with this key: a PKCS#8
+    /// private key file (RSA ≤ 1024: PKCS#1 v1.5 SHA-1; RSA 2048+: PSS SHA-256; P-256:
+    /// ECDSA), a file holding an AES key in hex (AES-CMAC), or a key-store signing key
+    /// `pkcs11:MODULE?token=T&label=L` / `file:KEYSTORE?label=L` (P-256, or RSA with PSS).
+    #[arg(long, conflicts_with = "dm_token")]
+    pub dm_key: Option<String>,
+    /// Take the tokens from this file of pre-computed tokens (`cardwright token sign`).
+    #[arg(long)]
+    pub dm_token: Option<PathBuf>,
+    /// Verify the receipt of each delegated operation with this key (hex, or a file holding
+    /// hex; AES: CMAC; `des:HEX|FILE` for 3DES: MAC algorithm 3). A missing or wrong receipt, or a confirmation
+    /// counter not above the last one in the receipt log, is an error.
+    #[arg(long)]
+    pub receipt_key: Option<String>,
+    /// Receipt log: every verified receipt is appended, and the last confirmation counter is
+    /// read from it (default: `RECEIPT-KEY-FILE.receipts`, or `cardwright-receipts.log` in
+    /// the current directory when the key is given in hex).
+    #[arg(long, requires = "receipt_key")]
+    pub receipts: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -240,6 +331,34 @@ pub enum CardOp {
         /// Also delete related objects (instances of a load file, applets of an SD).
         #[arg(long)]
         related: bool,
+        #[command(flatten)]
+        dm: DmArgs,
+    },
+    /// Associate an application, security domain or load file with another security domain
+    /// (INSTALL [for extradition]).
+    Extradite {
+        /// AID of what moves (hex).
+        aid: String,
+        /// The security domain it moves to (hex).
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        dm: DmArgs,
+    },
+    /// PUT KEY of a public key (RSA or P-256, from an SPKI or PKCS#8 file): a token
+    /// verification key (KVN 70) or a DAP verification key (KVN 73).
+    PutPublicKey {
+        /// The key file (PEM or DER; of a private key only the public part is sent).
+        file: PathBuf,
+        /// Key version number (70: token verification, 73: DAP verification).
+        #[arg(long, value_parser = parse_u8)]
+        kvn: u8,
+        /// Key identifier.
+        #[arg(long, value_parser = parse_u8, default_value = "1")]
+        kid: u8,
+        /// Replace the key set with this KVN instead of adding one.
+        #[arg(long)]
+        replace: bool,
     },
     /// Create a supplementary security domain (INSTALL [for install] of the SD class).
     CreateDomain {
@@ -254,6 +373,8 @@ pub enum CardOp {
         /// Parent security domain for the new SSD (default: the ISD).
         #[arg(long)]
         to: Option<String>,
+        #[command(flatten)]
+        dm: DmArgs,
     },
     /// Add a key set (DES or AES) with PUT KEY.
     PutKey(PutKeyArgs),
@@ -389,9 +510,19 @@ pub struct InstallArgs {
     /// Only load, do not install.
     #[arg(long)]
     pub load_only: bool,
-    /// Send a load file hash in INSTALL [for load]: sha1 or sha256.
+    /// Send a load file hash in INSTALL [for load]: sha1 or sha256 (sha256 by default with
+    /// --dap-key).
     #[arg(long, value_parser = ["sha1", "sha256"])]
     pub hash: Option<String>,
+    /// Sign a DAP block (GP 2.3.1 §9.2.1) over the load file data block hash with this key
+    /// (PKCS#8 RSA or P-256 file, AES hex file, or a key-store key as for --dm-key).
+    #[arg(long, requires = "dap_sd")]
+    pub dap_key: Option<String>,
+    /// The security domain that verifies the DAP (DAP Verification or Mandated DAP).
+    #[arg(long, requires = "dap_key")]
+    pub dap_sd: Option<String>,
+    #[command(flatten)]
+    pub dm: DmArgs,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ mod bench;
 mod card_cmd;
 mod cli;
 mod demo;
+mod dm_cmd;
 mod issue_cmd;
 mod keys_cmd;
 mod pay;
@@ -70,6 +71,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Card(c) => card_cmd::run(c),
+        Command::Token { command } => dm_cmd::run(command),
         Command::Keys(k) => keys_cmd::run(k),
         Command::Audit(a) => audit_cmd::run(a),
         Command::Demo(a) => demo::run(a),

@@ -21,8 +21,8 @@ mod session;
 pub use http::{http_bodies, http_routes};
 pub use key_store::{key_store_file, KEY_STORE_MASTER};
 pub use parsers::{
-    cap_parse, command_parse, gp_responses, init_update_parse, put_key_parse, response_parse,
-    tlv_parse,
+    cap_parse, command_parse, dm_confirmation, gp_responses, init_update_parse, put_key_parse,
+    response_parse, tlv_parse,
 };
 pub use piv_applet::piv_applet;
 pub use scp11::{scp11_auth_card, scp11_auth_host, scp11_certificates, scp11_pso};
@@ -43,6 +43,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("gp_responses", gp_responses),
     ("init_update_parse", init_update_parse),
     ("put_key_parse", put_key_parse),
+    ("dm_confirmation", dm_confirmation),
     ("card_transmit", card_transmit),
     ("scp02_session", scp02_session),
     ("scp03_session", scp03_session),

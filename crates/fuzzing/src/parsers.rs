@@ -152,3 +152,37 @@ pub fn put_key_parse(data: &[u8]) {
         }
     }
 }
+
+/// Delegated Management bytes from a card or a file (GP 2.3.1 Appendix C.4/C.5): the
+/// confirmation of INSTALL/LOAD/DELETE, public keys as PUT KEY or a file gives them, and the
+/// token input of any INSTALL/DELETE the card parses. Never panics; a confirmation that parses
+/// re-encodes to one that parses to the same, and its receipt input can be built.
+pub fn dm_confirmation(data: &[u8]) {
+    use gp::commands::{Confirmation, Delete, Install};
+    use gp::dm::{DmVerifyingKey, ReceiptContext, TokenInput};
+    if let Ok(Some(c)) = Confirmation::parse(data) {
+        let again = c.to_bytes().expect("a parsed confirmation re-encodes");
+        assert_eq!(Confirmation::parse(&again).ok(), Some(Some(c.clone())));
+        let ctx = ReceiptContext::Delete {
+            aid: gp::Aid::new(&[0xA0, 0, 0, 0, 1]).expect("AID"),
+        };
+        let _ = ctx.receipt_input(&c);
+    }
+    let _ = DmVerifyingKey::p256(data);
+    let _ = DmVerifyingKey::from_spki(data);
+    if data.len() > 4 {
+        let (n, e) = data.split_at(data.len() - 3);
+        let _ = DmVerifyingKey::rsa(n, e);
+    }
+    for ins in [0xE6u8, 0xE4] {
+        if data.len() >= 2 {
+            let cmd = apdu::Command::new(0x80, ins, data[0], data[1]).with_data(data[2..].to_vec());
+            if let Ok(i) = Install::parse(&cmd) {
+                let _ = i.token_input();
+            }
+            if let Ok(d) = Delete::parse(&cmd) {
+                let _ = d.token_input();
+            }
+        }
+    }
+}

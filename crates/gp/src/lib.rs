@@ -1,7 +1,9 @@
 //! GlobalPlatform card management, shared by the host (CLI, TSM) and the virtual card.
 //!
-//! Pure: no I/O; cryptography only for load file hashes and SCP11 certificates (ECDSA). Secure channels (SCP02,
-//! SCP03) live in the `scp` crate and wrap the plain commands built here.
+//! Pure: no I/O. Cryptography only where GlobalPlatform defines it on top of the commands:
+//! load file hashes, SCP11 certificates (ECDSA), Delegated Management tokens and receipts,
+//! DAP signatures ([`dm`]). Secure channels (SCP02, SCP03, SCP11) live in the `scp` crate
+//! and wrap the plain commands built here.
 //!
 //! * [`aid`]: [`Aid`], [`ISD_AID`].
 //! * [`lifecycle`]: card, application, security domain and load file life cycle states
@@ -12,6 +14,8 @@
 //!   responses ([`commands::Fci`], [`commands::Cplc`], [`commands::CardData`],
 //!   [`commands::KeyInfo`], [`commands::RegistryEntry`], [`commands::Confirmation`]),
 //!   each with `parse()` and `to_bytes()`.
+//! * [`dm`]: Delegated Management token input (Appendix C.4), receipts and the confirmation
+//!   structure (Appendix C.5), the token and DAP signature schemes (Appendix B).
 //! * [`cert`]: SCP11 certificates, GP (`7F21`) and X.509, and the chain check.
 //! * [`scp11`]: SCP11 command codecs (PERFORM SECURITY OPERATION, GET DATA `BF21`, STORE
 //!   DATA of certificate bundles, allowlists and CA issuers).
@@ -32,6 +36,7 @@ pub mod aid;
 pub mod cap;
 pub mod cert;
 pub mod commands;
+pub mod dm;
 mod error;
 pub mod lifecycle;
 pub mod privileges;

@@ -129,6 +129,18 @@ impl<'a> Cursor<'a> {
         self.bytes(usize::from(n), field)
     }
 
+    /// A BER-coded length (`00`-`7F`, `81 xx`, `82 xx xx`) followed by that many bytes.
+    pub(crate) fn ber_lv(&mut self, field: &'static str) -> Result<&'a [u8]> {
+        let (n, used) =
+            apdu::tlv::read_length(&self.buf[self.pos..]).map_err(|_| Error::InvalidValue {
+                context: self.context,
+                field,
+                reason: format!("bad BER length at offset {}", self.pos),
+            })?;
+        self.pos += used;
+        self.bytes(n, field)
+    }
+
     /// Fails if bytes are left.
     pub(crate) fn finish(&self) -> Result<()> {
         if self.is_empty() {

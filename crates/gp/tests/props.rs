@@ -465,9 +465,9 @@ proptest! {
     }
 
     #[test]
-    fn confirmation_round_trip(receipt in bytes(40), data in bytes(40)) {
-        let c = Confirmation { receipt, data };
-        prop_assert_eq!(Confirmation::parse(&c.to_bytes().unwrap()).unwrap(), c);
+    fn confirmation_round_trip(receipt in bytes(40), counter in any::<u16>(), sd_unique_data in bytes(40), token_identifier in option::of(vec(any::<u8>(), 1..20)), token_data_digest in option::of(bytes(32))) {
+        let c = Confirmation { receipt, counter, sd_unique_data, token_identifier, token_data_digest };
+        prop_assert_eq!(Confirmation::parse(&c.to_bytes().unwrap()).unwrap(), Some(c));
     }
 
     #[test]
@@ -512,5 +512,59 @@ proptest! {
     #[test]
     fn aid_text_round_trip(a in aid()) {
         prop_assert_eq!(a.to_string().parse::<Aid>().unwrap(), a);
+    }
+}
+
+// Delegated Management (GP 2.3.1 Appendix C.4): the token input is P1 ‖ P2 ‖ Lc ‖ the data
+// field without the token, whatever token the command carries, and a token put in comes back
+// out of the parsed command.
+proptest! {
+    #[test]
+    fn install_token_input_is_the_command_without_its_token(i in install(), token in bytes(128)) {
+        use gp::dm::TokenInput;
+        if matches!(i, Install::ForPersonalization { .. }) {
+            prop_assert!(i.token_input().is_err());
+            return Ok(());
+        }
+        let input = i.token_input().unwrap();
+        let with = i.clone().with_token(token.clone()).unwrap();
+        prop_assert_eq!(with.token_input().unwrap(), input.clone());
+        let cmd = with.to_command().unwrap();
+        prop_assert_eq!(input[0], i.p1());
+        prop_assert_eq!(input[1], 0);
+        let body_start = if input.len() - 3 > 255 { 5 } else { 3 };
+        let len_len = apdu::tlv::encode_length(token.len()).len();
+        prop_assert_eq!(&input[body_start..], &cmd.data[..cmd.data.len() - len_len - token.len()]);
+        let back = Install::parse(&cmd).unwrap();
+        prop_assert_eq!(back.token(), &token[..]);
+    }
+
+    #[test]
+    fn delete_token_input(a in aid(), related in any::<bool>(), b6 in option::of(bytes(20)), token in vec(any::<u8>(), 1..200)) {
+        use gp::dm::TokenInput;
+        let d = Delete::Object { aid: a, related, control_reference: b6, token: None };
+        let input = d.token_input().unwrap();
+        let with = d.clone().with_token(token.clone()).unwrap();
+        let cmd = with.to_command().unwrap();
+        prop_assert_eq!(&input[..2], &[0, if related { 0x80 } else { 0 }]);
+        prop_assert_eq!(&input[3..], &cmd.data[..input.len() - 3]);
+        let back = Delete::parse(&cmd).unwrap();
+        prop_assert_eq!(back.token(), &token[..]);
+        prop_assert_eq!(back.token_input().unwrap(), input);
+    }
+
+    #[test]
+    fn receipt_input_starts_with_the_confirmation_data(counter in any::<u16>(), uid in bytes(20), a in aid(), b in aid()) {
+        let c = Confirmation { receipt: vec![], counter, sd_unique_data: uid, token_identifier: None, token_data_digest: None };
+        let ctx = gp::dm::ReceiptContext::Install { load_file: a, application: b };
+        let input = ctx.receipt_input(&c).unwrap();
+        let conf = c.confirmation_data().unwrap();
+        prop_assert_eq!(&input[..conf.len()], &conf[..]);
+        prop_assert_eq!(&input[conf.len()..], &ctx.fields().unwrap()[..]);
+    }
+
+    #[test]
+    fn confirmation_parse_never_panics(data in bytes(300)) {
+        let _ = Confirmation::parse(&data);
     }
 }

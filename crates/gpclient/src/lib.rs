@@ -11,6 +11,7 @@
 //! failure counter is never spent on keys we already know are wrong, and nothing is retried.
 #![forbid(unsafe_code)]
 
+pub mod dm;
 pub mod ops;
 pub mod scp11;
 
@@ -236,6 +237,23 @@ pub enum ClientError {
     /// The request cannot be done as asked (checked before sending).
     #[error("{0}")]
     Invalid(String),
+    /// No Delegated Management token could be had for `op` (nothing was sent).
+    #[error("{op}: token: {detail}")]
+    Token {
+        /// The command.
+        op: Operation,
+        /// Why.
+        detail: String,
+    },
+    /// The card did what `op` asked but its receipt is missing, does not verify, or repeats
+    /// an old confirmation counter: the operation is not proven (GP 2.3.1 §9.1.3.3).
+    #[error("{op}: receipt check failed: {detail}")]
+    Receipt {
+        /// The command.
+        op: Operation,
+        /// Which check failed.
+        detail: String,
+    },
 }
 
 impl ClientError {
@@ -355,6 +373,8 @@ pub struct GpClient<C: CardChannel> {
     max_command_data: usize,
     /// Number of C-APDUs sent on the wire (GET RESPONSE included).
     apdus_sent: u64,
+    /// Delegated Management tokens and receipt checks for INSTALL and DELETE.
+    delegation: Option<dm::Delegation>,
 }
 
 impl<C: CardChannel> fmt::Debug for GpClient<C> {
@@ -376,6 +396,59 @@ impl<C: CardChannel> GpClient<C> {
             scp11: None,
             max_command_data: 255,
             apdus_sent: 0,
+            delegation: None,
+        }
+    }
+
+    /// Uses Delegated Management tokens and receipt checks for the INSTALL and DELETE
+    /// commands sent from now on ([`dm`]).
+    pub fn set_delegation(&mut self, d: dm::Delegation) {
+        self.delegation = Some(d);
+    }
+
+    /// The Delegated Management settings and the receipts verified so far.
+    pub fn delegation(&self) -> Option<&dm::Delegation> {
+        self.delegation.as_ref()
+    }
+
+    /// Takes the Delegated Management settings (and receipts) back.
+    pub fn take_delegation(&mut self) -> Option<dm::Delegation> {
+        self.delegation.take()
+    }
+
+    /// Sends a command that may carry a token (INSTALL, DELETE): the token is put in when a
+    /// [`dm::Delegation`] is set, and the answer's receipt checked against `ctx`.
+    pub fn send_managed<T: gp::dm::TokenInput>(
+        &mut self,
+        op: Operation,
+        cmd: T,
+        to_command: impl FnOnce(&T) -> gp::Result<Command>,
+        ctx: Option<gp::dm::ReceiptContext>,
+        object: &str,
+    ) -> Result<Response> {
+        let cmd = match &self.delegation {
+            Some(d) => d.tokenize(op, cmd)?,
+            None => cmd,
+        };
+        let resp = self.send_ok(op, &to_command(&cmd)?, object)?;
+        if let (Some(d), Some(ctx)) = (self.delegation.as_mut(), ctx) {
+            if d.tokens.is_some() {
+                d.check(op, ctx, &resp.data)?;
+            }
+        }
+        Ok(resp)
+    }
+
+    /// Checks the receipt of a delegated load in the answer to the last LOAD.
+    pub fn check_receipt(
+        &mut self,
+        op: Operation,
+        ctx: gp::dm::ReceiptContext,
+        data: &[u8],
+    ) -> Result<()> {
+        match self.delegation.as_mut() {
+            Some(d) if d.tokens.is_some() => d.check(op, ctx, data),
+            _ => Ok(()),
         }
     }
 

@@ -11,6 +11,7 @@ use gp::commands::{
     CardData, Cplc, DataObject, Fci, GetData, GetStatus, Install, KeyInfo, RegistryEntry,
     StatusFormat, StatusSubset,
 };
+use gp::dm::ReceiptContext;
 use gp::lifecycle::CardLifeCycle;
 use gp::privileges::Privileges;
 use transport::CardChannel;
@@ -193,12 +194,67 @@ pub fn install_instance<C: CardChannel>(
         params,
         token: Vec::new(),
         make_selectable,
-    }
-    .to_command()?;
-    client.send_ok(
+    };
+    client.send_managed(
         Operation::InstallForInstall,
-        &cmd,
+        cmd,
+        Install::to_command,
+        Some(ReceiptContext::Install {
+            load_file,
+            application: instance,
+        }),
         &format!("of {instance}"),
+    )?;
+    Ok(())
+}
+
+/// The security domain the secure channel is open to (the current SD), needed only to check
+/// a receipt: without receipt checks any answer does.
+fn current_sd<C: CardChannel>(client: &GpClient<C>, op: Operation) -> Result<Aid> {
+    if let Some(i) = client.secure_channel() {
+        return Ok(i.sd);
+    }
+    let checking = client
+        .delegation()
+        .is_some_and(|d| d.tokens.is_some() && d.receipts.is_some());
+    if checking {
+        Err(ClientError::Receipt {
+            op,
+            detail:
+                "the security domain of this channel is unknown, so its receipt cannot be checked"
+                    .into(),
+        })
+    } else {
+        Ok(gp::ISD_AID)
+    }
+}
+
+/// INSTALL \[for extradition\] (GP 2.3.1 §11.5.2.3.5): associates `object` (an application,
+/// security domain or load file) with the security domain `to`. `from` is the domain it is
+/// associated with now (for the receipt; default: the current SD).
+pub fn extradite<C: CardChannel>(
+    client: &mut GpClient<C>,
+    object: Aid,
+    to: Aid,
+    from: Option<Aid>,
+) -> Result<()> {
+    let op = Operation::InstallForExtradition;
+    let from = match from {
+        Some(f) => f,
+        None => current_sd(client, op)?,
+    };
+    let cmd = Install::ForExtradition {
+        security_domain: to,
+        application: object,
+        params: Vec::new(),
+        token: Vec::new(),
+    };
+    client.send_managed(
+        op,
+        cmd,
+        Install::to_command,
+        Some(ReceiptContext::Extradition { from, object, to }),
+        &format!("of {object} to {to}"),
     )?;
     Ok(())
 }
@@ -215,8 +271,14 @@ pub fn send_all<C: CardChannel>(
 
 /// DELETE of an application, security domain or load file (GP 2.3.1 §11.2).
 pub fn delete<C: CardChannel>(client: &mut GpClient<C>, aid: &Aid, related: bool) -> Result<()> {
-    let cmd = gp::commands::Delete::object(*aid, related).to_command()?;
-    client.send_ok(Operation::Delete, &cmd, &aid.to_string())?;
+    let cmd = gp::commands::Delete::object(*aid, related);
+    client.send_managed(
+        Operation::Delete,
+        cmd,
+        gp::commands::Delete::to_command,
+        Some(ReceiptContext::Delete { aid: *aid }),
+        &aid.to_string(),
+    )?;
     Ok(())
 }
 
@@ -256,18 +318,7 @@ pub fn create_domain<C: CardChannel>(
         true,
     )?;
     if let Some(sd) = parent {
-        let cmd = Install::ForExtradition {
-            security_domain: sd,
-            application: aid,
-            params: Vec::new(),
-            token: Vec::new(),
-        }
-        .to_command()?;
-        client.send_ok(
-            Operation::InstallForExtradition,
-            &cmd,
-            &format!("of {aid} to {sd}"),
-        )?;
+        extradite(client, aid, sd, None)?;
     }
     Ok(())
 }
@@ -397,6 +448,9 @@ pub struct InstallOptions {
     pub load_only: bool,
     /// "sha1" or "sha256": send the load file data block hash in INSTALL [for load].
     pub hash: Option<String>,
+    /// DAP blocks to compute (GP 2.3.1 §9.2.1): for each, the security domain that verifies
+    /// it and its key. A hash (SHA-256 unless `hash` says otherwise) is then always sent.
+    pub dap: Vec<(Aid, std::sync::Arc<dyn gp::dm::Signer + Send + Sync>)>,
 }
 
 /// What `install_cap` did.
@@ -414,26 +468,16 @@ pub struct InstallReport {
     pub apdus: u64,
 }
 
-/// Loads a CAP file (INSTALL [for load] + LOAD blocks sized to the card and the secure
-/// channel overhead) and installs its applets (INSTALL [for install and make selectable]).
-pub fn install_cap<C: CardChannel>(
-    client: &mut GpClient<C>,
+/// The INSTALL commands `install_cap` sends, without tokens: INSTALL \[for load\] (with
+/// `hash`, empty for none) and one INSTALL \[for install and make selectable\] per instance
+/// (none with `load_only`). `cardwright token sign install` signs exactly these.
+pub fn install_plan(
     cap: &gp::cap::CapFile,
     opts: &InstallOptions,
-) -> Result<InstallReport> {
-    let start_apdus = client.apdus_sent();
+    hash: Vec<u8>,
+) -> Result<(Install, Vec<Install>)> {
     let load_file = cap.package_aid();
     let block = cap.load_file_data_block();
-    let hash = match opts.hash.as_deref() {
-        None => Vec::new(),
-        Some("sha1") => cap.load_file_hash(gp::cap::HashAlgorithm::Sha1),
-        Some("sha256") => cap.load_file_hash(gp::cap::HashAlgorithm::Sha256),
-        Some(other) => {
-            return Err(ClientError::Invalid(format!(
-                "unknown hash '{other}' (sha1, sha256)"
-            )))
-        }
-    };
     let mut params = Vec::new();
     // Load parameters: EF { C6 non-volatile code space } (GP 2.3.1 §11.5.2.3.7).
     let size = u32::try_from(block.len()).unwrap_or(u32::MAX);
@@ -445,19 +489,8 @@ pub fn install_cap<C: CardChannel>(
         hash,
         params,
         token: Vec::new(),
-    }
-    .to_command()?;
-    client.send_ok(
-        Operation::InstallForLoad,
-        &for_load,
-        &format!("of {load_file}"),
-    )?;
-    let loads = gp::commands::load_blocks(&block, client.max_plain_data())?;
-    let n = loads.len();
-    for (i, cmd) in loads.iter().enumerate() {
-        client.send_ok(Operation::Load, cmd, &format!("block {} of {n}", i + 1))?;
-    }
-    let mut instances = Vec::new();
+    };
+    let mut installs = Vec::new();
     if !opts.load_only {
         let applets: Vec<Aid> = match &opts.applet {
             Some(a) => {
@@ -469,26 +502,117 @@ pub fn install_cap<C: CardChannel>(
             None if opts.instance.is_some() => cap.applet_aids().into_iter().take(1).collect(),
             None => cap.applet_aids(),
         };
-        let mut c9 = vec![0xC9, opts.params.len() as u8];
         if opts.params.len() > 0x7F {
             return Err(ClientError::Invalid(
                 "install parameters over 127 bytes".into(),
             ));
         }
+        let mut c9 = vec![0xC9, opts.params.len() as u8];
         c9.extend_from_slice(&opts.params);
         for module in applets {
-            let instance = opts.instance.unwrap_or(module);
-            install_instance(
-                client,
+            installs.push(Install::ForInstall {
                 load_file,
                 module,
-                instance,
-                opts.privileges,
-                c9.clone(),
-                true,
-            )?;
-            instances.push(instance);
+                application: opts.instance.unwrap_or(module),
+                privileges: opts.privileges,
+                params: c9.clone(),
+                token: Vec::new(),
+                make_selectable: true,
+            });
         }
+    }
+    Ok((for_load, installs))
+}
+
+/// The load file data block hash `install_cap` sends for `opts` (empty: none).
+pub fn install_hash(cap: &gp::cap::CapFile, opts: &InstallOptions) -> Result<Vec<u8>> {
+    Ok(match opts.hash.as_deref() {
+        None if !opts.dap.is_empty() => cap.load_file_hash(gp::cap::HashAlgorithm::Sha256),
+        None => Vec::new(),
+        Some("sha1") => cap.load_file_hash(gp::cap::HashAlgorithm::Sha1),
+        Some("sha256") => cap.load_file_hash(gp::cap::HashAlgorithm::Sha256),
+        Some(other) => {
+            return Err(ClientError::Invalid(format!(
+                "unknown hash '{other}' (sha1, sha256)"
+            )))
+        }
+    })
+}
+
+/// Loads a CAP file (INSTALL [for load] + LOAD blocks sized to the card and the secure
+/// channel overhead) and installs its applets (INSTALL [for install and make selectable]).
+pub fn install_cap<C: CardChannel>(
+    client: &mut GpClient<C>,
+    cap: &gp::cap::CapFile,
+    opts: &InstallOptions,
+) -> Result<InstallReport> {
+    let start_apdus = client.apdus_sent();
+    let load_file = cap.package_aid();
+    let block = cap.load_file_data_block();
+    let hash = install_hash(cap, opts)?;
+    let (for_load, installs) = install_plan(cap, opts, hash.clone())?;
+    let mut dap_blocks = Vec::with_capacity(opts.dap.len());
+    for (sd, signer) in &opts.dap {
+        let signature = signer
+            .sign(gp::dm::dap_input(&hash))
+            .map_err(|e| ClientError::Invalid(format!("DAP signature for {sd}: {e}")))?;
+        dap_blocks.push(gp::commands::DapBlock {
+            security_domain: *sd,
+            signature,
+        });
+    }
+    client.send_managed(
+        Operation::InstallForLoad,
+        for_load,
+        Install::to_command,
+        None,
+        &format!("of {load_file}"),
+    )?;
+    let loads = gp::commands::load_blocks_with_dap(&block, &dap_blocks, client.max_plain_data())?;
+    let n = loads.len();
+    let mut last = Vec::new();
+    for (i, cmd) in loads.iter().enumerate() {
+        last = client
+            .send_ok(Operation::Load, cmd, &format!("block {} of {n}", i + 1))?
+            .data;
+    }
+    // A delegated load is confirmed by the answer to the last LOAD (load receipt).
+    let target = match opts.to {
+        Some(t) => t,
+        None => current_sd(client, Operation::Load)?,
+    };
+    client.check_receipt(
+        Operation::Load,
+        ReceiptContext::Load {
+            load_file,
+            security_domain: target,
+        },
+        &last,
+    )?;
+    let mut instances = Vec::new();
+    for i in installs {
+        let Install::ForInstall {
+            load_file,
+            module,
+            application,
+            privileges,
+            params,
+            make_selectable,
+            ..
+        } = i
+        else {
+            continue;
+        };
+        install_instance(
+            client,
+            load_file,
+            module,
+            application,
+            privileges,
+            params,
+            make_selectable,
+        )?;
+        instances.push(application);
     }
     Ok(InstallReport {
         load_file,
@@ -552,6 +676,49 @@ pub fn format_registry(reg: &Registry) -> String {
         }
     }
     s
+}
+
+/// PUT KEY of a Delegated Management or DAP verification key (GP 2.3.1 §11.8.2.3, Table
+/// 11-16): an RSA public key (`A1` modulus, `A0` exponent) or an ECC P-256 public key (`B0`,
+/// `F0` = `00`) under `new_kvn` (`70` token, `73` DAP), key identifier `kid`;
+/// `replace_kvn` 0 adds it. An AES key goes with [`put_key_set`]. The card's answer must
+/// confirm the key version.
+pub fn put_public_key<C: CardChannel>(
+    client: &mut GpClient<C>,
+    new_kvn: u8,
+    kid: u8,
+    replace_kvn: u8,
+    public: &gp::dm::DmVerifyingKey,
+) -> Result<()> {
+    use gp::dm::DmVerifyingKey;
+    use rsa::traits::PublicKeyParts;
+    let data = match public {
+        DmVerifyingKey::Rsa(k) => scp::put_key::KeyData::rsa_public(
+            &k.n().to_be_bytes_trimmed_vartime(),
+            &k.e().to_be_bytes_trimmed_vartime(),
+        )?,
+        DmVerifyingKey::P256(k) => scp::put_key::KeyData::ecc_public(
+            scp::put_key::Curve::P256,
+            &k.to_sec1_point(false).to_bytes(),
+        )?,
+        DmVerifyingKey::Aes(_) => {
+            return Err(ClientError::Invalid(
+                "an AES key is a secret key: use PUT KEY of a key set".into(),
+            ))
+        }
+    };
+    let keys = [data];
+    let cmds = scp::put_key::commands(replace_kvn, kid, new_kvn, &keys, client.max_plain_data())?;
+    let what = format!("(KID {kid:02X} KVN {new_kvn:02X})");
+    let n = cmds.len();
+    for (i, cmd) in cmds.iter().enumerate() {
+        let r = client.send_ok(Operation::PutKey, cmd, &what)?;
+        if i + 1 == n {
+            scp::put_key::check_key_data_response(&r.data, new_kvn, &keys)
+                .map_err(ClientError::KeysNotConfirmed)?;
+        }
+    }
+    Ok(())
 }
 
 /// GENERATE EC KEY (`80 F1 P1=replaced KVN P2=KID`, data `KVN F0 01 <curve>`; the answer

@@ -124,6 +124,11 @@ pub trait SigningKey: Send + Sync + fmt::Debug {
     /// Signs `message` with SHA-256: a DER `Ecdsa-Sig-Value` (RFC 3279 §2.2.3) for P-256,
     /// an RSASSA-PKCS1-v1_5 signature of the modulus length (RFC 8017 §8.2) for RSA.
     fn sign_sha256(&self, message: &[u8]) -> Result<Vec<u8>, Error>;
+
+    /// RSA keys: RSASSA-PSS (RFC 8017 §8.1) with SHA-256, MGF1-SHA-256 and a 32-byte salt,
+    /// the scheme of GlobalPlatform tokens and DAP signatures for RSA keys above 1024 bits
+    /// (GP 2.3.1 Appendix B.3.2). P-256 keys fail with [`Error::Signing`].
+    fn sign_pss_sha256(&self, message: &[u8]) -> Result<Vec<u8>, Error>;
 }
 
 /// A store of signing keys (see the module documentation). Object safe.
@@ -414,6 +419,24 @@ impl SigningKey for SoftwareSigningKey {
                 .map_err(|e| failed(e.to_string())),
         }
     }
+
+    fn sign_pss_sha256(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
+        use p256::ecdsa::signature::SignatureEncoding;
+        let failed = |detail: String| Error::Signing {
+            label: self.label.clone(),
+            detail,
+        };
+        match &self.key {
+            SoftKey::Rsa(k) => {
+                let s = rsa::pss::SigningKey::<Sha256>::new_with_salt_len((**k).clone(), 32);
+                let sig: rsa::pss::Signature = s
+                    .sign_prehash(&Sha256::digest(message))
+                    .map_err(|e| failed(e.to_string()))?;
+                Ok(sig.to_vec())
+            }
+            SoftKey::P256(_) => Err(failed("RSA-PSS needs an RSA key".into())),
+        }
+    }
 }
 
 impl SigningKeyStore for SoftwareKeyStore {
@@ -530,6 +553,25 @@ impl SigningKey for Pkcs11SigningKey {
                 .sign(&Mechanism::Sha256RsaPkcs, self.handle, message)
                 .map_err(|e| Error::pkcs11("C_Sign", &what, e)),
         }
+    }
+
+    fn sign_pss_sha256(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
+        if self.algorithm == SigningAlgorithm::P256 {
+            return Err(Error::Signing {
+                label: self.label.clone(),
+                detail: "RSA-PSS needs an RSA key".into(),
+            });
+        }
+        let what = format!("{PKCS11_LABEL_PREFIX}{}", self.label);
+        let s = self.session.lock().unwrap_or_else(PoisonError::into_inner);
+        // CKM_SHA256_RSA_PKCS_PSS (PKCS#11 v2.40 §2.1.15): SHA-256, MGF1-SHA-256, salt 32.
+        let params = cryptoki::mechanism::rsa::PkcsPssParams {
+            hash_alg: MechanismType::SHA256,
+            mgf: cryptoki::mechanism::rsa::PkcsMgfType::MGF1_SHA256,
+            s_len: 32.into(),
+        };
+        s.sign(&Mechanism::Sha256RsaPkcsPss(params), self.handle, message)
+            .map_err(|e| Error::pkcs11("C_Sign", &what, e))
     }
 }
 

@@ -29,6 +29,19 @@ fn verify(spki: &[u8], message: &[u8], signature: &[u8]) -> bool {
     .is_ok()
 }
 
+/// RSASSA-PSS with SHA-256, MGF1-SHA-256, salt 32 (GP 2.3.1 B.3.2 tokens and DAP).
+fn check_pss(key: &dyn SigningKey, spki: &[u8]) {
+    let pk = rsa::PublicKey::from_public_key_der(spki).expect("RSA SPKI");
+    let sig = key.sign_pss_sha256(b"token input").unwrap();
+    let pss = || rsa::Pss::<Sha256>::new_with_salt(32);
+    assert!(pk
+        .verify(pss(), &Sha256::digest(b"token input"), &sig)
+        .is_ok());
+    assert!(pk
+        .verify(pss(), &Sha256::digest(b"other input"), &sig)
+        .is_err());
+}
+
 fn exercise(key: &dyn SigningKey, spki: &[u8]) {
     assert_eq!(key.public_key_spki(), spki);
     for msg in [&b""[..], b"tbsCertificate", &[0xA5; 3000]] {
@@ -159,6 +172,7 @@ fn software_rsa_2048_signs_pkcs1_v15() {
     assert_eq!(key.algorithm(), SigningAlgorithm::Rsa2048);
     exercise(key.as_ref(), &spki);
     assert_eq!(key.sign_sha256(b"x").unwrap().len(), 256);
+    check_pss(key.as_ref(), &spki);
 }
 
 #[test]
@@ -261,6 +275,7 @@ fn pkcs11_rsa_2048_signs_in_the_token() {
     let key = store.signing_key("sig/rsa").unwrap();
     assert_eq!(key.algorithm(), SigningAlgorithm::Rsa2048);
     exercise(key.as_ref(), &spki);
+    check_pss(key.as_ref(), &spki);
     // PKCS#1 v1.5 is deterministic (RFC 8017 §8.2.1).
     assert_eq!(
         key.sign_sha256(b"m").unwrap(),

@@ -3,7 +3,10 @@
 use apdu::{Command, Response, StatusWord};
 use gp::cap::{HashAlgorithm, LoadFile};
 use gp::commands::{Delete, Install, InstallParams, Load, LoadAssembler};
+use gp::dm::{ReceiptContext, TokenInput};
 use gp::Privileges;
+
+use super::dm::Authority;
 
 use super::Sw;
 use crate::card::VirtualCard;
@@ -41,23 +44,34 @@ fn privileges(p: Privileges) -> Sw<u32> {
 }
 
 impl VirtualCard {
-    /// INSTALL in all its roles; answers `00` (no receipt).
+    /// INSTALL in all its roles; answers `00`, or the confirmation with a receipt after a
+    /// delegated operation (GP 2.3.1 §11.5.3.1).
     pub(super) fn install(&mut self, ch: usize, sd: &Aid, cmd: &Command) -> Sw<Response> {
-        match Install::parse(cmd).map_err(gp_sw)? {
+        let install = Install::parse(cmd).map_err(gp_sw)?;
+        let authority = match &install {
+            Install::ForPersonalization { .. } => Authority::Own,
+            i => self.authorise(sd, || i.token_input(), i.token())?,
+        };
+        let ctx = match install {
             Install::ForLoad {
                 load_file,
                 security_domain,
                 hash,
                 params,
                 ..
-            } => self.install_for_load(
-                ch,
-                sd,
-                aid(&load_file),
-                security_domain.map(|a| aid(&a)),
-                hash,
-                &params,
-            )?,
+            } => {
+                self.install_for_load(
+                    ch,
+                    sd,
+                    aid(&load_file),
+                    security_domain.map(|a| aid(&a)),
+                    hash,
+                    &params,
+                    authority,
+                )?;
+                // The load receipt comes with the last LOAD.
+                None
+            }
             Install::ForInstall {
                 load_file,
                 module,
@@ -66,25 +80,50 @@ impl VirtualCard {
                 params,
                 make_selectable,
                 ..
-            } => self.install_for_install(
-                sd,
-                aid(&load_file),
-                aid(&module),
-                aid(&application),
-                privileges(p)?,
-                params,
-                make_selectable,
-            )?,
+            } => {
+                self.install_for_install(
+                    sd,
+                    aid(&load_file),
+                    aid(&module),
+                    aid(&application),
+                    privileges(p)?,
+                    params,
+                    make_selectable,
+                    authority,
+                )?;
+                Some(ReceiptContext::Install {
+                    load_file,
+                    application,
+                })
+            }
             Install::ForMakeSelectable { application, .. } => {
-                self.make_selectable(sd, &aid(&application))?
+                self.make_selectable(sd, &aid(&application))?;
+                let lf = self
+                    .state
+                    .app(application.as_bytes())
+                    .map(|a| a.load_file.0.clone())
+                    .unwrap_or_default();
+                Some(ReceiptContext::Install {
+                    load_file: gp::Aid::new(&lf).map_err(gp_sw)?,
+                    application,
+                })
             }
             Install::ForExtradition {
                 security_domain,
                 application,
                 ..
-            } => self.extradite(sd, &aid(&security_domain), &aid(&application), true)?,
+            } => {
+                let from = self.owner_of(&aid(&application))?;
+                self.extradite(sd, &aid(&security_domain), &aid(&application), true)?;
+                Some(ReceiptContext::Extradition {
+                    from: gp::Aid::new(&from.0).map_err(gp_sw)?,
+                    object: application,
+                    to: security_domain,
+                })
+            }
             Install::ForPersonalization { application } => {
-                self.install_for_personalization(ch, sd, &aid(&application))?
+                self.install_for_personalization(ch, sd, &aid(&application))?;
+                None
             }
             Install::ForRegistryUpdate {
                 security_domain,
@@ -92,17 +131,52 @@ impl VirtualCard {
                 privileges: p,
                 params,
                 ..
-            } => self.registry_update(
-                sd,
-                security_domain.map(|a| aid(&a)),
-                application.map(|a| aid(&a)),
-                p,
-                &params,
-            )?,
-        }
-        Ok(Response::ok(vec![0x00]))
+            } => {
+                let object = application.or(security_domain);
+                let from = match &object {
+                    Some(o) => self.owner_of(&aid(o)).ok(),
+                    None => None,
+                };
+                self.registry_update(
+                    sd,
+                    security_domain.map(|a| aid(&a)),
+                    application.map(|a| aid(&a)),
+                    p,
+                    &params,
+                    authority,
+                )?;
+                match (object, from) {
+                    (Some(o), Some(from)) => {
+                        let from = gp::Aid::new(&from.0).map_err(gp_sw)?;
+                        Some(ReceiptContext::RegistryUpdate {
+                            to: security_domain.unwrap_or(from),
+                            from,
+                            application: o,
+                            privileges: p.map(|p| p.to_bytes().to_vec()).unwrap_or_default(),
+                            params,
+                        })
+                    }
+                    _ => None,
+                }
+            }
+        };
+        let data = match ctx {
+            Some(ctx) => self.confirm(sd, authority, ctx)?,
+            None => vec![0x00],
+        };
+        Ok(Response::ok(data))
     }
 
+    /// The security domain an application or load file is associated with.
+    fn owner_of(&self, object: &Aid) -> Sw<Aid> {
+        self.state
+            .app(&object.0)
+            .map(|a| a.sd.clone())
+            .or_else(|| self.state.load_file(&object.0).map(|l| l.sd.clone()))
+            .ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     /// INSTALL [for load] (§11.5): announces the load file, its security domain and
     /// optionally the hash of its data block.
     fn install_for_load(
@@ -113,8 +187,9 @@ impl VirtualCard {
         target: Option<Aid>,
         hash: Vec<u8>,
         params: &[u8],
+        authority: Authority,
     ) -> Sw<()> {
-        if !self.has_authorized_management(sd) {
+        if authority == Authority::Own {
             return Err(StatusWord::SECURITY_NOT_SATISFIED);
         }
         if self.state.aid_in_use(&load_file.0) {
@@ -138,13 +213,14 @@ impl VirtualCard {
             sd: target,
             hash,
             assembler: LoadAssembler::new(),
+            authority,
         });
         Ok(())
     }
 
     /// LOAD (§11.6): blocks in sequence; after the last, the load file data block (`C4`)
     /// is checked against the announced hash, parsed as CAP components and registered.
-    pub(super) fn load(&mut self, ch: usize, _sd: &Aid, cmd: &Command) -> Sw<Response> {
+    pub(super) fn load(&mut self, ch: usize, sd: &Aid, cmd: &Command) -> Sw<Response> {
         let load = Load::parse(cmd).map_err(gp_sw)?;
         let c = self.channel_mut(ch).ok_or(StatusWord::UNKNOWN)?;
         let Some(process) = c.load.as_mut() else {
@@ -193,6 +269,8 @@ impl VirtualCard {
                 return Err(StatusWord::WRONG_DATA);
             }
         }
+        // DAP verification (GP 2.3.1 §9.2.1) before anything is registered.
+        self.check_dap(&process.sd, &process.hash, &structure.dap_blocks)?;
         let lf = LoadFile::parse(&block).map_err(|_| StatusWord::WRONG_DATA)?;
         if lf.package_aid().as_bytes() != process.load_file.0 {
             return Err(StatusWord::WRONG_DATA);
@@ -201,6 +279,10 @@ impl VirtualCard {
             return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
         }
         let (major, minor) = lf.version();
+        let ctx = ReceiptContext::Load {
+            load_file: gp::Aid::new(&process.load_file.0).map_err(gp_sw)?,
+            security_domain: gp::Aid::new(&process.sd.0).map_err(gp_sw)?,
+        };
         self.state.load_files.push(LoadFileRec {
             aid: process.load_file,
             version: vec![major, minor],
@@ -208,7 +290,7 @@ impl VirtualCard {
             sd: process.sd,
             rom: false,
         });
-        Ok(Response::ok(vec![0x00]))
+        Ok(Response::ok(self.confirm(sd, process.authority, ctx)?))
     }
 
     /// INSTALL [for install] (§11.5), optionally [and make selectable]: a new
@@ -224,8 +306,9 @@ impl VirtualCard {
         privileges: u32,
         params: Vec<u8>,
         make_selectable: bool,
+        authority: Authority,
     ) -> Sw<()> {
-        if !self.has_authorized_management(sd) {
+        if authority == Authority::Own {
             return Err(StatusWord::SECURITY_NOT_SATISFIED);
         }
         let lf = self
@@ -265,6 +348,7 @@ impl VirtualCard {
                 key_sets: vec![self.state.initial_keys.clone()],
                 seq_counter: 1,
                 data: Default::default(),
+                confirmation_counter: 0,
                 scp11: Default::default(),
             })
         } else {
@@ -397,8 +481,9 @@ impl VirtualCard {
         app: Option<Aid>,
         p: Option<Privileges>,
         params: &[u8],
+        authority: Authority,
     ) -> Sw<()> {
-        if sd.0 != ISD_AID {
+        if sd.0 != ISD_AID && authority != Authority::Delegated {
             return Err(StatusWord::SECURITY_NOT_SATISFIED);
         }
         let object = app
@@ -408,6 +493,10 @@ impl VirtualCard {
             .state
             .app(&object.0)
             .ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?;
+        if sd.0 != ISD_AID && !self.manages(sd, &rec.sd) {
+            // A delegated registry update changes only what the domain manages.
+            return Err(StatusWord::SECURITY_NOT_SATISFIED);
+        }
         let new_privs = match p {
             Some(p) => {
                 let v = privileges(p)?;
@@ -446,7 +535,8 @@ impl VirtualCard {
     }
 
     /// DELETE (§11.2): an application, a security domain, a load file (with its
-    /// applications when P2 = `80`), or keys of this security domain. Answers `00`.
+    /// applications when P2 = `80`), or keys of this security domain. Answers `00`, or the
+    /// confirmation with a receipt after a delegated deletion (§11.2.3.1).
     pub(super) fn delete(&mut self, _ch: usize, sd: &Aid, cmd: &Command) -> Sw<Response> {
         // yubikit's SecurityDomainSession.delete_key sends P2 = 01 ("delete the last key
         // too") with D0/D2: read it as a key deletion.
@@ -454,17 +544,22 @@ impl VirtualCard {
         if cmd.p2 == 0x01 && matches!(cmd.data.first(), Some(0xD0 | 0xD2)) {
             cmd.p2 = 0x00;
         }
-        let cmd = &cmd;
-        match Delete::parse(cmd).map_err(gp_sw)? {
+        let d = Delete::parse(&cmd).map_err(gp_sw)?;
+        match &d {
             Delete::Object {
                 aid: a, related, ..
-            } => self.delete_object(sd, &aid(&a), related)?,
+            } => {
+                let authority = self.authorise(sd, || d.token_input(), d.token())?;
+                self.delete_object(sd, &aid(a), *related)?;
+                let ctx = ReceiptContext::Delete { aid: *a };
+                Ok(Response::ok(self.confirm(sd, authority, ctx)?))
+            }
             Delete::Key { id, version } => {
-                self.delete_key(sd, id, version)?;
+                self.delete_key(sd, *id, *version)?;
                 self.forget_stale_scp11(sd);
+                Ok(Response::ok(vec![0x00]))
             }
         }
-        Ok(Response::ok(vec![0x00]))
     }
 
     fn may_delete(&self, sd: &Aid, owner: &Aid) -> bool {

@@ -3,6 +3,7 @@
 
 mod content;
 mod data;
+pub(crate) mod dm;
 mod keys;
 mod scp11;
 mod status;
@@ -323,9 +324,9 @@ impl VirtualCard {
         current.0 == ISD_AID || current == owner
     }
 
-    /// Whether `sd` may do content management: the ISD, or a supplementary security domain
-    /// with Authorized Management (GP 2.3.1 §6.6.1). Delegated Management needs tokens,
-    /// which this card does not verify, so it is refused.
+    /// Whether `sd` may do content management without a token: the ISD, or a supplementary
+    /// security domain with Authorized Management (GP 2.3.1 §6.6.1). Delegated Management
+    /// needs a token ([`VirtualCard::authorise`]).
     pub(crate) fn has_authorized_management(&self, sd: &Aid) -> bool {
         sd.0 == ISD_AID
             || self

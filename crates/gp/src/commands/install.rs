@@ -92,6 +92,13 @@ pub enum Install {
     },
 }
 
+/// The token field: its length BER-coded (a 256-byte RSA-2048 token takes `82 01 00`), as
+/// GlobalPlatformPro and the GlobalPlatform library send it.
+fn push_ber_lv(out: &mut Vec<u8>, v: &[u8]) {
+    out.extend(apdu::tlv::encode_length(v.len()));
+    out.extend_from_slice(v);
+}
+
 fn push_opt_aid(out: &mut Vec<u8>, aid: Option<&Aid>) {
     match aid {
         Some(a) => a.push_lv(out),
@@ -173,7 +180,7 @@ impl Install {
                 push_opt_aid(&mut v, security_domain.as_ref());
                 push_lv(&mut v, hash, "load file data block hash")?;
                 push_lv(&mut v, params, "load parameters")?;
-                push_lv(&mut v, token, "load token")?;
+                push_ber_lv(&mut v, token);
             }
             Self::ForInstall {
                 load_file,
@@ -189,7 +196,7 @@ impl Install {
                 application.push_lv(&mut v);
                 push_privileges(&mut v, *privileges);
                 push_lv(&mut v, params, "install parameters")?;
-                push_lv(&mut v, token, "install token")?;
+                push_ber_lv(&mut v, token);
             }
             Self::ForMakeSelectable {
                 application,
@@ -201,7 +208,7 @@ impl Install {
                 application.push_lv(&mut v);
                 push_privileges(&mut v, *privileges);
                 push_lv(&mut v, params, "make selectable parameters")?;
-                push_lv(&mut v, token, "make selectable token")?;
+                push_ber_lv(&mut v, token);
             }
             Self::ForExtradition {
                 security_domain,
@@ -214,7 +221,7 @@ impl Install {
                 application.push_lv(&mut v);
                 v.push(0);
                 push_lv(&mut v, params, "extradition parameters")?;
-                push_lv(&mut v, token, "extradition token")?;
+                push_ber_lv(&mut v, token);
             }
             Self::ForPersonalization { application } => {
                 v.extend_from_slice(&[0, 0]);
@@ -236,7 +243,7 @@ impl Install {
                     None => v.push(0),
                 }
                 push_lv(&mut v, params, "registry update parameters")?;
-                push_lv(&mut v, token, "registry update token")?;
+                push_ber_lv(&mut v, token);
             }
         }
         Ok(v)
@@ -281,7 +288,7 @@ impl Install {
                 security_domain: opt_aid(c.lv("security domain AID")?)?,
                 hash: c.lv("load file data block hash")?.to_vec(),
                 params: c.lv("load parameters")?.to_vec(),
-                token: c.lv("load token")?.to_vec(),
+                token: c.ber_lv("load token")?.to_vec(),
             },
             p1 @ (0x04 | 0x0C) => Self::ForInstall {
                 load_file: aid(c.lv("executable load file AID")?)?,
@@ -289,7 +296,7 @@ impl Install {
                 application: aid(c.lv("application AID")?)?,
                 privileges: privileges(c.lv("privileges")?)?,
                 params: c.lv("install parameters")?.to_vec(),
-                token: c.lv("install token")?.to_vec(),
+                token: c.ber_lv("install token")?.to_vec(),
                 make_selectable: p1 == 0x0C,
             },
             0x08 => {
@@ -308,7 +315,7 @@ impl Install {
                         privileges(p)?
                     },
                     params: c.lv("make selectable parameters")?.to_vec(),
-                    token: c.lv("make selectable token")?.to_vec(),
+                    token: c.ber_lv("make selectable token")?.to_vec(),
                 }
             }
             0x10 => {
@@ -320,7 +327,7 @@ impl Install {
                     security_domain,
                     application,
                     params: c.lv("extradition parameters")?.to_vec(),
-                    token: c.lv("extradition token")?.to_vec(),
+                    token: c.ber_lv("extradition token")?.to_vec(),
                 }
             }
             0x20 => {
@@ -349,7 +356,7 @@ impl Install {
                         Some(privileges(p)?)
                     },
                     params: c.lv("registry update parameters")?.to_vec(),
-                    token: c.lv("registry update token")?.to_vec(),
+                    token: c.ber_lv("registry update token")?.to_vec(),
                 }
             }
             _ => return Err(bad_p1p2(cmd, CTX)),

@@ -179,52 +179,9 @@ impl GpCommand {
     }
 }
 
-/// Response data of INSTALL, LOAD and DELETE (GP 2.3.1 §11.5.3.1, §11.6.3.1, §11.2.3.1):
-/// a single `00` when there is nothing to confirm, otherwise the receipt and the
-/// confirmation data, each preceded by a one-byte length (§11.2.3, §11.5.3, §11.6.3).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Confirmation {
-    /// The receipt (empty when none).
-    pub receipt: Vec<u8>,
-    /// Confirmation data: confirmation counter, card and SD unique data (TLV-coded).
-    pub data: Vec<u8>,
-}
-
-impl Confirmation {
-    /// Reads the response data. Empty data and `00` both mean "no confirmation".
-    pub fn parse(data: &[u8]) -> Result<Self> {
-        if data.is_empty() || data == [0] {
-            return Ok(Self::default());
-        }
-        let mut c = crate::reader::Cursor::new(data, "confirmation");
-        let receipt = c.lv("receipt")?.to_vec();
-        let conf = c.lv("confirmation data")?.to_vec();
-        c.finish()?;
-        Ok(Self {
-            receipt,
-            data: conf,
-        })
-    }
-
-    /// Encodes the response data (`00` when both parts are empty).
-    pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        if self.receipt.is_empty() && self.data.is_empty() {
-            return Ok(vec![0]);
-        }
-        let mut v = Vec::new();
-        for (field, part) in [
-            ("receipt", &self.receipt),
-            ("confirmation data", &self.data),
-        ] {
-            let n = u8::try_from(part.len()).map_err(|_| {
-                Error::Encoding(format!("{field} of {} bytes exceeds 255", part.len()))
-            })?;
-            v.push(n);
-            v.extend_from_slice(part);
-        }
-        Ok(v)
-    }
-}
+/// Response data of INSTALL, LOAD and DELETE (GP 2.3.1 §11.2.3.1, §11.5.3.1, §11.6.3.1):
+/// see [`crate::dm::receipt::Confirmation`].
+pub use crate::dm::receipt::Confirmation;
 
 /// Encodes `len || bytes` with a one-byte length.
 pub(crate) fn push_lv(out: &mut Vec<u8>, bytes: &[u8], field: &str) -> Result<()> {
