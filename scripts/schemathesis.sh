@@ -17,8 +17,8 @@ MAX_EXAMPLES="${ST_MAX_EXAMPLES:-25}"
 VENV=target/venv
 ST_VERSION="4.*"
 
-if [ ! -x "$VENV/bin/schemathesis" ]; then
-    python3 -m venv "$VENV"
+if ! "$VENV/bin/schemathesis" --version >/dev/null 2>&1; then
+    python3 -m venv --clear "$VENV"   # --clear: a moved venv has dead script paths
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$ST_VERSION"
 fi
 

@@ -33,7 +33,8 @@ yk_version=5.7.2
 if ! "$yk_venv/bin/python" -c "import ykman, yubikit.securitydomain, smartcard" 2>/dev/null \
    || ! "$yk_venv/bin/pip" show yubikey-manager 2>/dev/null | grep -qx "Version: $yk_version"; then
   echo "setup: installing yubikey-manager $yk_version into target/venv-yubikit"
-  /usr/bin/python3 -m venv --system-site-packages "$yk_venv"
+  # --clear: a venv moved with its target/ directory has dead script paths.
+  /usr/bin/python3 -m venv --clear --system-site-packages "$yk_venv"
   "$yk_venv/bin/pip" install --quiet --disable-pip-version-check "yubikey-manager==$yk_version"
 fi
 
