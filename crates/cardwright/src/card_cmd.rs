@@ -490,12 +490,13 @@ fn list(c: &Connect) -> Result<()> {
 }
 
 fn install(c: &Connect, a: InstallArgs) -> Result<()> {
+    // The command line first (privileges, DAP keys), then the CAP file.
+    let dap = crate::dm_cmd::dap(a.dap_key.as_deref(), a.dap_sd.as_deref())?;
+    let opts = install_options(&a, dap)?;
     let bytes =
         std::fs::read(&a.cap).with_context(|| format!("cannot read {}", a.cap.display()))?;
     let cap = gp::cap::CapFile::from_bytes(&bytes)
         .with_context(|| format!("{} is not a valid CAP file", a.cap.display()))?;
-    let dap = crate::dm_cmd::dap(a.dap_key.as_deref(), a.dap_sd.as_deref())?;
-    let opts = install_options(&a, dap)?;
     let (mut cl, log) = managed(c, &a.dm)?;
     let r = ops::install_cap(&mut cl, &cap, &opts);
     crate::dm_cmd::finish(&mut cl, log.as_ref())?;
