@@ -34,10 +34,10 @@
 //! shared secret leaves the token, the private key never does.
 
 use crate::config::StoreConfig;
-use crate::master::{self, MasterKey};
+use crate::keyblob::{BlobKind, SealedKey};
+use crate::master::MasterKey;
 use crate::pkcs11::{KeyProtection, Pkcs11KeyStore};
-use crate::software::SoftwareKeyStore;
-use crate::types::{now_secs, parse_rfc3339, rfc3339, unix};
+use crate::software::{SoftwareKeyStore, State};
 use crate::Error;
 use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
@@ -46,7 +46,6 @@ use cryptoki::session::Session;
 use p256::elliptic_curve::sec1::ToSec1Point;
 use p256::elliptic_curve::Generate;
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::path::Path;
@@ -225,76 +224,36 @@ impl scp::scp11::OceKeyAgreement for Box<dyn AgreementKey> {
 // ---------------------------------------------------------------------------------------
 // Software
 
-/// One sealed key-agreement key as stored in the keystore file.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct StoredAgreementKey {
-    label: String,
-    algorithm: String,
-    /// SPKI DER, hex.
-    public: String,
-    created: String,
-    /// nonce ‖ AES-256-GCM(PKCS#8) ‖ tag, hex.
-    sealed: String,
-}
+/// Key-agreement keys in the keystore file, sealed as [`crate::keyblob`] describes.
+pub(crate) enum AgreementBlob {}
 
-impl StoredAgreementKey {
-    fn aad(&self, public: &[u8]) -> Vec<u8> {
-        let mut a = Vec::with_capacity(AAD_LABEL.len() + 64 + public.len());
-        a.extend_from_slice(AAD_LABEL);
-        for field in [
-            self.label.as_bytes(),
-            self.algorithm.as_bytes(),
-            public,
-            self.created.as_bytes(),
-        ] {
-            a.extend_from_slice(&u32::try_from(field.len()).unwrap_or(u32::MAX).to_be_bytes());
-            a.extend_from_slice(field);
-        }
-        a
+impl BlobKind for AgreementBlob {
+    const AAD_LABEL: &'static [u8] = AAD_LABEL;
+    fn check_algorithm(name: &str) -> Result<(), Error> {
+        name.parse::<EckaCurve>().map(drop)
     }
-
-    fn open(&self, path: &Path, master: &MasterKey) -> Result<Zeroizing<Vec<u8>>, Error> {
-        let tampered = || Error::AgreementKeyTampered {
+    fn tampered(path: &Path, label: &str) -> Error {
+        Error::AgreementKeyTampered {
             path: path.to_path_buf(),
-            label: self.label.clone(),
-        };
-        crate::validate_signing_label(&self.label)?;
-        self.algorithm.parse::<EckaCurve>()?;
-        parse_rfc3339(&self.created).ok_or_else(tampered)?;
-        let public = apdu::parse_hex(&self.public).map_err(|_| tampered())?;
-        let sealed = apdu::parse_hex(&self.sealed).map_err(|_| tampered())?;
-        master::open(master, &self.aad(&public), &sealed).ok_or_else(tampered)
+            label: label.into(),
+        }
+    }
+    fn exists(label: &str) -> Error {
+        Error::AgreementKeyExists(label.into())
+    }
+    fn not_found(label: &str) -> Error {
+        Error::AgreementKeyNotFound(label.into())
+    }
+    fn entries(state: &State) -> &Vec<StoredAgreementKey> {
+        &state.agreement
+    }
+    fn entries_mut(state: &mut State) -> &mut Vec<StoredAgreementKey> {
+        &mut state.agreement
     }
 }
 
-/// Authenticates a stored key-agreement key when the keystore file is read.
-pub(crate) fn check_stored(
-    path: &Path,
-    master: &MasterKey,
-    k: &StoredAgreementKey,
-) -> Result<(), Error> {
-    k.open(path, master).map(drop)
-}
-
-/// Re-seals a stored key-agreement key under a new master key.
-pub(crate) fn reseal(
-    path: &Path,
-    old: &MasterKey,
-    new: &MasterKey,
-    k: &StoredAgreementKey,
-) -> Result<StoredAgreementKey, Error> {
-    let plain = k.open(path, old)?;
-    let public = apdu::parse_hex(&k.public).map_err(|_| Error::AgreementKeyTampered {
-        path: path.to_path_buf(),
-        label: k.label.clone(),
-    })?;
-    let sealed = master::seal(new, &k.aad(&public), &plain)?;
-    Ok(StoredAgreementKey {
-        sealed: apdu::hex(&sealed),
-        ..k.clone()
-    })
-}
+/// One sealed key-agreement key as stored in the keystore file.
+pub(crate) type StoredAgreementKey = SealedKey<AgreementBlob>;
 
 enum SoftSecret {
     P256(p256::SecretKey),
@@ -430,23 +389,7 @@ impl SoftwareKeyStore {
 
     fn store_agreement(&self, key: SoftwareAgreementKey) -> Result<Vec<u8>, Error> {
         let pkcs8 = key.to_pkcs8()?;
-        let label = key.label.clone();
-        self.mutate(|state, master| {
-            if state.agreement.iter().any(|k| k.label == label) {
-                return Err(Error::AgreementKeyExists(label.clone()));
-            }
-            let mut stored = StoredAgreementKey {
-                label: label.clone(),
-                algorithm: key.curve.name().into(),
-                public: apdu::hex(&key.spki),
-                created: rfc3339(unix(now_secs())),
-                sealed: String::new(),
-            };
-            stored.sealed = apdu::hex(&master::seal(master, &stored.aad(&key.spki), &pkcs8)?);
-            state.agreement.push(stored);
-            state.agreement.sort_by(|a, b| a.label.cmp(&b.label));
-            Ok(key.spki.clone())
-        })
+        self.store_sealed::<AgreementBlob>(&key.label, key.curve.name(), &key.spki, &pkcs8)
     }
 }
 
@@ -459,34 +402,15 @@ impl AgreementKeyStore for SoftwareKeyStore {
 
     fn agreement_key(&self, label: &str) -> Result<Box<dyn AgreementKey>, Error> {
         crate::validate_signing_label(label)?;
-        self.refresh_if_changed()?;
-        let stored = self
-            .state
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .agreement
-            .iter()
-            .find(|k| k.label == label)
-            .cloned()
-            .ok_or_else(|| Error::AgreementKeyNotFound(label.into()))?;
-        let pkcs8 = stored.open(&self.path, &self.master)?;
+        let (stored, pkcs8) = self.unseal::<AgreementBlob>(label)?;
         let curve = stored.algorithm.parse()?;
         let key = SoftwareAgreementKey::from_pkcs8(label, curve, &pkcs8)?;
-        if apdu::hex(&key.spki) != stored.public.to_ascii_uppercase() {
-            return Err(Error::AgreementKeyTampered {
-                path: self.path.clone(),
-                label: label.into(),
-            });
-        }
+        stored.check_public(&self.path, &key.spki)?;
         Ok(Box::new(key))
     }
 
     fn agreement_key_labels(&self) -> Result<Vec<String>, Error> {
-        self.refresh_if_changed()?;
-        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        let mut labels: Vec<String> = state.agreement.iter().map(|k| k.label.clone()).collect();
-        labels.sort();
-        Ok(labels)
+        self.sealed_labels::<AgreementBlob>()
     }
 }
 

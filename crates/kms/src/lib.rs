@@ -64,6 +64,7 @@ mod backup;
 mod config;
 mod error;
 mod kdd;
+mod keyblob;
 mod master;
 mod pkcs11;
 mod signing;

@@ -36,10 +36,10 @@
 //! `C_Sign(CKM_SHA256_RSA_PKCS)` over the message.
 
 use crate::config::StoreConfig;
-use crate::master::{self, MasterKey};
+use crate::keyblob::{BlobKind, SealedKey};
+use crate::master::MasterKey;
 use crate::pkcs11::{KeyProtection, Pkcs11KeyStore};
-use crate::software::SoftwareKeyStore;
-use crate::types::{now_secs, parse_rfc3339, rfc3339, unix};
+use crate::software::{SoftwareKeyStore, State};
 use crate::Error;
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
@@ -47,7 +47,6 @@ use cryptoki::session::Session;
 use p256::ecdsa::signature::hazmat::PrehashSigner;
 use p256::elliptic_curve::Generate;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::path::Path;
@@ -220,79 +219,36 @@ pub fn open_signing(config: &str) -> Result<Box<dyn SigningKeyStore>, Error> {
 // ---------------------------------------------------------------------------------------
 // Software
 
-/// One sealed signing key as stored in the keystore file.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct StoredSigningKey {
-    label: String,
-    algorithm: String,
-    /// SPKI DER, hex.
-    public: String,
-    created: String,
-    /// nonce ‖ AES-256-GCM(PKCS#8) ‖ tag, hex.
-    sealed: String,
-}
+/// Signing keys in the keystore file, sealed as [`crate::keyblob`] describes.
+pub(crate) enum SigningBlob {}
 
-impl StoredSigningKey {
-    /// AAD: a fixed prefix, then label, algorithm, public key and creation date, each
-    /// length-prefixed.
-    fn aad(&self, public: &[u8]) -> Vec<u8> {
-        let mut a = Vec::with_capacity(AAD_LABEL.len() + 64 + public.len());
-        a.extend_from_slice(AAD_LABEL);
-        for field in [
-            self.label.as_bytes(),
-            self.algorithm.as_bytes(),
-            public,
-            self.created.as_bytes(),
-        ] {
-            a.extend_from_slice(&u32::try_from(field.len()).unwrap_or(u32::MAX).to_be_bytes());
-            a.extend_from_slice(field);
-        }
-        a
+impl BlobKind for SigningBlob {
+    const AAD_LABEL: &'static [u8] = AAD_LABEL;
+    fn check_algorithm(name: &str) -> Result<(), Error> {
+        name.parse::<SigningAlgorithm>().map(drop)
     }
-
-    /// Opens the sealed PKCS#8 (authenticating every field).
-    fn open(&self, path: &Path, master: &MasterKey) -> Result<Zeroizing<Vec<u8>>, Error> {
-        let tampered = || Error::SigningKeyTampered {
+    fn tampered(path: &Path, label: &str) -> Error {
+        Error::SigningKeyTampered {
             path: path.to_path_buf(),
-            label: self.label.clone(),
-        };
-        validate_signing_label(&self.label)?;
-        self.algorithm.parse::<SigningAlgorithm>()?;
-        parse_rfc3339(&self.created).ok_or_else(tampered)?;
-        let public = apdu::parse_hex(&self.public).map_err(|_| tampered())?;
-        let sealed = apdu::parse_hex(&self.sealed).map_err(|_| tampered())?;
-        master::open(master, &self.aad(&public), &sealed).ok_or_else(tampered)
+            label: label.into(),
+        }
+    }
+    fn exists(label: &str) -> Error {
+        Error::SigningKeyExists(label.into())
+    }
+    fn not_found(label: &str) -> Error {
+        Error::SigningKeyNotFound(label.into())
+    }
+    fn entries(state: &State) -> &Vec<StoredSigningKey> {
+        &state.signing
+    }
+    fn entries_mut(state: &mut State) -> &mut Vec<StoredSigningKey> {
+        &mut state.signing
     }
 }
 
-/// Authenticates a stored signing key when the keystore file is read.
-pub(crate) fn check_stored(
-    path: &Path,
-    master: &MasterKey,
-    k: &StoredSigningKey,
-) -> Result<(), Error> {
-    k.open(path, master).map(drop)
-}
-
-/// Re-seals a stored signing key under a new master key.
-pub(crate) fn reseal(
-    path: &Path,
-    old: &MasterKey,
-    new: &MasterKey,
-    k: &StoredSigningKey,
-) -> Result<StoredSigningKey, Error> {
-    let plain = k.open(path, old)?;
-    let public = apdu::parse_hex(&k.public).map_err(|_| Error::SigningKeyTampered {
-        path: path.to_path_buf(),
-        label: k.label.clone(),
-    })?;
-    let sealed = master::seal(new, &k.aad(&public), &plain)?;
-    Ok(StoredSigningKey {
-        sealed: apdu::hex(&sealed),
-        ..k.clone()
-    })
-}
+/// One sealed signing key as stored in the keystore file.
+pub(crate) type StoredSigningKey = SealedKey<SigningBlob>;
 
 enum SoftKey {
     P256(p256::ecdsa::SigningKey),
@@ -425,54 +381,20 @@ impl SigningKeyStore for SoftwareKeyStore {
         validate_signing_label(label)?;
         let key = SoftwareSigningKey::generate(label, algorithm)?;
         let pkcs8 = key.to_pkcs8()?;
-        self.mutate(|state, master| {
-            if state.signing.iter().any(|k| k.label == label) {
-                return Err(Error::SigningKeyExists(label.into()));
-            }
-            let mut stored = StoredSigningKey {
-                label: label.into(),
-                algorithm: algorithm.name().into(),
-                public: apdu::hex(&key.spki),
-                created: rfc3339(unix(now_secs())),
-                sealed: String::new(),
-            };
-            stored.sealed = apdu::hex(&master::seal(master, &stored.aad(&key.spki), &pkcs8)?);
-            state.signing.push(stored);
-            state.signing.sort_by(|a, b| a.label.cmp(&b.label));
-            Ok(key.spki.clone())
-        })
+        self.store_sealed::<SigningBlob>(label, algorithm.name(), &key.spki, &pkcs8)
     }
 
     fn signing_key(&self, label: &str) -> Result<Box<dyn SigningKey>, Error> {
         validate_signing_label(label)?;
-        self.refresh_if_changed()?;
-        let stored = self
-            .state
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .signing
-            .iter()
-            .find(|k| k.label == label)
-            .cloned()
-            .ok_or_else(|| Error::SigningKeyNotFound(label.into()))?;
-        let pkcs8 = stored.open(&self.path, &self.master)?;
+        let (stored, pkcs8) = self.unseal::<SigningBlob>(label)?;
         let algorithm = stored.algorithm.parse()?;
         let key = SoftwareSigningKey::from_pkcs8(label, algorithm, &pkcs8)?;
-        if apdu::hex(&key.spki) != stored.public.to_ascii_uppercase() {
-            return Err(Error::SigningKeyTampered {
-                path: self.path.clone(),
-                label: label.into(),
-            });
-        }
+        stored.check_public(&self.path, &key.spki)?;
         Ok(Box::new(key))
     }
 
     fn signing_key_labels(&self) -> Result<Vec<String>, Error> {
-        self.refresh_if_changed()?;
-        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        let mut labels: Vec<String> = state.signing.iter().map(|k| k.label.clone()).collect();
-        labels.sort();
-        Ok(labels)
+        self.sealed_labels::<SigningBlob>()
     }
 }
 
