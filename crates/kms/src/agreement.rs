@@ -513,26 +513,10 @@ impl Pkcs11KeyStore {
     pub fn agreement_key_protection(&self, label: &str) -> Result<KeyProtection, Error> {
         crate::validate_signing_label(label)?;
         let s = self.session()?;
-        let found = self.find_ecka_objects(&s, ObjectClass::PRIVATE_KEY, label)?;
-        let [h] = found.as_slice() else {
-            return Err(Error::AgreementKeyNotFound(label.into()));
-        };
-        crate::pkcs11::read_protection(&s, *h, &ecka_label(label), &[AttributeType::Value])
-    }
-
-    fn find_ecka_objects(
-        &self,
-        s: &Session,
-        class: ObjectClass,
-        label: &str,
-    ) -> Result<Vec<ObjectHandle>, Error> {
-        let l = ecka_label(label);
-        s.find_objects(&[
-            Attribute::Class(class),
-            Attribute::Token(true),
-            Attribute::Label(l.clone().into_bytes()),
-        ])
-        .map_err(|e| Error::pkcs11("C_FindObjects", l, e))
+        let h = self.the_private_key(&s, &ecka_label(label), || {
+            Error::AgreementKeyNotFound(label.into())
+        })?;
+        crate::pkcs11::read_protection(&s, h, &ecka_label(label), &[AttributeType::Value])
     }
 
     /// The curve, SPKI and uncompressed point of an EC public-key object.
@@ -586,13 +570,7 @@ impl AgreementKeyStore for Pkcs11KeyStore {
         crate::validate_signing_label(label)?;
         let _admin = self.lock();
         let s = self.session()?;
-        if !self
-            .find_ecka_objects(&s, ObjectClass::PRIVATE_KEY, label)?
-            .is_empty()
-            || !self
-                .find_ecka_objects(&s, ObjectClass::PUBLIC_KEY, label)?
-                .is_empty()
-        {
+        if self.pair_exists(&s, &ecka_label(label))? {
             return Err(Error::AgreementKeyExists(label.into()));
         }
         self.need(MechanismType::ECC_KEY_PAIR_GEN, "CKM_EC_KEY_PAIR_GEN")?;
@@ -646,28 +624,11 @@ impl AgreementKeyStore for Pkcs11KeyStore {
         crate::validate_signing_label(label)?;
         let what = ecka_label(label);
         let s = self.session()?;
-        let one = |found: Vec<ObjectHandle>, kind: &str| match found.as_slice() {
-            [] => Err(Error::AgreementKeyNotFound(label.into())),
-            [h] => Ok(*h),
-            _ => Err(Error::Config(format!(
-                "token holds {} {kind} objects labelled {what}",
-                found.len()
-            ))),
-        };
-        let handle = one(
-            self.find_ecka_objects(&s, ObjectClass::PRIVATE_KEY, label)?,
-            "private key",
-        )?;
-        let pub_h = one(
-            self.find_ecka_objects(&s, ObjectClass::PUBLIC_KEY, label)?,
-            "public key",
-        )?;
+        let (handle, pub_h) =
+            self.find_pair(&s, &what, || Error::AgreementKeyNotFound(label.into()))?;
         let (curve, spki, point) = self.read_ecka_public(&s, pub_h, label)?;
         self.need(MechanismType::ECDH1_DERIVE, "CKM_ECDH1_DERIVE")?;
-        let session = self
-            .ctx
-            .open_rw_session(self.slot)
-            .map_err(|e| Error::pkcs11("C_OpenSession", &what, e))?;
+        let session = self.key_session(&what)?;
         Ok(Box::new(Pkcs11AgreementKey {
             label: label.into(),
             curve,
@@ -680,32 +641,7 @@ impl AgreementKeyStore for Pkcs11KeyStore {
     }
 
     fn agreement_key_labels(&self) -> Result<Vec<String>, Error> {
-        let s = self.session()?;
-        let handles = s
-            .find_objects(&[
-                Attribute::Class(ObjectClass::PRIVATE_KEY),
-                Attribute::Token(true),
-            ])
-            .map_err(|e| Error::pkcs11("C_FindObjects", "private keys", e))?;
-        let mut labels = Vec::new();
-        for h in handles {
-            let attrs = s
-                .get_attributes(h, &[AttributeType::Label])
-                .map_err(|e| Error::pkcs11("C_GetAttributeValue", "key label", e))?;
-            for a in attrs {
-                if let Attribute::Label(l) = a {
-                    if let Some(rest) = std::str::from_utf8(&l)
-                        .ok()
-                        .and_then(|l| l.strip_prefix(PKCS11_ECKA_LABEL_PREFIX))
-                    {
-                        labels.push(rest.to_string());
-                    }
-                }
-            }
-        }
-        labels.sort();
-        labels.dedup();
-        Ok(labels)
+        self.private_key_labels(PKCS11_ECKA_LABEL_PREFIX)
     }
 }
 

@@ -65,6 +65,7 @@ mod config;
 mod error;
 mod kdd;
 mod keyblob;
+mod keypair;
 mod master;
 mod pkcs11;
 mod signing;

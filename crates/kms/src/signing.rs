@@ -42,7 +42,7 @@ use crate::pkcs11::{KeyProtection, Pkcs11KeyStore};
 use crate::software::{SoftwareKeyStore, State};
 use crate::Error;
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectHandle};
 use cryptoki::session::Session;
 use p256::ecdsa::signature::hazmat::PrehashSigner;
 use p256::elliptic_curve::Generate;
@@ -509,34 +509,15 @@ impl Pkcs11KeyStore {
         validate_signing_label(label)?;
         let s = self.session()?;
         let what = pkcs11_label(label);
-        let found = self.find_signing_objects(&s, ObjectClass::PRIVATE_KEY, label)?;
-        let [h] = found.as_slice() else {
-            return Err(Error::SigningKeyNotFound(label.into()));
-        };
+        let h = self.the_private_key(&s, &what, || Error::SigningKeyNotFound(label.into()))?;
         // EC private keys keep the scalar in CKA_VALUE, RSA ones the exponent in
         // CKA_PRIVATE_EXPONENT: neither may be readable.
         crate::pkcs11::read_protection(
             &s,
-            *h,
+            h,
             &what,
             &[AttributeType::Value, AttributeType::PrivateExponent],
         )
-    }
-
-    /// Token objects of `class` labelled `cw-ca:<label>`.
-    fn find_signing_objects(
-        &self,
-        s: &Session,
-        class: ObjectClass,
-        label: &str,
-    ) -> Result<Vec<ObjectHandle>, Error> {
-        let l = pkcs11_label(label);
-        s.find_objects(&[
-            Attribute::Class(class),
-            Attribute::Token(true),
-            Attribute::Label(l.clone().into_bytes()),
-        ])
-        .map_err(|e| Error::pkcs11("C_FindObjects", l, e))
     }
 
     /// The SPKI of a public-key object and the algorithm it implies.
@@ -616,13 +597,7 @@ impl SigningKeyStore for Pkcs11KeyStore {
         validate_signing_label(label)?;
         let _admin = self.lock();
         let s = self.session()?;
-        if !self
-            .find_signing_objects(&s, ObjectClass::PRIVATE_KEY, label)?
-            .is_empty()
-            || !self
-                .find_signing_objects(&s, ObjectClass::PUBLIC_KEY, label)?
-                .is_empty()
-        {
+        if self.pair_exists(&s, &pkcs11_label(label))? {
             return Err(Error::SigningKeyExists(label.into()));
         }
         let what = pkcs11_label(label);
@@ -690,31 +665,14 @@ impl SigningKeyStore for Pkcs11KeyStore {
         validate_signing_label(label)?;
         let what = pkcs11_label(label);
         let s = self.session()?;
-        let one = |found: Vec<ObjectHandle>, kind: &str| match found.as_slice() {
-            [] => Err(Error::SigningKeyNotFound(label.into())),
-            [h] => Ok(*h),
-            _ => Err(Error::Config(format!(
-                "token holds {} {kind} objects labelled {what}",
-                found.len()
-            ))),
-        };
-        let handle = one(
-            self.find_signing_objects(&s, ObjectClass::PRIVATE_KEY, label)?,
-            "private key",
-        )?;
-        let pub_h = one(
-            self.find_signing_objects(&s, ObjectClass::PUBLIC_KEY, label)?,
-            "public key",
-        )?;
+        let (handle, pub_h) =
+            self.find_pair(&s, &what, || Error::SigningKeyNotFound(label.into()))?;
         let (algorithm, spki) = self.read_public(&s, pub_h, label)?;
         match algorithm {
             SigningAlgorithm::P256 => self.need(MechanismType::ECDSA, "CKM_ECDSA")?,
             _ => self.need(MechanismType::SHA256_RSA_PKCS, "CKM_SHA256_RSA_PKCS")?,
         }
-        let session = self
-            .ctx
-            .open_rw_session(self.slot)
-            .map_err(|e| Error::pkcs11("C_OpenSession", &what, e))?;
+        let session = self.key_session(&what)?;
         Ok(Box::new(Pkcs11SigningKey {
             label: label.into(),
             algorithm,
@@ -726,32 +684,7 @@ impl SigningKeyStore for Pkcs11KeyStore {
     }
 
     fn signing_key_labels(&self) -> Result<Vec<String>, Error> {
-        let s = self.session()?;
-        let handles = s
-            .find_objects(&[
-                Attribute::Class(ObjectClass::PRIVATE_KEY),
-                Attribute::Token(true),
-            ])
-            .map_err(|e| Error::pkcs11("C_FindObjects", "private keys", e))?;
-        let mut labels = Vec::new();
-        for h in handles {
-            let attrs = s
-                .get_attributes(h, &[AttributeType::Label])
-                .map_err(|e| Error::pkcs11("C_GetAttributeValue", "key label", e))?;
-            for a in attrs {
-                if let Attribute::Label(l) = a {
-                    if let Some(rest) = std::str::from_utf8(&l)
-                        .ok()
-                        .and_then(|l| l.strip_prefix(PKCS11_LABEL_PREFIX))
-                    {
-                        labels.push(rest.to_string());
-                    }
-                }
-            }
-        }
-        labels.sort();
-        labels.dedup();
-        Ok(labels)
+        self.private_key_labels(PKCS11_LABEL_PREFIX)
     }
 }
 
