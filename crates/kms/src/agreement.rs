@@ -260,24 +260,56 @@ enum SoftSecret {
     P384(p384::SecretKey),
 }
 
-/// A software key-agreement key in memory (the secret key types wipe themselves on drop).
-struct SoftwareAgreementKey {
+/// A key-agreement key in memory: label and public key, and the private half `S` held by
+/// a backend.
+struct EckaKey<S> {
     label: String,
     curve: EckaCurve,
-    key: SoftSecret,
     spki: Vec<u8>,
     point: Vec<u8>,
+    secret: S,
 }
 
-impl fmt::Debug for SoftwareAgreementKey {
+/// The private half of a key-agreement key, as a backend holds it.
+trait EckaSecret: Send + Sync + Sized {
+    /// The type name `Debug` shows.
+    const NAME: &'static str;
+    /// Ends the `Debug` output after label and curve (never showing the key).
+    fn finish_debug(d: &mut fmt::DebugStruct<'_, '_>) -> fmt::Result;
+    /// [`AgreementKey::agree`].
+    fn agree(key: &EckaKey<Self>, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error>;
+}
+
+impl<S: EckaSecret> fmt::Debug for EckaKey<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SoftwareAgreementKey")
-            .field("label", &self.label)
-            .field("curve", &self.curve)
-            .field("key", &"<redacted>")
-            .finish()
+        S::finish_debug(
+            f.debug_struct(S::NAME)
+                .field("label", &self.label)
+                .field("curve", &self.curve),
+        )
     }
 }
+
+impl<S: EckaSecret> AgreementKey for EckaKey<S> {
+    fn label(&self) -> &str {
+        &self.label
+    }
+    fn curve(&self) -> EckaCurve {
+        self.curve
+    }
+    fn public_key_spki(&self) -> &[u8] {
+        &self.spki
+    }
+    fn public_point(&self) -> &[u8] {
+        &self.point
+    }
+    fn agree(&self, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+        S::agree(self, peer_point)
+    }
+}
+
+/// A software key-agreement key in memory (the secret key types wipe themselves on drop).
+type SoftwareAgreementKey = EckaKey<SoftSecret>;
 
 impl SoftwareAgreementKey {
     fn failed(label: &str, detail: impl fmt::Display) -> Error {
@@ -309,9 +341,9 @@ impl SoftwareAgreementKey {
         Ok(SoftwareAgreementKey {
             label: label.into(),
             curve,
-            key,
             spki,
             point,
+            secret: key,
         })
     }
 
@@ -328,7 +360,7 @@ impl SoftwareAgreementKey {
     }
 
     fn to_pkcs8(&self) -> Result<Zeroizing<Vec<u8>>, Error> {
-        let doc = match &self.key {
+        let doc = match &self.secret {
             SoftSecret::P256(k) => k.to_pkcs8_der(),
             SoftSecret::P384(k) => k.to_pkcs8_der(),
         }
@@ -337,27 +369,19 @@ impl SoftwareAgreementKey {
     }
 }
 
-impl AgreementKey for SoftwareAgreementKey {
-    fn label(&self) -> &str {
-        &self.label
+impl EckaSecret for SoftSecret {
+    const NAME: &'static str = "SoftwareAgreementKey";
+    fn finish_debug(d: &mut fmt::DebugStruct<'_, '_>) -> fmt::Result {
+        d.field("key", &"<redacted>").finish()
     }
-    fn curve(&self) -> EckaCurve {
-        self.curve
-    }
-    fn public_key_spki(&self) -> &[u8] {
-        &self.spki
-    }
-    fn public_point(&self) -> &[u8] {
-        &self.point
-    }
-    fn agree(&self, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+    fn agree(key: &SoftwareAgreementKey, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
         let bad = |_| {
-            Self::failed(
-                &self.label,
-                format!("the peer's key is not a point on {}", self.curve),
+            SoftwareAgreementKey::failed(
+                &key.label,
+                format!("the peer's key is not a point on {}", key.curve),
             )
         };
-        let z = match &self.key {
+        let z = match &key.secret {
             SoftSecret::P256(k) => {
                 let peer = p256::PublicKey::from_sec1_bytes(peer_point).map_err(bad)?;
                 let s = p256::ecdh::diffie_hellman(k.to_nonzero_scalar(), peer.as_affine());
@@ -417,53 +441,39 @@ impl AgreementKeyStore for SoftwareKeyStore {
 // ---------------------------------------------------------------------------------------
 // PKCS#11
 
-/// A key pair in a token. Derives on its own session; holds the store's login session so
-/// the login outlives the store.
-struct Pkcs11AgreementKey {
-    label: String,
-    curve: EckaCurve,
-    spki: Vec<u8>,
-    point: Vec<u8>,
+/// The private key of a key pair in a token. Derives on its own session; holds the store's
+/// login session so the login outlives the store.
+struct TokenSecret {
     handle: ObjectHandle,
     session: Mutex<Session>,
     _login: Arc<Mutex<Session>>,
 }
 
-impl fmt::Debug for Pkcs11AgreementKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pkcs11AgreementKey")
-            .field("label", &self.label)
-            .field("curve", &self.curve)
-            .finish_non_exhaustive()
-    }
-}
+/// A key pair in a token.
+type Pkcs11AgreementKey = EckaKey<TokenSecret>;
 
-impl AgreementKey for Pkcs11AgreementKey {
-    fn label(&self) -> &str {
-        &self.label
+impl EckaSecret for TokenSecret {
+    const NAME: &'static str = "Pkcs11AgreementKey";
+    fn finish_debug(d: &mut fmt::DebugStruct<'_, '_>) -> fmt::Result {
+        d.finish_non_exhaustive()
     }
-    fn curve(&self) -> EckaCurve {
-        self.curve
-    }
-    fn public_key_spki(&self) -> &[u8] {
-        &self.spki
-    }
-    fn public_point(&self) -> &[u8] {
-        &self.point
-    }
-    fn agree(&self, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
-        let what = ecka_label(&self.label);
+    fn agree(key: &Pkcs11AgreementKey, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let what = ecka_label(&key.label);
         // Validate (and decompress) the peer's point before the token sees it: tokens
         // differ in what they check, and an invalid point must never reach the key.
-        let (_, peer) = ecka_public_from_point(self.curve, peer_point).map_err(|detail| {
+        let (_, peer) = ecka_public_from_point(key.curve, peer_point).map_err(|detail| {
             Error::KeyAgreement {
-                label: self.label.clone(),
+                label: key.label.clone(),
                 detail: format!("the peer's key: {detail}"),
             }
         })?;
-        let s = self.session.lock().unwrap_or_else(PoisonError::into_inner);
+        let s = key
+            .secret
+            .session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let params = Ecdh1DeriveParams::new(EcKdf::null(), &peer);
-        let len = self.curve.coordinate_len() as u64;
+        let len = key.curve.coordinate_len() as u64;
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::GENERIC_SECRET),
@@ -473,7 +483,11 @@ impl AgreementKey for Pkcs11AgreementKey {
             Attribute::Extractable(true),
         ];
         let h = s
-            .derive_key(&Mechanism::Ecdh1Derive(params), self.handle, &template)
+            .derive_key(
+                &Mechanism::Ecdh1Derive(params),
+                key.secret.handle,
+                &template,
+            )
             .map_err(|e| Error::pkcs11("C_DeriveKey(CKM_ECDH1_DERIVE)", &what, e))?;
         let value = s.get_attributes(h, &[AttributeType::Value]);
         let destroyed = s.destroy_object(h);
@@ -486,16 +500,16 @@ impl AgreementKey for Pkcs11AgreementKey {
                 _ => None,
             })
             .ok_or_else(|| Error::KeyAgreement {
-                label: self.label.clone(),
+                label: key.label.clone(),
                 detail: "the derived secret has no CKA_VALUE".into(),
             })?;
-        if z.len() != self.curve.coordinate_len() {
+        if z.len() != key.curve.coordinate_len() {
             return Err(Error::KeyAgreement {
-                label: self.label.clone(),
+                label: key.label.clone(),
                 detail: format!(
                     "the token derived {} bytes, want {}",
                     z.len(),
-                    self.curve.coordinate_len()
+                    key.curve.coordinate_len()
                 ),
             });
         }
@@ -634,9 +648,11 @@ impl AgreementKeyStore for Pkcs11KeyStore {
             curve,
             spki,
             point,
-            handle,
-            session: Mutex::new(session),
-            _login: Arc::clone(&self.login),
+            secret: TokenSecret {
+                handle,
+                session: Mutex::new(session),
+                _login: Arc::clone(&self.login),
+            },
         }))
     }
 
