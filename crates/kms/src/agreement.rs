@@ -34,10 +34,10 @@
 //! shared secret leaves the token, the private key never does.
 
 use crate::config::StoreConfig;
-use crate::master::{self, MasterKey};
+use crate::keyblob::{BlobKind, SealedKey};
+use crate::master::MasterKey;
 use crate::pkcs11::{KeyProtection, Pkcs11KeyStore};
-use crate::software::SoftwareKeyStore;
-use crate::types::{now_secs, parse_rfc3339, rfc3339, unix};
+use crate::software::{SoftwareKeyStore, State};
 use crate::Error;
 use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
@@ -46,7 +46,6 @@ use cryptoki::session::Session;
 use p256::elliptic_curve::sec1::ToSec1Point;
 use p256::elliptic_curve::Generate;
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::path::Path;
@@ -225,100 +224,92 @@ impl scp::scp11::OceKeyAgreement for Box<dyn AgreementKey> {
 // ---------------------------------------------------------------------------------------
 // Software
 
-/// One sealed key-agreement key as stored in the keystore file.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct StoredAgreementKey {
-    label: String,
-    algorithm: String,
-    /// SPKI DER, hex.
-    public: String,
-    created: String,
-    /// nonce ‖ AES-256-GCM(PKCS#8) ‖ tag, hex.
-    sealed: String,
-}
+/// Key-agreement keys in the keystore file, sealed as [`crate::keyblob`] describes.
+pub(crate) enum AgreementBlob {}
 
-impl StoredAgreementKey {
-    fn aad(&self, public: &[u8]) -> Vec<u8> {
-        let mut a = Vec::with_capacity(AAD_LABEL.len() + 64 + public.len());
-        a.extend_from_slice(AAD_LABEL);
-        for field in [
-            self.label.as_bytes(),
-            self.algorithm.as_bytes(),
-            public,
-            self.created.as_bytes(),
-        ] {
-            a.extend_from_slice(&u32::try_from(field.len()).unwrap_or(u32::MAX).to_be_bytes());
-            a.extend_from_slice(field);
-        }
-        a
+impl BlobKind for AgreementBlob {
+    const AAD_LABEL: &'static [u8] = AAD_LABEL;
+    fn check_algorithm(name: &str) -> Result<(), Error> {
+        name.parse::<EckaCurve>().map(drop)
     }
-
-    fn open(&self, path: &Path, master: &MasterKey) -> Result<Zeroizing<Vec<u8>>, Error> {
-        let tampered = || Error::AgreementKeyTampered {
+    fn tampered(path: &Path, label: &str) -> Error {
+        Error::AgreementKeyTampered {
             path: path.to_path_buf(),
-            label: self.label.clone(),
-        };
-        crate::validate_signing_label(&self.label)?;
-        self.algorithm.parse::<EckaCurve>()?;
-        parse_rfc3339(&self.created).ok_or_else(tampered)?;
-        let public = apdu::parse_hex(&self.public).map_err(|_| tampered())?;
-        let sealed = apdu::parse_hex(&self.sealed).map_err(|_| tampered())?;
-        master::open(master, &self.aad(&public), &sealed).ok_or_else(tampered)
+            label: label.into(),
+        }
+    }
+    fn exists(label: &str) -> Error {
+        Error::AgreementKeyExists(label.into())
+    }
+    fn not_found(label: &str) -> Error {
+        Error::AgreementKeyNotFound(label.into())
+    }
+    fn entries(state: &State) -> &Vec<StoredAgreementKey> {
+        &state.agreement
+    }
+    fn entries_mut(state: &mut State) -> &mut Vec<StoredAgreementKey> {
+        &mut state.agreement
     }
 }
 
-/// Authenticates a stored key-agreement key when the keystore file is read.
-pub(crate) fn check_stored(
-    path: &Path,
-    master: &MasterKey,
-    k: &StoredAgreementKey,
-) -> Result<(), Error> {
-    k.open(path, master).map(drop)
-}
-
-/// Re-seals a stored key-agreement key under a new master key.
-pub(crate) fn reseal(
-    path: &Path,
-    old: &MasterKey,
-    new: &MasterKey,
-    k: &StoredAgreementKey,
-) -> Result<StoredAgreementKey, Error> {
-    let plain = k.open(path, old)?;
-    let public = apdu::parse_hex(&k.public).map_err(|_| Error::AgreementKeyTampered {
-        path: path.to_path_buf(),
-        label: k.label.clone(),
-    })?;
-    let sealed = master::seal(new, &k.aad(&public), &plain)?;
-    Ok(StoredAgreementKey {
-        sealed: apdu::hex(&sealed),
-        ..k.clone()
-    })
-}
+/// One sealed key-agreement key as stored in the keystore file.
+pub(crate) type StoredAgreementKey = SealedKey<AgreementBlob>;
 
 enum SoftSecret {
     P256(p256::SecretKey),
     P384(p384::SecretKey),
 }
 
-/// A software key-agreement key in memory (the secret key types wipe themselves on drop).
-struct SoftwareAgreementKey {
+/// A key-agreement key in memory: label and public key, and the private half `S` held by
+/// a backend.
+struct EckaKey<S> {
     label: String,
     curve: EckaCurve,
-    key: SoftSecret,
     spki: Vec<u8>,
     point: Vec<u8>,
+    secret: S,
 }
 
-impl fmt::Debug for SoftwareAgreementKey {
+/// The private half of a key-agreement key, as a backend holds it.
+trait EckaSecret: Send + Sync + Sized {
+    /// The type name `Debug` shows.
+    const NAME: &'static str;
+    /// Ends the `Debug` output after label and curve (never showing the key).
+    fn finish_debug(d: &mut fmt::DebugStruct<'_, '_>) -> fmt::Result;
+    /// [`AgreementKey::agree`].
+    fn agree(key: &EckaKey<Self>, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error>;
+}
+
+impl<S: EckaSecret> fmt::Debug for EckaKey<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SoftwareAgreementKey")
-            .field("label", &self.label)
-            .field("curve", &self.curve)
-            .field("key", &"<redacted>")
-            .finish()
+        S::finish_debug(
+            f.debug_struct(S::NAME)
+                .field("label", &self.label)
+                .field("curve", &self.curve),
+        )
     }
 }
+
+impl<S: EckaSecret> AgreementKey for EckaKey<S> {
+    fn label(&self) -> &str {
+        &self.label
+    }
+    fn curve(&self) -> EckaCurve {
+        self.curve
+    }
+    fn public_key_spki(&self) -> &[u8] {
+        &self.spki
+    }
+    fn public_point(&self) -> &[u8] {
+        &self.point
+    }
+    fn agree(&self, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+        S::agree(self, peer_point)
+    }
+}
+
+/// A software key-agreement key in memory (the secret key types wipe themselves on drop).
+type SoftwareAgreementKey = EckaKey<SoftSecret>;
 
 impl SoftwareAgreementKey {
     fn failed(label: &str, detail: impl fmt::Display) -> Error {
@@ -350,9 +341,9 @@ impl SoftwareAgreementKey {
         Ok(SoftwareAgreementKey {
             label: label.into(),
             curve,
-            key,
             spki,
             point,
+            secret: key,
         })
     }
 
@@ -369,7 +360,7 @@ impl SoftwareAgreementKey {
     }
 
     fn to_pkcs8(&self) -> Result<Zeroizing<Vec<u8>>, Error> {
-        let doc = match &self.key {
+        let doc = match &self.secret {
             SoftSecret::P256(k) => k.to_pkcs8_der(),
             SoftSecret::P384(k) => k.to_pkcs8_der(),
         }
@@ -378,27 +369,19 @@ impl SoftwareAgreementKey {
     }
 }
 
-impl AgreementKey for SoftwareAgreementKey {
-    fn label(&self) -> &str {
-        &self.label
+impl EckaSecret for SoftSecret {
+    const NAME: &'static str = "SoftwareAgreementKey";
+    fn finish_debug(d: &mut fmt::DebugStruct<'_, '_>) -> fmt::Result {
+        d.field("key", &"<redacted>").finish()
     }
-    fn curve(&self) -> EckaCurve {
-        self.curve
-    }
-    fn public_key_spki(&self) -> &[u8] {
-        &self.spki
-    }
-    fn public_point(&self) -> &[u8] {
-        &self.point
-    }
-    fn agree(&self, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+    fn agree(key: &SoftwareAgreementKey, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
         let bad = |_| {
-            Self::failed(
-                &self.label,
-                format!("the peer's key is not a point on {}", self.curve),
+            SoftwareAgreementKey::failed(
+                &key.label,
+                format!("the peer's key is not a point on {}", key.curve),
             )
         };
-        let z = match &self.key {
+        let z = match &key.secret {
             SoftSecret::P256(k) => {
                 let peer = p256::PublicKey::from_sec1_bytes(peer_point).map_err(bad)?;
                 let s = p256::ecdh::diffie_hellman(k.to_nonzero_scalar(), peer.as_affine());
@@ -430,23 +413,7 @@ impl SoftwareKeyStore {
 
     fn store_agreement(&self, key: SoftwareAgreementKey) -> Result<Vec<u8>, Error> {
         let pkcs8 = key.to_pkcs8()?;
-        let label = key.label.clone();
-        self.mutate(|state, master| {
-            if state.agreement.iter().any(|k| k.label == label) {
-                return Err(Error::AgreementKeyExists(label.clone()));
-            }
-            let mut stored = StoredAgreementKey {
-                label: label.clone(),
-                algorithm: key.curve.name().into(),
-                public: apdu::hex(&key.spki),
-                created: rfc3339(unix(now_secs())),
-                sealed: String::new(),
-            };
-            stored.sealed = apdu::hex(&master::seal(master, &stored.aad(&key.spki), &pkcs8)?);
-            state.agreement.push(stored);
-            state.agreement.sort_by(|a, b| a.label.cmp(&b.label));
-            Ok(key.spki.clone())
-        })
+        self.store_sealed::<AgreementBlob>(&key.label, key.curve.name(), &key.spki, &pkcs8)
     }
 }
 
@@ -459,87 +426,54 @@ impl AgreementKeyStore for SoftwareKeyStore {
 
     fn agreement_key(&self, label: &str) -> Result<Box<dyn AgreementKey>, Error> {
         crate::validate_signing_label(label)?;
-        self.refresh_if_changed()?;
-        let stored = self
-            .state
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .agreement
-            .iter()
-            .find(|k| k.label == label)
-            .cloned()
-            .ok_or_else(|| Error::AgreementKeyNotFound(label.into()))?;
-        let pkcs8 = stored.open(&self.path, &self.master)?;
+        let (stored, pkcs8) = self.unseal::<AgreementBlob>(label)?;
         let curve = stored.algorithm.parse()?;
         let key = SoftwareAgreementKey::from_pkcs8(label, curve, &pkcs8)?;
-        if apdu::hex(&key.spki) != stored.public.to_ascii_uppercase() {
-            return Err(Error::AgreementKeyTampered {
-                path: self.path.clone(),
-                label: label.into(),
-            });
-        }
+        stored.check_public(&self.path, &key.spki)?;
         Ok(Box::new(key))
     }
 
     fn agreement_key_labels(&self) -> Result<Vec<String>, Error> {
-        self.refresh_if_changed()?;
-        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        let mut labels: Vec<String> = state.agreement.iter().map(|k| k.label.clone()).collect();
-        labels.sort();
-        Ok(labels)
+        self.sealed_labels::<AgreementBlob>()
     }
 }
 
 // ---------------------------------------------------------------------------------------
 // PKCS#11
 
-/// A key pair in a token. Derives on its own session; holds the store's login session so
-/// the login outlives the store.
-struct Pkcs11AgreementKey {
-    label: String,
-    curve: EckaCurve,
-    spki: Vec<u8>,
-    point: Vec<u8>,
+/// The private key of a key pair in a token. Derives on its own session; holds the store's
+/// login session so the login outlives the store.
+struct TokenSecret {
     handle: ObjectHandle,
     session: Mutex<Session>,
     _login: Arc<Mutex<Session>>,
 }
 
-impl fmt::Debug for Pkcs11AgreementKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pkcs11AgreementKey")
-            .field("label", &self.label)
-            .field("curve", &self.curve)
-            .finish_non_exhaustive()
-    }
-}
+/// A key pair in a token.
+type Pkcs11AgreementKey = EckaKey<TokenSecret>;
 
-impl AgreementKey for Pkcs11AgreementKey {
-    fn label(&self) -> &str {
-        &self.label
+impl EckaSecret for TokenSecret {
+    const NAME: &'static str = "Pkcs11AgreementKey";
+    fn finish_debug(d: &mut fmt::DebugStruct<'_, '_>) -> fmt::Result {
+        d.finish_non_exhaustive()
     }
-    fn curve(&self) -> EckaCurve {
-        self.curve
-    }
-    fn public_key_spki(&self) -> &[u8] {
-        &self.spki
-    }
-    fn public_point(&self) -> &[u8] {
-        &self.point
-    }
-    fn agree(&self, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
-        let what = ecka_label(&self.label);
+    fn agree(key: &Pkcs11AgreementKey, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let what = ecka_label(&key.label);
         // Validate (and decompress) the peer's point before the token sees it: tokens
         // differ in what they check, and an invalid point must never reach the key.
-        let (_, peer) = ecka_public_from_point(self.curve, peer_point).map_err(|detail| {
+        let (_, peer) = ecka_public_from_point(key.curve, peer_point).map_err(|detail| {
             Error::KeyAgreement {
-                label: self.label.clone(),
+                label: key.label.clone(),
                 detail: format!("the peer's key: {detail}"),
             }
         })?;
-        let s = self.session.lock().unwrap_or_else(PoisonError::into_inner);
+        let s = key
+            .secret
+            .session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let params = Ecdh1DeriveParams::new(EcKdf::null(), &peer);
-        let len = self.curve.coordinate_len() as u64;
+        let len = key.curve.coordinate_len() as u64;
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::GENERIC_SECRET),
@@ -549,7 +483,11 @@ impl AgreementKey for Pkcs11AgreementKey {
             Attribute::Extractable(true),
         ];
         let h = s
-            .derive_key(&Mechanism::Ecdh1Derive(params), self.handle, &template)
+            .derive_key(
+                &Mechanism::Ecdh1Derive(params),
+                key.secret.handle,
+                &template,
+            )
             .map_err(|e| Error::pkcs11("C_DeriveKey(CKM_ECDH1_DERIVE)", &what, e))?;
         let value = s.get_attributes(h, &[AttributeType::Value]);
         let destroyed = s.destroy_object(h);
@@ -562,16 +500,16 @@ impl AgreementKey for Pkcs11AgreementKey {
                 _ => None,
             })
             .ok_or_else(|| Error::KeyAgreement {
-                label: self.label.clone(),
+                label: key.label.clone(),
                 detail: "the derived secret has no CKA_VALUE".into(),
             })?;
-        if z.len() != self.curve.coordinate_len() {
+        if z.len() != key.curve.coordinate_len() {
             return Err(Error::KeyAgreement {
-                label: self.label.clone(),
+                label: key.label.clone(),
                 detail: format!(
                     "the token derived {} bytes, want {}",
                     z.len(),
-                    self.curve.coordinate_len()
+                    key.curve.coordinate_len()
                 ),
             });
         }
@@ -589,26 +527,10 @@ impl Pkcs11KeyStore {
     pub fn agreement_key_protection(&self, label: &str) -> Result<KeyProtection, Error> {
         crate::validate_signing_label(label)?;
         let s = self.session()?;
-        let found = self.find_ecka_objects(&s, ObjectClass::PRIVATE_KEY, label)?;
-        let [h] = found.as_slice() else {
-            return Err(Error::AgreementKeyNotFound(label.into()));
-        };
-        crate::pkcs11::read_protection(&s, *h, &ecka_label(label), &[AttributeType::Value])
-    }
-
-    fn find_ecka_objects(
-        &self,
-        s: &Session,
-        class: ObjectClass,
-        label: &str,
-    ) -> Result<Vec<ObjectHandle>, Error> {
-        let l = ecka_label(label);
-        s.find_objects(&[
-            Attribute::Class(class),
-            Attribute::Token(true),
-            Attribute::Label(l.clone().into_bytes()),
-        ])
-        .map_err(|e| Error::pkcs11("C_FindObjects", l, e))
+        let h = self.the_private_key(&s, &ecka_label(label), || {
+            Error::AgreementKeyNotFound(label.into())
+        })?;
+        crate::pkcs11::read_protection(&s, h, &ecka_label(label), &[AttributeType::Value])
     }
 
     /// The curve, SPKI and uncompressed point of an EC public-key object.
@@ -662,13 +584,7 @@ impl AgreementKeyStore for Pkcs11KeyStore {
         crate::validate_signing_label(label)?;
         let _admin = self.lock();
         let s = self.session()?;
-        if !self
-            .find_ecka_objects(&s, ObjectClass::PRIVATE_KEY, label)?
-            .is_empty()
-            || !self
-                .find_ecka_objects(&s, ObjectClass::PUBLIC_KEY, label)?
-                .is_empty()
-        {
+        if self.pair_exists(&s, &ecka_label(label))? {
             return Err(Error::AgreementKeyExists(label.into()));
         }
         self.need(MechanismType::ECC_KEY_PAIR_GEN, "CKM_EC_KEY_PAIR_GEN")?;
@@ -722,66 +638,26 @@ impl AgreementKeyStore for Pkcs11KeyStore {
         crate::validate_signing_label(label)?;
         let what = ecka_label(label);
         let s = self.session()?;
-        let one = |found: Vec<ObjectHandle>, kind: &str| match found.as_slice() {
-            [] => Err(Error::AgreementKeyNotFound(label.into())),
-            [h] => Ok(*h),
-            _ => Err(Error::Config(format!(
-                "token holds {} {kind} objects labelled {what}",
-                found.len()
-            ))),
-        };
-        let handle = one(
-            self.find_ecka_objects(&s, ObjectClass::PRIVATE_KEY, label)?,
-            "private key",
-        )?;
-        let pub_h = one(
-            self.find_ecka_objects(&s, ObjectClass::PUBLIC_KEY, label)?,
-            "public key",
-        )?;
+        let (handle, pub_h) =
+            self.find_pair(&s, &what, || Error::AgreementKeyNotFound(label.into()))?;
         let (curve, spki, point) = self.read_ecka_public(&s, pub_h, label)?;
         self.need(MechanismType::ECDH1_DERIVE, "CKM_ECDH1_DERIVE")?;
-        let session = self
-            .ctx
-            .open_rw_session(self.slot)
-            .map_err(|e| Error::pkcs11("C_OpenSession", &what, e))?;
+        let session = self.key_session(&what)?;
         Ok(Box::new(Pkcs11AgreementKey {
             label: label.into(),
             curve,
             spki,
             point,
-            handle,
-            session: Mutex::new(session),
-            _login: Arc::clone(&self.login),
+            secret: TokenSecret {
+                handle,
+                session: Mutex::new(session),
+                _login: Arc::clone(&self.login),
+            },
         }))
     }
 
     fn agreement_key_labels(&self) -> Result<Vec<String>, Error> {
-        let s = self.session()?;
-        let handles = s
-            .find_objects(&[
-                Attribute::Class(ObjectClass::PRIVATE_KEY),
-                Attribute::Token(true),
-            ])
-            .map_err(|e| Error::pkcs11("C_FindObjects", "private keys", e))?;
-        let mut labels = Vec::new();
-        for h in handles {
-            let attrs = s
-                .get_attributes(h, &[AttributeType::Label])
-                .map_err(|e| Error::pkcs11("C_GetAttributeValue", "key label", e))?;
-            for a in attrs {
-                if let Attribute::Label(l) = a {
-                    if let Some(rest) = std::str::from_utf8(&l)
-                        .ok()
-                        .and_then(|l| l.strip_prefix(PKCS11_ECKA_LABEL_PREFIX))
-                    {
-                        labels.push(rest.to_string());
-                    }
-                }
-            }
-        }
-        labels.sort();
-        labels.dedup();
-        Ok(labels)
+        self.private_key_labels(PKCS11_ECKA_LABEL_PREFIX)
     }
 }
 

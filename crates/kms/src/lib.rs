@@ -64,6 +64,8 @@ mod backup;
 mod config;
 mod error;
 mod kdd;
+mod keyblob;
+mod keypair;
 mod master;
 mod pkcs11;
 mod signing;

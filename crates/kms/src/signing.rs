@@ -36,18 +36,17 @@
 //! `C_Sign(CKM_SHA256_RSA_PKCS)` over the message.
 
 use crate::config::StoreConfig;
-use crate::master::{self, MasterKey};
+use crate::keyblob::{BlobKind, SealedKey};
+use crate::master::MasterKey;
 use crate::pkcs11::{KeyProtection, Pkcs11KeyStore};
-use crate::software::SoftwareKeyStore;
-use crate::types::{now_secs, parse_rfc3339, rfc3339, unix};
+use crate::software::{SoftwareKeyStore, State};
 use crate::Error;
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectHandle};
 use cryptoki::session::Session;
 use p256::ecdsa::signature::hazmat::PrehashSigner;
 use p256::elliptic_curve::Generate;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::path::Path;
@@ -225,79 +224,36 @@ pub fn open_signing(config: &str) -> Result<Box<dyn SigningKeyStore>, Error> {
 // ---------------------------------------------------------------------------------------
 // Software
 
-/// One sealed signing key as stored in the keystore file.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct StoredSigningKey {
-    label: String,
-    algorithm: String,
-    /// SPKI DER, hex.
-    public: String,
-    created: String,
-    /// nonce ‖ AES-256-GCM(PKCS#8) ‖ tag, hex.
-    sealed: String,
-}
+/// Signing keys in the keystore file, sealed as [`crate::keyblob`] describes.
+pub(crate) enum SigningBlob {}
 
-impl StoredSigningKey {
-    /// AAD: a fixed prefix, then label, algorithm, public key and creation date, each
-    /// length-prefixed.
-    fn aad(&self, public: &[u8]) -> Vec<u8> {
-        let mut a = Vec::with_capacity(AAD_LABEL.len() + 64 + public.len());
-        a.extend_from_slice(AAD_LABEL);
-        for field in [
-            self.label.as_bytes(),
-            self.algorithm.as_bytes(),
-            public,
-            self.created.as_bytes(),
-        ] {
-            a.extend_from_slice(&u32::try_from(field.len()).unwrap_or(u32::MAX).to_be_bytes());
-            a.extend_from_slice(field);
-        }
-        a
+impl BlobKind for SigningBlob {
+    const AAD_LABEL: &'static [u8] = AAD_LABEL;
+    fn check_algorithm(name: &str) -> Result<(), Error> {
+        name.parse::<SigningAlgorithm>().map(drop)
     }
-
-    /// Opens the sealed PKCS#8 (authenticating every field).
-    fn open(&self, path: &Path, master: &MasterKey) -> Result<Zeroizing<Vec<u8>>, Error> {
-        let tampered = || Error::SigningKeyTampered {
+    fn tampered(path: &Path, label: &str) -> Error {
+        Error::SigningKeyTampered {
             path: path.to_path_buf(),
-            label: self.label.clone(),
-        };
-        validate_signing_label(&self.label)?;
-        self.algorithm.parse::<SigningAlgorithm>()?;
-        parse_rfc3339(&self.created).ok_or_else(tampered)?;
-        let public = apdu::parse_hex(&self.public).map_err(|_| tampered())?;
-        let sealed = apdu::parse_hex(&self.sealed).map_err(|_| tampered())?;
-        master::open(master, &self.aad(&public), &sealed).ok_or_else(tampered)
+            label: label.into(),
+        }
+    }
+    fn exists(label: &str) -> Error {
+        Error::SigningKeyExists(label.into())
+    }
+    fn not_found(label: &str) -> Error {
+        Error::SigningKeyNotFound(label.into())
+    }
+    fn entries(state: &State) -> &Vec<StoredSigningKey> {
+        &state.signing
+    }
+    fn entries_mut(state: &mut State) -> &mut Vec<StoredSigningKey> {
+        &mut state.signing
     }
 }
 
-/// Authenticates a stored signing key when the keystore file is read.
-pub(crate) fn check_stored(
-    path: &Path,
-    master: &MasterKey,
-    k: &StoredSigningKey,
-) -> Result<(), Error> {
-    k.open(path, master).map(drop)
-}
-
-/// Re-seals a stored signing key under a new master key.
-pub(crate) fn reseal(
-    path: &Path,
-    old: &MasterKey,
-    new: &MasterKey,
-    k: &StoredSigningKey,
-) -> Result<StoredSigningKey, Error> {
-    let plain = k.open(path, old)?;
-    let public = apdu::parse_hex(&k.public).map_err(|_| Error::SigningKeyTampered {
-        path: path.to_path_buf(),
-        label: k.label.clone(),
-    })?;
-    let sealed = master::seal(new, &k.aad(&public), &plain)?;
-    Ok(StoredSigningKey {
-        sealed: apdu::hex(&sealed),
-        ..k.clone()
-    })
-}
+/// One sealed signing key as stored in the keystore file.
+pub(crate) type StoredSigningKey = SealedKey<SigningBlob>;
 
 enum SoftKey {
     P256(p256::ecdsa::SigningKey),
@@ -448,54 +404,20 @@ impl SigningKeyStore for SoftwareKeyStore {
         validate_signing_label(label)?;
         let key = SoftwareSigningKey::generate(label, algorithm)?;
         let pkcs8 = key.to_pkcs8()?;
-        self.mutate(|state, master| {
-            if state.signing.iter().any(|k| k.label == label) {
-                return Err(Error::SigningKeyExists(label.into()));
-            }
-            let mut stored = StoredSigningKey {
-                label: label.into(),
-                algorithm: algorithm.name().into(),
-                public: apdu::hex(&key.spki),
-                created: rfc3339(unix(now_secs())),
-                sealed: String::new(),
-            };
-            stored.sealed = apdu::hex(&master::seal(master, &stored.aad(&key.spki), &pkcs8)?);
-            state.signing.push(stored);
-            state.signing.sort_by(|a, b| a.label.cmp(&b.label));
-            Ok(key.spki.clone())
-        })
+        self.store_sealed::<SigningBlob>(label, algorithm.name(), &key.spki, &pkcs8)
     }
 
     fn signing_key(&self, label: &str) -> Result<Box<dyn SigningKey>, Error> {
         validate_signing_label(label)?;
-        self.refresh_if_changed()?;
-        let stored = self
-            .state
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .signing
-            .iter()
-            .find(|k| k.label == label)
-            .cloned()
-            .ok_or_else(|| Error::SigningKeyNotFound(label.into()))?;
-        let pkcs8 = stored.open(&self.path, &self.master)?;
+        let (stored, pkcs8) = self.unseal::<SigningBlob>(label)?;
         let algorithm = stored.algorithm.parse()?;
         let key = SoftwareSigningKey::from_pkcs8(label, algorithm, &pkcs8)?;
-        if apdu::hex(&key.spki) != stored.public.to_ascii_uppercase() {
-            return Err(Error::SigningKeyTampered {
-                path: self.path.clone(),
-                label: label.into(),
-            });
-        }
+        stored.check_public(&self.path, &key.spki)?;
         Ok(Box::new(key))
     }
 
     fn signing_key_labels(&self) -> Result<Vec<String>, Error> {
-        self.refresh_if_changed()?;
-        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        let mut labels: Vec<String> = state.signing.iter().map(|k| k.label.clone()).collect();
-        labels.sort();
-        Ok(labels)
+        self.sealed_labels::<SigningBlob>()
     }
 }
 
@@ -629,34 +551,15 @@ impl Pkcs11KeyStore {
         validate_signing_label(label)?;
         let s = self.session()?;
         let what = pkcs11_label(label);
-        let found = self.find_signing_objects(&s, ObjectClass::PRIVATE_KEY, label)?;
-        let [h] = found.as_slice() else {
-            return Err(Error::SigningKeyNotFound(label.into()));
-        };
+        let h = self.the_private_key(&s, &what, || Error::SigningKeyNotFound(label.into()))?;
         // EC private keys keep the scalar in CKA_VALUE, RSA ones the exponent in
         // CKA_PRIVATE_EXPONENT: neither may be readable.
         crate::pkcs11::read_protection(
             &s,
-            *h,
+            h,
             &what,
             &[AttributeType::Value, AttributeType::PrivateExponent],
         )
-    }
-
-    /// Token objects of `class` labelled `cw-ca:<label>`.
-    fn find_signing_objects(
-        &self,
-        s: &Session,
-        class: ObjectClass,
-        label: &str,
-    ) -> Result<Vec<ObjectHandle>, Error> {
-        let l = pkcs11_label(label);
-        s.find_objects(&[
-            Attribute::Class(class),
-            Attribute::Token(true),
-            Attribute::Label(l.clone().into_bytes()),
-        ])
-        .map_err(|e| Error::pkcs11("C_FindObjects", l, e))
     }
 
     /// The SPKI of a public-key object and the algorithm it implies.
@@ -736,13 +639,7 @@ impl SigningKeyStore for Pkcs11KeyStore {
         validate_signing_label(label)?;
         let _admin = self.lock();
         let s = self.session()?;
-        if !self
-            .find_signing_objects(&s, ObjectClass::PRIVATE_KEY, label)?
-            .is_empty()
-            || !self
-                .find_signing_objects(&s, ObjectClass::PUBLIC_KEY, label)?
-                .is_empty()
-        {
+        if self.pair_exists(&s, &pkcs11_label(label))? {
             return Err(Error::SigningKeyExists(label.into()));
         }
         let what = pkcs11_label(label);
@@ -810,31 +707,14 @@ impl SigningKeyStore for Pkcs11KeyStore {
         validate_signing_label(label)?;
         let what = pkcs11_label(label);
         let s = self.session()?;
-        let one = |found: Vec<ObjectHandle>, kind: &str| match found.as_slice() {
-            [] => Err(Error::SigningKeyNotFound(label.into())),
-            [h] => Ok(*h),
-            _ => Err(Error::Config(format!(
-                "token holds {} {kind} objects labelled {what}",
-                found.len()
-            ))),
-        };
-        let handle = one(
-            self.find_signing_objects(&s, ObjectClass::PRIVATE_KEY, label)?,
-            "private key",
-        )?;
-        let pub_h = one(
-            self.find_signing_objects(&s, ObjectClass::PUBLIC_KEY, label)?,
-            "public key",
-        )?;
+        let (handle, pub_h) =
+            self.find_pair(&s, &what, || Error::SigningKeyNotFound(label.into()))?;
         let (algorithm, spki) = self.read_public(&s, pub_h, label)?;
         match algorithm {
             SigningAlgorithm::P256 => self.need(MechanismType::ECDSA, "CKM_ECDSA")?,
             _ => self.need(MechanismType::SHA256_RSA_PKCS, "CKM_SHA256_RSA_PKCS")?,
         }
-        let session = self
-            .ctx
-            .open_rw_session(self.slot)
-            .map_err(|e| Error::pkcs11("C_OpenSession", &what, e))?;
+        let session = self.key_session(&what)?;
         Ok(Box::new(Pkcs11SigningKey {
             label: label.into(),
             algorithm,
@@ -846,32 +726,7 @@ impl SigningKeyStore for Pkcs11KeyStore {
     }
 
     fn signing_key_labels(&self) -> Result<Vec<String>, Error> {
-        let s = self.session()?;
-        let handles = s
-            .find_objects(&[
-                Attribute::Class(ObjectClass::PRIVATE_KEY),
-                Attribute::Token(true),
-            ])
-            .map_err(|e| Error::pkcs11("C_FindObjects", "private keys", e))?;
-        let mut labels = Vec::new();
-        for h in handles {
-            let attrs = s
-                .get_attributes(h, &[AttributeType::Label])
-                .map_err(|e| Error::pkcs11("C_GetAttributeValue", "key label", e))?;
-            for a in attrs {
-                if let Attribute::Label(l) = a {
-                    if let Some(rest) = std::str::from_utf8(&l)
-                        .ok()
-                        .and_then(|l| l.strip_prefix(PKCS11_LABEL_PREFIX))
-                    {
-                        labels.push(rest.to_string());
-                    }
-                }
-            }
-        }
-        labels.sort();
-        labels.dedup();
-        Ok(labels)
+        self.private_key_labels(PKCS11_LABEL_PREFIX)
     }
 }
 

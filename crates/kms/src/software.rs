@@ -226,10 +226,10 @@ fn read_state(path: &Path, master: &MasterKey) -> Result<State, Error> {
         entries.insert(id, Entry { meta, key, sealed });
     }
     for k in &file.signing_keys {
-        crate::signing::check_stored(path, master, k)?;
+        k.check(path, master)?;
     }
     for k in &file.agreement_keys {
-        crate::agreement::check_stored(path, master, k)?;
+        k.check(path, master)?;
     }
     Ok(State {
         entries,
@@ -387,12 +387,12 @@ impl SoftwareKeyStore {
         let signing = old
             .signing
             .iter()
-            .map(|k| crate::signing::reseal(&self.path, &self.master, &new, k))
+            .map(|k| k.reseal(&self.path, &self.master, &new))
             .collect::<Result<Vec<_>, Error>>()?;
         let agreement = old
             .agreement
             .iter()
-            .map(|k| crate::agreement::reseal(&self.path, &self.master, &new, k))
+            .map(|k| k.reseal(&self.path, &self.master, &new))
             .collect::<Result<Vec<_>, Error>>()?;
         let mut fresh = State {
             entries,

@@ -2,6 +2,7 @@
 //! SoftHSM2 tests are skipped when SoftHSM2 is not installed, unless `CARDWRIGHT_HSM_TESTS=1`
 //! (then they fail).
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -69,13 +70,23 @@ fn exercise(key: &dyn AgreementKey, spki: &[u8]) {
     assert!(!format!("{key:?}").is_empty());
 }
 
+/// Creates a P-256 key through one store opened from `cfg`, then uses it through another.
+fn create_and_reopen(cfg: &str, label: &str) {
+    let spki = kms::open_agreement(cfg)
+        .unwrap()
+        .create_agreement_key(label, EckaCurve::P256)
+        .unwrap();
+    let key = kms::open_agreement(cfg)
+        .unwrap()
+        .agreement_key(label)
+        .unwrap();
+    exercise(key.as_ref(), &spki);
+}
+
 #[test]
 fn software_keys_are_sealed_and_agree_on_both_curves() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("keys.json");
-    let master = MasterKey::generate().unwrap();
-    let master_hex = master.expose_hex();
-    let store = SoftwareKeyStore::create(&path, master).unwrap();
+    let (path, master_hex, store) = software_store_at(dir.path());
     let p256 = store.create_agreement_key("oce", EckaCurve::P256).unwrap();
     let p384 = store
         .create_agreement_key("oce-384", EckaCurve::P384)
@@ -123,18 +134,12 @@ fn software_keys_are_sealed_and_agree_on_both_curves() {
 #[test]
 fn software_key_tampering_is_detected() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("keys.json");
-    let master = MasterKey::generate().unwrap();
-    let master_hex = master.expose_hex();
-    let store = SoftwareKeyStore::create(&path, master).unwrap();
+    let (path, master_hex, store) = software_store_at(dir.path());
     store.create_agreement_key("oce", EckaCurve::P256).unwrap();
     let other = store
         .create_agreement_key("other", EckaCurve::P256)
         .unwrap();
     kms::SigningKeyStore::create_signing_key(&store, "ca", kms::SigningAlgorithm::P256).unwrap();
-    let original = std::fs::read_to_string(&path).unwrap();
-    let json: serde_json::Value = serde_json::from_str(&original).unwrap();
-    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
     let edits: Vec<Edit> = vec![
         Box::new(move |j| j["agreement_keys"][0]["public"] = apdu::hex(&other).into()),
         Box::new(|j| j["agreement_keys"][0]["label"] = "oce2".into()),
@@ -152,19 +157,9 @@ fn software_key_tampering_is_detected() {
             j["agreement_keys"][0] = k;
         }),
     ];
-    for (i, edit) in edits.iter().enumerate() {
-        let mut j = json.clone();
-        edit(&mut j);
-        std::fs::write(&path, serde_json::to_vec(&j).unwrap()).unwrap();
-        let e =
-            SoftwareKeyStore::open(&path, MasterKey::from_hex(&master_hex).unwrap()).unwrap_err();
-        assert!(
-            matches!(e, Error::AgreementKeyTampered { .. }),
-            "edit {i}: {e}"
-        );
-    }
-    std::fs::write(&path, &original).unwrap();
-    SoftwareKeyStore::open(&path, MasterKey::from_hex(&master_hex).unwrap()).unwrap();
+    assert_edits_refused(&path, &master_hex, &edits, |e| {
+        matches!(e, Error::AgreementKeyTampered { .. })
+    });
 }
 
 #[test]
@@ -192,35 +187,7 @@ fn software_import_of_a_pkcs8_key() {
 #[test]
 fn open_agreement_from_a_configuration_string() {
     let dir = tempfile::tempdir().unwrap();
-    let master_file = dir.path().join("master");
-    std::fs::write(
-        &master_file,
-        MasterKey::generate().unwrap().expose_hex().as_str(),
-    )
-    .unwrap();
-    let cfg = format!(
-        "file:{}?master-key-file={}",
-        dir.path().join("k.json").display(),
-        master_file.display()
-    );
-    let spki = kms::open_agreement(&cfg)
-        .unwrap()
-        .create_agreement_key("oce", EckaCurve::P256)
-        .unwrap();
-    let key = kms::open_agreement(&cfg)
-        .unwrap()
-        .agreement_key("oce")
-        .unwrap();
-    exercise(key.as_ref(), &spki);
-}
-
-macro_rules! hsm_or_skip {
-    () => {
-        match hsm() {
-            Some(h) => h,
-            None => return,
-        }
-    };
+    create_and_reopen(&software_config(dir.path(), "k.json"), "oce");
 }
 
 #[test]
@@ -267,14 +234,5 @@ fn pkcs11_key_derives_in_the_token_and_never_leaves_it() {
 #[test]
 fn pkcs11_open_agreement_from_a_configuration_string() {
     let hsm = hsm_or_skip!();
-    let cfg = hsm.config("cw-test", false);
-    let spki = kms::open_agreement(&cfg)
-        .unwrap()
-        .create_agreement_key("ecka/cfg", EckaCurve::P256)
-        .unwrap();
-    let key = kms::open_agreement(&cfg)
-        .unwrap()
-        .agreement_key("ecka/cfg")
-        .unwrap();
-    exercise(key.as_ref(), &spki);
+    create_and_reopen(&hsm.config("cw-test", false), "ecka/cfg");
 }

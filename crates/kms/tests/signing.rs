@@ -1,6 +1,7 @@
 //! CA signing keys in both backends. The SoftHSM2 tests are skipped when SoftHSM2 is not
 //! installed, unless `CARDWRIGHT_HSM_TESTS=1` (then they fail).
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -54,10 +55,7 @@ fn exercise(key: &dyn SigningKey, spki: &[u8]) {
 #[test]
 fn software_p256_key_is_sealed_in_the_keystore_file() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("keys.json");
-    let master = MasterKey::generate().unwrap();
-    let master_hex = master.expose_hex();
-    let store = SoftwareKeyStore::create(&path, master).unwrap();
+    let (path, master_hex, store) = software_store_at(dir.path());
     store
         .generate_base_key("gold", KeyKind::Aes, 16, None)
         .unwrap();
@@ -122,20 +120,14 @@ fn software_p256_key_is_sealed_in_the_keystore_file() {
 #[test]
 fn software_signing_key_tampering_is_detected() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("keys.json");
-    let master = MasterKey::generate().unwrap();
-    let master_hex = master.expose_hex();
-    let store = SoftwareKeyStore::create(&path, master).unwrap();
+    let (path, master_hex, store) = software_store_at(dir.path());
     store
         .create_signing_key("ca", SigningAlgorithm::P256)
         .unwrap();
     let other = store
         .create_signing_key("other", SigningAlgorithm::P256)
         .unwrap();
-    let original = std::fs::read_to_string(&path).unwrap();
-    let json: serde_json::Value = serde_json::from_str(&original).unwrap();
     // Swap in the other key's public key, relabel, change the date, move sealed blobs.
-    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
     let edits: Vec<Edit> = vec![
         Box::new(move |j| j["signing_keys"][0]["public"] = apdu::hex(&other).into()),
         Box::new(|j| j["signing_keys"][0]["label"] = "ca2".into()),
@@ -146,19 +138,9 @@ fn software_signing_key_tampering_is_detected() {
             j["signing_keys"][0]["sealed"] = s;
         }),
     ];
-    for (i, edit) in edits.iter().enumerate() {
-        let mut j = json.clone();
-        edit(&mut j);
-        std::fs::write(&path, serde_json::to_vec(&j).unwrap()).unwrap();
-        let e =
-            SoftwareKeyStore::open(&path, MasterKey::from_hex(&master_hex).unwrap()).unwrap_err();
-        assert!(
-            matches!(e, Error::SigningKeyTampered { .. }),
-            "edit {i}: {e}"
-        );
-    }
-    std::fs::write(&path, &original).unwrap();
-    SoftwareKeyStore::open(&path, MasterKey::from_hex(&master_hex).unwrap()).unwrap();
+    assert_edits_refused(&path, &master_hex, &edits, |e| {
+        matches!(e, Error::SigningKeyTampered { .. })
+    });
 }
 
 #[test]
@@ -178,17 +160,7 @@ fn software_rsa_2048_signs_pkcs1_v15() {
 #[test]
 fn open_signing_from_a_configuration_string() {
     let dir = tempfile::tempdir().unwrap();
-    let master_file = dir.path().join("master");
-    std::fs::write(
-        &master_file,
-        MasterKey::generate().unwrap().expose_hex().as_str(),
-    )
-    .unwrap();
-    let cfg = format!(
-        "file:{}?master-key-file={}",
-        dir.path().join("ca.json").display(),
-        master_file.display()
-    );
+    let cfg = software_config(dir.path(), "ca.json");
     let store = kms::open_signing(&cfg).unwrap();
     let (key, created) = store
         .signing_key_or_create("ca", SigningAlgorithm::P256)
@@ -202,15 +174,6 @@ fn open_signing_from_a_configuration_string() {
         .unwrap();
     assert!(!created);
     exercise(key.as_ref(), &spki);
-}
-
-macro_rules! hsm_or_skip {
-    () => {
-        match hsm() {
-            Some(h) => h,
-            None => return,
-        }
-    };
 }
 
 #[test]

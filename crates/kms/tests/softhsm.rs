@@ -1,6 +1,7 @@
 //! The PKCS#11 backend against SoftHSM2. Skipped when SoftHSM2 is not installed, unless
 //! `CARDWRIGHT_HSM_TESTS=1` (then they fail).
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -9,15 +10,6 @@ use scp::{Diversification, StaticKeys};
 use std::time::{Duration, SystemTime};
 
 const DAY: Duration = Duration::from_secs(86_400);
-
-macro_rules! hsm_or_skip {
-    () => {
-        match hsm() {
-            Some(h) => h,
-            None => return,
-        }
-    };
-}
 
 #[test]
 fn import_by_components_checks_kcvs_and_derives_like_software() {

@@ -682,3 +682,33 @@ fn concurrent_writer_processes_lose_no_key() {
         assert_eq!(versions_of(&path, who), want, "{who}");
     }
 }
+
+/// A keystore file written before signing and agreement keys shared one sealing module
+/// (master key 00 01 … 1F): its sealed entries still open, re-seal, and the keys work.
+#[test]
+fn a_keystore_file_with_sealed_keys_from_before_still_opens() {
+    use kms::{AgreementKeyStore, SigningKeyStore};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.json");
+    std::fs::copy("tests/vectors/keystore-v1.json", &path).unwrap();
+    let master = || {
+        MasterKey::from_hex("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F")
+            .unwrap()
+    };
+    let signing_spki = "3059301306072A8648CE3D020106082A8648CE3D0301070342000499638C5CFE14C374BC37ABDFC50CFE8140F724C8054E8DB05FFF9DAE3985CA9418A8645078D211A74E5F5B38A6F476433393BD1F8971519DBD9B38CA12AF7F18";
+    let agreement_spki = "3059301306072A8648CE3D020106082A8648CE3D03010703420004938A61EA265D933FFCBBFBB2C5676BF7F9714C3323D9755F860935101CA4C6AE0BA4D793608B70E32EEE1228F670F20CD32E24DD6B760B310C2AC668EF737315";
+    let check = |store: &SoftwareKeyStore| {
+        let ca = store.signing_key("ca").unwrap();
+        assert_eq!(apdu::hex(ca.public_key_spki()), signing_spki);
+        assert!(!ca.sign_sha256(b"m").unwrap().is_empty());
+        let oce = store.agreement_key("oce").unwrap();
+        assert_eq!(apdu::hex(oce.public_key_spki()), agreement_spki);
+        assert_eq!(oce.agree(oce.public_point()).unwrap().len(), 32);
+    };
+    let mut store = SoftwareKeyStore::open(&path, master()).unwrap();
+    check(&store);
+    let new = MasterKey::generate().unwrap();
+    let new_hex = new.expose_hex();
+    store.change_master_key(new).unwrap();
+    check(&SoftwareKeyStore::open(&path, MasterKey::from_hex(&new_hex).unwrap()).unwrap());
+}

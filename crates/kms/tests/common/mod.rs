@@ -78,6 +78,68 @@ pub fn software_store(dir: &Path) -> SoftwareKeyStore {
     SoftwareKeyStore::create(dir.join("keys.json"), MasterKey::generate().unwrap()).unwrap()
 }
 
+/// A new software keystore `keys.json` in `dir`: its path, its master key (hex) and the
+/// store.
+pub fn software_store_at(dir: &Path) -> (PathBuf, String, SoftwareKeyStore) {
+    let path = dir.join("keys.json");
+    let master = MasterKey::generate().unwrap();
+    let master_hex = master.expose_hex().to_string();
+    let store = SoftwareKeyStore::create(&path, master).unwrap();
+    (path, master_hex, store)
+}
+
+/// A configuration string for a software keystore `file` in `dir`, with a new master key
+/// in the file `dir/master`.
+pub fn software_config(dir: &Path, file: &str) -> String {
+    let master_file = dir.join("master");
+    std::fs::write(
+        &master_file,
+        MasterKey::generate().unwrap().expose_hex().as_str(),
+    )
+    .unwrap();
+    format!(
+        "file:{}?master-key-file={}",
+        dir.join(file).display(),
+        master_file.display()
+    )
+}
+
+/// One change to a keystore file's JSON.
+pub type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+
+/// Applies each edit in turn to the keystore file at `path`: every edited file must fail to
+/// open under the master key `master_hex` with an error `refused` accepts. The original is
+/// then put back, and opens.
+pub fn assert_edits_refused(
+    path: &Path,
+    master_hex: &str,
+    edits: &[Edit],
+    refused: fn(&kms::Error) -> bool,
+) {
+    let original = std::fs::read_to_string(path).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&original).unwrap();
+    for (i, edit) in edits.iter().enumerate() {
+        let mut j = json.clone();
+        edit(&mut j);
+        std::fs::write(path, serde_json::to_vec(&j).unwrap()).unwrap();
+        let e = SoftwareKeyStore::open(path, MasterKey::from_hex(master_hex).unwrap()).unwrap_err();
+        assert!(refused(&e), "edit {i}: {e}");
+    }
+    std::fs::write(path, &original).unwrap();
+    SoftwareKeyStore::open(path, MasterKey::from_hex(master_hex).unwrap()).unwrap();
+}
+
+/// The SoftHSM2 fixture, or `return` from the test (skipped) when there is none.
+#[allow(unused_macros)]
+macro_rules! hsm_or_skip {
+    () => {
+        match hsm() {
+            Some(h) => h,
+            None => return,
+        }
+    };
+}
+
 /// A SoftHSM2 set-up shared by every test of the process: a token directory with three
 /// tokens (`cw-test`, `cw-wrap`, `cw-pin`), all with user PIN 1234. SoftHSM2 reads
 /// `SOFTHSM2_CONF` once, at `C_Initialize`, so it is set before any PKCS#11 call.
