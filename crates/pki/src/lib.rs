@@ -63,6 +63,7 @@ pub mod key;
 mod oid;
 pub mod payment;
 pub mod piv;
+pub mod scp11;
 pub mod store;
 pub mod subject;
 mod util;
