@@ -795,39 +795,18 @@ fn factory_scp11b(isd: &mut SdData, cplc: &[u8]) {
     let _ = getrandom_fill(&mut ca_serial);
     ca_serial[0] &= 0x7F;
     ca_serial[0] |= 0x01;
-    let ca_name = (
-        "Cardwright virtual card",
-        format!("Cardwright SCP11 card manufacturer CA {serial}"),
-    );
-    let sd_name = (
-        "Cardwright virtual card",
-        format!("SD {serial} SCP11b KID 13 KVN 01"),
-    );
-    let ca_cert = crate::x509::certificate(
-        &crate::x509::CertSpec {
-            serial: &ca_serial,
-            issuer: (ca_name.0, &ca_name.1),
-            subject: (ca_name.0, &ca_name.1),
-            not_before: now.saturating_sub(60),
-            key: ca.public_key(),
-            issuer_key: ca.public_key(),
-            ca: true,
+    let Some([ca_cert, sd_cert]) = crate::x509::factory_chain(
+        &crate::x509::FactoryNames {
+            organisation: "Cardwright virtual card",
+            ca: &format!("Cardwright SCP11 card manufacturer CA {serial}"),
+            sd: &format!("SD {serial} SCP11b KID 13 KVN 01"),
         },
         &ca,
-    );
-    let sd_cert = crate::x509::certificate(
-        &crate::x509::CertSpec {
-            serial: &[0x01, 0x13, 0x01],
-            issuer: (ca_name.0, &ca_name.1),
-            subject: (sd_name.0, &sd_name.1),
-            not_before: now.saturating_sub(60),
-            key: sd.public_key(),
-            issuer_key: ca.public_key(),
-            ca: false,
-        },
-        &ca,
-    );
-    let (Some(ca_cert), Some(sd_cert)) = (ca_cert, sd_cert) else {
+        &ca_serial,
+        sd.public_key(),
+        &[0x01, 0x13, 0x01],
+        now.saturating_sub(60),
+    ) else {
         return;
     };
     isd.key_sets.push(KeySet {

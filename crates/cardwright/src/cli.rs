@@ -483,9 +483,31 @@ pub struct Scp11SetupArgs {
     /// Validity of the SD certificate in days.
     #[arg(long, default_value_t = 3650)]
     pub days: u32,
-    /// Write the CA's certificate (GP 7F21, the --sd-trust for this card) to this file.
+    /// Write the CA's self-signed certificate (the --sd-trust for this card) to this file.
     #[arg(long)]
     pub ca_cert_out: Option<PathBuf>,
+    /// Form of the SD certificate and of the CA certificate written: x509 (X.509 v3, what
+    /// yubikit and most SCP11 hosts read) or gp (GP `7F21`).
+    #[arg(long, value_enum, default_value_t = CertFormat::X509)]
+    pub cert_format: CertFormat,
+}
+
+/// The form of the SCP11 certificates that `card scp11 setup` and `keys` issue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CertFormat {
+    /// X.509 v3 (RFC 5280; Amendment F §6 profile): keyUsage keyAgreement, SKI/AKI.
+    X509,
+    /// GlobalPlatform certificate `7F21` (Amendment F §6.3).
+    Gp,
+}
+
+impl std::fmt::Display for CertFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::X509 => "X.509",
+            Self::Gp => "GP 7F21",
+        })
+    }
 }
 
 #[derive(Debug, Args)]

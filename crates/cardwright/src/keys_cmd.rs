@@ -75,7 +75,8 @@ pub enum KeysOp {
         version: u32,
     },
     /// Create an SCP11 off-card entity's key-agreement key (ECKA) in the key store and print
-    /// its public key; with --ca, also issue its GP certificate (7F21) signed by that CA.
+    /// its public key; with --ca, also issue its certificate (X.509, or GP 7F21 with
+    /// --cert-format gp) signed by that CA.
     CreateOceKey {
         /// Label of the new key (used as `card --oce-key LABEL`).
         #[arg(long)]
@@ -92,10 +93,13 @@ pub enum KeysOp {
         /// Validity of the certificate in days.
         #[arg(long, default_value_t = 365)]
         days: u32,
+        /// Form of the certificate: x509 (X.509 v3) or gp (GP 7F21).
+        #[arg(long, value_enum, default_value_t = crate::cli::CertFormat::X509)]
+        cert_format: crate::cli::CertFormat,
     },
-    /// Write the self-signed GP certificate (7F21, PEM) of a CA signing key in the key store
-    /// (a P-256 key is created under the label if there is none): the `card --sd-trust` for
-    /// cards set up with `card scp11 setup --ca LABEL`.
+    /// Write the self-signed certificate (PEM; X.509, or GP 7F21 with --cert-format gp) of a
+    /// CA signing key in the key store (a P-256 key is created under the label if there is
+    /// none): the `card --sd-trust` for cards set up with `card scp11 setup --ca LABEL`.
     CaCert {
         /// Label of the CA signing key (P-256).
         #[arg(long)]
@@ -106,6 +110,9 @@ pub enum KeysOp {
         /// Validity in days.
         #[arg(long, default_value_t = 3650)]
         days: u32,
+        /// Form of the certificate: x509 (X.509 v3) or gp (GP 7F21).
+        #[arg(long, value_enum, default_value_t = crate::cli::CertFormat::X509)]
+        cert_format: crate::cli::CertFormat,
     },
     /// Write every base key, wrapped under a key-encryption key, to FILE.
     Backup {
@@ -324,6 +331,7 @@ pub fn run(cmd: KeysCmd) -> Result<()> {
             ca,
             cert_out,
             days,
+            cert_format,
         } => crate::scp11_cmd::create_oce_key(
             &cmd.keystore,
             &label,
@@ -331,10 +339,14 @@ pub fn run(cmd: KeysCmd) -> Result<()> {
             ca.as_deref(),
             cert_out.as_deref(),
             days,
+            cert_format,
         )?,
-        KeysOp::CaCert { ca, out, days } => {
-            crate::scp11_cmd::export_ca_cert(&cmd.keystore, &ca, &out, days)?
-        }
+        KeysOp::CaCert {
+            ca,
+            out,
+            days,
+            cert_format,
+        } => crate::scp11_cmd::export_ca_cert(&cmd.keystore, &ca, &out, days, cert_format)?,
         KeysOp::Restore { from, kek } => {
             let blob =
                 std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;

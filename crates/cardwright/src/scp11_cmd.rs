@@ -1,7 +1,8 @@
 //! SCP11 on the command line: the `card --scp 11a|11b|11c` options, `card scp11 setup|certs`
-//! and the GP `7F21` certificates the key store's CA issues for SD and OCE keys.
+//! and the certificates (X.509 with `pki::scp11`, or GP `7F21`) the key store's CA issues
+//! for SD and OCE keys.
 
-use crate::cli::{Connect, Scp11Op, Scp11SetupArgs};
+use crate::cli::{CertFormat, Connect, Scp11Op, Scp11SetupArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use gp::cert::{Certificate, GpCertificateBody, GpDate};
 use gp::scp11::{KeyRef, Scp11StoreData};
@@ -240,6 +241,88 @@ pub fn ca_gp_cert(ca: &dyn SigningKey, days: u32) -> Result<Vec<u8>> {
     issue_gp_cert(ca, &ca_pub, [0x00, 0x82], days)
 }
 
+/// A key-store signing key (P-256) as the [`pki::CaSigner`] of X.509 certificates.
+struct StoreCa<'a> {
+    key: &'a dyn SigningKey,
+    public: pki::PublicKey,
+}
+
+impl std::fmt::Debug for StoreCa<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreCa")
+            .field("label", &self.key.label())
+            .finish_non_exhaustive()
+    }
+}
+
+impl pki::CaSigner for StoreCa<'_> {
+    fn public_key(&self) -> &pki::PublicKey {
+        &self.public
+    }
+
+    fn sign_sha256(&self, message: &[u8]) -> Result<Vec<u8>, pki::SignerError> {
+        self.key
+            .sign_sha256(message)
+            .map_err(|e| pki::SignerError(e.to_string()))
+    }
+}
+
+fn store_ca(ca: &dyn SigningKey) -> Result<StoreCa<'_>> {
+    ca_public(ca)?;
+    let public = pki::PublicKey::from_spki_der(ca.public_key_spki())
+        .with_context(|| format!("CA {}", ca.label()))?;
+    Ok(StoreCa { key: ca, public })
+}
+
+/// The subject (and issuer) name of the X.509 certificates of the key store's CA `label`.
+fn x509_ca_name(label: &str) -> pki::Subject {
+    pki::Subject::new(format!("Cardwright SCP11 CA {label}"))
+}
+
+/// X.509 parameters: subject CN `cn`, a random serial, valid from a minute ago (clock skew)
+/// for `days`.
+fn x509_params(cn: &str, days: u32) -> Result<pki::scp11::CertificateParams> {
+    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0)?;
+    Ok(pki::scp11::CertificateParams::new(
+        pki::Subject::new(cn),
+        now - time::Duration::MINUTE,
+        Some(now + time::Duration::days(i64::from(days))),
+    ))
+}
+
+/// An SCP11 certificate (keyUsage key agreement) for `subject`, signed by the CA, valid from
+/// today for `days`: X.509 with subject CN `cn` (Amendment F §6, `pki::scp11`), or GP `7F21`.
+pub fn issue_cert(
+    format: CertFormat,
+    ca: &dyn SigningKey,
+    subject: &PublicKey,
+    cn: &str,
+    days: u32,
+) -> Result<Vec<u8>> {
+    match format {
+        CertFormat::Gp => issue_gp_cert(ca, subject, gp::cert::KEY_USAGE_KEY_AGREEMENT, days),
+        CertFormat::X509 => Ok(pki::scp11::ecka_certificate(
+            &store_ca(ca)?,
+            &x509_ca_name(ca.label()),
+            &subject.to_spki_der()?,
+            &x509_params(cn, days)?,
+        )?),
+    }
+}
+
+/// The CA's own self-signed certificate (what `--sd-trust` takes), X.509 or GP `7F21`.
+pub fn ca_cert(format: CertFormat, ca: &dyn SigningKey, days: u32) -> Result<Vec<u8>> {
+    match format {
+        CertFormat::Gp => ca_gp_cert(ca, days),
+        CertFormat::X509 => {
+            let name = x509_ca_name(ca.label());
+            let mut params = x509_params(&name.common_name, days)?;
+            params.subject = name;
+            Ok(pki::scp11::ca_certificate(&store_ca(ca)?, &params)?)
+        }
+    }
+}
+
 fn pem(label: &str, der: &[u8]) -> Result<String> {
     pem_rfc7468::encode_string(label, pem_rfc7468::LineEnding::LF, der)
         .map_err(|e| anyhow!("PEM: {e}"))
@@ -330,10 +413,16 @@ fn setup(c: &Connect, a: Scp11SetupArgs, cl: &mut Client) -> Result<()> {
         apdu::hex(pk_sd.to_sec1())
     );
     // 2. Its certificate, signed by the CA, stored on the card.
-    let cert = issue_gp_cert(
+    let cert = issue_cert(
+        a.cert_format,
         ca.as_ref(),
         &pk_sd,
-        gp::cert::KEY_USAGE_KEY_AGREEMENT,
+        &format!(
+            "SCP11 SD KID {:02X} KVN {:02X} {}",
+            sd_key.kid,
+            sd_key.kvn,
+            apdu::hex(&key_id(&pk_sd))
+        ),
         a.days,
     )?;
     gpclient::ops::store_scp11_data(
@@ -344,7 +433,8 @@ fn setup(c: &Connect, a: Scp11SetupArgs, cl: &mut Client) -> Result<()> {
         },
     )?;
     println!(
-        "stored its certificate (GP 7F21, {} bytes, SHA-256 {})",
+        "stored its certificate ({}, {} bytes, SHA-256 {})",
+        a.cert_format,
         cert.len(),
         apdu::hex(&Sha256::digest(&cert))
     );
@@ -372,7 +462,10 @@ fn setup(c: &Connect, a: Scp11SetupArgs, cl: &mut Client) -> Result<()> {
         );
     }
     if let Some(path) = &a.ca_cert_out {
-        write_cert(path, &ca_gp_cert(ca.as_ref(), a.days.max(3650))?)?;
+        write_cert(
+            path,
+            &ca_cert(a.cert_format, ca.as_ref(), a.days.max(3650))?,
+        )?;
         println!(
             "wrote the CA certificate to {} (use it as --sd-trust)",
             path.display()
@@ -389,6 +482,7 @@ pub fn create_oce_key(
     ca: Option<&str>,
     cert_out: Option<&Path>,
     days: u32,
+    format: CertFormat,
 ) -> Result<()> {
     let curve: kms::EckaCurve = curve.parse()?;
     let store = kms::open_agreement(keystore).with_context(|| format!("key store {keystore}"))?;
@@ -404,16 +498,17 @@ pub fn create_oce_key(
         let signing = kms::open_signing(keystore)?;
         let ca = signing.signing_key(ca_label)?;
         let public = PublicKey::from_sec1(curve_of(curve), key.public_point())?;
-        let cert = issue_gp_cert(
+        let cert = issue_cert(
+            format,
             ca.as_ref(),
             &public,
-            gp::cert::KEY_USAGE_KEY_AGREEMENT,
+            &format!("SCP11 OCE {label}"),
             days,
         )?;
         write_cert(out, &cert)?;
         let parsed = Certificate::parse(&cert)?;
         println!(
-            "wrote its certificate (GP 7F21, serial {}) signed by CA {ca_label} to {}",
+            "wrote its certificate ({format}, serial {}) signed by CA {ca_label} to {}",
             apdu::hex(parsed.serial()),
             out.display()
         );
@@ -421,14 +516,20 @@ pub fn create_oce_key(
     Ok(())
 }
 
-/// `keys ca-cert`: the CA's self-signed GP certificate, for `--sd-trust` and OCE chains.
-pub fn export_ca_cert(keystore: &str, ca: &str, out: &Path, days: u32) -> Result<()> {
+/// `keys ca-cert`: the CA's self-signed certificate, for `--sd-trust` and OCE chains.
+pub fn export_ca_cert(
+    keystore: &str,
+    ca: &str,
+    out: &Path,
+    days: u32,
+    format: CertFormat,
+) -> Result<()> {
     let signing = kms::open_signing(keystore)?;
     let (key, created) = signing.signing_key_or_create(ca, SigningAlgorithm::P256)?;
     if created {
         eprintln!("created CA signing key {ca} (P-256) in {keystore}");
     }
-    write_cert(out, &ca_gp_cert(key.as_ref(), days)?)?;
+    write_cert(out, &ca_cert(format, key.as_ref(), days)?)?;
     println!("wrote the certificate of CA {ca} to {}", out.display());
     Ok(())
 }

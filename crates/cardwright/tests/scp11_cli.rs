@@ -413,3 +413,189 @@ fn scp11a_with_the_oce_key_in_softhsm2() {
     ]);
     assert!(out.contains("A000000151000000"), "{out}");
 }
+
+fn pem_file_der(path: &str) -> Vec<u8> {
+    let text = std::fs::read(path).unwrap();
+    pem_rfc7468::decode_vec(&text).unwrap().1
+}
+
+/// `scp11 setup` and `keys create-oce-key|ca-cert` issue X.509 by default: the card stores an
+/// X.509 SD certificate that `--scp 11a` then verifies, the OCE certificate is X.509 with
+/// keyUsage keyAgreement, and `openssl verify` accepts both chains. `--cert-format gp` still
+/// issues GP `7F21` certificates that work the same way.
+#[test]
+fn setup_issues_x509_by_default_and_gp_on_request() {
+    let c = Card::new();
+    let (ca, oce) = c.setup("11a", "3", "ca", "oce");
+    assert!(std::fs::read_to_string(&ca)
+        .unwrap()
+        .starts_with("-----BEGIN CERTIFICATE-----\n"));
+    let ca_cert = gp::cert::Certificate::parse(&pem_file_der(&ca)).unwrap();
+    let oce_cert = gp::cert::Certificate::parse(&pem_file_der(&oce)).unwrap();
+    assert!(matches!(ca_cert, gp::cert::Certificate::X509(_)));
+    assert!(matches!(oce_cert, gp::cert::Certificate::X509(_)));
+    assert!(oce_cert.allows_key_agreement());
+    assert!(ca_cert.verify_signature(ca_cert.public_key()));
+    assert!(oce_cert.verify_signature(ca_cert.public_key()));
+    // The chain the card stored (BF21) is X.509 and chains to the CA.
+    let chain = c.p("sd");
+    let out = c.ok(&[
+        "scp11", "certs", "--kid", "0x11", "--kvn", "3", "--out", &chain,
+    ]);
+    assert!(
+        out.contains("1 certificate(s)") && out.contains("[0] X.509"),
+        "{out}"
+    );
+    let sd = format!("{chain}.0");
+    let sd_cert = gp::cert::Certificate::parse(&pem_file_der(&sd)).unwrap();
+    assert!(matches!(sd_cert, gp::cert::Certificate::X509(_)));
+    assert!(sd_cert.allows_key_agreement());
+    assert!(sd_cert.verify_signature(ca_cert.public_key()));
+    if on_path("openssl") {
+        for leaf in [&sd, &oce] {
+            let out = Command::new("openssl")
+                .args(["verify", "-CAfile", &ca, leaf])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "openssl verify {leaf}: {out:?}");
+        }
+    }
+    // SCP11a over that chain.
+    let out = c.ok(&[
+        "--scp",
+        "11a",
+        "--scp11-kvn",
+        "3",
+        "--oce-key",
+        "oce",
+        "--oce-cert",
+        &oce,
+        "--sd-trust",
+        &ca,
+        "info",
+    ]);
+    assert!(out.contains("certificate verified"), "{out}");
+
+    // The GP form, on request, for SCP11c at KVN 4.
+    let ca_gp = c.p("ca-gp.pem");
+    let out = c.ok(&[
+        "scp11",
+        "setup",
+        "--ca",
+        "ca",
+        "--variant",
+        "11c",
+        "--kvn",
+        "4",
+        "--cert-format",
+        "gp",
+        "--ca-cert-out",
+        &ca_gp,
+    ]);
+    assert!(out.contains("stored its certificate (GP 7F21"), "{out}");
+    assert!(std::fs::read_to_string(&ca_gp)
+        .unwrap()
+        .starts_with("-----BEGIN GP CERTIFICATE-----\n"));
+    let oce_gp = c.p("oce-gp.pem");
+    let out = ok(&[
+        "keys",
+        "--keystore",
+        &c.keystore,
+        "create-oce-key",
+        "--label",
+        "oce-gp",
+        "--ca",
+        "ca",
+        "--cert-out",
+        &oce_gp,
+        "--cert-format",
+        "gp",
+    ]);
+    assert!(out.contains("wrote its certificate (GP 7F21"), "{out}");
+    let out = c.ok(&["scp11", "certs", "--kid", "0x15", "--kvn", "4"]);
+    assert!(out.contains("[0] GP 7F21"), "{out}");
+    c.ok(&[
+        "--scp",
+        "11c",
+        "--scp11-kvn",
+        "4",
+        "--oce-key",
+        "oce-gp",
+        "--oce-cert",
+        &oce_gp,
+        "--sd-trust",
+        &ca_gp,
+        "list",
+    ]);
+    // A P-384 OCE key gets an X.509 certificate too (key agreement, signed by the P-256 CA).
+    let oce384 = c.p("oce384.pem");
+    let out = ok(&[
+        "keys",
+        "--keystore",
+        &c.keystore,
+        "create-oce-key",
+        "--label",
+        "oce384",
+        "--curve",
+        "p384",
+        "--ca",
+        "ca",
+        "--cert-out",
+        &oce384,
+    ]);
+    assert!(out.contains("wrote its certificate (X.509"), "{out}");
+    let cert384 = gp::cert::Certificate::parse(&pem_file_der(&oce384)).unwrap();
+    assert_eq!(cert384.public_key().curve(), scp::scp11::Curve::P384);
+    assert!(cert384.allows_key_agreement());
+    assert!(cert384.verify_signature(ca_cert.public_key()));
+    // `keys ca-cert` in both forms; the X.509 one is the same CA (name and key) as setup's.
+    let x509 = c.p("ca-again.pem");
+    ok(&[
+        "keys",
+        "--keystore",
+        &c.keystore,
+        "ca-cert",
+        "--ca",
+        "ca",
+        "--out",
+        &x509,
+    ]);
+    let again = gp::cert::Certificate::parse(&pem_file_der(&x509)).unwrap();
+    assert!(matches!(again, gp::cert::Certificate::X509(_)));
+    assert_eq!(again.public_key(), ca_cert.public_key());
+    let gp_pem = c.p("ca-again-gp.pem");
+    ok(&[
+        "keys",
+        "--keystore",
+        &c.keystore,
+        "ca-cert",
+        "--ca",
+        "ca",
+        "--out",
+        &gp_pem,
+        "--cert-format",
+        "gp",
+    ]);
+    assert!(matches!(
+        gp::cert::Certificate::parse(&pem_file_der(&gp_pem)).unwrap(),
+        gp::cert::Certificate::Gp(_)
+    ));
+    // An unknown form is a usage error that names the choices.
+    let r = run(&[
+        "keys",
+        "--keystore",
+        &c.keystore,
+        "ca-cert",
+        "--ca",
+        "ca",
+        "--out",
+        &gp_pem,
+        "--cert-format",
+        "der",
+    ]);
+    assert!(
+        !r.ok && r.stderr.contains("x509") && r.stderr.contains("gp"),
+        "{}",
+        r.stderr
+    );
+}

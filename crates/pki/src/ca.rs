@@ -737,7 +737,11 @@ impl CertificateAuthority {
 
 /// Sign a TBS structure and assemble the signed DER, checking the signer's output under
 /// the expected public key first (a faulty HSM must not publish a bad certificate).
-fn sign(signer: &dyn CaSigner, public_key: &PublicKey, tbs: &[u8]) -> Result<Vec<u8>, CaError> {
+pub(crate) fn sign(
+    signer: &dyn CaSigner,
+    public_key: &PublicKey,
+    tbs: &[u8],
+) -> Result<Vec<u8>, CaError> {
     let signature = signer.sign_sha256(tbs)?;
     public_key
         .verify(tbs, &signature)

@@ -7,6 +7,7 @@
 //! * [`payment`]: the server issues a one-time challenge over the canonical payment data,
 //!   the card signs its SHA-256 after PIN entry, and the server validates the certificate
 //!   (chain, validity, revocation) and the signature, then records the [`Authorisation`].
+//! * [`scp11`]: SCP11 (GP Amendment F) CA and key-agreement certificates in X.509 form.
 //! * [`piv`]: the formats the card's PIV-compatible applet uses (public key template,
 //!   host-side PKCS#1 v1.5 padding).
 //!
@@ -63,6 +64,7 @@ pub mod key;
 mod oid;
 pub mod payment;
 pub mod piv;
+pub mod scp11;
 pub mod store;
 pub mod subject;
 mod util;
