@@ -9,6 +9,11 @@
                                generate an SCP11a key pair (GENERATE EC KEY, KID 11), both
                                at KVN; then SCP11a with an X.509 OCE certificate of that CA
                                (PERFORM SECURITY OPERATION, MUTUAL AUTHENTICATE).
+    scp11.py READER --11b-issued KVN CA_PEM
+                               also: read the X.509 chain that `cardwright card scp11 setup
+                               --variant 11b --kvn KVN` stored (KID 13), check that the CA in
+                               CA_PEM issued it (signatures, keyAgreement), and open SCP11b
+                               with its leaf.
 
 Prints one "OK ..." line per channel opened; any failure is an exception (exit 1).
 Run by crates/cardwright/tests/pcsc_scp11.rs under CARDWRIGHT_PCSC_TESTS=1.
@@ -55,6 +60,37 @@ def scp11b(name):
     fp = hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest()
     sd.authenticate(Scp11KeyParams(ref, leaf.public_key()))
     print(f"OK SCP11b: {len(chain)} certificate(s), leaf SHA-256 {fp}; {inside(sd)}")
+    conn.close()
+
+
+def scp11b_issued(name, kvn, ca_pem):
+    with open(ca_pem, "rb") as f:
+        ca = x509.load_pem_x509_certificate(f.read())
+    conn = connect(name)
+    sd = SecurityDomainSession(conn)
+    ref = KeyRef(0x13, kvn)
+    chain = sd.get_certificate_bundle(ref)
+    if not chain:
+        raise SystemExit(f"no certificate for KID 13 KVN {kvn:02X}")
+    issuer = ca
+    for c in chain:
+        if c.fingerprint(hashes.SHA256()) == ca.fingerprint(hashes.SHA256()):
+            continue  # the CA itself, if the card keeps it in the chain
+        if c.issuer != issuer.subject:
+            raise SystemExit(f"{c.subject.rfc4514_string()}: issuer is not {issuer.subject}")
+        # Raises InvalidSignature unless the issuer's key signed it.
+        issuer.public_key().verify(
+            c.signature, c.tbs_certificate_bytes, ec.ECDSA(c.signature_hash_algorithm)
+        )
+        issuer = c
+    usage = chain[-1].extensions.get_extension_for_class(x509.KeyUsage)
+    if not (usage.critical and usage.value.key_agreement):
+        raise SystemExit("the SD certificate lacks a critical keyAgreement key usage")
+    sd.authenticate(Scp11KeyParams(ref, chain[-1].public_key()))
+    print(
+        f"OK SCP11b issued: KVN {kvn:02X}, {len(chain)} X.509 certificate(s) from "
+        f"{ca.subject.rfc4514_string()}; {inside(sd)}"
+    )
     conn.close()
 
 
@@ -121,6 +157,9 @@ def main():
     scp11b(name)
     if "--11a" in sys.argv:
         scp11a(name, int(sys.argv[sys.argv.index("--11a") + 1], 0))
+    if "--11b-issued" in sys.argv:
+        i = sys.argv.index("--11b-issued")
+        scp11b_issued(name, int(sys.argv[i + 1], 0), sys.argv[i + 2])
 
 
 if __name__ == "__main__":

@@ -145,7 +145,22 @@ fn scp11_over_pcsc_with_our_host_and_yubikit() {
     ]);
     assert!(out.contains("A000000151000000"), "{out}");
 
-    // yubikit: SCP11b, then its own CA, trust anchor and SCP11a key at KVN 07.
+    // An SCP11b key set made by `scp11 setup` (X.509 chain from the key store's CA), for
+    // yubikit to read, check against ca.pem and open.
+    card_ok(&[
+        "scp11",
+        "setup",
+        "--ca",
+        "ca",
+        "--variant",
+        "11b",
+        "--kvn",
+        "4",
+        "--no-oce-anchor",
+    ]);
+
+    // yubikit: SCP11b, then its own CA, trust anchor and SCP11a key at KVN 07, then the
+    // chain `scp11 setup` issued.
     let python = repo().join("target/venv-yubikit/bin/python");
     assert!(
         python.exists(),
@@ -154,7 +169,7 @@ fn scp11_over_pcsc_with_our_host_and_yubikit() {
     );
     let o = Command::new(&python)
         .arg(repo().join("tests/yubikit/scp11.py"))
-        .args([READER, "--11a", "7"])
+        .args([READER, "--11a", "7", "--11b-issued", "4", &ca])
         .output()
         .expect("run yubikit");
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -165,4 +180,5 @@ fn scp11_over_pcsc_with_our_host_and_yubikit() {
     );
     assert!(stdout.contains("OK SCP11b"), "{stdout}");
     assert!(stdout.contains("OK SCP11a"), "{stdout}");
+    assert!(stdout.contains("OK SCP11b issued"), "{stdout}");
 }
