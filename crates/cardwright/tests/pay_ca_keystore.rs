@@ -7,13 +7,13 @@
 //! `CARDWRIGHT_HSM_TESTS=1` (then it fails).
 
 mod pay_support;
+#[path = "common/softhsm.rs"]
+mod softhsm;
 
 use pay_support::*;
+use softhsm::{HSM_PIN, SOFTHSM_MODULE};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-const HSM_PIN: &str = "1234";
 
 fn openssl(args: &[&str]) -> (bool, String) {
     let o = Command::new("openssl")
@@ -226,39 +226,13 @@ fn serve_with_the_ca_key_in_a_software_keystore() {
     assert!(r.stderr.contains("--ca-keystore"), "{}", r.stderr);
 }
 
-fn on_path(prog: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
-        .unwrap_or(false)
-}
-
 #[test]
 fn serve_with_the_ca_key_in_softhsm2() {
-    let required = std::env::var("CARDWRIGHT_HSM_TESTS").is_ok_and(|v| v == "1");
-    if !on_path("softhsm2-util") || !Path::new(SOFTHSM_MODULE).exists() {
-        assert!(!required, "CARDWRIGHT_HSM_TESTS=1 but SoftHSM2 is missing");
-        eprintln!("SoftHSM2 not installed: skipped");
+    if !softhsm::available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new("softhsm2-util")
-        .env("SOFTHSM2_CONF", &conf)
-        .args(["--init-token", "--free", "--label", "cw-ca"])
-        .args(["--pin", HSM_PIN, "--so-pin", "5678"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "softhsm2-util: {out:?}");
+    let conf = softhsm::init_token(dir.path(), "cw-ca");
     let keystore = format!("pkcs11:{SOFTHSM_MODULE}?token=cw-ca&pin-env=CW_TEST_CA_PIN");
     let conf_s = conf.to_str().unwrap().to_string();
     two_runs(

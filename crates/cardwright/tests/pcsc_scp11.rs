@@ -6,64 +6,10 @@
 //! Runs when `CARDWRIGHT_PCSC_TESTS=1` and then fails (not skips) when anything is missing.
 
 mod common;
+use common::pcsc::*;
 use common::*;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-const READER: &str = "Virtual PCD 00 00";
-
-struct Sim(Child);
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_sim(state: &str) -> Sim {
-    let child = Command::new(bin())
-        .args(["sim", "run", "--state", state, "--vpcd", "127.0.0.1:35963"])
-        .env("CARDWRIGHT_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn sim");
-    Sim(child)
-}
-
-fn wait_for_card() {
-    let t0 = Instant::now();
-    loop {
-        let r = run(&[
-            "card",
-            "--reader",
-            READER,
-            "apdu",
-            "00A4040008A000000151000000",
-        ]);
-        if r.ok && r.stdout.contains("9000") {
-            return;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "card never appeared in {READER}: {}",
-            r.stderr
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn enabled() -> bool {
-    if std::env::var("CARDWRIGHT_PCSC_TESTS").as_deref() != Ok("1") {
-        eprintln!("skipped: set CARDWRIGHT_PCSC_TESTS=1 with pcscd and vsmartcard-vpcd running (scripts/test.sh does)");
-        return false;
-    }
-    if !cfg!(feature = "pcsc") {
-        panic!("CARDWRIGHT_PCSC_TESTS=1 needs --features pcsc");
-    }
-    true
-}
+use std::process::Command;
 
 fn repo() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))

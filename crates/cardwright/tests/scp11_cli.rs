@@ -4,12 +4,10 @@
 //! the refusals that must name the check that failed and leave the card unchanged.
 
 mod common;
+use common::softhsm::{self, on_path, HSM_PIN, SOFTHSM_MODULE};
 use common::*;
 use std::path::Path;
 use std::process::Command;
-
-const HSM_PIN: &str = "1234";
-const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
 struct Card {
     _dir: tempfile::TempDir,
@@ -310,40 +308,14 @@ fn refusals_name_the_check_and_leave_the_card_unchanged() {
     assert_eq!(c.registry(), before);
 }
 
-fn on_path(prog: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
-        .unwrap_or(false)
-}
-
 /// The OCE key and the CA live in SoftHSM2; SCP11a runs with the key agreement in the token.
 #[test]
 fn scp11a_with_the_oce_key_in_softhsm2() {
-    let required = std::env::var("CARDWRIGHT_HSM_TESTS").is_ok_and(|v| v == "1");
-    if !on_path("softhsm2-util") || !Path::new(SOFTHSM_MODULE).exists() {
-        assert!(!required, "CARDWRIGHT_HSM_TESTS=1 but SoftHSM2 is missing");
-        eprintln!("SoftHSM2 not installed: skipped");
+    if !softhsm::available() {
         return;
     }
     let c = Card::new();
-    let tokens = c.dir.join("tokens");
-    std::fs::create_dir(&tokens).unwrap();
-    let conf = c.dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new("softhsm2-util")
-        .env("SOFTHSM2_CONF", &conf)
-        .args(["--init-token", "--free", "--label", "cw-oce"])
-        .args(["--pin", HSM_PIN, "--so-pin", "5678"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "softhsm2-util: {out:?}");
+    let conf = softhsm::init_token(&c.dir, "cw-oce");
     let hsm = format!("pkcs11:{SOFTHSM_MODULE}?token=cw-oce&pin-env=CW_TEST_OCE_PIN");
     let envs = [
         (

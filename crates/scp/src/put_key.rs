@@ -155,43 +155,58 @@ pub fn parse_key_set_data(data: &[u8]) -> Result<(u8, Vec<KeyBlock>), Error> {
         let key_type = r.byte("key type")?;
         let len = r.len()?;
         let body = r.take(len, "key data")?;
-        let (kind, key_len, encrypted) = match key_type {
-            0x80 => (KeyKind::Des3, body.len(), body),
-            0x88 => {
-                let (&n, rest) = body.split_first().ok_or_else(|| {
-                    malformed("PUT KEY data", "AES key data without its length byte")
-                })?;
-                (KeyKind::Aes, n as usize, rest)
-            }
-            0xFF => {
-                return Err(Error::Unsupported(
-                    "PUT KEY extended key format (key type FF)".into(),
-                ))
-            }
-            t => return Err(Error::Unsupported(format!("PUT KEY key type {t:02X}"))),
-        };
-        if key_len > encrypted.len() {
-            return Err(malformed(
-                "PUT KEY data",
-                format!(
-                    "key length {key_len} exceeds its {} encrypted bytes",
-                    encrypted.len()
-                ),
-            ));
-        }
-        let kcv_len = r.byte("KCV length")? as usize;
-        let kcv = r.take(kcv_len, "KCV")?.to_vec();
-        blocks.push(KeyBlock {
-            kind,
-            encrypted: encrypted.to_vec(),
-            key_len,
-            kcv,
-        });
+        blocks.push(secret_block(key_type, body, &mut r, false)?);
     }
     if blocks.is_empty() {
         return Err(malformed("PUT KEY data", "no key data block"));
     }
     Ok((kvn, blocks))
+}
+
+/// One DES/AES key data block after its type and length (GP 2.3.1 §11.8.2.3): the
+/// encrypted key (AES: after its key-length byte), then the KCV length and KCV from `r`.
+/// `yubikit_aes` also takes YubiKey's AES form (yubikit `put_key`): the encrypted key alone,
+/// without the key-length byte, told apart by its length, a whole number of blocks (the GP
+/// form is one byte more).
+fn secret_block(
+    key_type: u8,
+    body: &[u8],
+    r: &mut Reader<'_>,
+    yubikit_aes: bool,
+) -> Result<KeyBlock, Error> {
+    let (kind, key_len, encrypted) = match key_type {
+        0x80 => (KeyKind::Des3, body.len(), body),
+        0x88 if yubikit_aes && matches!(body.len(), 16 | 32) => (KeyKind::Aes, body.len(), body),
+        0x88 => {
+            let (&n, rest) = body
+                .split_first()
+                .ok_or_else(|| malformed("PUT KEY data", "AES key data without its length byte"))?;
+            (KeyKind::Aes, n as usize, rest)
+        }
+        0xFF => {
+            return Err(Error::Unsupported(
+                "PUT KEY extended key format (key type FF)".into(),
+            ))
+        }
+        t => return Err(Error::Unsupported(format!("PUT KEY key type {t:02X}"))),
+    };
+    if key_len > encrypted.len() {
+        return Err(malformed(
+            "PUT KEY data",
+            format!(
+                "key length {key_len} exceeds its {} encrypted bytes",
+                encrypted.len()
+            ),
+        ));
+    }
+    let kcv_len = r.byte("KCV length")? as usize;
+    let kcv = r.take(kcv_len, "KCV")?.to_vec();
+    Ok(KeyBlock {
+        kind,
+        encrypted: encrypted.to_vec(),
+        key_len,
+        kcv,
+    })
 }
 
 /// The PUT KEY response data (GP 2.3.1 §11.8.3.1): the key version number then the KCV of
@@ -654,42 +669,7 @@ pub fn parse_key_data(data: &[u8]) -> Result<(u8, Vec<KeyData>), Error> {
             keys.push(asymmetric(&comps)?);
             continue;
         }
-        let (kind, key_len, encrypted) = match key_type {
-            0x80 => (KeyKind::Des3, body.len(), body),
-            // YubiKey's form (yubikit `put_key`): the encrypted key alone, no key-length
-            // byte; told apart by its length, a whole number of blocks (the GP form is one
-            // byte more).
-            0x88 if matches!(body.len(), 16 | 32) => (KeyKind::Aes, body.len(), body),
-            0x88 => {
-                let (&n, rest) = body.split_first().ok_or_else(|| {
-                    malformed("PUT KEY data", "AES key data without its length byte")
-                })?;
-                (KeyKind::Aes, n as usize, rest)
-            }
-            0xFF => {
-                return Err(Error::Unsupported(
-                    "PUT KEY extended key format (key type FF)".into(),
-                ))
-            }
-            t => return Err(Error::Unsupported(format!("PUT KEY key type {t:02X}"))),
-        };
-        if key_len > encrypted.len() {
-            return Err(malformed(
-                "PUT KEY data",
-                format!(
-                    "key length {key_len} exceeds its {} encrypted bytes",
-                    encrypted.len()
-                ),
-            ));
-        }
-        let kcv_len = r.byte("KCV length")? as usize;
-        let kcv = r.take(kcv_len, "KCV")?.to_vec();
-        keys.push(KeyData::Secret(KeyBlock {
-            kind,
-            encrypted: encrypted.to_vec(),
-            key_len,
-            kcv,
-        }));
+        keys.push(KeyData::Secret(secret_block(key_type, body, &mut r, true)?));
     }
     if keys.is_empty() {
         return Err(malformed("PUT KEY data", "no key data block"));

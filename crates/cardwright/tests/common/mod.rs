@@ -1,6 +1,9 @@
 //! Helpers for the black-box tests: run the real `cardwright` binary.
 #![allow(dead_code)]
 
+pub mod pcsc;
+pub mod softhsm;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
