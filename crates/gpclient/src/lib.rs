@@ -570,20 +570,12 @@ impl<C: CardChannel> GpClient<C> {
         let op = Operation::InitializeUpdate;
         let r = self.transmit_plain(op, &iu_cmd)?;
         if !r.sw.is_success() {
-            return Err(match r.sw.status() {
-                Status::AuthMethodBlocked | Status::ReferenceDataNotUsable => {
-                    ClientError::KeysLocked { op, sw: r.sw }
-                }
-                Status::ReferencedDataNotFound => ClientError::refused(
-                    op,
-                    format!(
-                        "(key version {:#04x} not on the card)",
-                        opts.keys.key_version
-                    ),
-                    r.sw,
-                ),
-                _ => ClientError::refused(op, "", r.sw),
-            });
+            return Err(auth_refused(op, r.sw, || {
+                format!(
+                    "(key version {:#04x} not on the card)",
+                    opts.keys.key_version
+                )
+            }));
         }
         let iu = InitUpdateResponse::parse(&r.data)?;
         if let Some(want) = opts.scp {
@@ -642,5 +634,22 @@ impl<C: CardChannel> GpClient<C> {
             Some(s) => s.max_plain_len(self.max_command_data.min(255)),
             None => self.max_command_data.min(255),
         }
+    }
+}
+
+/// The error for a card's refusal of an authentication command (INITIALIZE UPDATE, MUTUAL /
+/// INTERNAL AUTHENTICATE): blocked keys (`6983`, `6984`) are [`ClientError::KeysLocked`];
+/// `6A88` names the key that is not there (`missing`); anything else is refused as is.
+pub(crate) fn auth_refused(
+    op: Operation,
+    sw: StatusWord,
+    missing: impl FnOnce() -> String,
+) -> ClientError {
+    match sw.status() {
+        Status::AuthMethodBlocked | Status::ReferenceDataNotUsable => {
+            ClientError::KeysLocked { op, sw }
+        }
+        Status::ReferencedDataNotFound => ClientError::refused(op, missing(), sw),
+        _ => ClientError::refused(op, "", sw),
     }
 }

@@ -20,7 +20,7 @@
 //!    receipt is checked ([`ClientError::ReceiptMismatch`] if it does not verify).
 
 use crate::{ClientError, GpClient, Operation, Result};
-use apdu::{Status, StatusWord};
+use apdu::StatusWord;
 use gp::aid::Aid;
 use gp::cert::{Certificate, ChainPolicy};
 use gp::scp11::{CertificateBundle, GetCertificates, KeyRef, PerformSecurityOperation};
@@ -295,20 +295,12 @@ impl<C: CardChannel> GpClient<C> {
         };
         let r = self.transmit_plain(op, &auth.command())?;
         if !r.sw.is_success() {
-            return Err(match r.sw.status() {
-                Status::AuthMethodBlocked | Status::ReferenceDataNotUsable => {
-                    ClientError::KeysLocked { op, sw: r.sw }
-                }
-                Status::ReferencedDataNotFound => ClientError::refused(
-                    op,
-                    format!(
-                        "(no SCP11 key KID {:02X} KVN {:02X} on the card)",
-                        p.kid, p.kvn
-                    ),
-                    r.sw,
-                ),
-                _ => ClientError::refused(op, "", r.sw),
-            });
+            return Err(crate::auth_refused(op, r.sw, || {
+                format!(
+                    "(no SCP11 key KID {:02X} KVN {:02X} on the card)",
+                    p.kid, p.kvn
+                )
+            }));
         }
         let recording = oce.map(|k| Recording {
             key: k.key.as_ref(),

@@ -223,15 +223,16 @@ pub fn response_data(kvn: u8, kcvs: &[[u8; 3]]) -> Vec<u8> {
 /// KCV(MAC) ‖ KCV(DEK). [`Error::KcvMismatch`] if a KCV or the KVN differs.
 pub fn check_response(data: &[u8], new_kvn: u8, keys: &StaticKeys) -> Result<(), Error> {
     let want: Vec<[u8; 3]> = keys.iter().map(|k| k.kcv()).collect();
-    let want = response_data(new_kvn, &want);
+    compare_response(data, &response_data(new_kvn, &want), "KVN and three KCVs")
+}
+
+/// Compares the card's PUT KEY response with the one expected (constant time), saying what
+/// it should hold (`holds`) when the length is wrong.
+fn compare_response(data: &[u8], want: &[u8], holds: &str) -> Result<(), Error> {
     if data.len() != want.len() {
         return Err(malformed(
             "PUT KEY response",
-            format!(
-                "{} bytes, want {} (KVN and three KCVs)",
-                data.len(),
-                want.len()
-            ),
+            format!("{} bytes, want {} ({holds})", data.len(), want.len()),
         ));
     }
     if bool::from(want.ct_eq(data)) {
@@ -774,19 +775,5 @@ pub fn check_key_data_response(data: &[u8], new_kvn: u8, keys: &[KeyData]) -> Re
             want.extend_from_slice(kcv);
         }
     }
-    if data.len() != want.len() {
-        return Err(malformed(
-            "PUT KEY response",
-            format!(
-                "{} bytes, want {} (KVN and the KCVs)",
-                data.len(),
-                want.len()
-            ),
-        ));
-    }
-    if bool::from(want.ct_eq(data)) {
-        Ok(())
-    } else {
-        Err(Error::KcvMismatch)
-    }
+    compare_response(data, &want, "KVN and the KCVs")
 }
