@@ -35,6 +35,7 @@ pub mod extract;
 pub mod issuance;
 pub mod openapi;
 mod pages;
+pub mod tls;
 
 use std::{sync::Arc, time::Duration};
 
