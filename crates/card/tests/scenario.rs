@@ -461,6 +461,55 @@ fn load_errors() {
     );
 }
 
+/// GP 2.3.1 §6.4.1, §11.5.2.3.5: a security domain extradited to itself leaves the ISD's
+/// hierarchy; an application cannot be associated with itself.
+#[test]
+fn extradition_of_a_security_domain_to_itself() {
+    let mut host = Host::new(VirtualCard::new(CardConfig::default()));
+    host.open(&default_keys(true), 0, SecurityLevel::MAC)
+        .unwrap();
+    assert_eq!(
+        host.install_app(SD_PKG, SD_MODULE, SSD, [0x80, 0x40, 0]),
+        ok0()
+    );
+    let lf = load_file(STORAGE_PKG, (1, 0), &[STORAGE_MODULE]);
+    assert_eq!(host.load(STORAGE_PKG, None, &lf, Vec::new()), ok0());
+    assert_eq!(
+        host.install_app(STORAGE_PKG, STORAGE_MODULE, APP, [0, 0, 0]),
+        ok0()
+    );
+    let to_itself = |object: &str| Install::ForExtradition {
+        security_domain: aid(object),
+        application: aid(object),
+        params: vec![],
+        token: vec![],
+    };
+    // An application is no security domain (the target must be one): refused, nothing
+    // changes.
+    assert_eq!(
+        host.install(to_itself(APP)).sw,
+        StatusWord::REFERENCED_DATA_NOT_FOUND
+    );
+    let apps = host.status(StatusSubset::Applications, StatusFormat::Tlv);
+    assert_eq!(find(&apps, APP).unwrap().associated_sd, Some(aid(ISD)));
+    // The ISD is never extradited, not even to itself.
+    assert_eq!(
+        host.install(to_itself(ISD)).sw,
+        StatusWord::CONDITIONS_NOT_SATISFIED
+    );
+    // The SSD: accepted, and the registry says it is associated with itself.
+    assert_eq!(
+        find(&apps, SSD).unwrap().associated_sd,
+        Some(aid(ISD)),
+        "before"
+    );
+    assert_eq!(host.install(to_itself(SSD)), ok0());
+    let apps = host.status(StatusSubset::Applications, StatusFormat::Tlv);
+    assert_eq!(find(&apps, SSD).unwrap().associated_sd, Some(aid(SSD)));
+    // Associated with itself, it has no content: it can still be deleted by the ISD.
+    assert_eq!(host.delete(SSD, false), ok0());
+}
+
 #[test]
 fn extradition_registry_update_and_sd_rules() {
     let mut host = Host::new(VirtualCard::new(CardConfig::default()));

@@ -164,6 +164,31 @@ pub enum Error {
     /// lost its lease to another.
     #[error("{0}")]
     JobLeased(LeaseHeld),
+    /// A key-set operation of the key store failed.
+    #[error("{0}")]
+    KeySet(#[from] crate::ssd::KeySetError),
+    /// A partner was refused (audited).
+    #[error("partner '{partner}' may not {action}: {reason}")]
+    Refused {
+        /// The partner.
+        partner: String,
+        /// What it tried.
+        action: String,
+        /// The rule it broke.
+        reason: crate::ssd::auth::Refusal,
+    },
+    /// An SSD key version that may be used only for its own renewal (expired or
+    /// compromised).
+    #[error("key version {kvn:#04x} of the SSD may only be renewed: {why}")]
+    KeyUnusable {
+        /// The key version.
+        kvn: u8,
+        /// Expired (when) or compromised (the reason).
+        why: String,
+    },
+    /// Not built yet.
+    #[error("{0} is not implemented yet")]
+    NotImplemented(&'static str),
     /// The request is malformed (bad card number, missing package…).
     #[error("invalid request: {0}")]
     Invalid(String),

@@ -55,6 +55,7 @@ pub mod issuance;
 pub mod model;
 mod pki_store;
 mod schema;
+pub mod ssd;
 mod store;
 
 pub use apps::AppChoice;

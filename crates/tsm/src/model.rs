@@ -88,6 +88,15 @@ text_enum! {
         AppLoad = "app_load",
         /// Delete an application (and its load file).
         AppDelete = "app_delete",
+        /// CI: create a supplementary security domain with initial keys ([`crate::ssd`]).
+        SsdCreate = "ssd_create",
+        /// AP: relay the CI's commands, take the initial keys, replace them ([`crate::ssd`]).
+        SsdRotate = "ssd_rotate",
+        /// Replace an SSD's key set that falls due (expiry) or is compromised.
+        SsdRenew = "ssd_renew",
+        /// Lock an SSD with its applications, delete it and create it again (its owner's
+        /// keys are compromised).
+        SsdReplace = "ssd_replace",
     }
 }
 
@@ -372,6 +381,10 @@ mod tests {
             JobKind::Clear,
             JobKind::AppLoad,
             JobKind::AppDelete,
+            JobKind::SsdCreate,
+            JobKind::SsdRotate,
+            JobKind::SsdRenew,
+            JobKind::SsdReplace,
         ] {
             assert_eq!(k.as_str().parse::<JobKind>().unwrap(), k);
         }

@@ -220,6 +220,122 @@ CREATE TABLE audit_checkpoint (
 );
 "#;
 
+const V5_SSD: &str = r#"
+CREATE TABLE ssd_partners (
+    id            TEXT PRIMARY KEY REFERENCES tenants(id),
+    name          TEXT NOT NULL,
+    certificate   {bytes} NOT NULL,
+    cert_sha256   {bytes} NOT NULL UNIQUE,
+    aid_prefix    {bytes} NOT NULL,
+    card_ranges   TEXT NOT NULL,
+    transport_key {bytes} NOT NULL,
+    revoked       BIGINT NOT NULL CHECK (revoked IN (0, 1)),
+    revoked_ms    BIGINT,
+    created_ms    BIGINT NOT NULL
+);
+
+CREATE TABLE ssd_key_policy (
+    id              BIGINT PRIMARY KEY CHECK (id = 1),
+    lifetime_ms     BIGINT NOT NULL CHECK (lifetime_ms > 0),
+    renew_before_ms BIGINT NOT NULL CHECK (renew_before_ms >= 0),
+    updated_ms      BIGINT NOT NULL
+);
+
+CREATE TABLE ssds (
+    card_number    TEXT NOT NULL,
+    aid            {bytes} NOT NULL,
+    owner          TEXT NOT NULL,
+    model          TEXT NOT NULL CHECK (model IN ('authorized', 'delegated')),
+    privileges     {bytes} NOT NULL,
+    state          TEXT NOT NULL CHECK (state IN ('requested', 'created', 'handed_over', 'managed', 'locked', 'deleted', 'failed')),
+    created_ms     BIGINT NOT NULL,
+    handed_over_ms BIGINT,
+    receipt        TEXT,
+    updated_ms     BIGINT NOT NULL,
+    PRIMARY KEY (card_number, aid)
+);
+CREATE INDEX ssds_by_owner ON ssds (owner, card_number);
+
+CREATE TABLE ssd_key_versions (
+    card_number TEXT NOT NULL,
+    aid         {bytes} NOT NULL,
+    seq         BIGINT NOT NULL,
+    kvn         BIGINT NOT NULL CHECK (kvn BETWEEN 1 AND 127),
+    label       TEXT NOT NULL,
+    holder      TEXT NOT NULL CHECK (holder IN ('CI', 'AP')),
+    state       TEXT NOT NULL CHECK (state IN ('active', 'replaced', 'compromised')),
+    reason      TEXT,
+    kcv         {bytes} NOT NULL,
+    created_ms  BIGINT NOT NULL,
+    expires_ms  BIGINT NOT NULL,
+    PRIMARY KEY (card_number, aid, seq),
+    FOREIGN KEY (card_number, aid) REFERENCES ssds (card_number, aid)
+);
+CREATE INDEX ssd_keys_by_expiry ON ssd_key_versions (state, expires_ms);
+
+CREATE TABLE ssd_renewals (
+    card_number TEXT NOT NULL,
+    aid         {bytes} NOT NULL,
+    seq         BIGINT NOT NULL,
+    from_kvn    BIGINT NOT NULL,
+    to_kvn      BIGINT NOT NULL,
+    cause       TEXT NOT NULL CHECK (cause IN ('handover', 'expiry', 'forced')),
+    reason      TEXT,
+    at_ms       BIGINT NOT NULL,
+    PRIMARY KEY (card_number, aid, seq),
+    FOREIGN KEY (card_number, aid) REFERENCES ssds (card_number, aid)
+);
+"#;
+
+/// SQLite cannot alter a CHECK: `jobs` (and `job_steps`, which references it) are rebuilt.
+/// Renaming a parent table rewrites the children's references to the new name, so the
+/// children are rebuilt too, then the old tables dropped (children first).
+const V5_SQLITE: &str = r#"
+DROP INDEX jobs_one_open_per_card;
+DROP INDEX jobs_by_state;
+DROP INDEX jobs_by_card;
+ALTER TABLE jobs RENAME TO jobs_v4;
+CREATE TABLE jobs (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id      TEXT NOT NULL REFERENCES tenants(id),
+    actor          TEXT NOT NULL,
+    kind           TEXT NOT NULL CHECK (kind IN ('write', 'rewrite', 'clear', 'app_load', 'app_delete', 'ssd_create', 'ssd_rotate', 'ssd_renew', 'ssd_replace')),
+    card_number    TEXT NOT NULL,
+    params         TEXT NOT NULL,
+    state          TEXT NOT NULL CHECK (state IN ('pending', 'running', 'done', 'failed')),
+    attempts       BIGINT NOT NULL,
+    lease_until_ms BIGINT,
+    lease_owner    TEXT,
+    error          TEXT,
+    created_ms     BIGINT NOT NULL,
+    updated_ms     BIGINT NOT NULL
+);
+INSERT INTO jobs SELECT * FROM jobs_v4;
+ALTER TABLE job_steps RENAME TO job_steps_v4;
+CREATE TABLE job_steps (
+    job_id      BIGINT NOT NULL REFERENCES jobs(id),
+    seq         BIGINT NOT NULL,
+    name        TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'started', 'done')),
+    attempts    BIGINT NOT NULL,
+    detail      TEXT,
+    started_ms  BIGINT,
+    finished_ms BIGINT,
+    PRIMARY KEY (job_id, seq)
+);
+INSERT INTO job_steps SELECT * FROM job_steps_v4;
+DROP TABLE job_steps_v4;
+DROP TABLE jobs_v4;
+CREATE UNIQUE INDEX jobs_one_open_per_card ON jobs (card_number) WHERE state IN ('pending', 'running');
+CREATE INDEX jobs_by_state ON jobs (state, id);
+CREATE INDEX jobs_by_card ON jobs (card_number, id);
+"#;
+
+const V5_POSTGRES: &str = r#"
+ALTER TABLE jobs DROP CONSTRAINT jobs_kind_check;
+ALTER TABLE jobs ADD CONSTRAINT jobs_kind_check CHECK (kind IN ('write', 'rewrite', 'clear', 'app_load', 'app_delete', 'ssd_create', 'ssd_rotate', 'ssd_renew', 'ssd_replace'));
+"#;
+
 /// Every migration, in order. Never edit one that shipped: add the next.
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -249,6 +365,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: V4_AUDIT_CHECKPOINT,
         sqlite: "",
         postgres: "",
+    },
+    Migration {
+        version: 5,
+        name: "ssd: partners, key policy, SSDs, their key versions and renewals; SSD job kinds",
+        sql: V5_SSD,
+        sqlite: V5_SQLITE,
+        postgres: V5_POSTGRES,
     },
 ];
 

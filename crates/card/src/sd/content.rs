@@ -404,17 +404,26 @@ impl VirtualCard {
     }
 
     /// INSTALL [for extradition] (§11.5): associates an application, security domain
-    /// or load file with another security domain.
+    /// or load file with another security domain. A security domain may be associated
+    /// with itself: it then leaves its parent's hierarchy (GP 2.3.1 §6.4.1, §11.5.2.3.5;
+    /// the way an issuer hands an SSD with Authorized Management over to its owner); an
+    /// application may not (it is no security domain).
     fn extradite(&mut self, sd: &Aid, target: &Aid, object: &Aid, check_manager: bool) -> Sw<()> {
         if !self.usable_sd(&target.0) {
             return Err(StatusWord::REFERENCED_DATA_NOT_FOUND);
         }
         if let Some(rec) = self.state.app(&object.0) {
-            if rec.aid.0 == ISD_AID || object == target {
+            if rec.aid.0 == ISD_AID || (object == target && !rec.is_sd()) {
                 return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
             }
             if check_manager && !self.manages(sd, &rec.sd) {
                 return Err(StatusWord::SECURITY_NOT_SATISFIED);
+            }
+            if object == target {
+                if let Some(r) = self.state.app_mut(&object.0) {
+                    r.sd = target.clone();
+                }
+                return Ok(());
             }
             // No cycles: the target must not be under the object.
             let mut up = target.clone();

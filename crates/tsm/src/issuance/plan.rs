@@ -288,6 +288,8 @@ pub(crate) fn plan(kind: JobKind, p: &Params, blank: bool) -> Vec<StepKind> {
             steps.push(StepKind::ProveKeys);
             steps.extend(deletes);
         }
+        // SSD jobs are planned and run by `crate::ssd`, never by the issuer.
+        JobKind::SsdCreate | JobKind::SsdRotate | JobKind::SsdRenew | JobKind::SsdReplace => {}
     }
     steps.push(StepKind::Finish);
     steps

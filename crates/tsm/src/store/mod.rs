@@ -4,6 +4,7 @@
 
 pub(crate) mod jobs;
 pub(crate) mod records;
+pub(crate) mod ssd;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -200,7 +200,12 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
             ),
             JobKind::Rewrite => (from, KeyRef::from_version(self.params.to_version)),
             JobKind::Clear => (from, KeyRef::Initial),
-            JobKind::AppLoad | JobKind::AppDelete => (from, from),
+            JobKind::AppLoad
+            | JobKind::AppDelete
+            | JobKind::SsdCreate
+            | JobKind::SsdRotate
+            | JobKind::SsdRenew
+            | JobKind::SsdReplace => (from, from),
         }
     }
 

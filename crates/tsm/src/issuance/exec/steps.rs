@@ -386,7 +386,12 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
                 self.card.kvn = Some(self.category.initial_kvn);
                 clear_apps = true;
             }
-            JobKind::AppLoad | JobKind::AppDelete => {}
+            JobKind::AppLoad
+            | JobKind::AppDelete
+            | JobKind::SsdCreate
+            | JobKind::SsdRotate
+            | JobKind::SsdRenew
+            | JobKind::SsdReplace => {}
         }
         Done {
             detail: json!({
