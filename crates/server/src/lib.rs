@@ -35,6 +35,8 @@ pub mod extract;
 pub mod issuance;
 pub mod openapi;
 mod pages;
+pub mod partner;
+pub mod ssd_wire;
 pub mod tls;
 
 use std::{sync::Arc, time::Duration};
