@@ -25,6 +25,7 @@
 
 pub mod agent;
 pub mod amount;
+pub mod ap;
 pub mod api;
 pub mod audit;
 pub mod auth;
@@ -36,6 +37,7 @@ pub mod issuance;
 pub mod openapi;
 mod pages;
 pub mod partner;
+pub mod partner_client;
 pub mod ssd_wire;
 pub mod tls;
 
