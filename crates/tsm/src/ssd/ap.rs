@@ -1,26 +1,61 @@
 //! The application provider's platform: asks the CI for SSDs, relays the CI's commands to
-//! its card, takes over the SSD by replacing the initial keys with its own.
+//! its card, takes the SSD over by replacing the initial keys with its own, renews them.
+//!
+//! # The take-over job (`ssd_rotate`, resumable, audited)
+//!
+//! 1. `relay`: every command of the CI's job ([`CardIssuerLink::exchange`]) goes to the
+//!    card unchanged and its response back. The commands are C-MACed and encrypted in the
+//!    CI's secure channel with the ISD (and with the new SSD): the AP can neither read nor
+//!    alter them (an altered command fails the card's C-MAC check; the card then closes
+//!    the session and changes nothing). A broken exchange leaves both jobs pending:
+//!    running this job again restarts the relay (`exchange(job, None)`) and the CI
+//!    resumes its job from its journal.
+//! 2. `import_keys` (authorized model): the initial key set, wrapped for this AP's
+//!    transport key ([`super::keys`]), is imported into the AP's key store; its KCV must
+//!    be the one the CI recorded.
+//! 3. `rotate`: a secure channel with the SSD using the initial keys, PUT KEY of a key set
+//!    generated in the AP's key store replacing them (new KVN). See [`super::ci`] for what
+//!    the CI could still learn with SCP03 only.
+//! 4. `confirm`: [`CardIssuerLink::confirm_rotation`]; the CI deletes its initial keys and
+//!    records the hand-over; the AP deletes its copy of the initial keys.
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
-use scp::SecurityLevel;
-use transport::CardChannel;
+use gp::aid::Aid;
+use gpclient::{ops, GpClient};
+use scp::{KeyKind, SecurityLevel};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use transport::{CardChannel, Traced};
 
-use super::ci::TokenRequest;
+use super::ci::{model_privileges, new_label, next_kvn, TokenRequest};
+use super::job::{none, Effects, JobRun};
 use super::keys::{KeySets, WrappedKeySet};
-use super::model::{DueRenewal, Exchange, Rotation, SsdRecord, SsdRequest};
+use super::model::{
+    DueRenewal, Exchange, KeyHolder, Renewal, Rotation, SsdModel, SsdRecord, SsdRequest, SsdState,
+};
+use super::session::{open_with, Candidate};
 use super::Clock;
+use crate::audit::{append_in, NewEntry};
 use crate::error::{Error, Result};
+use crate::model::{JobKind, Role};
+use crate::store::jobs::{create_job_in, open_job_for_card_in};
+use crate::store::ssd as rec;
+use crate::store::NewJob;
 use crate::Store;
 
-/// The CI platform as the AP sees it (HTTPS with a client certificate in production; the
-/// partner identity is the link's).
+/// The CI platform as the AP sees it (HTTPS with a client certificate in production: the
+/// partner's identity is the link's).
 pub trait CardIssuerLink: Send + Sync {
     /// Asks for an SSD; returns the CI's job id.
     fn request(&self, req: &SsdRequest) -> Result<i64>;
-    /// Delivers the card's response to the last command (`None` at the start) and gets
-    /// the next command, or [`Exchange::Done`].
+    /// Delivers the card's response to the last command and gets the next command, or
+    /// [`Exchange::Done`] once the CI's job has ended (done or failed: see
+    /// [`CardIssuerLink::status`]). `None` starts the relay of the job, or restarts it
+    /// after a broken exchange (the CI abandons the command it was waiting for and
+    /// resumes its job from its journal).
     fn exchange(&self, job: i64, last_response: Option<&[u8]>) -> Result<Exchange>;
     /// The job's initial key set, wrapped for this AP's transport key.
     fn initial_keys(&self, job: i64) -> Result<WrappedKeySet>;
@@ -28,8 +63,25 @@ pub trait CardIssuerLink: Send + Sync {
     fn confirm_rotation(&self, job: i64, rotation: &Rotation) -> Result<SsdRecord>;
     /// The SSD as the CI records it.
     fn status(&self, card_number: &str, aid: &str) -> Result<SsdRecord>;
-    /// Asks the CI to renew a key set it holds (delegated model); returns the job id.
+    /// Asks the CI for the job that renews a key set the CI holds, or (the AP's own keys
+    /// compromised) replaces the SSD; returns the CI's job id, relayed like a creation.
     fn renew(&self, card_number: &str, aid: &str) -> Result<i64>;
+    /// Reports a key version of this AP's SSD compromised (the CI then replaces the SSD).
+    fn report_compromised(
+        &self,
+        card_number: &str,
+        aid: &str,
+        kvn: u8,
+        reason: &str,
+    ) -> Result<SsdRecord>;
+    /// Reports that the AP renewed its own key set of the SSD (for the CI's records).
+    fn report_renewal(
+        &self,
+        card_number: &str,
+        aid: &str,
+        renewal: &Renewal,
+        rotation: &Rotation,
+    ) -> Result<SsdRecord>;
     /// A Delegated Management token for an INSTALL or DELETE.
     fn sign_token(&self, req: &TokenRequest) -> Result<Vec<u8>>;
 }
@@ -43,6 +95,48 @@ pub struct ApConfig {
     pub transport_key_label: String,
     /// Security level of its secure channels with its SSDs.
     pub level: SecurityLevel,
+    /// How long a claimed job stays reserved to its worker.
+    pub lease: Duration,
+    /// Cipher and length of the key sets it generates.
+    pub key_kind: KeyKind,
+    /// Key length in bytes.
+    pub key_len: usize,
+}
+
+impl ApConfig {
+    /// Defaults for partner `id`: transport key `transport`, C-MAC + C-DEC + R-MAC,
+    /// AES-128, 5-minute lease.
+    pub fn new(id: &str) -> ApConfig {
+        ApConfig {
+            partner_id: id.into(),
+            transport_key_label: "transport".into(),
+            level: SecurityLevel::MAC_ENC_RMAC,
+            lease: Duration::from_secs(300),
+            key_kind: KeyKind::Aes,
+            key_len: 16,
+        }
+    }
+}
+
+/// Parameters of the AP's jobs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ApParams {
+    ci_job: i64,
+    aid: String,
+    model: SsdModel,
+    /// Label of the imported initial keys.
+    initial_label: String,
+    /// Label of the AP's own new keys.
+    label: String,
+    /// For a renewal of the AP's own keys: the key set replaced.
+    #[serde(default)]
+    from_label: Option<String>,
+    #[serde(default)]
+    from_kvn: Option<u8>,
+    #[serde(default)]
+    kvn: Option<u8>,
+    #[serde(default)]
+    cause: Option<String>,
 }
 
 /// The application provider's platform.
@@ -61,6 +155,11 @@ impl fmt::Debug for ApPlatform {
             .field("config", &self.config)
             .finish()
     }
+}
+
+fn parse_aid(hex: &str) -> Result<Aid> {
+    let b = apdu::parse_hex(hex).map_err(|e| Error::Invalid(format!("AID {hex}: {e}")))?;
+    Aid::new(&b).map_err(|e| Error::Invalid(format!("AID {hex}: {e}")))
 }
 
 impl ApPlatform {
@@ -91,32 +190,192 @@ impl ApPlatform {
         &self.store
     }
 
-    /// Asks the CI for an SSD and records the AP's job taking it over; returns the AP's
-    /// job id.
+    /// Its transport public key (SubjectPublicKeyInfo, DER), generated in its key store on
+    /// first use: what the CI registers with the partner.
+    pub fn transport_key(&self) -> Result<Vec<u8>> {
+        Ok(self
+            .keys
+            .transport_key(&self.config.transport_key_label)?
+            .to_spki()?)
+    }
+
+    fn actor(&self) -> String {
+        format!("{}/ap-platform", self.config.partner_id)
+    }
+
+    fn ensure_tenant(&self) -> Result<()> {
+        if self.store.tenant(&self.config.partner_id)?.is_none() {
+            self.store.create_tenant(
+                &self.actor(),
+                &self.config.partner_id,
+                &self.config.partner_id,
+                Role::ApplicationProvider,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Asks the CI for an SSD and records the AP's job taking it over (`ssd_rotate`);
+    /// returns the AP's job id. Run it with [`ApPlatform::run`] on the card.
     pub fn request(&self, req: &SsdRequest) -> Result<i64> {
-        let _ = (req, &self.keys, &self.link);
-        Err(Error::NotImplemented("ApPlatform::request"))
+        let aid = parse_aid(&req.aid)?;
+        self.ensure_tenant()?;
+        if let Some(s) = self.store.ssd(&req.card_number, aid.as_bytes())? {
+            if !matches!(s.state, SsdState::Deleted | SsdState::Failed) {
+                return Err(Error::Invalid(format!(
+                    "the card already has SSD {aid} ({})",
+                    s.state
+                )));
+            }
+        }
+        let ci_job = self.link.request(req)?;
+        self.record_take_over(&req.card_number, &aid, req.model, ci_job, true)
     }
 
-    /// Runs (or resumes) the AP's job on the card in `chan`: relays the CI's commands,
-    /// imports the initial keys, replaces them with its own, confirms to the CI.
+    fn record_take_over(
+        &self,
+        card_number: &str,
+        aid: &Aid,
+        model: SsdModel,
+        ci_job: i64,
+        new: bool,
+    ) -> Result<i64> {
+        let params = ApParams {
+            ci_job,
+            aid: aid.to_hex(),
+            model,
+            initial_label: format!("{}/initial", new_label(card_number, aid, 0)),
+            label: new_label(card_number, aid, 0),
+            from_label: None,
+            from_kvn: None,
+            kvn: None,
+            cause: None,
+        };
+        let steps: Vec<String> = match model {
+            SsdModel::Authorized => ["relay", "import_keys", "rotate", "confirm"]
+                .map(String::from)
+                .to_vec(),
+            SsdModel::Delegated => vec!["relay".into()],
+        };
+        let job = NewJob {
+            tenant: self.config.partner_id.clone(),
+            actor: self.actor(),
+            kind: JobKind::SsdRotate,
+            card_number: card_number.into(),
+            params: serde_json::to_value(&params)
+                .map_err(|e| Error::Invalid(format!("job parameters: {e}")))?,
+            steps,
+        };
+        let privileges = model_privileges(model);
+        self.store.tx(|c| -> Result<i64> {
+            if let Some(open) = open_job_for_card_in(c, card_number)? {
+                return Err(Error::CardBusy(open.id));
+            }
+            if new {
+                rec::insert_ssd_in(
+                    c,
+                    card_number,
+                    aid.as_bytes(),
+                    &self.config.partner_id,
+                    model,
+                    &privileges.0,
+                )?;
+            }
+            Ok(create_job_in(c, &job, None)?)
+        })
+    }
+
+    /// Runs (or resumes) one of its jobs on the card in `chan`.
     pub fn run(&self, job: i64, chan: &mut dyn CardChannel) -> Result<SsdRecord> {
-        let _ = (job, chan);
-        Err(Error::NotImplemented("ApPlatform::run"))
+        let found = self.store.job(job)?.ok_or(Error::UnknownJob(job))?;
+        let mut run = JobRun::claim(&self.store, job, &found.actor, self.config.lease)?;
+        let params: ApParams = serde_json::from_value(run.job.params.clone())
+            .map_err(|e| Error::Invalid(format!("job {job} parameters: {e}")))?;
+        let aid = parse_aid(&params.aid)?;
+        let mut card = ApRun {
+            ap: self,
+            client: GpClient::new(Traced::new(chan, None)),
+            card_number: run.job.card_number.clone(),
+            aid,
+            params,
+        };
+        if let Err(e) = card.drive(&mut run) {
+            let _ = run.fail(&e, none());
+            return Err(e);
+        }
+        self.store
+            .ssd(&run.job.card_number, aid.as_bytes())?
+            .ok_or(Error::UnknownCard)
     }
 
-    /// Renews an SSD key set it holds (expiry or compromise) on the card in `chan`.
+    /// Renews at the next contact an SSD key set: its own (PUT KEY in a channel opened
+    /// with the current keys, even expired or compromised: their own renewal is the one
+    /// use left), or one the CI holds (the CI's renewal job relayed). Records a job and
+    /// runs it on the card in `chan`.
     pub fn renew(
         &self,
         card_number: &str,
         aid: &str,
         chan: &mut dyn CardChannel,
     ) -> Result<SsdRecord> {
-        let _ = (card_number, aid, chan);
-        Err(Error::NotImplemented("ApPlatform::renew"))
+        let aid = parse_aid(aid)?;
+        let ssd = self
+            .store
+            .ssd(card_number, aid.as_bytes())?
+            .ok_or(Error::UnknownCard)?;
+        let (k, label) = self
+            .store
+            .with_conn(|c| rec::current_key_label_in(c, card_number, aid.as_bytes()))?
+            .ok_or_else(|| Error::Invalid("the SSD has no key set".into()))?;
+        if k.holder != KeyHolder::Ap || k.state == super::model::KeyState::Compromised {
+            // The CI's keys, or ours compromised: the CI renews or replaces; relay it.
+            let ci_job = self.link.renew(card_number, &aid.to_hex())?;
+            let replace = k.holder == KeyHolder::Ap;
+            if replace {
+                self.store.tx(|c| {
+                    rec::set_ssd_state_in(c, card_number, aid.as_bytes(), SsdState::Requested)
+                })?;
+            }
+            let model = if replace {
+                ssd.model
+            } else {
+                SsdModel::Delegated
+            };
+            let job = self.record_take_over(card_number, &aid, model, ci_job, false)?;
+            return self.run(job, chan);
+        }
+        let kvn = next_kvn(k.kvn);
+        let params = ApParams {
+            ci_job: 0,
+            aid: aid.to_hex(),
+            model: ssd.model,
+            initial_label: String::new(),
+            label: new_label(card_number, &aid, kvn),
+            from_label: Some(label),
+            from_kvn: Some(k.kvn),
+            kvn: Some(kvn),
+            cause: Some("expiry".into()),
+        };
+        let job = NewJob {
+            tenant: self.config.partner_id.clone(),
+            actor: self.actor(),
+            kind: JobKind::SsdRenew,
+            card_number: card_number.into(),
+            params: serde_json::to_value(&params)
+                .map_err(|e| Error::Invalid(format!("job parameters: {e}")))?,
+            steps: vec!["renew".into(), "report".into()],
+        };
+        let id = self.store.tx(|c| -> Result<i64> {
+            if let Some(open) = open_job_for_card_in(c, card_number)? {
+                return Err(Error::CardBusy(open.id));
+            }
+            Ok(create_job_in(c, &job, None)?)
+        })?;
+        self.run(id, chan)
     }
 
-    /// Marks one of its key versions compromised.
+    /// Marks one of its key versions compromised: recorded here and reported to the CI,
+    /// which replaces the SSD at the next contact ([`ApPlatform::renew`] relays it).
     pub fn mark_compromised(
         &self,
         card_number: &str,
@@ -124,24 +383,359 @@ impl ApPlatform {
         kvn: u8,
         reason: &str,
     ) -> Result<SsdRecord> {
-        let _ = (card_number, aid, kvn, reason);
-        Err(Error::NotImplemented("ApPlatform::mark_compromised"))
+        let aid_b = parse_aid(aid)?;
+        let changed = self.store.tx(|c| -> Result<bool> {
+            let changed =
+                rec::mark_key_compromised_in(c, card_number, aid_b.as_bytes(), kvn, reason)?;
+            append_in(
+                c,
+                &NewEntry::new(
+                    &self.actor(),
+                    "ssd.compromised",
+                    if changed { "ok" } else { "unchanged" },
+                )
+                .card(card_number)
+                .detail(json!({"aid": aid_b.to_hex(), "kvn": kvn, "reason": reason})),
+            )?;
+            Ok(changed)
+        })?;
+        if !changed {
+            return Err(Error::Invalid(format!(
+                "key version {kvn:#04x} of {aid_b} is not the active one"
+            )));
+        }
+        self.link
+            .report_compromised(card_number, &aid_b.to_hex(), kvn, reason)?;
+        self.store
+            .ssd(card_number, aid_b.as_bytes())?
+            .ok_or(Error::UnknownCard)
     }
 
     /// Its SSD as it records it.
     pub fn status(&self, card_number: &str, aid: &str) -> Result<Option<SsdRecord>> {
-        let aid = apdu::parse_hex(aid).map_err(|e| Error::Invalid(format!("AID: {e}")))?;
-        Ok(self.store.ssd(card_number, &aid)?)
+        let aid = parse_aid(aid)?;
+        Ok(self.store.ssd(card_number, aid.as_bytes())?)
     }
 
-    /// What falls due at `at_ms` among the key versions it holds.
+    /// What falls due at `at_ms` among the key versions it records (its own, and the
+    /// CI's for its delegated SSDs).
     pub fn due(&self, at_ms: i64) -> Result<Vec<DueRenewal>> {
-        let _ = self.clock.now_ms();
         Ok(self.store.ssds_due(at_ms)?)
     }
 
-    /// Placeholder so the link is used.
-    pub fn last_exchange(&self) -> Exchange {
-        Exchange::Done
+    /// A Delegated Management token for a command on its delegated SSD (from the CI).
+    pub fn sign_token(&self, req: &TokenRequest) -> Result<Vec<u8>> {
+        self.link.sign_token(req)
+    }
+
+    /// Opens a secure channel with one of its SSDs (authorized model) with its current
+    /// key set, refused if that key set is expired or compromised (GP commands then go
+    /// through the returned client).
+    pub fn open<'c>(
+        &self,
+        card_number: &str,
+        aid: &str,
+        chan: &'c mut dyn CardChannel,
+    ) -> Result<GpClient<&'c mut dyn CardChannel>> {
+        let aid = parse_aid(aid)?;
+        let (k, label) = self
+            .store
+            .with_conn(|c| rec::current_key_label_in(c, card_number, aid.as_bytes()))?
+            .ok_or_else(|| Error::Invalid("the SSD has no key set".into()))?;
+        if k.holder != KeyHolder::Ap {
+            return Err(Error::Invalid("the CI holds this SSD's keys".into()));
+        }
+        super::ci::usable(&k, self.clock.now_ms())?;
+        let mut client = GpClient::new(Traced::new(chan, None));
+        let c = Candidate {
+            keys: self.keys.key_set(&label)?,
+            kvn: k.kvn,
+            name: format!("its keys (KVN {:#04x})", k.kvn),
+        };
+        open_with(&mut client, aid, &[c], self.config.level)?;
+        Ok(client)
+    }
+}
+
+struct ApRun<'p, 'c> {
+    ap: &'p ApPlatform,
+    client: GpClient<&'c mut dyn CardChannel>,
+    card_number: String,
+    aid: Aid,
+    params: ApParams,
+}
+
+impl ApRun<'_, '_> {
+    fn drive(&mut self, run: &mut JobRun<'_>) -> Result<()> {
+        for name in [
+            "relay",
+            "import_keys",
+            "rotate",
+            "confirm",
+            "renew",
+            "report",
+        ] {
+            let Some(was_started) = run.begin(name)? else {
+                continue;
+            };
+            let (detail, effects) = match name {
+                "relay" => self.relay()?,
+                "import_keys" => self.import_keys()?,
+                "rotate" => self.rotate(was_started, false)?,
+                "renew" => self.rotate(was_started, true)?,
+                "confirm" => self.confirm()?,
+                _ => self.report()?,
+            };
+            run.done(name, detail, effects)?;
+        }
+        run.finish(json!({"aid": self.params.aid}), none())
+    }
+
+    fn relay(&mut self) -> Result<(serde_json::Value, Effects<'static>)> {
+        let job = self.params.ci_job;
+        let link = &self.ap.link;
+        let mut last: Option<Vec<u8>> = None;
+        let mut n = 0u32;
+        loop {
+            match link.exchange(job, last.as_deref())? {
+                Exchange::Done => break,
+                Exchange::Command(c) => {
+                    // Unchanged: the AP cannot read or alter the CI's secure channel.
+                    let r = self.client.channel_mut().transmit_raw(&c)?;
+                    n += 1;
+                    last = Some(r);
+                }
+            }
+        }
+        let ci = link.status(&self.card_number, &self.params.aid)?;
+        let want = match self.params.model {
+            SsdModel::Authorized => SsdState::Created,
+            SsdModel::Delegated => SsdState::Managed,
+        };
+        if ci.state != want {
+            return Err(Error::WrongState {
+                state: ci.state.to_string(),
+                need: "the CI's job must have created the SSD",
+            });
+        }
+        let card_number = self.card_number.clone();
+        let aid = self.aid;
+        let ci_key = ci.current_key().cloned();
+        Ok((
+            json!({"ci_job": job, "commands": n, "ci_state": ci.state}),
+            Box::new(move |c| {
+                rec::set_ssd_state_in(c, &card_number, aid.as_bytes(), want)?;
+                // A CI-held key set (delegated model), recorded for the renewal schedule.
+                if want == SsdState::Managed {
+                    if let Some(k) = ci_key {
+                        rec::add_key_version_in(
+                            c,
+                            &card_number,
+                            aid.as_bytes(),
+                            k.kvn,
+                            "",
+                            KeyHolder::Ci,
+                            &k.kcv,
+                            k.created_ms,
+                            k.expires_ms,
+                        )?;
+                    }
+                }
+                Ok(())
+            }),
+        ))
+    }
+
+    fn import_keys(&mut self) -> Result<(serde_json::Value, Effects<'static>)> {
+        let ks = &self.ap.keys;
+        let ci = self.ap.link.status(&self.card_number, &self.params.aid)?;
+        let k = ci
+            .current_key()
+            .cloned()
+            .ok_or_else(|| Error::Invalid("the CI records no initial key set".into()))?;
+        let info = match ks.key_set_info(&self.params.initial_label)? {
+            Some(i) => i,
+            None => {
+                let w = self.ap.link.initial_keys(self.params.ci_job)?;
+                ks.import_wrapped_key_set(
+                    &self.params.initial_label,
+                    &w,
+                    &self.ap.config.transport_key_label,
+                )?
+            }
+        };
+        if info.kcvs[0].as_slice() != k.kcv.as_slice() {
+            return Err(Error::KeysDoNotMatch(format!(
+                "the initial keys received have KCV {}, the CI records {}",
+                apdu::hex(&info.kcvs[0]),
+                apdu::hex(&k.kcv)
+            )));
+        }
+        let card_number = self.card_number.clone();
+        let aid = self.aid;
+        let label = self.params.initial_label.clone();
+        Ok((
+            json!({"kvn": k.kvn, "kcv": apdu::hex(&k.kcv)}),
+            Box::new(move |c| {
+                rec::add_key_version_in(
+                    c,
+                    &card_number,
+                    aid.as_bytes(),
+                    k.kvn,
+                    &label,
+                    KeyHolder::Ci,
+                    &k.kcv,
+                    k.created_ms,
+                    k.expires_ms,
+                )
+            }),
+        ))
+    }
+
+    /// PUT KEY of a new AP key set replacing the current one (the initial keys, or for a
+    /// renewal the AP's current keys).
+    fn rotate(
+        &mut self,
+        was_started: bool,
+        renewal: bool,
+    ) -> Result<(serde_json::Value, Effects<'static>)> {
+        let ks = &self.ap.keys;
+        let cfg = &self.ap.config;
+        let (from_label, from_kvn) = if renewal {
+            (
+                self.params.from_label.clone().unwrap_or_default(),
+                self.params.from_kvn.unwrap_or(0),
+            )
+        } else {
+            let (k, label) = self
+                .ap
+                .store
+                .with_conn(|c| {
+                    rec::current_key_label_in(c, &self.card_number, self.aid.as_bytes())
+                })?
+                .ok_or_else(|| Error::Invalid("no initial key set recorded".into()))?;
+            (label, k.kvn)
+        };
+        let kvn = self.params.kvn.unwrap_or_else(|| next_kvn(from_kvn));
+        if ks.key_set_info(&self.params.label)?.is_none() {
+            ks.generate_key_set(&self.params.label, cfg.key_kind, cfg.key_len)?;
+        }
+        let new_keys = ks.key_set(&self.params.label)?;
+        let kcv = new_keys.enc.kcv().to_vec();
+        let new = Candidate {
+            keys: ks.key_set(&self.params.label)?,
+            kvn,
+            name: format!("its new keys (KVN {kvn:#04x})"),
+        };
+        let old = Candidate {
+            keys: ks.key_set(&from_label)?,
+            kvn: from_kvn,
+            name: format!("the keys replaced (KVN {from_kvn:#04x})"),
+        };
+        let candidates = if was_started {
+            vec![new, old]
+        } else {
+            vec![old]
+        };
+        let (which, _) = open_with(&mut self.client, self.aid, &candidates, cfg.level)?;
+        let already = was_started && which == 0;
+        if !already {
+            // GP 2.3.1 §11.8.2.2: P1 = the KVN replaced.
+            ops::put_key_set(&mut self.client, &new_keys, kvn, Some(from_kvn))?;
+        }
+        self.params.kvn = Some(kvn);
+        let now = self.ap.clock.now_ms();
+        let policy = self.ap.store.key_policy()?;
+        let expires =
+            now.saturating_add(i64::try_from(policy.ssd_lifetime.as_millis()).unwrap_or(i64::MAX));
+        let card_number = self.card_number.clone();
+        let aid = self.aid;
+        let label = self.params.label.clone();
+        let cause = if renewal {
+            self.params.cause.clone().unwrap_or_else(|| "expiry".into())
+        } else {
+            "handover".into()
+        };
+        let k2 = kcv.clone();
+        Ok((
+            json!({"kvn": kvn, "replaced_kvn": from_kvn, "kcv": apdu::hex(&kcv), "already": already}),
+            Box::new(move |c| {
+                rec::add_key_version_in(
+                    c,
+                    &card_number,
+                    aid.as_bytes(),
+                    kvn,
+                    &label,
+                    KeyHolder::Ap,
+                    &k2,
+                    now,
+                    expires,
+                )?;
+                rec::add_renewal_in(
+                    c,
+                    &card_number,
+                    aid.as_bytes(),
+                    &Renewal {
+                        from_kvn,
+                        to_kvn: kvn,
+                        cause,
+                        reason: None,
+                        at_ms: now,
+                    },
+                )
+            }),
+        ))
+    }
+
+    /// The rotation recorded by the previous step.
+    fn rotation(&self) -> Result<Rotation> {
+        let (k, _) = self
+            .ap
+            .store
+            .with_conn(|c| rec::current_key_label_in(c, &self.card_number, self.aid.as_bytes()))?
+            .ok_or_else(|| Error::Invalid("no key set recorded".into()))?;
+        Ok(Rotation {
+            kvn: k.kvn,
+            kcv: k.kcv,
+        })
+    }
+
+    fn confirm(&mut self) -> Result<(serde_json::Value, Effects<'static>)> {
+        let rotation = self.rotation()?;
+        let ci = self
+            .ap
+            .link
+            .confirm_rotation(self.params.ci_job, &rotation)?;
+        // The CI deleted its initial keys; the AP deletes its copy.
+        self.ap.keys.delete_key_set(&self.params.initial_label)?;
+        let card_number = self.card_number.clone();
+        let aid = self.aid;
+        let at = ci.handed_over_ms.unwrap_or_else(|| self.ap.clock.now_ms());
+        let receipt = ci.receipt.clone().unwrap_or_default();
+        Ok((
+            json!({"kvn": rotation.kvn, "receipt": receipt}),
+            Box::new(move |c| {
+                rec::set_handed_over_in(c, &card_number, aid.as_bytes(), at, &receipt)
+            }),
+        ))
+    }
+
+    fn report(&mut self) -> Result<(serde_json::Value, Effects<'static>)> {
+        let rotation = self.rotation()?;
+        let renewal = Renewal {
+            from_kvn: self.params.from_kvn.unwrap_or(0),
+            to_kvn: rotation.kvn,
+            cause: self.params.cause.clone().unwrap_or_else(|| "expiry".into()),
+            reason: None,
+            at_ms: self.ap.clock.now_ms(),
+        };
+        self.ap
+            .link
+            .report_renewal(&self.card_number, &self.params.aid, &renewal, &rotation)?;
+        // The replaced key set is of no use any more.
+        if let Some(l) = &self.params.from_label {
+            self.ap.keys.delete_key_set(l)?;
+        }
+        Ok((json!({"kvn": rotation.kvn}), none()))
     }
 }

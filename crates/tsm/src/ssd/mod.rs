@@ -30,15 +30,18 @@
 pub mod ap;
 pub mod auth;
 pub mod ci;
+mod job;
 pub mod keys;
 pub mod model;
+mod session;
+pub mod token;
 
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 pub use ap::{ApConfig, ApPlatform, CardIssuerLink};
-pub use ci::{CiConfig, CiPlatform, TokenRequest};
+pub use ci::{model_privileges, CiConfig, CiPlatform, TokenRequest};
 pub use keys::{
     KeySetError, KeySetInfo, KeySets, MemoryKeySets, TransportPublicKey, WrappedKeySet,
 };
