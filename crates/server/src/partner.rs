@@ -279,6 +279,16 @@ pub fn route_list(api: Arc<PartnerApi>) -> Routes<()> {
             &["post"],
             post(partner_renew),
         )
+        .route(
+            "/api/v1/partner/ssds/{card_number}/{aid}/compromised",
+            &["post"],
+            post(partner_compromised),
+        )
+        .route(
+            "/api/v1/partner/ssds/{card_number}/{aid}/renewals",
+            &["post"],
+            post(partner_renewal),
+        )
         .route("/api/v1/partner/tokens", &["post"], post(sign_token))
         .route("/api/v1/partner/receipts", &["post"], post(receipt))
         .route(
@@ -698,10 +708,81 @@ async fn partner_renew(
             api.ci
                 .mark_compromised(&actor, &card_number, &aid, kvn, reason)?;
         }
-        Ok(api.ci.renew(&partner.id, &card_number, &aid)?)
+        Ok(api.ci.renewal_job(&partner.id, &card_number, &aid)?)
     })
     .await?;
     Ok((StatusCode::ACCEPTED, Json(JobAccepted { job })))
+}
+
+#[utoipa::path(post, path = "/api/v1/partner/ssds/{card_number}/{aid}/compromised", params(SsdPath),
+    request_body = CompromisedBody, security(("mutualTLS" = [])),
+    responses(
+        (status = 200, description = "Marked: the card issuer replaces the SSD at the next contact (renew, then relay the job)", body = SsdView),
+        (status = 400, description = "Bad body, or not the active key version", body = ErrorBody),
+        (status = 401, description = "No client certificate", body = ErrorBody),
+        (status = 403, description = "Not the partner's SSD", body = ErrorBody),
+    ))]
+async fn partner_compromised(
+    PartnerCaller(partner): PartnerCaller,
+    State(api): Shared,
+    Path((card_number, aid)): Path<(String, String)>,
+    extract::Json(body): extract::Json<CompromisedBody>,
+) -> Result<Json<SsdView>, ApiError> {
+    blocking(move || {
+        // Ownership first: another partner's SSD is refused as not its own.
+        let ssd = api.ci.status(&partner.id, &card_number, &aid)?;
+        let kvn = match body.kvn.or_else(|| ssd.current_key().map(|k| k.kvn)) {
+            Some(k) => k,
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    "the SSD has no key version",
+                ))
+            }
+        };
+        let actor = tsm::Actor::new(&partner.id, "partner-api");
+        let r = api
+            .ci
+            .mark_compromised(&actor, &card_number, &aid, kvn, &body.reason)?;
+        Ok(Json(SsdView::from(&r)))
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/api/v1/partner/ssds/{card_number}/{aid}/renewals", params(SsdPath),
+    request_body = RenewalReport, security(("mutualTLS" = [])),
+    responses(
+        (status = 200, description = "Recorded (the card issuer cannot check it: it knows none of the partner's keys)", body = SsdView),
+        (status = 400, description = "Bad body", body = ErrorBody),
+        (status = 401, description = "No client certificate", body = ErrorBody),
+        (status = 403, description = "Not the partner's SSD", body = ErrorBody),
+    ))]
+async fn partner_renewal(
+    PartnerCaller(partner): PartnerCaller,
+    State(api): Shared,
+    Path((card_number, aid)): Path<(String, String)>,
+    extract::Json(body): extract::Json<RenewalReport>,
+) -> Result<Json<SsdView>, ApiError> {
+    let kcv = hex_field("kcv", &body.rotation.kcv)?;
+    blocking(move || {
+        let renewal = tsm::ssd::Renewal {
+            from_kvn: body.renewal.from_kvn,
+            to_kvn: body.renewal.to_kvn,
+            cause: body.renewal.cause,
+            reason: body.renewal.reason,
+            at_ms: body.renewal.at_ms,
+        };
+        let rotation = tsm::ssd::Rotation {
+            kvn: body.rotation.kvn,
+            kcv,
+        };
+        let r = api
+            .ci
+            .record_renewal(&partner.id, &card_number, &aid, &renewal, &rotation)?;
+        Ok(Json(SsdView::from(&r)))
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/api/v1/partner/tokens", request_body = TokenBody,

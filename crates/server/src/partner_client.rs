@@ -298,6 +298,60 @@ impl CardIssuerLink for HttpCardIssuerLink {
         Ok(a.job)
     }
 
+    fn report_compromised(
+        &self,
+        card_number: &str,
+        aid: &str,
+        kvn: u8,
+        reason: &str,
+    ) -> tsm::Result<SsdRecord> {
+        let v: SsdView = self.post(
+            "report a compromised key set",
+            &format!(
+                "/api/v1/partner/ssds/{}/{}/compromised",
+                path_segment(card_number),
+                path_segment(aid)
+            ),
+            &CompromisedBody {
+                kvn: Some(kvn),
+                reason: reason.into(),
+            },
+        )?;
+        record(&v)
+    }
+
+    fn report_renewal(
+        &self,
+        card_number: &str,
+        aid: &str,
+        renewal: &tsm::ssd::Renewal,
+        rotation: &Rotation,
+    ) -> tsm::Result<SsdRecord> {
+        let body = RenewalReport {
+            renewal: RenewalView {
+                from_kvn: renewal.from_kvn,
+                to_kvn: renewal.to_kvn,
+                cause: renewal.cause.clone(),
+                reason: renewal.reason.clone(),
+                at_ms: renewal.at_ms,
+            },
+            rotation: RotationBody {
+                kvn: rotation.kvn,
+                kcv: apdu::hex(&rotation.kcv),
+            },
+        };
+        let v: SsdView = self.post(
+            "report its key renewal",
+            &format!(
+                "/api/v1/partner/ssds/{}/{}/renewals",
+                path_segment(card_number),
+                path_segment(aid)
+            ),
+            &body,
+        )?;
+        record(&v)
+    }
+
     fn sign_token(&self, req: &TokenRequest) -> tsm::Result<Vec<u8>> {
         let body = TokenBody {
             card_number: req.card_number.clone(),

@@ -130,6 +130,17 @@ pub struct RenewBody {
     pub reader: Option<String>,
 }
 
+/// `POST /api/v1/partner/ssds/{card_number}/{aid}/renewals`: the partner renewed its own
+/// key set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewalReport {
+    /// The renewal.
+    pub renewal: RenewalView,
+    /// The new key version and its KCV.
+    pub rotation: RotationBody,
+}
+
 /// `POST /api/v1/partner/tokens`: a Delegated Management token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
