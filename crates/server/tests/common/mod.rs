@@ -1,2 +1,125 @@
-//! Helpers shared by the server's integration tests.
+//! Calling a router in process.
+#![allow(dead_code)]
+
+use axum::{
+    body::Body,
+    http::{header, Method, Request, StatusCode},
+    Router,
+};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// An answer.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {} answered {:?}", self.status, self.text()))
+    }
+}
+
+/// `method path` with a JSON `body` and a bearer `token`.
+pub async fn call(
+    app: &Router,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+    token: Option<&str>,
+) -> Reply {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    if let Some(a) = &auth {
+        headers.push(("authorization", a));
+    }
+    if body.is_some() {
+        headers.push(("content-type", "application/json"));
+    }
+    call_with(app, method, path, body, &headers).await
+}
+
+/// `method path` with these headers.
+pub async fn call_with(
+    app: &Router,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut req = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = match body {
+        Some(b) => req
+            .header(header::CONTENT_LENGTH, b.len())
+            .body(Body::from(b)),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    let r = app.clone().oneshot(req).await.unwrap();
+    let status = r.status();
+    let headers = r.headers().clone();
+    let body = r.into_body().collect().await.unwrap().to_bytes().to_vec();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// `POST path` with a malformed body, a wrong content type and a 10 MB body (with the
+/// `authorization` header value given) answers 400, 415 and 413 as `{"error", "reason"}`.
+pub async fn refuses_bad_bodies(app: &Router, path: &str, authorization: &str) {
+    let big = format!("{{\"x\":\"{}\"}}", "x".repeat(10 << 20));
+    for (content_type, body, status, code) in [
+        (
+            "application/json",
+            "{not json".to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "text/plain",
+            "{}".to_string(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            "application/json",
+            big,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+    ] {
+        let r = call_with(
+            app,
+            Method::POST,
+            path,
+            Some(body),
+            &[
+                ("authorization", authorization),
+                ("content-type", content_type),
+            ],
+        )
+        .await;
+        assert_eq!(r.status, status, "{path} {content_type}: {}", r.text());
+        let v = r.json();
+        assert_eq!(v["error"], code, "{path}: {v}");
+        assert!(
+            v["reason"].as_str().is_some_and(|s| !s.is_empty()),
+            "{path}: {v}"
+        );
+    }
+}
+
+/// Certificates made for the test (rcgen).
 pub mod certs;
