@@ -342,6 +342,8 @@ pub fn router(api: Arc<PartnerApi>) -> Router {
         partner_ssds,
         partner_ssd,
         partner_renew,
+        partner_compromised,
+        partner_renewal,
         sign_token,
         receipt,
         list_partners,
