@@ -332,7 +332,8 @@ fn flow1_over_https() {
     assert!(at_ci.receipt.is_some());
     assert_eq!(at_ci.current_key().unwrap().kcv, current.kcv);
     match bank2_link.status(CARD, aid) {
-        Err(tsm::Error::Refused { reason, .. }) => assert_eq!(reason, R::NotOwner),
+        // The card is outside bank2's contract: refused before ownership is looked at.
+        Err(tsm::Error::Refused { reason, .. }) => assert_eq!(reason, R::CardOutsideContract),
         other => panic!("bank2 sees bank1's SSD: {other:?}"),
     }
     assert_eq!(bank1_link.ssds().unwrap().len(), 1);
