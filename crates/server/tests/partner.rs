@@ -20,8 +20,8 @@ use server::partner::{ExchangeTimeouts, PartnerApi};
 use server::partner_client::HttpCardIssuerLink;
 use server::tls::{self, ClientCertificate, PartnerCertVerifier};
 use tsm::ssd::{
-    ApConfig, ApPlatform, CardIssuerLink, CiConfig, CiPlatform, KeySets, MemoryKeySets,
-    SsdModel, SsdRequest,
+    ApConfig, ApPlatform, CardIssuerLink, CiConfig, CiPlatform, KeySets, MemoryKeySets, SsdModel,
+    SsdRequest,
 };
 use tsm::{Actor, CategorySpec, Store};
 
@@ -77,7 +77,15 @@ fn ci_platform(verifier: Option<Arc<PartnerCertVerifier>>) -> Ci {
         )
         .unwrap();
     store
-        .register_key_version("admin", "gold", info.version, "gold", KeyKind::Aes, info.kcv, true)
+        .register_key_version(
+            "admin",
+            "gold",
+            info.version,
+            "gold",
+            KeyKind::Aes,
+            info.kcv,
+            true,
+        )
         .unwrap();
     let issuer = tsm::Issuer::new(
         store.clone(),
@@ -159,7 +167,13 @@ impl CardIssuerLink for NoLink {
     fn renew(&self, _: &str, _: &str) -> tsm::Result<i64> {
         Err(tsm::Error::NotImplemented("test"))
     }
-    fn report_compromised(&self, _: &str, _: &str, _: u8, _: &str) -> tsm::Result<tsm::ssd::SsdRecord> {
+    fn report_compromised(
+        &self,
+        _: &str,
+        _: &str,
+        _: u8,
+        _: &str,
+    ) -> tsm::Result<tsm::ssd::SsdRecord> {
         Err(tsm::Error::NotImplemented("test"))
     }
     fn report_renewal(
@@ -182,28 +196,53 @@ fn transport_pem(keys: &dyn KeySets) -> String {
     pem_rfc7468::encode_string("PUBLIC KEY", pem_rfc7468::LineEnding::LF, &der).unwrap()
 }
 
-fn add_partner(app: &axum::Router, id: &str, root: &Ca, cards: &str, prefix: &str, transport: &str) -> Value {
+fn add_partner(
+    app: &axum::Router,
+    id: &str,
+    root: &Ca,
+    cards: &str,
+    prefix: &str,
+    transport: &str,
+) -> Value {
     let body = json!({
         "id": id, "certificate": root.pem, "ssd_aid_prefix": prefix,
         "cards": [cards], "transport_key": transport,
     });
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let r = rt.block_on(call(app, Method::POST, "/api/v1/partners", Some(body.to_string()), Some(OPERATOR)));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = rt.block_on(call(
+        app,
+        Method::POST,
+        "/api/v1/partners",
+        Some(body.to_string()),
+        Some(OPERATOR),
+    ));
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     r.json()
 }
 
 /// The CI's partner API served over TLS on 127.0.0.1; returns its port and a stop handle.
-fn serve(app: axum::Router, server_leaf: &Leaf, verifier: Arc<PartnerCertVerifier>) -> (u16, tokio::sync::oneshot::Sender<()>) {
+fn serve(
+    app: axum::Router,
+    server_leaf: &Leaf,
+    verifier: Arc<PartnerCertVerifier>,
+) -> (u16, tokio::sync::oneshot::Sender<()>) {
     let chain = tls::certificates_from_pem(server_leaf.chain_pem.as_bytes()).unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(server_leaf.key_pem.as_bytes()).unwrap();
+    let key =
+        rustls::pki_types::PrivateKeyDer::from_pem_slice(server_leaf.key_pem.as_bytes()).unwrap();
     let config = tls::server_config(chain, key, Some(verifier)).unwrap();
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     std_listener.set_nonblocking(true).unwrap();
     let port = std_listener.local_addr().unwrap().port();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
             tls::serve_tls(listener, config, app, async {
@@ -257,8 +296,22 @@ fn authorisation_matrix_over_https() {
 
     // bank1's AP platform: its key store makes the transport key the CI registers.
     let ap_keys: Arc<dyn KeySets> = Arc::new(MemoryKeySets::new());
-    add_partner(&app, "bank1", &bank1, "1000000000-1000000999", "A000000151BA01", &transport_pem(ap_keys.as_ref()));
-    add_partner(&app, "bank2", &bank2, "2000000000-2000000999", "A000000151BA02", &transport_pem(&MemoryKeySets::new()));
+    add_partner(
+        &app,
+        "bank1",
+        &bank1,
+        "1000000000-1000000999",
+        "A000000151BA01",
+        &transport_pem(ap_keys.as_ref()),
+    );
+    add_partner(
+        &app,
+        "bank2",
+        &bank2,
+        "2000000000-2000000999",
+        "A000000151BA02",
+        &transport_pem(&MemoryKeySets::new()),
+    );
     let bank1_link = Arc::new(link(port, "bank1", &bank1_client, &server_ca));
     let bank2_link = link(port, "bank2", &bank2_client, &server_ca);
 
@@ -276,7 +329,12 @@ fn authorisation_matrix_over_https() {
         }
     };
     use tsm::ssd::auth::Refusal as R;
-    refused(&bank2_link, CARD, "A000000151BA0201", R::CardOutsideContract);
+    refused(
+        &bank2_link,
+        CARD,
+        "A000000151BA0201",
+        R::CardOutsideContract,
+    );
     refused(&bank1_link, OTHER_CARD, aid, R::CardOutsideContract);
     refused(&bank1_link, CARD, "A000000151BA0201", R::AidOutsidePrefix);
     refused(&bank1_link, CARD, "A000000151000000", R::IsdAid);
@@ -304,8 +362,22 @@ fn flow1_over_https() {
     let app = server::partner::router(ci.api.clone());
     let (port, _stop) = serve(app.clone(), &server_leaf, verifier);
     let ap_keys: Arc<dyn KeySets> = Arc::new(MemoryKeySets::new());
-    add_partner(&app, "bank1", &bank1, "1000000000-1000000999", "A000000151BA01", &transport_pem(ap_keys.as_ref()));
-    add_partner(&app, "bank2", &bank2, "2000000000-2000000999", "A000000151BA02", &transport_pem(&MemoryKeySets::new()));
+    add_partner(
+        &app,
+        "bank1",
+        &bank1,
+        "1000000000-1000000999",
+        "A000000151BA01",
+        &transport_pem(ap_keys.as_ref()),
+    );
+    add_partner(
+        &app,
+        "bank2",
+        &bank2,
+        "2000000000-2000000999",
+        "A000000151BA02",
+        &transport_pem(&MemoryKeySets::new()),
+    );
     let bank1_link = Arc::new(link(port, "bank1", &bank1_client, &server_ca));
     let bank2_link = link(port, "bank2", &bank2_client, &server_ca);
     let aid = "A000000151BA0101";
@@ -313,8 +385,14 @@ fn flow1_over_https() {
 
     // Flow 1: request, relay, take-over, over HTTPS.
     let ap_dir = tempfile::tempdir().unwrap();
-    let ap_store = Store::open(&format!("sqlite:{}", ap_dir.path().join("ap.db").display())).unwrap();
-    let ap = ApPlatform::new(ap_store, ap_keys, bank1_link.clone(), ApConfig::new("bank1"));
+    let ap_store =
+        Store::open(&format!("sqlite:{}", ap_dir.path().join("ap.db").display())).unwrap();
+    let ap = ApPlatform::new(
+        ap_store,
+        ap_keys,
+        bank1_link.clone(),
+        ApConfig::new("bank1"),
+    );
     let req = SsdRequest {
         card_number: CARD.into(),
         aid: aid.into(),
@@ -373,22 +451,52 @@ async fn identity_and_operator_routes() {
         "cards": ["1000000000-1000000999"], "transport_key": transport_pem(&MemoryKeySets::new()),
     })
     .to_string();
-    let r = call(&app, Method::POST, "/api/v1/partners", Some(body.clone()), Some(VIEWER)).await;
+    let r = call(
+        &app,
+        Method::POST,
+        "/api/v1/partners",
+        Some(body.clone()),
+        Some(VIEWER),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
-    let r = call(&app, Method::POST, "/api/v1/partners", Some(body.clone()), None).await;
+    let r = call(
+        &app,
+        Method::POST,
+        "/api/v1/partners",
+        Some(body.clone()),
+        None,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    let r = call(&app, Method::POST, "/api/v1/partners", Some(body.clone()), Some(OPERATOR)).await;
+    let r = call(
+        &app,
+        Method::POST,
+        "/api/v1/partners",
+        Some(body.clone()),
+        Some(OPERATOR),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     assert_eq!(r.json()["id"], "bank1");
     assert_eq!(r.json()["card_ranges"], json!(["1000000000-1000000999"]));
-    let r = call(&app, Method::POST, "/api/v1/partners", Some(body), Some(OPERATOR)).await;
+    let r = call(
+        &app,
+        Method::POST,
+        "/api/v1/partners",
+        Some(body),
+        Some(OPERATOR),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
     let r = call(&app, Method::GET, "/api/v1/partners", None, Some(VIEWER)).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["partners"].as_array().unwrap().len(), 1);
 
     let with_cert = |leaf: &Leaf| ClientCertificate {
-        chain: tls::certificates_from_pem(leaf.chain_pem.as_bytes()).unwrap().into(),
+        chain: tls::certificates_from_pem(leaf.chain_pem.as_bytes())
+            .unwrap()
+            .into(),
     };
     let partner_call = |leaf: &Leaf, method: Method, path: &str, body: Option<Value>| {
         let app = app.clone();
@@ -400,18 +508,29 @@ async fn identity_and_operator_routes() {
                 req = req.header("content-type", "application/json");
             }
             let mut req = req
-                .body(axum::body::Body::from(body.map(|b| b.to_string()).unwrap_or_default()))
+                .body(axum::body::Body::from(
+                    body.map(|b| b.to_string()).unwrap_or_default(),
+                ))
                 .unwrap();
             req.extensions_mut().insert(cert);
             use tower::ServiceExt;
             let r = app.oneshot(req).await.unwrap();
             let status = r.status();
-            let bytes = http_body_util::BodyExt::collect(r.into_body()).await.unwrap().to_bytes();
-            (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
+            let bytes = http_body_util::BodyExt::collect(r.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
         }
     };
     let (s, b) = partner_call(&stranger_leaf, Method::GET, "/api/v1/partner/ssds", None).await;
-    assert_eq!((s, b["error"].as_str()), (StatusCode::FORBIDDEN, Some("unknown_partner")));
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("unknown_partner"))
+    );
     let (s, b) = partner_call(&bank1_leaf, Method::GET, "/api/v1/partner/ssds", None).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b, json!({"ssds": []}));
@@ -423,7 +542,11 @@ async fn identity_and_operator_routes() {
         Some(json!({"card_number": OTHER_CARD, "aid": "A000000151BA0101", "model": "authorized"})),
     )
     .await;
-    assert_eq!((s, b["error"].as_str()), (StatusCode::FORBIDDEN, Some("card_outside_contract")), "{b}");
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("card_outside_contract")),
+        "{b}"
+    );
     assert!(b["reason"].as_str().unwrap().contains("bank1"), "{b}");
     // Another partner's (or no) job: 404, whatever the body.
     let (s, b) = partner_call(
@@ -433,7 +556,11 @@ async fn identity_and_operator_routes() {
         Some(json!({"response": null})),
     )
     .await;
-    assert_eq!((s, b["error"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{b}");
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found")),
+        "{b}"
+    );
     let (s, b) = partner_call(
         &bank1_leaf,
         Method::POST,
@@ -441,32 +568,77 @@ async fn identity_and_operator_routes() {
         Some(json!({"response": "XYZ"})),
     )
     .await;
-    assert_eq!((s, b["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")), "{b}");
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request")),
+        "{b}"
+    );
 
     // Key policy: read by a viewer, set by an operator, checked.
     let r = call(&app, Method::GET, "/api/v1/key-policy", None, Some(VIEWER)).await;
-    assert_eq!(r.json(), json!({"ssd_lifetime_s": 365 * 86400, "renew_before_s": 30 * 86400}));
+    assert_eq!(
+        r.json(),
+        json!({"ssd_lifetime_s": 365 * 86400, "renew_before_s": 30 * 86400})
+    );
     let bad = json!({"ssd_lifetime_s": 10, "renew_before_s": 20}).to_string();
-    let r = call(&app, Method::PUT, "/api/v1/key-policy", Some(bad), Some(OPERATOR)).await;
+    let r = call(
+        &app,
+        Method::PUT,
+        "/api/v1/key-policy",
+        Some(bad),
+        Some(OPERATOR),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
     let good = json!({"ssd_lifetime_s": 86400 * 100, "renew_before_s": 86400 * 10}).to_string();
-    let r = call(&app, Method::PUT, "/api/v1/key-policy", Some(good.clone()), Some(VIEWER)).await;
+    let r = call(
+        &app,
+        Method::PUT,
+        "/api/v1/key-policy",
+        Some(good.clone()),
+        Some(VIEWER),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let r = call(&app, Method::PUT, "/api/v1/key-policy", Some(good), Some(OPERATOR)).await;
+    let r = call(
+        &app,
+        Method::PUT,
+        "/api/v1/key-policy",
+        Some(good),
+        Some(OPERATOR),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    assert_eq!(ci.store.key_policy().unwrap().ssd_lifetime, Duration::from_secs(86400 * 100));
+    assert_eq!(
+        ci.store.key_policy().unwrap().ssd_lifetime,
+        Duration::from_secs(86400 * 100)
+    );
     let r = call(&app, Method::GET, "/api/v1/ssds/due", None, Some(VIEWER)).await;
     assert_eq!(r.json(), json!({"due": []}));
     let r = call(&app, Method::GET, "/api/v1/ssds", None, Some(VIEWER)).await;
     assert_eq!(r.json(), json!({"ssds": []}));
 
     // Revocation: bank1 is refused from now on.
-    let r = call(&app, Method::POST, "/api/v1/partners/bank1/revoke", None, Some(OPERATOR)).await;
+    let r = call(
+        &app,
+        Method::POST,
+        "/api/v1/partners/bank1/revoke",
+        None,
+        Some(OPERATOR),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["revoked"], true);
     let (s, b) = partner_call(&bank1_leaf, Method::GET, "/api/v1/partner/ssds", None).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
-    let r = call(&app, Method::POST, "/api/v1/partners/nobody/revoke", None, Some(OPERATOR)).await;
+    let r = call(
+        &app,
+        Method::POST,
+        "/api/v1/partners/nobody/revoke",
+        None,
+        Some(OPERATOR),
+    )
+    .await;
     assert!(r.status.is_client_error(), "{}", r.text());
     assert!(r.json()["reason"].is_string());
 
@@ -486,11 +658,17 @@ async fn openapi_documents_match_the_routers() {
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     routed.sort();
-    assert_eq!(routed, server::openapi::documented(&server::partner::openapi_document()));
+    assert_eq!(
+        routed,
+        server::openapi::documented(&server::partner::openapi_document())
+    );
     let app = server::partner::router(ci.api.clone());
     let r = call(&app, Method::GET, "/api/openapi-partner.json", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.json()["components"]["securitySchemes"]["mutualTLS"]["type"], "mutualTLS");
+    assert_eq!(
+        r.json()["components"]["securitySchemes"]["mutualTLS"]["type"],
+        "mutualTLS"
+    );
 
     let (ap, _dir) = ap_platform("bank1", Arc::new(NoLink));
     let api = server::ap::ApApi::new(Arc::new(ap), TokenTable::new(), Duration::from_secs(5));
@@ -500,10 +678,20 @@ async fn openapi_documents_match_the_routers() {
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     routed.sort();
-    assert_eq!(routed, server::openapi::documented(&server::ap::openapi_document()));
+    assert_eq!(
+        routed,
+        server::openapi::documented(&server::ap::openapi_document())
+    );
     let app = server::ap::router(api);
     let r = call(&app, Method::GET, "/api/openapi-ap.json", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
-    let r = call(&app, Method::GET, "/api/v1/ssd/1000000001/A000000151BA0101", None, None).await;
+    let r = call(
+        &app,
+        Method::GET,
+        "/api/v1/ssd/1000000001/A000000151BA0101",
+        None,
+        None,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }

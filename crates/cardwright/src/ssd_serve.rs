@@ -1,0 +1,172 @@
+//! `serve --role ci|ap`: the SSD platforms of issue #10 on top of `serve`.
+//!
+//! * `ci`: the card issuer's partner API ([`server::partner`]) over mutual TLS (required):
+//!   client certificates are verified against `--partner-ca` and the roots of the
+//!   partners registered in the database and not revoked (re-read every
+//!   [`crate::ssd_cmd::PARTNER_REFRESH`], so `partner add|revoke` in another process takes
+//!   effect while serving), with the `--partner-crl` CRLs.
+//! * `ap`: the application provider's API ([`server::ap`]) with its terminals' relay, and
+//!   its link to the card issuer ([`server::partner_client`]: HTTPS with `--client-cert`,
+//!   `--client-key`, trusting only `--ci-ca`).
+//!
+//! SSD key sets: `tsm::ssd::MemoryKeySets` until tsm adapts kms' key-set store
+//! (branch kms-transport); they live as long as the process (a restart loses initial keys
+//! not yet handed over, and the AP's transport key: `--transport-key-out` writes the new
+//! one).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use axum::Router;
+use server::auth::TokenTable;
+use server::partner::{ExchangeTimeouts, PartnerApi};
+use server::tls::PartnerCertVerifier;
+use tsm::ssd::{ApConfig, ApPlatform, CiConfig, CiPlatform, KeySets, MemoryKeySets};
+
+use crate::serve::{PlatformRole, ServeArgs};
+
+/// What `serve` adds for a role.
+pub struct Ssd {
+    /// What it is, for the start-up lines.
+    pub what: &'static str,
+    /// Where its OpenAPI document is.
+    pub document: &'static str,
+    /// Its routes (merged into `serve`'s router).
+    pub routes: Router,
+    /// CI: the client-certificate verifier for the TLS layer.
+    pub verifier: Option<Arc<PartnerCertVerifier>>,
+    /// CI: the partner API (its partner roots are refreshed while serving).
+    pub partner_api: Option<Arc<PartnerApi>>,
+}
+
+fn key_sets() -> Arc<dyn KeySets> {
+    tracing::warn!(
+        "SSD key sets are kept in memory (tsm::ssd::MemoryKeySets) until the kms key-set store \
+         is wired in: a restart loses initial keys not yet handed over"
+    );
+    Arc::new(MemoryKeySets::new())
+}
+
+fn need<'a, T>(v: &'a Option<T>, what: &str, role: &str) -> Result<&'a T> {
+    v.as_ref()
+        .ok_or_else(|| anyhow!("--role {role} needs {what}"))
+}
+
+/// The role's platform and routes.
+pub fn build(
+    role: PlatformRole,
+    a: &ServeArgs,
+    store: &Arc<tsm::Store>,
+    tokens: TokenTable,
+    tls: bool,
+) -> Result<Ssd> {
+    match role {
+        PlatformRole::Ci => {
+            if !tls {
+                bail!("--role ci serves the partner API over mutual TLS: give --tls-cert and --tls-key");
+            }
+            let mut roots = Vec::new();
+            for f in &a.partner_ca {
+                roots.extend(server::tls::load_certificates(f).context("--partner-ca")?);
+            }
+            let mut crls = Vec::new();
+            for f in &a.partner_crl {
+                crls.extend(server::tls::load_crls(f).context("--partner-crl")?);
+            }
+            let verifier = PartnerCertVerifier::new(roots, crls).context("--partner-ca")?;
+            let issuer = crate::serve::issuer_of(store, &a.keystore)?;
+            let ci = Arc::new(CiPlatform::new(issuer, key_sets(), CiConfig::default()));
+            let api = PartnerApi::new(
+                ci,
+                tokens,
+                Some(verifier.clone()),
+                ExchangeTimeouts::default(),
+            );
+            let n = api
+                .refresh_partner_roots()
+                .map_err(|e| anyhow!("registered partners: {}", e.body.reason))?;
+            tracing::info!(
+                partners = n,
+                static_roots = a.partner_ca.len(),
+                "partner roots trusted for client certificates"
+            );
+            Ok(Ssd {
+                what: "card issuer's partner API (mutual TLS)",
+                document: "/api/openapi-partner.json",
+                routes: server::partner::routes(api.clone()),
+                verifier: Some(verifier),
+                partner_api: Some(api),
+            })
+        }
+        PlatformRole::Ap => {
+            if a.issuance {
+                bail!("--role ap has its own terminal relay: leave out --issuance");
+            }
+            let url = need(&a.ci, "--ci https://host:port", "ap")?;
+            let partner = need(
+                &a.partner_id,
+                "--partner-id (its id at the card issuer)",
+                "ap",
+            )?;
+            let link = server::partner_client::HttpCardIssuerLink::new(
+                url,
+                partner,
+                need(&a.client_cert, "--client-cert", "ap")?,
+                need(&a.client_key, "--client-key", "ap")?,
+                need(&a.ci_ca, "--ci-ca", "ap")?,
+                Duration::from_secs(120),
+            )
+            .context("the link to the card issuer")?;
+            let ap = ApPlatform::new(
+                (**store).clone(),
+                key_sets(),
+                Arc::new(link),
+                ApConfig::new(partner),
+            );
+            let spki = ap.transport_key().context("the transport key")?;
+            if let Some(out) = &a.transport_key_out {
+                write_transport_key(out, &spki)?;
+            }
+            let api = server::ap::ApApi::new(Arc::new(ap), tokens, Duration::from_secs(30));
+            Ok(Ssd {
+                what: "application provider's SSD API and terminal relay",
+                document: "/api/openapi-ap.json",
+                routes: server::ap::routes(api),
+                verifier: None,
+                partner_api: None,
+            })
+        }
+    }
+}
+
+fn write_transport_key(out: &Path, spki: &[u8]) -> Result<()> {
+    let pem = pem_rfc7468::encode_string("PUBLIC KEY", pem_rfc7468::LineEnding::LF, spki)
+        .map_err(|e| anyhow!("transport key PEM: {e}"))?;
+    std::fs::write(out, pem).with_context(|| format!("--transport-key-out {}", out.display()))?;
+    eprintln!(
+        "transport public key written to {} (register it at the card issuer: partner add --transport-key)",
+        out.display()
+    );
+    Ok(())
+}
+
+/// Re-reads the registered partners' roots for the TLS layer every
+/// [`crate::ssd_cmd::PARTNER_REFRESH`] (call on the runtime).
+pub fn refresh_partners_periodically(api: Arc<PartnerApi>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::ssd_cmd::PARTNER_REFRESH);
+        loop {
+            tick.tick().await;
+            let api = api.clone();
+            match tokio::task::spawn_blocking(move || api.refresh_partner_roots()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(reason = %e.body.reason, "refreshing partner roots failed")
+                }
+                Err(_) => tracing::warn!("refreshing partner roots failed"),
+            }
+        }
+    });
+}
