@@ -135,14 +135,15 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The inner verifier for one set of roots; no roots: no client certificate is asked for.
+/// The inner verifier for one set of roots; no roots: `None` (every certificate presented
+/// is refused).
 fn webpki_verifier(
     roots: &[CertificateDer<'static>],
     crls: &[CertificateRevocationListDer<'static>],
     provider: &Arc<CryptoProvider>,
-) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+) -> Result<Option<Arc<dyn ClientCertVerifier>>, TlsError> {
     if roots.is_empty() {
-        return Ok(WebPkiClientVerifier::no_client_auth());
+        return Ok(None);
     }
     let mut store = RootCertStore::empty();
     for root in roots {
@@ -158,6 +159,7 @@ fn webpki_verifier(
         // Operators (bearer tokens) share the listener; the partner routes require a chain.
         .allow_unauthenticated()
         .build()
+        .map(Some)
         .map_err(|e| TlsError::Verifier(e.to_string()))
 }
 
@@ -173,7 +175,8 @@ pub struct PartnerCertVerifier {
 
 struct Current {
     partner_roots: Vec<CertificateDer<'static>>,
-    inner: Arc<dyn ClientCertVerifier>,
+    /// `None`: no root at all; a client certificate is still asked for, and refused.
+    inner: Option<Arc<dyn ClientCertVerifier>>,
 }
 
 impl std::fmt::Debug for PartnerCertVerifier {
@@ -246,18 +249,18 @@ impl PartnerCertVerifier {
         &self.crls
     }
 
-    fn inner(&self) -> Arc<dyn ClientCertVerifier> {
-        match self.current.read() {
-            Ok(c) => c.inner.clone(),
-            // A poisoned lock: refuse every client certificate rather than guess.
-            Err(_) => WebPkiClientVerifier::no_client_auth(),
-        }
+    /// The verifier of now; `None` refuses every certificate (no roots, or a poisoned lock:
+    /// refuse rather than guess).
+    fn inner(&self) -> Option<Arc<dyn ClientCertVerifier>> {
+        self.current.read().ok().and_then(|c| c.inner.clone())
     }
 }
 
 impl ClientCertVerifier for PartnerCertVerifier {
     fn offer_client_auth(&self) -> bool {
-        self.inner().offer_client_auth()
+        // Always asked for, so that a certificate of no (or no longer a) trusted root is
+        // refused in the handshake rather than silently not sent.
+        true
     }
 
     fn client_auth_mandatory(&self) -> bool {
@@ -275,9 +278,12 @@ impl ClientCertVerifier for PartnerCertVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let result = self
-            .inner()
-            .verify_client_cert(end_entity, intermediates, now);
+        let result = match self.inner() {
+            Some(v) => v.verify_client_cert(end_entity, intermediates, now),
+            None => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )),
+        };
         if let Err(e) = &result {
             tracing::warn!(error = %e, "client certificate refused in the TLS handshake");
         }
@@ -329,7 +335,7 @@ pub fn chain_verifies_against(
     let Some((end_entity, intermediates)) = chain.split_first() else {
         return false;
     };
-    let Ok(verifier) = webpki_verifier(std::slice::from_ref(root), crls, &provider()) else {
+    let Ok(Some(verifier)) = webpki_verifier(std::slice::from_ref(root), crls, &provider()) else {
         return false;
     };
     verifier

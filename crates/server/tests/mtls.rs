@@ -198,6 +198,12 @@ fn client_certificates_accepted_and_refused_at_the_tls_layer() {
     refused_in_handshake(&f, &bank2_ap, "bank2 after revocation");
     assert_eq!(whoami(&f, Some(&bank1_ap)), Ok((200, "bank1".into())));
 
+    // No root at all (no --partner-ca, every partner revoked): a certificate is still asked
+    // for, and refused in the handshake; without one, the route refuses.
+    let none = start(&[], &[], Named(Vec::new()));
+    refused_in_handshake(&none, &bank1_ap, "no trusted root at all");
+    assert_eq!(whoami(&none, None), Ok((401, "no certificate".into())));
+
     if std::env::var_os("CARDWRIGHT_OPENSSL_TESTS").is_some() {
         openssl_s_client(&f, &bank1_ap, true, "bank1");
         openssl_s_client(&f, &stranger_ap, false, "unknown root");
