@@ -745,6 +745,36 @@ impl CiPlatform {
         self.submit(actor, JobKind::SsdReplace, card_number, &params, steps)
     }
 
+    /// Opens a secure channel with an SSD whose keys the CI holds (delegated model: the CI
+    /// terminal manages it for its owner), refused while its key set is expired or
+    /// compromised (then only [`CiPlatform::renew`] may use it). Content changes through
+    /// the returned client need the owner's tokens ([`CiPlatform::sign_token`]); the
+    /// card's receipts go back to the owner as proof.
+    pub fn open_managed<'c>(
+        &self,
+        card_number: &str,
+        aid: &str,
+        chan: &'c mut dyn CardChannel,
+    ) -> Result<GpClient<&'c mut dyn CardChannel>> {
+        let a = parse_aid(aid)?;
+        let (k, label) = self
+            .store()
+            .with_conn(|c| rec::current_key_label_in(c, card_number, a.as_bytes()))?
+            .ok_or_else(|| Error::Invalid("the SSD has no key set".into()))?;
+        if k.holder != KeyHolder::Ci {
+            return Err(Error::Invalid("its owner holds this SSD's keys".into()));
+        }
+        usable(&k, self.clock.now_ms())?;
+        let mut client = GpClient::new(Traced::new(chan, None));
+        let c = Candidate {
+            keys: self.keys.key_set(&label)?,
+            kvn: k.kvn,
+            name: format!("the CI's keys (KVN {:#04x})", k.kvn),
+        };
+        open_with(&mut client, a, &[c], self.config.level)?;
+        Ok(client)
+    }
+
     /// For the partner API: the job that brings an SSD's keys back to usable at the next
     /// contact, relayed by the partner like a creation: a renewal of a key set the CI
     /// holds, or (the partner's own keys compromised) the replacement of the SSD.
@@ -893,6 +923,13 @@ impl CardRun<'_, '_> {
                 _ => self.put_key(was_started, run.job.kind)?,
             };
             run.done(name, detail, effects)?;
+            if name == "put_key" && run.job.kind == JobKind::SsdRenew {
+                // Recorded as replaced: the old key set leaves the key store (a crash
+                // before this line leaves it there, unused).
+                if let Some(l) = &self.params.from_label {
+                    self.ci.keys.delete_key_set(l)?;
+                }
+            }
         }
         let card_number = self.card_number.clone();
         let aid = self.aid;

@@ -11,7 +11,8 @@
 //! ECDH key agreement (ECKA-EG style, one-pass, NIST SP 800-56A C(1e,1s)) between an
 //! ephemeral P-256 key made for this one transfer and the recipient's registered P-256
 //! transport key; HKDF-SHA-256 (RFC 5869) of the shared secret with the info string
-//! `cardwright ssd key set v1` ‖ label derives a 128-bit KEK; AES key wrap (RFC 3394) of
+//! `cardwright ssd key set v1` derives a 128-bit KEK (the ephemeral key makes it unique
+//! to the transfer); AES key wrap (RFC 3394) of
 //! ENC ‖ MAC ‖ DEK under the KEK. The wrapped set is `04 X Y` (65 bytes, the ephemeral
 //! public point) ‖ key kind (`80` 3DES, `88` AES) ‖ key length ‖ wrapped keys. Only the
 //! holder of the transport private key (inside the recipient's key store) can unwrap it;
@@ -178,12 +179,11 @@ pub trait KeySets: Send + Sync + fmt::Debug {
 
 const WRAP_INFO: &[u8] = b"cardwright ssd key set v1";
 
-fn kek(shared: &[u8], label: &str) -> Result<Zeroizing<[u8; 16]>, KeySetError> {
-    let mut info = WRAP_INFO.to_vec();
-    info.extend_from_slice(label.as_bytes());
+fn kek(shared: &[u8]) -> Result<Zeroizing<[u8; 16]>, KeySetError> {
+    let info = WRAP_INFO;
     let mut okm = Zeroizing::new([0u8; 16]);
     hkdf::Hkdf::<Sha256>::new(None, shared)
-        .expand(&info, okm.as_mut())
+        .expand(info, okm.as_mut())
         .map_err(|e| KeySetError::Backend(format!("HKDF: {e}")))?;
     Ok(okm)
 }
@@ -369,7 +369,7 @@ impl KeySets for MemoryKeySets {
         let eph = p256::SecretKey::from_slice(&random_scalar()?)
             .map_err(|e| KeySetError::Backend(e.to_string()))?;
         let shared = p256::ecdh::diffie_hellman(eph.to_nonzero_scalar(), peer.as_affine());
-        let kek = kek(shared.raw_secret_bytes(), label)?;
+        let kek = kek(shared.raw_secret_bytes())?;
         let mut out = eph.public_key().to_sec1_point(false).as_bytes().to_vec();
         out.push(kind_byte(kind));
         out.push((plain.len() / 3) as u8);
@@ -407,7 +407,7 @@ impl KeySets for MemoryKeySets {
             .ok_or_else(|| KeySetError::Unknown(transport_key_label.into()))?;
         let eph = p256::PublicKey::from_sec1_bytes(point).map_err(|_| bad())?;
         let shared = p256::ecdh::diffie_hellman(secret.to_nonzero_scalar(), eph.as_affine());
-        let kek = kek(shared.raw_secret_bytes(), label)?;
+        let kek = kek(shared.raw_secret_bytes())?;
         let mut plain = Zeroizing::new(vec![0u8; 3 * len]);
         KwAes128::new_from_slice(kek.as_ref())
             .map_err(|e| KeySetError::Backend(e.to_string()))?
@@ -478,8 +478,13 @@ mod tests {
         assert!(ap
             .import_wrapped_key_set("ssd2", &altered, "transport")
             .is_err());
-        // The label is bound into the KEK: imported under another label, it does not unwrap.
-        assert!(ap.import_wrapped_key_set("ssd3", &w, "transport").is_err());
+        // Each store names it as it likes.
+        assert_eq!(
+            ap.import_wrapped_key_set("ssd3", &w, "transport")
+                .unwrap()
+                .kcvs,
+            info.kcvs
+        );
         assert!(format!("{ci:?}").contains("ssd1"));
         assert!(!format!("{:?}", ci.key_set("ssd1").unwrap())
             .contains(&apdu::hex(ci.key_set("ssd1").unwrap().enc.expose())));
