@@ -87,7 +87,7 @@ pub use error::Error;
 pub use kdd::{card_number_from_kdd, derive_in_software, diversification_for, kdd_for_card_number};
 pub use keyset::{
     open_key_sets, validate_key_set_label, KeySetInfo, KeySetStore, KeyUsage, TransportPublicKey,
-    WrappedKey, WrappedKeySet,
+    WrappedKey, WrappedKeySet, PKCS11_KEY_SET_LABEL_PREFIX,
 };
 pub use master::MasterKey;
 pub use pkcs11::{KeyProtection, Pkcs11KeyStore};

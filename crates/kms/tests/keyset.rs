@@ -463,3 +463,102 @@ fn open_key_sets_takes_the_kms_config_strings() {
     let again = kms::open_key_sets(&config).unwrap();
     assert_eq!(again.list_key_sets().unwrap().len(), 1);
 }
+
+// ---------------------------------------------------------------------------------------
+// PKCS#11 (SoftHSM2): the CI's token is `cw-test`, the AP's `cw-wrap`. Tests share the
+// tokens, so each uses its own labels.
+
+fn token(name: &str) -> Arc<dyn KeySetStore> {
+    let hsm = hsm().expect("checked by hsm_or_skip");
+    Arc::new(hsm.store(name, false))
+}
+
+#[test]
+fn software_to_pkcs11() {
+    let _hsm = hsm_or_skip!();
+    let (_a, ci) = software();
+    round_trip(ci.as_ref(), token("cw-wrap").as_ref(), "s2p");
+}
+
+#[test]
+fn pkcs11_to_software() {
+    let _hsm = hsm_or_skip!();
+    let (_b, ap) = software();
+    round_trip(token("cw-test").as_ref(), ap.as_ref(), "p2s");
+}
+
+#[test]
+fn pkcs11_to_pkcs11() {
+    let _hsm = hsm_or_skip!();
+    round_trip(token("cw-test").as_ref(), token("cw-wrap").as_ref(), "p2p");
+}
+
+#[test]
+fn pkcs11_tampering_is_refused() {
+    let _hsm = hsm_or_skip!();
+    let (_a, ci) = software();
+    assert_tampering_refused(ci.as_ref(), token("cw-wrap").as_ref(), "p11");
+    // Nothing half-made is left in the token: only the one good import.
+    let ap = token("cw-wrap");
+    let sets: Vec<String> = ap
+        .list_key_sets()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.label)
+        .filter(|l| l.ends_with("-p11"))
+        .collect();
+    assert_eq!(sets, ["in-p11"]);
+}
+
+#[test]
+fn pkcs11_key_sets_are_sensitive_token_objects_and_the_kdf_place_is_known() {
+    let hsm = hsm_or_skip!();
+    let ci = hsm.store("cw-test", false);
+    let info = ci.generate_key_set("prot-1", KeyKind::Aes, 16).unwrap();
+    assert_eq!(ci.key_set_info("prot-1").unwrap(), Some(info.clone()));
+    for p in ci.key_set_protection("prot-1").unwrap() {
+        assert!(p.token && p.sensitive && p.extractable, "{p:?}");
+        assert!(!p.value_readable, "{p:?}");
+    }
+    assert!(matches!(
+        ci.generate_key_set("prot-1", KeyKind::Aes, 16),
+        Err(Error::KeySetExists(_))
+    ));
+    // Listing the base keys of the token does not show key set objects.
+    assert!(kms::KeyStore::list(&ci)
+        .unwrap()
+        .iter()
+        .all(|k| !k.category.contains("prot-1")));
+    assert!(ci.list_key_sets().unwrap().contains(&info));
+    // SoftHSM2 2.6 refuses CKD_SHA256_KDF with CKM_ECDH1_DERIVE: the KDF runs in the host.
+    let ap = hsm.store("cw-wrap", false);
+    let t = ap.create_transport_key("prot-t").unwrap();
+    let w = ci.wrap_key_set_for("prot-1", &t).unwrap();
+    assert_eq!(ci.transport_kdf_in_token(), Some(false));
+    ap.import_wrapped_key_set("prot-1-in", &w, "prot-t")
+        .unwrap();
+    same_keys(
+        &ap.key_set("prot-1-in").unwrap(),
+        &ci.key_set("prot-1").unwrap(),
+    );
+    for p in ap.key_set_protection("prot-1-in").unwrap() {
+        assert!(p.token && p.sensitive && !p.value_readable, "{p:?}");
+    }
+    assert!(format!("{ap:?}").starts_with("Pkcs11KeyStore"));
+    assert!(ci.delete_key_set("prot-1").unwrap());
+    assert!(!ci.delete_key_set("prot-1").unwrap());
+    assert!(ap.delete_key_set("prot-1-in").unwrap());
+    assert!(matches!(
+        ap.key_set("prot-1-in"),
+        Err(Error::KeySetNotFound(_))
+    ));
+}
+
+#[test]
+fn pkcs11_open_key_sets_takes_the_kms_config_strings() {
+    let hsm = hsm_or_skip!();
+    let store = kms::open_key_sets(&hsm.config("cw-pin", false)).unwrap();
+    store.generate_key_set("cfg-1", KeyKind::Des3, 24).unwrap();
+    assert_eq!(store.key_set("cfg-1").unwrap().kind(), Some(KeyKind::Des3));
+    assert!(store.delete_key_set("cfg-1").unwrap());
+}

@@ -108,6 +108,8 @@
 mod pkcs11;
 mod software;
 
+pub(crate) use pkcs11::KdfPlace;
+pub use pkcs11::PKCS11_KEY_SET_LABEL_PREFIX;
 pub(crate) use software::StoredKeySet;
 
 use crate::agreement::{AgreementKey, AgreementKeyStore};
@@ -206,7 +208,6 @@ impl KeyUsage {
     }
 
     /// `enc`, `mac`, `dek` (the suffix of PKCS#11 labels).
-    #[allow(dead_code)] // used by the PKCS#11 backend (next commit)
     pub(crate) fn suffix(self) -> &'static str {
         match self {
             KeyUsage::Enc => "enc",
