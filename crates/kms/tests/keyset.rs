@@ -562,3 +562,51 @@ fn pkcs11_open_key_sets_takes_the_kms_config_strings() {
     assert_eq!(store.key_set("cfg-1").unwrap().kind(), Some(KeyKind::Des3));
     assert!(store.delete_key_set("cfg-1").unwrap());
 }
+
+mod robustness {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A real document to mutate.
+    fn sample() -> String {
+        use std::sync::OnceLock;
+        static DOC: OnceLock<String> = OnceLock::new();
+        DOC.get_or_init(|| {
+            let (_a, ci) = software();
+            let (_b, ap) = software();
+            let t = ap.create_transport_key("t").unwrap();
+            ci.generate_key_set("s", KeyKind::Aes, 16).unwrap();
+            ci.wrap_key_set_for("s", &t).unwrap().to_json()
+        })
+        .clone()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Random text never makes `from_json` panic.
+        #[test]
+        fn from_json_never_panics_on_random_text(text in ".{0,400}") {
+            let _ = WrappedKeySet::from_json(&text);
+        }
+
+        /// Nor does a real document with bytes overwritten, cut or repeated; what it
+        /// accepts round-trips.
+        #[test]
+        fn from_json_never_panics_on_mutated_documents(
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+            cut in any::<usize>(),
+        ) {
+            let mut bytes = sample().into_bytes();
+            for (at, b) in edits {
+                let i = at % bytes.len();
+                bytes[i] = b;
+            }
+            bytes.truncate(bytes.len() - cut % 8);
+            let text = String::from_utf8_lossy(&bytes);
+            if let Ok(w) = WrappedKeySet::from_json(&text) {
+                prop_assert_eq!(WrappedKeySet::from_json(&w.to_json()).unwrap(), w);
+            }
+        }
+    }
+}
