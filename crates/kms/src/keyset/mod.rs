@@ -95,18 +95,19 @@
 //!
 //! # Where the keys are
 //!
-//! * **Software key store**: a key set is one entry of the `key_sets` list of the key store
-//!   file, `ENC ‖ MAC ‖ DEK` sealed with AES-256-GCM under the master key like base keys
-//!   (label, kind, length, KCV and creation date in the additional authenticated data),
-//!   changed under the file lock. Wrapping and unwrapping run in memory in
+//! * **Software key store** ([`software`]): a key set is one entry of the `key_sets` list of
+//!   the key store file, `ENC ‖ MAC ‖ DEK` sealed with AES-256-GCM under the master key like
+//!   base keys (label, kind, length, KCV and creation date in the additional authenticated
+//!   data), changed under the file lock. Wrapping and unwrapping run in memory in
 //!   [`zeroize::Zeroizing`] buffers (`Z`, the KEKs, the keys).
-//! * **PKCS#11 token**: see the `pkcs11` submodule documentation in the source: each key is a
-//!   `CKA_SENSITIVE` token secret-key object labelled `cw-ks:<label>:enc|mac|dek`;
-//!   import unwraps into such objects with `C_UnwrapKey(CKM_AES_KEY_WRAP)`, so the initial
-//!   keys never exist in the AP process in the clear during the import.
+//! * **PKCS#11 token** ([`pkcs11`], which also says exactly which key material leaves the
+//!   HSM, when, for how long, and how it is wiped): each key is a `CKA_SENSITIVE` token
+//!   secret-key object labelled `cw-ks:<label>:enc|mac|dek`; import unwraps into such
+//!   objects with `C_UnwrapKey(CKM_AES_KEY_WRAP)`, so the initial keys never exist in the AP
+//!   process in the clear during the import.
 
-mod pkcs11;
-mod software;
+pub mod pkcs11;
+pub mod software;
 
 pub(crate) use pkcs11::KdfPlace;
 pub use pkcs11::PKCS11_KEY_SET_LABEL_PREFIX;

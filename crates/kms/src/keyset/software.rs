@@ -8,7 +8,8 @@
 //! AES-256-GCM under the master key; the AAD is a fixed prefix, then label, kind, length,
 //! KCV and creation date, each length-prefixed: editing any field, or moving a sealed blob
 //! to another entry, makes the file fail to open ([`Error::KeySetTampered`]). Every change
-//! runs under the keystore's file lock ([`SoftwareKeyStore::mutate`]).
+//! runs under the keystore's file lock (re-read, change, atomic write; see
+//! [`crate::SoftwareKeyStore`]).
 
 use super::{
     check_for_recipient, transport_public_of, unwrap_in_software, validate_key_set_label,
