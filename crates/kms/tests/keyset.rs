@@ -61,6 +61,10 @@ fn round_trip(from: &dyn KeySetStore, to: &dyn KeySetStore, tag: &str) {
     // Through SPKI DER and PEM, as a CI would receive it.
     let recipient = TransportPublicKey::from_pem(&recipient.to_pem()).unwrap();
     let recipient = TransportPublicKey::from_spki_der(&recipient.to_spki_der()).unwrap();
+    assert_eq!(
+        TransportPublicKey::from_der_or_pem(recipient.to_pem().as_bytes()).unwrap(),
+        TransportPublicKey::from_der_or_pem(&recipient.to_spki_der()).unwrap()
+    );
     for (i, (kind, len)) in [(KeyKind::Aes, 16), (KeyKind::Aes, 32), (KeyKind::Des3, 16)]
         .into_iter()
         .enumerate()

@@ -285,6 +285,15 @@ impl TransportPublicKey {
         Ok(TransportPublicKey { key })
     }
 
+    /// From a file's content: PEM if it holds `-----BEGIN`, DER `SubjectPublicKeyInfo`
+    /// otherwise (what a partner registration reads).
+    pub fn from_der_or_pem(bytes: &[u8]) -> Result<Self, Error> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) if text.contains("-----BEGIN") => Self::from_pem(text),
+            _ => Self::from_spki_der(bytes),
+        }
+    }
+
     /// From a SEC 1 point (uncompressed or compressed), validated on the curve.
     pub fn from_sec1(point: &[u8]) -> Result<Self, Error> {
         let key = p256::PublicKey::from_sec1_bytes(point)
