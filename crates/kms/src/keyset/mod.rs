@@ -10,6 +10,27 @@
 //! the SSD once with it, replaces the keys on the card with keys it generated, and both
 //! sides delete the initial set ([`KeySetStore::delete_key_set`]).
 //!
+//! ```
+//! # fn main() -> Result<(), kms::Error> {
+//! use kms::{KeyKind, KeySetStore, MasterKey, SoftwareKeyStore, TransportPublicKey, WrappedKeySet};
+//! # let dir = tempfile::tempdir().unwrap();
+//! let ci = SoftwareKeyStore::create(dir.path().join("ci.json"), MasterKey::generate()?)?;
+//! let ap = SoftwareKeyStore::create(dir.path().join("ap.json"), MasterKey::generate()?)?;
+//! // The AP makes its transport key once and registers the public half with the CI.
+//! let pem = ap.create_transport_key("transport")?.to_pem();
+//! // The CI: initial keys for a new SSD, put on the card, then wrapped for the AP.
+//! let info = ci.generate_key_set("ssd-4711-a0000001515350", KeyKind::Aes, 16)?;
+//! let json = ci
+//!     .wrap_key_set_for("ssd-4711-a0000001515350", &TransportPublicKey::from_pem(&pem)?)?
+//!     .to_json();
+//! // The AP: import (every check runs first), open the SSD once, replace, delete.
+//! let got = ap.import_wrapped_key_set("initial", &WrappedKeySet::from_json(&json)?, "transport")?;
+//! assert_eq!(got.kcv, info.kcv);
+//! assert_eq!(ap.key_set("initial")?, ci.key_set("ssd-4711-a0000001515350")?);
+//! assert!(ap.delete_key_set("initial")? && ci.delete_key_set("ssd-4711-a0000001515350")?);
+//! # Ok(()) }
+//! ```
+//!
 //! The transport key is an ordinary P-256 key-agreement key of the recipient's store
 //! ([`crate::AgreementKeyStore`], the same kind as an SCP11 OCE key; `cardwright keys
 //! create-oce-key` makes one): its private half never leaves the recipient's store; its
