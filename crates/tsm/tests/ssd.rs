@@ -196,23 +196,37 @@ impl CardIssuerLink for DirectLink {
 
 /// The CI's key store, keeping a copy of every key set it deletes: the threat of a CI that
 /// remembers the initial keys (tests only).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Remembering {
-    inner: MemoryKeySets,
+    inner: Arc<dyn KeySetStore>,
     kept: Mutex<HashMap<String, StaticKeys>>,
 }
 
-impl KeySets for Remembering {
-    fn generate_key_set(&self, l: &str, k: ScpKind, n: usize) -> Result<KeySetInfo, KeySetError> {
+impl Remembering {
+    fn labels(&self) -> Vec<String> {
+        self.inner
+            .list_key_sets()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.label)
+            .collect()
+    }
+}
+
+impl KeySetStore for Remembering {
+    fn generate_key_set(&self, l: &str, k: ScpKind, n: usize) -> Result<KeySetInfo, kms::Error> {
         self.inner.generate_key_set(l, k, n)
     }
-    fn key_set(&self, l: &str) -> Result<StaticKeys, KeySetError> {
+    fn key_set(&self, l: &str) -> Result<StaticKeys, kms::Error> {
         self.inner.key_set(l)
     }
-    fn key_set_info(&self, l: &str) -> Result<Option<KeySetInfo>, KeySetError> {
+    fn key_set_info(&self, l: &str) -> Result<Option<KeySetInfo>, kms::Error> {
         self.inner.key_set_info(l)
     }
-    fn delete_key_set(&self, l: &str) -> Result<(), KeySetError> {
+    fn list_key_sets(&self) -> Result<Vec<KeySetInfo>, kms::Error> {
+        self.inner.list_key_sets()
+    }
+    fn delete_key_set(&self, l: &str) -> Result<bool, kms::Error> {
         if let Ok(k) = self.inner.key_set(l) {
             self.kept.lock().unwrap().insert(l.into(), k);
         }
@@ -222,7 +236,7 @@ impl KeySets for Remembering {
         &self,
         l: &str,
         to: &TransportPublicKey,
-    ) -> Result<WrappedKeySet, KeySetError> {
+    ) -> Result<WrappedKeySet, kms::Error> {
         self.inner.wrap_key_set_for(l, to)
     }
     fn import_wrapped_key_set(
@@ -230,12 +244,35 @@ impl KeySets for Remembering {
         l: &str,
         w: &WrappedKeySet,
         t: &str,
-    ) -> Result<KeySetInfo, KeySetError> {
+    ) -> Result<KeySetInfo, kms::Error> {
         self.inner.import_wrapped_key_set(l, w, t)
     }
-    fn transport_key(&self, l: &str) -> Result<TransportPublicKey, KeySetError> {
-        self.inner.transport_key(l)
+    fn create_transport_key(&self, l: &str) -> Result<TransportPublicKey, kms::Error> {
+        self.inner.create_transport_key(l)
     }
+    fn transport_public_key(&self, l: &str) -> Result<TransportPublicKey, kms::Error> {
+        self.inner.transport_public_key(l)
+    }
+}
+
+/// A software key store in a temporary directory.
+fn software_key_sets(dir: &tempfile::TempDir, name: &str) -> Arc<dyn KeySetStore> {
+    Arc::new(
+        kms::SoftwareKeyStore::create(
+            dir.path().join(format!("{name}.json")),
+            kms::MasterKey::generate().unwrap(),
+        )
+        .unwrap(),
+    )
+}
+
+/// The labels of a key store's key sets.
+fn labels(ks: &dyn KeySetStore) -> Vec<String> {
+    ks.list_key_sets()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.label)
+        .collect()
 }
 
 struct Platforms {
@@ -243,11 +280,12 @@ struct Platforms {
     ci: Arc<CiPlatform>,
     ci_keys: Arc<Remembering>,
     ap: ApPlatform,
-    ap_keys: Arc<MemoryKeySets>,
+    ap_keys: Arc<dyn KeySetStore>,
     ap_store: TestStore,
     link: Arc<DirectLink>,
     card: SimCard,
     clock: Arc<AtomicI64>,
+    _dir: tempfile::TempDir,
 }
 
 fn token_key() -> gp::dm::DmSigningKey {
@@ -266,7 +304,11 @@ impl Platforms {
             .write(&fixture.ci, CARD, CATEGORY, &mut card.clone())
             .unwrap();
         let clock = Arc::new(AtomicI64::new(tsm::model::now_ms()));
-        let ci_keys = Arc::new(Remembering::default());
+        let dir = tempfile::tempdir().unwrap();
+        let ci_keys = Arc::new(Remembering {
+            inner: software_key_sets(&dir, "ci"),
+            kept: Mutex::new(HashMap::new()),
+        });
         let issuer = Issuer::new(
             fixture.store().clone(),
             fixture.keys.clone() as Arc<dyn kms::KeyStore>,
@@ -286,7 +328,7 @@ impl Platforms {
             .with_clock(Clock::manual(clock.clone())),
         );
         let ap_store = postgres().unwrap_or_else(sqlite);
-        let ap_keys = Arc::new(MemoryKeySets::new());
+        let ap_keys = software_key_sets(&dir, "ap");
         let link = Arc::new(DirectLink::new(ci.clone(), "bank"));
         let mut config = ApConfig::new("bank");
         config.lease = Duration::ZERO;
@@ -321,6 +363,7 @@ impl Platforms {
             link,
             card,
             clock,
+            _dir: dir,
         }
     }
 
@@ -365,7 +408,7 @@ impl Platforms {
     }
 
     fn ap_label(&self) -> String {
-        let labels = self.ap_keys.labels();
+        let labels = labels(self.ap_keys.as_ref());
         assert_eq!(labels.len(), 1, "{labels:?}");
         labels[0].clone()
     }
@@ -430,7 +473,7 @@ fn flow1_authorized_ssd_through_the_ap_then_handed_over() {
     assert_eq!(ap.current_key(), ci.current_key());
 
     // The CI keeps no SSD key; the AP only its own.
-    assert!(p.ci_keys.inner.labels().is_empty());
+    assert!(p.ci_keys.labels().is_empty());
     let label = p.ap_label();
 
     // The card: the SSD associated with itself, selectable.
@@ -534,7 +577,7 @@ fn fault_loop_over_every_apdu_of_flow1() {
                 Some(aid(SSD)),
                 "{cut:?}"
             );
-            assert!(p.ci_keys.inner.labels().is_empty(), "{cut:?}");
+            assert!(p.ci_keys.labels().is_empty(), "{cut:?}");
             audit_ok(p.ci_store());
             audit_ok(p.ap_store());
         }
@@ -724,7 +767,7 @@ fn flow3_renewal_of_a_key_set_the_ci_holds() {
     assert_eq!(rec.renewals.last().unwrap().cause, "expiry");
     p.ci.open_managed(CARD, SSD, &mut p.card.clone()).unwrap();
     // The replaced key set left the CI's key store.
-    assert_eq!(p.ci_keys.inner.labels().len(), 1);
+    assert_eq!(p.ci_keys.labels().len(), 1);
 }
 
 // ---- flow 4 -----------------------------------------------------------------------------
@@ -777,7 +820,8 @@ fn authorisation_matrix_every_refusal_audited() {
     let p = Platforms::new();
     // A second partner, and a revoked third.
     for (id, prefix) in [("shop", "A000000151CC"), ("gone", "A000000151DD")] {
-        let keys = MemoryKeySets::new();
+        let kdir = tempfile::tempdir().unwrap();
+        let keys = software_key_sets(&kdir, id);
         p.ci_store()
             .add_partner(
                 "admin",
@@ -787,7 +831,7 @@ fn authorisation_matrix_every_refusal_audited() {
                     certificate: vec![0x30, 0x03, 0x02, 0x01, id.as_bytes()[0]],
                     aid_prefix: apdu::parse_hex(prefix).unwrap(),
                     card_ranges: vec![CardRange::new("1000", "1999").unwrap()],
-                    transport_key: keys.transport_key("t").unwrap().to_spki().unwrap(),
+                    transport_key: keys.create_transport_key("t").unwrap().to_spki_der(),
                 },
             )
             .unwrap();
@@ -907,7 +951,8 @@ fn partner_records_and_policy_on_every_backend() {
         let s = ts.store();
         s.create_tenant("admin", "acme", "ACME", tsm::model::Role::CardIssuer)
             .unwrap();
-        let keys = MemoryKeySets::new();
+        let kdir = tempfile::tempdir().unwrap();
+        let keys = software_key_sets(&kdir, "bank");
         let np = NewPartner {
             id: "bank".into(),
             name: "A Bank".into(),
@@ -915,7 +960,7 @@ fn partner_records_and_policy_on_every_backend() {
                 .to_vec(),
             aid_prefix: apdu::parse_hex(PREFIX).unwrap(),
             card_ranges: vec![CardRange::new("1000", "1999").unwrap()],
-            transport_key: keys.transport_key("t").unwrap().to_spki().unwrap(),
+            transport_key: keys.create_transport_key("t").unwrap().to_spki_der(),
         };
         let p = s.add_partner("admin", &np).unwrap();
         assert_eq!(p.certificate, vec![0x30, 0x03, 0x02, 0x01, 0x01]);
