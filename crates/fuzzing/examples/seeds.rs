@@ -552,6 +552,43 @@ fn key_store_seeds() -> Seeds {
     seeds
 }
 
+/// Wrapped key sets: real ones for the fuzzed importer's transport key (AES-128, AES-256,
+/// 3DES), one for another key, and one with a flipped bit in a wrapped key.
+fn key_set_seeds() -> Seeds {
+    use kms::{KeyKind, KeySetStore, TransportPublicKey};
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let sender = kms::SoftwareKeyStore::create(
+        tmp.path().join("ci.json"),
+        kms::MasterKey::generate().expect("master key"),
+    )
+    .expect("sender's key store");
+    let recipient = fuzzing::key_set_importer()
+        .transport_public_key(fuzzing::KEY_SET_TRANSPORT_LABEL)
+        .expect("transport key");
+    let other: TransportPublicKey = sender.create_transport_key("other").expect("other key");
+    let mut seeds = Vec::new();
+    for (name, kind, len) in [
+        ("aes128", KeyKind::Aes, 16),
+        ("aes256", KeyKind::Aes, 32),
+        ("3des", KeyKind::Des3, 24),
+    ] {
+        let label = format!("ssd-{name}");
+        sender.generate_key_set(&label, kind, len).expect("key set");
+        let w = sender.wrap_key_set_for(&label, &recipient).expect("wrap");
+        seeds.push((name, w.to_json().into_bytes()));
+        if kind == KeyKind::Aes && len == 16 {
+            let mut bad = w.clone();
+            let mut b = parse_hex(&bad.keys[1].wrapped).expect("hex");
+            b[5] ^= 1;
+            bad.keys[1].wrapped = apdu::hex(&b);
+            seeds.push(("flipped-bit", bad.to_json().into_bytes()));
+            let for_other = sender.wrap_key_set_for(&label, &other).expect("wrap");
+            seeds.push(("other-recipient", for_other.to_json().into_bytes()));
+        }
+    }
+    seeds
+}
+
 fn write(dir: &Path, target: &str, name: &str, data: &[u8]) {
     let d = dir.join(target);
     std::fs::create_dir_all(&d).expect("corpus directory");
@@ -588,6 +625,9 @@ fn main() {
     }
     for (name, data) in key_store_seeds() {
         write(&dir, "key_store_file", name, &data);
+    }
+    for (name, data) in key_set_seeds() {
+        write(&dir, "wrapped_key_set", name, &data);
     }
     for &(target, _) in fuzzing::TARGETS {
         let n = std::fs::read_dir(dir.join(target)).map_or(0, |d| d.count());

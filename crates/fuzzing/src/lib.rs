@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 mod http;
+mod key_set;
 mod key_store;
 mod parsers;
 mod piv_applet;
@@ -19,6 +20,9 @@ mod scp11;
 mod session;
 
 pub use http::{http_bodies, http_routes};
+pub use key_set::{
+    key_set_importer, wrapped_key_set, KEY_SET_TRANSPORT_LABEL, KEY_SET_TRANSPORT_PKCS8,
+};
 pub use key_store::{key_store_file, KEY_STORE_MASTER};
 pub use parsers::{
     cap_parse, command_parse, dm_confirmation, gp_responses, init_update_parse, put_key_parse,
@@ -50,6 +54,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("store_data", store_data),
     ("piv_applet", piv_applet),
     ("key_store_file", key_store_file),
+    ("wrapped_key_set", wrapped_key_set),
     ("http_bodies", http_bodies),
     ("scp11_certificates", scp11_certificates),
     ("scp11_pso", scp11_pso),

@@ -90,3 +90,29 @@ fn http_bodies_reaches_every_post_route_of_both_apis() {
     );
     assert!(routes.iter().all(|r| !r.contains('{')), "{routes:?}");
 }
+
+/// The hand-made wrapped key set seeds reach every check: the real ones import into the
+/// fuzzed importer, the altered ones are refused for the reason they were altered for.
+#[test]
+fn wrapped_key_set_seeds_reach_the_import() {
+    use kms::{Error, KeySetStore, WrappedKeySet};
+    let store = fuzzing::key_set_importer();
+    for (seed, imports) in [
+        ("seed-aes128", true),
+        ("seed-aes256", true),
+        ("seed-3des", true),
+        ("seed-flipped-bit", false),
+        ("seed-other-recipient", false),
+    ] {
+        let text = std::fs::read_to_string(fuzz_dir().join("corpus/wrapped_key_set").join(seed))
+            .expect("seed readable");
+        let w = WrappedKeySet::from_json(&text).expect(seed);
+        let label = format!("corpus-{seed}");
+        let r = store.import_wrapped_key_set(&label, &w, fuzzing::KEY_SET_TRANSPORT_LABEL);
+        match (imports, r) {
+            (true, Ok(_)) => assert!(store.delete_key_set(&label).expect("delete")),
+            (false, Err(Error::KeySetUnwrap { .. } | Error::WrongTransportKey { .. })) => {}
+            (_, r) => panic!("{seed}: {r:?}"),
+        }
+    }
+}

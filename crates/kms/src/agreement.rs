@@ -91,7 +91,7 @@ impl EckaCurve {
         1 + 2 * self.coordinate_len()
     }
 
-    fn params(self) -> &'static [u8] {
+    pub(crate) fn params(self) -> &'static [u8] {
         match self {
             EckaCurve::P256 => P256_PARAMS,
             EckaCurve::P384 => P384_PARAMS,
@@ -517,7 +517,7 @@ impl EckaSecret for TokenSecret {
     }
 }
 
-fn ecka_label(label: &str) -> String {
+pub(crate) fn ecka_label(label: &str) -> String {
     format!("{PKCS11_ECKA_LABEL_PREFIX}{label}")
 }
 
@@ -534,7 +534,7 @@ impl Pkcs11KeyStore {
     }
 
     /// The curve, SPKI and uncompressed point of an EC public-key object.
-    fn read_ecka_public(
+    pub(crate) fn read_ecka_public(
         &self,
         s: &Session,
         h: ObjectHandle,

@@ -265,6 +265,76 @@ pub enum Error {
         /// What went wrong.
         detail: String,
     },
+    /// A key set label that cannot be used (see [`crate::validate_key_set_label`]).
+    #[error("invalid key set label {label:?}: {reason}")]
+    BadKeySetLabel {
+        /// The label given.
+        label: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A key set with this label exists already (on generate or import); nothing was
+    /// stored.
+    #[error("key set {0:?} exists already")]
+    KeySetExists(String),
+    /// No key set with this label.
+    #[error("no key set {0:?}")]
+    KeySetNotFound(String),
+    /// A sealed key set in the keystore file fails authentication (the file was altered),
+    /// or its keys in a token do not match their recorded length or check value.
+    #[error("key set {label:?} in {place} fails authentication or is incomplete")]
+    KeySetTampered {
+        /// The keystore file or token.
+        place: String,
+        /// The label of the key set.
+        label: String,
+    },
+    /// A wrapped key set document that cannot be read as one (malformed, unsupported,
+    /// inconsistent fields); nothing was stored.
+    #[error("wrapped key set refused: {0}; nothing was stored")]
+    BadWrappedKeySet(String),
+    /// The wrapped key set was made for another recipient's transport key; nothing was
+    /// stored.
+    #[error(
+        "wrapped key set refused: it was wrapped for the transport key with fingerprint {wrapped_for}, \
+         not for {transport_key:?} ({this_key}); nothing was stored"
+    )]
+    WrongTransportKey {
+        /// The label of this store's transport key.
+        transport_key: String,
+        /// SHA-256 fingerprint of the key it was wrapped for.
+        wrapped_for: String,
+        /// SHA-256 fingerprint of this store's key.
+        this_key: String,
+    },
+    /// A wrapped key fails the RFC 3394 integrity check: the document was altered in
+    /// transit, or the sender used another KEK; nothing was stored.
+    #[error(
+        "wrapped key set {label:?}: the {usage} key fails the AES key wrap integrity check \
+         (altered in transit or not wrapped for this key); nothing was stored"
+    )]
+    KeySetUnwrap {
+        /// The label in the document.
+        label: String,
+        /// ENC, MAC or DEK.
+        usage: &'static str,
+    },
+    /// An unwrapped key does not have the check value that came with it; nothing was
+    /// stored.
+    #[error(
+        "wrapped key set {label:?}: the {usage} key has check value {computed}, the document says {given}; \
+         nothing was stored"
+    )]
+    KeySetKcv {
+        /// The label in the document.
+        label: String,
+        /// ENC, MAC or DEK.
+        usage: &'static str,
+        /// The KCV in the document.
+        given: String,
+        /// The KCV of the unwrapped key.
+        computed: String,
+    },
     /// An error from the secure-channel crate (key lengths, diversification).
     #[error(transparent)]
     Scp(#[from] scp::Error),

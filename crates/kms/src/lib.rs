@@ -19,6 +19,11 @@
 //! [`AgreementKeyStore`] ([`open_agreement`]): the private key stays in the store, only the
 //! ECDH shared secret comes out.
 //!
+//! **Security-domain key sets** (ENC, MAC, DEK under a label: the initial keys of an SSD)
+//! live in both backends through [`KeySetStore`] ([`open_key_sets`]), and move from one
+//! key store to another wrapped for the recipient's transport key ([`WrappedKeySet`]:
+//! ECDH P-256 ephemeral-static, ANSI X9.63 KDF, AES key wrap); see [`keyset`].
+//!
 //! # Derivation scheme
 //!
 //! For card number `n` the card's key diversification data is
@@ -66,6 +71,7 @@ mod error;
 mod kdd;
 mod keyblob;
 mod keypair;
+pub mod keyset;
 mod master;
 mod pkcs11;
 mod signing;
@@ -79,6 +85,10 @@ pub use agreement::{
 pub use config::{open, PinSource, Pkcs11Config, SlotSelector, StoreConfig};
 pub use error::Error;
 pub use kdd::{card_number_from_kdd, derive_in_software, diversification_for, kdd_for_card_number};
+pub use keyset::{
+    open_key_sets, validate_key_set_label, KeySetInfo, KeySetStore, KeyUsage, TransportPublicKey,
+    WrappedKey, WrappedKeySet, PKCS11_KEY_SET_LABEL_PREFIX,
+};
 pub use master::MasterKey;
 pub use pkcs11::{KeyProtection, Pkcs11KeyStore};
 pub use scp::{Key, KeyKind, StaticKeys};
@@ -223,5 +233,6 @@ mod tests {
         let _: Option<Box<dyn KeyStore>> = None;
         let _: Option<Box<dyn SigningKeyStore>> = None;
         let _: Option<Box<dyn SigningKey>> = None;
+        let _: Option<Box<dyn KeySetStore>> = None;
     }
 }

@@ -189,6 +189,8 @@ pub struct Pkcs11KeyStore {
     /// numbering; SoftHSM2 can show half-written objects to a concurrent reader).
     admin: Arc<Mutex<()>>,
     mechanisms: Vec<MechanismType>,
+    /// Where this token runs the X9.63 KDF of key set transport (found on first use).
+    pub(crate) transport_kdf: OnceLock<crate::keyset::KdfPlace>,
 }
 
 impl fmt::Debug for Pkcs11KeyStore {
@@ -232,9 +234,9 @@ impl Drop for Pooled<'_> {
 }
 
 /// A session object (the KEK during backup/restore) destroyed when dropped.
-struct TempObject<'a> {
-    session: &'a Session,
-    handle: ObjectHandle,
+pub(crate) struct TempObject<'a> {
+    pub(crate) session: &'a Session,
+    pub(crate) handle: ObjectHandle,
 }
 
 impl Drop for TempObject<'_> {
@@ -244,7 +246,7 @@ impl Drop for TempObject<'_> {
 }
 
 /// Zeroizes `CKA_VALUE` in a template when dropped (the key bytes passed to the token).
-struct SecretTemplate(Vec<Attribute>);
+pub(crate) struct SecretTemplate(pub(crate) Vec<Attribute>);
 
 impl Drop for SecretTemplate {
     fn drop(&mut self) {
@@ -267,7 +269,7 @@ fn parse_label(label: &str) -> Option<(String, u32)> {
     Some((cat.to_string(), ver.parse().ok()?))
 }
 
-fn key_type(kind: KeyKind, len: usize) -> KeyType {
+pub(crate) fn key_type(kind: KeyKind, len: usize) -> KeyType {
     match (kind, len) {
         (KeyKind::Des3, 16) => KeyType::DES2,
         (KeyKind::Des3, _) => KeyType::DES3,
@@ -381,6 +383,7 @@ impl Pkcs11KeyStore {
             handles: RwLock::new(HashMap::new()),
             admin: admin_lock(&config.module, slot.id()),
             mechanisms,
+            transport_kdf: OnceLock::new(),
         })
     }
 
@@ -549,7 +552,7 @@ impl Pkcs11KeyStore {
     }
 
     /// The GP KCV computed inside the token (3DES-ECB of `00`×8 / AES-ECB of `01`×16).
-    fn token_kcv(
+    pub(crate) fn token_kcv(
         &self,
         s: &Session,
         h: ObjectHandle,

@@ -18,7 +18,8 @@
 //!   the entry fail to open ([`Error::Tampered`]). Retiring a key re-seals it.
 //! * `signing_keys` (present only when there are some) holds sealed CA signing keys, see
 //!   [`crate::SigningKeyStore`], and `agreement_keys` sealed key-agreement (ECKA) keys, see
-//!   [`crate::AgreementKeyStore`]; they are re-sealed on master key rotation too.
+//!   [`crate::AgreementKeyStore`], and `key_sets` sealed security-domain key sets, see
+//!   [`crate::KeySetStore`]; they are re-sealed on master key rotation too.
 //! * `master_check` seals a constant: a wrong master key is reported as
 //!   [`Error::WrongMasterKey`] even for an empty keystore.
 //! * Writes are atomic ([`atomic_file::write()`]): a temporary file in the same directory
@@ -61,6 +62,9 @@ struct StoreFile {
     /// Key-agreement (ECKA) keys (see `crate::agreement`); absent in files without any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     agreement_keys: Vec<crate::agreement::StoredAgreementKey>,
+    /// Security-domain key sets (see `crate::keyset`); absent in files without any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    key_sets: Vec<crate::keyset::StoredKeySet>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -140,6 +144,8 @@ pub(crate) struct State {
     pub(crate) signing: Vec<crate::signing::StoredSigningKey>,
     /// Sealed key-agreement keys, authenticated when the file was read.
     pub(crate) agreement: Vec<crate::agreement::StoredAgreementKey>,
+    /// Sealed key sets, authenticated when the file was read.
+    pub(crate) key_sets: Vec<crate::keyset::StoredKeySet>,
     master_check: Vec<u8>,
     /// Size and modification time of the file when it was read.
     stamp: Option<(u64, SystemTime)>,
@@ -231,10 +237,17 @@ fn read_state(path: &Path, master: &MasterKey) -> Result<State, Error> {
     for k in &file.agreement_keys {
         k.check(path, master)?;
     }
+    for (i, k) in file.key_sets.iter().enumerate() {
+        k.check(path, master)?;
+        if file.key_sets[..i].iter().any(|o| o.label() == k.label()) {
+            return Err(format(format!("key set {:?} appears twice", k.label())));
+        }
+    }
     Ok(State {
         entries,
         signing: file.signing_keys,
         agreement: file.agreement_keys,
+        key_sets: file.key_sets,
         master_check,
         stamp,
     })
@@ -261,6 +274,7 @@ fn write_state(path: &Path, state: &State) -> Result<Option<(u64, SystemTime)>, 
             .collect(),
         signing_keys: state.signing.clone(),
         agreement_keys: state.agreement.clone(),
+        key_sets: state.key_sets.clone(),
     };
     let mut json = serde_json::to_vec_pretty(&file).map_err(|e| Error::Format {
         path: path.to_path_buf(),
@@ -325,6 +339,7 @@ impl SoftwareKeyStore {
             entries: BTreeMap::new(),
             signing: Vec::new(),
             agreement: Vec::new(),
+            key_sets: Vec::new(),
             master_check: master::seal(&master, CHECK_AAD, CHECK_PLAIN)?,
             stamp: None,
         };
@@ -394,10 +409,16 @@ impl SoftwareKeyStore {
             .iter()
             .map(|k| k.reseal(&self.path, &self.master, &new))
             .collect::<Result<Vec<_>, Error>>()?;
+        let key_sets = old
+            .key_sets
+            .iter()
+            .map(|k| k.reseal(&self.path, &self.master, &new))
+            .collect::<Result<Vec<_>, Error>>()?;
         let mut fresh = State {
             entries,
             signing,
             agreement,
+            key_sets,
             master_check: master::seal(&new, CHECK_AAD, CHECK_PLAIN)?,
             stamp: None,
         };

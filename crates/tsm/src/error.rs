@@ -164,9 +164,6 @@ pub enum Error {
     /// lost its lease to another.
     #[error("{0}")]
     JobLeased(LeaseHeld),
-    /// A key-set operation of the key store failed.
-    #[error("{0}")]
-    KeySet(#[from] crate::ssd::KeySetError),
     /// A partner was refused (audited).
     #[error("partner '{partner}' may not {action}: {reason}")]
     Refused {

@@ -28,7 +28,7 @@ fn migrations_are_idempotent() {
         let v = s.schema_versions().unwrap();
         assert_eq!(
             v.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
-            vec![1, 2, 3, 4],
+            vec![1, 2, 3, 4, 5],
             "{}",
             b.name
         );
@@ -38,7 +38,7 @@ fn migrations_are_idempotent() {
             .unwrap();
         let again = Store::open(&b.url).unwrap();
         assert!(again.tenant("acme").unwrap().is_some(), "{}", b.name);
-        assert_eq!(again.schema_versions().unwrap().len(), 4);
+        assert_eq!(again.schema_versions().unwrap().len(), 5);
     }
 }
 
@@ -48,9 +48,20 @@ fn upgrades_apply_only_what_is_missing_and_newer_schemas_are_refused() {
         let s = b.store();
         s.create_tenant("test", "acme", "ACME", Role::CardIssuer)
             .unwrap();
-        // Back to a database made by the previous release (schema 3).
-        let downgrade =
-            "DROP TABLE audit_checkpoint; DELETE FROM schema_migrations WHERE version = 4;";
+        // A job and its steps, which migration 5 carries over (SQLite rebuilds `jobs`).
+        let job = NewJob {
+            tenant: "acme".into(),
+            actor: "acme/op".into(),
+            kind: tsm::model::JobKind::Write,
+            card_number: "77".into(),
+            params: serde_json::json!({"x": 1}),
+            steps: vec!["a".into(), "b".into()],
+        };
+        let id = s.create_job(&job).unwrap();
+        // Back to a database made by an earlier release (schema 3).
+        let downgrade = "DROP TABLE ssd_renewals; DROP TABLE ssd_key_versions; DROP TABLE ssds; \
+             DROP TABLE ssd_key_policy; DROP TABLE ssd_partners; DROP TABLE audit_checkpoint; \
+             DELETE FROM schema_migrations WHERE version >= 4;";
         let bump =
             "INSERT INTO schema_migrations (version, name, applied_ms) VALUES (99, 'future', 0)";
         match b.pg_client() {
@@ -60,9 +71,25 @@ fn upgrades_apply_only_what_is_missing_and_newer_schemas_are_refused() {
                 .execute_batch(downgrade)
                 .unwrap(),
         }
-        assert_eq!(s.migrate().unwrap(), vec![4], "{}", b.name);
+        assert_eq!(s.migrate().unwrap(), vec![4, 5], "{}", b.name);
         assert!(s.migrate().unwrap().is_empty());
         assert!(s.tenant("acme").unwrap().is_some());
+        // The job and its steps survived; the SSD job kinds are accepted; one open job
+        // per card still holds.
+        assert_eq!(s.job(id).unwrap().unwrap().card_number, "77");
+        assert_eq!(s.job_steps(id).unwrap().len(), 2);
+        assert!(matches!(s.create_job(&job), Err(StoreError::Duplicate(_))));
+        let ssd_job = NewJob {
+            kind: tsm::model::JobKind::SsdCreate,
+            card_number: "78".into(),
+            ..job.clone()
+        };
+        let id2 = s.create_job(&ssd_job).unwrap();
+        assert!(id2 > id);
+        assert_eq!(
+            s.job(id2).unwrap().unwrap().kind,
+            tsm::model::JobKind::SsdCreate
+        );
         match b.pg_client() {
             Some(mut c) => c.batch_execute(bump).unwrap(),
             None => {
@@ -76,7 +103,7 @@ fn upgrades_apply_only_what_is_missing_and_newer_schemas_are_refused() {
             Store::open(&b.url),
             Err(StoreError::SchemaTooNew {
                 found: 99,
-                known: 4
+                known: 5
             })
         ));
     }

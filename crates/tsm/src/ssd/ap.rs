@@ -30,9 +30,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use transport::{CardChannel, Traced};
 
-use super::ci::{model_privileges, new_label, next_kvn, TokenRequest};
+use super::ci::{model_privileges, next_kvn, TokenRequest};
 use super::job::{none, Effects, JobRun};
-use super::keys::{KeySets, WrappedKeySet};
+use super::keys::{new_label, KeySetStore, WrappedKeySet};
 use super::model::{
     DueRenewal, Exchange, KeyHolder, Renewal, Rotation, SsdModel, SsdRecord, SsdRequest, SsdState,
 };
@@ -142,7 +142,7 @@ struct ApParams {
 /// The application provider's platform.
 pub struct ApPlatform {
     store: Store,
-    keys: Arc<dyn KeySets>,
+    keys: Arc<dyn KeySetStore>,
     link: Arc<dyn CardIssuerLink>,
     config: ApConfig,
     clock: Clock,
@@ -166,7 +166,7 @@ impl ApPlatform {
     /// An AP platform: its store, its key store, the link to the CI.
     pub fn new(
         store: Store,
-        keys: Arc<dyn KeySets>,
+        keys: Arc<dyn KeySetStore>,
         link: Arc<dyn CardIssuerLink>,
         config: ApConfig,
     ) -> ApPlatform {
@@ -193,10 +193,12 @@ impl ApPlatform {
     /// Its transport public key (SubjectPublicKeyInfo, DER), generated in its key store on
     /// first use: what the CI registers with the partner.
     pub fn transport_key(&self) -> Result<Vec<u8>> {
-        Ok(self
-            .keys
-            .transport_key(&self.config.transport_key_label)?
-            .to_spki()?)
+        let label = &self.config.transport_key_label;
+        let key = match self.keys.transport_public_key(label) {
+            Ok(k) => k,
+            Err(_) => self.keys.create_transport_key(label)?,
+        };
+        Ok(key.to_spki_der())
     }
 
     fn actor(&self) -> String {
@@ -244,7 +246,7 @@ impl ApPlatform {
             ci_job,
             aid: aid.to_hex(),
             model,
-            initial_label: format!("{}/initial", new_label(card_number, aid, 0)),
+            initial_label: format!("{}-i", new_label(card_number, aid, 0)),
             label: new_label(card_number, aid, 0),
             from_label: None,
             from_kvn: None,
@@ -564,10 +566,10 @@ impl ApRun<'_, '_> {
                 )?
             }
         };
-        if info.kcvs[0].as_slice() != k.kcv.as_slice() {
+        if info.kcv.as_slice() != k.kcv.as_slice() {
             return Err(Error::KeysDoNotMatch(format!(
                 "the initial keys received have KCV {}, the CI records {}",
-                apdu::hex(&info.kcvs[0]),
+                apdu::hex(&info.kcv),
                 apdu::hex(&k.kcv)
             )));
         }
@@ -707,7 +709,7 @@ impl ApRun<'_, '_> {
             .link
             .confirm_rotation(self.params.ci_job, &rotation)?;
         // The CI deleted its initial keys; the AP deletes its copy.
-        self.ap.keys.delete_key_set(&self.params.initial_label)?;
+        let _ = self.ap.keys.delete_key_set(&self.params.initial_label)?;
         let card_number = self.card_number.clone();
         let aid = self.aid;
         let at = ci.handed_over_ms.unwrap_or_else(|| self.ap.clock.now_ms());
@@ -734,7 +736,7 @@ impl ApRun<'_, '_> {
             .report_renewal(&self.card_number, &self.params.aid, &renewal, &rotation)?;
         // The replaced key set is of no use any more.
         if let Some(l) = &self.params.from_label {
-            self.ap.keys.delete_key_set(l)?;
+            let _ = self.ap.keys.delete_key_set(l)?;
         }
         Ok((json!({"kvn": rotation.kvn}), none()))
     }

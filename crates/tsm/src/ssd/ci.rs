@@ -37,7 +37,7 @@ use transport::{CardChannel, Traced};
 
 use super::auth::{self, Refusal};
 use super::job::{none, Effects, JobRun};
-use super::keys::{KeySets, TransportPublicKey, WrappedKeySet};
+use super::keys::{new_label, KeySetStore, TransportPublicKey, WrappedKeySet};
 use super::model::{
     DueRenewal, KeyHolder, KeyState, Partner, Renewal, Rotation, SsdKeyVersion, SsdModel,
     SsdRecord, SsdRequest, SsdState,
@@ -160,23 +160,6 @@ fn parse_aid(hex: &str) -> Result<Aid> {
     Aid::new(&b).map_err(|e| Error::Invalid(format!("AID {hex}: {e}")))
 }
 
-fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    if getrandom::fill(&mut b).is_err() {
-        b = crate::model::now_ms().to_be_bytes()[8 - n.min(8)..].to_vec();
-    }
-    apdu::hex(&b)
-}
-
-/// A key-store label for a new SSD key set.
-pub(crate) fn new_label(card_number: &str, aid: &Aid, kvn: u8) -> String {
-    format!(
-        "ssd/{card_number}/{}/{kvn:02X}/{}",
-        aid.to_hex(),
-        random_hex(4)
-    )
-}
-
 /// The next KVN after `kvn` in 01-7F, skipping the token and receipt KVNs' neighbourhood.
 pub(crate) fn next_kvn(kvn: u8) -> u8 {
     match kvn {
@@ -209,7 +192,7 @@ pub(crate) fn usable(k: &SsdKeyVersion, now_ms: i64) -> Result<()> {
 /// The card issuer's platform.
 pub struct CiPlatform {
     issuer: Issuer,
-    keys: Arc<dyn KeySets>,
+    keys: Arc<dyn KeySetStore>,
     config: CiConfig,
     clock: Clock,
 }
@@ -231,7 +214,7 @@ fn partner_actor(partner: &str) -> String {
 impl CiPlatform {
     /// A CI platform over an issuer (its store and the card keys' key store) and the key
     /// store of SSD key sets.
-    pub fn new(issuer: Issuer, keys: Arc<dyn KeySets>, config: CiConfig) -> CiPlatform {
+    pub fn new(issuer: Issuer, keys: Arc<dyn KeySetStore>, config: CiConfig) -> CiPlatform {
         CiPlatform {
             issuer,
             keys,
@@ -252,7 +235,7 @@ impl CiPlatform {
     }
 
     /// The key store of SSD key sets.
-    pub fn key_sets(&self) -> &Arc<dyn KeySets> {
+    pub fn key_sets(&self) -> &Arc<dyn KeySetStore> {
         &self.keys
     }
 
@@ -446,7 +429,7 @@ impl CiPlatform {
         if k.holder != KeyHolder::Ci {
             return Err(Error::Invalid("the CI holds no key set of this SSD".into()));
         }
-        let to = TransportPublicKey::from_spki(&p.transport_key)?;
+        let to = TransportPublicKey::from_der_or_pem(&p.transport_key)?;
         let wrapped = self.keys.wrap_key_set_for(&label, &to)?;
         self.store().audit_append(
             &NewEntry::new(&partner_actor(partner), "ssd.initial_keys", "ok")
@@ -515,7 +498,7 @@ impl CiPlatform {
         }
         // Key store first: if the database write fails, confirming again deletes nothing
         // more and records the hand-over.
-        self.keys.delete_key_set(&params.label)?;
+        let _ = self.keys.delete_key_set(&params.label)?;
         let now = self.clock.now_ms();
         let policy = self.store().key_policy()?;
         let expires =
@@ -745,6 +728,36 @@ impl CiPlatform {
         self.submit(actor, JobKind::SsdReplace, card_number, &params, steps)
     }
 
+    /// Opens a secure channel with an SSD whose keys the CI holds (delegated model: the CI
+    /// terminal manages it for its owner), refused while its key set is expired or
+    /// compromised (then only [`CiPlatform::renew`] may use it). Content changes through
+    /// the returned client need the owner's tokens ([`CiPlatform::sign_token`]); the
+    /// card's receipts go back to the owner as proof.
+    pub fn open_managed<'c>(
+        &self,
+        card_number: &str,
+        aid: &str,
+        chan: &'c mut dyn CardChannel,
+    ) -> Result<GpClient<&'c mut dyn CardChannel>> {
+        let a = parse_aid(aid)?;
+        let (k, label) = self
+            .store()
+            .with_conn(|c| rec::current_key_label_in(c, card_number, a.as_bytes()))?
+            .ok_or_else(|| Error::Invalid("the SSD has no key set".into()))?;
+        if k.holder != KeyHolder::Ci {
+            return Err(Error::Invalid("its owner holds this SSD's keys".into()));
+        }
+        usable(&k, self.clock.now_ms())?;
+        let mut client = GpClient::new(Traced::new(chan, None));
+        let c = Candidate {
+            keys: self.keys.key_set(&label)?,
+            kvn: k.kvn,
+            name: format!("the CI's keys (KVN {:#04x})", k.kvn),
+        };
+        open_with(&mut client, a, &[c], self.config.level)?;
+        Ok(client)
+    }
+
     /// For the partner API: the job that brings an SSD's keys back to usable at the next
     /// contact, relayed by the partner like a creation: a renewal of a key set the CI
     /// holds, or (the partner's own keys compromised) the replacement of the SSD.
@@ -893,6 +906,13 @@ impl CardRun<'_, '_> {
                 _ => self.put_key(was_started, run.job.kind)?,
             };
             run.done(name, detail, effects)?;
+            if name == "put_key" && run.job.kind == JobKind::SsdRenew {
+                // Recorded as replaced: the old key set leaves the key store (a crash
+                // before this line leaves it there, unused).
+                if let Some(l) = &self.params.from_label {
+                    let _ = self.ci.keys.delete_key_set(l)?;
+                }
+            }
         }
         let card_number = self.card_number.clone();
         let aid = self.aid;

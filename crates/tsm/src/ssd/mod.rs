@@ -42,9 +42,7 @@ use std::sync::Arc;
 
 pub use ap::{ApConfig, ApPlatform, CardIssuerLink};
 pub use ci::{model_privileges, CiConfig, CiPlatform, TokenRequest};
-pub use keys::{
-    KeySetError, KeySetInfo, KeySets, MemoryKeySets, TransportPublicKey, WrappedKeySet,
-};
+pub use keys::{KeySetInfo, KeySetStore, TransportPublicKey, WrappedKeySet};
 pub use model::{
     CardRange, DueRenewal, Exchange, KeyHolder, KeyPolicy, KeyState, NewPartner, Partner, Renewal,
     Rotation, SsdKeyVersion, SsdModel, SsdRecord, SsdRequest, SsdState,

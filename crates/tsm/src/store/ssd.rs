@@ -430,8 +430,8 @@ impl Store {
                 detail: "not a DER certificate (SEQUENCE)".into(),
             });
         }
-        let transport = crate::ssd::TransportPublicKey::from_spki(&p.transport_key)
-            .and_then(|k| k.to_spki())
+        let transport = kms::TransportPublicKey::from_der_or_pem(&p.transport_key)
+            .map(|k| k.to_spki_der())
             .map_err(|e| StoreError::Invalid {
                 what: "partner transport key",
                 detail: e.to_string(),

@@ -1,0 +1,1000 @@
+//! Issue #10 in process: a CI platform (SQLite) and an AP platform (PostgreSQL when
+//! reachable, else SQLite), two key stores, the virtual card, and a `CardIssuerLink` that
+//! calls the CI directly through an in-test APDU bridge (a thread runs `CiPlatform::run`
+//! over a channel whose `transmit` waits for the response `exchange` brings).
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use common::*;
+use gp::aid::Aid;
+use gpclient::{ClientError, GpClient, KeySpec, OpenOptions};
+use scp::{KeyKind as ScpKind, SecurityLevel, StaticKeys};
+use transport::{CardChannel, TransportError};
+use tsm::ssd::*;
+use tsm::{Actor, Error, Issuer, IssuerConfig, Store};
+
+const CARD: &str = "1234";
+const OTHER_CARD: &str = "5678";
+const PREFIX: &str = "A000000151BA";
+const SSD: &str = "A000000151BA0001";
+const DAY_MS: i64 = 86_400_000;
+
+// ---- the APDU bridge and the link ------------------------------------------------------
+
+enum ToAp {
+    Command(Vec<u8>),
+    Done,
+}
+
+/// The CI's side of the bridge: a card channel whose transmit hands the command to the AP
+/// and waits for the response.
+struct BridgeChannel {
+    to_ap: Sender<ToAp>,
+    from_ap: Receiver<Vec<u8>>,
+}
+
+impl CardChannel for BridgeChannel {
+    fn transmit_raw(&mut self, capdu: &[u8]) -> Result<Vec<u8>, TransportError> {
+        self.to_ap
+            .send(ToAp::Command(capdu.to_vec()))
+            .map_err(|_| TransportError::CardRemoved)?;
+        self.from_ap
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| TransportError::CardRemoved)
+    }
+    fn atr(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    fn reset(&mut self) -> Result<(), TransportError> {
+        Ok(())
+    }
+    fn name(&self) -> String {
+        "bridge to the AP's terminal".into()
+    }
+}
+
+struct Session {
+    to_ci: Sender<Vec<u8>>,
+    from_ci: Receiver<ToAp>,
+    thread: JoinHandle<()>,
+}
+
+/// The CI seen from the AP, called directly (the partner-api branch does this over HTTPS).
+struct DirectLink {
+    ci: Arc<CiPlatform>,
+    partner: String,
+    sessions: Mutex<HashMap<i64, Session>>,
+    /// Flip a byte in the first relayed INSTALL command (a tampering AP).
+    tamper_install: std::sync::atomic::AtomicBool,
+    relayed: AtomicI64,
+}
+
+impl DirectLink {
+    fn new(ci: Arc<CiPlatform>, partner: &str) -> DirectLink {
+        DirectLink {
+            ci,
+            partner: partner.into(),
+            sessions: Mutex::new(HashMap::new()),
+            tamper_install: std::sync::atomic::AtomicBool::new(false),
+            relayed: AtomicI64::new(0),
+        }
+    }
+
+    fn next(&self, job: i64, s: Session) -> tsm::Result<Exchange> {
+        match s.from_ci.recv_timeout(Duration::from_secs(30)) {
+            Ok(ToAp::Command(mut c)) => {
+                self.relayed.fetch_add(1, Ordering::SeqCst);
+                if c.get(1) == Some(&0xE6)
+                    && c.len() > 8
+                    && self.tamper_install.swap(false, Ordering::SeqCst)
+                {
+                    // A byte of the (encrypted, MACed) data field.
+                    c[6] ^= 0x01;
+                }
+                self.sessions.lock().unwrap().insert(job, s);
+                Ok(Exchange::Command(c))
+            }
+            Ok(ToAp::Done) | Err(_) => {
+                let _ = s.thread.join();
+                Ok(Exchange::Done)
+            }
+        }
+    }
+}
+
+impl CardIssuerLink for DirectLink {
+    fn request(&self, req: &SsdRequest) -> tsm::Result<i64> {
+        self.ci.request(&self.partner, req)
+    }
+    fn exchange(&self, job: i64, last: Option<&[u8]>) -> tsm::Result<Exchange> {
+        let existing = self.sessions.lock().unwrap().remove(&job);
+        match (existing, last) {
+            (Some(s), Some(r)) => {
+                s.to_ci.send(r.to_vec()).ok();
+                self.next(job, s)
+            }
+            (existing, _) => {
+                // (Re)start: abandon a waiting run (its transmit fails: card gone), then
+                // run the job again from its journal.
+                if let Some(s) = existing {
+                    drop(s.to_ci);
+                    drop(s.from_ci);
+                    let _ = s.thread.join();
+                }
+                let (to_ap, from_ci) = channel();
+                let (to_ci, from_ap) = channel();
+                let ci = self.ci.clone();
+                let thread = std::thread::spawn(move || {
+                    let mut bridge = BridgeChannel {
+                        to_ap: to_ap.clone(),
+                        from_ap,
+                    };
+                    let _ = ci.run(job, &mut bridge);
+                    let _ = to_ap.send(ToAp::Done);
+                });
+                self.next(
+                    job,
+                    Session {
+                        to_ci,
+                        from_ci,
+                        thread,
+                    },
+                )
+            }
+        }
+    }
+    fn initial_keys(&self, job: i64) -> tsm::Result<WrappedKeySet> {
+        self.ci.initial_keys(&self.partner, job)
+    }
+    fn confirm_rotation(&self, job: i64, rotation: &Rotation) -> tsm::Result<SsdRecord> {
+        self.ci.confirm_rotation(&self.partner, job, rotation)
+    }
+    fn status(&self, card_number: &str, aid: &str) -> tsm::Result<SsdRecord> {
+        self.ci.status(&self.partner, card_number, aid)
+    }
+    fn renew(&self, card_number: &str, aid: &str) -> tsm::Result<i64> {
+        self.ci.renewal_job(&self.partner, card_number, aid)
+    }
+    fn report_compromised(
+        &self,
+        card_number: &str,
+        aid: &str,
+        kvn: u8,
+        reason: &str,
+    ) -> tsm::Result<SsdRecord> {
+        self.ci.mark_compromised(
+            &Actor::new(&self.partner, "partner-api"),
+            card_number,
+            aid,
+            kvn,
+            reason,
+        )
+    }
+    fn report_renewal(
+        &self,
+        card_number: &str,
+        aid: &str,
+        renewal: &Renewal,
+        rotation: &Rotation,
+    ) -> tsm::Result<SsdRecord> {
+        self.ci
+            .record_renewal(&self.partner, card_number, aid, renewal, rotation)
+    }
+    fn sign_token(&self, req: &TokenRequest) -> tsm::Result<Vec<u8>> {
+        self.ci.sign_token(&self.partner, req)
+    }
+}
+
+// ---- the two platforms ------------------------------------------------------------------
+
+/// The CI's key store, keeping a copy of every key set it deletes: the threat of a CI that
+/// remembers the initial keys (tests only).
+#[derive(Debug)]
+struct Remembering {
+    inner: Arc<dyn KeySetStore>,
+    kept: Mutex<HashMap<String, StaticKeys>>,
+}
+
+impl Remembering {
+    fn labels(&self) -> Vec<String> {
+        self.inner
+            .list_key_sets()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.label)
+            .collect()
+    }
+}
+
+impl KeySetStore for Remembering {
+    fn generate_key_set(&self, l: &str, k: ScpKind, n: usize) -> Result<KeySetInfo, kms::Error> {
+        self.inner.generate_key_set(l, k, n)
+    }
+    fn key_set(&self, l: &str) -> Result<StaticKeys, kms::Error> {
+        self.inner.key_set(l)
+    }
+    fn key_set_info(&self, l: &str) -> Result<Option<KeySetInfo>, kms::Error> {
+        self.inner.key_set_info(l)
+    }
+    fn list_key_sets(&self) -> Result<Vec<KeySetInfo>, kms::Error> {
+        self.inner.list_key_sets()
+    }
+    fn delete_key_set(&self, l: &str) -> Result<bool, kms::Error> {
+        if let Ok(k) = self.inner.key_set(l) {
+            self.kept.lock().unwrap().insert(l.into(), k);
+        }
+        self.inner.delete_key_set(l)
+    }
+    fn wrap_key_set_for(
+        &self,
+        l: &str,
+        to: &TransportPublicKey,
+    ) -> Result<WrappedKeySet, kms::Error> {
+        self.inner.wrap_key_set_for(l, to)
+    }
+    fn import_wrapped_key_set(
+        &self,
+        l: &str,
+        w: &WrappedKeySet,
+        t: &str,
+    ) -> Result<KeySetInfo, kms::Error> {
+        self.inner.import_wrapped_key_set(l, w, t)
+    }
+    fn create_transport_key(&self, l: &str) -> Result<TransportPublicKey, kms::Error> {
+        self.inner.create_transport_key(l)
+    }
+    fn transport_public_key(&self, l: &str) -> Result<TransportPublicKey, kms::Error> {
+        self.inner.transport_public_key(l)
+    }
+}
+
+/// A software key store in a temporary directory.
+fn software_key_sets(dir: &tempfile::TempDir, name: &str) -> Arc<dyn KeySetStore> {
+    Arc::new(
+        kms::SoftwareKeyStore::create(
+            dir.path().join(format!("{name}.json")),
+            kms::MasterKey::generate().unwrap(),
+        )
+        .unwrap(),
+    )
+}
+
+/// The labels of a key store's key sets.
+fn labels(ks: &dyn KeySetStore) -> Vec<String> {
+    ks.list_key_sets()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.label)
+        .collect()
+}
+
+struct Platforms {
+    fixture: Fixture,
+    ci: Arc<CiPlatform>,
+    ci_keys: Arc<Remembering>,
+    ap: ApPlatform,
+    ap_keys: Arc<dyn KeySetStore>,
+    ap_store: TestStore,
+    link: Arc<DirectLink>,
+    card: SimCard,
+    clock: Arc<AtomicI64>,
+    _dir: tempfile::TempDir,
+}
+
+fn token_key() -> gp::dm::DmSigningKey {
+    gp::dm::DmSigningKey::from_pkcs8(include_bytes!("../../gp/tests/vectors/dm/token-p256.pem"))
+        .unwrap()
+}
+
+const RECEIPT_KEY: [u8; 16] = [0x71; 16];
+
+impl Platforms {
+    fn new() -> Platforms {
+        let fixture = Fixture::new(sqlite(), kms::KeyKind::Aes, 0x30, false);
+        let card = SimCard::scp03();
+        fixture
+            .issuer
+            .write(&fixture.ci, CARD, CATEGORY, &mut card.clone())
+            .unwrap();
+        let clock = Arc::new(AtomicI64::new(tsm::model::now_ms()));
+        let dir = tempfile::tempdir().unwrap();
+        let ci_keys = Arc::new(Remembering {
+            inner: software_key_sets(&dir, "ci"),
+            kept: Mutex::new(HashMap::new()),
+        });
+        let issuer = Issuer::new(
+            fixture.store().clone(),
+            fixture.keys.clone() as Arc<dyn kms::KeyStore>,
+            IssuerConfig::default(),
+        );
+        let signer: Arc<dyn gp::dm::Signer + Send + Sync> = Arc::new(token_key());
+        let ci = Arc::new(
+            CiPlatform::new(
+                issuer,
+                ci_keys.clone(),
+                CiConfig {
+                    lease: Duration::ZERO,
+                    token_signer: Some(signer),
+                    ..CiConfig::default()
+                },
+            )
+            .with_clock(Clock::manual(clock.clone())),
+        );
+        let ap_store = postgres().unwrap_or_else(sqlite);
+        let ap_keys = software_key_sets(&dir, "ap");
+        let link = Arc::new(DirectLink::new(ci.clone(), "bank"));
+        let mut config = ApConfig::new("bank");
+        config.lease = Duration::ZERO;
+        let ap = ApPlatform::new(
+            ap_store.store().clone(),
+            ap_keys.clone(),
+            link.clone(),
+            config,
+        )
+        .with_clock(Clock::manual(clock.clone()));
+        let transport = ap.transport_key().unwrap();
+        ci.store()
+            .add_partner(
+                "admin",
+                &NewPartner {
+                    id: "bank".into(),
+                    name: "A Bank".into(),
+                    certificate: vec![0x30, 0x03, 0x02, 0x01, 0x01],
+                    aid_prefix: apdu::parse_hex(PREFIX).unwrap(),
+                    card_ranges: vec![CardRange::new("1000", "1999").unwrap()],
+                    transport_key: transport,
+                },
+            )
+            .unwrap();
+        Platforms {
+            fixture,
+            ci,
+            ci_keys,
+            ap,
+            ap_keys,
+            ap_store,
+            link,
+            card,
+            clock,
+            _dir: dir,
+        }
+    }
+
+    fn ci_store(&self) -> &Store {
+        self.ci.store()
+    }
+
+    fn ap_store(&self) -> &Store {
+        self.ap_store.store()
+    }
+
+    fn request(&self, model: SsdModel) -> i64 {
+        self.ap
+            .request(&SsdRequest {
+                card_number: CARD.into(),
+                aid: SSD.into(),
+                model,
+            })
+            .unwrap()
+    }
+
+    /// The card's ISD keys (issued with base key version 1).
+    fn isd_spec(&self) -> KeySpec {
+        base_spec(
+            BASE_V1,
+            self.fixture.diversification(),
+            tsm::kvn_for_version(1, 0x30),
+        )
+    }
+
+    fn isd(&self) -> GpClient<SimCard> {
+        open(&self.card, self.isd_spec()).expect("the CI still opens the ISD")
+    }
+
+    /// The registry entry of the SSD, read through the ISD.
+    fn ssd_on_card(&self) -> Option<gp::commands::RegistryEntry> {
+        let mut c = self.isd();
+        gpclient::ops::registry(&mut c)
+            .unwrap()
+            .find(&aid(SSD))
+            .cloned()
+    }
+
+    fn ap_label(&self) -> String {
+        let labels = labels(self.ap_keys.as_ref());
+        assert_eq!(labels.len(), 1, "{labels:?}");
+        labels[0].clone()
+    }
+
+    fn days(&self, n: i64) {
+        self.clock.fetch_add(n * DAY_MS, Ordering::SeqCst);
+    }
+}
+
+fn aid(hex: &str) -> Aid {
+    Aid::new(&apdu::parse_hex(hex).unwrap()).unwrap()
+}
+
+/// An independent GP host session with an SSD (plain gpclient).
+fn open_ssd(card: &SimCard, keys: &StaticKeys, kvn: u8) -> Result<GpClient<SimCard>, ClientError> {
+    let mut client = GpClient::new(transport::Traced::new(card.clone(), None));
+    client.open_secure_channel(&OpenOptions {
+        keys: KeySpec::from_static(keys, kvn),
+        level: SecurityLevel::MAC,
+        scp: None,
+        sd: Some(aid(SSD)),
+    })?;
+    Ok(client)
+}
+
+fn audit_ok(s: &Store) {
+    assert!(s.audit_verify().unwrap().is_ok());
+}
+
+// ---- flow 1 -----------------------------------------------------------------------------
+
+#[test]
+fn flow1_authorized_ssd_through_the_ap_then_handed_over() {
+    let p = Platforms::new();
+    let job = p.request(SsdModel::Authorized);
+    let rec = p.ap.run(job, &mut p.card.clone()).unwrap();
+    assert_eq!(rec.state, SsdState::HandedOver);
+
+    // Both platforms' records agree: initial KVN 30 (CI, replaced), AP's KVN 31 active.
+    let ci = p
+        .ci_store()
+        .ssd(CARD, &apdu::parse_hex(SSD).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(ci.state, SsdState::HandedOver);
+    assert_eq!(ci.owner, "bank");
+    assert_eq!(ci.privileges, vec![0x80, 0x40, 0x00]);
+    let kv: Vec<_> = ci.keys.iter().map(|k| (k.kvn, k.holder, k.state)).collect();
+    assert_eq!(
+        kv,
+        vec![
+            (0x30, KeyHolder::Ci, KeyState::Replaced),
+            (0x31, KeyHolder::Ap, KeyState::Active)
+        ]
+    );
+    assert_eq!(ci.renewals.len(), 1);
+    assert_eq!(ci.renewals[0].cause, "handover");
+    assert!(ci.handed_over_ms.is_some() && ci.receipt.is_some());
+    let ap = p.ap.status(CARD, SSD).unwrap().unwrap();
+    assert_eq!(ap.state, SsdState::HandedOver);
+    assert_eq!(ap.receipt, ci.receipt);
+    assert_eq!(ap.current_key(), ci.current_key());
+
+    // The CI keeps no SSD key; the AP only its own.
+    assert!(p.ci_keys.labels().is_empty());
+    let label = p.ap_label();
+
+    // The card: the SSD associated with itself, selectable.
+    let entry = p.ssd_on_card().expect("the SSD is on the card");
+    assert_eq!(entry.associated_sd, Some(aid(SSD)));
+
+    // An independent host opens the SSD with the AP's keys...
+    let ap_keys = p.ap_keys.key_set(&label).unwrap();
+    open_ssd(&p.card, &ap_keys, 0x31).expect("the AP's keys open the SSD");
+    // ... the CI's initial keys (which a dishonest CI might have kept) are refused before
+    // EXTERNAL AUTHENTICATE: the card cryptogram does not verify.
+    let kept = p.ci_keys.kept.lock().unwrap();
+    assert_eq!(kept.len(), 1);
+    let initial = kept.values().next().unwrap();
+    assert!(matches!(
+        open_ssd(&p.card, initial, 0),
+        Err(ClientError::WrongKeys { .. })
+    ));
+    assert!(open_ssd(&p.card, initial, 0x30).is_err(), "KVN 30 is gone");
+    // The CI still manages the ISD.
+    p.isd();
+    audit_ok(p.ci_store());
+    audit_ok(p.ap_store());
+    // The CI's audit log has the hand-over, with the partner as actor.
+    let entries = p.ci_store().audit_entries(0, 1000).unwrap();
+    assert!(entries
+        .iter()
+        .any(|e| e.action == "ssd.handover" && e.actor == "bank/partner-api"));
+}
+
+#[test]
+fn tampered_relay_is_refused_by_the_card_and_nothing_changes() {
+    let p = Platforms::new();
+    let job = p.request(SsdModel::Authorized);
+    p.link.tamper_install.store(true, Ordering::SeqCst);
+    let e = p.ap.run(job, &mut p.card.clone()).unwrap_err();
+    assert!(
+        e.to_string().contains("failed") || e.to_string().contains("must have created"),
+        "{e}"
+    );
+    assert!(p.ssd_on_card().is_none(), "nothing on the card");
+    let ci = p
+        .ci_store()
+        .ssd(CARD, &apdu::parse_hex(SSD).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(ci.state, SsdState::Failed);
+    assert!(ci.keys.is_empty());
+    let jobs = p.ci_store().jobs_of_card(CARD).unwrap();
+    let last = jobs.last().unwrap();
+    assert_eq!(last.state, tsm::model::JobState::Failed);
+    assert!(
+        last.error.as_deref().unwrap_or("").contains("6982"),
+        "the card refused the MAC: {last:?}"
+    );
+    audit_ok(p.ci_store());
+}
+
+/// The number of APDUs the AP's terminal sends in flow 1.
+fn flow1_apdus() -> usize {
+    let p = Platforms::new();
+    let job = p.request(SsdModel::Authorized);
+    let mut counting = Counting {
+        inner: p.card.clone(),
+        count: 0,
+    };
+    p.ap.run(job, &mut counting).unwrap();
+    counting.count
+}
+
+#[test]
+fn fault_loop_over_every_apdu_of_flow1() {
+    let n = flow1_apdus();
+    assert!(n > 10, "{n}");
+    for k in 0..n {
+        for cut in [Cut::Before(k), Cut::After(k)] {
+            let p = Platforms::new();
+            let job = p.request(SsdModel::Authorized);
+            let mut faulty = Faulty::new(p.card.clone(), cut);
+            let first = p.ap.run(job, &mut faulty);
+            assert!(first.is_err(), "{cut:?} of {n}: the card was pulled");
+            // Card back in: running the job again finishes it.
+            let rec =
+                p.ap.run(job, &mut p.card.clone())
+                    .unwrap_or_else(|e| panic!("{cut:?}: {e}"));
+            assert_eq!(rec.state, SsdState::HandedOver, "{cut:?}");
+            let ci = p
+                .ci_store()
+                .ssd(CARD, &apdu::parse_hex(SSD).unwrap())
+                .unwrap()
+                .unwrap();
+            assert_eq!(ci.state, SsdState::HandedOver, "{cut:?}");
+            assert_eq!(ci.current_key(), rec.current_key(), "{cut:?}");
+            // The records agree with the card.
+            let label = p.ap_label();
+            let keys = p.ap_keys.key_set(&label).unwrap();
+            let kvn = rec.current_key().unwrap().kvn;
+            open_ssd(&p.card, &keys, kvn).unwrap_or_else(|e| panic!("{cut:?}: {e}"));
+            assert_eq!(
+                p.ssd_on_card().unwrap().associated_sd,
+                Some(aid(SSD)),
+                "{cut:?}"
+            );
+            assert!(p.ci_keys.labels().is_empty(), "{cut:?}");
+            audit_ok(p.ci_store());
+            audit_ok(p.ap_store());
+        }
+    }
+}
+
+// ---- flow 2 -----------------------------------------------------------------------------
+
+#[test]
+fn flow2_delegated_ssd_managed_by_the_ci_with_tokens_and_receipts() {
+    let p = Platforms::new();
+    // The issuer's set-up of its card: token key (KVN 70) and receipt key (KVN 71) in
+    // the ISD, which has Token Verification and Receipt Generation.
+    {
+        let mut isd = p.isd();
+        gpclient::ops::put_public_key(&mut isd, 0x70, 1, 0, &token_key().verifying_key()).unwrap();
+        let rk = StaticKeys {
+            enc: scp::Key::aes(&RECEIPT_KEY).unwrap(),
+            mac: scp::Key::aes(&RECEIPT_KEY).unwrap(),
+            dek: scp::Key::aes(&RECEIPT_KEY).unwrap(),
+        };
+        gpclient::ops::put_key_set(&mut isd, &rk, 0x71, None).unwrap();
+    }
+    // Through the CI's terminal.
+    let job =
+        p.ci.request(
+            "bank",
+            &SsdRequest {
+                card_number: CARD.into(),
+                aid: SSD.into(),
+                model: SsdModel::Delegated,
+            },
+        )
+        .unwrap();
+    let rec = p.ci.run(job, &mut p.card.clone()).unwrap();
+    assert_eq!(rec.state, SsdState::Managed);
+    assert_eq!(rec.privileges, vec![0xA0, 0x00, 0x00]);
+    assert_eq!(rec.current_key().unwrap().holder, KeyHolder::Ci);
+    // No initial keys for the AP: the CI keeps managing it.
+    assert!(p.link.initial_keys(job).is_err());
+
+    // The AP's application goes in with tokens the CI signs; the receipts are its proof.
+    struct LinkSigner(Arc<DirectLink>);
+    impl std::fmt::Debug for LinkSigner {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("LinkSigner")
+        }
+    }
+    impl gp::dm::Signer for LinkSigner {
+        fn scheme(&self) -> gp::dm::Scheme {
+            gp::dm::Scheme::EcdsaP256Sha256
+        }
+        fn sign(&self, m: &[u8]) -> gp::Result<Vec<u8>> {
+            self.0
+                .sign_token(&TokenRequest {
+                    card_number: CARD.into(),
+                    aid: SSD.into(),
+                    input: m.to_vec(),
+                })
+                .map_err(|e| gp::Error::Encoding(e.to_string()))
+        }
+    }
+    let mut chan = p.card.clone();
+    let mut client = p.ci.open_managed(CARD, SSD, &mut chan).unwrap();
+    client.set_delegation(gpclient::dm::Delegation::new(
+        Some(gpclient::dm::TokenSource::Sign(Box::new(LinkSigner(
+            p.link.clone(),
+        )))),
+        Some(gpclient::dm::ReceiptCheck {
+            key: gp::dm::ReceiptKey::aes(&RECEIPT_KEY).unwrap(),
+            last_counter: None,
+        }),
+    ));
+    let cap = gp::cap::CapFile::from_bytes(EMPTY_CAP).unwrap();
+    // The token names the SSD explicitly (the CI signs no load "into the current SD").
+    let opts = gpclient::ops::InstallOptions {
+        load_only: true,
+        to: Some(aid(SSD)),
+        ..Default::default()
+    };
+    gpclient::ops::install_cap(&mut client, &cap, &opts).unwrap();
+    // An instance under the AP's prefix: signed; outside it: refused by the CI (audited).
+    let instance = aid("A000000151BA0101");
+    gpclient::ops::install_instance(
+        &mut client,
+        aid("0102030405"),
+        aid("0102030405060708"),
+        instance,
+        Default::default(),
+        vec![0xC9, 0x00],
+        true,
+    )
+    .unwrap();
+    let outside = gpclient::ops::install_instance(
+        &mut client,
+        aid("0102030405"),
+        aid("0102030405060708"),
+        aid("A000000151CC0101"),
+        Default::default(),
+        vec![0xC9, 0x00],
+        true,
+    );
+    assert!(
+        matches!(outside, Err(ClientError::Token { .. })),
+        "{outside:?}"
+    );
+    let receipts = client.delegation().unwrap().receipts().len();
+    assert!(receipts >= 2, "{receipts} receipts");
+    drop(client);
+    let reg = gpclient::ops::registry(&mut p.isd()).unwrap();
+    assert_eq!(reg.find(&instance).unwrap().associated_sd, Some(aid(SSD)));
+    let entries = p.ci_store().audit_entries(0, 1000).unwrap();
+    assert!(entries
+        .iter()
+        .any(|e| e.action == "ssd.sign_token" && e.result == "ok"));
+    assert!(entries
+        .iter()
+        .any(|e| e.action == "ssd.sign_token" && e.result == "forbidden"));
+    audit_ok(p.ci_store());
+}
+
+// ---- flow 3 -----------------------------------------------------------------------------
+
+#[test]
+fn flow3_renewal_on_expiry() {
+    let p = Platforms::new();
+    let policy = KeyPolicy::new(
+        Duration::from_secs(10 * 86_400),
+        Duration::from_secs(2 * 86_400),
+    )
+    .unwrap();
+    p.ci_store().set_key_policy("admin", &policy).unwrap();
+    p.ap_store().set_key_policy("admin", &policy).unwrap();
+    let job = p.request(SsdModel::Authorized);
+    p.ap.run(job, &mut p.card.clone()).unwrap();
+    let now = || p.clock.load(Ordering::SeqCst);
+    assert!(p.ap.due(now()).unwrap().is_empty());
+    assert!(p.ci.due(now()).unwrap().is_empty());
+    p.days(9);
+    let due = p.ap.due(now()).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].kvn, due[0].cause.as_str()), (0x31, "expiry"));
+    assert_eq!(p.ci.due(now()).unwrap().len(), 1, "the CI sees it too");
+    // Still usable in the window; expired, refused for anything but its renewal.
+    p.ap.open(CARD, SSD, &mut p.card.clone()).unwrap();
+    p.days(2);
+    let e = p.ap.open(CARD, SSD, &mut p.card.clone()).unwrap_err();
+    assert!(matches!(e, Error::KeyUnusable { kvn: 0x31, .. }), "{e}");
+    // Renewal at the next contact.
+    let rec = p.ap.renew(CARD, SSD, &mut p.card.clone()).unwrap();
+    let k = rec.current_key().unwrap();
+    assert_eq!(
+        (k.kvn, k.holder, k.state),
+        (0x32, KeyHolder::Ap, KeyState::Active)
+    );
+    assert_eq!(rec.renewals.last().unwrap().cause, "expiry");
+    assert!(p.ap.due(now()).unwrap().is_empty());
+    let ci = p.ci.status("bank", CARD, SSD).unwrap();
+    assert_eq!(ci.current_key().unwrap().kvn, 0x32);
+    assert_eq!(ci.current_key().unwrap().kcv, k.kcv);
+    p.ap.open(CARD, SSD, &mut p.card.clone()).unwrap();
+    audit_ok(p.ci_store());
+    audit_ok(p.ap_store());
+}
+
+#[test]
+fn flow3_renewal_of_a_key_set_the_ci_holds() {
+    let p = Platforms::new();
+    let policy = KeyPolicy::new(
+        Duration::from_secs(10 * 86_400),
+        Duration::from_secs(2 * 86_400),
+    )
+    .unwrap();
+    p.ci_store().set_key_policy("admin", &policy).unwrap();
+    let job = p.request(SsdModel::Delegated);
+    let rec = p.ap.run(job, &mut p.card.clone()).unwrap();
+    assert_eq!(rec.state, SsdState::Managed);
+    p.days(11);
+    let e =
+        p.ci.open_managed(CARD, SSD, &mut p.card.clone())
+            .unwrap_err();
+    assert!(matches!(e, Error::KeyUnusable { .. }), "{e}");
+    assert_eq!(p.ci.due(p.clock.load(Ordering::SeqCst)).unwrap().len(), 1);
+    let renewal = p.ci.renew(&p.fixture.ci, CARD, SSD).unwrap();
+    let rec = p.ci.run(renewal, &mut p.card.clone()).unwrap();
+    assert_eq!(rec.current_key().unwrap().kvn, 0x31);
+    assert_eq!(rec.renewals.last().unwrap().cause, "expiry");
+    p.ci.open_managed(CARD, SSD, &mut p.card.clone()).unwrap();
+    // The replaced key set left the CI's key store.
+    assert_eq!(p.ci_keys.labels().len(), 1);
+}
+
+// ---- flow 4 -----------------------------------------------------------------------------
+
+#[test]
+fn flow4_compromised_owner_keys_lock_delete_and_recreate() {
+    let p = Platforms::new();
+    let job = p.request(SsdModel::Authorized);
+    p.ap.run(job, &mut p.card.clone()).unwrap();
+    let old_label = p.ap_label();
+    let old_keys = p.ap_keys.key_set(&old_label).unwrap();
+    // An application of the AP under its SSD (Authorized Management: its own keys).
+    {
+        let mut chan = p.card.clone();
+        let mut c = p.ap.open(CARD, SSD, &mut chan).unwrap();
+        let cap = gp::cap::CapFile::from_bytes(EMPTY_CAP).unwrap();
+        gpclient::ops::install_cap(&mut c, &cap, &Default::default()).unwrap();
+    }
+    p.ap.mark_compromised(CARD, SSD, 0x31, "key custodian left")
+        .unwrap();
+    let ci = p.ci.status("bank", CARD, SSD).unwrap();
+    assert_eq!(ci.current_key().unwrap().state, KeyState::Compromised);
+    let due = p.ci.due(p.clock.load(Ordering::SeqCst)).unwrap();
+    assert_eq!(due[0].cause, "compromised");
+    let e = p.ap.open(CARD, SSD, &mut p.card.clone()).unwrap_err();
+    assert!(e.to_string().contains("key custodian left"), "{e}");
+    // Next contact: the CI locks, deletes, re-creates; the AP takes it over again.
+    let rec = p.ap.renew(CARD, SSD, &mut p.card.clone()).unwrap();
+    assert_eq!(rec.state, SsdState::HandedOver);
+    let ci = p.ci.status("bank", CARD, SSD).unwrap();
+    assert_eq!(ci.state, SsdState::HandedOver);
+    assert_eq!(ci.current_key(), rec.current_key());
+    // The old keys open nothing; the new ones do; the old application is gone.
+    assert!(open_ssd(&p.card, &old_keys, 0).is_err());
+    p.ap.open(CARD, SSD, &mut p.card.clone()).unwrap();
+    let reg = gpclient::ops::registry(&mut p.isd()).unwrap();
+    assert!(reg.find(&aid("0102030405060708")).is_none());
+    let entries = p.ci_store().audit_entries(0, 1000).unwrap();
+    assert!(entries
+        .iter()
+        .any(|e| e.action == "job.ssd_replace" && e.result == "ok"));
+    audit_ok(p.ci_store());
+    audit_ok(p.ap_store());
+}
+
+// ---- authorisation ----------------------------------------------------------------------
+
+#[test]
+fn authorisation_matrix_every_refusal_audited() {
+    let p = Platforms::new();
+    // A second partner, and a revoked third.
+    for (id, prefix) in [("shop", "A000000151CC"), ("gone", "A000000151DD")] {
+        let kdir = tempfile::tempdir().unwrap();
+        let keys = software_key_sets(&kdir, id);
+        p.ci_store()
+            .add_partner(
+                "admin",
+                &NewPartner {
+                    id: id.into(),
+                    name: id.into(),
+                    certificate: vec![0x30, 0x03, 0x02, 0x01, id.as_bytes()[0]],
+                    aid_prefix: apdu::parse_hex(prefix).unwrap(),
+                    card_ranges: vec![CardRange::new("1000", "1999").unwrap()],
+                    transport_key: keys.create_transport_key("t").unwrap().to_spki_der(),
+                },
+            )
+            .unwrap();
+    }
+    p.ci_store().revoke_partner("admin", "gone").unwrap();
+    // bank's SSD exists.
+    let ap_job = p.request(SsdModel::Authorized);
+    p.ap.run(ap_job, &mut p.card.clone()).unwrap();
+    let job = p
+        .ci_store()
+        .jobs_of_card(CARD)
+        .unwrap()
+        .iter()
+        .find(|j| j.kind == tsm::model::JobKind::SsdCreate)
+        .unwrap()
+        .id;
+    // Another card issued, outside every contract.
+    p.fixture
+        .issuer
+        .write(&p.fixture.ci, OTHER_CARD, CATEGORY, &mut SimCard::scp03())
+        .unwrap();
+
+    let isd = "A000000151000000";
+    let cases: Vec<(&str, &str, &str, bool)> = vec![
+        // (partner, card, aid, allowed for request)
+        ("bank", CARD, "A000000151BA0002", true),
+        ("bank", OTHER_CARD, "A000000151BA0002", false),
+        ("bank", CARD, "A000000151CC0002", false),
+        ("bank", CARD, isd, false),
+        ("shop", CARD, "A000000151CC0002", true),
+        ("shop", CARD, SSD, false),
+        ("gone", CARD, "A000000151DD0002", false),
+        ("nobody", CARD, "A000000151BA0003", false),
+    ];
+    for (partner, card, aid_hex, allowed) in &cases {
+        let before = p.ci_store().audit_entries(0, 10_000).unwrap().len();
+        let r = p.ci.request(
+            partner,
+            &SsdRequest {
+                card_number: card.to_string(),
+                aid: aid_hex.to_string(),
+                model: SsdModel::Authorized,
+            },
+        );
+        if *allowed {
+            r.unwrap_or_else(|e| panic!("{partner} {card} {aid_hex}: {e}"));
+            // Run it: the card is free for the next case.
+            let open = p.ci_store().open_job_for_card(card).unwrap().unwrap();
+            p.ci.run(open.id, &mut p.card.clone()).unwrap();
+        } else {
+            let e = r.unwrap_err();
+            assert!(
+                matches!(e, Error::Refused { .. }),
+                "{partner} {card} {aid_hex}: {e}"
+            );
+            let after = p.ci_store().audit_entries(0, 10_000).unwrap();
+            assert!(
+                after[before..]
+                    .iter()
+                    .any(|a| a.result == "forbidden" && a.action == "ssd.request"),
+                "{partner} {card} {aid_hex}: refusal not audited"
+            );
+        }
+        // Read, renew, keys, token on bank's SSD: only bank (and never when revoked).
+        let ops: Vec<(&str, tsm::Result<()>)> = vec![
+            ("status", p.ci.status(partner, CARD, SSD).map(|_| ())),
+            ("initial_keys", p.ci.initial_keys(partner, job).map(|_| ())),
+            (
+                "sign_token",
+                p.ci.sign_token(
+                    partner,
+                    &TokenRequest {
+                        card_number: CARD.into(),
+                        aid: SSD.into(),
+                        input: vec![
+                            0x00, 0x00, 0x0A, 0x4F, 0x08, 0xA0, 0, 0, 1, 0x51, 0xBA, 0, 1,
+                        ],
+                    },
+                )
+                .map(|_| ()),
+            ),
+        ];
+        for (op, r) in ops {
+            if *partner == "bank" {
+                // Allowed by contract; refused for other reasons (state, model) at most.
+                if let Err(e) = r {
+                    assert!(!matches!(e, Error::Refused { .. }), "bank {op}: {e}");
+                }
+            } else {
+                let e = r.unwrap_err();
+                assert!(matches!(e, Error::Refused { .. }), "{partner} {op}: {e}");
+            }
+        }
+    }
+    // Every refusal of a partner is in the log as forbidden, with the partner as actor.
+    let entries = p.ci_store().audit_entries(0, 10_000).unwrap();
+    for partner in ["shop", "gone", "nobody"] {
+        let actor = format!("{partner}/partner-api");
+        let n = entries
+            .iter()
+            .filter(|e| e.actor == actor && e.result == "forbidden")
+            .count();
+        assert!(n >= 3, "{partner}: {n} refusals audited");
+    }
+    // A partner sees only its own SSDs; a revoked one nothing.
+    assert!(p.ci.ssds("bank").unwrap().iter().all(|s| s.owner == "bank"));
+    assert!(p.ci.ssds("shop").unwrap().iter().all(|s| s.owner == "shop"));
+    assert!(matches!(p.ci.ssds("gone"), Err(Error::Refused { .. })));
+    audit_ok(p.ci_store());
+}
+
+// ---- records ----------------------------------------------------------------------------
+
+#[test]
+fn partner_records_and_policy_on_every_backend() {
+    for ts in backends() {
+        let s = ts.store();
+        s.create_tenant("admin", "acme", "ACME", tsm::model::Role::CardIssuer)
+            .unwrap();
+        let kdir = tempfile::tempdir().unwrap();
+        let keys = software_key_sets(&kdir, "bank");
+        let np = NewPartner {
+            id: "bank".into(),
+            name: "A Bank".into(),
+            certificate: b"-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n"
+                .to_vec(),
+            aid_prefix: apdu::parse_hex(PREFIX).unwrap(),
+            card_ranges: vec![CardRange::new("1000", "1999").unwrap()],
+            transport_key: keys.create_transport_key("t").unwrap().to_spki_der(),
+        };
+        let p = s.add_partner("admin", &np).unwrap();
+        assert_eq!(p.certificate, vec![0x30, 0x03, 0x02, 0x01, 0x01]);
+        let sha: [u8; 32] = {
+            use sha2::Digest;
+            sha2::Sha256::digest(&p.certificate).into()
+        };
+        assert_eq!(s.partner_for_certificate(&sha).unwrap().unwrap().id, "bank");
+        assert!(s.partner_for_certificate(&[0; 32]).unwrap().is_none());
+        assert!(
+            s.add_partner("admin", &np).is_err(),
+            "{}: duplicate",
+            ts.name
+        );
+        // The ISD's AID cannot be a prefix; an acquirer tenant cannot be a partner.
+        let mut bad = np.clone();
+        bad.id = "isd".into();
+        bad.aid_prefix = apdu::parse_hex("A0000001").unwrap();
+        assert!(s.add_partner("admin", &bad).is_err());
+        let mut bad = np.clone();
+        bad.id = "acme".into();
+        bad.certificate = vec![0x30, 0x00];
+        assert!(s.add_partner("admin", &bad).is_err());
+        assert_eq!(s.partners().unwrap().len(), 1);
+        let r = s.revoke_partner("admin", "bank").unwrap();
+        assert!(r.revoked && r.revoked_ms.is_some());
+        assert_eq!(s.key_policy().unwrap(), KeyPolicy::default());
+        let pol = KeyPolicy::new(Duration::from_secs(100), Duration::from_secs(10)).unwrap();
+        s.set_key_policy("admin", &pol).unwrap();
+        assert_eq!(s.key_policy().unwrap(), pol);
+        assert!(KeyPolicy::new(Duration::from_secs(10), Duration::from_secs(10)).is_err());
+        assert!(s.ssd("1234", &[1, 2, 3, 4, 5]).unwrap().is_none());
+        assert!(s.ssds_of_owner("bank").unwrap().is_empty());
+        assert!(s.ssds_due(0).unwrap().is_empty());
+        audit_ok(s);
+    }
+}

@@ -1,0 +1,5 @@
+//! `fuzzing::wrapped_key_set` (crates/fuzzing): its documentation says what it checks.
+#![no_main]
+#![forbid(unsafe_code)]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzzing::wrapped_key_set(data));
