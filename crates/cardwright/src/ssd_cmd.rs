@@ -83,8 +83,13 @@ pub fn run_partner(cmd: PartnerCmd) -> Result<()> {
                 std::fs::read(&cert).with_context(|| format!("--cert {}", cert.display()))?;
             let transport = std::fs::read(&transport_key)
                 .with_context(|| format!("--transport-key {}", transport_key.display()))?;
-            tsm::ssd::TransportPublicKey::from_spki(&transport)
-                .map_err(|e| anyhow!("--transport-key {}: {e}", transport_key.display()))?;
+            match std::str::from_utf8(&transport) {
+                Ok(pem) if pem.contains("-----BEGIN") => {
+                    tsm::ssd::TransportPublicKey::from_pem(pem).map(|_| ())
+                }
+                _ => tsm::ssd::TransportPublicKey::from_spki_der(&transport).map(|_| ()),
+            }
+            .map_err(|e| anyhow!("--transport-key {}: {e}", transport_key.display()))?;
             let aid_prefix = apdu::parse_hex(&ssd_aid_prefix)
                 .map_err(|e| anyhow!("--ssd-aid-prefix {ssd_aid_prefix}: {e}"))?;
             let card_ranges = cards

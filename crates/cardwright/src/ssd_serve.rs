@@ -9,10 +9,9 @@
 //!   its link to the card issuer ([`server::partner_client`]: HTTPS with `--client-cert`,
 //!   `--client-key`, trusting only `--ci-ca`).
 //!
-//! SSD key sets: `tsm::ssd::MemoryKeySets` until tsm adapts kms' key-set store
-//! (branch kms-transport); they live as long as the process (a restart loses initial keys
-//! not yet handed over, and the AP's transport key: `--transport-key-out` writes the new
-//! one).
+//! SSD key sets and the AP's transport key live in the platform's key store
+//! (`--keystore`, the same as the cards' base keys: software file or PKCS#11 token).
+//! `--transport-key-out` writes the AP's transport public key for the CI's `partner add`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,7 +22,7 @@ use axum::Router;
 use server::auth::TokenTable;
 use server::partner::{ExchangeTimeouts, PartnerApi};
 use server::tls::PartnerCertVerifier;
-use tsm::ssd::{ApConfig, ApPlatform, CiConfig, CiPlatform, KeySets, MemoryKeySets};
+use tsm::ssd::{ApConfig, ApPlatform, CiConfig, CiPlatform, KeySetStore};
 
 use crate::serve::{PlatformRole, ServeArgs};
 
@@ -41,12 +40,9 @@ pub struct Ssd {
     pub partner_api: Option<Arc<PartnerApi>>,
 }
 
-fn key_sets() -> Arc<dyn KeySets> {
-    tracing::warn!(
-        "SSD key sets are kept in memory (tsm::ssd::MemoryKeySets) until the kms key-set store \
-         is wired in: a restart loses initial keys not yet handed over"
-    );
-    Arc::new(MemoryKeySets::new())
+/// The SSD key sets in the platform's key store (`--keystore`: software file or PKCS#11).
+fn key_sets(keystore: &str) -> Result<Arc<dyn KeySetStore>> {
+    kms::open_key_sets(keystore).with_context(|| format!("--keystore {keystore} (SSD key sets)"))
 }
 
 fn need<'a, T>(v: &'a Option<T>, what: &str, role: &str) -> Result<&'a T> {
@@ -77,7 +73,11 @@ pub fn build(
             }
             let verifier = PartnerCertVerifier::new(roots, crls).context("--partner-ca")?;
             let issuer = crate::serve::issuer_of(store, &a.keystore)?;
-            let ci = Arc::new(CiPlatform::new(issuer, key_sets(), CiConfig::default()));
+            let ci = Arc::new(CiPlatform::new(
+                issuer,
+                key_sets(&a.keystore)?,
+                CiConfig::default(),
+            ));
             let api = PartnerApi::new(
                 ci,
                 tokens,
@@ -121,7 +121,7 @@ pub fn build(
             .context("the link to the card issuer")?;
             let ap = ApPlatform::new(
                 (**store).clone(),
-                key_sets(),
+                key_sets(&a.keystore)?,
                 Arc::new(link),
                 ApConfig::new(partner),
             );

@@ -606,10 +606,9 @@ async fn initial_keys(
     blocking(move || {
         partner_job(&api, &partner, job)?;
         let w = api.ci.initial_keys(&partner.id, job)?;
-        Ok(Json(WrappedKeys {
-            job,
-            wrapped: apdu::hex(w.as_bytes()),
-        }))
+        let wrapped = serde_json::from_str(&w.to_json())
+            .map_err(|_| ApiError::internal("the wrapped key set"))?;
+        Ok(Json(WrappedKeys { job, wrapped }))
     })
     .await
 }
@@ -900,7 +899,7 @@ pub fn new_partner(body: &NewPartnerBody) -> Result<tsm::ssd::NewPartner, ApiErr
             "cards: at least one range FIRST-LAST",
         ));
     }
-    tsm::ssd::TransportPublicKey::from_spki(body.transport_key.as_bytes())
+    tsm::ssd::TransportPublicKey::from_pem(&body.transport_key)
         .map_err(|e| ApiError::bad_request(format!("transport_key: {e}")))?;
     crate::tls::certificates_from_pem(body.certificate.as_bytes())
         .map_err(|e| ApiError::bad_request(format!("certificate: {e}")))?;

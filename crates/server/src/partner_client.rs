@@ -256,8 +256,7 @@ impl CardIssuerLink for HttpCardIssuerLink {
             "fetch the initial keys",
             &format!("/api/v1/partner/ssd-requests/{job}/keys"),
         )?;
-        let bytes = apdu::parse_hex(&w.wrapped).map_err(|e| Self::interrupted("keys", e))?;
-        Ok(tsm::ssd::WrappedKeySet::from_bytes(&bytes)?)
+        Ok(tsm::ssd::WrappedKeySet::from_json(&w.wrapped.to_string())?)
     }
 
     fn confirm_rotation(&self, job: i64, rotation: &Rotation) -> tsm::Result<SsdRecord> {

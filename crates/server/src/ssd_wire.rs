@@ -98,8 +98,10 @@ pub struct ExchangeAnswer {
 pub struct WrappedKeys {
     /// The job.
     pub job: i64,
-    /// The wrapped key set (hex; ECDH P-256 + HKDF-SHA-256 + AES key wrap, see tsm::ssd::keys).
-    pub wrapped: String,
+    /// The wrapped key set: kms' JSON document (ECDH P-256 ephemeral-static, ANSI X9.63
+    /// KDF, AES key wrap; see `kms::keyset`), for the partner's transport key only.
+    #[schema(value_type = Object)]
+    pub wrapped: serde_json::Value,
 }
 
 /// `POST …/confirm`: the AP replaced the initial keys.

@@ -20,8 +20,7 @@ use server::partner::{ExchangeTimeouts, PartnerApi};
 use server::partner_client::HttpCardIssuerLink;
 use server::tls::{self, ClientCertificate, PartnerCertVerifier};
 use tsm::ssd::{
-    ApConfig, ApPlatform, CardIssuerLink, CiConfig, CiPlatform, KeySets, MemoryKeySets, SsdModel,
-    SsdRequest,
+    ApConfig, ApPlatform, CardIssuerLink, CiConfig, CiPlatform, KeySetStore, SsdModel, SsdRequest,
 };
 use tsm::{Actor, CategorySpec, Store};
 
@@ -89,7 +88,7 @@ fn ci_platform(verifier: Option<Arc<PartnerCertVerifier>>) -> Ci {
         .unwrap();
     let issuer = tsm::Issuer::new(
         store.clone(),
-        keys as Arc<dyn KeyStore>,
+        keys.clone() as Arc<dyn KeyStore>,
         tsm::IssuerConfig::default(),
     );
     let mut sim = card::VirtualChannel::new(card::VirtualCard::new(card::CardConfig::default()));
@@ -98,7 +97,7 @@ fn ci_platform(verifier: Option<Arc<PartnerCertVerifier>>) -> Ci {
         .unwrap();
     let ci = Arc::new(CiPlatform::new(
         issuer,
-        Arc::new(MemoryKeySets::new()),
+        keys.clone() as Arc<dyn KeySetStore>,
         CiConfig::default(),
     ));
     let tokens = TokenTable::new()
@@ -139,7 +138,7 @@ fn ci_platform(verifier: Option<Arc<PartnerCertVerifier>>) -> Ci {
 fn ap_platform(partner: &str, link: Arc<dyn CardIssuerLink>) -> (ApPlatform, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&format!("sqlite:{}", dir.path().join("ap.db").display())).unwrap();
-    let keys: Arc<dyn KeySets> = Arc::new(MemoryKeySets::new());
+    let keys = soft_keys(dir.path());
     (
         ApPlatform::new(store, keys, link, ApConfig::new(partner)),
         dir,
@@ -190,10 +189,20 @@ impl CardIssuerLink for NoLink {
     }
 }
 
-/// A P-256 transport public key (SPKI PEM) from a throw-away key store.
-fn transport_pem(keys: &dyn KeySets) -> String {
-    let der = keys.transport_key("transport").unwrap().to_spki().unwrap();
-    pem_rfc7468::encode_string("PUBLIC KEY", pem_rfc7468::LineEnding::LF, &der).unwrap()
+/// A software key store (SSD key sets, transport keys) in `dir`.
+fn soft_keys(dir: &std::path::Path) -> Arc<dyn KeySetStore> {
+    Arc::new(
+        SoftwareKeyStore::create(dir.join("key-sets.json"), MasterKey::generate().unwrap())
+            .unwrap(),
+    )
+}
+
+/// The P-256 transport public key (SPKI PEM) of a key store, made on first use.
+fn transport_pem(keys: &dyn KeySetStore) -> String {
+    match keys.transport_public_key("transport") {
+        Ok(k) => k.to_pem(),
+        Err(_) => keys.create_transport_key("transport").unwrap().to_pem(),
+    }
 }
 
 fn add_partner(
@@ -295,7 +304,9 @@ fn authorisation_matrix_over_https() {
     let (port, _stop) = serve(app.clone(), &server_leaf, verifier);
 
     // bank1's AP platform: its key store makes the transport key the CI registers.
-    let ap_keys: Arc<dyn KeySets> = Arc::new(MemoryKeySets::new());
+    let ap_keys_dir = tempfile::tempdir().unwrap();
+    let ap_keys = soft_keys(ap_keys_dir.path());
+    let other_keys_dir = tempfile::tempdir().unwrap();
     add_partner(
         &app,
         "bank1",
@@ -310,7 +321,7 @@ fn authorisation_matrix_over_https() {
         &bank2,
         "2000000000-2000000999",
         "A000000151BA02",
-        &transport_pem(&MemoryKeySets::new()),
+        &transport_pem(soft_keys(other_keys_dir.path()).as_ref()),
     );
     let bank1_link = Arc::new(link(port, "bank1", &bank1_client, &server_ca));
     let bank2_link = link(port, "bank2", &bank2_client, &server_ca);
@@ -349,7 +360,6 @@ fn authorisation_matrix_over_https() {
 /// wrapped commands to the card, takes the initial keys over and replaces them; both
 /// platforms record the hand-over, and bank2 may not see it.
 #[test]
-#[ignore = "tsm::ssd::MemoryKeySets derives the KEK from the sender's key-set label when wrapping and from the recipient's when importing, so the AP cannot import the initial keys (branch tsm-ssd); run with --ignored once fixed"]
 fn flow1_over_https() {
     let mut server_ca = Ca::new("CI server CA");
     let server_leaf = server_ca.server();
@@ -361,7 +371,9 @@ fn flow1_over_https() {
     let ci = ci_platform(Some(verifier.clone()));
     let app = server::partner::router(ci.api.clone());
     let (port, _stop) = serve(app.clone(), &server_leaf, verifier);
-    let ap_keys: Arc<dyn KeySets> = Arc::new(MemoryKeySets::new());
+    let ap_keys_dir = tempfile::tempdir().unwrap();
+    let ap_keys = soft_keys(ap_keys_dir.path());
+    let other_keys_dir = tempfile::tempdir().unwrap();
     add_partner(
         &app,
         "bank1",
@@ -376,7 +388,7 @@ fn flow1_over_https() {
         &bank2,
         "2000000000-2000000999",
         "A000000151BA02",
-        &transport_pem(&MemoryKeySets::new()),
+        &transport_pem(soft_keys(other_keys_dir.path()).as_ref()),
     );
     let bank1_link = Arc::new(link(port, "bank1", &bank1_client, &server_ca));
     let bank2_link = link(port, "bank2", &bank2_client, &server_ca);
@@ -440,6 +452,7 @@ async fn identity_and_operator_routes() {
     let stranger_leaf = stranger.client("stranger");
     let ci = ci_platform(None);
     let app = server::partner::router(ci.api.clone());
+    let keys_dir = tempfile::tempdir().unwrap();
 
     let r = call(&app, Method::GET, "/api/v1/partner/ssds", None, None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
@@ -448,7 +461,7 @@ async fn identity_and_operator_routes() {
     // Register bank1 as an operator; a viewer may not.
     let body = json!({
         "id": "bank1", "certificate": bank1.pem, "ssd_aid_prefix": "A000000151BA01",
-        "cards": ["1000000000-1000000999"], "transport_key": transport_pem(&MemoryKeySets::new()),
+        "cards": ["1000000000-1000000999"], "transport_key": transport_pem(soft_keys(keys_dir.path()).as_ref()),
     })
     .to_string();
     let r = call(
