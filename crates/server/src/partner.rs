@@ -493,7 +493,17 @@ async fn exchange(
         let partner = partner.clone();
         blocking(move || partner_job(&api, &partner, job)).await?;
     }
-    let (session, fresh) = session_for(&api, job, response.is_none())?;
+    exchange_step(&api, job, response).await.map(Json)
+}
+
+/// One exchange of the partner's job `job`: delivers `response`, answers the next command
+/// or done.
+async fn exchange_step(
+    api: &Arc<PartnerApi>,
+    job: i64,
+    response: Option<Vec<u8>>,
+) -> Result<ExchangeAnswer, ApiError> {
+    let (session, fresh) = session_for(api, job, response.is_none())?;
     let Ok(mut end) = session.end.try_lock() else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -510,30 +520,30 @@ async fn exchange(
         step = end.next(None, api.timeouts.command).await;
     }
     match step {
-        Ok(Step::Command(c)) => Ok(Json(ExchangeAnswer {
+        Ok(Step::Command(c)) => Ok(ExchangeAnswer {
             command: Some(apdu::hex(&c)),
             done: false,
             ssd: None,
-        })),
+        }),
         Ok(Step::Reset) => {
-            forget(&api, job, &session);
+            forget(api, job, &session);
             Err(ApiError::internal(
                 "a card reset asked by the flow (not relayed)",
             ))
         }
         Ok(Step::Done) => {
-            forget(&api, job, &session);
+            forget(api, job, &session);
             let worker = session.worker.lock().ok().and_then(|mut w| w.take());
             let outcome = match worker {
                 Some(h) => h.await.map_err(|_| ApiError::internal("an SSD worker"))?,
                 None => return Err(ApiError::internal("an SSD worker")),
             };
             let ssd = outcome.map_err(ApiError::from)?;
-            Ok(Json(ExchangeAnswer {
+            Ok(ExchangeAnswer {
                 command: None,
                 done: true,
                 ssd: Some(SsdView::from(&ssd)),
-            }))
+            })
         }
         Err(BridgeError::Timeout(wait)) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
@@ -544,7 +554,7 @@ async fn exchange(
             ApiError::new(StatusCode::CONFLICT, "out_of_step", e.to_string()),
         ),
         Err(BridgeError::FlowGone) => {
-            forget(&api, job, &session);
+            forget(api, job, &session);
             Err(ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "interrupted",
@@ -1098,4 +1108,75 @@ async fn set_key_policy(
         Ok(Json(policy.into()))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use transport::CardChannel;
+
+    /// A second exchange for a job while one waits for the card issuer's next command is
+    /// refused `409 exchange_in_progress`; the first then gets its command.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_second_exchange_while_one_waits_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = tsm::Store::open(&format!("sqlite:{}", dir.path().join("ci.db").display()))
+            .expect("store");
+        let keys = Arc::new(
+            kms::SoftwareKeyStore::create(
+                dir.path().join("keys.json"),
+                kms::MasterKey::generate().expect("master key"),
+            )
+            .expect("key store"),
+        );
+        let issuer = tsm::Issuer::new(store, keys.clone(), tsm::IssuerConfig::default());
+        let ci = CiPlatform::new(issuer, keys, tsm::ssd::CiConfig::default());
+        let api = PartnerApi::new(
+            Arc::new(ci),
+            TokenTable::new(),
+            None,
+            ExchangeTimeouts {
+                response: Duration::from_secs(5),
+                command: Duration::from_secs(5),
+            },
+        );
+        // A job's worker that takes a while before its first command.
+        let (mut channel, end) = bridge(Duration::from_secs(5));
+        let worker = tokio::task::spawn_blocking(move || {
+            std::thread::sleep(Duration::from_millis(700));
+            channel
+                .transmit_raw(&[0x00, 0xA4, 0x04, 0x00])
+                .map_err(tsm::Error::Interrupted)?;
+            Err(tsm::Error::Invalid("the test's flow ends here".into()))
+        });
+        let session = Arc::new(Session {
+            end: tokio::sync::Mutex::new(end),
+            worker: Mutex::new(Some(worker)),
+        });
+        api.sessions
+            .lock()
+            .expect("sessions")
+            .insert(7, session.clone());
+        let first = {
+            let api = api.clone();
+            tokio::spawn(async move { exchange_step(&api, 7, None).await })
+        };
+        while session.end.try_lock().is_ok() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let second = exchange_step(&api, 7, None).await;
+        assert_eq!(
+            second.map_err(|e| (e.status, e.body.error)),
+            Err((StatusCode::CONFLICT, "exchange_in_progress".to_string()))
+        );
+        let first = first.await.expect("first");
+        assert_eq!(first.map(|a| a.command), Ok(Some("00A40400".to_string())));
+        // The card's answer ends the test's flow: its error comes back, the session goes.
+        let last = exchange_step(&api, 7, Some(vec![0x90, 0x00])).await;
+        assert_eq!(
+            last.map_err(|e| e.body.error),
+            Err("invalid_request".to_string())
+        );
+        assert!(api.sessions.lock().expect("sessions").get(&7).is_none());
+    }
 }

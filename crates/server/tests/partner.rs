@@ -41,6 +41,16 @@ struct Ci {
 }
 
 fn ci_platform(verifier: Option<Arc<PartnerCertVerifier>>) -> Ci {
+    ci_platform_with(
+        verifier,
+        ExchangeTimeouts {
+            response: Duration::from_secs(10),
+            command: Duration::from_secs(10),
+        },
+    )
+}
+
+fn ci_platform_with(verifier: Option<Arc<PartnerCertVerifier>>, timeouts: ExchangeTimeouts) -> Ci {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&format!("sqlite:{}", dir.path().join("ci.db").display())).unwrap();
     let keys = Arc::new(
@@ -117,15 +127,7 @@ fn ci_platform(verifier: Option<Arc<PartnerCertVerifier>>) -> Ci {
                 tenant: Some("issuer".into()),
             },
         );
-    let api = PartnerApi::new(
-        ci,
-        tokens,
-        verifier,
-        ExchangeTimeouts {
-            response: Duration::from_secs(10),
-            command: Duration::from_secs(10),
-        },
-    );
+    let api = PartnerApi::new(ci, tokens, verifier, timeouts);
     Ci {
         api,
         store,
@@ -707,4 +709,145 @@ async fn openapi_documents_match_the_routers() {
     )
     .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+/// `method path` as the partner whose client chain is `leaf` (in process: the TLS layer's
+/// extension set by hand).
+async fn as_partner(
+    app: &axum::Router,
+    leaf: &Leaf,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    use tower::ServiceExt;
+    let mut req = axum::http::Request::builder().method(method).uri(path);
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let mut req = req
+        .body(axum::body::Body::from(
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        ))
+        .unwrap();
+    req.extensions_mut().insert(ClientCertificate {
+        chain: tls::certificates_from_pem(leaf.chain_pem.as_bytes())
+            .unwrap()
+            .into(),
+    });
+    let r = app.clone().oneshot(req).await.unwrap();
+    let status = r.status();
+    let bytes = http_body_util::BodyExt::collect(r.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// The CI restarts (a new partner API, no sessions) while the AP waits with the card's
+/// response to a command of the old run: the next exchange drops that response, runs the
+/// job again from its journal, and the relay finishes it; the SSD is created.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_next_exchange_after_a_ci_restart_resumes_the_job() {
+    let short = ExchangeTimeouts {
+        response: Duration::from_millis(500),
+        command: Duration::from_secs(10),
+    };
+    let ci = ci_platform_with(None, short);
+    let app = server::partner::router(ci.api.clone());
+    let mut bank1 = Ca::new("bank1 AP root");
+    let bank1_leaf = bank1.client("bank1 AP platform");
+    let keys_dir = tempfile::tempdir().unwrap();
+    let body = json!({
+        "id": "bank1", "certificate": bank1.pem, "ssd_aid_prefix": "A000000151BA01",
+        "cards": ["1000000000-1000000999"],
+        "transport_key": transport_pem(soft_keys(keys_dir.path()).as_ref()),
+    });
+    let r = call(
+        &app,
+        Method::POST,
+        "/api/v1/partners",
+        Some(body.to_string()),
+        Some(OPERATOR),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let (s, b) = as_partner(
+        &app,
+        &bank1_leaf,
+        Method::POST,
+        "/api/v1/partner/ssd-requests",
+        Some(json!({"card_number": CARD, "aid": "A000000151BA0101", "model": "authorized"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let job = b["job"].as_i64().unwrap();
+    let exchange = format!("/api/v1/partner/ssd-requests/{job}/exchange");
+    let mut card = ci.card.clone();
+    let mut relay = |command: &str| -> String {
+        use transport::CardChannel;
+        let c = apdu::parse_hex(command).unwrap();
+        apdu::hex(&card.transmit_raw(&c).unwrap())
+    };
+
+    // Two commands through the first run; the second's answer is never delivered to it.
+    let (s, b) = as_partner(
+        &app,
+        &bank1_leaf,
+        Method::POST,
+        &exchange,
+        Some(json!({"response": null})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let r1 = relay(b["command"].as_str().unwrap());
+    let (s, b) = as_partner(
+        &app,
+        &bank1_leaf,
+        Method::POST,
+        &exchange,
+        Some(json!({"response": r1})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let late = relay(b["command"].as_str().unwrap());
+
+    // The CI restarts: a new API over the same platform; the old run times out meanwhile.
+    let restarted = PartnerApi::new(ci.api.ci().clone(), TokenTable::new(), None, short);
+    let app = server::partner::router(restarted);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut response = json!(late);
+    let mut commands = 0;
+    let answer = loop {
+        let (s, b) = as_partner(
+            &app,
+            &bank1_leaf,
+            Method::POST,
+            &exchange,
+            Some(json!({"response": response})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        if b["done"] == true {
+            break b;
+        }
+        commands += 1;
+        assert!(commands < 100, "the job does not end");
+        response = json!(relay(b["command"].as_str().unwrap()));
+    };
+    assert_eq!(answer["ssd"]["state"], "created", "{answer}");
+    assert_eq!(answer["ssd"]["owner"], "bank1");
+    // A finished job's relay answers its outcome once; starting again is refused.
+    let (s, b) = as_partner(
+        &app,
+        &bank1_leaf,
+        Method::POST,
+        &exchange,
+        Some(json!({"response": null})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
 }
