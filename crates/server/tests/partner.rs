@@ -851,3 +851,180 @@ async fn the_next_exchange_after_a_ci_restart_resumes_the_job() {
     .await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
 }
+
+/// An AP terminal with one reader holding the (shared) virtual card.
+struct DeskReaders {
+    card: card::VirtualChannel,
+}
+
+const DESK_READER: &str = "AP desk reader 0";
+
+impl relay::agent::Readers for DeskReaders {
+    fn list(&mut self) -> Vec<relay::protocol::ReaderReport> {
+        use transport::CardChannel;
+        vec![relay::protocol::ReaderReport {
+            name: DESK_READER.into(),
+            card_present: true,
+            atr: Some(apdu::hex(&self.card.atr())),
+        }]
+    }
+    fn transmit(
+        &mut self,
+        _reader: &str,
+        capdu: &[u8],
+    ) -> Result<Vec<u8>, relay::protocol::RelayFault> {
+        use transport::CardChannel;
+        self.card
+            .transmit_raw(capdu)
+            .map_err(|e| relay::protocol::RelayFault::Other {
+                message: e.to_string(),
+            })
+    }
+    fn reset(&mut self, _reader: &str) -> Result<Vec<u8>, relay::protocol::RelayFault> {
+        use transport::CardChannel;
+        self.card
+            .reset()
+            .map_err(|e| relay::protocol::RelayFault::Other {
+                message: e.to_string(),
+            })?;
+        Ok(self.card.atr())
+    }
+}
+
+/// The AP's own API: an operator runs flow 1 on the card in its terminal's reader (the
+/// terminal agent connected to the AP platform's relay), the AP platform relays the CI's
+/// commands over HTTPS; then reads the SSD and renews its keys.
+#[test]
+fn ap_api_runs_flow1_through_its_terminal() {
+    let mut server_ca = Ca::new("CI server CA");
+    let server_leaf = server_ca.server();
+    let mut bank1 = Ca::new("bank1 AP root");
+    let bank1_client = bank1.client("bank1 AP platform");
+    let verifier = PartnerCertVerifier::new(Vec::new(), Vec::new()).unwrap();
+    let ci = ci_platform(Some(verifier.clone()));
+    let ci_app = server::partner::router(ci.api.clone());
+    let (port, _stop) = serve(ci_app.clone(), &server_leaf, verifier);
+    let ap_dir = tempfile::tempdir().unwrap();
+    let ap_keys = soft_keys(ap_dir.path());
+    add_partner(
+        &ci_app,
+        "bank1",
+        &bank1,
+        "1000000000-1000000999",
+        "A000000151BA01",
+        &transport_pem(ap_keys.as_ref()),
+    );
+
+    // The AP platform and its API, on plain HTTP for its terminal.
+    let ap_store =
+        Store::open(&format!("sqlite:{}", ap_dir.path().join("ap.db").display())).unwrap();
+    let link = Arc::new(link(port, "bank1", &bank1_client, &server_ca));
+    let ap = ApPlatform::new(ap_store, ap_keys, link, ApConfig::new("bank1"));
+    let tokens = TokenTable::new()
+        .with(
+            "ap-operator-token-0123456789",
+            Principal {
+                name: "olga".into(),
+                role: Role::Operator,
+                tenant: Some("bank1".into()),
+            },
+        )
+        .with(
+            "ap-desk-token-0123456789",
+            Principal {
+                name: "desk".into(),
+                role: Role::Terminal,
+                tenant: None,
+            },
+        );
+    let api = server::ap::ApApi::new(Arc::new(ap), tokens, Duration::from_secs(10));
+    let app = server::ap::router(api.clone());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let served = app.clone();
+    rt.spawn(async move { axum::serve(listener, served).await });
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let agent = {
+        let stop = stop.clone();
+        let card = ci.card.clone();
+        let cfg = relay::agent::AgentConfig {
+            server: url.clone(),
+            token: "ap-desk-token-0123456789".into(),
+            terminal: "desk".into(),
+            poll: Duration::from_millis(20),
+            retry: Duration::from_millis(50),
+        };
+        std::thread::spawn(move || relay::agent::run(&cfg, &mut DeskReaders { card }, &stop))
+    };
+    let t0 = std::time::Instant::now();
+    while api.hub().terminals().is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the terminal did not connect"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let op = Some("ap-operator-token-0123456789");
+    let aid = "A000000151BA0101";
+    let body = json!({"card_number": CARD, "aid": aid, "model": "authorized", "terminal": "desk", "reader": DESK_READER});
+    let r = rt.block_on(call(
+        &app,
+        Method::POST,
+        "/api/v1/ssd/requests",
+        Some(body.to_string()),
+        op,
+    ));
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["ssd"]["state"], "handed_over", "{}", r.text());
+    let first_kvn = r.json()["ssd"]["keys"].as_array().unwrap().last().unwrap()["kvn"].clone();
+    let r = rt.block_on(call(
+        &app,
+        Method::GET,
+        &format!("/api/v1/ssd/{CARD}/{aid}"),
+        None,
+        op,
+    ));
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["owner"], "bank1");
+    // Renewal without a reader is refused; with one, the AP's keys are replaced.
+    let r = rt.block_on(call(
+        &app,
+        Method::POST,
+        &format!("/api/v1/ssd/{CARD}/{aid}/renew"),
+        Some(json!({}).to_string()),
+        op,
+    ));
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    let renew = json!({"terminal": "desk", "reader": DESK_READER});
+    let r = rt.block_on(call(
+        &app,
+        Method::POST,
+        &format!("/api/v1/ssd/{CARD}/{aid}/renew"),
+        Some(renew.to_string()),
+        op,
+    ));
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let keys = r.json()["ssd"]["keys"].as_array().unwrap().clone();
+    assert_ne!(keys.last().unwrap()["kvn"], first_kvn, "{keys:?}");
+    // The CI recorded the renewal the AP reported.
+    let at_ci = ci
+        .store
+        .ssd(CARD, &apdu::parse_hex(aid).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        at_ci.current_key().unwrap().kvn as u64,
+        keys.last().unwrap()["kvn"].as_u64().unwrap()
+    );
+
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = agent.join();
+}
