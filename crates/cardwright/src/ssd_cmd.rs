@@ -459,7 +459,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn days(d: Duration) -> String {
     let s = d.as_secs();
-    if s % 86_400 == 0 {
+    if s.is_multiple_of(86_400) {
         format!("{}d", s / 86_400)
     } else {
         format!("{s}s")
