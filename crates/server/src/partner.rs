@@ -164,9 +164,7 @@ impl PartnerApi {
             chain_verifies_against(chain, &root, &self.crls)
         });
         let Some(p) = found else {
-            tracing::warn!(
-                "a client chain verified against a --partner-ca root of no registered partner"
-            );
+            self.audit_refusal(chain, None, "unknown_partner");
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "unknown_partner",
@@ -182,6 +180,7 @@ impl PartnerApi {
             .map_err(tsm::Error::from)?
             .unwrap_or(p);
         if p.revoked {
+            self.audit_refusal(chain, Some(&p.id), "partner_revoked");
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "partner_revoked",
@@ -189,6 +188,23 @@ impl PartnerApi {
             ));
         }
         Ok(p)
+    }
+}
+
+impl PartnerApi {
+    /// Records a refused client (its certificate's SHA-256, never more) in the audit log.
+    fn audit_refusal(&self, chain: &[CertificateDer<'static>], partner: Option<&str>, why: &str) {
+        let fingerprint = chain
+            .first()
+            .map(|c| apdu::hex(&sha2::Sha256::digest(c.as_ref())))
+            .unwrap_or_default();
+        let actor = format!("{}/partner-api", partner.unwrap_or("unknown"));
+        let entry = tsm::audit::NewEntry::new(&actor, "partner.identify", "refused")
+            .detail(serde_json::json!({"reason": why, "client_certificate_sha256": fingerprint}));
+        if let Err(e) = self.ci.store().audit_append(&entry) {
+            tracing::error!(error = %e, "auditing a refused partner failed");
+        }
+        tracing::warn!(reason = why, certificate = %fingerprint, "partner refused");
     }
 }
 

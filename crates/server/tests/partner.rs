@@ -546,6 +546,14 @@ async fn identity_and_operator_routes() {
         (s, b["error"].as_str()),
         (StatusCode::FORBIDDEN, Some("unknown_partner"))
     );
+    let audited = ci.store.audit_entries(0, 10_000).unwrap();
+    let refusal = audited
+        .iter()
+        .rev()
+        .find(|e| e.action == "partner.identify")
+        .expect("the refusal is audited");
+    assert_eq!(refusal.result, "refused");
+    assert!(refusal.detail.contains("unknown_partner"), "{refusal:?}");
     let (s, b) = partner_call(&bank1_leaf, Method::GET, "/api/v1/partner/ssds", None).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b, json!({"ssds": []}));
