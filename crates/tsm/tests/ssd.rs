@@ -38,6 +38,9 @@ enum ToAp {
 struct BridgeChannel {
     to_ap: Sender<ToAp>,
     from_ap: Receiver<Vec<u8>>,
+    /// The CI platform "crashes" (its thread panics) once it has this many responses.
+    crash_after: Option<usize>,
+    responses: usize,
 }
 
 impl CardChannel for BridgeChannel {
@@ -45,9 +48,15 @@ impl CardChannel for BridgeChannel {
         self.to_ap
             .send(ToAp::Command(capdu.to_vec()))
             .map_err(|_| TransportError::CardRemoved)?;
-        self.from_ap
+        let r = self
+            .from_ap
             .recv_timeout(Duration::from_secs(30))
-            .map_err(|_| TransportError::CardRemoved)
+            .map_err(|_| TransportError::CardRemoved)?;
+        self.responses += 1;
+        if self.crash_after == Some(self.responses) {
+            panic!("simulated crash of the CI platform");
+        }
+        Ok(r)
     }
     fn atr(&self) -> Vec<u8> {
         Vec::new()
@@ -74,6 +83,8 @@ struct DirectLink {
     /// Flip a byte in the first relayed INSTALL command (a tampering AP).
     tamper_install: std::sync::atomic::AtomicBool,
     relayed: AtomicI64,
+    /// The next CI run crashes after this many responses (once).
+    crash_ci_after: Mutex<Option<usize>>,
 }
 
 impl DirectLink {
@@ -84,6 +95,7 @@ impl DirectLink {
             sessions: Mutex::new(HashMap::new()),
             tamper_install: std::sync::atomic::AtomicBool::new(false),
             relayed: AtomicI64::new(0),
+            crash_ci_after: Mutex::new(None),
         }
     }
 
@@ -101,9 +113,17 @@ impl DirectLink {
                 self.sessions.lock().unwrap().insert(job, s);
                 Ok(Exchange::Command(c))
             }
-            Ok(ToAp::Done) | Err(_) => {
+            Ok(ToAp::Done) => {
                 let _ = s.thread.join();
                 Ok(Exchange::Done)
+            }
+            // The CI platform went away without finishing (a crash): for the AP, a broken
+            // call; the relay restarts when its job runs again.
+            Err(_) => {
+                let _ = s.thread.join();
+                Err(Error::Interrupted(TransportError::Other(
+                    "the CI platform is gone".into(),
+                )))
             }
         }
     }
@@ -131,10 +151,13 @@ impl CardIssuerLink for DirectLink {
                 let (to_ap, from_ci) = channel();
                 let (to_ci, from_ap) = channel();
                 let ci = self.ci.clone();
+                let crash_after = self.crash_ci_after.lock().unwrap().take();
                 let thread = std::thread::spawn(move || {
                     let mut bridge = BridgeChannel {
                         to_ap: to_ap.clone(),
                         from_ap,
+                        crash_after,
+                        responses: 0,
                     };
                     let _ = ci.run(job, &mut bridge);
                     let _ = to_ap.send(ToAp::Done);
@@ -297,6 +320,17 @@ const RECEIPT_KEY: [u8; 16] = [0x71; 16];
 
 impl Platforms {
     fn new() -> Platforms {
+        let dir = tempfile::tempdir().unwrap();
+        let ci = software_key_sets(&dir, "ci");
+        let ap = software_key_sets(&dir, "ap");
+        Platforms::with_key_sets(ci, ap, dir)
+    }
+
+    fn with_key_sets(
+        ci_key_sets: Arc<dyn KeySetStore>,
+        ap_keys: Arc<dyn KeySetStore>,
+        dir: tempfile::TempDir,
+    ) -> Platforms {
         let fixture = Fixture::new(sqlite(), kms::KeyKind::Aes, 0x30, false);
         let card = SimCard::scp03();
         fixture
@@ -304,9 +338,8 @@ impl Platforms {
             .write(&fixture.ci, CARD, CATEGORY, &mut card.clone())
             .unwrap();
         let clock = Arc::new(AtomicI64::new(tsm::model::now_ms()));
-        let dir = tempfile::tempdir().unwrap();
         let ci_keys = Arc::new(Remembering {
-            inner: software_key_sets(&dir, "ci"),
+            inner: ci_key_sets,
             kept: Mutex::new(HashMap::new()),
         });
         let issuer = Issuer::new(
@@ -328,7 +361,6 @@ impl Platforms {
             .with_clock(Clock::manual(clock.clone())),
         );
         let ap_store = postgres().unwrap_or_else(sqlite);
-        let ap_keys = software_key_sets(&dir, "ap");
         let link = Arc::new(DirectLink::new(ci.clone(), "bank"));
         let mut config = ApConfig::new("bank");
         config.lease = Duration::ZERO;
@@ -544,21 +576,63 @@ fn flow1_apdus() -> usize {
     counting.count
 }
 
+/// Where flow 1 is cut: the card channel (card pulled, terminal gone) before or after an
+/// APDU, the AP platform crashing after an APDU, or the CI platform crashing after a
+/// response.
+#[derive(Debug, Clone, Copy)]
+enum FlowCut {
+    Card(Cut),
+    CiCrash(usize),
+}
+
 #[test]
 fn fault_loop_over_every_apdu_of_flow1() {
     let n = flow1_apdus();
     assert!(n > 10, "{n}");
-    for k in 0..n {
-        for cut in [Cut::Before(k), Cut::After(k)] {
+    eprintln!(
+        "flow 1: {n} APDUs through the AP's terminal; {} cut runs",
+        4 * n
+    );
+    let cuts = (0..n).flat_map(|k| {
+        [
+            FlowCut::Card(Cut::Before(k)),
+            FlowCut::Card(Cut::After(k)),
+            FlowCut::Card(Cut::CrashAfter(k)),
+            FlowCut::CiCrash(k + 1),
+        ]
+    });
+    for cut in cuts {
+        {
             let p = Platforms::new();
             let job = p.request(SsdModel::Authorized);
-            let mut faulty = Faulty::new(p.card.clone(), cut);
-            let first = p.ap.run(job, &mut faulty);
-            assert!(first.is_err(), "{cut:?} of {n}: the card was pulled");
-            // Card back in: running the job again finishes it.
-            let rec =
-                p.ap.run(job, &mut p.card.clone())
-                    .unwrap_or_else(|e| panic!("{cut:?}: {e}"));
+            let first = match cut {
+                FlowCut::Card(c) => {
+                    let mut faulty = Faulty::new(p.card.clone(), c);
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        p.ap.run(job, &mut faulty)
+                    }))
+                    .unwrap_or_else(|_| Err(Error::Invalid("the AP platform crashed".into())))
+                }
+                FlowCut::CiCrash(k) => {
+                    *p.link.crash_ci_after.lock().unwrap() = Some(k);
+                    p.ap.run(job, &mut p.card.clone())
+                }
+            };
+            let rec = match first {
+                // The CI's part has fewer responses than k: nothing was cut.
+                Ok(rec) => {
+                    assert!(
+                        matches!(cut, FlowCut::CiCrash(_)),
+                        "{cut:?} of {n}: not cut"
+                    );
+                    rec
+                }
+                // Card back in, platforms up again: running the job again finishes it.
+                Err(_) => {
+                    p.ap.run(job, &mut p.card.clone())
+                        .unwrap_or_else(|e| panic!("{cut:?}: {e}"))
+                }
+            };
             assert_eq!(rec.state, SsdState::HandedOver, "{cut:?}");
             let ci = p
                 .ci_store()
@@ -582,6 +656,85 @@ fn fault_loop_over_every_apdu_of_flow1() {
             audit_ok(p.ap_store());
         }
     }
+}
+
+/// Two SoftHSM2 tokens (CI and AP) in a directory of this process, or `None` (skipped)
+/// when SoftHSM2 is not installed; with `CARDWRIGHT_HSM_TESTS=1` that fails instead.
+fn softhsm_key_sets() -> Option<(Arc<dyn KeySetStore>, Arc<dyn KeySetStore>)> {
+    const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+    static CONF: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let required = std::env::var("CARDWRIGHT_HSM_TESTS").is_ok_and(|v| v == "1");
+    let dir = CONF.get_or_init(|| {
+        let have = std::path::Path::new(MODULE).exists()
+            && std::process::Command::new("softhsm2-util")
+                .arg("--version")
+                .output()
+                .is_ok();
+        if !have {
+            assert!(!required, "CARDWRIGHT_HSM_TESTS=1 but SoftHSM2 is missing");
+            eprintln!("SoftHSM2 not installed: the HSM variant is skipped");
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("cw-ssd-softhsm")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let tokens = dir.join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        for label in ["cw-ci", "cw-ap"] {
+            let out = std::process::Command::new("softhsm2-util")
+                .env("SOFTHSM2_CONF", &conf)
+                .args(["--init-token", "--free", "--label", label])
+                .args(["--pin", "1234", "--so-pin", "5678"])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "softhsm2-util: {out:?}");
+        }
+        std::fs::write(dir.join("pin"), "1234\n").unwrap();
+        // Before this process's first C_Initialize.
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        Some(dir)
+    });
+    let dir = dir.as_ref()?;
+    let open = |token: &str| {
+        kms::open_key_sets(&format!(
+            "pkcs11:{MODULE}?token={token}&pin-file={}",
+            dir.join("pin").display()
+        ))
+        .unwrap()
+    };
+    Some((open("cw-ci"), open("cw-ap")))
+}
+
+#[test]
+fn flow1_between_two_softhsm2_tokens() {
+    let Some((ci, ap)) = softhsm_key_sets() else {
+        return;
+    };
+    let p = Platforms::with_key_sets(ci, ap, tempfile::tempdir().unwrap());
+    let job = p.request(SsdModel::Authorized);
+    let rec = p.ap.run(job, &mut p.card.clone()).unwrap();
+    assert_eq!(rec.state, SsdState::HandedOver);
+    // The CI's token keeps no SSD key set; the AP's token holds its own only.
+    assert!(p.ci_keys.labels().is_empty());
+    let label = p.ap_label();
+    let keys = p.ap_keys.key_set(&label).unwrap();
+    open_ssd(&p.card, &keys, rec.current_key().unwrap().kvn).unwrap();
+    let kept = p.ci_keys.kept.lock().unwrap();
+    assert!(matches!(
+        open_ssd(&p.card, kept.values().next().unwrap(), 0),
+        Err(ClientError::WrongKeys { .. })
+    ));
 }
 
 // ---- flow 2 -----------------------------------------------------------------------------

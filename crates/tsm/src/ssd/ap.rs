@@ -510,6 +510,13 @@ impl ApRun<'_, '_> {
             }
         }
         let ci = link.status(&self.card_number, &self.params.aid)?;
+        if ci.state == SsdState::Requested || ci.state == SsdState::Locked {
+            // The CI's run stopped half-way (the CI platform or the card went away): both
+            // jobs stay resumable; running this one again restarts the relay.
+            return Err(Error::Interrupted(transport::TransportError::Other(
+                "the CI's job is not finished".into(),
+            )));
+        }
         let want = match self.params.model {
             SsdModel::Authorized => SsdState::Created,
             SsdModel::Delegated => SsdState::Managed,
