@@ -1089,6 +1089,26 @@ fn authorisation_matrix_every_refusal_audited() {
             .count();
         assert!(n >= 3, "{partner}: {n} refusals audited");
     }
+    // Refused through the AP platform: audited on the AP's side too.
+    let e =
+        p.ap.request(&SsdRequest {
+            card_number: OTHER_CARD.into(),
+            aid: "A000000151BA0009".into(),
+            model: SsdModel::Authorized,
+        })
+        .unwrap_err();
+    assert!(matches!(e, Error::Refused { .. }), "{e}");
+    let ap_log = p.ap_store().audit_entries(0, 10_000).unwrap();
+    assert!(ap_log
+        .iter()
+        .any(|e| e.action == "ssd.request" && e.result == "refused"));
+    // The issuer's engine does not run SSD jobs.
+    let e = p
+        .fixture
+        .issuer
+        .run(&p.fixture.ci, job, &mut p.card.clone())
+        .unwrap_err();
+    assert!(e.to_string().contains("SSD job"), "{e}");
     // A partner sees only its own SSDs; a revoked one nothing.
     assert!(p.ci.ssds("bank").unwrap().iter().all(|s| s.owner == "bank"));
     assert!(p.ci.ssds("shop").unwrap().iter().all(|s| s.owner == "shop"));

@@ -230,7 +230,20 @@ impl ApPlatform {
                 )));
             }
         }
-        let ci_job = self.link.request(req)?;
+        let ci_job = match self.link.request(req) {
+            Ok(j) => j,
+            Err(e) => {
+                // A refusal of the CI is audited here too (and on the CI's side).
+                let entry = NewEntry::new(&self.actor(), "ssd.request", "refused")
+                    .card(&req.card_number)
+                    .detail(json!({"aid": aid.to_hex(), "model": req.model,
+                                   "error": e.to_string()}));
+                return Err(match self.store.audit_append(&entry) {
+                    Ok(_) => e,
+                    Err(s) => s.into(),
+                });
+            }
+        };
         self.record_take_over(&req.card_number, &aid, req.model, ci_job, true)
     }
 
