@@ -1089,6 +1089,14 @@ fn authorisation_matrix_every_refusal_audited() {
             .count();
         assert!(n >= 3, "{partner}: {n} refusals audited");
     }
+    // Only the owner relays its jobs.
+    p.ci.check_job("bank", job).unwrap();
+    for other in ["shop", "gone", "nobody"] {
+        assert!(matches!(
+            p.ci.check_job(other, job),
+            Err(Error::Refused { .. })
+        ));
+    }
     // Refused through the AP platform: audited on the AP's side too.
     let e =
         p.ap.request(&SsdRequest {

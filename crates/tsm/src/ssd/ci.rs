@@ -440,6 +440,24 @@ impl CiPlatform {
         Ok(wrapped)
     }
 
+    /// Whether `partner` may relay job `job` (its own SSD job, the partner not revoked):
+    /// the partner API checks this before it runs the job over its APDU bridge
+    /// ([`CardIssuerLink::exchange`](super::CardIssuerLink::exchange)). Refusals audited.
+    pub fn check_job(&self, partner: &str, job: i64) -> Result<()> {
+        let j = self.store().job(job)?.ok_or(Error::UnknownJob(job))?;
+        let params: Option<JobParams> = serde_json::from_value(j.params.clone()).ok();
+        let ours = matches!(
+            j.kind,
+            JobKind::SsdCreate | JobKind::SsdRenew | JobKind::SsdReplace
+        );
+        let Some(params) = params.filter(|p| ours && p.partner == partner) else {
+            return Err(self.refuse(partner, "exchange", &j.card_number, Refusal::NotOwner));
+        };
+        let aid = parse_aid(&params.aid)?;
+        self.authorise(partner, "exchange", &j.card_number, &aid)?;
+        Ok(())
+    }
+
     /// The partner's finished SSD job, its SSD and parameters; refusals audited.
     fn job_of(
         &self,
