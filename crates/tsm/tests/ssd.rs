@@ -80,8 +80,8 @@ struct DirectLink {
     ci: Arc<CiPlatform>,
     partner: String,
     sessions: Mutex<HashMap<i64, Session>>,
-    /// Flip a byte in the first relayed INSTALL command (a tampering AP).
-    tamper_install: std::sync::atomic::AtomicBool,
+    /// Flip a byte in the first relayed command with this INS (a tampering AP).
+    tamper_ins: Mutex<Option<u8>>,
     relayed: AtomicI64,
     /// The next CI run crashes after this many responses (once).
     crash_ci_after: Mutex<Option<usize>>,
@@ -93,7 +93,7 @@ impl DirectLink {
             ci,
             partner: partner.into(),
             sessions: Mutex::new(HashMap::new()),
-            tamper_install: std::sync::atomic::AtomicBool::new(false),
+            tamper_ins: Mutex::new(None),
             relayed: AtomicI64::new(0),
             crash_ci_after: Mutex::new(None),
         }
@@ -103,13 +103,13 @@ impl DirectLink {
         match s.from_ci.recv_timeout(Duration::from_secs(30)) {
             Ok(ToAp::Command(mut c)) => {
                 self.relayed.fetch_add(1, Ordering::SeqCst);
-                if c.get(1) == Some(&0xE6)
-                    && c.len() > 8
-                    && self.tamper_install.swap(false, Ordering::SeqCst)
-                {
+                let mut tamper = self.tamper_ins.lock().unwrap();
+                if c.len() > 8 && c.get(1).is_some() && c.get(1) == tamper.as_ref() {
                     // A byte of the (encrypted, MACed) data field.
                     c[6] ^= 0x01;
+                    *tamper = None;
                 }
+                drop(tamper);
                 self.sessions.lock().unwrap().insert(job, s);
                 Ok(Exchange::Command(c))
             }
@@ -538,30 +538,46 @@ fn flow1_authorized_ssd_through_the_ap_then_handed_over() {
 
 #[test]
 fn tampered_relay_is_refused_by_the_card_and_nothing_changes() {
-    let p = Platforms::new();
-    let job = p.request(SsdModel::Authorized);
-    p.link.tamper_install.store(true, Ordering::SeqCst);
-    let e = p.ap.run(job, &mut p.card.clone()).unwrap_err();
-    assert!(
-        e.to_string().contains("failed") || e.to_string().contains("must have created"),
-        "{e}"
-    );
-    assert!(p.ssd_on_card().is_none(), "nothing on the card");
-    let ci = p
-        .ci_store()
-        .ssd(CARD, &apdu::parse_hex(SSD).unwrap())
-        .unwrap()
-        .unwrap();
-    assert_eq!(ci.state, SsdState::Failed);
-    assert!(ci.keys.is_empty());
-    let jobs = p.ci_store().jobs_of_card(CARD).unwrap();
-    let last = jobs.last().unwrap();
-    assert_eq!(last.state, tsm::model::JobState::Failed);
-    assert!(
-        last.error.as_deref().unwrap_or("").contains("6982"),
-        "the card refused the MAC: {last:?}"
-    );
-    audit_ok(p.ci_store());
+    // INSTALL: refused, nothing on the card. PUT KEY (after the INSTALL and the
+    // extradition went through): refused, and the creation is rolled back.
+    for ins in [0xE6, 0xD8] {
+        let p = Platforms::new();
+        let job = p.request(SsdModel::Authorized);
+        *p.link.tamper_ins.lock().unwrap() = Some(ins);
+        let e = p.ap.run(job, &mut p.card.clone()).unwrap_err();
+        assert!(
+            e.to_string().contains("must have created"),
+            "{ins:02X}: {e}"
+        );
+        assert!(
+            p.link.tamper_ins.lock().unwrap().is_none(),
+            "{ins:02X}: tampered"
+        );
+        assert!(p.ssd_on_card().is_none(), "{ins:02X}: nothing on the card");
+        let ci = p
+            .ci_store()
+            .ssd(CARD, &apdu::parse_hex(SSD).unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(ci.state, SsdState::Failed);
+        assert!(ci.keys.is_empty());
+        let jobs = p.ci_store().jobs_of_card(CARD).unwrap();
+        let last = jobs.last().unwrap();
+        assert_eq!(last.state, tsm::model::JobState::Failed);
+        assert!(
+            last.error.as_deref().unwrap_or("").contains("6982"),
+            "{ins:02X}: the card refused the MAC: {last:?}"
+        );
+        assert_eq!(
+            p.ap.status(CARD, SSD).unwrap().unwrap().state,
+            SsdState::Failed
+        );
+        audit_ok(p.ci_store());
+        // The partner may ask again, and this time it works.
+        let job = p.request(SsdModel::Authorized);
+        let rec = p.ap.run(job, &mut p.card.clone()).unwrap();
+        assert_eq!(rec.state, SsdState::HandedOver);
+    }
 }
 
 /// The number of APDUs the AP's terminal sends in flow 1.

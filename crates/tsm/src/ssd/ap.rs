@@ -315,7 +315,11 @@ impl ApPlatform {
             params,
         };
         if let Err(e) = card.drive(&mut run) {
-            let _ = run.fail(&e, none());
+            // A creation the CI's run failed (the card refused it): the SSD is not there.
+            let card_number = run.job.card_number.clone();
+            let effects: Effects<'_> =
+                Box::new(move |c| rec::fail_requested_ssd_in(c, &card_number, aid.as_bytes()));
+            let _ = run.fail(&e, effects);
             return Err(e);
         }
         self.store
