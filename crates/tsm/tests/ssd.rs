@@ -323,13 +323,14 @@ impl Platforms {
         let dir = tempfile::tempdir().unwrap();
         let ci = software_key_sets(&dir, "ci");
         let ap = software_key_sets(&dir, "ap");
-        Platforms::with_key_sets(ci, ap, dir)
+        Platforms::with_key_sets(ci, ap, dir, None)
     }
 
     fn with_key_sets(
         ci_key_sets: Arc<dyn KeySetStore>,
         ap_keys: Arc<dyn KeySetStore>,
         dir: tempfile::TempDir,
+        scp11: Option<Arc<Scp11Rotation>>,
     ) -> Platforms {
         let fixture = Fixture::new(sqlite(), kms::KeyKind::Aes, 0x30, false);
         let card = SimCard::scp03();
@@ -364,6 +365,7 @@ impl Platforms {
         let link = Arc::new(DirectLink::new(ci.clone(), "bank"));
         let mut config = ApConfig::new("bank");
         config.lease = Duration::ZERO;
+        config.scp11 = scp11;
         let ap = ApPlatform::new(
             ap_store.store().clone(),
             ap_keys.clone(),
@@ -737,7 +739,7 @@ fn flow1_between_two_softhsm2_tokens() {
     let Some((ci, ap)) = softhsm_key_sets() else {
         return;
     };
-    let p = Platforms::with_key_sets(ci, ap, tempfile::tempdir().unwrap());
+    let p = Platforms::with_key_sets(ci, ap, tempfile::tempdir().unwrap(), None);
     let job = p.request(SsdModel::Authorized);
     let rec = p.ap.run(job, &mut p.card.clone()).unwrap();
     assert_eq!(rec.state, SsdState::HandedOver);
@@ -751,6 +753,103 @@ fn flow1_between_two_softhsm2_tokens() {
         open_ssd(&p.card, kept.values().next().unwrap(), 0),
         Err(ClientError::WrongKeys { .. })
     ));
+}
+
+/// The AP's SCP11 material: a CA, an OCE key certified by it (GP `7F21` certificates).
+fn scp11_rotation() -> Arc<Scp11Rotation> {
+    use gp::cert::{GpCertificateBody, GpDate};
+    use scp::scp11::{Curve, PrivateKey, PublicKey};
+    fn cert(issuer: &PrivateKey, subject: &PublicKey) -> Vec<u8> {
+        let mut serial = [0u8; 8];
+        getrandom::fill(&mut serial).unwrap();
+        serial[0] &= 0x7F;
+        GpCertificateBody {
+            serial: serial.to_vec(),
+            ca_id: vec![0xCA],
+            subject_id: vec![0x5D],
+            key_usage: gp::cert::KEY_USAGE_KEY_AGREEMENT.to_vec(),
+            effective: Some(GpDate::new(2020, 1, 1)),
+            expiry: GpDate::new(2099, 12, 31),
+            discretionary: None,
+            restrictions: None,
+            public_key: subject.clone(),
+        }
+        .sign(issuer)
+        .unwrap()
+        .to_bytes()
+        .to_vec()
+    }
+    let ca = PrivateKey::generate(Curve::P256).unwrap();
+    let oce = PrivateKey::generate(Curve::P256).unwrap();
+    let oce_chain = vec![cert(&ca, oce.public_key())];
+    let ca_public = ca.public_key().clone();
+    Arc::new(Scp11Rotation {
+        kvn: 0x01,
+        ca_public,
+        certify_sd: Box::new(move |pk| Ok(cert(&ca, pk))),
+        oce_public: oce.public_key().clone(),
+        oce_key: Arc::new(oce),
+        oce_chain,
+    })
+}
+
+/// A channel that keeps every command it carries.
+struct Recording {
+    inner: SimCard,
+    commands: Vec<Vec<u8>>,
+}
+
+impl CardChannel for Recording {
+    fn transmit_raw(&mut self, capdu: &[u8]) -> Result<Vec<u8>, TransportError> {
+        self.commands.push(capdu.to_vec());
+        self.inner.transmit_raw(capdu)
+    }
+    fn atr(&self) -> Vec<u8> {
+        self.inner.atr()
+    }
+    fn reset(&mut self) -> Result<(), TransportError> {
+        self.inner.reset()
+    }
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+}
+
+#[test]
+fn flow1_rotation_inside_scp11a() {
+    let dir = tempfile::tempdir().unwrap();
+    let ci = software_key_sets(&dir, "ci");
+    let ap = software_key_sets(&dir, "ap");
+    let p = Platforms::with_key_sets(ci, ap, dir, Some(scp11_rotation()));
+    let job = p.request(SsdModel::Authorized);
+    let mut rec_chan = Recording {
+        inner: p.card.clone(),
+        commands: Vec::new(),
+    };
+    let rec = p.ap.run(job, &mut rec_chan).unwrap();
+    assert_eq!(rec.state, SsdState::HandedOver);
+    let steps = p.ap_store().job_steps(job).unwrap();
+    let rotate = steps.iter().find(|s| s.name == "rotate").unwrap();
+    assert_eq!(rotate.detail.as_ref().unwrap()["scp11"], true);
+    // The AP's PUT KEY went after an SCP11a MUTUAL AUTHENTICATE (80 82 KVN 11), the last
+    // authentication before it: not in a session of the initial keys.
+    let cmds = &rec_chan.commands;
+    let put_key = cmds.iter().rposition(|c| c[1] == 0xD8).unwrap();
+    let last_auth = cmds[..put_key]
+        .iter()
+        .rposition(|c| matches!(c[1], 0x82 | 0x50))
+        .unwrap();
+    assert_eq!(&cmds[last_auth][..4], &[0x80, 0x82, 0x01, 0x11]);
+    // Independent host: the AP's keys open (SCP03), the initial keys do not.
+    let label = p.ap_label();
+    let keys = p.ap_keys.key_set(&label).unwrap();
+    open_ssd(&p.card, &keys, rec.current_key().unwrap().kvn).unwrap();
+    let kept = p.ci_keys.kept.lock().unwrap();
+    assert!(matches!(
+        open_ssd(&p.card, kept.values().next().unwrap(), 0),
+        Err(ClientError::WrongKeys { .. })
+    ));
+    audit_ok(p.ap_store());
 }
 
 // ---- flow 2 -----------------------------------------------------------------------------
