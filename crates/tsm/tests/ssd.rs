@@ -38,6 +38,9 @@ enum ToAp {
 struct BridgeChannel {
     to_ap: Sender<ToAp>,
     from_ap: Receiver<Vec<u8>>,
+    /// The CI platform "crashes" (its thread panics) once it has this many responses.
+    crash_after: Option<usize>,
+    responses: usize,
 }
 
 impl CardChannel for BridgeChannel {
@@ -45,9 +48,15 @@ impl CardChannel for BridgeChannel {
         self.to_ap
             .send(ToAp::Command(capdu.to_vec()))
             .map_err(|_| TransportError::CardRemoved)?;
-        self.from_ap
+        let r = self
+            .from_ap
             .recv_timeout(Duration::from_secs(30))
-            .map_err(|_| TransportError::CardRemoved)
+            .map_err(|_| TransportError::CardRemoved)?;
+        self.responses += 1;
+        if self.crash_after == Some(self.responses) {
+            panic!("simulated crash of the CI platform");
+        }
+        Ok(r)
     }
     fn atr(&self) -> Vec<u8> {
         Vec::new()
@@ -71,9 +80,11 @@ struct DirectLink {
     ci: Arc<CiPlatform>,
     partner: String,
     sessions: Mutex<HashMap<i64, Session>>,
-    /// Flip a byte in the first relayed INSTALL command (a tampering AP).
-    tamper_install: std::sync::atomic::AtomicBool,
+    /// Flip a byte in the first relayed command with this INS (a tampering AP).
+    tamper_ins: Mutex<Option<u8>>,
     relayed: AtomicI64,
+    /// The next CI run crashes after this many responses (once).
+    crash_ci_after: Mutex<Option<usize>>,
 }
 
 impl DirectLink {
@@ -82,8 +93,9 @@ impl DirectLink {
             ci,
             partner: partner.into(),
             sessions: Mutex::new(HashMap::new()),
-            tamper_install: std::sync::atomic::AtomicBool::new(false),
+            tamper_ins: Mutex::new(None),
             relayed: AtomicI64::new(0),
+            crash_ci_after: Mutex::new(None),
         }
     }
 
@@ -91,19 +103,27 @@ impl DirectLink {
         match s.from_ci.recv_timeout(Duration::from_secs(30)) {
             Ok(ToAp::Command(mut c)) => {
                 self.relayed.fetch_add(1, Ordering::SeqCst);
-                if c.get(1) == Some(&0xE6)
-                    && c.len() > 8
-                    && self.tamper_install.swap(false, Ordering::SeqCst)
-                {
+                let mut tamper = self.tamper_ins.lock().unwrap();
+                if c.len() > 8 && c.get(1).is_some() && c.get(1) == tamper.as_ref() {
                     // A byte of the (encrypted, MACed) data field.
                     c[6] ^= 0x01;
+                    *tamper = None;
                 }
+                drop(tamper);
                 self.sessions.lock().unwrap().insert(job, s);
                 Ok(Exchange::Command(c))
             }
-            Ok(ToAp::Done) | Err(_) => {
+            Ok(ToAp::Done) => {
                 let _ = s.thread.join();
                 Ok(Exchange::Done)
+            }
+            // The CI platform went away without finishing (a crash): for the AP, a broken
+            // call; the relay restarts when its job runs again.
+            Err(_) => {
+                let _ = s.thread.join();
+                Err(Error::Interrupted(TransportError::Other(
+                    "the CI platform is gone".into(),
+                )))
             }
         }
     }
@@ -131,10 +151,13 @@ impl CardIssuerLink for DirectLink {
                 let (to_ap, from_ci) = channel();
                 let (to_ci, from_ap) = channel();
                 let ci = self.ci.clone();
+                let crash_after = self.crash_ci_after.lock().unwrap().take();
                 let thread = std::thread::spawn(move || {
                     let mut bridge = BridgeChannel {
                         to_ap: to_ap.clone(),
                         from_ap,
+                        crash_after,
+                        responses: 0,
                     };
                     let _ = ci.run(job, &mut bridge);
                     let _ = to_ap.send(ToAp::Done);
@@ -297,6 +320,18 @@ const RECEIPT_KEY: [u8; 16] = [0x71; 16];
 
 impl Platforms {
     fn new() -> Platforms {
+        let dir = tempfile::tempdir().unwrap();
+        let ci = software_key_sets(&dir, "ci");
+        let ap = software_key_sets(&dir, "ap");
+        Platforms::with_key_sets(ci, ap, dir, None)
+    }
+
+    fn with_key_sets(
+        ci_key_sets: Arc<dyn KeySetStore>,
+        ap_keys: Arc<dyn KeySetStore>,
+        dir: tempfile::TempDir,
+        scp11: Option<Arc<Scp11Rotation>>,
+    ) -> Platforms {
         let fixture = Fixture::new(sqlite(), kms::KeyKind::Aes, 0x30, false);
         let card = SimCard::scp03();
         fixture
@@ -304,9 +339,8 @@ impl Platforms {
             .write(&fixture.ci, CARD, CATEGORY, &mut card.clone())
             .unwrap();
         let clock = Arc::new(AtomicI64::new(tsm::model::now_ms()));
-        let dir = tempfile::tempdir().unwrap();
         let ci_keys = Arc::new(Remembering {
-            inner: software_key_sets(&dir, "ci"),
+            inner: ci_key_sets,
             kept: Mutex::new(HashMap::new()),
         });
         let issuer = Issuer::new(
@@ -328,10 +362,10 @@ impl Platforms {
             .with_clock(Clock::manual(clock.clone())),
         );
         let ap_store = postgres().unwrap_or_else(sqlite);
-        let ap_keys = software_key_sets(&dir, "ap");
         let link = Arc::new(DirectLink::new(ci.clone(), "bank"));
         let mut config = ApConfig::new("bank");
         config.lease = Duration::ZERO;
+        config.scp11 = scp11;
         let ap = ApPlatform::new(
             ap_store.store().clone(),
             ap_keys.clone(),
@@ -506,30 +540,46 @@ fn flow1_authorized_ssd_through_the_ap_then_handed_over() {
 
 #[test]
 fn tampered_relay_is_refused_by_the_card_and_nothing_changes() {
-    let p = Platforms::new();
-    let job = p.request(SsdModel::Authorized);
-    p.link.tamper_install.store(true, Ordering::SeqCst);
-    let e = p.ap.run(job, &mut p.card.clone()).unwrap_err();
-    assert!(
-        e.to_string().contains("failed") || e.to_string().contains("must have created"),
-        "{e}"
-    );
-    assert!(p.ssd_on_card().is_none(), "nothing on the card");
-    let ci = p
-        .ci_store()
-        .ssd(CARD, &apdu::parse_hex(SSD).unwrap())
-        .unwrap()
-        .unwrap();
-    assert_eq!(ci.state, SsdState::Failed);
-    assert!(ci.keys.is_empty());
-    let jobs = p.ci_store().jobs_of_card(CARD).unwrap();
-    let last = jobs.last().unwrap();
-    assert_eq!(last.state, tsm::model::JobState::Failed);
-    assert!(
-        last.error.as_deref().unwrap_or("").contains("6982"),
-        "the card refused the MAC: {last:?}"
-    );
-    audit_ok(p.ci_store());
+    // INSTALL: refused, nothing on the card. PUT KEY (after the INSTALL and the
+    // extradition went through): refused, and the creation is rolled back.
+    for ins in [0xE6, 0xD8] {
+        let p = Platforms::new();
+        let job = p.request(SsdModel::Authorized);
+        *p.link.tamper_ins.lock().unwrap() = Some(ins);
+        let e = p.ap.run(job, &mut p.card.clone()).unwrap_err();
+        assert!(
+            e.to_string().contains("must have created"),
+            "{ins:02X}: {e}"
+        );
+        assert!(
+            p.link.tamper_ins.lock().unwrap().is_none(),
+            "{ins:02X}: tampered"
+        );
+        assert!(p.ssd_on_card().is_none(), "{ins:02X}: nothing on the card");
+        let ci = p
+            .ci_store()
+            .ssd(CARD, &apdu::parse_hex(SSD).unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(ci.state, SsdState::Failed);
+        assert!(ci.keys.is_empty());
+        let jobs = p.ci_store().jobs_of_card(CARD).unwrap();
+        let last = jobs.last().unwrap();
+        assert_eq!(last.state, tsm::model::JobState::Failed);
+        assert!(
+            last.error.as_deref().unwrap_or("").contains("6982"),
+            "{ins:02X}: the card refused the MAC: {last:?}"
+        );
+        assert_eq!(
+            p.ap.status(CARD, SSD).unwrap().unwrap().state,
+            SsdState::Failed
+        );
+        audit_ok(p.ci_store());
+        // The partner may ask again, and this time it works.
+        let job = p.request(SsdModel::Authorized);
+        let rec = p.ap.run(job, &mut p.card.clone()).unwrap();
+        assert_eq!(rec.state, SsdState::HandedOver);
+    }
 }
 
 /// The number of APDUs the AP's terminal sends in flow 1.
@@ -544,21 +594,63 @@ fn flow1_apdus() -> usize {
     counting.count
 }
 
+/// Where flow 1 is cut: the card channel (card pulled, terminal gone) before or after an
+/// APDU, the AP platform crashing after an APDU, or the CI platform crashing after a
+/// response.
+#[derive(Debug, Clone, Copy)]
+enum FlowCut {
+    Card(Cut),
+    CiCrash(usize),
+}
+
 #[test]
 fn fault_loop_over_every_apdu_of_flow1() {
     let n = flow1_apdus();
     assert!(n > 10, "{n}");
-    for k in 0..n {
-        for cut in [Cut::Before(k), Cut::After(k)] {
+    eprintln!(
+        "flow 1: {n} APDUs through the AP's terminal; {} cut runs",
+        4 * n
+    );
+    let cuts = (0..n).flat_map(|k| {
+        [
+            FlowCut::Card(Cut::Before(k)),
+            FlowCut::Card(Cut::After(k)),
+            FlowCut::Card(Cut::CrashAfter(k)),
+            FlowCut::CiCrash(k + 1),
+        ]
+    });
+    for cut in cuts {
+        {
             let p = Platforms::new();
             let job = p.request(SsdModel::Authorized);
-            let mut faulty = Faulty::new(p.card.clone(), cut);
-            let first = p.ap.run(job, &mut faulty);
-            assert!(first.is_err(), "{cut:?} of {n}: the card was pulled");
-            // Card back in: running the job again finishes it.
-            let rec =
-                p.ap.run(job, &mut p.card.clone())
-                    .unwrap_or_else(|e| panic!("{cut:?}: {e}"));
+            let first = match cut {
+                FlowCut::Card(c) => {
+                    let mut faulty = Faulty::new(p.card.clone(), c);
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        p.ap.run(job, &mut faulty)
+                    }))
+                    .unwrap_or_else(|_| Err(Error::Invalid("the AP platform crashed".into())))
+                }
+                FlowCut::CiCrash(k) => {
+                    *p.link.crash_ci_after.lock().unwrap() = Some(k);
+                    p.ap.run(job, &mut p.card.clone())
+                }
+            };
+            let rec = match first {
+                // The CI's part has fewer responses than k: nothing was cut.
+                Ok(rec) => {
+                    assert!(
+                        matches!(cut, FlowCut::CiCrash(_)),
+                        "{cut:?} of {n}: not cut"
+                    );
+                    rec
+                }
+                // Card back in, platforms up again: running the job again finishes it.
+                Err(_) => {
+                    p.ap.run(job, &mut p.card.clone())
+                        .unwrap_or_else(|e| panic!("{cut:?}: {e}"))
+                }
+            };
             assert_eq!(rec.state, SsdState::HandedOver, "{cut:?}");
             let ci = p
                 .ci_store()
@@ -582,6 +674,182 @@ fn fault_loop_over_every_apdu_of_flow1() {
             audit_ok(p.ap_store());
         }
     }
+}
+
+/// Two SoftHSM2 tokens (CI and AP) in a directory of this process, or `None` (skipped)
+/// when SoftHSM2 is not installed; with `CARDWRIGHT_HSM_TESTS=1` that fails instead.
+fn softhsm_key_sets() -> Option<(Arc<dyn KeySetStore>, Arc<dyn KeySetStore>)> {
+    const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+    static CONF: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let required = std::env::var("CARDWRIGHT_HSM_TESTS").is_ok_and(|v| v == "1");
+    let dir = CONF.get_or_init(|| {
+        let have = std::path::Path::new(MODULE).exists()
+            && std::process::Command::new("softhsm2-util")
+                .arg("--version")
+                .output()
+                .is_ok();
+        if !have {
+            assert!(!required, "CARDWRIGHT_HSM_TESTS=1 but SoftHSM2 is missing");
+            eprintln!("SoftHSM2 not installed: the HSM variant is skipped");
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("cw-ssd-softhsm")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let tokens = dir.join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        for label in ["cw-ci", "cw-ap"] {
+            let out = std::process::Command::new("softhsm2-util")
+                .env("SOFTHSM2_CONF", &conf)
+                .args(["--init-token", "--free", "--label", label])
+                .args(["--pin", "1234", "--so-pin", "5678"])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "softhsm2-util: {out:?}");
+        }
+        std::fs::write(dir.join("pin"), "1234\n").unwrap();
+        // Before this process's first C_Initialize.
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        Some(dir)
+    });
+    let dir = dir.as_ref()?;
+    let open = |token: &str| {
+        kms::open_key_sets(&format!(
+            "pkcs11:{MODULE}?token={token}&pin-file={}",
+            dir.join("pin").display()
+        ))
+        .unwrap()
+    };
+    Some((open("cw-ci"), open("cw-ap")))
+}
+
+#[test]
+fn flow1_between_two_softhsm2_tokens() {
+    let Some((ci, ap)) = softhsm_key_sets() else {
+        return;
+    };
+    let p = Platforms::with_key_sets(ci, ap, tempfile::tempdir().unwrap(), None);
+    let job = p.request(SsdModel::Authorized);
+    let rec = p.ap.run(job, &mut p.card.clone()).unwrap();
+    assert_eq!(rec.state, SsdState::HandedOver);
+    // The CI's token keeps no SSD key set; the AP's token holds its own only.
+    assert!(p.ci_keys.labels().is_empty());
+    let label = p.ap_label();
+    let keys = p.ap_keys.key_set(&label).unwrap();
+    open_ssd(&p.card, &keys, rec.current_key().unwrap().kvn).unwrap();
+    let kept = p.ci_keys.kept.lock().unwrap();
+    assert!(matches!(
+        open_ssd(&p.card, kept.values().next().unwrap(), 0),
+        Err(ClientError::WrongKeys { .. })
+    ));
+}
+
+/// The AP's SCP11 material: a CA, an OCE key certified by it (GP `7F21` certificates).
+fn scp11_rotation() -> Arc<Scp11Rotation> {
+    use gp::cert::{GpCertificateBody, GpDate};
+    use scp::scp11::{Curve, PrivateKey, PublicKey};
+    fn cert(issuer: &PrivateKey, subject: &PublicKey) -> Vec<u8> {
+        let mut serial = [0u8; 8];
+        getrandom::fill(&mut serial).unwrap();
+        serial[0] &= 0x7F;
+        GpCertificateBody {
+            serial: serial.to_vec(),
+            ca_id: vec![0xCA],
+            subject_id: vec![0x5D],
+            key_usage: gp::cert::KEY_USAGE_KEY_AGREEMENT.to_vec(),
+            effective: Some(GpDate::new(2020, 1, 1)),
+            expiry: GpDate::new(2099, 12, 31),
+            discretionary: None,
+            restrictions: None,
+            public_key: subject.clone(),
+        }
+        .sign(issuer)
+        .unwrap()
+        .to_bytes()
+        .to_vec()
+    }
+    let ca = PrivateKey::generate(Curve::P256).unwrap();
+    let oce = PrivateKey::generate(Curve::P256).unwrap();
+    let oce_chain = vec![cert(&ca, oce.public_key())];
+    let ca_public = ca.public_key().clone();
+    Arc::new(Scp11Rotation {
+        kvn: 0x01,
+        ca_public,
+        certify_sd: Box::new(move |pk| Ok(cert(&ca, pk))),
+        oce_public: oce.public_key().clone(),
+        oce_key: Arc::new(oce),
+        oce_chain,
+    })
+}
+
+/// A channel that keeps every command it carries.
+struct Recording {
+    inner: SimCard,
+    commands: Vec<Vec<u8>>,
+}
+
+impl CardChannel for Recording {
+    fn transmit_raw(&mut self, capdu: &[u8]) -> Result<Vec<u8>, TransportError> {
+        self.commands.push(capdu.to_vec());
+        self.inner.transmit_raw(capdu)
+    }
+    fn atr(&self) -> Vec<u8> {
+        self.inner.atr()
+    }
+    fn reset(&mut self) -> Result<(), TransportError> {
+        self.inner.reset()
+    }
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+}
+
+#[test]
+fn flow1_rotation_inside_scp11a() {
+    let dir = tempfile::tempdir().unwrap();
+    let ci = software_key_sets(&dir, "ci");
+    let ap = software_key_sets(&dir, "ap");
+    let p = Platforms::with_key_sets(ci, ap, dir, Some(scp11_rotation()));
+    let job = p.request(SsdModel::Authorized);
+    let mut rec_chan = Recording {
+        inner: p.card.clone(),
+        commands: Vec::new(),
+    };
+    let rec = p.ap.run(job, &mut rec_chan).unwrap();
+    assert_eq!(rec.state, SsdState::HandedOver);
+    let steps = p.ap_store().job_steps(job).unwrap();
+    let rotate = steps.iter().find(|s| s.name == "rotate").unwrap();
+    assert_eq!(rotate.detail.as_ref().unwrap()["scp11"], true);
+    // The AP's PUT KEY went after an SCP11a MUTUAL AUTHENTICATE (80 82 KVN 11), the last
+    // authentication before it: not in a session of the initial keys.
+    let cmds = &rec_chan.commands;
+    let put_key = cmds.iter().rposition(|c| c[1] == 0xD8).unwrap();
+    let last_auth = cmds[..put_key]
+        .iter()
+        .rposition(|c| matches!(c[1], 0x82 | 0x50))
+        .unwrap();
+    assert_eq!(&cmds[last_auth][..4], &[0x80, 0x82, 0x01, 0x11]);
+    // Independent host: the AP's keys open (SCP03), the initial keys do not.
+    let label = p.ap_label();
+    let keys = p.ap_keys.key_set(&label).unwrap();
+    open_ssd(&p.card, &keys, rec.current_key().unwrap().kvn).unwrap();
+    let kept = p.ci_keys.kept.lock().unwrap();
+    assert!(matches!(
+        open_ssd(&p.card, kept.values().next().unwrap(), 0),
+        Err(ClientError::WrongKeys { .. })
+    ));
+    audit_ok(p.ap_store());
 }
 
 // ---- flow 2 -----------------------------------------------------------------------------
@@ -936,6 +1204,34 @@ fn authorisation_matrix_every_refusal_audited() {
             .count();
         assert!(n >= 3, "{partner}: {n} refusals audited");
     }
+    // Only the owner relays its jobs.
+    p.ci.check_job("bank", job).unwrap();
+    for other in ["shop", "gone", "nobody"] {
+        assert!(matches!(
+            p.ci.check_job(other, job),
+            Err(Error::Refused { .. })
+        ));
+    }
+    // Refused through the AP platform: audited on the AP's side too.
+    let e =
+        p.ap.request(&SsdRequest {
+            card_number: OTHER_CARD.into(),
+            aid: "A000000151BA0009".into(),
+            model: SsdModel::Authorized,
+        })
+        .unwrap_err();
+    assert!(matches!(e, Error::Refused { .. }), "{e}");
+    let ap_log = p.ap_store().audit_entries(0, 10_000).unwrap();
+    assert!(ap_log
+        .iter()
+        .any(|e| e.action == "ssd.request" && e.result == "refused"));
+    // The issuer's engine does not run SSD jobs.
+    let e = p
+        .fixture
+        .issuer
+        .run(&p.fixture.ci, job, &mut p.card.clone())
+        .unwrap_err();
+    assert!(e.to_string().contains("SSD job"), "{e}");
     // A partner sees only its own SSDs; a revoked one nothing.
     assert!(p.ci.ssds("bank").unwrap().iter().all(|s| s.owner == "bank"));
     assert!(p.ci.ssds("shop").unwrap().iter().all(|s| s.owner == "shop"));

@@ -930,6 +930,17 @@ impl Issuer {
         chan: &mut C,
     ) -> Result<Outcome> {
         let start = Instant::now();
+        if let Some(j) = self.store.job(job_id)? {
+            if matches!(
+                j.kind,
+                JobKind::SsdCreate | JobKind::SsdRotate | JobKind::SsdRenew | JobKind::SsdReplace
+            ) {
+                return Err(Error::Invalid(format!(
+                    "job {job_id} is an SSD job ({}): the SSD platform (tsm::ssd) runs it",
+                    j.kind
+                )));
+            }
+        }
         let lease = Lease {
             job: job_id,
             owner: random_token(),

@@ -86,6 +86,59 @@ pub trait CardIssuerLink: Send + Sync {
     fn sign_token(&self, req: &TokenRequest) -> Result<Vec<u8>>;
 }
 
+/// What the AP needs to replace the initial keys inside an SCP11a session with the SSD
+/// (GP Amendment F), so that knowing the initial keys and recording every byte of the
+/// rotation gives nothing: in the SCP03 session opened with the initial keys the AP has the
+/// card generate the SSD's SCP11 key pair (KID `11`), stores its certificate (signed by the
+/// AP's CA) and loads the AP's CA key as the OCE trust anchor (KID `10`), all public data;
+/// it then opens SCP11a (ECDH between the card's key and the AP's OCE key plus ephemeral
+/// keys, in which the initial keys play no part) and sends the PUT KEY of its own key set
+/// in that session. What remains: a party that knows the initial keys **and** can act on
+/// the card before the rotation (not merely record) could load its own trust anchor
+/// first; that is the window the hand-over's quick rotation closes.
+pub struct Scp11Rotation {
+    /// Key version of the SSD's SCP11 keys (SD key pair and OCE trust anchor).
+    pub kvn: u8,
+    /// The AP's CA public key: the SSD's OCE trust anchor, and what the SSD's certificate
+    /// is checked with when the channel opens.
+    pub ca_public: scp::scp11::PublicKey,
+    /// Certifies the SSD's public key generated on the card (the AP's CA, in its key
+    /// store): a GP `7F21` or X.509 certificate.
+    pub certify_sd: Box<dyn Fn(&scp::scp11::PublicKey) -> Result<Vec<u8>> + Send + Sync>,
+    /// The AP's OCE key agreement key (SK.OCE.ECKA; in its key store).
+    pub oce_key: Arc<dyn scp::scp11::OceKeyAgreement + Send + Sync>,
+    /// Its public key.
+    pub oce_public: scp::scp11::PublicKey,
+    /// Its certificate chain, signed by the CA, leaf last.
+    pub oce_chain: Vec<Vec<u8>>,
+}
+
+impl fmt::Debug for Scp11Rotation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scp11Rotation")
+            .field("kvn", &self.kvn)
+            .field("ca_public", &self.ca_public)
+            .field("oce_public", &self.oce_public)
+            .field("oce_chain", &self.oce_chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The shared OCE key as gpclient's boxed key agreement.
+struct SharedOce(Arc<dyn scp::scp11::OceKeyAgreement + Send + Sync>);
+
+impl scp::scp11::OceKeyAgreement for SharedOce {
+    fn curve(&self) -> scp::scp11::Curve {
+        self.0.curve()
+    }
+    fn agree(
+        &self,
+        peer: &scp::scp11::PublicKey,
+    ) -> std::result::Result<zeroize::Zeroizing<Vec<u8>>, scp::Error> {
+        self.0.agree(peer)
+    }
+}
+
 /// How the AP platform runs.
 #[derive(Debug, Clone)]
 pub struct ApConfig {
@@ -101,6 +154,10 @@ pub struct ApConfig {
     pub key_kind: KeyKind,
     /// Key length in bytes.
     pub key_len: usize,
+    /// Replace the initial keys inside an SCP11a session ([`Scp11Rotation`]); `None`:
+    /// in the SCP03 session opened with them (see the module documentation for what the
+    /// CI could then still learn).
+    pub scp11: Option<Arc<Scp11Rotation>>,
 }
 
 impl ApConfig {
@@ -114,6 +171,7 @@ impl ApConfig {
             lease: Duration::from_secs(300),
             key_kind: KeyKind::Aes,
             key_len: 16,
+            scp11: None,
         }
     }
 }
@@ -230,7 +288,20 @@ impl ApPlatform {
                 )));
             }
         }
-        let ci_job = self.link.request(req)?;
+        let ci_job = match self.link.request(req) {
+            Ok(j) => j,
+            Err(e) => {
+                // A refusal of the CI is audited here too (and on the CI's side).
+                let entry = NewEntry::new(&self.actor(), "ssd.request", "refused")
+                    .card(&req.card_number)
+                    .detail(json!({"aid": aid.to_hex(), "model": req.model,
+                                   "error": e.to_string()}));
+                return Err(match self.store.audit_append(&entry) {
+                    Ok(_) => e,
+                    Err(s) => s.into(),
+                });
+            }
+        };
         self.record_take_over(&req.card_number, &aid, req.model, ci_job, true)
     }
 
@@ -302,7 +373,11 @@ impl ApPlatform {
             params,
         };
         if let Err(e) = card.drive(&mut run) {
-            let _ = run.fail(&e, none());
+            // A creation the CI's run failed (the card refused it): the SSD is not there.
+            let card_number = run.job.card_number.clone();
+            let effects: Effects<'_> =
+                Box::new(move |c| rec::fail_requested_ssd_in(c, &card_number, aid.as_bytes()));
+            let _ = run.fail(&e, effects);
             return Err(e);
         }
         self.store
@@ -510,6 +585,13 @@ impl ApRun<'_, '_> {
             }
         }
         let ci = link.status(&self.card_number, &self.params.aid)?;
+        if ci.state == SsdState::Requested || ci.state == SsdState::Locked {
+            // The CI's run stopped half-way (the CI platform or the card went away): both
+            // jobs stay resumable; running this one again restarts the relay.
+            return Err(Error::Interrupted(transport::TransportError::Other(
+                "the CI's job is not finished".into(),
+            )));
+        }
         let want = match self.params.model {
             SsdModel::Authorized => SsdState::Created,
             SsdModel::Delegated => SsdState::Managed,
@@ -641,7 +723,12 @@ impl ApRun<'_, '_> {
         };
         let (which, _) = open_with(&mut self.client, self.aid, &candidates, cfg.level)?;
         let already = was_started && which == 0;
+        let mut in_scp11 = false;
         if !already {
+            if let (Some(s11), false) = (&cfg.scp11, renewal) {
+                self.open_scp11(s11)?;
+                in_scp11 = true;
+            }
             // GP 2.3.1 §11.8.2.2: P1 = the KVN replaced.
             ops::put_key_set(&mut self.client, &new_keys, kvn, Some(from_kvn))?;
         }
@@ -660,7 +747,8 @@ impl ApRun<'_, '_> {
         };
         let k2 = kcv.clone();
         Ok((
-            json!({"kvn": kvn, "replaced_kvn": from_kvn, "kcv": apdu::hex(&kcv), "already": already}),
+            json!({"kvn": kvn, "replaced_kvn": from_kvn, "kcv": apdu::hex(&kcv),
+                   "already": already, "scp11": in_scp11}),
             Box::new(move |c| {
                 rec::add_key_version_in(
                     c,
@@ -687,6 +775,55 @@ impl ApRun<'_, '_> {
                 )
             }),
         ))
+    }
+
+    /// In the SCP03 session with the initial keys: the SSD's SCP11 key pair generated on
+    /// the card, its certificate, the AP's CA as OCE trust anchor (a key version already
+    /// there, from an interrupted earlier run, is replaced); then an SCP11a session.
+    fn open_scp11(&mut self, s11: &Scp11Rotation) -> Result<()> {
+        use gp::scp11::{KeyRef, Scp11StoreData, OCE_KID};
+        use gpclient::scp11::{OceKey, Scp11Options, SdTrust};
+        let sd_key = KeyRef::new(0x11, s11.kvn);
+        let anchor = KeyRef::new(OCE_KID, s11.kvn);
+        // GP 2.3.1 §11.3.3.1: which keys the SSD has (an earlier, interrupted run's).
+        let info = ops::get_data_raw(&mut self.client, gp::commands::DataObject::KeyInformation)?
+            .and_then(|d| gp::commands::KeyInfo::parse(&d).ok())
+            .unwrap_or_default();
+        let has = |k: KeyRef| {
+            info.entries
+                .iter()
+                .any(|e| e.id == k.kid && e.version == k.kvn)
+        };
+        let replace = |k: KeyRef| if has(k) { k.kvn } else { 0 };
+        let pk_sd = ops::generate_ec_key(
+            &mut self.client,
+            sd_key,
+            replace(sd_key),
+            scp::scp11::Curve::P256,
+        )?;
+        let cert = (s11.certify_sd)(&pk_sd)?;
+        ops::store_scp11_data(
+            &mut self.client,
+            &Scp11StoreData::CertificateBundle {
+                key: sd_key,
+                certificates: vec![cert],
+            },
+        )?;
+        ops::put_ec_public_key(&mut self.client, anchor, replace(anchor), &s11.ca_public)?;
+        let mut opts = Scp11Options::new(
+            scp::scp11::Variant::A,
+            s11.kvn,
+            SdTrust::Key(s11.ca_public.clone()),
+        );
+        opts.sd = Some(self.aid);
+        opts.oce_key = Some(OceKey {
+            key: Box::new(SharedOce(s11.oce_key.clone())),
+            public: s11.oce_public.clone(),
+        });
+        opts.oce_chain = s11.oce_chain.clone();
+        opts.oce_anchor = anchor;
+        self.client.open_scp11(&opts)?;
+        Ok(())
     }
 
     /// The rotation recorded by the previous step.

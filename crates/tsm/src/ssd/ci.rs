@@ -394,12 +394,29 @@ impl CiPlatform {
             Err(e) => {
                 let card_number = card.card_number.clone();
                 let kind = run.job.kind;
+                let resumable = matches!(
+                    e,
+                    Error::Interrupted(_) | Error::Store(_) | Error::JobLeased(_)
+                );
+                // A creation the card refused is rolled back: the SSD, if the card has
+                // it, is deleted again (best effort; the audit entry says whether).
+                let rolled_back = if kind == JobKind::SsdCreate && !resumable {
+                    Some(card.roll_back().is_ok())
+                } else {
+                    None
+                };
                 let effects: Effects<'_> = Box::new(move |c| {
                     if kind == JobKind::SsdCreate {
                         rec::set_ssd_state_in(c, &card_number, aid.as_bytes(), SsdState::Failed)?;
                     }
                     Ok(())
                 });
+                let e = match rolled_back {
+                    Some(false) => Error::Invalid(format!(
+                        "{e}; the SSD could not be deleted again: clear it from the card"
+                    )),
+                    _ => e,
+                };
                 let _ = run.fail(&e, effects);
                 return Err(e);
             }
@@ -438,6 +455,24 @@ impl CiPlatform {
                                "kcv": apdu::hex(&k.kcv)})),
         )?;
         Ok(wrapped)
+    }
+
+    /// Whether `partner` may relay job `job` (its own SSD job, the partner not revoked):
+    /// the partner API checks this before it runs the job over its APDU bridge
+    /// ([`CardIssuerLink::exchange`](super::CardIssuerLink::exchange)). Refusals audited.
+    pub fn check_job(&self, partner: &str, job: i64) -> Result<()> {
+        let j = self.store().job(job)?.ok_or(Error::UnknownJob(job))?;
+        let params: Option<JobParams> = serde_json::from_value(j.params.clone()).ok();
+        let ours = matches!(
+            j.kind,
+            JobKind::SsdCreate | JobKind::SsdRenew | JobKind::SsdReplace
+        );
+        let Some(params) = params.filter(|p| ours && p.partner == partner) else {
+            return Err(self.refuse(partner, "exchange", &j.card_number, Refusal::NotOwner));
+        };
+        let aid = parse_aid(&params.aid)?;
+        self.authorise(partner, "exchange", &j.card_number, &aid)?;
+        Ok(())
     }
 
     /// The partner's finished SSD job, its SSD and parameters; refusals audited.
@@ -976,6 +1011,13 @@ impl CardRun<'_, '_> {
         open_with(&mut self.client, ISD_AID, &candidates, self.ci.config.level)?;
         self.isd_open = true;
         Ok(())
+    }
+
+    /// Deletes the SSD again after a refused creation (in a new ISD session).
+    fn roll_back(&mut self) -> Result<()> {
+        self.isd_open = false;
+        self.open_isd()?;
+        delete_if_present(&mut self.client, &self.aid, false)
     }
 
     fn registry_entry(&mut self) -> Result<Option<gp::commands::RegistryEntry>> {

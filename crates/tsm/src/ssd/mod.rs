@@ -40,7 +40,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-pub use ap::{ApConfig, ApPlatform, CardIssuerLink};
+pub use ap::{ApConfig, ApPlatform, CardIssuerLink, Scp11Rotation};
 pub use ci::{model_privileges, CiConfig, CiPlatform, TokenRequest};
 pub use keys::{KeySetInfo, KeySetStore, TransportPublicKey, WrappedKeySet};
 pub use model::{

@@ -252,6 +252,20 @@ pub(crate) fn set_ssd_state_in(
     Ok(())
 }
 
+/// Marks a `requested` SSD `failed` (its creation was refused); other states stay.
+pub(crate) fn fail_requested_ssd_in(
+    c: &mut Conn,
+    card_number: &str,
+    aid: &[u8],
+) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE ssds SET state = 'failed', updated_ms = $3
+         WHERE card_number = $1 AND aid = $2 AND state = 'requested'",
+        params![card_number, aid, now_ms()],
+    )?;
+    Ok(())
+}
+
 pub(crate) fn set_handed_over_in(
     c: &mut Conn,
     card_number: &str,
