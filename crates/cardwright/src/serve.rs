@@ -135,6 +135,17 @@ pub struct ServeArgs {
     /// `partner add --transport-key`.
     #[arg(long)]
     pub transport_key_out: Option<PathBuf>,
+    /// AP: replace the initial keys inside an SCP11a session with the SSD (GP Amendment F;
+    /// the card must support SCP11): the label of the AP's CA signing key (P-256) in
+    /// --keystore, created if missing. It certifies the SSD's key pair generated on the
+    /// card and becomes the SSD's OCE trust anchor. Without it the AP rotates in the SCP03
+    /// session opened with the initial keys (see the README for what the CI could learn).
+    #[arg(long, requires = "scp11_oce_key")]
+    pub scp11_ca: Option<String>,
+    /// AP: the label of the AP's OCE key-agreement key (P-256) in --keystore for those SCP11a
+    /// sessions, created if missing; its certificate is issued by --scp11-ca at start.
+    #[arg(long, requires = "scp11_ca")]
+    pub scp11_oce_key: Option<String>,
 }
 
 /// Which platform of issue #10 `serve` runs.

@@ -119,11 +119,15 @@ pub fn build(
                 Duration::from_secs(120),
             )
             .context("the link to the card issuer")?;
+            let mut config = ApConfig::new(partner);
+            if let (Some(ca), Some(oce)) = (&a.scp11_ca, &a.scp11_oce_key) {
+                config.scp11 = Some(scp11_rotation(&a.keystore, ca, oce)?);
+            }
             let ap = ApPlatform::new(
                 (**store).clone(),
                 key_sets(&a.keystore)?,
                 Arc::new(link),
-                ApConfig::new(partner),
+                config,
             );
             let spki = ap.transport_key().context("the transport key")?;
             if let Some(out) = &a.transport_key_out {
@@ -169,4 +173,65 @@ pub fn refresh_partners_periodically(api: Arc<PartnerApi>) {
             }
         }
     });
+}
+
+/// Validity of the certificates issued for the SCP11a rotation (the SSD's, the OCE's).
+const SCP11_CERT_DAYS: u32 = 3650;
+
+/// What the AP needs to rotate the initial keys inside SCP11a: its CA (`ca`, a P-256
+/// signing key) and OCE key (`oce`, a P-256 key-agreement key) in `keystore`, both created
+/// on first use; the OCE certificate (X.509, Amendment F §6) is issued now by the CA.
+fn scp11_rotation(keystore: &str, ca: &str, oce: &str) -> Result<Arc<tsm::ssd::ap::Scp11Rotation>> {
+    use crate::cli::CertFormat;
+    use crate::scp11_cmd::{ca_public, issue_cert};
+    let signing = kms::open_signing(keystore).context("--scp11-ca")?;
+    let (ca_key, created) = signing
+        .signing_key_or_create(ca, kms::SigningAlgorithm::P256)
+        .context("--scp11-ca")?;
+    if created {
+        eprintln!("created the AP's SCP11 CA signing key {ca} (P-256) in the key store");
+    }
+    let ca_key: Arc<dyn kms::SigningKey> = Arc::from(ca_key);
+    let ca_pub = ca_public(ca_key.as_ref())?;
+    let agreement = kms::open_agreement(keystore).context("--scp11-oce-key")?;
+    let oce_key = match agreement.agreement_key(oce) {
+        Ok(k) => k,
+        Err(_) => {
+            agreement
+                .create_agreement_key(oce, kms::EckaCurve::P256)
+                .context("--scp11-oce-key")?;
+            eprintln!("created the AP's OCE key-agreement key {oce} (P-256) in the key store");
+            agreement.agreement_key(oce).context("--scp11-oce-key")?
+        }
+    };
+    if oce_key.curve() != kms::EckaCurve::P256 {
+        bail!("--scp11-oce-key {oce}: a P-256 key is needed");
+    }
+    let oce_public =
+        scp::scp11::PublicKey::from_sec1(scp::scp11::Curve::P256, oce_key.public_point())?;
+    let oce_cert = issue_cert(
+        CertFormat::X509,
+        ca_key.as_ref(),
+        &oce_public,
+        &format!("SCP11 OCE {oce}"),
+        SCP11_CERT_DAYS,
+    )?;
+    let signer = ca_key.clone();
+    Ok(Arc::new(tsm::ssd::ap::Scp11Rotation {
+        kvn: 0x01,
+        ca_public: ca_pub,
+        certify_sd: Box::new(move |pk| {
+            issue_cert(
+                CertFormat::X509,
+                signer.as_ref(),
+                pk,
+                "SCP11 SSD",
+                SCP11_CERT_DAYS,
+            )
+            .map_err(|e| tsm::Error::Invalid(format!("certifying the SSD key: {e}")))
+        }),
+        oce_key: Arc::new(oce_key),
+        oce_public,
+        oce_chain: vec![oce_cert],
+    }))
 }

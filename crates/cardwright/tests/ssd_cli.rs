@@ -411,3 +411,249 @@ fn partners_policy_and_two_platforms_over_mutual_tls() {
         }
     }
 }
+
+/// A background `cardwright` process (an agent), killed on drop.
+struct Background(std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Flow 1 with the real binary: a card written by the CI (`issue --sim`), the CI's
+/// `serve --role ci` over mutual TLS, the AP's `serve --role ap` rotating inside SCP11a
+/// (`--scp11-ca`, `--scp11-oce-key`), an AP terminal (`agent --server … --sim`) lending the
+/// virtual card, and `ssd request|status` on the AP: the SSD ends handed over, on both
+/// platforms.
+#[test]
+fn flow1_with_two_serve_processes_and_an_agent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let db = format!("sqlite:{}", dir.join("ci.db").display());
+    let keys = format!("file:{}", dir.join("ci-keys.json").display());
+    let ci_env = [
+        ("CARDWRIGHT_DB", db.as_str()),
+        ("CARDWRIGHT_KEYSTORE", keys.as_str()),
+    ];
+    let run = |args: &[&str], envs: &[(&str, &str)]| {
+        let (success, out, err) = cardwright(dir, args, envs);
+        assert!(success, "cardwright {}: {err}", args.join(" "));
+        out
+    };
+    // The CI writes the card at its desk.
+    run(&["keys", "generate-base", "--category", "gold"], &ci_env);
+    run(
+        &[
+            "tenant", "create", "--id", "issuer", "--name", "Issuer", "--role", "ci",
+        ],
+        &ci_env,
+    );
+    run(
+        &["category", "create", "--id", "gold", "--tenant", "issuer"],
+        &ci_env,
+    );
+    run(&["sim", "create", "--state", "card.json", "--no-piv"], &[]);
+    run(
+        &[
+            "issue",
+            "--sim",
+            "card.json",
+            "write",
+            "--card-number",
+            "1000000001",
+            "--category",
+            "gold",
+        ],
+        &ci_env,
+    );
+
+    let mut server_ca = Ca::new("CI server CA");
+    let server_leaf = server_ca.server();
+    let mut bank1 = Ca::new("bank1 AP root");
+    let bank1_client = bank1.client("bank1 AP platform");
+    let tls_cert = write(dir, "ci.pem", &server_leaf.chain_pem);
+    let tls_key = write(dir, "ci-key.pem", &server_leaf.key_pem);
+    let ci = start(
+        &[
+            "serve",
+            "--role",
+            "ci",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            &db,
+            "--keystore",
+            &keys,
+            "--tls-cert",
+            &tls_cert,
+            "--tls-key",
+            &tls_key,
+        ],
+        &[
+            ("CARDWRIGHT_OPERATOR_TOKENS", OPERATOR),
+            ("CARDWRIGHT_MASTER_KEY", MASTER),
+        ],
+    );
+    let ci_base = ci.url.replace("127.0.0.1", "localhost");
+
+    let ap_db = format!("sqlite:{}", dir.join("ap.db").display());
+    let ap_keys = format!("file:{}", dir.join("ap-keys.json").display());
+    let client_cert = write(dir, "bank1-client.pem", &bank1_client.chain_pem);
+    let client_key = write(dir, "bank1-client-key.pem", &bank1_client.key_pem);
+    let ci_ca = write(dir, "ci-ca.pem", &server_ca.pem);
+    let transport = dir.join("ap-transport.pem");
+    let ap = start(
+        &[
+            "serve",
+            "--role",
+            "ap",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            &ap_db,
+            "--keystore",
+            &ap_keys,
+            "--ci",
+            &ci_base,
+            "--client-cert",
+            &client_cert,
+            "--client-key",
+            &client_key,
+            "--ci-ca",
+            &ci_ca,
+            "--partner-id",
+            "bank1",
+            "--transport-key-out",
+            transport.to_str().unwrap(),
+            "--scp11-ca",
+            "bank1-ca",
+            "--scp11-oce-key",
+            "bank1-oce",
+        ],
+        &[
+            ("CARDWRIGHT_OPERATOR_TOKENS", OPERATOR),
+            ("CARDWRIGHT_TERMINAL_TOKENS", "desk=desk-token-0123456789"),
+            ("CARDWRIGHT_MASTER_KEY", MASTER),
+        ],
+    );
+    // The CI registers bank1 with the AP's transport key; serve trusts its root within 5 s.
+    let root = write(dir, "bank1-root.pem", &bank1.pem);
+    run(
+        &[
+            "partner",
+            "add",
+            "--id",
+            "bank1",
+            "--cert",
+            &root,
+            "--ssd-aid-prefix",
+            "A000000151BA01",
+            "--cards",
+            "1000000000-1000000999",
+            "--transport-key",
+            transport.to_str().unwrap(),
+        ],
+        &ci_env,
+    );
+    let ssds = format!("{ci_base}/api/v1/partner/ssds");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get_tls(&ssds, &server_ca, Some(&bank1_client), None).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "bank1 is not trusted after registration"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // The AP's terminal lends the card.
+    let agent = Background(
+        Command::new(bin())
+            .args([
+                "agent",
+                "--server",
+                &ap.url,
+                "--terminal",
+                "desk",
+                "--sim",
+                "card.json",
+            ])
+            .current_dir(dir)
+            .env("CARDWRIGHT_TERMINAL_TOKEN", "desk-token-0123456789")
+            .env("CARDWRIGHT_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let token = [("CARDWRIGHT_TOKEN", "operator-token-0123456789")];
+    let request = [
+        "ssd",
+        "--server",
+        &ap.url,
+        "request",
+        "--card-number",
+        "1000000001",
+        "--aid",
+        "A000000151BA0101",
+        "--model",
+        "authorized",
+        "--terminal",
+        "desk",
+        "--reader",
+        "Virtual card",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let out = loop {
+        let (success, out, err) = cardwright(dir, &request, &token);
+        if success {
+            break out;
+        }
+        assert!(
+            err.contains("is not connected") && Instant::now() < deadline,
+            "{err}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(out.contains("state        handed_over"), "{out}");
+    assert!(out.contains("held by AP"), "{out}");
+    let out = run(
+        &[
+            "ssd",
+            "--server",
+            &ap.url,
+            "status",
+            "--card-number",
+            "1000000001",
+            "--aid",
+            "A000000151BA0101",
+        ],
+        &token,
+    );
+    assert!(
+        out.contains("owner        bank1") && out.contains("handed_over"),
+        "{out}"
+    );
+    // The CI's record agrees (its operator API over TLS, without a client certificate).
+    let (status, body) = get_tls(
+        &format!("{ci_base}/api/v1/ssds"),
+        &server_ca,
+        None,
+        Some("operator-token-0123456789"),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ssds"][0]["state"], "handed_over", "{body}");
+    assert!(body["ssds"][0]["receipt"].is_string(), "{body}");
+    // The AP replaced the initial keys inside SCP11a (its rotate step says so).
+    let conn = rusqlite::Connection::open(dir.join("ap.db")).unwrap();
+    let rotate: String = conn
+        .query_row(
+            "SELECT detail FROM job_steps WHERE name = 'rotate' AND state = 'done'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(rotate.contains("\"scp11\":true"), "{rotate}");
+    drop(agent);
+}
