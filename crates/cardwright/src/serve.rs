@@ -314,12 +314,14 @@ pub fn run(a: ServeArgs) -> Result<()> {
             let store = tsm_store
                 .clone()
                 .ok_or_else(|| anyhow::anyhow!("--role needs --db sqlite:PATH or postgres://…"))?;
+            let hub = issuance.as_ref().map(|i| i.hub().clone());
             Some(crate::ssd_serve::build(
                 role,
                 &a,
                 &store,
                 tokens,
                 tls.is_some(),
+                hub,
             )?)
         }
         _ => None,

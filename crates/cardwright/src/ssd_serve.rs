@@ -57,6 +57,7 @@ pub fn build(
     store: &Arc<tsm::Store>,
     tokens: TokenTable,
     tls: bool,
+    ci_terminals: Option<Arc<relay::hub::Hub>>,
 ) -> Result<Ssd> {
     match role {
         PlatformRole::Ci => {
@@ -78,12 +79,22 @@ pub fn build(
                 key_sets(&a.keystore)?,
                 CiConfig::default(),
             ));
-            let api = PartnerApi::new(
-                ci,
-                tokens,
-                Some(verifier.clone()),
-                ExchangeTimeouts::default(),
-            );
+            // With --issuance, the CI's own terminals run SSD jobs at its desks too.
+            let api = match ci_terminals {
+                Some(hub) => PartnerApi::with_terminals(
+                    ci,
+                    tokens,
+                    Some(verifier.clone()),
+                    ExchangeTimeouts::default(),
+                    hub,
+                ),
+                None => PartnerApi::new(
+                    ci,
+                    tokens,
+                    Some(verifier.clone()),
+                    ExchangeTimeouts::default(),
+                ),
+            };
             let n = api
                 .refresh_partner_roots()
                 .map_err(|e| anyhow!("registered partners: {}", e.body.reason))?;

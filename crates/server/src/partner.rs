@@ -89,6 +89,7 @@ pub struct PartnerApi {
     crls: Vec<CertificateRevocationListDer<'static>>,
     timeouts: ExchangeTimeouts,
     sessions: Mutex<HashMap<i64, Arc<Session>>>,
+    terminals: Option<Arc<relay::hub::Hub>>,
 }
 
 impl std::fmt::Debug for PartnerApi {
@@ -127,6 +128,32 @@ impl PartnerApi {
             crls,
             timeouts,
             sessions: Mutex::new(HashMap::new()),
+            terminals: None,
+        })
+    }
+
+    /// As [`PartnerApi::new`], with the card issuer's own terminals (the issuance API's relay
+    /// hub): operators then run SSD jobs on cards at the CI's desks (flow 2, renewals of the
+    /// key sets the CI holds, replacements) with `POST /api/v1/ssd-jobs/{id}/run`.
+    pub fn with_terminals(
+        ci: Arc<CiPlatform>,
+        tokens: TokenTable,
+        verifier: Option<Arc<PartnerCertVerifier>>,
+        timeouts: ExchangeTimeouts,
+        hub: Arc<relay::hub::Hub>,
+    ) -> Arc<Self> {
+        let crls = verifier
+            .as_ref()
+            .map(|v| v.crls().to_vec())
+            .unwrap_or_default();
+        Arc::new(Self {
+            ci,
+            tokens,
+            verifier,
+            crls,
+            timeouts,
+            sessions: Mutex::new(HashMap::new()),
+            terminals: Some(hub),
         })
     }
 
@@ -325,6 +352,12 @@ pub fn route_list(api: Arc<PartnerApi>) -> Routes<()> {
             post(compromised),
         )
         .route(
+            "/api/v1/ssds/{card_number}/{aid}/renew",
+            &["post"],
+            post(operator_renew),
+        )
+        .route("/api/v1/ssd-jobs/{id}/run", &["post"], post(run_job))
+        .route(
             "/api/v1/key-policy",
             &["get", "put"],
             get(key_policy).put(set_key_policy),
@@ -360,6 +393,8 @@ pub fn router(api: Arc<PartnerApi>) -> Router {
         partner_renew,
         partner_compromised,
         partner_renewal,
+        operator_renew,
+        run_job,
         sign_token,
         receipt,
         list_partners,
@@ -1122,6 +1157,85 @@ async fn set_key_policy(
             .set_key_policy(&actor.name(), &policy)
             .map_err(store_refusal)?;
         Ok(Json(policy.into()))
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/api/v1/ssds/{card_number}/{aid}/renew", params(SsdPath),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "A job renewing the key set the CI holds, or replacing the SSD when its owner's keys are compromised; run it with /api/v1/ssd-jobs/{id}/run or let the partner relay it", body = JobAccepted),
+        (status = 400, description = "Nothing the CI can renew (the owner holds the keys and they are not compromised)", body = ErrorBody),
+        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
+        (status = 403, description = "The role may not", body = ErrorBody),
+        (status = 404, description = "No such SSD", body = ErrorBody),
+        (status = 409, description = "A job for the card is not finished", body = ErrorBody),
+    ))]
+async fn operator_renew(
+    caller: Auth<ManagePartners>,
+    State(api): Shared,
+    Path((card_number, aid)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<JobAccepted>), ApiError> {
+    let actor = caller.principal.actor();
+    let job = blocking(move || {
+        let aid_bytes = hex_field("aid", &aid)?;
+        let ssd = api
+            .ci
+            .store()
+            .ssd(&card_number, &aid_bytes)
+            .map_err(tsm_err)?
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such SSD"))?;
+        let owner_compromised = ssd.current_key().is_some_and(|k| {
+            k.holder == tsm::ssd::KeyHolder::Ap && k.state == tsm::ssd::KeyState::Compromised
+        });
+        Ok(if owner_compromised {
+            api.ci.replace(&actor, &card_number, &aid)?
+        } else {
+            api.ci.renew(&actor, &card_number, &aid)?
+        })
+    })
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json(JobAccepted { job })))
+}
+
+/// The reader of one of the card issuer's terminals.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TerminalReader {
+    /// The CI terminal (`cardwright agent --server …`).
+    pub terminal: String,
+    /// Its reader holding the card.
+    pub reader: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/ssd-jobs/{id}/run", params(JobId),
+    request_body = TerminalReader, security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The job ran on the card at the CI's desk", body = SsdView),
+        (status = 400, description = "Bad body", body = ErrorBody),
+        (status = 401, description = "No or unknown bearer token", body = ErrorBody),
+        (status = 403, description = "The role may not", body = ErrorBody),
+        (status = 404, description = "No such job, terminal or reader (or this server has no terminals: serve --issuance)", body = ErrorBody),
+        (status = 409, description = "The job is finished, or running elsewhere", body = ErrorBody),
+        (status = 502, description = "The card or the terminal failed; the job is resumable", body = ErrorBody),
+    ))]
+async fn run_job(
+    _caller: Auth<ManagePartners>,
+    State(api): Shared,
+    Path(job): Path<i64>,
+    extract::Json(body): extract::Json<TerminalReader>,
+) -> Result<Json<SsdView>, ApiError> {
+    let Some(hub) = &api.terminals else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "terminal",
+            "this card issuer platform has no terminals of its own (serve --issuance)",
+        ));
+    };
+    let mut chan = hub.channel(&body.terminal, &body.reader)?;
+    blocking(move || {
+        let ssd = api.ci.run(job, &mut chan)?;
+        Ok(Json(SsdView::from(&ssd)))
     })
     .await
 }

@@ -1036,3 +1036,160 @@ fn ap_api_runs_flow1_through_its_terminal() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = agent.join();
 }
+
+/// Flow 2 and the CI's renewals at the card issuer's own desk: bank1 asks for a delegated
+/// SSD; a CI operator runs the job on the card in a CI terminal's reader (the issuance
+/// relay); the SSD is managed by the CI. The operator then renews the CI's key set (due),
+/// marks the new one compromised and renews again (forced); each renewal is recorded.
+#[test]
+fn flow2_and_renewals_at_the_ci_desk() {
+    let ci = ci_platform(None);
+    let desk_tokens = Arc::new(TokenTable::new().with(
+        "ci-desk-token-0123456789",
+        Principal {
+            name: "ci-desk".into(),
+            role: Role::Terminal,
+            tenant: None,
+        },
+    ));
+    let hub = relay::hub::Hub::new(desk_tokens, Duration::from_secs(10));
+    let tokens = TokenTable::new().with(
+        OPERATOR,
+        Principal {
+            name: "alice".into(),
+            role: Role::Operator,
+            tenant: Some("issuer".into()),
+        },
+    );
+    let api = PartnerApi::with_terminals(
+        ci.api.ci().clone(),
+        tokens,
+        None,
+        ExchangeTimeouts::default(),
+        hub.clone(),
+    );
+    let app = server::partner::router(api);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let relay_app = hub.router();
+    rt.spawn(async move { axum::serve(listener, relay_app).await });
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let agent = {
+        let stop = stop.clone();
+        let card = ci.card.clone();
+        let cfg = relay::agent::AgentConfig {
+            server: url,
+            token: "ci-desk-token-0123456789".into(),
+            terminal: "ci-desk".into(),
+            poll: Duration::from_millis(20),
+            retry: Duration::from_millis(50),
+        };
+        std::thread::spawn(move || relay::agent::run(&cfg, &mut DeskReaders { card }, &stop))
+    };
+    let t0 = std::time::Instant::now();
+    while hub.terminals().is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the terminal did not connect"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let mut bank1 = Ca::new("bank1 AP root");
+    let bank1_leaf = bank1.client("bank1 AP platform");
+    let keys_dir = tempfile::tempdir().unwrap();
+    add_partner(
+        &app,
+        "bank1",
+        &bank1,
+        "1000000000-1000000999",
+        "A000000151BA01",
+        &transport_pem(soft_keys(keys_dir.path()).as_ref()),
+    );
+    let aid = "A000000151BA0102";
+    let (s, b) = rt.block_on(as_partner(
+        &app,
+        &bank1_leaf,
+        Method::POST,
+        "/api/v1/partner/ssd-requests",
+        Some(json!({"card_number": CARD, "aid": aid, "model": "delegated"})),
+    ));
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let job = b["job"].as_i64().unwrap();
+    let desk = json!({"terminal": "ci-desk", "reader": DESK_READER}).to_string();
+    let run = |job: i64| {
+        rt.block_on(call(
+            &app,
+            Method::POST,
+            &format!("/api/v1/ssd-jobs/{job}/run"),
+            Some(desk.clone()),
+            Some(OPERATOR),
+        ))
+    };
+    let r = run(job);
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["state"], "managed", "{}", r.text());
+    assert_eq!(r.json()["model"], "delegated");
+    // Running it again: the job is finished.
+    assert_eq!(run(job).status, StatusCode::CONFLICT);
+    let kvn_of = |v: &Value| {
+        v["keys"].as_array().unwrap().last().unwrap()["kvn"]
+            .as_u64()
+            .unwrap()
+    };
+    let first = kvn_of(&r.json());
+
+    // A renewal of the CI's key set (due), run at the desk.
+    let renew = format!("/api/v1/ssds/{CARD}/{aid}/renew");
+    let r = rt.block_on(call(&app, Method::POST, &renew, None, Some(OPERATOR)));
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    let r = run(r.json()["job"].as_i64().unwrap());
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let second = kvn_of(&r.json());
+    assert_ne!(first, second);
+    // Forced: the key set in use marked compromised, then renewed.
+    let r = rt.block_on(call(
+        &app,
+        Method::POST,
+        &format!("/api/v1/ssds/{CARD}/{aid}/compromised"),
+        Some(json!({"reason": "compromise"}).to_string()),
+        Some(OPERATOR),
+    ));
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = rt.block_on(call(
+        &app,
+        Method::GET,
+        "/api/v1/ssds/due",
+        None,
+        Some(OPERATOR),
+    ));
+    assert_eq!(r.json()["due"][0]["cause"], "compromised", "{}", r.text());
+    let r = rt.block_on(call(&app, Method::POST, &renew, None, Some(OPERATOR)));
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    let r = run(r.json()["job"].as_i64().unwrap());
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let renewals = r.json()["renewals"].as_array().unwrap().clone();
+    let causes: Vec<&str> = renewals
+        .iter()
+        .map(|n| n["cause"].as_str().unwrap())
+        .collect();
+    assert_eq!(causes, ["expiry", "forced"], "{renewals:?}");
+    let r = rt.block_on(call(
+        &app,
+        Method::GET,
+        "/api/v1/ssds/due",
+        None,
+        Some(OPERATOR),
+    ));
+    assert_eq!(r.json(), json!({"due": []}));
+
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = agent.join();
+}
