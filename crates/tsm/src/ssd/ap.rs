@@ -14,8 +14,10 @@
 //!    transport key ([`super::keys`]), is imported into the AP's key store; its KCV must
 //!    be the one the CI recorded.
 //! 3. `rotate`: a secure channel with the SSD using the initial keys, PUT KEY of a key set
-//!    generated in the AP's key store replacing them (new KVN). See [`super::ci`] for what
-//!    the CI could still learn with SCP03 only.
+//!    generated in the AP's key store replacing them (new KVN); with
+//!    [`ApConfig::scp11`], the PUT KEY goes inside an SCP11a session ([`Scp11Rotation`]).
+//!    See the [module documentation](super) for what the CI could still learn with SCP03
+//!    only.
 //! 4. `confirm`: [`CardIssuerLink::confirm_rotation`]; the CI deletes its initial keys and
 //!    records the hand-over; the AP deletes its copy of the initial keys.
 
@@ -104,7 +106,7 @@ pub struct Scp11Rotation {
     pub ca_public: scp::scp11::PublicKey,
     /// Certifies the SSD's public key generated on the card (the AP's CA, in its key
     /// store): a GP `7F21` or X.509 certificate.
-    pub certify_sd: Box<dyn Fn(&scp::scp11::PublicKey) -> Result<Vec<u8>> + Send + Sync>,
+    pub certify_sd: Box<CertifySd>,
     /// The AP's OCE key agreement key (SK.OCE.ECKA; in its key store).
     pub oce_key: Arc<dyn scp::scp11::OceKeyAgreement + Send + Sync>,
     /// Its public key.
@@ -112,6 +114,9 @@ pub struct Scp11Rotation {
     /// Its certificate chain, signed by the CA, leaf last.
     pub oce_chain: Vec<Vec<u8>>,
 }
+
+/// Certifies a public key generated on the card (see [`Scp11Rotation::certify_sd`]).
+pub type CertifySd = dyn Fn(&scp::scp11::PublicKey) -> Result<Vec<u8>> + Send + Sync;
 
 impl fmt::Debug for Scp11Rotation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
