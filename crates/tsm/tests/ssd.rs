@@ -320,10 +320,15 @@ const RECEIPT_KEY: [u8; 16] = [0x71; 16];
 
 impl Platforms {
     fn new() -> Platforms {
+        Platforms::configured(false)
+    }
+
+    /// Software key stores; the AP rotating inside SCP11a or SCP03.
+    fn configured(scp11: bool) -> Platforms {
         let dir = tempfile::tempdir().unwrap();
         let ci = software_key_sets(&dir, "ci");
         let ap = software_key_sets(&dir, "ap");
-        Platforms::with_key_sets(ci, ap, dir, None)
+        Platforms::with_key_sets(ci, ap, dir, scp11.then(scp11_rotation))
     }
 
     fn with_key_sets(
@@ -583,8 +588,8 @@ fn tampered_relay_is_refused_by_the_card_and_nothing_changes() {
 }
 
 /// The number of APDUs the AP's terminal sends in flow 1.
-fn flow1_apdus() -> usize {
-    let p = Platforms::new();
+fn flow1_apdus(scp11: bool) -> usize {
+    let p = Platforms::configured(scp11);
     let job = p.request(SsdModel::Authorized);
     let mut counting = Counting {
         inner: p.card.clone(),
@@ -605,10 +610,19 @@ enum FlowCut {
 
 #[test]
 fn fault_loop_over_every_apdu_of_flow1() {
-    let n = flow1_apdus();
+    fault_loop(false);
+}
+
+#[test]
+fn fault_loop_over_every_apdu_of_flow1_with_the_scp11_rotation() {
+    fault_loop(true);
+}
+
+fn fault_loop(scp11: bool) {
+    let n = flow1_apdus(scp11);
     assert!(n > 10, "{n}");
     eprintln!(
-        "flow 1: {n} APDUs through the AP's terminal; {} cut runs",
+        "flow 1 (SCP11 rotation: {scp11}): {n} APDUs through the AP's terminal; {} cut runs",
         4 * n
     );
     let cuts = (0..n).flat_map(|k| {
@@ -621,7 +635,7 @@ fn fault_loop_over_every_apdu_of_flow1() {
     });
     for cut in cuts {
         {
-            let p = Platforms::new();
+            let p = Platforms::configured(scp11);
             let job = p.request(SsdModel::Authorized);
             let first = match cut {
                 FlowCut::Card(c) => {
