@@ -146,6 +146,12 @@ pub struct ServeArgs {
     /// sessions, created if missing; its certificate is issued by --scp11-ca at start.
     #[arg(long, requires = "scp11_ca")]
     pub scp11_oce_key: Option<String>,
+    /// CI: the Delegated Management token key (its public key is KVN 70 on the cards) with
+    /// which the CI signs the tokens of its partners' delegated SSDs: a PKCS#8 file, an AES
+    /// key file, or a key-store key `file:KEYSTORE?label=L` / `pkcs11:…&label=L` (as for
+    /// `card --dm-key`). Without it, token requests are refused.
+    #[arg(long)]
+    pub dm_key: Option<String>,
 }
 
 /// Which platform of issue #10 `serve` runs.

@@ -74,11 +74,11 @@ pub fn build(
             }
             let verifier = PartnerCertVerifier::new(roots, crls).context("--partner-ca")?;
             let issuer = crate::serve::issuer_of(store, &a.keystore)?;
-            let ci = Arc::new(CiPlatform::new(
-                issuer,
-                key_sets(&a.keystore)?,
-                CiConfig::default(),
-            ));
+            let mut config = CiConfig::default();
+            if let Some(spec) = &a.dm_key {
+                config.token_signer = Some(Arc::from(crate::dm_cmd::signer(spec, "--dm-key")?));
+            }
+            let ci = Arc::new(CiPlatform::new(issuer, key_sets(&a.keystore)?, config));
             // With --issuance, the CI's own terminals run SSD jobs at its desks too.
             let api = match ci_terminals {
                 Some(hub) => PartnerApi::with_terminals(
