@@ -7,6 +7,8 @@
 #[path = "../../server/tests/common/certs.rs"]
 mod certs;
 mod pay_support;
+#[path = "common/softhsm.rs"]
+mod softhsm;
 
 use std::path::Path;
 use std::process::Command;
@@ -426,7 +428,8 @@ impl Drop for Background {
 /// `serve --role ci` over mutual TLS, the AP's `serve --role ap` rotating inside SCP11a
 /// (`--scp11-ca`, `--scp11-oce-key`), an AP terminal (`agent --server … --sim`) lending the
 /// virtual card, and `ssd request|status` on the AP: the SSD ends handed over, on both
-/// platforms.
+/// platforms. The CI on SQLite and the software key store; the AP on PostgreSQL
+/// (`CARDWRIGHT_PG_TESTS=1`) and a SoftHSM2 token (when installed).
 #[test]
 fn flow1_with_two_serve_processes_and_an_agent() {
     let tmp = tempfile::tempdir().unwrap();
@@ -498,8 +501,36 @@ fn flow1_with_two_serve_processes_and_an_agent() {
     );
     let ci_base = ci.url.replace("127.0.0.1", "localhost");
 
-    let ap_db = format!("sqlite:{}", dir.join("ap.db").display());
-    let ap_keys = format!("file:{}", dir.join("ap-keys.json").display());
+    // The AP: PostgreSQL with CARDWRIGHT_PG_TESTS=1 (else SQLite), a SoftHSM2 token when
+    // SoftHSM2 is installed (else the software key store).
+    let pg = std::env::var("CARDWRIGHT_PG_TESTS").as_deref() == Ok("1");
+    let pg_base = std::env::var("CARDWRIGHT_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let pg_schema = format!("ssd_ap_{}", std::process::id());
+    let ap_db = if pg {
+        let sep = if pg_base.contains('?') { '&' } else { '?' };
+        format!("{pg_base}{sep}schema={pg_schema}")
+    } else {
+        eprintln!("AP on SQLite: set CARDWRIGHT_PG_TESTS=1 for PostgreSQL");
+        format!("sqlite:{}", dir.join("ap.db").display())
+    };
+    let hsm_dir = dir.join("hsm");
+    std::fs::create_dir(&hsm_dir).unwrap();
+    let (ap_keys, softhsm_conf) = if softhsm::available() {
+        let conf = softhsm::init_token(&hsm_dir, "ap");
+        (
+            format!(
+                "pkcs11:{}?token=ap&pin-env=HSM_PIN",
+                softhsm::SOFTHSM_MODULE
+            ),
+            conf.to_str().unwrap().to_string(),
+        )
+    } else {
+        (
+            format!("file:{}", dir.join("ap-keys.json").display()),
+            String::new(),
+        )
+    };
     let client_cert = write(dir, "bank1-client.pem", &bank1_client.chain_pem);
     let client_key = write(dir, "bank1-client-key.pem", &bank1_client.key_pem);
     let ci_ca = write(dir, "ci-ca.pem", &server_ca.pem);
@@ -536,6 +567,8 @@ fn flow1_with_two_serve_processes_and_an_agent() {
             ("CARDWRIGHT_OPERATOR_TOKENS", OPERATOR),
             ("CARDWRIGHT_TERMINAL_TOKENS", "desk=desk-token-0123456789"),
             ("CARDWRIGHT_MASTER_KEY", MASTER),
+            ("HSM_PIN", softhsm::HSM_PIN),
+            ("SOFTHSM2_CONF", &softhsm_conf),
         ],
     );
     // The CI registers bank1 with the AP's transport key; serve trusts its root within 5 s.
@@ -646,14 +679,22 @@ fn flow1_with_two_serve_processes_and_an_agent() {
     assert_eq!(body["ssds"][0]["state"], "handed_over", "{body}");
     assert!(body["ssds"][0]["receipt"].is_string(), "{body}");
     // The AP replaced the initial keys inside SCP11a (its rotate step says so).
-    let conn = rusqlite::Connection::open(dir.join("ap.db")).unwrap();
-    let rotate: String = conn
-        .query_row(
-            "SELECT detail FROM job_steps WHERE name = 'rotate' AND state = 'done'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let query = "SELECT detail FROM job_steps WHERE name = 'rotate' AND state = 'done'";
+    let rotate: String = if pg {
+        let mut c = postgres::Client::connect(&pg_base, postgres::NoTls).unwrap();
+        c.batch_execute(&format!("SET search_path TO {pg_schema}"))
+            .unwrap();
+        c.query_one(query, &[]).unwrap().get(0)
+    } else {
+        let conn = rusqlite::Connection::open(dir.join("ap.db")).unwrap();
+        conn.query_row(query, [], |r| r.get(0)).unwrap()
+    };
     assert!(rotate.contains("\"scp11\":true"), "{rotate}");
     drop(agent);
+    drop(ap);
+    if pg {
+        let mut c = postgres::Client::connect(&pg_base, postgres::NoTls).unwrap();
+        c.batch_execute(&format!("DROP SCHEMA IF EXISTS {pg_schema} CASCADE"))
+            .unwrap();
+    }
 }
