@@ -19,10 +19,15 @@ pub struct AgentArgs {
     pub allow_origin: Vec<String>,
     #[command(flatten)]
     pub card: PivCardArgs,
-    /// Issuing-terminal mode: connect out to the platform at this URL (http://HOST:PORT) and
-    /// lend it this terminal's readers (with --reader, those whose name contains it).
+    /// Issuing-terminal mode: connect out to the platform at this URL (http://HOST:PORT, or
+    /// https://HOST:PORT with --server-ca) and lend it this terminal's readers (with
+    /// --reader, those whose name contains it).
     #[arg(long)]
     pub server: Option<String>,
+    /// CA certificate(s) (PEM) that an https:// platform's server certificate must chain to
+    /// (issuing-terminal mode; the WebSocket then runs over TLS, `wss://`).
+    #[arg(long, requires = "server")]
+    pub server_ca: Option<PathBuf>,
     /// The terminal's bearer token (issuing-terminal mode). Prefer the environment
     /// (CARDWRIGHT_TERMINAL_TOKEN) or --token-file: a value given here shows in `ps`.
     #[arg(long, env = "CARDWRIGHT_TERMINAL_TOKEN", hide_env_values = true)]
@@ -78,8 +83,18 @@ pub fn run(a: AgentArgs) -> Result<()> {
                 "--server needs the terminal's token: CARDWRIGHT_TERMINAL_TOKEN, --token-file or --token"
             ),
         };
+        let tls = a
+            .server_ca
+            .as_deref()
+            .map(server::tls::client_config)
+            .transpose()
+            .context("--server-ca")?;
+        if tls.is_none() && (server.starts_with("https://") || server.starts_with("wss://")) {
+            bail!("--server {server}: an https:// platform needs --server-ca (its CA certificate, PEM)");
+        }
         return crate::terminal::run(
             server,
+            tls,
             &token,
             &a.terminal,
             a.card.reader.clone(),

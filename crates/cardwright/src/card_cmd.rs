@@ -61,6 +61,16 @@ fn kdf_arg(v: &str) -> Result<Diversification> {
 
 /// The keys given on the command line (default: the GP test key 40..4F).
 pub fn key_spec(c: &Connect) -> Result<KeySpec> {
+    if let Some(label) = &c.key_set {
+        if c.kdf != "none" {
+            bail!("--key-set names the card's own keys: --kdf does not apply");
+        }
+        let store = crate::keys_cmd::open_key_sets(&c.keystore)?;
+        let keys = store
+            .key_set(label)
+            .with_context(|| format!("key set {label} in {}", c.keystore))?;
+        return Ok(KeySpec::from_static(&keys, c.keyver));
+    }
     let base = match &c.key {
         Some(k) => hex_arg("--key", k)?,
         None => Zeroizing::new(gpclient::DEFAULT_TEST_KEY.to_vec()),

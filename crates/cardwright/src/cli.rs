@@ -256,6 +256,11 @@ pub struct Connect {
     /// Separate DEK key (hex).
     #[arg(long, global = true, hide_env_values = true)]
     pub key_dek: Option<String>,
+    /// Key set in --keystore to authenticate with (ENC, MAC, DEK by label, as `keys key-sets`
+    /// lists them): an SSD's keys kept in a key store or HSM, which reach only the card's
+    /// secure channel, never the command line.
+    #[arg(long, global = true, conflicts_with_all = ["key", "key_enc", "key_mac", "key_dek"])]
+    pub key_set: Option<String>,
     /// Key version number to authenticate with (0 = any, the card chooses).
     #[arg(long, global = true, value_parser = parse_u8, default_value = "0")]
     pub keyver: u8,

@@ -59,6 +59,9 @@ pub enum KeysOp {
     },
     /// Categories, base key versions, KCVs, where stored, status and expiry.
     List,
+    /// SSD key sets (ENC, MAC, DEK) in the key store: label, kind, KCV of the ENC key,
+    /// creation (`card --key-set LABEL` opens a security domain with one).
+    KeySets,
     /// The SSD key policy (issue #10) in the platform database: show it, or set the lifetime
     /// of new SSD key versions and how long before expiry they fall due for renewal.
     Policy {
@@ -213,6 +216,23 @@ pub fn open_keystore(config: &str) -> Result<Box<dyn KeyStore>> {
     parsed.open().with_context(|| format!("key store {config}"))
 }
 
+/// Opens an existing key store's SSD key sets (`kms::KeySetStore`); a missing software key
+/// store file is an error, never created.
+pub fn open_key_sets(config: &str) -> Result<std::sync::Arc<dyn kms::KeySetStore>> {
+    let parsed = parse_keystore(config)?;
+    if let kms::StoreConfig::Software { path, .. } = &parsed {
+        if !path.exists() {
+            bail!(
+                "key store {config}: there is no key store file {}",
+                path.display()
+            );
+        }
+    }
+    parsed
+        .open_key_sets()
+        .with_context(|| format!("key store {config}"))
+}
+
 fn parse_keystore(config: &str) -> Result<kms::StoreConfig> {
     config
         .parse()
@@ -328,6 +348,15 @@ pub fn run(cmd: KeysCmd) -> Result<()> {
             let list = open_keystore(&cmd.keystore)?.list()?;
             if list.is_empty() {
                 println!("no base keys in {}", cmd.keystore);
+            }
+            for info in list {
+                println!("{info}");
+            }
+        }
+        KeysOp::KeySets => {
+            let list = open_key_sets(&cmd.keystore)?.list_key_sets()?;
+            if list.is_empty() {
+                println!("no key sets in {}", cmd.keystore);
             }
             for info in list {
                 println!("{info}");

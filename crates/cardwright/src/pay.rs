@@ -78,6 +78,7 @@ impl PivCardArgs {
             key_enc: None,
             key_mac: None,
             key_dek: None,
+            key_set: None,
             keyver: 0,
             kdf: "none".into(),
             scp: None,

@@ -114,6 +114,7 @@ impl Readers for PcscReaders {
 /// Runs the terminal until killed.
 pub fn run(
     server: &str,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     token: &str,
     terminal: &str,
     reader: Option<String>,
@@ -125,6 +126,7 @@ pub fn run(
         terminal: terminal.to_string(),
         poll: Duration::from_millis(250),
         retry: Duration::from_secs(1),
+        tls,
     };
     let stop = AtomicBool::new(false);
     tracing::info!(%server, %terminal, "issuing terminal: lending readers to the platform");

@@ -4,94 +4,17 @@
 //! revoked by another process refused within the refresh period), and `serve --role ap`
 //! with its link to the CI and `ssd status|request` against it.
 
-#[path = "../../server/tests/common/certs.rs"]
-mod certs;
 mod pay_support;
 #[path = "common/softhsm.rs"]
 mod softhsm;
+mod ssd_support;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use certs::{Ca, Leaf};
-use pay_support::{bin, start};
-
-const MASTER: &str = "1111111111111111111111111111111111111111111111111111111111111111";
-const OPERATOR: &str = "alice=operator-token-0123456789";
-
-fn cardwright(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> (bool, String, String) {
-    let mut cmd = Command::new(bin());
-    cmd.args(args)
-        .current_dir(dir)
-        .env("CARDWRIGHT_MASTER_KEY", MASTER)
-        .env("CARDWRIGHT_LOG", "error");
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run cardwright");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let (success, out, err) = cardwright(dir, args, &[]);
-    assert!(success, "cardwright {}: {err}", args.join(" "));
-    out
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.to_str().unwrap().to_string()
-}
-
-/// `GET url` over TLS trusting `ca`, with `client` as the client certificate (if any).
-fn get_tls(
-    url: &str,
-    ca: &Ca,
-    client: Option<&Leaf>,
-    token: Option<&str>,
-) -> Result<(u16, serde_json::Value), String> {
-    let pem = |t: &str| -> Vec<ureq::tls::Certificate<'static>> {
-        ureq::tls::parse_pem(t.as_bytes())
-            .filter_map(|i| match i {
-                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                _ => None,
-            })
-            .collect()
-    };
-    let mut tls = ureq::tls::TlsConfig::builder()
-        .provider(ureq::tls::TlsProvider::Rustls)
-        .root_certs(ureq::tls::RootCerts::new_with_certs(&pem(&ca.pem)));
-    if let Some(c) = client {
-        let key = ureq::tls::PrivateKey::from_pem(c.key_pem.as_bytes()).unwrap();
-        tls = tls.client_cert(Some(ureq::tls::ClientCert::new_with_certs(
-            &pem(&c.chain_pem),
-            key,
-        )));
-    }
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .tls_config(tls.build())
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    let mut req = agent.get(url);
-    if let Some(t) = token {
-        req = req.header("Authorization", &format!("Bearer {t}"));
-    }
-    match req.call() {
-        Ok(mut r) => Ok((
-            r.status().as_u16(),
-            r.body_mut().read_json().unwrap_or(serde_json::Value::Null),
-        )),
-        Err(e) => Err(e.to_string()),
-    }
-}
+use pay_support::start;
+use ssd_support::certs::Ca;
+use ssd_support::*;
 
 #[test]
 fn partners_policy_and_two_platforms_over_mutual_tls() {

@@ -2,11 +2,12 @@
 //! relays APDUs; reconnects when the platform restarts. Holds no keys.
 
 use crate::protocol::{AgentMessage, PlatformMessage, ReaderReport, RelayFault};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tungstenite::client::IntoClientRequest;
-use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
 /// The readers a terminal lends to the platform.
@@ -22,7 +23,8 @@ pub trait Readers {
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// The platform's base URL, `http://host:port` (or `ws://…`).
+    /// The platform's base URL, `http://host:port` (or `ws://…`), or `https://…` (`wss://…`)
+    /// with [`AgentConfig::tls`].
     pub server: String,
     /// The terminal's bearer token.
     pub token: String,
@@ -32,13 +34,16 @@ pub struct AgentConfig {
     pub poll: Duration,
     /// Delay before reconnecting.
     pub retry: Duration,
+    /// TLS for an `https://`/`wss://` platform (rustls; the roots that the platform's
+    /// server certificate must chain to). `None`: plain `http://`/`ws://` only.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Why the agent stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// The server URL is not `http://` or `ws://`.
-    #[error("server URL {0}: use http://HOST:PORT or ws://HOST:PORT (TLS: put the platform behind a TLS-terminating proxy on the terminal's network; native wss is not built in yet)")]
+    /// The server URL is not `http://`, `ws://`, `https://` or `wss://`.
+    #[error("server URL {0}: use http://HOST:PORT, ws://HOST:PORT, or https://HOST:PORT with the platform's CA (--server-ca)")]
     Url(String),
     /// The platform refused the terminal (the reason it gave).
     #[error("the platform refused this terminal: {0}")]
@@ -51,16 +56,25 @@ pub enum AgentError {
     Connection(String),
 }
 
-fn ws_url(server: &str) -> Result<String, AgentError> {
+/// The WebSocket URL of the platform's terminal endpoint, and whether it is TLS.
+fn ws_url(server: &str) -> Result<(String, bool), AgentError> {
     let base = server.trim_end_matches('/');
-    let rest = if let Some(r) = base.strip_prefix("http://") {
-        r
+    let (rest, tls) = if let Some(r) = base.strip_prefix("http://") {
+        (r, false)
     } else if let Some(r) = base.strip_prefix("ws://") {
-        r
+        (r, false)
+    } else if let Some(r) = base.strip_prefix("https://") {
+        (r, true)
+    } else if let Some(r) = base.strip_prefix("wss://") {
+        (r, true)
     } else {
         return Err(AgentError::Url(server.to_string()));
     };
-    Ok(format!("ws://{rest}{}", crate::WS_PATH))
+    if rest.is_empty() || rest.contains('/') {
+        return Err(AgentError::Url(server.to_string()));
+    }
+    let scheme = if tls { "wss" } else { "ws" };
+    Ok((format!("{scheme}://{rest}{}", crate::WS_PATH), tls))
 }
 
 /// Serves the platform until `stop` is set, reconnecting after failures. Returns at once on
@@ -96,7 +110,7 @@ fn conn(e: impl std::fmt::Display) -> AgentError {
     AgentError::Connection(e.to_string())
 }
 
-fn send(ws: &mut WebSocket<MaybeTlsStream<TcpStream>>, m: &AgentMessage) -> Result<(), AgentError> {
+fn send<S: Read + Write>(ws: &mut WebSocket<S>, m: &AgentMessage) -> Result<(), AgentError> {
     let text = serde_json::to_string(m).map_err(conn)?;
     ws.send(Message::Text(text.into())).map_err(conn)
 }
@@ -107,7 +121,7 @@ pub fn run_once(
     readers: &mut dyn Readers,
     stop: &AtomicBool,
 ) -> Result<(), AgentError> {
-    let url = ws_url(&config.server)?;
+    let (url, tls) = ws_url(&config.server)?;
     let mut req = url
         .as_str()
         .into_client_request()
@@ -116,17 +130,63 @@ pub fn run_once(
         AgentError::Connection("the token has characters not allowed in a header".into())
     })?;
     req.headers_mut().insert("Authorization", auth);
-    let (mut ws, _) = match tungstenite::connect(req) {
-        Ok(x) => x,
-        Err(tungstenite::Error::Http(resp)) if resp.status() == 401 => {
-            return Err(AgentError::Unauthorized)
-        }
-        Err(e) => return Err(conn(e)),
-    };
-    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(config.poll)).map_err(conn)?;
-        let _ = s.set_nodelay(true);
+    let host = req
+        .uri()
+        .host()
+        .ok_or_else(|| AgentError::Url(config.server.clone()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = req.uri().port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let tcp = TcpStream::connect((host.as_str(), port)).map_err(conn)?;
+    let _ = tcp.set_nodelay(true);
+    if !tls {
+        let ws = handshake(req, tcp)?;
+        ws.get_ref()
+            .set_read_timeout(Some(config.poll))
+            .map_err(conn)?;
+        return serve_connection(config, ws, readers, stop);
     }
+    let Some(client) = config.tls.clone() else {
+        return Err(AgentError::Url(config.server.clone()));
+    };
+    let name = rustls::pki_types::ServerName::try_from(host)
+        .map_err(|_| AgentError::Url(config.server.clone()))?;
+    let session = rustls::ClientConnection::new(client, name).map_err(conn)?;
+    let ws = handshake(req, rustls::StreamOwned::new(session, tcp))?;
+    ws.get_ref()
+        .sock
+        .set_read_timeout(Some(config.poll))
+        .map_err(conn)?;
+    serve_connection(config, ws, readers, stop)
+}
+
+/// The WebSocket opening handshake (RFC 6455 §4.1) on a connected stream, TLS or not.
+fn handshake<S: Read + Write>(
+    req: tungstenite::handshake::client::Request,
+    stream: S,
+) -> Result<WebSocket<S>, AgentError> {
+    match tungstenite::client(req, stream) {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp)))
+            if resp.status() == 401 =>
+        {
+            Err(AgentError::Unauthorized)
+        }
+        Err(tungstenite::HandshakeError::Failure(e)) => Err(conn(e)),
+        Err(tungstenite::HandshakeError::Interrupted(_)) => {
+            Err(conn("the handshake was interrupted"))
+        }
+    }
+}
+
+/// Hello, then the platform's requests until it closes.
+fn serve_connection<S: Read + Write>(
+    config: &AgentConfig,
+    mut ws: WebSocket<S>,
+    readers: &mut dyn Readers,
+    stop: &AtomicBool,
+) -> Result<(), AgentError> {
     let mut last = readers.list();
     send(
         &mut ws,
@@ -219,10 +279,22 @@ mod tests {
     fn urls() {
         assert_eq!(
             ws_url("http://127.0.0.1:8080").unwrap(),
-            "ws://127.0.0.1:8080/api/v1/terminal/ws"
+            ("ws://127.0.0.1:8080/api/v1/terminal/ws".into(), false)
         );
-        assert_eq!(ws_url("ws://h:1/").unwrap(), "ws://h:1/api/v1/terminal/ws");
-        assert!(ws_url("https://h").is_err());
+        assert_eq!(
+            ws_url("ws://h:1/").unwrap(),
+            ("ws://h:1/api/v1/terminal/ws".into(), false)
+        );
+        assert_eq!(
+            ws_url("https://h:8443").unwrap(),
+            ("wss://h:8443/api/v1/terminal/ws".into(), true)
+        );
+        assert_eq!(
+            ws_url("wss://h").unwrap(),
+            ("wss://h/api/v1/terminal/ws".into(), true)
+        );
         assert!(ws_url("h:1").is_err());
+        assert!(ws_url("http://").is_err());
+        assert!(ws_url("http://h/x").is_err());
     }
 }

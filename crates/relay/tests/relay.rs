@@ -79,6 +79,7 @@ fn config(url: &str, token: &str, terminal: &str) -> AgentConfig {
         terminal: terminal.into(),
         poll: Duration::from_millis(20),
         retry: Duration::from_millis(50),
+        tls: None,
     }
 }
 

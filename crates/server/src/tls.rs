@@ -364,6 +364,25 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// A rustls client configuration that trusts exactly the certificates of the PEM file
+/// `roots` (a platform's CA: an issuing terminal's `agent --server-ca`), no client
+/// certificate. Protocol versions and algorithms are rustls' safe defaults.
+pub fn client_config(roots: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut store = RootCertStore::empty();
+    for root in load_certificates(roots)? {
+        store.add(root).map_err(|e| TlsError::Pem {
+            path: roots.display().to_string(),
+            what: format!("not a usable CA certificate: {e}"),
+        })?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// Serves `app` over TLS on `listener` until `shutdown` resolves; open connections then get
 /// [`SHUTDOWN_GRACE`] to finish. A failed handshake (an unknown, expired or revoked client
 /// certificate among others) closes that connection only. The client's chain, when it sent

@@ -968,6 +968,7 @@ fn ap_api_runs_flow1_through_its_terminal() {
             terminal: "desk".into(),
             poll: Duration::from_millis(20),
             retry: Duration::from_millis(50),
+            tls: None,
         };
         std::thread::spawn(move || relay::agent::run(&cfg, &mut DeskReaders { card }, &stop))
     };
@@ -1090,6 +1091,7 @@ fn flow2_and_renewals_at_the_ci_desk() {
             terminal: "ci-desk".into(),
             poll: Duration::from_millis(20),
             retry: Duration::from_millis(50),
+            tls: None,
         };
         std::thread::spawn(move || relay::agent::run(&cfg, &mut DeskReaders { card }, &stop))
     };
