@@ -30,8 +30,9 @@
 //!   (channels between threads, a thread per job run; in production HTTPS takes its place);
 //! * AP logic: the rest of the AP thread's time (secure channels, relaying, journal).
 //!
-//! `cargo bench -p tsm --bench ssd_handover`; `SSD_BENCH_ROUNDS` and `SSD_BENCH_PER_ROUND`
-//! change the default 5 rounds of 20 hand-overs per configuration.
+//! `cargo bench -p tsm --bench ssd_handover`; `SSD_BENCH_ROUNDS` (default 5) and
+//! `SSD_BENCH_PER_ROUND` (default: as many as take about half a second, 5 to 40) set the
+//! rounds of each configuration.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -214,7 +215,8 @@ struct Config {
 
 struct Settings {
     rounds: usize,
-    per_round: usize,
+    /// Hand-overs per round; `None`: as many as take about half a second (5 to 40).
+    per_round: Option<usize>,
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -288,6 +290,7 @@ fn run(c: Config, s: &Settings) {
     let load_before = load();
 
     // Warm-up (connections, caches, the KCV check of the base key).
+    let warm_up = Instant::now();
     for (number, card) in issue_cards(&p, &blank, &mut next, 2) {
         let mut chan = TimedCard {
             inner: card,
@@ -297,12 +300,16 @@ fn run(c: Config, s: &Settings) {
         hand_over(&p, &number, &mut chan);
     }
 
+    let per_round = s.per_round.unwrap_or_else(|| {
+        let each = warm_up.elapsed().as_secs_f64() / 2.0;
+        ((0.5 / each).round() as usize).clamp(5, 40)
+    });
     let mut rates = Vec::new();
     let mut sum = Split::default();
     let mut apdus = 0u64;
     let (mut ci_ops, mut ap_ops) = (OpTimes::new(), OpTimes::new());
     for _ in 0..s.rounds {
-        let cards = issue_cards(&p, &blank, &mut next, s.per_round);
+        let cards = issue_cards(&p, &blank, &mut next, per_round);
         let link0 = p.link.timing.read();
         let (ci_ops0, ap_ops0) = (ci_keys.ops(), ap_keys.ops());
         let db0 = thread_database_use();
@@ -349,14 +356,14 @@ fn run(c: Config, s: &Settings) {
                 .saturating_sub(ap_db.time),
         };
         sum.add(&round);
-        rates.push(s.per_round as f64 / total.as_secs_f64());
+        rates.push(per_round as f64 / total.as_secs_f64());
         // Keep the AP's key store at its size (one key set per card is what a real AP
         // keeps; here the store would grow by a round each time): not timed.
         for label in labels(ap_keys.inner.as_ref()) {
             ap_keys.inner.delete_key_set(&label).expect("delete");
         }
     }
-    let n = (s.rounds * s.per_round) as f64;
+    let n = (s.rounds * per_round) as f64;
     let lo = rates.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = rates.iter().copied().fold(0.0, f64::max);
     let med = median(&mut rates);
@@ -367,7 +374,7 @@ fn run(c: Config, s: &Settings) {
         c.name,
         med,
         s.rounds,
-        s.per_round,
+        per_round,
         lo,
         hi,
         total,
@@ -391,6 +398,15 @@ fn run(c: Config, s: &Settings) {
             100.0 * per(d) / total
         );
     }
+    let ci = sum.ci_logic + sum.ci_keys + sum.ci_db.time;
+    let ap = sum.ap_logic + sum.ap_keys + sum.ap_db.time;
+    eprintln!(
+        "  platforms: CI {:.3} ms ({:.1} %), AP {:.3} ms ({:.1} %) (logic + key store + database)",
+        per(ci),
+        100.0 * per(ci) / total,
+        per(ap),
+        100.0 * per(ap) / total
+    );
     for (side, db) in [("CI", sum.ci_db), ("AP", sum.ap_db)] {
         eprintln!(
             "  {side} database: {:.1} statements, {:.1} commits per hand-over",
@@ -428,7 +444,10 @@ fn isd_derivation() {
 fn main() {
     let s = Settings {
         rounds: env_usize("SSD_BENCH_ROUNDS", 5),
-        per_round: env_usize("SSD_BENCH_PER_ROUND", 20),
+        per_round: std::env::var("SSD_BENCH_PER_ROUND")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n > 0),
     };
     eprintln!(
         "flow 1 (request, CI creates the SSD through the AP's relay, initial keys wrapped and imported, AP rotates, confirm) on fresh issued virtual cards; {} cores",
