@@ -41,7 +41,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::ssd::{labels, scp11_rotation, softhsm_key_sets, software_key_sets, SsdPlatforms};
+use common::ssd::{
+    labels, remove_softhsm_tokens, scp11_rotation, softhsm_key_sets, software_key_sets,
+    SsdPlatforms,
+};
 use common::{SimCard, SimCards as _, TestStore, CATEGORY};
 use scp::{KeyKind as ScpKind, StaticKeys};
 use transport::{CardChannel, TransportError};
@@ -508,4 +511,5 @@ fn main() {
         );
     }
     isd_derivation();
+    remove_softhsm_tokens();
 }

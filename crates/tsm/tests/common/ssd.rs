@@ -406,13 +406,22 @@ pub fn labels(ks: &dyn KeySetStore) -> Vec<String> {
         .collect()
 }
 
+/// The directory of this process's SoftHSM2 tokens, once made.
+static SOFTHSM_DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+
+/// Removes this process's SoftHSM2 tokens (at its end: the key stores then stop working).
+pub fn remove_softhsm_tokens() {
+    if let Some(Some(dir)) = SOFTHSM_DIR.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// Two SoftHSM2 tokens (CI and AP) in a directory of this process, or `None` (skipped)
 /// when SoftHSM2 is not installed; with `CARDWRIGHT_HSM_TESTS=1` that fails instead.
 pub fn softhsm_key_sets() -> Option<(Arc<dyn KeySetStore>, Arc<dyn KeySetStore>)> {
     const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-    static CONF: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
     let required = std::env::var("CARDWRIGHT_HSM_TESTS").is_ok_and(|v| v == "1");
-    let dir = CONF.get_or_init(|| {
+    let dir = SOFTHSM_DIR.get_or_init(|| {
         let have = std::path::Path::new(MODULE).exists()
             && std::process::Command::new("softhsm2-util")
                 .arg("--version")
