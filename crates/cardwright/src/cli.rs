@@ -37,6 +37,12 @@ pub enum Command {
     Package(crate::issue_cmd::PackageCmd),
     /// Card categories: base key lineage, initial keys, personalisation.
     Category(crate::issue_cmd::CategoryCmd),
+    /// Card issuer: application providers (partners) that get supplementary security
+    /// domains on its cards: add, list, revoke.
+    Partner(crate::ssd_cmd::PartnerCmd),
+    /// Application provider: supplementary security domains from the card issuer (through
+    /// the AP platform's `serve --role ap`): request, status, renew.
+    Ssd(crate::ssd_cmd::SsdCmd),
     /// The platform's hash-chained audit log.
     Audit(crate::audit_cmd::AuditCmd),
     /// Base keys per card category in the key store (software or HSM).

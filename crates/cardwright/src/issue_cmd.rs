@@ -46,6 +46,10 @@ impl Platform {
         tsm::Store::open_existing(&self.db)
             .with_context(|| format!("database {}", tsm::redact_url(&self.db)))
     }
+    /// The existing database (read-only commands of other modules).
+    pub(crate) fn store_existing(&self) -> Result<tsm::Store> {
+        self.store()
+    }
     /// The database, created (and said so) if it does not exist yet.
     fn store_or_create(&self) -> Result<tsm::Store> {
         let store = tsm::Store::open(&self.db)
@@ -60,7 +64,7 @@ impl Platform {
     }
     /// The existing store, signing the audit log's checkpoint with the key store's audit
     /// key (created on first use), for commands that change the platform.
-    fn anchored_store(&self) -> Result<tsm::Store> {
+    pub(crate) fn anchored_store(&self) -> Result<tsm::Store> {
         self.anchored(false)
     }
     /// Like [`Platform::anchored_store`]; with `create`, a new database is made too. The key

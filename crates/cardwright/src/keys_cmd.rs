@@ -59,6 +59,22 @@ pub enum KeysOp {
     },
     /// Categories, base key versions, KCVs, where stored, status and expiry.
     List,
+    /// The SSD key policy (issue #10) in the platform database: show it, or set the lifetime
+    /// of new SSD key versions and how long before expiry they fall due for renewal.
+    Policy {
+        /// The platform database: `sqlite:PATH` or `postgres://…`.
+        #[arg(long, env = "CARDWRIGHT_DB", default_value = "sqlite:cardwright.db")]
+        db: String,
+        /// Who acts, as `tenant/user`, recorded in the audit log.
+        #[arg(long, env = "CARDWRIGHT_ACTOR", default_value = "issuer/operator")]
+        actor: String,
+        /// Lifetime of a new SSD key version: 365d, 12h, 30m, 45s.
+        #[arg(long, value_parser = crate::ssd_cmd::parse_duration)]
+        ssd_lifetime: Option<std::time::Duration>,
+        /// How long before expiry a key version falls due for renewal: 30d, ….
+        #[arg(long, value_parser = crate::ssd_cmd::parse_duration)]
+        renew_before: Option<std::time::Duration>,
+    },
     /// A new version of the category's base key; older versions stay usable for rewriting cards.
     RotateBase {
         /// Card category of the base key, e.g. `gold` (the platform's category of the same name).
@@ -294,6 +310,19 @@ pub fn run(cmd: KeysCmd) -> Result<()> {
                 Ok(store.generate_base_key(&category, kind(&k), len, expires)?)
             })?;
             println!("generated {info}");
+        }
+        KeysOp::Policy {
+            db,
+            actor,
+            ssd_lifetime,
+            renew_before,
+        } => {
+            let platform = crate::issue_cmd::Platform {
+                db,
+                keystore: cmd.keystore.clone(),
+                actor,
+            };
+            crate::ssd_cmd::run_policy(&platform, ssd_lifetime, renew_before)?;
         }
         KeysOp::List => {
             let list = open_keystore(&cmd.keystore)?.list()?;

@@ -14,6 +14,8 @@ mod pay;
 mod scp11_cmd;
 mod serve;
 mod sim;
+mod ssd_cmd;
+mod ssd_serve;
 mod terminal;
 
 use clap::Parser;
@@ -78,6 +80,8 @@ fn main() {
         Command::Issue(i) => issue_cmd::run_issue(i),
         Command::Tenant(t) => issue_cmd::run_tenant(t),
         Command::Category(c) => issue_cmd::run_category(c),
+        Command::Partner(p) => ssd_cmd::run_partner(p),
+        Command::Ssd(s) => ssd_cmd::run_ssd(s),
         Command::Package(p) => issue_cmd::run_package(p),
         Command::Sim {
             command: SimCommand::Run(a),

@@ -96,6 +96,71 @@ pub struct ServeArgs {
     /// Validity of issued certificates, in days.
     #[arg(long, default_value_t = 730)]
     pub certificate_days: u64,
+    /// Also serve the SSD API of issue #10: `ci` (the card issuer's partner API, mutual
+    /// TLS, and its operator routes) or `ap` (an application provider's platform, with its
+    /// terminals' relay). Needs --db sqlite:/postgres: and operator tokens.
+    #[arg(long, value_enum)]
+    pub role: Option<PlatformRole>,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CI: a root CA (PEM) whose client certificates are accepted in the TLS handshake, on
+    /// top of the roots of the partners registered in the database and not revoked;
+    /// repeatable.
+    #[arg(long = "partner-ca")]
+    pub partner_ca: Vec<PathBuf>,
+    /// CI: a CRL (PEM or DER) checked for client certificates; repeatable.
+    #[arg(long = "partner-crl")]
+    pub partner_crl: Vec<PathBuf>,
+    /// AP: the card issuer's partner API, https://host:port.
+    #[arg(long)]
+    pub ci: Option<String>,
+    /// AP: this platform's client certificate chain (PEM) for the card issuer.
+    #[arg(long)]
+    pub client_cert: Option<PathBuf>,
+    /// AP: the key of --client-cert (PEM).
+    #[arg(long)]
+    pub client_key: Option<PathBuf>,
+    /// AP: the CA certificate(s) (PEM) of the card issuer's server certificate (the only
+    /// roots trusted for it).
+    #[arg(long)]
+    pub ci_ca: Option<PathBuf>,
+    /// AP: this application provider's partner id at the card issuer (e.g. bank1).
+    #[arg(long)]
+    pub partner_id: Option<String>,
+    /// AP: write this platform's transport public key (PEM) here, for the card issuer's
+    /// `partner add --transport-key`.
+    #[arg(long)]
+    pub transport_key_out: Option<PathBuf>,
+    /// AP: replace the initial keys inside an SCP11a session with the SSD (GP Amendment F;
+    /// the card must support SCP11): the label of the AP's CA signing key (P-256) in
+    /// --keystore, created if missing. It certifies the SSD's key pair generated on the
+    /// card and becomes the SSD's OCE trust anchor. Without it the AP rotates in the SCP03
+    /// session opened with the initial keys (see the README for what the CI could learn).
+    #[arg(long, requires = "scp11_oce_key")]
+    pub scp11_ca: Option<String>,
+    /// AP: the label of the AP's OCE key-agreement key (P-256) in --keystore for those SCP11a
+    /// sessions, created if missing; its certificate is issued by --scp11-ca at start.
+    #[arg(long, requires = "scp11_ca")]
+    pub scp11_oce_key: Option<String>,
+    /// CI: the Delegated Management token key (its public key is KVN 70 on the cards) with
+    /// which the CI signs the tokens of its partners' delegated SSDs: a PKCS#8 file, an AES
+    /// key file, or a key-store key `file:KEYSTORE?label=L` / `pkcs11:…&label=L` (as for
+    /// `card --dm-key`). Without it, token requests are refused.
+    #[arg(long)]
+    pub dm_key: Option<String>,
+}
+
+/// Which platform of issue #10 `serve` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlatformRole {
+    /// The card issuer.
+    Ci,
+    /// An application provider.
+    Ap,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -111,8 +176,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
         || a.db.starts_with("postgresql://")
     {
         let mut store = tsm::Store::open(&a.db).context("--db")?;
-        if a.issuance {
-            // Issuance changes the platform: its audit entries are anchored like the CLI's.
+        if a.issuance || a.role.is_some() {
+            // Issuance (and the SSD platforms) change the platform: its audit entries are anchored like the CLI's.
             let (key, new_file) = crate::issue_cmd::audit_key(&a.keystore)?;
             crate::issue_cmd::announce_or_remove(new_file, true);
             store = store.with_audit_anchor(key);
@@ -186,19 +251,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     };
     let ca_subject = ca.certificate().subject();
     let state = Arc::new(PayServer::new(Arc::new(ca), stores, audit, config));
-    let issuance = if a.issuance {
-        let store = tsm_store
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("--issuance needs --db sqlite:PATH or postgres://…"))?;
-        let keys: Arc<dyn kms::KeyStore> = Arc::from(
-            kms::open(&a.keystore)
-                .with_context(|| format!("--keystore {}", redact(&a.keystore)))?,
-        );
-        let issuer = Arc::new(tsm::Issuer::new(
-            (*store).clone(),
-            keys,
-            tsm::IssuerConfig::default(),
-        ));
+    let tokens = if a.issuance || a.role.is_some() {
         let mut tokens = TokenTable::new();
         let operators = token_lines(&a.operator_tokens, a.operator_tokens_file.as_deref())?;
         for (n, t) in pairs(&operators, "--operator-token")? {
@@ -225,7 +278,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             );
         }
         if !tokens.has_role(&[Role::Operator, Role::Viewer]) {
-            bail!("--issuance needs at least one operator token (CARDWRIGHT_OPERATOR_TOKENS, --operator-tokens-file or --operator-token NAME=TOKEN)");
+            bail!("--issuance and --role need at least one operator token (CARDWRIGHT_OPERATOR_TOKENS, --operator-tokens-file or --operator-token NAME=TOKEN)");
         }
         let terminals = token_lines(&a.terminal_tokens, a.terminal_tokens_file.as_deref())?;
         for (terminal, token) in pairs(&terminals, "--terminal-token")? {
@@ -238,13 +291,46 @@ pub fn run(a: ServeArgs) -> Result<()> {
                 },
             );
         }
-        Some(server::issuance::IssuanceApi::new(
-            issuer,
-            tokens,
-            Duration::from_secs(30),
-        ))
+        Some(tokens)
     } else {
         None
+    };
+    let issuance = match (a.issuance, &tokens) {
+        (true, Some(tokens)) => {
+            let store = tsm_store.clone().ok_or_else(|| {
+                anyhow::anyhow!("--issuance needs --db sqlite:PATH or postgres://…")
+            })?;
+            Some(server::issuance::IssuanceApi::new(
+                Arc::new(issuer_of(&store, &a.keystore)?),
+                tokens.clone(),
+                Duration::from_secs(30),
+            ))
+        }
+        _ => None,
+    };
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => Some((
+            server::tls::load_certificates(cert).context("--tls-cert")?,
+            server::tls::load_private_key(key).context("--tls-key")?,
+        )),
+        _ => None,
+    };
+    let ssd = match (a.role, tokens) {
+        (Some(role), Some(tokens)) => {
+            let store = tsm_store
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("--role needs --db sqlite:PATH or postgres://…"))?;
+            let hub = issuance.as_ref().map(|i| i.hub().clone());
+            Some(crate::ssd_serve::build(
+                role,
+                &a,
+                &store,
+                tokens,
+                tls.is_some(),
+                hub,
+            )?)
+        }
+        _ => None,
     };
     server::block_on(async move {
         let listener = tokio::net::TcpListener::bind(&a.listen)
@@ -252,17 +338,50 @@ pub fn run(a: ServeArgs) -> Result<()> {
             .with_context(|| format!("--listen {}", a.listen))?;
         let addr = listener.local_addr()?;
         tracing::info!(ca = %ca_subject, db = %redact(&a.db), "payment API, CA and check-out page");
-        println!("cardwright serve: listening on http://{addr}");
-        println!("check-out page: http://{addr}/pay");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        println!("cardwright serve: listening on {scheme}://{addr}");
+        println!("check-out page: {scheme}://{addr}/pay");
         if issuance.is_some() {
-            println!("issuance API and terminal relay: http://{addr}/api/v1/terminals");
+            println!("issuance API and terminal relay: {scheme}://{addr}/api/v1/terminals");
+        }
+        let mut app = server::payment_routes(state);
+        if let Some(api) = issuance {
+            app = app.merge(server::issuance::routes(api));
+        }
+        let mut verifier = None;
+        if let Some(ssd) = ssd {
+            println!("{}: {scheme}://{addr}{}", ssd.what, ssd.document);
+            if let Some(api) = &ssd.partner_api {
+                crate::ssd_serve::refresh_partners_periodically(api.clone());
+            }
+            verifier = ssd.verifier;
+            app = app.merge(ssd.routes);
         }
         use std::io::Write;
         std::io::stdout().flush()?;
-        server::serve(listener, server::app(state, issuance)).await?;
+        let app = server::finish(app);
+        match tls {
+            Some((chain, key)) => {
+                let config = server::tls::server_config(chain, key, verifier)
+                    .context("--tls-cert/--tls-key")?;
+                server::tls::serve_tls(listener, config, app, server::shutdown_signal()).await?;
+            }
+            None => server::serve(listener, app).await?,
+        }
         Ok(())
     })
     .context("starting the async runtime")?
+}
+
+/// The issuer over the platform database and the key store of the cards' base keys.
+pub(crate) fn issuer_of(store: &tsm::Store, keystore: &str) -> Result<tsm::Issuer> {
+    let keys: Arc<dyn kms::KeyStore> =
+        Arc::from(kms::open(keystore).with_context(|| format!("--keystore {}", redact(keystore)))?);
+    Ok(tsm::Issuer::new(
+        store.clone(),
+        keys,
+        tsm::IssuerConfig::default(),
+    ))
 }
 
 /// `NAME=TOKEN` pairs (the name trimmed, the token of 16 characters or more).

@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod bridge;
 pub mod hub;
 pub mod protocol;
 

@@ -104,6 +104,14 @@ impl From<tsm::Error> for ApiError {
                 (StatusCode::CONFLICT, "card_keys")
             }
             E::Interrupted(_) | E::Card(_) => (StatusCode::BAD_GATEWAY, "card"),
+            // Partner refusals (issue #10) carry the rule broken as their code.
+            E::Refused { reason, .. } => (StatusCode::FORBIDDEN, refusal_code(*reason)),
+            E::KeyUnusable { .. } => (StatusCode::CONFLICT, "key_unusable"),
+            E::Kms(kms::Error::KeySetNotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
+            E::Kms(kms::Error::BadWrappedKeySet(_) | kms::Error::WrongTransportKey { .. }) => {
+                (StatusCode::BAD_REQUEST, "invalid_request")
+            }
+            E::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
             _ => {
                 tracing::error!(error = %e, "issuance failed");
                 return ApiError::internal("the issuance store or key store");
@@ -111,6 +119,34 @@ impl From<tsm::Error> for ApiError {
         };
         ApiError::new(status, code, e.to_string())
     }
+}
+
+/// The error code of a partner refusal (issue #10), one per rule.
+pub fn refusal_code(r: tsm::ssd::auth::Refusal) -> &'static str {
+    use tsm::ssd::auth::Refusal as R;
+    match r {
+        R::UnknownPartner => "unknown_partner",
+        R::Revoked => "partner_revoked",
+        R::CardOutsideContract => "card_outside_contract",
+        R::IsdAid => "isd_aid",
+        R::AidOutsidePrefix => "aid_outside_prefix",
+        R::NotOwner => "not_owner",
+    }
+}
+
+/// The refusal an error code names ([`refusal_code`] backwards).
+pub fn refusal_of_code(code: &str) -> Option<tsm::ssd::auth::Refusal> {
+    use tsm::ssd::auth::Refusal as R;
+    [
+        R::UnknownPartner,
+        R::Revoked,
+        R::CardOutsideContract,
+        R::IsdAid,
+        R::AidOutsidePrefix,
+        R::NotOwner,
+    ]
+    .into_iter()
+    .find(|r| refusal_code(*r) == code)
 }
 
 impl From<HubError> for ApiError {

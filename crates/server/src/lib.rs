@@ -25,6 +25,7 @@
 
 pub mod agent;
 pub mod amount;
+pub mod ap;
 pub mod api;
 pub mod audit;
 pub mod auth;
@@ -35,6 +36,10 @@ pub mod extract;
 pub mod issuance;
 pub mod openapi;
 mod pages;
+pub mod partner;
+pub mod partner_client;
+pub mod ssd_wire;
+pub mod tls;
 
 use std::{sync::Arc, time::Duration};
 

@@ -120,3 +120,6 @@ pub async fn refuses_bad_bodies(app: &Router, path: &str, authorization: &str) {
         );
     }
 }
+
+/// Certificates made for the test (rcgen).
+pub mod certs;
