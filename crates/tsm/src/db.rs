@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use postgres::types::{IsNull, ToSql, Type};
 use r2d2::PooledConnection;
@@ -17,6 +18,84 @@ use r2d2_postgres::PostgresConnectionManager;
 use r2d2_sqlite::SqliteConnectionManager;
 
 use crate::error::StoreError;
+
+thread_local! {
+    static DATABASE_USE: std::cell::Cell<DatabaseUse> = const {
+        std::cell::Cell::new(DatabaseUse {
+            time: Duration::ZERO,
+            statements: 0,
+            commits: 0,
+        })
+    };
+}
+
+/// What a thread has spent in database calls: for benchmarks and metrics, which take the
+/// difference of two readings of [`thread_database_use`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DatabaseUse {
+    /// Time inside statements, transaction control and pool check-outs (not the code
+    /// between them).
+    pub time: Duration,
+    /// Statements run (queries, updates, batches; not transaction control).
+    pub statements: u64,
+    /// Transactions committed (statements outside a transaction commit on their own and
+    /// are not counted here).
+    pub commits: u64,
+}
+
+impl std::ops::Add for DatabaseUse {
+    type Output = DatabaseUse;
+    fn add(self, o: DatabaseUse) -> DatabaseUse {
+        DatabaseUse {
+            time: self.time + o.time,
+            statements: self.statements + o.statements,
+            commits: self.commits + o.commits,
+        }
+    }
+}
+
+impl std::ops::Sub for DatabaseUse {
+    type Output = DatabaseUse;
+    /// The use between two readings (saturating).
+    fn sub(self, o: DatabaseUse) -> DatabaseUse {
+        DatabaseUse {
+            time: self.time.saturating_sub(o.time),
+            statements: self.statements.saturating_sub(o.statements),
+            commits: self.commits.saturating_sub(o.commits),
+        }
+    }
+}
+
+/// This thread's database use since it started (cheap: two clock reads per call).
+pub fn thread_database_use() -> DatabaseUse {
+    DATABASE_USE.with(std::cell::Cell::get)
+}
+
+/// What a timed database call is, for [`DatabaseUse`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Call {
+    Statement,
+    Commit,
+    Other,
+}
+
+/// Runs `f`, adding its duration (and the call) to [`thread_database_use`].
+pub(crate) fn timed<T>(call: Call, f: impl FnOnce() -> T) -> T {
+    let start = Instant::now();
+    let v = f();
+    let spent = start.elapsed();
+    DATABASE_USE.with(|u| {
+        let mut x = u.get();
+        x.time += spent;
+        match call {
+            Call::Statement => x.statements += 1,
+            Call::Commit => x.commits += 1,
+            Call::Other => {}
+        }
+        u.set(x);
+    });
+    v
+}
 
 /// A query parameter. The type is kept for `NULL`s too, since PostgreSQL wants it.
 #[derive(Clone, PartialEq, Eq)]
@@ -442,6 +521,10 @@ impl Conn {
 
     /// Runs a statement that returns rows.
     pub fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
+        timed(Call::Statement, || self.query_untimed(sql, params))
+    }
+
+    fn query_untimed(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
         match self {
             Conn::Sqlite(c) => {
                 let mut st = c.prepare_cached(&sqlite_sql(sql))?;
@@ -491,6 +574,10 @@ impl Conn {
 
     /// Runs a statement; returns the number of rows it changed.
     pub fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        timed(Call::Statement, || self.execute_untimed(sql, params))
+    }
+
+    fn execute_untimed(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
         match self {
             Conn::Sqlite(c) => {
                 let mut st = c.prepare_cached(&sqlite_sql(sql))?;
@@ -511,21 +598,26 @@ impl Conn {
 
     /// Runs several statements without parameters (migrations).
     pub fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
-        match self {
+        timed(Call::Statement, || match self {
             Conn::Sqlite(c) => Ok(c.execute_batch(sql)?),
             Conn::Postgres(c) => Ok(c.batch_execute(sql)?),
-        }
+        })
     }
 
     /// One transaction-control statement (prepared once per connection on SQLite).
     fn control(&mut self, sql: &str) -> Result<(), StoreError> {
-        match self {
+        let call = if sql == "COMMIT" {
+            Call::Commit
+        } else {
+            Call::Other
+        };
+        timed(call, || match self {
             Conn::Sqlite(c) => {
                 c.prepare_cached(sql)?.execute([])?;
                 Ok(())
             }
             Conn::Postgres(c) => Ok(c.batch_execute(sql)?),
-        }
+        })
     }
 
     /// Runs `f` in a transaction: committed if `f` returns `Ok`, rolled back otherwise.

@@ -1,219 +1,28 @@
 //! Issue #10 in process: a CI platform (SQLite) and an AP platform (PostgreSQL when
 //! reachable, else SQLite), two key stores, the virtual card, and a `CardIssuerLink` that
-//! calls the CI directly through an in-test APDU bridge (a thread runs `CiPlatform::run`
-//! over a channel whose `transmit` waits for the response `exchange` brings).
+//! calls the CI directly through an in-test APDU bridge (`common::ssd`, shared with the
+//! `ssd_handover` benchmark).
 
 mod common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
+use common::ssd::*;
 use common::*;
 use gp::aid::Aid;
 use gpclient::{ClientError, GpClient, KeySpec, OpenOptions};
 use scp::{KeyKind as ScpKind, SecurityLevel, StaticKeys};
 use transport::{CardChannel, TransportError};
 use tsm::ssd::*;
-use tsm::{Actor, Error, Issuer, IssuerConfig, Store};
+use tsm::{Error, Store};
 
 const CARD: &str = "1234";
 const OTHER_CARD: &str = "5678";
-const PREFIX: &str = "A000000151BA";
 const SSD: &str = "A000000151BA0001";
 const DAY_MS: i64 = 86_400_000;
-
-// ---- the APDU bridge and the link ------------------------------------------------------
-
-enum ToAp {
-    Command(Vec<u8>),
-    Done,
-}
-
-/// The CI's side of the bridge: a card channel whose transmit hands the command to the AP
-/// and waits for the response.
-struct BridgeChannel {
-    to_ap: Sender<ToAp>,
-    from_ap: Receiver<Vec<u8>>,
-    /// The CI platform "crashes" (its thread panics) once it has this many responses.
-    crash_after: Option<usize>,
-    responses: usize,
-}
-
-impl CardChannel for BridgeChannel {
-    fn transmit_raw(&mut self, capdu: &[u8]) -> Result<Vec<u8>, TransportError> {
-        self.to_ap
-            .send(ToAp::Command(capdu.to_vec()))
-            .map_err(|_| TransportError::CardRemoved)?;
-        let r = self
-            .from_ap
-            .recv_timeout(Duration::from_secs(30))
-            .map_err(|_| TransportError::CardRemoved)?;
-        self.responses += 1;
-        if self.crash_after == Some(self.responses) {
-            panic!("simulated crash of the CI platform");
-        }
-        Ok(r)
-    }
-    fn atr(&self) -> Vec<u8> {
-        Vec::new()
-    }
-    fn reset(&mut self) -> Result<(), TransportError> {
-        Ok(())
-    }
-    fn name(&self) -> String {
-        "bridge to the AP's terminal".into()
-    }
-}
-
-struct Session {
-    to_ci: Sender<Vec<u8>>,
-    from_ci: Receiver<ToAp>,
-    thread: JoinHandle<()>,
-}
-
-/// The CI seen from the AP, called directly (the partner-api branch does this over HTTPS).
-struct DirectLink {
-    ci: Arc<CiPlatform>,
-    partner: String,
-    sessions: Mutex<HashMap<i64, Session>>,
-    /// Flip a byte in the first relayed command with this INS (a tampering AP).
-    tamper_ins: Mutex<Option<u8>>,
-    relayed: AtomicI64,
-    /// The next CI run crashes after this many responses (once).
-    crash_ci_after: Mutex<Option<usize>>,
-}
-
-impl DirectLink {
-    fn new(ci: Arc<CiPlatform>, partner: &str) -> DirectLink {
-        DirectLink {
-            ci,
-            partner: partner.into(),
-            sessions: Mutex::new(HashMap::new()),
-            tamper_ins: Mutex::new(None),
-            relayed: AtomicI64::new(0),
-            crash_ci_after: Mutex::new(None),
-        }
-    }
-
-    fn next(&self, job: i64, s: Session) -> tsm::Result<Exchange> {
-        match s.from_ci.recv_timeout(Duration::from_secs(30)) {
-            Ok(ToAp::Command(mut c)) => {
-                self.relayed.fetch_add(1, Ordering::SeqCst);
-                let mut tamper = self.tamper_ins.lock().unwrap();
-                if c.len() > 8 && c.get(1).is_some() && c.get(1) == tamper.as_ref() {
-                    // A byte of the (encrypted, MACed) data field.
-                    c[6] ^= 0x01;
-                    *tamper = None;
-                }
-                drop(tamper);
-                self.sessions.lock().unwrap().insert(job, s);
-                Ok(Exchange::Command(c))
-            }
-            Ok(ToAp::Done) => {
-                let _ = s.thread.join();
-                Ok(Exchange::Done)
-            }
-            // The CI platform went away without finishing (a crash): for the AP, a broken
-            // call; the relay restarts when its job runs again.
-            Err(_) => {
-                let _ = s.thread.join();
-                Err(Error::Interrupted(TransportError::Other(
-                    "the CI platform is gone".into(),
-                )))
-            }
-        }
-    }
-}
-
-impl CardIssuerLink for DirectLink {
-    fn request(&self, req: &SsdRequest) -> tsm::Result<i64> {
-        self.ci.request(&self.partner, req)
-    }
-    fn exchange(&self, job: i64, last: Option<&[u8]>) -> tsm::Result<Exchange> {
-        let existing = self.sessions.lock().unwrap().remove(&job);
-        match (existing, last) {
-            (Some(s), Some(r)) => {
-                s.to_ci.send(r.to_vec()).ok();
-                self.next(job, s)
-            }
-            (existing, _) => {
-                // (Re)start: abandon a waiting run (its transmit fails: card gone), then
-                // run the job again from its journal.
-                if let Some(s) = existing {
-                    drop(s.to_ci);
-                    drop(s.from_ci);
-                    let _ = s.thread.join();
-                }
-                let (to_ap, from_ci) = channel();
-                let (to_ci, from_ap) = channel();
-                let ci = self.ci.clone();
-                let crash_after = self.crash_ci_after.lock().unwrap().take();
-                let thread = std::thread::spawn(move || {
-                    let mut bridge = BridgeChannel {
-                        to_ap: to_ap.clone(),
-                        from_ap,
-                        crash_after,
-                        responses: 0,
-                    };
-                    let _ = ci.run(job, &mut bridge);
-                    let _ = to_ap.send(ToAp::Done);
-                });
-                self.next(
-                    job,
-                    Session {
-                        to_ci,
-                        from_ci,
-                        thread,
-                    },
-                )
-            }
-        }
-    }
-    fn initial_keys(&self, job: i64) -> tsm::Result<WrappedKeySet> {
-        self.ci.initial_keys(&self.partner, job)
-    }
-    fn confirm_rotation(&self, job: i64, rotation: &Rotation) -> tsm::Result<SsdRecord> {
-        self.ci.confirm_rotation(&self.partner, job, rotation)
-    }
-    fn status(&self, card_number: &str, aid: &str) -> tsm::Result<SsdRecord> {
-        self.ci.status(&self.partner, card_number, aid)
-    }
-    fn renew(&self, card_number: &str, aid: &str) -> tsm::Result<i64> {
-        self.ci.renewal_job(&self.partner, card_number, aid)
-    }
-    fn report_compromised(
-        &self,
-        card_number: &str,
-        aid: &str,
-        kvn: u8,
-        reason: &str,
-    ) -> tsm::Result<SsdRecord> {
-        self.ci.mark_compromised(
-            &Actor::new(&self.partner, "partner-api"),
-            card_number,
-            aid,
-            kvn,
-            reason,
-        )
-    }
-    fn report_renewal(
-        &self,
-        card_number: &str,
-        aid: &str,
-        renewal: &Renewal,
-        rotation: &Rotation,
-    ) -> tsm::Result<SsdRecord> {
-        self.ci
-            .record_renewal(&self.partner, card_number, aid, renewal, rotation)
-    }
-    fn sign_token(&self, req: &TokenRequest) -> tsm::Result<Vec<u8>> {
-        self.ci.sign_token(&self.partner, req)
-    }
-}
 
 // ---- the two platforms ------------------------------------------------------------------
 
@@ -278,26 +87,6 @@ impl KeySetStore for Remembering {
     }
 }
 
-/// A software key store in a temporary directory.
-fn software_key_sets(dir: &tempfile::TempDir, name: &str) -> Arc<dyn KeySetStore> {
-    Arc::new(
-        kms::SoftwareKeyStore::create(
-            dir.path().join(format!("{name}.json")),
-            kms::MasterKey::generate().unwrap(),
-        )
-        .unwrap(),
-    )
-}
-
-/// The labels of a key store's key sets.
-fn labels(ks: &dyn KeySetStore) -> Vec<String> {
-    ks.list_key_sets()
-        .unwrap()
-        .into_iter()
-        .map(|i| i.label)
-        .collect()
-}
-
 struct Platforms {
     fixture: Fixture,
     ci: Arc<CiPlatform>,
@@ -309,11 +98,6 @@ struct Platforms {
     card: SimCard,
     clock: Arc<AtomicI64>,
     _dir: tempfile::TempDir,
-}
-
-fn token_key() -> gp::dm::DmSigningKey {
-    gp::dm::DmSigningKey::from_pkcs8(include_bytes!("../../gp/tests/vectors/dm/token-p256.pem"))
-        .unwrap()
 }
 
 const RECEIPT_KEY: [u8; 16] = [0x71; 16];
@@ -337,60 +121,29 @@ impl Platforms {
         dir: tempfile::TempDir,
         scp11: Option<Arc<Scp11Rotation>>,
     ) -> Platforms {
-        let fixture = Fixture::new(sqlite(), kms::KeyKind::Aes, 0x30, false);
-        let card = SimCard::scp03();
-        fixture
-            .issuer
-            .write(&fixture.ci, CARD, CATEGORY, &mut card.clone())
-            .unwrap();
-        let clock = Arc::new(AtomicI64::new(tsm::model::now_ms()));
         let ci_keys = Arc::new(Remembering {
             inner: ci_key_sets,
             kept: Mutex::new(HashMap::new()),
         });
-        let issuer = Issuer::new(
-            fixture.store().clone(),
-            fixture.keys.clone() as Arc<dyn kms::KeyStore>,
-            IssuerConfig::default(),
-        );
-        let signer: Arc<dyn gp::dm::Signer + Send + Sync> = Arc::new(token_key());
-        let ci = Arc::new(
-            CiPlatform::new(
-                issuer,
-                ci_keys.clone(),
-                CiConfig {
-                    lease: Duration::ZERO,
-                    token_signer: Some(signer),
-                    ..CiConfig::default()
-                },
-            )
-            .with_clock(Clock::manual(clock.clone())),
-        );
-        let ap_store = postgres().unwrap_or_else(sqlite);
-        let link = Arc::new(DirectLink::new(ci.clone(), "bank"));
-        let mut config = ApConfig::new("bank");
-        config.lease = Duration::ZERO;
-        config.scp11 = scp11;
-        let ap = ApPlatform::new(
-            ap_store.store().clone(),
+        let SsdPlatforms {
+            fixture,
+            ci,
+            ap,
+            ap_store,
+            link,
+            clock,
+        } = SsdPlatforms::new(
+            sqlite(),
+            postgres().unwrap_or_else(sqlite),
+            ci_keys.clone(),
             ap_keys.clone(),
-            link.clone(),
-            config,
-        )
-        .with_clock(Clock::manual(clock.clone()));
-        let transport = ap.transport_key().unwrap();
-        ci.store()
-            .add_partner(
-                "admin",
-                &NewPartner {
-                    id: "bank".into(),
-                    name: "A Bank".into(),
-                    certificate: vec![0x30, 0x03, 0x02, 0x01, 0x01],
-                    aid_prefix: apdu::parse_hex(PREFIX).unwrap(),
-                    card_ranges: vec![CardRange::new("1000", "1999").unwrap()],
-                    transport_key: transport,
-                },
-            )
+            scp11,
+            CardRange::new("1000", "1999").unwrap(),
+        );
+        let card = SimCard::scp03();
+        fixture
+            .issuer
+            .write(&fixture.ci, CARD, CATEGORY, &mut card.clone())
             .unwrap();
         Platforms {
             fixture,
@@ -690,64 +443,6 @@ fn fault_loop(scp11: bool) {
     }
 }
 
-/// Two SoftHSM2 tokens (CI and AP) in a directory of this process, or `None` (skipped)
-/// when SoftHSM2 is not installed; with `CARDWRIGHT_HSM_TESTS=1` that fails instead.
-fn softhsm_key_sets() -> Option<(Arc<dyn KeySetStore>, Arc<dyn KeySetStore>)> {
-    const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-    static CONF: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
-    let required = std::env::var("CARDWRIGHT_HSM_TESTS").is_ok_and(|v| v == "1");
-    let dir = CONF.get_or_init(|| {
-        let have = std::path::Path::new(MODULE).exists()
-            && std::process::Command::new("softhsm2-util")
-                .arg("--version")
-                .output()
-                .is_ok();
-        if !have {
-            assert!(!required, "CARDWRIGHT_HSM_TESTS=1 but SoftHSM2 is missing");
-            eprintln!("SoftHSM2 not installed: the HSM variant is skipped");
-            return None;
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("cw-ssd-softhsm")
-            .tempdir()
-            .unwrap()
-            .keep();
-        let tokens = dir.join("tokens");
-        std::fs::create_dir(&tokens).unwrap();
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
-        for label in ["cw-ci", "cw-ap"] {
-            let out = std::process::Command::new("softhsm2-util")
-                .env("SOFTHSM2_CONF", &conf)
-                .args(["--init-token", "--free", "--label", label])
-                .args(["--pin", "1234", "--so-pin", "5678"])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "softhsm2-util: {out:?}");
-        }
-        std::fs::write(dir.join("pin"), "1234\n").unwrap();
-        // Before this process's first C_Initialize.
-        std::env::set_var("SOFTHSM2_CONF", &conf);
-        Some(dir)
-    });
-    let dir = dir.as_ref()?;
-    let open = |token: &str| {
-        kms::open_key_sets(&format!(
-            "pkcs11:{MODULE}?token={token}&pin-file={}",
-            dir.join("pin").display()
-        ))
-        .unwrap()
-    };
-    Some((open("cw-ci"), open("cw-ap")))
-}
-
 #[test]
 fn flow1_between_two_softhsm2_tokens() {
     let Some((ci, ap)) = softhsm_key_sets() else {
@@ -767,44 +462,6 @@ fn flow1_between_two_softhsm2_tokens() {
         open_ssd(&p.card, kept.values().next().unwrap(), 0),
         Err(ClientError::WrongKeys { .. })
     ));
-}
-
-/// The AP's SCP11 material: a CA, an OCE key certified by it (GP `7F21` certificates).
-fn scp11_rotation() -> Arc<Scp11Rotation> {
-    use gp::cert::{GpCertificateBody, GpDate};
-    use scp::scp11::{Curve, PrivateKey, PublicKey};
-    fn cert(issuer: &PrivateKey, subject: &PublicKey) -> Vec<u8> {
-        let mut serial = [0u8; 8];
-        getrandom::fill(&mut serial).unwrap();
-        serial[0] &= 0x7F;
-        GpCertificateBody {
-            serial: serial.to_vec(),
-            ca_id: vec![0xCA],
-            subject_id: vec![0x5D],
-            key_usage: gp::cert::KEY_USAGE_KEY_AGREEMENT.to_vec(),
-            effective: Some(GpDate::new(2020, 1, 1)),
-            expiry: GpDate::new(2099, 12, 31),
-            discretionary: None,
-            restrictions: None,
-            public_key: subject.clone(),
-        }
-        .sign(issuer)
-        .unwrap()
-        .to_bytes()
-        .to_vec()
-    }
-    let ca = PrivateKey::generate(Curve::P256).unwrap();
-    let oce = PrivateKey::generate(Curve::P256).unwrap();
-    let oce_chain = vec![cert(&ca, oce.public_key())];
-    let ca_public = ca.public_key().clone();
-    Arc::new(Scp11Rotation {
-        kvn: 0x01,
-        ca_public,
-        certify_sd: Box::new(move |pk| Ok(cert(&ca, pk))),
-        oce_public: oce.public_key().clone(),
-        oce_key: Arc::new(oce),
-        oce_chain,
-    })
 }
 
 /// A channel that keeps every command it carries.

@@ -110,6 +110,38 @@ fn upgrades_apply_only_what_is_missing_and_newer_schemas_are_refused() {
 }
 
 #[test]
+fn database_use_is_counted_on_the_calling_thread() {
+    for b in backends() {
+        let s = b.store();
+        let before = tsm::thread_database_use();
+        s.create_tenant("admin", "acme", "ACME Mobile", Role::CardIssuer)
+            .unwrap();
+        let write = tsm::thread_database_use() - before;
+        assert!(write.statements >= 2, "{}: {write:?}", b.name);
+        assert_eq!(write.commits, 1, "{}: {write:?}", b.name);
+        assert!(write.time > std::time::Duration::ZERO, "{}", b.name);
+        let before = tsm::thread_database_use();
+        assert!(s.tenant("acme").unwrap().is_some());
+        let read = tsm::thread_database_use() - before;
+        assert!(
+            read.statements >= 1 && read.commits == 0,
+            "{}: {read:?}",
+            b.name
+        );
+        // Another thread's calls are its own.
+        let before = tsm::thread_database_use();
+        let s2 = s.clone();
+        std::thread::spawn(move || {
+            s2.tenant("acme").unwrap();
+            assert!(tsm::thread_database_use().statements >= 1);
+        })
+        .join()
+        .unwrap();
+        assert_eq!(tsm::thread_database_use(), before, "{}", b.name);
+    }
+}
+
+#[test]
 fn records() {
     for b in backends() {
         let s = b.store();

@@ -323,9 +323,11 @@ impl Store {
     }
 
     pub(crate) fn conn(&self) -> Result<Conn, StoreError> {
-        Ok(match &self.inner.backend {
-            Backend::Sqlite(p) => Conn::Sqlite(p.get()?),
-            Backend::Postgres(p) => Conn::Postgres(p.get()?),
+        crate::db::timed(crate::db::Call::Other, || {
+            Ok(match &self.inner.backend {
+                Backend::Sqlite(p) => Conn::Sqlite(p.get()?),
+                Backend::Postgres(p) => Conn::Postgres(p.get()?),
+            })
         })
     }
 

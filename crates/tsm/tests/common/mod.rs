@@ -2,6 +2,8 @@
 //! fresh schema of the local server), virtual cards as `CardChannel`s, fault injection.
 #![allow(dead_code)]
 
+pub mod ssd;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -77,6 +79,11 @@ fn random_suffix() -> String {
 /// reachable and `CARDWRIGHT_PG_TESTS` is not `1`. With `CARDWRIGHT_PG_TESTS=1` an
 /// unreachable server fails the test.
 pub fn postgres() -> Option<TestStore> {
+    postgres_schema("t")
+}
+
+/// Like [`postgres`], in a fresh schema named `{prefix}_` and random hex digits.
+pub fn postgres_schema(prefix: &str) -> Option<TestStore> {
     let url = std::env::var("CARDWRIGHT_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.into());
     let required = std::env::var("CARDWRIGHT_PG_TESTS").is_ok_and(|v| v == "1");
     let mut client = match postgres::Client::connect(&url, postgres::NoTls) {
@@ -89,7 +96,7 @@ pub fn postgres() -> Option<TestStore> {
             return None;
         }
     };
-    let schema = format!("t_{}", random_suffix());
+    let schema = format!("{prefix}_{}", random_suffix());
     client
         .batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
         .expect("create test schema");
