@@ -214,7 +214,7 @@ fn ssd_hand_over_through_pcscd_two_platforms_and_their_terminals() {
     )
     .unwrap();
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["state"], "ok", "{body}");
+    assert_eq!(body["state"], "done", "{body}");
 
     // The AP platform: PostgreSQL with CARDWRIGHT_PG_TESTS=1, a SoftHSM2 token.
     assert!(softhsm::available(), "SoftHSM2 is needed (softhsm2-util)");
@@ -385,7 +385,7 @@ fn ssd_hand_over_through_pcscd_two_platforms_and_their_terminals() {
         .as_array()
         .and_then(|k| {
             k.iter()
-                .find(|k| k["holder"] == "ap" && k["state"] == "active")
+                .find(|k| k["holder"] == "AP" && k["state"] == "active")
         })
         .and_then(|k| k["kcv"].as_str())
         .unwrap_or_else(|| panic!("no active AP key version on the CI: {body}"))
@@ -393,18 +393,18 @@ fn ssd_hand_over_through_pcscd_two_platforms_and_their_terminals() {
     assert!(out.contains(&format!("KCV {ap_kcv}")), "{out}\n{body}");
 
     // The CI no longer holds any SSD key set; its kept copy has the initial one.
-    let out = run(&["keys", "key-sets", "--keystore", &keys], &[]);
+    let out = run(&["keys", "--keystore", &keys, "key-sets"], &[]);
     assert!(out.contains("no key sets"), "{out}");
     let kept = format!("file:{}", cheat_copy.display());
     assert!(
         cheat_copy.exists(),
         "the CI's key set was never seen in its key store file"
     );
-    let out = run(&["keys", "key-sets", "--keystore", &kept], &[]);
+    let out = run(&["keys", "--keystore", &kept, "key-sets"], &[]);
     let initial = out.split_whitespace().next().unwrap().to_string();
 
     // An independent host with only the AP's keys (in the AP's token) opens the SSD.
-    let out = run(&["keys", "key-sets", "--keystore", &ap_keys], &hsm_env);
+    let out = run(&["keys", "--keystore", &ap_keys, "key-sets"], &hsm_env);
     let ap_label = out
         .lines()
         .find(|l| l.contains(&format!("KCV(ENC) {ap_kcv}")))
