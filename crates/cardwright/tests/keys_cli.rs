@@ -126,3 +126,71 @@ fn base_keys_life() {
     };
     assert_eq!(kcvs(&list.stdout), kcvs(&list2.stdout));
 }
+
+/// `keys key-sets` lists SSD key sets without creating a store; `card --key-set` refuses
+/// an unknown label and `--kdf` (the set is the card's own keys) before touching the card.
+#[test]
+fn key_sets_are_listed_and_used_by_label_only() {
+    let dir = tempdir();
+    let store = dir.path().join("ks.json");
+    let st = store.to_str().unwrap();
+    let r = keys(st, MASTER_A, &["key-sets"], "");
+    assert!(
+        !r.ok && r.stderr.contains("no key store file"),
+        "{}",
+        r.stderr
+    );
+    assert!(!store.exists(), "a reading command created the key store");
+    let r = keys(st, MASTER_A, &["generate-base", "--category", "gold"], "");
+    assert!(r.ok, "{}", r.stderr);
+    let r = keys(st, MASTER_A, &["key-sets"], "");
+    assert!(r.ok && r.stdout.contains("no key sets"), "{}", r.stdout);
+
+    let card = dir.path().join("card.json");
+    let card = card.to_str().unwrap();
+    ok(&["sim", "create", "--state", card, "--no-piv"]);
+    let envs = [("CARDWRIGHT_MASTER_KEY".to_string(), MASTER_A.to_string())];
+    let ks = format!("file:{st}");
+    let r = run_env(
+        &[
+            "card",
+            "--sim",
+            card,
+            "--keystore",
+            &ks,
+            "--key-set",
+            "nope",
+            "list",
+        ],
+        &envs,
+        "",
+    );
+    assert!(!r.ok && r.stderr.contains("key set nope"), "{}", r.stderr);
+    let r = run_env(
+        &[
+            "card",
+            "--sim",
+            card,
+            "--keystore",
+            &ks,
+            "--key-set",
+            "nope",
+            "--kdf",
+            "kdf3",
+            "list",
+        ],
+        &envs,
+        "",
+    );
+    assert!(
+        !r.ok && r.stderr.contains("--kdf does not apply"),
+        "{}",
+        r.stderr
+    );
+    let r = run(&["card", "--sim", card, "--key-set", "x", "--key", C1, "list"]);
+    assert!(
+        !r.ok && r.stderr.contains("cannot be used with"),
+        "{}",
+        r.stderr
+    );
+}
