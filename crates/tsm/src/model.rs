@@ -27,7 +27,7 @@ macro_rules! text_enum {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         pub enum $name { $($(#[$vm])* #[serde(rename = $s)] $v),+ }
         impl $name {
-            /// The name stored in the database.
+            /// The name stored in the database and used in the APIs.
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$v => $s),+ }
             }
@@ -51,6 +51,8 @@ macro_rules! text_enum {
         }
     };
 }
+/// `text_enum!` for the other record modules (one definition).
+pub(crate) use text_enum;
 
 text_enum! {
     /// What a tenant is to the platform (seed 003: card issuer and application providers).

@@ -10,36 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 
-macro_rules! text_enum {
-    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        pub enum $name { $($(#[$vm])* #[serde(rename = $s)] $v),+ }
-        impl $name {
-            /// The name stored in the database and used in the APIs.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$v => $s),+ }
-            }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-        impl FromStr for $name {
-            type Err = StoreError;
-            fn from_str(s: &str) -> Result<Self, StoreError> {
-                match s {
-                    $($s => Ok($name::$v),)+
-                    other => Err(StoreError::Corrupt {
-                        what: stringify!($name).into(),
-                        detail: format!("unknown value '{other}'"),
-                    }),
-                }
-            }
-        }
-    };
-}
+use crate::model::text_enum;
 
 text_enum! {
     /// Who manages the SSD once it exists (GP 2.3.1 §6.4, §9.1.3).
