@@ -439,7 +439,8 @@ struct PartnerDoc;
 
 /// The card issuer's SSD API document (bearer and mutual-TLS security schemes).
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    let mut doc = crate::openapi::with_bearer(PartnerDoc::openapi());
+    let mut doc =
+        crate::openapi::with_extractor_refusals(crate::openapi::with_bearer(PartnerDoc::openapi()));
     if let Some(c) = doc.components.as_mut() {
         c.add_security_scheme(
             "mutualTLS",
@@ -998,6 +999,13 @@ async fn revoke_partner(
 ) -> Result<Json<PartnerView>, ApiError> {
     let actor = caller.principal.actor();
     blocking(move || {
+        if api.ci.store().partner(&id).map_err(tsm_err)?.is_none() {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no partner '{id}'"),
+            ));
+        }
         let p = api
             .ci
             .store()

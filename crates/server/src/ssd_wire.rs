@@ -546,9 +546,11 @@ pub struct CompromisedBody {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyPolicyBody {
-    /// Lifetime of a new key version, seconds.
+    /// Lifetime of a new key version, seconds (at most 100 years).
+    #[schema(minimum = 1, maximum = 3_153_600_000_u64)]
     pub ssd_lifetime_s: u64,
-    /// How long before expiry a key version falls due, seconds.
+    /// How long before expiry a key version falls due, seconds (below the lifetime).
+    #[schema(maximum = 3_153_600_000_u64)]
     pub renew_before_s: u64,
 }
 

@@ -1486,6 +1486,11 @@ fn partner_records_and_policy_on_every_backend() {
         s.set_key_policy("admin", &pol).unwrap();
         assert_eq!(s.key_policy().unwrap(), pol);
         assert!(KeyPolicy::new(Duration::from_secs(10), Duration::from_secs(10)).is_err());
+        // At most 100 years (a lifetime in ms must fit the records).
+        assert!(KeyPolicy::new(KeyPolicy::MAX_LIFETIME, Duration::from_secs(1)).is_ok());
+        let over = KeyPolicy::MAX_LIFETIME + Duration::from_secs(1);
+        assert!(KeyPolicy::new(over, Duration::from_secs(1)).is_err());
+        assert!(KeyPolicy::new(Duration::from_secs(u64::MAX), Duration::ZERO).is_err());
         assert!(s.ssd("1234", &[1, 2, 3, 4, 5]).unwrap().is_none());
         assert!(s.ssds_of_owner("bank").unwrap().is_empty());
         assert!(s.ssds().unwrap().is_empty());

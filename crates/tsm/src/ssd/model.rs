@@ -235,8 +235,18 @@ impl Default for KeyPolicy {
 }
 
 impl KeyPolicy {
-    /// A policy; the renewal window must be shorter than the lifetime.
+    /// The longest lifetime a policy may give (100 years of 365 days).
+    pub const MAX_LIFETIME: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+    /// A policy; the renewal window must be shorter than the lifetime, which is at most
+    /// [`KeyPolicy::MAX_LIFETIME`].
     pub fn new(ssd_lifetime: Duration, renew_before: Duration) -> Result<KeyPolicy, StoreError> {
+        if ssd_lifetime > Self::MAX_LIFETIME {
+            return Err(StoreError::Invalid {
+                what: "key policy",
+                detail: "the lifetime is at most 100 years".into(),
+            });
+        }
         if ssd_lifetime.is_zero() || renew_before >= ssd_lifetime {
             return Err(StoreError::Invalid {
                 what: "key policy",
