@@ -1099,6 +1099,21 @@ fn flow2_receipts_forged_replayed_or_foreign_are_refused() {
         .unwrap();
     let why = refused(p.ap.forward_receipt(CARD, SSD, &install.context, &bytes(&other)));
     assert!(why.contains("unique data"), "{why}");
+    // The card's unique data is its IIN (personalised by its category: 123456) and CIN;
+    // the right CIN without the IIN is not it.
+    let cin = kms::kdd_for_card_number(CARD).unwrap().to_vec();
+    assert_eq!(
+        install.confirmation.sd_unique_data,
+        [vec![0x12, 0x34, 0x56], cin.clone()].concat()
+    );
+    let mut no_iin = install.confirmation.clone();
+    no_iin.counter += 20;
+    no_iin.sd_unique_data = cin;
+    no_iin.receipt = key
+        .receipt(&install.context.receipt_input(&no_iin).unwrap())
+        .unwrap();
+    let why = refused(p.ap.forward_receipt(CARD, SSD, &install.context, &bytes(&no_iin)));
+    assert!(why.contains("unique data"), "{why}");
 
     // An object outside the partner's prefix: refused as outside its scope.
     let foreign = gp::dm::ReceiptContext::Delete {
@@ -1146,7 +1161,10 @@ fn flow2_receipts_forged_replayed_or_foreign_are_refused() {
         .iter()
         .filter(|e| e.action == "ssd.receipt" && e.result == "refused")
         .count();
-    assert_eq!(refusals, 5, "forged, swapped, empty, replayed, other card");
+    assert_eq!(
+        refusals, 6,
+        "forged, swapped, empty, replayed, other card, no IIN"
+    );
     assert!(ci_entries
         .iter()
         .any(|e| e.action == "ssd.receipt" && e.result == "forbidden"));
@@ -1156,7 +1174,7 @@ fn flow2_receipts_forged_replayed_or_foreign_are_refused() {
             .iter()
             .filter(|e| e.action == "ssd.receipt" && e.result == "refused")
             .count(),
-        6
+        7
     );
     // Every SSD on the CI (the operator's list) and each partner's own.
     assert_eq!(p.ci_store().ssds().unwrap().len(), 1);
