@@ -1493,3 +1493,50 @@ fn flow2_receipts_over_https() {
     assert_eq!(ssds.len(), 1);
     assert_eq!(ssds[0]["receipts"].as_array().unwrap().len(), 2);
 }
+
+/// A card reset over the wire: the exchange answers `{"reset": true}`, which the AP's HTTP
+/// link gives its relay as `Exchange::Reset`; the next exchange carries the card's ATR as
+/// its response. (A stand-in for the card issuer's exchange route: its flows reset no
+/// card today; the route's own answer is tested in `server::partner`.)
+#[test]
+fn exchange_reset_over_https() {
+    let mut server_ca = Ca::new("CI server CA");
+    let server_leaf = server_ca.server();
+    let mut bank1 = Ca::new("bank1 AP root");
+    let bank1_client = bank1.client("bank1 AP platform");
+    let verifier = PartnerCertVerifier::new(
+        tls::certificates_from_pem(bank1.pem.as_bytes()).unwrap(),
+        Vec::new(),
+    )
+    .unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let app = {
+        let seen = seen.clone();
+        axum::Router::new().route(
+            "/api/v1/partner/ssd-requests/{id}/exchange",
+            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                let seen = seen.clone();
+                async move {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push(body);
+                    axum::Json(if seen.len() == 1 {
+                        json!({"reset": true})
+                    } else {
+                        json!({"done": true})
+                    })
+                }
+            }),
+        )
+    };
+    let (port, _stop) = serve(app, &server_leaf, verifier);
+    let l = link(port, "bank1", &bank1_client, &server_ca);
+    assert_eq!(l.exchange(7, None).unwrap(), tsm::ssd::Exchange::Reset);
+    assert_eq!(
+        l.exchange(7, Some(&[0x3B, 0x8A, 0x80, 0x01])).unwrap(),
+        tsm::ssd::Exchange::Done
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [json!({"response": null}), json!({"response": "3B8A8001"})]
+    );
+}
