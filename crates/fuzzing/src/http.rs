@@ -20,6 +20,62 @@ const PARTNER_ROOT: &str = include_str!("../data/partner-root.pem");
 /// handshake is not part of this target).
 const PARTNER_CLIENT: &str = include_str!("../data/partner-client.pem");
 
+/// The card of the partner API's fixture (written, with the partner's SSD).
+const CARD: &str = "4711000000000001";
+/// The partner's delegated SSD on it.
+const PARTNER_SSD: &str = "A000000151BA0101";
+
+/// A virtual card written by `issuer` (category `gold`, a base key made here).
+fn written_card(
+    store: &tsm::Store,
+    keys: &dyn kms::KeyStore,
+    issuer: &tsm::Issuer,
+) -> card::VirtualChannel {
+    store
+        .create_category(
+            "fuzz",
+            &tsm::CategorySpec {
+                id: "gold".into(),
+                tenant: "issuer".into(),
+                description: String::new(),
+                initial_keys: tsm::model::InitialKeys::GpTestKey,
+                initial_kvn: 0x30,
+                perso: Vec::new(),
+            },
+        )
+        .expect("category");
+    // Two components (the key store's minimum): 5A… and A5…, the base key FF….
+    let kcv = |b: &[u8]| kms::Key::new(kms::KeyKind::Aes, b).expect("key").kcv();
+    let (c1, c2) = ([0x5Au8; 16], [0xA5u8; 16]);
+    let info = keys
+        .import_base_key(
+            "gold",
+            kms::KeyKind::Aes,
+            vec![
+                kms::Component::new(&c1, kcv(&c1)),
+                kms::Component::new(&c2, kcv(&c2)),
+            ],
+            None,
+        )
+        .expect("base key");
+    store
+        .register_key_version(
+            "fuzz",
+            "gold",
+            info.version,
+            "gold",
+            kms::KeyKind::Aes,
+            info.kcv,
+            true,
+        )
+        .expect("key version");
+    let mut card = card::VirtualChannel::new(card::VirtualCard::new(card::CardConfig::default()));
+    issuer
+        .write(&tsm::Actor::new("issuer", "fuzz"), CARD, "gold", &mut card)
+        .expect("card written");
+    card
+}
+
 /// Which router a route belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Api {
@@ -113,13 +169,13 @@ fn post_routes(documented: Vec<(String, String)>) -> Vec<String> {
         .filter(|(m, _)| m.eq_ignore_ascii_case("post"))
         .map(|(_, p)| {
             let aid = if p.starts_with("/api/v1/partner/") {
-                "A000000151BA0101"
+                PARTNER_SSD
             } else {
                 "A000000151000000"
             };
             p.replace("{id}", "00000000000000000000000000000000")
                 .replace("{serial}", "01")
-                .replace("{card_number}", "4711000000000001")
+                .replace("{card_number}", CARD)
                 .replace("{aid}", aid)
                 .replace("{instance}", "A000000151000000")
         })
@@ -224,10 +280,11 @@ fn fixture() -> &'static Fixture {
             )
             .expect("partner");
         let ci_issuer = tsm::Issuer::new(
-            ci_store,
+            ci_store.clone(),
             ci_keys.clone() as Arc<dyn kms::KeyStore>,
             tsm::IssuerConfig::default(),
         );
+        let mut card = written_card(&ci_store, ci_keys.as_ref(), &ci_issuer);
         let ci = Arc::new(tsm::ssd::CiPlatform::new(
             ci_issuer,
             ci_keys as Arc<dyn tsm::ssd::KeySetStore>,
@@ -254,6 +311,20 @@ fn fixture() -> &'static Fixture {
                 command: std::time::Duration::from_secs(1),
             },
         );
+        // A delegated SSD of the partner on the card, so that its routes (tokens, receipts,
+        // renewals) reach their checks.
+        let ci = partner_api.ci().clone();
+        let job = ci
+            .request(
+                "bank",
+                &tsm::ssd::SsdRequest {
+                    card_number: CARD.into(),
+                    aid: PARTNER_SSD.into(),
+                    model: tsm::ssd::SsdModel::Delegated,
+                },
+            )
+            .expect("SSD request");
+        ci.run(job, &mut card).expect("SSD created");
         let partner_app = server::partner::router(partner_api);
 
         // The application provider's API.
