@@ -152,6 +152,12 @@ pub struct ServeArgs {
     /// `card --dm-key`). Without it, token requests are refused.
     #[arg(long)]
     pub dm_key: Option<String>,
+    /// CI: the cards' Receipt Generation key (KVN 71 of the ISD, GP 2.3.1 §9.1.3.3), with
+    /// which the CI checks the receipts its partners bring for their delegated operations
+    /// (`POST /api/v1/partner/receipts`): hex, or a file holding hex; AES (CMAC), or
+    /// `des:HEX|FILE` for 3DES (MAC algorithm 3). Without it, receipts are refused.
+    #[arg(long)]
+    pub receipt_key: Option<String>,
 }
 
 /// Which platform of issue #10 `serve` runs.

@@ -41,6 +41,31 @@ pub struct Ssd {
 }
 
 /// The SSD key sets in the platform's key store (`--keystore`: software file or PKCS#11).
+/// The receipt key of `--receipt-key`: hex or a file holding hex, `des:` for 3DES.
+fn receipt_key(spec: &str) -> Result<gp::dm::ReceiptKey> {
+    let (des, v) = match spec.strip_prefix("des:") {
+        Some(rest) => (true, rest),
+        None => (false, spec),
+    };
+    let text = if Path::new(v).is_file() {
+        zeroize::Zeroizing::new(
+            std::fs::read_to_string(v)
+                .with_context(|| format!("--receipt-key: cannot read {v}"))?,
+        )
+    } else {
+        zeroize::Zeroizing::new(v.to_string())
+    };
+    let bytes = zeroize::Zeroizing::new(
+        apdu::parse_hex(text.trim()).map_err(|_| anyhow!("--receipt-key: not hex (nor a file)"))?,
+    );
+    let key = if des {
+        gp::dm::ReceiptKey::des3(&bytes)
+    } else {
+        gp::dm::ReceiptKey::aes(&bytes)
+    };
+    key.map_err(|e| anyhow!("--receipt-key: {e}"))
+}
+
 fn key_sets(keystore: &str) -> Result<Arc<dyn KeySetStore>> {
     kms::open_key_sets(keystore).with_context(|| format!("--keystore {keystore} (SSD key sets)"))
 }
@@ -77,6 +102,9 @@ pub fn build(
             let mut config = CiConfig::default();
             if let Some(spec) = &a.dm_key {
                 config.token_signer = Some(Arc::from(crate::dm_cmd::signer(spec, "--dm-key")?));
+            }
+            if let Some(spec) = &a.receipt_key {
+                config.receipt_key = Some(receipt_key(spec)?);
             }
             let ci = Arc::new(CiPlatform::new(issuer, key_sets(&a.keystore)?, config));
             // With --issuance, the CI's own terminals run SSD jobs at its desks too.
@@ -245,4 +273,32 @@ fn scp11_rotation(keystore: &str, ca: &str, oce: &str) -> Result<Arc<tsm::ssd::a
         oce_public,
         oce_chain: vec![oce_cert],
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--receipt-key`: AES hex, `des:` 3DES, a file; bad input names the option, never
+    /// the key.
+    #[test]
+    fn receipt_key_from_hex_or_file() {
+        let input = [0x02, 0x00, 0x01, 0x00];
+        let aes = receipt_key("71717171717171717171717171717171").unwrap();
+        let same = gp::dm::ReceiptKey::aes(&[0x71; 16]).unwrap();
+        assert_eq!(aes.receipt(&input).unwrap(), same.receipt(&input).unwrap());
+        let des = receipt_key("des:404142434445464748494A4B4C4D4E4F").unwrap();
+        assert_eq!(des.receipt(&input).unwrap().len(), 8);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("receipt.key");
+        std::fs::write(&f, "71717171717171717171717171717171\n").unwrap();
+        let from_file = receipt_key(f.to_str().unwrap()).unwrap();
+        assert_eq!(
+            from_file.receipt(&input).unwrap(),
+            same.receipt(&input).unwrap()
+        );
+        let e = receipt_key("71717171ZZ").unwrap_err().to_string();
+        assert!(e.contains("--receipt-key") && !e.contains("7171"), "{e}");
+        assert!(receipt_key("7171").is_err());
+    }
 }

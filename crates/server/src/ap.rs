@@ -115,7 +115,7 @@ struct ApDoc;
 
 /// The AP's SSD API document.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    crate::openapi::with_bearer(ApDoc::openapi())
+    crate::openapi::with_extractor_refusals(crate::openapi::with_bearer(ApDoc::openapi()))
 }
 
 /// `GET /api/openapi-ap.json`: this document.

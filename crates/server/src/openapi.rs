@@ -88,3 +88,53 @@ pub fn with_bearer(mut doc: OpenApi) -> OpenApi {
     );
     doc
 }
+
+/// Adds to every operation of `doc` the refusals the extractors give before a handler runs,
+/// where the operation does not document them: with a request body, `413` (body too large)
+/// and `415` (not `application/json`); with path parameters, `400` (a parameter that does
+/// not parse). All answer `{"error", "reason"}` ([`crate::error::ErrorBody`]).
+pub fn with_extractor_refusals(mut doc: OpenApi) -> OpenApi {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let refusal = |description: &str| {
+        let content = ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorBody")))
+            .build();
+        ResponseBuilder::new()
+            .description(description)
+            .content("application/json", content)
+            .build()
+    };
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in operations.into_iter().flatten() {
+            let has_body = op.request_body.is_some();
+            let has_path_params = op.parameters.as_ref().is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| p.parameter_in == utoipa::openapi::path::ParameterIn::Path)
+            });
+            if has_body {
+                op.responses
+                    .responses
+                    .entry("413".into())
+                    .or_insert_with(|| refusal("Body too large").into());
+                op.responses
+                    .responses
+                    .entry("415".into())
+                    .or_insert_with(|| refusal("Not application/json").into());
+            }
+            if has_path_params {
+                op.responses
+                    .responses
+                    .entry("400".into())
+                    .or_insert_with(|| refusal("A path parameter does not parse").into());
+            }
+        }
+    }
+    doc
+}

@@ -6,7 +6,9 @@
 //! partner `403 unknown_partner`):
 //! * `POST /api/v1/partner/ssd-requests` `{card_number, aid, model}` → 202 `{job}`
 //! * `POST /api/v1/partner/ssd-requests/{id}/exchange` `{response: HEX|null}` →
-//!   `{command: HEX}` or `{done: true, ssd}`. The CI runs [`tsm::ssd::CiPlatform::run`] over a
+//!   `{command: HEX}`, `{reset: true}` (reset the card, answer with its ATR) or
+//!   `{done: true, ssd}`; another partner's job is refused by tsm
+//!   ([`tsm::ssd::CiPlatform::check_job`], audited). The CI runs [`tsm::ssd::CiPlatform::run`] over a
 //!   [`relay::bridge::BridgeChannel`] in a blocking worker, one per job; a second exchange
 //!   while one waits answers `409 exchange_in_progress`; after a CI restart (or an
 //!   interruption) the next exchange with `response: null` runs the job again, which resumes
@@ -419,6 +421,7 @@ pub fn router(api: Arc<PartnerApi>) -> Router {
         TokenBody,
         TokenAnswer,
         ReceiptBody,
+        ReceiptView,
         KeyVersionView,
         RenewalView,
         SsdView,
@@ -436,7 +439,8 @@ struct PartnerDoc;
 
 /// The card issuer's SSD API document (bearer and mutual-TLS security schemes).
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    let mut doc = crate::openapi::with_bearer(PartnerDoc::openapi());
+    let mut doc =
+        crate::openapi::with_extractor_refusals(crate::openapi::with_bearer(PartnerDoc::openapi()));
     if let Some(c) = doc.components.as_mut() {
         c.add_security_scheme(
             "mutualTLS",
@@ -458,18 +462,6 @@ async fn openapi() -> Response {
     match openapi_document().to_json() {
         Ok(text) => ([(header::CONTENT_TYPE, "application/json")], text).into_response(),
         Err(_) => ApiError::internal("the OpenAPI document").into_response(),
-    }
-}
-
-/// The job, if it is the partner's (another partner's job answers as an unknown one).
-fn partner_job(api: &PartnerApi, partner: &Partner, job: i64) -> Result<(), ApiError> {
-    match api.ci.store().job(job).map_err(tsm_err)? {
-        Some(j) if j.tenant == partner.id => Ok(()),
-        _ => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no SSD request {job} of partner '{}'", partner.id),
-        )),
     }
 }
 
@@ -519,11 +511,11 @@ struct SsdPath {
 #[utoipa::path(post, path = "/api/v1/partner/ssd-requests/{id}/exchange", params(JobId),
     request_body = ExchangeBody, security(("mutualTLS" = [])),
     responses(
-        (status = 200, description = "The next command, or done", body = ExchangeAnswer),
+        (status = 200, description = "The next command, a card reset (answer with the ATR), or done", body = ExchangeAnswer),
         (status = 400, description = "Bad body (hex)", body = ErrorBody),
         (status = 401, description = "No client certificate", body = ErrorBody),
-        (status = 403, description = "Not a registered partner", body = ErrorBody),
-        (status = 404, description = "No such request of this partner", body = ErrorBody),
+        (status = 403, description = "Not a registered partner, or another partner's request (audited)", body = ErrorBody),
+        (status = 404, description = "No such request", body = ErrorBody),
         (status = 409, description = "Another exchange for this job is waiting, or out of step", body = ErrorBody),
         (status = 502, description = "The job was interrupted (card, relay, timeout); exchange again with response null to resume", body = ErrorBody),
         (status = 504, description = "No next command in time; exchange again", body = ErrorBody),
@@ -540,9 +532,9 @@ async fn exchange(
         .map(|h| hex_field("response", h))
         .transpose()?;
     {
+        // Ownership is tsm's to decide (refusals audited there).
         let api = api.clone();
-        let partner = partner.clone();
-        blocking(move || partner_job(&api, &partner, job)).await?;
+        blocking(move || Ok(api.ci.check_job(&partner.id, job)?)).await?;
     }
     exchange_step(&api, job, response).await.map(Json)
 }
@@ -573,15 +565,16 @@ async fn exchange_step(
     match step {
         Ok(Step::Command(c)) => Ok(ExchangeAnswer {
             command: Some(apdu::hex(&c)),
+            reset: false,
             done: false,
             ssd: None,
         }),
-        Ok(Step::Reset) => {
-            forget(api, job, &session);
-            Err(ApiError::internal(
-                "a card reset asked by the flow (not relayed)",
-            ))
-        }
+        Ok(Step::Reset) => Ok(ExchangeAnswer {
+            command: None,
+            reset: true,
+            done: false,
+            ssd: None,
+        }),
         Ok(Step::Done) => {
             forget(api, job, &session);
             let worker = session.worker.lock().ok().and_then(|mut w| w.take());
@@ -592,6 +585,7 @@ async fn exchange_step(
             let ssd = outcome.map_err(ApiError::from)?;
             Ok(ExchangeAnswer {
                 command: None,
+                reset: false,
                 done: true,
                 ssd: Some(SsdView::from(&ssd)),
             })
@@ -665,7 +659,6 @@ async fn initial_keys(
     Path(job): Path<i64>,
 ) -> Result<Json<WrappedKeys>, ApiError> {
     blocking(move || {
-        partner_job(&api, &partner, job)?;
         let w = api.ci.initial_keys(&partner.id, job)?;
         let wrapped = serde_json::from_str(&w.to_json())
             .map_err(|_| ApiError::internal("the wrapped key set"))?;
@@ -692,7 +685,6 @@ async fn confirm(
 ) -> Result<Json<SsdView>, ApiError> {
     let kcv = hex_field("kcv", &body.kcv)?;
     blocking(move || {
-        partner_job(&api, &partner, job)?;
         let rotation = tsm::ssd::Rotation { kvn: body.kvn, kcv };
         let r = api.ci.confirm_rotation(&partner.id, job, &rotation)?;
         Ok(Json(SsdView::from(&r)))
@@ -878,25 +870,29 @@ async fn sign_token(
 #[utoipa::path(post, path = "/api/v1/partner/receipts", request_body = ReceiptBody,
     security(("mutualTLS" = [])),
     responses(
-        (status = 200, description = "The receipt verifies", body = SsdView),
-        (status = 400, description = "Bad body", body = ErrorBody),
+        (status = 200, description = "The receipt verifies with the card's receipt key (GP 2.3.1 Appendix C.5) and is recorded in the SSD's history", body = SsdView),
+        (status = 400, description = "Bad body (hex, AIDs, operation), or no receipt key on this platform", body = ErrorBody),
         (status = 401, description = "No client certificate", body = ErrorBody),
-        (status = 403, description = "Not the partner's SSD", body = ErrorBody),
-        (status = 501, description = "Receipt checking is not available on this platform yet", body = ErrorBody),
+        (status = 403, description = "Not the partner's SSD, or an operation outside its AID prefix", body = ErrorBody),
+        (status = 409, description = "The SSD is not a delegated SSD the card issuer manages", body = ErrorBody),
+        (status = 422, description = "Refused: the receipt does not verify, repeats or goes back on the card's confirmation counter, or names another card", body = ErrorBody),
     ))]
 async fn receipt(
     PartnerCaller(partner): PartnerCaller,
     State(api): Shared,
     extract::Json(body): extract::Json<ReceiptBody>,
 ) -> Result<Json<SsdView>, ApiError> {
-    hex_field("receipt", &body.receipt)?;
+    let confirmation = hex_field("confirmation", &body.confirmation)?;
+    let operation = body.operation()?;
     blocking(move || {
-        // Ownership first (the same refusal as every other route).
-        api.ci.status(&partner.id, &body.card_number, &body.aid)?;
-        // tsm::ssd::CiPlatform has no receipt check yet (GP 2.3.1 Appendix C.5).
-        Err(ApiError::from(tsm::Error::NotImplemented(
-            "CiPlatform::check_receipt",
-        )))
+        let r = api.ci.check_receipt(
+            &partner.id,
+            &body.card_number,
+            &body.aid.to_ascii_uppercase(),
+            &operation,
+            &confirmation,
+        )?;
+        Ok(Json(SsdView::from(&r)))
     })
     .await
 }
@@ -1003,6 +999,13 @@ async fn revoke_partner(
 ) -> Result<Json<PartnerView>, ApiError> {
     let actor = caller.principal.actor();
     blocking(move || {
+        if api.ci.store().partner(&id).map_err(tsm_err)?.is_none() {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no partner '{id}'"),
+            ));
+        }
         let p = api
             .ci
             .store()
@@ -1025,15 +1028,10 @@ async fn all_ssds(
     State(api): Shared,
 ) -> Result<Json<SsdList>, ApiError> {
     blocking(move || {
-        let store = api.ci.store();
-        let mut ssds = Vec::new();
-        for p in store.partners().map_err(tsm_err)? {
-            for s in store.ssds_of_owner(&p.id).map_err(tsm_err)? {
-                ssds.push(SsdView::from(&s));
-            }
-        }
-        ssds.sort_by(|a, b| (&a.card_number, &a.aid).cmp(&(&b.card_number, &b.aid)));
-        Ok(Json(SsdList { ssds }))
+        let ssds = api.ci.store().ssds().map_err(tsm_err)?;
+        Ok(Json(SsdList {
+            ssds: ssds.iter().map(SsdView::from).collect(),
+        }))
     })
     .await
 }
@@ -1308,5 +1306,59 @@ mod tests {
             Err("invalid_request".to_string())
         );
         assert!(api.sessions.lock().expect("sessions").get(&7).is_none());
+    }
+
+    /// A card reset asked by the card issuer's flow goes over the wire as `reset`; the
+    /// partner's next exchange brings the ATR, which the flow's channel reports, and the
+    /// flow goes on with its next command.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_reset_asked_by_the_flow_is_answered_with_reset() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = tsm::Store::open(&format!("sqlite:{}", dir.path().join("ci.db").display()))
+            .expect("store");
+        let keys = Arc::new(
+            kms::SoftwareKeyStore::create(
+                dir.path().join("keys.json"),
+                kms::MasterKey::generate().expect("master key"),
+            )
+            .expect("key store"),
+        );
+        let issuer = tsm::Issuer::new(store, keys.clone(), tsm::IssuerConfig::default());
+        let ci = CiPlatform::new(issuer, keys, tsm::ssd::CiConfig::default());
+        let api = PartnerApi::new(
+            Arc::new(ci),
+            TokenTable::new(),
+            None,
+            ExchangeTimeouts {
+                response: Duration::from_secs(5),
+                command: Duration::from_secs(5),
+            },
+        );
+        let (mut channel, end) = bridge(Duration::from_secs(5));
+        let worker = tokio::task::spawn_blocking(move || {
+            channel.reset().map_err(tsm::Error::Interrupted)?;
+            let atr = channel.atr();
+            channel
+                .transmit_raw(&[0x00, 0xA4, 0x04, 0x00])
+                .map_err(tsm::Error::Interrupted)?;
+            Err(tsm::Error::Invalid(format!("ATR {}", apdu::hex(&atr))))
+        });
+        let session = Arc::new(Session {
+            end: tokio::sync::Mutex::new(end),
+            worker: Mutex::new(Some(worker)),
+        });
+        api.sessions.lock().expect("sessions").insert(9, session);
+        let first = exchange_step(&api, 9, None).await.expect("reset");
+        assert_eq!(
+            serde_json::to_value(&first).expect("json"),
+            serde_json::json!({"reset": true})
+        );
+        let atr = vec![0x3B, 0x8A, 0x80, 0x01];
+        let next = exchange_step(&api, 9, Some(atr)).await.expect("command");
+        assert_eq!(next.command.as_deref(), Some("00A40400"));
+        assert!(!next.reset && !next.done);
+        let last = exchange_step(&api, 9, Some(vec![0x90, 0x00])).await;
+        let e = last.expect_err("the test's flow ends with an error");
+        assert!(e.body.reason.contains("ATR 3B8A8001"), "{}", e.body.reason);
     }
 }

@@ -7,7 +7,8 @@
 //! [`tsm::Error::Refused`], a `404` to [`tsm::Error::UnknownJob`] or [`tsm::Error::Invalid`],
 //! a `409` key refusal to [`tsm::Error::KeyUnusable`]-like conflicts as
 //! [`tsm::Error::Invalid`], and a network failure, a `502`/`504` or any `5xx` to
-//! [`tsm::Error::Interrupted`] (the AP's job stays resumable). A refused TLS handshake is
+//! [`tsm::Error::Interrupted`] (the AP's job stays resumable), a `422 receipt_refused` to
+//! [`tsm::Error::ReceiptRefused`]. A refused TLS handshake is
 //! not retried.
 
 use std::path::Path;
@@ -177,6 +178,9 @@ impl HttpCardIssuerLink {
                 };
             }
         }
+        if status == 422 && body.error == "receipt_refused" {
+            return tsm::Error::ReceiptRefused(body.reason);
+        }
         if status >= 500 || status == 409 && body.error == "exchange_in_progress" {
             return Self::interrupted(what, format!("{} ({})", body.reason, body.error));
         }
@@ -239,14 +243,15 @@ impl CardIssuerLink for HttpCardIssuerLink {
             &format!("/api/v1/partner/ssd-requests/{job}/exchange"),
             &body,
         )?;
-        match (a.command, a.done) {
-            (Some(c), false) => Ok(Exchange::Command(
+        match (a.command, a.reset, a.done) {
+            (Some(c), false, false) => Ok(Exchange::Command(
                 apdu::parse_hex(&c).map_err(|e| Self::interrupted("exchange", e))?,
             )),
-            (None, true) => Ok(Exchange::Done),
+            (None, true, false) => Ok(Exchange::Reset),
+            (None, false, true) => Ok(Exchange::Done),
             _ => Err(Self::interrupted(
                 "exchange",
-                "an answer with neither a command nor done",
+                "an answer with not exactly one of a command, a reset and done",
             )),
         }
     }
@@ -359,5 +364,18 @@ impl CardIssuerLink for HttpCardIssuerLink {
         };
         let t: TokenAnswer = self.post("have a token signed", "/api/v1/partner/tokens", &body)?;
         apdu::parse_hex(&t.token).map_err(|e| Self::interrupted("token", e))
+    }
+
+    fn check_receipt(
+        &self,
+        card_number: &str,
+        aid: &str,
+        operation: &gp::dm::ReceiptContext,
+        confirmation: &[u8],
+    ) -> tsm::Result<SsdRecord> {
+        let body = ReceiptBody::new(card_number, aid, operation, confirmation)
+            .map_err(tsm::Error::Invalid)?;
+        let v: SsdView = self.post("have a receipt checked", "/api/v1/partner/receipts", &body)?;
+        record(&v)
     }
 }

@@ -74,7 +74,8 @@ pub struct JobAccepted {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExchangeBody {
-    /// The R-APDU (hex, data and SW1 SW2) of the last command; `null` to start (or resume
+    /// The R-APDU (hex, data and SW1 SW2) of the last command (after a `reset`: the card's
+    /// ATR); `null` to start (or resume
     /// after an interruption: the card issuer then starts the job's run again).
     pub response: Option<String>,
 }
@@ -85,6 +86,9 @@ pub struct ExchangeAnswer {
     /// The next C-APDU (hex) to send to the card unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+    /// Reset the card (warm reset) and send its ATR (hex) as the next `response`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reset: bool,
     /// The card issuer's part of the job is over.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub done: bool,
@@ -162,7 +166,8 @@ pub struct TokenAnswer {
     pub token: String,
 }
 
-/// `POST /api/v1/partner/receipts`: a receipt the card returned for a delegated operation.
+/// `POST /api/v1/partner/receipts`: a receipt the card returned for a delegated operation
+/// (GP 2.3.1 §9.1.3.3, Appendix C.5), forwarded by the partner as its proof.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiptBody {
@@ -170,8 +175,107 @@ pub struct ReceiptBody {
     pub card_number: String,
     /// The partner's SSD (hex).
     pub aid: String,
-    /// The receipt data as the card returned it (hex).
+    /// What the receipt confirms: `load`, `install`, `extradition` or `delete`.
+    pub operation: String,
+    /// The operation's AIDs (hex) in the order of the receipt input (Appendix C.5): load:
+    /// load file, security domain; install: load file, application; extradition: former
+    /// security domain, object, new security domain; delete: the object.
+    pub aids: Vec<String>,
+    /// The confirmation structure (receipt, counter, SD unique data, …) as the card answered
+    /// the INSTALL, LOAD or DELETE (hex).
+    pub confirmation: String,
+}
+
+impl ReceiptBody {
+    /// The body for a receipt of `operation`.
+    pub fn new(
+        card_number: &str,
+        aid: &str,
+        operation: &gp::dm::ReceiptContext,
+        confirmation: &[u8],
+    ) -> Result<Self, String> {
+        use gp::dm::ReceiptContext as R;
+        let aids = match operation {
+            R::Load {
+                load_file,
+                security_domain,
+            } => vec![*load_file, *security_domain],
+            R::Install {
+                load_file,
+                application,
+            } => vec![*load_file, *application],
+            R::Extradition { from, object, to } => vec![*from, *object, *to],
+            R::Delete { aid } => vec![*aid],
+            R::RegistryUpdate { .. } => {
+                return Err("a registry update receipt is not forwarded".into())
+            }
+        };
+        Ok(ReceiptBody {
+            card_number: card_number.into(),
+            aid: aid.into(),
+            operation: operation.name().into(),
+            aids: aids.iter().map(|a| a.to_hex()).collect(),
+            confirmation: apdu::hex(confirmation),
+        })
+    }
+
+    /// The operation the receipt confirms, or `400 invalid_request` naming the field.
+    pub fn operation(&self) -> Result<gp::dm::ReceiptContext, ApiError> {
+        use gp::dm::ReceiptContext as R;
+        let aids = self
+            .aids
+            .iter()
+            .map(|h| {
+                let b = hex_field("aids", h)?;
+                gp::aid::Aid::new(&b).map_err(|e| ApiError::bad_request(format!("aids: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let count = |n: usize| {
+            if aids.len() == n {
+                Ok(())
+            } else {
+                Err(ApiError::bad_request(format!(
+                    "aids: a {} receipt names {n} AIDs, not {}",
+                    self.operation,
+                    aids.len()
+                )))
+            }
+        };
+        match self.operation.as_str() {
+            "load" => count(2).map(|()| R::Load {
+                load_file: aids[0],
+                security_domain: aids[1],
+            }),
+            "install" => count(2).map(|()| R::Install {
+                load_file: aids[0],
+                application: aids[1],
+            }),
+            "extradition" => count(3).map(|()| R::Extradition {
+                from: aids[0],
+                object: aids[1],
+                to: aids[2],
+            }),
+            "delete" => count(1).map(|()| R::Delete { aid: aids[0] }),
+            other => Err(ApiError::bad_request(format!(
+                "operation: '{other}' is not load, install, extradition or delete"
+            ))),
+        }
+    }
+}
+
+/// A Delegated Management receipt the card issuer verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReceiptView {
+    /// The card's confirmation counter.
+    pub counter: u16,
+    /// `load`, `install`, `extradition` or `delete`.
+    pub operation: String,
+    /// The operation's AIDs (hex, space-separated).
+    pub object: String,
+    /// The receipt (hex).
     pub receipt: String,
+    /// Verified (Unix ms).
+    pub at_ms: i64,
 }
 
 /// One key version of an SSD (never key bytes).
@@ -237,6 +341,9 @@ pub struct SsdView {
     pub keys: Vec<KeyVersionView>,
     /// Renewals, oldest first.
     pub renewals: Vec<RenewalView>,
+    /// Delegated model: the card's receipts the card issuer verified, by counter.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub receipts: Vec<ReceiptView>,
 }
 
 impl From<&tsm::ssd::SsdRecord> for SsdView {
@@ -273,6 +380,17 @@ impl From<&tsm::ssd::SsdRecord> for SsdView {
                     cause: n.cause.clone(),
                     reason: n.reason.clone(),
                     at_ms: n.at_ms,
+                })
+                .collect(),
+            receipts: r
+                .receipts
+                .iter()
+                .map(|d| ReceiptView {
+                    counter: d.counter,
+                    operation: d.operation.clone(),
+                    object: d.object.clone(),
+                    receipt: apdu::hex(&d.receipt),
+                    at_ms: d.at_ms,
                 })
                 .collect(),
         }
@@ -320,6 +438,19 @@ impl SsdView {
                     at_ms: n.at_ms,
                 })
                 .collect(),
+            receipts: self
+                .receipts
+                .iter()
+                .map(|d| {
+                    Ok(tsm::ssd::DmReceipt {
+                        counter: d.counter,
+                        operation: d.operation.clone(),
+                        object: d.object.clone(),
+                        receipt: parse("receipt", &d.receipt)?,
+                        at_ms: d.at_ms,
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>()?,
         })
     }
 }
@@ -415,9 +546,11 @@ pub struct CompromisedBody {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyPolicyBody {
-    /// Lifetime of a new key version, seconds.
+    /// Lifetime of a new key version, seconds (at most 100 years).
+    #[schema(minimum = 1, maximum = 3_153_600_000_u64)]
     pub ssd_lifetime_s: u64,
-    /// How long before expiry a key version falls due, seconds.
+    /// How long before expiry a key version falls due, seconds (below the lifetime).
+    #[schema(maximum = 3_153_600_000_u64)]
     pub renew_before_s: u64,
 }
 

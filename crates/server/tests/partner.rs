@@ -51,6 +51,14 @@ fn ci_platform(verifier: Option<Arc<PartnerCertVerifier>>) -> Ci {
 }
 
 fn ci_platform_with(verifier: Option<Arc<PartnerCertVerifier>>, timeouts: ExchangeTimeouts) -> Ci {
+    ci_platform_configured(verifier, timeouts, CiConfig::default())
+}
+
+fn ci_platform_configured(
+    verifier: Option<Arc<PartnerCertVerifier>>,
+    timeouts: ExchangeTimeouts,
+    config: CiConfig,
+) -> Ci {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&format!("sqlite:{}", dir.path().join("ci.db").display())).unwrap();
     let keys = Arc::new(
@@ -108,7 +116,7 @@ fn ci_platform_with(verifier: Option<Arc<PartnerCertVerifier>>, timeouts: Exchan
     let ci = Arc::new(CiPlatform::new(
         issuer,
         keys.clone() as Arc<dyn KeySetStore>,
-        CiConfig::default(),
+        config,
     ));
     let tokens = TokenTable::new()
         .with(
@@ -187,6 +195,15 @@ impl CardIssuerLink for NoLink {
         Err(tsm::Error::NotImplemented("test"))
     }
     fn sign_token(&self, _: &tsm::ssd::TokenRequest) -> tsm::Result<Vec<u8>> {
+        Err(tsm::Error::NotImplemented("test"))
+    }
+    fn check_receipt(
+        &self,
+        _: &str,
+        _: &str,
+        _: &gp::dm::ReceiptContext,
+        _: &[u8],
+    ) -> tsm::Result<tsm::ssd::SsdRecord> {
         Err(tsm::Error::NotImplemented("test"))
     }
 }
@@ -351,11 +368,20 @@ fn authorisation_matrix_over_https() {
     refused(&bank1_link, OTHER_CARD, aid, R::CardOutsideContract);
     refused(&bank1_link, CARD, "A000000151BA0201", R::AidOutsidePrefix);
     refused(&bank1_link, CARD, "A000000151000000", R::IsdAid);
-    // Not bank1's job: the relay of another partner's (or no) job is refused.
+    // Not bank2's job (job 1 is the card's issuance): refused by tsm as not its own
+    // (audited); no job at all is not found.
     match bank2_link.exchange(1, None) {
-        Err(tsm::Error::Invalid(m)) => assert!(m.contains("not_found"), "{m}"),
+        Err(tsm::Error::Refused { reason, .. }) => assert_eq!(reason, R::NotOwner),
         other => panic!("bank2 relays a job that is not its own: {other:?}"),
     }
+    match bank2_link.exchange(999, None) {
+        Err(tsm::Error::Invalid(m)) => assert!(m.contains("not_found"), "{m}"),
+        other => panic!("bank2 relays no job: {other:?}"),
+    }
+    let audited = ci.store.audit_entries(0, 10_000).unwrap();
+    assert!(audited.iter().any(|e| e.action == "ssd.exchange"
+        && e.result == "forbidden"
+        && e.actor.starts_with("bank2")));
 }
 
 /// Flow 1 over HTTPS: bank1's AP platform asks for an SSD on the card, relays the CI's
@@ -571,7 +597,7 @@ async fn identity_and_operator_routes() {
         "{b}"
     );
     assert!(b["reason"].as_str().unwrap().contains("bank1"), "{b}");
-    // Another partner's (or no) job: 404, whatever the body.
+    // No such job: 404, whatever the body.
     let (s, b) = partner_call(
         &bank1_leaf,
         Method::POST,
@@ -1194,4 +1220,325 @@ fn flow2_and_renewals_at_the_ci_desk() {
 
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = agent.join();
+}
+
+/// The token key of the delegated model (its public half is KVN 70 on the card).
+fn token_key() -> gp::dm::DmSigningKey {
+    gp::dm::DmSigningKey::from_pkcs8(include_bytes!("../../gp/tests/vectors/dm/token-p256.pem"))
+        .unwrap()
+}
+
+const RECEIPT_KEY: [u8; 16] = [0x71; 16];
+
+/// The token signer of the delegated model as bank1 sees it: each token from the card
+/// issuer over HTTPS.
+struct LinkSigner(Arc<HttpCardIssuerLink>, &'static str);
+
+impl std::fmt::Debug for LinkSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LinkSigner")
+    }
+}
+
+impl gp::dm::Signer for LinkSigner {
+    fn scheme(&self) -> gp::dm::Scheme {
+        gp::dm::Scheme::EcdsaP256Sha256
+    }
+    fn sign(&self, m: &[u8]) -> gp::Result<Vec<u8>> {
+        self.0
+            .sign_token(&tsm::ssd::TokenRequest {
+                card_number: CARD.into(),
+                aid: self.1.into(),
+                input: m.to_vec(),
+            })
+            .map_err(|e| gp::Error::Encoding(e.to_string()))
+    }
+}
+
+/// Flow 2 with receipts over HTTPS with client certificates: bank1's AP platform asks for
+/// a delegated SSD and relays its creation; its application goes on the card with tokens
+/// the card issuer signs; the card's receipts go back to the card issuer through
+/// `POST /api/v1/partner/receipts`, which verifies and records each (200 with the SSD). A
+/// replayed or forged receipt is refused `422 receipt_refused`, another partner's `403`,
+/// a bad body `400`; each refusal is audited and nothing more is recorded.
+#[test]
+fn flow2_receipts_over_https() {
+    let mut server_ca = Ca::new("CI server CA");
+    let server_leaf = server_ca.server();
+    let mut bank1 = Ca::new("bank1 AP root");
+    let mut bank2 = Ca::new("bank2 AP root");
+    let bank1_client = bank1.client("bank1 AP platform");
+    let bank2_client = bank2.client("bank2 AP platform");
+    let verifier = PartnerCertVerifier::new(Vec::new(), Vec::new()).unwrap();
+    let signer: Arc<dyn gp::dm::Signer + Send + Sync> = Arc::new(token_key());
+    let ci = ci_platform_configured(
+        Some(verifier.clone()),
+        ExchangeTimeouts {
+            response: Duration::from_secs(10),
+            command: Duration::from_secs(10),
+        },
+        CiConfig {
+            token_signer: Some(signer),
+            receipt_key: Some(gp::dm::ReceiptKey::aes(&RECEIPT_KEY).unwrap()),
+            ..CiConfig::default()
+        },
+    );
+    let app = server::partner::router(ci.api.clone());
+    let (port, _stop) = serve(app.clone(), &server_leaf, verifier);
+    let ap_keys_dir = tempfile::tempdir().unwrap();
+    let ap_keys = soft_keys(ap_keys_dir.path());
+    let other_keys_dir = tempfile::tempdir().unwrap();
+    add_partner(
+        &app,
+        "bank1",
+        &bank1,
+        "1000000000-1000000999",
+        "A000000151BA01",
+        &transport_pem(ap_keys.as_ref()),
+    );
+    add_partner(
+        &app,
+        "bank2",
+        &bank2,
+        "1000000000-1000000999",
+        "A000000151BA02",
+        &transport_pem(soft_keys(other_keys_dir.path()).as_ref()),
+    );
+    let bank1_link = Arc::new(link(port, "bank1", &bank1_client, &server_ca));
+    let bank2_link = link(port, "bank2", &bank2_client, &server_ca);
+    const SSD: &str = "A000000151BA0103";
+    const INSTANCE: &str = "A000000151BA0131";
+    let aid = |h: &str| gp::aid::Aid::new(&apdu::parse_hex(h).unwrap()).unwrap();
+
+    // The issuer's set-up of its card: token key KVN 70, receipt key KVN 71 in the ISD.
+    {
+        let card = ci.store.card(CARD).unwrap().unwrap();
+        let keys = gpclient::KeySpec::same(
+            &apdu::parse_hex(BASE).unwrap(),
+            kms::diversification_for(KeyKind::Aes),
+            card.kvn.unwrap(),
+        );
+        let mut isd = gpclient::GpClient::new(transport::Traced::new(ci.card.clone(), None));
+        isd.open_secure_channel(&gpclient::OpenOptions {
+            keys,
+            level: scp::SecurityLevel::MAC,
+            scp: None,
+            sd: None,
+        })
+        .unwrap();
+        gpclient::ops::put_public_key(&mut isd, 0x70, 1, 0, &token_key().verifying_key()).unwrap();
+        let rk = scp::StaticKeys {
+            enc: scp::Key::aes(&RECEIPT_KEY).unwrap(),
+            mac: scp::Key::aes(&RECEIPT_KEY).unwrap(),
+            dek: scp::Key::aes(&RECEIPT_KEY).unwrap(),
+        };
+        gpclient::ops::put_key_set(&mut isd, &rk, 0x71, None).unwrap();
+    }
+
+    // Flow 2 asked by bank1's AP platform, relayed through its terminal.
+    let ap_dir = tempfile::tempdir().unwrap();
+    let ap_store =
+        Store::open(&format!("sqlite:{}", ap_dir.path().join("ap.db").display())).unwrap();
+    let ap = ApPlatform::new(
+        ap_store,
+        ap_keys,
+        bank1_link.clone(),
+        ApConfig::new("bank1"),
+    );
+    let job = ap
+        .request(&SsdRequest {
+            card_number: CARD.into(),
+            aid: SSD.into(),
+            model: SsdModel::Delegated,
+        })
+        .unwrap();
+    let ssd = ap.run(job, &mut ci.card.clone()).unwrap();
+    assert_eq!(ssd.state, tsm::ssd::SsdState::Managed);
+
+    // bank1's application, with tokens the CI signs; the card's receipts collected.
+    let receipts = {
+        let mut chan = ci.card.clone();
+        let mut client = ci.api.ci().open_managed(CARD, SSD, &mut chan).unwrap();
+        client.set_delegation(gpclient::dm::Delegation::new(
+            Some(gpclient::dm::TokenSource::Sign(Box::new(LinkSigner(
+                bank1_link.clone(),
+                SSD,
+            )))),
+            Some(gpclient::dm::ReceiptCheck {
+                key: gp::dm::ReceiptKey::aes(&RECEIPT_KEY).unwrap(),
+                last_counter: None,
+            }),
+        ));
+        let cap = gp::cap::CapFile::from_bytes(include_bytes!(
+            "../../tsm/tests/data/Empty_0102030405_8d5ac9e2_2.2.1.cap"
+        ))
+        .unwrap();
+        let opts = gpclient::ops::InstallOptions {
+            load_only: true,
+            to: Some(aid(SSD)),
+            ..Default::default()
+        };
+        gpclient::ops::install_cap(&mut client, &cap, &opts).unwrap();
+        gpclient::ops::install_instance(
+            &mut client,
+            aid("0102030405"),
+            aid("0102030405060708"),
+            aid(INSTANCE),
+            Default::default(),
+            vec![0xC9, 0x00],
+            true,
+        )
+        .unwrap();
+        client.delegation().unwrap().receipts().to_vec()
+    };
+    assert_eq!(receipts.len(), 2);
+
+    // Forwarded over HTTPS: each verified and recorded on both platforms.
+    let bytes = |c: &gp::dm::Confirmation| c.to_bytes().unwrap();
+    let mut at_ci = None;
+    for r in &receipts {
+        at_ci = Some(
+            ap.forward_receipt(CARD, SSD, &r.context, &bytes(&r.confirmation))
+                .unwrap(),
+        );
+    }
+    let at_ci = at_ci.unwrap();
+    let counters: Vec<u16> = at_ci.receipts.iter().map(|r| r.counter).collect();
+    assert_eq!(
+        counters,
+        receipts
+            .iter()
+            .map(|r| r.confirmation.counter)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(at_ci.receipts[1].operation, "install");
+    assert_eq!(
+        ap.status(CARD, SSD).unwrap().unwrap().receipts,
+        at_ci.receipts
+    );
+    assert_eq!(
+        bank1_link.status(CARD, SSD).unwrap().receipts,
+        at_ci.receipts
+    );
+
+    // Replayed and forged: 422 receipt_refused, back as the domain's refusal.
+    let install = &receipts[1];
+    match ap.forward_receipt(CARD, SSD, &install.context, &bytes(&install.confirmation)) {
+        Err(tsm::Error::ReceiptRefused(why)) => assert!(why.contains("replayed"), "{why}"),
+        other => panic!("a replayed receipt: {other:?}"),
+    }
+    let mut forged = install.confirmation.clone();
+    forged.counter += 5;
+    match ap.forward_receipt(CARD, SSD, &install.context, &bytes(&forged)) {
+        Err(tsm::Error::ReceiptRefused(why)) => assert!(why.contains("does not verify"), "{why}"),
+        other => panic!("a forged receipt: {other:?}"),
+    }
+    // Another partner's SSD: 403.
+    match bank2_link.check_receipt(CARD, SSD, &install.context, &bytes(&install.confirmation)) {
+        Err(tsm::Error::Refused { reason, .. }) => {
+            assert_eq!(reason, tsm::ssd::auth::Refusal::AidOutsidePrefix)
+        }
+        other => panic!("bank2 brings bank1's receipt: {other:?}"),
+    }
+    // The raw answers: {"error", "reason"}.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let body = server::ssd_wire::ReceiptBody::new(
+        CARD,
+        SSD,
+        &install.context,
+        &bytes(&install.confirmation),
+    )
+    .unwrap();
+    let (s, b) = rt.block_on(as_partner(
+        &app,
+        &bank1_client,
+        Method::POST,
+        "/api/v1/partner/receipts",
+        Some(serde_json::to_value(&body).unwrap()),
+    ));
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("receipt_refused")),
+        "{b}"
+    );
+    assert!(b["reason"].as_str().unwrap().contains("replayed"), "{b}");
+    let mut bad = serde_json::to_value(&body).unwrap();
+    bad["aids"] = json!(["A000000151BA0131"]);
+    let (s, b) = rt.block_on(as_partner(
+        &app,
+        &bank1_client,
+        Method::POST,
+        "/api/v1/partner/receipts",
+        Some(bad),
+    ));
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(b["reason"].is_string());
+
+    // Nothing more recorded; the refusals audited on the card issuer's side.
+    assert_eq!(bank1_link.status(CARD, SSD).unwrap().receipts.len(), 2);
+    let audited = ci.store.audit_entries(0, 10_000).unwrap();
+    let refused = audited
+        .iter()
+        .filter(|e| e.action == "ssd.receipt" && e.result == "refused")
+        .count();
+    assert_eq!(refused, 3, "replayed, forged, replayed (raw)");
+    assert!(audited
+        .iter()
+        .any(|e| e.action == "ssd.receipt" && e.result == "forbidden"));
+    // The operator's list of every SSD.
+    let r = rt.block_on(call(&app, Method::GET, "/api/v1/ssds", None, Some(VIEWER)));
+    assert_eq!(r.status, StatusCode::OK);
+    let ssds = r.json()["ssds"].as_array().unwrap().clone();
+    assert_eq!(ssds.len(), 1);
+    assert_eq!(ssds[0]["receipts"].as_array().unwrap().len(), 2);
+}
+
+/// A card reset over the wire: the exchange answers `{"reset": true}`, which the AP's HTTP
+/// link gives its relay as `Exchange::Reset`; the next exchange carries the card's ATR as
+/// its response. (A stand-in for the card issuer's exchange route: its flows reset no
+/// card today; the route's own answer is tested in `server::partner`.)
+#[test]
+fn exchange_reset_over_https() {
+    let mut server_ca = Ca::new("CI server CA");
+    let server_leaf = server_ca.server();
+    let mut bank1 = Ca::new("bank1 AP root");
+    let bank1_client = bank1.client("bank1 AP platform");
+    let verifier = PartnerCertVerifier::new(
+        tls::certificates_from_pem(bank1.pem.as_bytes()).unwrap(),
+        Vec::new(),
+    )
+    .unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let app = {
+        let seen = seen.clone();
+        axum::Router::new().route(
+            "/api/v1/partner/ssd-requests/{id}/exchange",
+            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                let seen = seen.clone();
+                async move {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push(body);
+                    axum::Json(if seen.len() == 1 {
+                        json!({"reset": true})
+                    } else {
+                        json!({"done": true})
+                    })
+                }
+            }),
+        )
+    };
+    let (port, _stop) = serve(app, &server_leaf, verifier);
+    let l = link(port, "bank1", &bank1_client, &server_ca);
+    assert_eq!(l.exchange(7, None).unwrap(), tsm::ssd::Exchange::Reset);
+    assert_eq!(
+        l.exchange(7, Some(&[0x3B, 0x8A, 0x80, 0x01])).unwrap(),
+        tsm::ssd::Exchange::Done
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [json!({"response": null}), json!({"response": "3B8A8001"})]
+    );
 }

@@ -174,6 +174,11 @@ pub enum Error {
         /// The rule it broke.
         reason: crate::ssd::auth::Refusal,
     },
+    /// A Delegated Management receipt the CI does not accept (audited): it does not
+    /// verify, repeats or goes back on the card's confirmation counter, or names another
+    /// card.
+    #[error("receipt refused: {0}")]
+    ReceiptRefused(String),
     /// An SSD key version that may be used only for its own renewal (expired or
     /// compromised).
     #[error("key version {kvn:#04x} of the SSD may only be renewed: {why}")]

@@ -336,6 +336,25 @@ ALTER TABLE jobs DROP CONSTRAINT jobs_kind_check;
 ALTER TABLE jobs ADD CONSTRAINT jobs_kind_check CHECK (kind IN ('write', 'rewrite', 'clear', 'app_load', 'app_delete', 'ssd_create', 'ssd_rotate', 'ssd_renew', 'ssd_replace'));
 "#;
 
+/// Delegated Management receipts of SSDs (GP 2.3.1 §9.1.3.3, Appendix C.5): one row per
+/// verified receipt; the confirmation counter rises per card (its receipt generation
+/// domain), so `(card_number, counter)` is unique and a replay cannot be recorded.
+const V6_SSD_RECEIPTS: &str = r#"
+CREATE TABLE ssd_receipts (
+    card_number  TEXT NOT NULL,
+    aid          {bytes} NOT NULL,
+    counter      BIGINT NOT NULL CHECK (counter BETWEEN 0 AND 65535),
+    operation    TEXT NOT NULL CHECK (operation IN ('load', 'install', 'extradition', 'delete')),
+    object       TEXT NOT NULL,
+    receipt      {bytes} NOT NULL,
+    confirmation {bytes} NOT NULL,
+    at_ms        BIGINT NOT NULL,
+    PRIMARY KEY (card_number, counter),
+    FOREIGN KEY (card_number, aid) REFERENCES ssds (card_number, aid)
+);
+CREATE INDEX ssd_receipts_by_ssd ON ssd_receipts (card_number, aid, counter);
+"#;
+
 /// Every migration, in order. Never edit one that shipped: add the next.
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -372,6 +391,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: V5_SSD,
         sqlite: V5_SQLITE,
         postgres: V5_POSTGRES,
+    },
+    Migration {
+        version: 6,
+        name: "ssd: Delegated Management receipts",
+        sql: V6_SSD_RECEIPTS,
+        sqlite: "",
+        postgres: "",
     },
 ];
 

@@ -100,8 +100,6 @@ struct Platforms {
     _dir: tempfile::TempDir,
 }
 
-const RECEIPT_KEY: [u8; 16] = [0x71; 16];
-
 impl Platforms {
     fn new() -> Platforms {
         Platforms::configured(false)
@@ -525,11 +523,36 @@ fn flow1_rotation_inside_scp11a() {
 
 // ---- flow 2 -----------------------------------------------------------------------------
 
-#[test]
-fn flow2_delegated_ssd_managed_by_the_ci_with_tokens_and_receipts() {
-    let p = Platforms::new();
-    // The issuer's set-up of its card: token key (KVN 70) and receipt key (KVN 71) in
-    // the ISD, which has Token Verification and Receipt Generation.
+/// The token signer of the delegated model as the AP sees it: every token from the CI.
+struct LinkSigner(Arc<DirectLink>);
+
+impl std::fmt::Debug for LinkSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LinkSigner")
+    }
+}
+
+impl gp::dm::Signer for LinkSigner {
+    fn scheme(&self) -> gp::dm::Scheme {
+        gp::dm::Scheme::EcdsaP256Sha256
+    }
+    fn sign(&self, m: &[u8]) -> gp::Result<Vec<u8>> {
+        self.0
+            .sign_token(&TokenRequest {
+                card_number: CARD.into(),
+                aid: SSD.into(),
+                input: m.to_vec(),
+            })
+            .map_err(|e| gp::Error::Encoding(e.to_string()))
+    }
+}
+
+/// Flow 2 up to the AP's application on the card: the issuer's set-up of its card (token
+/// key KVN 70 and receipt key KVN 71 in the ISD, which has Token Verification and Receipt
+/// Generation), the delegated SSD created (through the CI's terminal, or requested by the
+/// AP and relayed through its terminal), the AP's load file and an instance under its
+/// prefix installed with tokens the CI signs. Returns the receipts the card gave.
+fn flow2_up_to_the_application(p: &Platforms, via_ap: bool) -> Vec<gpclient::dm::VerifiedReceipt> {
     {
         let mut isd = p.isd();
         gpclient::ops::put_public_key(&mut isd, 0x70, 1, 0, &token_key().verifying_key()).unwrap();
@@ -540,45 +563,33 @@ fn flow2_delegated_ssd_managed_by_the_ci_with_tokens_and_receipts() {
         };
         gpclient::ops::put_key_set(&mut isd, &rk, 0x71, None).unwrap();
     }
-    // Through the CI's terminal.
-    let job =
-        p.ci.request(
-            "bank",
-            &SsdRequest {
-                card_number: CARD.into(),
-                aid: SSD.into(),
-                model: SsdModel::Delegated,
-            },
-        )
-        .unwrap();
-    let rec = p.ci.run(job, &mut p.card.clone()).unwrap();
+    let rec = if via_ap {
+        let job = p.request(SsdModel::Delegated);
+        let rec = p.ap.run(job, &mut p.card.clone()).unwrap();
+        assert_eq!(rec.state, SsdState::Managed);
+        p.ci.status("bank", CARD, SSD).unwrap()
+    } else {
+        // Through the CI's terminal.
+        let job =
+            p.ci.request(
+                "bank",
+                &SsdRequest {
+                    card_number: CARD.into(),
+                    aid: SSD.into(),
+                    model: SsdModel::Delegated,
+                },
+            )
+            .unwrap();
+        let rec = p.ci.run(job, &mut p.card.clone()).unwrap();
+        // No initial keys for the AP: the CI keeps managing it.
+        assert!(p.link.initial_keys(job).is_err());
+        rec
+    };
     assert_eq!(rec.state, SsdState::Managed);
     assert_eq!(rec.privileges, vec![0xA0, 0x00, 0x00]);
     assert_eq!(rec.current_key().unwrap().holder, KeyHolder::Ci);
-    // No initial keys for the AP: the CI keeps managing it.
-    assert!(p.link.initial_keys(job).is_err());
 
     // The AP's application goes in with tokens the CI signs; the receipts are its proof.
-    struct LinkSigner(Arc<DirectLink>);
-    impl std::fmt::Debug for LinkSigner {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("LinkSigner")
-        }
-    }
-    impl gp::dm::Signer for LinkSigner {
-        fn scheme(&self) -> gp::dm::Scheme {
-            gp::dm::Scheme::EcdsaP256Sha256
-        }
-        fn sign(&self, m: &[u8]) -> gp::Result<Vec<u8>> {
-            self.0
-                .sign_token(&TokenRequest {
-                    card_number: CARD.into(),
-                    aid: SSD.into(),
-                    input: m.to_vec(),
-                })
-                .map_err(|e| gp::Error::Encoding(e.to_string()))
-        }
-    }
     let mut chan = p.card.clone();
     let mut client = p.ci.open_managed(CARD, SSD, &mut chan).unwrap();
     client.set_delegation(gpclient::dm::Delegation::new(
@@ -599,12 +610,11 @@ fn flow2_delegated_ssd_managed_by_the_ci_with_tokens_and_receipts() {
     };
     gpclient::ops::install_cap(&mut client, &cap, &opts).unwrap();
     // An instance under the AP's prefix: signed; outside it: refused by the CI (audited).
-    let instance = aid("A000000151BA0101");
     gpclient::ops::install_instance(
         &mut client,
         aid("0102030405"),
         aid("0102030405060708"),
-        instance,
+        aid(INSTANCE),
         Default::default(),
         vec![0xC9, 0x00],
         true,
@@ -623,11 +633,21 @@ fn flow2_delegated_ssd_managed_by_the_ci_with_tokens_and_receipts() {
         matches!(outside, Err(ClientError::Token { .. })),
         "{outside:?}"
     );
-    let receipts = client.delegation().unwrap().receipts().len();
-    assert!(receipts >= 2, "{receipts} receipts");
-    drop(client);
+    client.delegation().unwrap().receipts().to_vec()
+}
+
+const INSTANCE: &str = "A000000151BA0101";
+
+#[test]
+fn flow2_delegated_ssd_managed_by_the_ci_with_tokens_and_receipts() {
+    let p = Platforms::new();
+    let receipts = flow2_up_to_the_application(&p, false);
+    assert!(receipts.len() >= 2, "{} receipts", receipts.len());
     let reg = gpclient::ops::registry(&mut p.isd()).unwrap();
-    assert_eq!(reg.find(&instance).unwrap().associated_sd, Some(aid(SSD)));
+    assert_eq!(
+        reg.find(&aid(INSTANCE)).unwrap().associated_sd,
+        Some(aid(SSD))
+    );
     let entries = p.ci_store().audit_entries(0, 1000).unwrap();
     assert!(entries
         .iter()
@@ -635,7 +655,176 @@ fn flow2_delegated_ssd_managed_by_the_ci_with_tokens_and_receipts() {
     assert!(entries
         .iter()
         .any(|e| e.action == "ssd.sign_token" && e.result == "forbidden"));
+    // The receipts go to the CI as proof: each verified and recorded with its counter.
+    let mut last = None;
+    for r in &receipts {
+        let bytes = r.confirmation.to_bytes().unwrap();
+        let rec = p.ap.forward_receipt(CARD, SSD, &r.context, &bytes).unwrap();
+        last = Some(rec);
+    }
+    let rec = last.unwrap();
+    let counters: Vec<u16> = rec.receipts.iter().map(|r| r.counter).collect();
+    let want: Vec<u16> = receipts.iter().map(|r| r.confirmation.counter).collect();
+    assert_eq!(counters, want);
+    assert!(counters.windows(2).all(|w| w[0] < w[1]), "{counters:?}");
+    assert_eq!(rec.receipts[0].operation, "load");
+    assert!(rec
+        .receipts
+        .iter()
+        .any(|r| r.operation == "install" && r.object.ends_with(INSTANCE)));
+    assert_eq!(
+        p.ci_store().last_receipt_counter(CARD).unwrap(),
+        want.last().copied()
+    );
+    let entries = p.ci_store().audit_entries(0, 1000).unwrap();
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e.action == "ssd.receipt" && e.result == "ok")
+            .count(),
+        receipts.len()
+    );
     audit_ok(p.ci_store());
+}
+
+/// Flow 2 requested by the AP and relayed through its terminal; its receipts are checked
+/// by the CI and recorded on both platforms. A forged receipt, a replayed one, one for
+/// another operation, one with another card's unique data, one for an object outside the
+/// partner's prefix and one brought by another partner are refused, each audited, and
+/// nothing is recorded for them.
+#[test]
+fn flow2_receipts_forged_replayed_or_foreign_are_refused() {
+    let p = Platforms::new();
+    let receipts = flow2_up_to_the_application(&p, true);
+    let load = &receipts[0];
+    let install = receipts
+        .iter()
+        .find(|r| matches!(r.context, gp::dm::ReceiptContext::Install { .. }))
+        .unwrap();
+    let bytes = |c: &gp::dm::Confirmation| c.to_bytes().unwrap();
+    let refused = |r: tsm::Result<SsdRecord>| match r {
+        Err(Error::ReceiptRefused(why)) => why,
+        other => panic!("expected a refused receipt, got {other:?}"),
+    };
+
+    // Forged: one bit of the receipt changed.
+    let mut forged = load.confirmation.clone();
+    forged.receipt[0] ^= 0x01;
+    let why = refused(p.ap.forward_receipt(CARD, SSD, &load.context, &bytes(&forged)));
+    assert!(why.contains("does not verify"), "{why}");
+    // The receipt of the load presented as the install's.
+    let why =
+        refused(p.ap.forward_receipt(CARD, SSD, &install.context, &bytes(&load.confirmation)));
+    assert!(why.contains("does not verify"), "{why}");
+    // No receipt at all.
+    let why = refused(p.ap.forward_receipt(CARD, SSD, &load.context, &[0x00]));
+    assert!(why.contains("no receipt"), "{why}");
+
+    // The genuine ones verify, once: a replay is refused.
+    p.ap.forward_receipt(CARD, SSD, &load.context, &bytes(&load.confirmation))
+        .unwrap();
+    let rec =
+        p.ap.forward_receipt(CARD, SSD, &install.context, &bytes(&install.confirmation))
+            .unwrap();
+    assert_eq!(rec.receipts.len(), 2);
+    let why = refused(p.ap.forward_receipt(CARD, SSD, &load.context, &bytes(&load.confirmation)));
+    assert!(why.contains("replayed"), "{why}");
+    // The AP records what the CI verified.
+    let at_ap = p.ap.status(CARD, SSD).unwrap().unwrap();
+    assert_eq!(at_ap.receipts, rec.receipts);
+
+    // A receipt that verifies (made here with the receipt key) but names another card.
+    let mut other = install.confirmation.clone();
+    other.counter += 10;
+    other.sd_unique_data = kms::kdd_for_card_number(OTHER_CARD).unwrap().to_vec();
+    let key = gp::dm::ReceiptKey::aes(&RECEIPT_KEY).unwrap();
+    other.receipt = key
+        .receipt(&install.context.receipt_input(&other).unwrap())
+        .unwrap();
+    let why = refused(p.ap.forward_receipt(CARD, SSD, &install.context, &bytes(&other)));
+    assert!(why.contains("unique data"), "{why}");
+    // The card's unique data is its IIN (personalised by its category: 123456) and CIN;
+    // the right CIN without the IIN is not it.
+    let cin = kms::kdd_for_card_number(CARD).unwrap().to_vec();
+    assert_eq!(
+        install.confirmation.sd_unique_data,
+        [vec![0x12, 0x34, 0x56], cin.clone()].concat()
+    );
+    let mut no_iin = install.confirmation.clone();
+    no_iin.counter += 20;
+    no_iin.sd_unique_data = cin;
+    no_iin.receipt = key
+        .receipt(&install.context.receipt_input(&no_iin).unwrap())
+        .unwrap();
+    let why = refused(p.ap.forward_receipt(CARD, SSD, &install.context, &bytes(&no_iin)));
+    assert!(why.contains("unique data"), "{why}");
+
+    // An object outside the partner's prefix: refused as outside its scope.
+    let foreign = gp::dm::ReceiptContext::Delete {
+        aid: aid("A000000151CC0101"),
+    };
+    match p
+        .ap
+        .forward_receipt(CARD, SSD, &foreign, &bytes(&install.confirmation))
+    {
+        Err(Error::Refused { reason, .. }) => {
+            assert_eq!(reason, auth::Refusal::AidOutsidePrefix)
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another partner brings bank's receipt: not its SSD.
+    p.ci_store()
+        .add_partner(
+            "admin",
+            &NewPartner {
+                id: "bank2".into(),
+                name: "Another Bank".into(),
+                certificate: vec![0x30, 0x03, 0x02, 0x01, 0x02],
+                aid_prefix: apdu::parse_hex("A000000151CC").unwrap(),
+                card_ranges: vec![CardRange::new("1000", "1999").unwrap()],
+                transport_key: p.ap.transport_key().unwrap(),
+            },
+        )
+        .unwrap();
+    match p.ci.check_receipt(
+        "bank2",
+        CARD,
+        SSD,
+        &install.context,
+        &bytes(&install.confirmation),
+    ) {
+        Err(Error::Refused { reason, .. }) => assert_ne!(reason, auth::Refusal::UnknownPartner),
+        other => panic!("{other:?}"),
+    }
+
+    // Nothing more recorded; every refusal audited on the CI (and on the AP).
+    let rec = p.ci.status("bank", CARD, SSD).unwrap();
+    assert_eq!(rec.receipts.len(), 2);
+    let ci_entries = p.ci_store().audit_entries(0, 10_000).unwrap();
+    let refusals = ci_entries
+        .iter()
+        .filter(|e| e.action == "ssd.receipt" && e.result == "refused")
+        .count();
+    assert_eq!(
+        refusals, 6,
+        "forged, swapped, empty, replayed, other card, no IIN"
+    );
+    assert!(ci_entries
+        .iter()
+        .any(|e| e.action == "ssd.receipt" && e.result == "forbidden"));
+    let ap_entries = p.ap_store().audit_entries(0, 10_000).unwrap();
+    assert_eq!(
+        ap_entries
+            .iter()
+            .filter(|e| e.action == "ssd.receipt" && e.result == "refused")
+            .count(),
+        7
+    );
+    // Every SSD on the CI (the operator's list) and each partner's own.
+    assert_eq!(p.ci_store().ssds().unwrap().len(), 1);
+    assert!(p.ci_store().ssds_of_owner("bank2").unwrap().is_empty());
+    audit_ok(p.ci_store());
+    audit_ok(p.ap_store());
 }
 
 // ---- flow 3 -----------------------------------------------------------------------------
@@ -959,9 +1148,157 @@ fn partner_records_and_policy_on_every_backend() {
         s.set_key_policy("admin", &pol).unwrap();
         assert_eq!(s.key_policy().unwrap(), pol);
         assert!(KeyPolicy::new(Duration::from_secs(10), Duration::from_secs(10)).is_err());
+        // At most 100 years (a lifetime in ms must fit the records).
+        assert!(KeyPolicy::new(KeyPolicy::MAX_LIFETIME, Duration::from_secs(1)).is_ok());
+        let over = KeyPolicy::MAX_LIFETIME + Duration::from_secs(1);
+        assert!(KeyPolicy::new(over, Duration::from_secs(1)).is_err());
+        assert!(KeyPolicy::new(Duration::from_secs(u64::MAX), Duration::ZERO).is_err());
         assert!(s.ssd("1234", &[1, 2, 3, 4, 5]).unwrap().is_none());
         assert!(s.ssds_of_owner("bank").unwrap().is_empty());
+        assert!(s.ssds().unwrap().is_empty());
+        assert_eq!(s.last_receipt_counter("1234").unwrap(), None);
         assert!(s.ssds_due(0).unwrap().is_empty());
         audit_ok(s);
     }
+}
+
+// ---- the relay of a card reset ------------------------------------------------------------
+
+/// A card issuer whose flow asks for one card reset, then a command, then is done; it
+/// keeps what the AP brought back.
+struct ResetLink {
+    seen: Mutex<Vec<Option<Vec<u8>>>>,
+}
+
+impl CardIssuerLink for ResetLink {
+    fn request(&self, _: &SsdRequest) -> tsm::Result<i64> {
+        Ok(41)
+    }
+    fn exchange(&self, job: i64, last: Option<&[u8]>) -> tsm::Result<Exchange> {
+        assert_eq!(job, 41);
+        let mut seen = self.seen.lock().unwrap();
+        seen.push(last.map(<[u8]>::to_vec));
+        Ok(match seen.len() {
+            1 => Exchange::Reset,
+            // SELECT of the ISD.
+            2 => Exchange::Command(apdu::parse_hex("00A4040008A000000151000000").unwrap()),
+            _ => Exchange::Done,
+        })
+    }
+    fn initial_keys(&self, _: i64) -> tsm::Result<WrappedKeySet> {
+        Err(Error::Invalid("none".into()))
+    }
+    fn confirm_rotation(&self, _: i64, _: &Rotation) -> tsm::Result<SsdRecord> {
+        Err(Error::Invalid("none".into()))
+    }
+    fn status(&self, card_number: &str, aid: &str) -> tsm::Result<SsdRecord> {
+        Ok(SsdRecord {
+            card_number: card_number.into(),
+            aid: aid.into(),
+            owner: "bank".into(),
+            model: SsdModel::Delegated,
+            privileges: vec![0xA0, 0, 0],
+            state: SsdState::Managed,
+            created_ms: 0,
+            handed_over_ms: None,
+            receipt: None,
+            keys: Vec::new(),
+            renewals: Vec::new(),
+            receipts: Vec::new(),
+        })
+    }
+    fn renew(&self, _: &str, _: &str) -> tsm::Result<i64> {
+        Err(Error::Invalid("none".into()))
+    }
+    fn report_compromised(&self, _: &str, _: &str, _: u8, _: &str) -> tsm::Result<SsdRecord> {
+        Err(Error::Invalid("none".into()))
+    }
+    fn report_renewal(
+        &self,
+        _: &str,
+        _: &str,
+        _: &Renewal,
+        _: &Rotation,
+    ) -> tsm::Result<SsdRecord> {
+        Err(Error::Invalid("none".into()))
+    }
+    fn sign_token(&self, _: &TokenRequest) -> tsm::Result<Vec<u8>> {
+        Err(Error::Invalid("none".into()))
+    }
+    fn check_receipt(
+        &self,
+        _: &str,
+        _: &str,
+        _: &gp::dm::ReceiptContext,
+        _: &[u8],
+    ) -> tsm::Result<SsdRecord> {
+        Err(Error::Invalid("none".into()))
+    }
+}
+
+/// A card channel that counts its resets.
+struct CountingResets {
+    card: SimCard,
+    resets: Arc<AtomicI64>,
+}
+
+impl CardChannel for CountingResets {
+    fn transmit_raw(&mut self, capdu: &[u8]) -> Result<Vec<u8>, TransportError> {
+        self.card.transmit_raw(capdu)
+    }
+    fn atr(&self) -> Vec<u8> {
+        self.card.atr()
+    }
+    fn reset(&mut self) -> Result<(), TransportError> {
+        self.resets.fetch_add(1, Ordering::SeqCst);
+        self.card.reset()
+    }
+    fn name(&self) -> String {
+        "counting resets".into()
+    }
+}
+
+/// The CI's flow asks for a card reset: the AP resets its card and brings the ATR back as
+/// the next response, then relays the next command as usual.
+#[test]
+fn a_reset_asked_by_the_ci_is_relayed_to_the_card() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite();
+    let link = Arc::new(ResetLink {
+        seen: Mutex::new(Vec::new()),
+    });
+    let mut config = ApConfig::new("bank");
+    config.lease = Duration::ZERO;
+    let ap = ApPlatform::new(
+        store.store().clone(),
+        software_key_sets(&dir, "ap"),
+        link.clone(),
+        config,
+    );
+    let job = ap
+        .request(&SsdRequest {
+            card_number: CARD.into(),
+            aid: SSD.into(),
+            model: SsdModel::Delegated,
+        })
+        .unwrap();
+    let card = SimCard::scp03();
+    let resets = Arc::new(AtomicI64::new(0));
+    let mut chan = CountingResets {
+        card: card.clone(),
+        resets: resets.clone(),
+    };
+    let rec = ap.run(job, &mut chan).unwrap();
+    assert_eq!(rec.state, SsdState::Managed);
+    assert_eq!(resets.load(Ordering::SeqCst), 1);
+    let seen = link.seen.lock().unwrap();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[0], None);
+    let atr = seen[1].clone().unwrap();
+    assert!(!atr.is_empty());
+    assert_eq!(atr, card.atr());
+    assert_eq!(
+        &seen[2].as_ref().unwrap()[seen[2].as_ref().unwrap().len() - 2..],
+        [0x90, 0x00]
+    );
 }

@@ -44,8 +44,8 @@ pub use ap::{ApConfig, ApPlatform, CardIssuerLink, Scp11Rotation};
 pub use ci::{model_privileges, CiConfig, CiPlatform, TokenRequest};
 pub use keys::{KeySetInfo, KeySetStore, TransportPublicKey, WrappedKeySet};
 pub use model::{
-    CardRange, DueRenewal, Exchange, KeyHolder, KeyPolicy, KeyState, NewPartner, Partner, Renewal,
-    Rotation, SsdKeyVersion, SsdModel, SsdRecord, SsdRequest, SsdState,
+    CardRange, DmReceipt, DueRenewal, Exchange, KeyHolder, KeyPolicy, KeyState, NewPartner,
+    Partner, Renewal, Rotation, SsdKeyVersion, SsdModel, SsdRecord, SsdRequest, SsdState,
 };
 
 /// The platform's notion of now (Unix ms), injectable so that tests can move time.

@@ -206,8 +206,18 @@ impl Default for KeyPolicy {
 }
 
 impl KeyPolicy {
-    /// A policy; the renewal window must be shorter than the lifetime.
+    /// The longest lifetime a policy may give (100 years of 365 days).
+    pub const MAX_LIFETIME: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+    /// A policy; the renewal window must be shorter than the lifetime, which is at most
+    /// [`KeyPolicy::MAX_LIFETIME`].
     pub fn new(ssd_lifetime: Duration, renew_before: Duration) -> Result<KeyPolicy, StoreError> {
+        if ssd_lifetime > Self::MAX_LIFETIME {
+            return Err(StoreError::Invalid {
+                what: "key policy",
+                detail: "the lifetime is at most 100 years".into(),
+            });
+        }
         if ssd_lifetime.is_zero() || renew_before >= ssd_lifetime {
             return Err(StoreError::Invalid {
                 what: "key policy",
@@ -290,6 +300,26 @@ pub struct SsdRecord {
     pub keys: Vec<SsdKeyVersion>,
     /// Its renewals, oldest first.
     pub renewals: Vec<Renewal>,
+    /// Delegated model: the card's receipts of the owner's loads, installs and deletions
+    /// the CI verified, by confirmation counter.
+    #[serde(default)]
+    pub receipts: Vec<DmReceipt>,
+}
+
+/// A Delegated Management receipt the card gave for an operation on an SSD's content and
+/// the CI verified (GP 2.3.1 §9.1.3.3, Appendix C.5): the owner's proof of the operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmReceipt {
+    /// The card's confirmation counter (rises with every receipt of the card).
+    pub counter: u16,
+    /// `load`, `install`, `extradition` or `delete`.
+    pub operation: String,
+    /// What it was done to (the AIDs of the receipt input, hex, space-separated).
+    pub object: String,
+    /// The receipt (the MAC of the receipt input with the card's receipt key).
+    pub receipt: Vec<u8>,
+    /// When the CI verified it.
+    pub at_ms: i64,
 }
 
 impl SsdRecord {
@@ -318,6 +348,9 @@ pub struct SsdRequest {
 pub enum Exchange {
     /// The next C-APDU for the card, to be sent unchanged.
     Command(Vec<u8>),
+    /// The CI's flow asks for a warm reset of the card: the next response is the card's
+    /// ATR after the reset.
+    Reset,
     /// The CI's side of the job is over.
     Done,
 }

@@ -11,7 +11,7 @@ use crate::db::{params, Conn, Row};
 use crate::error::StoreError;
 use crate::model::{now_ms, Role};
 use crate::ssd::model::{
-    CardRange, DueRenewal, KeyHolder, KeyPolicy, KeyState, NewPartner, Partner, Renewal,
+    CardRange, DmReceipt, DueRenewal, KeyHolder, KeyPolicy, KeyState, NewPartner, Partner, Renewal,
     SsdKeyVersion, SsdModel, SsdRecord, SsdState,
 };
 
@@ -195,6 +195,7 @@ pub(crate) fn ssd_in(
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
+    let receipts = receipts_in(c, card_number, aid)?;
     Ok(Some(SsdRecord {
         card_number: r.text(0)?,
         aid: apdu::hex(&r.bytes(1)?),
@@ -207,7 +208,95 @@ pub(crate) fn ssd_in(
         receipt: r.opt_text(8)?,
         keys,
         renewals,
+        receipts,
     }))
+}
+
+/// The SSDs whose `(card_number, aid)` the query `sql` selects.
+fn ssds_where_in(
+    c: &mut Conn,
+    sql: &str,
+    args: &[crate::db::Value],
+) -> Result<Vec<SsdRecord>, StoreError> {
+    let keys = c
+        .query(sql, args)?
+        .iter()
+        .map(|r| Ok((r.text(0)?, r.bytes(1)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let mut out = Vec::with_capacity(keys.len());
+    for (n, a) in keys {
+        if let Some(s) = ssd_in(c, &n, &a)? {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+/// The highest confirmation counter recorded for a card's receipts.
+pub(crate) fn last_receipt_counter_in(
+    c: &mut Conn,
+    card_number: &str,
+) -> Result<Option<u16>, StoreError> {
+    let r = c.query_opt(
+        "SELECT MAX(counter) FROM ssd_receipts WHERE card_number = $1",
+        params![card_number],
+    )?;
+    match r.map(|r| r.opt_int(0)).transpose()?.flatten() {
+        Some(n) => u16::try_from(n)
+            .map(Some)
+            .map_err(|_| corrupt("ssd_receipts.counter", "over 65535")),
+        None => Ok(None),
+    }
+}
+
+/// Records a verified Delegated Management receipt of an SSD. A second receipt with the
+/// same counter for the card is refused by the primary key (a replay).
+pub(crate) fn add_receipt_in(
+    c: &mut Conn,
+    card_number: &str,
+    aid: &[u8],
+    r: &DmReceipt,
+    confirmation: &[u8],
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO ssd_receipts (card_number, aid, counter, operation, object, receipt,
+                                   confirmation, at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        params![
+            card_number,
+            aid,
+            i64::from(r.counter),
+            r.operation.as_str(),
+            r.object.as_str(),
+            r.receipt.as_slice(),
+            confirmation,
+            r.at_ms
+        ],
+    )
+    .map_err(|e| {
+        e.duplicate_as(|| format!("a receipt with counter {} on card {card_number}", r.counter))
+    })?;
+    Ok(())
+}
+
+fn receipts_in(c: &mut Conn, card_number: &str, aid: &[u8]) -> Result<Vec<DmReceipt>, StoreError> {
+    c.query(
+        "SELECT counter, operation, object, receipt, at_ms
+         FROM ssd_receipts WHERE card_number = $1 AND aid = $2 ORDER BY counter",
+        params![card_number, aid],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(DmReceipt {
+            counter: u16::try_from(r.int(0)?)
+                .map_err(|_| corrupt("ssd_receipts.counter", "over 65535"))?,
+            operation: r.text(1)?,
+            object: r.text(2)?,
+            receipt: r.bytes(3)?,
+            at_ms: r.int(4)?,
+        })
+    })
+    .collect()
 }
 
 /// A new SSD row, or a deleted or failed one brought back (same card and AID), as
@@ -597,22 +686,30 @@ impl Store {
     /// The SSDs a partner owns, by card number and AID.
     pub fn ssds_of_owner(&self, owner: &str) -> Result<Vec<SsdRecord>, StoreError> {
         self.with_conn(|c| {
-            let keys = c
-                .query(
-                    "SELECT card_number, aid FROM ssds WHERE owner = $1 ORDER BY card_number, aid",
-                    params![owner],
-                )?
-                .iter()
-                .map(|r| Ok((r.text(0)?, r.bytes(1)?)))
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            let mut out = Vec::with_capacity(keys.len());
-            for (n, a) in keys {
-                if let Some(s) = ssd_in(c, &n, &a)? {
-                    out.push(s);
-                }
-            }
-            Ok(out)
+            ssds_where_in(
+                c,
+                "SELECT card_number, aid FROM ssds WHERE owner = $1 ORDER BY card_number, aid",
+                params![owner],
+            )
         })
+    }
+
+    /// Every SSD recorded (every owner's), by card number and AID: what a CI operator
+    /// lists.
+    pub fn ssds(&self) -> Result<Vec<SsdRecord>, StoreError> {
+        self.with_conn(|c| {
+            ssds_where_in(
+                c,
+                "SELECT card_number, aid FROM ssds ORDER BY card_number, aid",
+                params![],
+            )
+        })
+    }
+
+    /// The highest confirmation counter of the Delegated Management receipts recorded for
+    /// a card (GP 2.3.1 §9.1.3.3: one counter per receipt generation domain, the ISD).
+    pub fn last_receipt_counter(&self, card_number: &str) -> Result<Option<u16>, StoreError> {
+        self.with_conn(|c| last_receipt_counter_in(c, card_number))
     }
 
     /// The key versions that fall due at `at_ms`: compromised ones, and active ones that

@@ -291,12 +291,24 @@ impl CardIssuerLink for DirectLink {
     fn sign_token(&self, req: &TokenRequest) -> tsm::Result<Vec<u8>> {
         self.direct(|ci| ci.sign_token(&self.partner, req))
     }
+    fn check_receipt(
+        &self,
+        card_number: &str,
+        aid: &str,
+        operation: &gp::dm::ReceiptContext,
+        confirmation: &[u8],
+    ) -> tsm::Result<SsdRecord> {
+        self.direct(|ci| ci.check_receipt(&self.partner, card_number, aid, operation, confirmation))
+    }
 }
 
 // ---- the two platforms ------------------------------------------------------------------
 
 /// The partner's SSD AID prefix.
 pub const PREFIX: &str = "A000000151BA";
+
+/// The cards' Receipt Generation key (the ISD's KVN 71), known to the CI.
+pub const RECEIPT_KEY: [u8; 16] = [0x71; 16];
 
 /// The CI's Delegated Management token key (a public test vector of the gp crate).
 pub fn token_key() -> gp::dm::DmSigningKey {
@@ -342,6 +354,7 @@ impl SsdPlatforms {
                 CiConfig {
                     lease: Duration::ZERO,
                     token_signer: Some(signer),
+                    receipt_key: Some(gp::dm::ReceiptKey::aes(&RECEIPT_KEY).expect("AES key")),
                     ..CiConfig::default()
                 },
             )

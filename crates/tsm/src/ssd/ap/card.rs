@@ -42,6 +42,7 @@ impl ApRun<'_, '_> {
         let link = &self.ap.link;
         let mut last: Option<Vec<u8>> = None;
         let mut n = 0u32;
+        let mut resets = 0u32;
         loop {
             match link.exchange(job, last.as_deref())? {
                 Exchange::Done => break,
@@ -50,6 +51,13 @@ impl ApRun<'_, '_> {
                     let r = self.client.channel_mut().transmit_raw(&c)?;
                     n += 1;
                     last = Some(r);
+                }
+                Exchange::Reset => {
+                    // A warm reset asked by the CI's flow; its answer is the new ATR.
+                    let chan = self.client.channel_mut();
+                    chan.reset()?;
+                    last = Some(chan.atr());
+                    resets += 1;
                 }
             }
         }
@@ -75,7 +83,7 @@ impl ApRun<'_, '_> {
         let aid = self.aid;
         let ci_key = ci.current_key().cloned();
         Ok((
-            json!({"ci_job": job, "commands": n, "ci_state": ci.state}),
+            json!({"ci_job": job, "commands": n, "resets": resets, "ci_state": ci.state}),
             Box::new(move |c| {
                 rec::set_ssd_state_in(c, &card_number, aid.as_bytes(), want)?;
                 // A CI-held key set (delegated model), recorded for the renewal schedule.

@@ -89,6 +89,16 @@ pub trait CardIssuerLink: Send + Sync {
     ) -> Result<SsdRecord>;
     /// A Delegated Management token for an INSTALL or DELETE.
     fn sign_token(&self, req: &TokenRequest) -> Result<Vec<u8>>;
+    /// Hands the CI a receipt the card gave for a delegated operation (`confirmation`:
+    /// the confirmation structure as the card answered; `operation`: what it confirms);
+    /// the CI verifies it with the card's receipt key and records it.
+    fn check_receipt(
+        &self,
+        card_number: &str,
+        aid: &str,
+        operation: &gp::dm::ReceiptContext,
+        confirmation: &[u8],
+    ) -> Result<SsdRecord>;
 }
 
 /// What the AP needs to replace the initial keys inside an SCP11a session with the SSD
@@ -511,6 +521,66 @@ impl ApPlatform {
     /// A Delegated Management token for a command on its delegated SSD (from the CI).
     pub fn sign_token(&self, req: &TokenRequest) -> Result<Vec<u8>> {
         self.link.sign_token(req)
+    }
+
+    /// Forwards to the CI a receipt the card gave for a delegated operation on one of its
+    /// SSDs (flow 2: the card's proof of a load, install, extradition or deletion done
+    /// with the CI's tokens); once the CI verified it, records it in its own history of
+    /// the SSD (if it records the SSD) and its audit log. Returns the CI's record.
+    pub fn forward_receipt(
+        &self,
+        card_number: &str,
+        aid: &str,
+        operation: &gp::dm::ReceiptContext,
+        confirmation: &[u8],
+    ) -> Result<SsdRecord> {
+        let a = parse_aid(aid)?;
+        let ci = match self
+            .link
+            .check_receipt(card_number, &a.to_hex(), operation, confirmation)
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let entry = NewEntry::new(&self.actor(), "ssd.receipt", "refused")
+                    .card(card_number)
+                    .detail(json!({"aid": a.to_hex(), "operation": operation.name(),
+                                   "error": e.to_string()}));
+                return Err(match self.store.audit_append(&entry) {
+                    Ok(_) => e,
+                    Err(s) => s.into(),
+                });
+            }
+        };
+        let counter = gp::dm::Confirmation::parse(confirmation)
+            .ok()
+            .flatten()
+            .map(|c| c.counter);
+        let verified = ci
+            .receipts
+            .iter()
+            .find(|r| Some(r.counter) == counter)
+            .cloned();
+        if let (Some(r), true) = (
+            verified,
+            self.store.ssd(card_number, a.as_bytes())?.is_some(),
+        ) {
+            self.store.tx(|c| -> Result<()> {
+                if rec::last_receipt_counter_in(c, card_number)?.is_some_and(|l| l >= r.counter) {
+                    return Ok(());
+                }
+                rec::add_receipt_in(c, card_number, a.as_bytes(), &r, confirmation)?;
+                append_in(
+                    c,
+                    &NewEntry::new(&self.actor(), "ssd.receipt", "ok")
+                        .card(card_number)
+                        .detail(json!({"aid": a.to_hex(), "operation": r.operation,
+                                       "object": r.object, "counter": r.counter,
+                                       "receipt": apdu::hex(&r.receipt)})),
+                )?;
+                Ok(())
+            })?;
+        }
+        Ok(ci)
     }
 
     /// Opens a secure channel with one of its SSDs (authorized model) with its current

@@ -22,6 +22,7 @@
 //! running a job again finishes it.
 
 mod card;
+mod receipts;
 mod renewal;
 use card::CardRun;
 
@@ -43,8 +44,8 @@ use super::auth::{self, Refusal};
 use super::job::{none, Effects, JobRun};
 use super::keys::{new_label, KeySetStore, TransportPublicKey, WrappedKeySet};
 use super::model::{
-    DueRenewal, KeyHolder, KeyState, Partner, Renewal, Rotation, SsdKeyVersion, SsdModel,
-    SsdRecord, SsdRequest, SsdState,
+    DmReceipt, DueRenewal, KeyHolder, KeyState, Partner, Renewal, Rotation, SsdKeyVersion,
+    SsdModel, SsdRecord, SsdRequest, SsdState,
 };
 use super::session::{open_with, Candidate};
 use super::Clock;
@@ -80,6 +81,9 @@ pub struct CiConfig {
     /// The Delegated Management token key (its public half is KVN 70 on the card), for
     /// the delegated model.
     pub token_signer: Option<Arc<dyn gp::dm::Signer + Send + Sync>>,
+    /// The card's Receipt Generation key (KVN 71 of the ISD, which only the card issuer
+    /// knows), for the receipts of the delegated model ([`CiPlatform::check_receipt`]).
+    pub receipt_key: Option<gp::dm::ReceiptKey>,
 }
 
 impl fmt::Debug for CiConfig {
@@ -92,6 +96,7 @@ impl fmt::Debug for CiConfig {
             .field("key_kind", &self.key_kind)
             .field("key_len", &self.key_len)
             .field("token_signer", &self.token_signer.is_some())
+            .field("receipt_key", &self.receipt_key.is_some())
             .finish()
     }
 }
@@ -107,6 +112,7 @@ impl Default for CiConfig {
             key_kind: KeyKind::Aes,
             key_len: 16,
             token_signer: None,
+            receipt_key: None,
         }
     }
 }
