@@ -157,6 +157,11 @@ fn platform_drives_a_card_through_a_terminal() {
     let mut cl = open(chan).unwrap();
     let reg = gpclient::ops::registry(&mut cl).unwrap();
     assert_eq!(reg.isd[0].aid, gp::aid::ISD_AID);
+    // One job per reader: no second channel while the first is out.
+    assert!(matches!(
+        p.hub.channel("desk-1", READER),
+        Err(HubError::Busy { .. })
+    ));
 
     // A reader the terminal does not have, a terminal that is not there.
     assert!(matches!(
@@ -188,6 +193,9 @@ fn platform_drives_a_card_through_a_terminal() {
         p.hub.channel("desk-1", READER),
         Err(HubError::NoCard { .. })
     ));
+
+    // The reader is given back with the channel.
+    drop(cl);
 
     // The terminal goes away: requests fail at once instead of hanging.
     agent.present.store(true, Ordering::SeqCst);

@@ -151,6 +151,9 @@ pub fn refusal_of_code(code: &str) -> Option<tsm::ssd::auth::Refusal> {
 
 impl From<HubError> for ApiError {
     fn from(e: HubError) -> Self {
+        if matches!(e, HubError::Busy { .. }) {
+            return ApiError::new(StatusCode::CONFLICT, "reader_busy", e.to_string());
+        }
         ApiError::new(StatusCode::NOT_FOUND, "terminal", e.to_string())
     }
 }
