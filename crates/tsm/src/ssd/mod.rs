@@ -43,7 +43,7 @@ use std::sync::Arc;
 
 pub use ap::{ApConfig, ApPlatform, CardIssuerLink, Scp11Rotation};
 pub use ci::{model_privileges, CiConfig, CiPlatform, TokenRequest};
-pub use contact::{CiContact, ContactReport, ContactResult, RenewAtContact};
+pub use contact::{CiContact, ContactRenewal, ContactReport, ContactResult, RenewAtContact};
 pub use keys::{KeySetInfo, KeySetStore, TransportPublicKey, WrappedKeySet};
 pub use model::{
     CardRange, DueRenewal, Exchange, KeyHolder, KeyPolicy, KeyState, NewPartner, Partner, Renewal,
