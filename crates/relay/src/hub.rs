@@ -264,6 +264,27 @@ impl Hub {
         })
     }
 
+    /// Like [`Hub::channel`], but a reader another job holds is waited for, up to `wait`
+    /// (then [`HubError::Busy`]): what API requests use, so that a short job in the reader
+    /// (the renewal at contact identifying a card that just came in) delays them instead
+    /// of refusing them.
+    pub async fn channel_when_free(
+        &self,
+        terminal: &str,
+        reader: &str,
+        wait: Duration,
+    ) -> Result<RelayChannel, HubError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.channel(terminal, reader) {
+                Err(HubError::Busy { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn register(&self, t: Arc<Terminal>) {
         if let Ok(mut m) = self.terminals.lock() {
             if let Some(old) = m.insert(t.id.clone(), t) {

@@ -8,8 +8,8 @@
 //!
 //! One card at a time: the task waits for each contact to end before the next. A reader
 //! another job holds (an operator's API request) is left until it is given back: the hub
-//! lends a reader to one channel at a time ([`relay::hub::HubError::Busy`]), and an API
-//! request meeting a reader the task holds answers 409.
+//! lends a reader to one channel at a time ([`relay::hub::HubError::Busy`]); an API
+//! request meeting a reader the task holds waits for it ([`READER_WAIT`], then 409).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 
 use relay::hub::{Hub, HubError};
 use tsm::ssd::{ContactResult, RenewAtContact};
+
+/// How long an API request waits for a reader another job holds (the renewal at contact
+/// of the card in it) before it answers 409.
+pub const READER_WAIT: Duration = Duration::from_secs(60);
 
 /// How often the task looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -615,7 +615,14 @@ async fn run_job(
         Ok(req)
     })
     .await?;
-    let mut chan = api.hub.channel(&reader.terminal, &reader.reader)?;
+    let mut chan = api
+        .hub
+        .channel_when_free(
+            &reader.terminal,
+            &reader.reader,
+            crate::contact::READER_WAIT,
+        )
+        .await?;
     let out = blocking(move || api.issuer.execute(&actor, &req, &mut chan)).await?;
     Ok(Json(out.into()))
 }
@@ -705,7 +712,14 @@ async fn resume(
     let actor = caller.principal.actor();
     let (api2, actor2, number2) = (api.clone(), actor.clone(), card_number.clone());
     blocking(move || api2.issuer.authorise_resume(&actor2, &number2)).await?;
-    let mut chan = api.hub.channel(&reader.terminal, &reader.reader)?;
+    let mut chan = api
+        .hub
+        .channel_when_free(
+            &reader.terminal,
+            &reader.reader,
+            crate::contact::READER_WAIT,
+        )
+        .await?;
     let out = blocking(move || api.issuer.resume(&actor, &card_number, &mut chan)).await?;
     Ok(Json(out.into()))
 }
