@@ -229,8 +229,13 @@ fn before(
         .find(|j| matches!(j.state, JobState::Pending | JobState::Running))
     {
         let same = job_aid(open).is_some_and(|a| a.eq_ignore_ascii_case(aid));
+        // Pending (interrupted), or running under a lease that ran out (its worker died).
+        let abandoned = open.state == JobState::Pending
+            || open
+                .lease_until_ms
+                .is_some_and(|until| until < crate::model::now_ms());
         return Ok(
-            if open.state == JobState::Pending && same && is_ssd_job(open.kind) && resumable(open) {
+            if abandoned && same && is_ssd_job(open.kind) && resumable(open) {
                 Before::Resume(open.id)
             } else {
                 Before::Skip(ContactResult::Busy { job: open.id })
