@@ -204,6 +204,31 @@ fn platform_drives_a_card_through_a_terminal() {
             .first()
             .is_some_and(|t| t.readers[0].card_present)
     });
+    // An API request waits for a reader another job holds, up to a limit.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let first = p.hub.channel("desk-1", READER).unwrap();
+    let short = rt.block_on(
+        p.hub
+            .channel_when_free("desk-1", READER, Duration::from_millis(60)),
+    );
+    assert!(matches!(short, Err(HubError::Busy { .. })));
+    let giver = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        drop(first);
+    });
+    let t0 = Instant::now();
+    let second = rt
+        .block_on(
+            p.hub
+                .channel_when_free("desk-1", READER, Duration::from_secs(10)),
+        )
+        .unwrap();
+    assert!(t0.elapsed() >= Duration::from_millis(100), "it waited");
+    giver.join().unwrap();
+    drop(second);
     let mut chan = p.hub.channel("desk-1", READER).unwrap();
     drop(agent);
     wait_for(&p.hub, |h| h.terminals().is_empty());
