@@ -15,6 +15,7 @@ mod scp11_cmd;
 mod serve;
 mod sim;
 mod ssd_cmd;
+mod ssd_contact;
 mod ssd_serve;
 mod terminal;
 

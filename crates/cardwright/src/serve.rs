@@ -101,6 +101,17 @@ pub struct ServeArgs {
     /// terminals' relay). Needs --db sqlite:/postgres: and operator tokens.
     #[arg(long, value_enum)]
     pub role: Option<PlatformRole>,
+    /// --role: renew at the next contact through a terminal (the default): every card that
+    /// appears in a reader of the platform's terminals (`ap`: its relay; `ci`: with
+    /// --issuance, its desks) has its SSD key sets that fall due or are compromised renewed.
+    #[arg(long, overrides_with = "no_renew_at_contact")]
+    pub renew_at_contact: bool,
+    /// --role: no renewal at contact (operators renew with `ssd renew`).
+    #[arg(long, overrides_with = "renew_at_contact")]
+    pub no_renew_at_contact: bool,
+    /// --role: a card that stays in its reader is looked at again after SECS seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    pub renew_scan_every: u64,
     /// Serve HTTPS with this certificate chain (PEM, leaf first).
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -359,6 +370,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
             println!("{}: {scheme}://{addr}{}", ssd.what, ssd.document);
             if let Some(api) = &ssd.partner_api {
                 crate::ssd_serve::refresh_partners_periodically(api.clone());
+            }
+            if let Some(c) = ssd.contact {
+                server::contact::spawn(c.hub, c.platform, c.config);
             }
             verifier = ssd.verifier;
             app = app.merge(ssd.routes);

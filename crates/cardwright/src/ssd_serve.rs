@@ -38,6 +38,8 @@ pub struct Ssd {
     pub verifier: Option<Arc<PartnerCertVerifier>>,
     /// CI: the partner API (its partner roots are refreshed while serving).
     pub partner_api: Option<Arc<PartnerApi>>,
+    /// The renewal at contact to start, if on ([`crate::ssd_contact`]).
+    pub contact: Option<crate::ssd_contact::Contact>,
 }
 
 /// The SSD key sets in the platform's key store (`--keystore`: software file or PKCS#11).
@@ -107,6 +109,7 @@ pub fn build(
                 config.receipt_key = Some(receipt_key(spec)?);
             }
             let ci = Arc::new(CiPlatform::new(issuer, key_sets(&a.keystore)?, config));
+            let contact = crate::ssd_contact::ci(a, &ci, ci_terminals.as_ref());
             // With --issuance, the CI's own terminals run SSD jobs at its desks too.
             let api = match ci_terminals {
                 Some(hub) => PartnerApi::with_terminals(
@@ -137,6 +140,7 @@ pub fn build(
                 routes: server::partner::routes(api.clone()),
                 verifier: Some(verifier),
                 partner_api: Some(api),
+                contact,
             })
         }
         PlatformRole::Ap => {
@@ -176,6 +180,7 @@ pub fn build(
             Ok(Ssd {
                 what: "application provider's SSD API and terminal relay",
                 document: "/api/openapi-ap.json",
+                contact: crate::ssd_contact::ap(a, &api),
                 routes: server::ap::routes(api),
                 verifier: None,
                 partner_api: None,

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
@@ -117,12 +117,38 @@ pub enum HubError {
         /// The reader.
         reader: String,
     },
+    /// Another job has the reader (one [`RelayChannel`] per reader at a time).
+    #[error("reader '{reader}' of terminal '{terminal}' is in use by another job")]
+    Busy {
+        /// The terminal.
+        terminal: String,
+        /// The reader.
+        reader: String,
+    },
+}
+
+/// The readers lent out, as (terminal, reader).
+type Lent = Arc<Mutex<HashSet<(String, String)>>>;
+
+/// A reader lent to one [`RelayChannel`]: given back when the channel is dropped.
+struct ReaderClaim {
+    lent: Lent,
+    key: (String, String),
+}
+
+impl Drop for ReaderClaim {
+    fn drop(&mut self) {
+        if let Ok(mut l) = self.lent.lock() {
+            l.remove(&self.key);
+        }
+    }
 }
 
 /// The registry of connected terminals.
 pub struct Hub {
     auth: Arc<dyn TerminalAuth>,
     terminals: Mutex<HashMap<String, Arc<Terminal>>>,
+    lent: Lent,
     timeout: Duration,
 }
 
@@ -141,6 +167,7 @@ impl Hub {
         Arc::new(Self {
             auth,
             terminals: Mutex::new(HashMap::new()),
+            lent: Arc::default(),
             timeout,
         })
     }
@@ -183,7 +210,9 @@ impl Hub {
     }
 
     /// A channel to the card in `reader` of `terminal`. Its `transmit` blocks: call it from a
-    /// blocking thread (`tokio::task::spawn_blocking`), never from an async task.
+    /// blocking thread (`tokio::task::spawn_blocking`), never from an async task. The reader
+    /// is lent to this channel alone until it is dropped: meanwhile every other caller
+    /// (an API request, the renewal at contact) gets [`HubError::Busy`].
     pub fn channel(&self, terminal: &str, reader: &str) -> Result<RelayChannel, HubError> {
         let t = self
             .terminals
@@ -211,12 +240,49 @@ impl Hub {
             .as_deref()
             .and_then(|a| apdu::parse_hex(a).ok())
             .unwrap_or_default();
+        let key = (terminal.to_string(), reader.to_string());
+        let claimed = self
+            .lent
+            .lock()
+            .map(|mut l| l.insert(key.clone()))
+            .unwrap_or(false);
+        if !claimed {
+            return Err(HubError::Busy {
+                terminal: terminal.into(),
+                reader: reader.into(),
+            });
+        }
         Ok(RelayChannel {
             terminal: t,
             reader: reader.to_string(),
             atr,
             timeout: self.timeout,
+            _claim: ReaderClaim {
+                lent: self.lent.clone(),
+                key,
+            },
         })
+    }
+
+    /// Like [`Hub::channel`], but a reader another job holds is waited for, up to `wait`
+    /// (then [`HubError::Busy`]): what API requests use, so that a short job in the reader
+    /// (the renewal at contact identifying a card that just came in) delays them instead
+    /// of refusing them.
+    pub async fn channel_when_free(
+        &self,
+        terminal: &str,
+        reader: &str,
+        wait: Duration,
+    ) -> Result<RelayChannel, HubError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.channel(terminal, reader) {
+                Err(HubError::Busy { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                other => return other,
+            }
+        }
     }
 
     fn register(&self, t: Arc<Terminal>) {
@@ -357,6 +423,7 @@ pub struct RelayChannel {
     reader: String,
     atr: Vec<u8>,
     timeout: Duration,
+    _claim: ReaderClaim,
 }
 
 impl fmt::Debug for RelayChannel {

@@ -157,6 +157,11 @@ fn platform_drives_a_card_through_a_terminal() {
     let mut cl = open(chan).unwrap();
     let reg = gpclient::ops::registry(&mut cl).unwrap();
     assert_eq!(reg.isd[0].aid, gp::aid::ISD_AID);
+    // One job per reader: no second channel while the first is out.
+    assert!(matches!(
+        p.hub.channel("desk-1", READER),
+        Err(HubError::Busy { .. })
+    ));
 
     // A reader the terminal does not have, a terminal that is not there.
     assert!(matches!(
@@ -189,6 +194,9 @@ fn platform_drives_a_card_through_a_terminal() {
         Err(HubError::NoCard { .. })
     ));
 
+    // The reader is given back with the channel.
+    drop(cl);
+
     // The terminal goes away: requests fail at once instead of hanging.
     agent.present.store(true, Ordering::SeqCst);
     wait_for(&p.hub, |h| {
@@ -196,6 +204,31 @@ fn platform_drives_a_card_through_a_terminal() {
             .first()
             .is_some_and(|t| t.readers[0].card_present)
     });
+    // An API request waits for a reader another job holds, up to a limit.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let first = p.hub.channel("desk-1", READER).unwrap();
+    let short = rt.block_on(
+        p.hub
+            .channel_when_free("desk-1", READER, Duration::from_millis(60)),
+    );
+    assert!(matches!(short, Err(HubError::Busy { .. })));
+    let giver = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        drop(first);
+    });
+    let t0 = Instant::now();
+    let second = rt
+        .block_on(
+            p.hub
+                .channel_when_free("desk-1", READER, Duration::from_secs(10)),
+        )
+        .unwrap();
+    assert!(t0.elapsed() >= Duration::from_millis(100), "it waited");
+    giver.join().unwrap();
+    drop(second);
     let mut chan = p.hub.channel("desk-1", READER).unwrap();
     drop(agent);
     wait_for(&p.hub, |h| h.terminals().is_empty());

@@ -164,7 +164,10 @@ async fn request(
     State(api): Shared,
     extract::Json(body): extract::Json<ApSsdRequestBody>,
 ) -> Result<Json<ApJobDone>, ApiError> {
-    let mut chan = api.hub.channel(&body.terminal, &body.reader)?;
+    let mut chan = api
+        .hub
+        .channel_when_free(&body.terminal, &body.reader, crate::contact::READER_WAIT)
+        .await?;
     blocking(move || {
         let req = tsm::ssd::SsdRequest {
             card_number: body.card_number,
@@ -227,7 +230,10 @@ async fn renew(
             "terminal and reader are required: the card is renewed in a reader",
         ));
     };
-    let mut chan = api.hub.channel(terminal, reader)?;
+    let mut chan = api
+        .hub
+        .channel_when_free(terminal, reader, crate::contact::READER_WAIT)
+        .await?;
     blocking(move || {
         if body.force {
             let ssd = api

@@ -152,6 +152,9 @@ pub fn refusal_of_code(code: &str) -> Option<tsm::ssd::auth::Refusal> {
 
 impl From<HubError> for ApiError {
     fn from(e: HubError) -> Self {
+        if matches!(e, HubError::Busy { .. }) {
+            return ApiError::new(StatusCode::CONFLICT, "reader_busy", e.to_string());
+        }
         ApiError::new(StatusCode::NOT_FOUND, "terminal", e.to_string())
     }
 }
@@ -613,7 +616,14 @@ async fn run_job(
         Ok(req)
     })
     .await?;
-    let mut chan = api.hub.channel(&reader.terminal, &reader.reader)?;
+    let mut chan = api
+        .hub
+        .channel_when_free(
+            &reader.terminal,
+            &reader.reader,
+            crate::contact::READER_WAIT,
+        )
+        .await?;
     let out = blocking(move || api.issuer.execute(&actor, &req, &mut chan)).await?;
     Ok(Json(out.into()))
 }
@@ -703,7 +713,14 @@ async fn resume(
     let actor = caller.principal.actor();
     let (api2, actor2, number2) = (api.clone(), actor.clone(), card_number.clone());
     blocking(move || api2.issuer.authorise_resume(&actor2, &number2)).await?;
-    let mut chan = api.hub.channel(&reader.terminal, &reader.reader)?;
+    let mut chan = api
+        .hub
+        .channel_when_free(
+            &reader.terminal,
+            &reader.reader,
+            crate::contact::READER_WAIT,
+        )
+        .await?;
     let out = blocking(move || api.issuer.resume(&actor, &card_number, &mut chan)).await?;
     Ok(Json(out.into()))
 }

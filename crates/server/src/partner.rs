@@ -1230,7 +1230,9 @@ async fn run_job(
             "this card issuer platform has no terminals of its own (serve --issuance)",
         ));
     };
-    let mut chan = hub.channel(&body.terminal, &body.reader)?;
+    let mut chan = hub
+        .channel_when_free(&body.terminal, &body.reader, crate::contact::READER_WAIT)
+        .await?;
     blocking(move || {
         let ssd = api.ci.run(job, &mut chan)?;
         Ok(Json(SsdView::from(&ssd)))

@@ -59,6 +59,7 @@
 //!   initial KVN.
 
 mod exec;
+pub(crate) use exec::chip_id;
 mod plan;
 
 use std::collections::HashSet;

@@ -30,6 +30,7 @@
 pub mod ap;
 pub mod auth;
 pub mod ci;
+pub mod contact;
 mod job;
 pub mod keys;
 pub mod model;
@@ -42,6 +43,7 @@ use std::sync::Arc;
 
 pub use ap::{ApConfig, ApPlatform, CardIssuerLink, Scp11Rotation};
 pub use ci::{model_privileges, CiConfig, CiPlatform, TokenRequest};
+pub use contact::{CiContact, ContactRenewal, ContactReport, ContactResult, RenewAtContact};
 pub use keys::{KeySetInfo, KeySetStore, TransportPublicKey, WrappedKeySet};
 pub use model::{
     CardRange, DmReceipt, DueRenewal, Exchange, KeyHolder, KeyPolicy, KeyState, NewPartner,

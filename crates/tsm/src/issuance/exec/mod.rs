@@ -8,6 +8,7 @@
 
 mod journal;
 mod session;
+pub(crate) use session::chip_id;
 mod steps;
 
 use apdu::Status;

@@ -9,7 +9,7 @@ fn spec_of(keys: &StaticKeys, kvn: u8) -> KeySpec {
 
 /// Chip identity from the CPLC (GP 2.3.1 §H.6): IC fabricator, IC type, IC serial number,
 /// IC batch identifier.
-fn chip_id(cplc: &Cplc) -> Vec<u8> {
+pub(crate) fn chip_id(cplc: &Cplc) -> Vec<u8> {
     let mut v = Vec::with_capacity(10);
     v.extend_from_slice(&cplc.ic_fabricator);
     v.extend_from_slice(&cplc.ic_type);

@@ -221,7 +221,7 @@ pub struct ApPlatform {
     keys: Arc<dyn KeySetStore>,
     link: Arc<dyn CardIssuerLink>,
     config: ApConfig,
-    clock: Clock,
+    pub(super) clock: Clock,
 }
 
 impl fmt::Debug for ApPlatform {

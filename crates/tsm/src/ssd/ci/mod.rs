@@ -204,7 +204,7 @@ pub struct CiPlatform {
     issuer: Issuer,
     keys: Arc<dyn KeySetStore>,
     config: CiConfig,
-    clock: Clock,
+    pub(super) clock: Clock,
 }
 
 impl fmt::Debug for CiPlatform {
