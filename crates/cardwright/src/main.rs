@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod api_answer;
 mod audit_cmd;
 mod bench;
 mod card_cmd;

@@ -233,27 +233,7 @@ impl Api {
             req = req.header("Authorization", &format!("Bearer {t}"));
         }
         let resp = req.send_json(body).with_context(|| format!("POST {url}"))?;
-        Self::answer(&url, resp)
-    }
-
-    fn answer(url: &str, mut resp: ureq::http::Response<ureq::Body>) -> Result<Value> {
-        let status = resp.status();
-        let text = resp
-            .body_mut()
-            .read_to_string()
-            .with_context(|| format!("reading the answer of {url}"))?;
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if status.is_success() {
-            return Ok(value);
-        }
-        match (value.get("error"), value.get("reason")) {
-            (Some(code), Some(reason)) => Err(anyhow!(
-                "{} ({})",
-                reason.as_str().unwrap_or_default(),
-                code.as_str().unwrap_or_default()
-            )),
-            _ => Err(anyhow!("{url} answered HTTP {status}")),
-        }
+        crate::api_answer::json(&url, resp)
     }
 }
 
