@@ -79,7 +79,7 @@ use super::{
     x963_kdf_sha256, KeySetInfo, KeySetStore, KeyUsage, TransportPublicKey, WrappedKeySet, KEK_LEN,
 };
 use crate::agreement::{ecka_label, AgreementKeyStore, EckaCurve};
-use crate::pkcs11::{key_type, Pkcs11KeyStore, SecretTemplate, TempObject};
+use crate::pkcs11::{key_type, labelled_token_objects, Pkcs11KeyStore, SecretTemplate, TempObject};
 use crate::types::{check_len, from_unix, now_secs, unix};
 use crate::Error;
 use cryptoki::error::{Error as CkError, RvError};
@@ -629,25 +629,10 @@ impl KeySetStore for Pkcs11KeyStore {
     fn list_key_sets(&self) -> Result<Vec<KeySetInfo>, Error> {
         let _admin = self.lock();
         let s = self.session()?;
-        let handles = s
-            .find_objects(&[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::Token(true),
-            ])
-            .map_err(|e| Error::pkcs11("C_FindObjects", "secret keys", e))?;
         let mut labels = BTreeMap::new();
-        for h in handles {
-            let attrs = s
-                .get_attributes(h, &[AttributeType::Label])
-                .map_err(|e| Error::pkcs11("C_GetAttributeValue", "key label", e))?;
-            for a in attrs {
-                if let Attribute::Label(l) = a {
-                    if let Some((label, _)) =
-                        std::str::from_utf8(&l).ok().and_then(parse_object_label)
-                    {
-                        labels.insert(label, ());
-                    }
-                }
+        for (_, l) in labelled_token_objects(&s, ObjectClass::SECRET_KEY, "secret keys")? {
+            if let Some((label, _)) = parse_object_label(&l) {
+                labels.insert(label, ());
             }
         }
         let mut out = Vec::with_capacity(labels.len());
