@@ -614,24 +614,9 @@ pub(crate) fn shared_info_for(prefix: &[u8], usage: KeyUsage) -> Vec<u8> {
     si
 }
 
-/// The ANSI X9.63 key derivation function with SHA-256 (SEC 1 v2 §3.6.1, NIST SP 800-135
-/// §4.1): `SHA-256(Z ‖ counter ‖ SharedInfo)` for counter = 1, 2, … (32-bit big-endian),
-/// concatenated and cut to `len` bytes. (RustCrypto's `ansi-x963-kdf` is still a release
-/// candidate, so the ten lines are here, checked against the NIST CAVS vectors.)
-pub fn x963_kdf_sha256(z: &[u8], shared_info: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
-    let mut out = Zeroizing::new(Vec::with_capacity(len + 32));
-    let mut counter = 1u32;
-    while out.len() < len {
-        let mut h = Sha256::new();
-        h.update(z);
-        h.update(counter.to_be_bytes());
-        h.update(shared_info);
-        out.extend_from_slice(&h.finalize());
-        counter = counter.wrapping_add(1);
-    }
-    out.truncate(len);
-    out
-}
+/// The ANSI X9.63 KDF with SHA-256 of the transport scheme: one implementation, `scp`'s
+/// (also the SCP11 key derivation).
+pub use scp::scp11::x963_kdf_sha256;
 
 /// RFC 3394 wrap under an AES-256 KEK.
 fn kw_wrap(kek: &[u8], key: &[u8]) -> Result<Vec<u8>, Error> {
