@@ -199,20 +199,7 @@ impl StoreConfig {
         &self,
         master: Option<MasterKey>,
     ) -> Result<Box<dyn SigningKeyStore>, Error> {
-        match self {
-            StoreConfig::Software {
-                path,
-                master_key_file,
-            } => {
-                let master = match (master, master_key_file) {
-                    (Some(m), _) => m,
-                    (None, Some(file)) => MasterKey::from_file(file)?,
-                    (None, None) => MasterKey::from_env()?,
-                };
-                Ok(Box::new(SoftwareKeyStore::open_or_create(path, master)?))
-            }
-            StoreConfig::Pkcs11(c) => Ok(Box::new(Pkcs11KeyStore::open(c)?)),
-        }
+        self.open_as(master, |s| Box::new(s) as _, |p| Box::new(p) as _)
     }
 }
 

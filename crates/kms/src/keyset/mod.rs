@@ -136,9 +136,6 @@ pub(crate) use software::StoredKeySet;
 
 use crate::agreement::{AgreementKey, AgreementKeyStore};
 use crate::config::StoreConfig;
-use crate::master::MasterKey;
-use crate::pkcs11::Pkcs11KeyStore;
-use crate::software::SoftwareKeyStore;
 use crate::Error;
 use aes_kw::KwAes256;
 use hmac::KeyInit;
@@ -838,19 +835,7 @@ impl StoreConfig {
     /// Opens the configured store as a key set store (a software keystore that does not
     /// exist yet is created).
     pub fn open_key_sets(&self) -> Result<Arc<dyn KeySetStore>, Error> {
-        match self {
-            StoreConfig::Software {
-                path,
-                master_key_file,
-            } => {
-                let master = match master_key_file {
-                    Some(file) => MasterKey::from_file(file)?,
-                    None => MasterKey::from_env()?,
-                };
-                Ok(Arc::new(SoftwareKeyStore::open_or_create(path, master)?))
-            }
-            StoreConfig::Pkcs11(c) => Ok(Arc::new(Pkcs11KeyStore::open(c)?)),
-        }
+        self.open_as(None, |s| Arc::new(s) as _, |p| Arc::new(p) as _)
     }
 }
 
