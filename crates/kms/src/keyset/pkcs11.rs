@@ -127,6 +127,25 @@ fn decode_id(id: &[u8]) -> Option<([u8; 3], usize, SystemTime)> {
     Some((kcv, usize::from(rest[3]), from_unix(created)))
 }
 
+/// The template of a session AES key that can wrap (`wrap`) or unwrap only, never leaves
+/// the token and is gone with the session: the transfer key and the KEKs. The caller adds
+/// `CKA_VALUE` or `CKA_VALUE_LEN`.
+fn session_aes_template(wrap: bool, label: &str) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Wrap(wrap),
+        Attribute::Unwrap(!wrap),
+        Attribute::Encrypt(false),
+        Attribute::Decrypt(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ]
+}
+
 /// Where the X9.63 KDF of the transport scheme runs on this token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KdfPlace {
@@ -356,20 +375,8 @@ impl Pkcs11KeyStore {
         wrap: bool,
         what: &str,
     ) -> Result<TempObject<'s>, Error> {
-        let t = SecretTemplate(vec![
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::Token(false),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Wrap(wrap),
-            Attribute::Unwrap(!wrap),
-            Attribute::Encrypt(false),
-            Attribute::Decrypt(false),
-            Attribute::Label(what.as_bytes().to_vec()),
-            Attribute::Value(value.to_vec()),
-        ]);
+        let mut t = SecretTemplate(session_aes_template(wrap, what));
+        t.0.push(Attribute::Value(value.to_vec()));
         let handle = s
             .create_object(&t.0)
             .map_err(|e| Error::pkcs11("C_CreateObject", what, e))?;
@@ -390,32 +397,14 @@ impl Pkcs11KeyStore {
     ) -> Result<Vec<TempObject<'s>>, Error> {
         self.need(MechanismType::ECDH1_DERIVE, "CKM_ECDH1_DERIVE")?;
         self.need(MechanismType::AES_KEY_WRAP, "CKM_AES_KEY_WRAP")?;
-        let kek_template = |label: &str| {
-            vec![
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::ValueLen((KEK_LEN as u64).into()),
-                Attribute::Token(false),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::Wrap(wrap),
-                Attribute::Unwrap(!wrap),
-                Attribute::Encrypt(false),
-                Attribute::Decrypt(false),
-                Attribute::Label(label.as_bytes().to_vec()),
-            ]
-        };
+        let mut kek_template = session_aes_template(wrap, "cw-ks-kek");
+        kek_template.push(Attribute::ValueLen((KEK_LEN as u64).into()));
         let mut keks = Vec::with_capacity(3);
         if self.transport_kdf.get() != Some(&KdfPlace::Host) {
             for u in KeyUsage::ALL {
                 let info = shared_info_for(prefix, u);
                 let params = Ecdh1DeriveParams::new(EcKdf::sha256(&info), peer);
-                match s.derive_key(
-                    &Mechanism::Ecdh1Derive(params),
-                    private,
-                    &kek_template("cw-ks-kek"),
-                ) {
+                match s.derive_key(&Mechanism::Ecdh1Derive(params), private, &kek_template) {
                     Ok(handle) => {
                         let _ = self.transport_kdf.set(KdfPlace::Token);
                         keks.push(TempObject { session: s, handle });
