@@ -260,16 +260,7 @@ pub fn validate_key_set_label(label: &str) -> Result<(), Error> {
             reason,
         })
     };
-    if label.is_empty() || label.len() > 64 {
-        return bad("must be 1 to 64 characters");
-    }
-    if !label
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
-    {
-        return bad("only ASCII letters, digits and -_./ are allowed");
-    }
-    Ok(())
+    crate::types::label_problem(label).map_or(Ok(()), bad)
 }
 
 /// The public half of a recipient's transport key: a P-256 key-agreement key
