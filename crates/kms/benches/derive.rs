@@ -6,10 +6,10 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kms::{KeyKind, KeyStore, MasterKey, SoftwareKeyStore};
 use std::hint::black_box;
-use std::path::Path;
-use std::process::Command;
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+#[path = "../tests/common/softhsm.rs"]
+mod softhsm;
+use softhsm::MODULE;
 
 fn run(c: &mut Criterion, name: &str, store: &dyn KeyStore) {
     let mut group = c.benchmark_group(name);
@@ -52,46 +52,11 @@ fn software(c: &mut Criterion) {
 }
 
 fn softhsm(c: &mut Criterion) {
-    if !Path::new(MODULE).exists()
-        || Command::new("softhsm2-util")
-            .arg("--version")
-            .output()
-            .is_err()
-    {
-        eprintln!("SoftHSM2 not installed: skipping the PKCS#11 benchmark");
+    if !softhsm::softhsm_installed("the PKCS#11 benchmark") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let ok = Command::new("softhsm2-util")
-        .env("SOFTHSM2_CONF", &conf)
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "cw-bench",
-            "--pin",
-            "1234",
-            "--so-pin",
-            "5678",
-        ])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "softhsm2-util --init-token failed");
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    let pin = dir.path().join("pin");
-    std::fs::write(&pin, "1234").unwrap();
+    let dir = softhsm::make_tokens("cw-kms-bench-derive", &["cw-bench"], "1234");
+    let pin = dir.join("pin");
     let store = kms::open(&format!(
         "pkcs11:{MODULE}?token=cw-bench&pin-file={}",
         pin.display()
@@ -99,6 +64,8 @@ fn softhsm(c: &mut Criterion) {
     .unwrap();
     populate(store.as_ref());
     run(c, "derive/softhsm2", store.as_ref());
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 criterion_group!(benches, software, softhsm);

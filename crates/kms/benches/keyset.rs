@@ -8,11 +8,11 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kms::{KeyKind, KeySetStore, MasterKey, SoftwareKeyStore};
 use std::hint::black_box;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+#[path = "../tests/common/softhsm.rs"]
+mod softhsm;
+use softhsm::MODULE;
 
 fn run(c: &mut Criterion, name: &str, ci: &dyn KeySetStore, ap: &dyn KeySetStore) {
     let recipient = ap.create_transport_key("bench-transport").unwrap();
@@ -59,40 +59,11 @@ fn software(c: &mut Criterion) {
 }
 
 fn softhsm(c: &mut Criterion) {
-    if !Path::new(MODULE).exists()
-        || Command::new("softhsm2-util")
-            .arg("--version")
-            .output()
-            .is_err()
-    {
-        eprintln!("SoftHSM2 not installed: skipping the PKCS#11 benchmark");
+    if !softhsm::softhsm_installed("the PKCS#11 benchmark") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    for label in ["cw-ci", "cw-ap"] {
-        let ok = Command::new("softhsm2-util")
-            .env("SOFTHSM2_CONF", &conf)
-            .args(["--init-token", "--free", "--label", label])
-            .args(["--pin", "1234", "--so-pin", "5678"])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "softhsm2-util --init-token failed");
-    }
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    let pin = dir.path().join("pin");
-    std::fs::write(&pin, "1234").unwrap();
+    let dir = softhsm::make_tokens("cw-kms-bench-keyset", &["cw-ci", "cw-ap"], "1234");
+    let pin = dir.join("pin");
     let open = |token: &str| {
         kms::open_key_sets(&format!(
             "pkcs11:{MODULE}?token={token}&pin-file={}",
@@ -102,6 +73,8 @@ fn softhsm(c: &mut Criterion) {
     };
     let (ci, ap) = (open("cw-ci"), open("cw-ap"));
     run(c, "keyset/softhsm2", ci.as_ref(), ap.as_ref());
+    drop((ci, ap));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 criterion_group!(benches, software, softhsm);

@@ -35,7 +35,6 @@
 
 use crate::config::StoreConfig;
 use crate::keyblob::{BlobKind, SealedKey};
-use crate::master::MasterKey;
 use crate::pkcs11::{KeyProtection, Pkcs11KeyStore};
 use crate::software::{SoftwareKeyStore, State};
 use crate::Error;
@@ -155,19 +154,7 @@ impl StoreConfig {
     /// Opens the configured store as a key-agreement key store (a software keystore that does
     /// not exist yet is created).
     pub fn open_agreement(&self) -> Result<Box<dyn AgreementKeyStore>, Error> {
-        match self {
-            StoreConfig::Software {
-                path,
-                master_key_file,
-            } => {
-                let master = match master_key_file {
-                    Some(file) => MasterKey::from_file(file)?,
-                    None => MasterKey::from_env()?,
-                };
-                Ok(Box::new(SoftwareKeyStore::open_or_create(path, master)?))
-            }
-            StoreConfig::Pkcs11(c) => Ok(Box::new(Pkcs11KeyStore::open(c)?)),
-        }
+        self.open_as(None, |s| Box::new(s) as _, |p| Box::new(p) as _)
     }
 }
 

@@ -282,6 +282,19 @@ impl StoreConfig {
     /// Like [`StoreConfig::open`], with the software master key given by the caller (for
     /// example from the CLI's `--master-key-file`); ignored for PKCS#11.
     pub fn open_with_master(&self, master: Option<MasterKey>) -> Result<Box<dyn KeyStore>, Error> {
+        self.open_as(master, |s| Box::new(s) as _, |p| Box::new(p) as _)
+    }
+
+    /// Opens the configured store (the one place that does) and hands it to `software` or
+    /// `pkcs11`, which box it as the trait the caller wants. A software keystore that does
+    /// not exist yet is created; its master key is `master`, else the configured file, else
+    /// the environment.
+    pub(crate) fn open_as<T>(
+        &self,
+        master: Option<MasterKey>,
+        software: impl FnOnce(SoftwareKeyStore) -> T,
+        pkcs11: impl FnOnce(Pkcs11KeyStore) -> T,
+    ) -> Result<T, Error> {
         match self {
             StoreConfig::Software {
                 path,
@@ -292,9 +305,9 @@ impl StoreConfig {
                     (None, Some(file)) => MasterKey::from_file(file)?,
                     (None, None) => MasterKey::from_env()?,
                 };
-                Ok(Box::new(SoftwareKeyStore::open_or_create(path, master)?))
+                Ok(software(SoftwareKeyStore::open_or_create(path, master)?))
             }
-            StoreConfig::Pkcs11(c) => Ok(Box::new(Pkcs11KeyStore::open(c)?)),
+            StoreConfig::Pkcs11(c) => Ok(pkcs11(Pkcs11KeyStore::open(c)?)),
         }
     }
 }

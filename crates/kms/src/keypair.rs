@@ -1,9 +1,9 @@
 //! Token key pairs found by label, shared by signing keys ([`crate::signing`], labels
 //! `cw-ca:<label>`) and key-agreement keys ([`crate::agreement`], `cw-ecka:<label>`).
 
-use crate::pkcs11::Pkcs11KeyStore;
+use crate::pkcs11::{labelled_token_objects, Pkcs11KeyStore};
 use crate::Error;
-use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 
 impl Pkcs11KeyStore {
@@ -84,26 +84,10 @@ impl Pkcs11KeyStore {
     /// `prefix`; sorted, without duplicates.
     pub(crate) fn private_key_labels(&self, prefix: &str) -> Result<Vec<String>, Error> {
         let s = self.session()?;
-        let handles = s
-            .find_objects(&[
-                Attribute::Class(ObjectClass::PRIVATE_KEY),
-                Attribute::Token(true),
-            ])
-            .map_err(|e| Error::pkcs11("C_FindObjects", "private keys", e))?;
         let mut labels = Vec::new();
-        for h in handles {
-            let attrs = s
-                .get_attributes(h, &[AttributeType::Label])
-                .map_err(|e| Error::pkcs11("C_GetAttributeValue", "key label", e))?;
-            for a in attrs {
-                if let Attribute::Label(l) = a {
-                    if let Some(rest) = std::str::from_utf8(&l)
-                        .ok()
-                        .and_then(|l| l.strip_prefix(prefix))
-                    {
-                        labels.push(rest.to_string());
-                    }
-                }
+        for (_, l) in labelled_token_objects(&s, ObjectClass::PRIVATE_KEY, "private keys")? {
+            if let Some(rest) = l.strip_prefix(prefix) {
+                labels.push(rest.to_string());
             }
         }
         labels.sort();

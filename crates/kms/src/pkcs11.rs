@@ -258,6 +258,32 @@ impl Drop for SecretTemplate {
     }
 }
 
+/// Every token object of `class` with a UTF-8 label, as (handle, label); `what` names the
+/// objects in errors ("secret keys", "private keys").
+pub(crate) fn labelled_token_objects(
+    s: &Session,
+    class: ObjectClass,
+    what: &str,
+) -> Result<Vec<(ObjectHandle, String)>, Error> {
+    let handles = s
+        .find_objects(&[Attribute::Class(class), Attribute::Token(true)])
+        .map_err(|e| Error::pkcs11("C_FindObjects", what, e))?;
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        let attrs = s
+            .get_attributes(h, &[AttributeType::Label])
+            .map_err(|e| Error::pkcs11("C_GetAttributeValue", "key label", e))?;
+        let label = attrs.into_iter().find_map(|a| match a {
+            Attribute::Label(l) => String::from_utf8(l).ok(),
+            _ => None,
+        });
+        if let Some(l) = label {
+            out.push((h, l));
+        }
+    }
+    Ok(out)
+}
+
 fn label(category: &str, version: u32) -> String {
     format!("{LABEL_PREFIX}{category}:{version}")
 }
@@ -739,22 +765,8 @@ impl Pkcs11KeyStore {
     /// [`KeyStore::list_at`] with the token lock held.
     fn list_locked(&self, at: SystemTime) -> Result<Vec<BaseKeyInfo>, Error> {
         let s = self.session()?;
-        let handles = s
-            .find_objects(&[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::Token(true),
-            ])
-            .map_err(|e| Error::pkcs11("C_FindObjects", "secret keys", e))?;
         let mut out = Vec::new();
-        for h in handles {
-            let attrs = s
-                .get_attributes(h, &[AttributeType::Label])
-                .map_err(|e| Error::pkcs11("C_GetAttributeValue", "key label", e))?;
-            let lab = attrs.into_iter().find_map(|a| match a {
-                Attribute::Label(l) => String::from_utf8(l).ok(),
-                _ => None,
-            });
-            let Some(l) = lab else { continue };
+        for (h, l) in labelled_token_objects(&s, ObjectClass::SECRET_KEY, "secret keys")? {
             let Some((category, version)) = parse_label(&l) else {
                 continue;
             };

@@ -174,16 +174,7 @@ pub fn validate_signing_label(label: &str) -> Result<(), Error> {
             reason,
         })
     };
-    if label.is_empty() || label.len() > 64 {
-        return bad("must be 1 to 64 characters");
-    }
-    if !label
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
-    {
-        return bad("only ASCII letters, digits and -_./ are allowed");
-    }
-    Ok(())
+    crate::types::label_problem(label).map_or(Ok(()), bad)
 }
 
 impl StoreConfig {
@@ -199,20 +190,7 @@ impl StoreConfig {
         &self,
         master: Option<MasterKey>,
     ) -> Result<Box<dyn SigningKeyStore>, Error> {
-        match self {
-            StoreConfig::Software {
-                path,
-                master_key_file,
-            } => {
-                let master = match (master, master_key_file) {
-                    (Some(m), _) => m,
-                    (None, Some(file)) => MasterKey::from_file(file)?,
-                    (None, None) => MasterKey::from_env()?,
-                };
-                Ok(Box::new(SoftwareKeyStore::open_or_create(path, master)?))
-            }
-            StoreConfig::Pkcs11(c) => Ok(Box::new(Pkcs11KeyStore::open(c)?)),
-        }
+        self.open_as(master, |s| Box::new(s) as _, |p| Box::new(p) as _)
     }
 }
 

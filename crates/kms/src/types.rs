@@ -235,6 +235,21 @@ pub fn combine_components(kind: KeyKind, components: &[Component]) -> Result<Key
     Ok(Key::new(kind, &combined)?)
 }
 
+/// What is wrong with a signing or key set label, if anything: the labels are 1 to 64
+/// characters, ASCII letters, digits and `-_./`.
+pub(crate) fn label_problem(label: &str) -> Option<&'static str> {
+    if label.is_empty() || label.len() > 64 {
+        return Some("must be 1 to 64 characters");
+    }
+    if !label
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+    {
+        return Some("only ASCII letters, digits and -_./ are allowed");
+    }
+    None
+}
+
 /// Checks a key length for a kind.
 pub(crate) fn check_len(kind: KeyKind, len: usize) -> Result<(), Error> {
     match (kind, len) {

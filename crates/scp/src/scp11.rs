@@ -684,8 +684,13 @@ struct Derived {
     s_dek: Zeroizing<Vec<u8>>,
 }
 
-/// ANSI X9.63 KDF with SHA-256: SHA-256(Z ‖ counter (4 bytes, from 1) ‖ shared info) …
-pub(crate) fn x963_kdf(z: &[u8], shared_info: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
+/// The ANSI X9.63 key derivation function with SHA-256 (SEC 1 v2 §3.6.1, NIST SP 800-135
+/// §4.1): `SHA-256(Z ‖ counter ‖ SharedInfo)` for counter = 1, 2, … (32-bit big-endian),
+/// concatenated and cut to `len` bytes. Used by the SCP11 key derivation (Amendment F
+/// §3.1.2) and by `kms`'s key set transport. (RustCrypto's `ansi-x963-kdf` is still a
+/// release candidate, so the ten lines are here, checked against the NIST CAVS vectors in
+/// `kms`'s tests.)
+pub fn x963_kdf_sha256(z: &[u8], shared_info: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
     let mut out = Zeroizing::new(Vec::with_capacity(len + 32));
     let mut counter = 1u32;
     while out.len() < len {
@@ -694,7 +699,7 @@ pub(crate) fn x963_kdf(z: &[u8], shared_info: &[u8], len: usize) -> Zeroizing<Ve
         h.update(counter.to_be_bytes());
         h.update(shared_info);
         out.extend_from_slice(&h.finalize());
-        counter += 1;
+        counter = counter.wrapping_add(1);
     }
     out.truncate(len);
     out
@@ -702,7 +707,7 @@ pub(crate) fn x963_kdf(z: &[u8], shared_info: &[u8], len: usize) -> Zeroizing<Ve
 
 fn derive(sh_ee: &[u8], sh_s: &[u8], usage: u8, key_len: usize) -> Derived {
     let z = Zeroizing::new([sh_ee, sh_s].concat());
-    let material = x963_kdf(&z, &[usage, KEY_TYPE_AES, key_len as u8], 5 * key_len);
+    let material = x963_kdf_sha256(&z, &[usage, KEY_TYPE_AES, key_len as u8], 5 * key_len);
     let k = |i: usize| Zeroizing::new(material[i * key_len..(i + 1) * key_len].to_vec());
     Derived {
         receipt_key: k(0),

@@ -136,9 +136,6 @@ pub(crate) use software::StoredKeySet;
 
 use crate::agreement::{AgreementKey, AgreementKeyStore};
 use crate::config::StoreConfig;
-use crate::master::MasterKey;
-use crate::pkcs11::Pkcs11KeyStore;
-use crate::software::SoftwareKeyStore;
 use crate::Error;
 use aes_kw::KwAes256;
 use hmac::KeyInit;
@@ -263,16 +260,7 @@ pub fn validate_key_set_label(label: &str) -> Result<(), Error> {
             reason,
         })
     };
-    if label.is_empty() || label.len() > 64 {
-        return bad("must be 1 to 64 characters");
-    }
-    if !label
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
-    {
-        return bad("only ASCII letters, digits and -_./ are allowed");
-    }
-    Ok(())
+    crate::types::label_problem(label).map_or(Ok(()), bad)
 }
 
 /// The public half of a recipient's transport key: a P-256 key-agreement key
@@ -614,24 +602,9 @@ pub(crate) fn shared_info_for(prefix: &[u8], usage: KeyUsage) -> Vec<u8> {
     si
 }
 
-/// The ANSI X9.63 key derivation function with SHA-256 (SEC 1 v2 §3.6.1, NIST SP 800-135
-/// §4.1): `SHA-256(Z ‖ counter ‖ SharedInfo)` for counter = 1, 2, … (32-bit big-endian),
-/// concatenated and cut to `len` bytes. (RustCrypto's `ansi-x963-kdf` is still a release
-/// candidate, so the ten lines are here, checked against the NIST CAVS vectors.)
-pub fn x963_kdf_sha256(z: &[u8], shared_info: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
-    let mut out = Zeroizing::new(Vec::with_capacity(len + 32));
-    let mut counter = 1u32;
-    while out.len() < len {
-        let mut h = Sha256::new();
-        h.update(z);
-        h.update(counter.to_be_bytes());
-        h.update(shared_info);
-        out.extend_from_slice(&h.finalize());
-        counter = counter.wrapping_add(1);
-    }
-    out.truncate(len);
-    out
-}
+/// The ANSI X9.63 KDF with SHA-256 of the transport scheme: one implementation, `scp`'s
+/// (also the SCP11 key derivation).
+pub use scp::scp11::x963_kdf_sha256;
 
 /// RFC 3394 wrap under an AES-256 KEK.
 fn kw_wrap(kek: &[u8], key: &[u8]) -> Result<Vec<u8>, Error> {
@@ -853,19 +826,7 @@ impl StoreConfig {
     /// Opens the configured store as a key set store (a software keystore that does not
     /// exist yet is created).
     pub fn open_key_sets(&self) -> Result<Arc<dyn KeySetStore>, Error> {
-        match self {
-            StoreConfig::Software {
-                path,
-                master_key_file,
-            } => {
-                let master = match master_key_file {
-                    Some(file) => MasterKey::from_file(file)?,
-                    None => MasterKey::from_env()?,
-                };
-                Ok(Arc::new(SoftwareKeyStore::open_or_create(path, master)?))
-            }
-            StoreConfig::Pkcs11(c) => Ok(Arc::new(Pkcs11KeyStore::open(c)?)),
-        }
+        self.open_as(None, |s| Arc::new(s) as _, |p| Arc::new(p) as _)
     }
 }
 

@@ -79,7 +79,7 @@ use super::{
     x963_kdf_sha256, KeySetInfo, KeySetStore, KeyUsage, TransportPublicKey, WrappedKeySet, KEK_LEN,
 };
 use crate::agreement::{ecka_label, AgreementKeyStore, EckaCurve};
-use crate::pkcs11::{key_type, Pkcs11KeyStore, SecretTemplate, TempObject};
+use crate::pkcs11::{key_type, labelled_token_objects, Pkcs11KeyStore, SecretTemplate, TempObject};
 use crate::types::{check_len, from_unix, now_secs, unix};
 use crate::Error;
 use cryptoki::error::{Error as CkError, RvError};
@@ -125,6 +125,25 @@ fn decode_id(id: &[u8]) -> Option<([u8; 3], usize, SystemTime)> {
     let kcv = rest[..3].try_into().ok()?;
     let created = i64::from_be_bytes(rest[4..12].try_into().ok()?);
     Some((kcv, usize::from(rest[3]), from_unix(created)))
+}
+
+/// The template of a session AES key that can wrap (`wrap`) or unwrap only, never leaves
+/// the token and is gone with the session: the transfer key and the KEKs. The caller adds
+/// `CKA_VALUE` or `CKA_VALUE_LEN`.
+fn session_aes_template(wrap: bool, label: &str) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Wrap(wrap),
+        Attribute::Unwrap(!wrap),
+        Attribute::Encrypt(false),
+        Attribute::Decrypt(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ]
 }
 
 /// Where the X9.63 KDF of the transport scheme runs on this token.
@@ -356,20 +375,8 @@ impl Pkcs11KeyStore {
         wrap: bool,
         what: &str,
     ) -> Result<TempObject<'s>, Error> {
-        let t = SecretTemplate(vec![
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::Token(false),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Wrap(wrap),
-            Attribute::Unwrap(!wrap),
-            Attribute::Encrypt(false),
-            Attribute::Decrypt(false),
-            Attribute::Label(what.as_bytes().to_vec()),
-            Attribute::Value(value.to_vec()),
-        ]);
+        let mut t = SecretTemplate(session_aes_template(wrap, what));
+        t.0.push(Attribute::Value(value.to_vec()));
         let handle = s
             .create_object(&t.0)
             .map_err(|e| Error::pkcs11("C_CreateObject", what, e))?;
@@ -390,32 +397,14 @@ impl Pkcs11KeyStore {
     ) -> Result<Vec<TempObject<'s>>, Error> {
         self.need(MechanismType::ECDH1_DERIVE, "CKM_ECDH1_DERIVE")?;
         self.need(MechanismType::AES_KEY_WRAP, "CKM_AES_KEY_WRAP")?;
-        let kek_template = |label: &str| {
-            vec![
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::ValueLen((KEK_LEN as u64).into()),
-                Attribute::Token(false),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::Wrap(wrap),
-                Attribute::Unwrap(!wrap),
-                Attribute::Encrypt(false),
-                Attribute::Decrypt(false),
-                Attribute::Label(label.as_bytes().to_vec()),
-            ]
-        };
+        let mut kek_template = session_aes_template(wrap, "cw-ks-kek");
+        kek_template.push(Attribute::ValueLen((KEK_LEN as u64).into()));
         let mut keks = Vec::with_capacity(3);
         if self.transport_kdf.get() != Some(&KdfPlace::Host) {
             for u in KeyUsage::ALL {
                 let info = shared_info_for(prefix, u);
                 let params = Ecdh1DeriveParams::new(EcKdf::sha256(&info), peer);
-                match s.derive_key(
-                    &Mechanism::Ecdh1Derive(params),
-                    private,
-                    &kek_template("cw-ks-kek"),
-                ) {
+                match s.derive_key(&Mechanism::Ecdh1Derive(params), private, &kek_template) {
                     Ok(handle) => {
                         let _ = self.transport_kdf.set(KdfPlace::Token);
                         keks.push(TempObject { session: s, handle });
@@ -629,25 +618,10 @@ impl KeySetStore for Pkcs11KeyStore {
     fn list_key_sets(&self) -> Result<Vec<KeySetInfo>, Error> {
         let _admin = self.lock();
         let s = self.session()?;
-        let handles = s
-            .find_objects(&[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::Token(true),
-            ])
-            .map_err(|e| Error::pkcs11("C_FindObjects", "secret keys", e))?;
         let mut labels = BTreeMap::new();
-        for h in handles {
-            let attrs = s
-                .get_attributes(h, &[AttributeType::Label])
-                .map_err(|e| Error::pkcs11("C_GetAttributeValue", "key label", e))?;
-            for a in attrs {
-                if let Attribute::Label(l) = a {
-                    if let Some((label, _)) =
-                        std::str::from_utf8(&l).ok().and_then(parse_object_label)
-                    {
-                        labels.insert(label, ());
-                    }
-                }
+        for (_, l) in labelled_token_objects(&s, ObjectClass::SECRET_KEY, "secret keys")? {
+            if let Some((label, _)) = parse_object_label(&l) {
+                labels.insert(label, ());
             }
         }
         let mut out = Vec::with_capacity(labels.len());

@@ -3,10 +3,10 @@
 
 use kms::{Component, Key, KeyKind, MasterKey, SoftwareKeyStore};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
-pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+mod softhsm;
+pub use softhsm::MODULE;
 pub const PIN: &str = "1234";
 
 /// One known-answer line of `derive_full.txt` / `derive_kcv.txt`.
@@ -148,56 +148,17 @@ pub struct Hsm {
     pub pin_file: PathBuf,
 }
 
-fn on_path(prog: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
-        .unwrap_or(false)
-}
-
 /// The SoftHSM2 fixture, or `None` (test skipped) when SoftHSM2 is not installed. With
 /// `CARDWRIGHT_HSM_TESTS=1` a missing SoftHSM2 fails the test instead.
 pub fn hsm() -> Option<&'static Hsm> {
     static HSM: OnceLock<Option<Hsm>> = OnceLock::new();
     HSM.get_or_init(|| {
-        let required = std::env::var("CARDWRIGHT_HSM_TESTS").is_ok_and(|v| v == "1");
-        if !on_path("softhsm2-util") || !Path::new(MODULE).exists() {
-            assert!(
-                !required,
-                "CARDWRIGHT_HSM_TESTS=1 but SoftHSM2 is missing (softhsm2-util on PATH, {MODULE})"
-            );
-            eprintln!("SoftHSM2 not installed: PKCS#11 tests skipped");
+        if !softhsm::softhsm_installed("PKCS#11 tests") {
             return None;
         }
         // Kept for the whole process; removed by the OS's tmp cleaning.
-        let dir = tempfile::Builder::new()
-            .prefix("cw-kms-softhsm")
-            .tempdir()
-            .unwrap()
-            .keep();
-        let tokens = dir.join("tokens");
-        std::fs::create_dir(&tokens).unwrap();
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
-        for label in ["cw-test", "cw-wrap", "cw-pin"] {
-            let out = Command::new("softhsm2-util")
-                .env("SOFTHSM2_CONF", &conf)
-                .args(["--init-token", "--free", "--label", label])
-                .args(["--pin", PIN, "--so-pin", "5678"])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "softhsm2-util: {out:?}");
-        }
-        // Before the first C_Initialize of this process (edition 2021: safe to call).
-        std::env::set_var("SOFTHSM2_CONF", &conf);
+        let dir = softhsm::make_tokens("cw-kms-softhsm", &["cw-test", "cw-wrap", "cw-pin"], PIN);
         let pin_file = dir.join("pin");
-        std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
         Some(Hsm { dir, pin_file })
     })
     .as_ref()

@@ -195,6 +195,13 @@ pub struct KeyPolicy {
     pub renew_before: Duration,
 }
 
+impl KeyPolicy {
+    /// The expiry of a key version created at `now_ms` (saturating).
+    pub(crate) fn expiry_of_new_key(&self, now_ms: i64) -> i64 {
+        now_ms.saturating_add(i64::try_from(self.ssd_lifetime.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
 impl Default for KeyPolicy {
     fn default() -> Self {
         const DAY: u64 = 86_400;

@@ -2,6 +2,9 @@
 //! fresh schema of the local server), virtual cards as `CardChannel`s, fault injection.
 #![allow(dead_code)]
 
+/// SoftHSM2 tokens: the same helper as `kms`'s tests.
+#[path = "../../../kms/tests/common/softhsm.rs"]
+pub mod softhsm;
 pub mod ssd;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -432,48 +432,12 @@ pub fn remove_softhsm_tokens() {
 /// Two SoftHSM2 tokens (CI and AP) in a directory of this process, or `None` (skipped)
 /// when SoftHSM2 is not installed; with `CARDWRIGHT_HSM_TESTS=1` that fails instead.
 pub fn softhsm_key_sets() -> Option<(Arc<dyn KeySetStore>, Arc<dyn KeySetStore>)> {
-    const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-    let required = std::env::var("CARDWRIGHT_HSM_TESTS").is_ok_and(|v| v == "1");
+    use super::softhsm::{make_tokens, softhsm_installed, MODULE};
     let dir = SOFTHSM_DIR.get_or_init(|| {
-        let have = std::path::Path::new(MODULE).exists()
-            && std::process::Command::new("softhsm2-util")
-                .arg("--version")
-                .output()
-                .is_ok();
-        if !have {
-            assert!(!required, "CARDWRIGHT_HSM_TESTS=1 but SoftHSM2 is missing");
-            eprintln!("SoftHSM2 not installed: the HSM variant is skipped");
+        if !softhsm_installed("the HSM variant") {
             return None;
         }
-        let dir = tempfile::Builder::new()
-            .prefix("cw-ssd-softhsm")
-            .tempdir()
-            .unwrap()
-            .keep();
-        let tokens = dir.join("tokens");
-        std::fs::create_dir(&tokens).unwrap();
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
-        for label in ["cw-ci", "cw-ap"] {
-            let out = std::process::Command::new("softhsm2-util")
-                .env("SOFTHSM2_CONF", &conf)
-                .args(["--init-token", "--free", "--label", label])
-                .args(["--pin", "1234", "--so-pin", "5678"])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "softhsm2-util: {out:?}");
-        }
-        std::fs::write(dir.join("pin"), "1234\n").unwrap();
-        // Before this process's first C_Initialize.
-        std::env::set_var("SOFTHSM2_CONF", &conf);
-        Some(dir)
+        Some(make_tokens("cw-ssd-softhsm", &["cw-ci", "cw-ap"], "1234"))
     });
     let dir = dir.as_ref()?;
     let open = |token: &str| {

@@ -211,9 +211,7 @@ impl ApRun<'_, '_> {
         }
         self.params.kvn = Some(kvn);
         let now = self.ap.clock.now_ms();
-        let policy = self.ap.store.key_policy()?;
-        let expires =
-            now.saturating_add(i64::try_from(policy.ssd_lifetime.as_millis()).unwrap_or(i64::MAX));
+        let expires = self.ap.store.key_policy()?.expiry_of_new_key(now);
         let card_number = self.card_number.clone();
         let aid = self.aid;
         let label = self.params.label.clone();

@@ -268,9 +268,7 @@ impl CardRun<'_, '_> {
             )?;
         }
         let now = self.ci.clock.now_ms();
-        let policy = self.ci.store().key_policy()?;
-        let expires =
-            now.saturating_add(i64::try_from(policy.ssd_lifetime.as_millis()).unwrap_or(i64::MAX));
+        let expires = self.ci.store().key_policy()?.expiry_of_new_key(now);
         let card_number = self.card_number.clone();
         let aid = self.aid;
         let label = self.params.label.clone();

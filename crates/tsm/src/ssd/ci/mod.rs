@@ -545,9 +545,7 @@ impl CiPlatform {
         // more and records the hand-over.
         let _ = self.keys.delete_key_set(&params.label)?;
         let now = self.clock.now_ms();
-        let policy = self.store().key_policy()?;
-        let expires =
-            now.saturating_add(i64::try_from(policy.ssd_lifetime.as_millis()).unwrap_or(i64::MAX));
+        let expires = self.store().key_policy()?.expiry_of_new_key(now);
         let mut h = Sha256::new();
         h.update(job.to_be_bytes());
         h.update(aid.as_bytes());

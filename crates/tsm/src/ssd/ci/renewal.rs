@@ -199,9 +199,7 @@ impl CiPlatform {
             ));
         }
         let now = self.clock.now_ms();
-        let policy = self.store().key_policy()?;
-        let expires =
-            now.saturating_add(i64::try_from(policy.ssd_lifetime.as_millis()).unwrap_or(i64::MAX));
+        let expires = self.store().key_policy()?.expiry_of_new_key(now);
         self.store().tx(|c| -> Result<()> {
             rec::add_key_version_in(
                 c,
