@@ -236,19 +236,9 @@ async fn renew(
         .await?;
     blocking(move || {
         if body.force {
-            let ssd = api
-                .ap
-                .status(&card_number, &aid)?
-                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such SSD"))?;
-            let kvn = ssd.current_key().map(|k| k.kvn).ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    "conflict",
-                    "the SSD has no key version",
-                )
-            })?;
             let reason = body.reason.as_deref().unwrap_or("forced by an operator");
-            api.ap.mark_compromised(&card_number, &aid, kvn, reason)?;
+            api.ap
+                .mark_current_compromised(&card_number, &aid, None, reason)?;
         }
         let ssd = api.ap.renew(&card_number, &aid, &mut chan)?;
         Ok(Json(ApJobDone {

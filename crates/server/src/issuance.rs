@@ -91,13 +91,15 @@ impl From<tsm::Error> for ApiError {
     fn from(e: tsm::Error) -> Self {
         use tsm::Error as E;
         let (status, code) = match &e {
-            E::UnknownCard | E::UnknownCategory(_) | E::UnknownJob(_) => {
+            E::UnknownCard | E::UnknownSsd | E::UnknownCategory(_) | E::UnknownJob(_) => {
                 (StatusCode::NOT_FOUND, "not_found")
             }
             E::WrongCategory { .. } | E::WrongCard(_) | E::WrongState { .. } | E::CardBusy(_) => {
                 (StatusCode::CONFLICT, "conflict")
             }
-            E::JobFinished { .. } | E::JobLeased(_) => (StatusCode::CONFLICT, "conflict"),
+            E::JobFinished { .. } | E::JobLeased(_) | E::NoKeyVersion => {
+                (StatusCode::CONFLICT, "conflict")
+            }
             E::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             E::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             E::KeysDoNotMatch(_) | E::AuthenticationRefused(_) | E::KddNotSettable(_) => {

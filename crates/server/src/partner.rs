@@ -748,19 +748,10 @@ async fn partner_renew(
     let body = body.map(|b| b.0).unwrap_or_default();
     let job = blocking(move || {
         if body.force {
-            // The partner's own SSD (checked by status) and its key version in use.
-            let ssd = api.ci.status(&partner.id, &card_number, &aid)?;
-            let kvn = ssd.current_key().map(|k| k.kvn).ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    "conflict",
-                    "the SSD has no key version to renew",
-                )
-            })?;
             let actor = tsm::Actor::new(&partner.id, "partner-api");
             let reason = body.reason.as_deref().unwrap_or("forced by the partner");
             api.ci
-                .mark_compromised(&actor, &card_number, &aid, kvn, reason)?;
+                .mark_current_compromised(&actor, &card_number, &aid, None, reason)?;
         }
         Ok(api.ci.renewal_job(&partner.id, &card_number, &aid)?)
     })
@@ -783,22 +774,11 @@ async fn partner_compromised(
     extract::Json(body): extract::Json<CompromisedBody>,
 ) -> Result<Json<SsdView>, ApiError> {
     blocking(move || {
-        // Ownership first: another partner's SSD is refused as not its own.
-        let ssd = api.ci.status(&partner.id, &card_number, &aid)?;
-        let kvn = match body.kvn.or_else(|| ssd.current_key().map(|k| k.kvn)) {
-            Some(k) => k,
-            None => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "conflict",
-                    "the SSD has no key version",
-                ))
-            }
-        };
+        // Ownership first (in tsm): another partner's SSD is refused as not its own.
         let actor = tsm::Actor::new(&partner.id, "partner-api");
-        let r = api
-            .ci
-            .mark_compromised(&actor, &card_number, &aid, kvn, &body.reason)?;
+        let r =
+            api.ci
+                .mark_current_compromised(&actor, &card_number, &aid, body.kvn, &body.reason)?;
         Ok(Json(SsdView::from(&r)))
     })
     .await
