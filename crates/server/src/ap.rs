@@ -264,6 +264,5 @@ async fn terminal_ws(
     State(api): Shared,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let ws = ws.map_err(|e| ApiError::new(e.status(), "invalid_request", e.body_text()))?;
-    Ok(api.hub.accept(caller.principal.name, ws))
+    crate::issuance::accept_terminal(&api.hub, caller, ws)
 }

@@ -793,6 +793,17 @@ async fn terminal_ws(
     State(api): Shared,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    accept_terminal(&api.hub, caller, ws)
+}
+
+/// The body of both platforms' `GET /api/v1/terminal/ws` (this one and the AP's,
+/// [`crate::ap`]): the upgrade refused as `invalid_request`, else the terminal's WebSocket
+/// handed to `hub` (relay protocol) under its token's name.
+pub(crate) fn accept_terminal(
+    hub: &Arc<Hub>,
+    caller: Auth<LendReaders>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
     let ws = ws.map_err(|e| ApiError::new(e.status(), "invalid_request", e.body_text()))?;
-    Ok(api.hub.accept(caller.principal.name, ws))
+    Ok(hub.accept(caller.principal.name, ws))
 }
