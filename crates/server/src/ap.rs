@@ -31,6 +31,7 @@ use crate::auth::{Auth, HasTokens, LendReaders, Operate, Read, TokenTable};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{self, Path};
 use crate::openapi::Routes;
+use crate::partner::blocking;
 use crate::ssd_wire::*;
 
 /// What the AP's routes need.
@@ -139,14 +140,6 @@ struct SsdPath {
     card_number: String,
     /// AID of the SSD (hex).
     aid: String,
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| ApiError::internal("an SSD worker"))?
 }
 
 #[utoipa::path(post, path = "/api/v1/ssd/requests", request_body = ApSsdRequestBody,
