@@ -31,6 +31,7 @@ use crate::auth::{Auth, HasTokens, LendReaders, Operate, Read, TokenTable};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{self, Path};
 use crate::openapi::Routes;
+use crate::partner::blocking;
 use crate::ssd_wire::*;
 
 /// What the AP's routes need.
@@ -141,14 +142,6 @@ struct SsdPath {
     aid: String,
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| ApiError::internal("an SSD worker"))?
-}
-
 #[utoipa::path(post, path = "/api/v1/ssd/requests", request_body = ApSsdRequestBody,
     responses(
         (status = 200, description = "The SSD is on the card and the AP's (authorized) or managed for it (delegated)", body = ApJobDone),
@@ -236,19 +229,9 @@ async fn renew(
         .await?;
     blocking(move || {
         if body.force {
-            let ssd = api
-                .ap
-                .status(&card_number, &aid)?
-                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such SSD"))?;
-            let kvn = ssd.current_key().map(|k| k.kvn).ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    "conflict",
-                    "the SSD has no key version",
-                )
-            })?;
             let reason = body.reason.as_deref().unwrap_or("forced by an operator");
-            api.ap.mark_compromised(&card_number, &aid, kvn, reason)?;
+            api.ap
+                .mark_current_compromised(&card_number, &aid, None, reason)?;
         }
         let ssd = api.ap.renew(&card_number, &aid, &mut chan)?;
         Ok(Json(ApJobDone {
@@ -274,6 +257,5 @@ async fn terminal_ws(
     State(api): Shared,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let ws = ws.map_err(|e| ApiError::new(e.status(), "invalid_request", e.body_text()))?;
-    Ok(api.hub.accept(caller.principal.name, ws))
+    crate::issuance::accept_terminal(&api.hub, caller, ws)
 }

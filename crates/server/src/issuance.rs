@@ -91,13 +91,15 @@ impl From<tsm::Error> for ApiError {
     fn from(e: tsm::Error) -> Self {
         use tsm::Error as E;
         let (status, code) = match &e {
-            E::UnknownCard | E::UnknownCategory(_) | E::UnknownJob(_) => {
+            E::UnknownCard | E::UnknownSsd | E::UnknownCategory(_) | E::UnknownJob(_) => {
                 (StatusCode::NOT_FOUND, "not_found")
             }
             E::WrongCategory { .. } | E::WrongCard(_) | E::WrongState { .. } | E::CardBusy(_) => {
                 (StatusCode::CONFLICT, "conflict")
             }
-            E::JobFinished { .. } | E::JobLeased(_) => (StatusCode::CONFLICT, "conflict"),
+            E::JobFinished { .. } | E::JobLeased(_) | E::NoKeyVersion => {
+                (StatusCode::CONFLICT, "conflict")
+            }
             E::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             E::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             E::KeysDoNotMatch(_) | E::AuthenticationRefused(_) | E::KddNotSettable(_) => {
@@ -791,6 +793,17 @@ async fn terminal_ws(
     State(api): Shared,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    accept_terminal(&api.hub, caller, ws)
+}
+
+/// The body of both platforms' `GET /api/v1/terminal/ws` (this one and the AP's,
+/// [`crate::ap`]): the upgrade refused as `invalid_request`, else the terminal's WebSocket
+/// handed to `hub` (relay protocol) under its token's name.
+pub(crate) fn accept_terminal(
+    hub: &Arc<Hub>,
+    caller: Auth<LendReaders>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
     let ws = ws.map_err(|e| ApiError::new(e.status(), "invalid_request", e.body_text()))?;
-    Ok(api.hub.accept(caller.principal.name, ws))
+    Ok(hub.accept(caller.principal.name, ws))
 }

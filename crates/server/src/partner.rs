@@ -281,12 +281,21 @@ impl Permission for ReadPartners {
 
 type Shared = State<Arc<PartnerApi>>;
 
-async fn blocking<T: Send + 'static>(
+/// Runs blocking work (store, key store, card exchanges) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|_| ApiError::internal("an SSD worker"))?
+}
+
+/// Runs a tsm call that answers an SSD record off the async workers and answers its view.
+async fn ssd_view(
+    f: impl FnOnce() -> tsm::Result<tsm::ssd::SsdRecord> + Send + 'static,
+) -> Result<Json<SsdView>, ApiError> {
+    let r = blocking(move || Ok(f()?)).await?;
+    Ok(Json(SsdView::from(&r)))
 }
 
 fn tsm_err(e: impl Into<tsm::Error>) -> ApiError {
@@ -684,10 +693,9 @@ async fn confirm(
     extract::Json(body): extract::Json<RotationBody>,
 ) -> Result<Json<SsdView>, ApiError> {
     let kcv = hex_field("kcv", &body.kcv)?;
-    blocking(move || {
+    ssd_view(move || {
         let rotation = tsm::ssd::Rotation { kvn: body.kvn, kcv };
-        let r = api.ci.confirm_rotation(&partner.id, job, &rotation)?;
-        Ok(Json(SsdView::from(&r)))
+        api.ci.confirm_rotation(&partner.id, job, &rotation)
     })
     .await
 }
@@ -723,11 +731,7 @@ async fn partner_ssd(
     State(api): Shared,
     Path((card_number, aid)): Path<(String, String)>,
 ) -> Result<Json<SsdView>, ApiError> {
-    blocking(move || {
-        let r = api.ci.status(&partner.id, &card_number, &aid)?;
-        Ok(Json(SsdView::from(&r)))
-    })
-    .await
+    ssd_view(move || api.ci.status(&partner.id, &card_number, &aid)).await
 }
 
 #[utoipa::path(post, path = "/api/v1/partner/ssds/{card_number}/{aid}/renew", params(SsdPath),
@@ -748,19 +752,10 @@ async fn partner_renew(
     let body = body.map(|b| b.0).unwrap_or_default();
     let job = blocking(move || {
         if body.force {
-            // The partner's own SSD (checked by status) and its key version in use.
-            let ssd = api.ci.status(&partner.id, &card_number, &aid)?;
-            let kvn = ssd.current_key().map(|k| k.kvn).ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    "conflict",
-                    "the SSD has no key version to renew",
-                )
-            })?;
             let actor = tsm::Actor::new(&partner.id, "partner-api");
             let reason = body.reason.as_deref().unwrap_or("forced by the partner");
             api.ci
-                .mark_compromised(&actor, &card_number, &aid, kvn, reason)?;
+                .mark_current_compromised(&actor, &card_number, &aid, None, reason)?;
         }
         Ok(api.ci.renewal_job(&partner.id, &card_number, &aid)?)
     })
@@ -782,24 +777,11 @@ async fn partner_compromised(
     Path((card_number, aid)): Path<(String, String)>,
     extract::Json(body): extract::Json<CompromisedBody>,
 ) -> Result<Json<SsdView>, ApiError> {
-    blocking(move || {
-        // Ownership first: another partner's SSD is refused as not its own.
-        let ssd = api.ci.status(&partner.id, &card_number, &aid)?;
-        let kvn = match body.kvn.or_else(|| ssd.current_key().map(|k| k.kvn)) {
-            Some(k) => k,
-            None => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "conflict",
-                    "the SSD has no key version",
-                ))
-            }
-        };
+    ssd_view(move || {
+        // Ownership first (in tsm): another partner's SSD is refused as not its own.
         let actor = tsm::Actor::new(&partner.id, "partner-api");
-        let r = api
-            .ci
-            .mark_compromised(&actor, &card_number, &aid, kvn, &body.reason)?;
-        Ok(Json(SsdView::from(&r)))
+        api.ci
+            .mark_current_compromised(&actor, &card_number, &aid, body.kvn, &body.reason)
     })
     .await
 }
@@ -819,7 +801,7 @@ async fn partner_renewal(
     extract::Json(body): extract::Json<RenewalReport>,
 ) -> Result<Json<SsdView>, ApiError> {
     let kcv = hex_field("kcv", &body.rotation.kcv)?;
-    blocking(move || {
+    ssd_view(move || {
         let renewal = tsm::ssd::Renewal {
             from_kvn: body.renewal.from_kvn,
             to_kvn: body.renewal.to_kvn,
@@ -831,10 +813,8 @@ async fn partner_renewal(
             kvn: body.rotation.kvn,
             kcv,
         };
-        let r = api
-            .ci
-            .record_renewal(&partner.id, &card_number, &aid, &renewal, &rotation)?;
-        Ok(Json(SsdView::from(&r)))
+        api.ci
+            .record_renewal(&partner.id, &card_number, &aid, &renewal, &rotation)
     })
     .await
 }
@@ -884,15 +864,14 @@ async fn receipt(
 ) -> Result<Json<SsdView>, ApiError> {
     let confirmation = hex_field("confirmation", &body.confirmation)?;
     let operation = body.operation()?;
-    blocking(move || {
-        let r = api.ci.check_receipt(
+    ssd_view(move || {
+        api.ci.check_receipt(
             &partner.id,
             &body.card_number,
             &body.aid.to_ascii_uppercase(),
             &operation,
             &confirmation,
-        )?;
-        Ok(Json(SsdView::from(&r)))
+        )
     })
     .await
 }
@@ -1233,11 +1212,7 @@ async fn run_job(
     let mut chan = hub
         .channel_when_free(&body.terminal, &body.reader, crate::contact::READER_WAIT)
         .await?;
-    blocking(move || {
-        let ssd = api.ci.run(job, &mut chan)?;
-        Ok(Json(SsdView::from(&ssd)))
-    })
-    .await
+    ssd_view(move || api.ci.run(job, &mut chan)).await
 }
 
 #[cfg(test)]

@@ -188,6 +188,12 @@ pub enum Error {
         /// Expired (when) or compromised (the reason).
         why: String,
     },
+    /// No SSD with this AID is recorded for the card.
+    #[error("no such SSD")]
+    UnknownSsd,
+    /// The SSD has no key version (none to mark compromised or to renew).
+    #[error("the SSD has no key version")]
+    NoKeyVersion,
     /// Not built yet.
     #[error("{0} is not implemented yet")]
     NotImplemented(&'static str),

@@ -506,6 +506,23 @@ impl ApPlatform {
             .ok_or(Error::UnknownCard)
     }
 
+    /// Marks the key version `kvn` of its SSD compromised, or without `kvn` the version
+    /// in use ([`Error::UnknownSsd`] when it records no such SSD, [`Error::NoKeyVersion`]
+    /// when the SSD has none), then [`ApPlatform::mark_compromised`].
+    pub fn mark_current_compromised(
+        &self,
+        card_number: &str,
+        aid: &str,
+        kvn: Option<u8>,
+        reason: &str,
+    ) -> Result<SsdRecord> {
+        let ssd = self.status(card_number, aid)?.ok_or(Error::UnknownSsd)?;
+        let kvn = kvn
+            .or_else(|| ssd.current_key().map(|k| k.kvn))
+            .ok_or(Error::NoKeyVersion)?;
+        self.mark_compromised(card_number, aid, kvn, reason)
+    }
+
     /// Its SSD as it records it.
     pub fn status(&self, card_number: &str, aid: &str) -> Result<Option<SsdRecord>> {
         let aid = parse_aid(aid)?;

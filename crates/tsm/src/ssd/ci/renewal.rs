@@ -52,6 +52,25 @@ impl CiPlatform {
             .ok_or(Error::UnknownCard)
     }
 
+    /// Marks the key version `kvn` of the partner's own SSD compromised, or without
+    /// `kvn` the version in use (flow 4: forced renewal); the partner is `actor.tenant`.
+    /// The SSD is checked as the partner's first ([`CiPlatform::status`]); with no key
+    /// version in use, [`Error::NoKeyVersion`]. Then [`CiPlatform::mark_compromised`].
+    pub fn mark_current_compromised(
+        &self,
+        actor: &Actor,
+        card_number: &str,
+        aid: &str,
+        kvn: Option<u8>,
+        reason: &str,
+    ) -> Result<SsdRecord> {
+        let ssd = self.status(&actor.tenant, card_number, aid)?;
+        let kvn = kvn
+            .or_else(|| ssd.current_key().map(|k| k.kvn))
+            .ok_or(Error::NoKeyVersion)?;
+        self.mark_compromised(actor, card_number, aid, kvn, reason)
+    }
+
     /// What falls due at `at_ms`: compromised key versions, and key versions in their
     /// renewal window or expired (both those the CI holds and those its partners hold).
     pub fn due(&self, at_ms: i64) -> Result<Vec<DueRenewal>> {
