@@ -1220,23 +1220,21 @@ mod tests {
     use super::*;
     use transport::CardChannel;
 
-    /// A second exchange for a job while one waits for the card issuer's next command is
-    /// refused `409 exchange_in_progress`; the first then gets its command.
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_second_exchange_while_one_waits_is_refused() {
-        let dir = tempfile::tempdir().expect("dir");
-        let store = tsm::Store::open(&format!("sqlite:{}", dir.path().join("ci.db").display()))
-            .expect("store");
+    /// A card issuer's partner API on a SQLite store and a software key store in `dir`, with
+    /// 5-second exchange timeouts.
+    fn test_api(dir: &std::path::Path) -> Arc<PartnerApi> {
+        let store =
+            tsm::Store::open(&format!("sqlite:{}", dir.join("ci.db").display())).expect("store");
         let keys = Arc::new(
             kms::SoftwareKeyStore::create(
-                dir.path().join("keys.json"),
+                dir.join("keys.json"),
                 kms::MasterKey::generate().expect("master key"),
             )
             .expect("key store"),
         );
         let issuer = tsm::Issuer::new(store, keys.clone(), tsm::IssuerConfig::default());
         let ci = CiPlatform::new(issuer, keys, tsm::ssd::CiConfig::default());
-        let api = PartnerApi::new(
+        PartnerApi::new(
             Arc::new(ci),
             TokenTable::new(),
             None,
@@ -1244,7 +1242,15 @@ mod tests {
                 response: Duration::from_secs(5),
                 command: Duration::from_secs(5),
             },
-        );
+        )
+    }
+
+    /// A second exchange for a job while one waits for the card issuer's next command is
+    /// refused `409 exchange_in_progress`; the first then gets its command.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_second_exchange_while_one_waits_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let api = test_api(dir.path());
         // A job's worker that takes a while before its first command.
         let (mut channel, end) = bridge(Duration::from_secs(5));
         let worker = tokio::task::spawn_blocking(move || {
@@ -1291,26 +1297,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_reset_asked_by_the_flow_is_answered_with_reset() {
         let dir = tempfile::tempdir().expect("dir");
-        let store = tsm::Store::open(&format!("sqlite:{}", dir.path().join("ci.db").display()))
-            .expect("store");
-        let keys = Arc::new(
-            kms::SoftwareKeyStore::create(
-                dir.path().join("keys.json"),
-                kms::MasterKey::generate().expect("master key"),
-            )
-            .expect("key store"),
-        );
-        let issuer = tsm::Issuer::new(store, keys.clone(), tsm::IssuerConfig::default());
-        let ci = CiPlatform::new(issuer, keys, tsm::ssd::CiConfig::default());
-        let api = PartnerApi::new(
-            Arc::new(ci),
-            TokenTable::new(),
-            None,
-            ExchangeTimeouts {
-                response: Duration::from_secs(5),
-                command: Duration::from_secs(5),
-            },
-        );
+        let api = test_api(dir.path());
         let (mut channel, end) = bridge(Duration::from_secs(5));
         let worker = tokio::task::spawn_blocking(move || {
             channel.reset().map_err(tsm::Error::Interrupted)?;
