@@ -9,7 +9,6 @@ mod pay_support;
 mod softhsm;
 mod ssd_support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pay_support::start;
@@ -337,16 +336,6 @@ fn partners_policy_and_two_platforms_over_mutual_tls() {
     }
 }
 
-/// A background `cardwright` process (an agent), killed on drop.
-struct Background(std::process::Child);
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Flow 1 with the real binary: a card written by the CI (`issue --sim`), the CI's
 /// `serve --role ci` over mutual TLS, the AP's `serve --role ap` rotating inside SCP11a
 /// (`--scp11-ca`, `--scp11-oce-key`), an AP terminal (`agent --server … --sim`) lending the
@@ -495,52 +484,29 @@ fn flow1_with_two_serve_processes_and_an_agent() {
         ],
     );
     // The CI registers bank1 with the AP's transport key; serve trusts its root within 5 s.
-    let root = write(dir, "bank1-root.pem", &bank1.pem);
-    run(
-        &[
-            "partner",
-            "add",
-            "--id",
-            "bank1",
-            "--cert",
-            &root,
-            "--ssd-aid-prefix",
-            "A000000151BA01",
-            "--cards",
-            "1000000000-1000000999",
-            "--transport-key",
-            transport.to_str().unwrap(),
-        ],
+    register_bank1(
+        dir,
         &ci_env,
+        &bank1,
+        &bank1_client,
+        &transport,
+        &ci_base,
+        &server_ca,
     );
-    let ssds = format!("{ci_base}/api/v1/partner/ssds");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while get_tls(&ssds, &server_ca, Some(&bank1_client), None).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "bank1 is not trusted after registration"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
 
     // The AP's terminal lends the card.
-    let agent = Background(
-        Command::new(bin())
-            .args([
-                "agent",
-                "--server",
-                &ap.url,
-                "--terminal",
-                "desk",
-                "--sim",
-                "card.json",
-            ])
-            .current_dir(dir)
-            .env("CARDWRIGHT_TERMINAL_TOKEN", "desk-token-0123456789")
-            .env("CARDWRIGHT_LOG", "error")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+    let agent = spawn(
+        dir,
+        &[
+            "agent",
+            "--server",
+            &ap.url,
+            "--terminal",
+            "desk",
+            "--sim",
+            "card.json",
+        ],
+        &[("CARDWRIGHT_TERMINAL_TOKEN", "desk-token-0123456789")],
     );
     let token = [("CARDWRIGHT_TOKEN", "operator-token-0123456789")];
     let request = [
@@ -559,18 +525,7 @@ fn flow1_with_two_serve_processes_and_an_agent() {
         "--reader",
         "Virtual card",
     ];
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let out = loop {
-        let (success, out, err) = cardwright(dir, &request, &token);
-        if success {
-            break out;
-        }
-        assert!(
-            err.contains("is not connected") && Instant::now() < deadline,
-            "{err}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let out = request_once_connected(dir, &request, &token);
     assert!(out.contains("state        handed_over"), "{out}");
     assert!(out.contains("held by AP"), "{out}");
     let out = run(

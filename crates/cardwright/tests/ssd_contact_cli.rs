@@ -7,22 +7,11 @@
 mod pay_support;
 mod ssd_support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pay_support::start;
 use ssd_support::certs::Ca;
 use ssd_support::*;
-
-/// A background `cardwright` process (an agent), killed on drop.
-struct Background(std::process::Child);
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn serve_role_ap_renews_a_due_key_set_while_the_card_is_in_its_terminal() {
@@ -143,48 +132,28 @@ fn serve_role_ap_renews_a_due_key_set_while_the_card_is_in_its_terminal() {
         ],
         &[("CARDWRIGHT_DB", ap_db.as_str())],
     );
-    let root = write(dir, "bank1-root.pem", &bank1.pem);
-    run(
-        &[
-            "partner",
-            "add",
-            "--id",
-            "bank1",
-            "--cert",
-            &root,
-            "--ssd-aid-prefix",
-            "A000000151BA01",
-            "--cards",
-            "1000000000-1000000999",
-            "--transport-key",
-            transport.to_str().unwrap(),
-        ],
+    register_bank1(
+        dir,
         &ci_env,
+        &bank1,
+        &bank1_client,
+        &transport,
+        &ci_base,
+        &server_ca,
     );
-    let ssds = format!("{ci_base}/api/v1/partner/ssds");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while get_tls(&ssds, &server_ca, Some(&bank1_client), None).is_err() {
-        assert!(Instant::now() < deadline, "bank1 is not trusted");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 
-    let _agent = Background(
-        Command::new(bin())
-            .args([
-                "agent",
-                "--server",
-                &ap.url,
-                "--terminal",
-                "desk",
-                "--sim",
-                "card.json",
-            ])
-            .current_dir(dir)
-            .env("CARDWRIGHT_TERMINAL_TOKEN", "desk-token-0123456789")
-            .env("CARDWRIGHT_LOG", "error")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+    let _agent = spawn(
+        dir,
+        &[
+            "agent",
+            "--server",
+            &ap.url,
+            "--terminal",
+            "desk",
+            "--sim",
+            "card.json",
+        ],
+        &[("CARDWRIGHT_TERMINAL_TOKEN", "desk-token-0123456789")],
     );
     let token = [("CARDWRIGHT_TOKEN", "operator-token-0123456789")];
     let request = [
@@ -203,18 +172,7 @@ fn serve_role_ap_renews_a_due_key_set_while_the_card_is_in_its_terminal() {
         "--reader",
         "Virtual card",
     ];
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let out = loop {
-        let (success, out, err) = cardwright(dir, &request, &token);
-        if success {
-            break out;
-        }
-        assert!(
-            err.contains("is not connected") && Instant::now() < deadline,
-            "{err}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let out = request_once_connected(dir, &request, &token);
     assert!(out.contains("state        handed_over"), "{out}");
     assert!(!out.contains("expiry at"), "{out}");
 

@@ -19,8 +19,7 @@ mod common;
 mod pay_support;
 mod ssd_support;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,35 +28,14 @@ use common::pcsc::{self, READER};
 use common::softhsm;
 use pay_support::start;
 use ssd_support::certs::Ca;
-use ssd_support::{cardwright, get_tls, write, MASTER};
+use ssd_support::{
+    cardwright, get_tls, register_bank1, request_once_connected, spawn, write, MASTER,
+};
 
 const CARD: &str = "1000000042";
 const AID: &str = "A000000151BA0142";
 const BASE: &str = "0F1F2F3F4F5F6F7F8F9FAFBFCFDFEFFF";
 const OPERATOR: &str = "operator-token-0123456789";
-
-/// A background `cardwright` process, killed on drop.
-struct Background(Child);
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Background {
-    let mut cmd = Command::new(ssd_support::bin());
-    cmd.args(args)
-        .current_dir(dir)
-        .env("CARDWRIGHT_MASTER_KEY", MASTER)
-        .env("CARDWRIGHT_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    Background(cmd.spawn().expect("spawn cardwright"))
-}
 
 fn wait(what: &str, mut f: impl FnMut() -> bool) {
     let t0 = Instant::now();
@@ -285,33 +263,15 @@ fn ssd_hand_over_through_pcscd_two_platforms_and_their_terminals() {
     );
 
     // The CI registers bank1 (its root, AID prefix, cards, transport key).
-    let root = write(dir, "bank1-root.pem", &bank1.pem);
-    run(
-        &[
-            "partner",
-            "add",
-            "--id",
-            "bank1",
-            "--cert",
-            &root,
-            "--ssd-aid-prefix",
-            "A000000151BA01",
-            "--cards",
-            "1000000000-1000000999",
-            "--transport-key",
-            transport.to_str().unwrap(),
-        ],
+    register_bank1(
+        dir,
         &ci_env,
+        &bank1,
+        &bank1_client,
+        &transport,
+        &ci_base,
+        &server_ca,
     );
-    wait("bank1 trusted by the CI's TLS layer", || {
-        get_tls(
-            &format!("{ci_base}/api/v1/partner/ssds"),
-            &server_ca,
-            Some(&bank1_client),
-            None,
-        )
-        .is_ok()
-    });
 
     // The AP's terminal lends the same reader.
     let _ap_desk = spawn(
@@ -352,18 +312,7 @@ fn ssd_hand_over_through_pcscd_two_platforms_and_their_terminals() {
         "--reader",
         READER,
     ];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let out = loop {
-        let (success, out, err) = cardwright(dir, &request, &token);
-        if success {
-            break out;
-        }
-        assert!(
-            err.contains("is not connected") && Instant::now() < deadline,
-            "{err}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let out = request_once_connected(dir, &request, &token);
     stop.store(true, Ordering::Relaxed);
     watcher.join().unwrap();
     assert!(out.contains("state        handed_over"), "{out}");

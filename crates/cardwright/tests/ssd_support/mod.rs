@@ -115,3 +115,85 @@ pub fn call_tls(
         Err(e) => Err(e.to_string()),
     }
 }
+
+/// A background `cardwright` process (an agent, a virtual card), killed on drop.
+pub struct Background(pub std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `cardwright ARGS` in `dir` in the background (stdout discarded, errors shown).
+pub fn spawn(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Background {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .current_dir(dir)
+        .env("CARDWRIGHT_MASTER_KEY", MASTER)
+        .env("CARDWRIGHT_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    Background(cmd.spawn().expect("spawn cardwright"))
+}
+
+/// The card issuer registers `bank1` (root `bank1`, AID prefix `A000000151BA01`, cards
+/// 1000000000-1000000999, the AP's transport key) with `partner add` on its database
+/// (`ci_env`), then waits until its `serve` at `ci_base` trusts bank1's client certificate.
+pub fn register_bank1(
+    dir: &Path,
+    ci_env: &[(&str, &str)],
+    bank1: &Ca,
+    bank1_client: &Leaf,
+    transport: &Path,
+    ci_base: &str,
+    server_ca: &Ca,
+) {
+    let root = write(dir, "bank1-root.pem", &bank1.pem);
+    let args = [
+        "partner",
+        "add",
+        "--id",
+        "bank1",
+        "--cert",
+        &root,
+        "--ssd-aid-prefix",
+        "A000000151BA01",
+        "--cards",
+        "1000000000-1000000999",
+        "--transport-key",
+        transport.to_str().expect("path"),
+    ];
+    let (success, _, err) = cardwright(dir, &args, ci_env);
+    assert!(success, "partner add: {err}");
+    let ssds = format!("{ci_base}/api/v1/partner/ssds");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while get_tls(&ssds, server_ca, Some(bank1_client), None).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bank1 is not trusted after registration"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Runs `cardwright ssd … request …` (`args`) until the AP's terminal has connected; its
+/// output.
+pub fn request_once_connected(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (success, out, err) = cardwright(dir, args, envs);
+        if success {
+            return out;
+        }
+        assert!(
+            err.contains("is not connected") && std::time::Instant::now() < deadline,
+            "{err}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
