@@ -3,11 +3,12 @@
 //! card in its reader, and the background task renews the key set without any request.
 //! Meanwhile the reader is the task's alone (an API request for it would get 409).
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kms::{Component, KeyKind, KeyStore, MasterKey, SoftwareKeyStore};
 use relay::hub::{Hub, StaticTokens};
 use server::contact::ContactConfig;
 use transport::CardChannel;
@@ -15,7 +16,7 @@ use tsm::ssd::{
     CardRange, CiConfig, CiContact, CiPlatform, Clock, KeyPolicy, KeySetStore, NewPartner,
     SsdModel, SsdRequest,
 };
-use tsm::{Actor, CategorySpec, Store};
+use tsm::{Actor, Store};
 
 const BASE: &str = "00112233445566778899AABBCCDDEEFF";
 const CARD: &str = "1000000001";
@@ -68,58 +69,12 @@ impl relay::agent::Readers for Desk {
 fn ci_with_delegated_ssd(
     dir: &std::path::Path,
 ) -> (Arc<CiPlatform>, Store, card::VirtualChannel, Arc<AtomicI64>) {
-    let store = Store::open(&format!("sqlite:{}", dir.join("ci.db").display())).unwrap();
-    let keys = Arc::new(
-        SoftwareKeyStore::create(dir.join("keys.json"), MasterKey::generate().unwrap()).unwrap(),
-    );
-    store
-        .create_tenant("admin", "issuer", "issuer", tsm::model::Role::CardIssuer)
-        .unwrap();
-    store
-        .create_category(
-            "admin",
-            &CategorySpec {
-                id: "gold".into(),
-                tenant: "issuer".into(),
-                description: String::new(),
-                initial_keys: tsm::model::InitialKeys::GpTestKey,
-                initial_kvn: 0x30,
-                perso: Vec::new(),
-            },
-        )
-        .unwrap();
-    let key = apdu::parse_hex(BASE).unwrap();
-    let kcv = |b: &[u8]| kms::Key::new(KeyKind::Aes, b).unwrap().kcv();
-    let c1 = vec![0x5Au8; 16];
-    let c2: Vec<u8> = key.iter().zip(&c1).map(|(a, b)| a ^ b).collect();
-    let info = keys
-        .import_base_key(
-            "gold",
-            KeyKind::Aes,
-            vec![Component::new(&c1, kcv(&c1)), Component::new(&c2, kcv(&c2))],
-            None,
-        )
-        .unwrap();
-    store
-        .register_key_version(
-            "admin",
-            "gold",
-            info.version,
-            "gold",
-            KeyKind::Aes,
-            info.kcv,
-            true,
-        )
-        .unwrap();
-    let issuer = tsm::Issuer::new(
-        store.clone(),
-        keys.clone() as Arc<dyn KeyStore>,
-        tsm::IssuerConfig::default(),
-    );
-    let mut sim = card::VirtualChannel::new(card::VirtualCard::new(card::CardConfig::default()));
-    issuer
-        .write(&Actor::new("issuer", "setup"), CARD, "gold", &mut sim)
-        .unwrap();
+    let common::issuer::WrittenCard {
+        store,
+        keys,
+        issuer,
+        card: sim,
+    } = common::issuer::issuer_with_written_card(dir, BASE, CARD);
     let clock = Arc::new(AtomicI64::new(tsm::model::now_ms()));
     let ci = Arc::new(
         CiPlatform::new(

@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::http::{Method, StatusCode};
 use common::certs::{Ca, Leaf};
 use common::{call, call_with};
-use kms::{Component, KeyKind, KeyStore, MasterKey, SoftwareKeyStore};
+use kms::{KeyKind, MasterKey, SoftwareKeyStore};
 use serde_json::{json, Value};
 use server::auth::{Principal, Role, TokenTable};
 use server::partner::{ExchangeTimeouts, PartnerApi};
@@ -22,7 +22,7 @@ use server::tls::{self, ClientCertificate, PartnerCertVerifier};
 use tsm::ssd::{
     ApConfig, ApPlatform, CardIssuerLink, CiConfig, CiPlatform, KeySetStore, SsdModel, SsdRequest,
 };
-use tsm::{Actor, CategorySpec, Store};
+use tsm::Store;
 
 const BASE: &str = "00112233445566778899AABBCCDDEEFF";
 const CARD: &str = "1000000001";
@@ -60,59 +60,12 @@ fn ci_platform_configured(
     config: CiConfig,
 ) -> Ci {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&format!("sqlite:{}", dir.path().join("ci.db").display())).unwrap();
-    let keys = Arc::new(
-        SoftwareKeyStore::create(dir.path().join("keys.json"), MasterKey::generate().unwrap())
-            .unwrap(),
-    );
-    store
-        .create_tenant("admin", "issuer", "issuer", tsm::model::Role::CardIssuer)
-        .unwrap();
-    store
-        .create_category(
-            "admin",
-            &CategorySpec {
-                id: "gold".into(),
-                tenant: "issuer".into(),
-                description: String::new(),
-                initial_keys: tsm::model::InitialKeys::GpTestKey,
-                initial_kvn: 0x30,
-                perso: Vec::new(),
-            },
-        )
-        .unwrap();
-    let key = apdu::parse_hex(BASE).unwrap();
-    let kcv = |b: &[u8]| kms::Key::new(KeyKind::Aes, b).unwrap().kcv();
-    let c1 = vec![0x5Au8; 16];
-    let c2: Vec<u8> = key.iter().zip(&c1).map(|(a, b)| a ^ b).collect();
-    let info = keys
-        .import_base_key(
-            "gold",
-            KeyKind::Aes,
-            vec![Component::new(&c1, kcv(&c1)), Component::new(&c2, kcv(&c2))],
-            None,
-        )
-        .unwrap();
-    store
-        .register_key_version(
-            "admin",
-            "gold",
-            info.version,
-            "gold",
-            KeyKind::Aes,
-            info.kcv,
-            true,
-        )
-        .unwrap();
-    let issuer = tsm::Issuer::new(
-        store.clone(),
-        keys.clone() as Arc<dyn KeyStore>,
-        tsm::IssuerConfig::default(),
-    );
-    let mut sim = card::VirtualChannel::new(card::VirtualCard::new(card::CardConfig::default()));
-    issuer
-        .write(&Actor::new("issuer", "setup"), CARD, "gold", &mut sim)
-        .unwrap();
+    let common::issuer::WrittenCard {
+        store,
+        keys,
+        issuer,
+        card: sim,
+    } = common::issuer::issuer_with_written_card(dir.path(), BASE, CARD);
     let ci = Arc::new(CiPlatform::new(
         issuer,
         keys.clone() as Arc<dyn KeySetStore>,

@@ -123,3 +123,5 @@ pub async fn refuses_bad_bodies(app: &Router, path: &str, authorization: &str) {
 
 /// Certificates made for the test (rcgen).
 pub mod certs;
+/// A card issuer with one written virtual card.
+pub mod issuer;
