@@ -358,60 +358,20 @@ fn flow1_with_two_serve_processes_and_an_agent() {
         out
     };
     // The CI writes the card at its desk.
-    run(&["keys", "generate-base", "--category", "gold"], &ci_env);
-    run(
-        &[
-            "tenant", "create", "--id", "issuer", "--name", "Issuer", "--role", "ci",
-        ],
-        &ci_env,
+    ci_with_written_card(dir, &ci_env);
+    let CiServe {
+        service: _ci,
+        base: ci_base,
+        server_ca,
+        bank1,
+        bank1_client,
+    } = start_ci(
+        dir,
+        &db,
+        &keys,
+        &[],
+        &[("CARDWRIGHT_OPERATOR_TOKENS", OPERATOR)],
     );
-    run(
-        &["category", "create", "--id", "gold", "--tenant", "issuer"],
-        &ci_env,
-    );
-    run(&["sim", "create", "--state", "card.json", "--no-piv"], &[]);
-    run(
-        &[
-            "issue",
-            "--sim",
-            "card.json",
-            "write",
-            "--card-number",
-            "1000000001",
-            "--category",
-            "gold",
-        ],
-        &ci_env,
-    );
-
-    let mut server_ca = Ca::new("CI server CA");
-    let server_leaf = server_ca.server();
-    let mut bank1 = Ca::new("bank1 AP root");
-    let bank1_client = bank1.client("bank1 AP platform");
-    let tls_cert = write(dir, "ci.pem", &server_leaf.chain_pem);
-    let tls_key = write(dir, "ci-key.pem", &server_leaf.key_pem);
-    let ci = start(
-        &[
-            "serve",
-            "--role",
-            "ci",
-            "--listen",
-            "127.0.0.1:0",
-            "--db",
-            &db,
-            "--keystore",
-            &keys,
-            "--tls-cert",
-            &tls_cert,
-            "--tls-key",
-            &tls_key,
-        ],
-        &[
-            ("CARDWRIGHT_OPERATOR_TOKENS", OPERATOR),
-            ("CARDWRIGHT_MASTER_KEY", MASTER),
-        ],
-    );
-    let ci_base = ci.url.replace("127.0.0.1", "localhost");
 
     // The AP: PostgreSQL with CARDWRIGHT_PG_TESTS=1 (else SQLite), a SoftHSM2 token when
     // SoftHSM2 is installed (else the software key store).

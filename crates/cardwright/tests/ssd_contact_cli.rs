@@ -10,7 +10,6 @@ mod ssd_support;
 use std::time::{Duration, Instant};
 
 use pay_support::start;
-use ssd_support::certs::Ca;
 use ssd_support::*;
 
 #[test]
@@ -28,59 +27,20 @@ fn serve_role_ap_renews_a_due_key_set_while_the_card_is_in_its_terminal() {
         assert!(success, "cardwright {}: {err}", args.join(" "));
         out
     };
-    run(&["keys", "generate-base", "--category", "gold"], &ci_env);
-    run(
-        &[
-            "tenant", "create", "--id", "issuer", "--name", "Issuer", "--role", "ci",
-        ],
-        &ci_env,
+    ci_with_written_card(dir, &ci_env);
+    let CiServe {
+        service: _ci,
+        base: ci_base,
+        server_ca,
+        bank1,
+        bank1_client,
+    } = start_ci(
+        dir,
+        &db,
+        &keys,
+        &[],
+        &[("CARDWRIGHT_OPERATOR_TOKENS", OPERATOR)],
     );
-    run(
-        &["category", "create", "--id", "gold", "--tenant", "issuer"],
-        &ci_env,
-    );
-    run(&["sim", "create", "--state", "card.json", "--no-piv"], &[]);
-    run(
-        &[
-            "issue",
-            "--sim",
-            "card.json",
-            "write",
-            "--card-number",
-            "1000000001",
-            "--category",
-            "gold",
-        ],
-        &ci_env,
-    );
-    let mut server_ca = Ca::new("CI server CA");
-    let server_leaf = server_ca.server();
-    let mut bank1 = Ca::new("bank1 AP root");
-    let bank1_client = bank1.client("bank1 AP platform");
-    let tls_cert = write(dir, "ci.pem", &server_leaf.chain_pem);
-    let tls_key = write(dir, "ci-key.pem", &server_leaf.key_pem);
-    let ci = start(
-        &[
-            "serve",
-            "--role",
-            "ci",
-            "--listen",
-            "127.0.0.1:0",
-            "--db",
-            &db,
-            "--keystore",
-            &keys,
-            "--tls-cert",
-            &tls_cert,
-            "--tls-key",
-            &tls_key,
-        ],
-        &[
-            ("CARDWRIGHT_OPERATOR_TOKENS", OPERATOR),
-            ("CARDWRIGHT_MASTER_KEY", MASTER),
-        ],
-    );
-    let ci_base = ci.url.replace("127.0.0.1", "localhost");
 
     // The AP (its policy, set below: a key version falls due 2 s after it is made).
     let ap_db = format!("sqlite:{}", dir.join("ap.db").display());

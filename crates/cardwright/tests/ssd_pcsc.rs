@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 use common::pcsc::{self, READER};
 use common::softhsm;
 use pay_support::start;
-use ssd_support::certs::Ca;
 use ssd_support::{
-    cardwright, get_tls, register_bank1, request_once_connected, spawn, write, MASTER,
+    cardwright, get_tls, register_bank1, request_once_connected, spawn, start_ci, write, CiServe,
+    MASTER,
 };
 
 const CARD: &str = "1000000042";
@@ -122,41 +122,27 @@ fn ssd_hand_over_through_pcscd_two_platforms_and_their_terminals() {
     pcsc::wait_for_card();
 
     // The CI platform over HTTPS, its desk agent over wss.
-    let mut server_ca = Ca::new("CI server CA");
-    let server_leaf = server_ca.server();
-    let mut bank1 = Ca::new("bank1 AP root");
-    let bank1_client = bank1.client("bank1 AP platform");
-    let tls_cert = write(dir, "ci.pem", &server_leaf.chain_pem);
-    let tls_key = write(dir, "ci-key.pem", &server_leaf.key_pem);
-    let ci_ca = write(dir, "ci-ca.pem", &server_ca.pem);
     let operators = format!("alice={OPERATOR}");
-    let ci = start(
-        &[
-            "serve",
-            "--role",
-            "ci",
-            "--issuance",
-            "--listen",
-            "127.0.0.1:0",
-            "--db",
-            &db,
-            "--keystore",
-            &keys,
-            "--tls-cert",
-            &tls_cert,
-            "--tls-key",
-            &tls_key,
-        ],
+    let CiServe {
+        service: _ci,
+        base: ci_base,
+        server_ca,
+        bank1,
+        bank1_client,
+    } = start_ci(
+        dir,
+        &db,
+        &keys,
+        &["--issuance"],
         &[
             ("CARDWRIGHT_OPERATOR_TOKENS", operators.as_str()),
             (
                 "CARDWRIGHT_TERMINAL_TOKENS",
                 "ci-desk=ci-desk-token-0123456789",
             ),
-            ("CARDWRIGHT_MASTER_KEY", MASTER),
         ],
     );
-    let ci_base = ci.url.replace("127.0.0.1", "localhost");
+    let ci_ca = write(dir, "ci-ca.pem", &server_ca.pem);
     assert!(ci_base.starts_with("https://localhost:"), "{ci_base}");
     let _ci_desk = spawn(
         dir,

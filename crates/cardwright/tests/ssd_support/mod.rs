@@ -197,3 +197,90 @@ pub fn request_once_connected(dir: &Path, args: &[&str], envs: &[(&str, &str)]) 
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// The card issuer's desk in `dir` (database and key store in `ci_env`): a generated base
+/// key, tenant `issuer`, category `gold`, and the virtual card `card.json` written as card
+/// 1000000001 (`issue --sim`).
+pub fn ci_with_written_card(dir: &Path, ci_env: &[(&str, &str)]) {
+    let steps: [&[&str]; 5] = [
+        &["keys", "generate-base", "--category", "gold"],
+        &[
+            "tenant", "create", "--id", "issuer", "--name", "Issuer", "--role", "ci",
+        ],
+        &["category", "create", "--id", "gold", "--tenant", "issuer"],
+        &["sim", "create", "--state", "card.json", "--no-piv"],
+        &[
+            "issue",
+            "--sim",
+            "card.json",
+            "write",
+            "--card-number",
+            "1000000001",
+            "--category",
+            "gold",
+        ],
+    ];
+    for args in steps {
+        let (success, _, err) = cardwright(dir, args, ci_env);
+        assert!(success, "cardwright {}: {err}", args.join(" "));
+    }
+}
+
+/// A running `serve --role ci` over HTTPS and the certificates around it.
+pub struct CiServe {
+    /// The process.
+    pub service: super::pay_support::Service,
+    /// Its base URL, `https://localhost:PORT` (the name its certificate holds).
+    pub base: String,
+    /// The CA of its server certificate.
+    pub server_ca: Ca,
+    /// bank1's root CA (not registered yet) and its platform's client certificate.
+    pub bank1: Ca,
+    /// bank1's platform's client certificate.
+    pub bank1_client: Leaf,
+}
+
+/// Starts `serve --role ci --listen 127.0.0.1:0 --db DB --keystore KEYS` over HTTPS with a
+/// server certificate made here, plus `extra` arguments, with `envs` (the master key is
+/// added); makes bank1's root and client certificate.
+pub fn start_ci(
+    dir: &Path,
+    db: &str,
+    keys: &str,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> CiServe {
+    let mut server_ca = Ca::new("CI server CA");
+    let server_leaf = server_ca.server();
+    let mut bank1 = Ca::new("bank1 AP root");
+    let bank1_client = bank1.client("bank1 AP platform");
+    let tls_cert = write(dir, "ci.pem", &server_leaf.chain_pem);
+    let tls_key = write(dir, "ci-key.pem", &server_leaf.key_pem);
+    let mut args = vec![
+        "serve",
+        "--role",
+        "ci",
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        db,
+        "--keystore",
+        keys,
+        "--tls-cert",
+        &tls_cert,
+        "--tls-key",
+        &tls_key,
+    ];
+    args.extend_from_slice(extra);
+    let mut all_envs = vec![("CARDWRIGHT_MASTER_KEY", MASTER)];
+    all_envs.extend_from_slice(envs);
+    let service = super::pay_support::start(&args, &all_envs);
+    let base = service.url.replace("127.0.0.1", "localhost");
+    CiServe {
+        service,
+        base,
+        server_ca,
+        bank1,
+        bank1_client,
+    }
+}
