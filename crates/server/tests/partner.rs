@@ -205,6 +205,34 @@ fn add_partner(
 }
 
 /// The CI's partner API served over TLS on 127.0.0.1; returns its port and a stop handle.
+/// The certificates of a test: the CI's server CA and certificate, two partners' roots and
+/// their platforms' client certificates.
+struct Certs {
+    server_ca: Ca,
+    server_leaf: Leaf,
+    bank1: Ca,
+    bank1_client: Leaf,
+    bank2: Ca,
+    bank2_client: Leaf,
+}
+
+fn certs() -> Certs {
+    let mut server_ca = Ca::new("CI server CA");
+    let server_leaf = server_ca.server();
+    let mut bank1 = Ca::new("bank1 AP root");
+    let mut bank2 = Ca::new("bank2 AP root");
+    let bank1_client = bank1.client("bank1 AP platform");
+    let bank2_client = bank2.client("bank2 AP platform");
+    Certs {
+        server_ca,
+        server_leaf,
+        bank1,
+        bank1_client,
+        bank2,
+        bank2_client,
+    }
+}
+
 fn serve(
     app: axum::Router,
     server_leaf: &Leaf,
@@ -263,12 +291,14 @@ fn link(port: u16, partner: &str, client: &Leaf, server_ca: &Ca) -> HttpCardIssu
 /// the AP's domain error (tsm::Error::Refused).
 #[test]
 fn authorisation_matrix_over_https() {
-    let mut server_ca = Ca::new("CI server CA");
-    let server_leaf = server_ca.server();
-    let mut bank1 = Ca::new("bank1 AP root");
-    let mut bank2 = Ca::new("bank2 AP root");
-    let bank1_client = bank1.client("bank1 AP platform");
-    let bank2_client = bank2.client("bank2 AP platform");
+    let Certs {
+        server_ca,
+        server_leaf,
+        bank1,
+        bank1_client,
+        bank2,
+        bank2_client,
+    } = certs();
 
     let verifier = PartnerCertVerifier::new(Vec::new(), Vec::new()).unwrap();
     let ci = ci_platform(Some(verifier.clone()));
@@ -342,12 +372,14 @@ fn authorisation_matrix_over_https() {
 /// platforms record the hand-over, and bank2 may not see it.
 #[test]
 fn flow1_over_https() {
-    let mut server_ca = Ca::new("CI server CA");
-    let server_leaf = server_ca.server();
-    let mut bank1 = Ca::new("bank1 AP root");
-    let mut bank2 = Ca::new("bank2 AP root");
-    let bank1_client = bank1.client("bank1 AP platform");
-    let bank2_client = bank2.client("bank2 AP platform");
+    let Certs {
+        server_ca,
+        server_leaf,
+        bank1,
+        bank1_client,
+        bank2,
+        bank2_client,
+    } = certs();
     let verifier = PartnerCertVerifier::new(Vec::new(), Vec::new()).unwrap();
     let ci = ci_platform(Some(verifier.clone()));
     let app = server::partner::router(ci.api.clone());
@@ -883,10 +915,13 @@ impl relay::agent::Readers for DeskReaders {
 /// commands over HTTPS; then reads the SSD and renews its keys.
 #[test]
 fn ap_api_runs_flow1_through_its_terminal() {
-    let mut server_ca = Ca::new("CI server CA");
-    let server_leaf = server_ca.server();
-    let mut bank1 = Ca::new("bank1 AP root");
-    let bank1_client = bank1.client("bank1 AP platform");
+    let Certs {
+        server_ca,
+        server_leaf,
+        bank1,
+        bank1_client,
+        ..
+    } = certs();
     let verifier = PartnerCertVerifier::new(Vec::new(), Vec::new()).unwrap();
     let ci = ci_platform(Some(verifier.clone()));
     let ci_app = server::partner::router(ci.api.clone());
@@ -1216,12 +1251,14 @@ impl gp::dm::Signer for LinkSigner {
 /// a bad body `400`; each refusal is audited and nothing more is recorded.
 #[test]
 fn flow2_receipts_over_https() {
-    let mut server_ca = Ca::new("CI server CA");
-    let server_leaf = server_ca.server();
-    let mut bank1 = Ca::new("bank1 AP root");
-    let mut bank2 = Ca::new("bank2 AP root");
-    let bank1_client = bank1.client("bank1 AP platform");
-    let bank2_client = bank2.client("bank2 AP platform");
+    let Certs {
+        server_ca,
+        server_leaf,
+        bank1,
+        bank1_client,
+        bank2,
+        bank2_client,
+    } = certs();
     let verifier = PartnerCertVerifier::new(Vec::new(), Vec::new()).unwrap();
     let signer: Arc<dyn gp::dm::Signer + Send + Sync> = Arc::new(token_key());
     let ci = ci_platform_configured(
@@ -1455,10 +1492,13 @@ fn flow2_receipts_over_https() {
 /// card today; the route's own answer is tested in `server::partner`.)
 #[test]
 fn exchange_reset_over_https() {
-    let mut server_ca = Ca::new("CI server CA");
-    let server_leaf = server_ca.server();
-    let mut bank1 = Ca::new("bank1 AP root");
-    let bank1_client = bank1.client("bank1 AP platform");
+    let Certs {
+        server_ca,
+        server_leaf,
+        bank1,
+        bank1_client,
+        ..
+    } = certs();
     let verifier = PartnerCertVerifier::new(
         tls::certificates_from_pem(bank1.pem.as_bytes()).unwrap(),
         Vec::new(),
