@@ -84,7 +84,10 @@ pub use agreement::{
 };
 pub use config::{open, PinSource, Pkcs11Config, SlotSelector, StoreConfig};
 pub use error::Error;
-pub use kdd::{card_number_from_kdd, derive_in_software, diversification_for, kdd_for_card_number};
+pub use kdd::{
+    card_number_from_kdd, derive_in_software, diversification_for, kdd_for_card_number,
+    kvn_for_version,
+};
 pub use keyset::{
     open_key_sets, validate_key_set_label, KeySetInfo, KeySetStore, KeyUsage, TransportPublicKey,
     WrappedKey, WrappedKeySet, PKCS11_KEY_SET_LABEL_PREFIX,
