@@ -164,10 +164,7 @@ impl Manifest {
     pub fn check(&self) -> Result<(), Refusal> {
         let bad = |m: String| Err(Refusal::Malformed(m));
         if self.format != FORMAT {
-            return bad(format!(
-                "format {:?}: this version reads {FORMAT:?}",
-                self.format
-            ));
+            return bad(format!("format {:?}: this version reads {FORMAT:?}", self.format));
         }
         if self.provider.trim().is_empty() {
             return bad("provider is empty".into());
@@ -183,9 +180,7 @@ impl Manifest {
             let ok_name = !a.name.is_empty()
                 && a.name.len() <= 32
                 && a.name.bytes().enumerate().all(|(i, b)| {
-                    b.is_ascii_lowercase()
-                        || b.is_ascii_digit()
-                        || (i > 0 && (b == b'-' || b == b'_'))
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && (b == b'-' || b == b'_'))
                 });
             if !ok_name {
                 return bad(format!(
