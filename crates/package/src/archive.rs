@@ -16,7 +16,7 @@
 use std::io::{Cursor, Read, Write};
 
 use zip::{
-    read::{ArchiveOffset, Config},
+    read::{ArchiveOffset, Config, ZipReadOptions},
     result::ZipError,
     write::SimpleFileOptions,
     CompressionMethod, ZipArchive, ZipWriter,
@@ -116,6 +116,12 @@ pub(crate) fn read(archive: &[u8]) -> Result<Contents, Refusal> {
             )));
         }
         let limit = entry_limit(&name)?;
+        if entry.size() > limit {
+            return Err(Refusal::Oversized(format!(
+                "{name} declares {} bytes; at most {limit}",
+                entry.size()
+            )));
+        }
         if entry.encrypted() {
             return Err(Refusal::Malformed(format!("{name} is encrypted")));
         }
@@ -133,14 +139,8 @@ pub(crate) fn read(archive: &[u8]) -> Result<Contents, Refusal> {
                 )))
             }
         }
-        if entry.size() > limit {
-            return Err(Refusal::Oversized(format!(
-                "{name} declares {} bytes; at most {limit}",
-                entry.size()
-            )));
-        }
         total = total.saturating_add(entry.size());
-        names.push(name);
+        names.push((name, entry.size(), entry.crc32()));
     }
     if zip.has_duplicate_names() {
         return Err(Refusal::Malformed("an entry name appears twice".into()));
@@ -151,7 +151,7 @@ pub(crate) fn read(archive: &[u8]) -> Result<Contents, Refusal> {
         )));
     }
     for required in [MANIFEST_ENTRY, SIGNATURE_ENTRY] {
-        if !names.iter().any(|n| n == required) {
+        if !names.iter().any(|(n, _, _)| n == required) {
             return Err(Refusal::Malformed(format!("no {required}")));
         }
     }
@@ -162,24 +162,30 @@ pub(crate) fn read(archive: &[u8]) -> Result<Contents, Refusal> {
         signature: Vec::new(),
         load_files: Vec::new(),
     };
-    for (i, name) in names.into_iter().enumerate() {
-        let mut file = zip.by_index(i).map_err(zip_refusal)?;
-        let declared = file.size();
+    for (i, (name, declared, crc)) in names.into_iter().enumerate() {
+        // Exactly the declared size, then one byte more must not come (an entry that inflates
+        // beyond its size stops there); the CRC-32 is checked here, after the size, so that
+        // the two are told apart.
+        let options = ZipReadOptions::new().ignore_crc32(true);
+        let mut file = zip.by_index_with_options(i, options).map_err(zip_refusal)?;
         let mut bytes = Vec::with_capacity(declared as usize);
         (&mut file)
-            .take(declared + 1)
+            .take(declared)
             .read_to_end(&mut bytes)
             .map_err(|e| io_refusal(&name, e))?;
-        if bytes.len() as u64 > declared {
-            return Err(Refusal::Oversized(format!(
-                "{name} inflates beyond the {declared} bytes it declares"
-            )));
-        }
         if (bytes.len() as u64) < declared {
             return Err(Refusal::Truncated(format!(
                 "{name} holds {} of the {declared} bytes it declares",
                 bytes.len()
             )));
+        }
+        if !matches!(file.read(&mut [0u8; 1]), Ok(0)) {
+            return Err(Refusal::Oversized(format!(
+                "{name} inflates beyond the {declared} bytes it declares"
+            )));
+        }
+        if crc32fast::hash(&bytes) != crc {
+            return Err(Refusal::Malformed(format!("{name}: its CRC-32 differs")));
         }
         match name.as_str() {
             MANIFEST_ENTRY => contents.manifest = bytes,
