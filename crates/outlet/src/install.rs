@@ -805,9 +805,8 @@ impl Module {
             );
         }
         let undone = (|| -> Result<(), Stop> {
-            if s.client.secure_channel().is_none() {
-                s.reopen()?;
-            }
+            // A fresh channel: the one that failed may be out of step with the card.
+            s.reopen()?;
             let reg = ops::registry(&mut s.client).map_err(classify)?;
             let load_file = Aid::from_str(&j.load_file).ok();
             let instance = Aid::from_str(&j.instance).ok();
