@@ -212,3 +212,68 @@ fn registration_over_scp03() {
 fn registration_over_scp02() {
     register(CardConfig::scp02());
 }
+
+/// SoftHSM2 tokens for this test process (the `kms` tests' set-up).
+#[path = "../../kms/tests/common/softhsm.rs"]
+mod softhsm;
+
+/// A registration key made in a key store reaches the applet only encrypted under the
+/// channel's DEK (`wrap_for_card`; in a PKCS#11 token by `C_WrapKey` for SCP03), and the
+/// card's MAC then equals the key store's, over SCP03 and SCP02.
+fn key_store_key_reaches_the_applet(store: &dyn kms::SecretKeyStore, prefix: &str) {
+    for config in [CardConfig::default(), CardConfig::scp02()] {
+        let sim = installed(config);
+        let label = format!("{prefix}reg/slot-4");
+        let info = store.generate(&label, kms::SecretKeyKind::Aes256).unwrap();
+        let mut c = open(&sim);
+        let dek = c.session().unwrap().data_encryption_key().unwrap();
+        let encrypted = store.wrap_for_card(&label, &dek).unwrap();
+        ops::personalize_dgis(
+            &mut c,
+            &aid(&INSTANCE),
+            &[Dgi::new(aes_key_dgi(4), encrypted)],
+        )
+        .unwrap();
+        for m in [&b""[..], b"challenge", &[0x5A; 100]] {
+            let mac = app(
+                &mut c,
+                Command::new(0x80, ins::MAC, 0, 4)
+                    .with_data(m.to_vec())
+                    .with_le(256),
+            );
+            assert_eq!(
+                mac.data,
+                store.cmac(&label, m).unwrap(),
+                "KCV {:?}",
+                info.kcv
+            );
+        }
+        assert!(store.delete(&label).unwrap());
+    }
+}
+
+#[test]
+fn software_key_store_key_reaches_the_applet() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = kms::SoftwareKeyStore::create(
+        dir.path().join("keys.json"),
+        kms::MasterKey::generate().unwrap(),
+    )
+    .unwrap();
+    key_store_key_reaches_the_applet(&store, "");
+}
+
+#[test]
+fn pkcs11_key_store_key_reaches_the_applet() {
+    if !softhsm::softhsm_installed("the PKCS#11 registration test") {
+        return;
+    }
+    let dir = softhsm::make_tokens("cw-gpclient-reg", &["cw-reg"], "1234");
+    let config = format!(
+        "pkcs11:{}?token=cw-reg&pin-file={}",
+        softhsm::MODULE,
+        dir.join("pin").display()
+    );
+    let store = kms::open_secret_keys(&config).unwrap();
+    key_store_key_reaches_the_applet(store.as_ref(), "hsm/");
+}
