@@ -32,7 +32,7 @@
 use std::str::FromStr;
 
 use gp::aid::Aid;
-use gp::commands::{DapBlock, Install, SetStatus};
+use gp::commands::{DapBlock, Install};
 use gpclient::{ops, ClientError, GpClient, Operation};
 use serde_json::json;
 use transport::{CardChannel, Traced, TransportError};
@@ -710,32 +710,8 @@ impl Module {
             dgis.push(registration::key_dgi(*slot, &encrypted));
         }
         drop(dek);
-        let perso = Install::ForPersonalization {
-            application: plan.instance,
-        }
-        .to_command()
-        .map_err(|e| Stop::Refused(InstallError::Other(e.to_string())))?;
-        s.send_ok(
-            Operation::InstallForPersonalization,
-            &perso,
-            &format!("of {}", plan.instance),
-        )?;
-        let blocks = gp::commands::dgi::dgi_store_data(&dgis, s.client.max_plain_data())
-            .map_err(|e| Stop::Refused(InstallError::Other(format!("{name}: {e}"))))?;
-        for (i, b) in blocks.iter().enumerate() {
-            let cmd = b
-                .to_command()
-                .map_err(|e| Stop::Refused(InstallError::Other(e.to_string())))?;
-            s.send_ok(Operation::StoreData, &cmd, &format!("block {i}"))?;
-        }
-        let set = SetStatus::application(plan.instance, REGISTERED)
-            .to_command()
-            .map_err(|e| Stop::Refused(InstallError::Other(e.to_string())))?;
-        s.send_ok(
-            Operation::SetStatus,
-            &set,
-            &format!("({} to {REGISTERED:02X})", plan.instance),
-        )?;
+        ops::personalize_dgis(&mut s.client, &plan.instance, &dgis).map_err(classify)?;
+        ops::set_application_state(&mut s.client, &plan.instance, REGISTERED).map_err(classify)?;
         j.stage = stage::PERSONALIZED.into();
         self.save(j, s.client.apdus_sent() - base)
             .map_err(|e| module_failure("outlet.db", e))
