@@ -89,7 +89,10 @@ fn fixtures() -> Vec<(&'static str, Bench)> {
     );
     out.push(("software", bench_fixture(config, dir)));
     if let Some(config) = token() {
-        out.push(("softhsm2", bench_fixture(config, tempfile::tempdir().unwrap())));
+        out.push((
+            "softhsm2",
+            bench_fixture(config, tempfile::tempdir().unwrap()),
+        ));
     }
     out
 }

@@ -122,6 +122,13 @@ impl Module {
         if manifest.name != row.name {
             return Err(InstallError::PackageTampered(name.into()));
         }
+        // The signer's validity period holds at install time too, not only when added.
+        let now = unix_ms(OffsetDateTime::now_utc());
+        if now < row.not_before_ms || now > row.not_after_ms {
+            return Err(InstallError::Other(format!(
+                "the package of {name} is outside its validity period: add a current one"
+            )));
+        }
         Ok(StoredApp { row, manifest })
     }
 }

@@ -436,7 +436,8 @@ impl Module {
             secrets.as_ref(),
             objects.as_ref(),
             signing.as_ref(),
-        );
+        )
+        .and_then(|()| Self::init_files(dir, &db_path, &toml_path, &config));
         if let Err(e) = made {
             let _ = secrets.delete(labels::DB_MAC);
             let _ = objects.delete(labels::CA_CERTIFICATE);
@@ -445,17 +446,27 @@ impl Module {
             }
             // A signing key cannot be deleted through the trait: a left-over CA key makes
             // the next init say so (AlreadyInitialised) rather than reuse it unknowingly.
+            let _ = std::fs::remove_file(&db_path);
             return Err(e);
         }
+        Self::open(dir)
+    }
+
+    /// `outlet.db`, then `outlet.toml` (last: its presence means a whole outlet).
+    fn init_files(
+        dir: &Path,
+        db_path: &Path,
+        toml_path: &Path,
+        config: &OutletConfig,
+    ) -> Result<(), Error> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        db::Db::open(&db_path)?;
+        db::Db::open(db_path)?;
         atomic_file::write(
-            &toml_path,
+            toml_path,
             config.to_toml().as_bytes(),
             atomic_file::Options::public().no_overwrite(),
         )
-        .map_err(|e| Error::Config(e.to_string()))?;
-        Self::open(dir)
+        .map_err(|e| Error::Config(e.to_string()))
     }
 
     fn init_token(

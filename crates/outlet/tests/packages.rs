@@ -128,3 +128,22 @@ fn every_refusal_stores_nothing() {
         Err(outlet::Error::UnknownApplication(_))
     ));
 }
+
+/// A package stored while valid is not installed once its validity period is over.
+#[test]
+fn a_package_past_its_validity_is_not_installed() {
+    let Some(f) = Fixture::new() else { return };
+    let mut m = wallet_manifest();
+    m.not_after = time::OffsetDateTime::now_utc() + Duration::seconds(2);
+    f.module
+        .add(&f.package(m, vec![("wallet".into(), REGISTRATION_CAP.to_vec())]))
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let mut card = Recording::new(f.issuer.card("4111111111111111"));
+    let e = f
+        .module
+        .install(&mut card, "wallet", &mut |_| {})
+        .unwrap_err();
+    assert!(e.to_string().contains("validity period"), "{e}");
+    assert!(card.sent().is_empty());
+}
