@@ -219,6 +219,29 @@ fn plan(app: StoredApp) -> Result<Plan, InstallError> {
     })
 }
 
+/// What the module needs of the registry: the applications (GET STATUS P1 `40`) and the
+/// load files (P1 `20`), GP 2.3.1 §11.4; not the ISD's entry nor the modules.
+struct Registry {
+    applications: Vec<gp::commands::RegistryEntry>,
+    load_files: Vec<gp::commands::RegistryEntry>,
+}
+
+impl Registry {
+    fn read<C: CardChannel>(client: &mut GpClient<C>) -> Result<Registry, ClientError> {
+        use gp::commands::StatusSubset;
+        Ok(Registry {
+            applications: ops::get_status(client, StatusSubset::Applications)?,
+            load_files: ops::get_status(client, StatusSubset::LoadFiles)?,
+        })
+    }
+    fn has_load_file(&self, aid: &Aid) -> bool {
+        self.load_files.iter().any(|e| e.aid == *aid)
+    }
+    fn instance(&self, aid: &Aid) -> Option<&gp::commands::RegistryEntry> {
+        self.applications.iter().find(|e| e.aid == *aid)
+    }
+}
+
 /// A card with an open secure channel to its ISD.
 struct Session<'c, C: CardChannel> {
     client: GpClient<&'c mut C>,
@@ -291,16 +314,19 @@ impl Module {
             Err(e) => return Err(self.record_failure(&about, e)),
         };
         about.card = session.who.card.clone();
+        // This install's APDUs: from the connection, or after a resumed one's.
+        let mut base = 0;
         match self.db.journal(&about.card) {
             Ok(Some(j)) => {
                 let same = j.application == application;
-                match self.continue_journal(&mut session, j, progress) {
+                match self.continue_journal(&mut session, j, 0, progress) {
                     Ok(outcome) if same => return Ok(outcome),
                     Ok(_) => {}
                     // Rolled back: install it afresh (same application) or go on (another).
                     Err(Stop::Refused(_)) => {}
                     Err(Stop::Interrupted(e) | Stop::Before(e)) => return Err(e),
                 }
+                base = session.client.apdus_sent();
                 if let Err(e) = session.reopen() {
                     return Err(self.record_failure(&about, stop_error(e)));
                 }
@@ -312,7 +338,7 @@ impl Module {
             Ok(p) => p,
             Err(e) => return Err(self.record_failure(&about, e)),
         };
-        match self.fresh(&mut session, plan, progress) {
+        match self.fresh(&mut session, plan, base, progress) {
             Ok(o) => Ok(o),
             Err(Stop::Before(e)) => Err(self.record_failure(&about, e)),
             Err(Stop::Interrupted(e) | Stop::Refused(e)) => Err(e),
@@ -336,7 +362,7 @@ impl Module {
         let Some(j) = journal else {
             return Ok(None);
         };
-        match self.continue_journal(&mut session, j, progress) {
+        match self.continue_journal(&mut session, j, 0, progress) {
             Ok(o) => Ok(Some(o)),
             Err(e) => Err(stop_error(e)),
         }
@@ -375,10 +401,11 @@ impl Module {
         &self,
         s: &mut Session<'_, C>,
         plan: Plan,
+        base: u64,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<InstallOutcome, Stop> {
-        let reg = ops::registry(&mut s.client).map_err(before)?;
-        if reg.find(&plan.load_file).is_some() || reg.find(&plan.instance).is_some() {
+        let reg = Registry::read(&mut s.client).map_err(before)?;
+        if reg.has_load_file(&plan.load_file) || reg.instance(&plan.instance).is_some() {
             return Err(Stop::Before(InstallError::AlreadyPresent(
                 plan.app.row.name.clone(),
             )));
@@ -399,7 +426,6 @@ impl Module {
             updated_ms: now,
             mac: Vec::new(),
         };
-        let base = s.client.apdus_sent();
         self.save(&mut j)
             .map_err(|e| Stop::Before(InstallError::Other(format!("outlet.db: {e}"))))?;
         self.run_to_end(s, plan, j, base, progress)
@@ -410,9 +436,9 @@ impl Module {
         &self,
         s: &mut Session<'_, C>,
         j: JournalRow,
+        base: u64,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<InstallOutcome, Stop> {
-        let base = s.client.apdus_sent();
         let mac = self
             .mac(&j.mac_input())
             .map_err(|e| Stop::Interrupted(InstallError::Other(format!("security module: {e}"))))?;
@@ -473,13 +499,9 @@ impl Module {
         progress: &mut dyn FnMut(Progress),
         receipts: &mut Vec<String>,
     ) -> Result<(), Stop> {
-        let reg = ops::registry(&mut s.client).map_err(classify)?;
-        let loaded = reg.load_files.iter().any(|e| e.aid == plan.load_file);
-        let instance = reg
-            .applications
-            .iter()
-            .find(|e| e.aid == plan.instance)
-            .cloned();
+        let reg = Registry::read(&mut s.client).map_err(classify)?;
+        let loaded = reg.has_load_file(&plan.load_file);
+        let instance = reg.instance(&plan.instance).cloned();
         if let Some(i) = &instance {
             if i.life_cycle == REGISTERED
                 || (plan.app.manifest.registration.is_empty() && j.stage == stage::PERSONALIZED)
@@ -774,14 +796,12 @@ impl Module {
         let undone = (|| -> Result<(), Stop> {
             // A fresh channel: the one that failed may be out of step with the card.
             s.reopen()?;
-            let reg = ops::registry(&mut s.client).map_err(classify)?;
+            let reg = Registry::read(&mut s.client).map_err(classify)?;
             let load_file = Aid::from_str(&j.load_file).ok();
             let instance = Aid::from_str(&j.instance).ok();
-            if let Some(lf) = load_file.filter(|a| reg.load_files.iter().any(|e| e.aid == *a)) {
+            if let Some(lf) = load_file.filter(|a| reg.has_load_file(a)) {
                 ops::delete(&mut s.client, &lf, true).map_err(classify)?;
-            } else if let Some(i) =
-                instance.filter(|a| reg.applications.iter().any(|e| e.aid == *a))
-            {
+            } else if let Some(i) = instance.filter(|a| reg.instance(a).is_some()) {
                 ops::delete(&mut s.client, &i, false).map_err(classify)?;
             }
             Ok(())

@@ -28,10 +28,15 @@ fn install_and_registration_work() {
     assert_eq!(state.card.as_deref(), Some(CARD));
 
     let mut steps = Vec::new();
+    let mut recorded = Recording::new(card.clone());
     let outcome = f
         .module
-        .install(&mut card, "wallet", &mut |p| steps.push(p))
+        .install(&mut recorded, "wallet", &mut |p| steps.push(p))
         .unwrap();
+    // Every C-APDU counted: SELECT, INITIALIZE UPDATE, EXTERNAL AUTHENTICATE, 3 GET STATUS,
+    // INSTALL [for load], LOAD, INSTALL, SELECT, GENERATE, SIGN, SELECT, INITIALIZE UPDATE,
+    // EXTERNAL AUTHENTICATE, INSTALL [for personalization], STORE DATA ×n, SET STATUS.
+    assert_eq!(outcome.apdus, recorded.sent().len() as u64);
     assert_eq!(outcome.card, CARD);
     assert_eq!(outcome.instance, REG_INSTANCE);
     assert_eq!(outcome.record, 1);
