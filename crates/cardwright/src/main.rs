@@ -11,6 +11,7 @@ mod demo;
 mod dm_cmd;
 mod issue_cmd;
 mod keys_cmd;
+mod package_cmd;
 mod pay;
 mod scp11_cmd;
 mod serve;
