@@ -95,7 +95,10 @@ pub use data_object::{
     open_data_objects, DataObjectStore, MAX_DATA_OBJECT_LEN, PKCS11_DATA_OBJECT_LABEL_PREFIX,
 };
 pub use error::Error;
-pub use kdd::{card_number_from_kdd, derive_in_software, diversification_for, kdd_for_card_number};
+pub use kdd::{
+    card_number_from_kdd, derive_in_software, diversification_for, kdd_for_card_number,
+    kvn_for_version,
+};
 pub use keyset::{
     open_key_sets, validate_key_set_label, KeySetInfo, KeySetStore, KeyUsage, TransportPublicKey,
     WrappedKey, WrappedKeySet, PKCS11_KEY_SET_LABEL_PREFIX,
