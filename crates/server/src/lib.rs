@@ -36,6 +36,7 @@ pub mod error;
 pub mod extract;
 pub mod issuance;
 pub mod openapi;
+pub mod outlet;
 mod pages;
 pub mod partner;
 pub mod partner_client;
