@@ -561,46 +561,74 @@ impl<C: CardChannel> GpClient<C> {
     /// Selects the SD and opens a secure channel with it (GP 2.3.1 §D.3 / Amd D §7.1):
     /// INITIALIZE UPDATE, check the card cryptogram, EXTERNAL AUTHENTICATE.
     pub fn open_secure_channel(&mut self, opts: &OpenOptions) -> Result<ChannelInfo> {
-        let sd = opts.sd.unwrap_or(gp::aid::ISD_AID);
+        let hint = match opts.keys.kdf {
+            Diversification::None => " (or a missing --kdf)",
+            _ => " or diversification",
+        };
+        self.authenticate(opts.sd, opts.keys.key_version, opts.level, hint, |iu| {
+            if let Some(want) = opts.scp {
+                if iu.scp != want {
+                    return Err(ClientError::Invalid(format!(
+                        "the card uses SCP{:02X}, not SCP{want:02X} as asked (--scp)",
+                        iu.scp
+                    )));
+                }
+            }
+            let master = opts.keys.static_keys(iu.scp)?;
+            Ok(match opts.keys.kdf {
+                Diversification::None => master,
+                kdf => kdf.apply(&master, &iu.kdd)?,
+            })
+        })
+    }
+
+    /// Like [`GpClient::open_secure_channel`], with the card's static keys chosen from its
+    /// INITIALIZE UPDATE answer (key diversification data, key version, protocol): a host
+    /// that serves many cards identifies the card and derives its keys in the one
+    /// INITIALIZE UPDATE. When `keys_for` fails nothing more is sent (no EXTERNAL
+    /// AUTHENTICATE), and its error is returned as it is.
+    pub fn open_secure_channel_with<E: From<ClientError>>(
+        &mut self,
+        sd: Option<Aid>,
+        key_version: u8,
+        level: SecurityLevel,
+        keys_for: impl FnOnce(&InitUpdateResponse) -> std::result::Result<StaticKeys, E>,
+    ) -> std::result::Result<ChannelInfo, E> {
+        self.authenticate(sd, key_version, level, "", keys_for)
+    }
+
+    /// SELECT, INITIALIZE UPDATE, the keys from `keys_for`, the card cryptogram checked,
+    /// EXTERNAL AUTHENTICATE. `hint` completes [`ClientError::WrongKeys`]'s message.
+    fn authenticate<E: From<ClientError>>(
+        &mut self,
+        sd: Option<Aid>,
+        key_version: u8,
+        level: SecurityLevel,
+        hint: &str,
+        keys_for: impl FnOnce(&InitUpdateResponse) -> std::result::Result<StaticKeys, E>,
+    ) -> std::result::Result<ChannelInfo, E> {
+        let sd = sd.unwrap_or(gp::aid::ISD_AID);
         self.select(&sd)?;
         let mut host_challenge = [0u8; 8];
         getrandom::getrandom(&mut host_challenge)
             .map_err(|e| ClientError::Invalid(format!("random number generator: {e}")))?;
-        let iu_cmd = scp::initialize_update(opts.keys.key_version, &host_challenge);
+        let iu_cmd = scp::initialize_update(key_version, &host_challenge);
         let op = Operation::InitializeUpdate;
         let r = self.transmit_plain(op, &iu_cmd)?;
         if !r.sw.is_success() {
             return Err(auth_refused(op, r.sw, || {
-                format!(
-                    "(key version {:#04x} not on the card)",
-                    opts.keys.key_version
-                )
-            }));
+                format!("(key version {key_version:#04x} not on the card)")
+            })
+            .into());
         }
-        let iu = InitUpdateResponse::parse(&r.data)?;
-        if let Some(want) = opts.scp {
-            if iu.scp != want {
-                return Err(ClientError::Invalid(format!(
-                    "the card uses SCP{:02X}, not SCP{want:02X} as asked (--scp)",
-                    iu.scp
-                )));
-            }
-        }
-        let master = opts.keys.static_keys(iu.scp)?;
-        let keys = match opts.keys.kdf {
-            Diversification::None => master,
-            kdf => kdf.apply(&master, &iu.kdd)?,
-        };
-        let auth = match HostAuth::new(&keys, &host_challenge, &iu, opts.level, 0x55) {
+        let iu = InitUpdateResponse::parse(&r.data).map_err(ClientError::from)?;
+        let keys = keys_for(&iu)?;
+        let auth = match HostAuth::new(&keys, &host_challenge, &iu, level, 0x55) {
             Ok(a) => a,
             Err(scp::Error::CardCryptogramMismatch) => {
-                let hint = match opts.keys.kdf {
-                    Diversification::None => " (or a missing --kdf)".to_string(),
-                    _ => " or diversification".to_string(),
-                };
-                return Err(ClientError::WrongKeys { hint });
+                return Err(ClientError::WrongKeys { hint: hint.into() }.into());
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(ClientError::from(e).into()),
         };
         let ext = auth.external_authenticate();
         let op = Operation::ExternalAuthenticate;
@@ -609,9 +637,10 @@ impl<C: CardChannel> GpClient<C> {
             return Err(match r.sw.status() {
                 Status::AuthMethodBlocked => ClientError::KeysLocked { op, sw: r.sw },
                 _ => ClientError::refused(op, "", r.sw),
-            });
+            }
+            .into());
         }
-        let session = auth.finish(&r)?;
+        let session = auth.finish(&r).map_err(ClientError::from)?;
         let info = ChannelInfo {
             protocol: session.protocol(),
             level: session.level(),

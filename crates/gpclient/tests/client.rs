@@ -125,6 +125,60 @@ fn wrong_keys_stop_before_external_authenticate() {
         .unwrap();
 }
 
+/// `open_secure_channel_with`: the keys chosen from the INITIALIZE UPDATE answer; a refusal
+/// of the chooser ends the attempt before EXTERNAL AUTHENTICATE, with the chooser's error.
+#[test]
+fn keys_chosen_from_the_initialize_update_answer() {
+    #[derive(Debug)]
+    enum Mine {
+        Unknown(u8),
+        Client(ClientError),
+    }
+    impl From<ClientError> for Mine {
+        fn from(e: ClientError) -> Self {
+            Mine::Client(e)
+        }
+    }
+    let sim = Sim::new(CardConfig::default());
+    let mut c = sim.client();
+    let err = c
+        .open_secure_channel_with(None, 0, SecurityLevel::MAC, |iu| {
+            Err::<StaticKeys, _>(Mine::Unknown(iu.key_version))
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, Mine::Unknown(kvn) if kvn == CardConfig::default().key_version),
+        "{err:?}"
+    );
+    let err = c
+        .open_secure_channel_with(None, 0, SecurityLevel::MAC, |_| {
+            Ok::<_, Mine>(StaticKeys::same(Key::aes(&[0x11; 16]).unwrap()))
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, Mine::Client(ClientError::WrongKeys { .. })),
+        "{err:?}"
+    );
+    assert!(!sim.ins_sent().contains(&INS_EXTERNAL_AUTHENTICATE));
+    let info = c
+        .open_secure_channel_with(None, 0, SecurityLevel::MAC, |iu| {
+            assert_eq!(iu.scp, 0x03);
+            Ok::<_, Mine>(StaticKeys::same(Key::aes(&DEFAULT_TEST_KEY).unwrap()))
+        })
+        .unwrap();
+    assert_eq!(
+        info.init_update.key_version,
+        CardConfig::default().key_version
+    );
+    assert_eq!(
+        sim.ins_sent()
+            .iter()
+            .filter(|i| **i == INS_EXTERNAL_AUTHENTICATE)
+            .count(),
+        1
+    );
+}
+
 #[test]
 fn errors_carry_the_operation_and_the_status_word() {
     let sim = Sim::new(CardConfig::default());

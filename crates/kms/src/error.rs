@@ -335,6 +335,61 @@ pub enum Error {
         /// The KCV of the unwrapped key.
         computed: String,
     },
+    /// A secret key or data object label that cannot be used (see
+    /// [`crate::validate_object_label`]).
+    #[error("invalid {what} label {label:?}: {reason}")]
+    BadObjectLabel {
+        /// "secret key" or "data object".
+        what: &'static str,
+        /// The label given.
+        label: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A secret key with this label exists already; nothing was stored.
+    #[error("secret key {0:?} exists already")]
+    SecretKeyExists(String),
+    /// No secret key with this label.
+    #[error("no secret key {0:?}")]
+    SecretKeyNotFound(String),
+    /// A sealed secret key in the keystore file fails authentication (the file was
+    /// altered), or a token object under the label does not carry its recorded kind and
+    /// check value.
+    #[error("secret key {label:?} in {place} fails authentication or is not one of ours")]
+    SecretKeyTampered {
+        /// The keystore file or token.
+        place: String,
+        /// The label of the key.
+        label: String,
+    },
+    /// A secret key asked to do what its kind does not (CMAC with an HMAC key, wrapping an
+    /// HMAC key for a card). Never contains key material.
+    #[error("secret key {label:?}: {detail}")]
+    SecretKeyUse {
+        /// The label of the key.
+        label: String,
+        /// What was refused.
+        detail: String,
+    },
+    /// A data object in the keystore file whose value or label was altered, or two token
+    /// objects under one label.
+    #[error("data object {label:?} in {place} fails authentication")]
+    DataObjectTampered {
+        /// The keystore file or token.
+        place: String,
+        /// The label of the object.
+        label: String,
+    },
+    /// A data object over the size limit; nothing was stored.
+    #[error("data object {label:?} is {len} bytes, more than the {max} a key store keeps")]
+    DataObjectTooLarge {
+        /// The label given.
+        label: String,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// An error from the secure-channel crate (key lengths, diversification).
     #[error(transparent)]
     Scp(#[from] scp::Error),

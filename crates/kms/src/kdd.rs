@@ -110,6 +110,26 @@ pub(crate) fn kdf3_block(kdd: &[u8; 10], i: u8, k: u8) -> [u8; 16] {
     data
 }
 
+/// The key version number (KVN) of the key set derived from base key version `version`,
+/// for a category whose blank cards carry key set `initial_kvn`.
+///
+/// GlobalPlatform KVNs are `01`-`7F` (GP 2.3.1 §11.1.8); the initial KVN is kept for the
+/// initial keys, so the other 126 values are used in turn: version 1 → the first free
+/// value from `01`, and so on, wrapping after 126 versions. Consecutive versions never share
+/// a KVN, and a derived key set never shares the initial one's, so the Key Information
+/// Template (GET DATA `E0`, readable without authentication) tells which key set a card
+/// carries before any authentication is attempted.
+pub fn kvn_for_version(version: u32, initial_kvn: u8) -> u8 {
+    let idx = (version.max(1) - 1) % 126;
+    // idx < 126, so it fits a u8.
+    let kvn = idx as u8 + 1;
+    if (1..=0x7F).contains(&initial_kvn) && kvn >= initial_kvn {
+        kvn + 1
+    } else {
+        kvn
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +195,27 @@ mod tests {
         fn decoding_never_panics(kdd in any::<[u8; 10]>()) {
             if let Some(n) = card_number_from_kdd(&kdd) {
                 prop_assert_eq!(kdd_for_card_number(&n).unwrap(), kdd);
+            }
+        }
+    }
+
+    #[test]
+    fn kvn_mapping() {
+        assert_eq!(kvn_for_version(1, 0x30), 0x01);
+        assert_eq!(kvn_for_version(0x2F, 0x30), 0x2F);
+        assert_eq!(kvn_for_version(0x30, 0x30), 0x31);
+        assert_eq!(kvn_for_version(126, 0x30), 0x7F);
+        assert_eq!(kvn_for_version(127, 0x30), 0x01);
+        assert_eq!(kvn_for_version(1, 0x01), 0x02);
+        assert_eq!(kvn_for_version(126, 0x7F), 0x7E);
+        for initial in 1..=0x7Fu8 {
+            let mut seen = std::collections::HashSet::new();
+            for v in 1..=126u32 {
+                let k = kvn_for_version(v, initial);
+                assert!((1..=0x7F).contains(&k));
+                assert_ne!(k, initial);
+                assert!(seen.insert(k));
+                assert_ne!(k, kvn_for_version(v + 1, initial));
             }
         }
     }

@@ -24,6 +24,12 @@
 //! key store to another wrapped for the recipient's transport key ([`WrappedKeySet`]:
 //! ECDH P-256 ephemeral-static, ANSI X9.63 KDF, AES key wrap); see [`keyset`].
 //!
+//! **Secret keys by label** ([`SecretKeyStore`], [`open_secret_keys`]: AES keys that MAC and
+//! go to a card encrypted under its secure channel's DEK, HMAC-SHA256 keys that never leave
+//! the store; see [`secret`]) and **data objects** ([`DataObjectStore`],
+//! [`open_data_objects`]: public bytes such as trust anchors, integrity-protected; see
+//! [`data_object`]) live in both backends too.
+//!
 //! # Derivation scheme
 //!
 //! For card number `n` the card's key diversification data is
@@ -67,6 +73,7 @@
 mod agreement;
 mod backup;
 mod config;
+pub mod data_object;
 mod error;
 mod kdd;
 mod keyblob;
@@ -74,6 +81,7 @@ mod keypair;
 pub mod keyset;
 mod master;
 mod pkcs11;
+pub mod secret;
 mod signing;
 mod software;
 mod types;
@@ -83,8 +91,14 @@ pub use agreement::{
     PKCS11_ECKA_LABEL_PREFIX,
 };
 pub use config::{open, PinSource, Pkcs11Config, SlotSelector, StoreConfig};
+pub use data_object::{
+    open_data_objects, DataObjectStore, MAX_DATA_OBJECT_LEN, PKCS11_DATA_OBJECT_LABEL_PREFIX,
+};
 pub use error::Error;
-pub use kdd::{card_number_from_kdd, derive_in_software, diversification_for, kdd_for_card_number};
+pub use kdd::{
+    card_number_from_kdd, derive_in_software, diversification_for, kdd_for_card_number,
+    kvn_for_version,
+};
 pub use keyset::{
     open_key_sets, validate_key_set_label, KeySetInfo, KeySetStore, KeyUsage, TransportPublicKey,
     WrappedKey, WrappedKeySet, PKCS11_KEY_SET_LABEL_PREFIX,
@@ -92,6 +106,10 @@ pub use keyset::{
 pub use master::MasterKey;
 pub use pkcs11::{KeyProtection, Pkcs11KeyStore};
 pub use scp::{Key, KeyKind, StaticKeys};
+pub use secret::{
+    open_secret_keys, validate_object_label, SecretKeyInfo, SecretKeyKind, SecretKeyStore,
+    HMAC_IMPORT_LEN, PKCS11_SECRET_KEY_LABEL_PREFIX,
+};
 pub use signing::{
     ecdsa_raw_to_der, open_signing, p256_spki_from_ec_point, rsa_spki, validate_signing_label,
     SigningAlgorithm, SigningKey, SigningKeyStore, PKCS11_LABEL_PREFIX,
@@ -234,5 +252,7 @@ mod tests {
         let _: Option<Box<dyn SigningKeyStore>> = None;
         let _: Option<Box<dyn SigningKey>> = None;
         let _: Option<Box<dyn KeySetStore>> = None;
+        let _: Option<Box<dyn SecretKeyStore>> = None;
+        let _: Option<Box<dyn DataObjectStore>> = None;
     }
 }

@@ -19,7 +19,9 @@
 //! * `signing_keys` (present only when there are some) holds sealed CA signing keys, see
 //!   [`crate::SigningKeyStore`], and `agreement_keys` sealed key-agreement (ECKA) keys, see
 //!   [`crate::AgreementKeyStore`], and `key_sets` sealed security-domain key sets, see
-//!   [`crate::KeySetStore`]; they are re-sealed on master key rotation too.
+//!   [`crate::KeySetStore`], `secret_keys` sealed secret keys by label, see
+//!   [`crate::SecretKeyStore`], and `data_objects` authenticated public objects, see
+//!   [`crate::DataObjectStore`]; they are re-sealed on master key rotation too.
 //! * `master_check` seals a constant: a wrong master key is reported as
 //!   [`Error::WrongMasterKey`] even for an empty keystore.
 //! * Writes are atomic ([`atomic_file::write()`]): a temporary file in the same directory
@@ -65,6 +67,12 @@ struct StoreFile {
     /// Security-domain key sets (see `crate::keyset`); absent in files without any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     key_sets: Vec<crate::keyset::StoredKeySet>,
+    /// Secret keys by label (see `crate::secret`); absent in files without any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    secret_keys: Vec<crate::secret::StoredSecretKey>,
+    /// Data objects by label (see `crate::data_object`); absent in files without any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    data_objects: Vec<crate::data_object::StoredDataObject>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -146,6 +154,10 @@ pub(crate) struct State {
     pub(crate) agreement: Vec<crate::agreement::StoredAgreementKey>,
     /// Sealed key sets, authenticated when the file was read.
     pub(crate) key_sets: Vec<crate::keyset::StoredKeySet>,
+    /// Sealed secret keys, authenticated when the file was read.
+    pub(crate) secret_keys: Vec<crate::secret::StoredSecretKey>,
+    /// Data objects, authenticated when the file was read.
+    pub(crate) data_objects: Vec<crate::data_object::StoredDataObject>,
     master_check: Vec<u8>,
     /// Size and modification time of the file when it was read.
     stamp: Option<(u64, SystemTime)>,
@@ -243,11 +255,28 @@ fn read_state(path: &Path, master: &MasterKey) -> Result<State, Error> {
             return Err(format(format!("key set {:?} appears twice", k.label())));
         }
     }
+    for (i, k) in file.secret_keys.iter().enumerate() {
+        k.check(path, master)?;
+        if file.secret_keys[..i].iter().any(|o| o.label() == k.label()) {
+            return Err(format(format!("secret key {:?} appears twice", k.label())));
+        }
+    }
+    for (i, d) in file.data_objects.iter().enumerate() {
+        d.check(path, master)?;
+        if file.data_objects[..i]
+            .iter()
+            .any(|o| o.label() == d.label())
+        {
+            return Err(format(format!("data object {:?} appears twice", d.label())));
+        }
+    }
     Ok(State {
         entries,
         signing: file.signing_keys,
         agreement: file.agreement_keys,
         key_sets: file.key_sets,
+        secret_keys: file.secret_keys,
+        data_objects: file.data_objects,
         master_check,
         stamp,
     })
@@ -275,6 +304,8 @@ fn write_state(path: &Path, state: &State) -> Result<Option<(u64, SystemTime)>, 
         signing_keys: state.signing.clone(),
         agreement_keys: state.agreement.clone(),
         key_sets: state.key_sets.clone(),
+        secret_keys: state.secret_keys.clone(),
+        data_objects: state.data_objects.clone(),
     };
     let mut json = serde_json::to_vec_pretty(&file).map_err(|e| Error::Format {
         path: path.to_path_buf(),
@@ -340,6 +371,8 @@ impl SoftwareKeyStore {
             signing: Vec::new(),
             agreement: Vec::new(),
             key_sets: Vec::new(),
+            secret_keys: Vec::new(),
+            data_objects: Vec::new(),
             master_check: master::seal(&master, CHECK_AAD, CHECK_PLAIN)?,
             stamp: None,
         };
@@ -414,11 +447,23 @@ impl SoftwareKeyStore {
             .iter()
             .map(|k| k.reseal(&self.path, &self.master, &new))
             .collect::<Result<Vec<_>, Error>>()?;
+        let secret_keys = old
+            .secret_keys
+            .iter()
+            .map(|k| k.reseal(&self.path, &self.master, &new))
+            .collect::<Result<Vec<_>, Error>>()?;
+        let data_objects = old
+            .data_objects
+            .iter()
+            .map(|d| d.reseal(&self.path, &self.master, &new))
+            .collect::<Result<Vec<_>, Error>>()?;
         let mut fresh = State {
             entries,
             signing,
             agreement,
             key_sets,
+            secret_keys,
+            data_objects,
             master_check: master::seal(&new, CHECK_AAD, CHECK_PLAIN)?,
             stamp: None,
         };

@@ -61,6 +61,8 @@ pub mod cert;
 pub mod clock;
 pub mod enrol;
 pub mod key;
+#[cfg(feature = "kms")]
+pub mod keystore;
 mod oid;
 pub mod payment;
 pub mod piv;
@@ -77,6 +79,8 @@ pub use cert::{Certificate, CertificateStatus, RevocationReason, Serial};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use enrol::{EnrolError, Enroller, EnrolmentChallenge};
 pub use key::{KeyAlgorithm, KeyError, PublicKey, SignatureError};
+#[cfg(feature = "kms")]
+pub use keystore::KeystoreSigner;
 pub use payment::{
     Authorisation, CanonicalError, PaymentAuthenticator, PaymentChallenge, PaymentError,
     PaymentRequest,

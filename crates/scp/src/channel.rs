@@ -145,6 +145,15 @@ impl Channel {
             Inner::Scp03(s) => s.decrypt_key(encrypted),
         }
     }
+
+    /// The key that encrypts sensitive data in this session (see
+    /// [`crate::HostSession::data_encryption_key`]).
+    pub(crate) fn data_encryption_key(&self) -> Result<Key, Error> {
+        match &self.inner {
+            Inner::Scp02(s) => s.data_encryption_key(),
+            Inner::Scp03(s) => Ok(s.data_encryption_key()),
+        }
+    }
 }
 
 /// Fills a buffer from the operating system's random number generator.

@@ -221,6 +221,16 @@ impl HostSession {
         self.channel.encrypt_key(key)
     }
 
+    /// The key that encrypts sensitive data (PUT KEY key values, encrypted STORE DATA) in
+    /// this session: the SCP02 session DEK (GP 2.3.1 §E.4.1), the SCP03 static Key-DEK
+    /// (Amendment D), the SCP11 S-DEK (Amendment F). With [`crate::encrypt_sensitive_data`] it
+    /// gives the bytes [`HostSession::encrypt_key`] gives; a key store that holds the
+    /// secret to send encrypts it under this key itself (e.g. inside an HSM), so that the
+    /// secret never exists in the host in the clear.
+    pub fn data_encryption_key(&self) -> Result<Key, Error> {
+        self.channel.data_encryption_key()
+    }
+
     /// Encrypts secret bytes (a whole number of cipher blocks, e.g. an ECC private key)
     /// with the session's DEK, as [`HostSession::encrypt_key`] does a key.
     pub(crate) fn encrypt_secret(&self, clear: &[u8]) -> Result<Vec<u8>, Error> {

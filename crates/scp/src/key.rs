@@ -119,6 +119,17 @@ impl Key {
         }
         out
     }
+
+    /// AES-CMAC (NIST SP 800-38B) of `data` under this key; a 3DES key is refused.
+    pub fn aes_cmac(&self, data: &[u8]) -> Result<[u8; 16], Error> {
+        match self.kind {
+            KeyKind::Aes => crypto::aes_cmac(&self.bytes, &[data]),
+            KeyKind::Des3 => Err(crate::error::malformed(
+                "AES-CMAC key",
+                "a 3DES key, not an AES key".to_string(),
+            )),
+        }
+    }
 }
 
 impl PartialEq for Key {

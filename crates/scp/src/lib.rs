@@ -89,6 +89,7 @@ pub mod put_key;
 mod scp02;
 mod scp03;
 pub mod scp11;
+mod sensitive;
 #[cfg(test)]
 mod testutil;
 
@@ -99,6 +100,7 @@ pub use host::{HostAuth, HostSession};
 pub use init_update::{initialize_update, InitUpdateResponse};
 pub use key::{Key, KeyKind, StaticKeys};
 pub use level::{Protocol, SecurityLevel};
+pub use sensitive::{decrypt_sensitive_data, encrypt_sensitive_data};
 
 /// A fresh random challenge from the operating system (8 bytes; 16 for SCP03 S16 mode).
 pub fn random_challenge(len: usize) -> Result<Vec<u8>, Error> {

@@ -391,6 +391,11 @@ impl Scp02 {
         Ok(crypto::tdes_ecb_encrypt(&*self.s_dek, clear)?.to_vec())
     }
 
+    /// The session DEK (2-key 3DES), which encrypts sensitive data in SCP02.
+    pub(crate) fn data_encryption_key(&self) -> Result<Key, Error> {
+        Key::des3(&*self.s_dek)
+    }
+
     /// The inverse of [`Scp02::encrypt_key`].
     pub(crate) fn decrypt_key(&self, encrypted: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
         crypto::tdes_ecb_decrypt(&*self.s_dek, encrypted)

@@ -446,6 +446,11 @@ impl Scp03 {
         crypto::aes_cbc_encrypt(self.dek.expose(), [0; 16], clear)
     }
 
+    /// The DEK of the session: the static Key-DEK (SCP03), or S-DEK (SCP11).
+    pub(crate) fn data_encryption_key(&self) -> Key {
+        self.dek.clone()
+    }
+
     /// The inverse of [`Scp03::encrypt_key`].
     pub(crate) fn decrypt_key(&self, encrypted: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
         crypto::aes_cbc_decrypt(self.dek.expose(), [0; 16], encrypted)

@@ -7,12 +7,10 @@
 //! to the directory; later starts load `ca.pem` and check it belongs to the stored key.
 //! Certificates and CRLs are then signed by the store (inside the HSM for PKCS#11).
 
-use std::{fmt, fs, path::Path, sync::Arc, time::Duration};
+use std::{fs, path::Path, sync::Arc, time::Duration};
 
 use kms::{SigningAlgorithm, SigningKey, SigningKeyStore};
-use pki::{
-    CaSigner, CertificateAuthority, CertificateStore, Clock, PublicKey, SignerError, Subject,
-};
+use pki::{CertificateAuthority, CertificateStore, Clock, Subject};
 
 use crate::ca_files::{pem_decode, write_certificate, CaFileError, CaKeyType};
 
@@ -21,43 +19,16 @@ pub const DEFAULT_LABEL: &str = "ca";
 const CERT_FILE: &str = "ca.pem";
 const KEY_FILE: &str = "ca-key.pem";
 
-/// A [`pki::CaSigner`] whose private key is in a key store.
-pub struct KeystoreSigner {
-    key: Box<dyn SigningKey>,
-    public: PublicKey,
-}
+/// A [`pki::CaSigner`] whose private key is in a key store (the one adapter, in `pki`).
+pub use pki::KeystoreSigner;
 
-impl fmt::Debug for KeystoreSigner {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeystoreSigner")
-            .field("key", &self.key)
-            .field("algorithm", &self.public.algorithm())
-            .finish()
-    }
-}
-
-impl KeystoreSigner {
-    /// Wraps a key from the store; fails if its public key is not one the CA takes.
-    pub fn new(key: Box<dyn SigningKey>) -> Result<Self, CaFileError> {
-        let public =
-            PublicKey::from_spki_der(key.public_key_spki()).map_err(|e| CaFileError::Key {
-                label: key.label().into(),
-                reason: e.to_string(),
-            })?;
-        Ok(Self { key, public })
-    }
-}
-
-impl CaSigner for KeystoreSigner {
-    fn public_key(&self) -> &PublicKey {
-        &self.public
-    }
-
-    fn sign_sha256(&self, message: &[u8]) -> Result<Vec<u8>, SignerError> {
-        self.key
-            .sign_sha256(message)
-            .map_err(|e| SignerError(e.to_string()))
-    }
+/// [`KeystoreSigner::new`], its refusal said as a [`CaFileError`].
+fn keystore_signer(key: Box<dyn SigningKey>) -> Result<KeystoreSigner, CaFileError> {
+    let label = key.label().to_string();
+    KeystoreSigner::new(key).map_err(|e| CaFileError::Key {
+        label,
+        reason: e.to_string(),
+    })
 }
 
 /// The key-store algorithm for a CA key type (RSA-4096 is not offered by the key store).
@@ -110,11 +81,11 @@ pub fn open_or_create(
             path: cert_path.clone(),
             reason,
         })?;
-        let signer = Arc::new(KeystoreSigner::new(key)?);
+        let signer = Arc::new(keystore_signer(key)?);
         return Ok(CertificateAuthority::load(&der, signer, store, clock)?);
     }
     let (key, _created) = keys.signing_key_or_create(label, algorithm_for(key_type)?)?;
-    let signer = Arc::new(KeystoreSigner::new(key)?);
+    let signer = Arc::new(keystore_signer(key)?);
     fs::create_dir_all(dir).map_err(io(dir))?;
     let ca = CertificateAuthority::create(
         &Subject::new(name),

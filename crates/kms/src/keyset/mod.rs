@@ -617,7 +617,7 @@ fn kw_wrap(kek: &[u8], key: &[u8]) -> Result<Vec<u8>, Error> {
 }
 
 /// RFC 3394 unwrap under an AES-256 KEK; `None` if the integrity check fails.
-fn kw_unwrap(kek: &[u8], wrapped: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+pub(crate) fn kw_unwrap(kek: &[u8], wrapped: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     let mut out = Zeroizing::new(vec![0u8; wrapped.len().checked_sub(8)?]);
     KwAes256::new_from_slice(kek)
         .ok()?

@@ -368,7 +368,7 @@ impl Pkcs11KeyStore {
 
     /// A session AES key object holding `value` (the transfer key or a KEK computed in the
     /// host), able to wrap or to unwrap only.
-    fn session_aes_key<'s>(
+    pub(crate) fn session_aes_key<'s>(
         &self,
         s: &'s Session,
         value: &[u8],

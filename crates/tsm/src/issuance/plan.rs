@@ -124,25 +124,9 @@ impl KeyRef {
     }
 }
 
-/// The key version number (KVN) of the key set derived from base key version `version`,
-/// for a category whose blank cards carry key set `initial_kvn`.
-///
-/// GlobalPlatform KVNs are `01`-`7F` (GP 2.3.1 §11.1.8); the initial KVN is kept for the
-/// initial keys, so the other 126 values are used in turn: version 1 → the first free
-/// value from `01`, and so on, wrapping after 126 versions. Consecutive versions never share
-/// a KVN, and a derived key set never shares the initial one's, so the Key Information
-/// Template (GET DATA `E0`, readable without authentication) tells which key set a card
-/// carries before any authentication is attempted.
-pub fn kvn_for_version(version: u32, initial_kvn: u8) -> u8 {
-    let idx = (version.max(1) - 1) % 126;
-    // idx < 126, so it fits a u8.
-    let kvn = idx as u8 + 1;
-    if (1..=0x7F).contains(&initial_kvn) && kvn >= initial_kvn {
-        kvn + 1
-    } else {
-        kvn
-    }
-}
+/// The key version number of the key set derived from a base key version (one mapping for
+/// the platform and the outlet's security module: `kms::kvn_for_version`).
+pub use kms::kvn_for_version;
 
 /// An application in job parameters (hex AIDs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -349,27 +333,6 @@ mod tests {
         fn params_from_any_json_never_panic(v in any::<u64>(), s in ".{0,10}") {
             let _ = Params::parse(&serde_json::json!({"category": s, "from_version": v}));
             let _ = Params::parse(&serde_json::json!([s]));
-        }
-    }
-
-    #[test]
-    fn kvn_mapping() {
-        assert_eq!(kvn_for_version(1, 0x30), 0x01);
-        assert_eq!(kvn_for_version(0x2F, 0x30), 0x2F);
-        assert_eq!(kvn_for_version(0x30, 0x30), 0x31);
-        assert_eq!(kvn_for_version(126, 0x30), 0x7F);
-        assert_eq!(kvn_for_version(127, 0x30), 0x01);
-        assert_eq!(kvn_for_version(1, 0x01), 0x02);
-        assert_eq!(kvn_for_version(126, 0x7F), 0x7E);
-        for initial in 1..=0x7Fu8 {
-            let mut seen = std::collections::HashSet::new();
-            for v in 1..=126u32 {
-                let k = kvn_for_version(v, initial);
-                assert!((1..=0x7F).contains(&k));
-                assert_ne!(k, initial);
-                assert!(seen.insert(k));
-                assert_ne!(k, kvn_for_version(v + 1, initial));
-            }
         }
     }
 
