@@ -17,11 +17,24 @@
 //! `docs/PACKAGE.md`.
 #![forbid(unsafe_code)]
 
+mod algorithm;
+mod archive;
+mod chain;
 mod manifest;
+mod signature;
+mod signer;
 
+pub use archive::{
+    MANIFEST_ENTRY, MAX_APPLICATIONS, MAX_INFLATED_BYTES, MAX_LOAD_FILE_BYTES, MAX_MANIFEST_BYTES,
+    MAX_SIGNATURE_BYTES, SIGNATURE_ENTRY,
+};
+pub use chain::MAX_PATH;
 pub use manifest::{
     Application, DapBlock, Generate, KeyKind, Manifest, RegistrationKey, Tokens, FORMAT,
 };
+pub use signer::SoftwareSigner;
+
+use sha2::{Digest, Sha256};
 
 use time::OffsetDateTime;
 
@@ -127,8 +140,10 @@ pub struct VerifiedPackage {
     pub signer_subject: String,
     /// Index into [`TrustPolicy::anchors`] of the anchor the chain ended at.
     pub anchor: usize,
-    /// SHA-256 of the whole archive, hex: the package's identity in records.
+    /// SHA-256 of the whole archive, lower-case hex: the package's identity in records.
     pub package_sha256: String,
+    /// The signing-time attribute of the signature, if it has one (what the signer says).
+    pub signing_time: Option<OffsetDateTime>,
 }
 
 /// The signature algorithm of a [`PackageSigner`].
@@ -165,13 +180,173 @@ pub struct BuildInput {
 }
 
 /// Builds and signs a package; returns the archive bytes.
+///
+/// Fills in each application's `load_file`, `sha256`, `size`, `package_aid` and (when
+/// empty) `applet` from its CAP file, checks the manifest, signs its TOML text and checks the
+/// signature under the signer's certificate (a key that does not match it is refused here,
+/// not at the outlet). Errors are [`Refusal`]s too: `Malformed` for a bad input.
 pub fn build(input: BuildInput, signer: &dyn PackageSigner) -> Result<Vec<u8>, Refusal> {
-    let _ = (input, signer);
-    todo!("package helper")
+    let BuildInput {
+        mut manifest,
+        load_files,
+        chain_der,
+        crls_der,
+        signing_time,
+    } = input;
+    let bad = |m: String| Err(Refusal::Malformed(m));
+    for (i, (name, _)) in load_files.iter().enumerate() {
+        if manifest.application(name).is_none() {
+            return bad(format!(
+                "load file for {name:?}, which the manifest does not name"
+            ));
+        }
+        if load_files[..i].iter().any(|(n, _)| n == name) {
+            return bad(format!("two load files for {name:?}"));
+        }
+    }
+    let mut ordered: Vec<(String, &[u8])> = Vec::with_capacity(load_files.len());
+    for app in &mut manifest.applications {
+        let Some((_, cap)) = load_files.iter().find(|(n, _)| *n == app.name) else {
+            return bad(format!("no load file for application {:?}", app.name));
+        };
+        if cap.len() as u64 > MAX_LOAD_FILE_BYTES {
+            return Err(Refusal::Oversized(format!(
+                "load file of {:?}: {} bytes; at most {MAX_LOAD_FILE_BYTES}",
+                app.name,
+                cap.len()
+            )));
+        }
+        let parsed = gp::cap::CapFile::from_bytes(cap)
+            .map_err(|e| Refusal::Malformed(format!("load file of {:?}: {e}", app.name)))?;
+        app.load_file = format!("load/{}.cap", app.name);
+        app.sha256 = hex_lower(&Sha256::digest(cap));
+        app.size = cap.len() as u64;
+        app.package_aid = parsed.package_aid().to_hex();
+        if app.applet.is_empty() {
+            match parsed.applet_aids().first() {
+                Some(aid) => app.applet = aid.to_hex(),
+                None => return bad(format!("the CAP file of {:?} has no applet", app.name)),
+            }
+        }
+        check_applet(app, &parsed)?;
+        ordered.push((app.load_file.clone(), cap.as_slice()));
+    }
+    manifest.check()?;
+    let text = manifest.to_toml();
+    let p7s = signature::sign(text.as_bytes(), &chain_der, &crls_der, signing_time, signer)?;
+    archive::write(text.as_bytes(), &p7s, &ordered)
 }
 
 /// Verifies a package against `policy` (see [`Refusal`] for every reason it refuses).
+///
+/// In order: the archive (size, entries, names, inflated sizes), the manifest (strict TOML
+/// and [`Manifest::check`]; the load files in the archive are exactly the manifest's), the
+/// CMS signature and message digest, the signer's certification path to a trust anchor
+/// (validity at `policy.now`, CRLs of the package and of the policy), the manifest's
+/// validity period, every load file's SHA-256, size, package AID and applet, and the
+/// privileges against the anchor's [`TrustAnchor::grantable`].
 pub fn verify(archive: &[u8], policy: &TrustPolicy) -> Result<VerifiedPackage, Refusal> {
-    let _ = (archive, policy);
-    todo!("package helper")
+    let contents = archive::read(archive)?;
+    let text = std::str::from_utf8(&contents.manifest)
+        .map_err(|_| Refusal::Malformed("manifest.toml is not UTF-8".into()))?;
+    let manifest = Manifest::from_toml(text)?;
+    for (entry, _) in &contents.load_files {
+        if !manifest.applications.iter().any(|a| a.load_file == *entry) {
+            return Err(Refusal::Malformed(format!(
+                "{entry} is not in the manifest"
+            )));
+        }
+    }
+
+    let signed = signature::verify(&contents.signature, &contents.manifest)?;
+    let anchor = chain::validate(&signed.signer, &signed.certificates, &signed.crls, policy)?;
+    if policy.now < manifest.not_before || policy.now > manifest.not_after {
+        return Err(Refusal::OutsideValidity(format!(
+            "valid from {} until {}",
+            manifest.not_before, manifest.not_after
+        )));
+    }
+
+    let mut load_files = Vec::with_capacity(manifest.applications.len());
+    for app in &manifest.applications {
+        let Some((_, cap)) = contents
+            .load_files
+            .iter()
+            .find(|(e, _)| *e == app.load_file)
+        else {
+            return Err(Refusal::Malformed(format!("no {}", app.load_file)));
+        };
+        let expected = apdu::parse_hex(&app.sha256).unwrap_or_default();
+        if Sha256::digest(cap).as_slice() != expected.as_slice() {
+            return Err(Refusal::HashMismatch(format!(
+                "{} (SHA-256)",
+                app.load_file
+            )));
+        }
+        if cap.len() as u64 != app.size {
+            return Err(Refusal::HashMismatch(format!("{} (size)", app.load_file)));
+        }
+        let parsed = gp::cap::CapFile::from_bytes(cap)
+            .map_err(|e| Refusal::Malformed(format!("{}: {e}", app.load_file)))?;
+        if !parsed
+            .package_aid()
+            .to_hex()
+            .eq_ignore_ascii_case(&app.package_aid)
+        {
+            return Err(Refusal::HashMismatch(format!(
+                "{} (its package AID is {}, the manifest says {})",
+                app.load_file,
+                parsed.package_aid(),
+                app.package_aid
+            )));
+        }
+        check_applet(app, &parsed)?;
+        load_files.push((app.name.clone(), cap.clone()));
+    }
+
+    let grantable = policy.anchors[anchor].grantable;
+    for app in &manifest.applications {
+        for name in &app.privileges {
+            let privilege: gp::Privilege = name
+                .parse()
+                .map_err(|_| Refusal::Malformed(format!("unknown privilege {name:?}")))?;
+            if !grantable.contains(privilege) {
+                return Err(Refusal::PrivilegeNotAllowed(format!(
+                    "{privilege} (application {:?})",
+                    app.name
+                )));
+            }
+        }
+    }
+
+    Ok(VerifiedPackage {
+        manifest_bytes: contents.manifest,
+        signature_der: contents.signature,
+        load_files,
+        signer_subject: signed.signer.subject(),
+        signer_der: signed.signer.der,
+        anchor,
+        package_sha256: hex_lower(&Sha256::digest(archive)),
+        signing_time: signed.signing_time,
+        manifest,
+    })
+}
+
+/// The applet to instantiate is one of the CAP file's.
+fn check_applet(app: &Application, cap: &gp::cap::CapFile) -> Result<(), Refusal> {
+    if cap
+        .applet_aids()
+        .iter()
+        .any(|a| a.to_hex().eq_ignore_ascii_case(&app.applet))
+    {
+        return Ok(());
+    }
+    Err(Refusal::Malformed(format!(
+        "application {:?}: applet {} is not in its CAP file",
+        app.name, app.applet
+    )))
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    apdu::hex(bytes).to_ascii_lowercase()
 }

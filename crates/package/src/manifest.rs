@@ -39,7 +39,9 @@ pub struct Application {
     pub title: String,
     /// The provider's version string ("1.2.0").
     pub version: String,
-    /// Path of the load file (CAP) in the archive: `load/<name>.cap`.
+    /// Path of the load file (CAP) in the archive: `load/<name>.cap` (`package build`
+    /// fills it in when the template leaves it out).
+    #[serde(default)]
     pub load_file: String,
     /// SHA-256 of the load file (the whole CAP file as stored in the archive), hex.
     #[serde(default)]
@@ -150,6 +152,14 @@ impl Manifest {
         Ok(m)
     }
 
+    /// Parses a provider's template for `package build`: strict TOML like
+    /// [`Manifest::from_toml`], but not checked yet (build fills in the fields it computes,
+    /// then checks).
+    pub fn parse_template(text: &str) -> Result<Self, Refusal> {
+        toml::from_str(text)
+            .map_err(|e| Refusal::Malformed(format!("manifest template: {}", e.message())))
+    }
+
     /// The TOML text `package build` writes (and signs).
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a manifest always serialises")
@@ -164,7 +174,10 @@ impl Manifest {
     pub fn check(&self) -> Result<(), Refusal> {
         let bad = |m: String| Err(Refusal::Malformed(m));
         if self.format != FORMAT {
-            return bad(format!("format {:?}: this version reads {FORMAT:?}", self.format));
+            return bad(format!(
+                "format {:?}: this version reads {FORMAT:?}",
+                self.format
+            ));
         }
         if self.provider.trim().is_empty() {
             return bad("provider is empty".into());
@@ -175,13 +188,16 @@ impl Manifest {
         if self.applications.is_empty() {
             return bad("no [[application]]".into());
         }
+        if self.applications.len() > crate::archive::MAX_APPLICATIONS {
+            return bad(format!(
+                "{} applications; a package holds at most {}",
+                self.applications.len(),
+                crate::archive::MAX_APPLICATIONS
+            ));
+        }
         let mut names = std::collections::BTreeSet::new();
         for a in &self.applications {
-            let ok_name = !a.name.is_empty()
-                && a.name.len() <= 32
-                && a.name.bytes().enumerate().all(|(i, b)| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && (b == b'-' || b == b'_'))
-                });
+            let ok_name = valid_name(&a.name);
             if !ok_name {
                 return bad(format!(
                     "application name {:?}: want [a-z0-9][a-z0-9_-]{{0,31}}",
@@ -197,6 +213,7 @@ impl Manifest {
                     a.name, a.name
                 ));
             }
+            check_hex_fields(a)?;
             for p in &a.privileges {
                 p.parse::<gp::Privilege>().map_err(|_| {
                     Refusal::Malformed(format!("application {:?}: unknown privilege {p:?}", a.name))
@@ -225,4 +242,60 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+/// Whether `name` is an application name: `[a-z0-9][a-z0-9_-]{0,31}`.
+pub(crate) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name.bytes().enumerate().all(|(i, b)| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && (b == b'-' || b == b'_'))
+        })
+}
+
+/// The hex fields of an application: AIDs are 5–16 bytes, the hash 32 bytes, the rest hex.
+fn check_hex_fields(a: &Application) -> Result<(), Refusal> {
+    let bad = |field: &str, value: &str| {
+        Err(Refusal::Malformed(format!(
+            "application {:?}: {field} {value:?} is not valid hex of the right length",
+            a.name
+        )))
+    };
+    let aid = |v: &str| v.parse::<gp::Aid>().is_ok();
+    let hex = |v: &str| apdu::parse_hex(v).is_ok();
+    if apdu::parse_hex(&a.sha256).map(|h| h.len()).ok() != Some(32) {
+        return bad("sha256", &a.sha256);
+    }
+    for (field, value) in [("package_aid", &a.package_aid), ("applet", &a.applet)] {
+        if !aid(value) {
+            return bad(field, value);
+        }
+    }
+    for (field, value) in [
+        ("instance", &a.instance),
+        ("security_domain", &a.security_domain),
+    ] {
+        if !value.is_empty() && !aid(value) {
+            return bad(field, value);
+        }
+    }
+    if !hex(&a.install_params) {
+        return bad("install_params", &a.install_params);
+    }
+    for d in &a.dap {
+        if !aid(&d.security_domain) {
+            return bad("dap security_domain", &d.security_domain);
+        }
+        if d.signature.is_empty() || !hex(&d.signature) {
+            return bad("dap signature", &d.signature);
+        }
+    }
+    if let Some(t) = &a.tokens {
+        for v in [&t.load, &t.install] {
+            if v.is_empty() || !hex(v) {
+                return bad("token", v);
+            }
+        }
+    }
+    Ok(())
 }
