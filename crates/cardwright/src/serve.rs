@@ -332,6 +332,15 @@ pub fn run(a: ServeArgs) -> Result<()> {
         )),
         _ => None,
     };
+    // Outlet security modules upload their install records (`outlet sync`) to any
+    // platform that has operators and a database.
+    let outlet_records = match (&tokens, &tsm_store) {
+        (Some(t), Some(store)) => Some(server::outlet_records::OutletRecordsApi::new(
+            store.clone(),
+            t.clone(),
+        )),
+        _ => None,
+    };
     let ssd = match (a.role, tokens) {
         (Some(role), Some(tokens)) => {
             let store = tsm_store
@@ -364,6 +373,10 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let mut app = server::payment_routes(state);
         if let Some(api) = issuance {
             app = app.merge(server::issuance::routes(api));
+        }
+        if let Some(api) = outlet_records {
+            println!("outlet records: {scheme}://{addr}/api/v1/outlet/records");
+            app = app.merge(server::outlet_records::routes(api));
         }
         let mut verifier = None;
         if let Some(ssd) = ssd {

@@ -589,6 +589,186 @@ fn key_set_seeds() -> Seeds {
     seeds
 }
 
+/// Package archives under a fresh root (written to `crates/fuzzing/src/package_anchor.der`;
+/// its private key is dropped): P-256 and RSA-PSS signers, privileges, a CRL that revokes
+/// another serial, the parts form of one, and refused ones (revoked, cut, traversal).
+fn package_seeds(anchor_path: &Path) -> Seeds {
+    use package::{BuildInput, Manifest, SoftwareSigner, FORMAT};
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
+        KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, RevokedCertParams, SerialNumber,
+        SignatureAlgorithm,
+    };
+    use time::OffsetDateTime;
+
+    struct Spki(Vec<u8>, Vec<u8>, &'static SignatureAlgorithm);
+    impl PublicKeyData for Spki {
+        fn subject_public_key_info(&self) -> Vec<u8> {
+            self.0.clone()
+        }
+        fn der_bytes(&self) -> &[u8] {
+            &self.1
+        }
+        fn algorithm(&self) -> &'static SignatureAlgorithm {
+            self.2
+        }
+    }
+    let at = |y: i32| {
+        OffsetDateTime::new_utc(
+            time::Date::from_calendar_date(y, time::Month::January, 1).unwrap(),
+            time::Time::MIDNIGHT,
+        )
+    };
+    let root_key = KeyPair::generate().expect("key");
+    let mut root = CertificateParams::new(Vec::<String>::new()).expect("params");
+    root.distinguished_name
+        .push(DnType::CommonName, "Fuzz Package Root");
+    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    root.not_before = at(2020);
+    root.not_after = at(2099);
+    let root_der = root.self_signed(&root_key).expect("root").der().to_vec();
+    std::fs::write(anchor_path, &root_der).expect("anchor written");
+    let issuer = Issuer::new(root, root_key);
+    let signer = |rsa: bool, serial: u64| {
+        let key = if rsa {
+            SoftwareSigner::generate_rsa(2048).expect("RSA")
+        } else {
+            SoftwareSigner::generate_p256()
+        };
+        let spki = key.public_key_der();
+        use der::Decode;
+        let raw = spki::SubjectPublicKeyInfoRef::from_der(&spki)
+            .expect("SPKI")
+            .subject_public_key
+            .raw_bytes()
+            .to_vec();
+        let alg = if rsa {
+            &rcgen::PKCS_RSA_SHA256
+        } else {
+            &rcgen::PKCS_ECDSA_P256_SHA256
+        };
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.distinguished_name
+            .push(DnType::CommonName, format!("Fuzz Signer {serial}"));
+        p.serial_number = Some(SerialNumber::from(serial));
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.not_before = at(2020);
+        p.not_after = at(2099);
+        let der = p
+            .signed_by(&Spki(spki, raw, alg), &issuer)
+            .expect("cert")
+            .der()
+            .to_vec();
+        (key, der)
+    };
+    let crl = |serials: &[u64]| {
+        CertificateRevocationListParams {
+            this_update: at(2025),
+            next_update: at(2026),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from(*s),
+                    revocation_time: at(2025),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&issuer)
+        .expect("CRL")
+        .der()
+        .to_vec()
+    };
+    let manifest = |names: &[&str], privileges: &[&str]| -> Manifest {
+        let mut text = format!(
+            "format = \"{FORMAT}\"\nprovider = \"Fuzz Provider\"\n\
+             not_before = 2020-01-01T00:00:00Z\nnot_after = 2099-01-01T00:00:00Z\n"
+        );
+        for n in names {
+            text.push_str(&format!(
+                "[[application]]\nname = \"{n}\"\ntitle = \"{n}\"\nversion = \"1.0\"\n\
+                 privileges = {privileges:?}\n"
+            ));
+        }
+        Manifest::parse_template(&text).expect("template")
+    };
+    let cap = gp::cap::testing::synthetic_cap(200);
+    let build = |m: Manifest, crls: Vec<Vec<u8>>, key: &SoftwareSigner, cert: &[u8]| {
+        package::build(
+            BuildInput {
+                load_files: m
+                    .applications
+                    .iter()
+                    .map(|a| (a.name.clone(), cap.clone()))
+                    .collect(),
+                manifest: m,
+                chain_der: vec![cert.to_vec()],
+                crls_der: crls,
+                signing_time: at(2025),
+            },
+            key,
+        )
+        .expect("package")
+    };
+    let (p256, p256_cert) = signer(false, 1);
+    let (rsa, rsa_cert) = signer(true, 2);
+    let ecdsa = build(manifest(&["wallet"], &[]), Vec::new(), &p256, &p256_cert);
+    let pss = build(
+        manifest(&["wallet", "transit"], &["card-lock"]),
+        vec![crl(&[99])],
+        &rsa,
+        &rsa_cert,
+    );
+    let revoked = build(
+        manifest(&["wallet"], &[]),
+        vec![crl(&[1])],
+        &p256,
+        &p256_cert,
+    );
+    let not_granted = build(
+        manifest(&["wallet"], &["global-lock"]),
+        Vec::new(),
+        &p256,
+        &p256_cert,
+    );
+    let mut policy = fuzzing::package_policy();
+    policy.anchors[0].certificate_der = root_der.clone();
+    assert!(package::verify(&ecdsa, &policy).is_ok() && package::verify(&pss, &policy).is_ok());
+    let parts = {
+        let mut z = zip::ZipArchive::new(std::io::Cursor::new(ecdsa.as_slice())).expect("zip");
+        let mut read = |name: &str| {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut z.by_name(name).expect("entry"), &mut v).expect("read");
+            v
+        };
+        fuzzing::package_parts_input(&read("manifest.toml"), &read("manifest.p7s"), &cap)
+    };
+    let whole = |a: &[u8]| [&[0u8][..], a].concat();
+    let mut traversal = ecdsa.clone();
+    // The load file's name in its local header and in the central directory.
+    let at: Vec<usize> = (0..traversal.len() - 15)
+        .filter(|&p| &traversal[p..p + 15] == b"load/wallet.cap")
+        .collect();
+    assert_eq!(at.len(), 2);
+    for p in at {
+        traversal[p..p + 5].copy_from_slice(b"../..");
+    }
+    vec![
+        ("package-ecdsa", whole(&ecdsa)),
+        ("package-rsa-pss-crl", whole(&pss)),
+        ("package-revoked", whole(&revoked)),
+        ("package-privilege-not-granted", whole(&not_granted)),
+        ("package-parts", parts),
+        ("package-cut", whole(&ecdsa[..ecdsa.len() / 2])),
+        ("package-traversal", whole(&traversal)),
+    ]
+}
+
 fn write(dir: &Path, target: &str, name: &str, data: &[u8]) {
     let d = dir.join(target);
     std::fs::create_dir_all(&d).expect("corpus directory");
@@ -629,6 +809,11 @@ fn main() {
     for (name, data) in key_set_seeds() {
         write(&dir, "wrapped_key_set", name, &data);
     }
+    let anchor = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/package_anchor.der");
+    for (name, data) in package_seeds(&anchor) {
+        write(&dir, "package_archive", name, &data);
+    }
+    println!("package_archive: new anchor written; rebuild before replaying its seeds");
     for &(target, _) in fuzzing::TARGETS {
         let n = std::fs::read_dir(dir.join(target)).map_or(0, |d| d.count());
         println!("{target}: {n} files");

@@ -14,6 +14,7 @@
 mod http;
 mod key_set;
 mod key_store;
+mod package;
 mod parsers;
 mod piv_applet;
 mod scp11;
@@ -24,6 +25,10 @@ pub use key_set::{
     key_set_importer, wrapped_key_set, KEY_SET_TRANSPORT_LABEL, KEY_SET_TRANSPORT_PKCS8,
 };
 pub use key_store::{key_store_file, KEY_STORE_MASTER};
+pub use package::{
+    package_archive, package_parts_input, package_policy, PACKAGE_ANCHOR, PACKAGE_GRANTABLE,
+    PACKAGE_NOW,
+};
 pub use parsers::{
     cap_parse, command_parse, dm_confirmation, gp_responses, init_update_parse, put_key_parse,
     response_parse, tlv_parse,
@@ -60,4 +65,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("scp11_pso", scp11_pso),
     ("scp11_auth_card", scp11_auth_card),
     ("scp11_auth_host", scp11_auth_host),
+    ("package_archive", package_archive),
 ];

@@ -123,3 +123,27 @@ fn wrapped_key_set_seeds_reach_the_import() {
         }
     }
 }
+
+/// The package seeds verify under the fuzzed verifier's anchor, or are refused for the
+/// reason they were made for, so the fuzzer starts from every depth of `package::verify`.
+#[test]
+fn package_seeds_reach_their_checks() {
+    let policy = fuzzing::package_policy();
+    for (seed, expected) in [
+        ("seed-package-ecdsa", None),
+        ("seed-package-rsa-pss-crl", None),
+        ("seed-package-revoked", Some("signer_revoked")),
+        (
+            "seed-package-privilege-not-granted",
+            Some("privilege_not_allowed"),
+        ),
+        ("seed-package-cut", Some("truncated")),
+        ("seed-package-traversal", Some("path_traversal")),
+    ] {
+        let data = std::fs::read(fuzz_dir().join("corpus/package_archive").join(seed))
+            .expect("seed readable");
+        assert_eq!(data[0], 0, "{seed}: the whole-archive form");
+        let got = package::verify(&data[1..], &policy).err().map(|r| r.code());
+        assert_eq!(got, expected, "{seed}");
+    }
+}

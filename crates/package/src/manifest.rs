@@ -18,11 +18,11 @@ pub struct Manifest {
     pub format: String,
     /// The application provider, as shown on the outlet's page.
     pub provider: String,
-    /// The package is valid from this instant (RFC 3339)...
-    #[serde(with = "time::serde::rfc3339")]
+    /// The package is valid from this instant (RFC 3339; a TOML offset date-time or string)...
+    #[serde(with = "instant")]
     pub not_before: OffsetDateTime,
     /// ... until this one (RFC 3339).
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "instant")]
     pub not_after: OffsetDateTime,
     /// The applications, at least one; names unique.
     #[serde(rename = "application")]
@@ -298,4 +298,30 @@ fn check_hex_fields(a: &Application) -> Result<(), Refusal> {
         }
     }
     Ok(())
+}
+
+/// The validity instants: written as RFC 3339 strings (in TOML and in any other format),
+/// read from a string or a TOML offset date-time (`not_before = 2026-01-01T00:00:00Z`).
+mod instant {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+    use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+
+    pub fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+        time::serde::rfc3339::serialize(t, s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Text(String),
+            Toml(toml::value::Datetime),
+        }
+        let text = match Either::deserialize(d)? {
+            Either::Text(s) => s,
+            Either::Toml(dt) => dt.to_string(),
+        };
+        OffsetDateTime::parse(&text, &Rfc3339)
+            .map_err(|e| D::Error::custom(format!("{text:?} is not an RFC 3339 instant: {e}")))
+    }
 }

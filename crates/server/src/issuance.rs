@@ -110,6 +110,7 @@ impl From<tsm::Error> for ApiError {
             E::Refused { reason, .. } => (StatusCode::FORBIDDEN, refusal_code(*reason)),
             E::KeyUnusable { .. } => (StatusCode::CONFLICT, "key_unusable"),
             E::ReceiptRefused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "receipt_refused"),
+            E::RecordConflict(_) => (StatusCode::CONFLICT, "record_conflict"),
             E::Kms(kms::Error::KeySetNotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
             E::Kms(kms::Error::BadWrappedKeySet(_) | kms::Error::WrongTransportKey { .. }) => {
                 (StatusCode::BAD_REQUEST, "invalid_request")

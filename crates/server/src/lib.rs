@@ -37,6 +37,7 @@ pub mod extract;
 pub mod issuance;
 pub mod openapi;
 pub mod outlet;
+pub mod outlet_records;
 mod pages;
 pub mod partner;
 pub mod partner_client;

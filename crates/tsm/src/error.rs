@@ -200,6 +200,11 @@ pub enum Error {
     /// The request is malformed (bad card number, missing package…).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// An outlet's install record contradicts what the platform holds: another hash for a
+    /// sequence number already stored, or a link to a previous record that is not the one
+    /// stored (or not stored yet). Nothing of the upload was stored.
+    #[error("outlet record conflict: {0}")]
+    RecordConflict(String),
     /// The card keeps its own key diversification data and it is not the one derived
     /// from the card number.
     #[error(

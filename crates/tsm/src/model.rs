@@ -332,6 +332,57 @@ pub struct Step {
     pub finished_ms: Option<i64>,
 }
 
+/// An install record of an outlet security module (issue #11), as the outlet hashed it:
+/// `hash = SHA-256(prev_hash ‖ canonical(fields))` (the `outlet::records` format; the
+/// server checks it before the store takes the record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutletRecord {
+    /// The outlet's id.
+    pub outlet: String,
+    /// Position in the outlet's chain, from 1.
+    pub seq: u64,
+    /// When (Unix ms, the outlet's clock).
+    pub at_ms: i64,
+    /// The card number (empty when the card was not identified).
+    pub card: String,
+    /// The application.
+    pub application: String,
+    /// SHA-256 of its package, hex.
+    pub package_sha256: String,
+    /// `ok`, `failed`, `rolled_back`, `interrupted`.
+    pub result: String,
+    /// `ok` or the error code.
+    pub code: String,
+    /// Details, JSON text as hashed.
+    pub detail: String,
+    /// Hash of the outlet's previous record.
+    pub prev_hash: [u8; 32],
+    /// This record's hash.
+    pub hash: [u8; 32],
+}
+
+/// An outlet record as stored: who uploaded it and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOutletRecord {
+    /// The record.
+    pub record: OutletRecord,
+    /// The tenant of the operator who uploaded it.
+    pub tenant: String,
+    /// When it arrived (Unix ms).
+    pub received_ms: i64,
+}
+
+/// What [`crate::Store::store_outlet_records`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutletUpload {
+    /// Records stored now.
+    pub stored: u64,
+    /// Records already stored with the same hash (nothing changed for them).
+    pub already: u64,
+    /// The highest sequence number stored for the outlet after the call.
+    pub through: u64,
+}
+
 pub(crate) fn parse_aid(bytes: &[u8], what: &str) -> Result<Aid, StoreError> {
     Aid::new(bytes).map_err(|e| StoreError::Corrupt {
         what: what.into(),

@@ -355,6 +355,29 @@ CREATE TABLE ssd_receipts (
 CREATE INDEX ssd_receipts_by_ssd ON ssd_receipts (card_number, aid, counter);
 "#;
 
+/// Install records uploaded by outlet security modules (issue #11): one row per
+/// `(outlet, seq)`, stored once; the chain links (`prev_hash` → previous `hash`) are checked
+/// as rows arrive.
+const V7_OUTLET_RECORDS: &str = r#"
+CREATE TABLE outlet_records (
+    outlet         TEXT NOT NULL,
+    seq            BIGINT NOT NULL CHECK (seq >= 1),
+    tenant_id      TEXT NOT NULL,
+    at_ms          BIGINT NOT NULL,
+    card           TEXT NOT NULL,
+    application    TEXT NOT NULL,
+    package_sha256 TEXT NOT NULL,
+    result         TEXT NOT NULL,
+    code           TEXT NOT NULL,
+    detail         TEXT NOT NULL,
+    prev_hash      {bytes} NOT NULL,
+    hash           {bytes} NOT NULL,
+    received_ms    BIGINT NOT NULL,
+    PRIMARY KEY (outlet, seq)
+);
+CREATE INDEX outlet_records_by_card ON outlet_records (card, at_ms);
+"#;
+
 /// Every migration, in order. Never edit one that shipped: add the next.
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -396,6 +419,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 6,
         name: "ssd: Delegated Management receipts",
         sql: V6_SSD_RECEIPTS,
+        sqlite: "",
+        postgres: "",
+    },
+    Migration {
+        version: 7,
+        name: "outlet: install records uploaded by outlets",
+        sql: V7_OUTLET_RECORDS,
         sqlite: "",
         postgres: "",
     },

@@ -3,6 +3,7 @@
 //! `spawn_blocking`), cheap to clone and shareable between threads.
 
 pub(crate) mod jobs;
+pub(crate) mod outlet;
 pub(crate) mod records;
 pub(crate) mod ssd;
 
