@@ -14,6 +14,10 @@
 //!   what STORE DATA sends and answers GET DATA; it accepts personalisation through its
 //!   security domain (INSTALL [for personalization] + STORE DATA).
 //!
+//! * [`crate::registration::RegistrationApplet`] (package [`REGISTRATION_PACKAGE`], module
+//!   [`REGISTRATION_MODULE`]): key pairs generated on the card, certificates and AES keys
+//!   loaded through its security domain, signatures and MACs (issue #11).
+//!
 //! * The PIV card application of the `piv` crate (NIST SP 800-73-4 with the YubiKey
 //!   extensions) for load files whose AID starts with [`PIV_PACKAGE_PREFIX`]
 //!   (`A0 00 00 03 08`); installed with the default PIN `123456`, PUK `12345678` and
@@ -32,6 +36,7 @@ use apdu::tlv::{self, Tag};
 pub const STORAGE_PACKAGE: &[u8] = &[0xF0, 0x43, 0x57, 0x44, 0x53];
 /// Executable module (applet class) AID of the storage applet: `F0 43 57 44 53 01`.
 pub const STORAGE_MODULE: &[u8] = &[0xF0, 0x43, 0x57, 0x44, 0x53, 0x01];
+pub use crate::registration::{REGISTRATION_MODULE, REGISTRATION_PACKAGE};
 /// Package AID prefix of PIV implementations (NIST RID `A0 00 00 03 08`).
 pub const PIV_PACKAGE_PREFIX: &[u8] = &[0xA0, 0x00, 0x00, 0x03, 0x08];
 
@@ -109,6 +114,10 @@ impl Factories {
         let mut f = Self::default();
         f.register(STORAGE_PACKAGE, std::sync::Arc::new(StorageFactory));
         f.register(PIV_PACKAGE_PREFIX, std::sync::Arc::new(PivFactory));
+        f.register(
+            REGISTRATION_PACKAGE,
+            std::sync::Arc::new(crate::registration::RegistrationFactory),
+        );
         f
     }
     pub fn register(&mut self, prefix: &[u8], factory: std::sync::Arc<dyn AppletFactory>) {
@@ -164,25 +173,9 @@ impl StorageApplet {
         let dgi = (cmd.p1 >> 3) & 0x03 == 0x01;
         let mut parsed: Vec<(u32, Vec<u8>)> = Vec::new();
         if dgi {
-            let mut p = 0;
-            let d = &cmd.data;
-            while p < d.len() {
-                let Some(id) = d.get(p..p + 2) else {
-                    return Response::status(StatusWord::WRONG_DATA);
-                };
-                let (len, hdr) = match d.get(p + 2) {
-                    Some(0xFF) => match d.get(p + 3..p + 5) {
-                        Some(l) => (u16::from_be_bytes([l[0], l[1]]) as usize, 5),
-                        None => return Response::status(StatusWord::WRONG_DATA),
-                    },
-                    Some(l) => (*l as usize, 3),
-                    None => return Response::status(StatusWord::WRONG_DATA),
-                };
-                let Some(v) = d.get(p + hdr..p + hdr + len) else {
-                    return Response::status(StatusWord::WRONG_DATA);
-                };
-                parsed.push((u16::from_be_bytes([id[0], id[1]]) as u32, v.to_vec()));
-                p += hdr + len;
+            match gp::commands::parse_dgis(&cmd.data) {
+                Ok(dgis) => parsed.extend(dgis.into_iter().map(|g| (u32::from(g.id), g.value))),
+                Err(_) => return Response::status(StatusWord::WRONG_DATA),
             }
         } else {
             match tlv::parse_all(&cmd.data) {

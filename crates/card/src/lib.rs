@@ -79,8 +79,10 @@
 //!   content management (`6982`). Ciphered load files (`D4`) are refused (`6A80`).
 //! * Memory quotas in load and install parameters are ignored; the card reports 1 MiB free
 //!   (GET DATA `FF21`) and accepts load files up to 1 MiB.
-//! * Encrypted STORE DATA to a security domain itself (P1 b7-b6 set) is refused (`6A80`);
-//!   to an application it is passed on as received.
+//! * Encrypted STORE DATA to a security domain itself (P1 b7-b6 set) is refused (`6A80`).
+//!   To an application: in the DGI format with P1 b7-b6 = `11`, the DGIs `8000`–`8FFF` are
+//!   decrypted under the channel's DEK first (as PUT KEY's keys; P1 is kept, so the
+//!   application knows the data came encrypted); otherwise passed on as received.
 //! * One process per state file: [`VirtualCard::open`] takes an exclusive lock on
 //!   `<state file>.lock` ([`CardError::InUse`] otherwise).
 #![forbid(unsafe_code)]
@@ -96,6 +98,7 @@ mod error;
 pub mod host;
 mod model;
 mod persist;
+pub mod registration;
 mod sd;
 mod x509;
 

@@ -649,15 +649,22 @@ fn ssd_lock_with_its_applications() {
         host.set_status(0x40, 0x80, &h(ISD)).sw,
         StatusWord::CONDITIONS_NOT_SATISFIED
     );
-    // Only lock and unlock for applications: no regression, no application-specific state.
+    // For applications: lock, unlock and application-specific states (`0xxxx111` above
+    // SELECTABLE, by a managing SD); no regression to INSTALLED or back to SELECTABLE.
     assert_eq!(
         host.set_status(0x40, 0x03, &h(APP)).sw,
         StatusWord::CONDITIONS_NOT_SATISFIED
     );
-    assert_eq!(
-        host.set_status(0x40, 0x1F, &h(APP)).sw,
-        StatusWord::CONDITIONS_NOT_SATISFIED
-    );
+    assert_eq!(host.set_status(0x40, 0x1F, &h(APP)).sw, StatusWord::SUCCESS);
+    let apps = host.status(StatusSubset::Applications, StatusFormat::Tlv);
+    assert_eq!(find(&apps, APP).unwrap().life_cycle, 0x1F);
+    for p2 in [0x07, 0x1F, 0x0B] {
+        assert_eq!(
+            host.set_status(0x40, p2, &h(APP)).sw,
+            StatusWord::CONDITIONS_NOT_SATISFIED,
+            "{p2:02X}"
+        );
+    }
     assert_eq!(
         host.set_status(0x40, 0x80, &h("A0000000031010")).sw,
         StatusWord(0x6A88)

@@ -260,6 +260,53 @@ fn store_data_seeds() -> Seeds {
     seeds
 }
 
+/// Seeds of `registration_applet`: generate, sign, MAC, certificate and key DGIs (a key
+/// in an encrypted block, one in a plain block, a certificate split over two blocks).
+fn registration_seeds() -> Seeds {
+    use gp::commands::dgi::Dgi;
+    let cmd = |flags: u8, ins: u8, p1: u8, p2: u8, data: &[u8]| {
+        let mut v = vec![(data.len() + 4) as u8, flags, ins, p1, p2];
+        v.extend_from_slice(data);
+        v
+    };
+    let dgi = |id: u16, v: &[u8]| Dgi::new(id, v.to_vec()).to_bytes().expect("short DGI");
+    let cert = dgi(0x0101, &[0x30; 200]);
+    vec![
+        (
+            "generate-sign-mac",
+            [
+                vec![1u8],
+                cmd(4, 0x41, 0x00, 0x03, &[]),
+                cmd(4, 0x2A, 0x00, 0x01, b"message"),
+                cmd(4, 0x4C, 0x00, 0x01, b"message"),
+                cmd(4, 0xCA, 0x01, 0x01, &[]),
+                cmd(6, 0x41, 0x00, 0x01, &[]),
+            ]
+            .concat(),
+        ),
+        (
+            "keys",
+            [
+                vec![1u8],
+                cmd(1, 0xE2, 0xE8, 0x00, &dgi(0x8102, &[0x11; 16])),
+                cmd(1, 0xE2, 0x88, 0x01, &dgi(0x8103, &[0x11; 32])),
+                cmd(4, 0x4C, 0x00, 0x02, b"m"),
+            ]
+            .concat(),
+        ),
+        (
+            "split-certificate",
+            [
+                vec![1u8],
+                cmd(1, 0xE2, 0x08, 0x00, &cert[..120]),
+                cmd(1, 0xE2, 0x88, 0x01, &cert[120..]),
+                cmd(4, 0xCA, 0x01, 0x01, &[]),
+            ]
+            .concat(),
+        ),
+    ]
+}
+
 fn piv_seeds() -> Seeds {
     let cmd = |flags: u8, ins: u8, p1: u8, p2: u8, data: &[u8]| {
         let mut v = vec![(data.len() + 4) as u8, flags, ins, p1, p2];
@@ -549,6 +596,20 @@ fn key_store_seeds() -> Seeds {
         "with-signing-key",
         std::fs::read(&path).expect("store file"),
     ));
+    use kms::{DataObjectStore, SecretKeyKind, SecretKeyStore};
+    store
+        .generate("outlet/db-mac", SecretKeyKind::HmacSha256)
+        .expect("HMAC key");
+    store
+        .generate("reg/1", SecretKeyKind::Aes128)
+        .expect("AES key");
+    store
+        .put("trust/root", b"0\x82\x01\x00 a certificate")
+        .expect("data object");
+    seeds.push((
+        "with-secret-keys-and-data-objects",
+        std::fs::read(&path).expect("store file"),
+    ));
     seeds
 }
 
@@ -799,6 +860,9 @@ fn main() {
     }
     for (name, data) in store_data_seeds() {
         write(&dir, "store_data", name, &data);
+    }
+    for (name, data) in registration_seeds() {
+        write(&dir, "registration_applet", name, &data);
     }
     for (name, data) in piv_seeds() {
         write(&dir, "piv_applet", name, &data);

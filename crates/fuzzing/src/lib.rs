@@ -17,6 +17,7 @@ mod key_store;
 mod package;
 mod parsers;
 mod piv_applet;
+mod registration;
 mod scp11;
 mod session;
 
@@ -34,6 +35,7 @@ pub use parsers::{
     response_parse, tlv_parse,
 };
 pub use piv_applet::piv_applet;
+pub use registration::registration_applet;
 pub use scp11::{scp11_auth_card, scp11_auth_host, scp11_certificates, scp11_pso};
 pub use session::{
     card_transmit, scp02_session, scp03_session, store_data, CARD_MANAGER_INS, HOST_PUT_KEY,
@@ -58,6 +60,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("scp03_session", scp03_session),
     ("store_data", store_data),
     ("piv_applet", piv_applet),
+    ("registration_applet", registration_applet),
     ("key_store_file", key_store_file),
     ("wrapped_key_set", wrapped_key_set),
     ("http_bodies", http_bodies),

@@ -567,4 +567,46 @@ proptest! {
     fn confirmation_parse_never_panics(data in bytes(300)) {
         let _ = Confirmation::parse(&data);
     }
+
+    #[test]
+    fn dgi_parse_never_panics_and_prefix_is_consistent(data in bytes(600)) {
+        use gp::commands::dgi::{parse_dgi_prefix, parse_dgis};
+        let (dgis, used) = parse_dgi_prefix(&data);
+        prop_assert!(used <= data.len());
+        let reencoded: Vec<u8> = dgis.iter().flat_map(|d| d.to_bytes().unwrap()).collect();
+        // Canonical length forms re-parse to the same groups.
+        prop_assert_eq!(parse_dgis(&reencoded).unwrap(), dgis);
+        prop_assert_eq!(parse_dgis(&data).is_ok(), used == data.len());
+    }
+
+    #[test]
+    fn dgi_store_data_round_trips(
+        groups in vec((any::<u16>(), bytes(400)), 0..6),
+        max in 5usize..=255,
+    ) {
+        use gp::commands::dgi::{dgi_store_data, is_encrypted_id, parse_dgis, Dgi};
+        let dgis: Vec<Dgi> = groups.into_iter().map(|(id, v)| Dgi::new(id, v)).collect();
+        let fits = dgis.iter().all(|d| !d.is_encrypted() || d.to_bytes().unwrap().len() <= max);
+        match dgi_store_data(&dgis, max) {
+            Err(_) => prop_assert!(!fits),
+            Ok(cmds) => {
+                prop_assert!(fits);
+                let joined: Vec<u8> = cmds.iter().flat_map(|c| c.data.clone()).collect();
+                prop_assert_eq!(parse_dgis(&joined).unwrap(), dgis);
+                for (i, c) in cmds.iter().enumerate() {
+                    prop_assert!(c.data.len() <= max && !c.data.is_empty());
+                    prop_assert_eq!(c.block as usize, i);
+                    prop_assert_eq!(c.last, i + 1 == cmds.len());
+                    let enc = c.encryption == StoreDataEncryption::Encrypted;
+                    prop_assert_eq!(c.structure, StoreDataStructure::Dgi);
+                    // An encrypted command holds whole encrypted DGIs only.
+                    if enc {
+                        let inside = parse_dgis(&c.data).unwrap();
+                        prop_assert!(inside.iter().all(|d| is_encrypted_id(d.id)));
+                    }
+                    prop_assert_eq!(StoreData::parse(&c.to_command().unwrap()).unwrap(), c.clone());
+                }
+            }
+        }
+    }
 }

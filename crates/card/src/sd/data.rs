@@ -7,7 +7,9 @@ use scp::scp11::Variant;
 
 use super::Sw;
 use crate::card::VirtualCard;
+use crate::channel::{Channel, Secure};
 use crate::model::{app_lc, Aid, AppKind};
+use zeroize::{Zeroize, Zeroizing};
 
 /// `{iso(1) org(3) dod(6) internet(1) private(4) enterprise(1) sun(42) 2 110 1 3}`: Java
 /// Card 3, as JCOP cards report in the chip details (`66`).
@@ -146,7 +148,7 @@ impl VirtualCard {
         let last = cmd.p1 & 0x80 != 0;
         let target = self.channel(ch).and_then(|c| c.perso.clone());
         let resp = match target {
-            Some(app) if app != *sd => self.personalize(&app, cmd),
+            Some(app) if app != *sd => self.personalize(ch, &app, cmd),
             _ => self.store_sd_data(sd, cmd),
         };
         if last {
@@ -157,7 +159,7 @@ impl VirtualCard {
         resp
     }
 
-    fn personalize(&mut self, app: &Aid, cmd: &Command) -> Sw<Response> {
+    fn personalize(&mut self, ch: usize, app: &Aid, cmd: &Command) -> Sw<Response> {
         let rec = self
             .state
             .app(&app.0)
@@ -168,14 +170,55 @@ impl VirtualCard {
         if app_lc::is_locked(rec.life_cycle) {
             return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
         }
-        let applet = self
-            .live_applet(app)
-            .ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?;
+        if self.live_applet(app).is_none() {
+            return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
+        }
         let mut plain = cmd.clone();
         plain.cla = 0x80;
-        let resp = applet.process_data(&plain);
+        if cmd.p1 & 0x60 == 0x60 && (cmd.p1 >> 3) & 0x03 == 0x01 {
+            plain.data = self.decrypt_dgis(ch, &cmd.data)?;
+        }
+        let resp = match self.live_applet(app) {
+            Some(applet) => applet.process_data(&plain),
+            None => Response::status(StatusWord::CONDITIONS_NOT_SATISFIED),
+        };
+        // The decrypted keys go no further than the application.
+        plain.data.zeroize();
         self.sync_applet_state(app);
         Ok(resp)
+    }
+
+    /// Encrypted personalisation data in the DGI format (P1 b7-b6 = `11`, b5-b4 = `01`):
+    /// whole DGIs, those in `8000`–`8FFF` encrypted under the channel's DEK (EMV CPS), are
+    /// decrypted here for the application (the role of the GP API's
+    /// `SecureChannel.decryptData`), with the cipher PUT KEY uses
+    /// ([`scp::CardSession::decrypt_secret`]: SCP02 3DES-ECB with the session DEK, SCP03
+    /// AES-CBC with the Key-DEK). Values are whole cipher blocks and no padding is removed;
+    /// other DGIs pass as they are. `6A80` if a DGI is incomplete or not whole blocks.
+    fn decrypt_dgis(&self, ch: usize, data: &[u8]) -> Sw<Vec<u8>> {
+        let Some(Channel {
+            secure: Secure::Open { session },
+            ..
+        }) = self.channel(ch)
+        else {
+            return Err(StatusWord::SECURITY_NOT_SATISFIED);
+        };
+        let dgis = gp::commands::parse_dgis(data).map_err(|_| StatusWord::WRONG_DATA)?;
+        let mut out = Zeroizing::new(Vec::with_capacity(data.len()));
+        for dgi in dgis {
+            let value = if dgi.is_encrypted() {
+                session
+                    .decrypt_secret(&dgi.value)
+                    .map_err(|_| StatusWord::WRONG_DATA)?
+            } else {
+                Zeroizing::new(dgi.value)
+            };
+            let header = gp::commands::dgi::header(dgi.id, value.len())
+                .map_err(|_| StatusWord::WRONG_DATA)?;
+            out.extend_from_slice(&header);
+            out.extend_from_slice(&value);
+        }
+        Ok(out.to_vec())
     }
 
     fn store_sd_data(&mut self, sd: &Aid, cmd: &Command) -> Sw<Response> {
@@ -212,25 +255,15 @@ impl VirtualCard {
     }
 }
 
-/// Reads a sequence of DGIs (EMV CPS §4.3.2: 2-byte identifier, 1-byte length or `FF` and
-/// 2 bytes); the DGI is returned as 4 hex digits.
+/// Reads a sequence of whole DGIs (`gp::commands::dgi`); the DGI is returned as 4 hex
+/// digits.
 fn parse_dgis(d: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
-    let mut out = Vec::new();
-    let mut p = 0;
-    while p < d.len() {
-        let id = d.get(p..p + 2)?;
-        let (len, hdr) = match *d.get(p + 2)? {
-            0xFF => {
-                let l = d.get(p + 3..p + 5)?;
-                (u16::from_be_bytes([l[0], l[1]]) as usize, 5)
-            }
-            l => (l as usize, 3),
-        };
-        let v = d.get(p + hdr..p + hdr + len)?;
-        out.push((apdu::hex(id), v.to_vec()));
-        p += hdr + len;
-    }
-    Some(out)
+    let dgis = gp::commands::parse_dgis(d).ok()?;
+    Some(
+        dgis.into_iter()
+            .map(|g| (apdu::hex(&g.id.to_be_bytes()), g.value))
+            .collect(),
+    )
 }
 
 #[cfg(test)]

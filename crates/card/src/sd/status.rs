@@ -176,7 +176,8 @@ impl VirtualCard {
     }
 
     /// Locks or unlocks an application (b8 of P2 set: lock; clear: unlock, restoring the
-    /// previous state), or moves a security domain to PERSONALIZED (`0F`).
+    /// previous state), moves a security domain to PERSONALIZED (`0F`), or an application
+    /// to an application-specific state.
     fn set_app_status(&mut self, sd: &Aid, cmd: &Command) -> Sw<()> {
         if !Aid::is_valid_len(&cmd.data) {
             return Err(StatusWord::WRONG_DATA);
@@ -213,9 +214,22 @@ impl VirtualCard {
                 return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
             }
             lc & !app_lc::LOCKED_BIT
+        } else if !is_sd
+            && app_lc::is_selectable(cmd.p2)
+            && cmd.p2 != app_lc::SELECTABLE
+            && app_lc::is_selectable(lc)
+            && cmd.p2 != lc
+        {
+            // An application-specific state (`0xxxx111` above SELECTABLE, GP 2.3.1
+            // §11.1.1 Table 11-5) from SELECTABLE or another such state, set by the
+            // security domain that manages the application (§11.10.2.2): e.g. `0F` once
+            // the registration of an application is complete (issue #11).
+            if !self.manages(sd, &target.sd) {
+                return Err(StatusWord::SECURITY_NOT_SATISFIED);
+            }
+            cmd.p2
         } else {
-            // For another application an SD only locks and unlocks; application-specific
-            // states are set by the application itself (GP 2.3.1 §11.10.2.2).
+            // Anything else (back to SELECTABLE or INSTALLED, the same state again).
             return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
         };
         let locking = new & app_lc::LOCKED_BIT != 0;

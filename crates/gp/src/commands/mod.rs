@@ -17,6 +17,7 @@ use apdu::{Command, Response, StatusWord};
 use crate::{Error, Result};
 
 mod delete;
+pub mod dgi;
 mod get_data;
 mod get_status;
 mod install;
@@ -27,6 +28,7 @@ mod set_status;
 mod store_data;
 
 pub use delete::Delete;
+pub use dgi::{dgi_store_data, parse_dgi_prefix, parse_dgis, Dgi};
 pub use get_data::{
     CardData, Cplc, DataObject, GetData, KeyComponent, KeyInfo, KeyInfoEntry, ScpOption,
 };
