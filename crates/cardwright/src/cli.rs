@@ -58,6 +58,9 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::pay::PayCommand,
     },
+    /// The outlet security module: verified install packages, install and registration
+    /// at the card, install records and their upload (`docs/OUTLET.md`).
+    Outlet(crate::outlet_cmd::OutletCmd),
     /// Delegated Management tokens computed offline (GP 2.3.1 Appendix C.4).
     Token {
         #[command(subcommand)]

@@ -11,6 +11,7 @@ mod demo;
 mod dm_cmd;
 mod issue_cmd;
 mod keys_cmd;
+mod outlet_cmd;
 mod pay;
 mod scp11_cmd;
 mod serve;
@@ -78,6 +79,7 @@ fn main() {
         Command::Token { command } => dm_cmd::run(command),
         Command::Keys(k) => keys_cmd::run(k),
         Command::Audit(a) => audit_cmd::run(a),
+        Command::Outlet(o) => outlet_cmd::run(o),
         Command::Demo(a) => demo::run(a),
         Command::Issue(i) => issue_cmd::run_issue(i),
         Command::Tenant(t) => issue_cmd::run_tenant(t),
