@@ -13,6 +13,7 @@ mod issue_cmd;
 mod keys_cmd;
 mod outlet_cmd;
 mod outlet_serve;
+mod package_cmd;
 mod pay;
 mod scp11_cmd;
 mod serve;
