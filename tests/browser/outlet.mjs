@@ -12,8 +12,8 @@
 //   SCREENSHOT_ERROR    screenshot of the error state (default test-artifacts/outlet-already-present.png)
 //   CHROMIUM            the browser (default /usr/bin/chromium)
 //
-// Prints one JSON line {"card", "installed", "result", "again", "again_code", "no_csrf",
-// "foreign_started", ...} and exits 0 when the install succeeded, the second click was
+// Prints one JSON line {"card", "installed", "result", "outcome", "again", "again_code",
+// "no_csrf", "foreign_started", ...} and exits 0 when the install succeeded, the second click was
 // refused as already present, and neither a request without the CSRF token nor a page of
 // another origin started anything; 1 otherwise.
 import { chromium } from 'playwright-core';
@@ -62,6 +62,8 @@ try {
   report.result = (await page.locator('#result').innerText()).replace(/\s+/g, ' ').trim();
   mkdirSync(dirname(shotInstalled), { recursive: true });
   await page.screenshot({ path: shotInstalled, fullPage: true });
+  // What the page showed, as the outlet answered it (instance, registration, certificates).
+  report.outcome = await page.evaluate(async () => (await (await fetch('/api/state')).json()).job.outcome);
   if (requests.length) {
     const h = await requests[0].allHeaders();
     report.sent_csrf = typeof h['x-csrf-token'] === 'string' && h['x-csrf-token'].length === 64;
