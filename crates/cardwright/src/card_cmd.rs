@@ -328,6 +328,7 @@ pub fn install_options(
         load_only: a.load_only,
         hash: a.hash.clone(),
         dap,
+        ..Default::default()
     })
 }
 

@@ -439,6 +439,25 @@ impl<C: CardChannel> GpClient<C> {
         Ok(resp)
     }
 
+    /// Sends a command that already carries its token (one computed in advance, e.g. by an
+    /// application provider): as it is, without asking the delegation's token source; the
+    /// answer's receipt is checked against `ctx` when a [`dm::Delegation`] with a receipt
+    /// key is set.
+    pub fn send_tokenized<T>(
+        &mut self,
+        op: Operation,
+        cmd: T,
+        to_command: impl FnOnce(&T) -> gp::Result<Command>,
+        ctx: Option<gp::dm::ReceiptContext>,
+        object: &str,
+    ) -> Result<Response> {
+        let resp = self.send_ok(op, &to_command(&cmd)?, object)?;
+        if let (Some(d), Some(ctx)) = (self.delegation.as_mut(), ctx) {
+            d.check(op, ctx, &resp.data)?;
+        }
+        Ok(resp)
+    }
+
     /// Checks the receipt of a delegated load in the answer to the last LOAD.
     pub fn check_receipt(
         &mut self,

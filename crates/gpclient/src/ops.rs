@@ -377,6 +377,24 @@ pub fn set_application_locked<C: CardChannel>(
     Ok(())
 }
 
+/// SET STATUS of an application's life cycle (P1 `40`, GP 2.3.1 §11.10) to `state`, an
+/// application-specific state (`0xxxx111` above SELECTABLE, §11.1.1 Table 11-5) such as
+/// `0F` when the application's registration is complete; locking and unlocking go with
+/// [`set_application_locked`]. The card decides which transitions it allows.
+pub fn set_application_state<C: CardChannel>(
+    client: &mut GpClient<C>,
+    aid: &Aid,
+    state: u8,
+) -> Result<()> {
+    let cmd = gp::commands::SetStatus::application(*aid, state).to_command()?;
+    client.send_ok(
+        Operation::SetStatus,
+        &cmd,
+        &format!("({aid} to {state:02X})"),
+    )?;
+    Ok(())
+}
+
 /// SET STATUS of the card life cycle (GP 2.3.1 §5.1.1, §11.10).
 pub fn set_card_life_cycle<C: CardChannel>(
     client: &mut GpClient<C>,
@@ -431,6 +449,39 @@ pub fn store_data<C: CardChannel>(client: &mut GpClient<C>, blocks: &[Vec<u8>]) 
     Ok(())
 }
 
+/// INSTALL [for personalization] of `aid`, then the STORE DATA commands that carry `dgis`
+/// in the DGI format ([`gp::commands::dgi::dgi_store_data`]): DGIs `8000`–`8FFF` hold data
+/// the caller already encrypted under the secure channel's DEK (a key store's
+/// `wrap_for_card`, or [`scp::encrypt_sensitive_data`] with
+/// [`scp::HostSession::data_encryption_key`]) and go whole in commands flagged encrypted
+/// (P1 b7-b6 = `11`), which the security domain decrypts for the application; the others
+/// go plain, split across commands where one does not fit.
+pub fn personalize_dgis<C: CardChannel>(
+    client: &mut GpClient<C>,
+    aid: &Aid,
+    dgis: &[gp::commands::Dgi],
+) -> Result<()> {
+    if client.session().is_none() {
+        return Err(ClientError::NoSecureChannel(Operation::StoreData));
+    }
+    let cmds = gp::commands::dgi_store_data(dgis, client.max_plain_data())?;
+    let cmd = Install::ForPersonalization { application: *aid }.to_command()?;
+    client.send_ok(
+        Operation::InstallForPersonalization,
+        &cmd,
+        &format!("of {aid}"),
+    )?;
+    let n = cmds.len();
+    for c in &cmds {
+        client.send_ok(
+            Operation::StoreData,
+            &c.to_command()?,
+            &format!("block {} of {n}", usize::from(c.block) + 1),
+        )?;
+    }
+    Ok(())
+}
+
 /// What `install_cap` is asked to do.
 #[derive(Debug, Clone, Default)]
 pub struct InstallOptions {
@@ -451,6 +502,17 @@ pub struct InstallOptions {
     /// DAP blocks to compute (GP 2.3.1 §9.2.1): for each, the security domain that verifies
     /// it and its key. A hash (SHA-256 unless `hash` says otherwise) is then always sent.
     pub dap: Vec<(Aid, std::sync::Arc<dyn gp::dm::Signer + Send + Sync>)>,
+    /// DAP blocks computed in advance (an application provider's package): for each, the
+    /// security domain that verifies it and the signature bytes, sent as they are after
+    /// the blocks of `dap`. A hash is then always sent too, as with `dap`.
+    pub dap_signatures: Vec<(Aid, Vec<u8>)>,
+    /// A Delegated Management token computed in advance for the INSTALL [for load] that
+    /// [`install_plan`] gives (GP 2.3.1 Appendix C.4), sent as it is instead of one from
+    /// the client's [`crate::dm::Delegation`] (whose receipts are still checked).
+    pub load_token: Option<Vec<u8>>,
+    /// Tokens computed in advance for the INSTALL [for install and make selectable] of each
+    /// instance (by instance AID), likewise.
+    pub install_tokens: Vec<(Aid, Vec<u8>)>,
 }
 
 /// What `install_cap` did.
@@ -527,7 +589,9 @@ pub fn install_plan(
 /// The load file data block hash `install_cap` sends for `opts` (empty: none).
 pub fn install_hash(cap: &gp::cap::CapFile, opts: &InstallOptions) -> Result<Vec<u8>> {
     Ok(match opts.hash.as_deref() {
-        None if !opts.dap.is_empty() => cap.load_file_hash(gp::cap::HashAlgorithm::Sha256),
+        None if !opts.dap.is_empty() || !opts.dap_signatures.is_empty() => {
+            cap.load_file_hash(gp::cap::HashAlgorithm::Sha256)
+        }
         None => Vec::new(),
         Some("sha1") => cap.load_file_hash(gp::cap::HashAlgorithm::Sha1),
         Some("sha256") => cap.load_file_hash(gp::cap::HashAlgorithm::Sha256),
@@ -546,12 +610,32 @@ pub fn install_cap<C: CardChannel>(
     cap: &gp::cap::CapFile,
     opts: &InstallOptions,
 ) -> Result<InstallReport> {
+    install_cap_with_progress(client, cap, opts, &mut |_, _| {})
+}
+
+/// [`install_cap`], calling `progress(block, blocks)` after each LOAD command the card
+/// accepted (`block` from 1 to `blocks`), e.g. for a progress bar.
+pub fn install_cap_with_progress<C: CardChannel>(
+    client: &mut GpClient<C>,
+    cap: &gp::cap::CapFile,
+    opts: &InstallOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<InstallReport> {
     let start_apdus = client.apdus_sent();
     let load_file = cap.package_aid();
     let block = cap.load_file_data_block();
     let hash = install_hash(cap, opts)?;
     let (for_load, installs) = install_plan(cap, opts, hash.clone())?;
-    let mut dap_blocks = Vec::with_capacity(opts.dap.len());
+    for (instance, _) in &opts.install_tokens {
+        if !installs.iter().any(
+            |i| matches!(i, Install::ForInstall { application, .. } if application == instance),
+        ) {
+            return Err(ClientError::Invalid(format!(
+                "a token is given for instance {instance}, which this install does not create"
+            )));
+        }
+    }
+    let mut dap_blocks = Vec::with_capacity(opts.dap.len() + opts.dap_signatures.len());
     for (sd, signer) in &opts.dap {
         let signature = signer
             .sign(gp::dm::dap_input(&hash))
@@ -561,10 +645,17 @@ pub fn install_cap<C: CardChannel>(
             signature,
         });
     }
-    client.send_managed(
+    for (sd, signature) in &opts.dap_signatures {
+        dap_blocks.push(gp::commands::DapBlock {
+            security_domain: *sd,
+            signature: signature.clone(),
+        });
+    }
+    send_with_token(
+        client,
         Operation::InstallForLoad,
         for_load,
-        Install::to_command,
+        opts.load_token.as_deref(),
         None,
         &format!("of {load_file}"),
     )?;
@@ -575,42 +666,48 @@ pub fn install_cap<C: CardChannel>(
         last = client
             .send_ok(Operation::Load, cmd, &format!("block {} of {n}", i + 1))?
             .data;
+        progress(i + 1, n);
     }
     // A delegated load is confirmed by the answer to the last LOAD (load receipt).
     let target = match opts.to {
         Some(t) => t,
         None => current_sd(client, Operation::Load)?,
     };
-    client.check_receipt(
-        Operation::Load,
-        ReceiptContext::Load {
-            load_file,
-            security_domain: target,
-        },
-        &last,
-    )?;
+    let ctx = ReceiptContext::Load {
+        load_file,
+        security_domain: target,
+    };
+    match (&opts.load_token, client.delegation.as_mut()) {
+        // A token given in advance: the load was delegated whatever the token source.
+        (Some(_), Some(d)) => d.check(Operation::Load, ctx, &last)?,
+        (Some(_), None) => {}
+        (None, _) => client.check_receipt(Operation::Load, ctx, &last)?,
+    }
     let mut instances = Vec::new();
     for i in installs {
         let Install::ForInstall {
             load_file,
-            module,
             application,
-            privileges,
-            params,
-            make_selectable,
             ..
         } = i
         else {
             continue;
         };
-        install_instance(
+        let token = opts
+            .install_tokens
+            .iter()
+            .find(|(a, _)| *a == application)
+            .map(|(_, t)| t.as_slice());
+        send_with_token(
             client,
-            load_file,
-            module,
-            application,
-            privileges,
-            params,
-            make_selectable,
+            Operation::InstallForInstall,
+            i,
+            token,
+            Some(ReceiptContext::Install {
+                load_file,
+                application,
+            }),
+            &format!("of {application}"),
         )?;
         instances.push(application);
     }
@@ -621,6 +718,31 @@ pub fn install_cap<C: CardChannel>(
         instances,
         apdus: client.apdus_sent() - start_apdus,
     })
+}
+
+/// An INSTALL with the token given (sent as it is, its receipt checked if the client has
+/// a [`crate::dm::Delegation`] with a receipt key), or with a token from the client's
+/// delegation when none is given.
+fn send_with_token<C: CardChannel>(
+    client: &mut GpClient<C>,
+    op: Operation,
+    cmd: Install,
+    token: Option<&[u8]>,
+    ctx: Option<ReceiptContext>,
+    object: &str,
+) -> Result<()> {
+    use gp::dm::TokenInput;
+    match token {
+        None => client.send_managed(op, cmd, Install::to_command, ctx, object)?,
+        Some(t) => client.send_tokenized(
+            op,
+            cmd.with_token(t.to_vec())?,
+            Install::to_command,
+            ctx,
+            object,
+        )?,
+    };
+    Ok(())
 }
 
 /// The registry as text, one block per entry, like `gp -l`.

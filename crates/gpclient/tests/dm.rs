@@ -369,3 +369,115 @@ fn mandated_dap_applies_to_every_load() {
     .unwrap();
     assert!(has(&sim, &EMPTY_APPLET));
 }
+
+/// Tokens and DAP computed in advance (what an application provider's package carries),
+/// given as bytes in `InstallOptions` for the commands `install_plan` gives.
+fn precomputed(
+    opts: &ops::InstallOptions,
+    token_key: &DmSigningKey,
+    dap_key: Option<&DmSigningKey>,
+) -> ops::InstallOptions {
+    use gp::dm::TokenInput;
+    let mut out = opts.clone();
+    if dap_key.is_some() {
+        // With a DAP block the hash is sent, so the tokens are for commands with it.
+        out.dap_signatures = vec![(aid(&DAP_SD), Vec::new())];
+    }
+    let hash = ops::install_hash(&cap(), &out).unwrap();
+    let (for_load, installs) = ops::install_plan(&cap(), &out, hash.clone()).unwrap();
+    out.load_token = Some(token_key.sign(&for_load.token_input().unwrap()).unwrap());
+    for i in installs {
+        let gp::commands::Install::ForInstall { application, .. } = &i else {
+            unreachable!()
+        };
+        let t = token_key.sign(&i.token_input().unwrap()).unwrap();
+        out.install_tokens.push((*application, t));
+    }
+    if let Some(k) = dap_key {
+        out.dap_signatures = vec![(aid(&DAP_SD), k.sign(gp::dm::dap_input(&hash)).unwrap())];
+    }
+    out
+}
+
+#[test]
+fn precomputed_tokens_are_sent_as_they_are_and_receipts_checked() {
+    let sim = card();
+    let key = DmSigningKey::aes(&TOKEN_KEY).unwrap();
+    let opts = precomputed(&Default::default(), &key, None);
+    assert!(opts.load_token.is_some() && opts.install_tokens.len() == 1);
+    // A wrong token for the load: the card refuses, nothing stays.
+    let mut bad = opts.clone();
+    if let Some(t) = bad.load_token.as_mut() {
+        t[0] ^= 0x01;
+    }
+    let mut c = open(&sim, Some(aid(&DM_SD)));
+    let e = ops::install_cap(&mut c, &cap(), &bad).unwrap_err();
+    assert_eq!(card_sw(e), (Operation::InstallForLoad, StatusWord(0x6A80)));
+    assert!(!has(&sim, &EMPTY_PKG));
+    // A token for an instance this install does not create: refused before anything.
+    let mut other = opts.clone();
+    other.install_tokens[0].0 = aid(&[1, 2, 3, 4, 5, 6, 7, 0x0A]);
+    let mut c = open(&sim, Some(aid(&DM_SD)));
+    assert!(matches!(
+        ops::install_cap(&mut c, &cap(), &other),
+        Err(ClientError::Invalid(_))
+    ));
+    // The right tokens, no token source at all; receipts checked with the receipt key.
+    let mut c = open(&sim, Some(aid(&DM_SD)));
+    c.set_delegation(Delegation::new(
+        None,
+        Some(ReceiptCheck {
+            key: ReceiptKey::aes(&RECEIPT_KEY).unwrap(),
+            last_counter: None,
+        }),
+    ));
+    ops::install_cap(&mut c, &cap(), &opts).unwrap();
+    let d = c.delegation().unwrap();
+    assert_eq!(
+        d.receipts()
+            .iter()
+            .map(|r| r.confirmation.counter)
+            .collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert!(matches!(
+        d.receipts()[1].context,
+        ReceiptContext::Install { .. }
+    ));
+    assert!(has(&sim, &EMPTY_APPLET));
+}
+
+#[test]
+fn precomputed_dap_signature() {
+    let sim = card();
+    let mut c = open(&sim, None);
+    let dap = Privileges::NONE.with(Privilege::DapVerification);
+    ops::create_domain(&mut c, aid(&DAP_SD), dap, &[], None).unwrap();
+    let mut d = open(&sim, Some(aid(&DAP_SD)));
+    let dap_key = vector_key("token-p256.pem");
+    ops::put_public_key(&mut d, 0x73, 0x01, 0, &dap_key.verifying_key()).unwrap();
+    let base = ops::InstallOptions {
+        to: Some(aid(&DAP_SD)),
+        ..Default::default()
+    };
+    // The signature bytes of the provider, for this load file's SHA-256.
+    let token_key = DmSigningKey::aes(&TOKEN_KEY).unwrap();
+    let mut opts = precomputed(&base, &token_key, Some(&dap_key));
+    opts.load_token = None;
+    opts.install_tokens.clear();
+    assert_eq!(
+        ops::install_hash(&cap(), &opts).unwrap(),
+        cap().load_file_hash(gp::cap::HashAlgorithm::Sha256)
+    );
+    // Altered: refused at the LOAD, nothing stays.
+    let mut bad = opts.clone();
+    let last = bad.dap_signatures[0].1.len() - 1;
+    bad.dap_signatures[0].1[last] ^= 0x01;
+    let mut c = open(&sim, None);
+    let e = ops::install_cap(&mut c, &cap(), &bad).unwrap_err();
+    assert_eq!(card_sw(e), (Operation::Load, StatusWord(0x6982)));
+    assert!(!has(&sim, &EMPTY_PKG));
+    let mut c = open(&sim, None);
+    ops::install_cap(&mut c, &cap(), &opts).unwrap();
+    assert!(has(&sim, &EMPTY_APPLET));
+}

@@ -86,8 +86,9 @@ impl Module {
     }
 
     /// The card in the reader, as far as the module can tell without authenticating:
-    /// SELECT of the ISD and INITIALIZE UPDATE (no EXTERNAL AUTHENTICATE follows; the
-    /// card's answer names its card number and key set).
+    /// SELECT of the ISD and INITIALIZE UPDATE; the answer names the card number and key
+    /// set, and the card cryptogram in it verifies only with the card's keys. No EXTERNAL
+    /// AUTHENTICATE follows, so no authentication attempt is spent.
     pub fn card_state<C: CardChannel>(&self, card: &mut C) -> CardState {
         let reader = card.name();
         let mut state = CardState {
@@ -124,13 +125,13 @@ impl Module {
         let Ok(iu) = InitUpdateResponse::parse(&r.data) else {
             return state;
         };
-        match self.identify(&iu) {
-            Ok(who) => {
-                state.known = true;
-                state.card = Some(who.card);
-            }
-            Err(_) => state.card = kms::card_number_from_kdd(&iu.kdd),
-        }
+        state.card = kms::card_number_from_kdd(&iu.kdd);
+        // Known: its key set is one the module derives, and the card cryptogram verifies
+        // with the derived keys (checked on the host: no EXTERNAL AUTHENTICATE follows).
+        state.known = self
+            .identify(&iu)
+            .and_then(|who| self.card_keys(&who))
+            .is_ok_and(|keys| scp::HostAuth::new(&keys, &challenge, &iu, LEVEL, 0x55).is_ok());
         state
     }
 }

@@ -626,7 +626,7 @@ impl Module {
             .map_err(|e| module_failure("outlet.db", e))?;
         s.client.select(&plan.instance).map_err(classify)?;
         let mut done: Vec<RegisteredKey> = Vec::new();
-        let mut pieces: Vec<registration::Piece> = Vec::new();
+        let mut dgis: Vec<gp::commands::dgi::Dgi> = Vec::new();
         let mut module_keys: Vec<(u8, String)> = Vec::new();
         for key in &plan.app.manifest.registration {
             progress(Progress::Registering {
@@ -661,10 +661,7 @@ impl Module {
                                 key.id
                             )))
                         })?;
-                    pieces.push(registration::Piece {
-                        dgi: registration::certificate_dgi(key.slot, cert.der()),
-                        encrypted: false,
-                    });
+                    dgis.push(registration::certificate_dgi(key.slot, cert.der()));
                     done.push(RegisteredKey {
                         id: key.id.clone(),
                         kind: "ec-p256".into(),
@@ -710,10 +707,7 @@ impl Module {
                 .secrets
                 .wrap_for_card(label, &dek)
                 .map_err(|e| module_failure("security module", e))?;
-            pieces.push(registration::Piece {
-                dgi: registration::key_dgi(*slot, &encrypted),
-                encrypted: true,
-            });
+            dgis.push(registration::key_dgi(*slot, &encrypted));
         }
         drop(dek);
         let perso = Install::ForPersonalization {
@@ -726,10 +720,13 @@ impl Module {
             &perso,
             &format!("of {}", plan.instance),
         )?;
-        let cmds = registration::store_data_commands(&pieces, s.client.max_plain_data())
+        let blocks = gp::commands::dgi::dgi_store_data(&dgis, s.client.max_plain_data())
             .map_err(|e| Stop::Refused(InstallError::Other(format!("{name}: {e}"))))?;
-        for (i, cmd) in cmds.iter().enumerate() {
-            s.send_ok(Operation::StoreData, cmd, &format!("block {i}"))?;
+        for (i, b) in blocks.iter().enumerate() {
+            let cmd = b
+                .to_command()
+                .map_err(|e| Stop::Refused(InstallError::Other(e.to_string())))?;
+            s.send_ok(Operation::StoreData, &cmd, &format!("block {i}"))?;
         }
         let set = SetStatus::application(plan.instance, REGISTERED)
             .to_command()
@@ -808,9 +805,8 @@ impl Module {
             );
         }
         let undone = (|| -> Result<(), Stop> {
-            if s.client.secure_channel().is_none() {
-                s.reopen()?;
-            }
+            // A fresh channel: the one that failed may be out of step with the card.
+            s.reopen()?;
             let reg = ops::registry(&mut s.client).map_err(classify)?;
             let load_file = Aid::from_str(&j.load_file).ok();
             let instance = Aid::from_str(&j.instance).ok();
