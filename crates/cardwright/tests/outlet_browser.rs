@@ -74,9 +74,7 @@ fn platform_get(url: &str, ca: &std::path::Path) -> (u16, serde_json::Value) {
         .expect("the platform answers");
     (
         r.status().as_u16(),
-        r.body_mut()
-            .read_json()
-            .unwrap_or(serde_json::Value::Null),
+        r.body_mut().read_json().unwrap_or(serde_json::Value::Null),
     )
 }
 
@@ -140,10 +138,7 @@ fn outlet_page_installs_offline_in_chromium_and_syncs_later() {
         "outlet.mjs failed: {report:#}\n{stderr}"
     );
     assert_eq!(report["installed"], "installed", "{report}");
-    assert!(
-        report["card"].as_str().unwrap().contains(CARD),
-        "{report}"
-    );
+    assert!(report["card"].as_str().unwrap().contains(CARD), "{report}");
     assert!(
         report["result"]
             .as_str()
@@ -173,7 +168,10 @@ fn outlet_page_installs_offline_in_chromium_and_syncs_later() {
         "card", "--reader", READER, "--key", BASE, "--kdf", "kdf3", "list",
     ]);
     assert!(list.contains(&instance), "{instance} not listed:\n{list}");
-    assert!(list.contains("F0435"), "the load file is not listed:\n{list}");
+    assert!(
+        list.contains("F0435"),
+        "the load file is not listed:\n{list}"
+    );
 
     // The registration keys work.
     #[cfg(feature = "pcsc")]
@@ -190,7 +188,10 @@ fn outlet_page_installs_offline_in_chromium_and_syncs_later() {
     assert_eq!(queued.len(), 2, "{queued:#?}");
     assert_eq!(queued[0]["result"], "ok");
     assert_eq!(queued[1]["code"], "already_present");
-    assert!(queued.iter().all(|r| r.get("synced").is_none()), "{queued:#?}");
+    assert!(
+        queued.iter().all(|r| r.get("synced").is_none()),
+        "{queued:#?}"
+    );
     let token_file = shop.path("operator-token");
     std::fs::write(&token_file, OPERATOR).unwrap();
     let (tls_ca, tls_cert, tls_key) = platform_tls(shop.dir.path());
@@ -329,13 +330,12 @@ fn registration_keys_work(shop: &Shop, outcome: &serde_json::Value) {
         .expect("the registration certificate is the module CA's");
 
     let mut card = transport::pcsc::PcscChannel::connect(Some(READER)).unwrap();
+    // One command, with GET RESPONSE on 61xx; must succeed.
     let mut send = |hex: String| {
-        let r = card
-            .transmit_raw(&apdu::parse_hex(&hex).unwrap())
-            .unwrap();
-        let (data, sw) = r.split_at(r.len() - 2);
-        assert_eq!(sw, [0x90, 0x00], "{hex} answered {}", apdu::hex(sw));
-        data.to_vec()
+        let cmd = apdu::Command::parse(&apdu::parse_hex(&hex).unwrap()).unwrap();
+        let r = apdu::exchange(&cmd, |b| card.transmit_raw(b)).unwrap();
+        assert_eq!(r.sw, apdu::StatusWord::SUCCESS, "{hex} answered {}", r.sw);
+        r.data
     };
     let instance = outcome["instance"].as_str().unwrap();
     send(format!("00A40400{:02X}{instance}00", instance.len() / 2));
@@ -355,7 +355,10 @@ fn registration_keys_work(shop: &Shop, outcome: &serde_json::Value) {
         secrets.cmac(&label, &challenge).unwrap().to_vec(),
         "the applet's MAC is not the module key's"
     );
-    let info = secrets.info(&label).unwrap().expect("the module keeps the key");
+    let info = secrets
+        .info(&label)
+        .unwrap()
+        .expect("the module keeps the key");
     assert_eq!(
         apdu::hex(&info.kcv),
         mac["kcv"].as_str().unwrap().to_uppercase()

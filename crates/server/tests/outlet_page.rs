@@ -92,37 +92,72 @@ fn provider() -> Provider {
     }
 }
 
-/// A signed package with one application, `transit`, of a ~`size`-byte CAP.
+/// The registration applet's CAP file (`card::registration`, built like the other test CAPs).
+fn registration_cap() -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../gp/tests/data/cardwright_registration.cap"),
+    )
+    .unwrap()
+}
+
+fn application(name: &str, title: &str) -> package::Application {
+    package::Application {
+        name: name.into(),
+        title: title.into(),
+        version: "1.2.0".into(),
+        load_file: String::new(),
+        sha256: String::new(),
+        size: 0,
+        package_aid: String::new(),
+        applet: String::new(),
+        instance: String::new(),
+        privileges: Vec::new(),
+        install_params: String::new(),
+        security_domain: String::new(),
+        dap: Vec::new(),
+        tokens: None,
+        registration: Vec::new(),
+    }
+}
+
+/// A signed package with two applications: `transit`, a ~`size`-byte CAP without
+/// registration, and `id`, the registration applet with a recipe of one key pair made on
+/// the card (certified by the module) and one AES-128 key made in the module.
 fn package(p: &Provider, size: usize) -> Vec<u8> {
+    use package::{Generate, KeyKind, RegistrationKey};
     let now = OffsetDateTime::now_utc();
+    let mut id = application("id", "Transit ID");
+    id.registration = vec![
+        RegistrationKey {
+            id: "sign".into(),
+            kind: KeyKind::EcP256,
+            generate: Generate::Card,
+            slot: 1,
+            subject: Some("Transit ID {card}".into()),
+        },
+        RegistrationKey {
+            id: "mac".into(),
+            kind: KeyKind::Aes128,
+            generate: Generate::Module,
+            slot: 2,
+            subject: None,
+        },
+    ];
     let manifest = package::Manifest {
         format: package::FORMAT.into(),
         provider: "Example Transit Ltd".into(),
         not_before: now - TimeSpan::days(1),
         not_after: now + TimeSpan::days(30),
-        applications: vec![package::Application {
-            name: "transit".into(),
-            title: "Transit pass".into(),
-            version: "1.2.0".into(),
-            load_file: String::new(),
-            sha256: String::new(),
-            size: 0,
-            package_aid: String::new(),
-            applet: String::new(),
-            instance: String::new(),
-            privileges: Vec::new(),
-            install_params: String::new(),
-            security_domain: String::new(),
-            dap: Vec::new(),
-            tokens: None,
-            registration: Vec::new(),
-        }],
+        applications: vec![application("transit", "Transit pass"), id],
     };
     let signer = package::SoftwareSigner::from_pkcs8_der(&p.signer_pkcs8).unwrap();
     package::build(
         package::BuildInput {
             manifest,
-            load_files: vec![("transit".into(), gp::cap::testing::synthetic_cap(size))],
+            load_files: vec![
+                ("transit".into(), gp::cap::testing::synthetic_cap(size)),
+                ("id".into(), registration_cap()),
+            ],
             chain_der: vec![p.signer_der.clone()],
             crls_der: Vec::new(),
             signing_time: now,
@@ -137,6 +172,10 @@ struct Fixture {
     app: Router,
     reader: Arc<TestReader>,
     cap_package: gp::aid::Aid,
+    /// The module's key store (for the registration keys it keeps).
+    module_config: String,
+    /// The module CA's certificate.
+    ca_pem: String,
 }
 
 /// The outlet (software key store holding the base key, the provider's root as trust
@@ -173,7 +212,7 @@ fn fixture() -> Fixture {
         &outlet_dir,
         outlet::InitOptions {
             id: "shop-1".into(),
-            module: module_config,
+            module: module_config.clone(),
             trust: vec![package::TrustAnchor {
                 certificate_der: p.root_der.clone(),
                 grantable: gp::Privileges::default(),
@@ -186,7 +225,7 @@ fn fixture() -> Fixture {
     .unwrap();
     let archive = package(&p, 3000);
     let added = module.add(&archive).unwrap();
-    assert_eq!(added.len(), 1);
+    assert_eq!(added.len(), 2);
     let cap = gp::cap::CapFile::from_bytes(&gp::cap::testing::synthetic_cap(3000)).unwrap();
 
     // The card as the issuer's platform writes it: KDD = the card number, key set derived
@@ -205,12 +244,15 @@ fn fixture() -> Fixture {
         present: AtomicBool::new(true),
     });
     let addr: SocketAddr = ADDR.parse().unwrap();
+    let ca_pem = module.ca_certificate_pem();
     let app = router(Arc::new(module), reader.clone(), addr);
     Fixture {
         _dir: dir,
         app,
         reader,
         cap_package: cap.package_aid(),
+        module_config,
+        ca_pem,
     }
 }
 
@@ -320,6 +362,74 @@ fn registry(state: &Path, config: &CardConfig) -> ops::Registry {
     ops::registry(&mut gp).unwrap()
 }
 
+/// Sends one APDU (hex) to the card, with GET RESPONSE on `61xx`; returns (data, SW).
+fn apdu(chan: &mut VirtualChannel, hex: &str) -> (Vec<u8>, u16) {
+    let cmd = apdu::Command::parse(&apdu::parse_hex(hex).unwrap()).unwrap();
+    let r = apdu::exchange(&cmd, |b| chan.transmit_raw(b)).unwrap();
+    (r.data, r.sw.0)
+}
+
+/// What the page showed of a registration is what the card and the module hold: the
+/// applet signs with the key pair the page's certificate (issued by the module's CA)
+/// certifies, and MACs with the key the module keeps (its KCV as shown).
+fn registration_works(f: &Fixture, o: &Value) {
+    use der::Encode;
+    let reg = o["registration"].as_array().unwrap();
+    assert_eq!(reg.len(), 2, "{o}");
+    let sign = reg.iter().find(|k| k["id"] == "sign").unwrap();
+    let mac = reg.iter().find(|k| k["id"] == "mac").unwrap();
+    assert_eq!(sign["kind"], "ec-p256");
+    let subject = sign["subject"].as_str().unwrap();
+    assert!(subject.contains("Transit ID 0042"), "{sign}");
+    let ca_der = server::ca_files::pem_decode(&f.ca_pem, "CERTIFICATE").unwrap();
+    let ca = pki::Certificate::from_der(&ca_der).unwrap();
+    assert_eq!(sign["issuer"], ca.subject());
+    let cert_der =
+        server::ca_files::pem_decode(sign["certificate_pem"].as_str().unwrap(), "CERTIFICATE")
+            .unwrap();
+    let cert = pki::Certificate::from_der(&cert_der).unwrap();
+    // Issued by the module's CA.
+    let tbs = cert.x509().tbs_certificate().to_der().unwrap();
+    ca.public_key()
+        .unwrap()
+        .verify(&tbs, cert.x509().signature().raw_bytes())
+        .expect("the certificate is the module CA's");
+    assert_eq!(mac["kind"], "aes-128");
+    let kcv = mac["kcv"].as_str().unwrap();
+    assert_eq!(kcv.len(), 6, "{mac}");
+
+    let card = VirtualCard::open(&f.reader.state, f.reader.config.clone()).unwrap();
+    let mut chan = VirtualChannel::named(card, "check".into());
+    let instance = o["instance"].as_str().unwrap();
+    let (_, sw) = apdu(
+        &mut chan,
+        &format!("00A40400{:02X}{instance}00", instance.len() / 2),
+    );
+    assert_eq!(sw, 0x9000);
+    // The certificate on the card is the one shown.
+    let (on_card, sw) = apdu(&mut chan, "80CA010100");
+    assert_eq!(sw, 0x9000);
+    assert_eq!(on_card, cert_der);
+    // SIGN over a fresh challenge verifies under the certificate's key.
+    let mut challenge = [0u8; 32];
+    getrandom::fill(&mut challenge).unwrap();
+    let (signature, sw) = apdu(&mut chan, &format!("802A000120{}00", apdu::hex(&challenge)));
+    assert_eq!(sw, 0x9000);
+    cert.public_key()
+        .unwrap()
+        .verify(&challenge, &signature)
+        .expect("the card's signature verifies under the certificate the module issued");
+    // MAC equals the CMAC of the key the module keeps.
+    let (card_mac, sw) = apdu(&mut chan, &format!("804C000220{}00", apdu::hex(&challenge)));
+    assert_eq!(sw, 0x9000);
+    let secrets = kms::open_secret_keys(&f.module_config).unwrap();
+    let label = outlet::labels::registration_key(CARD_NUMBER, "id", 2);
+    let module_mac = secrets.cmac(&label, &challenge).unwrap();
+    assert_eq!(card_mac, module_mac.to_vec());
+    let info = secrets.info(&label).unwrap().unwrap();
+    assert_eq!(apdu::hex(&info.kcv), kcv.to_uppercase());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_click_installs_and_a_second_is_refused_in_the_clerks_words() {
     let f = fixture();
@@ -329,13 +439,13 @@ async fn a_click_installs_and_a_second_is_refused_in_the_clerks_words() {
     let a = send(app, get("/api/catalog")).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
     let apps = a.json["applications"].as_array().unwrap();
-    assert_eq!(apps.len(), 1, "{}", a.text);
-    assert_eq!(apps[0]["name"], "transit");
-    assert_eq!(apps[0]["title"], "Transit pass");
-    assert_eq!(apps[0]["version"], "1.2.0");
-    assert_eq!(apps[0]["provider"], "Example Transit Ltd");
+    assert_eq!(apps.len(), 2, "{}", a.text);
+    let transit = apps.iter().find(|a| a["name"] == "transit").unwrap();
+    assert_eq!(transit["title"], "Transit pass");
+    assert_eq!(transit["version"], "1.2.0");
+    assert_eq!(transit["provider"], "Example Transit Ltd");
     let cap_size = gp::cap::testing::synthetic_cap(3000).len() as u64;
-    assert_eq!(apps[0]["size"], cap_size, "{}", a.text);
+    assert_eq!(transit["size"], cap_size, "{}", a.text);
     assert_eq!(a.headers[header::CACHE_CONTROL], "no-store");
 
     let a = send(app, get("/api/state")).await;
@@ -419,6 +529,12 @@ async fn a_click_installs_and_a_second_is_refused_in_the_clerks_words() {
     f.reader.present.store(false, Ordering::SeqCst);
     let a = send(app, get("/api/state")).await;
     assert_eq!(a.json["card"]["status"], "absent", "{}", a.text);
+    f.reader.present.store(true, Ordering::SeqCst);
+    let a = send(app, get("/api/state")).await;
+    assert_eq!(a.json["card"]["status"], "ready", "{}", a.text);
+    f.reader.present.store(false, Ordering::SeqCst);
+    let a = send(app, get("/api/state")).await;
+    assert_eq!(a.json["card"]["status"], "absent", "{}", a.text);
     let a = send(
         app,
         post("/api/install", &session, json!({"application": "transit"})),
@@ -427,8 +543,19 @@ async fn a_click_installs_and_a_second_is_refused_in_the_clerks_words() {
     let (job, _) = finished(app, a.json["id"].as_u64().unwrap()).await;
     assert_eq!(job["error"], "no_card", "{job}");
 
-    // Nothing to resume on a card with no interrupted install.
+    // The card back; the registration applet: installed, then registered.
     f.reader.present.store(true, Ordering::SeqCst);
+    let a = send(
+        app,
+        post("/api/install", &session, json!({"application": "id"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text);
+    let (job, _) = finished(app, a.json["id"].as_u64().unwrap()).await;
+    assert_eq!(job["state"], "installed", "{job}");
+    registration_works(&f, &job["outcome"]);
+
+    // Nothing to resume on a card with no interrupted install.
     let a = send(app, post("/api/resume", &session, json!({}))).await;
     assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text);
     let (job, _) = finished(app, a.json["id"].as_u64().unwrap()).await;
