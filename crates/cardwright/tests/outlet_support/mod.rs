@@ -12,8 +12,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    SanType,
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use time::{Duration as Span, OffsetDateTime};
 
@@ -442,10 +441,10 @@ pub fn platform_tls(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let issuer = Issuer::new(ca, ca_key);
     let key = KeyPair::generate().unwrap();
     let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    leaf.subject_alt_names.push(SanType::IpAddress(
-        std::net::Ipv4Addr::LOCALHOST.into(),
-    ));
-    leaf.distinguished_name.push(DnType::CommonName, "localhost");
+    leaf.subject_alt_names
+        .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
     leaf.not_before = now - Span::days(1);
     leaf.not_after = now + Span::days(30);
     let cert = leaf.signed_by(&key, &issuer).unwrap();
