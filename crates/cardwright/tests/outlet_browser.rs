@@ -273,6 +273,7 @@ fn outlet_page_installs_offline_in_chromium_and_syncs_later() {
     let held = held["records"].as_array().expect("records").clone();
     assert_eq!(held.len(), 2, "{held:#?}");
     for (h, q) in held.iter().zip(&queued) {
+        let h = &h["record"];
         assert_eq!(h["seq"], q["seq"]);
         assert_eq!(h["hash"], q["hash"]);
         assert_eq!(h["card"], CARD);

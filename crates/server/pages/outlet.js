@@ -153,7 +153,7 @@
       const o = job.outcome;
       const lines = [
         `Card ${o.card}, instance ${o.instance}.`,
-        `${o.blocks} LOAD blocks, ${o.apdus} commands to the card; install record #${o.record}.`,
+        `${o.blocks} LOAD block${o.blocks === 1 ? '' : 's'}, ${o.apdus} commands to the card; install record #${o.record}.`,
       ];
       for (const k of o.registration) {
         if (k.subject) lines.push(`Key ${k.id} (${k.kind}, made on the card): certificate ${k.subject}, issued by ${k.issuer}.`);
