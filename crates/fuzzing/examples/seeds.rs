@@ -836,6 +836,53 @@ fn write(dir: &Path, target: &str, name: &str, data: &[u8]) {
     std::fs::write(d.join(format!("seed-{name}")), data).expect("seed written");
 }
 
+/// Uploads of outlet install records: a chain of three, hashed as an outlet does; the same
+/// again (already held); its tail with a changed field (hash mismatch); a record under a
+/// held number with another content (conflict).
+fn outlet_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use outlet::records::{Record, Upload, ZERO_HASH};
+    let mut prev = ZERO_HASH;
+    let chain: Vec<Record> = (1..=3u64)
+        .map(|seq| {
+            let mut r = Record {
+                seq,
+                at_ms: 1_700_000_000_000 + seq as i64,
+                outlet: "fuzz-1".into(),
+                card: "4111111111111111".into(),
+                application: "wallet".into(),
+                package_sha256: "ab".repeat(32),
+                result: "ok".into(),
+                code: "ok".into(),
+                detail: format!("{{\"apdus\":{seq}}}"),
+                prev_hash: apdu::hex(&prev),
+                hash: String::new(),
+                synced: false,
+            };
+            prev = r.expected_hash().expect("hash");
+            r.hash = apdu::hex(&prev);
+            r
+        })
+        .collect();
+    let upload = |records: Vec<Record>| {
+        serde_json::to_vec(&Upload {
+            outlet: "fuzz-1".into(),
+            records,
+        })
+        .expect("JSON")
+    };
+    let mut changed = chain[2].clone();
+    changed.card = "4999999999999999".into();
+    let mut conflict = chain[1].clone();
+    conflict.detail = "{}".into();
+    conflict.hash = apdu::hex(&conflict.expected_hash().expect("hash"));
+    vec![
+        ("chain", upload(chain.clone())),
+        ("again", upload(chain[..2].to_vec())),
+        ("changed", upload(vec![changed])),
+        ("conflict", upload(vec![conflict])),
+    ]
+}
+
 fn main() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
     for (target, seeds) in parser_seeds() {
@@ -863,6 +910,9 @@ fn main() {
     }
     for (name, data) in registration_seeds() {
         write(&dir, "registration_applet", name, &data);
+    }
+    for (name, data) in outlet_seeds() {
+        write(&dir, "outlet_records", name, &data);
     }
     for (name, data) in piv_seeds() {
         write(&dir, "piv_applet", name, &data);

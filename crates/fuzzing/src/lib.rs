@@ -14,6 +14,7 @@
 mod http;
 mod key_set;
 mod key_store;
+mod outlet;
 mod package;
 mod parsers;
 mod piv_applet;
@@ -26,6 +27,7 @@ pub use key_set::{
     key_set_importer, wrapped_key_set, KEY_SET_TRANSPORT_LABEL, KEY_SET_TRANSPORT_PKCS8,
 };
 pub use key_store::{key_store_file, KEY_STORE_MASTER};
+pub use outlet::outlet_records;
 pub use package::{
     package_archive, package_parts_input, package_policy, PACKAGE_ANCHOR, PACKAGE_GRANTABLE,
     PACKAGE_NOW,
@@ -69,4 +71,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("scp11_auth_card", scp11_auth_card),
     ("scp11_auth_host", scp11_auth_host),
     ("package_archive", package_archive),
+    ("outlet_records", outlet_records),
 ];

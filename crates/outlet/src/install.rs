@@ -32,7 +32,7 @@
 use std::str::FromStr;
 
 use gp::aid::Aid;
-use gp::commands::{DapBlock, Install, SetStatus};
+use gp::commands::{DapBlock, Install};
 use gpclient::{ops, ClientError, GpClient, Operation};
 use serde_json::json;
 use transport::{CardChannel, Traced, TransportError};
@@ -400,7 +400,7 @@ impl Module {
             mac: Vec::new(),
         };
         let base = s.client.apdus_sent();
-        self.save(&mut j, s.client.apdus_sent() - base)
+        self.save(&mut j)
             .map_err(|e| Stop::Before(InstallError::Other(format!("outlet.db: {e}"))))?;
         self.run_to_end(s, plan, j, base, progress)
     }
@@ -453,11 +453,12 @@ impl Module {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<InstallOutcome, Stop> {
         let mut receipts = Vec::new();
-        match self.stages(s, &plan, &mut j, base, progress, &mut receipts) {
+        match self.stages(s, &plan, &mut j, progress, &mut receipts) {
             Ok(()) => self.finish(s, &plan, j, base, receipts),
             Err(Stop::Refused(e)) => Err(self.roll_back(s, j, base, e)),
             Err(Stop::Interrupted(e) | Stop::Before(e)) => {
-                let _ = self.save(&mut j, s.client.apdus_sent() - base);
+                j.apdus += s.client.apdus_sent() - base;
+                let _ = self.save(&mut j);
                 Err(Stop::Interrupted(self.record_interrupted(&j, e)))
             }
         }
@@ -469,7 +470,6 @@ impl Module {
         s: &mut Session<'_, C>,
         plan: &Plan,
         j: &mut JournalRow,
-        base: u64,
         progress: &mut dyn FnMut(Progress),
         receipts: &mut Vec<String>,
     ) -> Result<(), Stop> {
@@ -496,7 +496,7 @@ impl Module {
             }
         }
         if !loaded {
-            self.load(s, plan, j, base, progress, receipts)?;
+            self.load(s, plan, j, progress, receipts)?;
         }
         if instance.is_none() {
             progress(Progress::Installing);
@@ -523,16 +523,13 @@ impl Module {
             )?;
             note_receipt(receipts, plan.tokens.is_some(), &answer);
             j.stage = stage::INSTALLED.into();
-            self.save(j, s.client.apdus_sent() - base)
-                .map_err(|e| module_failure("outlet.db", e))?;
+            self.save(j).map_err(|e| module_failure("outlet.db", e))?;
         }
         if plan.app.manifest.registration.is_empty() {
             j.stage = stage::PERSONALIZED.into();
-            return self
-                .save(j, s.client.apdus_sent() - base)
-                .map_err(|e| module_failure("outlet.db", e));
+            return self.save(j).map_err(|e| module_failure("outlet.db", e));
         }
-        self.register(s, plan, j, base, progress)
+        self.register(s, plan, j, progress)
     }
 
     /// INSTALL \[for load\] and the LOAD blocks (with DAP blocks and the load token).
@@ -541,7 +538,6 @@ impl Module {
         s: &mut Session<'_, C>,
         plan: &Plan,
         j: &mut JournalRow,
-        base: u64,
         progress: &mut dyn FnMut(Progress),
         receipts: &mut Vec<String>,
     ) -> Result<(), Stop> {
@@ -604,8 +600,7 @@ impl Module {
         note_receipt(receipts, plan.tokens.is_some(), &last);
         j.stage = stage::LOADED.into();
         j.blocks = n as u64;
-        self.save(j, s.client.apdus_sent() - base)
-            .map_err(|e| module_failure("outlet.db", e))
+        self.save(j).map_err(|e| module_failure("outlet.db", e))
     }
 
     /// The registration recipe (see the module documentation); starts over each time.
@@ -614,7 +609,6 @@ impl Module {
         s: &mut Session<'_, C>,
         plan: &Plan,
         j: &mut JournalRow,
-        base: u64,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<(), Stop> {
         let name = plan.app.row.name.clone();
@@ -622,8 +616,7 @@ impl Module {
         self.revoke_registration(&j.registration);
         j.stage = stage::REGISTERING.into();
         j.registration = "[]".into();
-        self.save(j, s.client.apdus_sent() - base)
-            .map_err(|e| module_failure("outlet.db", e))?;
+        self.save(j).map_err(|e| module_failure("outlet.db", e))?;
         s.client.select(&plan.instance).map_err(classify)?;
         let mut done: Vec<RegisteredKey> = Vec::new();
         let mut dgis: Vec<gp::commands::dgi::Dgi> = Vec::new();
@@ -692,8 +685,7 @@ impl Module {
                 }
             }
             j.registration = serde_json::to_string(&done).unwrap_or_else(|_| "[]".into());
-            self.save(j, s.client.apdus_sent() - base)
-                .map_err(|e| module_failure("outlet.db", e))?;
+            self.save(j).map_err(|e| module_failure("outlet.db", e))?;
         }
         s.reopen()?;
         let dek = s
@@ -710,35 +702,10 @@ impl Module {
             dgis.push(registration::key_dgi(*slot, &encrypted));
         }
         drop(dek);
-        let perso = Install::ForPersonalization {
-            application: plan.instance,
-        }
-        .to_command()
-        .map_err(|e| Stop::Refused(InstallError::Other(e.to_string())))?;
-        s.send_ok(
-            Operation::InstallForPersonalization,
-            &perso,
-            &format!("of {}", plan.instance),
-        )?;
-        let blocks = gp::commands::dgi::dgi_store_data(&dgis, s.client.max_plain_data())
-            .map_err(|e| Stop::Refused(InstallError::Other(format!("{name}: {e}"))))?;
-        for (i, b) in blocks.iter().enumerate() {
-            let cmd = b
-                .to_command()
-                .map_err(|e| Stop::Refused(InstallError::Other(e.to_string())))?;
-            s.send_ok(Operation::StoreData, &cmd, &format!("block {i}"))?;
-        }
-        let set = SetStatus::application(plan.instance, REGISTERED)
-            .to_command()
-            .map_err(|e| Stop::Refused(InstallError::Other(e.to_string())))?;
-        s.send_ok(
-            Operation::SetStatus,
-            &set,
-            &format!("({} to {REGISTERED:02X})", plan.instance),
-        )?;
+        ops::personalize_dgis(&mut s.client, &plan.instance, &dgis).map_err(classify)?;
+        ops::set_application_state(&mut s.client, &plan.instance, REGISTERED).map_err(classify)?;
         j.stage = stage::PERSONALIZED.into();
-        self.save(j, s.client.apdus_sent() - base)
-            .map_err(|e| module_failure("outlet.db", e))
+        self.save(j).map_err(|e| module_failure("outlet.db", e))
     }
 
     /// Appends the `ok` record and deletes the journal row, in one transaction.
@@ -799,7 +766,7 @@ impl Module {
         if j.rollback.is_empty() {
             j.rollback = cause.code().into();
         }
-        if let Err(e) = self.save(&mut j, s.client.apdus_sent() - base) {
+        if let Err(e) = self.save(&mut j) {
             return Stop::Interrupted(
                 self.record_interrupted(&j, InstallError::Other(format!("outlet.db: {e}"))),
             );
@@ -845,11 +812,13 @@ impl Module {
                 }
             }
             Err(Stop::Interrupted(e)) => {
-                let _ = self.save(&mut j, s.client.apdus_sent() - base);
+                j.apdus += s.client.apdus_sent() - base;
+                let _ = self.save(&mut j);
                 Stop::Interrupted(self.record_interrupted(&j, e))
             }
             Err(Stop::Refused(e) | Stop::Before(e)) => {
-                let _ = self.save(&mut j, s.client.apdus_sent() - base);
+                j.apdus += s.client.apdus_sent() - base;
+                let _ = self.save(&mut j);
                 let e = InstallError::Other(format!(
                     "the card refused to roll back the install of {}: {e}",
                     j.application
@@ -886,9 +855,8 @@ impl Module {
         }
     }
 
-    /// Writes the journal row with a fresh MAC; `apdus` are this run's so far.
-    fn save(&self, j: &mut JournalRow, apdus_this_run: u64) -> Result<(), crate::Error> {
-        let _ = apdus_this_run;
+    /// Writes the journal row with a fresh MAC (computed in the token).
+    fn save(&self, j: &mut JournalRow) -> Result<(), crate::Error> {
         j.updated_ms = now_ms();
         j.mac = self.mac(&j.mac_input())?.to_vec();
         self.db.put_journal(j)
@@ -974,4 +942,79 @@ fn pem_der(pem: &str) -> Option<Vec<u8>> {
         .ok()
         .filter(|(label, _)| *label == "CERTIFICATE")
         .map(|(_, der)| der)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apdu::StatusWord;
+    use proptest::prelude::*;
+
+    fn kind(s: &Stop) -> (&'static str, &'static str) {
+        match s {
+            Stop::Before(e) => ("before", e.code()),
+            Stop::Interrupted(e) => ("interrupted", e.code()),
+            Stop::Refused(e) => ("refused", e.code()),
+        }
+    }
+
+    proptest! {
+        /// Whether an install keeps its journal (interrupted) or rolls back (refused), and
+        /// the clerk's word, depend on the error's variant and status word only: any text.
+        #[test]
+        fn decided_by_variant_not_text(text in ".{0,40}", sw in any::<u16>()) {
+            let op = Operation::Load;
+            let cases: Vec<(ClientError, (&str, &str))> = vec![
+                (ClientError::Transport(TransportError::Other(text.clone())), ("interrupted", "card_removed")),
+                (ClientError::Transport(TransportError::CardRemoved), ("interrupted", "card_removed")),
+                (ClientError::Exchange { op, detail: text.clone() }, ("interrupted", "card_removed")),
+                (
+                    ClientError::ResponseUnverified { op, source: scp::Error::MacMismatch },
+                    ("interrupted", "card_removed"),
+                ),
+                (ClientError::refused(op, text.clone(), StatusWord(0x6A84)), ("refused", "card_full")),
+                (ClientError::Invalid(text.clone()), ("refused", "error")),
+                (ClientError::WrongKeys { hint: text.clone() }, ("refused", "error")),
+            ];
+            for (e, want) in cases {
+                let shown = e.to_string();
+                prop_assert_eq!(kind(&classify(e)), want, "{}", shown);
+            }
+            let e = ClientError::refused(op, text.clone(), StatusWord(sw));
+            let want = if sw == 0x6A84 { "card_full" } else { "error" };
+            prop_assert_eq!(kind(&classify(e)), ("refused", want));
+            // Before anything changed: a missing card, a lost card, keys that do not open.
+            prop_assert_eq!(kind(&before(ClientError::Transport(TransportError::NoCard(text.clone())))), ("before", "no_card"));
+            prop_assert_eq!(kind(&before(ClientError::WrongKeys { hint: text.clone() })), ("before", "wrong_card"));
+            prop_assert_eq!(kind(&before(ClientError::Transport(TransportError::Other(text)))), ("before", "card_removed"));
+        }
+    }
+
+    #[test]
+    fn subjects_and_roll_back_codes() {
+        let key = |subject: Option<&str>| package::RegistrationKey {
+            id: "sign".into(),
+            kind: package::KeyKind::EcP256,
+            generate: package::Generate::Card,
+            slot: 1,
+            subject: subject.map(String::from),
+        };
+        assert_eq!(
+            subject_of(&key(Some("{app} / {card}")), "4111111111111111", "wallet"),
+            "wallet / 1111"
+        );
+        assert_eq!(
+            subject_of(&key(None), "12", "wallet"),
+            "wallet card 12 sign"
+        );
+        for e in [
+            InstallError::CardFull,
+            InstallError::AlreadyPresent("w".into()),
+            InstallError::PackageTampered("w".into()),
+            InstallError::UnknownApplication("w".into()),
+        ] {
+            assert_eq!(error_of(e.code(), "w").code(), e.code());
+        }
+        assert_eq!(error_of("card_removed", "w").code(), "error");
+    }
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use crate::records::{SyncReport, Upload, UploadAnswer};
 use crate::{Error, Module};
 
-/// Records per request.
-const BATCH: usize = 500;
+/// Records per request (well under the platform's 2 MB body limit and its 1000 records).
+const BATCH: usize = 200;
 
 /// The path of the platform's route.
 pub const RECORDS_PATH: &str = "/api/v1/outlet/records";
