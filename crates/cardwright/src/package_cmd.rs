@@ -116,7 +116,7 @@ fn ders(path: &Path) -> Result<Vec<Vec<u8>>> {
             .find("-----END")
             .and_then(|e| block[e + 8..].find("-----").map(|f| e + 8 + f + 5))
             .ok_or_else(|| anyhow!("{}: a PEM block without its END line", path.display()))?;
-        let (_, der) = pem_rfc7468::decode_vec(block[..end].as_bytes())
+        let (_, der) = pem_rfc7468::decode_vec(&block.as_bytes()[..end])
             .map_err(|e| anyhow!("{}: not a PEM file: {e}", path.display()))?;
         out.push(der);
         rest = &block[end..];

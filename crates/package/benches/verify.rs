@@ -32,13 +32,20 @@ fn bench(c: &mut Criterion) {
     let cap = cap_100k();
     let mut group = c.benchmark_group("package");
     group.throughput(Throughput::Elements(1));
-    for (kind, name) in [(KeyType::P256, "ecdsa-p256"), (KeyType::Rsa, "rsa-pss-2048")] {
+    for (kind, name) in [
+        (KeyType::P256, "ecdsa-p256"),
+        (KeyType::Rsa, "rsa-pss-2048"),
+    ] {
         let pki = Pki::new(kind);
         let policy = pki.policy("");
         // A CRL of the intermediate (not listing the signer) rides along, as it would.
         let crl = pki.inter.crl(&[1, 2, 3]);
         let archive = package::build(input(&pki, &cap, &crl), &pki.signer.key).expect("build");
-        assert!((100 * 1024..110 * 1024).contains(&archive.len()), "{}", archive.len());
+        assert!(
+            (100 * 1024..110 * 1024).contains(&archive.len()),
+            "{}",
+            archive.len()
+        );
         package::verify(&archive, &policy).expect("verifies");
         group.bench_function(format!("verify-100k-{name}"), |b| {
             b.iter(|| package::verify(&archive, &policy).expect("verifies"))
