@@ -9,7 +9,7 @@ use transport::{CardChannel, TransportError};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Loopback address to listen on (127.0.0.1, [::1] or localhost; port 0: any free
+    /// Loopback address to listen on (127.0.0.1, `[::1]` or localhost; port 0: any free
     /// port). The page's URL is printed on stdout.
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: String,
