@@ -33,7 +33,8 @@ pub enum Command {
     Issue(crate::issue_cmd::IssueCmd),
     /// Tenants of the platform: card issuers and application providers.
     Tenant(crate::issue_cmd::TenantCmd),
-    /// Application packages (CAP files) registered with the platform.
+    /// Application packages: CAP files registered with the platform (`add`); signed install
+    /// packages for outlets (`build`, `verify`; docs/PACKAGE.md).
     Package(crate::issue_cmd::PackageCmd),
     /// Card categories: base key lineage, initial keys, personalisation.
     Category(crate::issue_cmd::CategoryCmd),

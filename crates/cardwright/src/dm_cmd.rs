@@ -78,7 +78,7 @@ pub fn signer(spec: &str, option: &str) -> Result<Box<dyn Signer + Send + Sync>>
 }
 
 /// `pkcs11:…?a=b&label=L` → (`pkcs11:…?a=b`, `L`).
-fn split_label(spec: &str) -> Option<(String, String)> {
+pub(crate) fn split_label(spec: &str) -> Option<(String, String)> {
     let (base, query) = spec.split_once('?')?;
     let mut label = None;
     let rest: Vec<&str> = query

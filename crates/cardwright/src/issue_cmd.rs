@@ -134,12 +134,18 @@ pub enum PackageOp {
         /// The CAP file.
         cap: PathBuf,
     },
+    /// Build and sign an application install service package (.cwpkg) for outlets.
+    Build(crate::package_cmd::BuildArgs),
+    /// Verify an install service package as an outlet's security module does.
+    Verify(crate::package_cmd::VerifyArgs),
 }
 
 pub fn run_package(cmd: PackageCmd) -> Result<()> {
-    let store = cmd.platform.anchored_store()?;
     match cmd.op {
+        PackageOp::Build(a) => crate::package_cmd::build(a)?,
+        PackageOp::Verify(a) => crate::package_cmd::verify(a)?,
         PackageOp::Add { tenant, name, cap } => {
+            let store = cmd.platform.anchored_store()?;
             let bytes =
                 std::fs::read(&cap).with_context(|| format!("cannot read {}", cap.display()))?;
             let p = store.add_package(&cmd.platform.actor, &tenant, &name, &bytes)?;

@@ -12,6 +12,8 @@ mod dm_cmd;
 mod issue_cmd;
 mod keys_cmd;
 mod outlet_cmd;
+mod outlet_serve;
+mod package_cmd;
 mod pay;
 mod scp11_cmd;
 mod serve;

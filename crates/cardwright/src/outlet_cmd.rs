@@ -71,6 +71,9 @@ pub enum OutletOp {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the catalog page on a loopback address: the reader and the card live, one
+    /// click installs and registers an application. Needs no network.
+    Serve(crate::outlet_serve::ServeArgs),
     /// Finish or roll back the interrupted install of the card in the reader.
     Resume {
         /// Reader name (or part of it); default: the first reader holding a card.
@@ -165,6 +168,7 @@ pub fn run(c: OutletCmd) -> Result<()> {
             }
             Ok(())
         }
+        OutletOp::Serve(a) => crate::outlet_serve::run(a, dir),
         OutletOp::Records { json, verify } => records(&open(dir)?, json, verify),
         OutletOp::Sync {
             server,

@@ -249,8 +249,10 @@ pub(crate) fn validate(
         let (from, until) = (cert.not_before(), cert.not_after());
         if policy.now < from || policy.now > until {
             return Err(Refusal::SignerExpired(format!(
-                "{} is valid from {from} until {until}",
-                cert.subject()
+                "{} is valid from {} until {}",
+                cert.subject(),
+                crate::rfc3339(from),
+                crate::rfc3339(until)
             )));
         }
     }
@@ -276,7 +278,7 @@ pub(crate) fn validate(
                         "{} (serial {}) was revoked at {} by a CRL of {}",
                         cert.subject(),
                         serial,
-                        to_offset(entry.revocation_date),
+                        crate::rfc3339(to_offset(entry.revocation_date)),
                         issuer.subject()
                     )));
                 }

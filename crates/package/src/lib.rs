@@ -262,8 +262,10 @@ pub fn verify(archive: &[u8], policy: &TrustPolicy) -> Result<VerifiedPackage, R
     let anchor = chain::validate(&signed.signer, &signed.certificates, &signed.crls, policy)?;
     if policy.now < manifest.not_before || policy.now > manifest.not_after {
         return Err(Refusal::OutsideValidity(format!(
-            "valid from {} until {}",
-            manifest.not_before, manifest.not_after
+            "valid from {} until {}, not at {}",
+            rfc3339(manifest.not_before),
+            rfc3339(manifest.not_after),
+            rfc3339(policy.now)
         )));
     }
 
@@ -345,6 +347,12 @@ fn check_applet(app: &Application, cap: &gp::cap::CapFile) -> Result<(), Refusal
         "application {:?}: applet {} is not in its CAP file",
         app.name, app.applet
     )))
+}
+
+/// An instant as RFC 3339 text, for messages.
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
 }
 
 fn hex_lower(bytes: &[u8]) -> String {

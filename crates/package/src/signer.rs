@@ -142,15 +142,13 @@ impl PackageSigner for SoftwareSigner {
                     k.sign_prehash(&digest).map_err(|e| e.to_string())?;
                 Ok(sig.as_bytes().to_vec())
             }
-            Key::Rsa(k) => {
-                let s = rsa::pss::SigningKey::<Sha256>::new_with_salt_len(
-                    (**k).clone(),
-                    PSS_SALT_LEN as usize,
-                );
-                let sig: rsa::pss::Signature =
-                    s.sign_prehash(&digest).map_err(|e| e.to_string())?;
-                Ok(rsa::signature::SignatureEncoding::to_vec(&sig))
-            }
+            Key::Rsa(k) => k
+                .sign_with_rng(
+                    &mut rand::rng(),
+                    rsa::pss::Pss::<Sha256>::new_with_salt(PSS_SALT_LEN as usize),
+                    &digest,
+                )
+                .map_err(|e| e.to_string()),
         }
     }
 }

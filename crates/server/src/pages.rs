@@ -19,7 +19,7 @@ const PAY_JS: &str = include_str!("../pages/pay.js");
 const PAY_CSS: &str = include_str!("../pages/pay.css");
 
 /// Escapes text for an HTML attribute value.
-fn escape_attr(s: &str) -> String {
+pub(crate) fn escape_attr(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -49,7 +49,9 @@ fn origin_of(url: &str) -> Option<&str> {
         .then_some(origin)
 }
 
-fn page_headers(agent: Option<&str>) -> [(header::HeaderName, HeaderValue); 4] {
+/// The security headers of a page (CSP, nosniff, no referrer, no framing); `agent`: an
+/// origin the page may also `fetch`.
+pub(crate) fn page_headers(agent: Option<&str>) -> [(header::HeaderName, HeaderValue); 4] {
     let connect = agent.map_or(String::new(), |a| format!(" {a}"));
     let csp = format!(
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \

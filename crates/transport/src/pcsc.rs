@@ -66,29 +66,32 @@ pub fn list_readers() -> Result<Vec<ReaderInfo>, TransportError> {
         .collect())
 }
 
+/// The reader named `want`: the one with exactly that name, else the first whose name
+/// contains it (case-insensitive), as [`PcscChannel::connect`] chooses.
+pub fn find_reader<'a>(readers: &'a [ReaderInfo], want: &str) -> Option<&'a ReaderInfo> {
+    let w = want.to_lowercase();
+    readers
+        .iter()
+        .find(|r| r.name == want)
+        .or_else(|| readers.iter().find(|r| r.name.to_lowercase().contains(&w)))
+}
+
 impl PcscChannel {
     /// Connects to the reader whose name contains `name` (case-insensitive), or, with
     /// `None`, to the first reader that holds a card.
     pub fn connect(name: Option<&str>) -> Result<Self, TransportError> {
         let readers = list_readers()?;
         let chosen = match name {
-            Some(want) => {
-                let w = want.to_lowercase();
-                readers
-                    .iter()
-                    .find(|r| r.name == want)
-                    .or_else(|| readers.iter().find(|r| r.name.to_lowercase().contains(&w)))
-                    .ok_or_else(|| {
-                        TransportError::NoReader(format!(
-                            " named '{want}' (readers: {})",
-                            readers
-                                .iter()
-                                .map(|r| r.name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ))
-                    })?
-            }
+            Some(want) => find_reader(&readers, want).ok_or_else(|| {
+                TransportError::NoReader(format!(
+                    " named '{want}' (readers: {})",
+                    readers
+                        .iter()
+                        .map(|r| r.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?,
             None => readers.iter().find(|r| r.card_present).ok_or_else(|| {
                 if readers.is_empty() {
                     TransportError::NoReader(" (is pcscd running and a reader attached?)".into())
