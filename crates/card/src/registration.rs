@@ -137,6 +137,8 @@ impl RegistrationApplet {
             return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
         }
         let pair = PrivateKey::generate(Curve::P256).map_err(|_| StatusWord::UNKNOWN)?;
+        // A registration that starts over drops a certificate DGI it had half received.
+        self.pending.clear();
         let point = pair.public_key().to_sec1().to_vec();
         let slot = self.slots.entry(n).or_default();
         slot.pair = Some(pair);
@@ -242,6 +244,11 @@ impl RegistrationApplet {
         let encrypted = cmd.p1 & 0x60 == 0x60;
         if (cmd.p1 >> 3) & 0x03 != 0x01 {
             return Err(StatusWord::WRONG_DATA);
+        }
+        // Block number 00 (P2, GP 2.3.1 §11.11.2.2) starts a new sequence: a DGI left
+        // unfinished by an earlier, interrupted one is dropped.
+        if cmd.p2 == 0 {
+            self.pending.clear();
         }
         // A continued DGI is plain (an encrypted one comes whole in one command).
         if encrypted && !self.pending.is_empty() {

@@ -451,3 +451,35 @@ fn state_survives_a_restart() {
     );
     assert_eq!(mac.data, independent_cmac(&key, b"after"));
 }
+
+/// An interrupted STORE DATA sequence leaves half a certificate DGI; a new sequence (block
+/// `00`) or a new key pair starts clean, so a resumed registration can finish.
+#[test]
+fn a_new_store_data_sequence_drops_a_half_received_dgi() {
+    let mut host = installed(CardConfig::default());
+    let p2 = point(&generate(&mut host, 2));
+    let cert = certificate(&pki::SoftwareSigner::generate_p256(), &p2);
+    let whole = gp::commands::dgi::header(certificate_dgi(2), cert.len()).unwrap();
+    let mut first = whole.clone();
+    first.extend_from_slice(&cert[..40]);
+    open_isd(&mut host, true);
+    // Block 00, not the last: the DGI stays pending, then the card is "pulled".
+    let r = send_in_open_session(
+        &mut host,
+        &[Command::new(0x80, 0xE2, 0x08, 0x00).with_data(first)],
+    );
+    assert!(r.is_success(), "{r:?}");
+    open_isd(&mut host, true);
+    let mut again = whole;
+    again.extend_from_slice(&cert);
+    let r = send_in_open_session(
+        &mut host,
+        &[Command::new(0x80, 0xE2, 0x88, 0x00).with_data(again)],
+    );
+    assert!(r.is_success(), "a new sequence starts clean: {r:?}");
+    let back = app(
+        &mut host,
+        Command::new(0x80, ins::GET_CERTIFICATE, 1, 2).with_le(256),
+    );
+    assert_eq!(back.data, cert);
+}
