@@ -260,7 +260,9 @@ fn apdu_hex(b: &[u8]) -> String {
 
 #[test]
 fn expired_challenge_is_refused() {
-    let s = setup(&["--payment-ttl", "1"]);
+    // A TTL long enough for the page to sign on a loaded 2-core CI machine (1 s was not:
+    // signing took longer and the challenge expired before the first, valid, answer).
+    let s = setup(&["--payment-ttl", "4"]);
     let (created, signed) = page_sign(
         &s.server.url,
         &s.agent.url,
@@ -270,7 +272,7 @@ fn expired_challenge_is_refused() {
         "123456",
     );
     assert_eq!(signed.status, 200, "{:?}", signed.json);
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    std::thread::sleep(std::time::Duration::from_millis(4200));
     let r = authorise(&s.server.url, &created, &created["request"], &signed.json);
     assert_eq!((r.status, r.error()), (410, "expired"));
     assert!(r.json["reason"]
@@ -288,7 +290,7 @@ fn expired_challenge_is_refused() {
         &json!({"amount": "1", "currency": "EUR", "payee": "S", "order_id": "O"}),
         &[],
     );
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    std::thread::sleep(std::time::Duration::from_millis(4200));
     let signed = post(
         &format!("{}/v1/sign", s.agent.url),
         &json!({"canonical": created.json["canonical"], "pin": "123456"}),
