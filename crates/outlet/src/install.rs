@@ -141,6 +141,45 @@ struct Plan {
     tokens: Option<(Vec<u8>, Vec<u8>)>,
 }
 
+impl Plan {
+    /// INSTALL \[for load\] (with the load file's hash when DAP blocks come) and INSTALL
+    /// \[for install and make selectable\] as `gpclient::ops` makes them for `card install`,
+    /// with the package's Delegated Management tokens put in as they are.
+    fn install_commands(&self) -> Result<(Install, Install), Stop> {
+        let invalid = |e: String| Stop::Refused(InstallError::Other(e));
+        let opts = ops::InstallOptions {
+            to: self.security_domain,
+            params: self.install_params.clone(),
+            privileges: self.privileges,
+            instance: Some(self.instance),
+            applet: Some(self.module),
+            dap_signatures: self
+                .dap
+                .iter()
+                .map(|d| (d.security_domain, d.signature.clone()))
+                .collect(),
+            ..Default::default()
+        };
+        let hash = ops::install_hash(&self.cap, &opts).map_err(|e| invalid(e.to_string()))?;
+        let (mut for_load, installs) =
+            ops::install_plan(&self.cap, &opts, hash).map_err(|e| invalid(e.to_string()))?;
+        let mut for_install = installs
+            .into_iter()
+            .next()
+            .ok_or_else(|| invalid(format!("{}: no instance to install", self.app.row.name)))?;
+        if let Some((load, install)) = &self.tokens {
+            use gp::dm::TokenInput;
+            for_load = for_load
+                .with_token(load.clone())
+                .map_err(|e| invalid(e.to_string()))?;
+            for_install = for_install
+                .with_token(install.clone())
+                .map_err(|e| invalid(e.to_string()))?;
+        }
+        Ok((for_load, for_install))
+    }
+}
+
 fn aid(what: &str, hex: &str, name: &str) -> Result<Aid, InstallError> {
     Aid::from_str(hex)
         .map_err(|e| InstallError::Other(format!("{name}: the manifest's {what} {hex:?}: {e}")))
@@ -522,20 +561,8 @@ impl Module {
         }
         if instance.is_none() {
             progress(Progress::Installing);
-            let cmd = Install::ForInstall {
-                load_file: plan.load_file,
-                module: plan.module,
-                application: plan.instance,
-                privileges: plan.privileges,
-                params: c9(&plan.install_params),
-                token: plan
-                    .tokens
-                    .as_ref()
-                    .map(|t| t.1.clone())
-                    .unwrap_or_default(),
-                make_selectable: true,
-            };
-            let cmd = cmd
+            let (_, for_install) = plan.install_commands()?;
+            let cmd = for_install
                 .to_command()
                 .map_err(|e| Stop::Refused(InstallError::Other(e.to_string())))?;
             let answer = s.send_ok(
@@ -564,40 +591,7 @@ impl Module {
         receipts: &mut Vec<String>,
     ) -> Result<(), Stop> {
         let block = plan.cap.load_file_data_block();
-        let hash = if plan.dap.is_empty() {
-            Vec::new()
-        } else {
-            plan.cap.load_file_hash(gp::cap::HashAlgorithm::Sha256)
-        };
-        let (for_load, _) = ops::install_plan(
-            &plan.cap,
-            &ops::InstallOptions {
-                to: plan.security_domain,
-                load_only: true,
-                ..Default::default()
-            },
-            hash,
-        )
-        .map_err(|e| Stop::Refused(InstallError::Other(e.to_string())))?;
-        let for_load = match (for_load, &plan.tokens) {
-            (
-                Install::ForLoad {
-                    load_file,
-                    security_domain,
-                    hash,
-                    params,
-                    ..
-                },
-                Some((token, _)),
-            ) => Install::ForLoad {
-                load_file,
-                security_domain,
-                hash,
-                params,
-                token: token.clone(),
-            },
-            (other, _) => other,
-        };
+        let (for_load, _) = plan.install_commands()?;
         let cmd = for_load
             .to_command()
             .map_err(|e| Stop::Refused(InstallError::Other(e.to_string())))?;
@@ -930,13 +924,6 @@ fn stop_error(s: Stop) -> InstallError {
     match s {
         Stop::Before(e) | Stop::Interrupted(e) | Stop::Refused(e) => e,
     }
-}
-
-/// `C9 <len> <params>`: the application-specific install parameters (GP 2.3.1 Table 11-49).
-fn c9(params: &[u8]) -> Vec<u8> {
-    let mut v = vec![0xC9, params.len() as u8];
-    v.extend_from_slice(params);
-    v
 }
 
 /// Keeps a Delegated Management receipt (an answer with data) when tokens were sent.
