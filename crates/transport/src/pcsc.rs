@@ -81,29 +81,22 @@ impl PcscChannel {
     /// `None`, to the first reader that holds a card.
     pub fn connect(name: Option<&str>) -> Result<Self, TransportError> {
         let readers = list_readers()?;
+        let names = || {
+            readers
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let chosen = match name {
             Some(want) => find_reader(&readers, want).ok_or_else(|| {
-                TransportError::NoReader(format!(
-                    " named '{want}' (readers: {})",
-                    readers
-                        .iter()
-                        .map(|r| r.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
+                TransportError::NoReader(format!(" named '{want}' (readers: {})", names()))
             })?,
             None => readers.iter().find(|r| r.card_present).ok_or_else(|| {
                 if readers.is_empty() {
                     TransportError::NoReader(" (is pcscd running and a reader attached?)".into())
                 } else {
-                    TransportError::NoCard(format!(
-                        "any reader ({})",
-                        readers
-                            .iter()
-                            .map(|r| r.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
+                    TransportError::NoCard(format!("any reader ({})", names()))
                 }
             })?,
         };
