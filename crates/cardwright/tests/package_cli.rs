@@ -474,26 +474,7 @@ fn sign_with_software_key_store_keys() {
     let store = format!("file:{}", s(&d.join("keys.json")));
     let env = vec![("CARDWRIGHT_MASTER_KEY".to_string(), MASTER.to_string())];
     // A P-256 signing key made by the CLI (`keys ca-cert` creates it), and an RSA one.
-    let r = run_env(
-        &[
-            "keys",
-            "--keystore",
-            &store,
-            "ca-cert",
-            "--ca",
-            "pkg-ec",
-            "--out",
-            s(&d.join("ec.pem")),
-        ],
-        &env,
-        "",
-    );
-    assert!(r.ok, "{}{}", r.stdout, r.stderr);
-    let ec_spki = pki::Certificate::from_der(&pem_der(&d.join("ec.pem")))
-        .unwrap()
-        .public_key()
-        .unwrap()
-        .to_spki_der();
+    let ec_spki = store_signing_key_spki(&store, "pkg-ec", &d.join("ec.pem"), &env);
     let config: kms::StoreConfig = store.parse().unwrap();
     let signing = config
         .open_signing_with_master(Some(kms::MasterKey::from_hex(MASTER).unwrap()))
@@ -556,26 +537,7 @@ fn sign_with_a_softhsm_key() {
         ("SOFTHSM2_CONF".to_string(), s(&conf).to_string()),
         ("CW_TEST_PKG_PIN".to_string(), HSM_PIN.to_string()),
     ];
-    let r = run_env(
-        &[
-            "keys",
-            "--keystore",
-            &store,
-            "ca-cert",
-            "--ca",
-            "pkg",
-            "--out",
-            s(&d.join("hsm.pem")),
-        ],
-        &env,
-        "",
-    );
-    assert!(r.ok, "{}{}", r.stdout, r.stderr);
-    let spki = pki::Certificate::from_der(&pem_der(&d.join("hsm.pem")))
-        .unwrap()
-        .public_key()
-        .unwrap()
-        .to_spki_der();
+    let spki = store_signing_key_spki(&store, "pkg", &d.join("hsm.pem"), &env);
     let cert = root.certify(spki, 21, "signer-cert.pem");
     let package = build(d, &format!("{store}&label=pkg"), &cert, &[], &env);
     let text = ok(&[
@@ -733,4 +695,34 @@ fn openssl_cms_both_ways_through_the_cli() {
             "openssl's signature differs"
         );
     }
+}
+
+/// A P-256 signing key made in the key store `store` under `label` by the CLI (`keys
+/// ca-cert` creates it and writes its self-signed certificate to `out`): its public key.
+fn store_signing_key_spki(
+    store: &str,
+    label: &str,
+    out: &Path,
+    env: &[(String, String)],
+) -> Vec<u8> {
+    let r = run_env(
+        &[
+            "keys",
+            "--keystore",
+            store,
+            "ca-cert",
+            "--ca",
+            label,
+            "--out",
+            s(out),
+        ],
+        env,
+        "",
+    );
+    assert!(r.ok, "{}{}", r.stdout, r.stderr);
+    pki::Certificate::from_der(&pem_der(out))
+        .unwrap()
+        .public_key()
+        .unwrap()
+        .to_spki_der()
 }
