@@ -562,15 +562,15 @@ impl Module {
         if instance.is_none() {
             progress(Progress::Installing);
             let (_, for_install) = plan.install_commands()?;
-            let cmd = for_install
-                .to_command()
-                .map_err(|e| Stop::Refused(InstallError::Other(e.to_string())))?;
-            let answer = s.send_ok(
+            let object = format!("of {}", plan.instance);
+            send_install(
+                s,
+                plan,
                 Operation::InstallForInstall,
-                &cmd,
-                &format!("of {}", plan.instance),
+                &for_install,
+                &object,
+                receipts,
             )?;
-            note_receipt(receipts, plan.tokens.is_some(), &answer);
             j.stage = stage::INSTALLED.into();
             self.save(j).map_err(|e| module_failure("outlet.db", e))?;
         }
@@ -592,15 +592,15 @@ impl Module {
     ) -> Result<(), Stop> {
         let block = plan.cap.load_file_data_block();
         let (for_load, _) = plan.install_commands()?;
-        let cmd = for_load
-            .to_command()
-            .map_err(|e| Stop::Refused(InstallError::Other(e.to_string())))?;
-        let answer = s.send_ok(
+        let object = format!("of {}", plan.load_file);
+        send_install(
+            s,
+            plan,
             Operation::InstallForLoad,
-            &cmd,
-            &format!("of {}", plan.load_file),
+            &for_load,
+            &object,
+            receipts,
         )?;
-        note_receipt(receipts, plan.tokens.is_some(), &answer);
         let loads =
             gp::commands::load_blocks_with_dap(&block, &plan.dap, s.client.max_plain_data())
                 .map_err(|e| Stop::Refused(InstallError::Other(e.to_string())))?;
@@ -924,6 +924,24 @@ fn stop_error(s: Stop) -> InstallError {
     match s {
         Stop::Before(e) | Stop::Interrupted(e) | Stop::Refused(e) => e,
     }
+}
+
+/// Sends one INSTALL command of the plan and keeps its receipt when the package's tokens
+/// went with it.
+fn send_install<C: CardChannel>(
+    s: &mut Session<'_, C>,
+    plan: &Plan,
+    op: Operation,
+    install: &Install,
+    object: &str,
+    receipts: &mut Vec<String>,
+) -> Result<(), Stop> {
+    let cmd = install
+        .to_command()
+        .map_err(|e| Stop::Refused(InstallError::Other(e.to_string())))?;
+    let answer = s.send_ok(op, &cmd, object)?;
+    note_receipt(receipts, plan.tokens.is_some(), &answer);
+    Ok(())
 }
 
 /// Keeps a Delegated Management receipt (an answer with data) when tokens were sent.
