@@ -100,8 +100,13 @@ fn pkcs11_backend() {
     behaves(&store, "do-basic/");
 }
 
-/// A session on the test token, for making objects the way an interrupted `put` leaves
-/// them.
+/// The token the interrupted-replacement test writes to behind the store's back. Not the
+/// token of the other tests of this file: its raw writes bypass the store's per-token lock,
+/// and SoftHSM2 answers `CKR_GENERAL_ERROR` to a `C_CreateObject` that races another
+/// session's write to the same token (seen once in CI).
+const RAW_TOKEN: &str = "cw-wrap";
+
+/// A session on [`RAW_TOKEN`], for making objects the way an interrupted `put` leaves them.
 fn raw_session(hsm: &Hsm) -> cryptoki::session::Session {
     let ctx = cryptoki::context::Pkcs11::new(MODULE).unwrap();
     // Initialised already by the store in this process: that is fine.
@@ -112,7 +117,7 @@ fn raw_session(hsm: &Hsm) -> cryptoki::session::Session {
         .get_slots_with_token()
         .unwrap()
         .into_iter()
-        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == "cw-test")
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == RAW_TOKEN)
         .unwrap();
     let _ = hsm;
     ctx.open_rw_session(slot).unwrap()
@@ -134,7 +139,7 @@ fn raw_object(s: &cryptoki::session::Session, label: &str, value: &[u8]) {
 #[test]
 fn pkcs11_interrupted_replacement() {
     let hsm = hsm_or_skip!();
-    let store = hsm.store("cw-test", false);
+    let store = hsm.store(RAW_TOKEN, false);
     let s = raw_session(hsm);
     // Stopped after the old object went, before the relabelling: `get` finishes it.
     raw_object(&s, "cw-do-new:do-int/a", b"new");
