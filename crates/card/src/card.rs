@@ -206,6 +206,7 @@ impl VirtualCard {
                 data: Default::default(),
                 confirmation_counter: 0,
                 scp11: Default::default(),
+                ota: Default::default(),
             }),
         };
         let mut load_files = vec![LoadFileRec {

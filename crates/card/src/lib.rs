@@ -97,6 +97,7 @@ mod error;
 #[cfg(feature = "transport")]
 pub mod host;
 mod model;
+mod ota;
 mod persist;
 pub mod registration;
 mod sd;
@@ -109,4 +110,5 @@ pub use error::CardError;
 #[cfg(feature = "transport")]
 pub use host::VirtualChannel;
 pub use model::{ISD_AID, SD_MODULE, SD_PACKAGE};
+pub use ota::{ScriptOutcome, ISD_TARS, SCP80_KVNS};
 pub use x509::pem;

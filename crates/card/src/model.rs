@@ -291,6 +291,28 @@ pub(crate) struct SdData {
     /// pairs, OCE serial-number allowlists, CA issuer identifiers. Absent in older files.
     #[serde(default, skip_serializing_if = "Scp11Data::is_empty")]
     pub scp11: Scp11Data,
+    /// Remote management over the air (ETSI TS 102 225/226): TARs and counters. Absent in
+    /// older files.
+    #[serde(default, skip_serializing_if = "OtaData::is_empty")]
+    pub ota: OtaData,
+}
+
+/// What a security domain keeps for remote management over the air (ETSI TS 102 225 §5.1.1,
+/// TS 102 226 §8.2.1.3.2).
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct OtaData {
+    /// The TARs this SD answers besides the ones implied by its AID, hex (`"B20100"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tars: Vec<String>,
+    /// The last counter (CNTR, 5 bytes) accepted per OTA key set, by KVN in hex (`"01"`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counters: BTreeMap<String, u64>,
+}
+
+impl OtaData {
+    pub fn is_empty(&self) -> bool {
+        self.tars.is_empty() && self.counters.is_empty()
+    }
 }
 
 /// The key reference `KID KVN` as a map key in the state file (`"13-01"`).

@@ -350,6 +350,7 @@ impl VirtualCard {
                 data: Default::default(),
                 confirmation_counter: 0,
                 scp11: Default::default(),
+                ota: Default::default(),
             })
         } else {
             let state = match self.factories.find(&load_file.0).cloned() {

@@ -122,7 +122,7 @@ impl VirtualCard {
         }
     }
 
-    fn sd_command(
+    pub(crate) fn sd_command(
         &mut self,
         ch: usize,
         sd: &Aid,
