@@ -53,6 +53,7 @@ mod db;
 mod error;
 pub mod issuance;
 pub mod model;
+pub mod ota;
 mod pki_store;
 mod schema;
 pub mod ssd;
@@ -66,4 +67,4 @@ pub use issuance::{
     Timing,
 };
 pub use pki_store::purge_expired_challenges;
-pub use store::{redact_url, CategorySpec, NewJob, Store};
+pub use store::{redact_url, CategorySpec, CounterCheck, NewJob, Store, MAX_COUNTER, OTA_SERVER};

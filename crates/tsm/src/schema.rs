@@ -378,6 +378,63 @@ CREATE TABLE outlet_records (
 CREATE INDEX outlet_records_by_card ON outlet_records (card, at_ms);
 "#;
 
+const V8_OTA: &str = r#"
+CREATE TABLE ota_catalog (
+    tenant_id   TEXT NOT NULL REFERENCES tenants(id),
+    app         TEXT NOT NULL,
+    title       TEXT NOT NULL,
+    package_aid {bytes} NOT NULL REFERENCES packages(aid),
+    module      {bytes} NOT NULL,
+    instance    {bytes} NOT NULL,
+    sd_aid      {bytes} NOT NULL,
+    privileges  {bytes} NOT NULL,
+    params      {bytes} NOT NULL,
+    created_ms  BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, app)
+);
+
+CREATE TABLE ota_cards (
+    card_number TEXT PRIMARY KEY REFERENCES cards(card_number),
+    iccid       TEXT NOT NULL UNIQUE,
+    msisdn      TEXT NOT NULL,
+    kvn         BIGINT NOT NULL CHECK (kvn BETWEEN 1 AND 15),
+    counter_out BIGINT NOT NULL CHECK (counter_out >= 0),
+    counter_in  BIGINT NOT NULL CHECK (counter_in >= 0),
+    created_ms  BIGINT NOT NULL
+);
+CREATE INDEX ota_cards_by_msisdn ON ota_cards (msisdn);
+
+CREATE TABLE ota_sessions (
+    id          {autoid},
+    tenant_id   TEXT NOT NULL REFERENCES tenants(id),
+    card_number TEXT NOT NULL REFERENCES ota_cards(card_number),
+    app         TEXT NOT NULL,
+    bearer      TEXT NOT NULL CHECK (bearer IN ('sms', 'https')),
+    origin      TEXT NOT NULL CHECK (origin IN ('card', 'server')),
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'running', 'done', 'failed', 'abandoned')),
+    step        BIGINT NOT NULL,
+    steps       BIGINT NOT NULL,
+    detail      TEXT NOT NULL,
+    created_ms  BIGINT NOT NULL,
+    updated_ms  BIGINT NOT NULL
+);
+CREATE INDEX ota_sessions_by_card ON ota_sessions (card_number, id);
+
+CREATE TABLE ota_messages (
+    id          {autoid},
+    session_id  BIGINT REFERENCES ota_sessions(id),
+    card_number TEXT NOT NULL,
+    direction   TEXT NOT NULL CHECK (direction IN ('mt', 'mo')),
+    kind        TEXT NOT NULL,
+    counter     BIGINT,
+    bytes       {bytes} NOT NULL,
+    status      TEXT NOT NULL,
+    created_ms  BIGINT NOT NULL
+);
+CREATE INDEX ota_messages_by_session ON ota_messages (session_id, id);
+CREATE INDEX ota_messages_by_card ON ota_messages (card_number, id);
+"#;
+
 /// Every migration, in order. Never edit one that shipped: add the next.
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -426,6 +483,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 7,
         name: "outlet: install records uploaded by outlets",
         sql: V7_OUTLET_RECORDS,
+        sqlite: "",
+        postgres: "",
+    },
+    Migration {
+        version: 8,
+        name: "ota: catalog, cards' OTA identities and counters, sessions, messages",
+        sql: V8_OTA,
         sqlite: "",
         postgres: "",
     },

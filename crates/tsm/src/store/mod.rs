@@ -3,6 +3,7 @@
 //! `spawn_blocking`), cheap to clone and shareable between threads.
 
 pub(crate) mod jobs;
+pub(crate) mod ota;
 pub(crate) mod outlet;
 pub(crate) mod records;
 pub(crate) mod ssd;
@@ -22,6 +23,7 @@ use crate::error::StoreError;
 use crate::schema;
 
 pub use jobs::NewJob;
+pub use ota::{CounterCheck, MAX_COUNTER, OTA_SERVER};
 pub use records::CategorySpec;
 
 enum Backend {
