@@ -19,7 +19,7 @@ fn entry(tenant: &str, package: &Aid, app: &str) -> CatalogEntry {
         tenant: tenant.into(),
         app: app.into(),
         title: "Wallet".into(),
-        package: package.clone(),
+        package: *package,
         module: aid("A000000062010101"),
         instance: aid("A00000006201010101"),
         sd: aid("A000000151535041FF01"),
