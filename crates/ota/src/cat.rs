@@ -877,10 +877,12 @@ impl ChannelStatus {
         Ctlv::required(tag::CHANNEL_STATUS, self.0)
     }
     fn from_value(v: &[u8]) -> Result<Self> {
-        <[u8; 2]>::try_from(v).map(Self).map_err(|_| Error::Invalid {
-            object: "channel status",
-            reason: "length is not 2",
-        })
+        <[u8; 2]>::try_from(v)
+            .map(Self)
+            .map_err(|_| Error::Invalid {
+                object: "channel status",
+                reason: "length is not 2",
+            })
     }
 }
 
@@ -1228,7 +1230,10 @@ impl ProactiveCommand {
             CommandBody::OpenChannel(c) => {
                 alpha(&mut o, &c.alpha);
                 o.push(c.bearer.to_ctlv());
-                o.push(Ctlv::required(tag::BUFFER_SIZE, c.buffer_size.to_be_bytes()));
+                o.push(Ctlv::required(
+                    tag::BUFFER_SIZE,
+                    c.buffer_size.to_be_bytes(),
+                ));
                 if let Some(n) = &c.network_access_name {
                     o.push(Ctlv::required(tag::NETWORK_ACCESS_NAME, n.0.clone()));
                 }
@@ -1329,10 +1334,8 @@ impl ProactiveCommand {
                     .take(tag::ADDRESS)
                     .map(|v| CatAddress::from_value(&v))
                     .transpose()?;
-                let tpdu = SmsSubmit::decode_with(
-                    &o.require(tag::SMS_TPDU, "SMS TPDU")?,
-                    tpdu::LENIENT,
-                )?;
+                let tpdu =
+                    SmsSubmit::decode_with(&o.require(tag::SMS_TPDU, "SMS TPDU")?, tpdu::LENIENT)?;
                 CommandBody::SendShortMessage(SendShortMessage {
                     alpha,
                     address,
@@ -1347,7 +1350,10 @@ impl ProactiveCommand {
                 )?;
                 let buffer_size = buffer_size(&o.require(tag::BUFFER_SIZE, "buffer size")?)?;
                 let network_access_name = o.take(tag::NETWORK_ACCESS_NAME).map(NetworkAccessName);
-                let local_address = match (o.position(tag::OTHER_ADDRESS), o.position(tag::TRANSPORT_LEVEL)) {
+                let local_address = match (
+                    o.position(tag::OTHER_ADDRESS),
+                    o.position(tag::TRANSPORT_LEVEL),
+                ) {
                     (Some(a), Some(t)) if a < t => o.take(tag::OTHER_ADDRESS),
                     (Some(_), None) => o.take(tag::OTHER_ADDRESS),
                     _ => None,
@@ -1732,7 +1738,10 @@ impl Envelope {
                     }
                 }
             }
-            t => Self::Unknown { tag: t, objects: o.0 },
+            t => Self::Unknown {
+                tag: t,
+                objects: o.0,
+            },
         })
     }
 }
@@ -1920,7 +1929,9 @@ impl TerminalProfile {
     /// Whether the terminal supports a facility.
     pub fn supports(&self, f: Facility) -> bool {
         let (byte, bit) = f.position();
-        self.0.get(byte - 1).is_some_and(|b| b & (1 << (bit - 1)) != 0)
+        self.0
+            .get(byte - 1)
+            .is_some_and(|b| b & (1 << (bit - 1)) != 0)
     }
 
     /// Byte 13 b6-b8: number of channels supported (0-7).
@@ -2037,9 +2048,7 @@ impl SmsPpOutcome {
                 ..
             } => None,
             Self::Busy => Some(with(tpdu::FCS_SAT_BUSY, &[])),
-            Self::DataDownloadError { data, .. } => {
-                Some(with(tpdu::FCS_DATA_DOWNLOAD_ERROR, data))
-            }
+            Self::DataDownloadError { data, .. } => Some(with(tpdu::FCS_DATA_DOWNLOAD_ERROR, data)),
             Self::Failed(_) => Some(with(tpdu::FCS_DATA_DOWNLOAD_ERROR, &[])),
         }
     }

@@ -120,7 +120,10 @@ impl<'a> Reader<'a> {
     }
     fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8]> {
         let end = self.pos.checked_add(n).ok_or(Error::Truncated(what))?;
-        let s = self.bytes.get(self.pos..end).ok_or(Error::Truncated(what))?;
+        let s = self
+            .bytes
+            .get(self.pos..end)
+            .ok_or(Error::Truncated(what))?;
         self.pos = end;
         Ok(s)
     }
@@ -431,7 +434,9 @@ pub fn encode_semi_octets(digits: &str) -> Result<Vec<u8>> {
 /// [`encode_semi_octets`]); a high nibble beyond `count` must be the `F` filler.
 pub fn decode_semi_octets(octets: &[u8], count: usize) -> Result<String> {
     if count.div_ceil(2) != octets.len() {
-        return Err(Error::InvalidAddress("digit count does not match the octets"));
+        return Err(Error::InvalidAddress(
+            "digit count does not match the octets",
+        ));
     }
     let mut s = String::with_capacity(count);
     for i in 0..count {
@@ -439,7 +444,9 @@ pub fn decode_semi_octets(octets: &[u8], count: usize) -> Result<String> {
         s.push(nibble_to_digit(if i % 2 == 0 { b & 0xF } else { b >> 4 })?);
     }
     if count % 2 == 1 && octets[count / 2] >> 4 != 0xF {
-        return Err(Error::InvalidAddress("odd digit count without the F filler"));
+        return Err(Error::InvalidAddress(
+            "odd digit count without the F filler",
+        ));
     }
     Ok(s)
 }
@@ -568,7 +575,7 @@ fn swapped_bcd(v: u8) -> Result<u8> {
     if v > 99 {
         return Err(Error::InvalidTimestamp("field above 99"));
     }
-    Ok((v % 10) << 4 | v / 10)
+    Ok(((v % 10) << 4) | (v / 10))
 }
 
 fn from_swapped_bcd(b: u8) -> Result<u8> {
@@ -594,7 +601,7 @@ impl Timestamp {
             swapped_bcd(self.hour)?,
             swapped_bcd(self.minute)?,
             swapped_bcd(self.second)?,
-            (tz % 10) << 4 | sign | tz / 10,
+            ((tz % 10) << 4) | sign | (tz / 10),
         ])
     }
 
@@ -782,7 +789,7 @@ impl Dcs {
             CodingGroup::DataCodingMessageClass => true,
             _ => false,
         };
-        has_class.then(|| match self.0 & 3 {
+        has_class.then_some(match self.0 & 3 {
             0 => MessageClass::Class0,
             1 => MessageClass::Class1,
             2 => MessageClass::Class2,
@@ -1201,12 +1208,14 @@ impl SmsDeliver {
 
     /// The encoding.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        let mut out = vec![MTI_DELIVER
-            | u8::from(!self.more_messages) << 2
-            | u8::from(self.loop_prevention) << 3
-            | u8::from(self.status_report_indication) << 5
-            | u8::from(self.user_data.header.is_some()) << 6
-            | u8::from(self.reply_path) << 7];
+        let mut out = vec![
+            MTI_DELIVER
+                | u8::from(!self.more_messages) << 2
+                | u8::from(self.loop_prevention) << 3
+                | u8::from(self.status_report_indication) << 5
+                | u8::from(self.user_data.header.is_some()) << 6
+                | u8::from(self.reply_path) << 7,
+        ];
         self.originator.encode_into(&mut out)?;
         out.push(self.pid.0);
         out.push(self.dcs.0);
@@ -1287,12 +1296,14 @@ impl SmsSubmit {
     }
 
     pub(crate) fn encode_with(&self, limits: Limits) -> Result<Vec<u8>> {
-        let mut out = vec![MTI_SUBMIT
-            | u8::from(self.reject_duplicates) << 2
-            | ValidityPeriod::vpf(self.validity.as_ref()) << 3
-            | u8::from(self.status_report_request) << 5
-            | u8::from(self.user_data.header.is_some()) << 6
-            | u8::from(self.reply_path) << 7];
+        let mut out = vec![
+            MTI_SUBMIT
+                | u8::from(self.reject_duplicates) << 2
+                | ValidityPeriod::vpf(self.validity.as_ref()) << 3
+                | u8::from(self.status_report_request) << 5
+                | u8::from(self.user_data.header.is_some()) << 6
+                | u8::from(self.reply_path) << 7,
+        ];
         out.push(self.message_reference);
         self.destination.encode_into(&mut out)?;
         out.push(self.pid.0);
@@ -1420,11 +1431,13 @@ impl SmsStatusReport {
             .user_data
             .as_ref()
             .is_some_and(|u| u.header.is_some());
-        let mut out = vec![MTI_STATUS_REPORT
-            | u8::from(!self.more_messages) << 2
-            | u8::from(self.loop_prevention) << 3
-            | u8::from(self.status_report_qualifier) << 5
-            | u8::from(udhi) << 6];
+        let mut out = vec![
+            MTI_STATUS_REPORT
+                | u8::from(!self.more_messages) << 2
+                | u8::from(self.loop_prevention) << 3
+                | u8::from(self.status_report_qualifier) << 5
+                | u8::from(udhi) << 6,
+        ];
         out.push(self.message_reference);
         self.recipient.encode_into(&mut out)?;
         out.extend_from_slice(&self.scts.encode()?);
@@ -1579,7 +1592,11 @@ pub fn sms_count(packet_len: usize, ref16: bool) -> usize {
 /// first header carries the concatenation IE then IEI `70`/`71`, later ones only the
 /// concatenation IE (31.115 §6.3). Use with DCS `F6` ([`SmsDeliver::ota`],
 /// [`SmsSubmit::ota`]).
-pub fn split_packet(kind: PacketKind, packet: &[u8], reference: ConcatRef) -> Result<Vec<UserData>> {
+pub fn split_packet(
+    kind: PacketKind,
+    packet: &[u8],
+    reference: ConcatRef,
+) -> Result<Vec<UserData>> {
     if packet.is_empty() {
         return Err(Error::CannotSplit {
             len: 0,
@@ -1705,7 +1722,9 @@ impl Reassembler {
         match (seq, kind) {
             (1, None) => return Err(Error::InvalidPart("first part without IEI 70/71")),
             (s, Some(_)) if s != 1 => {
-                return Err(Error::InvalidPart("IEI 70/71 in a part other than the first"))
+                return Err(Error::InvalidPart(
+                    "IEI 70/71 in a part other than the first",
+                ))
             }
             _ => {}
         }

@@ -3,15 +3,14 @@
 
 use ota::cat::{
     self, AlphaId, BearerDescription, CatAddress, CatResult, ChannelStatus, CloseChannel,
-    CommandBody, ComprehensionTag, Ctlv, Device, DeviceIdentities, Envelope, Event,
-    MenuItem, NetworkAccessName, OpenChannel, OtherAddress, ProactiveCommand, ReceiveData,
-    ResultCode, SendData, SendShortMessage, SetUpMenu, TerminalResponse, TextString,
-    TransportLevel,
+    CommandBody, ComprehensionTag, Ctlv, Device, DeviceIdentities, Envelope, Event, MenuItem,
+    NetworkAccessName, OpenChannel, OtherAddress, ProactiveCommand, ReceiveData, ResultCode,
+    SendData, SendShortMessage, SetUpMenu, TerminalResponse, TextString, TransportLevel,
 };
 use ota::tpdu::{
     self, Address, AddressValue, ConcatRef, Dcs, InformationElement, Npi, PacketKind, Pid,
-    Progress, Reassembler, SmsDeliver, SmsDeliverReport, SmsStatusReport, SmsSubmit,
-    Timestamp, Ton, UserData, UserDataHeader, ValidityPeriod,
+    Progress, Reassembler, SmsDeliver, SmsDeliverReport, SmsStatusReport, SmsSubmit, Timestamp,
+    Ton, UserData, UserDataHeader, ValidityPeriod,
 };
 use proptest::prelude::*;
 
@@ -24,8 +23,11 @@ fn gsm_text(max: usize) -> impl Strategy<Value = String> {
 }
 
 fn digits(max: usize) -> impl Strategy<Value = String> {
-    prop::collection::vec(prop::sample::select("0123456789*#abc".chars().collect::<Vec<_>>()), 0..=max)
-        .prop_map(|v| v.into_iter().collect())
+    prop::collection::vec(
+        prop::sample::select("0123456789*#abc".chars().collect::<Vec<_>>()),
+        0..=max,
+    )
+    .prop_map(|v| v.into_iter().collect())
 }
 
 fn ton_numeric() -> impl Strategy<Value = Ton> {
@@ -37,44 +39,64 @@ fn ton_numeric() -> impl Strategy<Value = Ton> {
 
 fn address() -> impl Strategy<Value = Address> {
     prop_oneof![
-        (ton_numeric(), 0u8..16, digits(20)).prop_map(|(ton, npi, d)| Address::new(ton, Npi::from_bits(npi), &d)),
+        (ton_numeric(), 0u8..16, digits(20)).prop_map(|(ton, npi, d)| Address::new(
+            ton,
+            Npi::from_bits(npi),
+            &d
+        )),
         // At most 11 septets fit 20 semi-octets; extension characters take two.
         gsm_text(5).prop_map(|t| Address::alphanumeric(&t)),
     ]
 }
 
 fn timestamp() -> impl Strategy<Value = Timestamp> {
-    (0u8..100, 0u8..100, 0u8..100, 0u8..100, 0u8..100, 0u8..100, -79i8..=79).prop_map(
-        |(year, month, day, hour, minute, second, tz_quarters)| Timestamp {
-            year,
-            month,
-            day,
-            hour,
-            minute,
-            second,
-            tz_quarters,
-        },
+    (
+        0u8..100,
+        0u8..100,
+        0u8..100,
+        0u8..100,
+        0u8..100,
+        0u8..100,
+        -79i8..=79,
     )
+        .prop_map(
+            |(year, month, day, hour, minute, second, tz_quarters)| Timestamp {
+                year,
+                month,
+                day,
+                hour,
+                minute,
+                second,
+                tz_quarters,
+            },
+        )
 }
 
 fn element() -> impl Strategy<Value = InformationElement> {
     prop_oneof![
-        (any::<u8>(), 1u8..=255, 1u8..=255).prop_map(|(r, total, seq)| InformationElement::Concat {
-            reference: ConcatRef::Eight(r),
-            total,
-            seq
+        (any::<u8>(), 1u8..=255, 1u8..=255).prop_map(|(r, total, seq)| {
+            InformationElement::Concat {
+                reference: ConcatRef::Eight(r),
+                total,
+                seq,
+            }
         }),
-        (any::<u16>(), 1u8..=255, 1u8..=255).prop_map(|(r, total, seq)| InformationElement::Concat {
-            reference: ConcatRef::Sixteen(r),
-            total,
-            seq
+        (any::<u16>(), 1u8..=255, 1u8..=255).prop_map(|(r, total, seq)| {
+            InformationElement::Concat {
+                reference: ConcatRef::Sixteen(r),
+                total,
+                seq,
+            }
         }),
         Just(InformationElement::CommandPacket),
         Just(InformationElement::ResponsePacket),
         (any::<u8>(), prop::collection::vec(any::<u8>(), 0..8)).prop_filter_map(
             "typed forms decode as typed",
             |(iei, data)| {
-                let typed = matches!((iei, data.len()), (0x00, 3) | (0x08, 4) | (0x70, 0) | (0x71, 0));
+                let typed = matches!(
+                    (iei, data.len()),
+                    (0x00, 3) | (0x08, 4) | (0x70, 0) | (0x71, 0)
+                );
                 (!typed).then_some(InformationElement::Other { iei, data })
             }
         ),
@@ -96,13 +118,27 @@ fn dcs_and_user_data() -> impl Strategy<Value = (Dcs, UserData)> {
         } else {
             prop::collection::vec(any::<u8>(), 0..=140 - h).boxed()
         };
-        payload.prop_map(move |payload| (dcs, UserData { header: header.clone(), payload }))
+        payload.prop_map(move |payload| {
+            (
+                dcs,
+                UserData {
+                    header: header.clone(),
+                    payload,
+                },
+            )
+        })
     })
 }
 
 fn deliver() -> impl Strategy<Value = SmsDeliver> {
-    (any::<[bool; 4]>(), address(), any::<u8>(), timestamp(), dcs_and_user_data()).prop_map(
-        |(f, originator, pid, scts, (dcs, user_data))| SmsDeliver {
+    (
+        any::<[bool; 4]>(),
+        address(),
+        any::<u8>(),
+        timestamp(),
+        dcs_and_user_data(),
+    )
+        .prop_map(|(f, originator, pid, scts, (dcs, user_data))| SmsDeliver {
             more_messages: f[0],
             loop_prevention: f[1],
             reply_path: f[2],
@@ -112,8 +148,7 @@ fn deliver() -> impl Strategy<Value = SmsDeliver> {
             dcs,
             scts,
             user_data,
-        },
-    )
+        })
 }
 
 fn validity() -> impl Strategy<Value = Option<ValidityPeriod>> {
@@ -126,24 +161,36 @@ fn validity() -> impl Strategy<Value = Option<ValidityPeriod>> {
 }
 
 fn submit() -> impl Strategy<Value = SmsSubmit> {
-    (any::<[bool; 3]>(), any::<u8>(), address(), any::<u8>(), validity(), dcs_and_user_data()).prop_map(
-        |(f, mr, destination, pid, validity, (dcs, user_data))| SmsSubmit {
-            reject_duplicates: f[0],
-            reply_path: f[1],
-            status_report_request: f[2],
-            message_reference: mr,
-            destination,
-            pid: Pid(pid),
-            dcs,
-            validity,
-            user_data,
-        },
+    (
+        any::<[bool; 3]>(),
+        any::<u8>(),
+        address(),
+        any::<u8>(),
+        validity(),
+        dcs_and_user_data(),
     )
+        .prop_map(
+            |(f, mr, destination, pid, validity, (dcs, user_data))| SmsSubmit {
+                reject_duplicates: f[0],
+                reply_path: f[1],
+                status_report_request: f[2],
+                message_reference: mr,
+                destination,
+                pid: Pid(pid),
+                dcs,
+                validity,
+                user_data,
+            },
+        )
 }
 
 fn report_parameters() -> impl Strategy<Value = tpdu::ReportParameters> {
-    (prop::option::of(any::<u8>()), prop::option::of(dcs_and_user_data()), any::<bool>()).prop_map(
-        |(pid, du, with_ud)| {
+    (
+        prop::option::of(any::<u8>()),
+        prop::option::of(dcs_and_user_data()),
+        any::<bool>(),
+    )
+        .prop_map(|(pid, du, with_ud)| {
             let (dcs, user_data) = match du {
                 Some((d, u)) => (Some(d), with_ud.then_some(u)),
                 None => (None, None),
@@ -153,8 +200,7 @@ fn report_parameters() -> impl Strategy<Value = tpdu::ReportParameters> {
                 dcs,
                 user_data,
             }
-        },
-    )
+        })
 }
 
 proptest! {
@@ -295,13 +341,28 @@ proptest! {
 
 /// Tags that no typed field reads, for `other` lists.
 fn other_ctlv() -> impl Strategy<Value = Ctlv> {
-    (prop::sample::select(vec![0x1Eu16, 0x50, 0x51, 0x68, 0x7F, 0x1234, 0x7FFF]), any::<bool>(),
-     prop::collection::vec(any::<u8>(), 0..300))
-        .prop_map(|(value, cr, v)| Ctlv { tag: ComprehensionTag { value, comprehension_required: cr }, value: v })
+    (
+        prop::sample::select(vec![0x1Eu16, 0x50, 0x51, 0x68, 0x7F, 0x1234, 0x7FFF]),
+        any::<bool>(),
+        prop::collection::vec(any::<u8>(), 0..300),
+    )
+        .prop_map(|(value, cr, v)| Ctlv {
+            tag: ComprehensionTag {
+                value,
+                comprehension_required: cr,
+            },
+            value: v,
+        })
 }
 
 fn others() -> impl Strategy<Value = Vec<Ctlv>> {
-    prop::collection::vec(other_ctlv().prop_map(|mut c| { c.value.truncate(20); c }), 0..3)
+    prop::collection::vec(
+        other_ctlv().prop_map(|mut c| {
+            c.value.truncate(20);
+            c
+        }),
+        0..3,
+    )
 }
 
 fn alpha() -> impl Strategy<Value = AlphaId> {
@@ -321,75 +382,166 @@ fn other_address() -> impl Strategy<Value = OtherAddress> {
         Just(OtherAddress::Empty),
         any::<[u8; 4]>().prop_map(|a| OtherAddress::Ipv4(a.into())),
         any::<[u8; 16]>().prop_map(|a| OtherAddress::Ipv6(a.into())),
-        (any::<u8>(), prop::collection::vec(any::<u8>(), 0..20)).prop_filter_map("typed", |(kind, address)| {
-            let typed = matches!((kind, address.len()), (0x21, 4) | (0x57, 16));
-            (!typed).then_some(OtherAddress::Other { kind, address })
-        }),
+        (any::<u8>(), prop::collection::vec(any::<u8>(), 0..20)).prop_filter_map(
+            "typed",
+            |(kind, address)| {
+                let typed = matches!((kind, address.len()), (0x21, 4) | (0x57, 16));
+                (!typed).then_some(OtherAddress::Other { kind, address })
+            }
+        ),
     ]
 }
 
 fn text_string() -> impl Strategy<Value = TextString> {
-    (any::<u8>(), prop::collection::vec(any::<u8>(), 0..10)).prop_map(|(dcs, text)| TextString { dcs, text })
+    (any::<u8>(), prop::collection::vec(any::<u8>(), 0..10))
+        .prop_map(|(dcs, text)| TextString { dcs, text })
 }
 
 fn small_submit() -> impl Strategy<Value = SmsSubmit> {
-    submit().prop_map(|mut s| { s.user_data.payload.truncate(60); s })
+    submit().prop_map(|mut s| {
+        s.user_data.payload.truncate(60);
+        s
+    })
 }
 
 fn body() -> impl Strategy<Value = CommandBody> {
     prop_oneof![
-        (alpha(), prop::collection::vec((any::<u8>(), alpha()), 0..5), prop::option::of(prop::collection::vec(any::<u8>(), 0..5)), others())
-            .prop_map(|(alpha, items, next_actions, other)| CommandBody::SetUpMenu(SetUpMenu {
-                alpha,
-                items: items.into_iter().map(|(id, text)| MenuItem { id, text }).collect(),
-                next_actions,
-                other,
-            })),
-        (prop::option::of(alpha()), prop::option::of((ton_numeric(), 0u8..16, digits(10))), small_submit(), others())
-            .prop_map(|(alpha, a, tpdu, other)| CommandBody::SendShortMessage(SendShortMessage {
-                alpha,
-                address: a.map(|(ton, npi, digits)| CatAddress { ton, npi: Npi::from_bits(npi), digits }),
-                tpdu,
-                other,
-            })),
-        (prop::option::of(alpha()), (any::<u8>(), prop::collection::vec(any::<u8>(), 0..8)), any::<u16>(),
-         prop::option::of(prop::collection::vec(any::<u8>(), 0..12)), prop::option::of(other_address()),
-         prop::option::of(text_string()), prop::option::of(text_string()),
-         prop::option::of((any::<u8>(), prop::option::of(any::<u16>()))), prop::option::of(other_address()), others())
-            .prop_map(|(alpha, (t, p), buffer_size, nan, local, login, password, transport, destination, other)| {
-                // A password needs a login before it; a local address needs a transport
-                // level after it (otherwise it reads as the local address); a
-                // destination needs a transport level before it.
-                let login = login.or_else(|| password.clone().map(|_| TextString { dcs: 4, text: vec![] }));
-                let transport = transport.map(|(protocol, port)| TransportLevel { protocol, port });
-                let (local_address, destination) = match transport {
-                    Some(_) => (local, destination),
-                    None => (local.or(destination), None),
-                };
-                CommandBody::OpenChannel(Box::new(OpenChannel {
+        (
+            alpha(),
+            prop::collection::vec((any::<u8>(), alpha()), 0..5),
+            prop::option::of(prop::collection::vec(any::<u8>(), 0..5)),
+            others()
+        )
+            .prop_map(
+                |(alpha, items, next_actions, other)| CommandBody::SetUpMenu(SetUpMenu {
                     alpha,
-                    bearer: BearerDescription { bearer_type: t, parameters: p },
+                    items: items
+                        .into_iter()
+                        .map(|(id, text)| MenuItem { id, text })
+                        .collect(),
+                    next_actions,
+                    other,
+                })
+            ),
+        (
+            prop::option::of(alpha()),
+            prop::option::of((ton_numeric(), 0u8..16, digits(10))),
+            small_submit(),
+            others()
+        )
+            .prop_map(|(alpha, a, tpdu, other)| CommandBody::SendShortMessage(
+                SendShortMessage {
+                    alpha,
+                    address: a.map(|(ton, npi, digits)| CatAddress {
+                        ton,
+                        npi: Npi::from_bits(npi),
+                        digits
+                    }),
+                    tpdu,
+                    other,
+                }
+            )),
+        (
+            prop::option::of(alpha()),
+            (any::<u8>(), prop::collection::vec(any::<u8>(), 0..8)),
+            any::<u16>(),
+            prop::option::of(prop::collection::vec(any::<u8>(), 0..12)),
+            prop::option::of(other_address()),
+            prop::option::of(text_string()),
+            prop::option::of(text_string()),
+            prop::option::of((any::<u8>(), prop::option::of(any::<u16>()))),
+            prop::option::of(other_address()),
+            others()
+        )
+            .prop_map(
+                |(
+                    alpha,
+                    (t, p),
                     buffer_size,
-                    network_access_name: nan.map(NetworkAccessName),
-                    local_address,
+                    nan,
+                    local,
                     login,
                     password,
                     transport,
                     destination,
                     other,
-                }))
-            }),
-        (prop::option::of(alpha()), prop::collection::vec(any::<u8>(), 0..200), others())
-            .prop_map(|(alpha, data, other)| CommandBody::SendData(SendData { alpha, data, other })),
-        (prop::option::of(alpha()), any::<u8>(), others())
-            .prop_map(|(alpha, length, other)| CommandBody::ReceiveData(ReceiveData { alpha, length, other })),
+                )| {
+                    // A password needs a login before it; a local address needs a transport
+                    // level after it (otherwise it reads as the local address); a
+                    // destination needs a transport level before it.
+                    let login = login.or_else(|| {
+                        password.clone().map(|_| TextString {
+                            dcs: 4,
+                            text: vec![],
+                        })
+                    });
+                    let transport =
+                        transport.map(|(protocol, port)| TransportLevel { protocol, port });
+                    let (local_address, destination) = match transport {
+                        Some(_) => (local, destination),
+                        None => (local.or(destination), None),
+                    };
+                    CommandBody::OpenChannel(Box::new(OpenChannel {
+                        alpha,
+                        bearer: BearerDescription {
+                            bearer_type: t,
+                            parameters: p,
+                        },
+                        buffer_size,
+                        network_access_name: nan.map(NetworkAccessName),
+                        local_address,
+                        login,
+                        password,
+                        transport,
+                        destination,
+                        other,
+                    }))
+                }
+            ),
+        (
+            prop::option::of(alpha()),
+            prop::collection::vec(any::<u8>(), 0..200),
+            others()
+        )
+            .prop_map(|(alpha, data, other)| CommandBody::SendData(SendData {
+                alpha,
+                data,
+                other
+            })),
+        (prop::option::of(alpha()), any::<u8>(), others()).prop_map(|(alpha, length, other)| {
+            CommandBody::ReceiveData(ReceiveData {
+                alpha,
+                length,
+                other,
+            })
+        }),
         (prop::option::of(alpha()), others())
             .prop_map(|(alpha, other)| CommandBody::CloseChannel(CloseChannel { alpha, other })),
-        (any::<u8>(), prop::collection::vec(other_ctlv().prop_map(|mut c| { c.value.truncate(30); c }), 0..4))
+        (
+            any::<u8>(),
+            prop::collection::vec(
+                other_ctlv().prop_map(|mut c| {
+                    c.value.truncate(30);
+                    c
+                }),
+                0..4
+            )
+        )
             .prop_filter_map("typed command types", |(t, objects)| {
                 use cat::command_type::*;
-                (![SET_UP_MENU, SEND_SHORT_MESSAGE, OPEN_CHANNEL, CLOSE_CHANNEL, RECEIVE_DATA, SEND_DATA].contains(&t))
-                    .then_some(CommandBody::Unknown { type_of_command: t, objects })
+                (![
+                    SET_UP_MENU,
+                    SEND_SHORT_MESSAGE,
+                    OPEN_CHANNEL,
+                    CLOSE_CHANNEL,
+                    RECEIVE_DATA,
+                    SEND_DATA,
+                ]
+                .contains(&t))
+                .then_some(CommandBody::Unknown {
+                    type_of_command: t,
+                    objects,
+                })
             }),
     ]
 }
@@ -494,8 +646,20 @@ proptest! {
 fn terminal_profile_bits() {
     let p = cat::TerminalProfile::ota_handset(1);
     use cat::Facility::*;
-    for f in [SmsPpDataDownload, MenuSelection, SetUpMenu, SendShortMessage, OpenChannel, CloseChannel,
-              SendData, ReceiveData, TcpClientRemote, EventDataAvailable, EventChannelStatus, CommandResult] {
+    for f in [
+        SmsPpDataDownload,
+        MenuSelection,
+        SetUpMenu,
+        SendShortMessage,
+        OpenChannel,
+        CloseChannel,
+        SendData,
+        ReceiveData,
+        TcpClientRemote,
+        EventDataAvailable,
+        EventChannelStatus,
+        CommandResult,
+    ] {
         assert!(p.supports(f), "{f:?}");
     }
     assert!(!p.supports(DisplayText));
@@ -507,7 +671,7 @@ fn terminal_profile_bits() {
     assert_eq!(b[11] & 0x1F, 0x1F); // BIP commands
     assert_eq!(b[12], 0x22); // GPRS, one channel
     assert_eq!(b[16] & 1, 1); // TCP client remote
-    // Short profiles read as zero past their end.
+                              // Short profiles read as zero past their end.
     assert!(!cat::TerminalProfile(vec![0xFF]).supports(OpenChannel));
 }
 
@@ -515,17 +679,42 @@ fn terminal_profile_bits() {
 fn sms_pp_status_words() {
     use cat::SmsPpOutcome::*;
     let por = [0x02, 0x71, 0x00];
-    assert_eq!(cat::sms_pp_outcome(&por, 0x9000), Acknowledge { por: por.to_vec(), proactive_pending: None });
-    assert_eq!(cat::sms_pp_outcome(&[], 0x9120), Acknowledge { por: vec![], proactive_pending: Some(0x20) });
+    assert_eq!(
+        cat::sms_pp_outcome(&por, 0x9000),
+        Acknowledge {
+            por: por.to_vec(),
+            proactive_pending: None
+        }
+    );
+    assert_eq!(
+        cat::sms_pp_outcome(&[], 0x9120),
+        Acknowledge {
+            por: vec![],
+            proactive_pending: Some(0x20)
+        }
+    );
     assert_eq!(cat::sms_pp_outcome(&[], 0x6115), GetResponse(0x15));
     assert_eq!(cat::sms_pp_outcome(&[], 0x9F15), GetResponse(0x15));
     assert_eq!(cat::sms_pp_outcome(&[], 0x9300), Busy);
-    assert_eq!(cat::sms_pp_outcome(&por, 0x6200), DataDownloadError { data: por.to_vec(), get_response: None });
+    assert_eq!(
+        cat::sms_pp_outcome(&por, 0x6200),
+        DataDownloadError {
+            data: por.to_vec(),
+            get_response: None
+        }
+    );
     assert_eq!(cat::proactive_command_pending(0x911A), Some(0x1A));
-    let rep = cat::sms_pp_outcome(&por, 0x9000).deliver_report(Pid::SIM_DATA_DOWNLOAD, Dcs::CLASS2_8BIT).unwrap();
+    let rep = cat::sms_pp_outcome(&por, 0x9000)
+        .deliver_report(Pid::SIM_DATA_DOWNLOAD, Dcs::CLASS2_8BIT)
+        .unwrap();
     // RP-ACK: MTI 00, TP-PI 07, PID 7F, DCS F6, UDL 03, PoR.
-    assert_eq!(rep.encode().unwrap(), [0x00, 0x07, 0x7F, 0xF6, 0x03, 0x02, 0x71, 0x00]);
-    let busy = cat::sms_pp_outcome(&[], 0x9300).deliver_report(Pid::SIM_DATA_DOWNLOAD, Dcs::CLASS2_8BIT).unwrap();
+    assert_eq!(
+        rep.encode().unwrap(),
+        [0x00, 0x07, 0x7F, 0xF6, 0x03, 0x02, 0x71, 0x00]
+    );
+    let busy = cat::sms_pp_outcome(&[], 0x9300)
+        .deliver_report(Pid::SIM_DATA_DOWNLOAD, Dcs::CLASS2_8BIT)
+        .unwrap();
     assert_eq!(busy.encode().unwrap(), [0x00, 0xD4, 0x03, 0x7F, 0xF6]);
 }
 
@@ -537,8 +726,22 @@ fn sms_counts_at_the_boundaries() {
     assert_eq!(tpdu::sms_count(132 + 134 + 1, false), 3);
     assert_eq!(tpdu::sms_count(131 + 133, true), 2);
     assert_eq!(tpdu::sms_count(131 + 133 + 1, true), 3);
-    assert!(tpdu::split_packet(PacketKind::Command, &vec![0; 132 + 134 * 254 + 1], ConcatRef::Eight(1)).is_err());
-    assert_eq!(tpdu::split_packet(PacketKind::Command, &vec![0; 132 + 134 * 254], ConcatRef::Eight(1)).unwrap().len(), 255);
+    assert!(tpdu::split_packet(
+        PacketKind::Command,
+        &vec![0; 132 + 134 * 254 + 1],
+        ConcatRef::Eight(1)
+    )
+    .is_err());
+    assert_eq!(
+        tpdu::split_packet(
+            PacketKind::Command,
+            &vec![0; 132 + 134 * 254],
+            ConcatRef::Eight(1)
+        )
+        .unwrap()
+        .len(),
+        255
+    );
 }
 
 #[test]
@@ -546,22 +749,38 @@ fn reassembler_errors_and_drop() {
     let oa = Address::international("1");
     let parts = tpdu::split_packet(PacketKind::Command, &[7; 300], ConcatRef::Eight(9)).unwrap();
     let mut r = Reassembler::new();
-    let Progress::Incomplete { key, missing } = r.push(&oa, &parts[1]).unwrap() else { panic!() };
+    let Progress::Incomplete { key, missing } = r.push(&oa, &parts[1]).unwrap() else {
+        panic!()
+    };
     assert_eq!(missing, vec![1, 3]);
     let mut changed = parts[1].clone();
     changed.payload[0] ^= 1;
-    assert_eq!(r.push(&oa, &changed), Err(tpdu::Error::ConflictingDuplicate { seq: 2, total: 3 }));
+    assert_eq!(
+        r.push(&oa, &changed),
+        Err(tpdu::Error::ConflictingDuplicate { seq: 2, total: 3 })
+    );
     // A later part that claims to start the packet is inconsistent.
     let mut bad = parts[2].clone();
-    bad.header.as_mut().unwrap().elements.push(InformationElement::CommandPacket);
+    bad.header
+        .as_mut()
+        .unwrap()
+        .elements
+        .push(InformationElement::CommandPacket);
     assert!(r.push(&oa, &bad).is_err());
     assert_eq!(r.missing(&key), Some(vec![1, 3]));
     assert!(r.drop_message(&key));
     assert_eq!(r.missing(&key), None);
     assert!(r.push(&oa, &UserData::new(vec![1])).is_err());
     // Response packets reassemble the same way.
-    let parts = tpdu::split_packet(PacketKind::Response, &[3; 140], ConcatRef::Sixteen(0x1234)).unwrap();
+    let parts =
+        tpdu::split_packet(PacketKind::Response, &[3; 140], ConcatRef::Sixteen(0x1234)).unwrap();
     r.push(&oa, &parts[1]).unwrap();
-    assert_eq!(r.push(&oa, &parts[0]).unwrap(), Progress::Complete { kind: PacketKind::Response, packet: vec![3; 140] });
+    assert_eq!(
+        r.push(&oa, &parts[0]).unwrap(),
+        Progress::Complete {
+            kind: PacketKind::Response,
+            packet: vec![3; 140]
+        }
+    );
     let _ = AddressValue::Digits(String::new());
 }

@@ -2,8 +2,8 @@
 
 use ota::cat::{self, CommandBody, Envelope, Event, ProactiveCommand, TerminalResponse};
 use ota::tpdu::{
-    self, Address, AddressValue, ConcatRef, Dcs, InformationElement, MessageClass, Npi,
-    PacketKind, Pid, SmsDeliver, SmsSubmit, Timestamp, Ton, UserDataHeader,
+    self, Address, AddressValue, ConcatRef, Dcs, InformationElement, MessageClass, Npi, PacketKind,
+    Pid, SmsDeliver, SmsSubmit, Timestamp, Ton, UserDataHeader,
 };
 
 struct Vector {
@@ -150,7 +150,10 @@ fn pysim_udh_fields() {
 #[test]
 fn pysim_addresses() {
     let (a, used) = Address::decode_prefix(&find("from_bytes")).unwrap();
-    assert_eq!((a.ton, a.npi, a.digits(), used), (Ton::Unknown, Npi::Unknown, Some("1234"), 4));
+    assert_eq!(
+        (a.ton, a.npi, a.digits(), used),
+        (Ton::Unknown, Npi::Unknown, Some("1234"), 4)
+    );
     let (a, _) = Address::decode_prefix(&find("from_bytes_odd")).unwrap();
     assert_eq!(a.digits(), Some("123"));
     assert_eq!(
@@ -179,7 +182,10 @@ fn pysim_deliver_alphanumeric_originator() {
     assert!(!d.more_messages && !d.loop_prevention && !d.reply_path);
     assert!(!d.status_report_indication && d.user_data.header.is_none());
     assert_eq!(d.originator.ton, Ton::Alphanumeric);
-    assert_eq!(d.originator.value, AddressValue::Alphanumeric("ekit".into()));
+    assert_eq!(
+        d.originator.value,
+        AddressValue::Alphanumeric("ekit".into())
+    );
     assert_eq!((d.pid, d.dcs), (Pid::SIM_DATA_DOWNLOAD, Dcs::CLASS2_8BIT));
     assert_eq!(d.dcs.class(), Some(MessageClass::Class2));
     assert_eq!(d.user_data.payload.len(), 8);
@@ -259,12 +265,18 @@ fn b2g_setup_menu_fields() {
     };
     assert_eq!(m.alpha.text(), "Toolkit Menu");
     assert_eq!(m.items.len(), 4);
-    assert_eq!((m.items[3].id, m.items[3].text.text()), (4, "Item 4".into()));
+    assert_eq!(
+        (m.items[3].id, m.items[3].text.text()),
+        (4, "Item 4".into())
+    );
     let c = ProactiveCommand::decode(&find("setup_menu_cmd_7")).unwrap();
     let CommandBody::SetUpMenu(m) = &c.body else {
         panic!()
     };
-    assert_eq!(m.next_actions.as_deref(), Some(&[0x13, 0x10, 0x15, 0x26][..]));
+    assert_eq!(
+        m.next_actions.as_deref(),
+        Some(&[0x13, 0x10, 0x15, 0x26][..])
+    );
     let c = ProactiveCommand::decode(&find("setup_menu_cmd_28")).unwrap();
     let CommandBody::SetUpMenu(m) = &c.body else {
         panic!()
@@ -313,14 +325,17 @@ fn b2g_bip_fields() {
     assert_eq!(o.login.as_ref().unwrap().text, b"UserLog");
     assert_eq!(o.password.as_ref().unwrap().text, b"UserPwd");
     let t = o.transport.unwrap();
-    assert_eq!((t.protocol, t.port), (cat::transport_protocol::UDP_CLIENT_REMOTE, Some(44444)));
+    assert_eq!(
+        (t.protocol, t.port),
+        (cat::transport_protocol::UDP_CLIENT_REMOTE, Some(44444))
+    );
     assert_eq!(
         o.destination,
         Some(cat::OtherAddress::Ipv4("1.1.1.1".parse().unwrap()))
     );
     assert_eq!(o.local_address, None);
     assert_eq!(o.other.len(), 1); // icon identifier
-    // Re-encoding in spec order with CR set decodes to the same command.
+                                  // Re-encoding in spec order with CR set decodes to the same command.
     assert_eq!(ProactiveCommand::decode(&c.encode().unwrap()).unwrap(), c);
 
     let c = ProactiveCommand::decode(&find("send_data")).unwrap();
@@ -330,7 +345,9 @@ fn b2g_bip_fields() {
         panic!()
     };
     assert_eq!(s.data, [0, 1, 2, 3, 4, 5, 6, 7]);
-    let CommandBody::ReceiveData(r) = ProactiveCommand::decode(&find("receive_data")).unwrap().body
+    let CommandBody::ReceiveData(r) = ProactiveCommand::decode(&find("receive_data"))
+        .unwrap()
+        .body
     else {
         panic!()
     };
@@ -340,14 +357,21 @@ fn b2g_bip_fields() {
 #[test]
 fn b2g_display_text_is_kept_raw_and_its_text_unpacks() {
     let c = ProactiveCommand::decode(&find("display_text_gsm7")).unwrap();
-    let CommandBody::Unknown { type_of_command, objects } = &c.body else {
+    let CommandBody::Unknown {
+        type_of_command,
+        objects,
+    } = &c.body
+    else {
         panic!()
     };
     assert_eq!(*type_of_command, cat::command_type::DISPLAY_TEXT);
     let text = &objects[0].value;
     assert_eq!(text[0], 0x00); // DCS: packed GSM 7-bit
     let septets = tpdu::unpack_septets(&text[1..], 0, (text.len() - 1) * 8 / 7).unwrap();
-    assert_eq!(tpdu::gsm7_decode(&septets), "Saldo 2.04 E. Validez 20/05/13. ");
+    assert_eq!(
+        tpdu::gsm7_decode(&septets),
+        "Saldo 2.04 E. Validez 20/05/13. "
+    );
 }
 
 #[test]
@@ -359,12 +383,18 @@ fn b2g_envelopes_and_responses() {
             help_request: true
         }
     );
-    let Envelope::EventDownload(Event::Other { event, devices, objects }) =
-        Envelope::decode(&find("event_location_status")).unwrap()
+    let Envelope::EventDownload(Event::Other {
+        event,
+        devices,
+        objects,
+    }) = Envelope::decode(&find("event_location_status")).unwrap()
     else {
         panic!()
     };
-    assert_eq!((event, devices.source, objects.len()), (3, cat::Device::Terminal, 2));
+    assert_eq!(
+        (event, devices.source, objects.len()),
+        (3, cat::Device::Terminal, 2)
+    );
     let r = TerminalResponse::decode(&find("display_text_screen_busy")).unwrap();
     assert_eq!(r.result.general, cat::ResultCode::TERMINAL_UNABLE);
     assert_eq!(r.result.additional, [1]);
