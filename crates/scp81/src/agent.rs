@@ -68,10 +68,7 @@ impl AgentConfig {
 impl fmt::Debug for AgentConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AgentConfig")
-            .field(
-                "psk_identity",
-                &String::from_utf8_lossy(&self.psk_identity),
-            )
+            .field("psk_identity", &String::from_utf8_lossy(&self.psk_identity))
             .field("psk", &"<redacted>")
             .field("agent_id", &self.agent_id)
             .field("server_uri", &self.server_uri)
@@ -110,7 +107,9 @@ pub enum Event {
 impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Connected { cipher } => f.debug_struct("Connected").field("cipher", cipher).finish(),
+            Self::Connected { cipher } => {
+                f.debug_struct("Connected").field("cipher", cipher).finish()
+            }
             Self::Script {
                 bytes,
                 target,
@@ -211,17 +210,23 @@ impl AgentSession {
             max_body,
         } = config;
         if !tls::valid_identity(&psk_identity) {
-            return Err(AgentError::Config("PSK identity must be 1..=128 bytes without NUL"));
+            return Err(AgentError::Config(
+                "PSK identity must be 1..=128 bytes without NUL",
+            ));
         }
         if psk.is_empty() || psk.len() > tls::MAX_PSK_LEN {
             return Err(AgentError::Config("PSK must be 1..=64 bytes"));
         }
         if agent_id.is_empty() || !http::is_safe_value(&agent_id) {
-            return Err(AgentError::Config("agent id must be a non-empty header value"));
+            return Err(AgentError::Config(
+                "agent id must be a non-empty header value",
+            ));
         }
         let (host, path) = split_uri(&server_uri)
             .filter(|(h, p)| http::is_safe_value(h) && is_request_target(p))
-            .ok_or(AgentError::Config("server URI must be https://host[:port]/path"))?;
+            .ok_or(AgentError::Config(
+                "server URI must be https://host[:port]/path",
+            ))?;
         let connector = tls::connector(&cipher_list, psk_identity, psk)?;
         // Cards send no SNI and there is no certificate to check with PSK suites.
         let mut ssl = connector
@@ -280,7 +285,11 @@ impl AgentSession {
     /// empty for statuses that carry none) with `X-Admin-Script-Status: status` to
     /// the URI the server gave. For a script that expects no response this just
     /// closes the session.
-    pub fn send_response(&mut self, response: &[u8], status: ScriptStatus) -> Result<(), AgentError> {
+    pub fn send_response(
+        &mut self,
+        response: &[u8],
+        status: ScriptStatus,
+    ) -> Result<(), AgentError> {
         let State::Script { next_uri } = &self.state else {
             return Err(AgentError::State("no script is waiting for a response"));
         };
@@ -344,10 +353,14 @@ impl AgentSession {
             self.on_response(resp)?;
         }
         if !self.decoder.is_empty() && self.state != State::AwaitingResponse {
-            return Err(AgentError::Protocol("unsolicited bytes from the server".into()));
+            return Err(AgentError::Protocol(
+                "unsolicited bytes from the server".into(),
+            ));
         }
         if closed && self.state != State::Done {
-            return Err(AgentError::Protocol("server closed the session early".into()));
+            return Err(AgentError::Protocol(
+                "server closed the session early".into(),
+            ));
         }
         Ok(())
     }
@@ -356,7 +369,9 @@ impl AgentSession {
         let h = &resp.headers;
         if let Some(p) = h.get(header::PROTOCOL)? {
             if p != ADMIN_PROTOCOL {
-                return Err(AgentError::Protocol(format!("unknown X-Admin-Protocol {p:?}")));
+                return Err(AgentError::Protocol(format!(
+                    "unknown X-Admin-Protocol {p:?}"
+                )));
             }
         }
         let next_uri = h.get(header::NEXT_URI)?.map(request_path).transpose()?;
@@ -364,7 +379,9 @@ impl AgentSession {
             200 => {
                 let ct = h.get("Content-Type")?.unwrap_or_default();
                 if !same_media_type(ct, protocol::CONTENT_TYPE_SCRIPT) {
-                    return Err(AgentError::Protocol(format!("unexpected Content-Type {ct:?}")));
+                    return Err(AgentError::Protocol(format!(
+                        "unexpected Content-Type {ct:?}"
+                    )));
                 }
                 if resp.body.is_empty() {
                     return Err(AgentError::Protocol("200 without a script".into()));
@@ -393,7 +410,11 @@ impl AgentSession {
         Ok(())
     }
 
-    fn post(&mut self, uri: &str, response: Option<(&[u8], &ScriptStatus)>) -> Result<(), AgentError> {
+    fn post(
+        &mut self,
+        uri: &str,
+        response: Option<(&[u8], &ScriptStatus)>,
+    ) -> Result<(), AgentError> {
         let mut headers = vec![
             (header::PROTOCOL, ADMIN_PROTOCOL),
             (header::FROM, self.agent_id.as_str()),
@@ -450,7 +471,9 @@ fn request_path(uri: &str) -> Result<String, AgentError> {
     if is_request_target(path) {
         Ok(path.to_owned())
     } else {
-        Err(AgentError::Protocol(format!("bad X-Admin-Next-URI {uri:?}")))
+        Err(AgentError::Protocol(format!(
+            "bad X-Admin-Next-URI {uri:?}"
+        )))
     }
 }
 
@@ -485,7 +508,10 @@ mod tests {
             "application/vnd.globalplatform.card-content-mgt; version=1.0",
             protocol::CONTENT_TYPE_SCRIPT
         ));
-        assert!(!same_media_type("text/plain", protocol::CONTENT_TYPE_SCRIPT));
+        assert!(!same_media_type(
+            "text/plain",
+            protocol::CONTENT_TYPE_SCRIPT
+        ));
     }
 
     #[test]
@@ -495,10 +521,16 @@ mod tests {
         assert!(!format!("{c:?}").contains("11"));
         let mut bad = c.clone();
         bad.server_uri = "h/p".into();
-        assert!(matches!(AgentSession::start(bad), Err(AgentError::Config(_))));
+        assert!(matches!(
+            AgentSession::start(bad),
+            Err(AgentError::Config(_))
+        ));
         let mut bad = c.clone();
         bad.psk_identity = b"a\0b".to_vec();
-        assert!(matches!(AgentSession::start(bad), Err(AgentError::Config(_))));
+        assert!(matches!(
+            AgentSession::start(bad),
+            Err(AgentError::Config(_))
+        ));
         let mut s = AgentSession::start(c).unwrap();
         let hello = s.take_network_bytes();
         assert_eq!(hello[0], 0x16, "a TLS handshake record");

@@ -156,7 +156,9 @@ pub struct AdminQueue {
 
 impl fmt::Debug for AdminQueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AdminQueue").field("pending", &self.len()).finish()
+        f.debug_struct("AdminQueue")
+            .field("pending", &self.len())
+            .finish()
     }
 }
 
@@ -409,14 +411,20 @@ async fn handshake(
     tcp: TcpStream,
     report: &mut SessionReport,
 ) -> Result<(SslStream<TcpStream>, Vec<u8>), Outcome> {
-    let ssl = Ssl::new(shared.acceptor.context())
-        .map_err(|e| Outcome::HandshakeFailed(e.to_string()))?;
+    let ssl =
+        Ssl::new(shared.acceptor.context()).map_err(|e| Outcome::HandshakeFailed(e.to_string()))?;
     let mut stream =
         SslStream::new(ssl, tcp).map_err(|e| Outcome::HandshakeFailed(e.to_string()))?;
-    let result =
-        tokio::time::timeout(shared.config.handshake_timeout, Pin::new(&mut stream).accept())
-            .await;
-    let seen = stream.ssl().ex_data(shared.seen).cloned().unwrap_or_default();
+    let result = tokio::time::timeout(
+        shared.config.handshake_timeout,
+        Pin::new(&mut stream).accept(),
+    )
+    .await;
+    let seen = stream
+        .ssl()
+        .ex_data(shared.seen)
+        .cloned()
+        .unwrap_or_default();
     report.identity = seen
         .identity
         .as_deref()
@@ -502,7 +510,10 @@ impl Exchange<'_> {
                     return Outcome::ScriptFailed { index, status };
                 }
             }
-            let next = self.pending.as_deref_mut().and_then(|p| p.scripts.pop_front());
+            let next = self
+                .pending
+                .as_deref_mut()
+                .and_then(|p| p.scripts.pop_front());
             let Some((index, script)) = next else {
                 if let Err(e) = self.end().await {
                     return Outcome::ConnectionLost(e);
@@ -538,7 +549,11 @@ impl Exchange<'_> {
     }
 
     /// Check a request against the protocol: `(HTTP status, reason)` if it fails.
-    fn check_request(&mut self, req: &Request, expected: Option<&str>) -> Result<(), (u16, String)> {
+    fn check_request(
+        &mut self,
+        req: &Request,
+        expected: Option<&str>,
+    ) -> Result<(), (u16, String)> {
         let bad = |e: HttpError| (400, e.to_string());
         if req.method != "POST" {
             return Err((405, format!("method {} (only POST)", req.method)));
@@ -568,11 +583,20 @@ impl Exchange<'_> {
                 if req.target != uri {
                     return Err((400, format!("POST to {:?}, expected {uri:?}", req.target)));
                 }
-                if req.headers.get(header::SCRIPT_STATUS).map_err(bad)?.is_none() {
+                if req
+                    .headers
+                    .get(header::SCRIPT_STATUS)
+                    .map_err(bad)?
+                    .is_none()
+                {
                     return Err((400, "no X-Admin-Script-Status".into()));
                 }
                 if !req.body.is_empty() {
-                    let ct = req.headers.get("Content-Type").map_err(bad)?.unwrap_or_default();
+                    let ct = req
+                        .headers
+                        .get("Content-Type")
+                        .map_err(bad)?
+                        .unwrap_or_default();
                     let norm = |s: &str| s.replace(' ', "").to_ascii_lowercase();
                     if norm(ct) != norm(protocol::CONTENT_TYPE_RESPONSE) {
                         return Err((415, format!("Content-Type {ct:?}")));
@@ -608,14 +632,23 @@ impl Exchange<'_> {
     }
 
     async fn write(&mut self, data: &[u8]) -> Result<(), String> {
-        self.stream.write_all(data).await.map_err(|e| e.to_string())?;
+        self.stream
+            .write_all(data)
+            .await
+            .map_err(|e| e.to_string())?;
         self.stream.flush().await.map_err(|e| e.to_string())
     }
 
     /// `204 No Content` without a next URI: the session's end.
     async fn end(&mut self) -> Result<(), String> {
         let mut out = Vec::new();
-        http::write_response(&mut out, 204, "No Content", &[(header::PROTOCOL, ADMIN_PROTOCOL)], &[]);
+        http::write_response(
+            &mut out,
+            204,
+            "No Content",
+            &[(header::PROTOCOL, ADMIN_PROTOCOL)],
+            &[],
+        );
         self.write(&out).await
     }
 
