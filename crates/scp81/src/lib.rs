@@ -70,10 +70,19 @@
 //!
 //! # OpenSSL notes
 //!
-//! OpenSSL 3 (checked with 3.0) needs no `@SECLEVEL` change for the AES-128 PSK
-//! suites: they give 128-bit security, within the default level. TLS 1.3 is disabled
-//! on both sides (`-tls1_2` for `openssl s_client`), so `-ciphersuites` plays no part;
-//! the TLS 1.2 suite is chosen with `-cipher`.
+//! Checked with OpenSSL 3.0 (Debian 12): the AES-128 PSK suites pass the default
+//! security level (they are allowed up to `@SECLEVEL=2`, refused at 3), so no
+//! `@SECLEVEL` change is needed. `TLS_PSK_WITH_NULL_SHA256` (integrity only, which
+//! some cards offer) needs `PSK-NULL-SHA256:@SECLEVEL=0` in the cipher list. TLS 1.3
+//! is disabled on both sides, so `-ciphersuites` plays no part: with `openssl
+//! s_client` the TLS 1.2 suite is chosen by `-cipher`, e.g.
+//!
+//! ```text
+//! openssl s_client -connect 127.0.0.1:PORT -tls1_2 -psk 404142…4F -psk_identity card-0001 \
+//!     -cipher PSK-AES128-CBC-SHA256 -quiet
+//! ```
+//!
+//! then an HTTP POST typed on its stdin gets the first script back.
 
 #![forbid(unsafe_code)]
 

@@ -132,7 +132,7 @@ pub(crate) fn push_hex(s: &mut String, bytes: &[u8]) {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     s.as_bytes()
