@@ -57,6 +57,9 @@ pub enum ServerError {
     /// The session was not given any script.
     #[error("a session needs at least one script")]
     NoScripts,
+    /// A configuration value cannot be used.
+    #[error("bad configuration: {0}")]
+    Config(&'static str),
     /// The server went away before the session finished.
     #[error("the server dropped the session before it finished")]
     Dropped,

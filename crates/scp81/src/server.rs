@@ -283,10 +283,9 @@ impl AdminServer {
             || config.admin_path.contains('?')
             || !config.admin_path.bytes().all(|b| b > 0x20 && b != 0x7f)
         {
-            return Err(ServerError::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
+            return Err(ServerError::Config(
                 "admin_path must be an absolute path without query",
-            )));
+            ));
         }
         let seen = Ssl::new_ex_index::<PskSeen>().map_err(TlsError::from)?;
         let acceptor = tls::acceptor(&config.cipher_list, store, seen)?;
