@@ -3,7 +3,7 @@
 # and starts pcscd with vsmartcard's virtual readers. Safe to run again.
 set -euo pipefail
 
-pkgs=(pcscd vsmartcard-vpcd libpcsclite-dev pkg-config pcsc-tools opensc yubico-piv-tool
+pkgs=(pcscd vsmartcard-vpcd libpcsclite-dev pkg-config pcsc-tools opensc yubico-piv-tool libssl-dev
       softhsm2 python3-pyscard openssl)
 missing=()
 for p in "${pkgs[@]}"; do
