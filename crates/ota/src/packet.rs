@@ -39,9 +39,10 @@ use aes::{Aes128, Aes192, Aes256};
 use cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
 use cmac::{Cmac, Mac};
 use core::fmt;
-use des::{Des, TdesEde2, TdesEde3};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
+
+mod fast_des;
 
 // ---------------------------------------------------------------------------------------
 // Errors
@@ -807,9 +808,8 @@ impl KeySet {
 
 /// A key schedule, built once per packet.
 enum BlockCipher {
-    Des(Des),
-    Tdes2(TdesEde2),
-    Tdes3(TdesEde3),
+    /// DES or 3DES (one or three key schedules).
+    Des(fast_des::Des),
     Aes128(Aes128),
     Aes192(Aes192),
     Aes256(Aes256),
@@ -830,9 +830,23 @@ fn init<C: KeyInit>(
 impl BlockCipher {
     fn new(algorithm: Algorithm, key: &[u8]) -> Result<Self, Error> {
         Ok(match algorithm {
-            Algorithm::Des(DesMode::Cbc) => Self::Des(init(key, "DES", "8")?),
-            Algorithm::Des(DesMode::Tdes2Key) => Self::Tdes2(init(key, "3DES 2-key", "16")?),
-            Algorithm::Des(DesMode::Tdes3Key) => Self::Tdes3(init(key, "3DES 3-key", "24")?),
+            Algorithm::Des(mode @ (DesMode::Cbc | DesMode::Tdes2Key | DesMode::Tdes3Key)) => {
+                let (algorithm, expected) = match mode {
+                    DesMode::Cbc => ("DES", 8),
+                    DesMode::Tdes2Key => ("3DES 2-key", 16),
+                    _ => ("3DES 3-key", 24),
+                };
+                match fast_des::Des::new(key) {
+                    Some(c) if key.len() == expected => Self::Des(c),
+                    _ => {
+                        return Err(Error::KeyLength {
+                            algorithm,
+                            len: key.len(),
+                            expected: ["8", "16", "24"][expected / 8 - 1],
+                        })
+                    }
+                }
+            }
             Algorithm::Aes => match key.len() {
                 16 => Self::Aes128(init(key, "AES", "16, 24 or 32")?),
                 24 => Self::Aes192(init(key, "AES", "16, 24 or 32")?),
@@ -856,7 +870,7 @@ impl BlockCipher {
 
     fn block_size(&self) -> usize {
         match self {
-            Self::Des(_) | Self::Tdes2(_) | Self::Tdes3(_) => 8,
+            Self::Des(_) => 8,
             _ => 16,
         }
     }
@@ -871,9 +885,7 @@ impl BlockCipher {
             c.encrypt_block(b.into());
         }
         match self {
-            Self::Des(c) => go::<_, 8>(c, block),
-            Self::Tdes2(c) => go::<_, 8>(c, block),
-            Self::Tdes3(c) => go::<_, 8>(c, block),
+            Self::Des(c) => c.encrypt(block),
             Self::Aes128(c) => go::<_, 16>(c, block),
             Self::Aes192(c) => go::<_, 16>(c, block),
             Self::Aes256(c) => go::<_, 16>(c, block),
@@ -889,9 +901,7 @@ impl BlockCipher {
             c.decrypt_block(b.into());
         }
         match self {
-            Self::Des(c) => go::<_, 8>(c, block),
-            Self::Tdes2(c) => go::<_, 8>(c, block),
-            Self::Tdes3(c) => go::<_, 8>(c, block),
+            Self::Des(c) => c.decrypt(block),
             Self::Aes128(c) => go::<_, 16>(c, block),
             Self::Aes192(c) => go::<_, 16>(c, block),
             Self::Aes256(c) => go::<_, 16>(c, block),
