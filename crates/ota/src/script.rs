@@ -221,6 +221,36 @@ impl fmt::Display for CompactResponse {
     }
 }
 
+/// The additional data of a PoR, read as a TS 102 226 response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScriptResponse {
+    /// A compact response (§5.1.2).
+    Compact(CompactResponse),
+    /// A Response Scripting template (§5.2.2).
+    Expanded(ResponseScript),
+}
+
+/// Reads PoR data as an expanded response when it starts with `AB` or `AF`, otherwise as
+/// a compact one. (A compact response reporting 171 or 175 executed commands would start
+/// with those bytes too; the command script's format settles it when known.)
+pub fn parse_response_data(bytes: &[u8]) -> Result<ScriptResponse, ScriptError> {
+    match bytes.first() {
+        Some(&(TAG_RESPONSE_SCRIPT | TAG_RESPONSE_SCRIPT_INDEFINITE)) => {
+            ResponseScript::parse(bytes).map(ScriptResponse::Expanded)
+        }
+        _ => CompactResponse::parse(bytes).map(ScriptResponse::Compact),
+    }
+}
+
+impl fmt::Display for ScriptResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Compact(c) => write!(f, "compact response: {c}"),
+            Self::Expanded(e) => e.fmt(f),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Expanded format (§5.2)
 // ---------------------------------------------------------------------------------------
@@ -638,6 +668,14 @@ mod tests {
         assert_eq!(r.last.sw, StatusWord(0x6132));
         assert_eq!(r.to_bytes(), h("016132"));
         assert!(CompactResponse::parse(&h("0190")).is_err());
+        assert_eq!(
+            parse_response_data(&h("016132")).unwrap(),
+            ScriptResponse::Compact(r)
+        );
+        assert!(matches!(
+            parse_response_data(&h("AB03800101")).unwrap(),
+            ScriptResponse::Expanded(_)
+        ));
     }
 
     #[test]
