@@ -1,0 +1,329 @@
+//! DES and triple DES (FIPS 46-3, NIST SP 800-67) with S-box/permutation tables built at
+//! compile time: about four times the speed of a bit-permuting implementation, which
+//! SCP80 needs (a single-SMS packet is ~60 3DES blocks to secure and open). Triple DES
+//! skips the inner FP/IP pairs, which cancel. Checked against RustCrypto `des` in the
+//! tests and against the known answers of `tests/vectors/`.
+
+/// Builds lookup tables for a bit permutation: `table[o]` is the 1-based input bit (of an
+/// `in_bits`-wide value, bit 1 the most significant) that goes to output bit `o + 1` (of a
+/// `table.len()`-wide value). The result is the OR of one lookup per input byte.
+const fn perm<const BYTES: usize>(table: &[u8], in_bits: u32) -> [[u64; 256]; BYTES] {
+    let out_bits = table.len() as u32;
+    let mut t = [[0u64; 256]; BYTES];
+    let mut b = 0;
+    while b < BYTES {
+        let mut v = 0;
+        while v < 256 {
+            let mut out = 0u64;
+            let mut o = 0;
+            while o < table.len() {
+                let j = table[o] as u32; // 1-based input bit
+                if j > 8 * b as u32 && j <= 8 * b as u32 + 8 {
+                    let bit_in_byte = 8 - (j - 8 * b as u32); // 0 = least significant
+                    if (v >> bit_in_byte) & 1 == 1 {
+                        out |= 1 << (out_bits - 1 - o as u32);
+                    }
+                }
+                o += 1;
+            }
+            t[b][v] = out;
+            v += 1;
+        }
+        b += 1;
+    }
+    let _ = in_bits;
+    t
+}
+
+#[inline(always)]
+fn apply<const BYTES: usize>(t: &[[u64; 256]; BYTES], x: u64, in_bits: u32) -> u64 {
+    let mut out = 0;
+    let mut b = 0;
+    while b < BYTES {
+        out |= t[b][((x >> (in_bits - 8 * b as u32 - 8)) & 0xFF) as usize];
+        b += 1;
+    }
+    out
+}
+
+const IP_T: [u8; 64] = [
+    58, 50, 42, 34, 26, 18, 10, 2, 60, 52, 44, 36, 28, 20, 12, 4, 62, 54, 46, 38, 30, 22, 14, 6,
+    64, 56, 48, 40, 32, 24, 16, 8, 57, 49, 41, 33, 25, 17, 9, 1, 59, 51, 43, 35, 27, 19, 11, 3, 61,
+    53, 45, 37, 29, 21, 13, 5, 63, 55, 47, 39, 31, 23, 15, 7,
+];
+const FP_T: [u8; 64] = [
+    40, 8, 48, 16, 56, 24, 64, 32, 39, 7, 47, 15, 55, 23, 63, 31, 38, 6, 46, 14, 54, 22, 62, 30,
+    37, 5, 45, 13, 53, 21, 61, 29, 36, 4, 44, 12, 52, 20, 60, 28, 35, 3, 43, 11, 51, 19, 59, 27,
+    34, 2, 42, 10, 50, 18, 58, 26, 33, 1, 41, 9, 49, 17, 57, 25,
+];
+const P_T: [u8; 32] = [
+    16, 7, 20, 21, 29, 12, 28, 17, 1, 15, 23, 26, 5, 18, 31, 10, 2, 8, 24, 14, 32, 27, 3, 9, 19,
+    13, 30, 6, 22, 11, 4, 25,
+];
+const PC1_T: [u8; 56] = [
+    57, 49, 41, 33, 25, 17, 9, 1, 58, 50, 42, 34, 26, 18, 10, 2, 59, 51, 43, 35, 27, 19, 11, 3, 60,
+    52, 44, 36, 63, 55, 47, 39, 31, 23, 15, 7, 62, 54, 46, 38, 30, 22, 14, 6, 61, 53, 45, 37, 29,
+    21, 13, 5, 28, 20, 12, 4,
+];
+const PC2_T: [u8; 48] = [
+    14, 17, 11, 24, 1, 5, 3, 28, 15, 6, 21, 10, 23, 19, 12, 4, 26, 8, 16, 7, 27, 20, 13, 2, 41, 52,
+    31, 37, 47, 55, 30, 40, 51, 45, 33, 48, 44, 49, 39, 56, 34, 53, 46, 42, 50, 36, 29, 32,
+];
+const SHIFTS: [u32; 16] = [1, 1, 2, 2, 2, 2, 2, 2, 1, 2, 2, 2, 2, 2, 2, 1];
+const S: [[u8; 64]; 8] = [
+    [
+        14, 4, 13, 1, 2, 15, 11, 8, 3, 10, 6, 12, 5, 9, 0, 7, 0, 15, 7, 4, 14, 2, 13, 1, 10, 6, 12,
+        11, 9, 5, 3, 8, 4, 1, 14, 8, 13, 6, 2, 11, 15, 12, 9, 7, 3, 10, 5, 0, 15, 12, 8, 2, 4, 9,
+        1, 7, 5, 11, 3, 14, 10, 0, 6, 13,
+    ],
+    [
+        15, 1, 8, 14, 6, 11, 3, 4, 9, 7, 2, 13, 12, 0, 5, 10, 3, 13, 4, 7, 15, 2, 8, 14, 12, 0, 1,
+        10, 6, 9, 11, 5, 0, 14, 7, 11, 10, 4, 13, 1, 5, 8, 12, 6, 9, 3, 2, 15, 13, 8, 10, 1, 3, 15,
+        4, 2, 11, 6, 7, 12, 0, 5, 14, 9,
+    ],
+    [
+        10, 0, 9, 14, 6, 3, 15, 5, 1, 13, 12, 7, 11, 4, 2, 8, 13, 7, 0, 9, 3, 4, 6, 10, 2, 8, 5,
+        14, 12, 11, 15, 1, 13, 6, 4, 9, 8, 15, 3, 0, 11, 1, 2, 12, 5, 10, 14, 7, 1, 10, 13, 0, 6,
+        9, 8, 7, 4, 15, 14, 3, 11, 5, 2, 12,
+    ],
+    [
+        7, 13, 14, 3, 0, 6, 9, 10, 1, 2, 8, 5, 11, 12, 4, 15, 13, 8, 11, 5, 6, 15, 0, 3, 4, 7, 2,
+        12, 1, 10, 14, 9, 10, 6, 9, 0, 12, 11, 7, 13, 15, 1, 3, 14, 5, 2, 8, 4, 3, 15, 0, 6, 10, 1,
+        13, 8, 9, 4, 5, 11, 12, 7, 2, 14,
+    ],
+    [
+        2, 12, 4, 1, 7, 10, 11, 6, 8, 5, 3, 15, 13, 0, 14, 9, 14, 11, 2, 12, 4, 7, 13, 1, 5, 0, 15,
+        10, 3, 9, 8, 6, 4, 2, 1, 11, 10, 13, 7, 8, 15, 9, 12, 5, 6, 3, 0, 14, 11, 8, 12, 7, 1, 14,
+        2, 13, 6, 15, 0, 9, 10, 4, 5, 3,
+    ],
+    [
+        12, 1, 10, 15, 9, 2, 6, 8, 0, 13, 3, 4, 14, 7, 5, 11, 10, 15, 4, 2, 7, 12, 9, 5, 6, 1, 13,
+        14, 0, 11, 3, 8, 9, 14, 15, 5, 2, 8, 12, 3, 7, 0, 4, 10, 1, 13, 11, 6, 4, 3, 2, 12, 9, 5,
+        15, 10, 11, 14, 1, 7, 6, 0, 8, 13,
+    ],
+    [
+        4, 11, 2, 14, 15, 0, 8, 13, 3, 12, 9, 7, 5, 10, 6, 1, 13, 0, 11, 7, 4, 9, 1, 10, 14, 3, 5,
+        12, 2, 15, 8, 6, 1, 4, 11, 13, 12, 3, 7, 14, 10, 15, 6, 8, 0, 5, 9, 2, 6, 11, 13, 8, 1, 4,
+        10, 7, 9, 5, 0, 15, 14, 2, 3, 12,
+    ],
+    [
+        13, 2, 8, 4, 6, 15, 11, 1, 10, 9, 3, 14, 5, 0, 12, 7, 1, 15, 13, 8, 10, 3, 7, 4, 12, 5, 6,
+        11, 0, 14, 9, 2, 7, 11, 4, 1, 9, 12, 14, 2, 0, 6, 10, 13, 15, 3, 5, 8, 2, 1, 14, 7, 4, 10,
+        8, 13, 15, 12, 9, 0, 3, 5, 6, 11,
+    ],
+];
+
+/// `SP[i][v]`: S-box `i` applied to the 6-bit `v`, placed in nibble `i` and permuted by P.
+const SP: [[u32; 64]; 8] = {
+    let mut t = [[0u32; 64]; 8];
+    let mut i = 0;
+    while i < 8 {
+        let mut v = 0;
+        while v < 64 {
+            let row = ((v >> 4) & 2) | (v & 1);
+            let col = (v >> 1) & 0xF;
+            let pre = (S[i][row * 16 + col] as u32) << (28 - 4 * i);
+            let mut out = 0u32;
+            let mut o = 0;
+            while o < 32 {
+                let j = P_T[o] as u32;
+                if (pre >> (32 - j)) & 1 == 1 {
+                    out |= 1 << (31 - o);
+                }
+                o += 1;
+            }
+            t[i][v] = out;
+            v += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
+static IP: [[u64; 256]; 8] = perm::<8>(&IP_T, 64);
+static FP: [[u64; 256]; 8] = perm::<8>(&FP_T, 64);
+static PC1: [[u64; 256]; 8] = perm::<8>(&PC1_T, 64);
+static PC2: [[u64; 256]; 7] = perm::<7>(&PC2_T, 56);
+
+/// The 16 round keys of one DES key, each as eight 6-bit chunks.
+type Schedule = [[u8; 8]; 16];
+
+fn schedule(key: &[u8]) -> Schedule {
+    let k = u64::from_be_bytes(key.try_into().expect("8-byte DES key"));
+    let cd = apply(&PC1, k, 64);
+    let mut c = (cd >> 28) as u32 & 0x0FFF_FFFF;
+    let mut d = cd as u32 & 0x0FFF_FFFF;
+    let mut out = [[0u8; 8]; 16];
+    for (round, shift) in SHIFTS.iter().enumerate() {
+        c = ((c << shift) | (c >> (28 - shift))) & 0x0FFF_FFFF;
+        d = ((d << shift) | (d >> (28 - shift))) & 0x0FFF_FFFF;
+        let k48 = apply(&PC2, (c as u64) << 28 | d as u64, 56);
+        for (i, chunk) in out[round].iter_mut().enumerate() {
+            *chunk = ((k48 >> (42 - 6 * i)) & 0x3F) as u8;
+        }
+    }
+    out
+}
+
+#[inline(always)]
+fn f(r: u32, k: &[u8; 8]) -> u32 {
+    // E expansion: chunk i is input bits 4i..4i+5 (1-based, cyclic), i.e. the low six
+    // bits of R rotated left by 4i + 5.
+    SP[0][((r.rotate_left(5) & 0x3F) as u8 ^ k[0]) as usize]
+        | SP[1][((r.rotate_left(9) & 0x3F) as u8 ^ k[1]) as usize]
+        | SP[2][((r.rotate_left(13) & 0x3F) as u8 ^ k[2]) as usize]
+        | SP[3][((r.rotate_left(17) & 0x3F) as u8 ^ k[3]) as usize]
+        | SP[4][((r.rotate_left(21) & 0x3F) as u8 ^ k[4]) as usize]
+        | SP[5][((r.rotate_left(25) & 0x3F) as u8 ^ k[5]) as usize]
+        | SP[6][((r.rotate_left(29) & 0x3F) as u8 ^ k[6]) as usize]
+        | SP[7][((r.rotate_left(1) & 0x3F) as u8 ^ k[7]) as usize]
+}
+
+/// Sixteen rounds and the final swap, on halves already through IP.
+#[inline(always)]
+fn stage(l: &mut u32, r: &mut u32, keys: &Schedule, decrypt: bool) {
+    if decrypt {
+        for k in keys.iter().rev() {
+            let t = *r;
+            *r = *l ^ f(*r, k);
+            *l = t;
+        }
+    } else {
+        for k in keys {
+            let t = *r;
+            *r = *l ^ f(*r, k);
+            *l = t;
+        }
+    }
+    core::mem::swap(l, r);
+}
+
+/// Single DES (8-byte key) or triple DES EDE (16-byte key: K1 K2 K1; 24-byte: K1 K2 K3).
+pub(super) struct Des {
+    keys: Vec<Schedule>,
+}
+
+impl Drop for Des {
+    fn drop(&mut self) {
+        // Round keys are key material.
+        for s in &mut self.keys {
+            *s = [[0; 8]; 16];
+        }
+        core::hint::black_box(&self.keys);
+    }
+}
+
+impl Des {
+    /// Key schedules for an 8-, 16- or 24-byte key; `None` for other sizes.
+    pub(super) fn new(key: &[u8]) -> Option<Self> {
+        let keys = match key.len() {
+            8 => vec![schedule(key)],
+            16 => {
+                let k1 = schedule(&key[..8]);
+                vec![k1, schedule(&key[8..]), k1]
+            }
+            24 => vec![
+                schedule(&key[..8]),
+                schedule(&key[8..16]),
+                schedule(&key[16..]),
+            ],
+            _ => return None,
+        };
+        Some(Self { keys })
+    }
+
+    fn run(&self, block: &mut [u8], decrypt: bool) {
+        let x = u64::from_be_bytes((&*block).try_into().expect("8-byte block"));
+        let x = apply(&IP, x, 64);
+        let (mut l, mut r) = ((x >> 32) as u32, x as u32);
+        match (self.keys.as_slice(), decrypt) {
+            ([k], d) => stage(&mut l, &mut r, k, d),
+            ([k1, k2, k3], false) => {
+                stage(&mut l, &mut r, k1, false);
+                stage(&mut l, &mut r, k2, true);
+                stage(&mut l, &mut r, k3, false);
+            }
+            ([k1, k2, k3], true) => {
+                stage(&mut l, &mut r, k3, true);
+                stage(&mut l, &mut r, k2, false);
+                stage(&mut l, &mut r, k1, true);
+            }
+            _ => unreachable!("one or three key schedules"),
+        }
+        let y = apply(&FP, (l as u64) << 32 | r as u64, 64);
+        block.copy_from_slice(&y.to_be_bytes());
+    }
+
+    /// Encrypts one 8-byte block in place.
+    pub(super) fn encrypt(&self, block: &mut [u8]) {
+        self.run(block, false)
+    }
+
+    /// Decrypts one 8-byte block in place.
+    pub(super) fn decrypt(&self, block: &mut [u8]) {
+        self.run(block, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Des;
+    use cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
+
+    fn lcg(seed: &mut u64) -> u8 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*seed >> 56) as u8
+    }
+
+    #[test]
+    fn matches_rustcrypto_des() {
+        let mut seed = 1;
+        for len in [8usize, 16, 24] {
+            for _ in 0..200 {
+                let key: Vec<u8> = (0..len).map(|_| lcg(&mut seed)).collect();
+                let block: [u8; 8] = core::array::from_fn(|_| lcg(&mut seed));
+                let ours = Des::new(&key).unwrap();
+                let mut a = block;
+                ours.encrypt(&mut a);
+                let mut b = block;
+                match len {
+                    8 => des::Des::new_from_slice(&key)
+                        .unwrap()
+                        .encrypt_block((&mut b).into()),
+                    16 => des::TdesEde2::new_from_slice(&key)
+                        .unwrap()
+                        .encrypt_block((&mut b).into()),
+                    _ => des::TdesEde3::new_from_slice(&key)
+                        .unwrap()
+                        .encrypt_block((&mut b).into()),
+                }
+                assert_eq!(a, b, "encrypt, key {key:02X?}");
+                ours.decrypt(&mut a);
+                assert_eq!(a, block, "decrypt");
+                match len {
+                    8 => des::Des::new_from_slice(&key)
+                        .unwrap()
+                        .decrypt_block((&mut b).into()),
+                    16 => des::TdesEde2::new_from_slice(&key)
+                        .unwrap()
+                        .decrypt_block((&mut b).into()),
+                    _ => des::TdesEde3::new_from_slice(&key)
+                        .unwrap()
+                        .decrypt_block((&mut b).into()),
+                }
+                assert_eq!(b, block);
+            }
+        }
+    }
+
+    #[test]
+    fn fips_known_answer() {
+        // The classic example: key 133457799BBCDFF1, plaintext 0123456789ABCDEF.
+        let d = Des::new(&[0x13, 0x34, 0x57, 0x79, 0x9B, 0xBC, 0xDF, 0xF1]).unwrap();
+        let mut b = [0x01, 0x23, 0x45, 0x67, 0x89, 0xAB, 0xCD, 0xEF];
+        d.encrypt(&mut b);
+        assert_eq!(b, [0x85, 0xE8, 0x13, 0x54, 0x0F, 0x0A, 0xB4, 0x05]);
+    }
+}
