@@ -62,6 +62,9 @@ pub enum Command {
     /// The outlet security module: verified install packages, install and registration
     /// at the card, install records and their upload (`docs/OUTLET.md`).
     Outlet(crate::outlet_cmd::OutletCmd),
+    /// Over-the-air application download (SCP80 over SMS, SCP81): encode and decode
+    /// packets, the catalog, card identities, pushes and status (`docs/OTA.md`).
+    Ota(crate::ota_cmd::OtaCmd),
     /// Delegated Management tokens computed offline (GP 2.3.1 Appendix C.4).
     Token {
         #[command(subcommand)]

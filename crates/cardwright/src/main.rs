@@ -11,6 +11,7 @@ mod demo;
 mod dm_cmd;
 mod issue_cmd;
 mod keys_cmd;
+mod ota_cmd;
 mod outlet_cmd;
 mod outlet_serve;
 mod package_cmd;
@@ -102,6 +103,7 @@ fn main() {
         Command::Serve(a) => serve::run(a),
         Command::Agent(a) => agent::run(a),
         Command::Pay { command } => pay::run(command),
+        Command::Ota(o) => ota_cmd::run(o),
     };
     if let Err(e) = result {
         eprintln!("cardwright: error: {}", one_line(&e));
