@@ -5,6 +5,10 @@
 //! Stored by [`Store`](crate::Store) (`ota_*` tables, migration 8); the bytes on the air are
 //! made by the `ota` crate.
 
+pub mod engine;
+pub mod plan;
+pub mod scp80;
+
 use std::fmt;
 use std::str::FromStr;
 

@@ -590,4 +590,35 @@ impl Store {
             .is_some())
         })
     }
+
+    /// Sessions not finished yet (`pending` or `running`), oldest first: what a restarted
+    /// server picks up again.
+    pub fn ota_open_sessions(&self) -> Result<Vec<Session>, StoreError> {
+        self.with_conn(|c| {
+            c.query(
+                &format!("SELECT {SESSION_COLUMNS} FROM ota_sessions WHERE state IN ($1, $2) ORDER BY id"),
+                params![SessionState::Pending.as_str(), SessionState::Running.as_str()],
+            )?
+            .iter()
+            .map(session_of)
+            .collect()
+        })
+    }
+
+    /// Records what a finished download put on the card in the platform's registry of it:
+    /// the SD (when the session created it, with the SD load file `sd_load_file`) and the
+    /// application instance. Idempotent.
+    pub fn record_ota_install(
+        &self,
+        card_number: &str,
+        entry: &CatalogEntry,
+        sd_load_file: Option<&Aid>,
+    ) -> Result<(), StoreError> {
+        self.tx(|c| {
+            if let Some(lf) = sd_load_file {
+                crate::store::records::add_card_app_in(c, card_number, &entry.sd, lf)?;
+            }
+            crate::store::records::add_card_app_in(c, card_number, &entry.instance, &entry.package)
+        })
+    }
 }
