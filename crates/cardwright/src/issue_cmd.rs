@@ -80,7 +80,7 @@ impl Platform {
         announce_or_remove(new_file, store.is_ok());
         Ok(store?.with_audit_anchor(key))
     }
-    fn actor(&self) -> Result<tsm::Actor> {
+    pub(crate) fn actor(&self) -> Result<tsm::Actor> {
         let (t, u) = self
             .actor
             .split_once('/')

@@ -11,6 +11,7 @@ mod demo;
 mod dm_cmd;
 mod issue_cmd;
 mod keys_cmd;
+mod ota_admin;
 mod ota_cmd;
 mod outlet_cmd;
 mod outlet_serve;

@@ -34,6 +34,15 @@ pub enum OtaOp {
     /// OTA SMS or whole SMS-DELIVER/SUBMIT TPDUs (several: the parts of a concatenated
     /// message): every field in words, the CC/RC checked, the script inside.
     Decode(DecodeArgs),
+    /// What cards may request over the air: add, list, remove.
+    Catalog(crate::ota_admin::CatalogCmd),
+    /// Give a card its OTA identity (ICCID, MSISDN, SCP80 key set version).
+    Enrol(crate::ota_admin::EnrolArgs),
+    /// Start a download to a card from the platform: opens a pending session that
+    /// `serve --ota` sends.
+    Push(crate::ota_admin::PushArgs),
+    /// A card's OTA sessions with their SMS and PoRs.
+    Status(crate::ota_admin::StatusArgs),
 }
 
 /// The script format of `ota encode`.
@@ -153,6 +162,10 @@ pub fn run(cmd: OtaCmd) -> Result<()> {
                 None => Ok(()),
             }
         }
+        OtaOp::Catalog(c) => crate::ota_admin::run_catalog(c),
+        OtaOp::Enrol(a) => crate::ota_admin::run_enrol(a),
+        OtaOp::Push(a) => crate::ota_admin::run_push(a),
+        OtaOp::Status(a) => crate::ota_admin::run_status(a),
     }
 }
 

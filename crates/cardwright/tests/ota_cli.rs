@@ -239,3 +239,109 @@ fn wrong_key_is_refused() {
     );
     fails(&["ota", "decode", "ZZ"], "not hex");
 }
+
+#[test]
+fn catalog_enrol_push_status_over_the_database() {
+    let dir = tempdir();
+    let url = format!("sqlite:{}", dir.path().join("platform.db").display());
+    let package = {
+        let s = tsm::Store::open(&url).unwrap();
+        s.create_tenant("admin", "acme", "ACME", tsm::model::Role::CardIssuer)
+            .unwrap();
+        s.create_category(
+            "admin",
+            &tsm::CategorySpec {
+                id: "acme/gold".into(),
+                tenant: "acme".into(),
+                description: "gold".into(),
+                initial_keys: tsm::model::InitialKeys::GpTestKey,
+                initial_kvn: 0x30,
+                perso: Vec::new(),
+            },
+        )
+        .unwrap();
+        let p = s
+            .add_package(
+                "acme/op",
+                "acme",
+                "wallet",
+                &gp::cap::testing::synthetic_cap(2000),
+            )
+            .unwrap();
+        s.register_card("acme/op", "8900000000000000001", "acme/gold")
+            .unwrap();
+        p.aid.to_string()
+    };
+    let keystore = format!("file:{}", dir.path().join("keys.json").display());
+    let envs = [
+        ("CARDWRIGHT_DB".to_string(), url.clone()),
+        ("CARDWRIGHT_KEYSTORE".to_string(), keystore),
+        ("CARDWRIGHT_ACTOR".to_string(), "acme/op".to_string()),
+        ("CARDWRIGHT_MASTER_KEY".to_string(), "55".repeat(32)),
+    ];
+    let run = |args: &[&str]| {
+        let r = run_env(args, &envs, "");
+        assert!(r.ok, "{args:?}: {}{}", r.stdout, r.stderr);
+        r.stdout
+    };
+    let out = run(&[
+        "ota",
+        "catalog",
+        "add",
+        "--app",
+        "wallet",
+        "--package",
+        &package,
+    ]);
+    assert!(out.contains("wallet"), "{out}");
+    let list = run(&["ota", "catalog", "list", "--json"]);
+    let j: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(j[0]["module"], "A0000005550101");
+    run(&[
+        "ota",
+        "enrol",
+        "--card",
+        "8900000000000000001",
+        "--iccid",
+        "8949000000000000001",
+        "--msisdn",
+        "+491701234567",
+    ]);
+    let out = run(&[
+        "ota",
+        "push",
+        "--iccid",
+        "8949000000000000001",
+        "--app",
+        "wallet",
+    ]);
+    assert!(out.contains("pending"), "{out}");
+    let j: serde_json::Value = serde_json::from_str(&run(&[
+        "ota",
+        "status",
+        "--iccid",
+        "8949000000000000001",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(j["sessions"][0]["state"], "pending");
+    assert_eq!(j["msisdn"], "491701234567");
+    let r = run_env(
+        &[
+            "ota",
+            "push",
+            "--iccid",
+            "8949000000000000001",
+            "--app",
+            "nope",
+        ],
+        &envs,
+        "",
+    );
+    assert!(
+        !r.ok && r.stderr.contains("not in the catalog"),
+        "{}",
+        r.stderr
+    );
+    run(&["ota", "catalog", "remove", "--app", "wallet"]);
+}
