@@ -36,6 +36,7 @@ pub mod error;
 pub mod extract;
 pub mod issuance;
 pub mod openapi;
+pub mod ota;
 pub mod outlet;
 pub mod outlet_records;
 mod pages;
