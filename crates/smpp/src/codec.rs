@@ -21,6 +21,8 @@ pub enum Frame {
     Malformed {
         /// Its command_id.
         command_id: u32,
+        /// Its command_status.
+        command_status: u32,
         /// Its sequence_number.
         sequence_number: u32,
         /// Why it could not be decoded.
@@ -58,9 +60,11 @@ impl Decoder for SmppCodec {
 
 fn decode_frame(pdu: &mut BytesMut) -> Frame {
     let command_id = u32::from_be_bytes([pdu[4], pdu[5], pdu[6], pdu[7]]);
+    let command_status = u32::from_be_bytes([pdu[8], pdu[9], pdu[10], pdu[11]]);
     let sequence_number = u32::from_be_bytes([pdu[12], pdu[13], pdu[14], pdu[15]]);
     let malformed = |reason: String| Frame::Malformed {
         command_id,
+        command_status,
         sequence_number,
         reason,
     };
