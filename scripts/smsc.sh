@@ -11,7 +11,8 @@
 #   stop       stop the jasmind this script started.
 #   restart    stop, then start.
 #   status     exit 0 when Jasmin's SMPP server and jCli answer.
-#   configure  (re)apply the jCli configuration to a running Jasmin.
+#   configure  add the jCli configuration to a running Jasmin that lacks it (to change it,
+#              restart: every start begins from an empty configuration store).
 #
 # Environment (defaults in brackets):
 #   CARDWRIGHT_CACHE [~/.cache/cardwright]   where the venv lives (jasmin-<version>/)
@@ -25,7 +26,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-version=0.11.1
+version=0.11.0
 cache="${CARDWRIGHT_CACHE:-$HOME/.cache/cardwright}"
 venv="$cache/jasmin-$version"
 state="${SMSC_DIR:-$root/target/smsc}"
@@ -97,17 +98,20 @@ running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 start() {
   install
   if running && port_open "$smpp_port" && port_open "$jcli_port"; then
-    configure
+    configured || configure
     return
   fi
   port_open "$smpp_port" && die "port $smpp_port is taken by something this script did not start"
   port_open 5672 || die "RabbitMQ is not listening on 127.0.0.1:5672"
   port_open 6379 || die "Redis is not listening on 127.0.0.1:6379"
   write_config
+  # No persisted jCli profile: Jasmin would load it at start-up, and configure adds everything
+  # afresh (see configure for why a connector is never removed and re-added).
+  rm -f "$state"/etc/jasmin/store/jcli-prod.*
   # ROOT_PATH: Jasmin derives /etc/jasmin (store, resources) and /var/log/jasmin from it.
   ( cd "$state" && ROOT_PATH="$state" exec setsid "$venv/bin/jasmind.py" \
       -c "$state/etc/jasmin/jasmin.cfg" --disable-http-api \
-      --enable-dlr-lookup --enable-dlr-thrower --enable-deliver-thrower \
+      --enable-dlr-lookup --enable-dlr-thrower \
       >"$state/jasmind.out" 2>&1 ) &
   echo $! >"$pidfile"
   for _ in $(seq 1 150); do
@@ -132,8 +136,45 @@ stop() {
   die "port $smpp_port is still open after stopping jasmind"
 }
 
-# Drives jCli (a telnet console) line by line; a line starting with '?' may fail (removals of
-# what may not exist), any other failing line is an error.
+# Whether the running Jasmin has our connector, user and routes.
+configured() {
+  local out
+  out="$(jcli "smppccm -l" "user -l" "mtrouter -l" "morouter -l")" || return 1
+  grep -q "#handset .*started" <<<"$out" && grep -q "#$esme_user " <<<"$out" \
+    && grep -q "smppc(handset)" <<<"$out" && grep -q "smpps($esme_user)" <<<"$out"
+}
+
+# Runs jCli commands (one per argument), prints the output.
+jcli() {
+  JCLI_PORT="$jcli_port" "$venv/bin/python" - "$@" <<'PY'
+import os, re, socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(os.environ["JCLI_PORT"])), timeout=15)
+buf = b""
+def until(pattern):
+    global buf
+    end = time.time() + 15
+    while time.time() < end:
+        if re.search(pattern, buf):
+            out, buf = buf, b""
+            return out.decode(errors="replace")
+        d = s.recv(4096)
+        if not d:
+            break
+        buf += re.sub(rb"\xff[\xfb-\xfe].", b"", d)
+    raise SystemExit("jCli did not answer: %r" % buf[-200:])
+until(rb"Session ref")
+for line in sys.argv[1:]:
+    s.sendall(line.encode() + b"\r\n")
+    print(until(rb"(jcli : |> )$"))
+s.sendall(b"quit\r\n")
+PY
+}
+
+# Adds the configuration through jCli (a telnet console), line by line; any failing line is an
+# error. It only adds: stopping and re-adding a connector with the same cid leaves Jasmin
+# 0.11.1 with a stale AMQP consumer that takes the next MT and drops it (AttributeError
+# 'NoneType' object has no attribute 'get' in submit_sm_callback), so a changed configuration
+# means `restart`, which starts from an empty store.
 configure() {
   JCLI_PORT="$jcli_port" "$venv/bin/python" - <<PY || die "jCli configuration failed"
 import os, re, socket, sys, time
@@ -154,12 +195,6 @@ def until_prompt(wait=15, banner=False):
 # The banner; its first prompt only comes once a line has been sent.
 until_prompt(banner=True)
 script = """
-?mtrouter -f
-?morouter -f
-?smppccm -0 handset
-?smppccm -r handset
-?user -r $esme_user
-?group -r cardwright
 group -a
 gid cardwright
 ok
@@ -191,15 +226,12 @@ morouter -a
 type DefaultRoute
 connector smpps($esme_user)
 ok
-persist
 """
 bad = re.compile(r"(Error|Unknown|Invalid|Cannot|not found|failed|Usage)", re.I)
 for line in script.strip().splitlines():
-    optional = line.startswith("?")
-    line = line.lstrip("?")
     s.sendall(line.encode() + b"\r\n")
     out = until_prompt()
-    if not optional and bad.search(out.replace(line, "", 1)):
+    if bad.search(out.replace(line, "", 1)):
         sys.exit("jCli: %r -> %s" % (line, out.strip()))
 s.sendall(b"quit\r\n")
 PY
@@ -210,6 +242,6 @@ case "${1:-start}" in
   stop) stop ;;
   restart) stop; start ;;
   status) port_open "$smpp_port" && port_open "$jcli_port" || { echo "smsc: Jasmin is not running" >&2; exit 1; } ;;
-  configure) configure ;;
+  configure) configured || configure ;;
   *) die "usage: $0 [start|stop|restart|status|configure]" ;;
 esac
