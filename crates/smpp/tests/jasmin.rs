@@ -212,6 +212,16 @@ async fn binary_mt_arrives_unchanged_and_its_receipt_comes_back() {
     assert_eq!(r.message_state, Some(2));
     assert!(r.is_delivered());
     assert_eq!(r.message.esm_class, 0x04);
+    eprintln!(
+        "receipt from Jasmin: text {:?}, TLVs {:?}, from {:?} to {:?}, pid {} dcs {} regdel {}",
+        String::from_utf8_lossy(r.message.user_data()),
+        r.message.tlvs,
+        r.message.source,
+        r.message.destination,
+        r.message.protocol_id,
+        r.message.data_coding,
+        r.message.registered_delivery
+    );
 
     // A window's worth at once, two concatenated parts (05 00 03) and a 200-octet
     // short_message: each arrives as it was sent, none split or joined.
