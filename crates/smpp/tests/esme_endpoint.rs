@@ -383,3 +383,52 @@ fn smpp_urls_parse_and_passwords_stay_out_of_debug() {
         assert!(EsmeConfig::from_url(bad).is_err(), "{bad}");
     }
 }
+
+#[tokio::test]
+async fn a_submit_during_an_outage_waits_for_the_next_bind() {
+    let creds = Credentials::new("smsc", "secret").unwrap();
+    let (endpoint, mut mt) = HandsetEndpoint::listen("127.0.0.1:0", creds).await.unwrap();
+    let mut config = fast_config(endpoint.local_addr().port(), "smsc", "secret");
+    config.backoff.initial = Duration::from_millis(300);
+    let (esme, _inbound) = Esme::connect(config);
+    esme.wait_bound(T).await.unwrap();
+    let mut status = esme.watch_status();
+    endpoint.drop_connections();
+    timeout(
+        T,
+        status.wait_for(|s| matches!(s, Status::Reconnecting { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    // Submitted while not bound: it goes out once the ESME is bound again.
+    let id = timeout(T, esme.submit(ota_message(9)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        timeout(T, mt.recv()).await.unwrap().unwrap().message_id,
+        id.0
+    );
+}
+
+#[tokio::test]
+async fn the_endpoint_refuses_mo_without_a_bound_smsc_and_submit_before_bind() {
+    let creds = Credentials::new("smsc", "secret").unwrap();
+    let (endpoint, _mt) = HandsetEndpoint::listen("127.0.0.1:0", creds).await.unwrap();
+    assert!(matches!(
+        endpoint.send_mo(ota_message(1)).await,
+        Err(Error::NotBound)
+    ));
+    // A submit_sm before any bind is answered with ESME_RINVBNDSTS.
+    let stream = TcpStream::connect(endpoint.local_addr()).await.unwrap();
+    let mut smsc = Framed::new(stream, SmppCodec);
+    let pdu = ota_message(1).to_submit_sm().unwrap();
+    smsc.send(&Command::new(CommandStatus::EsmeRok, 5, pdu))
+        .await
+        .unwrap();
+    let c = next_command(&mut smsc).await;
+    assert_eq!(c.id(), CommandId::SubmitSmResp);
+    assert_eq!(u32::from(c.status()), 0x04);
+    assert_eq!(endpoint.bound_sessions(), 0);
+}
