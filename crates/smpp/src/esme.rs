@@ -62,6 +62,10 @@ impl Esme {
     /// Starts the ESME in the background (on the current tokio runtime): it connects, binds and
     /// keeps the binding up. Returns its handle and the receiver of inbound messages (MO and
     /// delivery receipts; each was answered with deliver_sm_resp once it was queued here).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
     pub fn connect(config: EsmeConfig) -> (EsmeHandle, mpsc::Receiver<Inbound>) {
         let window = config.window.max(1);
         let (req_tx, req_rx) = mpsc::channel(window + 4);
@@ -329,7 +333,7 @@ impl Actor {
             let frame = tokio::time::timeout_at(deadline, link.recv())
                 .await
                 .map_err(|_| lost("no bind_transceiver_resp in time".into()))?;
-            let command = match frame {
+            let (command_id, status) = match frame {
                 None => return Err(lost("connection closed during bind".into())),
                 Some(Err(e)) => return Err(lost(format!("read during bind: {e}"))),
                 Some(Ok(Frame::Malformed {
@@ -368,16 +372,12 @@ impl Actor {
                     }
                 }
             };
-            {
-                let (_, status) = command;
-                {
-                    return match status {
-                        0 => Ok(link),
-                        ESME_RINVPASWD | ESME_RINVSYSID => Err(End::Refused(status)),
-                        _ => Err(lost(format!("bind failed: {}", status_name(status)))),
-                    };
-                }
-            }
+            return match status {
+                0 if command_id == 0x8000_0009 => Ok(link),
+                0 => Err(lost("generic_nack to bind_transceiver".into())),
+                ESME_RINVPASWD | ESME_RINVSYSID => Err(End::Refused(status)),
+                _ => Err(lost(format!("bind failed: {}", status_name(status)))),
+            };
         }
     }
 
@@ -408,7 +408,9 @@ impl Actor {
             Instant::now() + self.config.enquire_link_interval,
             self.config.enquire_link_interval,
         );
+        enquire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sweep = tokio::time::interval(Duration::from_millis(200));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if let Some(req) = self.queued.pop_front() {
                 match self.send_request(link, pending, req).await {
