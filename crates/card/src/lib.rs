@@ -101,14 +101,19 @@ mod ota;
 mod persist;
 pub mod registration;
 mod sd;
+mod uicc;
 mod x509;
 
 pub use applet::{Applet, AppletContext, AppletFactory};
 pub use card::{VirtualCard, PIV_INSTANCE, PIV_LOAD_FILE};
-pub use config::{CardConfig, DEFAULT_CPLC, DEFAULT_KEY};
+pub use config::{CardConfig, Scp80Keys, DEFAULT_CPLC, DEFAULT_KEY};
 pub use error::CardError;
 #[cfg(feature = "transport")]
 pub use host::VirtualChannel;
 pub use model::{ISD_AID, SD_MODULE, SD_PACKAGE};
 pub use ota::{ScriptOutcome, ISD_TARS, SCP80_KVNS};
+pub use uicc::{
+    DownloadAgent, MenuEntry, DOWNLOAD_REQUEST_SPI, DOWNLOAD_REQUEST_TAR, TAG_AGENT_CONFIG,
+    TAG_DOWNLOAD_REQUEST,
+};
 pub use x509::pem;

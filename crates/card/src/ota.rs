@@ -5,9 +5,6 @@
 //! The secured packets themselves are taken apart by the `ota` crate; this module is what
 //! the card does with them once they verified.
 
-// The SCP80 receiver (next step of issue 12) is what calls the key and counter accessors.
-#![allow(dead_code)]
-
 use apdu::{Command, Response, StatusWord};
 
 use crate::card::VirtualCard;
