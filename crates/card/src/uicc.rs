@@ -31,11 +31,12 @@ use ota::cat::{
     SendShortMessage, SetUpMenu, SmsPpDownload, TerminalProfile, TerminalResponse,
 };
 use ota::packet::{
-    self, Algorithm, CommandHeader, Counter, DesMode, Integrity, Key, KeySet, Kic, Kid,
-    PacketInfo, PorRequest, PorSecurity, PorTransport, ResponseHeader, ResponseStatus, Spi,
-    Tar,
+    self, Algorithm, CommandHeader, Counter, DesMode, Integrity, Key, KeySet, Kic, Kid, PacketInfo,
+    PorRequest, PorSecurity, PorTransport, ResponseHeader, ResponseStatus, Spi, Tar,
 };
-use ota::script::{self, CommandScript, CompactResponse, LengthCoding, ResponseScript, ResponseTlv};
+use ota::script::{
+    self, CommandScript, CompactResponse, LengthCoding, ResponseScript, ResponseTlv,
+};
 use ota::tpdu::{
     self, Address, ConcatRef, Npi, PacketKind, Progress, Reassembler, ReassemblyKey, SmsSubmit,
     Ton, UserData,
@@ -261,7 +262,11 @@ impl Toolkit {
         if self.queue.len() >= MAX_QUEUE {
             return false;
         }
-        self.number = if self.number >= 0xFE { 1 } else { self.number + 1 };
+        self.number = if self.number >= 0xFE {
+            1
+        } else {
+            self.number + 1
+        };
         let cmd = ProactiveCommand::new(self.number, qualifier, body);
         match cmd.encode() {
             // 91xx can say up to 256 bytes (xx = 00).
@@ -379,7 +384,10 @@ impl VirtualCard {
         }
         if !matches!(
             cmd.ins,
-            cat::INS_TERMINAL_PROFILE | cat::INS_FETCH | cat::INS_TERMINAL_RESPONSE | cat::INS_ENVELOPE
+            cat::INS_TERMINAL_PROFILE
+                | cat::INS_FETCH
+                | cat::INS_TERMINAL_RESPONSE
+                | cat::INS_ENVELOPE
         ) {
             return None;
         }
@@ -606,7 +614,10 @@ impl VirtualCard {
             security: PorSecurity::NONE,
             keys: KeySet::default(),
             transport: spi.por_transport,
-            wanted: matches!(spi.por, PorRequest::Always | PorRequest::OnError | PorRequest::Reserved),
+            wanted: matches!(
+                spi.por,
+                PorRequest::Always | PorRequest::OnError | PorRequest::Reserved
+            ),
         };
         // The counter as sent, when it can be read (not ciphered).
         let clear_counter = if spi.ciphering {
@@ -621,7 +632,10 @@ impl VirtualCard {
             return Ok(unsecured(ResponseStatus::TarUnknown, clear_counter));
         };
         if spi.has_reserved() {
-            return Ok(unsecured(ResponseStatus::UnidentifiedSecurityError, clear_counter));
+            return Ok(unsecured(
+                ResponseStatus::UnidentifiedSecurityError,
+                clear_counter,
+            ));
         }
         // Minimum security level (TS 102 226 §8.2.1.3.2.4): remote management needs a CC
         // and a counter that must count up; anything less is refused (status 0A).

@@ -10,9 +10,7 @@ use card::{CardConfig, DownloadAgent, MenuEntry, VirtualCard, DEFAULT_KEY};
 use common::{h, Host, ISD, SD_MODULE, SD_PKG};
 use gp::commands::{Install, InstallParams, StatusFormat, StatusSubset};
 use gp::Privileges;
-use ota::cat::{
-    CommandBody, Envelope, ProactiveCommand, TerminalProfile, TerminalResponse,
-};
+use ota::cat::{CommandBody, Envelope, ProactiveCommand, TerminalProfile, TerminalResponse};
 use ota::packet::{
     self, Algorithm, CommandHeader, Counter, DesMode, Key, KeySet, Kic, Kid, PorSecurity,
     ResponseStatus, Spi, Tar,
@@ -46,7 +44,10 @@ fn ota_card() -> VirtualCard {
 }
 
 fn keys() -> KeySet {
-    KeySet::new(Key::new(DEFAULT_KEY.to_vec()), Key::new(DEFAULT_KEY.to_vec()))
+    KeySet::new(
+        Key::new(DEFAULT_KEY.to_vec()),
+        Key::new(DEFAULT_KEY.to_vec()),
+    )
 }
 
 fn header(spi: [u8; 2], kvn: u8, tar: [u8; 3], counter: u64) -> CommandHeader {
@@ -122,8 +123,19 @@ fn open_por(por: &[u8], spi: [u8; 2]) -> packet::OpenedResponse {
     packet::open_response(por, &sec, &keys()).unwrap()
 }
 
+/// Opens the unsecured PoR of a security error: recognised as such even where a secured
+/// one (CC, ciphered) was asked for.
 fn unsecured_por(por: &[u8]) -> packet::OpenedResponse {
-    packet::open_response(por, &PorSecurity::NONE, &KeySet::default()).unwrap()
+    let asked = header(SPI_REPORT, 1, [0; 3], 0).por_security();
+    let opened = packet::open_response(por, &asked, &keys()).unwrap();
+    assert!(!opened.secured);
+    assert_eq!(
+        opened.header,
+        packet::open_response(por, &PorSecurity::NONE, &KeySet::default())
+            .unwrap()
+            .header
+    );
+    opened
 }
 
 /// GET DATA `42` through the basic channel (no authentication needed): the value a
@@ -140,9 +152,16 @@ fn store_iin(v: u8) -> String {
 fn single_sms_compact_script_por_in_the_envelope_response() {
     let mut card = ota_card();
     let script = compact(&[&store_iin(0x11), "80CA004200"]);
-    let r = deliver(&mut card, &secure(SPI_REPORT, [0xB2, 0x01, 0x00], 1, &script));
+    let r = deliver(
+        &mut card,
+        &secure(SPI_REPORT, [0xB2, 0x01, 0x00], 1, &script),
+    );
     assert_eq!(r.sw, StatusWord::SUCCESS);
-    assert_eq!(&r.data[..3], &[0x02, 0x71, 0x00], "TP-UD of the DELIVER-REPORT");
+    assert_eq!(
+        &r.data[..3],
+        &[0x02, 0x71, 0x00],
+        "TP-UD of the DELIVER-REPORT"
+    );
     let por = open_por(&por_in(&r), SPI_REPORT);
     assert!(por.secured);
     assert_eq!(por.header.status, ResponseStatus::PorOk);
@@ -234,11 +253,17 @@ fn a_power_loss_mid_concatenation_loses_the_parts() {
     assert_eq!(parts.len(), 2);
     send(&mut card, &envelope(parts[0].clone()));
     card.reset();
-    assert_eq!(send(&mut card, &envelope(parts[1].clone())), Response::ok(vec![]));
+    assert_eq!(
+        send(&mut card, &envelope(parts[1].clone())),
+        Response::ok(vec![])
+    );
     assert_eq!(iin(&mut card).sw, StatusWord::REFERENCED_DATA_NOT_FOUND);
     // The network sends the first part again: now complete.
     let r = send(&mut card, &envelope(parts[0].clone()));
-    assert_eq!(open_por(&por_in(&r), SPI_REPORT).header.status, ResponseStatus::PorOk);
+    assert_eq!(
+        open_por(&por_in(&r), SPI_REPORT).header.status,
+        ResponseStatus::PorOk
+    );
     assert_eq!(iin(&mut card).data, h("420105"));
 }
 
@@ -249,7 +274,10 @@ fn a_replayed_counter_answers_02_and_executes_nothing() {
         &mut card,
         &secure(SPI_REPORT, [0, 0, 0], 5, &compact(&[&store_iin(1)])),
     );
-    assert_eq!(open_por(&por_in(&r), SPI_REPORT).header.status, ResponseStatus::PorOk);
+    assert_eq!(
+        open_por(&por_in(&r), SPI_REPORT).header.status,
+        ResponseStatus::PorOk
+    );
     for counter in [5, 4] {
         let r = deliver(
             &mut card,
@@ -267,12 +295,18 @@ fn a_replayed_counter_answers_02_and_executes_nothing() {
         &mut card,
         &secure([0x1E, 0x19], [0, 0, 0], 9, &compact(&[&store_iin(3)])),
     );
-    assert_eq!(unsecured_por(&por_in(&r)).header.status, ResponseStatus::CounterHigh);
+    assert_eq!(
+        unsecured_por(&por_in(&r)).header.status,
+        ResponseStatus::CounterHigh
+    );
     let r = deliver(
         &mut card,
         &secure([0x1E, 0x19], [0, 0, 0], 6, &compact(&[&store_iin(3)])),
     );
-    assert_eq!(open_por(&por_in(&r), [0x1E, 0x19]).header.status, ResponseStatus::PorOk);
+    assert_eq!(
+        open_por(&por_in(&r), [0x1E, 0x19]).header.status,
+        ResponseStatus::PorOk
+    );
     assert_eq!(iin(&mut card).data, h("420103"));
 }
 
@@ -284,19 +318,28 @@ fn security_errors_answer_unsecured_pors_and_execute_nothing() {
     let mut p = secure(SPI_PLAIN, [0, 0, 0], 1, &script);
     *p.last_mut().unwrap() ^= 1;
     let r = deliver(&mut card, &p);
-    assert_eq!(unsecured_por(&por_in(&r)).header.status, ResponseStatus::RcCcDsFailed);
+    assert_eq!(
+        unsecured_por(&por_in(&r)).header.status,
+        ResponseStatus::RcCcDsFailed
+    );
     // Wrong key (another KID value): CC fails too.
     let other = KeySet::new(Key::new(DEFAULT_KEY.to_vec()), Key::new(vec![0x55; 16]));
     let p = packet::secure_command(&header(SPI_PLAIN, 1, [0, 0, 0], 1), &other, &script).unwrap();
     let r = deliver(&mut card, &p);
-    assert_eq!(unsecured_por(&por_in(&r)).header.status, ResponseStatus::RcCcDsFailed);
+    assert_eq!(
+        unsecured_por(&por_in(&r)).header.status,
+        ResponseStatus::RcCcDsFailed
+    );
     // Ciphered part not whole blocks: ciphering error.
     let mut p = secure(SPI_REPORT, [0, 0, 0], 1, &script);
     p.pop();
     let cpl = (p.len() - 2) as u16;
     p[..2].copy_from_slice(&cpl.to_be_bytes());
     let r = deliver(&mut card, &p);
-    assert_eq!(unsecured_por(&por_in(&r)).header.status, ResponseStatus::CipheringError);
+    assert_eq!(
+        unsecured_por(&por_in(&r)).header.status,
+        ResponseStatus::CipheringError
+    );
     // A key version the ISD does not have: unidentified security error.
     let p = packet::secure_command(&header(SPI_REPORT, 2, [0, 0, 0], 1), &keys(), &script).unwrap();
     let r = deliver(&mut card, &p);
@@ -314,7 +357,10 @@ fn security_errors_answer_unsecured_pors_and_execute_nothing() {
         ResponseStatus::UnidentifiedSecurityError
     );
     // Unknown TAR.
-    let r = deliver(&mut card, &secure(SPI_REPORT, [0xB2, 0x77, 0x77], 1, &script));
+    let r = deliver(
+        &mut card,
+        &secure(SPI_REPORT, [0xB2, 0x77, 0x77], 1, &script),
+    );
     let por = unsecured_por(&por_in(&r));
     assert_eq!(por.header.status, ResponseStatus::TarUnknown);
     assert_eq!(por.header.tar, Tar([0xB2, 0x77, 0x77]));
@@ -334,7 +380,10 @@ fn security_errors_answer_unsecured_pors_and_execute_nothing() {
     assert_eq!(iin(&mut card).sw, StatusWord::REFERENCED_DATA_NOT_FOUND);
     // None of these moved the counter: counter 1 is still good.
     let r = deliver(&mut card, &secure(SPI_REPORT, [0, 0, 0], 1, &script));
-    assert_eq!(open_por(&por_in(&r), SPI_REPORT).header.status, ResponseStatus::PorOk);
+    assert_eq!(
+        open_por(&por_in(&r), SPI_REPORT).header.status,
+        ResponseStatus::PorOk
+    );
 }
 
 #[test]
@@ -347,11 +396,17 @@ fn por_on_error_and_no_por() {
     );
     assert_eq!(r, Response::ok(vec![]));
     // ...script fails: PoR.
-    let r = deliver(&mut card, &secure([0x16, 0x1A], [0, 0, 0], 2, &h("80CA00FE00")));
+    let r = deliver(
+        &mut card,
+        &secure([0x16, 0x1A], [0, 0, 0], 2, &h("80CA00FE00")),
+    );
     let por = open_por(&por_in(&r), [0x16, 0x1A]);
     assert_eq!(CompactResponse::parse(&por.data).unwrap().last.sw.0, 0x6A88);
     // No PoR asked: nothing, even for a replay.
-    let r = deliver(&mut card, &secure([0x16, 0x00], [0, 0, 0], 2, &h("80CA004200")));
+    let r = deliver(
+        &mut card,
+        &secure([0x16, 0x00], [0, 0, 0], 2, &h("80CA004200")),
+    );
     assert_eq!(r, Response::ok(vec![]));
 }
 
@@ -370,7 +425,10 @@ fn terminal_response(card: &mut VirtualCard, cmd: &ProactiveCommand) -> Response
         .unwrap();
     send(
         card,
-        &Command::new(0x80, 0x14, 0, 0).with_data(tr).to_bytes().unwrap(),
+        &Command::new(0x80, 0x14, 0, 0)
+            .with_data(tr)
+            .to_bytes()
+            .unwrap(),
     )
 }
 
@@ -405,7 +463,10 @@ fn por_by_sms_submit_is_a_send_short_message_to_the_originator() {
     assert_eq!(c.last.data[0], 0x66);
     assert_eq!(terminal_response(&mut card, &cmd), Response::ok(vec![]));
     // Nothing more to fetch.
-    assert_eq!(send(&mut card, &h("8012000010")).sw, StatusWord::CONDITIONS_NOT_SATISFIED);
+    assert_eq!(
+        send(&mut card, &h("8012000010")).sw,
+        StatusWord::CONDITIONS_NOT_SATISFIED
+    );
 }
 
 /// Puts the SMS-SUBMITs of the pending SEND SHORT MESSAGEs back together.
@@ -427,22 +488,26 @@ fn collect_submits(card: &mut VirtualCard, mut sw: StatusWord) -> Vec<u8> {
 #[test]
 fn long_pors_go_by_concatenated_sms_submit() {
     let mut card = ota_card();
-    let s = CommandScript::from_commands(
-        (0..5).map(|_| Command::parse(&h("80CA006600")).unwrap()),
-    )
-    .to_bytes()
-    .unwrap();
+    let s = CommandScript::from_commands((0..5).map(|_| Command::parse(&h("80CA006600")).unwrap()))
+        .to_bytes()
+        .unwrap();
     // Asked for by SMS-SUBMIT.
     let r = deliver(&mut card, &secure(SPI_SUBMIT, [0, 0, 0], 1, &s));
     let por = open_por(&collect_submits(&mut card, r.sw), SPI_SUBMIT);
-    assert_eq!(ResponseScript::parse(&por.data).unwrap().executed(), Some(5));
+    assert_eq!(
+        ResponseScript::parse(&por.data).unwrap().executed(),
+        Some(5)
+    );
     // Asked for in the DELIVER-REPORT but too long: status 0B there, the PoR by SMS.
     let r = deliver(&mut card, &secure(SPI_REPORT, [0, 0, 0], 2, &s));
     let short = open_por(&por_in(&r), SPI_REPORT);
     assert_eq!(short.header.status, ResponseStatus::ResponseViaSmsSubmit);
     let por = open_por(&collect_submits(&mut card, r.sw), SPI_REPORT);
     assert_eq!(por.header.counter.value(), 2);
-    assert_eq!(ResponseScript::parse(&por.data).unwrap().executed(), Some(5));
+    assert_eq!(
+        ResponseScript::parse(&por.data).unwrap().executed(),
+        Some(5)
+    );
 }
 
 fn agent() -> DownloadAgent {
@@ -470,7 +535,10 @@ fn menu_selection(item: u8) -> Vec<u8> {
     }
     .encode()
     .unwrap();
-    Command::new(0x80, 0xC2, 0, 0).with_data(data).to_bytes().unwrap()
+    Command::new(0x80, 0xC2, 0, 0)
+        .with_data(data)
+        .to_bytes()
+        .unwrap()
 }
 
 /// Opens a download request as the platform would.
@@ -490,7 +558,10 @@ fn menu_then_download_request() {
     // A terminal without SET UP MENU gets no menu.
     let r = send(
         &mut card,
-        &Command::new(0x80, 0x10, 0, 0).with_data(vec![0x01]).to_bytes().unwrap(),
+        &Command::new(0x80, 0x10, 0, 0)
+            .with_data(vec![0x01])
+            .to_bytes()
+            .unwrap(),
     );
     assert_eq!(r.sw, StatusWord::SUCCESS);
     let r = send(&mut card, &profile());
@@ -504,9 +575,15 @@ fn menu_then_download_request() {
     // A wrong TERMINAL RESPONSE (another command number) is refused; the right one ends it.
     let mut wrong = menu.clone();
     wrong.number ^= 0x40;
-    assert_eq!(terminal_response(&mut card, &wrong).sw, StatusWord::WRONG_DATA);
+    assert_eq!(
+        terminal_response(&mut card, &wrong).sw,
+        StatusWord::WRONG_DATA
+    );
     assert_eq!(terminal_response(&mut card, &menu), Response::ok(vec![]));
-    assert_eq!(terminal_response(&mut card, &menu).sw, StatusWord::CONDITIONS_NOT_SATISFIED);
+    assert_eq!(
+        terminal_response(&mut card, &menu).sw,
+        StatusWord::CONDITIONS_NOT_SATISFIED
+    );
 
     let r = send(&mut card, &menu_selection(2));
     assert!(r.data.is_empty());
@@ -515,7 +592,7 @@ fn menu_then_download_request() {
     assert_eq!(sel.sw, r.sw);
     // FETCH with a short Le: 6Cxx.
     assert_eq!(
-        send(&mut card, &[0x81, 0x12, 0, 0, 0x05]).sw,
+        send(&mut card, &[0x80, 0x12, 0, 0, 0x05]).sw,
         StatusWord::new(0x6C, r.sw.sw2())
     );
     let cmd = fetch(&mut card, r.sw);
@@ -526,7 +603,7 @@ fn menu_then_download_request() {
     assert_eq!(req.header.kid.key_version, 1);
     assert_eq!(
         req.data,
-        h("E11C 800677616C6C6574 4F10A0000005591010FFFFFFFF8900000100")
+        h("E11A 800677616C6C6574 4F10A0000005591010FFFFFFFF8900000100")
     );
     assert_eq!(terminal_response(&mut card, &cmd), Response::ok(vec![]));
     // The next request counts up; the incoming counter is another one.
@@ -536,13 +613,22 @@ fn menu_then_download_request() {
     assert_eq!(req.header.counter.value(), 2);
     assert_eq!(req.data, h("E109 80077472616E736974"));
     terminal_response(&mut card, &cmd);
-    let r = deliver(&mut card, &secure(SPI_REPORT, [0, 0, 0], 1, &h("80CA004200")));
-    assert_eq!(open_por(&por_in(&r), SPI_REPORT).header.status, ResponseStatus::PorOk);
+    let r = deliver(
+        &mut card,
+        &secure(SPI_REPORT, [0, 0, 0], 1, &h("80CA004200")),
+    );
+    assert_eq!(
+        open_por(&por_in(&r), SPI_REPORT).header.status,
+        ResponseStatus::PorOk
+    );
     // An unknown item: nothing.
     assert_eq!(send(&mut card, &menu_selection(9)), Response::ok(vec![]));
     // A reset forgets the session: nothing to fetch.
     card.reset();
-    assert_eq!(send(&mut card, &h("8012000010")).sw, StatusWord::CONDITIONS_NOT_SATISFIED);
+    assert_eq!(
+        send(&mut card, &h("8012000010")).sw,
+        StatusWord::CONDITIONS_NOT_SATISFIED
+    );
 }
 
 #[test]
@@ -551,17 +637,30 @@ fn counters_survive_reopening_the_state_file() {
     let path = dir.path().join("card.json");
     {
         let mut card = VirtualCard::open(&path, ota_config().with_download_agent(agent())).unwrap();
-        let r = deliver(&mut card, &secure(SPI_REPORT, [0, 0, 0], 7, &compact(&[&store_iin(7)])));
-        assert_eq!(open_por(&por_in(&r), SPI_REPORT).header.status, ResponseStatus::PorOk);
-        send(&mut card, &profile());
-        send(&mut card, &h("80120000FF"));
+        let r = deliver(
+            &mut card,
+            &secure(SPI_REPORT, [0, 0, 0], 7, &compact(&[&store_iin(7)])),
+        );
+        assert_eq!(
+            open_por(&por_in(&r), SPI_REPORT).header.status,
+            ResponseStatus::PorOk
+        );
+        let r = send(&mut card, &profile());
+        let menu = fetch(&mut card, r.sw);
+        terminal_response(&mut card, &menu);
         let r = send(&mut card, &menu_selection(1));
         let cmd = fetch(&mut card, r.sw);
         assert_eq!(open_request(&cmd, 0).header.counter.value(), 1);
     }
     let mut card = VirtualCard::open(&path, CardConfig::default()).unwrap();
-    let r = deliver(&mut card, &secure(SPI_REPORT, [0, 0, 0], 7, &compact(&[&store_iin(8)])));
-    assert_eq!(unsecured_por(&por_in(&r)).header.status, ResponseStatus::CounterLow);
+    let r = deliver(
+        &mut card,
+        &secure(SPI_REPORT, [0, 0, 0], 7, &compact(&[&store_iin(8)])),
+    );
+    assert_eq!(
+        unsecured_por(&por_in(&r)).header.status,
+        ResponseStatus::CounterLow
+    );
     assert_eq!(iin(&mut card).data, h("420107"));
     // The agent's configuration and outgoing counter too.
     let r = send(&mut card, &profile());
@@ -581,10 +680,17 @@ fn the_platform_updates_the_menu_over_the_air() {
     let mut new = agent();
     new.entries = vec![MenuEntry::new("ticket", "Tickets")];
     new.title = "Store".into();
-    let store = format!("80E29000{:02X}{}", new.to_tlv().len(), apdu::hex(&new.to_tlv()));
+    let store = format!(
+        "80E29000{:02X}{}",
+        new.to_tlv().len(),
+        apdu::hex(&new.to_tlv())
+    );
     let r = deliver(&mut card, &secure(SPI_REPORT, [0, 0, 0], 1, &h(&store)));
     let por = open_por(&por_in(&r), SPI_REPORT);
-    assert_eq!(CompactResponse::parse(&por.data).unwrap().last.sw, StatusWord::SUCCESS);
+    assert_eq!(
+        CompactResponse::parse(&por.data).unwrap().last.sw,
+        StatusWord::SUCCESS
+    );
     // The new menu is put up at once.
     let cmd = fetch(&mut card, r.sw);
     let CommandBody::SetUpMenu(m) = &cmd.body else {
@@ -595,9 +701,15 @@ fn the_platform_updates_the_menu_over_the_air() {
     terminal_response(&mut card, &cmd);
     assert_eq!(send(&mut card, &h("80CABF7000")).data, new.to_tlv());
     // A malformed configuration is refused and changes nothing.
-    let r = deliver(&mut card, &secure(SPI_REPORT, [0, 0, 0], 2, &h("80E2900005BF7003810110")));
+    let r = deliver(
+        &mut card,
+        &secure(SPI_REPORT, [0, 0, 0], 2, &h("80E2900006BF7003810110")),
+    );
     let por = open_por(&por_in(&r), SPI_REPORT);
-    assert_eq!(CompactResponse::parse(&por.data).unwrap().last.sw, StatusWord::WRONG_DATA);
+    assert_eq!(
+        CompactResponse::parse(&por.data).unwrap().last.sw,
+        StatusWord::WRONG_DATA
+    );
     assert_eq!(send(&mut card, &h("80CABF7000")).data, new.to_tlv());
 }
 
@@ -619,6 +731,10 @@ fn create_sd_generate_key_then_load_and_install_into_it() {
     }
     .to_command()
     .unwrap();
+    let install_sd = Command {
+        le: None,
+        ..install_sd
+    };
     let s1 = ota::script::encode_compact_commands(&[install_sd]).unwrap();
     let r = deliver(&mut card, &secure(SPI_REPORT, [0xB2, 0x01, 0x00], 1, &s1));
     let c = CompactResponse::parse(&open_por(&por_in(&r), SPI_REPORT).data).unwrap();
@@ -633,7 +749,11 @@ fn create_sd_generate_key_then_load_and_install_into_it() {
     assert_eq!(por.header.tar, Tar([0x0A, 0x0B, 0x0C]));
     let c = CompactResponse::parse(&por.data).unwrap();
     assert_eq!(c.last.sw, StatusWord::SUCCESS);
-    assert_eq!(&c.last.data[..3], &[0xB0, 0x41, 0x04], "uncompressed P-256 point");
+    assert_eq!(
+        &c.last.data[..3],
+        &[0xB0, 0x41, 0x04],
+        "uncompressed P-256 point"
+    );
     assert_eq!(c.last.data.len(), 67);
 
     // LOAD + INSTALL by the ISD into the SD, in one script over several SMS.
@@ -664,6 +784,20 @@ fn create_sd_generate_key_then_load_and_install_into_it() {
         .to_command()
         .unwrap(),
     );
+    // The instance goes to the SD too (INSTALL by the ISD associates it with the ISD).
+    cmds.push(
+        Install::ForExtradition {
+            security_domain: common::aid(sd_aid),
+            application: applet.clone(),
+            params: Vec::new(),
+            token: Vec::new(),
+        }
+        .to_command()
+        .unwrap(),
+    );
+    for c in &mut cmds {
+        c.le = None;
+    }
     let n = cmds.len();
     let s3 = ota::script::encode_compact_commands(&cmds).unwrap();
     let p = secure(SPI_REPORT, [0xB2, 0x01, 0x00], 2, &s3);
@@ -724,9 +858,18 @@ fn toolkit_commands_on_other_channels_and_bad_input() {
     assert_eq!(send(&mut card, &tp).sw, StatusWord::SUCCESS);
     // P1/P2 must be zero; malformed ENVELOPEs are 6A80; FETCH without anything 6985.
     assert_eq!(send(&mut card, &h("80C2010000")).sw, StatusWord::WRONG_P1P2);
-    assert_eq!(send(&mut card, &h("80C2000003D10100")).sw, StatusWord::WRONG_DATA);
-    assert_eq!(send(&mut card, &h("8012000000")).sw, StatusWord::CONDITIONS_NOT_SATISFIED);
-    assert_eq!(send(&mut card, &h("801400000101")).sw, StatusWord::CONDITIONS_NOT_SATISFIED);
+    assert_eq!(
+        send(&mut card, &h("80C2000003D10100")).sw,
+        StatusWord::WRONG_DATA
+    );
+    assert_eq!(
+        send(&mut card, &h("8012000000")).sw,
+        StatusWord::CONDITIONS_NOT_SATISFIED
+    );
+    assert_eq!(
+        send(&mut card, &h("801400000101")).sw,
+        StatusWord::CONDITIONS_NOT_SATISFIED
+    );
     // An SMS without an OTA header (plain text) is acknowledged and ignored.
     let r = send(&mut card, &envelope(UserData::new(b"hello".to_vec())));
     assert_eq!(r, Response::ok(vec![]));
