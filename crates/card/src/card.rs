@@ -263,7 +263,7 @@ impl VirtualCard {
                     None => isd.key_sets.push(set),
                 }
             }
-            isd.ota.agent = config.download_agent.clone();
+            isd.ota.agent = config.download_agent.clone().map(Box::new);
         }
         CardState {
             format: FORMAT,

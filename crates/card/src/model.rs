@@ -313,7 +313,7 @@ pub(crate) struct OtaData {
     pub out_counters: BTreeMap<String, u64>,
     /// The download agent's configuration (ISD only; `crate::uicc`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent: Option<crate::uicc::DownloadAgent>,
+    pub agent: Option<Box<crate::uicc::DownloadAgent>>,
 }
 
 impl OtaData {

@@ -489,7 +489,7 @@ impl VirtualCard {
 
     /// The download agent's configuration, if any.
     pub(crate) fn agent(&self) -> Option<DownloadAgent> {
-        self.state.isd()?.sd_data()?.ota.agent.clone()
+        self.state.isd()?.sd_data()?.ota.agent.as_deref().cloned()
     }
 
     /// STORE DATA `BF70` to the ISD: replaces the agent's configuration; the new menu is
@@ -505,7 +505,7 @@ impl VirtualCard {
         };
         let isd = Aid::new(ISD_AID);
         match self.sd_data_mut(&isd) {
-            Ok(d) => d.ota.agent = agent,
+            Ok(d) => d.ota.agent = agent.map(Box::new),
             Err(sw) => return Some(Err(sw)),
         }
         self.toolkit

@@ -760,9 +760,9 @@ fn create_sd_generate_key_then_load_and_install_into_it() {
     let cap = gp::cap::CapFile::from_bytes(&gp::cap::testing::synthetic_cap(300)).unwrap();
     let block = cap.load_file_data_block();
     let pkg = cap.package_aid();
-    let applet = cap.applet_aids()[0].clone();
+    let applet = cap.applet_aids()[0];
     let mut cmds = vec![Install::ForLoad {
-        load_file: pkg.clone(),
+        load_file: pkg,
         security_domain: Some(common::aid(sd_aid)),
         hash: Vec::new(),
         params: Vec::new(),
@@ -773,9 +773,9 @@ fn create_sd_generate_key_then_load_and_install_into_it() {
     cmds.extend(gp::commands::load_blocks(&block, 200).unwrap());
     cmds.push(
         Install::ForInstall {
-            load_file: pkg.clone(),
-            module: applet.clone(),
-            application: applet.clone(),
+            load_file: pkg,
+            module: applet,
+            application: applet,
             privileges: Privileges([0, 0, 0]),
             params: InstallParams::default().to_bytes(),
             token: Vec::new(),
@@ -788,7 +788,7 @@ fn create_sd_generate_key_then_load_and_install_into_it() {
     cmds.push(
         Install::ForExtradition {
             security_domain: common::aid(sd_aid),
-            application: applet.clone(),
+            application: applet,
             params: Vec::new(),
             token: Vec::new(),
         }
