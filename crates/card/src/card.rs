@@ -402,18 +402,13 @@ impl VirtualCard {
     }
 
     /// Saves the state now, in the middle of a command (an OTA counter before the script
-    /// runs). On failure the state goes back to the last save and the error is kept for
-    /// [`VirtualCard::save_error`].
+    /// runs). On failure the state goes back to the last save; the caller logs why and
+    /// answers `6581`.
     pub(crate) fn commit_now(&mut self) -> Result<(), String> {
-        match self.commit() {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let why = e.to_string();
-                self.save_error = Some(e);
-                self.rollback();
-                Err(why)
-            }
-        }
+        self.commit().map_err(|e| {
+            self.rollback();
+            e.to_string()
+        })
     }
 
     /// Saves the state if it changed since the last save.

@@ -86,7 +86,12 @@ fn scts() -> Timestamp {
 
 /// The ENVELOPE (SMS-PP download) APDU for one SMS's user data.
 fn envelope(ud: UserData) -> Vec<u8> {
-    let deliver = SmsDeliver::ota(platform(), scts(), ud);
+    envelope_dcs(ud, tpdu::Dcs::CLASS2_8BIT)
+}
+
+fn envelope_dcs(ud: UserData, dcs: tpdu::Dcs) -> Vec<u8> {
+    let mut deliver = SmsDeliver::ota(platform(), scts(), ud);
+    deliver.dcs = dcs;
     let data = Envelope::sms_pp(None, deliver).encode().unwrap();
     Command::new(0x80, 0xC2, 0x00, 0x00)
         .with_data(data)
@@ -171,6 +176,11 @@ fn single_sms_compact_script_por_in_the_envelope_response() {
     assert_eq!(c.executed, 2);
     assert_eq!(c.last, Response::ok(h("420111")));
     assert_eq!(iin(&mut card).data, h("420111"));
+    // DCS 16 (general data coding, 8-bit, class 2) works the same.
+    let p = secure(SPI_REPORT, [0xB2, 0x01, 0x00], 2, &compact(&["80CA004200"]));
+    let ud = sms(&p, 1).remove(0);
+    let r = send(&mut card, &envelope_dcs(ud, tpdu::Dcs::GENERAL_CLASS2_8BIT));
+    assert_eq!(open_por(&por_in(&r), SPI_REPORT).header.counter.value(), 2);
 }
 
 #[test]
