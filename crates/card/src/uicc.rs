@@ -347,11 +347,6 @@ impl Toolkit {
     }
 }
 
-/// The SCP80 keys of one packet, with the key types they came with.
-struct PacketKeys {
-    keys: KeySet,
-}
-
 /// The algorithm an SCP80 key of this type and length is used with.
 fn algorithm_for(kt: u8, len: usize) -> Option<Algorithm> {
     match (kt, len) {
@@ -673,13 +668,13 @@ impl VirtualCard {
             counter: Counter::ZERO,
             status: ResponseStatus::PorOk,
         };
-        if packet::secure_response(&header_security, &keys.keys, &probe, &[]).is_err() {
+        if packet::secure_response(&header_security, &keys, &probe, &[]).is_err() {
             return Ok(unsecured(
                 ResponseStatus::UnidentifiedSecurityError,
                 clear_counter,
             ));
         }
-        let opened = match packet::open_command(packet, &keys.keys, stored) {
+        let opened = match packet::open_command(packet, &keys, stored) {
             Ok(o) => o,
             Err(e) => {
                 let counter = match &e {
@@ -713,7 +708,7 @@ impl VirtualCard {
             status: ResponseStatus::PorOk,
             data,
             security: opened.header.por_security(),
-            keys: keys.keys,
+            keys,
             transport: spi.por_transport,
             wanted,
         })
@@ -721,7 +716,7 @@ impl VirtualCard {
 
     /// The keys a packet names: KID's key set for the CC, KIc's for ciphering (the command
     /// or the PoR), each checked against the algorithm it is named with.
-    fn packet_keys(&self, sd: &Aid, info: &PacketInfo, spi: Spi) -> Option<PacketKeys> {
+    fn packet_keys(&self, sd: &Aid, info: &PacketInfo, spi: Spi) -> Option<KeySet> {
         let (kt, _, kid) = self.scp80_keys(sd, info.kid.key_version)?;
         if algorithm_for(kt, kid.len())? != info.kid.cc() {
             return None;
@@ -737,7 +732,7 @@ impl VirtualCard {
             }
             keys.kic = Some(Key::new(kic));
         }
-        Some(PacketKeys { keys })
+        Some(keys)
     }
 
     /// Decodes and runs the secured data as a remote APDU script (TS 102 226 §5): expanded
@@ -1006,5 +1001,68 @@ impl PorPlan {
             transport: PorTransport::DeliverReport,
             wanted: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_configuration_round_trips_and_refuses_nonsense() {
+        let mut wallet = MenuEntry::new("wallet", "Wallet ✓");
+        wallet.sd_aid = Some(vec![0xA0, 0, 0, 5, 0x59, 0x10]);
+        let a = DownloadAgent::new(
+            "+4917000",
+            2,
+            "Apps",
+            vec![wallet, MenuEntry::new("x", "X")],
+        );
+        let t = a.to_tlv();
+        let v = tlv::TlvRef::parse(&t).unwrap();
+        assert_eq!(v.tag().value(), TAG_AGENT_CONFIG);
+        assert_eq!(DownloadAgent::from_tlv_value(v.value()), Ok(Some(a)));
+        assert_eq!(DownloadAgent::from_tlv_value(&[]), Ok(None));
+        for bad in [
+            "810102",                   // no address
+            "800134 810110",            // KVN out of range
+            "80022B31 810102 A0028100", // entry without a name
+            "80033132 810102 9000",     // unknown tag
+            "80034131 810102",          // address not digits
+            "8009313233",               // truncated TLV
+        ] {
+            let b = apdu::parse_hex(bad).unwrap();
+            assert_eq!(
+                DownloadAgent::from_tlv_value(&b),
+                Err(StatusWord::WRONG_DATA),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn platform_addresses() {
+        assert_eq!(
+            platform_address("+491234"),
+            Some(Address::new(Ton::International, Npi::Isdn, "491234"))
+        );
+        assert_eq!(
+            platform_address("4444"),
+            Some(Address::new(Ton::Unknown, Npi::Isdn, "4444"))
+        );
+        for bad in ["", "+", "12a", "+1+2", "123456789012345678901"] {
+            assert_eq!(platform_address(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn key_algorithms_follow_the_key_type() {
+        assert_eq!(algorithm_for(key_type::AES, 16), Some(Algorithm::Aes));
+        assert_eq!(
+            algorithm_for(key_type::DES, 16),
+            Some(Algorithm::Des(DesMode::Tdes2Key))
+        );
+        assert_eq!(algorithm_for(key_type::AES, 8), None);
+        assert_eq!(algorithm_for(0xB1, 32), None);
     }
 }
