@@ -921,3 +921,97 @@ mod props {
         }
     }
 }
+
+/// An applet that accepts personalisation and panics on the data: a bug in the middle of a
+/// remote script.
+struct Crashing;
+
+impl card::Applet for Crashing {
+    fn select(&mut self, _: &card::AppletContext<'_>, _: &Command) -> Response {
+        Response::ok(vec![])
+    }
+    fn process(&mut self, _: &card::AppletContext<'_>, _: &Command) -> Response {
+        Response::ok(vec![])
+    }
+    fn accepts_personalization(&self) -> bool {
+        true
+    }
+    fn process_data(&mut self, _: &Command) -> Response {
+        panic!("applet bug (expected by the test)")
+    }
+    fn state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+}
+
+struct CrashingFactory;
+
+impl card::AppletFactory for CrashingFactory {
+    fn name(&self) -> &str {
+        "crashing"
+    }
+    fn install(&self, _: &[u8], _: &[u8], _: &[u8]) -> Result<Box<dyn card::Applet>, StatusWord> {
+        Ok(Box::new(Crashing))
+    }
+    fn restore(&self, _: &[u8], _: &serde_json::Value) -> Result<Box<dyn card::Applet>, String> {
+        Ok(Box::new(Crashing))
+    }
+}
+
+/// The counter is saved before the script runs: a script that dies half-way (here an
+/// applet panics: the card answers 6F00 and rolls back) cannot be replayed.
+#[test]
+fn the_counter_is_saved_before_the_script_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("card.json");
+    let mut card = VirtualCard::open(&path, ota_config()).unwrap();
+    let cap = gp::cap::CapFile::from_bytes(&gp::cap::testing::synthetic_cap(100)).unwrap();
+    let (pkg, applet) = (cap.package_aid(), cap.applet_aids()[0]);
+    card.register_applet(pkg.as_bytes(), std::sync::Arc::new(CrashingFactory));
+    let mut cmds = vec![Install::ForLoad {
+        load_file: pkg,
+        security_domain: None,
+        hash: Vec::new(),
+        params: Vec::new(),
+        token: Vec::new(),
+    }
+    .to_command()
+    .unwrap()];
+    cmds.extend(gp::commands::load_blocks(&cap.load_file_data_block(), 200).unwrap());
+    cmds.push(
+        Install::ForInstall {
+            load_file: pkg,
+            module: applet,
+            application: applet,
+            privileges: Privileges([0, 0, 0]),
+            params: InstallParams::default().to_bytes(),
+            token: Vec::new(),
+            make_selectable: true,
+        }
+        .to_command()
+        .unwrap(),
+    );
+    cmds.push(
+        Install::ForPersonalization {
+            application: applet,
+        }
+        .to_command()
+        .unwrap(),
+    );
+    cmds.push(Command::parse(&h("80E2800001 00")).unwrap());
+    for c in &mut cmds {
+        c.le = None;
+    }
+    let script = ota::script::encode_compact_commands(&cmds).unwrap();
+    let p = secure(SPI_REPORT, [0, 0, 0], 1, &script);
+    let r = deliver(&mut card, &p);
+    assert_eq!(r.sw, StatusWord::UNKNOWN, "the panic is caught");
+    drop(card);
+    let mut card = VirtualCard::open(&path, ota_config()).unwrap();
+    card.register_applet(pkg.as_bytes(), std::sync::Arc::new(CrashingFactory));
+    let r = deliver(&mut card, &p);
+    assert_eq!(
+        unsecured_por(&por_in(&r)).header.status,
+        ResponseStatus::CounterLow
+    );
+}
