@@ -27,7 +27,12 @@ export CARDWRIGHT_HSM_TESTS=1       # SoftHSM2 tests must run
 export CARDWRIGHT_PG_TESTS=1        # PostgreSQL tests must run
 export CARDWRIGHT_BROWSER_TESTS=1   # headless Chromium tests must run
 export CARDWRIGHT_OPENSSL_TESTS=1   # openssl CLI interoperability tests must run
+export CARDWRIGHT_SMSC_TESTS=1      # SMS tests through Jasmin (the SMSC) must run
 export RUST_BACKTRACE=1
+step "SMSC: Jasmin against the local RabbitMQ and Redis"
+scripts/smsc.sh start
+trap 'scripts/smsc.sh stop || true' EXIT
+
 step "tests"
 cargo test --workspace --features cardwright/pcsc --locked --no-fail-fast "$@"
 

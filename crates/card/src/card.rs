@@ -55,6 +55,8 @@ pub struct VirtualCard {
     /// Exclusive lock on `<state file>.lock`, held while the card is open: one card, one
     /// process (released when the card is dropped or the process dies).
     _lock: Option<StateLock>,
+    /// The UICC toolkit's volatile state (proactive commands, SMS reassembly).
+    pub(crate) toolkit: crate::uicc::Toolkit,
 }
 
 /// The held `flock` on `<state file>.lock`. Dropping it unlocks explicitly rather than by
@@ -249,6 +251,20 @@ impl VirtualCard {
                 factory_scp11b(isd, &config.cplc);
             }
         }
+        if let Some(isd) = apps.first_mut().and_then(|a| a.sd_data_mut()) {
+            // SCP80 keys join the key set of their version (a key set is all keys of one KVN).
+            for set in config.scp80_key_sets() {
+                match isd.key_sets.iter_mut().find(|s| s.kvn == set.kvn) {
+                    Some(existing) => {
+                        existing.keys.retain(|k| set.key(k.id).is_none());
+                        existing.keys.extend(set.keys);
+                        existing.keys.sort_by_key(|k| k.id);
+                    }
+                    None => isd.key_sets.push(set),
+                }
+            }
+            isd.ota.agent = config.download_agent.clone().map(Box::new);
+        }
         CardState {
             format: FORMAT,
             life_cycle: card_lc::OP_READY,
@@ -272,6 +288,7 @@ impl VirtualCard {
             live: HashMap::new(),
             save_error: None,
             _lock: None,
+            toolkit: Default::default(),
         };
         card.reset();
         card
@@ -294,11 +311,13 @@ impl VirtualCard {
 
     /// Power cycle: all secure channels, logical channels, pending LOAD or GET RESPONSE data
     /// are dropped; the default application (the ISD unless another application holds the
-    /// Card Reset privilege) is selected on the basic channel.
+    /// Card Reset privilege) is selected on the basic channel. The toolkit forgets the
+    /// terminal profile, the proactive commands waiting and the SMS parts received.
     pub fn reset(&mut self) {
         for a in self.live.values_mut() {
             a.deselect();
         }
+        self.reset_toolkit();
         self.reset_selection_only();
     }
 
@@ -342,11 +361,17 @@ impl VirtualCard {
     pub fn transmit(&mut self, apdu: &[u8]) -> Vec<u8> {
         // A bug must not take the reader down: an internal panic answers 6F00 and rolls
         // back. Under cargo-fuzz panics stay visible to the fuzzer.
+        // A toolkit command's volatile effects (a queued SMS carrying a counter) go with
+        // the state if it is rolled back.
+        let toolkit_before = Self::is_toolkit_apdu(apdu).then(|| self.toolkit.clone());
         #[cfg(not(fuzzing))]
         let resp = match catch_unwind(AssertUnwindSafe(|| self.process(apdu))) {
             Ok(r) => r,
             Err(_) => {
                 self.rollback();
+                if let Some(t) = toolkit_before.clone() {
+                    self.toolkit = t;
+                }
                 Response::status(StatusWord::UNKNOWN)
             }
         };
@@ -362,6 +387,9 @@ impl VirtualCard {
                 tracing::error!("virtual card: {e}; the command was refused with 6581");
                 self.save_error = Some(e);
                 self.rollback();
+                if let Some(t) = toolkit_before {
+                    self.toolkit = t;
+                }
                 Response::status(StatusWord::MEMORY_FAILURE).to_bytes()
             }
         }
@@ -371,6 +399,16 @@ impl VirtualCard {
     /// (memory failure), e.g. a full disk; `None` once a command saved successfully.
     pub fn save_error(&self) -> Option<&CardError> {
         self.save_error.as_ref()
+    }
+
+    /// Saves the state now, in the middle of a command (an OTA counter before the script
+    /// runs). On failure the state goes back to the last save; the caller logs why and
+    /// answers `6581`.
+    pub(crate) fn commit_now(&mut self) -> Result<(), String> {
+        self.commit().map_err(|e| {
+            self.rollback();
+            e.to_string()
+        })
     }
 
     /// Saves the state if it changed since the last save.
@@ -431,8 +469,12 @@ impl VirtualCard {
         if let Some(c) = self.channel_mut(ch) {
             c.pending.clear();
         }
-        let resp = self.process_on(ch, cla, &cmd);
-        self.chunk(ch, &cmd, resp)
+        let resp = match self.toolkit_command(cla, &cmd) {
+            Some(r) => r,
+            None => self.process_on(ch, cla, &cmd),
+        };
+        let resp = self.chunk(ch, &cmd, resp);
+        self.proactive_status(resp)
     }
 
     fn process_on(&mut self, ch: usize, cla: Cla, cmd: &Command) -> Response {

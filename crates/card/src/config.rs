@@ -1,6 +1,7 @@
 //! What a new virtual card is made with.
 
 use crate::model::{key_type, KeySet, StoredKey};
+use crate::uicc::DownloadAgent;
 use scp::{Key, KeyKind, Protocol, StaticKeys};
 
 /// The GlobalPlatform test key `40 41 … 4F` that factory cards and most tools default to.
@@ -46,6 +47,25 @@ pub struct CardConfig {
     /// with GET DATA `BF21` `A6{83 13 01}`. [`crate::VirtualCard::manufacturer_ca`] gives the
     /// CA certificate a host trusts. `false`: no SCP11 key (`cardwright sim create --no-scp11`).
     pub scp11: bool,
+    /// SCP80 (OTA) key sets of the ISD, none by default ([`CardConfig::with_scp80_keys`]).
+    pub scp80_keys: Vec<Scp80Keys>,
+    /// The download agent's configuration, none by default
+    /// ([`CardConfig::with_download_agent`]).
+    pub download_agent: Option<DownloadAgent>,
+}
+
+/// An SCP80 key set of the ISD (ETSI TS 102 225 §5.1.1; GP UICC Configuration §4.2): KIc
+/// (key identifier 1) and KID (key identifier 2) under a KVN `01`..=`0F`. AES keys are
+/// used with the AES algorithms (KIc/KID low nibble `2`), 3DES keys with DES CBC / 3DES
+/// outer-CBC (`1`, `5`, `9` by length).
+#[derive(Clone, Debug)]
+pub struct Scp80Keys {
+    /// Key version number, `01`..=`0F`.
+    pub kvn: u8,
+    /// The ciphering key (KIc).
+    pub kic: Key,
+    /// The cryptographic checksum key (KID).
+    pub kid: Key,
 }
 
 /// A plausible 42-byte CPLC (tag `9F7F`, 42 bytes): IC fabricator `4790`, IC type `5167`, OS `4357`
@@ -72,6 +92,8 @@ impl Default for CardConfig {
             max_auth_failures: 10,
             with_piv: false,
             scp11: true,
+            scp80_keys: Vec::new(),
+            download_agent: None,
         }
     }
 }
@@ -91,6 +113,41 @@ impl CardConfig {
             key_version: 0x20,
             ..CardConfig::default()
         }
+    }
+
+    /// Adds an SCP80 key set to the ISD: `kic` (key 1) and `kid` (key 2) under `kvn`
+    /// (`01`..=`0F`; other values are ignored at manufacture). The keys join the key set
+    /// of that version if there is one (the factory SCP11b key pair is KVN `01`, KID
+    /// `13`).
+    ///
+    /// Not on by default: a default card keeps the key listing (GET DATA `E0`) and state
+    /// files it always had, and a card without OTA keys refuses every packet (PoR `06`).
+    pub fn with_scp80_keys(mut self, kvn: u8, kic: Key, kid: Key) -> Self {
+        self.scp80_keys.retain(|k| k.kvn != kvn);
+        self.scp80_keys.push(Scp80Keys { kvn, kic, kid });
+        self
+    }
+
+    /// Installs the download agent ([`DownloadAgent`]) with this configuration.
+    pub fn with_download_agent(mut self, agent: DownloadAgent) -> Self {
+        self.download_agent = Some(agent);
+        self
+    }
+
+    /// The SCP80 key sets as stored in the registry (key identifiers 1 and 2).
+    pub(crate) fn scp80_key_sets(&self) -> Vec<KeySet> {
+        self.scp80_keys
+            .iter()
+            .filter(|k| crate::ota::SCP80_KVNS.contains(&k.kvn))
+            .map(|k| KeySet {
+                kvn: k.kvn,
+                keys: vec![
+                    StoredKey::secret(1, k.kic.kind().key_type(), k.kic.expose()),
+                    StoredKey::secret(2, k.kid.kind().key_type(), k.kid.expose()),
+                ],
+                failures: 0,
+            })
+            .collect()
     }
 
     /// The initial key set as stored in the registry (key identifiers 1, 2, 3).

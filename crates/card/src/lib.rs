@@ -64,6 +64,13 @@
 //!   the session's DEK, KCVs checked; answers KVN + KCVs), STORE DATA.
 //! * **Applets**: see [`applet`]. Instances of packages without a built-in implementation
 //!   answer SELECT with **`6999`**.
+//! * **UICC for over-the-air management** (ETSI TS 102 221 §10, TS 102 223, 3GPP TS 31.111 /
+//!   31.115, ETSI TS 102 225/226): TERMINAL PROFILE, FETCH, TERMINAL RESPONSE and ENVELOPE
+//!   with proactive commands announced by `91xx`; SMS-PP download of SCP80 command packets
+//!   (concatenated SMS reassembled, counters saved before execution, PoR in the ENVELOPE's
+//!   response data or by SEND SHORT MESSAGE) to the SD a TAR names
+//!   ([`CardConfig::with_scp80_keys`]); the download agent ([`DownloadAgent`]): SET UP MENU
+//!   and a secured download request by SMS on MENU SELECTION. docs/OTA.md has the details.
 //! * **Persistence**: [`VirtualCard::open`] keeps the card in a JSON state file, rewritten
 //!   atomically after each command that changed it.
 //!
@@ -101,14 +108,19 @@ mod ota;
 mod persist;
 pub mod registration;
 mod sd;
+mod uicc;
 mod x509;
 
 pub use applet::{Applet, AppletContext, AppletFactory};
 pub use card::{VirtualCard, PIV_INSTANCE, PIV_LOAD_FILE};
-pub use config::{CardConfig, DEFAULT_CPLC, DEFAULT_KEY};
+pub use config::{CardConfig, Scp80Keys, DEFAULT_CPLC, DEFAULT_KEY};
 pub use error::CardError;
 #[cfg(feature = "transport")]
 pub use host::VirtualChannel;
 pub use model::{ISD_AID, SD_MODULE, SD_PACKAGE};
 pub use ota::{ScriptOutcome, ISD_TARS, SCP80_KVNS};
+pub use uicc::{
+    DownloadAgent, MenuEntry, DOWNLOAD_REQUEST_SPI, DOWNLOAD_REQUEST_TAR, TAG_AGENT_CONFIG,
+    TAG_DOWNLOAD_REQUEST,
+};
 pub use x509::pem;

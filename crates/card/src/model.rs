@@ -307,11 +307,21 @@ pub(crate) struct OtaData {
     /// The last counter (CNTR, 5 bytes) accepted per OTA key set, by KVN in hex (`"01"`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub counters: BTreeMap<String, u64>,
+    /// The last counter this SD used in a command packet it sent (the download agent's
+    /// requests, ISD only), by KVN in hex: separate from the incoming ones.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub out_counters: BTreeMap<String, u64>,
+    /// The download agent's configuration (ISD only; `crate::uicc`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<Box<crate::uicc::DownloadAgent>>,
 }
 
 impl OtaData {
     pub fn is_empty(&self) -> bool {
-        self.tars.is_empty() && self.counters.is_empty()
+        self.tars.is_empty()
+            && self.counters.is_empty()
+            && self.out_counters.is_empty()
+            && self.agent.is_none()
     }
 }
 

@@ -5,9 +5,6 @@
 //! The secured packets themselves are taken apart by the `ota` crate; this module is what
 //! the card does with them once they verified.
 
-// The SCP80 receiver (next step of issue 12) is what calls the key and counter accessors.
-#![allow(dead_code)]
-
 use apdu::{Command, Response, StatusWord};
 
 use crate::card::VirtualCard;
@@ -121,7 +118,8 @@ impl VirtualCard {
     /// Runs `commands` one after the other as if each came through an authenticated secure
     /// channel of `sd` (a verified SCP80 packet or SCP81 session is that channel), so GP 2.3.1
     /// content management rules apply as they are: privileges, ownership, life cycles.
-    /// Stops after the first command that fails ([`continues_after`]). The responses are
+    /// Stops after the first command that fails (a status word other than `9000`, `61xx`,
+    /// `62xx`, `63xx`, `91xx`, `92xx`: TS 102 226 §5.1.2). The responses are
     /// complete (no `61xx` chunking: the script answers all the data).
     pub fn run_remote_script(&mut self, sd: &Aid, commands: &[Command]) -> ScriptOutcome {
         let usable = self.state.app(&sd.0).is_some_and(|a| a.is_sd());

@@ -14,6 +14,7 @@
 mod http;
 mod key_set;
 mod key_store;
+mod ota;
 mod outlet;
 mod package;
 mod parsers;
@@ -27,6 +28,7 @@ pub use key_set::{
     key_set_importer, wrapped_key_set, KEY_SET_TRANSPORT_LABEL, KEY_SET_TRANSPORT_PKCS8,
 };
 pub use key_store::{key_store_file, KEY_STORE_MASTER};
+pub use ota::{cat_tlv, ota_command_packet, ota_response_packet, sms_tpdu};
 pub use outlet::outlet_records;
 pub use package::{
     package_archive, package_parts_input, package_policy, PACKAGE_ANCHOR, PACKAGE_GRANTABLE,
@@ -72,4 +74,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("scp11_auth_host", scp11_auth_host),
     ("package_archive", package_archive),
     ("outlet_records", outlet_records),
+    ("ota_command_packet", ota_command_packet),
+    ("ota_response_packet", ota_response_packet),
+    ("sms_tpdu", sms_tpdu),
+    ("cat_tlv", cat_tlv),
 ];

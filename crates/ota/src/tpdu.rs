@@ -1492,14 +1492,21 @@ pub const FCS_DATA_DOWNLOAD_ERROR: u8 = 0xD5;
 
 impl SmsDeliverReport {
     /// The RP-ACK report that carries `por` (empty: no TP-UD) with the SMS-DELIVER's PID
-    /// and DCS.
+    /// and DCS. `por` is the card's answer to the SMS-PP download as it gave it: a
+    /// response packet framed with its user-data header (`02 71 00` RPL…, 3GPP TS 31.115
+    /// §4.3), which becomes the report's TP-UD with TP-UDHI set; bytes that do not start
+    /// with a well-formed header are carried as they are, without one.
     pub fn ack(pid: Pid, dcs: Dcs, por: Vec<u8>) -> Self {
+        let user_data = (!por.is_empty()).then(|| match UserDataHeader::decode_prefix(&por) {
+            Ok((header, rest)) if por[0] > 0 => UserData::with_header(header, rest.to_vec()),
+            _ => UserData::new(por),
+        });
         Self {
             failure_cause: None,
             parameters: ReportParameters {
                 pid: Some(pid),
                 dcs: Some(dcs),
-                user_data: (!por.is_empty()).then(|| UserData::new(por)),
+                user_data,
             },
         }
     }
@@ -1775,5 +1782,22 @@ impl Reassembler {
     /// Forgets a pending message (after the caller's time-out); whether it was there.
     pub fn drop_message(&mut self, key: &ReassemblyKey) -> bool {
         self.pending.remove(key).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_framed_por_rides_with_udhi_set() {
+        let framed = vec![0x02, 0x71, 0x00, 0x00, 0x0E, 0x0A];
+        let r = SmsDeliverReport::ack(Pid(0x7F), Dcs(0xF6), framed);
+        let bytes = r.encode().unwrap();
+        assert_eq!(bytes[0] & 0x40, 0x40, "TP-UDHI");
+        let back = SmsDeliverReport::decode(&bytes, false).unwrap();
+        let ud = back.parameters.user_data.unwrap();
+        assert_eq!(ud.header.unwrap().packet_kind(), Some(PacketKind::Response));
+        assert_eq!(ud.payload, vec![0x00, 0x0E, 0x0A]);
     }
 }

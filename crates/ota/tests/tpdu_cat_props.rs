@@ -707,10 +707,11 @@ fn sms_pp_status_words() {
     let rep = cat::sms_pp_outcome(&por, 0x9000)
         .deliver_report(Pid::SIM_DATA_DOWNLOAD, Dcs::CLASS2_8BIT)
         .unwrap();
-    // RP-ACK: MTI 00, TP-PI 07, PID 7F, DCS F6, UDL 03, PoR.
+    // RP-ACK: MTI 00 with TP-UDHI (the PoR's header `02 71 00`), TP-PI 07, PID 7F,
+    // DCS F6, UDL 03, PoR.
     assert_eq!(
         rep.encode().unwrap(),
-        [0x00, 0x07, 0x7F, 0xF6, 0x03, 0x02, 0x71, 0x00]
+        [0x40, 0x07, 0x7F, 0xF6, 0x03, 0x02, 0x71, 0x00]
     );
     let busy = cat::sms_pp_outcome(&[], 0x9300)
         .deliver_report(Pid::SIM_DATA_DOWNLOAD, Dcs::CLASS2_8BIT)

@@ -55,6 +55,11 @@ impl VirtualCard {
             (0xBF, 0x21) => return self.get_certificates(sd, cmd).map(Response::ok),
             (0xFF, 0x33) => return self.ca_identifiers(sd, false).map(Response::ok),
             (0xFF, 0x34) => return self.ca_identifiers(sd, true).map(Response::ok),
+            // The download agent's configuration (ISD only).
+            (0xBF, 0x70) if sd.0 == crate::model::ISD_AID && cmd.data.is_empty() => {
+                let agent = self.agent().ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?;
+                return Ok(Response::ok(agent.to_tlv()));
+            }
             _ => {}
         }
         if !cmd.data.is_empty() {
@@ -224,6 +229,12 @@ impl VirtualCard {
     fn store_sd_data(&mut self, sd: &Aid, cmd: &Command) -> Sw<Response> {
         if let Some(r) = self.store_scp11(sd, &cmd.data) {
             return r;
+        }
+        // The download agent's configuration (`crate::uicc::DownloadAgent`), ISD only.
+        if sd.0 == crate::model::ISD_AID && cmd.p1 & 0x60 == 0 && (cmd.p1 >> 3) & 0x03 != 0x01 {
+            if let Some(r) = self.store_agent_config(&cmd.data) {
+                return r.map(|()| Response::ok(Vec::new()));
+            }
         }
         if cmd.p1 & 0x60 != 0 {
             // Encrypted personalisation data for the SD itself is not supported.

@@ -1,0 +1,5 @@
+//! `fuzzing::sms_tpdu` (crates/fuzzing): its documentation says what it checks.
+#![no_main]
+#![forbid(unsafe_code)]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzzing::sms_tpdu(data));
