@@ -801,10 +801,12 @@ impl VirtualCard {
         }
     }
 
-    /// Whether `aid` is selected on any logical channel.
+    /// Whether `aid` is selected on any logical channel (the OTA slot, which keeps its SD
+    /// between remote scripts, is not one).
     pub(crate) fn is_selected_anywhere(&self, aid: &Aid) -> bool {
         self.channels
             .iter()
+            .take(MAX_CHANNELS)
             .flatten()
             .any(|c| c.selected.as_ref() == Some(aid))
     }

@@ -128,18 +128,22 @@ impl VirtualCard {
                 responses: vec![Response::status(StatusWord::CONDITIONS_NOT_SATISFIED)],
             };
         }
-        let mut slot = Channel {
-            selected: Some(sd.clone()),
-            ..Channel::default()
-        };
-        // The slot is fresh for every script: a LOAD must finish within its script.
+        // The slot lives from one script of an SD to the next, so that a load file can
+        // arrive in several packets (its LOAD blocks in sequence, as OTA servers send
+        // them); a script for another SD, or a power cycle, starts a fresh one and drops an
+        // unfinished LOAD (GP 2.3.1 §11.6: the sequence must be complete).
         while self.channels.len() <= OTA_CHANNEL {
             self.channels.push(None);
         }
-        std::mem::swap(
-            self.channels[OTA_CHANNEL].get_or_insert_with(Channel::default),
-            &mut slot,
-        );
+        let same_sd = self.channels[OTA_CHANNEL]
+            .as_ref()
+            .is_some_and(|c| c.selected.as_ref() == Some(sd));
+        if !same_sd {
+            self.channels[OTA_CHANNEL] = Some(Channel {
+                selected: Some(sd.clone()),
+                ..Channel::default()
+            });
+        }
         let mut responses = Vec::with_capacity(commands.len());
         for cmd in commands {
             let resp = self.remote_command(sd, cmd);
@@ -149,7 +153,6 @@ impl VirtualCard {
                 break;
             }
         }
-        self.channels[OTA_CHANNEL] = None;
         ScriptOutcome { responses }
     }
 
@@ -211,7 +214,8 @@ mod tests {
             out.last().unwrap().sw,
             StatusWord::REFERENCED_DATA_NOT_FOUND
         );
-        // The OTA slot is gone: no channel left behind.
+        // A power cycle drops the OTA slot.
+        card.reset();
         assert!(card.channels.get(OTA_CHANNEL).is_none_or(|c| c.is_none()));
     }
 

@@ -750,7 +750,16 @@ impl Engine {
                 }
                 if step.kind == StepKind::CreateSd {
                     if let Some(pk) = public_key_of(data) {
-                        note = format!("; SD key PK.SD {}", apdu::hex(&pk));
+                        // Kept in the log: the PoR it came in is ciphered there.
+                        self.store.log_ota_message(
+                            Some(session.id),
+                            &card.card_number,
+                            Direction::Mo,
+                            SD_PUBLIC_KEY,
+                            None,
+                            &pk,
+                            "received",
+                        )?;
                     }
                 }
             }
@@ -782,7 +791,7 @@ impl Engine {
                 SessionState::Done,
                 next as u32,
                 steps.len() as u32,
-                &format!("installed {}{note}", entry.instance),
+                &format!("installed {}{}{note}", entry.instance, pk_note(messages)),
             )?;
             return Ok(MoOutcome::Handled(Vec::new()));
         }
@@ -836,6 +845,19 @@ pub fn open_any_counter(
         }
         other => other,
     }
+}
+
+/// What the message log calls the public key of the SD key pair the create-SD step made
+/// (PK.SD, from the PoR of GENERATE EC KEY).
+pub const SD_PUBLIC_KEY: &str = "sd-public-key";
+
+/// The SD public key of a session, for its final detail.
+fn pk_note(messages: &[Message]) -> String {
+    messages
+        .iter()
+        .rfind(|m| m.kind == SD_PUBLIC_KEY)
+        .map(|m| format!("; SD key PK.SD {}", apdu::hex(&m.bytes)))
+        .unwrap_or_default()
 }
 
 /// The application name of a download request `E1 { [4F aid] 80 name }`.

@@ -146,14 +146,22 @@ fn without_le(mut c: Command) -> Command {
     c
 }
 
-/// The create-SD script for the ISD (TAR `000000`), expanded so that the PoR carries every
-/// R-APDU: INSTALL [for install and make selectable] of the SD (load file
-/// [`SD_LOAD_FILE`], module [`SD_MODULE`], privileges `80`, parameters `C9 00`); INSTALL
-/// [for personalization] of the SD; GENERATE EC KEY `80 F1 00 13` `01 F0 01 00` (a new
-/// P-256 SCP11b key pair, KVN 01), which the card routes to the SD named by the INSTALL
-/// [for personalization] before it, as it does STORE DATA. The PoR's last R-APDU is
-/// `B0 <PK.SD>`.
-pub fn create_sd_step(sd: &Aid) -> Result<Step, Error> {
+/// The TAR a security domain answers: the last three bytes of its AID (ETSI TS 101 220
+/// annex D; the card's `sd_for_tar`).
+pub fn sd_tar(sd: &Aid) -> Tar {
+    let b = sd.as_bytes();
+    Tar([b[b.len() - 3], b[b.len() - 2], b[b.len() - 1]])
+}
+
+/// The create-SD steps (docs/OTA.md "Create-SD"), both expanded so that the PoR carries
+/// every R-APDU:
+/// 1. to the ISD (TAR `000000`): INSTALL [for install and make selectable] of the SD (load
+///    file [`SD_LOAD_FILE`], module [`SD_MODULE`], privileges `80`, parameters `C9 00`);
+///    the card gives the new SD a copy of the SCP80 key set that verified the packet;
+/// 2. to the new SD (its TAR, [`sd_tar`]): GENERATE EC KEY `80 F1 00 13` `01 F0 01 00` (a
+///    new P-256 SCP11b key pair, KVN 01) — the ISD cannot generate another SD's key. The
+///    PoR's R-APDU is `B0 <PK.SD>`.
+pub fn create_sd_steps(sd: &Aid) -> Result<Vec<Step>, Error> {
     let install = Install::ForInstall {
         load_file: Aid::new(&SD_LOAD_FILE).map_err(gp_err)?,
         module: Aid::new(&SD_MODULE).map_err(gp_err)?,
@@ -165,24 +173,32 @@ pub fn create_sd_step(sd: &Aid) -> Result<Step, Error> {
     }
     .to_command()
     .map_err(gp_err)?;
-    let perso = Install::ForPersonalization { application: *sd }
-        .to_command()
-        .map_err(gp_err)?;
     let generate = Command::new(0x80, 0xF1, 0x00, SD_KEY_KID)
         .with_data(vec![SD_KEY_KVN, 0xF0, 0x01, 0x00])
         .with_le(256);
-    Ok(Step {
-        kind: StepKind::CreateSd,
-        tar: ISD_TAR,
-        commands: vec![install, perso, generate],
-        expanded: true,
-    })
+    Ok(vec![
+        Step {
+            kind: StepKind::CreateSd,
+            tar: ISD_TAR,
+            commands: vec![install],
+            expanded: true,
+        },
+        Step {
+            kind: StepKind::CreateSd,
+            tar: sd_tar(sd),
+            commands: vec![generate],
+            expanded: true,
+        },
+    ])
 }
 
 /// The INSTALL commands for a catalog entry: `gpclient::ops::install_plan` with the SD as
 /// the associated security domain and the entry's module, instance, privileges and
 /// parameters.
-pub fn install_commands(entry: &CatalogEntry, cap: &CapFile) -> Result<(Command, Command), Error> {
+pub fn install_commands(
+    entry: &CatalogEntry,
+    cap: &CapFile,
+) -> Result<(Command, Vec<Command>), Error> {
     if cap.package_aid() != entry.package {
         return Err(Error::Invalid(format!(
             "the CAP's package is {}, the catalog entry's {}",
@@ -204,9 +220,23 @@ pub fn install_commands(entry: &CatalogEntry, cap: &CapFile) -> Result<(Command,
         .into_iter()
         .next()
         .ok_or_else(|| Error::Invalid("no applet to install".into()))?;
+    // The ISD installs the instance, so it is associated with the ISD; INSTALL [for
+    // extradition] hands it to the application's SD, the "storage area" of the source
+    // document (GP 2.3.1 §11.5.2.3).
+    let extradite = Install::ForExtradition {
+        security_domain: entry.sd,
+        application: entry.instance,
+        params: Vec::new(),
+        token: Vec::new(),
+    }
+    .to_command()
+    .map_err(gp_err)?;
     Ok((
         without_le(for_load.to_command().map_err(gp_err)?),
-        without_le(install.to_command().map_err(gp_err)?),
+        vec![
+            without_le(install.to_command().map_err(gp_err)?),
+            without_le(extradite),
+        ],
     ))
 }
 
@@ -223,9 +253,10 @@ pub fn load_steps(
     cap: &CapFile,
     packing: &Packing,
 ) -> Result<Vec<Step>, Error> {
-    let (for_load, install) = install_commands(entry, cap)?;
+    let (for_load, installs) = install_commands(entry, cap)?;
+    let install_len: usize = installs.iter().map(compact_len).sum();
     let max = packing.max_data();
-    if max < compact_len(&for_load) + 6 || max < compact_len(&install) {
+    if max < compact_len(&for_load) + 6 || max < install_len {
         return Err(Error::Invalid(format!(
             "{} SMS per packet hold {max} script bytes: too few for an INSTALL",
             packing.max_parts
@@ -266,10 +297,10 @@ pub fn load_steps(
         current.push(without_le(load));
         block += 1;
     }
-    if room < compact_len(&install) {
+    if room < install_len {
         close(&mut current, &mut steps);
     }
-    current.push(install);
+    current.extend(installs);
     close(&mut current, &mut steps);
     Ok(steps)
 }
@@ -284,7 +315,7 @@ pub fn plan(
 ) -> Result<Vec<Step>, Error> {
     let mut steps = Vec::new();
     if sd_missing {
-        steps.push(create_sd_step(&entry.sd)?);
+        steps.extend(create_sd_steps(&entry.sd)?);
     }
     steps.extend(load_steps(entry, cap, packing)?);
     Ok(steps)
@@ -302,10 +333,10 @@ pub fn sms_total(steps: &[Step], packing: &Packing) -> Result<usize, Error> {
 /// (ignoring the 255-part limit and PoR round trips), with one INSTALL [for load] and
 /// LOAD blocks of 255 bytes.
 pub fn sms_minimum(entry: &CatalogEntry, cap: &CapFile, packing: &Packing) -> Result<usize, Error> {
-    let (for_load, install) = install_commands(entry, cap)?;
+    let (for_load, installs) = install_commands(entry, cap)?;
     let structure = LoadFileStructure::new(cap.load_file_data_block()).to_bytes();
     let loads = structure.len() + 5 * structure.len().div_ceil(255);
-    let data = compact_len(&for_load) + loads + compact_len(&install);
+    let data = compact_len(&for_load) + loads + installs.iter().map(compact_len).sum::<usize>();
     Ok(sms_count(packing.packet_len(data), packing.ref16))
 }
 
@@ -346,11 +377,13 @@ mod tests {
         let p = Packing::default();
         let steps = plan(&e, &cap, true, &p).unwrap();
         assert_eq!(steps[0].kind, StepKind::CreateSd);
+        assert_eq!(steps[1].kind, StepKind::CreateSd);
+        assert_eq!(steps[1].tar, sd_tar(&e.sd));
         // Every load step fits its packet; the LOAD blocks are numbered 0.. with the last
         // flagged, and carry the load file structure exactly.
         let mut joined = Vec::new();
         let mut next = 0u8;
-        for s in &steps[1..] {
+        for s in &steps[2..] {
             assert!(p.packet_len(s.script().unwrap().len()) <= p.max_packet());
             for c in &s.commands {
                 if c.ins == 0xE8 {
