@@ -107,13 +107,17 @@ mod model;
 mod ota;
 mod persist;
 pub mod registration;
+#[cfg(feature = "scp81")]
+mod bip;
+mod scp81;
 mod sd;
 mod uicc;
 mod x509;
 
 pub use applet::{Applet, AppletContext, AppletFactory};
 pub use card::{VirtualCard, PIV_INSTANCE, PIV_LOAD_FILE};
-pub use config::{CardConfig, Scp80Keys, DEFAULT_CPLC, DEFAULT_KEY};
+pub use config::{CardConfig, Scp80Keys, Scp81Psk, DEFAULT_CPLC, DEFAULT_KEY};
+pub use scp81::{PSK_KID, SCP81_KVNS};
 pub use error::CardError;
 #[cfg(feature = "transport")]
 pub use host::VirtualChannel;
