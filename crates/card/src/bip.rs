@@ -34,8 +34,8 @@ use std::fmt;
 use apdu::StatusWord;
 use ota::admin::TriggerParams;
 use ota::cat::{
-    self, CloseChannel, CommandBody, Ctlv, Device, Facility, OtherAddress,
-    ProactiveCommand, ReceiveData, SendData, TerminalResponse,
+    self, CloseChannel, CommandBody, Ctlv, Device, Facility, OtherAddress, ProactiveCommand,
+    ReceiveData, SendData, TerminalResponse,
 };
 use scp81::{AgentConfig, AgentSession, Event, ScriptStatus};
 
@@ -116,11 +116,13 @@ fn authority(params: &TriggerParams, dest: &OtherAddress, port: u16) -> Option<S
         (_, OtherAddress::Ipv6(a)) => format!("[{a}]"),
         _ => return None,
     };
-    Some(if port == 443 || host.contains(':') && !host.starts_with('[') {
-        host
-    } else {
-        format!("{host}:{port}")
-    })
+    Some(
+        if port == 443 || host.contains(':') && !host.starts_with('[') {
+            host
+        } else {
+            format!("{host}:{port}")
+        },
+    )
 }
 
 impl VirtualCard {

@@ -268,7 +268,9 @@ impl VirtualCard {
             }
             isd.ota.agent = config.download_agent.clone().map(Box::new);
             for k in &config.scp81_psks {
-                if crate::scp81::valid_psk(k.kvn, &k.psk) && crate::scp81::valid_identity(&k.identity) {
+                if crate::scp81::valid_psk(k.kvn, &k.psk)
+                    && crate::scp81::valid_identity(&k.identity)
+                {
                     isd.key_sets.retain(|s| s.kvn != k.kvn);
                     isd.key_sets.push(crate::model::KeySet {
                         kvn: k.kvn,
@@ -279,7 +281,9 @@ impl VirtualCard {
                         )],
                         failures: 0,
                     });
-                    isd.ota.psk_identities.insert(format!("{:02X}", k.kvn), apdu::hex(&k.identity));
+                    isd.ota
+                        .psk_identities
+                        .insert(format!("{:02X}", k.kvn), apdu::hex(&k.identity));
                 }
             }
         }

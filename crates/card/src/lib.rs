@@ -97,6 +97,8 @@
 
 pub mod applet;
 mod atr;
+#[cfg(feature = "scp81")]
+mod bip;
 mod card;
 mod channel;
 mod config;
@@ -107,8 +109,6 @@ mod model;
 mod ota;
 mod persist;
 pub mod registration;
-#[cfg(feature = "scp81")]
-mod bip;
 mod scp81;
 mod sd;
 mod uicc;
@@ -117,12 +117,12 @@ mod x509;
 pub use applet::{Applet, AppletContext, AppletFactory};
 pub use card::{VirtualCard, PIV_INSTANCE, PIV_LOAD_FILE};
 pub use config::{CardConfig, Scp80Keys, Scp81Psk, DEFAULT_CPLC, DEFAULT_KEY};
-pub use scp81::{PSK_KID, SCP81_KVNS};
 pub use error::CardError;
 #[cfg(feature = "transport")]
 pub use host::VirtualChannel;
 pub use model::{ISD_AID, SD_MODULE, SD_PACKAGE};
 pub use ota::{ScriptOutcome, ISD_TARS, SCP80_KVNS};
+pub use scp81::{PSK_KID, SCP81_KVNS};
 pub use uicc::{
     DownloadAgent, MenuEntry, DOWNLOAD_REQUEST_SPI, DOWNLOAD_REQUEST_TAR, TAG_AGENT_CONFIG,
     TAG_DOWNLOAD_REQUEST,

@@ -120,7 +120,11 @@ impl VirtualCard {
 
     /// STORE DATA `81` (administration session triggering parameters) to `sd`: starts the
     /// SD's admin session. `None` if the data is something else.
-    pub(crate) fn store_trigger(&mut self, sd: &Aid, data: &[u8]) -> Option<Result<(), StatusWord>> {
+    pub(crate) fn store_trigger(
+        &mut self,
+        sd: &Aid,
+        data: &[u8],
+    ) -> Option<Result<(), StatusWord>> {
         let t = apdu::tlv::TlvRef::parse(data).ok()?;
         if t.tag().value() != ota::admin::TAG_TRIGGER {
             return None;

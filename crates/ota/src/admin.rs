@@ -28,9 +28,7 @@
 
 use apdu::tlv::{self, Tag};
 
-use crate::cat::{
-    self, BearerDescription, CommandBody, Ctlv, OpenChannel, ProactiveCommand,
-};
+use crate::cat::{self, BearerDescription, CommandBody, Ctlv, OpenChannel, ProactiveCommand};
 
 /// Tag of the administration session triggering parameters.
 pub const TAG_TRIGGER: u32 = 0x81;
@@ -80,10 +78,7 @@ pub struct SecurityParams {
 impl std::fmt::Debug for SecurityParams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecurityParams")
-            .field(
-                "psk_identity",
-                &String::from_utf8_lossy(&self.psk_identity),
-            )
+            .field("psk_identity", &String::from_utf8_lossy(&self.psk_identity))
             .field("kid", &format_args!("{:02X}", self.kid))
             .field("kvn", &format_args!("{:02X}", self.kvn))
             .finish()
@@ -267,7 +262,10 @@ fn connection_from_bytes(v: &[u8]) -> Result<OpenChannel, Error> {
         Ctlv::required(cat::tag::DEVICE_IDENTITIES, [0x81, 0x82]),
     ];
     let given = cat::parse_ctlvs(v)?;
-    if !given.iter().any(|c| c.tag.value == cat::tag::BEARER_DESCRIPTION) {
+    if !given
+        .iter()
+        .any(|c| c.tag.value == cat::tag::BEARER_DESCRIPTION)
+    {
         objects.push(Ctlv::required(
             cat::tag::BEARER_DESCRIPTION,
             [BearerDescription::default_bearer().bearer_type],
@@ -352,7 +350,10 @@ mod tests {
         assert_eq!(TriggerParams::decode(&b).unwrap(), t);
         // The connection parameters are the OPEN CHANNEL objects, CR set.
         let hex = apdu::hex(&b);
-        assert!(hex.contains("B50103B9020578BC030220FBBE05210A000007"), "{hex}");
+        assert!(
+            hex.contains("B50103B9020578BC030220FBBE05210A000007"),
+            "{hex}"
+        );
     }
 
     #[test]
@@ -375,7 +376,14 @@ mod tests {
         assert_eq!(c.buffer_size, DEFAULT_BUFFER_SIZE);
         assert_eq!(c.bearer, BearerDescription::default_bearer());
         assert_eq!(c.transport, Some(TransportLevel::tcp_client(443)));
-        for bad in ["", "8400", "8303850100", "8300 8300", "830489028800", "83038401FF"] {
+        for bad in [
+            "",
+            "8400",
+            "8303850100",
+            "8300 8300",
+            "830489028800",
+            "83038401FF",
+        ] {
             let b = apdu::parse_hex(bad).unwrap();
             assert!(TriggerParams::from_value(&b).is_err(), "{bad}");
         }
