@@ -296,7 +296,7 @@ pub(crate) struct SdData {
     /// Remote management over the air (ETSI TS 102 225/226): TARs and counters. Absent in
     /// older files.
     #[serde(default, skip_serializing_if = "OtaData::is_empty")]
-    pub ota: OtaData,
+    pub ota: Box<OtaData>,
 }
 
 /// What a security domain keeps for remote management over the air (ETSI TS 102 225 §5.1.1,
