@@ -73,7 +73,7 @@
 //!   and a secured download request by SMS on MENU SELECTION. docs/OTA.md has the details.
 //! * **SCP81** (GP Amendment B): PSK key sets (KVN `40`..`4F`, key type `85`;
 //!   [`CardConfig::with_scp81_psk`], PUT KEY); STORE DATA of the administration session
-//!   triggering parameters (`81`, [`ota::admin`]) starts the admin agent's TLS-PSK session
+//!   triggering parameters (`81`, [`::ota::admin`]) starts the admin agent's TLS-PSK session
 //!   over BIP (OPEN CHANNEL, SEND DATA, RECEIVE DATA, CLOSE CHANNEL) with the feature
 //!   `scp81`.
 //! * **Persistence**: [`VirtualCard::open`] keeps the card in a JSON state file, rewritten
