@@ -57,6 +57,9 @@ pub struct VirtualCard {
     _lock: Option<StateLock>,
     /// The UICC toolkit's volatile state (proactive commands, SMS reassembly).
     pub(crate) toolkit: crate::uicc::Toolkit,
+    /// The SCP81 admin agent's session over BIP (volatile).
+    #[cfg(feature = "scp81")]
+    pub(crate) admin: crate::bip::AdminAgent,
 }
 
 /// The held `flock` on `<state file>.lock`. Dropping it unlocks explicitly rather than by
@@ -264,6 +267,25 @@ impl VirtualCard {
                 }
             }
             isd.ota.agent = config.download_agent.clone().map(Box::new);
+            for k in &config.scp81_psks {
+                if crate::scp81::valid_psk(k.kvn, &k.psk)
+                    && crate::scp81::valid_identity(&k.identity)
+                {
+                    isd.key_sets.retain(|s| s.kvn != k.kvn);
+                    isd.key_sets.push(crate::model::KeySet {
+                        kvn: k.kvn,
+                        keys: vec![crate::model::StoredKey::secret(
+                            crate::scp81::PSK_KID,
+                            crate::model::key_type::TLS_PSK,
+                            &k.psk,
+                        )],
+                        failures: 0,
+                    });
+                    isd.ota
+                        .psk_identities
+                        .insert(format!("{:02X}", k.kvn), apdu::hex(&k.identity));
+                }
+            }
         }
         CardState {
             format: FORMAT,
@@ -289,6 +311,8 @@ impl VirtualCard {
             save_error: None,
             _lock: None,
             toolkit: Default::default(),
+            #[cfg(feature = "scp81")]
+            admin: Default::default(),
         };
         card.reset();
         card
@@ -371,6 +395,8 @@ impl VirtualCard {
                 self.rollback();
                 if let Some(t) = toolkit_before.clone() {
                     self.toolkit = t;
+                    #[cfg(feature = "scp81")]
+                    self.abort_admin_session("internal error");
                 }
                 Response::status(StatusWord::UNKNOWN)
             }
@@ -389,6 +415,8 @@ impl VirtualCard {
                 self.rollback();
                 if let Some(t) = toolkit_before {
                     self.toolkit = t;
+                    #[cfg(feature = "scp81")]
+                    self.abort_admin_session("state not saved");
                 }
                 Response::status(StatusWord::MEMORY_FAILURE).to_bytes()
             }

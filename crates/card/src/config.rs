@@ -52,6 +52,31 @@ pub struct CardConfig {
     /// The download agent's configuration, none by default
     /// ([`CardConfig::with_download_agent`]).
     pub download_agent: Option<DownloadAgent>,
+    /// SCP81 (TLS-PSK) keys of the ISD, none by default ([`CardConfig::with_scp81_psk`]).
+    pub scp81_psks: Vec<Scp81Psk>,
+}
+
+/// An SCP81 pre-shared key of the ISD (GP Card Spec Amendment B; docs/OTA.md): key
+/// identifier `01` of key set `kvn` (`40`..=`4F`), key type `85` (TLS PSK), with the TLS
+/// PSK identity the card's admin agent sends when the triggering parameters name none.
+#[derive(Clone)]
+pub struct Scp81Psk {
+    /// Key version number, `40`..=`4F`.
+    pub kvn: u8,
+    /// TLS PSK identity (1..=128 bytes).
+    pub identity: Vec<u8>,
+    /// The pre-shared key (16..=64 bytes).
+    pub psk: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Scp81Psk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scp81Psk")
+            .field("kvn", &format_args!("{:02X}", self.kvn))
+            .field("identity", &String::from_utf8_lossy(&self.identity))
+            .field("psk", &"<redacted>")
+            .finish()
+    }
 }
 
 /// An SCP80 key set of the ISD (ETSI TS 102 225 §5.1.1; GP UICC Configuration §4.2): KIc
@@ -94,6 +119,7 @@ impl Default for CardConfig {
             scp11: true,
             scp80_keys: Vec::new(),
             download_agent: None,
+            scp81_psks: Vec::new(),
         }
     }
 }
@@ -131,6 +157,20 @@ impl CardConfig {
     /// Installs the download agent ([`DownloadAgent`]) with this configuration.
     pub fn with_download_agent(mut self, agent: DownloadAgent) -> Self {
         self.download_agent = Some(agent);
+        self
+    }
+
+    /// Adds an SCP81 PSK to the ISD ([`Scp81Psk`]): key `01` of key set `kvn` (`40`..=`4F`,
+    /// key type `85`), and `identity` as its TLS PSK identity. Out-of-range KVNs, PSKs
+    /// outside 16..=64 bytes and identities outside 1..=128 bytes are ignored at
+    /// manufacture. Not on by default (the default card's key listing stays as it was).
+    pub fn with_scp81_psk(mut self, kvn: u8, identity: &[u8], psk: &[u8]) -> Self {
+        self.scp81_psks.retain(|k| k.kvn != kvn);
+        self.scp81_psks.push(Scp81Psk {
+            kvn,
+            identity: identity.to_vec(),
+            psk: zeroize::Zeroizing::new(psk.to_vec()),
+        });
         self
     }
 

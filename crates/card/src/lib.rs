@@ -71,6 +71,11 @@
 //!   response data or by SEND SHORT MESSAGE) to the SD a TAR names
 //!   ([`CardConfig::with_scp80_keys`]); the download agent ([`DownloadAgent`]): SET UP MENU
 //!   and a secured download request by SMS on MENU SELECTION. docs/OTA.md has the details.
+//! * **SCP81** (GP Amendment B): PSK key sets (KVN `40`..`4F`, key type `85`;
+//!   [`CardConfig::with_scp81_psk`], PUT KEY); STORE DATA of the administration session
+//!   triggering parameters (`81`, [`::ota::admin`]) starts the admin agent's TLS-PSK session
+//!   over BIP (OPEN CHANNEL, SEND DATA, RECEIVE DATA, CLOSE CHANNEL) with the feature
+//!   `scp81`.
 //! * **Persistence**: [`VirtualCard::open`] keeps the card in a JSON state file, rewritten
 //!   atomically after each command that changed it.
 //!
@@ -97,6 +102,8 @@
 
 pub mod applet;
 mod atr;
+#[cfg(feature = "scp81")]
+mod bip;
 mod card;
 mod channel;
 mod config;
@@ -107,18 +114,20 @@ mod model;
 mod ota;
 mod persist;
 pub mod registration;
+mod scp81;
 mod sd;
 mod uicc;
 mod x509;
 
 pub use applet::{Applet, AppletContext, AppletFactory};
 pub use card::{VirtualCard, PIV_INSTANCE, PIV_LOAD_FILE};
-pub use config::{CardConfig, Scp80Keys, DEFAULT_CPLC, DEFAULT_KEY};
+pub use config::{CardConfig, Scp80Keys, Scp81Psk, DEFAULT_CPLC, DEFAULT_KEY};
 pub use error::CardError;
 #[cfg(feature = "transport")]
 pub use host::VirtualChannel;
 pub use model::{ISD_AID, SD_MODULE, SD_PACKAGE};
 pub use ota::{ScriptOutcome, ISD_TARS, SCP80_KVNS};
+pub use scp81::{PSK_KID, SCP81_KVNS};
 pub use uicc::{
     DownloadAgent, MenuEntry, DOWNLOAD_REQUEST_SPI, DOWNLOAD_REQUEST_TAR, TAG_AGENT_CONFIG,
     TAG_DOWNLOAD_REQUEST,

@@ -178,6 +178,8 @@ impl<'de> Deserialize<'de> for Secret {
 pub(crate) mod key_type {
     pub const DES: u8 = 0x80;
     pub const AES: u8 = 0x88;
+    /// Pre-shared key for TLS (GP 2.3.1 Table 11-16): an SCP81 PSK.
+    pub const TLS_PSK: u8 = 0x85;
     /// RSA public key: the modulus (`A1`), with its exponent (`A0`) in [`super::StoredKey::exponent`].
     pub const RSA_PUBLIC: u8 = 0xA1;
     /// RSA public exponent component.
@@ -294,7 +296,7 @@ pub(crate) struct SdData {
     /// Remote management over the air (ETSI TS 102 225/226): TARs and counters. Absent in
     /// older files.
     #[serde(default, skip_serializing_if = "OtaData::is_empty")]
-    pub ota: OtaData,
+    pub ota: Box<OtaData>,
 }
 
 /// What a security domain keeps for remote management over the air (ETSI TS 102 225 §5.1.1,
@@ -314,6 +316,9 @@ pub(crate) struct OtaData {
     /// The download agent's configuration (ISD only; `crate::uicc`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<Box<crate::uicc::DownloadAgent>>,
+    /// TLS PSK identities of the SCP81 key sets (`40`..`4F`), by KVN in hex, identity in hex.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub psk_identities: BTreeMap<String, String>,
 }
 
 impl OtaData {
@@ -322,6 +327,7 @@ impl OtaData {
             && self.counters.is_empty()
             && self.out_counters.is_empty()
             && self.agent.is_none()
+            && self.psk_identities.is_empty()
     }
 }
 

@@ -259,6 +259,16 @@ impl Toolkit {
     /// Queues a command (with the next command number); `false` if the queue is full or it
     /// cannot be encoded.
     fn push(&mut self, qualifier: u8, body: CommandBody) -> bool {
+        self.push_to(qualifier, body, cat::Device::Terminal)
+    }
+
+    /// Queues a command addressed to `destination` (the terminal, or a BIP channel).
+    pub(crate) fn push_to(
+        &mut self,
+        qualifier: u8,
+        body: CommandBody,
+        destination: cat::Device,
+    ) -> bool {
         if self.queue.len() >= MAX_QUEUE {
             return false;
         }
@@ -267,7 +277,8 @@ impl Toolkit {
         } else {
             self.number + 1
         };
-        let cmd = ProactiveCommand::new(self.number, qualifier, body);
+        let mut cmd = ProactiveCommand::new(self.number, qualifier, body);
+        cmd.devices.destination = destination;
         match cmd.encode() {
             // 91xx can say up to 256 bytes (xx = 00).
             Ok(bytes) if bytes.len() <= 256 => {
@@ -283,7 +294,13 @@ impl Toolkit {
         ConcatRef::Eight(self.concat_ref)
     }
 
-    fn supports(&self, f: Facility) -> bool {
+    /// How many more proactive commands fit in the queue.
+    #[cfg_attr(not(feature = "scp81"), allow(dead_code))]
+    pub(crate) fn room(&self) -> usize {
+        MAX_QUEUE.saturating_sub(self.queue.len())
+    }
+
+    pub(crate) fn supports(&self, f: Facility) -> bool {
         self.profile
             .as_ref()
             .is_some_and(|p| TerminalProfile(p.clone()).supports(f))
@@ -421,6 +438,8 @@ impl VirtualCard {
     /// Forgets everything the toolkit had (power cycle).
     pub(crate) fn reset_toolkit(&mut self) {
         self.toolkit = Toolkit::default();
+        #[cfg(feature = "scp81")]
+        self.abort_admin_session("card reset");
     }
 
     /// TERMINAL PROFILE (TS 102 221 §11.2.1; TS 102 223 §5.2): the download agent puts up
@@ -549,7 +568,12 @@ impl VirtualCard {
                 tr.result.general.0
             );
         }
-        self.toolkit.fetched = None;
+        #[cfg_attr(not(feature = "scp81"), allow(unused_variables))]
+        let answered = self.toolkit.fetched.take();
+        #[cfg(feature = "scp81")]
+        if let Some((cmd, _)) = answered {
+            self.bip_terminal_response(&cmd, &tr);
+        }
         Response::ok(Vec::new())
     }
 
@@ -565,6 +589,11 @@ impl VirtualCard {
                 item,
                 help_request: false,
             } => self.menu_selection(item),
+            #[cfg(feature = "scp81")]
+            Envelope::EventDownload(ev) => {
+                self.bip_event(ev);
+                Response::ok(Vec::new())
+            }
             _ => Response::ok(Vec::new()),
         }
     }
@@ -745,6 +774,23 @@ impl VirtualCard {
         data: &[u8],
         info: &PacketInfo,
     ) -> (Vec<u8>, bool) {
+        let sds_before: Vec<Aid> = self
+            .state
+            .apps
+            .iter()
+            .filter(|a| a.is_sd())
+            .map(|a| a.aid.clone())
+            .collect();
+        let out = self.run_encoded_script(sd, data);
+        self.give_new_sds_ota_keys(sd, &sds_before, &[kvn, info.kic.key_version]);
+        out
+    }
+
+    /// Decodes a remote APDU script (TS 102 226 §5: expanded `AA`/`AE`, or compact), runs
+    /// it under `sd`'s authority and encodes the response in the same format (expanded:
+    /// `AB`/`AF` with the same length coding). Returns the response and whether the
+    /// script stopped on an error. SCP80 packets and SCP81 sessions both use it.
+    pub(crate) fn run_encoded_script(&mut self, sd: &Aid, data: &[u8]) -> (Vec<u8>, bool) {
         let expanded = matches!(
             data.first(),
             Some(&script::TAG_COMMAND_SCRIPT | &script::TAG_COMMAND_SCRIPT_INDEFINITE)
@@ -789,15 +835,7 @@ impl VirtualCard {
                 return (r.to_bytes(), true);
             }
         };
-        let sds_before: Vec<Aid> = self
-            .state
-            .apps
-            .iter()
-            .filter(|a| a.is_sd())
-            .map(|a| a.aid.clone())
-            .collect();
         let outcome = self.run_remote_script(sd, &commands);
-        self.give_new_sds_ota_keys(sd, &sds_before, &[kvn, info.kic.key_version]);
         let failed = outcome
             .last()
             .is_some_and(|r| !crate::ota::continues_after(r.sw));

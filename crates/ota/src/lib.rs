@@ -7,11 +7,13 @@
 //!   concatenation;
 //! * [`cat`]: 3GPP TS 31.111 / ETSI TS 102 223 card application toolkit: ENVELOPE (SMS-PP
 //!   download, menu selection, event download), the proactive commands the download flow
-//!   needs, TERMINAL RESPONSE.
+//!   needs, TERMINAL RESPONSE;
+//! * [`admin`]: GP Amendment B administration session triggering parameters (SCP81).
 //!
 //! The server side (SMPP, SCP81) and the card side use these codecs; none of them is here.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cat;
 pub mod packet;
 pub mod script;

@@ -236,6 +236,12 @@ impl VirtualCard {
                 return r.map(|()| Response::ok(Vec::new()));
             }
         }
+        // SCP81 administration session triggering parameters (Amendment B).
+        if cmd.p1 & 0x60 == 0 && (cmd.p1 >> 3) & 0x03 != 0x01 {
+            if let Some(r) = self.store_trigger(sd, &cmd.data) {
+                return r.map(|()| Response::ok(Vec::new()));
+            }
+        }
         if cmd.p1 & 0x60 != 0 {
             // Encrypted personalisation data for the SD itself is not supported.
             return Err(StatusWord::WRONG_DATA);

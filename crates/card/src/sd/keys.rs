@@ -73,6 +73,10 @@ impl VirtualCard {
             c.put_key = Some((cmd.p1, cmd.p2, data));
             return Ok(Response::ok(Vec::new()));
         }
+        // A TLS PSK (SCP81, key type 85) is not a key `scp` knows.
+        if let Some(r) = self.put_psk(ch, sd, replace, first_id, &data) {
+            return r;
+        }
         let (new_kvn, blocks) = scp::put_key::parse_key_data(&data).map_err(|e| match e {
             scp::Error::Unsupported(_) => SW_ALGORITHM,
             _ => StatusWord::WRONG_DATA,
