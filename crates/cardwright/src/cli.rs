@@ -62,6 +62,10 @@ pub enum Command {
     /// The outlet security module: verified install packages, install and registration
     /// at the card, install records and their upload (`docs/OUTLET.md`).
     Outlet(crate::outlet_cmd::OutletCmd),
+    /// A phone for tests and labs: holds a UICC (reader or virtual card), polls its
+    /// proactive commands, sends its SMS through the SMSC, delivers SMS to it as ENVELOPEs;
+    /// `handset menu --select ITEM` picks an item of the card's menu.
+    Handset(crate::handset::HandsetArgs),
     /// Delegated Management tokens computed offline (GP 2.3.1 Appendix C.4).
     Token {
         #[command(subcommand)]

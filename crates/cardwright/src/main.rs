@@ -9,6 +9,8 @@ mod card_cmd;
 mod cli;
 mod demo;
 mod dm_cmd;
+mod handset;
+mod handset_phone;
 mod issue_cmd;
 mod keys_cmd;
 mod outlet_cmd;
@@ -102,6 +104,7 @@ fn main() {
         Command::Serve(a) => serve::run(a),
         Command::Agent(a) => agent::run(a),
         Command::Pay { command } => pay::run(command),
+        Command::Handset(a) => handset::run(a),
     };
     if let Err(e) = result {
         eprintln!("cardwright: error: {}", one_line(&e));
