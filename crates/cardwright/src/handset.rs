@@ -108,7 +108,9 @@ fn run_handset(a: HandsetRunArgs) -> Result<()> {
     let source = match (a.reader, a.virtual_card) {
         (Some(r), None) => CardSource::Reader(r),
         (None, Some(p)) => CardSource::Virtual(p),
-        _ => bail!("which card? --reader NAME (PC/SC) or --virtual FILE (a virtual card state file)"),
+        _ => {
+            bail!("which card? --reader NAME (PC/SC) or --virtual FILE (a virtual card state file)")
+        }
     };
     let url = a
         .smpp
@@ -145,8 +147,8 @@ fn bind_control(path: &Path) -> Result<UnixListener> {
         std::fs::remove_file(path)
             .with_context(|| format!("removing the stale control socket {}", path.display()))?;
     }
-    let listener = UnixListener::bind(path)
-        .with_context(|| format!("control socket {}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("control socket {}", path.display()))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("control socket {}", path.display()))?;
@@ -160,10 +162,12 @@ async fn serve(
     control: PathBuf,
     poll: Duration,
 ) -> Result<()> {
-    let (endpoint, mut mt_rx) =
-        smpp::HandsetEndpoint::listen((config.host.as_str(), config.port), config.credentials.clone())
-            .await
-            .with_context(|| format!("SMPP endpoint on {}:{}", config.host, config.port))?;
+    let (endpoint, mut mt_rx) = smpp::HandsetEndpoint::listen(
+        (config.host.as_str(), config.port),
+        config.credentials.clone(),
+    )
+    .await
+    .with_context(|| format!("SMPP endpoint on {}:{}", config.host, config.port))?;
     let listener = bind_control(&control)?;
     let _cleanup = RemoveOnDrop(control.clone());
     tracing::info!(
@@ -385,7 +389,10 @@ fn menu_client(a: MenuArgs) -> Result<()> {
         if m["accepted"] == Value::Bool(true) {
             println!("MO SMS sent to {to} ({} octets)", m["octets"]);
         } else {
-            println!("MO SMS to {to} ({} octets) NOT taken by the SMSC", m["octets"]);
+            println!(
+                "MO SMS to {to} ({} octets) NOT taken by the SMSC",
+                m["octets"]
+            );
         }
     }
     Ok(())

@@ -153,7 +153,7 @@ impl std::fmt::Display for CardFault {
 }
 
 fn sw_of(r: &Response) -> u16 {
-    r.sw.to_u16()
+    r.sw.0
 }
 
 /// The type-of-number of an SMPP address as TS 23.040 codes it (the same values, 0-6).
@@ -171,7 +171,11 @@ fn tp_address(a: &smpp::Address) -> Result<tpdu::Address, String> {
     } else {
         ton
     };
-    Ok(tpdu::Address::new(ton, Npi::from_bits(a.npi & 0x0F), digits))
+    Ok(tpdu::Address::new(
+        ton,
+        Npi::from_bits(a.npi & 0x0F),
+        digits,
+    ))
 }
 
 /// The SMPP address of a TP-DA.
@@ -388,14 +392,22 @@ impl Phone {
     /// FETCH (Le `len`, 0 = 256) and answer commands until none waits.
     fn proactive(&mut self, mut len: u8) {
         for _ in 0..MAX_COMMANDS {
-            let fetch = Command::new(cat::CLA_TOOLKIT, cat::INS_FETCH, 0, 0)
-                .with_le(if len == 0 { 256 } else { u32::from(len) });
+            let fetch = Command::new(cat::CLA_TOOLKIT, cat::INS_FETCH, 0, 0).with_le(if len == 0 {
+                256
+            } else {
+                u32::from(len)
+            });
             let Ok(mut r) = self.exchange(&fetch) else {
                 return;
             };
             if r.sw.sw1() == 0x6C {
-                let again = Command::new(cat::CLA_TOOLKIT, cat::INS_FETCH, 0, 0)
-                    .with_le(if r.sw.sw2() == 0 { 256 } else { u32::from(r.sw.sw2()) });
+                let again = Command::new(cat::CLA_TOOLKIT, cat::INS_FETCH, 0, 0).with_le(
+                    if r.sw.sw2() == 0 {
+                        256
+                    } else {
+                        u32::from(r.sw.sw2())
+                    },
+                );
                 let Ok(r2) = self.exchange(&again) else {
                     return;
                 };
@@ -659,7 +671,8 @@ impl Phone {
                 _ => break,
             };
             let error = matches!(outcome, SmsPpOutcome::DataDownloadError { .. });
-            let gr = Command::new(0x00, 0xC0, 0, 0).with_le(if n == 0 { 256 } else { u32::from(n) });
+            let gr =
+                Command::new(0x00, 0xC0, 0, 0).with_le(if n == 0 { 256 } else { u32::from(n) });
             let r = match self.exchange(&gr) {
                 Ok(r) => r,
                 Err(e) => return (false, format!("{sws} → GET RESPONSE failed: {e}")),
@@ -680,7 +693,7 @@ impl Phone {
         let por = report
             .as_ref()
             .and_then(|r| r.parameters.user_data.as_ref())
-            .map(|u| (u.header.is_some(), u.encode_with_dcs(dcs)));
+            .map(|u| (u.header.is_some(), u.encode(dcs).map(|(_, ud)| ud)));
         let mut summary = sws;
         match outcome {
             SmsPpOutcome::Busy => summary.push_str(" (toolkit busy)"),
@@ -722,17 +735,6 @@ impl Phone {
             summary.push_str(&format!(" → card's SMS to {} ({} octets)", m.to, m.octets));
         }
         (delivered, summary)
-    }
-}
-
-/// TP-UD octets of a user data (header included).
-trait EncodeWithDcs {
-    fn encode_with_dcs(&self, dcs: Dcs) -> Result<Vec<u8>, tpdu::Error>;
-}
-
-impl EncodeWithDcs for UserData {
-    fn encode_with_dcs(&self, dcs: Dcs) -> Result<Vec<u8>, tpdu::Error> {
-        self.encode(dcs).map(|(_, ud)| ud)
     }
 }
 

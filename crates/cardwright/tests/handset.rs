@@ -129,7 +129,12 @@ impl Handset {
     }
 
     fn menu(&self, extra: &[&str]) -> Run {
-        let mut args = vec!["handset", "menu", "--control", self.control.to_str().unwrap()];
+        let mut args = vec![
+            "handset",
+            "menu",
+            "--control",
+            self.control.to_str().unwrap(),
+        ];
         args.extend_from_slice(extra);
         run(&args)
     }
@@ -230,7 +235,7 @@ async fn scenario(handset: &mut Handset, esme: &EsmeHandle, inbound: &mut mpsc::
 
     // An MT secured packet: GET STATUS of the ISD; the PoR comes back as MO, then the receipt.
     let t0 = Instant::now();
-    let script = apdu::parse_hex("80F28002024F0000").unwrap();
+    let script = apdu::parse_hex("80F28002024F00").unwrap();
     let packet = packet::secure_command(&header(1), &keys(), &script).unwrap();
     let parts = tpdu::split_packet(PacketKind::Command, &packet, ConcatRef::Eight(1)).unwrap();
     assert_eq!(parts.len(), 1);
