@@ -199,7 +199,7 @@ async fn serve(
     let endpoint_for_control = endpoint.clone();
     tokio::spawn(async move {
         while let Some(mt) = mt_rx.recv().await {
-            if mt_tx.send(Request::Mt(mt)).is_err() {
+            if mt_tx.send(Request::Mt(Box::new(mt))).is_err() {
                 return;
             }
         }

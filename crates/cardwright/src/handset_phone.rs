@@ -108,7 +108,7 @@ pub struct Selected {
 /// A request to the card thread.
 pub enum Request {
     /// A mobile-terminated SMS from the SMSC.
-    Mt(MtMessage),
+    Mt(Box<MtMessage>),
     /// The user chose a menu item (by name); the answer goes back on `reply`.
     Select {
         /// The item's text, identifier or part of its text.
@@ -277,7 +277,7 @@ impl Phone {
                     .max(Duration::from_millis(10))
             };
             match requests.recv_timeout(wait) {
-                Ok(Request::Mt(mt)) => self.mt(mt),
+                Ok(Request::Mt(mt)) => self.mt(*mt),
                 Ok(Request::Select { item, reply }) => {
                     let outcome = self.select(&item);
                     let _ = reply.send(outcome);
