@@ -65,6 +65,10 @@ pub enum Command {
     /// Over-the-air application download (SCP80 over SMS, SCP81): encode and decode
     /// packets, the catalog, card identities, pushes and status (`docs/OTA.md`).
     Ota(crate::ota_cmd::OtaCmd),
+    /// A phone for tests and labs: holds a UICC (reader or virtual card), polls its
+    /// proactive commands, sends its SMS through the SMSC, delivers SMS to it as ENVELOPEs;
+    /// `handset menu --select ITEM` picks an item of the card's menu.
+    Handset(crate::handset::HandsetArgs),
     /// Delegated Management tokens computed offline (GP 2.3.1 Appendix C.4).
     Token {
         #[command(subcommand)]

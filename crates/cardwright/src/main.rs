@@ -9,6 +9,8 @@ mod card_cmd;
 mod cli;
 mod demo;
 mod dm_cmd;
+mod handset;
+mod handset_phone;
 mod issue_cmd;
 mod keys_cmd;
 mod ota_admin;
@@ -105,6 +107,7 @@ fn main() {
         Command::Agent(a) => agent::run(a),
         Command::Pay { command } => pay::run(command),
         Command::Ota(o) => ota_cmd::run(o),
+        Command::Handset(a) => handset::run(a),
     };
     if let Err(e) = result {
         eprintln!("cardwright: error: {}", one_line(&e));
