@@ -394,6 +394,17 @@ impl VirtualCard {
         if cmd.cla & 0xFC != 0x80 || cla.sm || cla.chaining {
             return None;
         }
+        // STATUS `80 F2 00 0C` (TS 102 221 §11.1.2, P1 `00` = no indication, P2 `0C` = no
+        // data): what a terminal polls with for proactive commands. P1 `00` is no GET
+        // STATUS subset (GP 2.3.1 §11.4.2 uses `80`, `40`, `20`, `10`), so GP's command is
+        // untouched; the answer is `9000`, `91xx` when a command waits.
+        if cmd.ins == 0xF2 && cmd.p1 == 0x00 && self.state.life_cycle != card_lc::TERMINATED {
+            return Some(match cmd.p2 {
+                0x0C if cmd.data.is_empty() => Response::ok(Vec::new()),
+                0x0C => Response::status(StatusWord::WRONG_LENGTH),
+                _ => Response::status(StatusWord::INCORRECT_P1P2),
+            });
+        }
         if !matches!(
             cmd.ins,
             cat::INS_TERMINAL_PROFILE

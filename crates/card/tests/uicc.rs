@@ -1015,3 +1015,21 @@ fn the_counter_is_saved_before_the_script_runs() {
         ResponseStatus::CounterLow
     );
 }
+
+/// STATUS `80 F2 00 0C` (TS 102 221 §11.1.2), a phone's poll: `9000`, or `91xx` while a
+/// proactive command waits; GP GET STATUS (P1 `80`…) is still GP's.
+#[test]
+fn status_polls_for_proactive_commands() {
+    let mut card = VirtualCard::new(ota_config().with_download_agent(agent()));
+    let poll = [0x80, 0xF2, 0x00, 0x0C, 0x00];
+    assert_eq!(send(&mut card, &poll).sw, StatusWord::SUCCESS);
+    let r = send(&mut card, &profile());
+    assert_eq!(r.sw.sw1(), 0x91);
+    assert_eq!(send(&mut card, &poll).sw, r.sw);
+    assert_eq!(
+        send(&mut card, &[0x80, 0xF2, 0x00, 0x01, 0x00]).sw,
+        StatusWord::INCORRECT_P1P2
+    );
+    // GET STATUS of the ISD without a secure channel: GP's answer, as before.
+    assert_eq!(send(&mut card, &h("80F28002024F0000")).sw.sw1(), 0x69);
+}
