@@ -34,7 +34,7 @@ scripts/smsc.sh start
 trap 'scripts/smsc.sh stop || true' EXIT
 
 step "tests"
-cargo test --workspace --features cardwright/pcsc --locked --no-fail-fast "$@"
+cargo test --workspace --features cardwright/pcsc,card/scp81 --locked --no-fail-fast "$@"
 
 step "schemathesis: both HTTP APIs against their OpenAPI documents"
 scripts/schemathesis.sh
