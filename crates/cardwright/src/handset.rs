@@ -190,6 +190,7 @@ async fn serve(
         tokio::runtime::Handle::current(),
         &msisdn,
         poll,
+        tx.clone(),
     );
     let card_thread = std::thread::Builder::new()
         .name("handset-card".into())

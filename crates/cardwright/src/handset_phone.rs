@@ -20,6 +20,8 @@ use ota::tpdu::{self, Dcs, Npi, Pid, SmsDeliver, Ton, UserData};
 use smpp::{EndpointHandle, MtMessage, ShortMessage};
 use transport::CardChannel;
 
+use crate::handset_bip::{Bip, BipEvent};
+
 /// How long the handset waits for the SMSC to take an MO message or a receipt.
 const SMSC_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often a missing card or reader is tried again.
@@ -116,6 +118,8 @@ pub enum Request {
         /// Where the outcome goes.
         reply: tokio::sync::oneshot::Sender<Result<Selected, String>>,
     },
+    /// What a BIP channel's socket brought (bytes, or the peer's close).
+    Bip(BipEvent),
 }
 
 /// The card thread's state.
@@ -132,6 +136,9 @@ pub struct Phone {
     msisdn: smpp::Address,
     poll: Duration,
     sent: Vec<MoSent>,
+    bip: Bip,
+    /// A proactive command still waits (its length) after a long run of them.
+    pending: Option<u8>,
 }
 
 /// Why an exchange with the card failed.
@@ -247,6 +254,7 @@ impl Phone {
         rt: tokio::runtime::Handle,
         msisdn: &str,
         poll: Duration,
+        wake: std::sync::mpsc::Sender<Request>,
     ) -> Self {
         Self {
             source,
@@ -260,6 +268,8 @@ impl Phone {
             msisdn: smpp::Address::international(msisdn),
             poll,
             sent: Vec::new(),
+            bip: Bip::new(wake),
+            pending: None,
         }
     }
 
@@ -269,7 +279,9 @@ impl Phone {
             if self.channel.is_none() && Instant::now() >= self.next_connect {
                 self.connect();
             }
-            let wait = if self.channel.is_some() {
+            let wait = if self.channel.is_some() && self.pending.is_some() {
+                Duration::ZERO
+            } else if self.channel.is_some() {
                 self.poll
             } else {
                 self.next_connect
@@ -282,13 +294,48 @@ impl Phone {
                     let outcome = self.select(&item);
                     let _ = reply.send(outcome);
                 }
+                Ok(Request::Bip(ev)) => self.bip.event(ev),
                 Err(RecvTimeoutError::Timeout) => {
-                    if self.channel.is_some() {
+                    if let Some(len) = self.pending.take() {
+                        self.proactive(len);
+                    } else if self.channel.is_some() {
                         self.poll_card();
                     }
                 }
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.bip.close("closed: the handset stops");
+                    return;
+                }
             }
+            self.bip_envelopes();
+        }
+    }
+
+    /// The ENVELOPEs (event download) the BIP channel owes the card, and the commands
+    /// they bring.
+    fn bip_envelopes(&mut self) {
+        if self.channel.is_none() {
+            return;
+        }
+        for _ in 0..MAX_COMMANDS {
+            let Some(env) = self.bip.next_envelope() else {
+                return;
+            };
+            let data = match env.encode() {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!("BIP: ENVELOPE not encodable: {e}");
+                    return;
+                }
+            };
+            let apdu = Command::new(cat::CLA_TOOLKIT, cat::INS_ENVELOPE, 0, 0).with_data(data);
+            let Ok(r) = self.exchange(&apdu) else {
+                return;
+            };
+            if sw_of(&r) != 0x9000 && cat::proactive_command_pending(sw_of(&r)).is_none() {
+                tracing::warn!("BIP: ENVELOPE (event download) → {:04X}", sw_of(&r));
+            }
+            self.after(&r);
         }
     }
 
@@ -358,6 +405,8 @@ impl Phone {
                 self.last_error = Some(e.clone());
                 self.next_connect = Instant::now() + RECONNECT;
                 self.set_menu(None);
+                self.pending = None;
+                self.bip.close("closed: the card is gone");
                 Err(CardFault::Lost(e))
             }
         }
@@ -466,11 +515,16 @@ impl Phone {
                 }
             }
         }
-        tracing::warn!("the card keeps sending proactive commands; pausing until the next poll");
+        // A BIP session is a long run of commands: carry on after the requests that wait.
+        self.pending = Some(len);
+        tracing::debug!("{MAX_COMMANDS} proactive commands in a row; going on after other requests");
     }
 
     /// Carries out one proactive command; its TERMINAL RESPONSE.
     fn act(&mut self, cmd: &ProactiveCommand) -> TerminalResponse {
+        if Bip::handles(cmd) {
+            return self.bip.command(cmd);
+        }
         let result = match &cmd.body {
             CommandBody::SetUpMenu(m) => {
                 if m.items.is_empty() {

@@ -10,6 +10,7 @@ mod cli;
 mod demo;
 mod dm_cmd;
 mod handset;
+mod handset_bip;
 mod handset_phone;
 mod issue_cmd;
 mod keys_cmd;
