@@ -339,6 +339,9 @@ async fn handset_relays_an_scp81_session_that_installs_a_10k_cap() {
     }
     let log = handset.log();
     assert!(log.contains("BIP: channel 1 open: TCP to 127.0.0.1"), "{log}");
+    for line in log.lines().filter(|l| l.contains("BIP: channel 1 to")) {
+        eprintln!("{line}");
+    }
     assert!(!log.contains("404142434445"), "no keys in the log");
     handset.stop();
     assert!(installed(&state, &applet), "the registry lists the applet");
