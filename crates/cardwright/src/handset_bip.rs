@@ -205,7 +205,9 @@ impl Bip {
             _ => None,
         };
         let (Some(port), Some(ip)) = (tcp.and_then(|t| t.port), ip) else {
-            tracing::warn!("BIP: OPEN CHANNEL: only TCP client (remote) to an IP address is relayed");
+            tracing::warn!(
+                "BIP: OPEN CHANNEL: only TCP client (remote) to an IP address is relayed"
+            );
             tr.result = bip_error(TRANSPORT_NOT_AVAILABLE);
             return;
         };

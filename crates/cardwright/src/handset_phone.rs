@@ -517,7 +517,9 @@ impl Phone {
         }
         // A BIP session is a long run of commands: carry on after the requests that wait.
         self.pending = Some(len);
-        tracing::debug!("{MAX_COMMANDS} proactive commands in a row; going on after other requests");
+        tracing::debug!(
+            "{MAX_COMMANDS} proactive commands in a row; going on after other requests"
+        );
     }
 
     /// Carries out one proactive command; its TERMINAL RESPONSE.

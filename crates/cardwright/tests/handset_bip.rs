@@ -338,7 +338,10 @@ async fn handset_relays_an_scp81_session_that_installs_a_10k_cap() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let log = handset.log();
-    assert!(log.contains("BIP: channel 1 open: TCP to 127.0.0.1"), "{log}");
+    assert!(
+        log.contains("BIP: channel 1 open: TCP to 127.0.0.1"),
+        "{log}"
+    );
     for line in log.lines().filter(|l| l.contains("BIP: channel 1 to")) {
         eprintln!("{line}");
     }
@@ -369,7 +372,11 @@ async fn handset_bip_wrong_psk_fails_the_handshake_and_installs_nothing() {
     assert_eq!(srv.queue.len(), 1, "the scripts are still queued");
     let t1 = Instant::now();
     while !handset.log().contains("BIP: channel 1 to") {
-        assert!(t1.elapsed() < T, "the channel stays open:\n{}", handset.log());
+        assert!(
+            t1.elapsed() < T,
+            "the channel stays open:\n{}",
+            handset.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     handset.stop();
