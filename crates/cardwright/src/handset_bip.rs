@@ -363,3 +363,172 @@ fn read_socket(mut stream: TcpStream, connection: u64, wake: Sender<Request>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ota::cat::{
+        BearerDescription, CloseChannel, Ctlv, DeviceIdentities, ReceiveData, SendData,
+        TransportLevel,
+    };
+
+    fn cmd(qualifier: u8, to: Device, body: CommandBody) -> ProactiveCommand {
+        ProactiveCommand {
+            number: 1,
+            qualifier,
+            devices: DeviceIdentities::new(Device::Uicc, to),
+            body,
+        }
+    }
+
+    fn open(port: u16) -> ProactiveCommand {
+        cmd(
+            0x01,
+            Device::Terminal,
+            CommandBody::OpenChannel(Box::new(OpenChannel {
+                alpha: None,
+                bearer: BearerDescription::default_bearer(),
+                buffer_size: 300,
+                network_access_name: None,
+                local_address: None,
+                login: None,
+                password: None,
+                transport: Some(TransportLevel::tcp_client(port)),
+                destination: Some(OtherAddress::Ipv4([127, 0, 0, 1].into())),
+                other: Vec::new(),
+            })),
+        )
+    }
+
+    fn events(list: &[u8]) -> ProactiveCommand {
+        cmd(
+            0,
+            Device::Terminal,
+            CommandBody::Unknown {
+                type_of_command: cat::command_type::SET_UP_EVENT_LIST,
+                objects: vec![Ctlv::required(cat::tag::EVENT_LIST, list.to_vec())],
+            },
+        )
+    }
+
+    #[test]
+    fn one_channel_relayed_both_ways() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (wake, requests) = std::sync::mpsc::channel();
+        let mut bip = Bip::new(wake);
+        assert!(bip
+            .command(&events(&[0x09, 0x0A]))
+            .result
+            .general
+            .is_success());
+
+        let tr = bip.command(&open(port));
+        assert!(tr.result.general.is_success());
+        assert_eq!(tr.channel_status, Some(ChannelStatus::new(1, true, 0)));
+        assert_eq!(tr.buffer_size, Some(300));
+        let (mut peer, _) = listener.accept().unwrap();
+        // A second channel: BIP error, no channel available.
+        let again = bip.command(&open(port));
+        assert_eq!(again.result, bip_error(NO_CHANNEL_AVAILABLE));
+
+        // SEND DATA: stored (qualifier 00), then sent (01); free space in the Tx buffer.
+        let send = |q: u8, to: u8, data: &[u8]| {
+            cmd(
+                q,
+                Device::Channel(to),
+                CommandBody::SendData(SendData {
+                    alpha: None,
+                    data: data.to_vec(),
+                    other: Vec::new(),
+                }),
+            )
+        };
+        let tr = bip.command(&send(0, 1, b"hel"));
+        assert_eq!(tr.channel_data_length, Some(0xFF), "297 free");
+        assert_eq!(
+            bip.command(&send(0, 2, b"x")).result,
+            bip_error(CHANNEL_ID_NOT_VALID)
+        );
+        let tr = bip.command(&send(1, 1, b"lo"));
+        assert!(tr.result.general.is_success());
+        let mut got = [0u8; 5];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello");
+
+        // The peer answers: data available, RECEIVE DATA, then its close: link dropped.
+        peer.write_all(&[7u8; 300]).unwrap();
+        drop(peer);
+        let mut closed = false;
+        while !closed {
+            let Ok(Request::Bip(ev)) = requests.recv_timeout(Duration::from_secs(5)) else {
+                panic!("no BIP event")
+            };
+            closed = matches!(ev, BipEvent::Closed { .. });
+            bip.event(ev);
+        }
+        let Some(Envelope::EventDownload(Event::DataAvailable { length, .. })) =
+            bip.next_envelope()
+        else {
+            panic!("data available expected")
+        };
+        assert_eq!(length, 0xFF);
+        assert!(bip.next_envelope().is_none(), "announced once");
+        let receive = |n: u8| {
+            cmd(
+                0,
+                Device::Channel(1),
+                CommandBody::ReceiveData(ReceiveData {
+                    alpha: None,
+                    length: n,
+                    other: Vec::new(),
+                }),
+            )
+        };
+        let tr = bip.command(&receive(237));
+        assert_eq!(tr.channel_data.as_ref().map(Vec::len), Some(237));
+        assert_eq!(tr.channel_data_length, Some(63));
+        let tr = bip.command(&receive(237));
+        assert_eq!(tr.channel_data.as_ref().map(Vec::len), Some(63));
+        assert_eq!(tr.result.general, ResultCode::MISSING_INFORMATION);
+        let Some(Envelope::EventDownload(Event::ChannelStatus { status, .. })) =
+            bip.next_envelope()
+        else {
+            panic!("link dropped expected")
+        };
+        assert_eq!(status, ChannelStatus::new(1, false, LINK_DROPPED));
+        let close = cmd(
+            0,
+            Device::Channel(1),
+            CommandBody::CloseChannel(CloseChannel {
+                alpha: None,
+                other: Vec::new(),
+            }),
+        );
+        assert!(bip.command(&close).result.general.is_success());
+        assert_eq!(bip.command(&close).result, bip_error(CHANNEL_CLOSED));
+    }
+
+    #[test]
+    fn events_not_asked_for_are_not_sent() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (wake, _requests) = std::sync::mpsc::channel();
+        let mut bip = Bip::new(wake);
+        assert!(bip.command(&open(port)).result.general.is_success());
+        let connection = bip.connections;
+        bip.event(BipEvent::Data {
+            connection,
+            bytes: vec![1, 2, 3],
+        });
+        bip.event(BipEvent::Closed { connection });
+        assert!(bip.next_envelope().is_none());
+        // Nobody listens: the connection fails, network unable.
+        drop(listener);
+        bip.close("test");
+        assert_eq!(
+            bip.command(&open(port)).result.general,
+            ResultCode::NETWORK_UNABLE
+        );
+    }
+}
