@@ -101,6 +101,12 @@ start() {
     configured || configure
     return
   fi
+  # A Jasmin started elsewhere (another checkout's state directory) that answers with our
+  # configuration is used as it is; stop leaves it alone.
+  if port_open "$smpp_port" && port_open "$jcli_port" && configured; then
+    echo "smsc: using the Jasmin already running on $smpp_port (not started here)" >&2
+    return
+  fi
   port_open "$smpp_port" && die "port $smpp_port is taken by something this script did not start"
   port_open 5672 || die "RabbitMQ is not listening on 127.0.0.1:5672"
   port_open 6379 || die "Redis is not listening on 127.0.0.1:6379"
