@@ -8,7 +8,7 @@
 #   start      install Jasmin into a venv (once), start jasmind against the local RabbitMQ
 #              (127.0.0.1:5672, guest/guest) and Redis (127.0.0.1:6379), wait for its SMPP
 #              server (2775) and jCli (8990), then configure it through jCli. Idempotent.
-#   stop       stop the jasmind this script started.
+#   stop       stop the jasmind this script started (or one of the same venv started elsewhere).
 #   restart    stop, then start.
 #   status     exit 0 when Jasmin's SMPP server and jCli answer.
 #   configure  add the jCli configuration to a running Jasmin that lacks it (to change it,
@@ -101,6 +101,12 @@ start() {
     configured || configure
     return
   fi
+  # A Jasmin started from another checkout (its own state directory) that answers with our
+  # configuration is used as it is (stop stops it too).
+  if port_open "$smpp_port" && port_open "$jcli_port" && configured; then
+    echo "smsc: using the Jasmin already running on $smpp_port (not started here)" >&2
+    return
+  fi
   port_open "$smpp_port" && die "port $smpp_port is taken by something this script did not start"
   port_open 5672 || die "RabbitMQ is not listening on 127.0.0.1:5672"
   port_open 6379 || die "Redis is not listening on 127.0.0.1:6379"
@@ -132,6 +138,10 @@ stop() {
     kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
   fi
   rm -f "$pidfile"
+  # A jasmind of this venv started from another checkout (see start) is stopped too.
+  if port_open "$smpp_port"; then
+    pkill -f "$venv/bin/jasmind.py" 2>/dev/null || true
+  fi
   for _ in $(seq 1 50); do port_open "$smpp_port" || return 0; sleep 0.1; done
   die "port $smpp_port is still open after stopping jasmind"
 }
