@@ -382,7 +382,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
             .clone()
             .ok_or_else(|| anyhow::anyhow!("--ota needs --db sqlite:PATH or postgres://…"))?;
         let keys: Arc<dyn kms::KeyStore> = Arc::from(
-            kms::open(&a.keystore).with_context(|| format!("--keystore {}", redact(&a.keystore)))?,
+            kms::open(&a.keystore)
+                .with_context(|| format!("--keystore {}", redact(&a.keystore)))?,
         );
         let config = tsm::ota::engine::EngineConfig {
             por_timeout: Duration::from_secs(a.ota_por_timeout.max(1)),
@@ -399,11 +400,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     };
     server::block_on(async move {
         if let Some((engine, smpp)) = ota {
-            println!(
-                "OTA over SMS: {} as {}",
-                smpp.redacted_url(),
-                a.ota_address
-            );
+            println!("OTA over SMS: {} as {}", smpp.redacted_url(), a.ota_address);
             start_ota(engine, smpp, &a.ota_address);
         }
         let listener = tokio::net::TcpListener::bind(&a.listen)

@@ -105,7 +105,9 @@ impl OtaService {
     }
 
     fn lock_engine(&self) -> Result<std::sync::MutexGuard<'_, ()>, String> {
-        self.busy.lock().map_err(|_| "OTA service poisoned".to_string())
+        self.busy
+            .lock()
+            .map_err(|_| "OTA service poisoned".to_string())
     }
 
     /// Sends the SMS of each outbound message; a command packet of a session arms its
