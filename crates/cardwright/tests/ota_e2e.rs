@@ -309,7 +309,12 @@ fn ota_download_through_jasmin() {
     let wall = t0.elapsed();
     assert_eq!(s.state, SessionState::Done, "{}", s.detail);
     let mt = mt_sms(d);
-    eprintln!("10 KB CAP over Jasmin: {mt} MT packets logged (resends included), {:.1} s wall time; session: {}", wall.as_secs_f64(), s.detail);
+    let sms = serve.log().matches("OTA SMS submitted").count();
+    eprintln!(
+        "10 KB CAP over Jasmin: {mt} MT packets in {sms} SMS (create-SD included), {:.1} s wall time; session: {}",
+        wall.as_secs_f64(),
+        s.detail
+    );
 
     // Again: the SD is there, nothing is sent.
     let r = menu(&control, &["--select", "Wallet"]);
