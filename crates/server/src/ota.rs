@@ -356,3 +356,17 @@ impl SmsGateway for SmppGateway {
         self.inbox.lock().ok()?.pop_front()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::platform_address;
+
+    #[test]
+    fn platform_addresses_are_international_with_plus_else_short_codes() {
+        assert_eq!(
+            platform_address("+4900"),
+            smpp::Address::international("4900")
+        );
+        assert_eq!(platform_address("4900"), smpp::Address::new(0, 1, "4900"));
+    }
+}
