@@ -169,6 +169,25 @@ pub struct ServeArgs {
     /// `des:HEX|FILE` for 3DES (MAC algorithm 3). Without it, receipts are refused.
     #[arg(long)]
     pub receipt_key: Option<String>,
+    /// Also run the over-the-air download service (issue 12, `docs/OTA.md`): an SMPP ESME
+    /// bound to --smpp takes the cards' download requests and PoRs (MO) and sends the
+    /// secured packets (MT); unfinished sessions are resumed at start and sessions opened
+    /// by `ota push` are sent. Needs --db sqlite:/postgres: and --keystore (the cards' base
+    /// keys, from which their SCP80 keys are derived).
+    #[arg(long, requires = "smpp")]
+    pub ota: bool,
+    /// --ota: the SMSC, `smpp://SYSTEM_ID:PASSWORD@HOST:PORT[?window=N]`. Prefer the
+    /// environment (CARDWRIGHT_SMPP): a password given here shows in `ps`.
+    #[arg(long, env = "CARDWRIGHT_SMPP", hide_env_values = true)]
+    pub smpp: Option<String>,
+    /// --ota: the platform's own address, the source address of its OTA SMS and where the
+    /// cards' download agents send their requests (`+` = international number, otherwise
+    /// a short code).
+    #[arg(long, default_value = "4900")]
+    pub ota_address: String,
+    /// --ota: seconds to wait for a PoR before the packet is sent again.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub ota_por_timeout: u64,
 }
 
 /// Which platform of issue #10 `serve` runs.
@@ -358,7 +377,32 @@ pub fn run(a: ServeArgs) -> Result<()> {
         }
         _ => None,
     };
+    let ota = if a.ota {
+        let store = tsm_store
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("--ota needs --db sqlite:PATH or postgres://…"))?;
+        let keys: Arc<dyn kms::KeyStore> = Arc::from(
+            kms::open(&a.keystore)
+                .with_context(|| format!("--keystore {}", redact(&a.keystore)))?,
+        );
+        let config = tsm::ota::engine::EngineConfig {
+            por_timeout: Duration::from_secs(a.ota_por_timeout.max(1)),
+            ..Default::default()
+        };
+        let url = a.smpp.clone().unwrap_or_default();
+        let smpp = smpp::EsmeConfig::from_url(&url).context("--smpp")?;
+        Some((
+            tsm::ota::engine::Engine::new((*store).clone(), keys, config),
+            smpp,
+        ))
+    } else {
+        None
+    };
     server::block_on(async move {
+        if let Some((engine, smpp)) = ota {
+            println!("OTA over SMS: {} as {}", smpp.redacted_url(), a.ota_address);
+            start_ota(engine, smpp, &a.ota_address);
+        }
         let listener = tokio::net::TcpListener::bind(&a.listen)
             .await
             .with_context(|| format!("--listen {}", a.listen))?;
@@ -404,6 +448,97 @@ pub fn run(a: ServeArgs) -> Result<()> {
         Ok(())
     })
     .context("starting the async runtime")?
+}
+
+/// Starts the OTA service on the current runtime: the ESME (it reconnects by itself; its
+/// state changes are logged), the MO loop, resumption, and a one-second tick for PoR
+/// time-outs and pending sessions.
+fn start_ota(engine: tsm::ota::engine::Engine, config: smpp::EsmeConfig, address: &str) {
+    use server::ota::{OtaService, SmppGateway};
+    use tsm::ota::engine::MoOutcome;
+    let smsc = config.redacted_url();
+    let (esme, mut inbound) = smpp::Esme::connect(config);
+    let gateway = Arc::new(SmppGateway::new(
+        esme.clone(),
+        address,
+        tokio::runtime::Handle::current(),
+    ));
+    let service = Arc::new(OtaService::new(engine, gateway.clone()));
+    let mut status = esme.watch_status();
+    tokio::spawn(async move {
+        loop {
+            let now = status.borrow_and_update().clone();
+            match now {
+                smpp::Status::Bound => tracing::info!(smsc = %smsc, "SMSC: bound"),
+                smpp::Status::Connecting => {}
+                smpp::Status::Reconnecting {
+                    attempt,
+                    delay,
+                    reason,
+                } => tracing::warn!(
+                    smsc = %smsc,
+                    attempt,
+                    "SMSC unreachable or link lost ({reason}); reconnecting in {delay:?}"
+                ),
+                smpp::Status::Refused { status } => {
+                    tracing::error!(smsc = %smsc, "SMSC refused the bind (status {status:#x}): check --smpp's system id and password; OTA SMS cannot go out");
+                    break;
+                }
+                smpp::Status::Closed => break,
+            }
+            if status.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+    let s = service.clone();
+    tokio::task::spawn_blocking(move || match s.resume() {
+        Ok(()) => tracing::info!("OTA: open sessions resumed"),
+        Err(e) => tracing::warn!("OTA: resuming the open sessions: {e}"),
+    });
+    let s = service.clone();
+    tokio::spawn(async move {
+        // Kept alive as long as the MO loop runs.
+        let _esme = esme;
+        while let Some(message) = inbound.recv().await {
+            let Some(sms) = gateway.take_inbound(message) else {
+                continue;
+            };
+            let from = sms.msisdn.clone();
+            let s = s.clone();
+            match tokio::task::spawn_blocking(move || s.on_sms(&sms)).await {
+                Ok(Ok(Some(MoOutcome::Handled(out)))) => {
+                    tracing::info!(from = %from, answers = out.len(), "OTA: MO packet handled")
+                }
+                Ok(Ok(Some(MoOutcome::Ignored(why)))) => {
+                    tracing::warn!(from = %from, "OTA: MO packet ignored: {why}")
+                }
+                Ok(Ok(None)) => tracing::debug!(from = %from, "OTA: MO part (or not OTA)"),
+                Ok(Err(e)) => tracing::warn!(from = %from, "OTA: MO: {e}"),
+                Err(e) => tracing::error!("OTA: MO task: {e}"),
+            }
+        }
+        tracing::warn!("OTA: the ESME stopped");
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let s = service.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                if let Err(e) = s.run_due_timeouts() {
+                    tracing::warn!("OTA: PoR time-outs: {e}");
+                }
+                if let Err(e) = s.start_pending() {
+                    tracing::warn!("OTA: pending sessions: {e}");
+                }
+            })
+            .await;
+            if let Err(e) = r {
+                tracing::error!("OTA: tick: {e}");
+            }
+        }
+    });
 }
 
 /// The issuer over the platform database and the key store of the cards' base keys.

@@ -2,14 +2,17 @@
 //! receives OTA SMS through, and [`OtaService`], which feeds MO SMS (reassembled) to
 //! `tsm::ota::engine::Engine`, sends what it answers and re-sends on PoR time-outs.
 //!
-//! The gateway over `smpp::Esme`, the HTTP routes (`/api/v1/ota/…`) and the SCP81
-//! listener come next; [`MemoryGateway`] stands in for tests.
+//! [`SmppGateway`] is the production gateway over `smpp::Esme` (`serve --ota --smpp …`);
+//! [`MemoryGateway`] stands in for tests. The HTTP routes (`/api/v1/ota/…`) and the SCP81
+//! listener come next.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ota::tpdu::{self, Address, Dcs, Progress, Reassembler, UserData};
 use tsm::ota::engine::{Engine, MoOutcome, Outbound};
+use tsm::ota::SessionState;
 
 /// One SMS to or from a card: the TP-UD with its header, and the TP-PID / TP-DCS /
 /// `esm_class` an SMSC needs to carry it unchanged.
@@ -72,6 +75,10 @@ pub struct OtaService {
     engine: Engine,
     gateway: Arc<dyn SmsGateway>,
     reassembler: Mutex<Reassembler>,
+    /// PoR time-outs armed by [`OtaService::send`]: (session, counter, due).
+    armed: Mutex<Vec<(i64, u64, Instant)>>,
+    /// One engine call at a time (MO, time-outs, pending sessions).
+    busy: Mutex<()>,
 }
 
 impl std::fmt::Debug for OtaService {
@@ -87,11 +94,37 @@ impl OtaService {
             engine,
             gateway,
             reassembler: Mutex::new(Reassembler::new()),
+            armed: Mutex::new(Vec::new()),
+            busy: Mutex::new(()),
         }
     }
 
-    /// Sends the SMS of each outbound message.
+    /// The engine it runs.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn lock_engine(&self) -> Result<std::sync::MutexGuard<'_, ()>, String> {
+        self.busy
+            .lock()
+            .map_err(|_| "OTA service poisoned".to_string())
+    }
+
+    /// Sends the SMS of each outbound message; a command packet of a session arms its
+    /// PoR time-out ([`OtaService::run_due_timeouts`]), even when the gateway failed (the
+    /// time-out then resends it).
     pub fn send(&self, out: &[Outbound]) -> Result<(), String> {
+        let due = Instant::now() + self.engine.config().por_timeout;
+        if let Ok(mut armed) = self.armed.lock() {
+            for o in out {
+                if let (Some(session), Some(counter)) = (o.session, o.counter) {
+                    if o.kind == "script" || o.kind == "create-sd" {
+                        armed.retain(|(s, _, _)| *s != session);
+                        armed.push((session, counter, due));
+                    }
+                }
+            }
+        }
         for o in out {
             for ud in &o.user_data {
                 self.gateway.submit(&Sms {
@@ -127,6 +160,7 @@ impl OtaService {
         let Progress::Complete { kind, packet } = progress else {
             return Ok(None);
         };
+        let _busy = self.lock_engine()?;
         let outcome = self
             .engine
             .on_mo(&sms.msisdn, kind, &packet)
@@ -149,16 +183,190 @@ impl OtaService {
     /// Picks up unfinished and pending sessions (after a start, or `ota push` over the
     /// database) and sends what they need.
     pub fn resume(&self) -> Result<(), String> {
+        let _busy = self.lock_engine()?;
         let out = self.engine.resume().map_err(|e| e.to_string())?;
         self.send(&out)
     }
 
     /// A PoR time-out for `session` armed at `counter`: resend or abandon.
     pub fn on_timeout(&self, session: i64, counter: u64) -> Result<(), String> {
+        let _busy = self.lock_engine()?;
         let out = self
             .engine
             .on_timeout(session, counter)
             .map_err(|e| e.to_string())?;
         self.send(&out)
+    }
+
+    /// Runs the PoR time-outs that fell due ([`OtaService::on_timeout`] for each);
+    /// returns how many ran.
+    pub fn run_due_timeouts(&self) -> Result<usize, String> {
+        let now = Instant::now();
+        let due: Vec<(i64, u64)> = {
+            let mut armed = self
+                .armed
+                .lock()
+                .map_err(|_| "time-outs poisoned".to_string())?;
+            let due = armed
+                .iter()
+                .filter(|(_, _, at)| *at <= now)
+                .map(|(s, c, _)| (*s, *c))
+                .collect();
+            armed.retain(|(_, _, at)| *at > now);
+            due
+        };
+        for (session, counter) in &due {
+            tracing::info!(session, counter, "OTA: no PoR in time");
+            self.on_timeout(*session, *counter)?;
+        }
+        Ok(due.len())
+    }
+
+    /// Starts the sessions waiting in the database as `pending` (opened by `ota push`
+    /// while the server runs); returns how many were started.
+    pub fn start_pending(&self) -> Result<usize, String> {
+        let _busy = self.lock_engine()?;
+        let pending: Vec<i64> = self
+            .engine
+            .store()
+            .ota_open_sessions()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|s| s.state == SessionState::Pending)
+            .map(|s| s.id)
+            .collect();
+        let mut out = Vec::new();
+        for id in &pending {
+            match self.engine.start(*id) {
+                Ok(o) => out.extend(o),
+                Err(e) => tracing::warn!(session = id, "OTA: cannot start the session: {e}"),
+            }
+        }
+        self.send(&out)?;
+        Ok(pending.len())
+    }
+}
+
+/// The production [`SmsGateway`]: an SMPP 3.4 ESME bound to an SMSC (`smpp::Esme`, which
+/// reconnects by itself with back-off). MT SMS go out as submit_sm from the platform's
+/// address with esm_class `40`, PID `7F`, DCS `F6` and a delivery receipt requested; MO
+/// SMS are queued by [`SmppGateway::take_inbound`] from the ESME's inbound channel
+/// (receipts are logged, not queued).
+///
+/// [`SmsGateway::submit`] blocks on the ESME: call it outside the async runtime's worker
+/// threads (`tokio::task::spawn_blocking`), as [`OtaService`] calls are.
+#[derive(Debug)]
+pub struct SmppGateway {
+    esme: smpp::EsmeHandle,
+    source: smpp::Address,
+    runtime: tokio::runtime::Handle,
+    submit_timeout: Duration,
+    inbox: Mutex<VecDeque<Sms>>,
+}
+
+/// An SMPP address for a platform address: a leading `+` makes it international (TON 1,
+/// NPI 1), otherwise it is a short code (TON 0, NPI 1) — as the card's download agent
+/// codes the same address (`docs/OTA.md`).
+pub fn platform_address(address: &str) -> smpp::Address {
+    match address.strip_prefix('+') {
+        Some(digits) => smpp::Address::international(digits),
+        None => smpp::Address::new(0, 1, address),
+    }
+}
+
+impl SmppGateway {
+    /// A gateway over a running ESME; `platform_address` is the source address of MT SMS
+    /// (where the cards' agents send their requests), `runtime` the ESME's runtime.
+    pub fn new(
+        esme: smpp::EsmeHandle,
+        platform_address: &str,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        Self {
+            esme,
+            source: self::platform_address(platform_address),
+            runtime,
+            submit_timeout: Duration::from_secs(30),
+            inbox: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// The ESME's handle.
+    pub fn esme(&self) -> &smpp::EsmeHandle {
+        &self.esme
+    }
+
+    /// Takes one inbound message from the ESME: an MO SMS is returned (and is not queued
+    /// for [`SmsGateway::receive`]); a delivery receipt is logged and gives `None`.
+    pub fn take_inbound(&self, inbound: smpp::Inbound) -> Option<Sms> {
+        match inbound {
+            smpp::Inbound::Mo(m) => Some(Sms {
+                msisdn: m.source.address.trim_start_matches('+').to_string(),
+                user_data: m.user_data().to_vec(),
+                pid: m.protocol_id,
+                dcs: m.data_coding,
+                esm_class: m.esm_class,
+            }),
+            smpp::Inbound::Receipt(r) => {
+                tracing::info!(
+                    id = r.message_id().unwrap_or("?"),
+                    stat = r.stat().unwrap_or("?"),
+                    "SMSC delivery receipt"
+                );
+                None
+            }
+        }
+    }
+
+    /// Queues an MO SMS for [`SmsGateway::receive`].
+    pub fn queue(&self, sms: Sms) {
+        if let Ok(mut q) = self.inbox.lock() {
+            q.push_back(sms);
+        }
+    }
+}
+
+impl SmsGateway for SmppGateway {
+    fn submit(&self, sms: &Sms) -> Result<(), String> {
+        let mut m = smpp::ShortMessage::sim_data_download(
+            self.source.clone(),
+            smpp::Address::international(sms.msisdn.trim_start_matches('+')),
+            sms.user_data.clone(),
+        )
+        .with_receipt();
+        m.esm_class = sms.esm_class;
+        m.protocol_id = sms.pid;
+        m.data_coding = sms.dcs;
+        let limit = self.submit_timeout;
+        let esme = self.esme.clone();
+        let r = self
+            .runtime
+            .block_on(async move { tokio::time::timeout(limit, esme.submit(m)).await });
+        match r {
+            Ok(Ok(id)) => {
+                tracing::info!(msisdn = %sms.msisdn, id = %id, bytes = sms.user_data.len(), "OTA SMS submitted");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(format!("SMSC: {e}")),
+            Err(_) => Err(format!("SMSC: no submit_sm_resp in {limit:?}")),
+        }
+    }
+
+    fn receive(&self) -> Option<Sms> {
+        self.inbox.lock().ok()?.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::platform_address;
+
+    #[test]
+    fn platform_addresses_are_international_with_plus_else_short_codes() {
+        assert_eq!(
+            platform_address("+4900"),
+            smpp::Address::international("4900")
+        );
+        assert_eq!(platform_address("4900"), smpp::Address::new(0, 1, "4900"));
     }
 }

@@ -1,0 +1,359 @@
+//! Over-the-air download end to end (issue 12) through a real SMSC: `cardwright serve
+//! --ota --smpp …` (the platform's ESME bound to Jasmin), `cardwright handset` with a
+//! virtual card state file (its SMSC-facing endpoint bound by Jasmin), the user picking
+//! "Wallet" in the card's menu → MO download request → create-SD → the 10 KB
+//! application loaded and installed over SMS → listed by an independent GP channel; then
+//! the same request again: no second SD, a session done without sending.
+//!
+//! `CARDWRIGHT_SMSC_TESTS=1` makes it a must (Jasmin on 127.0.0.1:2775, its connector to
+//! 127.0.0.1:2776: `scripts/smsc.sh start`); otherwise it is skipped with a message.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use card::{CardConfig, DownloadAgent, MenuEntry, VirtualCard};
+use common::*;
+use gp::aid::Aid;
+use kms::{KeyStore, MasterKey, SoftwareKeyStore};
+use tsm::model::{InitialKeys, Role};
+use tsm::ota::engine::{Engine, EngineConfig};
+use tsm::ota::{CatalogEntry, SessionState};
+use tsm::{CategorySpec, Store};
+
+const MASTER: &str = "00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF";
+const CARD: &str = "8900000000000000001";
+const ICCID: &str = "8949000000000000001";
+const MSISDN: &str = "491701234567";
+const PLATFORM: &str = "+4900";
+const JASMIN_HANDSET: &str = "127.0.0.1:2776";
+
+fn aid(hex: &str) -> Aid {
+    Aid::new(&apdu::parse_hex(hex).unwrap()).unwrap()
+}
+
+fn jasmin_up() -> bool {
+    ["127.0.0.1:2775", "127.0.0.1:8990"].iter().all(|a| {
+        std::net::TcpStream::connect_timeout(&a.parse().unwrap(), Duration::from_millis(500))
+            .is_ok()
+    })
+}
+
+/// Waits (up to 5 minutes) until no one else listens on the handset port: the tests
+/// through Jasmin take turns.
+fn wait_for_port(addr: &str) {
+    let t0 = Instant::now();
+    while std::net::TcpListener::bind(addr).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "{addr} stays taken by another test"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A child process killed on drop (its log printed when the test failed).
+struct Proc {
+    child: Child,
+    log: PathBuf,
+    what: &'static str,
+}
+
+impl Proc {
+    fn start(what: &'static str, dir: &Path, args: &[&str]) -> Proc {
+        let log = dir.join(format!("{what}.log"));
+        let child = Command::new(bin())
+            .args(args)
+            .env("CARDWRIGHT_LOG", "info")
+            .env("CARDWRIGHT_MASTER_KEY", MASTER)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn cardwright");
+        Proc { child, log, what }
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    fn alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited ({status}):\n{}", self.what, self.log());
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- {} log ---\n{}", self.what, self.log());
+        }
+    }
+}
+
+/// The platform: database, key store, a written card enrolled for OTA, the package and
+/// its catalog entry. Returns the catalog entry and the card's SCP80 keys.
+fn platform(dir: &Path) -> (CatalogEntry, tsm::ota::scp80::Scp80KeySet) {
+    let url = format!("sqlite:{}", dir.join("tsm.db").display());
+    let store = Store::open(&url).unwrap();
+    let keys =
+        SoftwareKeyStore::create(dir.join("keys.json"), MasterKey::from_hex(MASTER).unwrap())
+            .unwrap();
+    let info = keys
+        .generate_base_key("acme/gold", scp::KeyKind::Aes, 16, None)
+        .unwrap();
+    store
+        .create_tenant("admin", "acme", "ACME Mobile", Role::CardIssuer)
+        .unwrap();
+    store
+        .create_category(
+            "admin",
+            &CategorySpec {
+                id: "acme/gold".into(),
+                tenant: "acme".into(),
+                description: "gold".into(),
+                initial_keys: InitialKeys::GpTestKey,
+                initial_kvn: 0x30,
+                perso: Vec::new(),
+            },
+        )
+        .unwrap();
+    store
+        .register_key_version(
+            "admin",
+            "acme/gold",
+            info.version,
+            "acme/gold",
+            info.kind,
+            info.kcv,
+            true,
+        )
+        .unwrap();
+    store.register_card("acme/op", CARD, "acme/gold").unwrap();
+    // The card was written with version 1 (issuance is tested elsewhere).
+    let db = rusqlite::Connection::open(dir.join("tsm.db")).unwrap();
+    db.execute(
+        "UPDATE cards SET state = 'written', key_version = ?1 WHERE card_number = ?2",
+        rusqlite::params![info.version, CARD],
+    )
+    .unwrap();
+    drop(db);
+    let cap = gp::cap::testing::synthetic_cap(10 * 1024);
+    let pkg = store
+        .add_package("acme/op", "acme", "wallet", &cap)
+        .unwrap();
+    let entry = store
+        .add_ota_catalog_entry(
+            "acme/op",
+            &CatalogEntry {
+                tenant: "acme".into(),
+                app: "wallet".into(),
+                title: "Wallet".into(),
+                package: pkg.aid,
+                module: aid("A0000005550101"),
+                instance: aid("A000000555010101"),
+                sd: aid("A00000055501FF01"),
+                privileges: vec![0x00],
+                params: Vec::new(),
+                created_ms: 0,
+            },
+        )
+        .unwrap();
+    store
+        .enrol_ota_card("acme/op", CARD, ICCID, &format!("+{MSISDN}"), 1)
+        .unwrap();
+    // The card's SCP80 keys, derived exactly as the engine does.
+    let engine = Engine::new(
+        store.clone(),
+        std::sync::Arc::new(keys),
+        EngineConfig::default(),
+    );
+    let c = store.ota_card(CARD).unwrap().unwrap();
+    (entry, engine.card_keys(&c).unwrap())
+}
+
+fn sessions(dir: &Path) -> Vec<tsm::ota::Session> {
+    let url = format!("sqlite:{}", dir.join("tsm.db").display());
+    Store::open(&url).unwrap().ota_sessions(CARD, 10).unwrap()
+}
+
+fn mt_sms(dir: &Path) -> usize {
+    let db = rusqlite::Connection::open(dir.join("tsm.db")).unwrap();
+    db.query_row(
+        "SELECT COUNT(*) FROM ota_messages WHERE direction = 'mt'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .unwrap_or(-1) as usize
+}
+
+/// Waits until the newest of at least `n` sessions is finished; returns it.
+fn wait_session(dir: &Path, n: usize, procs: &mut [&mut Proc]) -> tsm::ota::Session {
+    let t0 = Instant::now();
+    loop {
+        for p in procs.iter_mut() {
+            p.alive();
+        }
+        let s = sessions(dir);
+        if s.len() >= n && !matches!(s[0].state, SessionState::Pending | SessionState::Running) {
+            return s[0].clone();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no finished session {n} in 120 s: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn menu(control: &Path, extra: &[&str]) -> Run {
+    let mut args = vec!["handset", "menu", "--control", control.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+#[test]
+fn ota_download_through_jasmin() {
+    let must = std::env::var("CARDWRIGHT_SMSC_TESTS").is_ok_and(|v| v == "1");
+    if !jasmin_up() {
+        assert!(
+            !must,
+            "CARDWRIGHT_SMSC_TESTS=1 but Jasmin is not up on 127.0.0.1:2775/8990 (scripts/smsc.sh start)"
+        );
+        eprintln!("skipped: Jasmin is not running (scripts/smsc.sh start; CARDWRIGHT_SMSC_TESTS=1 makes this a failure)");
+        return;
+    }
+    let dir = tempdir();
+    let d = dir.path();
+    let (entry, k) = platform(d);
+    let key = |k: &Option<ota::packet::Key>| scp::Key::aes(k.as_ref().unwrap().expose()).unwrap();
+    let config = CardConfig::default()
+        .with_scp80_keys(k.kvn, key(&k.keys.kic), key(&k.keys.kid))
+        .with_download_agent(DownloadAgent::new(
+            PLATFORM,
+            k.kvn,
+            "Get apps",
+            vec![MenuEntry::new("wallet", "Wallet")],
+        ));
+    let state = d.join("card.json");
+    drop(VirtualCard::open(&state, config.clone()).unwrap());
+
+    let db = format!("sqlite:{}", d.join("tsm.db").display());
+    let keystore = format!("file:{}", d.join("keys.json").display());
+    let mut serve = Proc::start(
+        "serve",
+        d,
+        &[
+            "serve",
+            "--ota",
+            "--smpp",
+            "smpp://cwesme:cwpass@127.0.0.1:2775",
+            "--ota-address",
+            PLATFORM,
+            "--db",
+            &db,
+            "--keystore",
+            &keystore,
+            "--listen",
+            "127.0.0.1:0",
+            "--ota-por-timeout",
+            "20",
+        ],
+    );
+    wait_for_port(JASMIN_HANDSET);
+    let control = d.join("handset.sock");
+    let mut handset = Proc::start(
+        "handset",
+        d,
+        &[
+            "handset",
+            "--virtual",
+            state.to_str().unwrap(),
+            "--smpp",
+            "smpp://jasmin:jaspass@127.0.0.1:2776",
+            "--msisdn",
+            MSISDN,
+            "--control",
+            control.to_str().unwrap(),
+            "--poll-ms",
+            "100",
+        ],
+    );
+    // The menu is up and Jasmin bound to the handset; the platform bound to Jasmin.
+    let t0 = Instant::now();
+    loop {
+        handset.alive();
+        serve.alive();
+        let r = menu(&control, &[]);
+        if r.ok
+            && r.stdout.contains("Wallet")
+            && !r.stdout.contains("bound: 0")
+            && serve.log().contains("SMSC: bound")
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "not ready in 60 s: {r:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    let t0 = Instant::now();
+    let r = menu(&control, &["--select", "Wallet"]);
+    assert!(r.ok, "{r:?}");
+    let s = wait_session(d, 1, &mut [&mut serve, &mut handset]);
+    let wall = t0.elapsed();
+    assert_eq!(s.state, SessionState::Done, "{}", s.detail);
+    let mt = mt_sms(d);
+    let sms = serve.log().matches("OTA SMS submitted").count();
+    eprintln!(
+        "10 KB CAP over Jasmin: {mt} MT packets in {sms} SMS (create-SD included), {:.1} s wall time; session: {}",
+        wall.as_secs_f64(),
+        s.detail
+    );
+
+    // Again: the SD is there, nothing is sent.
+    let r = menu(&control, &["--select", "Wallet"]);
+    assert!(r.ok, "{r:?}");
+    let s2 = wait_session(d, 2, &mut [&mut serve, &mut handset]);
+    assert_eq!(s2.state, SessionState::Done, "{}", s2.detail);
+    assert_eq!(mt_sms(d), mt, "nothing sent the second time");
+    drop(handset);
+
+    // An independent GP channel (SCP03, the card's own keys) sees what arrived.
+    let card = VirtualCard::open(&state, config).unwrap();
+    let mut client = gpclient::GpClient::new(transport::Traced::new(
+        card::VirtualChannel::new(card),
+        None,
+    ));
+    client
+        .open_secure_channel(&gpclient::OpenOptions {
+            keys: gpclient::KeySpec::same(
+                &gpclient::DEFAULT_TEST_KEY,
+                scp::Diversification::None,
+                0,
+            ),
+            level: scp::SecurityLevel::MAC,
+            scp: None,
+            sd: None,
+        })
+        .unwrap();
+    let reg = gpclient::ops::registry(&mut client).unwrap();
+    let sd = reg.find(&entry.sd).expect("the SD");
+    assert!(sd
+        .privileges
+        .is_some_and(|p| p.contains(gp::privileges::Privilege::SecurityDomain)));
+    let app = reg.find(&entry.instance).expect("the instance");
+    assert_eq!(app.associated_sd, Some(entry.sd), "extradited to its SD");
+    assert!(reg.find(&entry.package).is_some(), "the load file");
+    let sds = reg
+        .applications
+        .iter()
+        .filter(|e| e.aid == entry.sd)
+        .count();
+    assert_eq!(sds, 1, "one SD");
+}
