@@ -140,7 +140,7 @@ fn raw_object(s: &cryptoki::session::Session, label: &str, value: &[u8]) {
 fn pkcs11_interrupted_replacement() {
     let hsm = hsm_or_skip!();
     let store = hsm.store(RAW_TOKEN, false);
-    let s = raw_session(hsm);
+    let s = raw_session(&hsm);
     // Stopped after the old object went, before the relabelling: `get` finishes it.
     raw_object(&s, "cw-do-new:do-int/a", b"new");
     assert_eq!(store.get("do-int/a").unwrap(), Some(b"new".to_vec()));

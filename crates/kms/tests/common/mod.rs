@@ -2,8 +2,9 @@
 #![allow(dead_code)]
 
 use kms::{Component, Key, KeyKind, MasterKey, SoftwareKeyStore};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
 mod softhsm;
 pub use softhsm::MODULE;
@@ -133,11 +134,37 @@ pub fn assert_edits_refused(
 #[allow(unused_macros)]
 macro_rules! hsm_or_skip {
     () => {
-        match hsm() {
+        match hsm_turn() {
             Some(h) => h,
             None => return,
         }
     };
+}
+
+/// SoftHSM2 now and then answers `CKR_GENERAL_ERROR` to a `C_CreateObject` made while another
+/// thread of the process works on the same token (seen in CI in two test binaries, with the
+/// store's own per-token lock held for the write): the PKCS#11 tests of one process take
+/// turns, each holding this lock for its whole run ([`hsm_turn`]).
+static HSM_TURN: Mutex<()> = Mutex::new(());
+
+/// The SoftHSM2 fixture with this test's turn on it (see [`HSM_TURN`]).
+pub struct HsmTurn {
+    hsm: &'static Hsm,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Deref for HsmTurn {
+    type Target = Hsm;
+    fn deref(&self) -> &Hsm {
+        self.hsm
+    }
+}
+
+/// [`hsm`], and the turn of the calling test: held until the returned value is dropped.
+pub fn hsm_turn() -> Option<HsmTurn> {
+    let hsm = hsm()?;
+    let turn = HSM_TURN.lock().unwrap_or_else(PoisonError::into_inner);
+    Some(HsmTurn { hsm, _turn: turn })
 }
 
 /// A SoftHSM2 set-up shared by every test of the process: a token directory with three
