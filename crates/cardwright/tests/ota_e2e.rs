@@ -3,7 +3,10 @@
 //! virtual card state file (its SMSC-facing endpoint bound by Jasmin), the user picking
 //! "Wallet" in the card's menu → MO download request → create-SD → the 10 KB
 //! application loaded and installed over SMS → listed by an independent GP channel; then
-//! the same request again: no second SD, a session done without sending.
+//! the same request again: no second SD, a session done without sending. Twice: the card
+//! as a state file in the handset's process (`--virtual`), and the card on pcscd + vpcd
+//! (`cardwright sim run --vpcd`, `handset --reader 'Virtual PCD 00 00'`) when
+//! `CARDWRIGHT_PCSC_TESTS=1`.
 //!
 //! `CARDWRIGHT_SMSC_TESTS=1` makes it a must (Jasmin on 127.0.0.1:2775, its connector to
 //! 127.0.0.1:2776: `scripts/smsc.sh start`); otherwise it is skipped with a message.
@@ -217,6 +220,23 @@ fn menu(control: &Path, extra: &[&str]) -> Run {
 
 #[test]
 fn ota_download_through_jasmin() {
+    download(false);
+}
+
+#[test]
+fn ota_download_through_jasmin_to_a_card_on_pcscd() {
+    if !pcsc::enabled() {
+        return;
+    }
+    download(true);
+}
+
+/// The two tests share Jasmin's connector port (2776): one at a time.
+static JASMIN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The whole download; `reader`: the card on pcscd + vpcd rather than in the handset.
+fn download(reader: bool) {
+    let _turn = JASMIN.lock().unwrap_or_else(|e| e.into_inner());
     let must = std::env::var("CARDWRIGHT_SMSC_TESTS").is_ok_and(|v| v == "1");
     if !jasmin_up() {
         assert!(
@@ -240,6 +260,17 @@ fn ota_download_through_jasmin() {
         ));
     let state = d.join("card.json");
     drop(VirtualCard::open(&state, config.clone()).unwrap());
+    // On pcscd: the card runs in its own process behind vpcd's reader.
+    let sim = reader.then(|| {
+        let s = pcsc::start_sim(state.to_str().unwrap());
+        pcsc::wait_for_card();
+        s
+    });
+    let card_args: [&str; 2] = if reader {
+        ["--reader", pcsc::READER]
+    } else {
+        ["--virtual", state.to_str().unwrap()]
+    };
 
     let db = format!("sqlite:{}", d.join("tsm.db").display());
     let keystore = format!("file:{}", d.join("keys.json").display());
@@ -270,8 +301,8 @@ fn ota_download_through_jasmin() {
         d,
         &[
             "handset",
-            "--virtual",
-            state.to_str().unwrap(),
+            card_args[0],
+            card_args[1],
             "--smpp",
             "smpp://jasmin:jaspass@127.0.0.1:2776",
             "--msisdn",
@@ -311,7 +342,8 @@ fn ota_download_through_jasmin() {
     let mt = mt_sms(d);
     let sms = serve.log().matches("OTA SMS submitted").count();
     eprintln!(
-        "10 KB CAP over Jasmin: {mt} MT packets in {sms} SMS (create-SD included), {:.1} s wall time; session: {}",
+        "10 KB CAP over Jasmin{}: {mt} MT packets in {sms} SMS (create-SD included), {:.1} s wall time; session: {}",
+        if reader { " to a card on pcscd" } else { "" },
         wall.as_secs_f64(),
         s.detail
     );
@@ -323,6 +355,8 @@ fn ota_download_through_jasmin() {
     assert_eq!(s2.state, SessionState::Done, "{}", s2.detail);
     assert_eq!(mt_sms(d), mt, "nothing sent the second time");
     drop(handset);
+    // The card's process holds its state file: stopped before the file is opened here.
+    drop(sim);
 
     // An independent GP channel (SCP03, the card's own keys) sees what arrived.
     let card = VirtualCard::open(&state, config).unwrap();
