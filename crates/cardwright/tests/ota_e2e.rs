@@ -355,8 +355,12 @@ fn download(reader: bool) {
     assert_eq!(s2.state, SessionState::Done, "{}", s2.detail);
     assert_eq!(mt_sms(d), mt, "nothing sent the second time");
     drop(handset);
-    // The card's process holds its state file: stopped before the file is opened here.
-    drop(sim);
+    // The card's process holds its state file: stopped before the file is opened here (and
+    // gone from the reader before the next test's card comes).
+    if let Some(sim) = sim {
+        drop(sim);
+        pcsc::wait_for_no_card();
+    }
 
     // An independent GP channel (SCP03, the card's own keys) sees what arrived.
     let card = VirtualCard::open(&state, config).unwrap();

@@ -44,9 +44,32 @@ pub fn wait_for_card() {
             return;
         }
         assert!(
-            t0.elapsed() < Duration::from_secs(20),
+            t0.elapsed() < Duration::from_secs(40),
             "card never appeared in {READER}: {}",
             r.stderr
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until the reader reports no card (after a [`Sim`] was dropped), so that the next
+/// test's card connects to a vpcd that has seen the last one go.
+pub fn wait_for_no_card() {
+    let t0 = Instant::now();
+    loop {
+        let r = run(&[
+            "card",
+            "--reader",
+            READER,
+            "apdu",
+            "00A4040008A000000151000000",
+        ]);
+        if !r.ok {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(40),
+            "a card stays in {READER} after its process stopped"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
