@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use apdu::{Command, Response};
 use ota::cat::{
-    self, CatResult, CommandBody, CommandDetails, Device, DeviceIdentities, Envelope,
-    ProactiveCommand, ResultCode, SmsPpOutcome, TerminalProfile, TerminalResponse,
+    self, CatResult, CommandBody, CommandDetails, Envelope, ProactiveCommand, ResultCode,
+    SmsPpOutcome, TerminalProfile, TerminalResponse,
 };
 use ota::tpdu::{self, Dcs, Npi, Pid, SmsDeliver, Ton, UserData};
 use smpp::{EndpointHandle, MtMessage, ShortMessage};
@@ -199,20 +199,6 @@ fn shown(a: &smpp::Address) -> String {
         format!("+{}", a.address)
     } else {
         a.address.clone()
-    }
-}
-
-/// TP-SCTS now, in UTC.
-fn now_scts() -> tpdu::Timestamp {
-    let t = time::OffsetDateTime::now_utc();
-    tpdu::Timestamp {
-        year: (t.year().rem_euclid(100)) as u8,
-        month: u8::from(t.month()),
-        day: t.day(),
-        hour: t.hour(),
-        minute: t.minute(),
-        second: t.second(),
-        tz_quarters: 0,
     }
 }
 
@@ -475,17 +461,10 @@ impl Phone {
                 Err(e) => match raw_details(&r.data) {
                     Some(details) => {
                         tracing::warn!("proactive command does not decode: {e}");
-                        TerminalResponse {
+                        TerminalResponse::for_details(
                             details,
-                            devices: DeviceIdentities::new(Device::Terminal, Device::Uicc),
-                            result: CatResult::new(ResultCode::DATA_NOT_UNDERSTOOD, vec![]),
-                            channel_status: None,
-                            bearer: None,
-                            buffer_size: None,
-                            channel_data: None,
-                            channel_data_length: None,
-                            other: Vec::new(),
-                        }
+                            CatResult::new(ResultCode::DATA_NOT_UNDERSTOOD, vec![]),
+                        )
                     }
                     None => {
                         tracing::warn!("proactive command without command details: {e}");
@@ -697,7 +676,11 @@ impl Phone {
             Ok(u) => u,
             Err(e) => return (false, format!("not an SMS the card can take: {e}")),
         };
-        let mut deliver = SmsDeliver::ota(originator, now_scts(), user_data);
+        let mut deliver = SmsDeliver::ota(
+            originator,
+            tpdu::Timestamp::utc(time::OffsetDateTime::now_utc()),
+            user_data,
+        );
         deliver.pid = Pid::SIM_DATA_DOWNLOAD;
         let data = match Envelope::sms_pp(None, deliver).encode() {
             Ok(d) => d,
@@ -842,6 +825,8 @@ mod tests {
 
     #[test]
     fn scts_is_a_valid_timestamp() {
-        assert!(now_scts().encode().is_ok());
+        assert!(tpdu::Timestamp::utc(time::OffsetDateTime::now_utc())
+            .encode()
+            .is_ok());
     }
 }

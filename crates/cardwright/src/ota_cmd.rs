@@ -284,7 +284,7 @@ fn encode(a: &EncodeArgs) -> Result<Vec<String>> {
             .strip_prefix('+')
             .unwrap_or(a.originator.as_str()),
     );
-    let scts = now_timestamp();
+    let scts = Timestamp::utc(time::OffsetDateTime::now_utc());
     parts
         .into_iter()
         .map(|ud| {
@@ -293,20 +293,6 @@ fn encode(a: &EncodeArgs) -> Result<Vec<String>> {
                 .context("SMS-DELIVER")?))
         })
         .collect()
-}
-
-/// The service centre time stamp: now, UTC.
-fn now_timestamp() -> Timestamp {
-    let t = time::OffsetDateTime::now_utc();
-    Timestamp {
-        year: (t.year() % 100) as u8,
-        month: u8::from(t.month()),
-        day: t.day(),
-        hour: t.hour(),
-        minute: t.minute(),
-        second: t.second(),
-        tz_quarters: 0,
-    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -487,15 +487,7 @@ fn sign_with_software_key_store_keys() {
         let cert = root.certify(spki, serial, &format!("{label}.pem"));
         let key = format!("{store}?label={label}");
         let package = build(d, &key, &cert, &[], &env);
-        let text = ok(&[
-            "package",
-            "verify",
-            s(&package),
-            "--trust",
-            s(&d.join("Provider Root.pem")),
-            "--grantable",
-            "card-lock",
-        ]);
+        let text = verify_ok(d, &package);
         assert!(
             text.contains(&format!("signer: CN=Signer {serial}")),
             "{text}"
@@ -540,16 +532,22 @@ fn sign_with_a_softhsm_key() {
     let spki = store_signing_key_spki(&store, "pkg", &d.join("hsm.pem"), &env);
     let cert = root.certify(spki, 21, "signer-cert.pem");
     let package = build(d, &format!("{store}&label=pkg"), &cert, &[], &env);
-    let text = ok(&[
+    let text = verify_ok(d, &package);
+    assert!(text.contains("signer: CN=Signer 21"), "{text}");
+}
+
+/// `package verify` of `package` against the provider root in `d`, granting card lock: its
+/// output, which must be a success.
+fn verify_ok(d: &Path, package: &Path) -> String {
+    ok(&[
         "package",
         "verify",
-        s(&package),
+        s(package),
         "--trust",
         s(&d.join("Provider Root.pem")),
         "--grantable",
         "card-lock",
-    ]);
-    assert!(text.contains("signer: CN=Signer 21"), "{text}");
+    ])
 }
 
 fn openssl_available() -> bool {
@@ -679,15 +677,7 @@ fn openssl_cms_both_ways_through_the_cli() {
             ),
         )
         .unwrap();
-        let text = ok(&[
-            "package",
-            "verify",
-            s(&theirs),
-            "--trust",
-            s(&d.join("Provider Root.pem")),
-            "--grantable",
-            "card-lock",
-        ]);
+        let text = verify_ok(d, &theirs);
         assert!(text.contains("signer: CN=Signer 31"), "{text}");
         assert_ne!(
             std::fs::read(&theirs).unwrap(),

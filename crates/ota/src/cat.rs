@@ -1449,8 +1449,14 @@ pub struct TerminalResponse {
 impl TerminalResponse {
     /// The answer to `command` with `result` and nothing else, terminal → UICC.
     pub fn new(command: &ProactiveCommand, result: CatResult) -> Self {
+        Self::for_details(command.details(), result)
+    }
+
+    /// The answer to the command with these details (e.g. one whose other objects did not
+    /// decode) with `result` and nothing else, terminal → UICC.
+    pub fn for_details(details: CommandDetails, result: CatResult) -> Self {
         Self {
-            details: command.details(),
+            details,
             devices: DeviceIdentities::new(Device::Terminal, Device::Uicc),
             result,
             channel_status: None,

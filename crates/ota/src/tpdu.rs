@@ -587,6 +587,21 @@ fn from_swapped_bcd(b: u8) -> Result<u8> {
 }
 
 impl Timestamp {
+    /// The time stamp of `t` in UTC (time zone 0), e.g. an SC time stamp for "now" from
+    /// `time::OffsetDateTime::now_utc()`.
+    pub fn utc(t: time::OffsetDateTime) -> Self {
+        let t = t.to_offset(time::UtcOffset::UTC);
+        Self {
+            year: t.year().rem_euclid(100) as u8,
+            month: u8::from(t.month()),
+            day: t.day(),
+            hour: t.hour(),
+            minute: t.minute(),
+            second: t.second(),
+            tz_quarters: 0,
+        }
+    }
+
     /// The seven octets.
     pub fn encode(&self) -> Result<[u8; 7]> {
         let tz = self.tz_quarters.unsigned_abs();
