@@ -8,6 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 
+# No incremental caches: CI builds once from a clean checkout, and the caches of ~160 test
+# binaries take gigabytes of disk (a CI run once stopped on "No space left on device").
+export CARGO_INCREMENTAL=0
+
 step() { printf '\n==> %s\n' "$*" >&2; }
 
 step "rustfmt"
@@ -35,6 +39,10 @@ trap 'scripts/smsc.sh stop || true' EXIT
 
 step "tests"
 cargo test --workspace --features cardwright/pcsc,card/scp81 --locked --no-fail-fast "$@"
+
+step "disk used by the build"
+du -sh target 2>/dev/null || true
+df -h . | tail -1
 
 step "schemathesis: both HTTP APIs against their OpenAPI documents"
 scripts/schemathesis.sh
