@@ -188,6 +188,22 @@ pub struct ServeArgs {
     /// --ota: seconds to wait for a PoR before the packet is sent again.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub ota_por_timeout: u64,
+    /// --ota: also run the SCP81 admin server (GP Amendment B: HTTPS with TLS-PSK, the
+    /// cards' PSKs derived from the key store) on this address, e.g. `0.0.0.0:8443`;
+    /// downloads of more than --ota-https-above-sms SMS go over it (`docs/OTA.md`).
+    #[arg(long, value_name = "ADDR", requires = "ota")]
+    pub ota_https: Option<String>,
+    /// --ota-https: the IP address and port the cards' agents are told to open TCP to
+    /// (default: the --ota-https address, which must then be a specific IP).
+    #[arg(long, value_name = "IP:PORT", requires = "ota_https")]
+    pub ota_https_advertise: Option<std::net::SocketAddr>,
+    /// --ota-https: a download that would take more SMS than this goes over HTTPS.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub ota_https_above_sms: usize,
+    /// --ota-https: seconds a triggered card has to open its HTTPS session before it is
+    /// triggered again.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub ota_https_wait: u64,
 }
 
 /// Which platform of issue #10 `serve` runs.
@@ -385,8 +401,29 @@ pub fn run(a: ServeArgs) -> Result<()> {
             kms::open(&a.keystore)
                 .with_context(|| format!("--keystore {}", redact(&a.keystore)))?,
         );
+        let https = match &a.ota_https {
+            None => None,
+            Some(listen) => {
+                let address = match a.ota_https_advertise {
+                    Some(x) => x,
+                    None => listen
+                        .parse::<std::net::SocketAddr>()
+                        .ok()
+                        .filter(|x| !x.ip().is_unspecified())
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("--ota-https {listen}: cards need an IP address to connect to; give --ota-https-advertise IP:PORT")
+                        })?,
+                };
+                Some(tsm::ota::scp81::HttpsEndpoint {
+                    address,
+                    above_sms: a.ota_https_above_sms,
+                })
+            }
+        };
         let config = tsm::ota::engine::EngineConfig {
             por_timeout: Duration::from_secs(a.ota_por_timeout.max(1)),
+            https,
+            https_wait: Duration::from_secs(a.ota_https_wait.max(1)),
             ..Default::default()
         };
         let url = a.smpp.clone().unwrap_or_default();
@@ -401,7 +438,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
     server::block_on(async move {
         if let Some((engine, smpp)) = ota {
             println!("OTA over SMS: {} as {}", smpp.redacted_url(), a.ota_address);
-            start_ota(engine, smpp, &a.ota_address);
+            let https = match &a.ota_https {
+                Some(listen) => Some(start_admin_server(&engine, listen).await?),
+                None => None,
+            };
+            start_ota(engine, smpp, &a.ota_address, https);
         }
         let listener = tokio::net::TcpListener::bind(&a.listen)
             .await
@@ -453,7 +494,57 @@ pub fn run(a: ServeArgs) -> Result<()> {
 /// Starts the OTA service on the current runtime: the ESME (it reconnects by itself; its
 /// state changes are logged), the MO loop, resumption, and a one-second tick for PoR
 /// time-outs and pending sessions.
-fn start_ota(engine: tsm::ota::engine::Engine, config: smpp::EsmeConfig, address: &str) {
+async fn start_admin_server(
+    engine: &tsm::ota::engine::Engine,
+    listen: &str,
+) -> Result<server::ota::HttpsBearer> {
+    let queue = scp81::AdminQueue::new();
+    let admin = scp81::AdminServer::bind(
+        listen,
+        scp81::ServerConfig::default(),
+        server::ota::OtaService::psk_store(engine.clone()),
+        queue.clone(),
+    )
+    .await
+    .with_context(|| format!("--ota-https {listen}"))?
+    .with_audit(|r| {
+        tracing::info!(
+            session = r.session,
+            identity = r.identity.as_deref().unwrap_or("?"),
+            peer = %r.peer,
+            cipher = r.cipher.as_deref().unwrap_or("-"),
+            scripts = r.scripts_sent,
+            outcome = ?r.outcome,
+            "SCP81 connection"
+        )
+    });
+    let addr = admin.local_addr()?;
+    println!(
+        "OTA over HTTPS (SCP81, TLS-PSK): {addr}; cards are sent to {}",
+        engine
+            .config()
+            .https
+            .as_ref()
+            .map(|h| h.address.to_string())
+            .unwrap_or_default()
+    );
+    tokio::spawn(async move {
+        if let Err(e) = admin.run().await {
+            tracing::error!("SCP81 admin server stopped: {e}");
+        }
+    });
+    Ok(server::ota::HttpsBearer {
+        queue,
+        runtime: tokio::runtime::Handle::current(),
+    })
+}
+
+fn start_ota(
+    engine: tsm::ota::engine::Engine,
+    config: smpp::EsmeConfig,
+    address: &str,
+    https: Option<server::ota::HttpsBearer>,
+) {
     use server::ota::{OtaService, SmppGateway};
     use tsm::ota::engine::MoOutcome;
     let smsc = config.redacted_url();
@@ -463,7 +554,7 @@ fn start_ota(engine: tsm::ota::engine::Engine, config: smpp::EsmeConfig, address
         address,
         tokio::runtime::Handle::current(),
     ));
-    let service = Arc::new(OtaService::new(engine, gateway.clone()));
+    let service = OtaService::new(engine, gateway.clone(), https);
     let mut status = esme.watch_status();
     tokio::spawn(async move {
         loop {

@@ -98,8 +98,8 @@ impl Drop for Proc {
 }
 
 /// The platform: database, key store, a written card enrolled for OTA, the package and
-/// its catalog entry. Returns the catalog entry and the card's SCP80 keys.
-fn platform(dir: &Path) -> (CatalogEntry, tsm::ota::scp80::Scp80KeySet) {
+/// its catalog entry. Returns the catalog entry, the card's SCP80 keys and its SCP81 PSK.
+fn platform(dir: &Path) -> (CatalogEntry, tsm::ota::scp80::Scp80KeySet, Vec<u8>) {
     let url = format!("sqlite:{}", dir.join("tsm.db").display());
     let store = Store::open(&url).unwrap();
     let keys =
@@ -175,7 +175,11 @@ fn platform(dir: &Path) -> (CatalogEntry, tsm::ota::scp80::Scp80KeySet) {
         EngineConfig::default(),
     );
     let c = store.ota_card(CARD).unwrap().unwrap();
-    (entry, engine.card_keys(&c).unwrap())
+    (
+        entry,
+        engine.card_keys(&c).unwrap(),
+        engine.card_psk(&c).unwrap().to_vec(),
+    )
 }
 
 fn sessions(dir: &Path) -> Vec<tsm::ota::Session> {
@@ -220,7 +224,7 @@ fn menu(control: &Path, extra: &[&str]) -> Run {
 
 #[test]
 fn ota_download_through_jasmin() {
-    download(false);
+    download(false, false);
 }
 
 #[test]
@@ -228,14 +232,31 @@ fn ota_download_through_jasmin_to_a_card_on_pcscd() {
     if !pcsc::enabled() {
         return;
     }
-    download(true);
+    download(true, false);
+}
+
+/// The same download, the application over SCP81: the request by SMS, the trigger by
+/// SMS, then the card's admin agent opens TLS-PSK to `serve --ota-https` through the
+/// handset's BIP relay and runs the scripts it gets.
+#[test]
+fn ota_download_over_https_through_jasmin() {
+    download(false, true);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The two tests share Jasmin's connector port (2776): one at a time.
 static JASMIN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// The whole download; `reader`: the card on pcscd + vpcd rather than in the handset.
-fn download(reader: bool) {
+/// The whole download; `reader`: the card on pcscd + vpcd rather than in the handset;
+/// `https`: the application over SCP81 rather than SMS.
+fn download(reader: bool, https: bool) {
     let _turn = JASMIN.lock().unwrap_or_else(|e| e.into_inner());
     let must = std::env::var("CARDWRIGHT_SMSC_TESTS").is_ok_and(|v| v == "1");
     if !jasmin_up() {
@@ -248,9 +269,18 @@ fn download(reader: bool) {
     }
     let dir = tempdir();
     let d = dir.path();
-    let (entry, k) = platform(d);
+    let (entry, k, psk) = platform(d);
     let key = |k: &Option<ota::packet::Key>| scp::Key::aes(k.as_ref().unwrap().expose()).unwrap();
-    let config = CardConfig::default()
+    let mut config = CardConfig::default();
+    if https {
+        // The PSK the platform derives, in the ISD as key set 40 (`ota enrol` would PUT it).
+        config = config.with_scp81_psk(
+            tsm::ota::scp81::PSK_KVN,
+            &tsm::ota::scp81::psk_identity(ICCID),
+            &psk,
+        );
+    }
+    let config = config
         .with_scp80_keys(k.kvn, key(&k.keys.kic), key(&k.keys.kid))
         .with_download_agent(DownloadAgent::new(
             PLATFORM,
@@ -274,26 +304,27 @@ fn download(reader: bool) {
 
     let db = format!("sqlite:{}", d.join("tsm.db").display());
     let keystore = format!("file:{}", d.join("keys.json").display());
-    let mut serve = Proc::start(
+    let https_listen = format!("127.0.0.1:{}", free_port());
+    let mut serve_args = vec![
         "serve",
-        d,
-        &[
-            "serve",
-            "--ota",
-            "--smpp",
-            "smpp://cwesme:cwpass@127.0.0.1:2775",
-            "--ota-address",
-            PLATFORM,
-            "--db",
-            &db,
-            "--keystore",
-            &keystore,
-            "--listen",
-            "127.0.0.1:0",
-            "--ota-por-timeout",
-            "20",
-        ],
-    );
+        "--ota",
+        "--smpp",
+        "smpp://cwesme:cwpass@127.0.0.1:2775",
+        "--ota-address",
+        PLATFORM,
+        "--db",
+        &db,
+        "--keystore",
+        &keystore,
+        "--listen",
+        "127.0.0.1:0",
+        "--ota-por-timeout",
+        "20",
+    ];
+    if https {
+        serve_args.extend(["--ota-https", &https_listen]);
+    }
+    let mut serve = Proc::start("serve", d, &serve_args);
     wait_for_port(JASMIN_HANDSET);
     let control = d.join("handset.sock");
     let mut handset = Proc::start(
@@ -342,11 +373,25 @@ fn download(reader: bool) {
     let mt = mt_sms(d);
     let sms = serve.log().matches("OTA SMS submitted").count();
     eprintln!(
-        "10 KB CAP over Jasmin{}: {mt} MT packets in {sms} SMS (create-SD included), {:.1} s wall time; session: {}",
+        "10 KB CAP over {}{}: {mt} MT messages, {sms} SMS (create-SD included), {:.1} s wall time; session: {}",
+        if https { "HTTPS (SCP81), triggered through Jasmin" } else { "Jasmin" },
         if reader { " to a card on pcscd" } else { "" },
         wall.as_secs_f64(),
         s.detail
     );
+    if https {
+        assert_eq!(s.bearer, tsm::ota::Bearer::Https, "{s:?}");
+        // By SMS only the trigger (the agent's request asks for no PoR); the rest over
+        // HTTPS, and the trigger's PoR is logged even when it comes after the end.
+        assert_eq!(sms, 1, "{}", serve.log());
+        assert!(
+            serve.log().contains("Completed"),
+            "the SCP81 session completed: {}",
+            serve.log()
+        );
+    } else {
+        assert_eq!(s.bearer, tsm::ota::Bearer::Sms, "{s:?}");
+    }
 
     // Again: the SD is there, nothing is sent.
     let r = menu(&control, &["--select", "Wallet"]);

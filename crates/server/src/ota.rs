@@ -3,11 +3,13 @@
 //! `tsm::ota::engine::Engine`, sends what it answers and re-sends on PoR time-outs.
 //!
 //! [`SmppGateway`] is the production gateway over `smpp::Esme` (`serve --ota --smpp …`);
-//! [`MemoryGateway`] stands in for tests. The HTTP routes (`/api/v1/ota/…`) and the SCP81
-//! listener come next.
+//! [`MemoryGateway`] stands in for tests. With an [`HttpsBearer`] (`serve --ota-https`)
+//! HTTPS sessions run through the SCP81 admin server: their scripts are queued for the
+//! card's PSK identity before the triggering SMS goes, and each response the card POSTs
+//! goes to the engine as it comes.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use ota::tpdu::{self, Address, Dcs, Progress, Reassembler, UserData};
@@ -70,15 +72,32 @@ impl SmsGateway for MemoryGateway {
     }
 }
 
+/// The SCP81 side of the OTA service: the queue of the admin server
+/// (`scp81::AdminServer`, whose PSKs come from [`OtaService::psk_store`]) and the runtime
+/// the sessions are followed on.
+#[derive(Debug, Clone)]
+pub struct HttpsBearer {
+    /// The admin server's queue.
+    pub queue: scp81::AdminQueue,
+    /// The runtime the admin server runs on.
+    pub runtime: tokio::runtime::Handle,
+}
+
 /// The OTA service: reassembles MO SMS, runs the engine, sends through the gateway.
 pub struct OtaService {
     engine: Engine,
     gateway: Arc<dyn SmsGateway>,
+    https: Option<HttpsBearer>,
     reassembler: Mutex<Reassembler>,
     /// PoR time-outs armed by [`OtaService::send`]: (session, counter, due).
     armed: Mutex<Vec<(i64, u64, Instant)>>,
-    /// One engine call at a time (MO, time-outs, pending sessions).
-    busy: Mutex<()>,
+    /// HTTPS sessions waited for: (session, trigger counter, due).
+    https_waits: Mutex<Vec<(i64, u64, Instant)>>,
+    /// The PSK identity each queued HTTPS session waits under.
+    https_queued: Mutex<HashMap<i64, Vec<u8>>>,
+    /// One engine call at a time (MO, time-outs, pending sessions, HTTPS responses).
+    busy: Arc<Mutex<()>>,
+    me: Weak<OtaService>,
 }
 
 impl std::fmt::Debug for OtaService {
@@ -88,15 +107,31 @@ impl std::fmt::Debug for OtaService {
 }
 
 impl OtaService {
-    /// A service over an engine and a gateway.
-    pub fn new(engine: Engine, gateway: Arc<dyn SmsGateway>) -> Self {
-        Self {
+    /// A service over an engine and a gateway; `https`: the SCP81 admin server's queue
+    /// (the engine's `EngineConfig::https` says where cards find that server).
+    pub fn new(
+        engine: Engine,
+        gateway: Arc<dyn SmsGateway>,
+        https: Option<HttpsBearer>,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
             engine,
             gateway,
+            https,
             reassembler: Mutex::new(Reassembler::new()),
             armed: Mutex::new(Vec::new()),
-            busy: Mutex::new(()),
-        }
+            https_waits: Mutex::new(Vec::new()),
+            https_queued: Mutex::new(HashMap::new()),
+            busy: Arc::new(Mutex::new(())),
+            me: me.clone(),
+        })
+    }
+
+    /// The admin server's key lookup: a card's PSK by its PSK identity (its ICCID), derived
+    /// from the key store. Runs inside the TLS handshake: one database read and one key
+    /// derivation.
+    pub fn psk_store(engine: Engine) -> Arc<dyn scp81::PskStore> {
+        Arc::new(move |identity: &[u8]| engine.psk_for_identity(identity))
     }
 
     /// The engine it runs.
@@ -118,11 +153,18 @@ impl OtaService {
         if let Ok(mut armed) = self.armed.lock() {
             for o in out {
                 if let (Some(session), Some(counter)) = (o.session, o.counter) {
-                    if o.kind == "script" || o.kind == "create-sd" {
+                    if ["script", "create-sd", "trigger"].contains(&o.kind.as_str()) {
                         armed.retain(|(s, _, _)| *s != session);
                         armed.push((session, counter, due));
                     }
                 }
+            }
+        }
+        // An HTTPS session's scripts wait in the admin server's queue before the trigger
+        // leaves.
+        for o in out.iter().filter(|o| o.kind == "trigger") {
+            if let (Some(session), Some(counter)) = (o.session, o.counter) {
+                self.queue_https(session, counter)?;
             }
         }
         for o in out {
@@ -137,6 +179,149 @@ impl OtaService {
             }
         }
         Ok(())
+    }
+
+    /// Queues the scripts an HTTPS session has left for the card's PSK identity (what
+    /// waited there before is withdrawn) and follows the session: each response goes to
+    /// `Engine::on_https_response`, its end to `Engine::on_https_end`.
+    fn queue_https(&self, session: i64, counter: u64) -> Result<(), String> {
+        let https = self
+            .https
+            .as_ref()
+            .ok_or("an HTTPS session, but serve runs without --ota-https")?;
+        let work = self
+            .engine
+            .https_scripts(session)
+            .map_err(|e| e.to_string())?;
+        let steps: Vec<u32> = work.scripts.iter().map(|s| s.step).collect();
+        let scripts = work
+            .scripts
+            .into_iter()
+            .map(|s| scp81::Script::new(s.bytes, s.target))
+            .collect();
+        https.queue.cancel(&work.identity);
+        let mut handle = https
+            .queue
+            .submit(&work.identity, scripts)
+            .map_err(|e| format!("SCP81 queue: {e}"))?;
+        if let Ok(mut q) = self.https_queued.lock() {
+            q.insert(session, work.identity);
+        }
+        if let Ok(mut w) = self.https_waits.lock() {
+            w.retain(|(s, _, _)| *s != session);
+            w.push((
+                session,
+                counter,
+                Instant::now() + self.engine.config().https_wait,
+            ));
+        }
+        let me = self.me.clone();
+        https.runtime.spawn(async move {
+            while let Some(r) = handle.next_response().await {
+                let Some(step) = steps.get(r.index).copied() else {
+                    continue;
+                };
+                let me = me.clone();
+                let done = tokio::task::spawn_blocking(move || {
+                    let me = me.upgrade()?;
+                    let _busy = me.busy.lock().ok()?;
+                    Some(
+                        me.engine
+                            .on_https_response(session, step, r.status.as_str(), &r.body),
+                    )
+                })
+                .await;
+                match done {
+                    Ok(Some(Err(e))) => tracing::warn!(session, "OTA: HTTPS response: {e}"),
+                    Err(e) => tracing::error!(session, "OTA: HTTPS response task: {e}"),
+                    _ => {}
+                }
+            }
+            // Withdrawn (a new trigger queued the scripts again): nothing ended.
+            let Ok(result) = handle.finished().await else {
+                return;
+            };
+            let report = &result.report;
+            tracing::info!(
+                session,
+                identity = report.identity.as_deref().unwrap_or("?"),
+                cipher = report.cipher.as_deref().unwrap_or("?"),
+                scripts = report.scripts_sent,
+                outcome = ?report.outcome,
+                duration_ms = report.duration.as_millis() as u64,
+                "OTA: HTTPS session ended"
+            );
+            let outcome = format!("{:?}", report.outcome);
+            let _ = tokio::task::spawn_blocking(move || {
+                let Some(me) = me.upgrade() else { return };
+                let out = {
+                    let Ok(_busy) = me.busy.lock() else { return };
+                    me.engine.on_https_end(session, None, &outcome)
+                };
+                match out.map_err(|e| e.to_string()).and_then(|o| me.send(&o)) {
+                    Ok(()) => {}
+                    Err(e) => tracing::warn!(session, "OTA: after the HTTPS session: {e}"),
+                }
+            })
+            .await;
+        });
+        Ok(())
+    }
+
+    /// HTTPS sessions whose card did not connect in time ([`Engine::on_https_end`]: a
+    /// new trigger or abandonment), and queues withdrawn for sessions that ended.
+    fn run_https_waits(&self) -> Result<usize, String> {
+        let now = Instant::now();
+        let due: Vec<(i64, u64)> = {
+            let mut w = self
+                .https_waits
+                .lock()
+                .map_err(|_| "HTTPS waits poisoned".to_string())?;
+            let due = w
+                .iter()
+                .filter(|(_, _, at)| *at <= now)
+                .map(|(s, c, _)| (*s, *c))
+                .collect();
+            w.retain(|(_, _, at)| *at > now);
+            due
+        };
+        let wait = self.engine.config().https_wait;
+        for (session, counter) in &due {
+            let out = {
+                let _busy = self.lock_engine()?;
+                self.engine
+                    .on_https_end(
+                        *session,
+                        Some(*counter),
+                        &format!("the card did not open its HTTPS session within {wait:?}"),
+                    )
+                    .map_err(|e| e.to_string())?
+            };
+            self.send(&out)?;
+        }
+        // Sessions that ended (done, failed, abandoned) keep nothing queued.
+        let queued: Vec<(i64, Vec<u8>)> = self
+            .https_queued
+            .lock()
+            .map(|q| q.iter().map(|(s, i)| (*s, i.clone())).collect())
+            .unwrap_or_default();
+        for (session, identity) in queued {
+            let open = self
+                .engine
+                .store()
+                .ota_session(session)
+                .map_err(|e| e.to_string())?
+                .is_some_and(|s| s.state == SessionState::Running);
+            if !open {
+                if let Some(h) = &self.https {
+                    h.queue.cancel(&identity);
+                }
+                if let Ok(mut q) = self.https_queued.lock() {
+                    q.remove(&session);
+                }
+            }
+        }
+        Ok(due.len())
     }
 
     /// Takes one MO SMS: when it completes a packet, the engine decides and its answers
@@ -219,7 +404,7 @@ impl OtaService {
             tracing::info!(session, counter, "OTA: no PoR in time");
             self.on_timeout(*session, *counter)?;
         }
-        Ok(due.len())
+        Ok(due.len() + self.run_https_waits()?)
     }
 
     /// Starts the sessions waiting in the database as `pending` (opened by `ota push`

@@ -8,6 +8,7 @@
 pub mod engine;
 pub mod plan;
 pub mod scp80;
+pub mod scp81;
 
 use std::fmt;
 use std::str::FromStr;

@@ -33,6 +33,7 @@ use ota::tpdu::{self, ConcatRef, PacketKind};
 
 use super::plan::{self, Packing, Step, StepKind, PLATFORM_TAR, SD_LOAD_FILE};
 use super::scp80::{derive_scp80_keys, Scp80KeySet};
+use super::scp81::{self, HttpsEndpoint};
 use super::{Bearer, CatalogEntry, Direction, Message, Origin, OtaCard, Session, SessionState};
 use crate::error::{Error, Result};
 use crate::store::{CounterCheck, Store, OTA_SERVER};
@@ -48,6 +49,11 @@ pub struct EngineConfig {
     pub max_sends: u32,
     /// How long to wait for a PoR before resending.
     pub por_timeout: Duration,
+    /// The SCP81 admin server cards are sent to (`serve --ota-https`); `None`: SMS only.
+    pub https: Option<HttpsEndpoint>,
+    /// How long a triggered card has to open its HTTPS session before it is triggered
+    /// again (at most [`EngineConfig::max_sends`] triggers in all).
+    pub https_wait: Duration,
 }
 
 impl Default for EngineConfig {
@@ -57,6 +63,8 @@ impl Default for EngineConfig {
             ref16: false,
             max_sends: 3,
             por_timeout: Duration::from_secs(60),
+            https: None,
+            https_wait: Duration::from_secs(120),
         }
     }
 }
@@ -147,10 +155,17 @@ impl Engine {
     /// A card's SCP80 key set (see [`super::scp80`]): from the base key version the card
     /// was written with and its KDD.
     pub fn card_keys(&self, ota_card: &OtaCard) -> Result<Scp80KeySet> {
-        let card = self
-            .store
-            .card(&ota_card.card_number)?
-            .ok_or(Error::UnknownCard)?;
+        let (kv, version, kdd) = self.card_base(&ota_card.card_number)?;
+        let keys = derive_scp80_keys(self.keys.as_ref(), &kv.kms_category, version, &kdd)?;
+        Ok(Scp80KeySet::new(ota_card.kvn, &keys))
+    }
+
+    /// The base key version a card was written with, and its KDD.
+    fn card_base(
+        &self,
+        card_number: &str,
+    ) -> Result<(crate::model::BaseKeyVersion, u32, [u8; 10])> {
+        let card = self.store.card(card_number)?.ok_or(Error::UnknownCard)?;
         let version = card.key_version.ok_or_else(|| {
             invalid(format!(
                 "card {} is not written: it has no SCP80 keys",
@@ -165,8 +180,7 @@ impl Engine {
             Some(Ok(k)) => k,
             _ => kms::kdd_for_card_number(&card.card_number)?,
         };
-        let keys = derive_scp80_keys(self.keys.as_ref(), &kv.kms_category, version, &kdd)?;
-        Ok(Scp80KeySet::new(ota_card.kvn, &keys))
+        Ok((kv, version, kdd))
     }
 
     /// The tenant of a card (its category's issuer).
@@ -199,9 +213,9 @@ impl Engine {
                 action: format!("push to card {iccid}"),
             });
         }
-        if bearer == Bearer::Https {
-            return Err(Error::NotImplemented(
-                "the SCP81 (HTTPS) bearer of the OTA engine",
+        if bearer == Bearer::Https && self.config.https.is_none() {
+            return Err(invalid(
+                "the HTTPS bearer needs the SCP81 admin server (serve --ota-https)",
             ));
         }
         self.store
@@ -234,22 +248,31 @@ impl Engine {
             .ok_or_else(|| invalid(format!("package {} is not registered", entry.package)))?;
         let cap = CapFile::from_bytes(&cap).map_err(|e| invalid(format!("CAP: {e}")))?;
         let messages = self.store.ota_messages(session.id)?;
-        let sd_missing = if messages.iter().any(is_script) {
-            messages
-                .iter()
-                .any(|m| m.kind == StepKind::CreateSd.as_str())
+        let planned = messages
+            .iter()
+            .any(|m| m.direction == Direction::Mt && is_step(m));
+        let sd_missing = if planned {
+            messages.iter().any(|m| {
+                m.kind == StepKind::CreateSd.as_str() || m.kind == StepKind::CreateSd.https_str()
+            })
         } else {
             !self
                 .store
                 .card_has_instance(&session.card_number, &entry.sd)?
         };
-        let packing = Packing {
+        let steps = match session.bearer {
+            Bearer::Sms => plan::plan(&entry, &cap, sd_missing, &self.packing(keys))?,
+            Bearer::Https => plan::https_plan(&entry, &cap, sd_missing)?,
+        };
+        Ok((entry, steps))
+    }
+
+    fn packing(&self, keys: &Scp80KeySet) -> Packing {
+        Packing {
             max_parts: self.config.max_parts,
             ref16: self.config.ref16,
             block: keys.block,
-        };
-        let steps = plan::plan(&entry, &cap, sd_missing, &packing)?;
-        Ok((entry, steps))
+        }
     }
 
     fn ota_card(&self, card_number: &str) -> Result<OtaCard> {
@@ -291,9 +314,272 @@ impl Engine {
             return Ok(Vec::new());
         }
         let total = steps.len() as u32;
+        if session.bearer == Bearer::Https {
+            if self.config.https.is_none() {
+                self.store.update_ota_session(
+                    session.id,
+                    SessionState::Failed,
+                    0,
+                    total,
+                    "the HTTPS bearer needs the SCP81 admin server (serve --ota-https)",
+                )?;
+                return Ok(Vec::new());
+            }
+            // The scripts are logged before the trigger: the plan is fixed by them.
+            for step in &steps {
+                self.store.log_ota_message(
+                    Some(session.id),
+                    &card.card_number,
+                    Direction::Mt,
+                    step.kind.https_str(),
+                    None,
+                    &step.script()?,
+                    "planned",
+                )?;
+            }
+            return Ok(vec![self.send_trigger(&session, &card, &keys, 0, total)?]);
+        }
         Ok(vec![
             self.send_step(&session, &card, &keys, &steps[0], 0, total)?
         ])
+    }
+
+    /// Sends the SCP80 packet that makes the card open its SCP81 session (a fresh
+    /// counter each time); the session waits at step `index` of `total`.
+    fn send_trigger(
+        &self,
+        session: &Session,
+        card: &OtaCard,
+        keys: &Scp80KeySet,
+        index: u32,
+        total: u32,
+    ) -> Result<Outbound> {
+        let endpoint = self.config.https.as_ref().ok_or_else(|| {
+            invalid("the HTTPS bearer needs the SCP81 admin server (serve --ota-https)")
+        })?;
+        let step = Step {
+            kind: StepKind::Trigger,
+            tar: plan::ISD_TAR,
+            commands: vec![scp81::trigger_command(endpoint, &card.iccid).map_err(invalid)?],
+            expanded: false,
+        };
+        self.send_step(session, card, keys, &step, index, total)
+    }
+
+    /// A card's TLS PSK (SCP81, [`scp81`]): from the base key version the card was
+    /// written with and its KDD.
+    pub fn card_psk(&self, ota_card: &OtaCard) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        let (kv, version, kdd) = self.card_base(&ota_card.card_number)?;
+        Ok(scp81::derive_psk(
+            self.keys.as_ref(),
+            &kv.kms_category,
+            version,
+            &kdd,
+        )?)
+    }
+
+    /// The PSK of the card whose PSK identity this is (the admin server's key lookup);
+    /// `None` for an unknown identity or a card without keys.
+    pub fn psk_for_identity(&self, identity: &[u8]) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        let iccid = scp81::iccid_of_identity(identity)?;
+        let card = self.store.ota_card_by_iccid(iccid).ok()??;
+        self.card_psk(&card).ok()
+    }
+
+    /// The scripts an HTTPS session still has to run, for the admin server's queue: from
+    /// the session's current step on.
+    pub fn https_scripts(&self, session_id: i64) -> Result<HttpsScripts> {
+        let session = self.session(session_id)?;
+        let card = self.ota_card(&session.card_number)?;
+        let keys = self.card_keys(&card)?;
+        let (entry, steps) = self.steps(&session, &keys)?;
+        let scripts = steps
+            .iter()
+            .enumerate()
+            .skip(session.step as usize)
+            .map(|(i, step)| {
+                Ok(HttpsScript {
+                    step: i as u32,
+                    target: (step.tar != plan::ISD_TAR).then_some(entry.sd),
+                    bytes: step.script()?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(HttpsScripts {
+            identity: scp81::psk_identity(&card.iccid),
+            scripts,
+        })
+    }
+
+    /// The card's response to step `step` of an HTTPS session (`X-Admin-Script-Status`
+    /// and the response script): logged and checked; the session moves on or fails.
+    pub fn on_https_response(
+        &self,
+        session_id: i64,
+        step: u32,
+        status: &str,
+        body: &[u8],
+    ) -> Result<()> {
+        let session = self.session(session_id)?;
+        let card = self.ota_card(&session.card_number)?;
+        self.log_mo(
+            Some(session.id),
+            &card,
+            "https-response",
+            None,
+            body,
+            status,
+        )?;
+        if session.state != SessionState::Running || step != session.step {
+            return Ok(());
+        }
+        let fail = |detail: String| -> Result<()> {
+            self.store.update_ota_session(
+                session.id,
+                SessionState::Failed,
+                session.step,
+                session.steps,
+                &detail,
+            )?;
+            Ok(())
+        };
+        let keys = self.card_keys(&card)?;
+        let (entry, steps) = match self.steps(&session, &keys) {
+            Ok(x) => x,
+            Err(e) => return fail(format!("cannot plan: {e}")),
+        };
+        let n = steps.len();
+        let Some(current) = steps.get(step as usize) else {
+            return fail(format!("step {} is not in the plan", step + 1));
+        };
+        if status != "ok" {
+            return fail(format!(
+                "step {} of {n}: the card's agent answered {status}",
+                step + 1
+            ));
+        }
+        if let Err(why) = check_script_result(current, body) {
+            return fail(format!("step {} of {n}: {why}", step + 1));
+        }
+        if current.kind == StepKind::CreateSd {
+            if let Some(pk) = public_key_of(body) {
+                self.log_mo(
+                    Some(session.id),
+                    &card,
+                    SD_PUBLIC_KEY,
+                    None,
+                    &pk,
+                    "received",
+                )?;
+            }
+        }
+        let next = step + 1;
+        if next as usize == n {
+            let created_sd = steps[0].kind == StepKind::CreateSd;
+            let sd_lf = Aid::new(&SD_LOAD_FILE).map_err(|e| invalid(e.to_string()))?;
+            self.store.record_ota_install(
+                &card.card_number,
+                &entry,
+                created_sd.then_some(&sd_lf),
+            )?;
+            let messages = self.store.ota_messages(session.id)?;
+            self.store.update_ota_session(
+                session.id,
+                SessionState::Done,
+                next,
+                n as u32,
+                &format!(
+                    "installed {} over HTTPS{}",
+                    entry.instance,
+                    pk_note(&messages)
+                ),
+            )?;
+        } else {
+            self.store.update_ota_session(
+                session.id,
+                SessionState::Running,
+                next,
+                n as u32,
+                &format!("HTTPS: step {next} of {n} done"),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// An HTTPS session of the card ended (`outcome` in words) or never came within
+    /// [`EngineConfig::https_wait`] of the trigger with this `counter` (`None`: any).
+    /// A session with scripts left is triggered again (a new counter), at most
+    /// [`EngineConfig::max_sends`] triggers in all, then abandoned.
+    pub fn on_https_end(
+        &self,
+        session_id: i64,
+        trigger_counter: Option<u64>,
+        outcome: &str,
+    ) -> Result<Vec<Outbound>> {
+        let session = self.session(session_id)?;
+        let card = self.ota_card(&session.card_number)?;
+        let messages = self.store.ota_messages(session.id)?;
+        let last_trigger = messages
+            .iter()
+            .rev()
+            .find(|m| m.direction == Direction::Mt && m.kind == StepKind::Trigger.as_str());
+        if let (Some(c), Some(t)) = (trigger_counter, last_trigger) {
+            if t.counter != Some(c) {
+                return Ok(Vec::new()); // triggered again since
+            }
+            // A wait that ran out while the card is in session is no end.
+            if messages
+                .iter()
+                .any(|m| m.id > t.id && m.kind == "https-response")
+            {
+                return Ok(Vec::new());
+            }
+        }
+        self.log_mo(Some(session.id), &card, "https-session", None, &[], outcome)?;
+        if session.state != SessionState::Running {
+            return Ok(Vec::new());
+        }
+        self.retrigger(&session, &card, &messages, outcome)
+    }
+
+    /// Triggers an HTTPS session again, or abandons it when the triggers are used up.
+    fn retrigger(
+        &self,
+        session: &Session,
+        card: &OtaCard,
+        messages: &[Message],
+        why: &str,
+    ) -> Result<Vec<Outbound>> {
+        let triggers = messages
+            .iter()
+            .filter(|m| {
+                m.direction == Direction::Mt
+                    && m.kind == StepKind::Trigger.as_str()
+                    && m.status == "sent"
+            })
+            .count() as u32;
+        if triggers >= self.config.max_sends {
+            self.store.update_ota_session(
+                session.id,
+                SessionState::Abandoned,
+                session.step,
+                session.steps,
+                &format!(
+                    "HTTPS: {why}; step {} of {} not done after {triggers} triggers",
+                    session.step + 1,
+                    session.steps
+                ),
+            )?;
+            return Ok(Vec::new());
+        }
+        let keys = self.card_keys(card)?;
+        Ok(vec![self.send_trigger(
+            session,
+            card,
+            &keys,
+            session.step,
+            session.steps,
+        )?])
     }
 
     fn session(&self, id: i64) -> Result<Session> {
@@ -396,6 +682,14 @@ impl Engine {
         if last.counter != Some(counter) {
             return Ok(Vec::new());
         }
+        if last.kind == StepKind::Trigger.as_str()
+            && messages
+                .iter()
+                .any(|m| m.id > last.id && m.kind == "https-response")
+        {
+            // The PoR was lost but the card is in its HTTPS session.
+            return Ok(Vec::new());
+        }
         self.resend(&session, &messages, last)
     }
 
@@ -450,6 +744,16 @@ impl Engine {
         for s in self.store.ota_open_sessions()? {
             let r = match s.state {
                 SessionState::Pending => self.start(s.id),
+                _ if s.bearer == Bearer::Https => {
+                    // The old trigger's counter is spent on the card: a new one.
+                    let messages = self.store.ota_messages(s.id)?;
+                    if messages.iter().any(|m| m.kind.starts_with("https-")) {
+                        self.ota_card(&s.card_number)
+                            .and_then(|c| self.retrigger(&s, &c, &messages, "restarted"))
+                    } else {
+                        self.start(s.id)
+                    }
+                }
                 _ => {
                     let messages = self.store.ota_messages(s.id)?;
                     match messages.iter().rev().find(|m| is_script(m)) {
@@ -566,13 +870,13 @@ impl Engine {
         let entry = self.store.ota_catalog_entry(&tenant, &app)?;
         let status = if entry.is_some() { "ok" } else { "unknown_app" };
         self.log_mo(None, card, "request", Some(counter), packet, status)?;
-        let session = match entry {
-            Some(_) => Some(self.store.open_ota_session(
+        let session = match &entry {
+            Some(e) => Some(self.store.open_ota_session(
                 OTA_SERVER,
                 &tenant,
                 &card.card_number,
                 &app,
-                Bearer::Sms,
+                self.choose_bearer(&card.card_number, &keys, e)?,
                 Origin::Card,
             )?),
             None => None,
@@ -622,6 +926,31 @@ impl Engine {
         }
     }
 
+    /// The policy for a card's request: over HTTPS when the admin server runs and the
+    /// download would take more than [`HttpsEndpoint::above_sms`] SMS; by SMS otherwise.
+    fn choose_bearer(
+        &self,
+        card_number: &str,
+        keys: &Scp80KeySet,
+        entry: &CatalogEntry,
+    ) -> Result<Bearer> {
+        let Some(https) = &self.config.https else {
+            return Ok(Bearer::Sms);
+        };
+        let Some(cap) = self.store.package_cap(&entry.package)? else {
+            return Ok(Bearer::Sms); // the session fails with the reason when planned
+        };
+        let cap = CapFile::from_bytes(&cap).map_err(|e| invalid(format!("CAP: {e}")))?;
+        let sd_missing = !self.store.card_has_instance(card_number, &entry.sd)?;
+        let packing = self.packing(keys);
+        let sms = plan::sms_total(&plan::plan(entry, &cap, sd_missing, &packing)?, &packing)?;
+        Ok(if sms > https.above_sms {
+            Bearer::Https
+        } else {
+            Bearer::Sms
+        })
+    }
+
     fn log_mo(
         &self,
         session: Option<i64>,
@@ -645,12 +974,14 @@ impl Engine {
 
     fn on_por(&self, cards: &[OtaCard], packet: &[u8]) -> Result<MoOutcome> {
         for card in cards {
-            // The card's running session and the packet it waits on.
-            let Some(session) = self
-                .store
-                .ota_sessions(&card.card_number, 10)?
-                .into_iter()
+            // The card's running session and the packet it waits on; else its newest
+            // HTTPS session, whose trigger's PoR may come after the session is over.
+            let recent = self.store.ota_sessions(&card.card_number, 10)?;
+            let Some(session) = recent
+                .iter()
                 .find(|s| s.state == SessionState::Running)
+                .or_else(|| recent.iter().find(|s| s.bearer == Bearer::Https))
+                .cloned()
             else {
                 continue;
             };
@@ -698,6 +1029,9 @@ impl Engine {
                 packet,
                 &format!("{:02X}", status.to_byte()),
             )?;
+            if session.state != SessionState::Running {
+                return Ok(MoOutcome::Handled(Vec::new())); // logged: nothing waits on it
+            }
             return self.after_por(
                 &session,
                 card,
@@ -734,6 +1068,43 @@ impl Engine {
             )?;
             Ok(MoOutcome::Handled(Vec::new()))
         };
+        if last.kind == StepKind::Trigger.as_str() {
+            let resent = sends_of(messages, last.counter) > 1;
+            let ok = match status {
+                ResponseStatus::PorOk => match script::parse_response_data(data) {
+                    Ok(ScriptResponse::Compact(c))
+                        if c.executed == 1 && c.last.sw == StatusWord::SUCCESS =>
+                    {
+                        Ok(())
+                    }
+                    Ok(ScriptResponse::Compact(c)) => {
+                        Err(format!("the trigger answered {:04X}", c.last.sw.0))
+                    }
+                    Ok(_) => Err("the trigger's PoR is not a compact response".to_string()),
+                    Err(e) => Err(format!("the trigger's PoR data: {e}")),
+                },
+                ResponseStatus::CounterLow if resent => Ok(()),
+                other => Err(format!("the trigger was answered {other}")),
+            };
+            return match ok {
+                Ok(()) => {
+                    if session.detail.starts_with("waiting for the PoR") {
+                        self.store.update_ota_session(
+                            session.id,
+                            SessionState::Running,
+                            session.step,
+                            session.steps,
+                            &format!(
+                                "triggered (counter {}): waiting for the card's HTTPS session",
+                                last.counter.unwrap_or(0)
+                            ),
+                        )?;
+                    }
+                    Ok(MoOutcome::Handled(Vec::new()))
+                }
+                Err(why) => fail(format!("HTTPS: {why}")),
+            };
+        }
         let (entry, steps) = match self.steps(session, keys) {
             Ok(x) => x,
             Err(e) => return fail(format!("cannot plan: {e}")),
@@ -816,9 +1187,40 @@ impl Engine {
     }
 }
 
-/// Whether a logged message is a script the platform sent (not a PoR it sent).
+/// Whether a logged message is an SCP80 command packet the platform sent (a script or a
+/// trigger: each waits for its PoR), not a PoR it sent.
 fn is_script(m: &Message) -> bool {
-    m.direction == Direction::Mt && (m.kind == "script" || m.kind == "create-sd")
+    m.direction == Direction::Mt
+        && [StepKind::Load, StepKind::CreateSd, StepKind::Trigger]
+            .iter()
+            .any(|k| m.kind == k.as_str())
+}
+
+/// Whether a logged message is a step of the plan (by SMS or HTTPS; not a trigger).
+fn is_step(m: &Message) -> bool {
+    [StepKind::Load, StepKind::CreateSd]
+        .iter()
+        .any(|k| m.kind == k.as_str() || m.kind == k.https_str())
+}
+
+/// The scripts of an HTTPS session for the SCP81 admin server ([`Engine::https_scripts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpsScripts {
+    /// The card's TLS PSK identity: the queue's key.
+    pub identity: Vec<u8>,
+    /// The scripts left, in order.
+    pub scripts: Vec<HttpsScript>,
+}
+
+/// One script of an HTTPS session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpsScript {
+    /// Its step in the session's plan (0-based).
+    pub step: u32,
+    /// The SD it targets (`X-Admin-Targeted-Application`); `None`: the ISD.
+    pub target: Option<Aid>,
+    /// The expanded remote command script (ETSI TS 102 226).
+    pub bytes: Vec<u8>,
 }
 
 /// How many times the packet with this counter went out.

@@ -98,6 +98,8 @@ pub enum StepKind {
     CreateSd,
     /// Part of INSTALL [for load], LOAD, INSTALL [for install].
     Load,
+    /// The SCP80 packet that makes the card open its SCP81 (HTTPS) admin session.
+    Trigger,
 }
 
 impl StepKind {
@@ -106,6 +108,16 @@ impl StepKind {
         match self {
             Self::CreateSd => "create-sd",
             Self::Load => "script",
+            Self::Trigger => "trigger",
+        }
+    }
+
+    /// The word logged when the step goes over HTTPS instead (`https-create-sd`,
+    /// `https-script`): not resent by SMS time-outs.
+    pub fn https_str(self) -> &'static str {
+        match self {
+            Self::CreateSd => "https-create-sd",
+            Self::Load | Self::Trigger => "https-script",
         }
     }
 }
@@ -318,6 +330,38 @@ pub fn plan(
         steps.extend(create_sd_steps(&entry.sd)?);
     }
     steps.extend(load_steps(entry, cap, packing)?);
+    Ok(steps)
+}
+
+/// Every script of a download over SCP81 (Amendment B): the create-SD steps when the
+/// card lacks the SD, then one script with INSTALL [for load], every LOAD block (240
+/// bytes) and the INSTALLs — all in the expanded format, each answered by its response
+/// script. A step whose TAR is [`ISD_TAR`] runs under the ISD (whose PSK secures the
+/// session); the others target the application's SD (`X-Admin-Targeted-Application`).
+pub fn https_plan(
+    entry: &CatalogEntry,
+    cap: &CapFile,
+    sd_missing: bool,
+) -> Result<Vec<Step>, Error> {
+    let mut steps = Vec::new();
+    if sd_missing {
+        steps.extend(create_sd_steps(&entry.sd)?);
+    }
+    let (for_load, installs) = install_commands(entry, cap)?;
+    let mut commands = vec![for_load];
+    commands.extend(
+        gp::commands::load_blocks(&cap.load_file_data_block(), 240)
+            .map_err(gp_err)?
+            .into_iter()
+            .map(without_le),
+    );
+    commands.extend(installs);
+    steps.push(Step {
+        kind: StepKind::Load,
+        tar: ISD_TAR,
+        commands,
+        expanded: true,
+    });
     Ok(steps)
 }
 
