@@ -154,7 +154,7 @@ async fn blocking<T: Send + 'static>(
 /// Checks that `value` is `min..=max` hex-coded bytes, digits only (the store's parser
 /// would also take spaces and colons, which the schema does not).
 fn strict_hex(what: &str, value: &str, min: usize, max: usize) -> Result<(), ApiError> {
-    let ok = value.len() % 2 == 0
+    let ok = value.len().is_multiple_of(2)
         && (min * 2..=max * 2).contains(&value.len())
         && value.bytes().all(|b| b.is_ascii_hexdigit());
     if ok {

@@ -50,7 +50,7 @@ fn catalog_enrol_push_and_history_for_the_cards_tenant_only() {
             package: "A00000055501".into(),
             ..Default::default()
         };
-        let e = admin::add_to_catalog(&s, &acme, &req).unwrap();
+        let e = admin::add_to_catalog(s, &acme, &req).unwrap();
         assert_eq!(e.module.to_string(), "A0000005550101", "{}", b.name);
         assert_eq!(e.instance, e.module);
         assert_eq!(e.sd.to_string(), "A00000055501FF01");
@@ -60,7 +60,7 @@ fn catalog_enrol_push_and_history_for_the_cards_tenant_only() {
         );
         // Another tenant's package is not found; bad values are invalid.
         assert!(matches!(
-            admin::add_to_catalog(&s, &other, &req),
+            admin::add_to_catalog(s, &other, &req),
             Err(Error::Store(StoreError::NotFound(_)))
         ));
         for bad in [
@@ -79,7 +79,7 @@ fn catalog_enrol_push_and_history_for_the_cards_tenant_only() {
                 ..req.clone()
             },
         ] {
-            let r = admin::add_to_catalog(&s, &acme, &bad);
+            let r = admin::add_to_catalog(s, &acme, &bad);
             assert!(
                 matches!(
                     r,
@@ -91,34 +91,34 @@ fn catalog_enrol_push_and_history_for_the_cards_tenant_only() {
 
         // Enrolment: the card's tenant only.
         assert!(matches!(
-            admin::enrol_card(&s, &other, CARD, ICCID, "+4917012345", 1),
+            admin::enrol_card(s, &other, CARD, ICCID, "+4917012345", 1),
             Err(Error::Forbidden { .. })
         ));
         assert!(matches!(
-            admin::enrol_card(&s, &acme, "999", ICCID, "+4917012345", 1),
+            admin::enrol_card(s, &acme, "999", ICCID, "+4917012345", 1),
             Err(Error::UnknownCard)
         ));
-        admin::enrol_card(&s, &acme, CARD, ICCID, "+4917012345", 1).unwrap();
+        admin::enrol_card(s, &acme, CARD, ICCID, "+4917012345", 1).unwrap();
 
         // Push: refused for another tenant, an unknown ICCID, an unknown application.
         assert!(matches!(
-            admin::open_push_session(&s, &other, ICCID, "wallet", Bearer::Sms),
+            admin::open_push_session(s, &other, ICCID, "wallet", Bearer::Sms),
             Err(Error::Forbidden { .. })
         ));
         assert!(matches!(
-            admin::open_push_session(&s, &acme, "8988211000000000002", "wallet", Bearer::Sms),
+            admin::open_push_session(s, &acme, "8988211000000000002", "wallet", Bearer::Sms),
             Err(Error::Store(StoreError::NotFound(_)))
         ));
         assert!(matches!(
-            admin::open_push_session(&s, &acme, "12", "wallet", Bearer::Sms),
+            admin::open_push_session(s, &acme, "12", "wallet", Bearer::Sms),
             Err(Error::Invalid(_))
         ));
         assert!(matches!(
-            admin::open_push_session(&s, &acme, ICCID, "nope", Bearer::Sms),
+            admin::open_push_session(s, &acme, ICCID, "nope", Bearer::Sms),
             Err(Error::Store(StoreError::NotFound(_)))
         ));
         assert!(s.ota_sessions(CARD, 10).unwrap().is_empty(), "{}", b.name);
-        let session = admin::open_push_session(&s, &acme, ICCID, "wallet", Bearer::Https).unwrap();
+        let session = admin::open_push_session(s, &acme, ICCID, "wallet", Bearer::Https).unwrap();
         assert_eq!(
             (session.state, session.origin, session.bearer),
             (SessionState::Pending, Origin::Server, Bearer::Https)
@@ -136,24 +136,24 @@ fn catalog_enrol_push_and_history_for_the_cards_tenant_only() {
             "sent",
         )
         .unwrap();
-        let h = admin::card_history(&s, &acme, ICCID, 10).unwrap();
+        let h = admin::card_history(s, &acme, ICCID, 10).unwrap();
         assert_eq!(h.card.iccid, ICCID);
         assert_eq!(h.sessions.len(), 1);
         assert_eq!(h.sessions[0].messages.len(), 1);
         assert!(matches!(
-            admin::card_history(&s, &other, ICCID, 10),
+            admin::card_history(s, &other, ICCID, 10),
             Err(Error::Forbidden { .. })
         ));
         assert_eq!(
-            admin::session_log(&s, &acme, session.id).unwrap().session,
+            admin::session_log(s, &acme, session.id).unwrap().session,
             session
         );
         assert!(matches!(
-            admin::session_log(&s, &other, session.id),
+            admin::session_log(s, &other, session.id),
             Err(Error::Forbidden { .. })
         ));
         assert!(matches!(
-            admin::session_log(&s, &acme, session.id + 1),
+            admin::session_log(s, &acme, session.id + 1),
             Err(Error::Store(StoreError::NotFound(_)))
         ));
 
