@@ -3,7 +3,7 @@
 # documents: payment and issuance, and the SSD platforms of issue #10: the card issuer's partner
 # API (`serve --role ci`, HTTPS; its partner routes with a registered partner's client
 # certificate, its operator routes with a bearer token) and the application provider's API
-# (`serve --role ap`), with Schemathesis and all its checks: any 5xx, any answer
+# (`serve --role ap`), and the OTA API of issue 12 (`serve --ota` with operator tokens), with Schemathesis and all its checks: any 5xx, any answer
 # that does not match the schema, any undocumented status code or content type, and any
 # request the schema excludes but the server accepts fail. Excluded: positive_data_acceptance
 # (a schema-valid request may still be refused for what no schema can say: a signature that
@@ -32,8 +32,9 @@ WORK=$(mktemp -d)
 SERVE_PID=""
 CI_PID=""
 AP_PID=""
+OTA_PID=""
 cleanup() {
-    for pid in "$SERVE_PID" "$CI_PID" "$AP_PID"; do
+    for pid in "$SERVE_PID" "$CI_PID" "$AP_PID" "$OTA_PID"; do
         if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
     done
     [ -n "${ST_KEEP:-}" ] && echo "kept $WORK" >&2 || rm -rf "$WORK"
@@ -94,6 +95,14 @@ status=0
 run payment "$BASE" /api/openapi.json "$ADMIN_TOKEN" || status=1
 run issuance "$BASE" /api/openapi-issuance.json "$OPERATOR_TOKEN" || status=1
 
+# The OTA API (issue 12): `serve --ota` with the operator token, its own database. The ESME
+# keeps reconnecting to a closed port (9); the HTTP API does not need the SMSC.
+CARDWRIGHT_DB="sqlite:$WORK/ota.db" "$BIN" tenant create --id issuer --name Issuer --role ci >/dev/null
+start ota --ota --smpp smpp://st:st@127.0.0.1:9 --listen 127.0.0.1:0 --db "sqlite:$WORK/ota.db" \
+    --keystore "file:$WORK/keys.json"
+OTA_PID=$PID
+run OTA "$URL" /api/openapi-ota.json "$OPERATOR_TOKEN" || status=1
+
 # The SSD platforms (issue #10): certificates made here with openssl (P-256): the card
 # issuer's server CA and certificate, the partner's root CA and client certificate, the
 # partner's transport key.
@@ -148,7 +157,7 @@ run "card issuer's partner (revocation)" "$CI_URL" /api/openapi-partner.json "$O
     "${CI_TLS[@]}" --include-path-regex '/revoke$' || status=1
 run "application provider's" "$AP_URL" /api/openapi-ap.json "$OPERATOR_TOKEN" || status=1
 
-for name in serve ci ap; do
+for name in serve ota ci ap; do
     if grep -q "panicked" "$WORK/$name.err"; then
         echo "the server ($name) panicked:" >&2
         grep -A3 panicked "$WORK/$name.err" >&2

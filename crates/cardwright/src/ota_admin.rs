@@ -2,11 +2,11 @@
 //! database (`--db`) like the other admin commands. A push opens a `pending` session that
 //! the running `serve --ota` picks up and sends.
 
-use anyhow::{anyhow, bail, Context, Result};
-use apdu::{hex, parse_hex};
+use anyhow::{anyhow, Result};
+use apdu::hex;
 use clap::{Args, Subcommand};
-use gp::aid::Aid;
-use tsm::ota::{Bearer, CatalogEntry, Origin};
+use tsm::ota::admin::CatalogRequest;
+use tsm::ota::{Bearer, CatalogEntry};
 
 use crate::issue_cmd::Platform;
 
@@ -57,12 +57,12 @@ pub struct CatalogAddArgs {
     /// The menu text (default: the name).
     #[arg(long)]
     pub title: Option<String>,
-    /// Privileges of the instance, hex (1 or 3 bytes).
-    #[arg(long, default_value = "00")]
-    pub privileges: String,
-    /// Install parameters (the C9 value), hex.
-    #[arg(long, default_value = "")]
-    pub params: String,
+    /// Privileges of the instance, hex (1 or 3 bytes; default 00).
+    #[arg(long)]
+    pub privileges: Option<String>,
+    /// Install parameters (the C9 value), hex (default none).
+    #[arg(long)]
+    pub params: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -113,56 +113,23 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-fn aid_arg(hex_aid: &str, what: &str) -> Result<Aid> {
-    Aid::new(&parse_hex(hex_aid).with_context(|| format!("{what}: not hex"))?)
-        .map_err(|e| anyhow!("{what}: {e}"))
-}
-
 pub fn run_catalog(cmd: CatalogCmd) -> Result<()> {
     let actor = cmd.platform.actor()?;
     match cmd.op {
         CatalogOp::Add(a) => {
             let store = cmd.platform.anchored_store()?;
-            let package = aid_arg(&a.package, "--package")?;
-            let module = match &a.module {
-                Some(m) => aid_arg(m, "--module")?,
-                None => {
-                    let cap = store
-                        .package_cap(&package)?
-                        .ok_or_else(|| anyhow!("package {package} is not registered"))?;
-                    let cap = gp::cap::CapFile::from_bytes(&cap)
-                        .map_err(|e| anyhow!("package {package}: {e}"))?;
-                    *cap.applet_aids()
-                        .first()
-                        .ok_or_else(|| anyhow!("package {package} has no applet"))?
-                }
-            };
-            let instance = match &a.instance {
-                Some(i) => aid_arg(i, "--instance")?,
-                None => module,
-            };
-            let sd = match &a.sd {
-                Some(s) => aid_arg(s, "--sd")?,
-                None => {
-                    let mut b = package.as_bytes().to_vec();
-                    b.extend_from_slice(&[0xFF, 0x01]);
-                    b.truncate(16);
-                    Aid::new(&b).map_err(|e| anyhow!("SD AID: {e}"))?
-                }
-            };
-            let e = store.add_ota_catalog_entry(
-                &actor.name(),
-                &CatalogEntry {
-                    tenant: actor.tenant.clone(),
-                    app: a.app.clone(),
-                    title: a.title.clone().unwrap_or_else(|| a.app.clone()),
-                    package,
-                    module,
-                    instance,
-                    sd,
-                    privileges: parse_hex(&a.privileges).context("--privileges")?,
-                    params: parse_hex(&a.params).context("--params")?,
-                    created_ms: 0,
+            let e = tsm::ota::admin::add_to_catalog(
+                &store,
+                &actor,
+                &CatalogRequest {
+                    app: a.app,
+                    title: a.title,
+                    package: a.package,
+                    module: a.module,
+                    instance: a.instance,
+                    sd: a.sd,
+                    privileges: a.privileges,
+                    params: a.params,
                 },
             )?;
             println!(
@@ -206,8 +173,7 @@ pub fn entry_json(e: &CatalogEntry) -> serde_json::Value {
 pub fn run_enrol(a: EnrolArgs) -> Result<()> {
     let actor = a.platform.actor()?;
     let store = a.platform.anchored_store()?;
-    let (card, _) = tsm::card_status(&store, &actor, &a.card)?;
-    let c = store.enrol_ota_card(&actor.name(), &card.card_number, &a.iccid, &a.msisdn, a.kvn)?;
+    let c = tsm::ota::admin::enrol_card(&store, &actor, &a.card, &a.iccid, &a.msisdn, a.kvn)?;
     println!(
         "card {} enrolled for OTA: ICCID {}, MSISDN +{}, SCP80 key set {:02X}",
         c.card_number, c.iccid, c.msisdn, c.kvn
@@ -222,22 +188,7 @@ pub fn run_push(a: PushArgs) -> Result<()> {
         .parse()
         .map_err(|e: String| anyhow!("--bearer: {e}"))?;
     let store = a.platform.anchored_store()?;
-    let card = store
-        .ota_card_by_iccid(&a.iccid)?
-        .ok_or_else(|| anyhow!("no card with ICCID {} is enrolled for OTA", a.iccid))?;
-    // Only the card's issuer: card_status refuses other tenants.
-    tsm::card_status(&store, &actor, &card.card_number)?;
-    if store.ota_catalog_entry(&actor.tenant, &a.app)?.is_none() {
-        bail!("'{}' is not in the catalog of {}", a.app, actor.tenant);
-    }
-    let s = store.open_ota_session(
-        &actor.name(),
-        &actor.tenant,
-        &card.card_number,
-        &a.app,
-        bearer,
-        Origin::Server,
-    )?;
+    let s = tsm::ota::admin::open_push_session(&store, &actor, &a.iccid, &a.app, bearer)?;
     println!(
         "session {} opened (pending): `serve --ota` sends it; follow it with `ota status --iccid {}`",
         s.id, a.iccid
@@ -248,16 +199,13 @@ pub fn run_push(a: PushArgs) -> Result<()> {
 pub fn run_status(a: StatusArgs) -> Result<()> {
     let actor = a.platform.actor()?;
     let store = a.platform.store_existing()?;
-    let card = store
-        .ota_card_by_iccid(&a.iccid)?
-        .ok_or_else(|| anyhow!("no card with ICCID {} is enrolled for OTA", a.iccid))?;
-    tsm::card_status(&store, &actor, &card.card_number)?;
-    let sessions = store.ota_sessions(&card.card_number, a.limit)?;
+    let history = tsm::ota::admin::card_history(&store, &actor, &a.iccid, a.limit)?;
+    let card = &history.card;
     if a.json {
         let mut v = Vec::new();
-        for s in &sessions {
-            let mut j = serde_json::to_value(s)?;
-            j["messages"] = serde_json::to_value(store.ota_messages(s.id)?)?;
+        for log in &history.sessions {
+            let mut j = serde_json::to_value(&log.session)?;
+            j["messages"] = serde_json::to_value(&log.messages)?;
             v.push(j);
         }
         let out = serde_json::json!({
@@ -271,12 +219,13 @@ pub fn run_status(a: StatusArgs) -> Result<()> {
         "card {} ICCID {} MSISDN +{}: SCP80 key set {:02X}, counters out {} in {}",
         card.card_number, card.iccid, card.msisdn, card.kvn, card.counter_out, card.counter_in
     );
-    for s in &sessions {
+    for log in &history.sessions {
+        let s = &log.session;
         println!(
             "session {} {} via {} ({}): {} step {}/{} {}",
             s.id, s.app, s.bearer, s.origin, s.state, s.step, s.steps, s.detail
         );
-        for m in store.ota_messages(s.id)? {
+        for m in &log.messages {
             println!(
                 "  {} {:<9} counter {:<6} {:>5} bytes {}",
                 m.direction,

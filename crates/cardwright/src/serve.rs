@@ -303,7 +303,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     };
     let ca_subject = ca.certificate().subject();
     let state = Arc::new(PayServer::new(Arc::new(ca), stores, audit, config));
-    let tokens = if a.issuance || a.role.is_some() {
+    let tokens = if a.issuance || a.role.is_some() || a.ota {
         let mut tokens = TokenTable::new();
         let operators = token_lines(&a.operator_tokens, a.operator_tokens_file.as_deref())?;
         for (n, t) in pairs(&operators, "--operator-token")? {
@@ -329,7 +329,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
                 },
             );
         }
-        if !tokens.has_role(&[Role::Operator, Role::Viewer]) {
+        let operators = tokens.has_role(&[Role::Operator, Role::Viewer]);
+        if !operators && (a.issuance || a.role.is_some()) {
             bail!("--issuance and --role need at least one operator token (CARDWRIGHT_OPERATOR_TOKENS, --operator-tokens-file or --operator-token NAME=TOKEN)");
         }
         let terminals = token_lines(&a.terminal_tokens, a.terminal_tokens_file.as_deref())?;
@@ -343,7 +344,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
                 },
             );
         }
-        Some(tokens)
+        // --ota alone without operator tokens: SMS only, no operator API.
+        operators.then_some(tokens)
     } else {
         None
     };
@@ -374,6 +376,13 @@ pub fn run(a: ServeArgs) -> Result<()> {
             store.clone(),
             t.clone(),
         )),
+        _ => None,
+    };
+    // The OTA HTTP API (issue 12) with --ota and operator tokens.
+    let ota_api = match (a.ota, &tokens, &tsm_store) {
+        (true, Some(t), Some(store)) => {
+            Some(server::ota_api::OtaApi::new(store.clone(), t.clone()))
+        }
         _ => None,
     };
     let ssd = match (a.role, tokens) {
@@ -462,6 +471,16 @@ pub fn run(a: ServeArgs) -> Result<()> {
         if let Some(api) = outlet_records {
             println!("outlet records: {scheme}://{addr}/api/v1/outlet/records");
             app = app.merge(server::outlet_records::routes(api));
+        }
+        match ota_api {
+            Some(api) => {
+                println!("OTA API: {scheme}://{addr}/api/v1/ota/… (/api/openapi-ota.json)");
+                app = app.merge(server::ota_api::routes(api));
+            }
+            None if a.ota => println!(
+                "OTA API: off (no operator token: CARDWRIGHT_OPERATOR_TOKENS, --operator-tokens-file or --operator-token)"
+            ),
+            None => {}
         }
         let mut verifier = None;
         if let Some(ssd) = ssd {

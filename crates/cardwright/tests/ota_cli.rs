@@ -339,7 +339,7 @@ fn catalog_enrol_push_status_over_the_database() {
         "",
     );
     assert!(
-        !r.ok && r.stderr.contains("not in the catalog"),
+        !r.ok && r.stderr.contains("'nope' in the catalog of"),
         "{}",
         r.stderr
     );

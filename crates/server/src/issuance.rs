@@ -116,6 +116,12 @@ impl From<tsm::Error> for ApiError {
                 (StatusCode::BAD_REQUEST, "invalid_request")
             }
             E::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
+            // The store's refusals of what a caller named or gave (OTA records, issue 12).
+            E::Store(tsm::StoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
+            E::Store(tsm::StoreError::Duplicate(_)) => (StatusCode::CONFLICT, "conflict"),
+            E::Store(tsm::StoreError::Invalid { .. }) => {
+                (StatusCode::BAD_REQUEST, "invalid_request")
+            }
             _ => {
                 tracing::error!(error = %e, "issuance failed");
                 return ApiError::internal("the issuance store or key store");

@@ -37,6 +37,7 @@ pub mod extract;
 pub mod issuance;
 pub mod openapi;
 pub mod ota;
+pub mod ota_api;
 pub mod outlet;
 pub mod outlet_records;
 mod pages;

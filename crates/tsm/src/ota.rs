@@ -5,6 +5,7 @@
 //! Stored by [`Store`](crate::Store) (`ota_*` tables, migration 8); the bytes on the air are
 //! made by the `ota` crate.
 
+pub mod admin;
 pub mod engine;
 pub mod plan;
 pub mod scp80;

@@ -1098,7 +1098,7 @@ pub fn card_status(store: &Store, actor: &Actor, card_number: &str) -> Result<(C
 /// The recorded card, if `actor` is of the card's tenant, or (`job_tenant`) of the tenant
 /// that submitted the job at hand (an application provider resuming its own application
 /// load). Refusals are audited under `action` with the acting actor.
-fn card_of_tenant(
+pub(crate) fn card_of_tenant(
     store: &Store,
     actor: &Actor,
     card_number: &str,
