@@ -72,6 +72,10 @@ pub struct HandsetRunArgs {
     /// How often (ms) the card is polled with STATUS for pending proactive commands.
     #[arg(long, default_value_t = 500)]
     pub poll_ms: u64,
+    /// Lab fault: lose these MT SMS over the air (1-based, in order of arrival, e.g.
+    /// `3,7`): not given to the card, no delivery receipt.
+    #[arg(long, value_name = "N,…", value_delimiter = ',')]
+    pub lose_mt: Vec<u64>,
 }
 
 /// Runs `cardwright handset [menu]`.
@@ -131,7 +135,7 @@ fn run_handset(a: HandsetRunArgs) -> Result<()> {
         .build()
         .context("tokio runtime")?;
     let poll = Duration::from_millis(a.poll_ms);
-    rt.block_on(serve(source, config, msisdn, control, poll))
+    rt.block_on(serve(source, config, msisdn, control, poll, a.lose_mt))
 }
 
 /// Binds the control socket; a socket file nobody answers on is left over from a handset
@@ -161,6 +165,7 @@ async fn serve(
     msisdn: String,
     control: PathBuf,
     poll: Duration,
+    lose_mt: Vec<u64>,
 ) -> Result<()> {
     let (endpoint, mut mt_rx) = smpp::HandsetEndpoint::listen(
         (config.host.as_str(), config.port),
@@ -191,7 +196,8 @@ async fn serve(
         &msisdn,
         poll,
         tx.clone(),
-    );
+    )
+    .with_lost_mt(lose_mt);
     let card_thread = std::thread::Builder::new()
         .name("handset-card".into())
         .spawn(move || phone.run(rx))

@@ -139,6 +139,10 @@ pub struct Phone {
     bip: Bip,
     /// A proactive command still waits (its length) after a long run of them.
     pending: Option<u8>,
+    /// MT SMS received so far.
+    mt_count: u64,
+    /// MT SMS (1-based, in order of arrival) lost over the air (`--lose-mt`).
+    lose_mt: std::collections::BTreeSet<u64>,
 }
 
 /// Why an exchange with the card failed.
@@ -256,7 +260,16 @@ impl Phone {
             sent: Vec::new(),
             bip: Bip::new(wake),
             pending: None,
+            mt_count: 0,
+            lose_mt: Default::default(),
         }
+    }
+
+    /// Loses these MT SMS (1-based, in order of arrival) over the air: not given to the
+    /// card, no delivery receipt — a lab fault for testing the platform's time-outs.
+    pub fn with_lost_mt(mut self, which: impl IntoIterator<Item = u64>) -> Self {
+        self.lose_mt = which.into_iter().collect();
+        self
     }
 
     /// Runs until `requests` closes.
@@ -635,6 +648,15 @@ impl Phone {
     fn mt(&mut self, mt: MtMessage) {
         let from = mt.message.source.clone();
         let id = mt.message_id.clone();
+        self.mt_count += 1;
+        if self.lose_mt.contains(&self.mt_count) {
+            tracing::warn!(
+                "MT {id} SMS from {} (number {}) lost over the air (--lose-mt)",
+                shown(&from),
+                self.mt_count
+            );
+            return;
+        }
         let (delivered, summary) = self.mt_to_card(&mt);
         let stat = if delivered { "DELIVRD" } else { "UNDELIV" };
         let rd = mt.message.registered_delivery & 0x03;

@@ -251,13 +251,12 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The two tests share Jasmin's connector port (2776): one at a time.
+/// The tests share Jasmin's connector port (2776): one at a time.
 static JASMIN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// The whole download; `reader`: the card on pcscd + vpcd rather than in the handset;
-/// `https`: the application over SCP81 rather than SMS.
-fn download(reader: bool, https: bool) {
-    let _turn = JASMIN.lock().unwrap_or_else(|e| e.into_inner());
+/// Whether the tests through Jasmin can run (a failure when `CARDWRIGHT_SMSC_TESTS=1` and
+/// Jasmin is down; skipped with a message otherwise).
+fn jasmin_or_skip() -> bool {
     let must = std::env::var("CARDWRIGHT_SMSC_TESTS").is_ok_and(|v| v == "1");
     if !jasmin_up() {
         assert!(
@@ -265,108 +264,207 @@ fn download(reader: bool, https: bool) {
             "CARDWRIGHT_SMSC_TESTS=1 but Jasmin is not up on 127.0.0.1:2775/8990 (scripts/smsc.sh start)"
         );
         eprintln!("skipped: Jasmin is not running (scripts/smsc.sh start; CARDWRIGHT_SMSC_TESTS=1 makes this a failure)");
-        return;
+        return false;
     }
-    let dir = tempdir();
-    let d = dir.path();
-    let (entry, k, psk) = platform(d);
-    let key = |k: &Option<ota::packet::Key>| scp::Key::aes(k.as_ref().unwrap().expose()).unwrap();
-    let mut config = CardConfig::default();
-    if https {
-        // The PSK the platform derives, in the ISD as key set 40 (`ota enrol` would PUT it).
-        config = config.with_scp81_psk(
-            tsm::ota::scp81::PSK_KVN,
-            &tsm::ota::scp81::psk_identity(ICCID),
-            &psk,
-        );
-    }
-    let config = config
-        .with_scp80_keys(k.kvn, key(&k.keys.kic), key(&k.keys.kid))
-        .with_download_agent(DownloadAgent::new(
-            PLATFORM,
-            k.kvn,
-            "Get apps",
-            vec![MenuEntry::new("wallet", "Wallet")],
-        ));
-    let state = d.join("card.json");
-    drop(VirtualCard::open(&state, config.clone()).unwrap());
-    // On pcscd: the card runs in its own process behind vpcd's reader.
-    let sim = reader.then(|| {
-        let s = pcsc::start_sim(state.to_str().unwrap());
-        pcsc::wait_for_card();
-        s
-    });
-    let card_args: [&str; 2] = if reader {
-        ["--reader", pcsc::READER]
-    } else {
-        ["--virtual", state.to_str().unwrap()]
-    };
+    true
+}
 
-    let db = format!("sqlite:{}", d.join("tsm.db").display());
-    let keystore = format!("file:{}", d.join("keys.json").display());
-    let https_listen = format!("127.0.0.1:{}", free_port());
-    let mut serve_args = vec![
-        "serve",
-        "--ota",
-        "--smpp",
-        "smpp://cwesme:cwpass@127.0.0.1:2775",
-        "--ota-address",
-        PLATFORM,
-        "--db",
-        &db,
-        "--keystore",
-        &keystore,
-        "--listen",
-        "127.0.0.1:0",
-        "--ota-por-timeout",
-        "20",
-    ];
-    if https {
-        serve_args.extend(["--ota-https", &https_listen]);
+/// A platform, a card and the commands to run them through Jasmin.
+struct Lab {
+    dir: tempfile::TempDir,
+    entry: CatalogEntry,
+    config: CardConfig,
+    state: PathBuf,
+    db: String,
+    keystore: String,
+    control: PathBuf,
+    https_listen: String,
+    reader: bool,
+}
+
+impl Lab {
+    /// The platform and a virtual card state file holding the platform's OTA keys (and,
+    /// with `https`, its PSK); `reader`: the card will run on pcscd + vpcd.
+    fn new(reader: bool, https: bool) -> Lab {
+        let dir = tempdir();
+        let d = dir.path();
+        let (entry, k, psk) = platform(d);
+        let key =
+            |k: &Option<ota::packet::Key>| scp::Key::aes(k.as_ref().unwrap().expose()).unwrap();
+        let mut config = CardConfig::default();
+        if https {
+            // The PSK the platform derives, in the ISD as key set 40.
+            config = config.with_scp81_psk(
+                tsm::ota::scp81::PSK_KVN,
+                &tsm::ota::scp81::psk_identity(ICCID),
+                &psk,
+            );
+        }
+        let config = config
+            .with_scp80_keys(k.kvn, key(&k.keys.kic), key(&k.keys.kid))
+            .with_download_agent(DownloadAgent::new(
+                PLATFORM,
+                k.kvn,
+                "Get apps",
+                vec![MenuEntry::new("wallet", "Wallet")],
+            ));
+        let state = d.join("card.json");
+        drop(VirtualCard::open(&state, config.clone()).unwrap());
+        Lab {
+            entry,
+            config,
+            state,
+            db: format!("sqlite:{}", d.join("tsm.db").display()),
+            keystore: format!("file:{}", d.join("keys.json").display()),
+            control: d.join("handset.sock"),
+            https_listen: format!("127.0.0.1:{}", free_port()),
+            reader,
+            dir,
+        }
     }
-    let mut serve = Proc::start("serve", d, &serve_args);
-    wait_for_port(JASMIN_HANDSET);
-    let control = d.join("handset.sock");
-    let mut handset = Proc::start(
-        "handset",
-        d,
-        &[
+
+    fn d(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `cardwright serve --ota` on this platform, `extra` options appended.
+    fn serve(&self, https: bool, extra: &[&str]) -> Proc {
+        let mut args = vec![
+            "serve",
+            "--ota",
+            "--smpp",
+            "smpp://cwesme:cwpass@127.0.0.1:2775",
+            "--ota-address",
+            PLATFORM,
+            "--db",
+            &self.db,
+            "--keystore",
+            &self.keystore,
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        if https {
+            args.extend(["--ota-https", &self.https_listen]);
+        }
+        args.extend_from_slice(extra);
+        Proc::start("serve", self.d(), &args)
+    }
+
+    /// `cardwright handset` for the card (in process, or the reader), `extra` appended.
+    fn handset(&self, extra: &[&str]) -> Proc {
+        wait_for_port(JASMIN_HANDSET);
+        let state = self.state.to_str().unwrap();
+        let card: [&str; 2] = if self.reader {
+            ["--reader", pcsc::READER]
+        } else {
+            ["--virtual", state]
+        };
+        let mut args = vec![
             "handset",
-            card_args[0],
-            card_args[1],
+            card[0],
+            card[1],
             "--smpp",
             "smpp://jasmin:jaspass@127.0.0.1:2776",
             "--msisdn",
             MSISDN,
             "--control",
-            control.to_str().unwrap(),
+            self.control.to_str().unwrap(),
             "--poll-ms",
             "100",
-        ],
-    );
-    // The menu is up and Jasmin bound to the handset; the platform bound to Jasmin.
-    let t0 = Instant::now();
-    loop {
-        handset.alive();
-        serve.alive();
-        let r = menu(&control, &[]);
-        if r.ok
-            && r.stdout.contains("Wallet")
-            && !r.stdout.contains("bound: 0")
-            && serve.log().contains("SMSC: bound")
-        {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "not ready in 60 s: {r:?}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
+        ];
+        args.extend_from_slice(extra);
+        Proc::start("handset", self.d(), &args)
     }
 
+    /// Waits until the card's menu is up, Jasmin bound to the handset and the platform
+    /// bound to Jasmin.
+    fn wait_ready(&self, serve: &mut Proc, handset: &mut Proc) {
+        let t0 = Instant::now();
+        loop {
+            handset.alive();
+            serve.alive();
+            let r = menu(&self.control, &[]);
+            if r.ok
+                && r.stdout.contains("Wallet")
+                && !r.stdout.contains("bound: 0")
+                && serve.log().contains("SMSC: bound")
+            {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "not ready in 60 s: {r:?}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// The user picks "Wallet" in the card's menu.
+    fn select(&self) {
+        let r = menu(&self.control, &["--select", "Wallet"]);
+        assert!(r.ok, "{r:?}");
+    }
+
+    /// An independent GP channel (SCP03, the card's own keys) sees the SD, the load file
+    /// and the instance extradited to the SD, and one SD only. The card's process must
+    /// be stopped first (it holds the state file).
+    fn verify_card(&self) {
+        let card = VirtualCard::open(&self.state, self.config.clone()).unwrap();
+        let mut client = gpclient::GpClient::new(transport::Traced::new(
+            card::VirtualChannel::new(card),
+            None,
+        ));
+        client
+            .open_secure_channel(&gpclient::OpenOptions {
+                keys: gpclient::KeySpec::same(
+                    &gpclient::DEFAULT_TEST_KEY,
+                    scp::Diversification::None,
+                    0,
+                ),
+                level: scp::SecurityLevel::MAC,
+                scp: None,
+                sd: None,
+            })
+            .unwrap();
+        let reg = gpclient::ops::registry(&mut client).unwrap();
+        let entry = &self.entry;
+        let sd = reg.find(&entry.sd).expect("the SD");
+        assert!(sd
+            .privileges
+            .is_some_and(|p| p.contains(gp::privileges::Privilege::SecurityDomain)));
+        let app = reg.find(&entry.instance).expect("the instance");
+        assert_eq!(app.associated_sd, Some(entry.sd), "extradited to its SD");
+        assert!(reg.find(&entry.package).is_some(), "the load file");
+        let sds = reg
+            .applications
+            .iter()
+            .filter(|e| e.aid == entry.sd)
+            .count();
+        assert_eq!(sds, 1, "one SD");
+    }
+}
+
+/// The whole download; `reader`: the card on pcscd + vpcd rather than in the handset;
+/// `https`: the application over SCP81 rather than SMS.
+fn download(reader: bool, https: bool) {
+    let _turn = JASMIN.lock().unwrap_or_else(|e| e.into_inner());
+    if !jasmin_or_skip() {
+        return;
+    }
+    let lab = Lab::new(reader, https);
+    let d = lab.d();
+    // On pcscd: the card runs in its own process behind vpcd's reader.
+    let sim = reader.then(|| {
+        let s = pcsc::start_sim(lab.state.to_str().unwrap());
+        pcsc::wait_for_card();
+        s
+    });
+    let mut serve = lab.serve(https, &["--ota-por-timeout", "20"]);
+    let mut handset = lab.handset(&[]);
+    lab.wait_ready(&mut serve, &mut handset);
+
     let t0 = Instant::now();
-    let r = menu(&control, &["--select", "Wallet"]);
-    assert!(r.ok, "{r:?}");
+    lab.select();
     let s = wait_session(d, 1, &mut [&mut serve, &mut handset]);
     let wall = t0.elapsed();
     assert_eq!(s.state, SessionState::Done, "{}", s.detail);
@@ -394,8 +492,7 @@ fn download(reader: bool, https: bool) {
     }
 
     // Again: the SD is there, nothing is sent.
-    let r = menu(&control, &["--select", "Wallet"]);
-    assert!(r.ok, "{r:?}");
+    lab.select();
     let s2 = wait_session(d, 2, &mut [&mut serve, &mut handset]);
     assert_eq!(s2.state, SessionState::Done, "{}", s2.detail);
     assert_eq!(mt_sms(d), mt, "nothing sent the second time");
@@ -406,37 +503,153 @@ fn download(reader: bool, https: bool) {
         drop(sim);
         pcsc::wait_for_no_card();
     }
+    lab.verify_card();
+}
 
-    // An independent GP channel (SCP03, the card's own keys) sees what arrived.
-    let card = VirtualCard::open(&state, config).unwrap();
-    let mut client = gpclient::GpClient::new(transport::Traced::new(
-        card::VirtualChannel::new(card),
-        None,
-    ));
-    client
-        .open_secure_channel(&gpclient::OpenOptions {
-            keys: gpclient::KeySpec::same(
-                &gpclient::DEFAULT_TEST_KEY,
-                scp::Diversification::None,
-                0,
-            ),
-            level: scp::SecurityLevel::MAC,
-            scp: None,
-            sd: None,
-        })
+/// Waits until the running session has acknowledged at least `step` steps.
+fn wait_step(dir: &Path, step: u32, procs: &mut [&mut Proc]) {
+    let t0 = Instant::now();
+    loop {
+        for p in procs.iter_mut() {
+            p.alive();
+        }
+        let s = sessions(dir);
+        if s.first().is_some_and(|s| s.step >= step) {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "step {step} not reached in 120 s: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How many packets of the log went out more than once (resends).
+fn resent(dir: &Path) -> usize {
+    let db = rusqlite::Connection::open(dir.join("tsm.db")).unwrap();
+    db.query_row(
+        "SELECT COUNT(*) FROM ota_messages WHERE direction = 'mt' AND status = 'resent'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .unwrap() as usize
+}
+
+/// A fault in the whole flow through Jasmin: the platform's process killed (SIGKILL)
+/// mid-download, then started again on the same database: it resumes by resending the
+/// packet whose PoR it waited for (same counter: if the card ran it, it answers "counter
+/// low" and the step counts as done) and the download completes with one SD.
+#[test]
+fn ota_download_resumes_after_the_server_is_killed() {
+    let _turn = JASMIN.lock().unwrap_or_else(|e| e.into_inner());
+    if !jasmin_or_skip() {
+        return;
+    }
+    let lab = Lab::new(false, false);
+    let d = lab.d();
+    let mut serve = lab.serve(false, &["--ota-por-timeout", "5"]);
+    let mut handset = lab.handset(&[]);
+    lab.wait_ready(&mut serve, &mut handset);
+    lab.select();
+    wait_step(d, 4, &mut [&mut serve, &mut handset]);
+    drop(serve); // killed: no clean shutdown
+    let before = sessions(d)[0].clone();
+    assert_eq!(before.state, SessionState::Running, "{before:?}");
+    let mut serve = lab.serve(false, &["--ota-por-timeout", "5"]);
+    let s = wait_session(d, 1, &mut [&mut serve, &mut handset]);
+    assert_eq!(s.state, SessionState::Done, "{}", s.detail);
+    assert!(
+        serve.log().contains("open sessions resumed"),
+        "{}",
+        serve.log()
+    );
+    assert!(resent(d) >= 1, "resumed by a resend");
+    eprintln!(
+        "server killed at step {} of {}: resumed, done; {} resends; {}",
+        before.step,
+        before.steps,
+        resent(d),
+        s.detail
+    );
+    drop(handset);
+    lab.verify_card();
+}
+
+/// MT SMS lost over the air (the handset's `--lose-mt`): the 3rd (a part of a
+/// multi-SMS packet: the packet never completes, nothing runs) and the 20th. The PoR
+/// time-outs resend each packet and the download completes with one SD.
+#[test]
+fn ota_download_recovers_lost_mt_sms() {
+    let _turn = JASMIN.lock().unwrap_or_else(|e| e.into_inner());
+    if !jasmin_or_skip() {
+        return;
+    }
+    let lab = Lab::new(false, false);
+    let d = lab.d();
+    let mut serve = lab.serve(false, &["--ota-por-timeout", "5"]);
+    let mut handset = lab.handset(&["--lose-mt", "3,20"]);
+    lab.wait_ready(&mut serve, &mut handset);
+    lab.select();
+    let s = wait_session(d, 1, &mut [&mut serve, &mut handset]);
+    assert_eq!(s.state, SessionState::Done, "{}", s.detail);
+    assert_eq!(handset.log().matches("lost over the air").count(), 2);
+    assert!(resent(d) >= 2, "each lost packet resent: {}", resent(d));
+    eprintln!(
+        "MT SMS 3 and 20 lost: done; {} resends; {}",
+        resent(d),
+        s.detail
+    );
+    drop(handset);
+    lab.verify_card();
+}
+
+/// The card switched off mid-download: the card on pcscd + vpcd (`sim run --vpcd`) is
+/// stopped while the handset stays on (MT SMS meanwhile are undeliverable), and started
+/// again 4 s later from its saved state; the PoR time-outs resend; the card, reset, has
+/// lost the LOAD in progress (`6985`) and the platform loads again from INSTALL [for
+/// load]; the download completes with one SD.
+#[test]
+fn ota_download_to_a_card_switched_off_mid_download() {
+    if !pcsc::enabled() {
+        return;
+    }
+    let _turn = JASMIN.lock().unwrap_or_else(|e| e.into_inner());
+    if !jasmin_or_skip() {
+        return;
+    }
+    let lab = Lab::new(true, false);
+    let d = lab.d();
+    let sim = pcsc::start_sim(lab.state.to_str().unwrap());
+    pcsc::wait_for_card();
+    let mut serve = lab.serve(false, &["--ota-por-timeout", "6"]);
+    let mut handset = lab.handset(&[]);
+    lab.wait_ready(&mut serve, &mut handset);
+    lab.select();
+    wait_step(d, 5, &mut [&mut serve, &mut handset]);
+    drop(sim); // power gone
+    let off = sessions(d)[0].clone();
+    std::thread::sleep(Duration::from_secs(4));
+    let sim = pcsc::start_sim(lab.state.to_str().unwrap());
+    let s = wait_session(d, 1, &mut [&mut serve, &mut handset]);
+    assert_eq!(s.state, SessionState::Done, "{}", s.detail);
+    let db = rusqlite::Connection::open(d.join("tsm.db")).unwrap();
+    let restarts: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM ota_messages WHERE kind = 'load-restart'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
-    let reg = gpclient::ops::registry(&mut client).unwrap();
-    let sd = reg.find(&entry.sd).expect("the SD");
-    assert!(sd
-        .privileges
-        .is_some_and(|p| p.contains(gp::privileges::Privilege::SecurityDomain)));
-    let app = reg.find(&entry.instance).expect("the instance");
-    assert_eq!(app.associated_sd, Some(entry.sd), "extradited to its SD");
-    assert!(reg.find(&entry.package).is_some(), "the load file");
-    let sds = reg
-        .applications
-        .iter()
-        .filter(|e| e.aid == entry.sd)
-        .count();
-    assert_eq!(sds, 1, "one SD");
+    eprintln!(
+        "card off at step {} of {} for 4 s: done; {} resends, {restarts} load restarts; {}",
+        off.step,
+        off.steps,
+        resent(d),
+        s.detail
+    );
+    drop(handset);
+    drop(sim);
+    pcsc::wait_for_no_card();
+    lab.verify_card();
 }

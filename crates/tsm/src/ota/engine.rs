@@ -506,6 +506,45 @@ impl Engine {
         Ok(())
     }
 
+    /// The card lost the load in progress (reset between packets): the load starts again
+    /// from INSTALL [for load] with new counters, at most [`MAX_LOAD_RESTARTS`] times;
+    /// `None` when they are used up.
+    fn restart_load(
+        &self,
+        session: &Session,
+        card: &OtaCard,
+        keys: &Scp80KeySet,
+        steps: &[Step],
+        messages: &[Message],
+        why: &str,
+    ) -> Result<Option<Outbound>> {
+        let restarts = messages.iter().filter(|m| m.kind == LOAD_RESTART).count();
+        let Some(first) = steps.iter().position(|s| s.kind == StepKind::Load) else {
+            return Ok(None);
+        };
+        if restarts >= MAX_LOAD_RESTARTS {
+            return Ok(None);
+        }
+        self.store.log_ota_message(
+            Some(session.id),
+            &card.card_number,
+            Direction::Mt,
+            LOAD_RESTART,
+            None,
+            &[],
+            why,
+        )?;
+        let o = self.send_step(
+            session,
+            card,
+            keys,
+            &steps[first],
+            first as u32,
+            steps.len() as u32,
+        )?;
+        Ok(Some(o))
+    }
+
     /// An HTTPS session of the card ended (`outcome` in words) or never came within
     /// [`EngineConfig::https_wait`] of the trigger with this `counter` (`None`: any).
     /// A session with scripts left is triggered again (a new counter), at most
@@ -1117,7 +1156,15 @@ impl Engine {
         match status {
             ResponseStatus::PorOk => {
                 if let Err(why) = check_script_result(step, data) {
-                    return fail(format!("step {} of {}: {why}", index + 1, steps.len()));
+                    let why = format!("step {} of {}: {why}", index + 1, steps.len());
+                    if load_context_lost(step, data) {
+                        if let Some(o) =
+                            self.restart_load(session, card, keys, &steps, messages, &why)?
+                        {
+                            return Ok(MoOutcome::Handled(vec![o]));
+                        }
+                    }
+                    return fail(why);
                 }
                 if step.kind == StepKind::CreateSd {
                     if let Some(pk) = public_key_of(data) {
@@ -1187,6 +1234,24 @@ impl Engine {
     }
 }
 
+/// Whether a step's PoR says the card no longer has the load in progress: its first
+/// command, a LOAD after block 0, answered `6985` (conditions of use not satisfied) — a
+/// card reset (power off) between packets ends the LOAD sequence (GP 2.3.1 §11.6.2.3).
+fn load_context_lost(step: &Step, data: &[u8]) -> bool {
+    let first_is_later_load = step
+        .commands
+        .first()
+        .is_some_and(|c| c.ins == 0xE8 && c.p2 > 0);
+    first_is_later_load
+        && matches!(
+            script::parse_response_data(data),
+            Ok(ScriptResponse::Compact(c)) if c.executed == 1 && c.last.sw == StatusWord(0x6985)
+        )
+}
+
+/// How often a session may start its load again after the card lost it.
+const MAX_LOAD_RESTARTS: usize = 2;
+
 /// Whether a logged message is an SCP80 command packet the platform sent (a script or a
 /// trigger: each waits for its PoR), not a PoR it sent.
 fn is_script(m: &Message) -> bool {
@@ -1248,6 +1313,9 @@ pub fn open_any_counter(
         other => other,
     }
 }
+
+/// What the message log calls the restart of a load the card lost ([`Engine::on_mo`]).
+pub const LOAD_RESTART: &str = "load-restart";
 
 /// What the message log calls the public key of the SD key pair the create-SD step made
 /// (PK.SD, from the PoR of GENERATE EC KEY).
