@@ -243,6 +243,16 @@ fn ota_download_over_https_through_jasmin() {
     download(false, true);
 }
 
+/// Over SCP81 with the card on pcscd + vpcd: the handset relays the card's BIP channel
+/// from the reader.
+#[test]
+fn ota_download_over_https_to_a_card_on_pcscd() {
+    if !pcsc::enabled() {
+        return;
+    }
+    download(true, true);
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
