@@ -4,7 +4,7 @@
 
 use crate::cli::{CertFormat, Connect, Scp11Op, Scp11SetupArgs};
 use anyhow::{anyhow, bail, Context, Result};
-use gp::cert::{Certificate, GpCertificateBody, GpDate};
+use gp::cert::Certificate;
 use gp::scp11::{KeyRef, Scp11StoreData};
 use gpclient::scp11::{OceKey, Scp11Options, SdTrust};
 use gpclient::GpClient;
@@ -183,62 +183,27 @@ pub fn open(
     Ok(())
 }
 
-fn now_date(days_ahead: u32) -> Result<GpDate> {
-    let d = time::OffsetDateTime::now_utc().date() + time::Duration::days(i64::from(days_ahead));
-    Ok(GpDate::new(d.year() as u16, d.month() as u8, d.day()))
-}
-
-/// An 8-byte identifier of a public key (its SPKI's SHA-256, first 8 bytes): the GP subject
-/// and CA identifiers of the certificates issued here.
-pub fn key_id(public: &PublicKey) -> Vec<u8> {
-    Sha256::digest(public.to_sec1())[..8].to_vec()
-}
+/// The identifier, CA check and GP certificates are decided once, in `tsm::sd_cert`.
+pub use tsm::sd_cert::key_id;
 
 /// The key store's CA (a P-256 signing key) as a public key.
 pub fn ca_public(ca: &dyn SigningKey) -> Result<PublicKey> {
-    if ca.algorithm() != SigningAlgorithm::P256 {
-        bail!(
-            "CA {}: SCP11 certificates need a P-256 CA key, not {}",
-            ca.label(),
-            ca.algorithm()
-        );
-    }
-    Ok(PublicKey::from_spki_der(ca.public_key_spki())?)
+    Ok(tsm::sd_cert::ca_public(ca)?)
 }
 
-/// A GP certificate (`7F21`) for `subject` signed by the CA: ECDSA P-256 with SHA-256
-/// (Amendment F §6), serial random, valid from today for `days`.
+/// A GP certificate (`7F21`) for `subject` signed by the CA (`tsm::sd_cert::issue_gp_cert`).
 pub fn issue_gp_cert(
     ca: &dyn SigningKey,
     subject: &PublicKey,
     key_usage: [u8; 2],
     days: u32,
 ) -> Result<Vec<u8>> {
-    let ca_pub = ca_public(ca)?;
-    let mut serial = vec![0u8; 8];
-    getrandom::getrandom(&mut serial).map_err(|e| anyhow!("random: {e}"))?;
-    serial[0] &= 0x7F;
-    let body = GpCertificateBody {
-        serial,
-        ca_id: key_id(&ca_pub),
-        subject_id: key_id(subject),
-        key_usage: key_usage.to_vec(),
-        effective: Some(now_date(0)?),
-        expiry: now_date(days)?,
-        discretionary: None,
-        restrictions: None,
-        public_key: subject.clone(),
-    };
-    let sig = ca.sign_sha256(&body.to_bytes())?;
-    Ok(body.with_signature(sig).to_bytes().to_vec())
+    Ok(tsm::sd_cert::issue_gp_cert(ca, subject, key_usage, days)?)
 }
 
 /// The CA's own, self-signed GP certificate (what `--sd-trust` takes).
 pub fn ca_gp_cert(ca: &dyn SigningKey, days: u32) -> Result<Vec<u8>> {
-    let ca_pub = ca_public(ca)?;
-    // Key usage: certificate signature verification (b2 of the second byte) and, so that a
-    // lone CA certificate also passes as a chain, key agreement (b8).
-    issue_gp_cert(ca, &ca_pub, [0x00, 0x82], days)
+    Ok(tsm::sd_cert::ca_gp_cert(ca, days)?)
 }
 
 /// A key-store signing key (P-256) as the [`pki::CaSigner`] of X.509 certificates.

@@ -54,6 +54,7 @@ mod error;
 pub mod issuance;
 pub mod model;
 pub mod ota;
+pub mod sd_cert;
 mod pki_store;
 mod schema;
 pub mod ssd;
