@@ -200,6 +200,11 @@ pub struct ServeArgs {
     /// --ota-https: a download that would take more SMS than this goes over HTTPS.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub ota_https_above_sms: usize,
+    /// --ota: the P-256 signing key of the key store that certifies the key pairs new
+    /// security domains generate (CERT.SD, stored on the card after create-SD by SMS);
+    /// created on first use.
+    #[arg(long, value_name = "LABEL", default_value = "ota-sd-ca")]
+    pub ota_sd_ca: String,
     /// --ota-https: seconds a triggered card has to open its HTTPS session before it is
     /// triggered again.
     #[arg(long, value_name = "SECS", default_value_t = 120)]
@@ -437,8 +442,15 @@ pub fn run(a: ServeArgs) -> Result<()> {
         };
         let url = a.smpp.clone().unwrap_or_default();
         let smpp = smpp::EsmeConfig::from_url(&url).context("--smpp")?;
+        let signing = kms::open_signing(&a.keystore)
+            .with_context(|| format!("--keystore {}", redact(&a.keystore)))?;
+        let (ca, created) =
+            signing.signing_key_or_create(&a.ota_sd_ca, kms::SigningAlgorithm::P256)?;
+        if created {
+            tracing::info!(label = %a.ota_sd_ca, "created the CA key that certifies new SDs' keys (--ota-sd-ca)");
+        }
         Some((
-            tsm::ota::engine::Engine::new((*store).clone(), keys, config),
+            tsm::ota::engine::Engine::new((*store).clone(), keys, config).with_sd_ca(Arc::from(ca)),
             smpp,
         ))
     } else {

@@ -452,6 +452,34 @@ impl Lab {
             .count();
         assert_eq!(sds, 1, "one SD");
     }
+
+    /// The platform can open SCP11b to the new SD: its key pair generated on the card,
+    /// CERT.SD (GET DATA `BF21`) verified against the platform's `ota-sd-ca` key.
+    fn verify_scp11_to_the_sd(&self) {
+        let signing = self
+            .keystore
+            .parse::<kms::StoreConfig>()
+            .unwrap()
+            .open_signing_with_master(Some(MasterKey::from_hex(MASTER).unwrap()))
+            .unwrap();
+        let ca = signing.signing_key("ota-sd-ca").unwrap();
+        let ca_pub = scp::scp11::PublicKey::from_spki_der(ca.public_key_spki()).unwrap();
+        let card = VirtualCard::open(&self.state, self.config.clone()).unwrap();
+        let mut client = gpclient::GpClient::new(transport::Traced::new(
+            card::VirtualChannel::new(card),
+            None,
+        ));
+        let mut o = gpclient::scp11::Scp11Options::new(
+            scp::scp11::Variant::B,
+            tsm::ota::plan::SD_KEY_KVN,
+            gpclient::scp11::SdTrust::Key(ca_pub),
+        );
+        o.sd = Some(self.entry.sd);
+        let info = client.open_scp11(&o).expect("SCP11b to the new SD");
+        assert!(info.verified, "CERT.SD verified against the platform's CA");
+        // A command through the channel: GET STATUS of the SD itself.
+        gpclient::ops::registry(&mut client).expect("GET STATUS over SCP11b");
+    }
 }
 
 /// The whole download; `reader`: the card on pcscd + vpcd rather than in the handset;
@@ -480,6 +508,13 @@ fn download(reader: bool, https: bool) {
     assert_eq!(s.state, SessionState::Done, "{}", s.detail);
     let mt = mt_sms(d);
     let sms = serve.log().matches("OTA SMS submitted").count();
+    if std::env::var("OTA_E2E_LOGS").is_ok() {
+        eprintln!(
+            "--- serve ---\n{}\n--- handset ---\n{}",
+            serve.log(),
+            handset.log()
+        );
+    }
     eprintln!(
         "10 KB CAP over {}{}: {mt} MT messages, {sms} SMS (create-SD included), {:.1} s wall time; session: {}",
         if https { "HTTPS (SCP81), triggered through Jasmin" } else { "Jasmin" },
@@ -499,6 +534,7 @@ fn download(reader: bool, https: bool) {
         );
     } else {
         assert_eq!(s.bearer, tsm::ota::Bearer::Sms, "{s:?}");
+        assert!(s.detail.contains("CERT.SD stored"), "{}", s.detail);
     }
 
     // Again: the SD is there, nothing is sent.
@@ -514,6 +550,9 @@ fn download(reader: bool, https: bool) {
         pcsc::wait_for_no_card();
     }
     lab.verify_card();
+    if !https {
+        lab.verify_scp11_to_the_sd();
+    }
 }
 
 /// Waits until the running session has acknowledged at least `step` steps.

@@ -153,7 +153,7 @@ impl OtaService {
         if let Ok(mut armed) = self.armed.lock() {
             for o in out {
                 if let (Some(session), Some(counter)) = (o.session, o.counter) {
-                    if ["script", "create-sd", "trigger"].contains(&o.kind.as_str()) {
+                    if tsm::ota::engine::awaits_por(&o.kind) {
                         armed.retain(|(s, _, _)| *s != session);
                         armed.push((session, counter, due));
                     }

@@ -54,9 +54,9 @@ mod error;
 pub mod issuance;
 pub mod model;
 pub mod ota;
-pub mod sd_cert;
 mod pki_store;
 mod schema;
+pub mod sd_cert;
 pub mod ssd;
 mod store;
 

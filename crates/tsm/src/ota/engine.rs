@@ -118,6 +118,8 @@ pub struct Engine {
     store: Store,
     keys: Arc<dyn kms::KeyStore>,
     config: EngineConfig,
+    /// The CA that certifies the key pairs new SDs generate (CERT.SD); `None`: not sent.
+    sd_ca: Option<Arc<dyn kms::SigningKey>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -139,7 +141,15 @@ impl Engine {
             store,
             keys,
             config,
+            sd_ca: None,
         }
+    }
+
+    /// With a CA (a P-256 signing key) that certifies each new SD's key: by SMS, the
+    /// create-SD steps are followed by STORE DATA of CERT.SD (`docs/OTA.md`, "CERT.SD").
+    pub fn with_sd_ca(mut self, ca: Arc<dyn kms::SigningKey>) -> Self {
+        self.sd_ca = Some(ca);
+        self
     }
 
     /// Its settings.
@@ -261,7 +271,13 @@ impl Engine {
                 .card_has_instance(&session.card_number, &entry.sd)?
         };
         let steps = match session.bearer {
-            Bearer::Sms => plan::plan(&entry, &cap, sd_missing, &self.packing(keys))?,
+            Bearer::Sms => {
+                let steps = plan::plan(&entry, &cap, sd_missing, &self.packing(keys))?;
+                match self.sd_ca {
+                    Some(_) => plan::with_cert_step(steps, &entry.sd),
+                    None => steps,
+                }
+            }
             Bearer::Https => plan::https_plan(&entry, &cap, sd_missing)?,
         };
         Ok((entry, steps))
@@ -637,6 +653,13 @@ impl Engine {
         index: u32,
         total: u32,
     ) -> Result<Outbound> {
+        let cert_step;
+        let step = if step.kind == StepKind::CertSd {
+            cert_step = self.cert_sd_step(session, card, step)?;
+            &cert_step
+        } else {
+            step
+        };
         let counter = self.store.next_ota_counter(&card.card_number)?;
         let header = CommandHeader {
             spi: command_spi(),
@@ -670,6 +693,41 @@ impl Engine {
         let mut o = self.outbound(card, kind, counter, packet, PacketKind::Command)?;
         o.session = Some(session.id);
         Ok(o)
+    }
+
+    /// The CERT.SD step with its command: the CA's certificate of the PK.SD that the
+    /// create-SD PoR brought (logged as [`SD_PUBLIC_KEY`]); the certificate is logged too.
+    fn cert_sd_step(&self, session: &Session, card: &OtaCard, step: &Step) -> Result<Step> {
+        let ca = self
+            .sd_ca
+            .as_ref()
+            .ok_or_else(|| invalid("a CERT.SD step, but no CA to certify with"))?;
+        let messages = self.store.ota_messages(session.id)?;
+        let pk = messages
+            .iter()
+            .rfind(|m| m.kind == SD_PUBLIC_KEY)
+            .ok_or_else(|| invalid("no PK.SD came back from the create-SD step"))?;
+        let pk = scp::scp11::PublicKey::from_sec1(scp::scp11::Curve::P256, &pk.bytes)
+            .map_err(|e| invalid(format!("PK.SD: {e}")))?;
+        let cert = crate::sd_cert::issue_gp_cert(
+            ca.as_ref(),
+            &pk,
+            gp::cert::KEY_USAGE_KEY_AGREEMENT,
+            SD_CERT_DAYS,
+        )?;
+        self.store.log_ota_message(
+            Some(session.id),
+            &card.card_number,
+            Direction::Mt,
+            SD_CERTIFICATE,
+            None,
+            &cert,
+            "issued",
+        )?;
+        Ok(Step {
+            commands: vec![plan::cert_sd_command(&cert)?],
+            ..step.clone()
+        })
     }
 
     fn outbound(
@@ -1255,15 +1313,25 @@ const MAX_LOAD_RESTARTS: usize = 2;
 /// Whether a logged message is an SCP80 command packet the platform sent (a script or a
 /// trigger: each waits for its PoR), not a PoR it sent.
 fn is_script(m: &Message) -> bool {
-    m.direction == Direction::Mt
-        && [StepKind::Load, StepKind::CreateSd, StepKind::Trigger]
-            .iter()
-            .any(|k| m.kind == k.as_str())
+    m.direction == Direction::Mt && awaits_por(&m.kind)
+}
+
+/// Whether a message of this kind is a command packet whose PoR the platform waits for
+/// (resent on time-out): a script, create-SD, CERT.SD or trigger packet.
+pub fn awaits_por(kind: &str) -> bool {
+    [
+        StepKind::Load,
+        StepKind::CreateSd,
+        StepKind::CertSd,
+        StepKind::Trigger,
+    ]
+    .iter()
+    .any(|k| kind == k.as_str())
 }
 
 /// Whether a logged message is a step of the plan (by SMS or HTTPS; not a trigger).
 fn is_step(m: &Message) -> bool {
-    [StepKind::Load, StepKind::CreateSd]
+    [StepKind::Load, StepKind::CreateSd, StepKind::CertSd]
         .iter()
         .any(|k| m.kind == k.as_str() || m.kind == k.https_str())
 }
@@ -1317,6 +1385,12 @@ pub fn open_any_counter(
 /// What the message log calls the restart of a load the card lost ([`Engine::on_mo`]).
 pub const LOAD_RESTART: &str = "load-restart";
 
+/// What the message log calls the CERT.SD the platform's CA issued for PK.SD.
+pub const SD_CERTIFICATE: &str = "sd-certificate";
+
+/// How long a CERT.SD is valid (days).
+pub const SD_CERT_DAYS: u32 = 3650;
+
 /// What the message log calls the public key of the SD key pair the create-SD step made
 /// (PK.SD, from the PoR of GENERATE EC KEY).
 pub const SD_PUBLIC_KEY: &str = "sd-public-key";
@@ -1328,6 +1402,11 @@ fn pk_note(messages: &[Message]) -> String {
         .rfind(|m| m.kind == SD_PUBLIC_KEY)
         .map(|m| format!("; SD key PK.SD {}", apdu::hex(&m.bytes)))
         .unwrap_or_default()
+        + if messages.iter().any(|m| m.kind == SD_CERTIFICATE) {
+            ", CERT.SD stored"
+        } else {
+            ""
+        }
 }
 
 /// The application name of a download request `E1 { [4F aid] 80 name }`.

@@ -100,6 +100,9 @@ pub enum StepKind {
     Load,
     /// The SCP80 packet that makes the card open its SCP81 (HTTPS) admin session.
     Trigger,
+    /// STORE DATA of CERT.SD, the platform CA's certificate of the new SD's public key
+    /// (its command is made when the step is sent: it needs PK.SD from the PoR before).
+    CertSd,
 }
 
 impl StepKind {
@@ -109,6 +112,7 @@ impl StepKind {
             Self::CreateSd => "create-sd",
             Self::Load => "script",
             Self::Trigger => "trigger",
+            Self::CertSd => "cert-sd",
         }
     }
 
@@ -117,7 +121,7 @@ impl StepKind {
     pub fn https_str(self) -> &'static str {
         match self {
             Self::CreateSd => "https-create-sd",
-            Self::Load | Self::Trigger => "https-script",
+            Self::Load | Self::Trigger | Self::CertSd => "https-script",
         }
     }
 }
@@ -331,6 +335,43 @@ pub fn plan(
     }
     steps.extend(load_steps(entry, cap, packing)?);
     Ok(steps)
+}
+
+/// Adds the CERT.SD step after the create-SD steps (none: nothing added): to the new SD
+/// (its TAR), one STORE DATA `80 E2 90 00` of `A6{83 13 01} BF21{7F21 …}` made by
+/// [`cert_sd_command`] when it is sent.
+pub fn with_cert_step(mut steps: Vec<Step>, sd: &Aid) -> Vec<Step> {
+    let Some(at) = steps.iter().rposition(|s| s.kind == StepKind::CreateSd) else {
+        return steps;
+    };
+    steps.insert(
+        at + 1,
+        Step {
+            kind: StepKind::CertSd,
+            tar: sd_tar(sd),
+            commands: vec![Command::new(0x80, 0xE2, 0x90, 0x00)],
+            expanded: false,
+        },
+    );
+    steps
+}
+
+/// The STORE DATA of CERT.SD for the new SD's key ([`SD_KEY_KID`], [`SD_KEY_KVN`]): one
+/// command (the compact format's P3 takes up to 255 bytes; a P-256 `7F21` certificate
+/// with its `A6`/`BF21` wrapping is about 230).
+pub fn cert_sd_command(cert: &[u8]) -> Result<Command, Error> {
+    let data = gp::scp11::Scp11StoreData::CertificateBundle {
+        key: gp::scp11::KeyRef::new(SD_KEY_KID, SD_KEY_KVN),
+        certificates: vec![cert.to_vec()],
+    }
+    .to_bytes();
+    if data.len() > 255 {
+        return Err(Error::Invalid(format!(
+            "CERT.SD: {} bytes of STORE DATA, more than one command holds",
+            data.len()
+        )));
+    }
+    Ok(Command::new(0x80, 0xE2, 0x90, 0x00).with_data(data))
 }
 
 /// Every script of a download over SCP81 (Amendment B): the create-SD steps when the
