@@ -683,11 +683,18 @@ impl Engine {
             return Ok(Vec::new());
         }
         if last.kind == StepKind::Trigger.as_str()
-            && messages
-                .iter()
-                .any(|m| m.id > last.id && m.kind == "https-response")
+            && messages.iter().any(|m| {
+                m.id > last.id
+                    && (m.kind == "https-response"
+                        || (m.direction == Direction::Mo
+                            && m.kind == "por"
+                            && m.counter == last.counter
+                            && m.status != "stale"))
+            })
         {
-            // The PoR was lost but the card is in its HTTPS session.
+            // The PoR was lost but the card is in its HTTPS session, or the PoR came: the
+            // card took the trigger, and whether its session comes is the HTTPS wait's
+            // business ([`Engine::on_https_end`]), not a reason to send it again.
             return Ok(Vec::new());
         }
         self.resend(&session, &messages, last)
