@@ -311,6 +311,9 @@ struct Handset {
     drop_mo: usize,
     refuse_open: bool,
     cut_when: Option<Box<dyn FnMut() -> bool>>,
+    /// Fault: the bytes from the server wait (the card's session stalls) while this
+    /// says so.
+    hold_bip: Option<Box<dyn FnMut() -> bool>>,
     trace: Trace,
 }
 
@@ -327,6 +330,7 @@ impl Handset {
             drop_mo: 0,
             refuse_open: false,
             cut_when: None,
+            hold_bip: None,
             trace: Trace::default(),
         };
         let r = h.apdu(
@@ -527,6 +531,12 @@ impl Handset {
     /// One round of the BIP relay: bytes from the socket, data available, link drops, the
     /// cut fault. Returns whether anything happened.
     fn pump(&mut self, svc: &OtaService) -> bool {
+        if let Some(hold) = self.hold_bip.as_mut() {
+            if hold() {
+                return false;
+            }
+            self.hold_bip = None;
+        }
         if self.sock.is_some() && self.cut_when.as_mut().is_some_and(|f| f()) {
             self.cut_when = None;
             self.trace.cuts += 1;
@@ -942,6 +952,39 @@ fn after_a_restart_resume_triggers_again_with_a_new_counter_and_the_session_comp
     assert_eq!(done.state, SessionState::Done, "{}", done.detail);
     assert_eq!(s.outcomes(), ["Completed"]);
     assert_eq!(p.responses(id), 3);
+    assert!(s.queue.is_empty());
+    assert_installed(&h, &p.entry);
+}
+
+#[test]
+fn a_trigger_that_finds_the_card_in_its_session_does_not_fail_it() {
+    let p = platform(CAP);
+    let config = EngineConfig {
+        https_wait: Duration::from_secs(1),
+        ..config()
+    };
+    let mut s = service(&p, config, 1);
+    let mut h = Handset::new(p.card_config(false));
+    // The card connects, then its session stalls until the wait ran out and the card was
+    // triggered again: the second trigger finds the card's agent busy (6985).
+    let gw = s.gw.clone();
+    h.hold_bip = Some(Box::new(move || gw.sent.lock().unwrap().len() < 2));
+    let id = s.push().id;
+    h.run_until(&mut s, true, "done", || p.finished(id));
+
+    let done = p.session(id);
+    assert_eq!(done.state, SessionState::Done, "{}", done.detail);
+    let triggers = p.triggers(id);
+    assert_eq!(triggers.len(), 2, "{triggers:?}");
+    assert_eq!(h.trace.opens, 1, "one channel: {:?}", h.trace);
+    let pors = p
+        .messages(id)
+        .iter()
+        .filter(|m| m.direction == Direction::Mo && m.kind == "por")
+        .count();
+    assert_eq!(pors, 2, "both triggers answered");
+    assert_eq!(p.responses(id), 3);
+    assert_eq!(s.outcomes(), ["Completed"]);
     assert!(s.queue.is_empty());
     assert_installed(&h, &p.entry);
 }
