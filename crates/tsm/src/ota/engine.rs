@@ -1084,6 +1084,15 @@ impl Engine {
                     {
                         Ok(())
                     }
+                    // The card's admin agent is in a session already (Amendment B: a
+                    // trigger during one is refused with 6985) — most likely the one
+                    // running this session's scripts, come after the wait ran out. The
+                    // responses, or the HTTPS wait (re-trigger, abandon), decide.
+                    Ok(ScriptResponse::Compact(c))
+                        if c.last.sw == StatusWord::CONDITIONS_NOT_SATISFIED =>
+                    {
+                        Ok(())
+                    }
                     Ok(ScriptResponse::Compact(c)) => {
                         Err(format!("the trigger answered {:04X}", c.last.sw.0))
                     }
