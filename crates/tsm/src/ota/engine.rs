@@ -780,11 +780,18 @@ impl Engine {
             return Ok(Vec::new());
         }
         if last.kind == StepKind::Trigger.as_str()
-            && messages
-                .iter()
-                .any(|m| m.id > last.id && m.kind == "https-response")
+            && messages.iter().any(|m| {
+                m.id > last.id
+                    && (m.kind == "https-response"
+                        || (m.direction == Direction::Mo
+                            && m.kind == "por"
+                            && m.counter == last.counter
+                            && m.status != "stale"))
+            })
         {
-            // The PoR was lost but the card is in its HTTPS session.
+            // The PoR was lost but the card is in its HTTPS session, or the PoR came: the
+            // card took the trigger, and whether its session comes is the HTTPS wait's
+            // business ([`Engine::on_https_end`]), not a reason to send it again.
             return Ok(Vec::new());
         }
         self.resend(&session, &messages, last)
@@ -1171,6 +1178,15 @@ impl Engine {
                 ResponseStatus::PorOk => match script::parse_response_data(data) {
                     Ok(ScriptResponse::Compact(c))
                         if c.executed == 1 && c.last.sw == StatusWord::SUCCESS =>
+                    {
+                        Ok(())
+                    }
+                    // The card's admin agent is in a session already (Amendment B: a
+                    // trigger during one is refused with 6985) — most likely the one
+                    // running this session's scripts, come after the wait ran out. The
+                    // responses, or the HTTPS wait (re-trigger, abandon), decide.
+                    Ok(ScriptResponse::Compact(c))
+                        if c.last.sw == StatusWord::CONDITIONS_NOT_SATISFIED =>
                     {
                         Ok(())
                     }
