@@ -206,6 +206,12 @@ impl AdminQueue {
         Some(p.scripts.into_iter().map(|(_, s)| s).collect())
     }
 
+    /// Whether scripts wait for `psk_identity` (not yet taken by a connection of that
+    /// card).
+    pub fn is_waiting(&self, psk_identity: &[u8]) -> bool {
+        self.lock().contains_key(psk_identity)
+    }
+
     /// Number of identities with scripts waiting.
     pub fn len(&self) -> usize {
         self.lock().len()

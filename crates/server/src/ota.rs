@@ -286,6 +286,40 @@ impl OtaService {
             due
         };
         let wait = self.engine.config().https_wait;
+        // Only running sessions wait for their card.
+        let mut running = Vec::with_capacity(due.len());
+        for (session, counter) in due {
+            let open = self
+                .engine
+                .store()
+                .ota_session(session)
+                .map_err(|e| e.to_string())?
+                .is_some_and(|s| s.state == SessionState::Running);
+            if open {
+                running.push((session, counter));
+            }
+        }
+        let due = running;
+        // A card whose connection took the scripts is in session: its end decides (the
+        // admin server bounds a session's length), not the wait.
+        let (in_session, due): (Vec<_>, Vec<_>) = due.into_iter().partition(|(session, _)| {
+            let identity = self
+                .https_queued
+                .lock()
+                .ok()
+                .and_then(|q| q.get(session).cloned());
+            match (&self.https, identity) {
+                (Some(h), Some(id)) => !h.queue.is_waiting(&id),
+                _ => false,
+            }
+        });
+        if !in_session.is_empty() {
+            if let Ok(mut w) = self.https_waits.lock() {
+                for (session, counter) in in_session {
+                    w.push((session, counter, now + wait));
+                }
+            }
+        }
         for (session, counter) in &due {
             let out = {
                 let _busy = self.lock_engine()?;
