@@ -463,3 +463,38 @@ pub fn session_log(store: &Store, actor: &Actor, id: i64) -> Result<SessionLog> 
     card_of_tenant(store, actor, &session.card_number, "ota.read", None)?;
     with_messages(store, session)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Card, CardState};
+
+    fn card(kvn: Option<u8>) -> Card {
+        Card {
+            card_number: "4711".into(),
+            category: "gold".into(),
+            state: CardState::Written,
+            key_version: Some(1),
+            kvn,
+            kdd: None,
+            factory_kdd: None,
+            chip_id: None,
+            initial_key_kind: None,
+            created_ms: 0,
+            updated_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_scp80_version_avoids_the_secure_channel_key_set() {
+        assert_eq!(scp80_kvn(&card(None), None).unwrap(), 1);
+        assert_eq!(scp80_kvn(&card(Some(0x30)), None).unwrap(), 1);
+        assert_eq!(scp80_kvn(&card(Some(1)), None).unwrap(), 2);
+        assert_eq!(scp80_kvn(&card(Some(1)), Some(15)).unwrap(), 15);
+        for bad in [0, 16, 0x40] {
+            assert!(scp80_kvn(&card(None), Some(bad)).is_err(), "{bad}");
+        }
+        let e = scp80_kvn(&card(Some(2)), Some(2)).unwrap_err();
+        assert!(e.to_string().contains("secure channel key set"), "{e}");
+    }
+}
