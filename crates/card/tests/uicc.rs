@@ -1033,3 +1033,55 @@ fn status_polls_for_proactive_commands() {
     // GET STATUS of the ISD without a secure channel: GP's answer, as before.
     assert_eq!(send(&mut card, &h("80F28002024F0000")).sw.sw1(), 0x69);
 }
+
+/// GP 2.3.1 §11.8 under SCP03: an AES key set of version 1–15 put by PUT KEY (KIc, KID,
+/// DEK as keys 1–3) is an SCP80 key set at once; a TLS PSK (key set `40`, type `85`) goes
+/// in the same channel (what `cardwright ota enrol` does).
+#[test]
+fn an_scp80_key_set_and_a_psk_put_by_put_key_over_scp03() {
+    let kic = h("A0A1A2A3A4A5A6A7A8A9AAABACADAEAF");
+    let kid = h("B0B1B2B3B4B5B6B7B8B9BABBBCBDBEBF");
+    let dek = h("C0C1C2C3C4C5C6C7C8C9CACBCCCDCECF");
+    let set = scp::StaticKeys {
+        enc: aes(&kic),
+        mac: aes(&kid),
+        dek: aes(&dek),
+    };
+    let mut host = common::Host::new(VirtualCard::new(CardConfig::default()));
+    host.select(ISD);
+    host.open(&common::default_keys(true), 0, SecurityLevel::MAC_ENC)
+        .unwrap();
+    assert_eq!(host.put_keys(0x00, 0x02, &set).sw, StatusWord::SUCCESS);
+    // The PSK: KVN 40, type 85, L, {key length, key under the DEK}, 00; answered 40.
+    let psk = h("000102030405060708090A0B0C0D0E0F");
+    let dek_key = host
+        .session
+        .as_ref()
+        .unwrap()
+        .data_encryption_key()
+        .unwrap();
+    let enc = scp::encrypt_sensitive_data(&dek_key, &psk).unwrap();
+    let mut data = vec![0x40, 0x85, (enc.len() + 1) as u8, psk.len() as u8];
+    data.extend_from_slice(&enc);
+    data.push(0x00);
+    let r = host.send(&Command::new(0x80, 0xD8, 0x00, 0x01).with_data(data));
+    assert_eq!(
+        (r.sw, r.data.as_slice()),
+        (StatusWord::SUCCESS, &[0x40][..])
+    );
+    let info = host.send(&Command::new(0x80, 0xCA, 0x00, 0xE0).with_le(256));
+    let info = gp::commands::KeyInfo::parse(&info.data).unwrap();
+    let psk_entry = info.entries.iter().find(|e| e.version == 0x40).unwrap();
+    assert_eq!(psk_entry.components[0].key_type, 0x85);
+    assert!(info.entries.iter().any(|e| e.version == 0x02 && e.id == 3));
+
+    // A packet under KVN 2 with those keys verifies and runs.
+    let mut card = host.card;
+    let keys = KeySet::new(Key::new(kic), Key::new(kid));
+    let hd = header(SPI_REPORT, 2, [0xB2, 0x01, 0x00], 1);
+    let p = packet::secure_command(&hd, &keys, &compact(&["80CA004200"])).unwrap();
+    let r = deliver(&mut card, &p);
+    let por = packet::open_response(&por_in(&r), &hd.por_security(), &keys).unwrap();
+    assert!(por.secured);
+    assert_eq!(por.header.status, ResponseStatus::PorOk);
+}

@@ -2,6 +2,8 @@
 //! database (`--db`) like the other admin commands. A push opens a `pending` session that
 //! the running `serve --ota` picks up and sends.
 
+use std::str::FromStr;
+
 use anyhow::{anyhow, Result};
 use apdu::hex;
 use clap::{Args, Subcommand};
@@ -78,9 +80,21 @@ pub struct EnrolArgs {
     /// The subscriber's number (international, optionally with +).
     #[arg(long)]
     pub msisdn: String,
-    /// The SCP80 key set version (1-15).
-    #[arg(long, default_value_t = 1)]
-    pub kvn: u8,
+    /// The SCP80 key set version (1-15; default 1, or the lowest the card's secure channel
+    /// key set does not use).
+    #[arg(long)]
+    pub kvn: Option<u8>,
+    /// Put the keys on the card in this reader (its name or part of it) before recording
+    /// the enrolment: the SCP80 key set and the TLS PSK, by PUT KEY in an SCP03 channel
+    /// opened with the card's keys.
+    #[arg(long, conflicts_with = "virtual_card")]
+    pub reader: Option<String>,
+    /// Likewise, with the virtual card in this state file, in process.
+    #[arg(long = "virtual", alias = "sim", value_name = "FILE")]
+    pub virtual_card: Option<std::path::PathBuf>,
+    /// Secure channel security level for PUT KEY.
+    #[arg(long, default_value = "mac+enc")]
+    pub security_level: String,
 }
 
 #[derive(Debug, Args)]
@@ -173,10 +187,34 @@ pub fn entry_json(e: &CatalogEntry) -> serde_json::Value {
 pub fn run_enrol(a: EnrolArgs) -> Result<()> {
     let actor = a.platform.actor()?;
     let store = a.platform.anchored_store()?;
-    let c = tsm::ota::admin::enrol_card(&store, &actor, &a.card, &a.iccid, &a.msisdn, a.kvn)?;
+    let req = tsm::ota::admin::EnrolRequest {
+        card_number: a.card.clone(),
+        iccid: a.iccid.clone(),
+        msisdn: a.msisdn.clone(),
+        kvn: a.kvn,
+    };
+    if a.reader.is_none() && a.virtual_card.is_none() {
+        let c = tsm::ota::admin::record_enrolment(&store, &actor, &req)?;
+        println!(
+            "card {} enrolled for OTA: ICCID {}, MSISDN +{}, SCP80 key set {:02X}",
+            c.card_number, c.iccid, c.msisdn, c.kvn
+        );
+        println!(
+            "the card must already hold its SCP80 key set {:02X} and TLS PSK (key set 40): \
+             give --reader or --virtual to put them on it",
+            c.kvn
+        );
+        return Ok(());
+    }
+    let level = scp::SecurityLevel::from_str(&a.security_level)
+        .map_err(|e| anyhow!("--security-level {}: {e}", a.security_level))?;
+    let keys = crate::keys_cmd::open_keystore(&a.platform.keystore)?;
+    let mut chan = crate::card_cmd::open_card(a.reader.as_deref(), a.virtual_card.as_deref())?;
+    let c = tsm::ota::admin::enrol_on_card(&store, keys.as_ref(), &actor, &req, &mut *chan, level)?;
     println!(
-        "card {} enrolled for OTA: ICCID {}, MSISDN +{}, SCP80 key set {:02X}",
-        c.card_number, c.iccid, c.msisdn, c.kvn
+        "card {} enrolled for OTA: ICCID {}, MSISDN +{}; SCP80 key set {:02X} (KIc, KID, DEK) \
+         and TLS PSK (key set 40, identity {}) put on the card",
+        c.card_number, c.iccid, c.msisdn, c.kvn, c.iccid
     );
     Ok(())
 }

@@ -16,6 +16,10 @@ pub const SCP80_LABEL: &[u8] = b"Cardwright SCP80";
 /// The SCP80 key set version a card gets unless told otherwise.
 pub const DEFAULT_KVN: u8 = 1;
 
+/// The versions an SCP80 key set may have (GP UICC Configuration §4.2: the KVN is the high
+/// nibble of KIc and KID).
+pub const SCP80_KVNS: std::ops::RangeInclusive<u8> = 0x01..=0x0F;
+
 /// The diversification data of a card's SCP80 key set:
 /// `SHA-256("Cardwright SCP80" ‖ kdd)[..10]`.
 pub fn kdd_scp80(kdd: &[u8; 10]) -> [u8; 10] {

@@ -27,6 +27,8 @@ pub const SCP81_LABEL: &[u8] = b"Cardwright SCP81";
 pub const PSK_KVN: u8 = 0x40;
 /// The key identifier of the PSK in its key set.
 pub const PSK_KID: u8 = 0x01;
+/// The key type of a TLS PSK in PUT KEY and the key information (GP 2.3.1 Table 11-16).
+pub const PSK_KEY_TYPE: u8 = 0x85;
 /// The path of the card's first POST.
 pub const ADMIN_URI: &str = "/gp/admin";
 /// The BIP buffer the card's agent is asked to open.
