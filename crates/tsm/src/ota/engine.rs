@@ -278,7 +278,13 @@ impl Engine {
                     None => steps,
                 }
             }
-            Bearer::Https => plan::https_plan(&entry, &cap, sd_missing)?,
+            Bearer::Https => {
+                let steps = plan::https_plan(&entry, &cap, sd_missing)?;
+                match self.sd_ca {
+                    Some(_) => plan::with_cert_step(steps, &entry.sd),
+                    None => steps,
+                }
+            }
         };
         Ok((entry, steps))
     }
@@ -409,11 +415,28 @@ impl Engine {
         let card = self.ota_card(&session.card_number)?;
         let keys = self.card_keys(&card)?;
         let (entry, steps) = self.steps(&session, &keys)?;
+        // CERT.SD needs PK.SD from the create-SD response: the create-SD scripts go in a
+        // first HTTPS session, CERT.SD and the load in the next one (`on_https_end`
+        // triggers it when the first ends with steps left).
+        let from = session.step as usize;
+        let until = steps
+            .iter()
+            .position(|s| s.kind == StepKind::CertSd)
+            .filter(|&cert| from < cert)
+            .unwrap_or(steps.len());
         let scripts = steps
             .iter()
             .enumerate()
-            .skip(session.step as usize)
+            .take(until)
+            .skip(from)
             .map(|(i, step)| {
+                let made;
+                let step = if step.kind == StepKind::CertSd {
+                    made = self.cert_sd_step(&session, &card, step)?;
+                    &made
+                } else {
+                    step
+                };
                 Ok(HttpsScript {
                     step: i as u32,
                     target: (step.tar != plan::ISD_TAR).then_some(entry.sd),
@@ -605,10 +628,17 @@ impl Engine {
         messages: &[Message],
         why: &str,
     ) -> Result<Vec<Outbound>> {
+        // Triggers since the card last answered a script: a session that progresses is
+        // triggered again as often as it needs (the create-SD session ends by design).
+        let since = messages
+            .iter()
+            .rfind(|m| m.kind == "https-response")
+            .map_or(0, |m| m.id);
         let triggers = messages
             .iter()
             .filter(|m| {
-                m.direction == Direction::Mt
+                m.id > since
+                    && m.direction == Direction::Mt
                     && m.kind == StepKind::Trigger.as_str()
                     && m.status == "sent"
             })

@@ -344,13 +344,14 @@ pub fn with_cert_step(mut steps: Vec<Step>, sd: &Aid) -> Vec<Step> {
     let Some(at) = steps.iter().rposition(|s| s.kind == StepKind::CreateSd) else {
         return steps;
     };
+    let expanded = steps[at].expanded;
     steps.insert(
         at + 1,
         Step {
             kind: StepKind::CertSd,
             tar: sd_tar(sd),
             commands: vec![Command::new(0x80, 0xE2, 0x90, 0x00)],
-            expanded: false,
+            expanded,
         },
     );
     steps
