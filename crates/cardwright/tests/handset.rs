@@ -378,8 +378,8 @@ async fn handset_pcsc_reader() {
     let dir = tempdir();
     let state = dir.path().join("card.json");
     make_card(&state);
-    let _sim = pcsc::start_sim(state.to_str().unwrap());
-    tokio::task::block_in_place(pcsc::wait_for_card);
+    let state_path = state.to_str().unwrap().to_string();
+    let _sim = tokio::task::block_in_place(|| pcsc::start_sim_in_reader(&state_path));
     let endpoint = format!("127.0.0.1:{}", free_port());
     let mut handset = start_handset(dir.path(), &["--reader", pcsc::READER], &endpoint);
     let (esme, mut inbound) = esme(&endpoint, "jasmin", "jaspass");

@@ -492,11 +492,7 @@ fn download(reader: bool, https: bool) {
     let lab = Lab::new(reader, https);
     let d = lab.d();
     // On pcscd: the card runs in its own process behind vpcd's reader.
-    let sim = reader.then(|| {
-        let s = pcsc::start_sim(lab.state.to_str().unwrap());
-        pcsc::wait_for_card();
-        s
-    });
+    let sim = reader.then(|| pcsc::start_sim_in_reader(lab.state.to_str().unwrap()));
     let mut serve = lab.serve(https, &["--ota-por-timeout", "20"]);
     let mut handset = lab.handset(&[]);
     lab.wait_ready(&mut serve, &mut handset);
@@ -668,8 +664,7 @@ fn ota_download_to_a_card_switched_off_mid_download() {
     }
     let lab = Lab::new(true, false);
     let d = lab.d();
-    let sim = pcsc::start_sim(lab.state.to_str().unwrap());
-    pcsc::wait_for_card();
+    let sim = pcsc::start_sim_in_reader(lab.state.to_str().unwrap());
     let mut serve = lab.serve(false, &["--ota-por-timeout", "6"]);
     let mut handset = lab.handset(&[]);
     lab.wait_ready(&mut serve, &mut handset);

@@ -110,8 +110,7 @@ fn outlet_page_installs_offline_in_chromium_and_syncs_later() {
     shop.outlet_add(&package);
 
     // The card in pcscd's reader; the outlet's page on it. No platform exists yet.
-    let _sim = pcsc::start_sim(shop.card_state.to_str().unwrap());
-    pcsc::wait_for_card();
+    let _sim = pcsc::start_sim_in_reader(shop.card_state.to_str().unwrap());
     let (_serve, url) = shop.serve_outlet(READER);
 
     let artifacts = root.join("target/test-artifacts");

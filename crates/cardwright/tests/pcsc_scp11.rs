@@ -28,8 +28,7 @@ fn scp11_over_pcsc_with_our_host_and_yubikit() {
     std::fs::write(&master, "11".repeat(32)).unwrap();
     let keystore = format!("file:{}?master-key-file={master}", p("keys.json"));
     ok(&["sim", "create", "--state", &state]);
-    let _sim = start_sim(&state);
-    wait_for_card();
+    let _sim = start_sim_in_reader(&state);
     let card = |more: &[&str]| -> Vec<String> {
         ["card", "--reader", READER, "--keystore", &keystore]
             .iter()

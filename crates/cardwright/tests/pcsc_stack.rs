@@ -18,8 +18,7 @@ fn card_management_over_pcsc() {
     }
     let dir = tempdir();
     let state = dir.path().join("card.json").to_string_lossy().into_owned();
-    let _sim = start_sim(&state);
-    wait_for_card();
+    let _sim = start_sim_in_reader(&state);
 
     // OpenSC sees the card and its ATR.
     let atr = ok(&["card", "--reader", READER, "info"]);

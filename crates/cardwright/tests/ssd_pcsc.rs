@@ -118,8 +118,7 @@ fn ssd_hand_over_through_pcscd_two_platforms_and_their_terminals() {
 
     // The card in pcscd's reader.
     run(&["sim", "create", "--state", "card.json", "--no-piv"], &[]);
-    let _sim = pcsc::start_sim(dir.join("card.json").to_str().unwrap());
-    pcsc::wait_for_card();
+    let _sim = pcsc::start_sim_in_reader(dir.join("card.json").to_str().unwrap());
 
     // The CI platform over HTTPS, its desk agent over wss.
     let operators = format!("alice={OPERATOR}");

@@ -29,6 +29,42 @@ pub fn start_sim(state: &str) -> Sim {
     Sim(child)
 }
 
+/// Starts the card and waits until the reader holds it. vpcd sometimes does not take up
+/// the first connection after a card process was killed mid-exchange (seen after the
+/// SCP81 download through the reader: the new card's connection is established but the
+/// reader stays empty, while a second connection works at once); so a card not seen
+/// within 10 s is started again, three times at most.
+pub fn start_sim_in_reader(state: &str) -> Sim {
+    for attempt in 1..=3 {
+        let sim = start_sim(state);
+        if card_within(Duration::from_secs(10)) {
+            return sim;
+        }
+        eprintln!("the card did not appear in {READER} within 10 s (attempt {attempt}); starting it again");
+        drop(sim);
+    }
+    panic!("the card never appeared in {READER} (three starts)");
+}
+
+/// Whether the reader holds a card within `limit`.
+fn card_within(limit: Duration) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        let r = run(&[
+            "card",
+            "--reader",
+            READER,
+            "apdu",
+            "00A4040008A000000151000000",
+        ]);
+        if r.ok && r.stdout.contains("9000") {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
 /// Waits until the reader holds the card (pcscd polls vpcd for presence).
 pub fn wait_for_card() {
     let t0 = Instant::now();
