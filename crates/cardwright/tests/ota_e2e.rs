@@ -8,6 +8,8 @@
 //! (`cardwright sim run --vpcd`, `handset --reader 'Virtual PCD 00 00'`) when
 //! `CARDWRIGHT_PCSC_TESTS=1`.
 //!
+//! `OTA_E2E_LOGS=1` prints the `serve` and `handset` logs of each download.
+//!
 //! `CARDWRIGHT_SMSC_TESTS=1` makes it a must (Jasmin on 127.0.0.1:2775, its connector to
 //! 127.0.0.1:2776: `scripts/smsc.sh start`); otherwise it is skipped with a message.
 

@@ -514,19 +514,11 @@ impl Engine {
         }
         let next = step + 1;
         if next as usize == n {
-            let created_sd = steps[0].kind == StepKind::CreateSd;
-            let sd_lf = Aid::new(&SD_LOAD_FILE).map_err(|e| invalid(e.to_string()))?;
-            self.store.record_ota_install(
-                &card.card_number,
-                &entry,
-                created_sd.then_some(&sd_lf),
-            )?;
             let messages = self.store.ota_messages(session.id)?;
-            self.store.update_ota_session(
-                session.id,
-                SessionState::Done,
-                next,
-                n as u32,
+            self.finish(
+                &session,
+                &entry,
+                &steps,
                 &format!(
                     "installed {} over HTTPS{}",
                     entry.instance,
@@ -542,6 +534,25 @@ impl Engine {
                 &format!("HTTPS: step {next} of {n} done"),
             )?;
         }
+        Ok(())
+    }
+
+    /// The last step was acknowledged: the installation is recorded (with the SD when the
+    /// session created it) and the session is done.
+    fn finish(
+        &self,
+        session: &Session,
+        entry: &CatalogEntry,
+        steps: &[Step],
+        detail: &str,
+    ) -> Result<()> {
+        let created_sd = steps.first().is_some_and(|s| s.kind == StepKind::CreateSd);
+        let sd_lf = Aid::new(&SD_LOAD_FILE).map_err(|e| invalid(e.to_string()))?;
+        self.store
+            .record_ota_install(&session.card_number, entry, created_sd.then_some(&sd_lf))?;
+        let n = steps.len() as u32;
+        self.store
+            .update_ota_session(session.id, SessionState::Done, n, n, detail)?;
         Ok(())
     }
 
@@ -1301,18 +1312,10 @@ impl Engine {
         }
         let next = index + 1;
         if next == steps.len() {
-            let created_sd = steps[0].kind == StepKind::CreateSd;
-            let sd_lf = Aid::new(&SD_LOAD_FILE).map_err(|e| invalid(e.to_string()))?;
-            self.store.record_ota_install(
-                &card.card_number,
+            self.finish(
+                session,
                 &entry,
-                created_sd.then_some(&sd_lf),
-            )?;
-            self.store.update_ota_session(
-                session.id,
-                SessionState::Done,
-                next as u32,
-                steps.len() as u32,
+                &steps,
                 &format!("installed {}{}{note}", entry.instance, pk_note(messages)),
             )?;
             return Ok(MoOutcome::Handled(Vec::new()));
