@@ -21,23 +21,15 @@ use std::time::{Duration, Instant};
 
 use card::{CardConfig, DownloadAgent, MenuEntry, VirtualCard};
 use common::*;
-use gp::aid::Aid;
-use kms::{KeyStore, MasterKey, SoftwareKeyStore};
-use tsm::model::{InitialKeys, Role};
+use kms::MasterKey;
 use tsm::ota::engine::{Engine, EngineConfig};
 use tsm::ota::{CatalogEntry, SessionState};
-use tsm::{CategorySpec, Store};
+use tsm::Store;
 
 const MASTER: &str = "00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF";
-const CARD: &str = "8900000000000000001";
-const ICCID: &str = "8949000000000000001";
-const MSISDN: &str = "491701234567";
+use tsm::ota::testing::{CARD, ICCID, MSISDN};
 const PLATFORM: &str = "+4900";
 const JASMIN_HANDSET: &str = "127.0.0.1:2776";
-
-fn aid(hex: &str) -> Aid {
-    Aid::new(&apdu::parse_hex(hex).unwrap()).unwrap()
-}
 
 fn jasmin_up() -> bool {
     ["127.0.0.1:2775", "127.0.0.1:8990"].iter().all(|a| {
@@ -102,74 +94,8 @@ impl Drop for Proc {
 /// The platform: database, key store, a written card enrolled for OTA, the package and
 /// its catalog entry. Returns the catalog entry, the card's SCP80 keys and its SCP81 PSK.
 fn platform(dir: &Path) -> (CatalogEntry, tsm::ota::scp80::Scp80KeySet, Vec<u8>) {
-    let url = format!("sqlite:{}", dir.join("tsm.db").display());
-    let store = Store::open(&url).unwrap();
-    let keys =
-        SoftwareKeyStore::create(dir.join("keys.json"), MasterKey::from_hex(MASTER).unwrap())
-            .unwrap();
-    let info = keys
-        .generate_base_key("acme/gold", scp::KeyKind::Aes, 16, None)
-        .unwrap();
-    store
-        .create_tenant("admin", "acme", "ACME Mobile", Role::CardIssuer)
-        .unwrap();
-    store
-        .create_category(
-            "admin",
-            &CategorySpec {
-                id: "acme/gold".into(),
-                tenant: "acme".into(),
-                description: "gold".into(),
-                initial_keys: InitialKeys::GpTestKey,
-                initial_kvn: 0x30,
-                perso: Vec::new(),
-            },
-        )
-        .unwrap();
-    store
-        .register_key_version(
-            "admin",
-            "acme/gold",
-            info.version,
-            "acme/gold",
-            info.kind,
-            info.kcv,
-            true,
-        )
-        .unwrap();
-    store.register_card("acme/op", CARD, "acme/gold").unwrap();
-    // The card was written with version 1 (issuance is tested elsewhere).
-    let db = rusqlite::Connection::open(dir.join("tsm.db")).unwrap();
-    db.execute(
-        "UPDATE cards SET state = 'written', key_version = ?1 WHERE card_number = ?2",
-        rusqlite::params![info.version, CARD],
-    )
-    .unwrap();
-    drop(db);
-    let cap = gp::cap::testing::synthetic_cap(10 * 1024);
-    let pkg = store
-        .add_package("acme/op", "acme", "wallet", &cap)
-        .unwrap();
-    let entry = store
-        .add_ota_catalog_entry(
-            "acme/op",
-            &CatalogEntry {
-                tenant: "acme".into(),
-                app: "wallet".into(),
-                title: "Wallet".into(),
-                package: pkg.aid,
-                module: aid("A0000005550101"),
-                instance: aid("A000000555010101"),
-                sd: aid("A00000055501FF01"),
-                privileges: vec![0x00],
-                params: Vec::new(),
-                created_ms: 0,
-            },
-        )
-        .unwrap();
-    store
-        .enrol_ota_card("acme/op", CARD, ICCID, &format!("+{MSISDN}"), 1)
-        .unwrap();
+    let p = tsm::ota::testing::platform(dir, MasterKey::from_hex(MASTER).unwrap(), 10 * 1024);
+    let (store, keys, entry) = (p.store, p.keys, p.entry);
     // The card's SCP80 keys, derived exactly as the engine does.
     let engine = Engine::new(
         store.clone(),

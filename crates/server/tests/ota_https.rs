@@ -14,34 +14,25 @@ use std::time::{Duration, Instant};
 
 use apdu::{Command, Response, StatusWord};
 use card::{CardConfig, DownloadAgent, MenuEntry, VirtualCard, VirtualChannel};
-use gp::aid::Aid;
-use kms::{KeyStore, MasterKey, SoftwareKeyStore};
+use kms::{KeyStore, MasterKey};
 use ota::cat::{
     self, CatResult, ChannelStatus, CommandBody, Envelope, Event, OtherAddress, ProactiveCommand,
     ResultCode, TerminalProfile, TerminalResponse,
 };
 use ota::tpdu::{Address, Dcs, Pid, SmsDeliver, Timestamp, UserData};
 use server::ota::{HttpsBearer, MemoryGateway, OtaService, Sms};
-use tsm::model::{InitialKeys, Role};
 use tsm::ota::engine::{Engine, EngineConfig};
 use tsm::ota::scp81::{psk_identity, HttpsEndpoint, PSK_KVN};
 use tsm::ota::{Bearer, CatalogEntry, Direction, Message, Origin, Session, SessionState};
-use tsm::{Actor, CategorySpec, Store};
+use tsm::{Actor, Store};
 
-const CARD: &str = "8900000000000000001";
-const ICCID: &str = "8949000000000000001";
-const MSISDN: &str = "491701234567";
+use tsm::ota::testing::{CARD, ICCID, MSISDN};
 const PLATFORM: &str = "+4900";
 /// How long any wait of a test may take before it fails.
 const LIMIT: Duration = Duration::from_secs(30);
 
-fn aid(hex: &str) -> Aid {
-    Aid::new(&apdu::parse_hex(hex).unwrap()).unwrap()
-}
-
-/// The platform's database and key store: a written card enrolled for OTA, a package and
-/// its catalog entry. Copied from `crates/cardwright/tests/ota_e2e.rs` (`platform`) and
-/// `crates/tsm/tests/ota_engine.rs` (`fixture`).
+/// The platform's database and key store (`tsm::ota::testing`): a written card enrolled
+/// for OTA, a package and its catalog entry.
 struct Platform {
     _dir: tempfile::TempDir,
     store: Store,
@@ -51,79 +42,12 @@ struct Platform {
 
 fn platform(cap_bytes: usize) -> Platform {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite:{}", dir.path().join("tsm.db").display());
-    let store = Store::open(&url).unwrap();
-    let keys =
-        SoftwareKeyStore::create(dir.path().join("keys.json"), MasterKey::generate().unwrap())
-            .unwrap();
-    let info = keys
-        .generate_base_key("acme/gold", scp::KeyKind::Aes, 16, None)
-        .unwrap();
-    store
-        .create_tenant("admin", "acme", "ACME Mobile", Role::CardIssuer)
-        .unwrap();
-    store
-        .create_category(
-            "admin",
-            &CategorySpec {
-                id: "acme/gold".into(),
-                tenant: "acme".into(),
-                description: "gold".into(),
-                initial_keys: InitialKeys::GpTestKey,
-                initial_kvn: 0x30,
-                perso: Vec::new(),
-            },
-        )
-        .unwrap();
-    store
-        .register_key_version(
-            "admin",
-            "acme/gold",
-            info.version,
-            "acme/gold",
-            info.kind,
-            info.kcv,
-            true,
-        )
-        .unwrap();
-    store.register_card("acme/op", CARD, "acme/gold").unwrap();
-    // The card was written with version 1 (issuance is tested elsewhere).
-    let db = rusqlite::Connection::open(dir.path().join("tsm.db")).unwrap();
-    db.execute(
-        "UPDATE cards SET state = 'written', key_version = ?1 WHERE card_number = ?2",
-        rusqlite::params![info.version, CARD],
-    )
-    .unwrap();
-    drop(db);
-    let cap = gp::cap::testing::synthetic_cap(cap_bytes);
-    let pkg = store
-        .add_package("acme/op", "acme", "wallet", &cap)
-        .unwrap();
-    let entry = store
-        .add_ota_catalog_entry(
-            "acme/op",
-            &CatalogEntry {
-                tenant: "acme".into(),
-                app: "wallet".into(),
-                title: "Wallet".into(),
-                package: pkg.aid,
-                module: aid("A0000005550101"),
-                instance: aid("A000000555010101"),
-                sd: aid("A00000055501FF01"),
-                privileges: vec![0x00],
-                params: Vec::new(),
-                created_ms: 0,
-            },
-        )
-        .unwrap();
-    store
-        .enrol_ota_card("acme/op", CARD, ICCID, &format!("+{MSISDN}"), 1)
-        .unwrap();
+    let p = tsm::ota::testing::platform(dir.path(), MasterKey::generate().unwrap(), cap_bytes);
     Platform {
         _dir: dir,
-        store,
-        keys: Arc::new(keys),
-        entry,
+        store: p.store,
+        keys: Arc::new(p.keys),
+        entry: p.entry,
     }
 }
 

@@ -10,6 +10,8 @@ pub mod engine;
 pub mod plan;
 pub mod scp80;
 pub mod scp81;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::fmt;
 use std::str::FromStr;

@@ -7,23 +7,19 @@
 use std::sync::Arc;
 
 use apdu::{Response, StatusWord};
-use gp::aid::Aid;
-use kms::{KeyStore, MasterKey, SoftwareKeyStore};
+use kms::MasterKey;
 use ota::packet::{
     self, CommandHeader, Counter, CounterMode, Integrity, OpenedCommand, PorRequest, PorSecurity,
     ResponseHeader, ResponseStatus, Spi,
 };
 use ota::script::{CommandScript, CompactResponse, ResponseScript, ResponseTlv};
 use ota::tpdu::PacketKind;
-use tsm::model::{InitialKeys, Role};
 use tsm::ota::engine::{request_data, Engine, EngineConfig, MoOutcome, Outbound};
 use tsm::ota::plan::{PLATFORM_TAR, SD_KEY_KID};
 use tsm::ota::{Bearer, CatalogEntry, SessionState};
-use tsm::{Actor, CategorySpec, Store};
+use tsm::{Actor, Store};
 
-const CARD: &str = "8900000000000000001";
-const ICCID: &str = "8949000000000000001";
-const MSISDN: &str = "491701234567";
+use tsm::ota::testing::{CARD, ICCID, MSISDN};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -34,86 +30,15 @@ struct Fixture {
     card_counter: u64,
 }
 
-fn aid(hex: &str) -> Aid {
-    Aid::new(&apdu::parse_hex(hex).unwrap()).unwrap()
-}
-
 fn fixture(config: EngineConfig, cap_kb: usize) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite:{}", dir.path().join("tsm.db").display());
-    let store = Store::open(&url).unwrap();
-    let keys =
-        SoftwareKeyStore::create(dir.path().join("keys.json"), MasterKey::generate().unwrap())
-            .unwrap();
-    let info = keys
-        .generate_base_key("acme/gold", scp::KeyKind::Aes, 16, None)
-        .unwrap();
-    store
-        .create_tenant("admin", "acme", "ACME Mobile", Role::CardIssuer)
-        .unwrap();
-    store
-        .create_category(
-            "admin",
-            &CategorySpec {
-                id: "acme/gold".into(),
-                tenant: "acme".into(),
-                description: "gold".into(),
-                initial_keys: InitialKeys::GpTestKey,
-                initial_kvn: 0x30,
-                perso: Vec::new(),
-            },
-        )
-        .unwrap();
-    store
-        .register_key_version(
-            "admin",
-            "acme/gold",
-            info.version,
-            "acme/gold",
-            info.kind,
-            info.kcv,
-            true,
-        )
-        .unwrap();
-    store.register_card("acme/op", CARD, "acme/gold").unwrap();
-    // The card was written with version 1 (issuance is tested elsewhere).
-    let db = rusqlite::Connection::open(dir.path().join("tsm.db")).unwrap();
-    db.execute(
-        "UPDATE cards SET state = 'written', key_version = ?1 WHERE card_number = ?2",
-        rusqlite::params![info.version, CARD],
-    )
-    .unwrap();
-    drop(db);
-    let cap = gp::cap::testing::synthetic_cap(cap_kb * 1024);
-    let pkg = store
-        .add_package("acme/op", "acme", "wallet", &cap)
-        .unwrap();
-    let entry = store
-        .add_ota_catalog_entry(
-            "acme/op",
-            &CatalogEntry {
-                tenant: "acme".into(),
-                app: "wallet".into(),
-                title: "Wallet".into(),
-                package: pkg.aid,
-                module: aid("A0000005550101"),
-                instance: aid("A000000555010101"),
-                sd: aid("A00000055501FF01"),
-                privileges: vec![0x00],
-                params: Vec::new(),
-                created_ms: 0,
-            },
-        )
-        .unwrap();
-    store
-        .enrol_ota_card("acme/op", CARD, ICCID, &format!("+{MSISDN}"), 1)
-        .unwrap();
-    let engine = Engine::new(store.clone(), Arc::new(keys), config);
+    let p = tsm::ota::testing::platform(dir.path(), MasterKey::generate().unwrap(), cap_kb * 1024);
+    let engine = Engine::new(p.store.clone(), Arc::new(p.keys), config);
     Fixture {
         _dir: dir,
-        store,
+        store: p.store,
         engine,
-        entry,
+        entry: p.entry,
         card_counter: 0,
     }
 }
