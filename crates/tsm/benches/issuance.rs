@@ -7,7 +7,17 @@
 //! personalisation, every step recorded before and after, audit entries. The breakdown
 //! (printed before the measurements) comes from `Outcome::timing`.
 //!
-//! `cargo bench -p tsm --bench issuance`; `CARDWRIGHT_PG_URL` picks the PostgreSQL server.
+//! The platform runs as `serve` does: the issuer's default lease (renewed when half of it
+//! has gone by, not at every step) and the audit log anchored by a signing key (a checkpoint
+//! signed per seal of the chain). Next to writes/s it prints **commits per write** (every
+//! transaction, and every write outside one) and, on PostgreSQL, **WAL flushes (fsyncs) per
+//! write** from `pg_stat_wal`; first, the disk's own time for one 4 KiB write + `fdatasync`,
+//! so that the figures mean the same on another disk. With several workers, concurrent
+//! writes share commits: the audit chain is sealed once for every worker that committed
+//! meanwhile ([`tsm::audit`]), and PostgreSQL flushes concurrent commits together.
+//!
+//! `cargo bench -p tsm --bench issuance`; `CARDWRIGHT_PG_URL` picks the PostgreSQL server;
+//! `ISSUANCE_BENCH_QUICK=1` skips the criterion part.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -18,7 +28,9 @@ use std::time::{Duration, Instant};
 
 use common::{Fixture, SimCard, SimCards as _, TestStore, CATEGORY};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use kms::KeyKind;
+use kms::{KeyKind, SigningAlgorithm, SigningKeyStore as _};
+use std::sync::Arc;
+use tsm::{Issuer, IssuerConfig};
 
 static NEXT: AtomicU64 = AtomicU64::new(1_000_000_000);
 
@@ -26,15 +38,70 @@ fn next_number() -> String {
     NEXT.fetch_add(1, Ordering::Relaxed).to_string()
 }
 
+/// The platform as `serve` runs it: default issuer configuration, audit anchored.
+fn production_issuer(f: &Fixture) -> Issuer {
+    let (key, _) = f
+        .keys
+        .signing_key_or_create(tsm::audit::ANCHOR_KEY_LABEL, SigningAlgorithm::P256)
+        .expect("audit key");
+    Issuer::new(
+        f.store().clone().with_audit_anchor(Arc::from(key)),
+        f.keys.clone(),
+        IssuerConfig::default(),
+    )
+}
+
+/// The median time of one 4 KiB write + `fdatasync` in `dir` (the disk's own commit cost).
+fn fsync_time(dir: &std::path::Path) -> Duration {
+    use std::io::{Seek, Write};
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path).expect("probe file");
+    let block = [0x5Au8; 4096];
+    let mut times: Vec<Duration> = (0..200)
+        .map(|_| {
+            let t = Instant::now();
+            file.seek(std::io::SeekFrom::Start(0)).expect("seek");
+            file.write_all(&block).expect("write");
+            file.sync_data().expect("fdatasync");
+            t.elapsed()
+        })
+        .collect();
+    let _ = std::fs::remove_file(&path);
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// WAL flushes of the PostgreSQL server so far (`pg_stat_wal.wal_sync`, PostgreSQL 14+),
+/// after waiting for the backends to report their statistics.
+fn pg_wal_syncs(ts: &TestStore) -> Option<i64> {
+    let mut c = ts.pg_client()?;
+    std::thread::sleep(Duration::from_millis(1100));
+    c.query_one("SELECT wal_sync FROM pg_stat_wal", &[])
+        .ok()
+        .map(|r| r.get(0))
+}
+
+/// Commits (and PostgreSQL WAL flushes) per write over `n` writes.
+fn per_write(ts: &TestStore, commits: u64, wal: Option<i64>, n: u32) -> String {
+    let c = (tsm::commits_total() - commits) as f64 / f64::from(n);
+    match (wal, pg_wal_syncs(ts)) {
+        (Some(a), Some(b)) => format!(
+            "{c:.2} commits/write, {:.2} WAL fsyncs/write",
+            (b - a) as f64 / f64::from(n)
+        ),
+        _ => format!("{c:.2} commits/write"),
+    }
+}
+
 /// Runs `n` writes and prints the mean time per write and its parts.
-fn breakdown(name: &str, f: &Fixture, n: u32) {
+fn breakdown(name: &str, f: &Fixture, issuer: &Issuer, n: u32) {
     let mut t = tsm::Timing::default();
     let mut apdus = 0;
+    let (commits, wal) = (tsm::commits_total(), pg_wal_syncs(&f.ts));
     let start = Instant::now();
     for _ in 0..n {
         let mut card = SimCard::scp03();
-        let out = f
-            .issuer
+        let out = issuer
             .write(&f.ci, &next_number(), CATEGORY, &mut card)
             .expect("write");
         t.total += out.timing.total;
@@ -44,11 +111,12 @@ fn breakdown(name: &str, f: &Fixture, n: u32) {
         apdus += out.apdus;
     }
     let wall = start.elapsed();
+    let counts = per_write(&f.ts, commits, wal, n);
     let per = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(n);
     let total = per(t.total);
     let pct = |d: Duration| 100.0 * per(d) / total;
     eprintln!(
-        "\n{name}: {n} writes in {:.2} s = {:.0} writes/s (one thread), {} APDUs each",
+        "\n{name}: {n} writes in {:.2} s = {:.0} writes/s (one thread), {} APDUs each, {counts}",
         wall.as_secs_f64(),
         f64::from(n) / wall.as_secs_f64(),
         apdus / u64::from(n)
@@ -65,43 +133,60 @@ fn breakdown(name: &str, f: &Fixture, n: u32) {
 }
 
 /// `threads` workers writing cards at the same time (one reader each): total writes/s.
-fn parallel(name: &str, f: &Fixture, threads: u32, per_thread: u32) {
+fn parallel(name: &str, f: &Fixture, issuer: &Issuer, threads: u32, per_thread: u32) {
+    let (commits, wal) = (tsm::commits_total(), pg_wal_syncs(&f.ts));
     let start = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
                 for _ in 0..per_thread {
                     let mut card = SimCard::scp03();
-                    f.issuer
+                    issuer
                         .write(&f.ci, &next_number(), CATEGORY, &mut card)
                         .expect("write");
                 }
             });
         }
     });
-    let n = f64::from(threads * per_thread);
+    let wall = start.elapsed();
+    let n = threads * per_thread;
     eprintln!(
-        "{name}: {threads} workers: {n} writes in {:.2} s = {:.0} writes/s",
-        start.elapsed().as_secs_f64(),
-        n / start.elapsed().as_secs_f64()
+        "{name}: {threads} workers: {n} writes in {:.2} s = {:.0} writes/s, {}",
+        wall.as_secs_f64(),
+        f64::from(n) / wall.as_secs_f64(),
+        per_write(&f.ts, commits, wal, n)
     );
 }
 
 fn bench_backend(c: &mut Criterion, ts: TestStore) {
     let name = ts.name;
     let f = Fixture::new(ts, KeyKind::Aes, 0x30, false);
-    breakdown(name, &f, if name == "sqlite" { 2000 } else { 500 });
-    parallel(name, &f, 8, if name == "sqlite" { 250 } else { 100 });
+    let issuer = production_issuer(&f);
+    let quick = std::env::var("ISSUANCE_BENCH_QUICK").is_ok_and(|v| v == "1");
+    let n = if name.starts_with("sqlite") {
+        2000
+    } else {
+        500
+    };
+    breakdown(name, &f, &issuer, n);
+    for threads in [1, 8] {
+        parallel(name, &f, &issuer, threads, n / threads);
+    }
+    let r = issuer.store().audit_verify().expect("audit verify");
+    assert!(r.is_ok(), "{name}: audit chain: {:?}", r.first_bad);
+    if quick {
+        return;
+    }
     let mut g = c.benchmark_group("write");
     g.throughput(Throughput::Elements(1));
-    g.sample_size(if name == "sqlite" { 50 } else { 20 });
+    g.sample_size(if name.starts_with("sqlite") { 50 } else { 20 });
     g.measurement_time(Duration::from_secs(5));
     g.bench_function(name, |b| {
         b.iter_batched(
             || (SimCard::scp03(), next_number()),
             |(mut card, number)| {
                 black_box(
-                    f.issuer
+                    issuer
                         .write(&f.ci, &number, CATEGORY, &mut card)
                         .expect("write"),
                 )
@@ -113,7 +198,13 @@ fn bench_backend(c: &mut Criterion, ts: TestStore) {
 }
 
 fn writes(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    eprintln!(
+        "disk: one 4 KiB write + fdatasync takes {:.0} µs (median of 200)",
+        fsync_time(dir.path()).as_secs_f64() * 1e6
+    );
     bench_backend(c, common::sqlite());
+    bench_backend(c, common::sqlite_full());
     if let Some(pg) = common::postgres() {
         bench_backend(c, pg);
     }

@@ -16,9 +16,23 @@
 //! is the JSON text exactly as stored: what is hashed is what is in the database, whatever
 //! the JSON library's key order.
 //!
-//! Appends are serialised (SQLite: the write transaction; PostgreSQL: `SELECT … FOR
-//! UPDATE` on the single `audit_head` row, which holds the last id and hash). The
-//! database refuses UPDATE and DELETE on `audit_log` with triggers; [`crate::Store::audit_verify`] still
+//! # Queued, then chained in batches (group commit)
+//!
+//! An entry recorded inside a transaction ([`append_in`]) is inserted into `audit_pending`,
+//! which takes no lock: the chain's head is not touched, so concurrent transactions do not
+//! queue behind each other's commits. Right after such a transaction commits, the
+//! [`Store`](crate::Store) **seals** the queue: one transaction locks the head (SQLite: the
+//! write transaction; PostgreSQL: `SELECT … FOR UPDATE` on the single `audit_head` row),
+//! chains every queued entry in queue order into `audit_log`, removes them from the queue,
+//! moves the head and signs one checkpoint for all of them ([`seal_in`]). Workers that
+//! commit while a seal runs wait for it and are then served together by the next one, so
+//! with eight workers one seal (and one signature) covers several writes. A queued entry is
+//! as durable as the change it records (same transaction); if the process dies before the
+//! seal, the next seal (at the next open of the store, the next append, or `audit verify`)
+//! chains it. Entries recorded on their own ([`crate::Store::audit_append`]) are chained
+//! at once ([`chain_in`]).
+//!
+//! The database refuses UPDATE and DELETE on `audit_log` with triggers; [`crate::Store::audit_verify`] still
 //! detects any change made by someone who drops them: a changed, removed or reordered
 //! entry breaks the chain, and a removed tail no longer matches `audit_head`.
 //!
@@ -29,7 +43,7 @@
 //! [`Store`](crate::Store) given a signing key of the key store
 //! ([`Store::with_audit_anchor`](crate::Store::with_audit_anchor); the key never leaves
 //! the store, PKCS#11 or sealed software) therefore also writes a **checkpoint** in every
-//! transaction that appends: the number of entries and the head hash, signed (ECDSA P-256
+//! transaction that extends the chain: the number of entries and the head hash, signed (ECDSA P-256
 //! or RSA PKCS#1 v1.5 with SHA-256) over
 //!
 //! ```text
@@ -45,7 +59,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::db::{params, Conn, Row};
+use crate::db::{params, Conn, Row, Value};
 use crate::error::StoreError;
 use crate::model::now_ms;
 
@@ -198,9 +212,166 @@ pub(crate) fn entry_of(r: &Row) -> Result<Entry, StoreError> {
     })
 }
 
-/// Appends an entry inside the caller's transaction (so the entry commits or rolls back
-/// with the change it records). Returns the new entry.
-pub(crate) fn append_in(conn: &mut Conn, e: &NewEntry) -> Result<Entry, StoreError> {
+thread_local! {
+    /// Whether the transaction running on this thread queued audit entries.
+    static QUEUED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Notes that the work running on this thread changed the chain or queued entries for it
+/// (the group then seals and signs before it commits).
+pub(crate) fn mark_queued() {
+    QUEUED.with(|q| q.set(true));
+}
+
+/// Whether the work that just ran on this thread queued entries (and forgets it).
+pub(crate) fn take_queued() -> bool {
+    QUEUED.with(|q| q.replace(false))
+}
+
+fn detail_text(e: &NewEntry) -> Result<String, StoreError> {
+    serde_json::to_string(&e.detail).map_err(|err| StoreError::Invalid {
+        what: "audit detail",
+        detail: err.to_string(),
+    })
+}
+
+/// Records an entry inside the caller's transaction (so it commits or rolls back with the
+/// change it records): queued in `audit_pending`, chained by the seal that follows the
+/// commit (see [the module documentation](self#queued-then-chained-in-batches-group-commit)).
+pub(crate) fn append_in(conn: &mut Conn, e: &NewEntry) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO audit_pending (at_ms, actor, action, card_number, result, detail)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        params![
+            now_ms(),
+            &e.actor,
+            &e.action,
+            e.card_number.clone(),
+            &e.result,
+            detail_text(e)?,
+        ],
+    )?;
+    mark_queued();
+    Ok(())
+}
+
+/// The chain's head, locked for this transaction.
+fn head_in(conn: &mut Conn) -> Result<(i64, [u8; 32]), StoreError> {
+    let lock = conn.for_update();
+    let head = conn.query_one(
+        &format!("SELECT last_id, last_hash FROM audit_head WHERE id = 1{lock}"),
+        params![],
+    )?;
+    Ok((
+        head.int(0)?,
+        hash32(head.bytes(1)?, "audit_head.last_hash")?,
+    ))
+}
+
+/// Queued entries chained per statement (9 parameters each: 900 per INSERT).
+const SEAL_ROWS_PER_INSERT: usize = 100;
+
+/// Chains up to `max` queued entries, oldest first, inside the caller's transaction: the
+/// head locked, one multi-row INSERT per [`SEAL_ROWS_PER_INSERT`] entries, the sealed
+/// entries (exactly those read, never one queued meanwhile) removed from the queue, the head
+/// moved. Returns how many were chained.
+pub(crate) fn seal_in(conn: &mut Conn, max: usize) -> Result<usize, StoreError> {
+    let (mut last_id, mut prev_hash) = head_in(conn)?;
+    let queued = conn.query(
+        "SELECT seq, at_ms, actor, action, card_number, result, detail FROM audit_pending
+         ORDER BY seq LIMIT $1",
+        params![max as i64],
+    )?;
+    if queued.is_empty() {
+        return Ok(0);
+    }
+    let mut seqs = Vec::with_capacity(queued.len());
+    let mut entries = Vec::with_capacity(queued.len());
+    for r in &queued {
+        seqs.push(r.int(0)?);
+        let entry = Entry {
+            id: last_id + 1,
+            at_ms: r.int(1)?,
+            actor: r.text(2)?,
+            action: r.text(3)?,
+            card_number: r.opt_text(4)?,
+            result: r.text(5)?,
+            detail: r.text(6)?,
+            prev_hash,
+            hash: [0; 32],
+        };
+        let entry = Entry {
+            hash: entry.expected_hash(),
+            ..entry
+        };
+        last_id = entry.id;
+        prev_hash = entry.hash;
+        entries.push(entry);
+    }
+    for chunk in entries.chunks(SEAL_ROWS_PER_INSERT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p: Vec<String> = (1..=9).map(|k| format!("${}", 9 * i + k)).collect();
+                format!("({})", p.join(", "))
+            })
+            .collect();
+        let mut values = Vec::with_capacity(9 * chunk.len());
+        for e in chunk {
+            values.extend_from_slice(params![
+                e.id,
+                e.at_ms,
+                &e.actor,
+                &e.action,
+                e.card_number.clone(),
+                &e.result,
+                &e.detail,
+                e.prev_hash.to_vec(),
+                e.hash.to_vec(),
+            ]);
+        }
+        conn.execute(
+            &format!(
+                "INSERT INTO audit_log ({ENTRY_COLUMNS}) VALUES {}",
+                rows.join(", ")
+            ),
+            &values,
+        )?;
+    }
+    for chunk in seqs.chunks(SEAL_ROWS_PER_INSERT) {
+        let list: Vec<String> = (1..=chunk.len()).map(|k| format!("${k}")).collect();
+        let values: Vec<Value> = chunk.iter().map(|s| Value::from(*s)).collect();
+        let removed = conn.execute(
+            &format!(
+                "DELETE FROM audit_pending WHERE seq IN ({})",
+                list.join(", ")
+            ),
+            &values,
+        )?;
+        if removed != chunk.len() as u64 {
+            // Another sealer took some of them: this transaction must not commit.
+            return Err(StoreError::Corrupt {
+                what: "audit queue".into(),
+                detail: format!("{removed} of {} queued entries removed", chunk.len()),
+            });
+        }
+    }
+    conn.execute(
+        "UPDATE audit_head SET last_id = $1, last_hash = $2 WHERE id = 1",
+        params![last_id, prev_hash.to_vec()],
+    )?;
+    Ok(entries.len())
+}
+
+/// Entries still queued (not yet chained).
+pub(crate) fn queued_in(conn: &mut Conn) -> Result<u64, StoreError> {
+    Ok(conn
+        .query_one("SELECT COUNT(*) FROM audit_pending", params![])?
+        .int(0)? as u64)
+}
+
+/// Chains one entry at once, inside the caller's transaction (which then holds the head
+/// until it commits). Returns the new entry.
+pub(crate) fn chain_in(conn: &mut Conn, e: &NewEntry) -> Result<Entry, StoreError> {
     let lock = conn.for_update();
     let head = conn.query_one(
         &format!("SELECT last_id, last_hash FROM audit_head WHERE id = 1{lock}"),
@@ -210,10 +381,7 @@ pub(crate) fn append_in(conn: &mut Conn, e: &NewEntry) -> Result<Entry, StoreErr
     let prev_hash = hash32(head.bytes(1)?, "audit_head.last_hash")?;
     let id = last_id + 1;
     let at_ms = now_ms();
-    let detail = serde_json::to_string(&e.detail).map_err(|err| StoreError::Invalid {
-        what: "audit detail",
-        detail: err.to_string(),
-    })?;
+    let detail = detail_text(e)?;
     let entry = Entry {
         id,
         at_ms,

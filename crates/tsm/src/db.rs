@@ -66,6 +66,21 @@ impl std::ops::Sub for DatabaseUse {
     }
 }
 
+/// Commits of this process: transactions committed plus writes that committed on their
+/// own (outside a transaction), every store, every thread.
+static COMMITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts a write that committed on its own.
+pub(crate) fn count_commit() {
+    COMMITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The commits of this process so far (transactions, and writes outside one): for
+/// benchmarks and metrics, which take the difference of two readings.
+pub fn commits_total() -> u64 {
+    COMMITS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// This thread's database use since it started (cheap: two clock reads per call).
 pub fn thread_database_use() -> DatabaseUse {
     DATABASE_USE.with(std::cell::Cell::get)
@@ -89,7 +104,10 @@ pub(crate) fn timed<T>(call: Call, f: impl FnOnce() -> T) -> T {
         x.time += spent;
         match call {
             Call::Statement => x.statements += 1,
-            Call::Commit => x.commits += 1,
+            Call::Commit => {
+                x.commits += 1;
+                count_commit();
+            }
             Call::Other => {}
         }
         u.set(x);
@@ -648,6 +666,42 @@ impl Conn {
                 Err(e)
             }
         }
+    }
+
+    /// Opens a transaction (as [`Conn::tx`] does).
+    pub(crate) fn begin(&mut self) -> Result<(), StoreError> {
+        self.control(match self.dialect() {
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            Dialect::Postgres => "BEGIN",
+        })
+    }
+
+    /// Commits the open transaction; rolls it back if the commit fails.
+    pub(crate) fn commit(&mut self) -> Result<(), StoreError> {
+        self.control("COMMIT").inspect_err(|_| {
+            let _ = self.control("ROLLBACK");
+        })
+    }
+
+    /// Rolls the open transaction back.
+    pub(crate) fn rollback(&mut self) -> Result<(), StoreError> {
+        self.control("ROLLBACK")
+    }
+
+    /// `SAVEPOINT name` (`name` is ours: letters and digits).
+    pub(crate) fn savepoint(&mut self, name: &str) -> Result<(), StoreError> {
+        self.control(&format!("SAVEPOINT {name}"))
+    }
+
+    /// `RELEASE SAVEPOINT name`: keeps what was done since it.
+    pub(crate) fn release(&mut self, name: &str) -> Result<(), StoreError> {
+        self.control(&format!("RELEASE SAVEPOINT {name}"))
+    }
+
+    /// Undoes what was done since the savepoint, and releases it.
+    pub(crate) fn rollback_to(&mut self, name: &str) -> Result<(), StoreError> {
+        self.control(&format!("ROLLBACK TO SAVEPOINT {name}"))?;
+        self.release(name)
     }
 
     /// `" FOR UPDATE"` where row locks exist (PostgreSQL); SQLite's write transaction

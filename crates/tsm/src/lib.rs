@@ -61,7 +61,7 @@ pub mod ssd;
 mod store;
 
 pub use apps::AppChoice;
-pub use db::{thread_database_use, DatabaseUse, Dialect};
+pub use db::{commits_total, thread_database_use, DatabaseUse, Dialect};
 pub use error::{Error, LeaseHeld, Result, StoreError};
 pub use issuance::{
     card_status, kvn_for_version, Actor, Issuer, IssuerConfig, Outcome, Request, ResumeOptions,

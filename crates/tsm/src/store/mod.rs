@@ -2,6 +2,7 @@
 //! opened from a URL, migrated at open, synchronous (servers call it from
 //! `spawn_blocking`), cheap to clone and shareable between threads.
 
+mod group;
 pub(crate) mod jobs;
 pub(crate) mod ota;
 pub(crate) mod outlet;
@@ -40,6 +41,8 @@ struct Inner {
     /// SQLite allows one writer at a time; writers of this process queue here instead of
     /// in SQLite's busy handler, which sleeps and retries.
     sqlite_writer: std::sync::Mutex<()>,
+    /// Concurrent write transactions share one transaction and one commit.
+    committer: group::Committer,
 }
 
 /// The platform's database. See the crate documentation for the URL forms.
@@ -300,6 +303,7 @@ impl Store {
                 display,
                 created,
                 sqlite_writer: std::sync::Mutex::new(()),
+                committer: group::Committer::default(),
             }),
             anchor: None,
         };
@@ -342,11 +346,20 @@ impl Store {
         f(&mut c)
     }
 
+    /// Runs `f` in a transaction, grouped with the other writers of this process that start
+    /// meanwhile (one commit for all, see [`group`]); the audit entries it queued are chained
+    /// in that transaction, before this returns. `f`'s error undoes only `f`'s statements.
     pub(crate) fn tx<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&mut Conn) -> Result<T, E>,
     ) -> Result<T, E> {
-        let _writer = match self.inner.backend {
+        self.inner.committer.run(self, f)
+    }
+
+    /// This process's SQLite writer lock (SQLite allows one writer at a time); `None` on
+    /// PostgreSQL.
+    fn sqlite_writer(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        match self.inner.backend {
             Backend::Sqlite(_) => Some(
                 self.inner
                     .sqlite_writer
@@ -354,35 +367,44 @@ impl Store {
                     .unwrap_or_else(std::sync::PoisonError::into_inner),
             ),
             Backend::Postgres(_) => None,
-        };
-        let mut c = self.conn()?;
-        match &self.anchor {
-            None => c.tx(f),
-            Some(key) => c.tx(|c| {
-                let v = f(c)?;
-                audit::checkpoint_in(c, key.as_ref())?;
-                Ok(v)
-            }),
         }
     }
 
-    /// Runs single-statement writes outside an explicit transaction (each statement commits
-    /// on its own), queued behind this process's other SQLite writers.
+    /// Entries chained per statement batch of a seal.
+    const SEAL_BATCH: usize = 1000;
+
+    /// Chains every queued audit entry inside the group's transaction `c`, and signs the
+    /// new head when the store has an audit key.
+    fn seal_in_group(&self, c: &mut Conn) -> Result<(), StoreError> {
+        while audit::seal_in(c, Self::SEAL_BATCH)? == Self::SEAL_BATCH {}
+        if let Some(key) = &self.anchor {
+            audit::checkpoint_in(c, key.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// Chains every queued audit entry now. The platform's own entries are chained in the
+    /// transaction that records them, so the queue is empty between transactions; this is
+    /// for entries queued by something else writing the database (see [`Store::audit_queued`]).
+    pub fn seal_audit(&self) -> Result<(), StoreError> {
+        self.tx(|_| {
+            audit::mark_queued();
+            Ok(())
+        })
+    }
+
+    /// Audit entries recorded but not chained yet (normally 0 between transactions).
+    pub fn audit_queued(&self) -> Result<u64, StoreError> {
+        self.with_conn(audit::queued_in)
+    }
+
+    /// Runs single-statement writes: as a member of a group transaction like
+    /// [`Store::tx`] (the statements then commit with the group's other writes).
     pub(crate) fn autocommit<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&mut Conn) -> Result<T, E>,
     ) -> Result<T, E> {
-        let _writer = match self.inner.backend {
-            Backend::Sqlite(_) => Some(
-                self.inner
-                    .sqlite_writer
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            ),
-            Backend::Postgres(_) => None,
-        };
-        let mut c = self.conn()?;
-        f(&mut c)
+        self.tx(f)
     }
 
     /// The migrations applied, as `(version, name)`.
@@ -404,9 +426,15 @@ impl Store {
         self.with_conn(schema::migrate)
     }
 
-    /// Appends an audit entry in its own transaction.
+    /// Appends an audit entry in its own transaction, chained at once (with the checkpoint
+    /// when the store has an audit key).
     pub fn audit_append(&self, entry: &NewEntry) -> Result<Entry, StoreError> {
-        self.tx(|c| audit::append_in(c, entry))
+        self.tx(|c| {
+            let e = audit::chain_in(c, entry)?;
+            // The group signs the new head before it commits.
+            audit::mark_queued();
+            Ok(e)
+        })
     }
 
     /// Audit entries with `id > after`, in order, at most `limit`.
@@ -495,6 +523,72 @@ mod tests {
             redact("postgres://u:secret@h:5432/db"),
             "postgres://u:***@h:5432/db"
         );
+    }
+
+    /// Entries queued by transactions on several threads are all chained, once each, in a
+    /// chain that verifies.
+    #[test]
+    fn concurrent_appends_are_sealed_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let store = store.clone();
+                s.spawn(move || {
+                    for i in 0..50 {
+                        store
+                            .tx(|c| {
+                                audit::append_in(
+                                    c,
+                                    &NewEntry::new("t", &format!("e.{t}.{i}"), "ok"),
+                                )
+                            })
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(store.audit_queued().unwrap(), 0);
+        let report = store.audit_verify().unwrap();
+        assert!(report.is_ok(), "{:?}", report.first_bad);
+        assert_eq!(report.entries, 400);
+        let mut actions: Vec<String> = store
+            .audit_entries(0, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        actions.sort();
+        actions.dedup();
+        assert_eq!(actions.len(), 400);
+    }
+
+    /// An entry queued by a transaction outside the group commit stays queued (and is not in
+    /// the chain) until a seal; a rolled-back one never is.
+    #[test]
+    fn entries_queued_outside_the_group_are_chained_by_a_seal() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).unwrap();
+        // Transactions outside the group commit: nothing seals after them.
+        let mut c = store.conn().unwrap();
+        c.tx(|c| audit::append_in(c, &NewEntry::new("t", "kept", "ok")))
+            .unwrap();
+        let _ = c.tx(|c| -> Result<(), StoreError> {
+            audit::append_in(c, &NewEntry::new("t", "rolled-back", "ok"))?;
+            Err(StoreError::BadUrl("abort".into()))
+        });
+        drop(c);
+        audit::take_queued();
+        assert_eq!(store.audit_queued().unwrap(), 1);
+        assert!(store.audit_entries(0, 10).unwrap().is_empty());
+        store.seal_audit().unwrap();
+        assert_eq!(store.audit_queued().unwrap(), 0);
+        let entries = store.audit_entries(0, 10).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].action, "kept");
+        assert!(store.audit_verify().unwrap().is_ok());
     }
 
     #[test]

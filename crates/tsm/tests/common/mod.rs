@@ -31,7 +31,7 @@ impl TestStore {
         self.store.as_ref().expect("store")
     }
     pub fn is_sqlite(&self) -> bool {
-        self.name == "sqlite"
+        self.name.starts_with("sqlite")
     }
     /// The SQLite file (for direct tampering).
     pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
@@ -60,11 +60,21 @@ impl Drop for TestStore {
 }
 
 pub fn sqlite() -> TestStore {
+    sqlite_with("sqlite", "")
+}
+
+/// SQLite with `synchronous=full`: durable across power loss, one fsync per commit.
+#[allow(dead_code)]
+pub fn sqlite_full() -> TestStore {
+    sqlite_with("sqlite-full", "?synchronous=full")
+}
+
+fn sqlite_with(name: &'static str, query: &str) -> TestStore {
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite:{}", dir.path().join("tsm.db").display());
+    let url = format!("sqlite:{}{query}", dir.path().join("tsm.db").display());
     let store = Store::open(&url).expect("open sqlite store");
     TestStore {
-        name: "sqlite",
+        name,
         store: Some(store),
         _dir: Some(dir),
         pg_schema: None,
