@@ -17,7 +17,8 @@
 //! meanwhile ([`tsm::audit`]), and PostgreSQL flushes concurrent commits together.
 //!
 //! `cargo bench -p tsm --bench issuance`; `CARDWRIGHT_PG_URL` picks the PostgreSQL server;
-//! `ISSUANCE_BENCH_QUICK=1` skips the criterion part.
+//! `ISSUANCE_BENCH_QUICK=1` skips the criterion part; `ISSUANCE_BENCH_ONLY=sqlite|sqlite-full|postgres`
+//! measures one backend.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -98,6 +99,7 @@ fn breakdown(name: &str, f: &Fixture, issuer: &Issuer, n: u32) {
     let mut t = tsm::Timing::default();
     let mut apdus = 0;
     let (commits, wal) = (tsm::commits_total(), pg_wal_syncs(&f.ts));
+    let statements = tsm::thread_database_use().statements;
     let start = Instant::now();
     for _ in 0..n {
         let mut card = SimCard::scp03();
@@ -112,11 +114,12 @@ fn breakdown(name: &str, f: &Fixture, issuer: &Issuer, n: u32) {
     }
     let wall = start.elapsed();
     let counts = per_write(&f.ts, commits, wal, n);
+    let statements = (tsm::thread_database_use().statements - statements) / u64::from(n);
     let per = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(n);
     let total = per(t.total);
     let pct = |d: Duration| 100.0 * per(d) / total;
     eprintln!(
-        "\n{name}: {n} writes in {:.2} s = {:.0} writes/s (one thread), {} APDUs each, {counts}",
+        "\n{name}: {n} writes in {:.2} s = {:.0} writes/s (one thread), {} APDUs and {statements} statements each, {counts}",
         wall.as_secs_f64(),
         f64::from(n) / wall.as_secs_f64(),
         apdus / u64::from(n)
@@ -160,6 +163,9 @@ fn parallel(name: &str, f: &Fixture, issuer: &Issuer, threads: u32, per_thread: 
 
 fn bench_backend(c: &mut Criterion, ts: TestStore) {
     let name = ts.name;
+    if std::env::var("ISSUANCE_BENCH_ONLY").is_ok_and(|only| only != name) {
+        return;
+    }
     let f = Fixture::new(ts, KeyKind::Aes, 0x30, false);
     let issuer = production_issuer(&f);
     let quick = std::env::var("ISSUANCE_BENCH_QUICK").is_ok_and(|v| v == "1");

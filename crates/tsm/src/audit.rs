@@ -18,19 +18,18 @@
 //!
 //! # Queued, then chained in batches (group commit)
 //!
-//! An entry recorded inside a transaction ([`append_in`]) is inserted into `audit_pending`,
-//! which takes no lock: the chain's head is not touched, so concurrent transactions do not
-//! queue behind each other's commits. Right after such a transaction commits, the
-//! [`Store`](crate::Store) **seals** the queue: one transaction locks the head (SQLite: the
-//! write transaction; PostgreSQL: `SELECT … FOR UPDATE` on the single `audit_head` row),
-//! chains every queued entry in queue order into `audit_log`, removes them from the queue,
-//! moves the head and signs one checkpoint for all of them ([`seal_in`]). Workers that
-//! commit while a seal runs wait for it and are then served together by the next one, so
-//! with eight workers one seal (and one signature) covers several writes. A queued entry is
-//! as durable as the change it records (same transaction); if the process dies before the
-//! seal, the next seal (at the next open of the store, the next append, or `audit verify`)
-//! chains it. Entries recorded on their own ([`crate::Store::audit_append`]) are chained
-//! at once ([`chain_in`]).
+//! The [`Store`](crate::Store)'s write transactions are group commits (several workers'
+//! work in one database transaction, see `store::group`). An entry recorded by a member's
+//! work ([`append_in`]) is kept aside with the member, without touching the database: the
+//! chain's head is not locked while the work runs, so workers do not queue behind each other
+//! on the head row. If the member's work fails its entries are dropped with its statements.
+//! Before the group commits, its leader **seals** the entries of all members ([`seal_in`]):
+//! it locks the head (SQLite: the write transaction; PostgreSQL: `SELECT … FOR UPDATE` on the
+//! single `audit_head` row), chains them in the order the members ran into `audit_log` (one
+//! multi-row INSERT per hundred), moves the head and signs one checkpoint for all of them. An
+//! entry is thus chained in the same commit as the change it records, and eight workers pay
+//! for one seal and one signature. Entries recorded on their own
+//! ([`crate::Store::audit_append`]) are chained at once ([`chain_in`]).
 //!
 //! The database refuses UPDATE and DELETE on `audit_log` with triggers; [`crate::Store::audit_verify`] still
 //! detects any change made by someone who drops them: a changed, removed or reordered
@@ -59,7 +58,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::db::{params, Conn, Row, Value};
+use crate::db::{params, Conn, Row};
 use crate::error::StoreError;
 use crate::model::now_ms;
 
@@ -212,20 +211,38 @@ pub(crate) fn entry_of(r: &Row) -> Result<Entry, StoreError> {
     })
 }
 
+/// An entry recorded by a member of a group transaction, waiting for the group's seal.
+#[derive(Debug, Clone)]
+pub(crate) struct Queued {
+    at_ms: i64,
+    actor: String,
+    action: String,
+    card_number: Option<String>,
+    result: String,
+    detail: String,
+}
+
 thread_local! {
-    /// Whether the transaction running on this thread queued audit entries.
-    static QUEUED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The entries recorded by the group member running on this thread (`None`: no member
+    /// runs here, entries are chained at once).
+    static QUEUE: std::cell::RefCell<Option<Vec<Queued>>> = const { std::cell::RefCell::new(None) };
+    /// Whether the member running on this thread chained an entry itself.
+    static CHAINED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Notes that the work running on this thread changed the chain or queued entries for it
-/// (the group then seals and signs before it commits).
-pub(crate) fn mark_queued() {
-    QUEUED.with(|q| q.set(true));
+/// Starts collecting the entries of the group member about to run on this thread.
+pub(crate) fn start_queue() {
+    QUEUE.with(|q| *q.borrow_mut() = Some(Vec::new()));
+    CHAINED.with(|c| c.set(false));
 }
 
-/// Whether the work that just ran on this thread queued entries (and forgets it).
-pub(crate) fn take_queued() -> bool {
-    QUEUED.with(|q| q.replace(false))
+/// The entries the member recorded, and whether it chained one itself (so that the group
+/// signs a new checkpoint); collecting stops.
+pub(crate) fn take_queue() -> (Vec<Queued>, bool) {
+    (
+        QUEUE.with(|q| q.borrow_mut().take()).unwrap_or_default(),
+        CHAINED.with(|c| c.replace(false)),
+    )
 }
 
 fn detail_text(e: &NewEntry) -> Result<String, StoreError> {
@@ -235,23 +252,30 @@ fn detail_text(e: &NewEntry) -> Result<String, StoreError> {
     })
 }
 
-/// Records an entry inside the caller's transaction (so it commits or rolls back with the
-/// change it records): queued in `audit_pending`, chained by the seal that follows the
-/// commit (see [the module documentation](self#queued-then-chained-in-batches-group-commit)).
+/// Records an entry inside the caller's transaction, so that it commits or rolls back with
+/// the change it records. In a group member (every [`crate::Store`] write) it is kept aside
+/// and chained by the group's seal just before the commit (see [the module
+/// documentation](self#queued-then-chained-in-batches-group-commit)); elsewhere it is
+/// chained at once.
 pub(crate) fn append_in(conn: &mut Conn, e: &NewEntry) -> Result<(), StoreError> {
-    conn.execute(
-        "INSERT INTO audit_pending (at_ms, actor, action, card_number, result, detail)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-        params![
-            now_ms(),
-            &e.actor,
-            &e.action,
-            e.card_number.clone(),
-            &e.result,
-            detail_text(e)?,
-        ],
-    )?;
-    mark_queued();
+    let queued = Queued {
+        at_ms: now_ms(),
+        actor: e.actor.clone(),
+        action: e.action.clone(),
+        card_number: e.card_number.clone(),
+        result: e.result.clone(),
+        detail: detail_text(e)?,
+    };
+    let kept = QUEUE.with(|q| match q.borrow_mut().as_mut() {
+        Some(v) => {
+            v.push(queued);
+            true
+        }
+        None => false,
+    });
+    if !kept {
+        chain_in(conn, e)?;
+    }
     Ok(())
 }
 
@@ -268,35 +292,26 @@ fn head_in(conn: &mut Conn) -> Result<(i64, [u8; 32]), StoreError> {
     ))
 }
 
-/// Queued entries chained per statement (9 parameters each: 900 per INSERT).
+/// Entries chained per statement (9 parameters each: 900 per INSERT).
 const SEAL_ROWS_PER_INSERT: usize = 100;
 
-/// Chains up to `max` queued entries, oldest first, inside the caller's transaction: the
-/// head locked, one multi-row INSERT per [`SEAL_ROWS_PER_INSERT`] entries, the sealed
-/// entries (exactly those read, never one queued meanwhile) removed from the queue, the head
-/// moved. Returns how many were chained.
-pub(crate) fn seal_in(conn: &mut Conn, max: usize) -> Result<usize, StoreError> {
-    let (mut last_id, mut prev_hash) = head_in(conn)?;
-    let queued = conn.query(
-        "SELECT seq, at_ms, actor, action, card_number, result, detail FROM audit_pending
-         ORDER BY seq LIMIT $1",
-        params![max as i64],
-    )?;
+/// Chains `queued`, in order, inside the caller's transaction: the head locked, one
+/// multi-row INSERT per [`SEAL_ROWS_PER_INSERT`] entries, the head moved.
+pub(crate) fn seal_in(conn: &mut Conn, queued: &[Queued]) -> Result<(), StoreError> {
     if queued.is_empty() {
-        return Ok(0);
+        return Ok(());
     }
-    let mut seqs = Vec::with_capacity(queued.len());
+    let (mut last_id, mut prev_hash) = head_in(conn)?;
     let mut entries = Vec::with_capacity(queued.len());
-    for r in &queued {
-        seqs.push(r.int(0)?);
+    for q in queued {
         let entry = Entry {
             id: last_id + 1,
-            at_ms: r.int(1)?,
-            actor: r.text(2)?,
-            action: r.text(3)?,
-            card_number: r.opt_text(4)?,
-            result: r.text(5)?,
-            detail: r.text(6)?,
+            at_ms: q.at_ms,
+            actor: q.actor.clone(),
+            action: q.action.clone(),
+            card_number: q.card_number.clone(),
+            result: q.result.clone(),
+            detail: q.detail.clone(),
             prev_hash,
             hash: [0; 32],
         };
@@ -337,41 +352,17 @@ pub(crate) fn seal_in(conn: &mut Conn, max: usize) -> Result<usize, StoreError> 
             &values,
         )?;
     }
-    for chunk in seqs.chunks(SEAL_ROWS_PER_INSERT) {
-        let list: Vec<String> = (1..=chunk.len()).map(|k| format!("${k}")).collect();
-        let values: Vec<Value> = chunk.iter().map(|s| Value::from(*s)).collect();
-        let removed = conn.execute(
-            &format!(
-                "DELETE FROM audit_pending WHERE seq IN ({})",
-                list.join(", ")
-            ),
-            &values,
-        )?;
-        if removed != chunk.len() as u64 {
-            // Another sealer took some of them: this transaction must not commit.
-            return Err(StoreError::Corrupt {
-                what: "audit queue".into(),
-                detail: format!("{removed} of {} queued entries removed", chunk.len()),
-            });
-        }
-    }
     conn.execute(
         "UPDATE audit_head SET last_id = $1, last_hash = $2 WHERE id = 1",
         params![last_id, prev_hash.to_vec()],
     )?;
-    Ok(entries.len())
-}
-
-/// Entries still queued (not yet chained).
-pub(crate) fn queued_in(conn: &mut Conn) -> Result<u64, StoreError> {
-    Ok(conn
-        .query_one("SELECT COUNT(*) FROM audit_pending", params![])?
-        .int(0)? as u64)
+    Ok(())
 }
 
 /// Chains one entry at once, inside the caller's transaction (which then holds the head
 /// until it commits). Returns the new entry.
 pub(crate) fn chain_in(conn: &mut Conn, e: &NewEntry) -> Result<Entry, StoreError> {
+    CHAINED.with(|c| c.set(true));
     let lock = conn.for_update();
     let head = conn.query_one(
         &format!("SELECT last_id, last_hash FROM audit_head WHERE id = 1{lock}"),

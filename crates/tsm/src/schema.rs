@@ -436,20 +436,6 @@ CREATE INDEX ota_messages_by_card ON ota_messages (card_number, id);
 "#;
 
 /// Every migration, in order. Never edit one that shipped: add the next.
-/// The audit queue (see [`crate::audit`]): an entry recorded in a transaction waits here,
-/// without locking the chain's head, until the seal that follows the commit chains it.
-const V9_AUDIT_QUEUE: &str = r#"
-CREATE TABLE audit_pending (
-    seq         {autoid},
-    at_ms       BIGINT NOT NULL,
-    actor       TEXT NOT NULL,
-    action      TEXT NOT NULL,
-    card_number TEXT,
-    result      TEXT NOT NULL,
-    detail      TEXT NOT NULL
-);
-"#;
-
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -504,13 +490,6 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 8,
         name: "ota: catalog, cards' OTA identities and counters, sessions, messages",
         sql: V8_OTA,
-        sqlite: "",
-        postgres: "",
-    },
-    Migration {
-        version: 9,
-        name: "audit: entries queued in transactions, chained in batches after commit",
-        sql: V9_AUDIT_QUEUE,
         sqlite: "",
         postgres: "",
     },

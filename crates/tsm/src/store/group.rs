@@ -5,9 +5,9 @@
 //! group before has committed (meanwhile the others join), closes the group, opens the
 //! transaction (`BEGIN IMMEDIATE` on SQLite, under the process's writer lock) and lets every
 //! member run its own work, in turn, on the group's connection, each inside its own
-//! savepoint, so that one member's failure undoes only its own statements. When all have
-//! run, the leader chains the audit entries they queued ([`audit::seal_in`], with the
-//! signed checkpoint) and commits. Each member then returns its own result, or, if the
+//! savepoint, so that one member's failure undoes only its own statements (and drops the
+//! audit entries it recorded). When all have run, the leader chains the audit entries they
+//! recorded ([`audit::seal_in`], with the signed checkpoint) and commits. Each member then returns its own result, or, if the
 //! commit failed, the commit's error: nothing of the group is in the database.
 //!
 //! Each member's work runs on its own thread (it borrows that thread's data); only the
@@ -15,7 +15,8 @@
 //! what a plain transaction costs plus a savepoint; with eight, the commit (an fsync on
 //! PostgreSQL or on SQLite with `synchronous=full`) and the audit seal are paid once for
 //! all of them. Groups run one at a time in a process; the database still orders them
-//! against other processes (row locks, SQLite's write lock).
+//! against other processes (row locks, SQLite's write lock). On PostgreSQL a group runs its
+//! work while the group before it commits.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
@@ -51,8 +52,10 @@ struct State {
     open: Option<Result<(), String>>,
     /// Members whose work has run (successfully or not).
     finished: usize,
-    /// Whether some member queued audit entries or chained one.
-    audit: bool,
+    /// The audit entries the members recorded, in the order they ran.
+    audit: Vec<audit::Queued>,
+    /// Whether a member chained an entry itself (the head moved: sign it).
+    chained: bool,
     /// The commit's outcome.
     outcome: Option<Result<(), String>>,
 }
@@ -78,7 +81,8 @@ impl Group {
         self.changed.notify_all();
     }
 
-    /// Runs one member's work on the group's connection, inside savepoint `m{index}`.
+    /// Runs one member's work on the group's connection, inside savepoint `m{index}` (rolled
+    /// back if the work fails; left for the commit to release otherwise).
     fn run_member<T, E: From<StoreError>>(
         &self,
         index: usize,
@@ -89,7 +93,8 @@ impl Group {
             conn: lock(&self.conn),
             savepoint: format!("m{index}"),
             opened: false,
-            audit: false,
+            audit: Vec::new(),
+            chained: false,
         };
         let conn = member
             .conn
@@ -100,21 +105,17 @@ impl Group {
             })?;
         conn.savepoint(&member.savepoint)?;
         member.opened = true;
-        audit::take_queued();
+        audit::start_queue();
         let r = f(conn);
-        let queued = audit::take_queued();
-        let kept = match &r {
-            Ok(_) => conn.release(&member.savepoint),
-            Err(_) => conn.rollback_to(&member.savepoint),
-        };
-        member.opened = false;
-        member.audit = queued && r.is_ok();
-        if let Err(e) = kept {
-            // The member's statements may still be in the transaction: fail the group.
-            if r.is_ok() {
-                let _ = conn.rollback_to(&member.savepoint);
-            }
-            return Err(e.into());
+        let (queued, chained) = audit::take_queue();
+        if r.is_err() {
+            let undone = conn.rollback_to(&member.savepoint);
+            member.opened = false;
+            undone?;
+        } else {
+            member.opened = false;
+            member.audit = queued;
+            member.chained = chained;
         }
         r
     }
@@ -127,9 +128,10 @@ struct Member<'g> {
     group: &'g Group,
     conn: MutexGuard<'g, Option<Conn>>,
     savepoint: String,
-    /// The savepoint is open and neither released nor rolled back.
+    /// The savepoint is open and the work did not end (a panic): roll it back.
     opened: bool,
-    audit: bool,
+    audit: Vec<audit::Queued>,
+    chained: bool,
 }
 
 impl Drop for Member<'_> {
@@ -139,10 +141,12 @@ impl Drop for Member<'_> {
                 let _ = c.rollback_to(&self.savepoint);
             }
         }
-        let audit = self.audit;
+        let audit = std::mem::take(&mut self.audit);
+        let chained = self.chained;
         self.group.update(|st| {
             st.finished += 1;
-            st.audit |= audit;
+            st.audit.extend(audit);
+            st.chained |= chained;
         });
     }
 }
@@ -196,10 +200,11 @@ impl Committer {
         index: usize,
         f: impl FnOnce(&mut Conn) -> Result<T, E>,
     ) -> Result<T, E> {
-        // The group before commits while this one gathers members.
-        let _running = lock(&self.running);
-        *lock(&self.forming) = Arc::new(Group::default());
+        // The group before runs its members' work while this one gathers members; on
+        // SQLite it also commits meanwhile (one writer at a time).
+        let running = lock(&self.running);
         let writer = store.sqlite_writer();
+        *lock(&self.forming) = Arc::new(Group::default());
         let opened = store.conn().and_then(|mut c| c.begin().map(|()| c));
         match opened {
             Ok(c) => {
@@ -215,17 +220,23 @@ impl Committer {
             }
         }
         let mine = group.run_member(index, f);
-        let st = group.wait_until(|st| st.finished == st.joined);
-        let audit = st.audit;
+        let mut st = group.wait_until(|st| st.finished == st.joined);
+        let audit = std::mem::take(&mut st.audit);
+        let chained = st.chained;
         drop(st);
         let outcome = {
             let mut conn = lock(&group.conn);
             let c = conn.as_mut().expect("the leader put the connection there");
-            let end = if audit {
-                store.seal_in_group(c)
+            let end = if !audit.is_empty() || chained {
+                store.seal_in_group(c, &audit)
             } else {
                 Ok(())
             };
+            // The next group may run its work while this one commits (PostgreSQL: the
+            // commit's WAL flush overlaps the next group's statements; what the next
+            // group must not see uncommitted it waits for on row locks, the audit head
+            // included).
+            drop(running);
             let end = match end {
                 Ok(()) => c.commit(),
                 Err(e) => {

@@ -370,32 +370,14 @@ impl Store {
         }
     }
 
-    /// Entries chained per statement batch of a seal.
-    const SEAL_BATCH: usize = 1000;
-
-    /// Chains every queued audit entry inside the group's transaction `c`, and signs the
-    /// new head when the store has an audit key.
-    fn seal_in_group(&self, c: &mut Conn) -> Result<(), StoreError> {
-        while audit::seal_in(c, Self::SEAL_BATCH)? == Self::SEAL_BATCH {}
+    /// Chains the audit entries of a group inside its transaction `c`, and signs the new
+    /// head when the store has an audit key.
+    fn seal_in_group(&self, c: &mut Conn, queued: &[audit::Queued]) -> Result<(), StoreError> {
+        audit::seal_in(c, queued)?;
         if let Some(key) = &self.anchor {
             audit::checkpoint_in(c, key.as_ref())?;
         }
         Ok(())
-    }
-
-    /// Chains every queued audit entry now. The platform's own entries are chained in the
-    /// transaction that records them, so the queue is empty between transactions; this is
-    /// for entries queued by something else writing the database (see [`Store::audit_queued`]).
-    pub fn seal_audit(&self) -> Result<(), StoreError> {
-        self.tx(|_| {
-            audit::mark_queued();
-            Ok(())
-        })
-    }
-
-    /// Audit entries recorded but not chained yet (normally 0 between transactions).
-    pub fn audit_queued(&self) -> Result<u64, StoreError> {
-        self.with_conn(audit::queued_in)
     }
 
     /// Runs single-statement writes: as a member of a group transaction like
@@ -429,12 +411,8 @@ impl Store {
     /// Appends an audit entry in its own transaction, chained at once (with the checkpoint
     /// when the store has an audit key).
     pub fn audit_append(&self, entry: &NewEntry) -> Result<Entry, StoreError> {
-        self.tx(|c| {
-            let e = audit::chain_in(c, entry)?;
-            // The group signs the new head before it commits.
-            audit::mark_queued();
-            Ok(e)
-        })
+        // The group signs the new head before it commits.
+        self.tx(|c| audit::chain_in(c, entry))
     }
 
     /// Audit entries with `id > after`, in order, at most `limit`.
@@ -549,7 +527,6 @@ mod tests {
                 });
             }
         });
-        assert_eq!(store.audit_queued().unwrap(), 0);
         let report = store.audit_verify().unwrap();
         assert!(report.is_ok(), "{:?}", report.first_bad);
         assert_eq!(report.entries, 400);
@@ -564,27 +541,21 @@ mod tests {
         assert_eq!(actions.len(), 400);
     }
 
-    /// An entry queued by a transaction outside the group commit stays queued (and is not in
-    /// the chain) until a seal; a rolled-back one never is.
+    /// A member whose work fails leaves neither its statements nor its audit entries; the
+    /// other members of its group commit theirs.
     #[test]
-    fn entries_queued_outside_the_group_are_chained_by_a_seal() {
+    fn a_failed_member_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite:{}", dir.path().join("t.db").display());
         let store = Store::open(&url).unwrap();
-        // Transactions outside the group commit: nothing seals after them.
-        let mut c = store.conn().unwrap();
-        c.tx(|c| audit::append_in(c, &NewEntry::new("t", "kept", "ok")))
+        store
+            .tx(|c| audit::append_in(c, &NewEntry::new("t", "kept", "ok")))
             .unwrap();
-        let _ = c.tx(|c| -> Result<(), StoreError> {
-            audit::append_in(c, &NewEntry::new("t", "rolled-back", "ok"))?;
+        let failed = store.tx(|c| -> Result<(), StoreError> {
+            audit::append_in(c, &NewEntry::new("t", "undone", "ok"))?;
             Err(StoreError::BadUrl("abort".into()))
         });
-        drop(c);
-        audit::take_queued();
-        assert_eq!(store.audit_queued().unwrap(), 1);
-        assert!(store.audit_entries(0, 10).unwrap().is_empty());
-        store.seal_audit().unwrap();
-        assert_eq!(store.audit_queued().unwrap(), 0);
+        assert!(failed.is_err());
         let entries = store.audit_entries(0, 10).unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].action, "kept");
