@@ -35,6 +35,8 @@ pub mod contact;
 pub mod error;
 pub mod extract;
 pub mod issuance;
+pub mod metrics;
+pub mod observe;
 pub mod openapi;
 pub mod ota;
 pub mod ota_api;
