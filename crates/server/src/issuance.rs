@@ -328,8 +328,7 @@ type Shared = State<Arc<IssuanceApi>>;
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, tsm::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(f))
+    crate::observe::spawn_blocking(f)
         .await
         .map_err(|_| ApiError::internal("an issuance worker"))?
         .map_err(ApiError::from)
@@ -698,14 +697,11 @@ fn measured(
     // The job this run touched: the outcome's, else the card's newest one changed since.
     let job = match &out {
         Ok(o) => Some(o.job.clone()),
-        Err(_) => store
-            .jobs_of_card(card_number)
-            .ok()
-            .and_then(|jobs| {
-                jobs.into_iter()
-                    .filter(|j| j.updated_ms >= started_ms)
-                    .max_by_key(|j| j.id)
-            }),
+        Err(_) => store.jobs_of_card(card_number).ok().and_then(|jobs| {
+            jobs.into_iter()
+                .filter(|j| j.updated_ms >= started_ms)
+                .max_by_key(|j| j.id)
+        }),
     };
     match job {
         Some(job) => {

@@ -15,7 +15,7 @@
 //!
 //! | series | type | labels |
 //! |---|---|---|
-//! | `build_info` | info | `version` |
+//! | `build_info` | gauge (1) | `version` |
 //! | `http_requests_total` | counter | `method`, `route` (template), `status` |
 //! | `http_request_duration_seconds` | histogram | `method`, `route` |
 //! | `errors_total` | counter | `code` (the `error` of the JSON error answer) |
@@ -39,13 +39,15 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 use relay::hub::Hub;
 use transport::{CardChannel, TransportError};
 
 /// The content type of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The content type of [`Metrics::render_text`]'s text.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
@@ -145,13 +147,16 @@ impl Metrics {
     pub fn new(version: &str) -> Self {
         let mut root = Registry::default();
         let r = root.sub_registry_with_prefix("cardwright");
-        r.register(
-            "build",
-            "The running Cardwright",
-            Info::new(BuildLabels {
+        // A gauge of 1 rather than an OpenMetrics `info`: the Prometheus text format (and
+        // `promtool check metrics`) knows no info type; `*_build_info` gauges are the usual
+        // convention.
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
                 version: version.to_string(),
-            }),
-        );
+            })
+            .set(1);
+        r.register("build_info", "The running Cardwright (always 1)", build);
         let http_requests = Family::<HttpLabels, Counter>::default();
         r.register(
             "http_requests",
@@ -274,13 +279,21 @@ impl Metrics {
                 let idle = i64::from(p.idle);
                 let in_use = i64::from(p.connections.saturating_sub(p.idle));
                 self.db_connections.get_or_create(&pool("idle")).set(idle);
-                self.db_connections.get_or_create(&pool("in_use")).set(in_use);
+                self.db_connections
+                    .get_or_create(&pool("in_use"))
+                    .set(in_use);
                 self.db_connections_max.set(i64::from(p.max));
             }
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+
+    /// The whole exposition in the Prometheus text format 0.0.4 (for clients that do not
+    /// ask for OpenMetrics: `curl`, `promtool check metrics`, older scrapers).
+    pub fn render_text(&self) -> Result<String, std::fmt::Error> {
+        Ok(openmetrics_to_text(&self.render()?))
     }
 
     /// One HTTP answer.
@@ -349,6 +362,36 @@ impl Metrics {
         self.apdus.inc();
         self.card_seconds.observe(took.as_secs_f64());
     }
+}
+
+/// OpenMetrics text as `prometheus-client` writes it → the Prometheus text format 0.0.4.
+///
+/// Written by hand because the client encodes OpenMetrics only. For the metric types this
+/// registry uses (counters, gauges, classic histograms; no exemplars, no `info`), the two
+/// differ only in metadata: a counter family is named without `_total` in OpenMetrics and
+/// with it in 0.0.4, and 0.0.4 has no `# UNIT` nor `# EOF` lines. Sample lines are the same.
+fn openmetrics_to_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?.split_once(' ')?)));
+        match meta {
+            Some((prefix, (name, rest))) if counters.contains(name) => {
+                out.push_str(&format!("{prefix}{name}_total {rest}"));
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 fn pool(state: &str) -> PoolLabels {
@@ -490,5 +533,14 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+        let plain = m.render_text().unwrap();
+        assert!(plain.contains("# TYPE cardwright_apdus_total counter\n"));
+        assert!(plain.contains("# HELP cardwright_apdus_total C-APDUs"));
+        assert!(plain.contains("# TYPE cardwright_card_exchange_duration_seconds histogram\n"));
+        assert!(!plain.contains("# EOF") && !plain.contains("# UNIT"));
+        assert_eq!(
+            plain.lines().filter(|l| !l.starts_with('#')).count(),
+            text.lines().filter(|l| !l.starts_with('#')).count()
+        );
     }
 }

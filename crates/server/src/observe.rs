@@ -7,8 +7,9 @@
 //!   logs of the request (with the method and the route template, never the raw path or
 //!   query, which may hold card numbers), and put in every JSON error answer
 //!   (`"request_id"`, [`current_request_id`]).
-//! * `GET /metrics`: [`Metrics`] in the OpenMetrics text format; with a metrics token only
-//!   for `Authorization: Bearer TOKEN`.
+//! * `GET /metrics`: [`Metrics`] in the OpenMetrics text format when the `Accept` header asks
+//!   for it (Prometheus does), else in the Prometheus text format 0.0.4; with a metrics token
+//!   only for `Authorization: Bearer TOKEN`.
 //! * `GET /healthz` (the payment routes): the process answers.
 //! * `GET /readyz`: 200 when every [`Readiness`] check passes (the database answers, the key
 //!   stores answer), else `503 not_ready` naming what failed.
@@ -44,6 +45,15 @@ tokio::task_local! {
 /// layers).
 pub fn current_request_id() -> Option<String> {
     CURRENT_REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// `tokio::task::spawn_blocking` in the current span: the blocking work's logs carry the
+/// request's id (a span does not follow work onto another thread by itself).
+pub fn spawn_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
 }
 
 /// Whether an incoming request id is taken as is: 1 to 128 characters of `A-Z a-z 0-9 - _ .
@@ -90,7 +100,10 @@ impl Readiness {
     /// `database`: the store answers a query (the migrations table).
     pub fn database(self, store: tsm::Store) -> Self {
         self.check("database", move || {
-            store.schema_versions().map(|_| ()).map_err(|e| e.to_string())
+            store
+                .schema_versions()
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         })
     }
 
@@ -191,10 +204,12 @@ fn route_label(matched: Option<&MatchedPath>) -> String {
         Some(m) => m
             .as_str()
             .split('/')
-            .map(|seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                Some(name) => format!(":{}", name.trim_start_matches('*')),
-                None => seg.to_string(),
-            })
+            .map(
+                |seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    Some(name) => format!(":{}", name.trim_start_matches('*')),
+                    None => seg.to_string(),
+                },
+            )
             .collect::<Vec<_>>()
             .join("/"),
         None => "unmatched".to_string(),
@@ -224,7 +239,8 @@ async fn observe(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) 
         metrics.error(&code.0);
     }
     let _in = span.enter();
-    let ms = took.as_secs_f64() * 1e3;
+    // Milliseconds, to the microsecond.
+    let ms = (took.as_secs_f64() * 1e6).round() / 1e3;
     let error = code.map(|c| c.0.as_str()).unwrap_or("");
     if status.is_server_error() {
         tracing::warn!(status = status.as_u16(), ms, error, "answered");
@@ -254,15 +270,20 @@ async fn metrics_route(
             ));
         }
     }
-    let text = obs
-        .metrics
-        .render()
-        .map_err(|_| ApiError::internal("encoding the metrics"))?;
+    // OpenMetrics to who asks for it (Prometheus does), else the text format 0.0.4.
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let (text, content_type) = if openmetrics {
+        (obs.metrics.render(), metrics::CONTENT_TYPE)
+    } else {
+        (obs.metrics.render_text(), metrics::TEXT_CONTENT_TYPE)
+    };
+    let text = text.map_err(|_| ApiError::internal("encoding the metrics"))?;
     Ok((
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(metrics::CONTENT_TYPE),
-        )],
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
         text,
     )
         .into_response())
@@ -277,12 +298,10 @@ struct Ready {
 
 /// `GET /readyz`: every check, each within [`CHECK_TIMEOUT`].
 async fn readyz(State(obs): State<Arc<Observability>>) -> Result<Json<Ready>, ApiError> {
-    let span = tracing::Span::current();
     let mut failed = Vec::new();
     for (name, probe) in &obs.readiness.checks {
         let probe = probe.clone();
-        let span = span.clone();
-        let run = tokio::task::spawn_blocking(move || span.in_scope(|| probe()));
+        let run = spawn_blocking(move || probe());
         let outcome = match tokio::time::timeout(CHECK_TIMEOUT, run).await {
             Ok(Ok(Ok(()))) => continue,
             Ok(Ok(Err(e))) => e,

@@ -251,12 +251,7 @@ impl Answer {
     }
 }
 
-fn request(
-    method: &str,
-    url: &str,
-    body: Option<Value>,
-    headers: &[(&str, &str)],
-) -> Answer {
+fn request(method: &str, url: &str, body: Option<Value>, headers: &[(&str, &str)]) -> Answer {
     let agent = agent();
     let mut r = match (method, body) {
         ("GET", _) => {
@@ -290,16 +285,24 @@ fn request(
     }
 }
 
-/// `/metrics`, parsed by `prometheus-parse`.
+/// `/metrics` in the Prometheus text format 0.0.4 (no `Accept`), parsed by
+/// `prometheus-parse`; the same asked as OpenMetrics is checked to be that.
 fn scrape(url: &str, headers: &[(&str, &str)]) -> prometheus_parse::Scrape {
     let a = request("GET", &format!("{url}/metrics"), None, headers);
     assert_eq!(a.status, 200, "{}", a.body);
-    assert!(
-        a.content_type.starts_with("application/openmetrics-text"),
-        "{}",
-        a.content_type
+    assert_eq!(a.content_type, "text/plain; version=0.0.4; charset=utf-8");
+    assert!(!a.body.contains("# EOF"));
+    let mut with_accept = headers.to_vec();
+    with_accept.push((
+        "accept",
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+    ));
+    let om = request("GET", &format!("{url}/metrics"), None, &with_accept);
+    assert_eq!(
+        om.content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
     );
-    assert!(a.body.ends_with("# EOF\n"), "no EOF marker");
+    assert!(om.body.ends_with("# EOF\n"), "no EOF marker");
     prometheus_parse::Scrape::parse(a.body.lines().map(|l| Ok(l.to_string()))).unwrap()
 }
 
@@ -312,7 +315,10 @@ fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f
         .filter(|x| x.metric == name)
         .filter(|x| labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
         .map(|x| match &x.value {
-            V::Counter(v) | V::Gauge(v) | V::Untyped(v) => *v,
+            // The metadata types every counter (its `# TYPE` names the `_total` series).
+            V::Counter(v) => *v,
+            V::Untyped(_) if name.ends_with("_total") => panic!("{name}: not typed counter"),
+            V::Gauge(v) | V::Untyped(v) => *v,
             V::Histogram(h) => h.iter().map(|b| b.count).fold(0.0, f64::max),
             V::Summary(_) => panic!("{name}: a summary"),
         })
@@ -333,7 +339,11 @@ fn metrics_parse_and_move_as_a_job_runs() {
     let url = p.served.url.clone();
     let before = scrape(&url, &[]);
     assert_eq!(
-        value(&before, "cardwright_build_info", &[("version", "9.9.9-test")]),
+        value(
+            &before,
+            "cardwright_build_info",
+            &[("version", "9.9.9-test")]
+        ),
         1.0
     );
     assert_eq!(value(&before, "cardwright_terminals_connected", &[]), 0.0);
@@ -363,7 +373,10 @@ fn metrics_parse_and_move_as_a_job_runs() {
     let delta = |name: &str, labels: &[(&str, &str)]| {
         value(&after, name, labels) - value(&mid, name, labels)
     };
-    assert_eq!(delta("cardwright_job_runs_total", &[("kind", "write")]), 1.0);
+    assert_eq!(
+        delta("cardwright_job_runs_total", &[("kind", "write")]),
+        1.0
+    );
     assert_eq!(
         delta(
             "cardwright_job_runs_ended_total",
@@ -417,7 +430,11 @@ fn metrics_parse_and_move_as_a_job_runs() {
                 .expect("+Inf bucket");
             assert_eq!(
                 inf.count,
-                value(&after, "cardwright_card_exchange_duration_seconds_count", &[])
+                value(
+                    &after,
+                    "cardwright_card_exchange_duration_seconds_count",
+                    &[]
+                )
             );
         }
         other => panic!("not a histogram: {other:?}"),
@@ -467,7 +484,10 @@ fn request_ids_in_headers_error_answers_and_metrics() {
     // Unknown routes and methods too.
     let a = request("GET", &format!("{url}/nowhere"), None, &[]);
     assert_eq!(a.status, 404);
-    assert_eq!(a.json()["request_id"], a.request_id.clone().unwrap().as_str());
+    assert_eq!(
+        a.json()["request_id"],
+        a.request_id.clone().unwrap().as_str()
+    );
     // Successful answers carry the header as well.
     let a = request("GET", &format!("{url}/healthz"), None, &[]);
     assert_eq!(a.status, 200);
@@ -478,7 +498,10 @@ fn request_ids_in_headers_error_answers_and_metrics() {
     let delta = |name: &str, labels: &[(&str, &str)]| {
         value(&after, name, labels) - value(&before, name, labels)
     };
-    assert_eq!(delta("cardwright_errors_total", &[("code", "not_found")]), 2.0);
+    assert_eq!(
+        delta("cardwright_errors_total", &[("code", "not_found")]),
+        2.0
+    );
     assert_eq!(
         delta("cardwright_errors_total", &[("code", "unauthorized")]),
         3.0
@@ -506,7 +529,10 @@ fn metrics_token_when_set() {
         &[("authorization", "Bearer wrong-token-0123456789")],
     );
     assert_eq!(a.status, 401);
-    let s = scrape(&url, &[("authorization", "Bearer metrics-token-0123456789")]);
+    let s = scrape(
+        &url,
+        &[("authorization", "Bearer metrics-token-0123456789")],
+    );
     assert_eq!(
         value(&s, "cardwright_errors_total", &[("code", "unauthorized")]),
         2.0
