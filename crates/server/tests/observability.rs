@@ -448,6 +448,37 @@ fn metrics_parse_and_move_as_a_job_runs() {
         ) >= 2.0
     );
     assert!(p.metrics.render().is_ok());
+    promtool_check(&url);
+}
+
+/// `promtool check metrics` (Debian's `prometheus` package) on the text format, when it is
+/// installed: it parses and lints (names, help, counter suffixes).
+fn promtool_check(url: &str) {
+    let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("promtool not installed: the exposition is checked by prometheus-parse only");
+        return;
+    };
+    let text = request("GET", &format!("{url}/metrics"), None, &[]).body;
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
