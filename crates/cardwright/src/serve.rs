@@ -230,6 +230,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .ca_key
         .parse()
         .map_err(|e: String| anyhow::anyhow!("--ca-key {e}"))?;
+    let metrics_token = match a.metrics_token.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(t) if t.len() >= 16 => Some(Arc::new(Zeroizing::new(t.to_string()))),
+        Some(_) => bail!("--metrics-token: a token of 16 characters or more"),
+    };
     let metrics = Arc::new(server::metrics::Metrics::new(env!("CARGO_PKG_VERSION")));
     let mut readiness = server::observe::Readiness::new();
     let mut tsm_store: Option<Arc<tsm::Store>> = None;
@@ -524,17 +529,13 @@ pub fn run(a: ServeArgs) -> Result<()> {
             verifier = ssd.verifier;
             app = app.merge(ssd.routes);
         }
+        println!("metrics: {scheme}://{addr}/metrics; readiness: {scheme}://{addr}/readyz");
         use std::io::Write;
         std::io::stdout().flush()?;
-        println!("metrics: {scheme}://{addr}/metrics; readiness: {scheme}://{addr}/readyz");
         let obs = server::observe::Observability {
             metrics,
             readiness,
-            metrics_token: a
-                .metrics_token
-                .clone()
-                .filter(|t| !t.is_empty())
-                .map(|t| Arc::new(Zeroizing::new(t))),
+            metrics_token,
         };
         let app = server::observe::instrument(server::finish(app), obs);
         match tls {
