@@ -25,6 +25,7 @@
 //! | `apdus_total` | counter | (C-APDUs exchanged with cards) |
 //! | `card_exchange_duration_seconds` | histogram | (one C-APDU / R-APDU round trip) |
 //! | `keystore_operation_duration_seconds` | histogram | `operation` |
+//! | `jobs` | gauge | `kind`, `state` (`pending`, `running`: the open jobs in the database) |
 //! | `terminals_connected` | gauge | |
 //! | `db_connections` | gauge | `state` (`in_use`, `idle`) |
 //! | `db_connections_max` | gauge | |
@@ -124,6 +125,9 @@ pub struct Metrics {
     apdus: Counter,
     card_seconds: Histogram,
     keystore_seconds: HistogramFamily<OperationLabels>,
+    jobs_open: Family<JobEndLabels, Gauge>,
+    /// The label sets of `jobs_open` ever set, so that a count that fell to none reads 0.
+    jobs_seen: std::sync::Mutex<std::collections::HashSet<JobEndLabels>>,
     terminals: Gauge,
     db_connections: Family<PoolLabels, Gauge>,
     db_connections_max: Gauge,
@@ -215,6 +219,12 @@ impl Metrics {
             Unit::Seconds,
             keystore_seconds.clone(),
         );
+        let jobs_open = Family::<JobEndLabels, Gauge>::default();
+        r.register(
+            "jobs",
+            "Open jobs in the database (pending: waiting or resumable; running: claimed), by kind and state",
+            jobs_open.clone(),
+        );
         let terminals = Gauge::default();
         r.register(
             "terminals_connected",
@@ -244,6 +254,8 @@ impl Metrics {
             apdus,
             card_seconds,
             keystore_seconds,
+            jobs_open,
+            jobs_seen: std::sync::Mutex::default(),
             terminals,
             db_connections,
             db_connections_max,
@@ -267,7 +279,8 @@ impl Metrics {
             .store = Some(store.clone());
     }
 
-    /// The whole exposition (OpenMetrics text, ending in `# EOF`), gauges read now.
+    /// The whole exposition (OpenMetrics text, ending in `# EOF`), gauges read now (the open
+    /// jobs with a query: call it off the async workers).
     pub fn render(&self) -> Result<String, std::fmt::Error> {
         {
             let s = self.sources.read().unwrap_or_else(|e| e.into_inner());
@@ -283,6 +296,20 @@ impl Metrics {
                     .get_or_create(&pool("in_use"))
                     .set(in_use);
                 self.db_connections_max.set(i64::from(p.max));
+                match open_jobs(store) {
+                    Ok(counts) => {
+                        let mut seen = self.jobs_seen.lock().unwrap_or_else(|e| e.into_inner());
+                        for labels in seen.iter() {
+                            self.jobs_open.get_or_create(labels).set(0);
+                        }
+                        for (labels, n) in counts {
+                            self.jobs_open.get_or_create(&labels).set(n);
+                            seen.insert(labels);
+                        }
+                    }
+                    // The scrape still answers (the pool gauges say more); /readyz tells.
+                    Err(e) => tracing::debug!("metrics: counting the open jobs: {e}"),
+                }
             }
         }
         let mut out = String::new();
@@ -292,6 +319,7 @@ impl Metrics {
 
     /// The whole exposition in the Prometheus text format 0.0.4 (for clients that do not
     /// ask for OpenMetrics: `curl`, `promtool check metrics`, older scrapers).
+    /// Like [`Metrics::render`], a query included.
     pub fn render_text(&self) -> Result<String, std::fmt::Error> {
         Ok(openmetrics_to_text(&self.render()?))
     }
@@ -392,6 +420,37 @@ fn openmetrics_to_text(om: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// At most this many open jobs of a state are counted at a scrape (pages of 1,000).
+const OPEN_JOBS_COUNTED: usize = 10_000;
+
+/// The open (pending, running) jobs by kind and state.
+fn open_jobs(
+    store: &tsm::Store,
+) -> Result<std::collections::HashMap<JobEndLabels, i64>, tsm::StoreError> {
+    use tsm::model::JobState;
+    let mut counts = std::collections::HashMap::new();
+    for state in [JobState::Pending, JobState::Running] {
+        let (mut after, mut seen) = (0, 0);
+        loop {
+            let page = store.jobs_in_state(state, after, 1000)?;
+            for job in &page {
+                *counts
+                    .entry(JobEndLabels {
+                        kind: job.kind.to_string(),
+                        state: state.to_string(),
+                    })
+                    .or_insert(0) += 1;
+            }
+            seen += page.len();
+            match page.last() {
+                Some(last) if page.len() == 1000 && seen < OPEN_JOBS_COUNTED => after = last.id,
+                _ => break,
+            }
+        }
+    }
+    Ok(counts)
 }
 
 fn pool(state: &str) -> PoolLabels {

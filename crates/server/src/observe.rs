@@ -276,11 +276,17 @@ async fn metrics_route(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("application/openmetrics-text"));
-    let (text, content_type) = if openmetrics {
-        (obs.metrics.render(), metrics::CONTENT_TYPE)
-    } else {
-        (obs.metrics.render_text(), metrics::TEXT_CONTENT_TYPE)
-    };
+    let m = obs.metrics.clone();
+    // Off the async workers: the open jobs are counted with a query.
+    let (text, content_type) = spawn_blocking(move || {
+        if openmetrics {
+            (m.render(), metrics::CONTENT_TYPE)
+        } else {
+            (m.render_text(), metrics::TEXT_CONTENT_TYPE)
+        }
+    })
+    .await
+    .map_err(|_| ApiError::internal("a metrics worker"))?;
     let text = text.map_err(|_| ApiError::internal("encoding the metrics"))?;
     Ok((
         [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],

@@ -121,6 +121,7 @@ fn serve(app: axum::Router) -> Served {
 struct Platform {
     served: Served,
     metrics: Arc<Metrics>,
+    store: Store,
     _dir: tempfile::TempDir,
 }
 
@@ -215,15 +216,18 @@ fn platform(metrics_token: Option<&str>) -> Platform {
     ));
     let obs = Observability {
         metrics: metrics.clone(),
-        readiness: Readiness::new()
-            .database(store)
-            .keystore("keystore", keys, metrics.clone()),
+        readiness: Readiness::new().database(store.clone()).keystore(
+            "keystore",
+            keys,
+            metrics.clone(),
+        ),
         metrics_token: metrics_token.map(|t| Arc::new(zeroize::Zeroizing::new(t.to_string()))),
     };
     let app = server::observe::instrument(server::app(pay, Some(issuance)), obs);
     Platform {
         served: serve(app),
         metrics,
+        store,
         _dir: dir,
     }
 }
@@ -448,6 +452,34 @@ fn metrics_parse_and_move_as_a_job_runs() {
         ) >= 2.0
     );
     assert!(p.metrics.render().is_ok());
+    // Open jobs are read from the database at each scrape.
+    assert_eq!(
+        value(
+            &after,
+            "cardwright_jobs",
+            &[("kind", "rewrite"), ("state", "pending")]
+        ),
+        0.0
+    );
+    p.store
+        .create_job(&tsm::NewJob {
+            tenant: "alpha".into(),
+            actor: "alpha/op".into(),
+            kind: tsm::model::JobKind::Rewrite,
+            card_number: CARD.into(),
+            params: json!({}),
+            steps: vec!["put_key".into()],
+        })
+        .unwrap();
+    let open = scrape(&url, &[]);
+    assert_eq!(
+        value(
+            &open,
+            "cardwright_jobs",
+            &[("kind", "rewrite"), ("state", "pending")]
+        ),
+        1.0
+    );
     promtool_check(&url);
 }
 
