@@ -11,8 +11,21 @@ use std::path::PathBuf;
     about = "GlobalPlatform card management: cards, keys, security domains, applications"
 )]
 pub struct Cli {
+    /// Log format on stderr: `text` (one line per event) or `json` (one JSON object per
+    /// line, with the fields of the request span: `request_id`, `method`, `route`).
+    #[arg(long, global = true, value_enum, env = "CARDWRIGHT_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The format of the log (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON lines (tracing-subscriber's JSON formatter), for log collectors.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

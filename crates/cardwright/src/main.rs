@@ -29,7 +29,7 @@ mod ssd_serve;
 mod terminal;
 
 use clap::Parser;
-use cli::{Cli, Command, SimCommand};
+use cli::{Cli, Command, LogFormat, SimCommand};
 use std::io::IsTerminal;
 
 /// The error as one line: what failed and why, each cause once.
@@ -66,21 +66,39 @@ fn log_filter(user: Option<&str>) -> String {
     }
 }
 
+/// The log on stderr, filtered by [`log_filter`]: text lines (no time stamp, colour only
+/// for a terminal), or with `--log-format json` one JSON object per event with its time,
+/// level, message, fields and the current span's (a request's `request_id`, `method`,
+/// `route`: see `server::observe`). Neither format records request headers or bodies.
+fn init_log(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::new(log_filter(
+        std::env::var("CARDWRIGHT_LOG").ok().as_deref(),
+    ));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder
+            // Colour codes only for a terminal, not in a log file or a pipe.
+            .with_ansi(std::io::stderr().is_terminal())
+            .without_time()
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
 fn main() {
     // A closed pipe (`cardwright … | head`) ends the process quietly, as for other Unix
     // tools, instead of `println!` panicking on EPIPE.
     sigpipe::reset();
-    tracing_subscriber::fmt()
-        // Colour codes only for a terminal, not in a log file or a pipe.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(tracing_subscriber::EnvFilter::new(log_filter(
-            std::env::var("CARDWRIGHT_LOG").ok().as_deref(),
-        )))
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .init();
     let cli = Cli::parse();
+    init_log(cli.log_format);
     let result = match cli.command {
         Command::Card(c) => card_cmd::run(c),
         Command::Token { command } => dm_cmd::run(command),

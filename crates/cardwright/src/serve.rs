@@ -209,6 +209,11 @@ pub struct ServeArgs {
     /// triggered again.
     #[arg(long, value_name = "SECS", default_value_t = 120)]
     pub ota_https_wait: u64,
+    /// Bearer token that `GET /metrics` requires (default: none, the metrics are open to
+    /// whoever reaches the listener, as Prometheus usually scrapes from inside the network).
+    /// Prefer the environment (CARDWRIGHT_METRICS_TOKEN).
+    #[arg(long, env = "CARDWRIGHT_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 /// Which platform of issue #10 `serve` runs.
@@ -225,6 +230,13 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .ca_key
         .parse()
         .map_err(|e: String| anyhow::anyhow!("--ca-key {e}"))?;
+    let metrics_token = match a.metrics_token.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(t) if t.len() >= 16 => Some(Arc::new(Zeroizing::new(t.to_string()))),
+        Some(_) => bail!("--metrics-token: a token of 16 characters or more"),
+    };
+    let metrics = Arc::new(server::metrics::Metrics::new(env!("CARGO_PKG_VERSION")));
+    let mut readiness = server::observe::Readiness::new();
     let mut tsm_store: Option<Arc<tsm::Store>> = None;
     let (stores, audit): (Stores, Arc<dyn AuditLog>) = if a.db == "memory" {
         (Stores::memory(), Arc::new(MemoryAudit::default()))
@@ -239,6 +251,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
             crate::issue_cmd::announce_or_remove(new_file, true);
             store = store.with_audit_anchor(key);
         }
+        metrics.watch_store(&store);
+        readiness = readiness.database(store.clone());
         let store = Arc::new(store);
         tsm_store = Some(store.clone());
         (Stores::all(store.clone()), Arc::new(TsmAudit::new(store)))
@@ -252,7 +266,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let ca = match (&a.ca_dir, &a.ca_keystore) {
         (Some(dir), Some(keystore)) => {
             let config: kms::StoreConfig = keystore.parse().context("--ca-keystore")?;
-            let keys = config.open_signing().context("--ca-keystore")?;
+            let keys = Arc::new(server::metrics::TimedSigningStore::new(
+                config.open_signing().context("--ca-keystore")?,
+                metrics.clone(),
+            ));
+            readiness = readiness.signing("ca_keystore", keys.clone(), metrics.clone());
             let ca = server::ca_keystore::open_or_create(
                 dir,
                 &a.ca_name,
@@ -359,10 +377,14 @@ pub fn run(a: ServeArgs) -> Result<()> {
             let store = tsm_store.clone().ok_or_else(|| {
                 anyhow::anyhow!("--issuance needs --db sqlite:PATH or postgres://…")
             })?;
-            Some(server::issuance::IssuanceApi::new(
-                Arc::new(issuer_of(&store, &a.keystore)?),
+            let keys = open_keys(&a.keystore)?;
+            readiness = readiness.keystore("keystore", keys.clone(), metrics.clone());
+            let issuer = tsm::Issuer::new((*store).clone(), keys, tsm::IssuerConfig::default());
+            Some(server::issuance::IssuanceApi::with_metrics(
+                Arc::new(issuer),
                 tokens.clone(),
                 Duration::from_secs(30),
+                metrics.clone(),
             ))
         }
         _ => None,
@@ -411,10 +433,10 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let store = tsm_store
             .clone()
             .ok_or_else(|| anyhow::anyhow!("--ota needs --db sqlite:PATH or postgres://…"))?;
-        let keys: Arc<dyn kms::KeyStore> = Arc::from(
-            kms::open(&a.keystore)
-                .with_context(|| format!("--keystore {}", redact(&a.keystore)))?,
-        );
+        let keys = open_keys(&a.keystore)?;
+        if !a.issuance {
+            readiness = readiness.keystore("keystore", keys.clone(), metrics.clone());
+        }
         let https = match &a.ota_https {
             None => None,
             Some(listen) => {
@@ -501,14 +523,21 @@ pub fn run(a: ServeArgs) -> Result<()> {
                 crate::ssd_serve::refresh_partners_periodically(api.clone());
             }
             if let Some(c) = ssd.contact {
+                metrics.watch_hub(&c.hub);
                 server::contact::spawn(c.hub, c.platform, c.config);
             }
             verifier = ssd.verifier;
             app = app.merge(ssd.routes);
         }
+        println!("metrics: {scheme}://{addr}/metrics; readiness: {scheme}://{addr}/readyz");
         use std::io::Write;
         std::io::stdout().flush()?;
-        let app = server::finish(app);
+        let obs = server::observe::Observability {
+            metrics,
+            readiness,
+            metrics_token,
+        };
+        let app = server::observe::instrument(server::finish(app), obs);
         match tls {
             Some((chain, key)) => {
                 let config = server::tls::server_config(chain, key, verifier)
@@ -663,10 +692,16 @@ fn start_ota(
     });
 }
 
+/// The key store of the cards' base keys.
+fn open_keys(keystore: &str) -> Result<Arc<dyn kms::KeyStore>> {
+    Ok(Arc::from(kms::open(keystore).with_context(|| {
+        format!("--keystore {}", redact(keystore))
+    })?))
+}
+
 /// The issuer over the platform database and the key store of the cards' base keys.
 pub(crate) fn issuer_of(store: &tsm::Store, keystore: &str) -> Result<tsm::Issuer> {
-    let keys: Arc<dyn kms::KeyStore> =
-        Arc::from(kms::open(keystore).with_context(|| format!("--keystore {}", redact(keystore)))?);
+    let keys = open_keys(keystore)?;
     Ok(tsm::Issuer::new(
         store.clone(),
         keys,

@@ -280,11 +280,11 @@ fn challenge_id(text: &str) -> Result<ChallengeId, ApiError> {
         .map_err(|e: String| ApiError::new(StatusCode::NOT_FOUND, "unknown_challenge", e))
 }
 
-/// Runs blocking work (store, CA) off the async workers.
+/// Runs blocking work (store, CA) off the async workers, in the request's span.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
+    crate::observe::spawn_blocking(f)
         .await
         .map_err(|_| ApiError::internal("a worker"))?
 }

@@ -1,6 +1,6 @@
 //! The one HTTP error type of every Cardwright service (payment API, issuance API, terminal
 //! relay, the card holder's agent): an HTTP status and a JSON body
-//! `{"error": CODE, "reason": TEXT}`. Every rejection goes through it: bad JSON (400), a
+//! `{"error": CODE, "reason": TEXT, "request_id": ID}`. Every rejection goes through it: bad JSON (400), a
 //! wrong or missing content type (415), a body too large (413), authentication (401/403),
 //! unknown routes (404) and methods (405), and the services' own refusals.
 
@@ -22,7 +22,17 @@ pub struct ErrorBody {
     /// PIN tries left (the agent's `wrong_pin` and `pin_blocked`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin_retries_left: Option<u8>,
+    /// The request's id (also in the `x-request-id` answer header and the server log), on
+    /// the servers that give requests ids (`cardwright serve`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
+    pub request_id: Option<String>,
 }
+
+/// The code of an error answer, in its response's extensions, for the metrics
+/// ([`crate::observe`] counts `cardwright_errors_total{code}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorCode(pub String);
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +52,7 @@ impl ApiError {
                 error: code.to_string(),
                 reason: reason.into(),
                 pin_retries_left: None,
+                request_id: None,
             },
         }
     }
@@ -92,7 +103,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let mut body = self.body;
+        if body.request_id.is_none() {
+            body.request_id = crate::observe::current_request_id();
+        }
+        let code = ErrorCode(body.error.clone());
+        let mut response = (self.status, Json(body)).into_response();
+        response.extensions_mut().insert(code);
+        response
     }
 }
 

@@ -46,6 +46,7 @@ pub struct IssuanceApi {
     hub: Arc<Hub>,
     issuer: Arc<tsm::Issuer>,
     tokens: Arc<TokenTable>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for IssuanceApi {
@@ -67,12 +68,25 @@ impl IssuanceApi {
     /// tenant, and terminals); `relay_timeout` bounds each APDU round trip through a
     /// terminal.
     pub fn new(issuer: Arc<tsm::Issuer>, tokens: TokenTable, relay_timeout: Duration) -> Arc<Self> {
+        Self::with_metrics(issuer, tokens, relay_timeout, Arc::default())
+    }
+
+    /// [`IssuanceApi::new`], its jobs, card exchanges and terminals measured in `metrics`.
+    pub fn with_metrics(
+        issuer: Arc<tsm::Issuer>,
+        tokens: TokenTable,
+        relay_timeout: Duration,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Arc<Self> {
         let tokens = Arc::new(tokens);
         let hub = Hub::new(tokens.clone(), relay_timeout);
+        metrics.watch_hub(&hub);
+        metrics.watch_store(issuer.store());
         Arc::new(Self {
             hub,
             issuer,
             tokens,
+            metrics,
         })
     }
 
@@ -309,11 +323,12 @@ async fn openapi() -> Response {
 
 type Shared = State<Arc<IssuanceApi>>;
 
-/// Runs blocking work (store, card exchanges) off the async workers.
+/// Runs blocking work (store, card exchanges) off the async workers, in the request's span
+/// (its logs carry the request id).
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, tsm::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
+    crate::observe::spawn_blocking(f)
         .await
         .map_err(|_| ApiError::internal("an issuance worker"))?
         .map_err(ApiError::from)
@@ -625,7 +640,7 @@ async fn run_job(
         Ok(req)
     })
     .await?;
-    let mut chan = api
+    let chan = api
         .hub
         .channel_when_free(
             &reader.terminal,
@@ -633,8 +648,91 @@ async fn run_job(
             crate::contact::READER_WAIT,
         )
         .await?;
-    let out = blocking(move || api.issuer.execute(&actor, &req, &mut chan)).await?;
+    let mut chan = crate::metrics::MeteredChannel::new(chan, api.metrics.clone());
+    let kind = request_kind(&req);
+    let card_number = request_card(&req).to_string();
+    let out = blocking(move || {
+        measured(&api, kind, &card_number, || {
+            api.issuer.execute(&actor, &req, &mut chan)
+        })
+    })
+    .await?;
     Ok(Json(out.into()))
+}
+
+/// The kind of job a request makes (as [`tsm::model::JobKind`] names it).
+fn request_kind(req: &tsm::Request) -> &'static str {
+    match req {
+        tsm::Request::Write { .. } => "write",
+        tsm::Request::Rewrite { .. } => "rewrite",
+        tsm::Request::Clear { .. } => "clear",
+        tsm::Request::LoadApp { .. } => "app_load",
+        tsm::Request::DeleteApp { .. } => "app_delete",
+    }
+}
+
+fn request_card(req: &tsm::Request) -> &str {
+    match req {
+        tsm::Request::Write { card_number, .. }
+        | tsm::Request::Rewrite { card_number, .. }
+        | tsm::Request::Clear { card_number, .. }
+        | tsm::Request::LoadApp { card_number, .. }
+        | tsm::Request::DeleteApp { card_number, .. } => card_number,
+    }
+}
+
+/// Runs one job run (`run`) of `kind` on `card_number` and records it in the metrics: the
+/// run, its end (the job's state after it, read from the store, or `refused` when no job
+/// of the card changed), the steps completed in it and the key store time it reports.
+fn measured(
+    api: &IssuanceApi,
+    kind: &str,
+    card_number: &str,
+    run: impl FnOnce() -> Result<tsm::Outcome, tsm::Error>,
+) -> Result<tsm::Outcome, tsm::Error> {
+    let started_ms = now_ms();
+    api.metrics.job_run_started(kind);
+    let out = run();
+    let store = api.issuer.store();
+    // The job this run touched: the outcome's, else the card's newest one changed since.
+    let job = match &out {
+        Ok(o) => Some(o.job.clone()),
+        Err(_) => store.jobs_of_card(card_number).ok().and_then(|jobs| {
+            jobs.into_iter()
+                .filter(|j| j.updated_ms >= started_ms)
+                .max_by_key(|j| j.id)
+        }),
+    };
+    match job {
+        Some(job) => {
+            let steps = store
+                .job_steps(job.id)
+                .map(|steps| {
+                    steps
+                        .iter()
+                        .filter(|s| s.finished_ms.is_some_and(|t| t >= started_ms))
+                        .count() as u64
+                })
+                .unwrap_or(0);
+            api.metrics
+                .job_run_ended(&job.kind.to_string(), &job.state.to_string(), steps);
+        }
+        None => api.metrics.job_run_ended(kind, "refused", 0),
+    }
+    if let Ok(o) = &out {
+        if !o.timing.keys.is_zero() {
+            api.metrics.keystore_operation("derive", o.timing.keys);
+        }
+    }
+    out
+}
+
+/// Now, in Unix milliseconds (as the store records jobs and steps).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/write",
@@ -721,8 +819,17 @@ async fn resume(
 ) -> Result<Json<JobOutcome>, ApiError> {
     let actor = caller.principal.actor();
     let (api2, actor2, number2) = (api.clone(), actor.clone(), card_number.clone());
-    blocking(move || api2.issuer.authorise_resume(&actor2, &number2)).await?;
-    let mut chan = api
+    // The kind of the job to resume, for the metrics.
+    let kind = blocking(move || {
+        api2.issuer.authorise_resume(&actor2, &number2)?;
+        Ok(api2
+            .issuer
+            .store()
+            .open_job_for_card(&number2)?
+            .map_or_else(|| "unknown".to_string(), |j| j.kind.to_string()))
+    })
+    .await?;
+    let chan = api
         .hub
         .channel_when_free(
             &reader.terminal,
@@ -730,7 +837,13 @@ async fn resume(
             crate::contact::READER_WAIT,
         )
         .await?;
-    let out = blocking(move || api.issuer.resume(&actor, &card_number, &mut chan)).await?;
+    let mut chan = crate::metrics::MeteredChannel::new(chan, api.metrics.clone());
+    let out = blocking(move || {
+        measured(&api, &kind, &card_number, || {
+            api.issuer.resume(&actor, &card_number, &mut chan)
+        })
+    })
+    .await?;
     Ok(Json(out.into()))
 }
 

@@ -17,6 +17,8 @@
 //!   and to the local agent (`cardwright agent`) on the card holder's machine.
 //! * `GET /api/openapi.json`: the API description (OpenAPI 3.1), generated from the types
 //!   ([`openapi_document`]).
+//! * Observability ([`observe::instrument`], on `cardwright serve`'s router): request ids,
+//!   the request span, `GET /metrics` ([`metrics::Metrics`]) and `GET /readyz`.
 //!
 //! The server is generic over pki's store traits ([`Stores`]); [`Stores::memory`] keeps
 //! everything in memory.
@@ -35,6 +37,8 @@ pub mod contact;
 pub mod error;
 pub mod extract;
 pub mod issuance;
+pub mod metrics;
+pub mod observe;
 pub mod openapi;
 pub mod ota;
 pub mod ota_api;

@@ -141,11 +141,11 @@ async fn openapi() -> Response {
 
 type Shared = State<Arc<OtaApi>>;
 
-/// Runs store work off the async workers.
+/// Runs store work off the async workers, in the request's span.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, tsm::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
+    crate::observe::spawn_blocking(f)
         .await
         .map_err(|_| ApiError::internal("an OTA worker"))?
         .map_err(ApiError::from)

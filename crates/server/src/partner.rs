@@ -281,11 +281,12 @@ impl Permission for ReadPartners {
 
 type Shared = State<Arc<PartnerApi>>;
 
-/// Runs blocking work (store, key store, card exchanges) off the async workers.
+/// Runs blocking work (store, key store, card exchanges) off the async workers, in the
+/// request's span.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
+    crate::observe::spawn_blocking(f)
         .await
         .map_err(|_| ApiError::internal("an SSD worker"))?
 }

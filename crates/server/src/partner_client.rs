@@ -164,6 +164,7 @@ impl HttpCardIssuerLink {
             error: "http".into(),
             reason: format!("HTTP {status}"),
             pin_retries_left: None,
+            request_id: None,
         });
         Err(self.domain_error(what, status, body))
     }

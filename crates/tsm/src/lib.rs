@@ -68,4 +68,6 @@ pub use issuance::{
     Timing,
 };
 pub use pki_store::purge_expired_challenges;
-pub use store::{redact_url, CategorySpec, CounterCheck, NewJob, Store, MAX_COUNTER, OTA_SERVER};
+pub use store::{
+    redact_url, CategorySpec, CounterCheck, NewJob, PoolState, Store, MAX_COUNTER, OTA_SERVER,
+};

@@ -45,6 +45,17 @@ struct Inner {
     committer: group::Committer,
 }
 
+/// A snapshot of the connection pool ([`Store::pool_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolState {
+    /// Connections open (in use or idle).
+    pub connections: u32,
+    /// Of those, idle.
+    pub idle: u32,
+    /// The most the pool opens (`pool=N` of the URL).
+    pub max: u32,
+}
+
 /// The platform's database. See the crate documentation for the URL forms.
 #[derive(Clone)]
 pub struct Store {
@@ -326,6 +337,19 @@ impl Store {
         match self.inner.backend {
             Backend::Sqlite(_) => Dialect::Sqlite,
             Backend::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// The connection pool now (r2d2's `state()`), for monitoring (`/metrics`).
+    pub fn pool_state(&self) -> PoolState {
+        let (state, max) = match &self.inner.backend {
+            Backend::Sqlite(p) => (p.state(), p.max_size()),
+            Backend::Postgres(p) => (p.state(), p.max_size()),
+        };
+        PoolState {
+            connections: state.connections,
+            idle: state.idle_connections,
+            max,
         }
     }
 
