@@ -15,6 +15,14 @@ pub struct ServeArgs {
     /// and --keystore with the categories' base keys).
     #[arg(long)]
     pub issuance: bool,
+    /// --issuance: POST every job's final state, signed (HMAC-SHA256, see the README), to
+    /// this URL (http:// or https://) when its run ends.
+    #[arg(long, requires = "webhook_secret_file", env = "CARDWRIGHT_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// --webhook-url: the file holding the signing secret (at least 16 bytes; a final line
+    /// end is not part of it).
+    #[arg(long, requires = "webhook_url", env = "CARDWRIGHT_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
     /// The key store of the base keys (issuance): `file:…` or `pkcs11:…` (see `keys`).
     #[arg(
         long,
@@ -354,15 +362,26 @@ pub fn run(a: ServeArgs) -> Result<()> {
     } else {
         None
     };
+    if a.webhook_url.is_some() && !a.issuance {
+        bail!("--webhook-url announces issuance jobs: it needs --issuance");
+    }
     let issuance = match (a.issuance, &tokens) {
         (true, Some(tokens)) => {
             let store = tsm_store.clone().ok_or_else(|| {
                 anyhow::anyhow!("--issuance needs --db sqlite:PATH or postgres://…")
             })?;
-            Some(server::issuance::IssuanceApi::new(
+            let webhook = match (&a.webhook_url, &a.webhook_secret_file) {
+                (Some(url), Some(file)) => Some(
+                    server::webhook::Webhook::from_secret_file(url, file)
+                        .context("--webhook-url")?,
+                ),
+                _ => None,
+            };
+            Some(server::issuance::IssuanceApi::with_webhook(
                 Arc::new(issuer_of(&store, &a.keystore)?),
                 tokens.clone(),
                 Duration::from_secs(30),
+                webhook,
             ))
         }
         _ => None,

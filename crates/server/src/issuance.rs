@@ -11,9 +11,14 @@
 //! * `POST /api/v1/cards/{card_number}/apps`    `{terminal, reader, package, applet?, instance?, privileges?, params?, perso?}`
 //! * `POST /api/v1/cards/{card_number}/apps/{instance}/delete` `{terminal, reader}`
 //! * `GET  /api/v1/cards/{card_number}`: the card as recorded, and its jobs.
+//! * `GET  /api/v1/jobs/{id}`: a job, its state and its steps ([`crate::jobs`]).
+//! * `GET  /api/v1/jobs?card=N[&state=S]`: a card's jobs.
 //! * `GET  /api/v1/terminal/ws`: a terminal's WebSocket (terminal token).
 //!
-//! Answers [`JobOutcome`], or `{error, reason}` with 400 (bad request), 401 (token), 403
+//! The job routes answer [`JobOutcome`] when the job has run, or with `Prefer: respond-async`
+//! (RFC 7240) `202 Accepted` and the job's URL as soon as it is recorded ([`crate::jobs`]);
+//! with a webhook ([`crate::webhook`]) every job run here is announced when it ends. Or
+//! `{error, reason}` with 400 (bad request), 401 (token), 403
 //! (role, or a card of another tenant), 404 (unknown card, category, terminal or reader),
 //! 409 (wrong card, state or category; a job running elsewhere), 502 (the card or the
 //! terminal failed; the job is left resumable).
@@ -28,7 +33,7 @@ use std::time::Duration;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -39,19 +44,23 @@ use utoipa::{OpenApi, ToSchema};
 use crate::auth::{Auth, HasTokens, LendReaders, Operate, Read, TokenTable};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{self, Path};
+use crate::jobs::{self, PreferHeader};
 use crate::openapi::Routes;
+use crate::webhook::Webhook;
 
 /// What the issuance routes need.
 pub struct IssuanceApi {
     hub: Arc<Hub>,
     issuer: Arc<tsm::Issuer>,
     tokens: Arc<TokenTable>,
+    webhook: Option<Arc<Webhook>>,
 }
 
 impl std::fmt::Debug for IssuanceApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IssuanceApi")
             .field("tokens", &self.tokens)
+            .field("webhook", &self.webhook)
             .finish_non_exhaustive()
     }
 }
@@ -67,12 +76,23 @@ impl IssuanceApi {
     /// tenant, and terminals); `relay_timeout` bounds each APDU round trip through a
     /// terminal.
     pub fn new(issuer: Arc<tsm::Issuer>, tokens: TokenTable, relay_timeout: Duration) -> Arc<Self> {
+        Self::with_webhook(issuer, tokens, relay_timeout, None)
+    }
+
+    /// [`IssuanceApi::new`], announcing the end of every job run through it to `webhook`.
+    pub fn with_webhook(
+        issuer: Arc<tsm::Issuer>,
+        tokens: TokenTable,
+        relay_timeout: Duration,
+        webhook: Option<Webhook>,
+    ) -> Arc<Self> {
         let tokens = Arc::new(tokens);
         let hub = Hub::new(tokens.clone(), relay_timeout);
         Arc::new(Self {
             hub,
             issuer,
             tokens,
+            webhook: webhook.map(Arc::new),
         })
     }
 
@@ -174,6 +194,8 @@ pub fn route_list(api: Arc<IssuanceApi>) -> Routes<()> {
         .route("/api/openapi-issuance.json", &["get"], get(openapi))
         .route("/api/v1/terminals", &["get"], get(terminals))
         .route("/api/v1/cards/{card_number}", &["get"], get(card))
+        .route("/api/v1/jobs", &["get"], get(jobs::jobs))
+        .route("/api/v1/jobs/{id}", &["get"], get(jobs::job))
         .route("/api/v1/cards/{card_number}/write", &["post"], post(write))
         .route(
             "/api/v1/cards/{card_number}/rewrite",
@@ -220,11 +242,12 @@ pub fn router(api: Arc<IssuanceApi>) -> Router {
     ),
     paths(
         openapi, terminals, card, write, rewrite, clear, resume, load_app, delete_app,
-        terminal_ws
+        jobs::job, jobs::jobs, terminal_ws
     ),
     components(schemas(
         ErrorBody, Terminals, TerminalInfo, ReaderInfo, CardStatus, CardInfo, JobSummary,
-        JobOutcome, ReaderRef, WriteRequest, RewriteRequest, ClearRequest, AppLoadRequest
+        JobOutcome, ReaderRef, WriteRequest, RewriteRequest, ClearRequest, AppLoadRequest,
+        jobs::AcceptedJob, jobs::JobStatus, jobs::StepStatus, jobs::JobList, jobs::JobEnded
     )),
     security(("bearer" = []))
 )]
@@ -249,9 +272,21 @@ impl utoipa::IntoResponses for JobResponses {
         String,
         utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
     > {
-        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        use utoipa::openapi::header::HeaderBuilder;
+        use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, ResponseBuilder, Type};
+        let header = |description: &str| {
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::String))
+                .description(Some(description))
+                .build()
+        };
         [
             ("200", "JobOutcome", "The job ran"),
+            (
+                "202",
+                "AcceptedJob",
+                "Prefer: respond-async: the job is recorded and runs; follow it at Location",
+            ),
             ("400", "ErrorBody", "Bad request or body"),
             ("401", "ErrorBody", "No or unknown bearer token"),
             (
@@ -282,11 +317,15 @@ impl utoipa::IntoResponses for JobResponses {
             let content = ContentBuilder::new()
                 .schema(Some(Ref::from_schema_name(schema)))
                 .build();
-            let response = ResponseBuilder::new()
+            let mut response = ResponseBuilder::new()
                 .description(description)
-                .content("application/json", content)
-                .build();
-            (status.to_string(), response.into())
+                .content("application/json", content);
+            if status == "202" {
+                response = response
+                    .header("Location", header("The job: /api/v1/jobs/{id}"))
+                    .header("Preference-Applied", header("respond-async (RFC 7240)"));
+            }
+            (status.to_string(), response.build().into())
         })
         .collect()
     }
@@ -310,7 +349,7 @@ async fn openapi() -> Response {
 type Shared = State<Arc<IssuanceApi>>;
 
 /// Runs blocking work (store, card exchanges) off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, tsm::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -416,6 +455,18 @@ pub struct JobSummary {
     pub error: Option<String>,
 }
 
+impl From<&tsm::model::Job> for JobSummary {
+    fn from(j: &tsm::model::Job) -> Self {
+        JobSummary {
+            job: j.id,
+            kind: j.kind.to_string(),
+            state: j.state.to_string(),
+            attempts: j.attempts,
+            error: j.error.clone(),
+        }
+    }
+}
+
 /// `GET /api/v1/cards/{card_number}` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CardStatus {
@@ -444,16 +495,7 @@ async fn card(
         let (card, jobs) = api.issuer.card_status(&actor, &card_number)?;
         Ok(Json(CardStatus {
             card: CardInfo::from(&card),
-            jobs: jobs
-                .into_iter()
-                .map(|j| JobSummary {
-                    job: j.id,
-                    kind: j.kind.to_string(),
-                    state: j.state.to_string(),
-                    attempts: j.attempts,
-                    error: j.error,
-                })
-                .collect(),
+            jobs: jobs.iter().map(JobSummary::from).collect(),
         }))
     })
     .await
@@ -610,48 +652,122 @@ fn category_of(
 }
 
 /// Runs `req` for `actor` on the card in `reader`: the tenant is checked first
-/// ([`tsm::Issuer::authorise_request`], before the reader is borrowed), then the job runs.
+/// ([`tsm::Issuer::authorise_request`], before the reader is borrowed), then the reader is
+/// borrowed and the job recorded ([`tsm::Issuer::submit_claimed`]), then it runs
+/// ([`start`]).
 async fn run_job(
     api: Arc<IssuanceApi>,
     actor: tsm::Actor,
     reader: ReaderRef,
+    asynchronous: bool,
     req: impl FnOnce(&tsm::Issuer) -> Result<tsm::Request, tsm::Error> + Send + 'static,
-) -> Result<Json<JobOutcome>, ApiError> {
-    let api2 = api.clone();
-    let actor2 = actor.clone();
+) -> Result<Response, ApiError> {
+    let (api2, actor2) = (api.clone(), actor.clone());
     let req = blocking(move || {
         let req = req(&api2.issuer)?;
         api2.issuer.authorise_request(&actor2, &req)?;
         Ok(req)
     })
     .await?;
-    let mut chan = api
+    let chan = borrow_reader(&api, &reader).await?;
+    let api2 = api.clone();
+    let claimed = blocking(move || api2.issuer.submit_claimed(&actor, &req)).await?;
+    start(api, claimed, chan, asynchronous).await
+}
+
+/// The reader, once no other job holds it ([`crate::contact::READER_WAIT`]).
+async fn borrow_reader(
+    api: &IssuanceApi,
+    reader: &ReaderRef,
+) -> Result<relay::hub::RelayChannel, ApiError> {
+    Ok(api
         .hub
         .channel_when_free(
             &reader.terminal,
             &reader.reader,
             crate::contact::READER_WAIT,
         )
-        .await?;
-    let out = blocking(move || api.issuer.execute(&actor, &req, &mut chan)).await?;
-    Ok(Json(out.into()))
+        .await?)
+}
+
+/// Runs a claimed job on the card in `chan` on its own task (so that a client that goes away
+/// does not stop it), announces its end to the webhook, and answers: asynchronously `202` at
+/// once ([`jobs::accepted`]), else the outcome when the run ends.
+async fn start(
+    api: Arc<IssuanceApi>,
+    claimed: tsm::issuance::Claimed,
+    mut chan: relay::hub::RelayChannel,
+    asynchronous: bool,
+) -> Result<Response, ApiError> {
+    let job = claimed.job().clone();
+    let id = job.id;
+    let task = tokio::spawn(async move {
+        let api2 = api.clone();
+        let result = blocking(move || api2.issuer.run_claimed_job(claimed, &mut chan)).await;
+        if asynchronous {
+            match &result {
+                Ok(o) => tracing::info!(job = id, state = %o.job.state, "job run ended"),
+                Err(e) => tracing::info!(job = id, error = %e.body.reason, "job run ended"),
+            }
+        }
+        announce(&api, id).await;
+        result
+    });
+    if asynchronous {
+        return Ok(jobs::accepted(&job));
+    }
+    let outcome = task
+        .await
+        .map_err(|_| ApiError::internal("an issuance worker"))??;
+    Ok(Json(JobOutcome::from(outcome)).into_response())
+}
+
+/// Sends the job as recorded now to the webhook, if there is one (never waits for it).
+async fn announce(api: &Arc<IssuanceApi>, id: i64) {
+    let Some(hook) = api.webhook.clone() else {
+        return;
+    };
+    let store = api.issuer.store().clone();
+    let read = tokio::task::spawn_blocking(move || -> Result<_, tsm::StoreError> {
+        let job = store.job(id)?;
+        let steps = store.job_steps(id)?;
+        Ok(job.map(|j| (jobs::JobStatus::new(&j, &steps), j.attempts)))
+    })
+    .await;
+    match read {
+        Ok(Ok(Some((status, attempt)))) => {
+            let body = jobs::JobEnded {
+                event: "job.ended".into(),
+                job: status,
+            };
+            match serde_json::to_vec(&body) {
+                Ok(bytes) => hook.deliver(format!("{id}.{attempt}"), bytes),
+                Err(e) => tracing::error!(job = id, error = %e, "webhook body"),
+            }
+        }
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::error!(job = id, error = %e, "webhook: the job cannot be read"),
+        Err(e) => tracing::error!(job = id, error = %e, "webhook: the job cannot be read"),
+    }
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/write",
-    params(CardNumber),
+    params(CardNumber, PreferHeader),
     request_body = WriteRequest,
     responses(JobResponses))]
 async fn write(
     caller: Auth<Operate>,
     State(api): Shared,
+    headers: HeaderMap,
     Path(card_number): Path<String>,
     extract::Json(body): extract::Json<WriteRequest>,
-) -> Result<Json<JobOutcome>, ApiError> {
+) -> Result<Response, ApiError> {
     let reader = ReaderRef {
         terminal: body.terminal,
         reader: body.reader,
     };
-    run_job(api, caller.principal.actor(), reader, move |_| {
+    let asynchronous = jobs::prefers_async(&headers);
+    run_job(api, caller.principal.actor(), reader, asynchronous, move |_| {
         Ok(tsm::Request::Write {
             card_number,
             category: body.category,
@@ -663,20 +779,22 @@ async fn write(
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/rewrite",
-    params(CardNumber),
+    params(CardNumber, PreferHeader),
     request_body = RewriteRequest,
     responses(JobResponses))]
 async fn rewrite(
     caller: Auth<Operate>,
     State(api): Shared,
+    headers: HeaderMap,
     Path(card_number): Path<String>,
     extract::Json(body): extract::Json<RewriteRequest>,
-) -> Result<Json<JobOutcome>, ApiError> {
+) -> Result<Response, ApiError> {
     let reader = ReaderRef {
         terminal: body.terminal,
         reader: body.reader,
     };
-    run_job(api, caller.principal.actor(), reader, move |issuer| {
+    let asynchronous = jobs::prefers_async(&headers);
+    run_job(api, caller.principal.actor(), reader, asynchronous, move |issuer| {
         Ok(tsm::Request::Rewrite {
             category: category_of(issuer, &card_number, body.category)?,
             card_number,
@@ -687,20 +805,22 @@ async fn rewrite(
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/clear",
-    params(CardNumber),
+    params(CardNumber, PreferHeader),
     request_body = ClearRequest,
     responses(JobResponses))]
 async fn clear(
     caller: Auth<Operate>,
     State(api): Shared,
+    headers: HeaderMap,
     Path(card_number): Path<String>,
     extract::Json(body): extract::Json<ClearRequest>,
-) -> Result<Json<JobOutcome>, ApiError> {
+) -> Result<Response, ApiError> {
     let reader = ReaderRef {
         terminal: body.terminal,
         reader: body.reader,
     };
-    run_job(api, caller.principal.actor(), reader, move |issuer| {
+    let asynchronous = jobs::prefers_async(&headers);
+    run_job(api, caller.principal.actor(), reader, asynchronous, move |issuer| {
         Ok(tsm::Request::Clear {
             category: category_of(issuer, &card_number, body.category)?,
             card_number,
@@ -710,45 +830,46 @@ async fn clear(
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/resume",
-    params(CardNumber),
+    params(CardNumber, PreferHeader),
     request_body = ReaderRef,
     responses(JobResponses))]
 async fn resume(
     caller: Auth<Operate>,
     State(api): Shared,
+    headers: HeaderMap,
     Path(card_number): Path<String>,
     extract::Json(reader): extract::Json<ReaderRef>,
-) -> Result<Json<JobOutcome>, ApiError> {
+) -> Result<Response, ApiError> {
     let actor = caller.principal.actor();
     let (api2, actor2, number2) = (api.clone(), actor.clone(), card_number.clone());
     blocking(move || api2.issuer.authorise_resume(&actor2, &number2)).await?;
-    let mut chan = api
-        .hub
-        .channel_when_free(
-            &reader.terminal,
-            &reader.reader,
-            crate::contact::READER_WAIT,
-        )
-        .await?;
-    let out = blocking(move || api.issuer.resume(&actor, &card_number, &mut chan)).await?;
-    Ok(Json(out.into()))
+    let chan = borrow_reader(&api, &reader).await?;
+    let api2 = api.clone();
+    let claimed = blocking(move || {
+        api2.issuer
+            .claim_open_job(&actor, &card_number, &tsm::ResumeOptions::default())
+    })
+    .await?;
+    start(api, claimed, chan, jobs::prefers_async(&headers)).await
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/apps",
-    params(CardNumber),
+    params(CardNumber, PreferHeader),
     request_body = AppLoadRequest,
     responses(JobResponses))]
 async fn load_app(
     caller: Auth<Operate>,
     State(api): Shared,
+    headers: HeaderMap,
     Path(card_number): Path<String>,
     extract::Json(body): extract::Json<AppLoadRequest>,
-) -> Result<Json<JobOutcome>, ApiError> {
+) -> Result<Response, ApiError> {
     let reader = ReaderRef {
         terminal: body.terminal,
         reader: body.reader,
     };
-    run_job(api, caller.principal.actor(), reader, move |issuer| {
+    let asynchronous = jobs::prefers_async(&headers);
+    run_job(api, caller.principal.actor(), reader, asynchronous, move |issuer| {
         let app = tsm::AppChoice {
             package: body.package,
             applet: body.applet,
@@ -764,16 +885,18 @@ async fn load_app(
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/apps/{instance}/delete",
-    params(CardNumber, ("instance" = String, Path, description = "Instance AID, hex", pattern = "^([0-9A-Fa-f]{2}){5,16}$")),
+    params(CardNumber, ("instance" = String, Path, description = "Instance AID, hex", pattern = "^([0-9A-Fa-f]{2}){5,16}$"), PreferHeader),
     request_body = ReaderRef,
     responses(JobResponses))]
 async fn delete_app(
     caller: Auth<Operate>,
     State(api): Shared,
+    headers: HeaderMap,
     Path((card_number, instance)): Path<(String, String)>,
     extract::Json(reader): extract::Json<ReaderRef>,
-) -> Result<Json<JobOutcome>, ApiError> {
-    run_job(api, caller.principal.actor(), reader, move |_| {
+) -> Result<Response, ApiError> {
+    let asynchronous = jobs::prefers_async(&headers);
+    run_job(api, caller.principal.actor(), reader, asynchronous, move |_| {
         use std::str::FromStr;
         let instance = gp::aid::Aid::from_str(&instance).map_err(|e| invalid("instance", e))?;
         Ok(tsm::Request::DeleteApp {

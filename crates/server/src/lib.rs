@@ -35,6 +35,7 @@ pub mod contact;
 pub mod error;
 pub mod extract;
 pub mod issuance;
+pub mod jobs;
 pub mod openapi;
 pub mod ota;
 pub mod ota_api;
@@ -45,6 +46,7 @@ pub mod partner;
 pub mod partner_client;
 pub mod ssd_wire;
 pub mod tls;
+pub mod webhook;
 
 use std::{sync::Arc, time::Duration};
 
