@@ -651,28 +651,55 @@ fn category_of(
     }
 }
 
-/// Runs `req` for `actor` on the card in `reader`: the tenant is checked first
-/// ([`tsm::Issuer::authorise_request`], before the reader is borrowed), then the reader is
-/// borrowed and the job recorded ([`tsm::Issuer::submit_claimed`]), then it runs
-/// ([`start`]).
-async fn run_job(
+/// A job request as the handlers received it: who asks, on which reader, and whether the
+/// answer may come before the card work (`Prefer: respond-async`).
+struct JobCall {
     api: Arc<IssuanceApi>,
     actor: tsm::Actor,
     reader: ReaderRef,
     asynchronous: bool,
-    req: impl FnOnce(&tsm::Issuer) -> Result<tsm::Request, tsm::Error> + Send + 'static,
-) -> Result<Response, ApiError> {
-    let (api2, actor2) = (api.clone(), actor.clone());
-    let req = blocking(move || {
-        let req = req(&api2.issuer)?;
-        api2.issuer.authorise_request(&actor2, &req)?;
-        Ok(req)
-    })
-    .await?;
-    let chan = borrow_reader(&api, &reader).await?;
-    let api2 = api.clone();
-    let claimed = blocking(move || api2.issuer.submit_claimed(&actor, &req)).await?;
-    start(api, claimed, chan, asynchronous).await
+}
+
+impl JobCall {
+    fn new(
+        api: Arc<IssuanceApi>,
+        caller: &Auth<Operate>,
+        headers: &HeaderMap,
+        reader: ReaderRef,
+    ) -> JobCall {
+        JobCall {
+            api,
+            actor: caller.principal.actor(),
+            reader,
+            asynchronous: jobs::prefers_async(headers),
+        }
+    }
+
+    /// Runs `req`: the tenant is checked first ([`tsm::Issuer::authorise_request`], before
+    /// the reader is borrowed), then the reader is borrowed and the job recorded
+    /// ([`tsm::Issuer::submit_claimed`]), then it runs ([`start`]).
+    async fn run(
+        self,
+        req: impl FnOnce(&tsm::Issuer) -> Result<tsm::Request, tsm::Error> + Send + 'static,
+    ) -> Result<Response, ApiError> {
+        let JobCall {
+            api,
+            actor,
+            reader,
+            asynchronous,
+        } = self;
+        let (api2, actor2) = (api.clone(), actor.clone());
+        let req = blocking(move || {
+            let req = req(&api2.issuer)?;
+            api2.issuer.authorise_request(&actor2, &req)?;
+            Ok(req)
+        })
+        .await?;
+        let chan = borrow_reader(&api, &reader).await?;
+        let api2 = api.clone();
+        let claimed = blocking(move || api2.issuer.submit_claimed(&actor, &req)).await?;
+        start(api, claimed, chan, asynchronous).await
+    }
 }
 
 /// The reader, once no other job holds it ([`crate::contact::READER_WAIT`]).
@@ -766,16 +793,16 @@ async fn write(
         terminal: body.terminal,
         reader: body.reader,
     };
-    let asynchronous = jobs::prefers_async(&headers);
-    run_job(api, caller.principal.actor(), reader, asynchronous, move |_| {
-        Ok(tsm::Request::Write {
-            card_number,
-            category: body.category,
-            install_apps: body.install_apps.unwrap_or(true),
-            perso: apdu::parse_hex(&body.perso).map_err(|e| invalid("perso", e))?,
+    JobCall::new(api, &caller, &headers, reader)
+        .run(move |_| {
+            Ok(tsm::Request::Write {
+                card_number,
+                category: body.category,
+                install_apps: body.install_apps.unwrap_or(true),
+                perso: apdu::parse_hex(&body.perso).map_err(|e| invalid("perso", e))?,
+            })
         })
-    })
-    .await
+        .await
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/rewrite",
@@ -793,15 +820,15 @@ async fn rewrite(
         terminal: body.terminal,
         reader: body.reader,
     };
-    let asynchronous = jobs::prefers_async(&headers);
-    run_job(api, caller.principal.actor(), reader, asynchronous, move |issuer| {
-        Ok(tsm::Request::Rewrite {
-            category: category_of(issuer, &card_number, body.category)?,
-            card_number,
-            to_version: body.to_version,
+    JobCall::new(api, &caller, &headers, reader)
+        .run(move |issuer| {
+            Ok(tsm::Request::Rewrite {
+                category: category_of(issuer, &card_number, body.category)?,
+                card_number,
+                to_version: body.to_version,
+            })
         })
-    })
-    .await
+        .await
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/clear",
@@ -819,14 +846,14 @@ async fn clear(
         terminal: body.terminal,
         reader: body.reader,
     };
-    let asynchronous = jobs::prefers_async(&headers);
-    run_job(api, caller.principal.actor(), reader, asynchronous, move |issuer| {
-        Ok(tsm::Request::Clear {
-            category: category_of(issuer, &card_number, body.category)?,
-            card_number,
+    JobCall::new(api, &caller, &headers, reader)
+        .run(move |issuer| {
+            Ok(tsm::Request::Clear {
+                category: category_of(issuer, &card_number, body.category)?,
+                card_number,
+            })
         })
-    })
-    .await
+        .await
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/resume",
@@ -868,20 +895,20 @@ async fn load_app(
         terminal: body.terminal,
         reader: body.reader,
     };
-    let asynchronous = jobs::prefers_async(&headers);
-    run_job(api, caller.principal.actor(), reader, asynchronous, move |issuer| {
-        let app = tsm::AppChoice {
-            package: body.package,
-            applet: body.applet,
-            instance: body.instance,
-            privileges: body.privileges,
-            params: body.params,
-            perso: body.perso,
-        }
-        .resolve(issuer.store())?;
-        Ok(tsm::Request::LoadApp { card_number, app })
-    })
-    .await
+    JobCall::new(api, &caller, &headers, reader)
+        .run(move |issuer| {
+            let app = tsm::AppChoice {
+                package: body.package,
+                applet: body.applet,
+                instance: body.instance,
+                privileges: body.privileges,
+                params: body.params,
+                perso: body.perso,
+            }
+            .resolve(issuer.store())?;
+            Ok(tsm::Request::LoadApp { card_number, app })
+        })
+        .await
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/apps/{instance}/delete",
@@ -895,16 +922,16 @@ async fn delete_app(
     Path((card_number, instance)): Path<(String, String)>,
     extract::Json(reader): extract::Json<ReaderRef>,
 ) -> Result<Response, ApiError> {
-    let asynchronous = jobs::prefers_async(&headers);
-    run_job(api, caller.principal.actor(), reader, asynchronous, move |_| {
-        use std::str::FromStr;
-        let instance = gp::aid::Aid::from_str(&instance).map_err(|e| invalid("instance", e))?;
-        Ok(tsm::Request::DeleteApp {
-            card_number,
-            instance,
+    JobCall::new(api, &caller, &headers, reader)
+        .run(move |_| {
+            use std::str::FromStr;
+            let instance = gp::aid::Aid::from_str(&instance).map_err(|e| invalid("instance", e))?;
+            Ok(tsm::Request::DeleteApp {
+                card_number,
+                instance,
+            })
         })
-    })
-    .await
+        .await
 }
 
 /// `GET /api/v1/terminal/ws`: the terminal token is checked before the WebSocket upgrade,

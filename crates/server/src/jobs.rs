@@ -323,7 +323,10 @@ mod tests {
     fn respond_async_is_found_among_preferences() {
         assert!(prefers_async(&with(&["respond-async"])));
         assert!(prefers_async(&with(&["Respond-Async, wait=10"])));
-        assert!(prefers_async(&with(&["return=minimal", "wait=5; x=y, respond-async"])));
+        assert!(prefers_async(&with(&[
+            "return=minimal",
+            "wait=5; x=y, respond-async"
+        ])));
         assert!(prefers_async(&with(&["respond-async; p=1"])));
         assert!(!prefers_async(&with(&[])));
         assert!(!prefers_async(&with(&["return=representation"])));

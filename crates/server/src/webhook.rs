@@ -147,12 +147,11 @@ impl Webhook {
 
     /// A webhook whose secret is the content of `path` (a final `\n` or `\r\n` removed).
     pub fn from_secret_file(url: &str, path: &std::path::Path) -> Result<Webhook, WebhookError> {
-        let mut secret = Zeroizing::new(std::fs::read(path).map_err(|e| {
-            WebhookError::SecretFile {
+        let mut secret =
+            Zeroizing::new(std::fs::read(path).map_err(|e| WebhookError::SecretFile {
                 path: path.display().to_string(),
                 detail: e.to_string(),
-            }
-        })?);
+            })?);
         if secret.last() == Some(&b'\n') {
             secret.pop();
             if secret.last() == Some(&b'\r') {

@@ -45,7 +45,10 @@ struct Desk {
 }
 
 impl Desk {
-    fn card(&mut self, reader: &str) -> Result<&mut card::VirtualChannel, relay::protocol::RelayFault> {
+    fn card(
+        &mut self,
+        reader: &str,
+    ) -> Result<&mut card::VirtualChannel, relay::protocol::RelayFault> {
         match reader {
             GATED => {
                 while !self.gate.load(Ordering::SeqCst) {
@@ -78,12 +81,11 @@ impl relay::agent::Readers for Desk {
         reader: &str,
         capdu: &[u8],
     ) -> Result<Vec<u8>, relay::protocol::RelayFault> {
-        let r = self
-            .card(reader)?
-            .transmit_raw(capdu)
-            .map_err(|e| relay::protocol::RelayFault::Other {
+        let r = self.card(reader)?.transmit_raw(capdu).map_err(|e| {
+            relay::protocol::RelayFault::Other {
                 message: e.to_string(),
-            });
+            }
+        });
         if reader == GATED {
             *self.answered.lock().unwrap() += 1;
         }
@@ -234,7 +236,10 @@ async fn platform() -> Platform {
         {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(20), "the terminal did not connect");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the terminal did not connect"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     p
@@ -317,7 +322,9 @@ async fn respond_async_answers_before_the_card_work_and_the_job_is_followed_to_i
     assert_eq!(accepted["card_number"], ASYNC_CARD);
 
     // Recorded before the work: running, no step done.
-    let v = call(&p.app, Method::GET, &url, None, Some(VIEWER)).await.json();
+    let v = call(&p.app, Method::GET, &url, None, Some(VIEWER))
+        .await
+        .json();
     assert_eq!(v["state"], "running", "{v}");
     assert_eq!(v["submitted_by"], "issuer/alice");
     let steps = v["steps"].as_array().unwrap();
@@ -344,7 +351,14 @@ async fn respond_async_answers_before_the_card_work_and_the_job_is_followed_to_i
         .unwrap()
         .iter()
         .any(|e| e.action == "job.read" && e.result == "forbidden" && e.actor == "other/mallory"));
-    let r = call(&p.app, Method::GET, "/api/v1/jobs/987654", None, Some(VIEWER)).await;
+    let r = call(
+        &p.app,
+        Method::GET,
+        "/api/v1/jobs/987654",
+        None,
+        Some(VIEWER),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
     assert_eq!(r.json()["error"], "not_found");
     let r = call(&p.app, Method::GET, "/api/v1/jobs/x", None, Some(VIEWER)).await;
@@ -358,19 +372,34 @@ async fn respond_async_answers_before_the_card_work_and_the_job_is_followed_to_i
     assert!(v["error"].is_null(), "{v}");
     let steps = v["steps"].as_array().unwrap();
     assert!(
-        steps.iter().all(|s| s["state"] == "done" && s["attempts"] == 1 && s["finished_ms"].is_i64()),
+        steps
+            .iter()
+            .all(|s| s["state"] == "done" && s["attempts"] == 1 && s["finished_ms"].is_i64()),
         "{v}"
     );
     assert!(*p.answered.lock().unwrap() > 0);
-    let card = call(&p.app, Method::GET, &format!("/api/v1/cards/{ASYNC_CARD}"), None, Some(VIEWER)).await;
+    let card = call(
+        &p.app,
+        Method::GET,
+        &format!("/api/v1/cards/{ASYNC_CARD}"),
+        None,
+        Some(VIEWER),
+    )
+    .await;
     assert_eq!(card.json()["card"]["state"], "written");
     assert_written(&p.cards[0], ASYNC_CARD);
     // The card's jobs, filtered by state.
     let list = |q: String| {
         let app = p.app.clone();
         async move {
-            call(&app, Method::GET, &format!("/api/v1/jobs?{q}"), None, Some(VIEWER))
-                .await
+            call(
+                &app,
+                Method::GET,
+                &format!("/api/v1/jobs?{q}"),
+                None,
+                Some(VIEWER),
+            )
+            .await
         }
     };
     let r = list(format!("card={ASYNC_CARD}&state=done")).await;
@@ -391,15 +420,25 @@ async fn respond_async_answers_before_the_card_work_and_the_job_is_followed_to_i
         if got.len() >= 2 {
             break got;
         }
-        assert!(t0.elapsed() < Duration::from_secs(20), "{} deliveries", got.len());
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{} deliveries",
+            got.len()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let tolerance = Duration::from_secs(300);
     for (n, (headers, body)) in deliveries.iter().enumerate() {
         let h = |name: &str| headers[name].to_str().unwrap().to_string();
         let (ts, sig) = (h(webhook::TIMESTAMP_HEADER), h(webhook::SIGNATURE_HEADER));
-        assert_eq!(webhook::verify(SECRET, &ts, body, &sig, now, tolerance), Ok(()));
+        assert_eq!(
+            webhook::verify(SECRET, &ts, body, &sig, now, tolerance),
+            Ok(())
+        );
         assert_eq!(h(webhook::EVENT_HEADER), "job.ended");
         assert_eq!(h(webhook::DELIVERY_HEADER), format!("{id}.1.{}", n + 1));
         assert_eq!(h("content-type"), "application/json");
@@ -421,7 +460,14 @@ async fn respond_async_answers_before_the_card_work_and_the_job_is_followed_to_i
             Err(webhook::VerifyError::Mismatch)
         );
         assert_eq!(
-            webhook::verify(b"not the platform's secret!", &ts, body, &sig, now, tolerance),
+            webhook::verify(
+                b"not the platform's secret!",
+                &ts,
+                body,
+                &sig,
+                now,
+                tolerance
+            ),
             Err(webhook::VerifyError::Mismatch)
         );
     }
@@ -479,7 +525,11 @@ async fn without_the_preference_the_answer_waits_and_refusals_stay_synchronous()
             StatusCode::NOT_FOUND,
         ),
         // A category of another tenant.
-        (json!({"terminal": "desk", "reader": GATED, "category": "gold"}), OTHER, StatusCode::FORBIDDEN),
+        (
+            json!({"terminal": "desk", "reader": GATED, "category": "gold"}),
+            OTHER,
+            StatusCode::FORBIDDEN,
+        ),
     ];
     for (body, token, status) in refusals {
         let r = post_async(&p.app, &path, body.to_string(), token).await;
@@ -511,7 +561,11 @@ async fn without_the_preference_the_answer_waits_and_refusals_stay_synchronous()
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
     assert_eq!(p.store.jobs_of_card(ASYNC_CARD).unwrap().len(), jobs_before);
-    assert_eq!(*p.answered.lock().unwrap(), 0, "no refused request reached the card");
+    assert_eq!(
+        *p.answered.lock().unwrap(),
+        0,
+        "no refused request reached the card"
+    );
 
     // An asynchronous clear of the written card runs to its end too.
     let r = post_async(

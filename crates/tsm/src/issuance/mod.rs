@@ -1249,7 +1249,13 @@ impl Issuer {
 /// `job.read` with the actor. An unknown id is [`Error::UnknownJob`].
 pub fn job_status(store: &Store, actor: &Actor, job_id: i64) -> Result<(Job, Vec<Step>)> {
     let job = store.job(job_id)?.ok_or(Error::UnknownJob(job_id))?;
-    card_of_tenant(store, actor, &job.card_number, "job.read", Some(&job.tenant))?;
+    card_of_tenant(
+        store,
+        actor,
+        &job.card_number,
+        "job.read",
+        Some(&job.tenant),
+    )?;
     let steps = store.job_steps(job_id)?;
     Ok((job, steps))
 }
