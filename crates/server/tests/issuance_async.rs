@@ -583,3 +583,41 @@ async fn without_the_preference_the_answer_waits_and_refusals_stay_synchronous()
     let card = p.store.card(SYNC_CARD).unwrap().unwrap();
     assert_eq!(card.state, tsm::model::CardState::Blank);
 }
+
+/// The OpenAPI document says it: every job route takes `Prefer` and may answer 202 with
+/// `Location` and `Preference-Applied`; the job routes are there.
+#[test]
+fn the_openapi_document_describes_the_asynchronous_answers() {
+    let doc = serde_json::to_value(server::issuance::openapi_document()).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    let job_routes: Vec<&String> = paths
+        .keys()
+        .filter(|p| p.starts_with("/api/v1/cards/{card_number}/"))
+        .collect();
+    assert_eq!(job_routes.len(), 6, "{job_routes:?}");
+    for path in job_routes {
+        let op = &paths[path]["post"];
+        let accepted = &op["responses"]["202"];
+        assert_eq!(
+            accepted["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/AcceptedJob",
+            "{path}"
+        );
+        for h in ["Location", "Preference-Applied"] {
+            assert!(accepted["headers"][h].is_object(), "{path}: {h}");
+        }
+        assert!(
+            op["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "Prefer" && p["in"] == "header"),
+            "{path}"
+        );
+    }
+    assert!(paths["/api/v1/jobs/{id}"]["get"]["responses"]["200"].is_object());
+    assert!(paths["/api/v1/jobs"]["get"]["responses"]["200"].is_object());
+    for schema in ["JobStatus", "StepStatus", "JobEnded", "JobList"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+}
