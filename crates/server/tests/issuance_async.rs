@@ -500,6 +500,18 @@ async fn without_the_preference_the_answer_waits_and_refusals_stay_synchronous()
     assert_eq!(v["card"]["state"], "written");
     assert!(v["apdus"].as_u64().unwrap() > 0);
     assert_written(&p.cards[1], SYNC_CARD);
+    // The synchronous run is announced too (after a first refusal by the receiver).
+    let sync_job = v["job"].as_i64().unwrap();
+    let t0 = Instant::now();
+    while !p.hooks.lock().unwrap().iter().any(|(h, body)| {
+        let v: Value = serde_json::from_slice(body).unwrap();
+        v["job"]["job"] == sync_job
+            && v["job"]["state"] == "done"
+            && h[webhook::DELIVERY_HEADER] == format!("{sync_job}.1.2").as_str()
+    }) {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no webhook delivery");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // With the preference, what is refused before any card work is refused at once, as
     // without it, and nothing is recorded.
