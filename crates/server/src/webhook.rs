@@ -103,18 +103,23 @@ impl std::fmt::Debug for Webhook {
     }
 }
 
-/// The URL without user information (`https://user:pw@host/…` → `https://***@host/…`), for
-/// logs.
+/// The URL as logged: scheme and host only (`https://user:pw@host/path?key=…` →
+/// `https://host/…`), since user information, paths and queries of webhook URLs often
+/// carry tokens.
 fn redacted_url(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => {
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            match rest[..authority_end].rsplit_once('@') {
-                Some((_, host)) => format!("{scheme}://***@{host}{}", &rest[authority_end..]),
-                None => url.to_string(),
-            }
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let authority = &rest[..authority_end];
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            let more = if authority_end < rest.len() {
+                "/…"
+            } else {
+                ""
+            };
+            format!("{scheme}://{host}{more}")
         }
-        None => url.to_string(),
+        None => "(not a URL)".into(),
     }
 }
 
@@ -367,8 +372,11 @@ mod tests {
             Webhook::new("https://h/x", Zeroizing::new(b"short".to_vec())),
             Err(WebhookError::ShortSecret(5))
         ));
-        let w = Webhook::new("https://user:pw@hooks.example/x", s()).unwrap();
+        let w = Webhook::new("https://user:pw@hooks.example/x?token=t0k3n", s()).unwrap();
         let d = format!("{w:?}");
-        assert!(!d.contains("0123456789abcdef") && !d.contains("pw@"), "{d}");
+        assert!(d.contains("https://hooks.example/…"), "{d}");
+        for secret in ["0123456789abcdef", "pw", "t0k3n"] {
+            assert!(!d.contains(secret), "{d}");
+        }
     }
 }

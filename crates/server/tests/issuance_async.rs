@@ -509,7 +509,10 @@ async fn without_the_preference_the_answer_waits_and_refusals_stay_synchronous()
             && v["job"]["state"] == "done"
             && h[webhook::DELIVERY_HEADER] == format!("{sync_job}.1.2").as_str()
     }) {
-        assert!(t0.elapsed() < Duration::from_secs(20), "no webhook delivery");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no webhook delivery"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
