@@ -636,3 +636,47 @@ fn the_openapi_document_describes_the_asynchronous_answers() {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
 }
+
+/// What a crash between the 202 and the card work leaves: the job recorded `running` under
+/// its lease, no step done; once the lease has run out, `resume` finishes it on the card.
+#[test]
+fn a_job_claimed_but_never_run_is_resumed_after_its_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let common::issuer::WrittenCard { store, keys, .. } =
+        common::issuer::issuer_with_written_card(dir.path(), BASE, WRITTEN);
+    let issuer = tsm::Issuer::new(
+        store.clone(),
+        keys as Arc<dyn kms::KeyStore>,
+        tsm::IssuerConfig {
+            lease: Duration::from_millis(1),
+            ..Default::default()
+        },
+    );
+    let actor = tsm::Actor::new("issuer", "alice");
+    let claimed = issuer
+        .submit_claimed(
+            &actor,
+            &tsm::Request::Write {
+                card_number: ASYNC_CARD.into(),
+                category: "gold".into(),
+                install_apps: true,
+                perso: Vec::new(),
+            },
+        )
+        .unwrap();
+    let id = claimed.job().id;
+    drop(claimed); // the process dies before the card work
+    let job = store.job(id).unwrap().unwrap();
+    assert_eq!(job.state, tsm::model::JobState::Running);
+    assert!(store
+        .job_steps(id)
+        .unwrap()
+        .iter()
+        .all(|s| s.state == tsm::model::StepState::Pending));
+    std::thread::sleep(Duration::from_millis(5));
+    let mut card = card::VirtualChannel::new(card::VirtualCard::new(card::CardConfig::default()));
+    let out = issuer.resume(&actor, ASYNC_CARD, &mut card).unwrap();
+    assert_eq!(out.job.id, id);
+    assert_eq!(out.job.state, tsm::model::JobState::Done);
+    assert_written(&card, ASYNC_CARD);
+}
