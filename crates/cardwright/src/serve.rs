@@ -15,6 +15,14 @@ pub struct ServeArgs {
     /// and --keystore with the categories' base keys).
     #[arg(long)]
     pub issuance: bool,
+    /// --issuance: POST every job's final state, signed (HMAC-SHA256, see the README), to
+    /// this URL (http:// or https://) when its run ends.
+    #[arg(long, requires = "webhook_secret_file", env = "CARDWRIGHT_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// --webhook-url: the file holding the signing secret (at least 16 bytes; a final line
+    /// end is not part of it).
+    #[arg(long, requires = "webhook_url", env = "CARDWRIGHT_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
     /// The key store of the base keys (issuance): `file:…` or `pkcs11:…` (see `keys`).
     #[arg(
         long,
@@ -372,6 +380,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
     } else {
         None
     };
+    if a.webhook_url.is_some() && !a.issuance {
+        bail!("--webhook-url announces issuance jobs: it needs --issuance");
+    }
     let issuance = match (a.issuance, &tokens) {
         (true, Some(tokens)) => {
             let store = tsm_store.clone().ok_or_else(|| {
@@ -380,11 +391,19 @@ pub fn run(a: ServeArgs) -> Result<()> {
             let keys = open_keys(&a.keystore)?;
             readiness = readiness.keystore("keystore", keys.clone(), metrics.clone());
             let issuer = tsm::Issuer::new((*store).clone(), keys, tsm::IssuerConfig::default());
-            Some(server::issuance::IssuanceApi::with_metrics(
+            let webhook = match (&a.webhook_url, &a.webhook_secret_file) {
+                (Some(url), Some(file)) => Some(
+                    server::webhook::Webhook::from_secret_file(url, file)
+                        .context("--webhook-url")?,
+                ),
+                _ => None,
+            };
+            Some(server::issuance::IssuanceApi::with_options(
                 Arc::new(issuer),
                 tokens.clone(),
                 Duration::from_secs(30),
                 metrics.clone(),
+                webhook,
             ))
         }
         _ => None,

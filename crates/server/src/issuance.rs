@@ -11,9 +11,14 @@
 //! * `POST /api/v1/cards/{card_number}/apps`    `{terminal, reader, package, applet?, instance?, privileges?, params?, perso?}`
 //! * `POST /api/v1/cards/{card_number}/apps/{instance}/delete` `{terminal, reader}`
 //! * `GET  /api/v1/cards/{card_number}`: the card as recorded, and its jobs.
+//! * `GET  /api/v1/jobs/{id}`: a job, its state and its steps ([`crate::jobs`]).
+//! * `GET  /api/v1/jobs?card=N[&state=S]`: a card's jobs.
 //! * `GET  /api/v1/terminal/ws`: a terminal's WebSocket (terminal token).
 //!
-//! Answers [`JobOutcome`], or `{error, reason}` with 400 (bad request), 401 (token), 403
+//! The job routes answer [`JobOutcome`] when the job has run, or with `Prefer: respond-async`
+//! (RFC 7240) `202 Accepted` and the job's URL as soon as it is recorded ([`crate::jobs`]);
+//! with a webhook ([`crate::webhook`]) every job run here is announced when it ends. Or
+//! `{error, reason}` with 400 (bad request), 401 (token), 403
 //! (role, or a card of another tenant), 404 (unknown card, category, terminal or reader),
 //! 409 (wrong card, state or category; a job running elsewhere), 502 (the card or the
 //! terminal failed; the job is left resumable).
@@ -28,7 +33,7 @@ use std::time::Duration;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -39,7 +44,9 @@ use utoipa::{OpenApi, ToSchema};
 use crate::auth::{Auth, HasTokens, LendReaders, Operate, Read, TokenTable};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{self, Path};
+use crate::jobs::{self, PreferHeader};
 use crate::openapi::Routes;
+use crate::webhook::Webhook;
 
 /// What the issuance routes need.
 pub struct IssuanceApi {
@@ -47,12 +54,14 @@ pub struct IssuanceApi {
     issuer: Arc<tsm::Issuer>,
     tokens: Arc<TokenTable>,
     metrics: Arc<crate::metrics::Metrics>,
+    webhook: Option<Arc<Webhook>>,
 }
 
 impl std::fmt::Debug for IssuanceApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IssuanceApi")
             .field("tokens", &self.tokens)
+            .field("webhook", &self.webhook)
             .finish_non_exhaustive()
     }
 }
@@ -68,7 +77,7 @@ impl IssuanceApi {
     /// tenant, and terminals); `relay_timeout` bounds each APDU round trip through a
     /// terminal.
     pub fn new(issuer: Arc<tsm::Issuer>, tokens: TokenTable, relay_timeout: Duration) -> Arc<Self> {
-        Self::with_metrics(issuer, tokens, relay_timeout, Arc::default())
+        Self::with_options(issuer, tokens, relay_timeout, Arc::default(), None)
     }
 
     /// [`IssuanceApi::new`], its jobs, card exchanges and terminals measured in `metrics`.
@@ -77,6 +86,27 @@ impl IssuanceApi {
         tokens: TokenTable,
         relay_timeout: Duration,
         metrics: Arc<crate::metrics::Metrics>,
+    ) -> Arc<Self> {
+        Self::with_options(issuer, tokens, relay_timeout, metrics, None)
+    }
+
+    /// [`IssuanceApi::new`], announcing the end of every job run through it to `webhook`.
+    pub fn with_webhook(
+        issuer: Arc<tsm::Issuer>,
+        tokens: TokenTable,
+        relay_timeout: Duration,
+        webhook: Option<Webhook>,
+    ) -> Arc<Self> {
+        Self::with_options(issuer, tokens, relay_timeout, Arc::default(), webhook)
+    }
+
+    /// [`IssuanceApi::new`] measured in `metrics` and announcing ended jobs to `webhook`.
+    pub fn with_options(
+        issuer: Arc<tsm::Issuer>,
+        tokens: TokenTable,
+        relay_timeout: Duration,
+        metrics: Arc<crate::metrics::Metrics>,
+        webhook: Option<Webhook>,
     ) -> Arc<Self> {
         let tokens = Arc::new(tokens);
         let hub = Hub::new(tokens.clone(), relay_timeout);
@@ -87,6 +117,7 @@ impl IssuanceApi {
             issuer,
             tokens,
             metrics,
+            webhook: webhook.map(Arc::new),
         })
     }
 
@@ -188,6 +219,8 @@ pub fn route_list(api: Arc<IssuanceApi>) -> Routes<()> {
         .route("/api/openapi-issuance.json", &["get"], get(openapi))
         .route("/api/v1/terminals", &["get"], get(terminals))
         .route("/api/v1/cards/{card_number}", &["get"], get(card))
+        .route("/api/v1/jobs", &["get"], get(jobs::jobs))
+        .route("/api/v1/jobs/{id}", &["get"], get(jobs::job))
         .route("/api/v1/cards/{card_number}/write", &["post"], post(write))
         .route(
             "/api/v1/cards/{card_number}/rewrite",
@@ -234,11 +267,12 @@ pub fn router(api: Arc<IssuanceApi>) -> Router {
     ),
     paths(
         openapi, terminals, card, write, rewrite, clear, resume, load_app, delete_app,
-        terminal_ws
+        jobs::job, jobs::jobs, terminal_ws
     ),
     components(schemas(
         ErrorBody, Terminals, TerminalInfo, ReaderInfo, CardStatus, CardInfo, JobSummary,
-        JobOutcome, ReaderRef, WriteRequest, RewriteRequest, ClearRequest, AppLoadRequest
+        JobOutcome, ReaderRef, WriteRequest, RewriteRequest, ClearRequest, AppLoadRequest,
+        jobs::AcceptedJob, jobs::JobStatus, jobs::StepStatus, jobs::JobList, jobs::JobEnded
     )),
     security(("bearer" = []))
 )]
@@ -263,9 +297,21 @@ impl utoipa::IntoResponses for JobResponses {
         String,
         utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
     > {
-        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        use utoipa::openapi::header::HeaderBuilder;
+        use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, ResponseBuilder, Type};
+        let header = |description: &str| {
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::String))
+                .description(Some(description))
+                .build()
+        };
         [
             ("200", "JobOutcome", "The job ran"),
+            (
+                "202",
+                "AcceptedJob",
+                "Prefer: respond-async: the job is recorded and runs; follow it at Location",
+            ),
             ("400", "ErrorBody", "Bad request or body"),
             ("401", "ErrorBody", "No or unknown bearer token"),
             (
@@ -296,11 +342,15 @@ impl utoipa::IntoResponses for JobResponses {
             let content = ContentBuilder::new()
                 .schema(Some(Ref::from_schema_name(schema)))
                 .build();
-            let response = ResponseBuilder::new()
+            let mut response = ResponseBuilder::new()
                 .description(description)
-                .content("application/json", content)
-                .build();
-            (status.to_string(), response.into())
+                .content("application/json", content);
+            if status == "202" {
+                response = response
+                    .header("Location", header("The job: /api/v1/jobs/{id}"))
+                    .header("Preference-Applied", header("respond-async (RFC 7240)"));
+            }
+            (status.to_string(), response.build().into())
         })
         .collect()
     }
@@ -325,7 +375,7 @@ type Shared = State<Arc<IssuanceApi>>;
 
 /// Runs blocking work (store, card exchanges) off the async workers, in the request's span
 /// (its logs carry the request id).
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, tsm::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
     crate::observe::spawn_blocking(f)
@@ -431,6 +481,18 @@ pub struct JobSummary {
     pub error: Option<String>,
 }
 
+impl From<&tsm::model::Job> for JobSummary {
+    fn from(j: &tsm::model::Job) -> Self {
+        JobSummary {
+            job: j.id,
+            kind: j.kind.to_string(),
+            state: j.state.to_string(),
+            attempts: j.attempts,
+            error: j.error.clone(),
+        }
+    }
+}
+
 /// `GET /api/v1/cards/{card_number}` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CardStatus {
@@ -459,16 +521,7 @@ async fn card(
         let (card, jobs) = api.issuer.card_status(&actor, &card_number)?;
         Ok(Json(CardStatus {
             card: CardInfo::from(&card),
-            jobs: jobs
-                .into_iter()
-                .map(|j| JobSummary {
-                    job: j.id,
-                    kind: j.kind.to_string(),
-                    state: j.state.to_string(),
-                    attempts: j.attempts,
-                    error: j.error,
-                })
-                .collect(),
+            jobs: jobs.iter().map(JobSummary::from).collect(),
         }))
     })
     .await
@@ -624,60 +677,137 @@ fn category_of(
     }
 }
 
-/// Runs `req` for `actor` on the card in `reader`: the tenant is checked first
-/// ([`tsm::Issuer::authorise_request`], before the reader is borrowed), then the job runs.
-async fn run_job(
+/// A job request as the handlers received it: who asks, on which reader, and whether the
+/// answer may come before the card work (`Prefer: respond-async`).
+struct JobCall {
     api: Arc<IssuanceApi>,
     actor: tsm::Actor,
     reader: ReaderRef,
-    req: impl FnOnce(&tsm::Issuer) -> Result<tsm::Request, tsm::Error> + Send + 'static,
-) -> Result<Json<JobOutcome>, ApiError> {
-    let api2 = api.clone();
-    let actor2 = actor.clone();
-    let req = blocking(move || {
-        let req = req(&api2.issuer)?;
-        api2.issuer.authorise_request(&actor2, &req)?;
-        Ok(req)
-    })
-    .await?;
-    let chan = api
+    asynchronous: bool,
+}
+
+impl JobCall {
+    fn new(
+        api: Arc<IssuanceApi>,
+        caller: &Auth<Operate>,
+        headers: &HeaderMap,
+        reader: ReaderRef,
+    ) -> JobCall {
+        JobCall {
+            api,
+            actor: caller.principal.actor(),
+            reader,
+            asynchronous: jobs::prefers_async(headers),
+        }
+    }
+
+    /// Runs `req`: the tenant is checked first ([`tsm::Issuer::authorise_request`], before
+    /// the reader is borrowed), then the reader is borrowed and the job recorded
+    /// ([`tsm::Issuer::submit_claimed`]), then it runs ([`start`]).
+    async fn run(
+        self,
+        req: impl FnOnce(&tsm::Issuer) -> Result<tsm::Request, tsm::Error> + Send + 'static,
+    ) -> Result<Response, ApiError> {
+        let JobCall {
+            api,
+            actor,
+            reader,
+            asynchronous,
+        } = self;
+        let (api2, actor2) = (api.clone(), actor.clone());
+        let req = blocking(move || {
+            let req = req(&api2.issuer)?;
+            api2.issuer.authorise_request(&actor2, &req)?;
+            Ok(req)
+        })
+        .await?;
+        let chan = borrow_reader(&api, &reader).await?;
+        let api2 = api.clone();
+        let claimed = blocking(move || api2.issuer.submit_claimed(&actor, &req)).await?;
+        start(api, claimed, chan, asynchronous).await
+    }
+}
+
+/// The reader, once no other job holds it ([`crate::contact::READER_WAIT`]).
+async fn borrow_reader(
+    api: &IssuanceApi,
+    reader: &ReaderRef,
+) -> Result<relay::hub::RelayChannel, ApiError> {
+    Ok(api
         .hub
         .channel_when_free(
             &reader.terminal,
             &reader.reader,
             crate::contact::READER_WAIT,
         )
-        .await?;
+        .await?)
+}
+
+/// Runs a claimed job on the card in `chan` on its own task (so that a client that goes away
+/// does not stop it), announces its end to the webhook, and answers: asynchronously `202` at
+/// once ([`jobs::accepted`]), else the outcome when the run ends.
+async fn start(
+    api: Arc<IssuanceApi>,
+    claimed: tsm::issuance::Claimed,
+    chan: relay::hub::RelayChannel,
+    asynchronous: bool,
+) -> Result<Response, ApiError> {
+    let job = claimed.job().clone();
+    let id = job.id;
+    let (kind, card_number) = (job.kind.to_string(), job.card_number.clone());
     let mut chan = crate::metrics::MeteredChannel::new(chan, api.metrics.clone());
-    let kind = request_kind(&req);
-    let card_number = request_card(&req).to_string();
-    let out = blocking(move || {
-        measured(&api, kind, &card_number, || {
-            api.issuer.execute(&actor, &req, &mut chan)
+    let task = tokio::spawn(async move {
+        let api2 = api.clone();
+        let result = blocking(move || {
+            measured(&api2, &kind, &card_number, || {
+                api2.issuer.run_claimed_job(claimed, &mut chan)
+            })
         })
-    })
-    .await?;
-    Ok(Json(out.into()))
-}
-
-/// The kind of job a request makes (as [`tsm::model::JobKind`] names it).
-fn request_kind(req: &tsm::Request) -> &'static str {
-    match req {
-        tsm::Request::Write { .. } => "write",
-        tsm::Request::Rewrite { .. } => "rewrite",
-        tsm::Request::Clear { .. } => "clear",
-        tsm::Request::LoadApp { .. } => "app_load",
-        tsm::Request::DeleteApp { .. } => "app_delete",
+        .await;
+        if asynchronous {
+            match &result {
+                Ok(o) => tracing::info!(job = id, state = %o.job.state, "job run ended"),
+                Err(e) => tracing::info!(job = id, error = %e.body.reason, "job run ended"),
+            }
+        }
+        announce(&api, id).await;
+        result
+    });
+    if asynchronous {
+        return Ok(jobs::accepted(&job));
     }
+    let outcome = task
+        .await
+        .map_err(|_| ApiError::internal("an issuance worker"))??;
+    Ok(Json(JobOutcome::from(outcome)).into_response())
 }
 
-fn request_card(req: &tsm::Request) -> &str {
-    match req {
-        tsm::Request::Write { card_number, .. }
-        | tsm::Request::Rewrite { card_number, .. }
-        | tsm::Request::Clear { card_number, .. }
-        | tsm::Request::LoadApp { card_number, .. }
-        | tsm::Request::DeleteApp { card_number, .. } => card_number,
+/// Sends the job as recorded now to the webhook, if there is one (never waits for it).
+async fn announce(api: &Arc<IssuanceApi>, id: i64) {
+    let Some(hook) = api.webhook.clone() else {
+        return;
+    };
+    let store = api.issuer.store().clone();
+    let read = tokio::task::spawn_blocking(move || -> Result<_, tsm::StoreError> {
+        let job = store.job(id)?;
+        let steps = store.job_steps(id)?;
+        Ok(job.map(|j| (jobs::JobStatus::new(&j, &steps), j.attempts)))
+    })
+    .await;
+    match read {
+        Ok(Ok(Some((status, attempt)))) => {
+            let body = jobs::JobEnded {
+                event: "job.ended".into(),
+                job: status,
+            };
+            match serde_json::to_vec(&body) {
+                Ok(bytes) => hook.deliver(format!("{id}.{attempt}"), bytes),
+                Err(e) => tracing::error!(job = id, error = %e, "webhook body"),
+            }
+        }
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::error!(job = id, error = %e, "webhook: the job cannot be read"),
+        Err(e) => tracing::error!(job = id, error = %e, "webhook: the job cannot be read"),
     }
 }
 
@@ -736,165 +866,159 @@ fn now_ms() -> i64 {
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/write",
-    params(CardNumber),
+    params(CardNumber, PreferHeader),
     request_body = WriteRequest,
     responses(JobResponses))]
 async fn write(
     caller: Auth<Operate>,
     State(api): Shared,
+    headers: HeaderMap,
     Path(card_number): Path<String>,
     extract::Json(body): extract::Json<WriteRequest>,
-) -> Result<Json<JobOutcome>, ApiError> {
+) -> Result<Response, ApiError> {
     let reader = ReaderRef {
         terminal: body.terminal,
         reader: body.reader,
     };
-    run_job(api, caller.principal.actor(), reader, move |_| {
-        Ok(tsm::Request::Write {
-            card_number,
-            category: body.category,
-            install_apps: body.install_apps.unwrap_or(true),
-            perso: apdu::parse_hex(&body.perso).map_err(|e| invalid("perso", e))?,
+    JobCall::new(api, &caller, &headers, reader)
+        .run(move |_| {
+            Ok(tsm::Request::Write {
+                card_number,
+                category: body.category,
+                install_apps: body.install_apps.unwrap_or(true),
+                perso: apdu::parse_hex(&body.perso).map_err(|e| invalid("perso", e))?,
+            })
         })
-    })
-    .await
+        .await
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/rewrite",
-    params(CardNumber),
+    params(CardNumber, PreferHeader),
     request_body = RewriteRequest,
     responses(JobResponses))]
 async fn rewrite(
     caller: Auth<Operate>,
     State(api): Shared,
+    headers: HeaderMap,
     Path(card_number): Path<String>,
     extract::Json(body): extract::Json<RewriteRequest>,
-) -> Result<Json<JobOutcome>, ApiError> {
+) -> Result<Response, ApiError> {
     let reader = ReaderRef {
         terminal: body.terminal,
         reader: body.reader,
     };
-    run_job(api, caller.principal.actor(), reader, move |issuer| {
-        Ok(tsm::Request::Rewrite {
-            category: category_of(issuer, &card_number, body.category)?,
-            card_number,
-            to_version: body.to_version,
+    JobCall::new(api, &caller, &headers, reader)
+        .run(move |issuer| {
+            Ok(tsm::Request::Rewrite {
+                category: category_of(issuer, &card_number, body.category)?,
+                card_number,
+                to_version: body.to_version,
+            })
         })
-    })
-    .await
+        .await
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/clear",
-    params(CardNumber),
+    params(CardNumber, PreferHeader),
     request_body = ClearRequest,
     responses(JobResponses))]
 async fn clear(
     caller: Auth<Operate>,
     State(api): Shared,
+    headers: HeaderMap,
     Path(card_number): Path<String>,
     extract::Json(body): extract::Json<ClearRequest>,
-) -> Result<Json<JobOutcome>, ApiError> {
+) -> Result<Response, ApiError> {
     let reader = ReaderRef {
         terminal: body.terminal,
         reader: body.reader,
     };
-    run_job(api, caller.principal.actor(), reader, move |issuer| {
-        Ok(tsm::Request::Clear {
-            category: category_of(issuer, &card_number, body.category)?,
-            card_number,
+    JobCall::new(api, &caller, &headers, reader)
+        .run(move |issuer| {
+            Ok(tsm::Request::Clear {
+                category: category_of(issuer, &card_number, body.category)?,
+                card_number,
+            })
         })
-    })
-    .await
+        .await
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/resume",
-    params(CardNumber),
+    params(CardNumber, PreferHeader),
     request_body = ReaderRef,
     responses(JobResponses))]
 async fn resume(
     caller: Auth<Operate>,
     State(api): Shared,
+    headers: HeaderMap,
     Path(card_number): Path<String>,
     extract::Json(reader): extract::Json<ReaderRef>,
-) -> Result<Json<JobOutcome>, ApiError> {
+) -> Result<Response, ApiError> {
     let actor = caller.principal.actor();
     let (api2, actor2, number2) = (api.clone(), actor.clone(), card_number.clone());
-    // The kind of the job to resume, for the metrics.
-    let kind = blocking(move || {
-        api2.issuer.authorise_resume(&actor2, &number2)?;
-        Ok(api2
-            .issuer
-            .store()
-            .open_job_for_card(&number2)?
-            .map_or_else(|| "unknown".to_string(), |j| j.kind.to_string()))
+    blocking(move || api2.issuer.authorise_resume(&actor2, &number2)).await?;
+    let chan = borrow_reader(&api, &reader).await?;
+    let api2 = api.clone();
+    let claimed = blocking(move || {
+        api2.issuer
+            .claim_open_job(&actor, &card_number, &tsm::ResumeOptions::default())
     })
     .await?;
-    let chan = api
-        .hub
-        .channel_when_free(
-            &reader.terminal,
-            &reader.reader,
-            crate::contact::READER_WAIT,
-        )
-        .await?;
-    let mut chan = crate::metrics::MeteredChannel::new(chan, api.metrics.clone());
-    let out = blocking(move || {
-        measured(&api, &kind, &card_number, || {
-            api.issuer.resume(&actor, &card_number, &mut chan)
-        })
-    })
-    .await?;
-    Ok(Json(out.into()))
+    start(api, claimed, chan, jobs::prefers_async(&headers)).await
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/apps",
-    params(CardNumber),
+    params(CardNumber, PreferHeader),
     request_body = AppLoadRequest,
     responses(JobResponses))]
 async fn load_app(
     caller: Auth<Operate>,
     State(api): Shared,
+    headers: HeaderMap,
     Path(card_number): Path<String>,
     extract::Json(body): extract::Json<AppLoadRequest>,
-) -> Result<Json<JobOutcome>, ApiError> {
+) -> Result<Response, ApiError> {
     let reader = ReaderRef {
         terminal: body.terminal,
         reader: body.reader,
     };
-    run_job(api, caller.principal.actor(), reader, move |issuer| {
-        let app = tsm::AppChoice {
-            package: body.package,
-            applet: body.applet,
-            instance: body.instance,
-            privileges: body.privileges,
-            params: body.params,
-            perso: body.perso,
-        }
-        .resolve(issuer.store())?;
-        Ok(tsm::Request::LoadApp { card_number, app })
-    })
-    .await
+    JobCall::new(api, &caller, &headers, reader)
+        .run(move |issuer| {
+            let app = tsm::AppChoice {
+                package: body.package,
+                applet: body.applet,
+                instance: body.instance,
+                privileges: body.privileges,
+                params: body.params,
+                perso: body.perso,
+            }
+            .resolve(issuer.store())?;
+            Ok(tsm::Request::LoadApp { card_number, app })
+        })
+        .await
 }
 
 #[utoipa::path(post, path = "/api/v1/cards/{card_number}/apps/{instance}/delete",
-    params(CardNumber, ("instance" = String, Path, description = "Instance AID, hex", pattern = "^([0-9A-Fa-f]{2}){5,16}$")),
+    params(CardNumber, ("instance" = String, Path, description = "Instance AID, hex", pattern = "^([0-9A-Fa-f]{2}){5,16}$"), PreferHeader),
     request_body = ReaderRef,
     responses(JobResponses))]
 async fn delete_app(
     caller: Auth<Operate>,
     State(api): Shared,
+    headers: HeaderMap,
     Path((card_number, instance)): Path<(String, String)>,
     extract::Json(reader): extract::Json<ReaderRef>,
-) -> Result<Json<JobOutcome>, ApiError> {
-    run_job(api, caller.principal.actor(), reader, move |_| {
-        use std::str::FromStr;
-        let instance = gp::aid::Aid::from_str(&instance).map_err(|e| invalid("instance", e))?;
-        Ok(tsm::Request::DeleteApp {
-            card_number,
-            instance,
+) -> Result<Response, ApiError> {
+    JobCall::new(api, &caller, &headers, reader)
+        .run(move |_| {
+            use std::str::FromStr;
+            let instance = gp::aid::Aid::from_str(&instance).map_err(|e| invalid("instance", e))?;
+            Ok(tsm::Request::DeleteApp {
+                card_number,
+                instance,
+            })
         })
-    })
-    .await
+        .await
 }
 
 /// `GET /api/v1/terminal/ws`: the terminal token is checked before the WebSocket upgrade,

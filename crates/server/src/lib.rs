@@ -37,6 +37,7 @@ pub mod contact;
 pub mod error;
 pub mod extract;
 pub mod issuance;
+pub mod jobs;
 pub mod metrics;
 pub mod observe;
 pub mod openapi;
@@ -49,6 +50,7 @@ pub mod partner;
 pub mod partner_client;
 pub mod ssd_wire;
 pub mod tls;
+pub mod webhook;
 
 use std::{sync::Arc, time::Duration};
 

@@ -75,7 +75,9 @@ use transport::{CardChannel, TraceSink, TransportError};
 use crate::audit::{append_in, NewEntry};
 use crate::db::Conn;
 use crate::error::{Error, Result};
-use crate::model::{AppSpec, Card, CardState, Job, JobKind, JobState, KeyVersionStatus, StepState};
+use crate::model::{
+    AppSpec, Card, CardState, Job, JobKind, JobState, KeyVersionStatus, Step, StepState,
+};
 pub(crate) use crate::store::jobs::end_in as end_job_in;
 use crate::store::jobs::{claim_in, job_params_in, open_job_for_card_in, Claim, Lease};
 use crate::store::records::{
@@ -812,15 +814,8 @@ impl Issuer {
         req: &Request,
         chan: &mut C,
     ) -> Result<Outcome> {
-        let start = Instant::now();
-        let owner = random_token();
-        let (job, prepared) = self.submit_as(actor, req, Some(&owner))?;
-        let lease = Lease {
-            job: job.id,
-            owner,
-            duration: self.config.lease,
-        };
-        self.run_claimed(job, Some(prepared), lease, chan, start)
+        let claimed = self.submit_claimed(actor, req)?;
+        self.run_claimed_job(claimed, chan)
     }
 
     /// Write card (see [`Request::Write`]).
@@ -901,11 +896,8 @@ impl Issuer {
         options: &ResumeOptions,
         chan: &mut C,
     ) -> Result<Outcome> {
-        let open = self.store.open_job_for_card(card_number)?;
-        let job_tenant = open.as_ref().map(|j| j.tenant.as_str());
-        self.card_of_tenant(actor, card_number, "job.resume", job_tenant)?;
-        let job = open.ok_or_else(|| Error::Invalid("the card has no open job".into()))?;
-        self.run_as(actor, job.id, options.take_over, chan)
+        let claimed = self.claim_open_job(actor, card_number, options)?;
+        self.run_claimed_job(claimed, chan)
     }
 
     /// Runs (or resumes) a job on the card in `chan`, for `actor` (as for
@@ -931,62 +923,7 @@ impl Issuer {
         chan: &mut C,
     ) -> Result<Outcome> {
         let start = Instant::now();
-        if let Some(j) = self.store.job(job_id)? {
-            if matches!(
-                j.kind,
-                JobKind::SsdCreate | JobKind::SsdRotate | JobKind::SsdRenew | JobKind::SsdReplace
-            ) {
-                return Err(Error::Invalid(format!(
-                    "job {job_id} is an SSD job ({}): the SSD platform (tsm::ssd) runs it",
-                    j.kind
-                )));
-            }
-        }
-        let lease = Lease {
-            job: job_id,
-            owner: random_token(),
-            duration: self.config.lease,
-        };
-        let job = self.store.tx(|c| -> Result<Job> {
-            match claim_in(c, &lease, take_over)? {
-                Claim::Claimed { job, took_over } => {
-                    if let Some(held) = took_over {
-                        append_in(
-                            c,
-                            &NewEntry::new(
-                                &actor.name(),
-                                &format!("job.{}", job.kind),
-                                "taken-over",
-                            )
-                            .card(&job.card_number)
-                            .detail(json!({
-                                "job": job.id,
-                                "attempt": job.attempts,
-                                "previous_holder": held.holder,
-                                "lease_until_ms": held.until_ms,
-                            })),
-                        )?;
-                    }
-                    append_in(
-                        c,
-                        &NewEntry::new(&actor.name(), &format!("job.{}", job.kind), "running")
-                            .card(&job.card_number)
-                            .detail(json!({
-                                "job": job.id,
-                                "attempt": job.attempts,
-                                "submitted_by": job.actor,
-                            })),
-                    )?;
-                    Ok(job)
-                }
-                Claim::Finished(job) => Err(Error::JobFinished {
-                    id: job.id,
-                    state: job.state.to_string(),
-                }),
-                Claim::Leased(held) => Err(Error::JobLeased(held)),
-                Claim::NotFound => Err(Error::UnknownJob(job_id)),
-            }
-        })?;
+        let (job, lease) = self.claim_as(actor, job_id, take_over)?;
         self.run_claimed(job, None, lease, chan, start)
     }
 
@@ -1146,4 +1083,179 @@ pub(crate) fn job_state_after(e: &Error, resumed_connect: bool) -> JobState {
         Error::WrongCard(_) | Error::KeysDoNotMatch(_) if resumed_connect => JobState::Pending,
         _ => JobState::Failed,
     }
+}
+
+/// A job recorded and claimed by this worker (a lease held in its name), whose run on a
+/// card has not started: [`Issuer::submit_claimed`] or [`Issuer::claim_open_job`] made
+/// it, [`Issuer::run_claimed_job`] runs it. Between the two the job is `running` under the
+/// lease, so a crash leaves it resumable once the lease expires, like a crash mid-run; a
+/// caller can answer the request before the card work (an asynchronous HTTP request, RFC
+/// 7240 `respond-async`) and run it elsewhere.
+pub struct Claimed {
+    job: Job,
+    prepared: Option<Prepared>,
+    lease: Lease,
+    start: Instant,
+}
+
+impl fmt::Debug for Claimed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Claimed")
+            .field("job", &self.job.id)
+            .field("kind", &self.job.kind)
+            .field("card_number", &self.job.card_number)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Claimed {
+    /// The job as claimed.
+    pub fn job(&self) -> &Job {
+        &self.job
+    }
+}
+
+impl Issuer {
+    /// What [`Issuer::execute`] does before the card: the request checked ([`Issuer::submit`])
+    /// and recorded as a job claimed by this worker. Nothing is recorded on refusal.
+    pub fn submit_claimed(&self, actor: &Actor, req: &Request) -> Result<Claimed> {
+        let start = Instant::now();
+        let owner = random_token();
+        let (job, prepared) = self.submit_as(actor, req, Some(&owner))?;
+        let lease = Lease {
+            job: job.id,
+            owner,
+            duration: self.config.lease,
+        };
+        Ok(Claimed {
+            job,
+            prepared: Some(prepared),
+            lease,
+            start,
+        })
+    }
+
+    /// What [`Issuer::resume_with`] does before the card: the card's open job found and
+    /// claimed for `actor` (of the card's tenant or the job's; a refusal is audited).
+    pub fn claim_open_job(
+        &self,
+        actor: &Actor,
+        card_number: &str,
+        options: &ResumeOptions,
+    ) -> Result<Claimed> {
+        let start = Instant::now();
+        let open = self.store.open_job_for_card(card_number)?;
+        let job_tenant = open.as_ref().map(|j| j.tenant.as_str());
+        self.card_of_tenant(actor, card_number, "job.resume", job_tenant)?;
+        let job = open.ok_or_else(|| Error::Invalid("the card has no open job".into()))?;
+        let (job, lease) = self.claim_as(actor, job.id, options.take_over)?;
+        Ok(Claimed {
+            job,
+            prepared: None,
+            lease,
+            start,
+        })
+    }
+
+    /// Runs a job claimed by [`Issuer::submit_claimed`] or [`Issuer::claim_open_job`] on
+    /// the card in `chan`.
+    pub fn run_claimed_job<C: CardChannel + ?Sized>(
+        &self,
+        claimed: Claimed,
+        chan: &mut C,
+    ) -> Result<Outcome> {
+        let Claimed {
+            job,
+            prepared,
+            lease,
+            start,
+        } = claimed;
+        self.run_claimed(job, prepared, lease, chan, start)
+    }
+
+    /// A job and its steps, for `actor` (see [`job_status`]).
+    pub fn job_status(&self, actor: &Actor, job_id: i64) -> Result<(Job, Vec<Step>)> {
+        job_status(&self.store, actor, job_id)
+    }
+}
+
+impl Issuer {
+    /// Claims the job for a new worker (with `take_over`, even under another worker's
+    /// unexpired lease), audited under `actor`; SSD jobs are refused (tsm::ssd runs them).
+    fn claim_as(&self, actor: &Actor, job_id: i64, take_over: bool) -> Result<(Job, Lease)> {
+        if let Some(j) = self.store.job(job_id)? {
+            if matches!(
+                j.kind,
+                JobKind::SsdCreate | JobKind::SsdRotate | JobKind::SsdRenew | JobKind::SsdReplace
+            ) {
+                return Err(Error::Invalid(format!(
+                    "job {job_id} is an SSD job ({}): the SSD platform (tsm::ssd) runs it",
+                    j.kind
+                )));
+            }
+        }
+        let lease = Lease {
+            job: job_id,
+            owner: random_token(),
+            duration: self.config.lease,
+        };
+        let job = self.store.tx(|c| -> Result<Job> {
+            match claim_in(c, &lease, take_over)? {
+                Claim::Claimed { job, took_over } => {
+                    if let Some(held) = took_over {
+                        append_in(
+                            c,
+                            &NewEntry::new(
+                                &actor.name(),
+                                &format!("job.{}", job.kind),
+                                "taken-over",
+                            )
+                            .card(&job.card_number)
+                            .detail(json!({
+                                "job": job.id,
+                                "attempt": job.attempts,
+                                "previous_holder": held.holder,
+                                "lease_until_ms": held.until_ms,
+                            })),
+                        )?;
+                    }
+                    append_in(
+                        c,
+                        &NewEntry::new(&actor.name(), &format!("job.{}", job.kind), "running")
+                            .card(&job.card_number)
+                            .detail(json!({
+                                "job": job.id,
+                                "attempt": job.attempts,
+                                "submitted_by": job.actor,
+                            })),
+                    )?;
+                    Ok(job)
+                }
+                Claim::Finished(job) => Err(Error::JobFinished {
+                    id: job.id,
+                    state: job.state.to_string(),
+                }),
+                Claim::Leased(held) => Err(Error::JobLeased(held)),
+                Claim::NotFound => Err(Error::UnknownJob(job_id)),
+            }
+        })?;
+        Ok((job, lease))
+    }
+}
+
+/// A job and its steps. Visible exactly as the card it runs on ([`card_status`]): to the
+/// card's tenant, and to the tenant that submitted it (an application provider following
+/// its own application load); anyone else gets [`Error::Forbidden`], audited as
+/// `job.read` with the actor. An unknown id is [`Error::UnknownJob`].
+pub fn job_status(store: &Store, actor: &Actor, job_id: i64) -> Result<(Job, Vec<Step>)> {
+    let job = store.job(job_id)?.ok_or(Error::UnknownJob(job_id))?;
+    card_of_tenant(
+        store,
+        actor,
+        &job.card_number,
+        "job.read",
+        Some(&job.tenant),
+    )?;
+    let steps = store.job_steps(job_id)?;
+    Ok((job, steps))
 }
