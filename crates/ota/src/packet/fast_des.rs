@@ -140,128 +140,210 @@ const SP: [[u32; 64]; 8] = {
     t
 };
 
+/// The round function's tables, indexed by a whole byte so that no masking is needed:
+/// `T[i][x] = SP[i][x >> 2]` rotated right by one bit.
+///
+/// Why this shape (the classic layout of table DES, derived here from the E table): with
+/// a half `R` kept rotated right by one bit (`R' = R >>> 1`), the E-expansion chunks of
+/// S-boxes 1, 3, 5, 7 sit in bits 7..2 of bytes 3, 2, 1, 0 of `R'`, and those of S-boxes
+/// 2, 4, 6, 8 in bits 7..2 of bytes 2, 1, 0, 3 of `R' >>> 4`. The round key is stored in
+/// the same two positions ([`RoundKey`]), so a round is two XORs, one rotation and eight
+/// byte-indexed lookups. The halves stay rotated through all rounds (rotation commutes
+/// with XOR), hence the rotated table values; IP and FP rotate in and out.
+static T: [[u32; 256]; 8] = {
+    let mut t = [[0u32; 256]; 8];
+    let mut i = 0;
+    while i < 8 {
+        let mut x = 0;
+        while x < 256 {
+            t[i][x] = SP[i][x >> 2].rotate_right(1);
+            x += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
 static IP: [[u64; 256]; 8] = perm::<8>(&IP_T, 64);
 static FP: [[u64; 256]; 8] = perm::<8>(&FP_T, 64);
 static PC1: [[u64; 256]; 8] = perm::<8>(&PC1_T, 64);
 static PC2: [[u64; 256]; 7] = perm::<7>(&PC2_T, 56);
 
-/// The 16 round keys of one DES key, each as eight 6-bit chunks.
-type Schedule = [[u8; 8]; 16];
+/// One round key in the layout of [`T`]: `[0]` holds the 6-bit chunks of S-boxes 1, 3,
+/// 5, 7 in bits 7..2 of bytes 3, 2, 1, 0; `[1]` those of S-boxes 2, 4, 6, 8 in bytes 2,
+/// 1, 0, 3.
+type RoundKey = [u32; 2];
+
+/// The 16 round keys of one DES key, in the order they are used.
+type Schedule = [RoundKey; 16];
 
 fn schedule(key: &[u8]) -> Schedule {
     let k = u64::from_be_bytes(key.try_into().expect("8-byte DES key"));
     let cd = apply(&PC1, k, 64);
     let mut c = (cd >> 28) as u32 & 0x0FFF_FFFF;
     let mut d = cd as u32 & 0x0FFF_FFFF;
-    let mut out = [[0u8; 8]; 16];
+    let mut out = [[0u32; 2]; 16];
     for (round, shift) in SHIFTS.iter().enumerate() {
         c = ((c << shift) | (c >> (28 - shift))) & 0x0FFF_FFFF;
         d = ((d << shift) | (d >> (28 - shift))) & 0x0FFF_FFFF;
         let k48 = apply(&PC2, (c as u64) << 28 | d as u64, 56);
-        for (i, chunk) in out[round].iter_mut().enumerate() {
-            *chunk = ((k48 >> (42 - 6 * i)) & 0x3F) as u8;
+        let chunk = |i: u32| ((k48 >> (42 - 6 * i)) & 0x3F) as u32;
+        for j in 0..4 {
+            out[round][0] |= chunk(2 * j) << (8 * (3 - j) + 2);
+            out[round][1] |= chunk(2 * j + 1) << (8 * ((6 - j) % 4) + 2);
         }
     }
     out
 }
 
-#[inline(always)]
-fn f(r: u32, k: &[u8; 8]) -> u32 {
-    // E expansion: chunk i is input bits 4i..4i+5 (1-based, cyclic), i.e. the low six
-    // bits of R rotated left by 4i + 5.
-    SP[0][((r.rotate_left(5) & 0x3F) as u8 ^ k[0]) as usize]
-        | SP[1][((r.rotate_left(9) & 0x3F) as u8 ^ k[1]) as usize]
-        | SP[2][((r.rotate_left(13) & 0x3F) as u8 ^ k[2]) as usize]
-        | SP[3][((r.rotate_left(17) & 0x3F) as u8 ^ k[3]) as usize]
-        | SP[4][((r.rotate_left(21) & 0x3F) as u8 ^ k[4]) as usize]
-        | SP[5][((r.rotate_left(25) & 0x3F) as u8 ^ k[5]) as usize]
-        | SP[6][((r.rotate_left(29) & 0x3F) as u8 ^ k[6]) as usize]
-        | SP[7][((r.rotate_left(1) & 0x3F) as u8 ^ k[7]) as usize]
+fn reversed(s: &Schedule) -> Schedule {
+    let mut r = *s;
+    r.reverse();
+    r
 }
 
-/// Sixteen rounds and the final swap, on halves already through IP.
+/// `f(R, K)` on a rotated half, rotated ([`T`]).
 #[inline(always)]
-fn stage(l: &mut u32, r: &mut u32, keys: &Schedule, decrypt: bool) {
-    if decrypt {
-        for k in keys.iter().rev() {
-            let t = *r;
-            *r = *l ^ f(*r, k);
-            *l = t;
+fn f(r: u32, k: &RoundKey) -> u32 {
+    let u = r ^ k[0];
+    let t = r.rotate_right(4) ^ k[1];
+    ((T[0][(u >> 24) as u8 as usize] ^ T[2][(u >> 16) as u8 as usize])
+        ^ (T[4][(u >> 8) as u8 as usize] ^ T[6][u as u8 as usize]))
+        ^ ((T[1][(t >> 16) as u8 as usize] ^ T[3][(t >> 8) as u8 as usize])
+            ^ (T[5][t as u8 as usize] ^ T[7][(t >> 24) as u8 as usize]))
+}
+
+/// Sixteen rounds on `N` independent blocks in lockstep: the lanes' table lookups do not
+/// depend on each other, so the CPU overlaps them (one block alone waits on each lookup).
+/// Rounds come in pairs, `a ^= f(b); b ^= f(a)`, so that no halves are swapped; after
+/// the sixteenth round the pre-output is `(b, a)`.
+#[inline(always)]
+fn rounds<const N: usize>(a: &mut [u32; N], b: &mut [u32; N], keys: &Schedule) {
+    for pair in keys.chunks_exact(2) {
+        for i in 0..N {
+            a[i] ^= f(b[i], &pair[0]);
         }
-    } else {
-        for k in keys {
-            let t = *r;
-            *r = *l ^ f(*r, k);
-            *l = t;
+        for i in 0..N {
+            b[i] ^= f(a[i], &pair[1]);
         }
     }
-    core::mem::swap(l, r);
 }
 
+/// How many blocks [`Des::encrypt_lanes`] and [`Des::decrypt_lanes`] take at once; the
+/// batch paths of `packet` fill this many lanes.
+pub(super) const LANES: usize = 4;
+
 /// Single DES (8-byte key) or triple DES EDE (16-byte key: K1 K2 K1; 24-byte: K1 K2 K3).
+/// Triple DES runs its three stages back to back on the same halves: the FP of one stage
+/// and the IP of the next cancel.
+#[derive(Clone)]
 pub(super) struct Des {
-    keys: Vec<Schedule>,
+    /// The round keys of each stage for encryption: K1, K2 reversed, K3.
+    enc: [Schedule; 3],
+    /// For decryption: K3 reversed, K2, K1 reversed.
+    dec: [Schedule; 3],
+    /// 1 for DES, 3 for triple DES.
+    stages: usize,
 }
 
 impl Drop for Des {
     fn drop(&mut self) {
         // Round keys are key material.
-        for s in &mut self.keys {
-            *s = [[0; 8]; 16];
-        }
-        core::hint::black_box(&self.keys);
+        self.enc = [[[0; 2]; 16]; 3];
+        self.dec = [[[0; 2]; 16]; 3];
+        core::hint::black_box(&self.enc);
+        core::hint::black_box(&self.dec);
     }
 }
 
 impl Des {
     /// Key schedules for an 8-, 16- or 24-byte key; `None` for other sizes.
     pub(super) fn new(key: &[u8]) -> Option<Self> {
-        let keys = match key.len() {
-            8 => vec![schedule(key)],
+        let (k1, k2, k3, stages) = match key.len() {
+            8 => {
+                let k = schedule(key);
+                (k, [[0; 2]; 16], k, 1)
+            }
             16 => {
                 let k1 = schedule(&key[..8]);
-                vec![k1, schedule(&key[8..]), k1]
+                (k1, schedule(&key[8..]), k1, 3)
             }
-            24 => vec![
+            24 => (
                 schedule(&key[..8]),
                 schedule(&key[8..16]),
                 schedule(&key[16..]),
-            ],
+                3,
+            ),
             _ => return None,
         };
-        Some(Self { keys })
+        let (enc, dec) = if stages == 1 {
+            ([k1, k2, k3], [reversed(&k1), k2, k3])
+        } else {
+            (
+                [k1, reversed(&k2), k3],
+                [reversed(&k3), k2, reversed(&k1)],
+            )
+        };
+        Some(Self { enc, dec, stages })
     }
 
-    fn run(&self, block: &mut [u8], decrypt: bool) {
-        let x = u64::from_be_bytes((&*block).try_into().expect("8-byte block"));
-        let x = apply(&IP, x, 64);
-        let (mut l, mut r) = ((x >> 32) as u32, x as u32);
-        match (self.keys.as_slice(), decrypt) {
-            ([k], d) => stage(&mut l, &mut r, k, d),
-            ([k1, k2, k3], false) => {
-                stage(&mut l, &mut r, k1, false);
-                stage(&mut l, &mut r, k2, true);
-                stage(&mut l, &mut r, k3, false);
-            }
-            ([k1, k2, k3], true) => {
-                stage(&mut l, &mut r, k3, true);
-                stage(&mut l, &mut r, k2, false);
-                stage(&mut l, &mut r, k1, true);
-            }
-            _ => unreachable!("one or three key schedules"),
+    /// Encrypts (or decrypts) `N` independent blocks, each a big-endian `u64`.
+    #[inline(always)]
+    fn run<const N: usize>(&self, blocks: &mut [u64; N], decrypt: bool) {
+        let keys = if decrypt { &self.dec } else { &self.enc };
+        let mut a = [0u32; N];
+        let mut b = [0u32; N];
+        for i in 0..N {
+            let x = apply(&IP, blocks[i], 64);
+            a[i] = ((x >> 32) as u32).rotate_right(1);
+            b[i] = (x as u32).rotate_right(1);
         }
-        let y = apply(&FP, (l as u64) << 32 | r as u64, 64);
-        block.copy_from_slice(&y.to_be_bytes());
+        rounds(&mut a, &mut b, &keys[0]);
+        if self.stages == 3 {
+            // Each stage's output (b, a) is the next one's input.
+            rounds(&mut b, &mut a, &keys[1]);
+            rounds(&mut a, &mut b, &keys[2]);
+        }
+        for i in 0..N {
+            let pre = (b[i].rotate_left(1) as u64) << 32 | a[i].rotate_left(1) as u64;
+            blocks[i] = apply(&FP, pre, 64);
+        }
+    }
+
+    /// Encrypts one block, a big-endian `u64`.
+    pub(super) fn encrypt_u64(&self, block: u64) -> u64 {
+        let mut b = [block];
+        self.run(&mut b, false);
+        b[0]
+    }
+
+    /// Decrypts one block, a big-endian `u64`.
+    pub(super) fn decrypt_u64(&self, block: u64) -> u64 {
+        let mut b = [block];
+        self.run(&mut b, true);
+        b[0]
+    }
+
+    /// Encrypts [`LANES`] independent blocks at once.
+    pub(super) fn encrypt_lanes(&self, blocks: &mut [u64; LANES]) {
+        self.run(blocks, false)
+    }
+
+    /// Decrypts [`LANES`] independent blocks at once.
+    pub(super) fn decrypt_lanes(&self, blocks: &mut [u64; LANES]) {
+        self.run(blocks, true)
     }
 
     /// Encrypts one 8-byte block in place.
     pub(super) fn encrypt(&self, block: &mut [u8]) {
-        self.run(block, false)
+        let x = u64::from_be_bytes((&*block).try_into().expect("8-byte block"));
+        block.copy_from_slice(&self.encrypt_u64(x).to_be_bytes());
     }
 
     /// Decrypts one 8-byte block in place.
     pub(super) fn decrypt(&self, block: &mut [u8]) {
-        self.run(block, true)
+        let x = u64::from_be_bytes((&*block).try_into().expect("8-byte block"));
+        block.copy_from_slice(&self.decrypt_u64(x).to_be_bytes());
     }
 }
 
