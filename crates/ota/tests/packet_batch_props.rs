@@ -234,7 +234,13 @@ fn download_batch_round_trip() {
         assert_eq!(&o.unwrap().data, s);
     }
     // A replay of the whole batch is refused packet by packet.
-    for o in open_commands(&open_in[..3].iter().map(|(p, _)| (*p, Counter::from_u64(200).unwrap())).collect::<Vec<_>>(), &keys) {
+    for o in open_commands(
+        &open_in[..3]
+            .iter()
+            .map(|(p, _)| (*p, Counter::from_u64(200).unwrap()))
+            .collect::<Vec<_>>(),
+        &keys,
+    ) {
         assert!(matches!(o, Err(Error::CounterLow { .. })));
     }
 }

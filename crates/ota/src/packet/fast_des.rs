@@ -279,10 +279,7 @@ impl Des {
         let (enc, dec) = if stages == 1 {
             ([k1, k2, k3], [reversed(&k1), k2, k3])
         } else {
-            (
-                [k1, reversed(&k2), k3],
-                [reversed(&k3), k2, reversed(&k1)],
-            )
+            ([k1, reversed(&k2), k3], [reversed(&k3), k2, reversed(&k1)])
         };
         Some(Self { enc, dec, stages })
     }
@@ -396,6 +393,27 @@ mod tests {
                         .decrypt_block((&mut b).into()),
                 }
                 assert_eq!(b, block);
+            }
+        }
+    }
+
+    #[test]
+    fn lanes_match_one_block_at_a_time() {
+        let mut seed = 7;
+        for len in [8usize, 16, 24] {
+            for _ in 0..50 {
+                let key: Vec<u8> = (0..len).map(|_| lcg(&mut seed)).collect();
+                let d = Des::new(&key).unwrap();
+                let blocks: [u64; super::LANES] = core::array::from_fn(|_| {
+                    u64::from_be_bytes(core::array::from_fn(|_| lcg(&mut seed)))
+                });
+                let mut e = blocks;
+                d.encrypt_lanes(&mut e);
+                for (x, y) in blocks.iter().zip(&e) {
+                    assert_eq!(d.encrypt_u64(*x), *y);
+                }
+                d.decrypt_lanes(&mut e);
+                assert_eq!(e, blocks);
             }
         }
     }
