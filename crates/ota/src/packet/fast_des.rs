@@ -167,7 +167,6 @@ static T: [[u32; 256]; 8] = {
 static IP: [[u64; 256]; 8] = perm::<8>(&IP_T, 64);
 static FP: [[u64; 256]; 8] = perm::<8>(&FP_T, 64);
 static PC1: [[u64; 256]; 8] = perm::<8>(&PC1_T, 64);
-static PC2: [[u64; 256]; 7] = perm::<7>(&PC2_T, 56);
 
 /// One round key in the layout of [`T`]: `[0]` holds the 6-bit chunks of S-boxes 1, 3,
 /// 5, 7 in bits 7..2 of bytes 3, 2, 1, 0; `[1]` those of S-boxes 2, 4, 6, 8 in bytes 2,
@@ -176,6 +175,42 @@ type RoundKey = [u32; 2];
 
 /// The 16 round keys of one DES key, in the order they are used.
 type Schedule = [RoundKey; 16];
+
+/// PC2 and the packing into a [`RoundKey`] at once, by table: `KS[g][v]` is the round key
+/// (`[0]` in the high half) that the 7-bit group `g` of C‖D (bits `7g+1..7g+7`, 1-based
+/// from the most significant of 56) contributes when it holds `v`. PC2 and the packing
+/// only move bits, so a round key is the OR of the eight groups' contributions.
+static KS: [[u64; 128]; 8] = {
+    let mut t = [[0u64; 128]; 8];
+    let mut g = 0;
+    while g < 8 {
+        let mut v = 0;
+        while v < 128 {
+            let cd = (v as u64) << (49 - 7 * g);
+            // PC2: output bit o + 1 (of 48, most significant first) is input bit PC2_T[o].
+            let mut k48 = 0u64;
+            let mut o = 0;
+            while o < 48 {
+                if (cd >> (56 - PC2_T[o] as u32)) & 1 == 1 {
+                    k48 |= 1 << (47 - o);
+                }
+                o += 1;
+            }
+            let mut a = 0u32;
+            let mut b = 0u32;
+            let mut j = 0;
+            while j < 4 {
+                a |= (((k48 >> (42 - 12 * j)) & 0x3F) as u32) << (8 * (3 - j) + 2);
+                b |= (((k48 >> (36 - 12 * j)) & 0x3F) as u32) << (8 * ((6 - j) % 4) + 2);
+                j += 1;
+            }
+            t[g][v] = (a as u64) << 32 | b as u64;
+            v += 1;
+        }
+        g += 1;
+    }
+    t
+};
 
 fn schedule(key: &[u8]) -> Schedule {
     let k = u64::from_be_bytes(key.try_into().expect("8-byte DES key"));
@@ -186,12 +221,15 @@ fn schedule(key: &[u8]) -> Schedule {
     for (round, shift) in SHIFTS.iter().enumerate() {
         c = ((c << shift) | (c >> (28 - shift))) & 0x0FFF_FFFF;
         d = ((d << shift) | (d >> (28 - shift))) & 0x0FFF_FFFF;
-        let k48 = apply(&PC2, (c as u64) << 28 | d as u64, 56);
-        let chunk = |i: u32| ((k48 >> (42 - 6 * i)) & 0x3F) as u32;
-        for j in 0..4 {
-            out[round][0] |= chunk(2 * j) << (8 * (3 - j) + 2);
-            out[round][1] |= chunk(2 * j + 1) << (8 * ((6 - j) % 4) + 2);
-        }
+        let k = KS[0][(c >> 21) as usize & 0x7F]
+            | KS[1][(c >> 14) as usize & 0x7F]
+            | KS[2][(c >> 7) as usize & 0x7F]
+            | KS[3][c as usize & 0x7F]
+            | KS[4][(d >> 21) as usize & 0x7F]
+            | KS[5][(d >> 14) as usize & 0x7F]
+            | KS[6][(d >> 7) as usize & 0x7F]
+            | KS[7][d as usize & 0x7F];
+        out[round] = [(k >> 32) as u32, k as u32];
     }
     out
 }
