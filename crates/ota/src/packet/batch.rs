@@ -13,26 +13,42 @@
 //! time), an unusable key or anything the single path would refuse takes that path
 //! unchanged, so errors are the same as well.
 
+use core::cell::OnceCell;
+
 use super::{
     des_cbc_chains, des_decrypt_blocks, fast_des, for_each_block, open_command, secure_command,
     Algorithm, Checksum, CommandHeader, CommandLayout, Counter, DesMode, Error, Key, KeySet,
     OpenedCommand, OpenedPlain, COMMAND_HEADER_MIN,
 };
 
-/// The DES key schedules of a batch's key set, built once.
-struct Schedules {
-    kic: Option<fast_des::Des>,
-    kid: Option<fast_des::Des>,
+/// The DES key schedules of a batch's key set, built once, when a packet first needs
+/// them (a batch of AES packets builds none).
+struct Schedules<'k> {
+    keys: &'k KeySet,
+    kic: OnceCell<Option<fast_des::Des>>,
+    kid: OnceCell<Option<fast_des::Des>>,
 }
 
-impl Schedules {
-    fn new(keys: &KeySet) -> Self {
-        let des = |k: &Option<Key>| k.as_ref().and_then(|k| fast_des::Des::new(k.expose()));
+impl<'k> Schedules<'k> {
+    fn new(keys: &'k KeySet) -> Self {
         Self {
-            kic: des(&keys.kic),
-            kid: des(&keys.kid),
+            keys,
+            kic: OnceCell::new(),
+            kid: OnceCell::new(),
         }
     }
+
+    fn kic(&self) -> Option<&fast_des::Des> {
+        self.kic.get_or_init(|| des(&self.keys.kic)).as_ref()
+    }
+
+    fn kid(&self) -> Option<&fast_des::Des> {
+        self.kid.get_or_init(|| des(&self.keys.kid)).as_ref()
+    }
+}
+
+fn des(key: &Option<Key>) -> Option<fast_des::Des> {
+    key.as_ref().and_then(|k| fast_des::Des::new(k.expose()))
 }
 
 /// Whether `algorithm` is a DES-family cipher the key `key` fits, i.e. whether
@@ -49,15 +65,15 @@ fn des_fits(algorithm: Algorithm, key: Option<&Key>) -> bool {
 
 /// Whether a packet's checksum can run in the batch: no MAC (none or a CRC, computed
 /// directly) or a DES-family CBC-MAC with a fitting KID key.
-fn checksum_fits(checksum: Checksum, keys: &KeySet, s: &Schedules) -> bool {
+fn checksum_fits(checksum: Checksum, s: &Schedules) -> bool {
     match checksum {
-        Checksum::Mac(a) => s.kid.is_some() && des_fits(a, keys.kid.as_ref()),
+        Checksum::Mac(a) => des_fits(a, s.keys.kid.as_ref()) && s.kid().is_some(),
         _ => true,
     }
 }
 
-fn cipher_fits(ciphering: bool, algorithm: Algorithm, keys: &KeySet, s: &Schedules) -> bool {
-    !ciphering || s.kic.is_some() && des_fits(algorithm, keys.kic.as_ref())
+fn cipher_fits(ciphering: bool, algorithm: Algorithm, s: &Schedules) -> bool {
+    !ciphering || des_fits(algorithm, s.keys.kic.as_ref()) && s.kic().is_some()
 }
 
 /// The zero-padded 8-byte blocks of a CBC-MAC input, big-endian.
@@ -90,8 +106,7 @@ pub fn secure_commands(
         let planned = Checksum::resolve(spi.integrity, header.kid)
             .ok()
             .filter(|&c| {
-                checksum_fits(c, keys, &s)
-                    && cipher_fits(spi.ciphering, header.kic.algorithm, keys, &s)
+                checksum_fits(c, &s) && cipher_fits(spi.ciphering, header.kic.algorithm, &s)
             });
         let Some(checksum) = planned else {
             results.push(secure_command(header, keys, data));
@@ -121,7 +136,7 @@ pub fn secure_commands(
     }
 
     // The CBC-MACs, interleaved.
-    if let Some(kid) = &s.kid {
+    if let Some(kid) = s.kid.get().and_then(Option::as_ref) {
         let mut chains: Vec<Vec<u64>> = pending
             .iter()
             .filter(|p| p.2)
@@ -134,7 +149,7 @@ pub fn secure_commands(
     }
 
     // Then the ciphering, interleaved.
-    if let Some(kic) = &s.kic {
+    if let Some(kic) = s.kic.get().and_then(Option::as_ref) {
         let mut chains: Vec<Vec<u64>> = pending
             .iter_mut()
             .filter(|p| p.3)
@@ -180,8 +195,7 @@ pub fn open_commands(
                 continue;
             }
         };
-        if !checksum_fits(checksum, keys, &s)
-            || !cipher_fits(info.spi.ciphering, info.kic.algorithm, keys, &s)
+        if !checksum_fits(checksum, &s) || !cipher_fits(info.spi.ciphering, info.kic.algorithm, &s)
         {
             results[i] = Some(open_command(packet, keys, stored));
             continue;
@@ -198,7 +212,7 @@ pub fn open_commands(
 
     // Deciphering: CBC decryption has no chain, so every block of every packet goes
     // through DES in lanes, then is XORed with the ciphertext block before it.
-    if let Some(kic) = &s.kic {
+    if let Some(kic) = s.kic.get().and_then(Option::as_ref) {
         let mut blocks: Vec<u64> = pending
             .iter()
             .filter(|p| p.1.spi.ciphering)
@@ -241,7 +255,7 @@ pub fn open_commands(
             }
         }
     }
-    if let Some(kid) = &s.kid {
+    if let Some(kid) = s.kid.get().and_then(Option::as_ref) {
         des_cbc_chains(kid, &mut chains);
         for (k, chain) in chain_of.into_iter().zip(&chains) {
             opened[k].2 = mac_of(chain);
