@@ -241,14 +241,25 @@ fn reversed(s: &Schedule) -> Schedule {
 }
 
 /// `f(R, K)` on a rotated half, rotated ([`T`]).
+///
+/// The eight S-boxes' outputs occupy disjoint bits (each its own nibble, then permuted
+/// by P), so OR, XOR and addition all combine them alike. The two groups of four are
+/// added: the compiler then keeps them as two short chains of dependent operations
+/// instead of one chain of eight through the caller's XOR, which is what one block at a
+/// time waits on.
 #[inline(always)]
 fn f(r: u32, k: &RoundKey) -> u32 {
     let u = r ^ k[0];
     let t = r.rotate_right(4) ^ k[1];
-    ((T[0][(u >> 24) as u8 as usize] ^ T[2][(u >> 16) as u8 as usize])
-        ^ (T[4][(u >> 8) as u8 as usize] ^ T[6][u as u8 as usize]))
-        ^ ((T[1][(t >> 16) as u8 as usize] ^ T[3][(t >> 8) as u8 as usize])
-            ^ (T[5][t as u8 as usize] ^ T[7][(t >> 24) as u8 as usize]))
+    let odd = T[0][(u >> 24) as u8 as usize]
+        | T[2][(u >> 16) as u8 as usize]
+        | T[4][(u >> 8) as u8 as usize]
+        | T[6][u as u8 as usize];
+    let even = T[1][(t >> 16) as u8 as usize]
+        | T[3][(t >> 8) as u8 as usize]
+        | T[5][t as u8 as usize]
+        | T[7][(t >> 24) as u8 as usize];
+    odd.wrapping_add(even)
 }
 
 /// Sixteen rounds on `N` independent blocks in lockstep: the lanes' table lookups do not
