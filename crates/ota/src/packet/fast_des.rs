@@ -240,26 +240,31 @@ fn reversed(s: &Schedule) -> Schedule {
     r
 }
 
-/// `f(R, K)` on a rotated half, rotated ([`T`]).
+/// `f(R, K)` on a rotated half, rotated ([`T`]), XORed into `acc`.
 ///
 /// The eight S-boxes' outputs occupy disjoint bits (each its own nibble, then permuted
-/// by P), so OR, XOR and addition all combine them alike. The two groups of four are
-/// added: the compiler then keeps them as two short chains of dependent operations
-/// instead of one chain of eight through the caller's XOR, which is what one block at a
-/// time waits on.
+/// by P), so OR, XOR and addition all combine them alike. One block alone (`split`)
+/// waits on each round: the two groups of four are added, so that the compiler keeps
+/// them as two short chains of dependent operations instead of one chain of eight
+/// through `acc`. Several blocks in lockstep are limited by the number of operations
+/// instead, and one chain per block needs fewer registers.
 #[inline(always)]
-fn f(r: u32, k: &RoundKey) -> u32 {
+fn f_into(split: bool, acc: u32, r: u32, k: &RoundKey) -> u32 {
     let u = r ^ k[0];
     let t = r.rotate_right(4) ^ k[1];
     let odd = T[0][(u >> 24) as u8 as usize]
-        | T[2][(u >> 16) as u8 as usize]
-        | T[4][(u >> 8) as u8 as usize]
-        | T[6][u as u8 as usize];
+        ^ T[2][(u >> 16) as u8 as usize]
+        ^ T[4][(u >> 8) as u8 as usize]
+        ^ T[6][u as u8 as usize];
     let even = T[1][(t >> 16) as u8 as usize]
-        | T[3][(t >> 8) as u8 as usize]
-        | T[5][t as u8 as usize]
-        | T[7][(t >> 24) as u8 as usize];
-    odd.wrapping_add(even)
+        ^ T[3][(t >> 8) as u8 as usize]
+        ^ T[5][t as u8 as usize]
+        ^ T[7][(t >> 24) as u8 as usize];
+    if split {
+        acc ^ odd.wrapping_add(even)
+    } else {
+        acc ^ odd ^ even
+    }
 }
 
 /// Sixteen rounds on `N` independent blocks in lockstep: the lanes' table lookups do not
@@ -270,10 +275,10 @@ fn f(r: u32, k: &RoundKey) -> u32 {
 fn rounds<const N: usize>(a: &mut [u32; N], b: &mut [u32; N], keys: &Schedule) {
     for pair in keys.chunks_exact(2) {
         for i in 0..N {
-            a[i] ^= f(b[i], &pair[0]);
+            a[i] = f_into(N == 1, a[i], b[i], &pair[0]);
         }
         for i in 0..N {
-            b[i] ^= f(a[i], &pair[1]);
+            b[i] = f_into(N == 1, b[i], a[i], &pair[1]);
         }
     }
 }
