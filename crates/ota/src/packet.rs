@@ -1,8 +1,9 @@
 //! Secured packets of ETSI TS 102 225 with the SMS specifics of 3GPP TS 31.115 (the
 //! "SCP80" of GlobalPlatform): the security parameter indicator ([`Spi`]), the key
 //! identifiers ([`Kic`], [`Kid`]), the replay counter ([`Counter`]), command packets
-//! ([`secure_command`] / [`open_command`]) and response packets, the PoR
-//! ([`secure_response`] / [`open_response`]).
+//! ([`secure_command`] / [`open_command`]; several under one key set at once, with the
+//! DES family's chains interleaved: [`secure_commands`] / [`open_commands`]) and response
+//! packets, the PoR ([`secure_response`] / [`open_response`]).
 //!
 //! Layout of a command packet as carried in an SMS (TS 31.115 §4.2), after the user
 //! data header `02 70 00`:

@@ -290,7 +290,6 @@ pub(super) const LANES: usize = 4;
 /// Single DES (8-byte key) or triple DES EDE (16-byte key: K1 K2 K1; 24-byte: K1 K2 K3).
 /// Triple DES runs its three stages back to back on the same halves: the FP of one stage
 /// and the IP of the next cancel.
-#[derive(Clone)]
 pub(super) struct Des {
     /// The round keys of each stage for encryption: K1, K2 reversed, K3.
     enc: [Schedule; 3],
