@@ -8,7 +8,8 @@
 //! thread) after the criterion report.
 //!
 //! For a load-independent figure, `SCP80_COUNT=<case>:<packets>` runs just that many
-//! packets of one case (`3des-single`, `3des-batch8`, `3des-batch64`, `aes-single`, …)
+//! packets of one case (`3des2-cbc+cc`, `3des2-cbc+cc-batch8`, `3des2-cbc+cc-batch64`,
+//! `aes128-cbc+cmac`, …)
 //! and exits, for `valgrind --tool=callgrind`: the difference of the instruction counts
 //! of two runs divided by the difference of their packet counts is the count per packet
 //! (see docs/OTA.md, "Speed").
@@ -19,8 +20,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 const CASES: [(&str, Algorithm, usize); 2] = [
-    ("3des", Algorithm::Des(DesMode::Tdes2Key), 16),
-    ("aes", Algorithm::Aes, 16),
+    ("3des2-cbc+cc", Algorithm::Des(DesMode::Tdes2Key), 16),
+    ("aes128-cbc+cmac", Algorithm::Aes, 16),
 ];
 const BATCHES: [usize; 2] = [8, 64];
 
@@ -125,25 +126,24 @@ fn report(name: &str, (wall, cpu): (f64, Option<f64>)) {
 fn count_only(spec: &str) {
     let (case, n) = spec.split_once(':').expect("SCP80_COUNT=<case>:<packets>");
     let n: usize = n.parse().expect("packet count");
-    let (alg_name, mode) = case.split_once('-').expect("<alg>-<single|batchN>");
+    let (alg_name, batch) = match case.rsplit_once("-batch") {
+        Some((a, b)) => (a, Some(b.parse::<usize>().expect("-batchN"))),
+        None => (case, None),
+    };
     let (_, alg, len) = CASES
         .iter()
         .find(|c| c.0 == alg_name)
-        .expect("case 3des or aes");
+        .expect("case 3des2-cbc+cc or aes128-cbc+cmac, optionally -batchN");
     let (h, k, d) = setup(*alg, *len);
     let mut total = 0;
-    if mode == "single" {
-        for _ in 0..n {
-            total += round_trip(&h, &k, &d);
-        }
-    } else {
-        let b: usize = mode
-            .strip_prefix("batch")
-            .and_then(|b| b.parse().ok())
-            .expect("batchN");
+    if let Some(b) = batch {
         let items = batch_items(*alg, &d, b);
         for _ in 0..n / b {
             total += batch_round_trip(&items, &k);
+        }
+    } else {
+        for _ in 0..n {
+            total += round_trip(&h, &k, &d);
         }
     }
     println!("{case}: {total} bytes opened");
@@ -158,7 +158,7 @@ fn bench(c: &mut Criterion) {
     for (name, alg, len) in CASES {
         let (h, k, d) = setup(alg, len);
         g.throughput(Throughput::Elements(1));
-        g.bench_function(format!("{name}-single"), |b| {
+        g.bench_function(name, |b| {
             b.iter(|| round_trip(black_box(&h), black_box(&k), black_box(&d)))
         });
         for n in BATCHES {
@@ -173,10 +173,7 @@ fn bench(c: &mut Criterion) {
 
     for (name, alg, len) in CASES {
         let (h, k, d) = setup(alg, len);
-        report(
-            &format!("{name}-single"),
-            median_rate(1, || round_trip(&h, &k, &d)),
-        );
+        report(name, median_rate(1, || round_trip(&h, &k, &d)));
         for n in BATCHES {
             let items = batch_items(alg, &d, n);
             report(

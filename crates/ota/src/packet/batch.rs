@@ -91,7 +91,7 @@ fn mac_of(chain: &[u64]) -> Vec<u8> {
 /// Secures several command packets under one key set: the result for each
 /// `(header, data)` is what [`secure_command`] gives for it, in the same order. With
 /// DES-family keys the packets' CBC-MAC and CBC chains run interleaved (see the module
-/// documentation), several times the throughput of one packet at a time; give it the
+/// documentation), more than twice the throughput of one packet at a time; give it the
 /// packets of a download (consecutive counters) or of many cards under one key set.
 pub fn secure_commands(
     items: &[(CommandHeader, &[u8])],
