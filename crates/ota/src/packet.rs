@@ -1,8 +1,9 @@
 //! Secured packets of ETSI TS 102 225 with the SMS specifics of 3GPP TS 31.115 (the
 //! "SCP80" of GlobalPlatform): the security parameter indicator ([`Spi`]), the key
 //! identifiers ([`Kic`], [`Kid`]), the replay counter ([`Counter`]), command packets
-//! ([`secure_command`] / [`open_command`]) and response packets, the PoR
-//! ([`secure_response`] / [`open_response`]).
+//! ([`secure_command`] / [`open_command`]; several under one key set at once, with the
+//! DES family's chains interleaved: [`secure_commands`] / [`open_commands`]) and response
+//! packets, the PoR ([`secure_response`] / [`open_response`]).
 //!
 //! Layout of a command packet as carried in an SMS (TS 31.115 §4.2), after the user
 //! data header `02 70 00`:
@@ -42,7 +43,10 @@ use core::fmt;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+mod batch;
 mod fast_des;
+
+pub use batch::{open_commands, secure_commands};
 
 // ---------------------------------------------------------------------------------------
 // Errors
@@ -807,6 +811,9 @@ impl KeySet {
 // ---------------------------------------------------------------------------------------
 
 /// A key schedule, built once per packet.
+// The DES variant holds its round keys inline (768 bytes) so that building one costs no
+// allocation; a `BlockCipher` only lives on the stack for one packet.
+#[allow(clippy::large_enum_variant)]
 enum BlockCipher {
     /// DES or 3DES (one or three key schedules).
     Des(fast_des::Des),
@@ -910,6 +917,14 @@ impl BlockCipher {
 
     /// CBC with a zero IV, in place; `data` is whole blocks (TS 102 225 §5.1.2).
     fn cbc_encrypt(&self, data: &mut [u8]) {
+        if let Self::Des(des) = self {
+            let mut chain = 0u64;
+            for block in data.chunks_exact_mut(8) {
+                chain = des.encrypt_u64(be64(block) ^ chain);
+                block.copy_from_slice(&chain.to_be_bytes());
+            }
+            return;
+        }
         let n = self.block_size();
         let mut chain = [0u8; 16];
         for block in data.chunks_exact_mut(n) {
@@ -922,6 +937,18 @@ impl BlockCipher {
     }
 
     fn cbc_decrypt(&self, data: &mut [u8]) {
+        if let Self::Des(des) = self {
+            // CBC decryption has no chain: the blocks go through DES in lanes.
+            let mut blocks: Vec<u64> = data.chunks_exact(8).map(be64).collect();
+            des_decrypt_blocks(des, &mut blocks);
+            let mut prev = 0u64;
+            for (block, p) in data.chunks_exact_mut(8).zip(blocks) {
+                let c = be64(block);
+                block.copy_from_slice(&(p ^ prev).to_be_bytes());
+                prev = c;
+            }
+            return;
+        }
         let n = self.block_size();
         let mut chain = [0u8; 16];
         let mut next = [0u8; 16];
@@ -938,25 +965,117 @@ impl BlockCipher {
     /// CBC-MAC with a zero IV over the concatenation of `parts`, padded with zeros to
     /// the block size (TS 102 225 §5.1.3.1); the last block.
     fn cbc_mac(&self, parts: &[&[u8]]) -> Vec<u8> {
+        if let Self::Des(des) = self {
+            let mut state = 0u64;
+            for_each_block(parts, 8, |b| state = des.encrypt_u64(state ^ be64(b)));
+            return state.to_be_bytes().to_vec();
+        }
         let n = self.block_size();
         let mut state = [0u8; 16];
-        let mut fill = 0;
-        for part in parts {
-            for &byte in *part {
-                state[fill] ^= byte;
-                fill += 1;
-                if fill == n {
-                    self.encrypt(&mut state[..n]);
-                    fill = 0;
+        for_each_block(parts, n, |b| {
+            for (s, x) in state.iter_mut().zip(b) {
+                *s ^= x;
+            }
+            self.encrypt(&mut state[..n]);
+        });
+        state[..n].to_vec()
+    }
+}
+
+/// An 8-byte slice as a big-endian `u64`.
+fn be64(b: &[u8]) -> u64 {
+    u64::from_be_bytes(b.try_into().expect("8-byte block"))
+}
+
+/// Calls `each` with the `n`-byte blocks of the concatenation of `parts`, the last one
+/// padded with zeros; one zero block when the parts are empty (TS 102 225 §5.1.3.1: the
+/// CBC-MAC input is padded to the block size).
+fn for_each_block(parts: &[&[u8]], n: usize, mut each: impl FnMut(&[u8])) {
+    let mut buf = [0u8; 16];
+    let mut fill = 0;
+    let mut total = 0;
+    for part in parts {
+        total += part.len();
+        let mut p = *part;
+        if fill > 0 {
+            let take = (n - fill).min(p.len());
+            buf[fill..fill + take].copy_from_slice(&p[..take]);
+            fill += take;
+            p = &p[take..];
+            if fill < n {
+                continue;
+            }
+            each(&buf[..n]);
+        }
+        let whole = p.len() - p.len() % n;
+        for block in p[..whole].chunks_exact(n) {
+            each(block);
+        }
+        fill = p.len() - whole;
+        buf[..fill].copy_from_slice(&p[whole..]);
+    }
+    if fill != 0 || total == 0 {
+        buf[fill..n].fill(0);
+        each(&buf[..n]);
+    }
+}
+
+/// ECB decryption of independent blocks, [`fast_des::LANES`] at a time.
+fn des_decrypt_blocks(des: &fast_des::Des, blocks: &mut [u64]) {
+    let mut groups = blocks.chunks_exact_mut(fast_des::LANES);
+    for g in &mut groups {
+        let lanes: &mut [u64; fast_des::LANES] = g.try_into().expect("whole group");
+        des.decrypt_lanes(lanes);
+    }
+    for b in groups.into_remainder() {
+        *b = des.decrypt_u64(*b);
+    }
+}
+
+/// CBC encryption with a zero IV of independent chains in lockstep, [`fast_des::LANES`]
+/// chains at a time: each step encrypts the next block of every lane's chain together. A
+/// lane whose chain ends takes the next chain, so chains of different lengths keep the
+/// lanes full. Each chain (big-endian blocks) is replaced by its ciphertext; for a
+/// CBC-MAC the last block is the MAC.
+fn des_cbc_chains(des: &fast_des::Des, chains: &mut [Vec<u64>]) {
+    const L: usize = fast_des::LANES;
+    // Per lane: the chain it runs, the next block in it, the previous ciphertext block.
+    let mut job: [Option<usize>; L] = [None; L];
+    let mut pos = [0usize; L];
+    let mut prev = [0u64; L];
+    let mut next = 0;
+    loop {
+        let mut x = [0u64; L];
+        let mut active = false;
+        for l in 0..L {
+            if job[l].is_none_or(|j| pos[l] == chains[j].len()) {
+                job[l] = None;
+                while next < chains.len() {
+                    next += 1;
+                    if !chains[next - 1].is_empty() {
+                        job[l] = Some(next - 1);
+                        pos[l] = 0;
+                        prev[l] = 0;
+                        break;
+                    }
                 }
             }
+            if let Some(j) = job[l] {
+                x[l] = chains[j][pos[l]] ^ prev[l];
+                active = true;
+            }
         }
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        if fill != 0 || total == 0 {
-            // XOR with zero padding is a no-op; encrypt the final partial block.
-            self.encrypt(&mut state[..n]);
+        if !active {
+            return;
         }
-        state[..n].to_vec()
+        des.encrypt_lanes(&mut x);
+        for l in 0..L {
+            if let Some(j) = job[l] {
+                chains[j][pos[l]] = x[l];
+                prev[l] = x[l];
+                pos[l] += 1;
+            }
+        }
     }
 }
 
@@ -1187,41 +1306,84 @@ pub fn secure_command(
     keys: &KeySet,
     data: &[u8],
 ) -> Result<Vec<u8>, Error> {
-    let spi = header.spi;
-    let checksum = Checksum::resolve(spi.integrity, header.kid)?;
-    let cs_len = checksum.len();
-    let cipher = if spi.ciphering {
+    let checksum = Checksum::resolve(header.spi.integrity, header.kid)?;
+    let cipher = if header.spi.ciphering {
         Some(cipher_for(header.kic, keys)?)
     } else {
         None
     };
-    let pad = cipher
-        .as_ref()
-        .map_or(0, |c| padding_for(6 + cs_len + data.len(), c.block_size()));
-    let chl = 13 + cs_len;
-    let cpl = 1 + chl + data.len() + pad;
-    if cpl > 0xFFFF {
-        return Err(Error::TooLong(cpl + 2));
-    }
-    let mut out = Vec::with_capacity(2 + cpl);
-    out.extend_from_slice(&(cpl as u16).to_be_bytes());
-    out.push(chl as u8);
-    out.extend_from_slice(&spi.to_bytes());
-    out.push(header.kic.to_byte());
-    out.push(header.kid.to_byte());
-    out.extend_from_slice(&header.tar.0);
-    out.extend_from_slice(&header.counter.0);
-    out.push(pad as u8);
-    let cs_at = out.len();
-    out.resize(cs_at + cs_len, 0);
-    out.extend_from_slice(data);
-    out.resize(out.len() + pad, 0);
-    let cs = checksum.compute(keys.kid.as_ref(), &[&out[..cs_at], &out[cs_at + cs_len..]])?;
-    out[cs_at..cs_at + cs_len].copy_from_slice(&cs);
+    let mut p = CommandLayout::new(
+        header,
+        checksum,
+        cipher.as_ref().map(|c| c.block_size()),
+        data,
+    )?;
+    let cs = checksum.compute(keys.kid.as_ref(), &p.mac_parts())?;
+    p.set_checksum(&cs);
     if let Some(c) = cipher {
-        c.cbc_encrypt(&mut out[COMMAND_HEADER_MIN..]);
+        c.cbc_encrypt(p.ciphered());
     }
-    Ok(out)
+    Ok(p.out)
+}
+
+/// A command packet being built: CPL to the end, the RC/CC/DS still zero, nothing
+/// ciphered yet.
+struct CommandLayout {
+    out: Vec<u8>,
+    cs_len: usize,
+}
+
+impl CommandLayout {
+    /// Where the RC/CC/DS goes: after CPL CHL SPI KIc KID TAR CNTR PCNTR.
+    const CS_AT: usize = COMMAND_HEADER_MIN + 6;
+
+    /// Lays the packet out: pads the data to `block` (PCNTR counts the padding), derives
+    /// CPL and CHL.
+    fn new(
+        header: &CommandHeader,
+        checksum: Checksum,
+        block: Option<usize>,
+        data: &[u8],
+    ) -> Result<Self, Error> {
+        let cs_len = checksum.len();
+        let pad = block.map_or(0, |n| padding_for(6 + cs_len + data.len(), n));
+        let chl = 13 + cs_len;
+        let cpl = 1 + chl + data.len() + pad;
+        if cpl > 0xFFFF {
+            return Err(Error::TooLong(cpl + 2));
+        }
+        let mut out = Vec::with_capacity(2 + cpl);
+        out.extend_from_slice(&(cpl as u16).to_be_bytes());
+        out.push(chl as u8);
+        out.extend_from_slice(&header.spi.to_bytes());
+        out.push(header.kic.to_byte());
+        out.push(header.kid.to_byte());
+        out.extend_from_slice(&header.tar.0);
+        out.extend_from_slice(&header.counter.0);
+        out.push(pad as u8);
+        debug_assert_eq!(out.len(), Self::CS_AT);
+        out.resize(Self::CS_AT + cs_len, 0);
+        out.extend_from_slice(data);
+        out.resize(out.len() + pad, 0);
+        Ok(Self { out, cs_len })
+    }
+
+    /// What the RC/CC covers: `CPL CHL SPI KIc KID TAR CNTR PCNTR data padding`.
+    fn mac_parts(&self) -> [&[u8]; 2] {
+        [
+            &self.out[..Self::CS_AT],
+            &self.out[Self::CS_AT + self.cs_len..],
+        ]
+    }
+
+    fn set_checksum(&mut self, cs: &[u8]) {
+        self.out[Self::CS_AT..Self::CS_AT + self.cs_len].copy_from_slice(cs);
+    }
+
+    /// The part that is ciphered: CNTR to the end.
+    fn ciphered(&mut self) -> &mut [u8] {
+        &mut self.out[COMMAND_HEADER_MIN..]
+    }
 }
 
 /// An opened (deciphered and verified) command packet.
@@ -1275,6 +1437,24 @@ pub fn open_command(
     keys: &KeySet,
     stored_counter: Counter,
 ) -> Result<OpenedCommand, Error> {
+    let (info, checksum) = check_command(packet)?;
+    let mut plain = packet[COMMAND_HEADER_MIN..].to_vec();
+    let block = if info.spi.ciphering {
+        let c = cipher_for(info.kic, keys)?;
+        check_ciphered_len(plain.len(), c.block_size())?;
+        c.cbc_decrypt(&mut plain);
+        c.block_size()
+    } else {
+        1
+    };
+    let opened = OpenedPlain::new(packet, info, checksum, plain, block)?;
+    let expected = checksum.compute(keys.kid.as_ref(), &opened.mac_parts(packet))?;
+    opened.finish(&expected, stored_counter)
+}
+
+/// The checks of a command packet before any key is used: CPL, reserved SPI bits, the
+/// checksum the SPI and KID name, CHL.
+fn check_command(packet: &[u8]) -> Result<(PacketInfo, Checksum), Error> {
     let info = PacketInfo::parse(packet)?;
     if info.cpl as usize != packet.len() - 2 {
         return Err(Error::LengthMismatch {
@@ -1296,58 +1476,97 @@ pub fn open_command(
             expected: 13 + cs_len,
         });
     }
-    let mut plain = packet[COMMAND_HEADER_MIN..].to_vec();
-    let block = if spi.ciphering {
-        let c = cipher_for(info.kic, keys)?;
-        let n = c.block_size();
-        if plain.is_empty() || !plain.len().is_multiple_of(n) {
-            return Err(Error::Ciphering(format!(
-                "{} ciphered bytes is not a whole number of {n}-byte blocks",
-                plain.len()
-            )));
-        }
-        c.cbc_decrypt(&mut plain);
-        n
-    } else {
-        1
-    };
-    if plain.len() < 6 + cs_len {
-        return Err(Error::Truncated {
-            what: "command packet",
-            need: COMMAND_HEADER_MIN + 6 + cs_len,
-            have: packet.len(),
-        });
-    }
-    let counter = Counter(plain[..5].try_into().expect("5 bytes"));
-    let pcntr = plain[5];
-    let body = &plain[6 + cs_len..];
-    if pcntr as usize > body.len() || (pcntr as usize) >= block.max(1) && pcntr != 0 {
+    Ok((info, checksum))
+}
+
+/// The ciphered part (CNTR to the end) must be whole blocks (status `05`).
+fn check_ciphered_len(len: usize, n: usize) -> Result<(), Error> {
+    if len == 0 || !len.is_multiple_of(n) {
         return Err(Error::Ciphering(format!(
-            "PCNTR {pcntr} with {} data bytes and {block}-byte blocks",
-            body.len()
+            "{len} ciphered bytes is not a whole number of {n}-byte blocks"
         )));
     }
-    let received = &plain[6..6 + cs_len];
-    let expected = checksum.compute(
-        keys.kid.as_ref(),
-        &[&packet[..COMMAND_HEADER_MIN], &plain[..6], body],
-    )?;
-    if !bool::from(received.ct_eq(&expected)) {
-        return Err(Error::ChecksumMismatch);
+    Ok(())
+}
+
+/// A command packet after deciphering: `CNTR PCNTR RC/CC/DS data padding`, checked for
+/// length and padding, its RC/CC not yet verified.
+struct OpenedPlain {
+    info: PacketInfo,
+    plain: Vec<u8>,
+    cs_len: usize,
+    pcntr: u8,
+}
+
+impl OpenedPlain {
+    fn new(
+        packet: &[u8],
+        info: PacketInfo,
+        checksum: Checksum,
+        plain: Vec<u8>,
+        block: usize,
+    ) -> Result<Self, Error> {
+        let cs_len = checksum.len();
+        if plain.len() < 6 + cs_len {
+            return Err(Error::Truncated {
+                what: "command packet",
+                need: COMMAND_HEADER_MIN + 6 + cs_len,
+                have: packet.len(),
+            });
+        }
+        let pcntr = plain[5];
+        let body = plain.len() - 6 - cs_len;
+        if pcntr as usize > body || (pcntr as usize) >= block.max(1) && pcntr != 0 {
+            return Err(Error::Ciphering(format!(
+                "PCNTR {pcntr} with {body} data bytes and {block}-byte blocks"
+            )));
+        }
+        Ok(Self {
+            info,
+            plain,
+            cs_len,
+            pcntr,
+        })
     }
-    counter.check(spi.counter, stored_counter)?;
-    Ok(OpenedCommand {
-        header: CommandHeader {
-            spi,
-            kic: info.kic,
-            kid: info.kid,
-            tar: info.tar,
-            counter,
-        },
-        pcntr,
-        checksum: received.to_vec(),
-        data: body[..body.len() - pcntr as usize].to_vec(),
-    })
+
+    /// What the RC/CC covers: the cleartext header of `packet` (CPL to TAR), then
+    /// `CNTR PCNTR`, the data and the padding.
+    fn mac_parts<'a>(&'a self, packet: &'a [u8]) -> [&'a [u8]; 3] {
+        [
+            &packet[..COMMAND_HEADER_MIN],
+            &self.plain[..6],
+            &self.plain[6 + self.cs_len..],
+        ]
+    }
+
+    /// Verifies the RC/CC against `expected` in constant time, then the counter.
+    fn finish(self, expected: &[u8], stored_counter: Counter) -> Result<OpenedCommand, Error> {
+        let Self {
+            info,
+            plain,
+            cs_len,
+            pcntr,
+        } = self;
+        let received = &plain[6..6 + cs_len];
+        if !bool::from(received.ct_eq(expected)) {
+            return Err(Error::ChecksumMismatch);
+        }
+        let counter = Counter(plain[..5].try_into().expect("5 bytes"));
+        counter.check(info.spi.counter, stored_counter)?;
+        let body = &plain[6 + cs_len..];
+        Ok(OpenedCommand {
+            header: CommandHeader {
+                spi: info.spi,
+                kic: info.kic,
+                kid: info.kid,
+                tar: info.tar,
+                counter,
+            },
+            pcntr,
+            checksum: received.to_vec(),
+            data: body[..body.len() - pcntr as usize].to_vec(),
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -140,128 +140,260 @@ const SP: [[u32; 64]; 8] = {
     t
 };
 
+/// The round function's tables, indexed by a whole byte so that no masking is needed:
+/// `T[i][x] = SP[i][x >> 2]` rotated right by one bit.
+///
+/// Why this shape (the classic layout of table DES, derived here from the E table): with
+/// a half `R` kept rotated right by one bit (`R' = R >>> 1`), the E-expansion chunks of
+/// S-boxes 1, 3, 5, 7 sit in bits 7..2 of bytes 3, 2, 1, 0 of `R'`, and those of S-boxes
+/// 2, 4, 6, 8 in bits 7..2 of bytes 2, 1, 0, 3 of `R' >>> 4`. The round key is stored in
+/// the same two positions ([`RoundKey`]), so a round is two XORs, one rotation and eight
+/// byte-indexed lookups. The halves stay rotated through all rounds (rotation commutes
+/// with XOR), hence the rotated table values; IP and FP rotate in and out.
+static T: [[u32; 256]; 8] = {
+    let mut t = [[0u32; 256]; 8];
+    let mut i = 0;
+    while i < 8 {
+        let mut x = 0;
+        while x < 256 {
+            t[i][x] = SP[i][x >> 2].rotate_right(1);
+            x += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
 static IP: [[u64; 256]; 8] = perm::<8>(&IP_T, 64);
 static FP: [[u64; 256]; 8] = perm::<8>(&FP_T, 64);
 static PC1: [[u64; 256]; 8] = perm::<8>(&PC1_T, 64);
-static PC2: [[u64; 256]; 7] = perm::<7>(&PC2_T, 56);
 
-/// The 16 round keys of one DES key, each as eight 6-bit chunks.
-type Schedule = [[u8; 8]; 16];
+/// One round key in the layout of [`T`]: `[0]` holds the 6-bit chunks of S-boxes 1, 3,
+/// 5, 7 in bits 7..2 of bytes 3, 2, 1, 0; `[1]` those of S-boxes 2, 4, 6, 8 in bytes 2,
+/// 1, 0, 3.
+type RoundKey = [u32; 2];
+
+/// The 16 round keys of one DES key, in the order they are used.
+type Schedule = [RoundKey; 16];
+
+/// PC2 and the packing into a [`RoundKey`] at once, by table: `KS[g][v]` is the round key
+/// (`[0]` in the high half) that the 7-bit group `g` of C‖D (bits `7g+1..7g+7`, 1-based
+/// from the most significant of 56) contributes when it holds `v`. PC2 and the packing
+/// only move bits, so a round key is the OR of the eight groups' contributions.
+static KS: [[u64; 128]; 8] = {
+    let mut t = [[0u64; 128]; 8];
+    let mut g = 0;
+    while g < 8 {
+        let mut v = 0;
+        while v < 128 {
+            let cd = (v as u64) << (49 - 7 * g);
+            // PC2: output bit o + 1 (of 48, most significant first) is input bit PC2_T[o].
+            let mut k48 = 0u64;
+            let mut o = 0;
+            while o < 48 {
+                if (cd >> (56 - PC2_T[o] as u32)) & 1 == 1 {
+                    k48 |= 1 << (47 - o);
+                }
+                o += 1;
+            }
+            let mut a = 0u32;
+            let mut b = 0u32;
+            let mut j = 0;
+            while j < 4 {
+                a |= (((k48 >> (42 - 12 * j)) & 0x3F) as u32) << (8 * (3 - j) + 2);
+                b |= (((k48 >> (36 - 12 * j)) & 0x3F) as u32) << (8 * ((6 - j) % 4) + 2);
+                j += 1;
+            }
+            t[g][v] = (a as u64) << 32 | b as u64;
+            v += 1;
+        }
+        g += 1;
+    }
+    t
+};
 
 fn schedule(key: &[u8]) -> Schedule {
     let k = u64::from_be_bytes(key.try_into().expect("8-byte DES key"));
     let cd = apply(&PC1, k, 64);
     let mut c = (cd >> 28) as u32 & 0x0FFF_FFFF;
     let mut d = cd as u32 & 0x0FFF_FFFF;
-    let mut out = [[0u8; 8]; 16];
+    let mut out = [[0u32; 2]; 16];
     for (round, shift) in SHIFTS.iter().enumerate() {
         c = ((c << shift) | (c >> (28 - shift))) & 0x0FFF_FFFF;
         d = ((d << shift) | (d >> (28 - shift))) & 0x0FFF_FFFF;
-        let k48 = apply(&PC2, (c as u64) << 28 | d as u64, 56);
-        for (i, chunk) in out[round].iter_mut().enumerate() {
-            *chunk = ((k48 >> (42 - 6 * i)) & 0x3F) as u8;
-        }
+        let k = KS[0][(c >> 21) as usize & 0x7F]
+            | KS[1][(c >> 14) as usize & 0x7F]
+            | KS[2][(c >> 7) as usize & 0x7F]
+            | KS[3][c as usize & 0x7F]
+            | KS[4][(d >> 21) as usize & 0x7F]
+            | KS[5][(d >> 14) as usize & 0x7F]
+            | KS[6][(d >> 7) as usize & 0x7F]
+            | KS[7][d as usize & 0x7F];
+        out[round] = [(k >> 32) as u32, k as u32];
     }
     out
 }
 
-#[inline(always)]
-fn f(r: u32, k: &[u8; 8]) -> u32 {
-    // E expansion: chunk i is input bits 4i..4i+5 (1-based, cyclic), i.e. the low six
-    // bits of R rotated left by 4i + 5.
-    SP[0][((r.rotate_left(5) & 0x3F) as u8 ^ k[0]) as usize]
-        | SP[1][((r.rotate_left(9) & 0x3F) as u8 ^ k[1]) as usize]
-        | SP[2][((r.rotate_left(13) & 0x3F) as u8 ^ k[2]) as usize]
-        | SP[3][((r.rotate_left(17) & 0x3F) as u8 ^ k[3]) as usize]
-        | SP[4][((r.rotate_left(21) & 0x3F) as u8 ^ k[4]) as usize]
-        | SP[5][((r.rotate_left(25) & 0x3F) as u8 ^ k[5]) as usize]
-        | SP[6][((r.rotate_left(29) & 0x3F) as u8 ^ k[6]) as usize]
-        | SP[7][((r.rotate_left(1) & 0x3F) as u8 ^ k[7]) as usize]
+fn reversed(s: &Schedule) -> Schedule {
+    let mut r = *s;
+    r.reverse();
+    r
 }
 
-/// Sixteen rounds and the final swap, on halves already through IP.
+/// `f(R, K)` on a rotated half, rotated ([`T`]), XORed into `acc`.
+///
+/// The eight S-boxes' outputs occupy disjoint bits (each its own nibble, then permuted
+/// by P), so OR, XOR and addition all combine them alike. One block alone (`split`)
+/// waits on each round: the two groups of four are added, so that the compiler keeps
+/// them as two short chains of dependent operations instead of one chain of eight
+/// through `acc`. Several blocks in lockstep are limited by the number of operations
+/// instead, and one chain per block needs fewer registers.
 #[inline(always)]
-fn stage(l: &mut u32, r: &mut u32, keys: &Schedule, decrypt: bool) {
-    if decrypt {
-        for k in keys.iter().rev() {
-            let t = *r;
-            *r = *l ^ f(*r, k);
-            *l = t;
-        }
+fn f_into(split: bool, acc: u32, r: u32, k: &RoundKey) -> u32 {
+    let u = r ^ k[0];
+    let t = r.rotate_right(4) ^ k[1];
+    let odd = T[0][(u >> 24) as u8 as usize]
+        ^ T[2][(u >> 16) as u8 as usize]
+        ^ T[4][(u >> 8) as u8 as usize]
+        ^ T[6][u as u8 as usize];
+    let even = T[1][(t >> 16) as u8 as usize]
+        ^ T[3][(t >> 8) as u8 as usize]
+        ^ T[5][t as u8 as usize]
+        ^ T[7][(t >> 24) as u8 as usize];
+    if split {
+        acc ^ odd.wrapping_add(even)
     } else {
-        for k in keys {
-            let t = *r;
-            *r = *l ^ f(*r, k);
-            *l = t;
+        acc ^ odd ^ even
+    }
+}
+
+/// Sixteen rounds on `N` independent blocks in lockstep: the lanes' table lookups do not
+/// depend on each other, so the CPU overlaps them (one block alone waits on each lookup).
+/// Rounds come in pairs, `a ^= f(b); b ^= f(a)`, so that no halves are swapped; after
+/// the sixteenth round the pre-output is `(b, a)`.
+#[inline(always)]
+fn rounds<const N: usize>(a: &mut [u32; N], b: &mut [u32; N], keys: &Schedule) {
+    for pair in keys.chunks_exact(2) {
+        for i in 0..N {
+            a[i] = f_into(N == 1, a[i], b[i], &pair[0]);
+        }
+        for i in 0..N {
+            b[i] = f_into(N == 1, b[i], a[i], &pair[1]);
         }
     }
-    core::mem::swap(l, r);
 }
 
+/// How many blocks [`Des::encrypt_lanes`] and [`Des::decrypt_lanes`] take at once; the
+/// batch paths of `packet` fill this many lanes.
+pub(super) const LANES: usize = 4;
+
 /// Single DES (8-byte key) or triple DES EDE (16-byte key: K1 K2 K1; 24-byte: K1 K2 K3).
+/// Triple DES runs its three stages back to back on the same halves: the FP of one stage
+/// and the IP of the next cancel.
 pub(super) struct Des {
-    keys: Vec<Schedule>,
+    /// The round keys of each stage for encryption: K1, K2 reversed, K3.
+    enc: [Schedule; 3],
+    /// For decryption: K3 reversed, K2, K1 reversed.
+    dec: [Schedule; 3],
+    /// 1 for DES, 3 for triple DES.
+    stages: usize,
 }
 
 impl Drop for Des {
     fn drop(&mut self) {
         // Round keys are key material.
-        for s in &mut self.keys {
-            *s = [[0; 8]; 16];
-        }
-        core::hint::black_box(&self.keys);
+        self.enc = [[[0; 2]; 16]; 3];
+        self.dec = [[[0; 2]; 16]; 3];
+        core::hint::black_box(&self.enc);
+        core::hint::black_box(&self.dec);
     }
 }
 
 impl Des {
     /// Key schedules for an 8-, 16- or 24-byte key; `None` for other sizes.
     pub(super) fn new(key: &[u8]) -> Option<Self> {
-        let keys = match key.len() {
-            8 => vec![schedule(key)],
+        let (k1, k2, k3, stages) = match key.len() {
+            8 => {
+                let k = schedule(key);
+                (k, [[0; 2]; 16], k, 1)
+            }
             16 => {
                 let k1 = schedule(&key[..8]);
-                vec![k1, schedule(&key[8..]), k1]
+                (k1, schedule(&key[8..]), k1, 3)
             }
-            24 => vec![
+            24 => (
                 schedule(&key[..8]),
                 schedule(&key[8..16]),
                 schedule(&key[16..]),
-            ],
+                3,
+            ),
             _ => return None,
         };
-        Some(Self { keys })
+        let (enc, dec) = if stages == 1 {
+            ([k1, k2, k3], [reversed(&k1), k2, k3])
+        } else {
+            ([k1, reversed(&k2), k3], [reversed(&k3), k2, reversed(&k1)])
+        };
+        Some(Self { enc, dec, stages })
     }
 
-    fn run(&self, block: &mut [u8], decrypt: bool) {
-        let x = u64::from_be_bytes((&*block).try_into().expect("8-byte block"));
-        let x = apply(&IP, x, 64);
-        let (mut l, mut r) = ((x >> 32) as u32, x as u32);
-        match (self.keys.as_slice(), decrypt) {
-            ([k], d) => stage(&mut l, &mut r, k, d),
-            ([k1, k2, k3], false) => {
-                stage(&mut l, &mut r, k1, false);
-                stage(&mut l, &mut r, k2, true);
-                stage(&mut l, &mut r, k3, false);
-            }
-            ([k1, k2, k3], true) => {
-                stage(&mut l, &mut r, k3, true);
-                stage(&mut l, &mut r, k2, false);
-                stage(&mut l, &mut r, k1, true);
-            }
-            _ => unreachable!("one or three key schedules"),
+    /// Encrypts (or decrypts) `N` independent blocks, each a big-endian `u64`.
+    #[inline(always)]
+    fn run<const N: usize>(&self, blocks: &mut [u64; N], decrypt: bool) {
+        let keys = if decrypt { &self.dec } else { &self.enc };
+        let mut a = [0u32; N];
+        let mut b = [0u32; N];
+        for i in 0..N {
+            let x = apply(&IP, blocks[i], 64);
+            a[i] = ((x >> 32) as u32).rotate_right(1);
+            b[i] = (x as u32).rotate_right(1);
         }
-        let y = apply(&FP, (l as u64) << 32 | r as u64, 64);
-        block.copy_from_slice(&y.to_be_bytes());
+        rounds(&mut a, &mut b, &keys[0]);
+        if self.stages == 3 {
+            // Each stage's output (b, a) is the next one's input.
+            rounds(&mut b, &mut a, &keys[1]);
+            rounds(&mut a, &mut b, &keys[2]);
+        }
+        for i in 0..N {
+            let pre = (b[i].rotate_left(1) as u64) << 32 | a[i].rotate_left(1) as u64;
+            blocks[i] = apply(&FP, pre, 64);
+        }
+    }
+
+    /// Encrypts one block, a big-endian `u64`.
+    pub(super) fn encrypt_u64(&self, block: u64) -> u64 {
+        let mut b = [block];
+        self.run(&mut b, false);
+        b[0]
+    }
+
+    /// Decrypts one block, a big-endian `u64`.
+    pub(super) fn decrypt_u64(&self, block: u64) -> u64 {
+        let mut b = [block];
+        self.run(&mut b, true);
+        b[0]
+    }
+
+    /// Encrypts [`LANES`] independent blocks at once.
+    pub(super) fn encrypt_lanes(&self, blocks: &mut [u64; LANES]) {
+        self.run(blocks, false)
+    }
+
+    /// Decrypts [`LANES`] independent blocks at once.
+    pub(super) fn decrypt_lanes(&self, blocks: &mut [u64; LANES]) {
+        self.run(blocks, true)
     }
 
     /// Encrypts one 8-byte block in place.
     pub(super) fn encrypt(&self, block: &mut [u8]) {
-        self.run(block, false)
+        let x = u64::from_be_bytes((&*block).try_into().expect("8-byte block"));
+        block.copy_from_slice(&self.encrypt_u64(x).to_be_bytes());
     }
 
     /// Decrypts one 8-byte block in place.
     pub(super) fn decrypt(&self, block: &mut [u8]) {
-        self.run(block, true)
+        let x = u64::from_be_bytes((&*block).try_into().expect("8-byte block"));
+        block.copy_from_slice(&self.decrypt_u64(x).to_be_bytes());
     }
 }
 
@@ -314,6 +446,27 @@ mod tests {
                         .decrypt_block((&mut b).into()),
                 }
                 assert_eq!(b, block);
+            }
+        }
+    }
+
+    #[test]
+    fn lanes_match_one_block_at_a_time() {
+        let mut seed = 7;
+        for len in [8usize, 16, 24] {
+            for _ in 0..50 {
+                let key: Vec<u8> = (0..len).map(|_| lcg(&mut seed)).collect();
+                let d = Des::new(&key).unwrap();
+                let blocks: [u64; super::LANES] = core::array::from_fn(|_| {
+                    u64::from_be_bytes(core::array::from_fn(|_| lcg(&mut seed)))
+                });
+                let mut e = blocks;
+                d.encrypt_lanes(&mut e);
+                for (x, y) in blocks.iter().zip(&e) {
+                    assert_eq!(d.encrypt_u64(*x), *y);
+                }
+                d.decrypt_lanes(&mut e);
+                assert_eq!(e, blocks);
             }
         }
     }
