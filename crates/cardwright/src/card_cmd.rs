@@ -509,7 +509,12 @@ fn install(c: &Connect, a: InstallArgs) -> Result<()> {
     let cap = gp::cap::CapFile::from_bytes(&bytes)
         .with_context(|| format!("{} is not a valid CAP file", a.cap.display()))?;
     let (mut cl, log) = managed(c, &a.dm)?;
-    let r = ops::install_cap(&mut cl, &cap, &opts);
+    let bar = crate::progress::bar("LOAD", 0);
+    let r = ops::install_cap_with_progress(&mut cl, &cap, &opts, &mut |block, blocks| {
+        bar.set_length(blocks as u64);
+        bar.set_position(block as u64);
+    });
+    bar.finish_and_clear();
     crate::dm_cmd::finish(&mut cl, log.as_ref())?;
     let report = r?;
     println!(

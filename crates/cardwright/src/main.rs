@@ -20,6 +20,7 @@ mod outlet_cmd;
 mod outlet_serve;
 mod package_cmd;
 mod pay;
+mod progress;
 mod scp11_cmd;
 mod serve;
 mod sim;
