@@ -30,14 +30,43 @@ pub struct AgentArgs {
     pub server_ca: Option<PathBuf>,
     /// The terminal's bearer token (issuing-terminal mode). Prefer the environment
     /// (CARDWRIGHT_TERMINAL_TOKEN) or --token-file: a value given here shows in `ps`.
+    /// Not needed with --client-cert.
     #[arg(long, env = "CARDWRIGHT_TERMINAL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// File holding the terminal's bearer token (first line), instead of --token.
     #[arg(long, conflicts_with = "token")]
     pub token_file: Option<PathBuf>,
-    /// The terminal's name, as the platform knows it (issuing-terminal mode).
-    #[arg(long, default_value = "terminal")]
-    pub terminal: String,
+    /// Issuing-terminal mode over https://: authenticate with this client certificate
+    /// chain (PEM, leaf first) instead of a token (mutual TLS). The platform accepts it when
+    /// it chains to one of its `serve --terminal-ca` roots; the terminal is the
+    /// certificate's subject commonName.
+    #[arg(long, requires_all = ["client_key", "server"])]
+    pub client_cert: Option<PathBuf>,
+    /// The private key of --client-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// The terminal's name, as the platform knows it (issuing-terminal mode). Default: the
+    /// commonName of --client-cert, else `terminal`.
+    #[arg(long)]
+    pub terminal: Option<String>,
+}
+
+/// The subject commonName of the first certificate of a PEM file (the terminal a client
+/// certificate names on the platform).
+fn common_name(path: &std::path::Path) -> Result<String> {
+    let certs = server::tls::load_certificates(path)?;
+    let first = certs.first().map(|c| c.as_ref()).unwrap_or_default();
+    let cert = pki::Certificate::from_der(first)
+        .map_err(|e| anyhow::anyhow!("{}: not an X.509 certificate: {e}", path.display()))?;
+    cert.x509()
+        .tbs_certificate()
+        .subject()
+        .common_name()
+        .ok()
+        .flatten()
+        .map(|cn| cn.value().trim().to_string())
+        .filter(|cn| !cn.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("{}: the certificate has no subject commonName (the terminal's name)", path.display()))
 }
 
 /// The card of `--reader`/`--sim` as the agent's card source.
@@ -76,27 +105,40 @@ pub fn read_token_file(path: &std::path::Path, option: &str) -> Result<Zeroizing
 
 pub fn run(a: AgentArgs) -> Result<()> {
     if let Some(server) = &a.server {
+        let client = a.client_cert.as_deref().zip(a.client_key.as_deref());
         let token = match (&a.token, &a.token_file) {
-            (Some(t), _) => Zeroizing::new(t.clone()),
-            (None, Some(f)) => read_token_file(f, "--token-file")?,
+            (Some(t), _) => Some(Zeroizing::new(t.clone())),
+            (None, Some(f)) => Some(read_token_file(f, "--token-file")?),
+            (None, None) if client.is_some() => None,
             (None, None) => bail!(
-                "--server needs the terminal's token: CARDWRIGHT_TERMINAL_TOKEN, --token-file or --token"
+                "--server needs the terminal's credentials: CARDWRIGHT_TERMINAL_TOKEN, --token-file or --token, or a client certificate (--client-cert and --client-key, over https://)"
             ),
         };
-        let tls = a
-            .server_ca
-            .as_deref()
-            .map(server::tls::client_config)
-            .transpose()
-            .context("--server-ca")?;
-        if tls.is_none() && (server.starts_with("https://") || server.starts_with("wss://")) {
-            bail!("--server {server}: an https:// platform needs --server-ca (its CA certificate, PEM)");
+        let https = server.starts_with("https://") || server.starts_with("wss://");
+        if client.is_some() && !https {
+            bail!("--server {server}: a client certificate (--client-cert) needs an https:// platform");
         }
+        let tls = match (a.server_ca.as_deref(), client) {
+            (Some(ca), None) => Some(server::tls::client_config(ca).context("--server-ca")?),
+            (Some(ca), Some((cert, key))) => Some(
+                server::tls::client_config_with_certificate(ca, cert, key)
+                    .context("--server-ca/--client-cert/--client-key")?,
+            ),
+            (None, _) if https => bail!(
+                "--server {server}: an https:// platform needs --server-ca (its CA certificate, PEM)"
+            ),
+            (None, _) => None,
+        };
+        let terminal = match (&a.terminal, &a.client_cert) {
+            (Some(t), _) => t.clone(),
+            (None, Some(cert)) => common_name(cert).context("--client-cert")?,
+            (None, None) => "terminal".to_string(),
+        };
         return crate::terminal::run(
             server,
             tls,
-            &token,
-            &a.terminal,
+            token.as_ref().map(|t| t.as_str()),
+            &terminal,
             a.card.reader.clone(),
             a.card.sim.clone(),
         );
