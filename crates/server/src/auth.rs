@@ -398,13 +398,20 @@ where
     F: Fn() -> Result<TokenTable, String> + Send + Sync + 'static,
 {
     let build = Arc::new(build);
+    // Installed now, before the caller goes on to serve: a SIGHUP from then on re-reads
+    // instead of ending the process (its default action).
+    #[cfg(unix)]
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!("no SIGHUP handler ({e}); token files are still re-read on change");
+            None
+        }
+    };
     tokio::spawn(async move {
         let mut seen = digests(&files);
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        #[cfg(unix)]
-        let mut hup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
             #[cfg(unix)]
             let hangup = async {
