@@ -66,7 +66,12 @@ fn common_name(path: &std::path::Path) -> Result<String> {
         .flatten()
         .map(|cn| cn.value().trim().to_string())
         .filter(|cn| !cn.is_empty())
-        .ok_or_else(|| anyhow::anyhow!("{}: the certificate has no subject commonName (the terminal's name)", path.display()))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: the certificate has no subject commonName (the terminal's name)",
+                path.display()
+            )
+        })
 }
 
 /// The card of `--reader`/`--sim` as the agent's card source.

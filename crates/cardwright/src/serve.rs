@@ -758,7 +758,10 @@ fn watch_tokens(a: &ServeArgs, tokens: &TokenTable) {
     }
     let sources = TokenSources::of(a);
     let needs_operators = a.issuance || a.role.is_some();
-    tracing::info!(files = files.len(), "token files are re-read when they change (or on SIGHUP)");
+    tracing::info!(
+        files = files.len(),
+        "token files are re-read when they change (or on SIGHUP)"
+    );
     server::auth::watch_token_files(tokens.clone(), files, TOKEN_FILES_EVERY, move || {
         let t = token_table(&sources).map_err(|e| format!("{e:#}"))?;
         if needs_operators && !t.has_role(&[Role::Operator, Role::Viewer]) {

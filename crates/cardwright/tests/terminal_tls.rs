@@ -35,7 +35,11 @@ fn run_to_end(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
         if let Some(status) = child.try_wait().expect("wait") {
             let mut err = String::new();
             use std::io::Read;
-            let _ = child.stderr.take().expect("stderr").read_to_string(&mut err);
+            let _ = child
+                .stderr
+                .take()
+                .expect("stderr")
+                .read_to_string(&mut err);
             return (status.code(), err);
         }
         if Instant::now() > deadline {
@@ -296,10 +300,7 @@ fn plain_http_is_refused_on_a_non_loopback_listen() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     // Refused at start, before anything is created.
-    let (code, err) = run_to_end(
-        dir,
-        &["serve", "--listen", "0.0.0.0:0", "--ca-dir", "ca"],
-    );
+    let (code, err) = run_to_end(dir, &["serve", "--listen", "0.0.0.0:0", "--ca-dir", "ca"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("--listen 0.0.0.0:0: plain HTTP is only served on loopback addresses")
@@ -307,7 +308,10 @@ fn plain_http_is_refused_on_a_non_loopback_listen() {
             && err.contains("--insecure-http"),
         "{err}"
     );
-    assert!(!dir.join("ca").exists(), "the CA was created before the refusal");
+    assert!(
+        !dir.join("ca").exists(),
+        "the CA was created before the refusal"
+    );
 
     // Loopback (by address or by name) stays allowed; --insecure-http allows the rest; TLS
     // needs no exception.
@@ -401,11 +405,7 @@ fn token_files_are_re_read_without_a_restart() {
 
     // A malformed file (a token too short) keeps the tokens in force and says why,
     // without printing a token.
-    std::fs::write(
-        &operators,
-        "bob=bob-token-0123456789\ncarol=short-secret\n",
-    )
-    .unwrap();
+    std::fs::write(&operators, "bob=bob-token-0123456789\ncarol=short-secret\n").unwrap();
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
     eventually("the error in the log", || {
         text().contains("token files not re-read")
@@ -413,15 +413,17 @@ fn token_files_are_re_read_without_a_restart() {
     assert!(text().contains("16+ characters"), "{}", text());
     assert_eq!(status("bob-token-0123456789"), 200);
     assert_eq!(status("short-secret"), 401);
-    for secret in ["short-secret", "bob-token-0123456789", "alice-token-0123456789"] {
+    for secret in [
+        "short-secret",
+        "bob-token-0123456789",
+        "alice-token-0123456789",
+    ] {
         assert!(!text().contains(secret), "a token in the log: {}", text());
     }
 
     // The fixed file is taken up; SIGHUP re-reads too (the file unchanged).
     std::fs::write(&operators, "carol=carol-token-0123456789\n").unwrap();
-    eventually("carol accepted", || {
-        status("carol-token-0123456789") == 200
-    });
+    eventually("carol accepted", || status("carol-token-0123456789") == 200);
     assert_eq!(status("bob-token-0123456789"), 401);
     let reloads = || text().matches("tokens re-read").count();
     let before = reloads();

@@ -210,9 +210,7 @@ fn handshake<S: Read + Write>(
         {
             Err(AgentError::Unauthorized)
         }
-        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e))) => {
-            Err(tls_failure(e))
-        }
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e))) => Err(tls_failure(e)),
         Err(tungstenite::HandshakeError::Failure(e)) => Err(conn(e)),
         Err(tungstenite::HandshakeError::Interrupted(_)) => {
             Err(conn("the handshake was interrupted"))

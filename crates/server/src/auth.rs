@@ -229,7 +229,10 @@ impl TokenTable {
             .value()
             .trim()
             .to_string();
-        (!name.is_empty() && !name.chars().any(char::is_control)).then(|| Principal {
+        if name.is_empty() || name.chars().any(char::is_control) {
+            return None;
+        }
+        Some(Principal {
             name,
             role: Role::Terminal,
             tenant: None,
@@ -445,7 +448,11 @@ where
                     tracing::info!(
                         operators = table.count(&[Role::Operator, Role::Viewer]),
                         terminals = table.count(&[Role::Terminal]),
-                        reason = if forced { "SIGHUP" } else { "a token file changed" },
+                        reason = if forced {
+                            "SIGHUP"
+                        } else {
+                            "a token file changed"
+                        },
                         "tokens re-read"
                     );
                 }

@@ -276,7 +276,10 @@ fn the_agent_refuses_a_server_certificate_it_does_not_trust() {
     config.server = format!("https://127.0.0.2:{}", f.addr.port());
     let r = relay::agent::run_once(&config, &mut Desk, &AtomicBool::new(false));
     assert!(
-        matches!(&r, Err(AgentError::UntrustedServer(_)) | Err(AgentError::Connection(_))),
+        matches!(
+            &r,
+            Err(AgentError::UntrustedServer(_)) | Err(AgentError::Connection(_))
+        ),
         "{r:?}"
     );
     assert!(f.platform.hub.terminals().is_empty());
@@ -337,7 +340,10 @@ fn token_terminals_keep_working_and_tokens_rotate() {
     let server_ca = f.server_ca.pem.clone();
     // A token terminal over wss:// without a client certificate.
     let tls = client_tls(&f, &server_ca, None);
-    connects(&f, agent_config(&f, tls.clone(), Some(DESK_TOKEN), "desk-2"));
+    connects(
+        &f,
+        agent_config(&f, tls.clone(), Some(DESK_TOKEN), "desk-2"),
+    );
     assert_eq!(
         get_whoami(&f, &server_ca, None, Some(DESK_TOKEN)),
         Ok((200, "desk-2".into()))
@@ -356,7 +362,9 @@ fn token_terminals_keep_working_and_tokens_rotate() {
         },
     ));
     assert_eq!(
-        get_whoami(&f, &server_ca, None, Some(DESK_TOKEN)).unwrap().0,
+        get_whoami(&f, &server_ca, None, Some(DESK_TOKEN))
+            .unwrap()
+            .0,
         401
     );
     assert_eq!(
