@@ -19,13 +19,14 @@ pub struct AgentArgs {
     pub allow_origin: Vec<String>,
     #[command(flatten)]
     pub card: PivCardArgs,
-    /// Issuing-terminal mode: connect out to the platform at this URL (http://HOST:PORT, or
-    /// https://HOST:PORT with --server-ca) and lend it this terminal's readers (with
+    /// Issuing-terminal mode: connect out to the platform at this URL (http://HOST:PORT on
+    /// the same machine, or https://HOST:PORT) and lend it this terminal's readers (with
     /// --reader, those whose name contains it).
     #[arg(long)]
     pub server: Option<String>,
     /// CA certificate(s) (PEM) that an https:// platform's server certificate must chain to
-    /// (issuing-terminal mode; the WebSocket then runs over TLS, `wss://`).
+    /// (issuing-terminal mode; the WebSocket then runs over TLS, `wss://`). Without it, the
+    /// Mozilla root program's CAs (a publicly trusted platform certificate).
     #[arg(long, requires = "server")]
     pub server_ca: Option<PathBuf>,
     /// The terminal's bearer token (issuing-terminal mode). Prefer the environment
@@ -45,10 +46,41 @@ pub struct AgentArgs {
     /// The private key of --client-cert (PEM: PKCS#8, PKCS#1 or SEC1).
     #[arg(long, requires = "client_cert")]
     pub client_key: Option<PathBuf>,
+    /// Issuing-terminal mode: allow an http:// platform that is not on this machine (the
+    /// token then crosses the network in clear; without it, that is refused).
+    #[arg(long, requires = "server")]
+    pub insecure_http: bool,
     /// The terminal's name, as the platform knows it (issuing-terminal mode). Default: the
     /// commonName of --client-cert, else `terminal`.
     #[arg(long)]
     pub terminal: Option<String>,
+}
+
+/// An `http://` platform must be on this machine (a loopback address), unless
+/// `--insecure-http`: the token would cross the network in clear.
+fn plain_to_loopback_only(server: &str, insecure_http: bool) -> Result<()> {
+    use std::net::ToSocketAddrs;
+    let rest = server
+        .strip_prefix("http://")
+        .or_else(|| server.strip_prefix("ws://"))
+        .unwrap_or(server);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let with_port = if authority.rsplit_once(':').is_some_and(|(h, p)| {
+        !h.is_empty() && !h.ends_with(':') && p.chars().all(|c| c.is_ascii_digit())
+    }) {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    // Unresolvable: left to the connection attempt to report.
+    let Ok(addrs) = with_port.to_socket_addrs() else {
+        return Ok(());
+    };
+    let addrs: Vec<_> = addrs.collect();
+    if addrs.iter().all(|x| x.ip().is_loopback()) || insecure_http {
+        return Ok(());
+    }
+    bail!("--server {server}: plain http:// only to a platform on this machine; use https:// (with --server-ca), or --insecure-http if the network is trusted")
 }
 
 /// The subject commonName of the first certificate of a PEM file (the terminal a client
@@ -123,16 +155,16 @@ pub fn run(a: AgentArgs) -> Result<()> {
         if client.is_some() && !https {
             bail!("--server {server}: a client certificate (--client-cert) needs an https:// platform");
         }
-        let tls = match (a.server_ca.as_deref(), client) {
-            (Some(ca), None) => Some(server::tls::client_config(ca).context("--server-ca")?),
-            (Some(ca), Some((cert, key))) => Some(
-                server::tls::client_config_with_certificate(ca, cert, key)
+        if !https {
+            plain_to_loopback_only(server, a.insecure_http)?;
+        }
+        let tls = if https {
+            Some(
+                server::tls::terminal_client_config(a.server_ca.as_deref(), client)
                     .context("--server-ca/--client-cert/--client-key")?,
-            ),
-            (None, _) if https => bail!(
-                "--server {server}: an https:// platform needs --server-ca (its CA certificate, PEM)"
-            ),
-            (None, _) => None,
+            )
+        } else {
+            None
         };
         let terminal = match (&a.terminal, &a.client_cert) {
             (Some(t), _) => t.clone(),

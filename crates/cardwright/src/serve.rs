@@ -819,27 +819,33 @@ fn terminal_certificates(a: &ServeArgs) -> Result<Option<TerminalCa>> {
     Ok(Some((roots, crls)))
 }
 
-/// `NAME=TOKEN` pairs (the name trimmed, the token of 16 characters or more).
-fn pairs(list: &[Zeroizing<String>], what: &str) -> Result<Vec<(String, Zeroizing<String>)>> {
+/// `NAME=TOKEN` pairs (the name trimmed, the token of 16 characters or more). An error
+/// names where the entry came from (`what`, or the file and line), never the entry itself.
+fn pairs(list: &[TokenLine], what: &str) -> Result<Vec<(String, Zeroizing<String>)>> {
     list.iter()
-        .map(|p| {
+        .map(|(source, p)| {
             p.split_once('=')
                 .map(|(n, t)| (n.trim().to_string(), Zeroizing::new(t.trim().to_string())))
                 .filter(|(n, t)| !n.is_empty() && t.len() >= 16)
                 .ok_or_else(|| {
-                    anyhow::anyhow!("{what}: expected NAME=TOKEN with a token of 16+ characters")
+                    let source = source.as_deref().unwrap_or(what);
+                    anyhow::anyhow!("{source}: expected NAME=TOKEN with a token of 16+ characters")
                 })
         })
         .collect()
 }
 
+/// A token entry and where it came from (`None`: the option or the environment; else the
+/// file and line).
+type TokenLine = (Option<String>, Zeroizing<String>);
+
 /// The token entries of the options (or the environment) and of the file, one a line
 /// (blank lines and `#` comments skipped).
-fn token_lines(given: &[String], file: Option<&std::path::Path>) -> Result<Vec<Zeroizing<String>>> {
-    let mut out: Vec<Zeroizing<String>> = given
+fn token_lines(given: &[String], file: Option<&std::path::Path>) -> Result<Vec<TokenLine>> {
+    let mut out: Vec<TokenLine> = given
         .iter()
         .filter(|t| !t.trim().is_empty())
-        .map(|t| Zeroizing::new(t.clone()))
+        .map(|t| (None, Zeroizing::new(t.clone())))
         .collect();
     if let Some(path) = file {
         let text = Zeroizing::new(
@@ -847,9 +853,15 @@ fn token_lines(given: &[String], file: Option<&std::path::Path>) -> Result<Vec<Z
         );
         out.extend(
             text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(|l| Zeroizing::new(l.to_string())),
+                .enumerate()
+                .map(|(i, l)| (i, l.trim()))
+                .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+                .map(|(i, l)| {
+                    (
+                        Some(format!("{} line {}", path.display(), i + 1)),
+                        Zeroizing::new(l.to_string()),
+                    )
+                }),
         );
     }
     Ok(out)

@@ -313,6 +313,27 @@ fn plain_http_is_refused_on_a_non_loopback_listen() {
         "the CA was created before the refusal"
     );
 
+    // The agent does not send its token in clear to another machine either.
+    std::fs::write(dir.join("card.json"), "").unwrap();
+    let (code, err) = run_to_end(
+        dir,
+        &[
+            "agent",
+            "--server",
+            "http://192.0.2.1:8080",
+            "--token",
+            "desk-token-0123456789",
+            "--sim",
+            "card.json",
+        ],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("plain http:// only to a platform on this machine")
+            && err.contains("https://"),
+        "{err}"
+    );
+
     // Loopback (by address or by name) stays allowed; --insecure-http allows the rest; TLS
     // needs no exception.
     let mut server_ca = Ca::new("server CA");
@@ -410,7 +431,11 @@ fn token_files_are_re_read_without_a_restart() {
     eventually("the error in the log", || {
         text().contains("token files not re-read")
     });
-    assert!(text().contains("16+ characters"), "{}", text());
+    assert!(
+        text().contains("operators line 2: expected NAME=TOKEN with a token of 16+ characters"),
+        "{}",
+        text()
+    );
     assert_eq!(status("bob-token-0123456789"), 200);
     assert_eq!(status("short-secret"), 401);
     for secret in [

@@ -415,34 +415,57 @@ pub fn server_config(
 /// `roots` (a platform's CA: an issuing terminal's `agent --server-ca`), no client
 /// certificate. Protocol versions and algorithms are rustls' safe defaults.
 pub fn client_config(roots: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    Ok(Arc::new(client_builder(roots)?.with_no_client_auth()))
+    Ok(Arc::new(client_builder(Some(roots))?.with_no_client_auth()))
+}
+
+/// The client configuration of an issuing terminal (`agent --server https://…`): the
+/// platform's certificate must chain to `roots` (PEM, `--server-ca`) or, without it, to the
+/// Mozilla root program's CAs (`webpki-roots`: a platform with a publicly trusted
+/// certificate); with `client`, the terminal's certificate chain and key (PEM files) are
+/// presented when the server asks for one (mutual TLS, RFC 8446 §4.4.2).
+pub fn terminal_client_config(
+    roots: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let builder = client_builder(roots)?;
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => builder
+            .with_client_auth_cert(load_certificates(chain)?, load_private_key(key)?)
+            .map_err(|e| TlsError::Config(format!("client certificate and key: {e}")))?,
+    };
+    Ok(Arc::new(config))
 }
 
 /// As [`client_config`], and presents the client certificate `chain` (PEM, leaf first) with
-/// its `key` when the server asks for one (mutual TLS: an issuing terminal's `agent
-/// --client-cert/--client-key`, RFC 8446 §4.4.2).
+/// its `key` when the server asks for one.
 pub fn client_config_with_certificate(
     roots: &Path,
     chain: &Path,
     key: &Path,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let config = client_builder(roots)?
-        .with_client_auth_cert(load_certificates(chain)?, load_private_key(key)?)
-        .map_err(|e| TlsError::Config(format!("client certificate and key: {e}")))?;
-    Ok(Arc::new(config))
+    terminal_client_config(Some(roots), Some((chain, key)))
 }
 
 fn client_builder(
-    roots: &Path,
+    roots: Option<&Path>,
 ) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, TlsError>
 {
-    let mut store = RootCertStore::empty();
-    for root in load_certificates(roots)? {
-        store.add(root).map_err(|e| TlsError::Pem {
-            path: roots.display().to_string(),
-            what: format!("not a usable CA certificate: {e}"),
-        })?;
-    }
+    let store = match roots {
+        Some(roots) => {
+            let mut store = RootCertStore::empty();
+            for root in load_certificates(roots)? {
+                store.add(root).map_err(|e| TlsError::Pem {
+                    path: roots.display().to_string(),
+                    what: format!("not a usable CA certificate: {e}"),
+                })?;
+            }
+            store
+        }
+        None => RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        },
+    };
     Ok(rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
