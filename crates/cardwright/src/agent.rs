@@ -211,3 +211,31 @@ pub fn run(a: AgentArgs) -> Result<()> {
     })
     .context("starting the async runtime")?
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plain_http_only_to_this_machine() {
+        use super::plain_to_loopback_only as check;
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://localhost:8080",
+            "ws://[::1]:8080/",
+            "http://127.0.0.1",
+        ] {
+            assert!(check(ok, false).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://192.0.2.1:8080",
+            "ws://192.0.2.1",
+            "http://[2001:db8::1]:80",
+        ] {
+            let e = check(refused, false).unwrap_err().to_string();
+            assert!(e.contains("https://"), "{refused}: {e}");
+            assert!(
+                check(refused, true).is_ok(),
+                "{refused} with --insecure-http"
+            );
+        }
+    }
+}

@@ -884,6 +884,23 @@ fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn plain_http_on_loopback_only() {
+        use super::check_plain_http as check;
+        assert!(check("127.0.0.1:0", false, false).is_ok());
+        assert!(check("[::1]:8080", false, false).is_ok());
+        assert!(check("localhost:0", false, false).is_ok());
+        let e = check("0.0.0.0:8080", false, false).unwrap_err().to_string();
+        assert!(
+            e.contains("--insecure-http") && e.contains("--tls-cert"),
+            "{e}"
+        );
+        assert!(check("192.0.2.1:80", false, false).is_err());
+        assert!(check("0.0.0.0:8080", true, false).is_ok());
+        assert!(check("0.0.0.0:8080", false, true).is_ok());
+        assert!(check("not an address", false, false).is_err());
+    }
+
+    #[test]
     fn redacts_passwords() {
         assert_eq!(
             super::redact("postgres://u:pw@h/db"),
