@@ -126,6 +126,19 @@ pub struct ServeArgs {
     /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a --listen address that is not loopback (without it, that is
+    /// refused: give --tls-cert/--tls-key, or put a TLS-terminating proxy in front and say
+    /// so here).
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// Issuing terminals (--issuance, --role ap) may authenticate with a client certificate
+    /// that chains to this root CA (PEM) instead of a token (mutual TLS; needs
+    /// --tls-cert). The terminal is the certificate's subject commonName. Repeatable.
+    #[arg(long = "terminal-ca", requires = "tls_cert")]
+    pub terminal_ca: Vec<PathBuf>,
+    /// A CRL (PEM or DER) checked for terminal client certificates; repeatable.
+    #[arg(long = "terminal-crl", requires = "terminal_ca")]
+    pub terminal_crl: Vec<PathBuf>,
     /// CI: a root CA (PEM) whose client certificates are accepted in the TLS handshake, on
     /// top of the roots of the partners registered in the database and not revoked;
     /// repeatable.
@@ -234,6 +247,8 @@ pub enum PlatformRole {
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
+    // Refused before anything is opened or created.
+    check_plain_http(&a.listen, a.tls_cert.is_some(), a.insecure_http)?;
     let key_type: ca_files::CaKeyType = a
         .ca_key
         .parse()
@@ -335,45 +350,10 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let ca_subject = ca.certificate().subject();
     let state = Arc::new(PayServer::new(Arc::new(ca), stores, audit, config));
     let tokens = if a.issuance || a.role.is_some() || a.ota {
-        let mut tokens = TokenTable::new();
-        let operators = token_lines(&a.operator_tokens, a.operator_tokens_file.as_deref())?;
-        for (n, t) in pairs(&operators, "--operator-token")? {
-            // [TENANT/]NAME[:ROLE]; the role is operator (default) or viewer.
-            let (tenant, n) = match n.split_once('/') {
-                Some((tenant, n)) => (tenant.to_string(), n.to_string()),
-                None => (a.tenant.clone(), n),
-            };
-            let (name, role) = match n.split_once(':') {
-                Some((name, role)) => (
-                    name.to_string(),
-                    role.parse()
-                        .map_err(|e: String| anyhow::anyhow!("--operator-token {name}: {e}"))?,
-                ),
-                None => (n, Role::Operator),
-            };
-            tokens.add(
-                t.as_str(),
-                Principal {
-                    name,
-                    role,
-                    tenant: Some(tenant),
-                },
-            );
-        }
+        let tokens = token_table(&TokenSources::of(&a))?;
         let operators = tokens.has_role(&[Role::Operator, Role::Viewer]);
         if !operators && (a.issuance || a.role.is_some()) {
             bail!("--issuance and --role need at least one operator token (CARDWRIGHT_OPERATOR_TOKENS, --operator-tokens-file or --operator-token NAME=TOKEN)");
-        }
-        let terminals = token_lines(&a.terminal_tokens, a.terminal_tokens_file.as_deref())?;
-        for (terminal, token) in pairs(&terminals, "--terminal-token")? {
-            tokens.add(
-                token.as_str(),
-                Principal {
-                    name: terminal,
-                    role: Role::Terminal,
-                    tenant: None,
-                },
-            );
         }
         // --ota alone without operator tokens: SMS only, no operator API.
         operators.then_some(tokens)
@@ -383,6 +363,16 @@ pub fn run(a: ServeArgs) -> Result<()> {
     if a.webhook_url.is_some() && !a.issuance {
         bail!("--webhook-url announces issuance jobs: it needs --issuance");
     }
+    let terminal_ca = terminal_certificates(&a)?;
+    if let Some((roots, crls)) = &terminal_ca {
+        match &tokens {
+            Some(t) if a.issuance || a.role == Some(PlatformRole::Ap) => {
+                t.set_terminal_roots(roots.clone(), crls.clone());
+            }
+            _ => bail!("--terminal-ca: no terminal connects here (give --issuance or --role ap)"),
+        }
+    }
+    let token_watch = tokens.clone();
     let issuance = match (a.issuance, &tokens) {
         (true, Some(tokens)) => {
             let store = tsm_store.clone().ok_or_else(|| {
@@ -498,6 +488,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
         None
     };
     server::block_on(async move {
+        if let Some(t) = &token_watch {
+            watch_tokens(&a, t);
+        }
         if let Some((engine, smpp)) = ota {
             println!("OTA over SMS: {} as {}", smpp.redacted_url(), a.ota_address);
             let https = match &a.ota_https {
@@ -549,6 +542,17 @@ pub fn run(a: ServeArgs) -> Result<()> {
             app = app.merge(ssd.routes);
         }
         println!("metrics: {scheme}://{addr}/metrics; readiness: {scheme}://{addr}/readyz");
+        if let Some((roots, crls)) = terminal_ca {
+            // The one client verifier of the listener (the CI's partner roots too).
+            let v = match verifier.take() {
+                Some(v) => v,
+                None => server::tls::PartnerCertVerifier::new(Vec::new(), Vec::new())
+                    .context("--terminal-ca")?,
+            };
+            v.set_terminal_roots(roots, crls).context("--terminal-ca")?;
+            println!("terminals may authenticate with client certificates (--terminal-ca)");
+            verifier = Some(v);
+        }
         use std::io::Write;
         std::io::stdout().flush()?;
         let obs = server::observe::Observability {
@@ -728,27 +732,174 @@ pub(crate) fn issuer_of(store: &tsm::Store, keystore: &str) -> Result<tsm::Issue
     ))
 }
 
-/// `NAME=TOKEN` pairs (the name trimmed, the token of 16 characters or more).
-fn pairs(list: &[Zeroizing<String>], what: &str) -> Result<Vec<(String, Zeroizing<String>)>> {
+/// How often the token files are compared with what was last read (token rotation).
+const TOKEN_FILES_EVERY: Duration = Duration::from_secs(1);
+
+/// Where the operator and terminal tokens come from: the options (or the environment) and
+/// the files.
+#[derive(Clone)]
+struct TokenSources {
+    operator_tokens: Vec<String>,
+    operator_tokens_file: Option<PathBuf>,
+    terminal_tokens: Vec<String>,
+    terminal_tokens_file: Option<PathBuf>,
+    tenant: String,
+}
+
+impl TokenSources {
+    fn of(a: &ServeArgs) -> Self {
+        Self {
+            operator_tokens: a.operator_tokens.clone(),
+            operator_tokens_file: a.operator_tokens_file.clone(),
+            terminal_tokens: a.terminal_tokens.clone(),
+            terminal_tokens_file: a.terminal_tokens_file.clone(),
+            tenant: a.tenant.clone(),
+        }
+    }
+}
+
+/// The operator and terminal tokens of the options, the environment and the files.
+fn token_table(a: &TokenSources) -> Result<TokenTable> {
+    let mut tokens = TokenTable::new();
+    let operators = token_lines(&a.operator_tokens, a.operator_tokens_file.as_deref())?;
+    for (n, t) in pairs(&operators, "--operator-token")? {
+        // [TENANT/]NAME[:ROLE]; the role is operator (default) or viewer.
+        let (tenant, n) = match n.split_once('/') {
+            Some((tenant, n)) => (tenant.to_string(), n.to_string()),
+            None => (a.tenant.clone(), n),
+        };
+        let (name, role) = match n.split_once(':') {
+            Some((name, role)) => (
+                name.to_string(),
+                role.parse()
+                    .map_err(|e: String| anyhow::anyhow!("--operator-token {name}: {e}"))?,
+            ),
+            None => (n, Role::Operator),
+        };
+        tokens.add(
+            t.as_str(),
+            Principal {
+                name,
+                role,
+                tenant: Some(tenant),
+            },
+        );
+    }
+    let terminals = token_lines(&a.terminal_tokens, a.terminal_tokens_file.as_deref())?;
+    for (terminal, token) in pairs(&terminals, "--terminal-token")? {
+        tokens.add(
+            token.as_str(),
+            Principal {
+                name: terminal,
+                role: Role::Terminal,
+                tenant: None,
+            },
+        );
+    }
+    Ok(tokens)
+}
+
+/// Token rotation: the token files are re-read when they change (or on SIGHUP); a file
+/// that no longer parses, or leaves a platform without operators, keeps the tokens in force.
+fn watch_tokens(a: &ServeArgs, tokens: &TokenTable) {
+    let files: Vec<PathBuf> = [&a.operator_tokens_file, &a.terminal_tokens_file]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    if files.is_empty() {
+        return;
+    }
+    let sources = TokenSources::of(a);
+    let needs_operators = a.issuance || a.role.is_some();
+    tracing::info!(
+        files = files.len(),
+        "token files are re-read when they change (or on SIGHUP)"
+    );
+    server::auth::watch_token_files(tokens.clone(), files, TOKEN_FILES_EVERY, move || {
+        let t = token_table(&sources).map_err(|e| format!("{e:#}"))?;
+        if needs_operators && !t.has_role(&[Role::Operator, Role::Viewer]) {
+            return Err("no operator token left".into());
+        }
+        Ok(t)
+    });
+}
+
+/// Plain HTTP only on loopback addresses: a `--listen` that resolves to any other address
+/// (`0.0.0.0`, a LAN address, a host name of one) needs TLS, or `--insecure-http` (a
+/// TLS-terminating proxy in front, say).
+fn check_plain_http(listen: &str, tls: bool, insecure_http: bool) -> Result<()> {
+    use std::net::ToSocketAddrs;
+    if tls {
+        return Ok(());
+    }
+    let addrs: Vec<std::net::SocketAddr> = listen
+        .to_socket_addrs()
+        .with_context(|| format!("--listen {listen}"))?
+        .collect();
+    let exposed: Vec<_> = addrs.iter().filter(|x| !x.ip().is_loopback()).collect();
+    if exposed.is_empty() {
+        return Ok(());
+    }
+    if insecure_http {
+        tracing::warn!(%listen, "plain HTTP on a non-loopback address (--insecure-http): tokens and data cross the network in clear");
+        return Ok(());
+    }
+    bail!(
+        "--listen {listen}: plain HTTP is only served on loopback addresses (127.0.0.1, [::1]); \
+         give --tls-cert and --tls-key to serve HTTPS there, or --insecure-http if a \
+         TLS-terminating proxy is in front"
+    )
+}
+
+/// The `--terminal-ca` roots and `--terminal-crl` CRLs; `None` without `--terminal-ca`.
+type TerminalCa = (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    Vec<rustls::pki_types::CertificateRevocationListDer<'static>>,
+);
+
+fn terminal_certificates(a: &ServeArgs) -> Result<Option<TerminalCa>> {
+    if a.terminal_ca.is_empty() {
+        return Ok(None);
+    }
+    let mut roots = Vec::new();
+    for f in &a.terminal_ca {
+        roots.extend(server::tls::load_certificates(f).context("--terminal-ca")?);
+    }
+    let mut crls = Vec::new();
+    for f in &a.terminal_crl {
+        crls.extend(server::tls::load_crls(f).context("--terminal-crl")?);
+    }
+    Ok(Some((roots, crls)))
+}
+
+/// `NAME=TOKEN` pairs (the name trimmed, the token of 16 characters or more). An error
+/// names where the entry came from (`what`, or the file and line), never the entry itself.
+fn pairs(list: &[TokenLine], what: &str) -> Result<Vec<(String, Zeroizing<String>)>> {
     list.iter()
-        .map(|p| {
+        .map(|(source, p)| {
             p.split_once('=')
                 .map(|(n, t)| (n.trim().to_string(), Zeroizing::new(t.trim().to_string())))
                 .filter(|(n, t)| !n.is_empty() && t.len() >= 16)
                 .ok_or_else(|| {
-                    anyhow::anyhow!("{what}: expected NAME=TOKEN with a token of 16+ characters")
+                    let source = source.as_deref().unwrap_or(what);
+                    anyhow::anyhow!("{source}: expected NAME=TOKEN with a token of 16+ characters")
                 })
         })
         .collect()
 }
 
+/// A token entry and where it came from (`None`: the option or the environment; else the
+/// file and line).
+type TokenLine = (Option<String>, Zeroizing<String>);
+
 /// The token entries of the options (or the environment) and of the file, one a line
 /// (blank lines and `#` comments skipped).
-fn token_lines(given: &[String], file: Option<&std::path::Path>) -> Result<Vec<Zeroizing<String>>> {
-    let mut out: Vec<Zeroizing<String>> = given
+fn token_lines(given: &[String], file: Option<&std::path::Path>) -> Result<Vec<TokenLine>> {
+    let mut out: Vec<TokenLine> = given
         .iter()
         .filter(|t| !t.trim().is_empty())
-        .map(|t| Zeroizing::new(t.clone()))
+        .map(|t| (None, Zeroizing::new(t.clone())))
         .collect();
     if let Some(path) = file {
         let text = Zeroizing::new(
@@ -756,9 +907,15 @@ fn token_lines(given: &[String], file: Option<&std::path::Path>) -> Result<Vec<Z
         );
         out.extend(
             text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(|l| Zeroizing::new(l.to_string())),
+                .enumerate()
+                .map(|(i, l)| (i, l.trim()))
+                .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+                .map(|(i, l)| {
+                    (
+                        Some(format!("{} line {}", path.display(), i + 1)),
+                        Zeroizing::new(l.to_string()),
+                    )
+                }),
         );
     }
     Ok(out)
@@ -780,6 +937,23 @@ fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn plain_http_on_loopback_only() {
+        use super::check_plain_http as check;
+        assert!(check("127.0.0.1:0", false, false).is_ok());
+        assert!(check("[::1]:8080", false, false).is_ok());
+        assert!(check("localhost:0", false, false).is_ok());
+        let e = check("0.0.0.0:8080", false, false).unwrap_err().to_string();
+        assert!(
+            e.contains("--insecure-http") && e.contains("--tls-cert"),
+            "{e}"
+        );
+        assert!(check("192.0.2.1:80", false, false).is_err());
+        assert!(check("0.0.0.0:8080", true, false).is_ok());
+        assert!(check("0.0.0.0:8080", false, true).is_ok());
+        assert!(check("not an address", false, false).is_err());
+    }
+
     #[test]
     fn redacts_passwords() {
         assert_eq!(

@@ -115,14 +115,14 @@ impl Readers for PcscReaders {
 pub fn run(
     server: &str,
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
-    token: &str,
+    token: Option<&str>,
     terminal: &str,
     reader: Option<String>,
     sim: Option<PathBuf>,
 ) -> Result<()> {
     let config = AgentConfig {
         server: server.to_string(),
-        token: token.to_string(),
+        token: token.map(str::to_string),
         terminal: terminal.to_string(),
         poll: Duration::from_millis(250),
         retry: Duration::from_secs(1),

@@ -21,13 +21,14 @@ pub trait Readers {
 }
 
 /// Where and as whom to connect.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AgentConfig {
     /// The platform's base URL, `http://host:port` (or `ws://…`), or `https://…` (`wss://…`)
     /// with [`AgentConfig::tls`].
     pub server: String,
-    /// The terminal's bearer token.
-    pub token: String,
+    /// The terminal's bearer token; `None` when the terminal authenticates with the client
+    /// certificate of [`AgentConfig::tls`] (mutual TLS) instead.
+    pub token: Option<String>,
     /// The terminal's name; must match what the token is for.
     pub terminal: String,
     /// How often reader changes are looked for while idle.
@@ -35,8 +36,22 @@ pub struct AgentConfig {
     /// Delay before reconnecting.
     pub retry: Duration,
     /// TLS for an `https://`/`wss://` platform (rustls; the roots that the platform's
-    /// server certificate must chain to). `None`: plain `http://`/`ws://` only.
+    /// server certificate must chain to, and the terminal's client certificate if any).
+    /// `None`: plain `http://`/`ws://` only.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("server", &self.server)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("terminal", &self.terminal)
+            .field("poll", &self.poll)
+            .field("retry", &self.retry)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 /// Why the agent stopped.
@@ -48,9 +63,19 @@ pub enum AgentError {
     /// The platform refused the terminal (the reason it gave).
     #[error("the platform refused this terminal: {0}")]
     Refused(String),
-    /// The token was not accepted.
-    #[error("the platform rejected the token (HTTP 401): check --token")]
+    /// The token (or the client certificate) was not accepted.
+    #[error("the platform rejected this terminal's credentials (HTTP 401): check --token, or --client-cert and the platform's --terminal-ca")]
     Unauthorized,
+    /// The platform's server certificate is not trusted (RFC 8446 §4.4.2.4): wrong or
+    /// missing `--server-ca`, a name mismatch, an expired certificate, or a man in the
+    /// middle. Retrying cannot fix it.
+    #[error("the platform's server certificate is not trusted: {0} (check --server-ca and the host name of --server)")]
+    UntrustedServer(String),
+    /// The platform refused the terminal's client certificate in the TLS handshake (it does
+    /// not chain to one of the platform's `--terminal-ca` roots, is expired or revoked, or
+    /// the platform wants one and none was given).
+    #[error("the platform refused this terminal's client certificate in the TLS handshake ({0}): check --client-cert and the platform's --terminal-ca")]
+    ClientCertificateRefused(String),
     /// The connection failed or dropped.
     #[error("connection: {0}")]
     Connection(String),
@@ -88,9 +113,13 @@ pub fn run(
     while !stop.load(Ordering::Relaxed) {
         match run_once(config, readers, stop) {
             Ok(()) => tracing::info!("the platform closed the connection; reconnecting"),
-            Err(e @ (AgentError::Url(_) | AgentError::Refused(_) | AgentError::Unauthorized)) => {
-                return Err(e)
-            }
+            Err(
+                e @ (AgentError::Url(_)
+                | AgentError::Refused(_)
+                | AgentError::Unauthorized
+                | AgentError::UntrustedServer(_)
+                | AgentError::ClientCertificateRefused(_)),
+            ) => return Err(e),
             Err(AgentError::Connection(e)) => {
                 if !announced_wait {
                     tracing::warn!(
@@ -126,10 +155,12 @@ pub fn run_once(
         .as_str()
         .into_client_request()
         .map_err(|_| AgentError::Url(config.server.clone()))?;
-    let auth = format!("Bearer {}", config.token).parse().map_err(|_| {
-        AgentError::Connection("the token has characters not allowed in a header".into())
-    })?;
-    req.headers_mut().insert("Authorization", auth);
+    if let Some(token) = &config.token {
+        let auth = format!("Bearer {token}").parse().map_err(|_| {
+            AgentError::Connection("the token has characters not allowed in a header".into())
+        })?;
+        req.headers_mut().insert("Authorization", auth);
+    }
     let host = req
         .uri()
         .host()
@@ -152,7 +183,13 @@ pub fn run_once(
     };
     let name = rustls::pki_types::ServerName::try_from(host)
         .map_err(|_| AgentError::Url(config.server.clone()))?;
-    let session = rustls::ClientConnection::new(client, name).map_err(conn)?;
+    let mut session = rustls::ClientConnection::new(client, name).map_err(conn)?;
+    let mut tcp = tcp;
+    // The TLS handshake first, on its own: a server certificate that is not trusted is
+    // told apart from a network failure (and not retried).
+    while session.is_handshaking() {
+        session.complete_io(&mut tcp).map_err(tls_failure)?;
+    }
     let ws = handshake(req, rustls::StreamOwned::new(session, tcp))?;
     ws.get_ref()
         .sock
@@ -173,10 +210,34 @@ fn handshake<S: Read + Write>(
         {
             Err(AgentError::Unauthorized)
         }
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e))) => Err(tls_failure(e)),
         Err(tungstenite::HandshakeError::Failure(e)) => Err(conn(e)),
         Err(tungstenite::HandshakeError::Interrupted(_)) => {
             Err(conn("the handshake was interrupted"))
         }
+    }
+}
+
+/// What a failed TLS exchange means: the server's certificate not trusted, our client
+/// certificate refused by the server (its alert; in TLS 1.3 it comes after our Finished,
+/// with the first read), or a connection problem.
+fn tls_failure(e: std::io::Error) -> AgentError {
+    use rustls::AlertDescription as A;
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(err @ rustls::Error::InvalidCertificate(_)) => {
+            AgentError::UntrustedServer(err.to_string())
+        }
+        Some(rustls::Error::AlertReceived(
+            alert @ (A::BadCertificate
+            | A::UnknownCA
+            | A::CertificateExpired
+            | A::CertificateRevoked
+            | A::CertificateUnknown
+            | A::UnsupportedCertificate
+            | A::CertificateRequired
+            | A::AccessDenied),
+        )) => AgentError::ClientCertificateRefused(format!("alert {alert:?}")),
+        _ => conn(e),
     }
 }
 

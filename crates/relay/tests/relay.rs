@@ -75,7 +75,7 @@ fn platform() -> Platform {
 fn config(url: &str, token: &str, terminal: &str) -> AgentConfig {
     AgentConfig {
         server: url.into(),
-        token: token.into(),
+        token: Some(token.into()),
         terminal: terminal.into(),
         poll: Duration::from_millis(20),
         retry: Duration::from_millis(50),

@@ -7,13 +7,19 @@
 //! request without a valid token answers 401 whatever its body, and one whose role may not
 //! do this answers 403.
 
+use std::path::PathBuf;
+use std::sync::RwLock;
+use std::time::Duration;
 use std::{fmt, marker::PhantomData, sync::Arc};
+
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::error::ApiError;
+use crate::tls::ClientCertificate;
 
 /// What a token allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -75,17 +81,38 @@ impl Principal {
     }
 }
 
-/// The tokens a service accepts. Tokens are wiped on drop and never printed.
+/// One accepted token.
+type Entry = (Zeroizing<String>, Principal);
+
+/// The tokens a service accepts, and the roots of the terminals' client certificates.
+/// Tokens are wiped on drop and never printed.
+///
+/// Clones share one table: [`TokenTable::replace_with`] (a token file re-read while serving,
+/// [`watch_token_files`]) changes what every service holding a clone accepts, from its next
+/// request on.
 #[derive(Default, Clone)]
 pub struct TokenTable {
-    entries: Vec<(Zeroizing<String>, Principal)>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    entries: RwLock<Arc<Vec<Entry>>>,
+    terminals: RwLock<Arc<TerminalRoots>>,
+}
+
+/// The roots (`serve --terminal-ca`) and CRLs (`--terminal-crl`) of terminal certificates.
+#[derive(Default)]
+struct TerminalRoots {
+    roots: Vec<CertificateDer<'static>>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
 }
 
 impl fmt::Debug for TokenTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
             .entries(
-                self.entries
+                self.entries()
                     .iter()
                     .map(|(_, p)| format!("{} ({})", p.name, p.role)),
             )
@@ -99,33 +126,117 @@ impl TokenTable {
         Self::default()
     }
 
+    /// The entries now (a poisoned lock reads as no token at all: refuse rather than guess).
+    fn entries(&self) -> Arc<Vec<Entry>> {
+        self.shared
+            .entries
+            .read()
+            .map(|e| e.clone())
+            .unwrap_or_default()
+    }
+
     /// Accepts `token` for `principal`.
     pub fn with(mut self, token: &str, principal: Principal) -> Self {
         self.add(token, principal);
         self
     }
 
-    /// Accepts `token` for `principal`.
+    /// Accepts `token` for `principal` (in every clone of this table).
     pub fn add(&mut self, token: &str, principal: Principal) {
-        self.entries
-            .push((Zeroizing::new(token.to_string()), principal));
+        if let Ok(mut e) = self.shared.entries.write() {
+            Arc::make_mut(&mut e).push((Zeroizing::new(token.to_string()), principal));
+        }
+    }
+
+    /// Replaces every token by those of `other` (the terminal roots stay): what every clone
+    /// of this table accepts from the next request on. Requests already authenticated, and
+    /// terminals already connected, are not affected.
+    pub fn replace_with(&self, other: &TokenTable) {
+        let new = other.entries();
+        if let Ok(mut e) = self.shared.entries.write() {
+            *e = new;
+        }
+    }
+
+    /// How many tokens there are of each role in `roles`.
+    pub fn count(&self, roles: &[Role]) -> usize {
+        self.entries()
+            .iter()
+            .filter(|(_, p)| roles.contains(&p.role))
+            .count()
     }
 
     /// Whether any token has one of these roles.
     pub fn has_role(&self, roles: &[Role]) -> bool {
-        self.entries.iter().any(|(_, p)| roles.contains(&p.role))
+        self.count(roles) > 0
     }
 
     /// The principal `token` names. Every entry is compared (in constant time), so the time
     /// taken does not tell which one matched or how much of a token was right.
-    pub fn lookup(&self, token: &str) -> Option<&Principal> {
+    pub fn lookup(&self, token: &str) -> Option<Principal> {
+        let entries = self.entries();
         let mut found = None;
-        for (t, p) in &self.entries {
+        for (t, p) in entries.iter() {
             if bool::from(t.as_bytes().ct_eq(token.as_bytes())) {
                 found = Some(p);
             }
         }
-        found
+        found.cloned()
+    }
+
+    /// Accepts terminals by client certificate (mutual TLS): a chain that verifies against
+    /// one of `roots` (with `crls`) names the terminal of its end-entity certificate's
+    /// subject commonName ([`TokenTable::terminal_for_chain`]). The TLS layer must ask for
+    /// client certificates of these roots too ([`crate::tls::PartnerCertVerifier::set_terminal_roots`]).
+    pub fn set_terminal_roots(
+        &self,
+        roots: Vec<CertificateDer<'static>>,
+        crls: Vec<CertificateRevocationListDer<'static>>,
+    ) {
+        if let Ok(mut t) = self.shared.terminals.write() {
+            *t = Arc::new(TerminalRoots { roots, crls });
+        }
+    }
+
+    /// Whether terminals may authenticate with a client certificate.
+    pub fn has_terminal_roots(&self) -> bool {
+        self.shared
+            .terminals
+            .read()
+            .is_ok_and(|t| !t.roots.is_empty())
+    }
+
+    /// The terminal a client chain (verified in the TLS handshake, end entity first) names:
+    /// the chain must verify against one of the terminal roots, and the terminal is the
+    /// end-entity certificate's subject commonName. `None`: not a terminal's certificate (a
+    /// partner's, say, on a shared listener), or no usable commonName.
+    pub fn terminal_for_chain(&self, chain: &[CertificateDer<'static>]) -> Option<Principal> {
+        let terminals = self.shared.terminals.read().ok()?.clone();
+        let trusted = terminals
+            .roots
+            .iter()
+            .any(|root| crate::tls::chain_verifies_against(chain, root, &terminals.crls));
+        if !trusted {
+            return None;
+        }
+        let cert = pki::Certificate::from_der(chain.first()?.as_ref()).ok()?;
+        let name = cert
+            .x509()
+            .tbs_certificate()
+            .subject()
+            .common_name()
+            .ok()??
+            .value()
+            .trim()
+            .to_string();
+        if name.is_empty() || name.chars().any(char::is_control) {
+            return None;
+        }
+        Some(Principal {
+            name,
+            role: Role::Terminal,
+            tenant: None,
+        })
     }
 }
 
@@ -133,7 +244,7 @@ impl relay::hub::TerminalAuth for TokenTable {
     fn terminal_for(&self, token: &str) -> Option<String> {
         self.lookup(token)
             .filter(|p| p.role == Role::Terminal)
-            .map(|p| p.name.clone())
+            .map(|p| p.name)
     }
 }
 
@@ -219,15 +330,38 @@ impl<P: Permission, S: HasTokens> FromRequestParts<Arc<S>> for Auth<P> {
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<S>) -> Result<Self, ApiError> {
         let tokens = state.tokens();
-        let token = bearer_token(parts).ok_or_else(|| {
-            ApiError::unauthorized("a bearer token is required (Authorization: Bearer …)")
-        })?;
-        if !tokens.has_role(P::ROLES) {
-            return Err(P::disabled());
-        }
-        let principal = tokens
-            .lookup(token)
-            .ok_or_else(|| ApiError::unauthorized("unknown or wrong bearer token"))?;
+        let principal = match bearer_token(parts) {
+            Some(token) => {
+                if !tokens.has_role(P::ROLES) {
+                    return Err(P::disabled());
+                }
+                tokens
+                    .lookup(token)
+                    .ok_or_else(|| ApiError::unauthorized("unknown or wrong bearer token"))?
+            }
+            // No token: a terminal's client certificate (mutual TLS), verified in the
+            // handshake, names the caller.
+            None => match parts.extensions.get::<ClientCertificate>() {
+                Some(client) if tokens.has_terminal_roots() => {
+                    let chain = client.chain.clone();
+                    let tokens = tokens.clone();
+                    // Chain verification is CPU work: off the async workers.
+                    tokio::task::spawn_blocking(move || tokens.terminal_for_chain(&chain))
+                        .await
+                        .map_err(|_| ApiError::internal("a client certificate check"))?
+                        .ok_or_else(|| {
+                            ApiError::unauthorized(
+                                "the client certificate is not a terminal's (no --terminal-ca root, or no subject commonName), and no bearer token was given",
+                            )
+                        })?
+                }
+                _ => {
+                    return Err(ApiError::unauthorized(
+                        "a bearer token is required (Authorization: Bearer …)",
+                    ))
+                }
+            },
+        };
         if !P::ROLES.contains(&principal.role) {
             return Err(ApiError::forbidden(format!(
                 "{} (role {}) may not {}",
@@ -237,8 +371,95 @@ impl<P: Permission, S: HasTokens> FromRequestParts<Arc<S>> for Auth<P> {
             )));
         }
         Ok(Auth {
-            principal: principal.clone(),
+            principal,
             _permission: PhantomData,
         })
     }
+}
+
+/// The SHA-256 of each file's content now (`None`: unreadable).
+fn digests(files: &[PathBuf]) -> Vec<Option<[u8; 32]>> {
+    use sha2::Digest;
+    files
+        .iter()
+        .map(|f| {
+            std::fs::read(f)
+                .ok()
+                .map(|b| sha2::Sha256::digest(Zeroizing::new(b)).into())
+        })
+        .collect()
+}
+
+/// Token rotation without a restart: every `every`, the content of `files` is compared with
+/// what was last read, and on a change (or on `SIGHUP`) `build` makes a new table that
+/// replaces `table`'s tokens ([`TokenTable::replace_with`]): a removed token is refused and
+/// an added one accepted from the next request on. When `build` fails (a malformed line, a
+/// file that went away) the previous tokens stay and the error is logged; `build`'s errors
+/// must not hold tokens. Spawns a task on the current tokio runtime.
+pub fn watch_token_files<F>(table: TokenTable, files: Vec<PathBuf>, every: Duration, build: F)
+where
+    F: Fn() -> Result<TokenTable, String> + Send + Sync + 'static,
+{
+    let build = Arc::new(build);
+    // Installed now, before the caller goes on to serve: a SIGHUP from then on re-reads
+    // instead of ending the process (its default action).
+    #[cfg(unix)]
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!("no SIGHUP handler ({e}); token files are still re-read on change");
+            None
+        }
+    };
+    tokio::spawn(async move {
+        let mut seen = digests(&files);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            #[cfg(unix)]
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hangup = std::future::pending::<Option<()>>();
+            let forced = tokio::select! {
+                _ = tick.tick() => false,
+                _ = hangup => true,
+            };
+            let (files_now, build_now, before) = (files.clone(), build.clone(), seen.clone());
+            // Only a change (or SIGHUP) rebuilds, so a broken file is reported once, not at
+            // every tick.
+            let result = tokio::task::spawn_blocking(move || {
+                let now = digests(&files_now);
+                let built = (forced || now != before).then(|| build_now());
+                (now, built)
+            })
+            .await;
+            let Ok((now, Some(built))) = result else {
+                continue;
+            };
+            seen = now;
+            match built {
+                Ok(new) => {
+                    table.replace_with(&new);
+                    tracing::info!(
+                        operators = table.count(&[Role::Operator, Role::Viewer]),
+                        terminals = table.count(&[Role::Terminal]),
+                        reason = if forced {
+                            "SIGHUP"
+                        } else {
+                            "a token file changed"
+                        },
+                        "tokens re-read"
+                    );
+                }
+                Err(e) => tracing::error!(
+                    "token files not re-read ({e}); the previous tokens stay in force"
+                ),
+            }
+        }
+    });
 }

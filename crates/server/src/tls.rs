@@ -1,19 +1,26 @@
-//! HTTPS with client certificates (mutual TLS, rustls 0.23) for `cardwright serve`.
+//! HTTPS with client certificates (mutual TLS, rustls 0.23) for `cardwright serve`, and the
+//! client side of an issuing terminal (`cardwright agent --server https://…`).
 //!
 //! * [`server_config`]: the server's certificate chain and key (PEM files) and, for the card
-//!   issuer's platform, a [`PartnerCertVerifier`].
+//!   issuer's platform or terminals with certificates, a [`PartnerCertVerifier`].
 //! * [`PartnerCertVerifier`]: rustls' [`WebPkiClientVerifier`] over the roots given on the
-//!   command line (`--partner-ca`) and the roots of the partners registered in the database
-//!   and not revoked ([`PartnerCertVerifier::set_partner_roots`]), with the CRLs of
-//!   `--partner-crl`. A client that presents a certificate which does not chain to one of
-//!   these roots, is expired, or is revoked by a CRL, is refused **in the handshake**
-//!   (RFC 8446 §4.4.2.4: the server aborts with a `bad_certificate`-class alert). A client
-//!   without a certificate is let through the handshake (operators use bearer tokens on the
-//!   same listener); the partner routes then refuse it (`401 client_certificate_required`).
+//!   command line (`--partner-ca`), the roots of the partners registered in the database
+//!   and not revoked ([`PartnerCertVerifier::set_partner_roots`]) and the issuing terminals'
+//!   roots (`--terminal-ca`, [`PartnerCertVerifier::set_terminal_roots`]), with the CRLs of
+//!   `--partner-crl` and `--terminal-crl`. One verifier for every client of the listener:
+//!   who a verified chain is, partner or terminal, is decided by the route
+//!   ([`chain_verifies_against`] one root set at a time). A client that presents a
+//!   certificate which does not chain to one of these roots, is expired, or is revoked by a
+//!   CRL, is refused **in the handshake** (RFC 8446 §4.4.2.4: the server aborts with a
+//!   `bad_certificate`-class alert). A client without a certificate is let through the
+//!   handshake (operators and token terminals use bearer tokens on the same listener); the
+//!   partner routes then refuse it (`401 client_certificate_required`).
 //! * [`serve_tls`]: the accept loop (tokio-rustls + hyper-util); the client's verified chain
 //!   reaches every handler as the request extension [`ClientCertificate`].
 //! * [`chain_verifies_against`]: which root a verified chain belongs to (the partner's
-//!   identity is the registered root its chain verifies against).
+//!   identity is the registered root its chain verifies against; a terminal's is its
+//!   certificate's commonName once the chain verifies against a `--terminal-ca` root).
+//! * [`client_config`], [`client_config_with_certificate`]: the terminal's side (`wss://`).
 
 use std::future::Future;
 use std::path::Path;
@@ -175,6 +182,9 @@ pub struct PartnerCertVerifier {
 
 struct Current {
     partner_roots: Vec<CertificateDer<'static>>,
+    /// The issuing terminals' roots (`--terminal-ca`) and their CRLs (`--terminal-crl`).
+    terminal_roots: Vec<CertificateDer<'static>>,
+    terminal_crls: Vec<CertificateRevocationListDer<'static>>,
     /// `None`: no root at all; a client certificate is still asked for, and refused.
     inner: Option<Arc<dyn ClientCertVerifier>>,
 }
@@ -182,9 +192,11 @@ struct Current {
 impl std::fmt::Debug for PartnerCertVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let partner_roots = self.current.read().map(|c| c.partner_roots.len()).ok();
+        let terminal_roots = self.current.read().map(|c| c.terminal_roots.len()).ok();
         f.debug_struct("PartnerCertVerifier")
             .field("static_roots", &self.static_roots.len())
             .field("partner_roots", &partner_roots)
+            .field("terminal_roots", &terminal_roots)
             .field("crls", &self.crls.len())
             .finish()
     }
@@ -205,6 +217,8 @@ impl PartnerCertVerifier {
             provider,
             current: RwLock::new(Current {
                 partner_roots: Vec::new(),
+                terminal_roots: Vec::new(),
+                terminal_crls: Vec::new(),
                 inner,
             }),
         }))
@@ -219,18 +233,51 @@ impl PartnerCertVerifier {
     ) -> Result<(), TlsError> {
         roots.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
         roots.dedup();
-        if self.current.read().is_ok_and(|c| c.partner_roots == roots) {
+        let Ok(mut c) = self.current.write() else {
+            return Err(TlsError::Verifier("poisoned lock".into()));
+        };
+        if c.partner_roots == roots {
             return Ok(());
         }
-        let all: Vec<_> = self.static_roots.iter().chain(&roots).cloned().collect();
-        let inner = webpki_verifier(&all, &self.crls, &self.provider)?;
-        if let Ok(mut c) = self.current.write() {
-            *c = Current {
-                partner_roots: roots,
-                inner,
-            };
-        }
+        c.inner = self.build(&roots, &c.terminal_roots, &c.terminal_crls)?;
+        c.partner_roots = roots;
         Ok(())
+    }
+
+    /// Also accepts client certificates of the issuing terminals' `roots` (`serve
+    /// --terminal-ca`), checked against `crls` (`--terminal-crl`) on top of the partner
+    /// CRLs. Which terminal a chain names is the service's decision
+    /// ([`crate::auth::TokenTable::terminal_for_chain`]); here it only has to verify.
+    pub fn set_terminal_roots(
+        &self,
+        roots: Vec<CertificateDer<'static>>,
+        crls: Vec<CertificateRevocationListDer<'static>>,
+    ) -> Result<(), TlsError> {
+        let Ok(mut c) = self.current.write() else {
+            return Err(TlsError::Verifier("poisoned lock".into()));
+        };
+        c.inner = self.build(&c.partner_roots, &roots, &crls)?;
+        c.terminal_roots = roots;
+        c.terminal_crls = crls;
+        Ok(())
+    }
+
+    /// The inner verifier over the static, partner and terminal roots and every CRL.
+    fn build(
+        &self,
+        partner_roots: &[CertificateDer<'static>],
+        terminal_roots: &[CertificateDer<'static>],
+        terminal_crls: &[CertificateRevocationListDer<'static>],
+    ) -> Result<Option<Arc<dyn ClientCertVerifier>>, TlsError> {
+        let all: Vec<_> = self
+            .static_roots
+            .iter()
+            .chain(partner_roots)
+            .chain(terminal_roots)
+            .cloned()
+            .collect();
+        let crls: Vec<_> = self.crls.iter().chain(terminal_crls).cloned().collect();
+        webpki_verifier(&all, &crls, &self.provider)
     }
 
     /// Every root a client chain may verify against now: `--partner-ca` first, then the
@@ -368,19 +415,61 @@ pub fn server_config(
 /// `roots` (a platform's CA: an issuing terminal's `agent --server-ca`), no client
 /// certificate. Protocol versions and algorithms are rustls' safe defaults.
 pub fn client_config(roots: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let mut store = RootCertStore::empty();
-    for root in load_certificates(roots)? {
-        store.add(root).map_err(|e| TlsError::Pem {
-            path: roots.display().to_string(),
-            what: format!("not a usable CA certificate: {e}"),
-        })?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(provider())
+    Ok(Arc::new(client_builder(Some(roots))?.with_no_client_auth()))
+}
+
+/// The client configuration of an issuing terminal (`agent --server https://…`): the
+/// platform's certificate must chain to `roots` (PEM, `--server-ca`) or, without it, to the
+/// Mozilla root program's CAs (`webpki-roots`: a platform with a publicly trusted
+/// certificate); with `client`, the terminal's certificate chain and key (PEM files) are
+/// presented when the server asks for one (mutual TLS, RFC 8446 §4.4.2).
+pub fn terminal_client_config(
+    roots: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let builder = client_builder(roots)?;
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => builder
+            .with_client_auth_cert(load_certificates(chain)?, load_private_key(key)?)
+            .map_err(|e| TlsError::Config(format!("client certificate and key: {e}")))?,
+    };
+    Ok(Arc::new(config))
+}
+
+/// As [`client_config`], and presents the client certificate `chain` (PEM, leaf first) with
+/// its `key` when the server asks for one.
+pub fn client_config_with_certificate(
+    roots: &Path,
+    chain: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    terminal_client_config(Some(roots), Some((chain, key)))
+}
+
+fn client_builder(
+    roots: Option<&Path>,
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, TlsError>
+{
+    let store = match roots {
+        Some(roots) => {
+            let mut store = RootCertStore::empty();
+            for root in load_certificates(roots)? {
+                store.add(root).map_err(|e| TlsError::Pem {
+                    path: roots.display().to_string(),
+                    what: format!("not a usable CA certificate: {e}"),
+                })?;
+            }
+            store
+        }
+        None => RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        },
+    };
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+        .with_root_certificates(store))
 }
 
 /// Serves `app` over TLS on `listener` until `shutdown` resolves; open connections then get

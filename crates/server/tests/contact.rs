@@ -185,7 +185,7 @@ fn the_background_task_renews_a_due_ssd_when_the_card_is_presented() {
         let (stop, present, card) = (stop.clone(), present.clone(), card.clone());
         let cfg = relay::agent::AgentConfig {
             server: url,
-            token: "desk-token-0123456789".into(),
+            token: Some("desk-token-0123456789".into()),
             terminal: "desk".into(),
             poll: Duration::from_millis(20),
             retry: Duration::from_millis(50),

@@ -207,7 +207,7 @@ async fn platform() -> Platform {
         let stop = stop.clone();
         let cfg = relay::agent::AgentConfig {
             server: url,
-            token: TERMINAL.into(),
+            token: Some(TERMINAL.into()),
             terminal: "desk".into(),
             poll: Duration::from_millis(20),
             retry: Duration::from_millis(50),

@@ -76,7 +76,7 @@ fn start_terminal(url: &str) -> Terminal {
     let stop = Arc::new(AtomicBool::new(false));
     let cfg = AgentConfig {
         server: url.into(),
-        token: TERMINAL.into(),
+        token: Some(TERMINAL.into()),
         terminal: "desk-1".into(),
         poll: Duration::from_millis(20),
         retry: Duration::from_millis(50),

@@ -978,7 +978,7 @@ fn ap_api_runs_flow1_through_its_terminal() {
         let card = ci.card.clone();
         let cfg = relay::agent::AgentConfig {
             server: url.clone(),
-            token: "ap-desk-token-0123456789".into(),
+            token: Some("ap-desk-token-0123456789".into()),
             terminal: "desk".into(),
             poll: Duration::from_millis(20),
             retry: Duration::from_millis(50),
@@ -1101,7 +1101,7 @@ fn flow2_and_renewals_at_the_ci_desk() {
         let card = ci.card.clone();
         let cfg = relay::agent::AgentConfig {
             server: url,
-            token: "ci-desk-token-0123456789".into(),
+            token: Some("ci-desk-token-0123456789".into()),
             terminal: "ci-desk".into(),
             poll: Duration::from_millis(20),
             retry: Duration::from_millis(50),
