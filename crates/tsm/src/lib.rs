@@ -10,10 +10,15 @@
 //! [`pki::PaymentStore`]). One type, two engines, chosen by URL:
 //!
 //! * `sqlite:PATH`: embedded, the default. WAL journal, `synchronous=NORMAL` unless
-//!   `?synchronous=full`; writers of one process queue on a mutex.
+//!   `?synchronous=full`; one group commit at a time (SQLite has one writer).
 //! * `postgres://USER@HOST:PORT/DB`: production. `?schema=NAME` selects (and creates) a
-//!   schema; `?pool=N` sizes the pool; other parameters go to the driver (for example
+//!   schema; `?pool=N` sizes the pool; `?groups=N` (default 4, at most the pool) is how many
+//!   group commits run at the same time; other parameters go to the driver (for example
 //!   `options=-c%20synchronous_commit%3Doff`).
+//!
+//! Write transactions are **group commits** (`store::group`): the workers of a process that
+//! write while a group commits share the next group's transaction and commit, each in its own
+//! savepoint, and the audit entries of all of them are chained and signed once.
 //!
 //! The schema is the same on both, created by versioned migrations embedded in the binary
 //! and applied when the store opens (recorded in `schema_migrations`; idempotent; serialised

@@ -26,12 +26,50 @@ use crate::db::Conn;
 use crate::error::StoreError;
 
 /// The process's group commit (one per [`Store`]).
-#[derive(Default)]
 pub(crate) struct Committer {
     /// The group that new writers join; replaced by a fresh one when its leader closes it.
     forming: Mutex<Arc<Group>>,
-    /// Held by the leader of the group that runs and commits.
-    running: Mutex<()>,
+    /// Groups running their members' work now, and how many may.
+    running: Mutex<usize>,
+    slot_freed: Condvar,
+    parallel: usize,
+}
+
+/// One running group's place among the [`Committer`]'s `parallel` slots.
+struct Slot<'c>(&'c Committer);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.running) -= 1;
+        self.0.slot_freed.notify_one();
+    }
+}
+
+impl Committer {
+    /// A group commit where up to `parallel` groups run their work at the same time, each
+    /// on its own connection (SQLite: 1, it has one writer; PostgreSQL: several, so that
+    /// round trips overlap while commits are still shared).
+    pub(crate) fn new(parallel: usize) -> Committer {
+        Committer {
+            forming: Mutex::default(),
+            running: Mutex::new(0),
+            slot_freed: Condvar::new(),
+            parallel: parallel.max(1),
+        }
+    }
+
+    /// Waits for a free slot.
+    fn slot(&self) -> Slot<'_> {
+        let mut n = lock(&self.running);
+        while *n >= self.parallel {
+            n = self
+                .slot_freed
+                .wait(n)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *n += 1;
+        Slot(self)
+    }
 }
 
 #[derive(Default)]
@@ -200,9 +238,9 @@ impl Committer {
         index: usize,
         f: impl FnOnce(&mut Conn) -> Result<T, E>,
     ) -> Result<T, E> {
-        // The group before runs its members' work while this one gathers members; on
-        // SQLite it also commits meanwhile (one writer at a time).
-        let running = lock(&self.running);
+        // The groups before run their members' work while this one gathers members; on
+        // SQLite the one before also commits meanwhile (one writer at a time).
+        let running = self.slot();
         let writer = store.sqlite_writer();
         *lock(&self.forming) = Arc::new(Group::default());
         let opened = store.conn().and_then(|mut c| c.begin().map(|()| c));

@@ -83,12 +83,17 @@ enum Durability {
     Full,
 }
 
+/// PostgreSQL group commits that may run at the same time, unless `groups=` says otherwise.
+const DEFAULT_PG_GROUPS: u32 = 4;
+
 /// Options shared by both backends, read from the URL's query string.
 #[derive(Debug)]
 struct UrlOptions {
     pool: u32,
     schema: Option<String>,
     sync: Durability,
+    /// PostgreSQL: group commits that may run at the same time (`groups=`).
+    groups: Option<u32>,
 }
 
 fn split_query(rest: &str) -> (&str, Vec<(String, String)>) {
@@ -126,6 +131,7 @@ fn take_options(
         pool: default_pool,
         schema: None,
         sync: Durability::Normal,
+        groups: None,
     };
     let mut rest = Vec::new();
     for (k, v) in query {
@@ -144,6 +150,14 @@ fn take_options(
                     )));
                 }
                 o.schema = Some(v);
+            }
+            "groups" => {
+                o.groups = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| (1..=64).contains(n))
+                        .ok_or_else(|| StoreError::BadUrl(format!("groups={v}: want 1 to 64")))?,
+                )
             }
             "synchronous" => {
                 o.sync = match v.as_str() {
@@ -225,7 +239,7 @@ impl Store {
     fn open_mode(url: &str, mode: OpenMode) -> Result<Store, StoreError> {
         let display = redact(url);
         let mut created = false;
-        let backend = if let Some(rest) = url.strip_prefix("sqlite:") {
+        let (backend, group_parallel) = if let Some(rest) = url.strip_prefix("sqlite:") {
             let rest = rest.strip_prefix("//").unwrap_or(rest);
             let (path, query) = split_query(rest);
             if path.is_empty() {
@@ -237,6 +251,11 @@ impl Store {
             }
             if opts.schema.is_some() {
                 return Err(StoreError::BadUrl("schema= is for PostgreSQL".into()));
+            }
+            if opts.groups.is_some() {
+                return Err(StoreError::BadUrl(
+                    "groups= is for PostgreSQL (SQLite has one writer)".into(),
+                ));
             }
             let sync = match opts.sync {
                 Durability::Normal => "NORMAL",
@@ -258,7 +277,7 @@ impl Store {
                 .min_idle(Some(1))
                 .connection_timeout(Duration::from_secs(30))
                 .build(manager)?;
-            Backend::Sqlite(pool)
+            (Backend::Sqlite(pool), 1)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let (base, query) = split_query(url);
             let (opts, others) = take_options(query, 10)?;
@@ -304,7 +323,9 @@ impl Store {
                 // pool drops it (`has_broken`).
                 .test_on_check_out(false)
                 .build(manager)?;
-            Backend::Postgres(pool)
+            // Several groups at once overlap their round trips; each holds a connection.
+            let groups = opts.groups.unwrap_or(DEFAULT_PG_GROUPS).min(opts.pool);
+            (Backend::Postgres(pool), groups as usize)
         } else {
             return Err(StoreError::BadUrl(format!("'{display}'")));
         };
@@ -314,7 +335,7 @@ impl Store {
                 display,
                 created,
                 sqlite_writer: std::sync::Mutex::new(()),
-                committer: group::Committer::default(),
+                committer: group::Committer::new(group_parallel),
             }),
             anchor: None,
         };

@@ -114,7 +114,9 @@ pub fn postgres_schema(prefix: &str) -> Option<TestStore> {
         .batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
         .expect("create test schema");
     let sep = if url.contains('?') { '&' } else { '?' };
-    let store_url = format!("{url}{sep}schema={schema}&pool=4");
+    // The store's own options (`pool=`, `groups=`); benchmarks set more connections.
+    let options = std::env::var("CARDWRIGHT_PG_STORE_OPTIONS").unwrap_or_else(|_| "pool=4".into());
+    let store_url = format!("{url}{sep}schema={schema}&{options}");
     let store = Store::open(&store_url).expect("open postgres store");
     Some(TestStore {
         name: "postgres",
