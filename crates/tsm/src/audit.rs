@@ -20,16 +20,16 @@
 //!
 //! The [`Store`](crate::Store)'s write transactions are group commits (several workers'
 //! work in one database transaction, see `store::group`). An entry recorded by a member's
-//! work ([`append_in`]) is kept aside with the member, without touching the database: the
+//! work (`append_in`) is kept aside with the member, without touching the database: the
 //! chain's head is not locked while the work runs, so workers do not queue behind each other
 //! on the head row. If the member's work fails its entries are dropped with its statements.
-//! Before the group commits, its leader **seals** the entries of all members ([`seal_in`]):
+//! Before the group commits, its leader **seals** the entries of all members (`seal_in`):
 //! it locks the head (SQLite: the write transaction; PostgreSQL: `SELECT … FOR UPDATE` on the
 //! single `audit_head` row), chains them in the order the members ran into `audit_log` (one
 //! multi-row INSERT per hundred), moves the head and signs one checkpoint for all of them. An
 //! entry is thus chained in the same commit as the change it records, and eight workers pay
 //! for one seal and one signature. Entries recorded on their own
-//! ([`crate::Store::audit_append`]) are chained at once ([`chain_in`]).
+//! ([`crate::Store::audit_append`]) are chained at once (`chain_in`).
 //!
 //! The database refuses UPDATE and DELETE on `audit_log` with triggers; [`crate::Store::audit_verify`] still
 //! detects any change made by someone who drops them: a changed, removed or reordered

@@ -1,22 +1,25 @@
 //! Group commit: the write transactions that this process's workers start while another
 //! group is committing share **one** database transaction and **one** commit.
 //!
-//! A worker joins the group that is forming. The first to join leads it: it waits until the
-//! group before has committed (meanwhile the others join), closes the group, opens the
-//! transaction (`BEGIN IMMEDIATE` on SQLite, under the process's writer lock) and lets every
-//! member run its own work, in turn, on the group's connection, each inside its own
-//! savepoint, so that one member's failure undoes only its own statements (and drops the
-//! audit entries it recorded). When all have run, the leader chains the audit entries they
-//! recorded ([`audit::seal_in`], with the signed checkpoint) and commits. Each member then returns its own result, or, if the
-//! commit failed, the commit's error: nothing of the group is in the database.
+//! A worker joins the group that is forming. The first to join leads it: it waits for a free
+//! slot (meanwhile the others join), closes the group, opens the transaction (`BEGIN
+//! IMMEDIATE` on SQLite, under the process's writer lock) and lets every member run its own
+//! work, in turn, on the group's connection, each inside its own savepoint, so that one
+//! member's failure undoes only its own statements (and drops the audit entries it recorded).
+//! When all have run, the leader chains the audit entries they recorded
+//! ([`audit::seal_in`], with the signed checkpoint) and commits. Each member then returns its
+//! own result, or, if the commit failed, the commit's error: nothing of the group is in the
+//! database.
 //!
 //! Each member's work runs on its own thread (it borrows that thread's data); only the
 //! connection moves between them. With one worker a group is that worker alone and costs
 //! what a plain transaction costs plus a savepoint; with eight, the commit (an fsync on
 //! PostgreSQL or on SQLite with `synchronous=full`) and the audit seal are paid once for
-//! all of them. Groups run one at a time in a process; the database still orders them
-//! against other processes (row locks, SQLite's write lock). On PostgreSQL a group runs its
-//! work while the group before it commits.
+//! several of them. SQLite runs one group at a time (one writer; the next group gathers
+//! while one commits); PostgreSQL runs up to `groups=` (default 4) at once, each on its own
+//! connection, so that their round trips overlap, and a group's slot is freed before its
+//! commit. The database still orders groups against each other and other processes (row
+//! locks, the audit head, SQLite's write lock).
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
