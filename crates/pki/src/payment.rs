@@ -526,9 +526,12 @@ impl PaymentAuthenticator {
         if challenge.payer.as_ref().is_some_and(|p| p != &cert.serial) {
             return Err(PaymentError::WrongPayer);
         }
-        let digest = challenge.digest();
+        // The card signed the digest of these bytes; verifying the bytes (the key hashes
+        // them) takes the fast path for P-256 (`PublicKey::verify`).
+        let message = challenge.canonical_bytes();
+        let digest = sha256(&message);
         cert.public_key
-            .verify_digest(&digest, signature)
+            .verify(&message, signature)
             .map_err(|_| PaymentError::BadSignature)?;
         let authorisation = Authorisation {
             challenge_id: challenge.id,

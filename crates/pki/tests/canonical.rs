@@ -227,3 +227,34 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// `PublicKey::verify` (ring for P-256) and `verify_digest` of the message's SHA-256
+    /// (RustCrypto) accept and refuse the same signatures.
+    #[test]
+    fn p256_message_and_digest_verification_agree(
+        seed in any::<[u8; 32]>(),
+        msg in proptest::collection::vec(any::<u8>(), 0..200),
+        flip in any::<u8>(),
+        tamper in any::<bool>(),
+    ) {
+        use p256::ecdsa::signature::hazmat::PrehashSigner;
+        let Ok(sk) = p256::ecdsa::SigningKey::from_slice(&seed) else {
+            return Ok(());
+        };
+        let digest = pki::key::sha256(&msg);
+        let sig: p256::ecdsa::Signature = sk.sign_prehash(&digest).unwrap();
+        let mut der = sig.to_der().as_bytes().to_vec();
+        if tamper {
+            let i = usize::from(flip) % der.len();
+            der[i] ^= 1 | flip;
+        }
+        let key = pki::PublicKey::P256(p256::PublicKey::from(sk.verifying_key()));
+        let by_message = key.verify(&msg, &der);
+        let by_digest = key.verify_digest(&digest, &der);
+        prop_assert_eq!(by_message, by_digest);
+        if !tamper {
+            prop_assert!(by_message.is_ok());
+        }
+    }
+}

@@ -90,6 +90,14 @@ fn ecdsa_p256_sha256_known_answers() {
             other => panic!("unknown kind {other}"),
         };
         assert_eq!(key.verify_digest(&digest, &sig), Ok(()), "vector {checked}");
+        if f[0] == "msg" {
+            // The message path (ring for P-256) agrees.
+            let msg = hex(f[3]);
+            assert_eq!(key.verify(&msg, &sig), Ok(()), "vector {checked}");
+            let mut m = msg.clone();
+            m.push(0);
+            assert_eq!(key.verify(&m, &sig), Err(SignatureError::Invalid));
+        }
         // Any change of digest or signature must fail.
         let mut d = digest;
         d[31] ^= 1;
