@@ -54,6 +54,7 @@
 
 pub mod apps;
 pub mod audit;
+pub mod campaign;
 mod db;
 mod error;
 pub mod issuance;

@@ -436,6 +436,33 @@ CREATE INDEX ota_messages_by_card ON ota_messages (card_number, id);
 "#;
 
 /// Every migration, in order. Never edit one that shipped: add the next.
+/// Campaigns (issue 13): a batch of cards to write and its work items, claimed under a lease.
+const V9_CAMPAIGNS: &str = r#"
+CREATE TABLE campaigns (
+    id          {autoid},
+    tenant_id   TEXT NOT NULL REFERENCES tenants(id),
+    category_id TEXT NOT NULL REFERENCES categories(id),
+    state       TEXT NOT NULL CHECK (state IN ('created', 'running', 'paused', 'cancelled')),
+    parent_id   BIGINT REFERENCES campaigns(id),
+    created_by  TEXT NOT NULL,
+    created_ms  BIGINT NOT NULL,
+    updated_ms  BIGINT NOT NULL
+);
+
+CREATE TABLE campaign_items (
+    campaign_id    BIGINT NOT NULL REFERENCES campaigns(id),
+    card_number    TEXT NOT NULL,
+    state          TEXT NOT NULL CHECK (state IN ('pending', 'claimed', 'done', 'failed')),
+    attempts       BIGINT NOT NULL,
+    lease_owner    TEXT,
+    lease_until_ms BIGINT,
+    reason         TEXT,
+    finished_ms    BIGINT,
+    PRIMARY KEY (campaign_id, card_number)
+);
+CREATE INDEX campaign_items_by_state ON campaign_items (state, campaign_id);
+"#;
+
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -490,6 +517,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 8,
         name: "ota: catalog, cards' OTA identities and counters, sessions, messages",
         sql: V8_OTA,
+        sqlite: "",
+        postgres: "",
+    },
+    Migration {
+        version: 9,
+        name: "campaigns: batches of cards to write, work items claimed under a lease",
+        sql: V9_CAMPAIGNS,
         sqlite: "",
         postgres: "",
     },

@@ -28,7 +28,7 @@ fn migrations_are_idempotent() {
         let v = s.schema_versions().unwrap();
         assert_eq!(
             v.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
-            vec![1, 2, 3, 4, 5, 6, 7, 8],
+            vec![1, 2, 3, 4, 5, 6, 7, 8, 9],
             "{}",
             b.name
         );
@@ -38,7 +38,7 @@ fn migrations_are_idempotent() {
             .unwrap();
         let again = Store::open(&b.url).unwrap();
         assert!(again.tenant("acme").unwrap().is_some(), "{}", b.name);
-        assert_eq!(again.schema_versions().unwrap().len(), 8);
+        assert_eq!(again.schema_versions().unwrap().len(), 9);
     }
 }
 
@@ -59,7 +59,7 @@ fn upgrades_apply_only_what_is_missing_and_newer_schemas_are_refused() {
         };
         let id = s.create_job(&job).unwrap();
         // Back to a database made by an earlier release (schema 3).
-        let downgrade = "DROP TABLE ota_messages; DROP TABLE ota_sessions; DROP TABLE ota_cards; DROP TABLE ota_catalog; DROP TABLE outlet_records; DROP TABLE ssd_receipts; DROP TABLE ssd_renewals; DROP TABLE ssd_key_versions; DROP TABLE ssds; \
+        let downgrade = "DROP TABLE campaign_items; DROP TABLE campaigns; DROP TABLE ota_messages; DROP TABLE ota_sessions; DROP TABLE ota_cards; DROP TABLE ota_catalog; DROP TABLE outlet_records; DROP TABLE ssd_receipts; DROP TABLE ssd_renewals; DROP TABLE ssd_key_versions; DROP TABLE ssds; \
              DROP TABLE ssd_key_policy; DROP TABLE ssd_partners; DROP TABLE audit_checkpoint; \
              DELETE FROM schema_migrations WHERE version >= 4;";
         let bump =
@@ -71,7 +71,7 @@ fn upgrades_apply_only_what_is_missing_and_newer_schemas_are_refused() {
                 .execute_batch(downgrade)
                 .unwrap(),
         }
-        assert_eq!(s.migrate().unwrap(), vec![4, 5, 6, 7, 8], "{}", b.name);
+        assert_eq!(s.migrate().unwrap(), vec![4, 5, 6, 7, 8, 9], "{}", b.name);
         assert!(s.migrate().unwrap().is_empty());
         assert!(s.tenant("acme").unwrap().is_some());
         // The job and its steps survived; the SSD job kinds are accepted; one open job
@@ -103,7 +103,7 @@ fn upgrades_apply_only_what_is_missing_and_newer_schemas_are_refused() {
             Store::open(&b.url),
             Err(StoreError::SchemaTooNew {
                 found: 99,
-                known: 8
+                known: 9
             })
         ));
     }

@@ -2,6 +2,7 @@
 //! opened from a URL, migrated at open, synchronous (servers call it from
 //! `spawn_blocking`), cheap to clone and shareable between threads.
 
+pub(crate) mod campaign;
 mod group;
 pub(crate) mod jobs;
 pub(crate) mod ota;
