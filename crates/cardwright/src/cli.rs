@@ -44,6 +44,9 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
     /// Card issuance: write, rewrite, clear a card (keys derived from the category's base key).
     Issue(crate::issue_cmd::IssueCmd),
+    /// Campaigns: write batches of cards (a CSV list or a range) from any number of workers
+    /// sharing the database: create, start, pause, resume, cancel, status, retry, run.
+    Campaign(crate::campaign_cmd::CampaignCmd),
     /// Tenants of the platform: card issuers and application providers.
     Tenant(crate::issue_cmd::TenantCmd),
     /// Application packages: CAP files registered with the platform (`add`); signed install

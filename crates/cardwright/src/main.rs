@@ -5,6 +5,7 @@ mod agent;
 mod api_answer;
 mod audit_cmd;
 mod bench;
+mod campaign_cmd;
 mod card_cmd;
 mod cli;
 mod demo;
@@ -108,6 +109,7 @@ fn main() {
         Command::Outlet(o) => outlet_cmd::run(o),
         Command::Demo(a) => demo::run(a),
         Command::Issue(i) => issue_cmd::run_issue(i),
+        Command::Campaign(c) => campaign_cmd::run(c),
         Command::Tenant(t) => issue_cmd::run_tenant(t),
         Command::Category(c) => issue_cmd::run_category(c),
         Command::Partner(p) => ssd_cmd::run_partner(p),

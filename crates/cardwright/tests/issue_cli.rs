@@ -230,3 +230,69 @@ fn write_rewrite_clear() {
         "unknown card",
     );
 }
+
+/// A campaign from the command line: created from a range and from a CSV file, started,
+/// written by the lab worker on virtual cards, followed with `status` (text and JSON).
+#[test]
+fn campaign_from_the_cli() {
+    const BASE: &str = "0F1F2F3F4F5F6F7F8F9FAFBFCFDFEFFF";
+    let p = Platform::new();
+    p.import("gold", BASE);
+    p.ok(&[
+        "tenant", "create", "--id", "issuer", "--name", "Issuer", "--role", "ci",
+    ]);
+    p.ok(&[
+        "category", "create", "--id", "gold", "--tenant", "issuer", "--perso", "5F2001AA",
+    ]);
+    p.fails(
+        &[
+            "campaign",
+            "create",
+            "--category",
+            "gold",
+            "--range",
+            "19..10",
+        ],
+        "below the first",
+    );
+    let out = p.ok(&[
+        "campaign",
+        "create",
+        "--category",
+        "gold",
+        "--range",
+        "4711000000000100..4711000000000119",
+    ]);
+    assert!(out.contains("20 cards in gold"), "{out}");
+    let id = out
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string();
+    let csv = p.path("cards.csv");
+    std::fs::write(
+        &csv,
+        "card_number,holder\n4711000000000200,A\n4711000000000201,B\n",
+    )
+    .unwrap();
+    let out = p.ok(&["campaign", "create", "--category", "gold", "--cards", &csv]);
+    assert!(out.contains("2 cards in gold"), "{out}");
+    // Not started: the worker finds nothing.
+    let out = p.ok(&["campaign", "run", "--virtual", "--workers", "2"]);
+    assert!(out.contains("0 cards written"), "{out}");
+    p.ok(&["campaign", "start", &id]);
+    let out = p.ok(&["campaign", "run", "--virtual", "--workers", "2"]);
+    assert!(out.contains("20 cards written, 0 failed"), "{out}");
+    let out = p.ok(&["campaign", "status", &id]);
+    assert!(out.contains("20 cards: 20 done, 0 failed"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&p.ok(&["campaign", "status", &id, "--json"])).unwrap();
+    assert_eq!(json["counts"]["done"], 20, "{json}");
+    assert_eq!(json["campaign"]["state"], "running", "{json}");
+    p.fails(&["campaign", "retry", &id], "no failed card");
+    p.ok(&["campaign", "cancel", &id]);
+    p.fails(&["campaign", "start", &id], "cannot start");
+    let out = p.ok(&["audit", "verify"]);
+    assert!(out.contains("verified"), "{out}");
+}
