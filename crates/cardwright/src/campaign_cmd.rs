@@ -34,15 +34,28 @@ pub enum CampaignOp {
         range: Option<String>,
     },
     /// Start a created campaign.
-    Start { id: i64 },
+    Start {
+        /// The campaign's number (printed by `campaign create`).
+        id: i64,
+    },
     /// Pause: no new card is claimed.
-    Pause { id: i64 },
+    Pause {
+        /// The campaign's number (printed by `campaign create`).
+        id: i64,
+    },
     /// Resume a paused campaign.
-    Resume { id: i64 },
+    Resume {
+        /// The campaign's number (printed by `campaign create`).
+        id: i64,
+    },
     /// Cancel for good.
-    Cancel { id: i64 },
+    Cancel {
+        /// The campaign's number (printed by `campaign create`).
+        id: i64,
+    },
     /// Progress: done, failed, remaining, rate, ETA; failed cards with their reasons.
     Status {
+        /// The campaign's number (printed by `campaign create`).
         id: i64,
         /// JSON on standard output.
         #[arg(long)]
@@ -52,7 +65,10 @@ pub enum CampaignOp {
         watch: bool,
     },
     /// A new campaign of the failed cards (a sub-campaign, state `created`).
-    Retry { id: i64 },
+    Retry {
+        /// The campaign's number (printed by `campaign create`).
+        id: i64,
+    },
     /// A lab worker: writes the cards of running campaigns on fresh in-process virtual
     /// cards (one per card number) until none is left; for trials and tests of a campaign
     /// (a production line feeds real cards to terminals).
