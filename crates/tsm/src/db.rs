@@ -646,29 +646,22 @@ impl Conn {
     where
         E: From<StoreError>,
     {
-        let begin = match self.dialect() {
-            Dialect::Sqlite => "BEGIN IMMEDIATE",
-            Dialect::Postgres => "BEGIN",
-        };
-        self.control(begin)?;
+        self.begin()?;
         match f(self) {
             Ok(v) => {
-                if let Err(e) = self.control("COMMIT") {
-                    let _ = self.control("ROLLBACK");
-                    return Err(e.into());
-                }
+                self.commit()?;
                 Ok(v)
             }
             Err(e) => {
                 // If even ROLLBACK fails the connection is unusable; the pool's validity
                 // check discards it.
-                let _ = self.control("ROLLBACK");
+                let _ = self.rollback();
                 Err(e)
             }
         }
     }
 
-    /// Opens a transaction (as [`Conn::tx`] does).
+    /// Opens a transaction: SQLite takes the write lock at once (`BEGIN IMMEDIATE`).
     pub(crate) fn begin(&mut self) -> Result<(), StoreError> {
         self.control(match self.dialect() {
             Dialect::Sqlite => "BEGIN IMMEDIATE",

@@ -426,15 +426,6 @@ impl Store {
         Ok(())
     }
 
-    /// Runs single-statement writes: as a member of a group transaction like
-    /// [`Store::tx`] (the statements then commit with the group's other writes).
-    pub(crate) fn autocommit<T, E: From<StoreError>>(
-        &self,
-        f: impl FnOnce(&mut Conn) -> Result<T, E>,
-    ) -> Result<T, E> {
-        self.tx(f)
-    }
-
     /// The migrations applied, as `(version, name)`.
     pub fn schema_versions(&self) -> Result<Vec<(i64, String)>, StoreError> {
         self.with_conn(|c| {

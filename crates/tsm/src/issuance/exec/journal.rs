@@ -5,33 +5,21 @@
 use super::*;
 
 impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
-    /// Records the previous step done and this one started, and renews the lease. A plain
-    /// step transition is one statement (no explicit transaction); one with effects on the
-    /// card row, the applications or the job is a transaction.
+    /// Records the previous step done (with its effects on the card row, the applications
+    /// or the job) and this one started, and renews the lease, in one transaction (which the
+    /// store's group commit shares with other workers' writes).
     pub(super) fn begin(&mut self, seq: u32) -> Result<()> {
         let carry = self.carry.take();
         let t = Instant::now();
         // Renew the lease when half of it has gone by (every step with a zero lease).
         let renew = self.renewed.elapsed() * 2 >= self.lease.duration;
-        let effects = carry.as_ref().is_some_and(|d| {
-            d.card.is_some()
-                || d.app_added.is_some()
-                || d.app_removed.is_some()
-                || d.clear_apps
-                || d.finish
-        });
-        let work = |c: &mut Conn| -> Result<()> {
+        let r = self.issuer.store.tx(|c: &mut Conn| -> Result<()> {
             self.record(c, carry, Some(seq))?;
             if renew && !renew_in(c, &self.lease)? {
                 return Err(Error::JobLeased(LeaseHeld::job(self.job.id)));
             }
             Ok(())
-        };
-        let r = if effects || renew {
-            self.issuer.store.tx(work)
-        } else {
-            self.issuer.store.autocommit(work)
-        };
+        });
         if renew && r.is_ok() {
             self.renewed = Instant::now();
         }
