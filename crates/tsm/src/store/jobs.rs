@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::Store;
 use crate::audit::{append_in, NewEntry};
-use crate::db::{params, Conn, Row};
+use crate::db::{params, Conn, Row, Value};
 use crate::error::{LeaseHeld, StoreError};
 use crate::model::{now_ms, u32_of, Job, JobKind, JobState, Step};
 
@@ -289,39 +289,75 @@ pub(crate) fn step_started_in(c: &mut Conn, lease: &Lease, seq: u32) -> Result<b
     )? == 1)
 }
 
-/// Records step `done` as done (with its detail) and step `next` as started, in one
-/// statement, if the worker still holds the job's lease; `false` otherwise.
-pub(crate) fn step_advance_in(
+/// Records, in one statement, the steps `done` (sequence and detail) as done and, with
+/// `next`, step `next` as started (one more attempt), provided this worker still holds the
+/// job's lease; returns whether it does (then every row was written). Steps done without a
+/// recorded start (steps that do not change the card run without a commit before them)
+/// count one attempt too. Without `next` the lease is not checked here: the caller ends the
+/// job in the same transaction, and that statement checks it.
+pub(crate) fn steps_record_in(
     c: &mut Conn,
     lease: &Lease,
-    done: u32,
-    detail: &serde_json::Value,
-    next: u32,
+    done: &[(u32, &serde_json::Value)],
+    next: Option<u32>,
 ) -> Result<bool, StoreError> {
-    let text = serde_json::to_string(detail).map_err(|e| StoreError::Invalid {
-        what: "step detail",
-        detail: e.to_string(),
-    })?;
-    Ok(c.execute(
+    if done.is_empty() && next.is_none() {
+        return Ok(true);
+    }
+    let mut values: Vec<Value> = vec![lease.job.into(), now_ms().into()];
+    let mut param = |v: Value| {
+        values.push(v);
+        format!("${}", values.len())
+    };
+    let mut detail_case = String::from("CASE");
+    let mut seqs = Vec::with_capacity(done.len());
+    for (seq, detail) in done {
+        let text = serde_json::to_string(detail).map_err(|e| StoreError::Invalid {
+            what: "step detail",
+            detail: e.to_string(),
+        })?;
+        let s = param(i64::from(*seq).into());
+        let d = param(text.into());
+        detail_case.push_str(&format!(" WHEN seq = {s} THEN {d}"));
+        seqs.push(s);
+    }
+    let in_done = if seqs.is_empty() {
+        "FALSE".to_string()
+    } else {
+        format!("seq IN ({})", seqs.join(", "))
+    };
+    let (is_next, which, lease_check) = match next {
+        Some(n) => {
+            let n = param(i64::from(n).into());
+            let owner = param(lease.owner.as_str().into());
+            (
+                format!("seq = {n}"),
+                format!("({in_done} OR (seq = {n} AND state <> 'done'))"),
+                format!(
+                    " AND EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND state = 'running' AND lease_owner = {owner})"
+                ),
+            )
+        }
+        None => ("FALSE".to_string(), in_done.clone(), String::new()),
+    };
+    let detail_case = if seqs.is_empty() {
+        "detail".to_string()
+    } else {
+        format!("{detail_case} ELSE detail END")
+    };
+    // The CASE expressions read the rows' values before the update.
+    let sql = format!(
         "UPDATE job_steps SET
-             state = CASE WHEN seq = $2 THEN 'done' ELSE 'started' END,
-             detail = CASE WHEN seq = $2 THEN $3 ELSE detail END,
-             finished_ms = CASE WHEN seq = $2 THEN $4 ELSE finished_ms END,
-             started_ms = CASE WHEN seq = $2 THEN started_ms ELSE $4 END,
-             attempts = CASE WHEN seq = $2 THEN attempts ELSE attempts + 1 END
-         WHERE job_id = $1 AND (seq = $2 OR (seq = $5 AND state <> 'done'))
-           AND EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND state = 'running' AND lease_owner = $6)",
-        params![
-            lease.job,
-            i64::from(done),
-            text,
-            now_ms(),
-            i64::from(next),
-            &lease.owner
-        ],
-    )? == 2)
+             state = CASE WHEN {in_done} THEN 'done' ELSE 'started' END,
+             detail = {detail_case},
+             finished_ms = CASE WHEN {in_done} THEN $2 ELSE finished_ms END,
+             started_ms = CASE WHEN {is_next} OR state = 'pending' THEN $2 ELSE started_ms END,
+             attempts = CASE WHEN {is_next} OR state = 'pending' THEN attempts + 1 ELSE attempts END
+         WHERE job_id = $1 AND {which}{lease_check}"
+    );
+    let changed = c.execute(&sql, &values)?;
+    Ok(next.is_none() || changed == (done.len() + 1) as u64)
 }
-
 pub(crate) fn step_done_in(
     c: &mut Conn,
     job: i64,

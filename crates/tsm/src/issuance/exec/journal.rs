@@ -1,15 +1,19 @@
-//! The step journal: each step recorded `started` before its first APDU and `done` (with its
-//! effects on the card row and the applications) after its last, in the statement or
-//! transaction that starts the next; the lease renewed on the way; the end of the run.
+//! The step journal: each step that changes the card recorded `started` before its first
+//! APDU, together with the steps completed before it (`done`, with their effects on the
+//! card row and the applications), in one statement and one transaction; the lease renewed
+//! on the way; the end of the run.
 
 use super::*;
 
 impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
-    /// Records the previous step done (with its effects on the card row, the applications
-    /// or the job) and this one started, and renews the lease, in one transaction (which the
-    /// store's group commit shares with other workers' writes).
+    /// Before a step that changes the card: records the steps completed since the last
+    /// record (with their effects on the card row, the applications or the job) and this one
+    /// started, and renews the lease, in one transaction (which the store's group commit
+    /// shares with other workers' writes). A step that does not change the card starts
+    /// without it: its record waits for the next one, since after a crash running it again
+    /// is all a resume needs (see the module documentation of [`crate::issuance`]).
     pub(super) fn begin(&mut self, seq: u32) -> Result<()> {
-        let carry = self.carry.take();
+        let carry = std::mem::take(&mut self.carry);
         let t = Instant::now();
         // Renew the lease when half of it has gone by (every step with a zero lease).
         let renew = self.renewed.elapsed() * 2 >= self.lease.duration;
@@ -27,39 +31,31 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
         r
     }
 
-    /// Records a completed step (and the start of step `next`, if any) with its effects.
-    pub(super) fn record(&self, c: &mut Conn, done: Option<Done>, next: Option<u32>) -> Result<()> {
+    /// Records completed steps (and the start of step `next`, if any) with their effects.
+    pub(super) fn record(&self, c: &mut Conn, done: Vec<Done>, next: Option<u32>) -> Result<()> {
         let lost = || Error::JobLeased(LeaseHeld::job(self.job.id));
-        match (&done, next) {
-            (Some(d), Some(n)) => {
-                if !step_advance_in(c, &self.lease, d.seq, &d.detail, n)? {
-                    return Err(lost());
-                }
-            }
-            (None, Some(n)) => {
-                if !step_started_in(c, &self.lease, n)? {
-                    return Err(lost());
-                }
-            }
-            (Some(d), None) => step_done_in(c, self.job.id, d.seq, &d.detail)?,
-            (None, None) => {}
+        let steps: Vec<(u32, &serde_json::Value)> = done.iter().map(|d| (d.seq, &d.detail)).collect();
+        if !steps_record_in(c, &self.lease, &steps, next)? {
+            return Err(lost());
         }
-        let Some(d) = done else { return Ok(()) };
-        if let Some(card) = &d.card {
+        // The card row as the last of them left it.
+        if let Some(card) = done.iter().rev().find_map(|d| d.card.as_ref()) {
             update_card_in(c, card)?;
         }
-        if let Some((instance, package)) = &d.app_added {
-            add_card_app_in(c, &self.job.card_number, instance, package)?;
+        for d in &done {
+            if let Some((instance, package)) = &d.app_added {
+                add_card_app_in(c, &self.job.card_number, instance, package)?;
+            }
+            if let Some(instance) = &d.app_removed {
+                remove_card_app_in(c, &self.job.card_number, instance)?;
+            }
+            if d.clear_apps {
+                clear_card_apps_in(c, &self.job.card_number)?;
+            }
         }
-        if let Some(instance) = &d.app_removed {
-            remove_card_app_in(c, &self.job.card_number, instance)?;
-        }
-        if d.clear_apps {
-            clear_card_apps_in(c, &self.job.card_number)?;
-        }
-        if d.finish {
+        if let Some(d) = done.iter().find(|d| d.finish) {
             if !end_job_in(c, &self.lease, JobState::Done, None)? {
-                return Err(Error::JobLeased(LeaseHeld::job(self.job.id)));
+                return Err(lost());
             }
             append_in(
                 c,
@@ -83,7 +79,7 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
             return Ok(());
         }
         let state = job_state_after(e, self.in_connect && self.resumed);
-        let carry = self.carry.take();
+        let carry = std::mem::take(&mut self.carry);
         let changed_now = self.changed_in_step;
         self.issuer.store.tx(|c| -> Result<()> {
             // Nothing is written unless this worker still holds the job.

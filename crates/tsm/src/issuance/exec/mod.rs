@@ -28,7 +28,7 @@ use crate::model::{
     now_ms, Card, CardState, Category, InitialKeys, Job, JobKind, JobState, Step, StepState,
 };
 use crate::store::jobs::{
-    renew_in, step_advance_in, step_done_in, step_started_in, steps_in, Lease,
+    renew_in, steps_in, steps_record_in, Lease,
 };
 use crate::store::records::{
     add_card_app_in, card_apps_in, card_in, category_in, clear_card_apps_in, mark_card_partial_in,
@@ -36,8 +36,8 @@ use crate::store::records::{
 };
 use std::time::{Duration, Instant};
 
-/// A completed step whose record is not written yet (it is written in the same
-/// transaction that marks the next step started).
+/// A completed step whose record is not written yet (it is written in the transaction
+/// that marks the next step that changes the card started, or at the end of the run).
 #[derive(Debug, Default)]
 struct Done {
     seq: u32,
@@ -80,7 +80,8 @@ pub(crate) struct Run<'i, 'c, C: CardChannel + ?Sized> {
     in_connect: bool,
     /// Whether the current step changed the card (a command that changes it succeeded).
     changed_in_step: bool,
-    carry: Option<Done>,
+    /// Completed steps not recorded yet, in order.
+    carry: Vec<Done>,
     t_db: Duration,
     t_keys: Duration,
     /// When the lease was last taken or renewed.
@@ -138,7 +139,7 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
             resumed,
             in_connect: false,
             changed_in_step: false,
-            carry: None,
+            carry: Vec::new(),
             t_db: t.elapsed(),
             t_keys: Duration::ZERO,
             renewed: Instant::now(),
@@ -240,7 +241,9 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
             }
             let was_started = self.steps[i].1.state == StepState::Started;
             let seq = self.steps[i].1.seq;
-            self.begin(seq)?;
+            if self.steps[i].0.changes_card() {
+                self.begin(seq)?;
+            }
             self.steps[i].1.state = StepState::Started;
             let kind = self.steps[i].0.clone();
             self.changed_in_step = false;
@@ -249,9 +252,9 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
             self.log
                 .push(json!({"step": kind.name(), "detail": done.detail.clone()}));
             self.steps[i].1.state = StepState::Done;
-            self.carry = Some(done);
+            self.carry.push(done);
         }
-        let carry = self.carry.take();
+        let carry = std::mem::take(&mut self.carry);
         let t = Instant::now();
         let r = self.issuer.store.tx(|c| self.record(c, carry, None));
         self.t_db += t.elapsed();
