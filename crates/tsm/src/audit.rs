@@ -26,7 +26,9 @@
 //! Before the group commits, its leader **seals** the entries of all members (`seal_in`):
 //! it locks the head (SQLite: the write transaction; PostgreSQL: `SELECT … FOR UPDATE` on the
 //! single `audit_head` row), chains them in the order the members ran into `audit_log` (one
-//! multi-row INSERT per hundred), moves the head and signs one checkpoint for all of them. An
+//! multi-row INSERT per hundred), moves the head and signs one checkpoint for all of them
+//! (on PostgreSQL the last INSERT, the head and the checkpoint are one statement: a seal is
+//! two round trips). An
 //! entry is thus chained in the same commit as the change it records, and eight workers pay
 //! for one seal and one signature. Entries recorded on their own
 //! ([`crate::Store::audit_append`]) are chained at once (`chain_in`).
@@ -58,7 +60,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::db::{params, Conn, Row};
+use crate::db::{params, Conn, Dialect, Row, Value};
 use crate::error::StoreError;
 use crate::model::now_ms;
 
@@ -279,29 +281,41 @@ pub(crate) fn append_in(conn: &mut Conn, e: &NewEntry) -> Result<(), StoreError>
     Ok(())
 }
 
-/// The chain's head, locked for this transaction.
-fn head_in(conn: &mut Conn) -> Result<(i64, [u8; 32]), StoreError> {
-    let lock = conn.for_update();
-    let head = conn.query_one(
-        &format!("SELECT last_id, last_hash FROM audit_head WHERE id = 1{lock}"),
-        params![],
-    )?;
-    Ok((
-        head.int(0)?,
-        hash32(head.bytes(1)?, "audit_head.last_hash")?,
-    ))
-}
-
 /// Entries chained per statement (9 parameters each: 900 per INSERT).
 const SEAL_ROWS_PER_INSERT: usize = 100;
 
-/// Chains `queued`, in order, inside the caller's transaction: the head locked, one
-/// multi-row INSERT per [`SEAL_ROWS_PER_INSERT`] entries, the head moved.
-pub(crate) fn seal_in(conn: &mut Conn, queued: &[Queued]) -> Result<(), StoreError> {
-    if queued.is_empty() {
+/// Chains `queued`, in order, inside the caller's transaction, and with `key` signs the new
+/// head as the checkpoint (also when `queued` is empty but the head moved since the last
+/// checkpoint): one `SELECT` locks the head and reads the checkpoint's length, one
+/// multi-row INSERT per [`SEAL_ROWS_PER_INSERT`] entries, then the head and the checkpoint
+/// are written — on PostgreSQL in the same statement as the last INSERT (data-modifying
+/// `WITH`), so that a seal is two round trips.
+pub(crate) fn seal_in(
+    conn: &mut Conn,
+    queued: &[Queued],
+    key: Option<&dyn kms::SigningKey>,
+) -> Result<(), StoreError> {
+    if queued.is_empty() && key.is_none() {
         return Ok(());
     }
-    let (mut last_id, mut prev_hash) = head_in(conn)?;
+    // Lock the head row (PostgreSQL) so that groups chain and sign in the order they commit.
+    let lock = match conn.for_update() {
+        "" => "",
+        _ => " FOR UPDATE OF h",
+    };
+    let row = conn.query_one(
+        &format!(
+            "SELECT h.last_id, h.last_hash, k.entries FROM audit_head h
+             LEFT JOIN audit_checkpoint k ON k.id = 1 WHERE h.id = 1{lock}"
+        ),
+        params![],
+    )?;
+    let (mut last_id, mut prev_hash) =
+        (row.int(0)?, hash32(row.bytes(1)?, "audit_head.last_hash")?);
+    let signed = row.opt_int(2)?;
+    if queued.is_empty() && signed == Some(last_id) {
+        return Ok(());
+    }
     let mut entries = Vec::with_capacity(queued.len());
     for q in queued {
         let entry = Entry {
@@ -323,40 +337,123 @@ pub(crate) fn seal_in(conn: &mut Conn, queued: &[Queued]) -> Result<(), StoreErr
         prev_hash = entry.hash;
         entries.push(entry);
     }
-    for chunk in entries.chunks(SEAL_ROWS_PER_INSERT) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let p: Vec<String> = (1..=9).map(|k| format!("${}", 9 * i + k)).collect();
-                format!("({})", p.join(", "))
-            })
-            .collect();
-        let mut values = Vec::with_capacity(9 * chunk.len());
-        for e in chunk {
-            values.extend_from_slice(params![
-                e.id,
-                e.at_ms,
-                &e.actor,
-                &e.action,
-                e.card_number.clone(),
-                &e.result,
-                &e.detail,
-                e.prev_hash.to_vec(),
-                e.hash.to_vec(),
-            ]);
-        }
-        conn.execute(
-            &format!(
-                "INSERT INTO audit_log ({ENTRY_COLUMNS}) VALUES {}",
-                rows.join(", ")
-            ),
-            &values,
-        )?;
+    // The statements that end the seal, each with its parameters.
+    let mut statements: Vec<(String, Vec<Value>)> = entries
+        .chunks(SEAL_ROWS_PER_INSERT)
+        .map(insert_entries)
+        .collect();
+    if !queued.is_empty() {
+        statements.push((
+            "UPDATE audit_head SET last_id = $1, last_hash = $2 WHERE id = 1".into(),
+            params![last_id, prev_hash.to_vec()].to_vec(),
+        ));
     }
-    conn.execute(
-        "UPDATE audit_head SET last_id = $1, last_hash = $2 WHERE id = 1",
-        params![last_id, prev_hash.to_vec()],
-    )?;
+    if let Some(key) = key {
+        let signature = key
+            .sign_sha256(&checkpoint_message(last_id, &prev_hash))
+            .map_err(|e| StoreError::AuditAnchor(e.to_string()))?;
+        statements.push((
+            "INSERT INTO audit_checkpoint (id, entries, head, key_label, signature, at_ms)
+             VALUES (1, $1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO UPDATE SET entries = $1, head = $2, key_label = $3,
+                 signature = $4, at_ms = $5"
+                .into(),
+            params![
+                last_id,
+                prev_hash.to_vec(),
+                key.label(),
+                signature,
+                now_ms()
+            ]
+            .to_vec(),
+        ));
+    }
+    match conn.dialect() {
+        Dialect::Postgres => {
+            // The last few statements as one: `WITH s1 AS (…), s2 AS (…) <last>`, each
+            // statement's parameters renumbered after those before it.
+            let tail = statements.len().min(3);
+            let mut merged = statements.split_off(statements.len() - tail);
+            let last = merged.pop().expect("at least one statement");
+            let mut values = Vec::new();
+            let mut ctes = Vec::new();
+            for (i, (sql, v)) in merged.into_iter().enumerate() {
+                ctes.push(format!("s{i} AS ({})", renumber(&sql, values.len())));
+                values.extend(v);
+            }
+            let mut sql = renumber(&last.0, values.len());
+            values.extend(last.1);
+            if !ctes.is_empty() {
+                sql = format!("WITH {} {sql}", ctes.join(", "));
+            }
+            for (sql, v) in statements {
+                conn.execute(&sql, &v)?;
+            }
+            conn.execute(&sql, &values)?;
+        }
+        Dialect::Sqlite => {
+            for (sql, v) in statements {
+                conn.execute(&sql, &v)?;
+            }
+        }
+    }
     Ok(())
+}
+
+/// One multi-row INSERT of `chunk` into `audit_log`.
+fn insert_entries(chunk: &[Entry]) -> (String, Vec<Value>) {
+    let rows: Vec<String> = (0..chunk.len())
+        .map(|i| {
+            let p: Vec<String> = (1..=9).map(|k| format!("${}", 9 * i + k)).collect();
+            format!("({})", p.join(", "))
+        })
+        .collect();
+    let mut values = Vec::with_capacity(9 * chunk.len());
+    for e in chunk {
+        values.extend_from_slice(params![
+            e.id,
+            e.at_ms,
+            &e.actor,
+            &e.action,
+            e.card_number.clone(),
+            &e.result,
+            &e.detail,
+            e.prev_hash.to_vec(),
+            e.hash.to_vec(),
+        ]);
+    }
+    (
+        format!(
+            "INSERT INTO audit_log ({ENTRY_COLUMNS}) VALUES {}",
+            rows.join(", ")
+        ),
+        values,
+    )
+}
+
+/// `sql` with its parameters `$1…` renumbered to follow `before` others.
+fn renumber(sql: &str, before: usize) -> String {
+    if before == 0 {
+        return sql.to_string();
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '$' {
+            continue;
+        }
+        let mut n = String::new();
+        while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+            n.push(*d);
+            chars.next();
+        }
+        match n.parse::<usize>() {
+            Ok(k) => out.push_str(&(k + before).to_string()),
+            Err(_) => out.push_str(&n),
+        }
+    }
+    out
 }
 
 /// Chains one entry at once, inside the caller's transaction (which then holds the head
@@ -456,39 +553,6 @@ pub(crate) fn checkpoint_of(conn: &mut Conn) -> Result<Option<Checkpoint>, Store
         })
     })
     .transpose()
-}
-
-/// Signs the current chain head with `key` and stores it as the checkpoint, unless the
-/// checkpoint already covers it. Runs inside the caller's transaction, after its appends.
-pub(crate) fn checkpoint_in(conn: &mut Conn, key: &dyn kms::SigningKey) -> Result<(), StoreError> {
-    // Lock the head row (PostgreSQL) so two transactions sign in the order they appended.
-    let lock = match conn.for_update() {
-        "" => "",
-        _ => " FOR UPDATE OF h",
-    };
-    let row = conn.query_one(
-        &format!(
-            "SELECT h.last_id, h.last_hash, k.entries FROM audit_head h
-             LEFT JOIN audit_checkpoint k ON k.id = 1 WHERE h.id = 1{lock}"
-        ),
-        params![],
-    )?;
-    let entries = row.int(0)?;
-    if row.opt_int(2)? == Some(entries) {
-        return Ok(());
-    }
-    let head = hash32(row.bytes(1)?, "audit_head.last_hash")?;
-    let signature = key
-        .sign_sha256(&checkpoint_message(entries, &head))
-        .map_err(|e| StoreError::AuditAnchor(e.to_string()))?;
-    conn.execute(
-        "INSERT INTO audit_checkpoint (id, entries, head, key_label, signature, at_ms)
-         VALUES (1, $1, $2, $3, $4, $5)
-         ON CONFLICT (id) DO UPDATE SET entries = $1, head = $2, key_label = $3,
-             signature = $4, at_ms = $5",
-        params![entries, head.to_vec(), key.label(), signature, now_ms()],
-    )?;
-    Ok(())
 }
 
 /// Why the chain does not verify.
@@ -689,6 +753,19 @@ mod tests {
             ".{0,4}",
             ".{0,8}",
         )
+    }
+
+    #[test]
+    fn renumber_shifts_every_parameter() {
+        assert_eq!(
+            renumber("UPDATE t SET a = $1, b = $12 WHERE c = $2", 0),
+            "UPDATE t SET a = $1, b = $12 WHERE c = $2"
+        );
+        assert_eq!(
+            renumber("UPDATE t SET a = $1, b = $12 WHERE c = $2", 9),
+            "UPDATE t SET a = $10, b = $21 WHERE c = $11"
+        );
+        assert_eq!(renumber("SELECT '$' || $1", 3), "SELECT '$' || $4");
     }
 
     fn enc(f: &Fields) -> Vec<u8> {

@@ -5,7 +5,8 @@
 //! slot (meanwhile the others join), closes the group, opens the transaction (`BEGIN
 //! IMMEDIATE` on SQLite, under the process's writer lock) and lets every member run its own
 //! work, in turn, on the group's connection, each inside its own savepoint, so that one
-//! member's failure undoes only its own statements (and drops the audit entries it recorded).
+//! member's failure undoes only its own statements (and drops the audit entries it recorded);
+//! a member alone in its group needs no savepoint (its failure rolls the transaction back).
 //! When all have run, the leader chains the audit entries they recorded
 //! ([`audit::seal_in`], with the signed checkpoint) and commits. Each member then returns its
 //! own result, or, if the commit failed, the commit's error: nothing of the group is in the
@@ -13,7 +14,7 @@
 //!
 //! Each member's work runs on its own thread (it borrows that thread's data); only the
 //! connection moves between them. With one worker a group is that worker alone and costs
-//! what a plain transaction costs plus a savepoint; with eight, the commit (an fsync on
+//! what a plain transaction costs; with eight, the commit (an fsync on
 //! PostgreSQL or on SQLite with `synchronous=full`) and the audit seal are paid once for
 //! several of them. SQLite runs one group at a time (one writer; the next group gathers
 //! while one commits); PostgreSQL runs up to `groups=` (default 4) at once, each on its own
@@ -123,16 +124,19 @@ impl Group {
     }
 
     /// Runs one member's work on the group's connection, inside savepoint `m{index}` (rolled
-    /// back if the work fails; left for the commit to release otherwise).
+    /// back if the work fails; left for the commit to release otherwise). A member `alone` in
+    /// its group needs no savepoint (one round trip less): its failure rolls the whole
+    /// transaction back.
     fn run_member<T, E: From<StoreError>>(
         &self,
         index: usize,
+        alone: bool,
         f: impl FnOnce(&mut Conn) -> Result<T, E>,
     ) -> Result<T, E> {
         let mut member = Member {
             group: self,
             conn: lock(&self.conn),
-            savepoint: format!("m{index}"),
+            savepoint: (!alone).then(|| format!("m{index}")),
             opened: false,
             audit: Vec::new(),
             chained: false,
@@ -144,13 +148,15 @@ impl Group {
                 target: "group commit".into(),
                 reason: "the group's connection is gone".into(),
             })?;
-        conn.savepoint(&member.savepoint)?;
+        if let Some(name) = &member.savepoint {
+            conn.savepoint(name)?;
+        }
         member.opened = true;
         audit::start_queue();
         let r = f(conn);
         let (queued, chained) = audit::take_queue();
         if r.is_err() {
-            let undone = conn.rollback_to(&member.savepoint);
+            let undone = undo(conn, member.savepoint.as_deref());
             member.opened = false;
             undone?;
         } else {
@@ -162,13 +168,23 @@ impl Group {
     }
 }
 
+/// Undoes a member's statements: back to its savepoint, or the whole transaction when it
+/// had none (it was alone).
+fn undo(conn: &mut Conn, savepoint: Option<&str>) -> Result<(), StoreError> {
+    match savepoint {
+        Some(name) => conn.rollback_to(name),
+        None => conn.rollback(),
+    }
+}
+
 /// One member's turn on the connection. Dropped at the end of the turn, even by a panic
 /// in the member's work: then its savepoint is rolled back, and in any case the member
 /// counts as finished, so that the leader never waits for it forever.
 struct Member<'g> {
     group: &'g Group,
     conn: MutexGuard<'g, Option<Conn>>,
-    savepoint: String,
+    /// `None` when the member is alone in its group.
+    savepoint: Option<String>,
     /// The savepoint is open and the work did not end (a panic): roll it back.
     opened: bool,
     audit: Vec<audit::Queued>,
@@ -179,7 +195,7 @@ impl Drop for Member<'_> {
     fn drop(&mut self) {
         if self.opened {
             if let Some(c) = self.conn.as_mut() {
-                let _ = c.rollback_to(&self.savepoint);
+                let _ = undo(c, self.savepoint.as_deref());
             }
         }
         let audit = std::mem::take(&mut self.audit);
@@ -225,7 +241,7 @@ impl Committer {
                 return Err(commit_error(reason).into());
             }
             drop(st);
-            let r = group.run_member(index, f);
+            let r = group.run_member(index, false, f);
             let st = group.wait_until(|st| st.outcome.is_some());
             match &st.outcome {
                 Some(Err(reason)) => Err(commit_error(reason).into()),
@@ -260,7 +276,17 @@ impl Committer {
                 return Err(e.into());
             }
         }
-        let mine = group.run_member(index, f);
+        // The group is closed: nobody joins it any more.
+        let alone = lock(&group.state).joined == 1;
+        let mine = group.run_member(index, alone, f);
+        if alone && mine.is_err() {
+            // Rolled back already; the connection goes back to the pool.
+            lock(&group.conn).take();
+            drop(running);
+            drop(writer);
+            group.update(|st| st.outcome = Some(Ok(())));
+            return mine;
+        }
         let mut st = group.wait_until(|st| st.finished == st.joined);
         let audit = std::mem::take(&mut st.audit);
         let chained = st.chained;

@@ -419,11 +419,7 @@ impl Store {
     /// Chains the audit entries of a group inside its transaction `c`, and signs the new
     /// head when the store has an audit key.
     fn seal_in_group(&self, c: &mut Conn, queued: &[audit::Queued]) -> Result<(), StoreError> {
-        audit::seal_in(c, queued)?;
-        if let Some(key) = &self.anchor {
-            audit::checkpoint_in(c, key.as_ref())?;
-        }
-        Ok(())
+        audit::seal_in(c, queued, self.anchor.as_deref())
     }
 
     /// The migrations applied, as `(version, name)`.
