@@ -8,6 +8,7 @@
 //! bytes (`BLOB` / `BYTEA`).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -458,7 +459,78 @@ pub(crate) fn check_postgres(
 /// A pooled connection to either engine.
 pub(crate) enum Conn {
     Sqlite(PooledConnection<SqliteConnectionManager>),
-    Postgres(PooledConnection<PostgresConnectionManager<postgres::NoTls>>),
+    Postgres(PooledConnection<PgManager>),
+}
+
+/// Statements a PostgreSQL connection keeps prepared; past that the cache starts afresh
+/// (statements built for a number of rows vary).
+const PG_STATEMENT_CACHE: usize = 256;
+
+/// A PostgreSQL connection with its prepared statements (by SQL text): a statement is
+/// parsed and planned by the server once per connection, not at every execution, as
+/// rusqlite's `prepare_cached` does for SQLite.
+pub(crate) struct PgClient {
+    client: postgres::Client,
+    prepared: HashMap<String, (Vec<Type>, postgres::Statement)>,
+}
+
+impl PgClient {
+    /// The prepared statement for `sql` with parameters of `types`.
+    fn statement(&mut self, sql: &str, types: &[Type]) -> Result<postgres::Statement, StoreError> {
+        if let Some((t, st)) = self.prepared.get(sql) {
+            if t == types {
+                return Ok(st.clone());
+            }
+        }
+        let st = self.client.prepare_typed(sql, types)?;
+        if self.prepared.len() >= PG_STATEMENT_CACHE {
+            self.prepared.clear();
+        }
+        self.prepared
+            .insert(sql.to_string(), (types.to_vec(), st.clone()));
+        Ok(st)
+    }
+}
+
+/// r2d2's PostgreSQL manager, for connections that keep their prepared statements, and
+/// that use `search_path` when the URL names a schema.
+pub(crate) struct PgManager {
+    inner: PostgresConnectionManager<postgres::NoTls>,
+    search_path: Option<String>,
+}
+
+impl PgManager {
+    /// `schema` must be a checked identifier.
+    pub(crate) fn new(config: postgres::Config, schema: Option<String>) -> PgManager {
+        PgManager {
+            inner: PostgresConnectionManager::new(config, postgres::NoTls),
+            search_path: schema,
+        }
+    }
+}
+
+impl r2d2::ManageConnection for PgManager {
+    type Connection = PgClient;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<PgClient, postgres::Error> {
+        let mut client = self.inner.connect()?;
+        if let Some(s) = &self.search_path {
+            client.batch_execute(&format!("SET search_path TO \"{s}\""))?;
+        }
+        Ok(PgClient {
+            client,
+            prepared: HashMap::new(),
+        })
+    }
+
+    fn is_valid(&self, conn: &mut PgClient) -> Result<(), postgres::Error> {
+        self.inner.is_valid(&mut conn.client)
+    }
+
+    fn has_broken(&self, conn: &mut PgClient) -> bool {
+        self.inner.has_broken(&mut conn.client)
+    }
 }
 
 impl fmt::Debug for Conn {
@@ -529,6 +601,17 @@ fn pg_row(row: &postgres::Row) -> Result<Row, StoreError> {
     Ok(Row(cells))
 }
 
+/// The prepared statement for `sql` and the parameters as the driver takes them.
+fn pg_prepared<'p>(
+    c: &mut PgClient,
+    sql: &str,
+    params: &'p [Value],
+) -> Result<(postgres::Statement, Vec<&'p (dyn ToSql + Sync)>), StoreError> {
+    let types: Vec<Type> = params.iter().map(Value::pg_type).collect();
+    let st = c.statement(sql, &types)?;
+    Ok((st, params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()))
+}
+
 impl Conn {
     pub fn dialect(&self) -> Dialect {
         match self {
@@ -539,6 +622,11 @@ impl Conn {
 
     /// Runs a statement that returns rows.
     pub fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
+            eprintln!(
+                "SQL Q {}",
+                sql.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
+        }
         timed(Call::Statement, || self.query_untimed(sql, params))
     }
 
@@ -559,11 +647,8 @@ impl Conn {
                 Ok(out)
             }
             Conn::Postgres(c) => {
-                let typed: Vec<(&(dyn ToSql + Sync), Type)> = params
-                    .iter()
-                    .map(|p| (p as &(dyn ToSql + Sync), p.pg_type()))
-                    .collect();
-                let rows = c.query_typed(sql, &typed)?;
+                let (st, values) = pg_prepared(c, sql, params)?;
+                let rows = c.client.query(&st, &values)?;
                 rows.iter().map(pg_row).collect()
             }
         }
@@ -592,6 +677,11 @@ impl Conn {
 
     /// Runs a statement; returns the number of rows it changed.
     pub fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+            eprintln!(
+                "SQL E {}",
+                sql.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
+        }
         timed(Call::Statement, || self.execute_untimed(sql, params))
     }
 
@@ -602,14 +692,8 @@ impl Conn {
                 Ok(st.execute(rusqlite::params_from_iter(params.iter()))? as u64)
             }
             Conn::Postgres(c) => {
-                use postgres::fallible_iterator::FallibleIterator;
-                let typed: Vec<(&(dyn ToSql + Sync), Type)> = params
-                    .iter()
-                    .map(|p| (p as &(dyn ToSql + Sync), p.pg_type()))
-                    .collect();
-                let mut it = c.query_typed_raw(sql, typed)?;
-                while it.next()?.is_some() {}
-                Ok(it.rows_affected().unwrap_or(0))
+                let (st, values) = pg_prepared(c, sql, params)?;
+                Ok(c.client.execute(&st, &values)?)
             }
         }
     }
@@ -618,12 +702,14 @@ impl Conn {
     pub fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
         timed(Call::Statement, || match self {
             Conn::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Conn::Postgres(c) => Ok(c.batch_execute(sql)?),
+            Conn::Postgres(c) => Ok(c.client.batch_execute(sql)?),
         })
     }
 
     /// One transaction-control statement (prepared once per connection on SQLite).
     fn control(&mut self, sql: &str) -> Result<(), StoreError> {
+            eprintln!("SQL C {sql}");
+        }
         let call = if sql == "COMMIT" {
             Call::Commit
         } else {
@@ -634,7 +720,7 @@ impl Conn {
                 c.prepare_cached(sql)?.execute([])?;
                 Ok(())
             }
-            Conn::Postgres(c) => Ok(c.batch_execute(sql)?),
+            Conn::Postgres(c) => Ok(c.client.batch_execute(sql)?),
         })
     }
 

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use r2d2::Pool;
-use r2d2_postgres::PostgresConnectionManager;
 use r2d2_sqlite::SqliteConnectionManager;
 
 use crate::audit::{self, AuditReport, Entry, NewEntry};
@@ -30,7 +29,7 @@ pub use records::CategorySpec;
 
 enum Backend {
     Sqlite(Pool<SqliteConnectionManager>),
-    Postgres(Pool<PostgresConnectionManager<postgres::NoTls>>),
+    Postgres(Pool<crate::db::PgManager>),
 }
 
 struct Inner {
@@ -177,20 +176,6 @@ fn take_options(
     Ok((o, rest))
 }
 
-/// Sets `search_path` on every new PostgreSQL connection.
-#[derive(Debug)]
-struct SearchPath(Option<String>);
-
-impl r2d2::CustomizeConnection<postgres::Client, postgres::Error> for SearchPath {
-    fn on_acquire(&self, conn: &mut postgres::Client) -> Result<(), postgres::Error> {
-        if let Some(s) = &self.0 {
-            // `s` is a checked identifier (valid_schema).
-            conn.batch_execute(&format!("SET search_path TO \"{s}\""))?;
-        }
-        Ok(())
-    }
-}
-
 /// The database URL with its password replaced by `***`, for messages and logs.
 pub fn redact_url(url: &str) -> String {
     redact(url)
@@ -313,12 +298,11 @@ impl Store {
                 }
             }
             drop(first);
-            let manager = PostgresConnectionManager::new(config, postgres::NoTls);
+            let manager = crate::db::PgManager::new(config, opts.schema.clone());
             let pool = Pool::builder()
                 .max_size(opts.pool)
                 .min_idle(Some(1))
                 .connection_timeout(Duration::from_secs(30))
-                .connection_customizer(Box::new(SearchPath(opts.schema.clone())))
                 // A check on every checkout is one more round trip per transaction; a dead
                 // connection fails the statement instead (jobs stay resumable) and the
                 // pool drops it (`has_broken`).

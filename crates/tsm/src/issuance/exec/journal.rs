@@ -34,7 +34,8 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
     /// Records completed steps (and the start of step `next`, if any) with their effects.
     pub(super) fn record(&self, c: &mut Conn, done: Vec<Done>, next: Option<u32>) -> Result<()> {
         let lost = || Error::JobLeased(LeaseHeld::job(self.job.id));
-        let steps: Vec<(u32, &serde_json::Value)> = done.iter().map(|d| (d.seq, &d.detail)).collect();
+        let steps: Vec<(u32, &serde_json::Value)> =
+            done.iter().map(|d| (d.seq, &d.detail)).collect();
         if !steps_record_in(c, &self.lease, &steps, next)? {
             return Err(lost());
         }

@@ -27,9 +27,7 @@ use crate::error::{Error, LeaseHeld, Result, StoreError};
 use crate::model::{
     now_ms, Card, CardState, Category, InitialKeys, Job, JobKind, JobState, Step, StepState,
 };
-use crate::store::jobs::{
-    renew_in, steps_in, steps_record_in, Lease,
-};
+use crate::store::jobs::{renew_in, steps_in, steps_record_in, Lease};
 use crate::store::records::{
     add_card_app_in, card_apps_in, card_in, category_in, clear_card_apps_in, mark_card_partial_in,
     remove_card_app_in, update_card_in,
