@@ -609,7 +609,10 @@ fn pg_prepared<'p>(
 ) -> Result<(postgres::Statement, Vec<&'p (dyn ToSql + Sync)>), StoreError> {
     let types: Vec<Type> = params.iter().map(Value::pg_type).collect();
     let st = c.statement(sql, &types)?;
-    Ok((st, params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()))
+    Ok((
+        st,
+        params.iter().map(|p| p as &(dyn ToSql + Sync)).collect(),
+    ))
 }
 
 impl Conn {
@@ -622,11 +625,6 @@ impl Conn {
 
     /// Runs a statement that returns rows.
     pub fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
-            eprintln!(
-                "SQL Q {}",
-                sql.split_whitespace().collect::<Vec<_>>().join(" ")
-            );
-        }
         timed(Call::Statement, || self.query_untimed(sql, params))
     }
 
@@ -677,11 +675,6 @@ impl Conn {
 
     /// Runs a statement; returns the number of rows it changed.
     pub fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
-            eprintln!(
-                "SQL E {}",
-                sql.split_whitespace().collect::<Vec<_>>().join(" ")
-            );
-        }
         timed(Call::Statement, || self.execute_untimed(sql, params))
     }
 
@@ -708,8 +701,6 @@ impl Conn {
 
     /// One transaction-control statement (prepared once per connection on SQLite).
     fn control(&mut self, sql: &str) -> Result<(), StoreError> {
-            eprintln!("SQL C {sql}");
-        }
         let call = if sql == "COMMIT" {
             Call::Commit
         } else {
