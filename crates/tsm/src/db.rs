@@ -2,8 +2,10 @@
 //! typed parameters, rows of typed cells, and transactions.
 //!
 //! Every query of the crate is written once. SQLite receives it with `$n` rewritten to its
-//! own `?n` (same meaning: the n-th parameter); PostgreSQL receives it as is, sent with
-//! `query_typed` (parameter types given, so one round trip and no statement preparation).
+//! own `?n` (same meaning: the n-th parameter); PostgreSQL receives it as is. Both keep each
+//! statement prepared per connection (rusqlite's `prepare_cached`; [`PgClient`] for
+//! PostgreSQL, with the parameter types given), so the server parses and plans it once and
+//! each execution is one round trip.
 //! The column types are restricted to what both agree on: `BIGINT` (i64), `TEXT`, and
 //! bytes (`BLOB` / `BYTEA`).
 
