@@ -15,8 +15,8 @@ pub struct ServeArgs {
     /// and --keystore with the categories' base keys).
     #[arg(long)]
     pub issuance: bool,
-    /// --issuance: POST every job's final state, signed (HMAC-SHA256, see the README), to
-    /// this URL (http:// or https://) when its run ends.
+    /// --issuance or --role ap: POST every job's final state (issuance and SSD jobs), signed
+    /// (HMAC-SHA256, see the README), to this URL (http:// or https://) when its run ends.
     #[arg(long, requires = "webhook_secret_file", env = "CARDWRIGHT_WEBHOOK_URL")]
     pub webhook_url: Option<String>,
     /// --webhook-url: the file holding the signing secret (at least 16 bytes; a final line

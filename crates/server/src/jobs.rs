@@ -1,14 +1,20 @@
-//! Jobs as resources of the issuance API (issue 13): asynchronous requests (RFC 7240
-//! `Prefer: respond-async`), the job route, and the bodies they answer.
+//! Jobs as resources (issue 13): asynchronous requests (RFC 7240 `Prefer: respond-async`),
+//! the job route, and the bodies they answer.
 //!
-//! * A job route (`POST /api/v1/cards/{card_number}/write|rewrite|clear|resume|apps|…`) asked
-//!   with `Prefer: respond-async` checks the request, finds the reader and records the job
-//!   as synchronously as without it (so its refusals, 400/403/404/409, are the same), then
-//!   answers `202 Accepted` with `Location: /api/v1/jobs/{id}` and
-//!   `Preference-Applied: respond-async` (RFC 7240 §3) before any card exchange; the job runs
-//!   on its own task. Without the preference the answer waits for the job, as before.
+//! * A job route asked with `Prefer: respond-async` checks the request, finds the reader and
+//!   records (claims) the job as synchronously as without it (so its refusals,
+//!   400/403/404/409, are the same), then answers `202 Accepted` with
+//!   `Location: /api/v1/jobs/{id}` and `Preference-Applied: respond-async` (RFC 7240 §3)
+//!   before any card exchange; the job runs on its own task. Without the preference the
+//!   answer waits for the job, as before. The job routes: the issuance API's
+//!   `POST /api/v1/cards/{card_number}/write|rewrite|clear|resume|apps|…`, the card issuer's
+//!   `POST /api/v1/ssd-jobs/{id}/run` ([`crate::partner`]), the application provider's
+//!   `POST /api/v1/ssd/requests` and `…/renew` ([`crate::ap`]); all go through one
+//!   `run_claimed`.
 //! * `GET /api/v1/jobs/{id}`: the job, its state and its steps, to whoever may read its card
-//!   ([`tsm::issuance::job_status`]: the card's tenant, or the tenant that submitted it).
+//!   ([`tsm::issuance::job_status`]: the card's tenant, or the tenant that submitted it). SSD
+//!   jobs are jobs of the same table: the card issuer's are read here too; the application
+//!   provider's API serves the same route for its own jobs.
 //! * `GET /api/v1/jobs?card=N[&state=S]`: the card's jobs, as `GET /api/v1/cards/{n}` lists
 //!   them, optionally of one state.
 

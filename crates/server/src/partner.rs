@@ -20,8 +20,12 @@
 //!
 //! **Operator routes** (bearer tokens, operator or viewer): `GET/POST /api/v1/partners`,
 //! `POST /api/v1/partners/{id}/revoke`, `GET /api/v1/ssds`,
-//! `POST /api/v1/ssds/{card_number}/{aid}/compromised`, `GET/PUT /api/v1/key-policy`,
-//! `GET /api/v1/ssds/due`.
+//! `POST /api/v1/ssds/{card_number}/{aid}/compromised`, `POST …/renew`,
+//! `GET/PUT /api/v1/key-policy`, `GET /api/v1/ssds/due`, and with the CI's own terminals
+//! `POST /api/v1/ssd-jobs/{id}/run` `{terminal, reader}`: the job runs on the card at the
+//! CI's desk; with `Prefer: respond-async` it answers `202` and `Location: /api/v1/jobs/{id}`
+//! (the issuance API's job route: SSD jobs are jobs of the same table) once the job is
+//! claimed, before the card work ([`crate::jobs`]), and its end is announced to the webhook.
 //!
 //! The document: `GET /api/openapi-partner.json`.
 
