@@ -129,3 +129,5 @@ pub mod desk;
 pub mod issuer;
 /// Key stores, the CI over TLS and the AP's link to it (SSD platforms).
 pub mod ssd;
+/// A router served over the real TLS layer, and a TLS client with client certificates.
+pub mod tls;

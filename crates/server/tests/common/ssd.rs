@@ -5,9 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kms::{MasterKey, SoftwareKeyStore};
-use rustls::pki_types::pem::PemObject;
 use server::partner_client::HttpCardIssuerLink;
-use server::tls::{self, PartnerCertVerifier};
+use server::tls::PartnerCertVerifier;
 use tsm::ssd::KeySetStore;
 
 use super::certs::{Ca, Leaf};
@@ -29,36 +28,14 @@ pub fn transport_pem(keys: &dyn KeySetStore) -> String {
 }
 
 /// `app` (the CI's partner API) served over TLS on 127.0.0.1 with `server_leaf` and the
-/// client `verifier`, on its own runtime; returns its port and a stop handle.
+/// client `verifier`, on its own runtime: its port, and what stops it when dropped.
 pub fn serve(
     app: axum::Router,
     server_leaf: &Leaf,
     verifier: Arc<PartnerCertVerifier>,
-) -> (u16, tokio::sync::oneshot::Sender<()>) {
-    let chain = tls::certificates_from_pem(server_leaf.chain_pem.as_bytes()).unwrap();
-    let key =
-        rustls::pki_types::PrivateKeyDer::from_pem_slice(server_leaf.key_pem.as_bytes()).unwrap();
-    let config = tls::server_config(chain, key, Some(verifier)).unwrap();
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    std_listener.set_nonblocking(true).unwrap();
-    let port = std_listener.local_addr().unwrap().port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-            tls::serve_tls(listener, config, app, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-    });
-    (port, stop)
+) -> (u16, super::tls::Served) {
+    let served = super::tls::serve_leaf(app, server_leaf, Some(verifier));
+    (served.addr.port(), served)
 }
 
 /// The AP's link to the CI at `https://localhost:PORT` as `partner`, presenting `client` and
