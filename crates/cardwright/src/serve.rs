@@ -15,8 +15,8 @@ pub struct ServeArgs {
     /// and --keystore with the categories' base keys).
     #[arg(long)]
     pub issuance: bool,
-    /// --issuance: POST every job's final state, signed (HMAC-SHA256, see the README), to
-    /// this URL (http:// or https://) when its run ends.
+    /// --issuance or --role ap: POST every job's final state (issuance and SSD jobs), signed
+    /// (HMAC-SHA256, see the README), to this URL (http:// or https://) when its run ends.
     #[arg(long, requires = "webhook_secret_file", env = "CARDWRIGHT_WEBHOOK_URL")]
     pub webhook_url: Option<String>,
     /// --webhook-url: the file holding the signing secret (at least 16 bytes; a final line
@@ -92,6 +92,10 @@ pub struct ServeArgs {
     /// Environment variable holding the admin bearer token (revocation, audit); unset = disabled.
     #[arg(long, default_value = "CARDWRIGHT_ADMIN_TOKEN")]
     pub admin_token_env: String,
+    /// File of admin bearer tokens (revocation, audit), one a line of 16 characters or more
+    /// (`#` comments); re-read while serving, like the other token files.
+    #[arg(long, env = "CARDWRIGHT_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// URL of the local agent the check-out page talks to.
     #[arg(long, default_value = "http://127.0.0.1:7373")]
     pub agent_url: String,
@@ -329,18 +333,17 @@ pub fn run(a: ServeArgs) -> Result<()> {
             ca_files::ephemeral(&a.ca_name, key_type, stores.certificates.clone(), clock)?
         }
     };
-    let admin_token = std::env::var(&a.admin_token_env)
-        .ok()
-        .filter(|t| !t.is_empty())
-        .map(Zeroizing::new);
-    if admin_token.is_none() {
+    // One table of every token (admin, operators, terminals), shared by every API and
+    // re-read from its files while serving (watch_tokens).
+    let sources = TokenSources::of(&a);
+    let table = token_table(&sources)?;
+    if !table.has_role(&[Role::Admin]) {
         tracing::info!(
-            "{} is not set: revocation and the audit API are disabled",
+            "{} is not set and no --admin-token-file: revocation and the audit API are disabled",
             a.admin_token_env
         );
     }
     let config = ServerConfig {
-        admin_token,
         payment_challenge_ttl: Duration::from_secs(a.payment_ttl.max(1)),
         enrolment_challenge_ttl: Duration::from_secs(a.enrolment_ttl.max(1)),
         certificate_validity: Duration::from_secs(a.certificate_days.max(1) * 86_400),
@@ -348,21 +351,27 @@ pub fn run(a: ServeArgs) -> Result<()> {
         ..ServerConfig::default()
     };
     let ca_subject = ca.certificate().subject();
-    let state = Arc::new(PayServer::new(Arc::new(ca), stores, audit, config));
-    let tokens = if a.issuance || a.role.is_some() || a.ota {
-        let tokens = token_table(&TokenSources::of(&a))?;
-        let operators = tokens.has_role(&[Role::Operator, Role::Viewer]);
+    let state =
+        Arc::new(PayServer::new(Arc::new(ca), stores, audit, config).with_tokens(table.clone()));
+    let tokens = if sources.operators {
+        let operators = table.has_role(&[Role::Operator, Role::Viewer]);
         if !operators && (a.issuance || a.role.is_some()) {
             bail!("--issuance and --role need at least one operator token (CARDWRIGHT_OPERATOR_TOKENS, --operator-tokens-file or --operator-token NAME=TOKEN)");
         }
         // --ota alone without operator tokens: SMS only, no operator API.
-        operators.then_some(tokens)
+        operators.then(|| table.clone())
     } else {
         None
     };
-    if a.webhook_url.is_some() && !a.issuance {
-        bail!("--webhook-url announces issuance jobs: it needs --issuance");
+    if a.webhook_url.is_some() && !a.issuance && a.role != Some(PlatformRole::Ap) {
+        bail!("--webhook-url announces the jobs of the issuance and SSD APIs: it needs --issuance or --role ap");
     }
+    let mut webhook = match (&a.webhook_url, &a.webhook_secret_file) {
+        (Some(url), Some(file)) => {
+            Some(server::webhook::Webhook::from_secret_file(url, file).context("--webhook-url")?)
+        }
+        _ => None,
+    };
     let terminal_ca = terminal_certificates(&a)?;
     if let Some((roots, crls)) = &terminal_ca {
         match &tokens {
@@ -372,7 +381,6 @@ pub fn run(a: ServeArgs) -> Result<()> {
             _ => bail!("--terminal-ca: no terminal connects here (give --issuance or --role ap)"),
         }
     }
-    let token_watch = tokens.clone();
     let issuance = match (a.issuance, &tokens) {
         (true, Some(tokens)) => {
             let store = tsm_store.clone().ok_or_else(|| {
@@ -381,19 +389,12 @@ pub fn run(a: ServeArgs) -> Result<()> {
             let keys = open_keys(&a.keystore)?;
             readiness = readiness.keystore("keystore", keys.clone(), metrics.clone());
             let issuer = tsm::Issuer::new((*store).clone(), keys, tsm::IssuerConfig::default());
-            let webhook = match (&a.webhook_url, &a.webhook_secret_file) {
-                (Some(url), Some(file)) => Some(
-                    server::webhook::Webhook::from_secret_file(url, file)
-                        .context("--webhook-url")?,
-                ),
-                _ => None,
-            };
             Some(server::issuance::IssuanceApi::with_options(
                 Arc::new(issuer),
                 tokens.clone(),
                 Duration::from_secs(30),
                 metrics.clone(),
-                webhook,
+                webhook.take(),
             ))
         }
         _ => None,
@@ -426,14 +427,14 @@ pub fn run(a: ServeArgs) -> Result<()> {
             let store = tsm_store
                 .clone()
                 .ok_or_else(|| anyhow::anyhow!("--role needs --db sqlite:PATH or postgres://…"))?;
-            let hub = issuance.as_ref().map(|i| i.hub().clone());
             Some(crate::ssd_serve::build(
                 role,
                 &a,
                 &store,
                 tokens,
                 tls.is_some(),
-                hub,
+                issuance.as_ref(),
+                webhook.take(),
             )?)
         }
         _ => None,
@@ -488,9 +489,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         None
     };
     server::block_on(async move {
-        if let Some(t) = &token_watch {
-            watch_tokens(&a, t);
-        }
+        watch_tokens(&a, &sources, &table);
         if let Some((engine, smpp)) = ota {
             println!("OTA over SMS: {} as {}", smpp.redacted_url(), a.ota_address);
             let https = match &a.ota_https {
@@ -735,10 +734,14 @@ pub(crate) fn issuer_of(store: &tsm::Store, keystore: &str) -> Result<tsm::Issue
 /// How often the token files are compared with what was last read (token rotation).
 const TOKEN_FILES_EVERY: Duration = Duration::from_secs(1);
 
-/// Where the operator and terminal tokens come from: the options (or the environment) and
-/// the files.
+/// Where the tokens come from: the options (or the environment), read once, and the
+/// files, re-read while serving.
 #[derive(Clone)]
 struct TokenSources {
+    admin_token: Option<Zeroizing<String>>,
+    admin_token_file: Option<PathBuf>,
+    /// Whether operator and terminal tokens are read (a platform with an operator API).
+    operators: bool,
     operator_tokens: Vec<String>,
     operator_tokens_file: Option<PathBuf>,
     terminal_tokens: Vec<String>,
@@ -748,19 +751,53 @@ struct TokenSources {
 
 impl TokenSources {
     fn of(a: &ServeArgs) -> Self {
+        let operators = a.issuance || a.role.is_some() || a.ota;
         Self {
+            admin_token: std::env::var(&a.admin_token_env)
+                .ok()
+                .filter(|t| !t.is_empty())
+                .map(Zeroizing::new),
+            admin_token_file: a.admin_token_file.clone(),
+            operators,
             operator_tokens: a.operator_tokens.clone(),
-            operator_tokens_file: a.operator_tokens_file.clone(),
+            operator_tokens_file: a.operator_tokens_file.clone().filter(|_| operators),
             terminal_tokens: a.terminal_tokens.clone(),
-            terminal_tokens_file: a.terminal_tokens_file.clone(),
+            terminal_tokens_file: a.terminal_tokens_file.clone().filter(|_| operators),
             tenant: a.tenant.clone(),
         }
     }
+
+    /// The files re-read while serving.
+    fn files(&self) -> Vec<PathBuf> {
+        [
+            &self.admin_token_file,
+            &self.operator_tokens_file,
+            &self.terminal_tokens_file,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect()
+    }
 }
 
-/// The operator and terminal tokens of the options, the environment and the files.
+/// Every token of the options, the environment and the files: the admin's, and with an
+/// operator API the operators' and the terminals'.
 fn token_table(a: &TokenSources) -> Result<TokenTable> {
     let mut tokens = TokenTable::new();
+    if let Some(t) = &a.admin_token {
+        tokens.add(t.as_str(), Principal::admin());
+    }
+    for (source, t) in token_lines(&[], a.admin_token_file.as_deref())? {
+        if t.trim().len() < 16 {
+            let source = source.as_deref().unwrap_or("--admin-token-file");
+            bail!("{source}: an admin token of 16 characters or more");
+        }
+        tokens.add(t.trim(), Principal::admin());
+    }
+    if !a.operators {
+        return Ok(tokens);
+    }
     let operators = token_lines(&a.operator_tokens, a.operator_tokens_file.as_deref())?;
     for (n, t) in pairs(&operators, "--operator-token")? {
         // [TENANT/]NAME[:ROLE]; the role is operator (default) or viewer.
@@ -799,18 +836,17 @@ fn token_table(a: &TokenSources) -> Result<TokenTable> {
     Ok(tokens)
 }
 
-/// Token rotation: the token files are re-read when they change (or on SIGHUP); a file
-/// that no longer parses, or leaves a platform without operators, keeps the tokens in force.
-fn watch_tokens(a: &ServeArgs, tokens: &TokenTable) {
-    let files: Vec<PathBuf> = [&a.operator_tokens_file, &a.terminal_tokens_file]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
+/// Token rotation: the token files (admin, operators, terminals) are re-read when they
+/// change (or on SIGHUP) into the one table every API shares; a file that no longer parses,
+/// or leaves a platform without operators, keeps the tokens in force. Terminals connected
+/// with a token that is gone are disconnected (the hubs are guarded by the table). Tokens
+/// given as options or in the environment stay as they were read at start.
+fn watch_tokens(a: &ServeArgs, sources: &TokenSources, tokens: &TokenTable) {
+    let files = sources.files();
     if files.is_empty() {
         return;
     }
-    let sources = TokenSources::of(a);
+    let sources = sources.clone();
     let needs_operators = a.issuance || a.role.is_some();
     tracing::info!(
         files = files.len(),

@@ -84,8 +84,12 @@ pub fn build(
     store: &Arc<tsm::Store>,
     tokens: TokenTable,
     tls: bool,
-    ci_terminals: Option<Arc<relay::hub::Hub>>,
+    issuance: Option<&Arc<server::issuance::IssuanceApi>>,
+    webhook: Option<server::webhook::Webhook>,
 ) -> Result<Ssd> {
+    // With --issuance, the CI's own terminals run SSD jobs at its desks too, announced to
+    // the issuance API's webhook.
+    let ci_terminals = issuance.map(|i| i.hub().clone());
     match role {
         PlatformRole::Ci => {
             if !tls {
@@ -110,22 +114,14 @@ pub fn build(
             }
             let ci = Arc::new(CiPlatform::new(issuer, key_sets(&a.keystore)?, config));
             let contact = crate::ssd_contact::ci(a, &ci, ci_terminals.as_ref());
-            // With --issuance, the CI's own terminals run SSD jobs at its desks too.
-            let api = match ci_terminals {
-                Some(hub) => PartnerApi::with_terminals(
-                    ci,
-                    tokens,
-                    Some(verifier.clone()),
-                    ExchangeTimeouts::default(),
-                    hub,
-                ),
-                None => PartnerApi::new(
-                    ci,
-                    tokens,
-                    Some(verifier.clone()),
-                    ExchangeTimeouts::default(),
-                ),
-            };
+            let api = PartnerApi::with_options(
+                ci,
+                tokens,
+                Some(verifier.clone()),
+                ExchangeTimeouts::default(),
+                ci_terminals,
+                issuance.and_then(|i| i.webhook().cloned()),
+            );
             let n = api
                 .refresh_partner_roots()
                 .map_err(|e| anyhow!("registered partners: {}", e.body.reason))?;
@@ -176,7 +172,12 @@ pub fn build(
             if let Some(out) = &a.transport_key_out {
                 write_transport_key(out, &spki)?;
             }
-            let api = server::ap::ApApi::new(Arc::new(ap), tokens, Duration::from_secs(30));
+            let api = server::ap::ApApi::with_webhook(
+                Arc::new(ap),
+                tokens,
+                Duration::from_secs(30),
+                webhook,
+            );
             Ok(Ssd {
                 what: "application provider's SSD API and terminal relay",
                 document: "/api/openapi-ap.json",

@@ -6,50 +6,18 @@
 mod pay_support;
 mod ssd_support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use ssd_support::certs::{Ca, Leaf};
-use ssd_support::{call_tls, cardwright, get_tls, spawn, write, MASTER};
+use ssd_support::{
+    call_tls, cardwright, eventually, get_tls, listening_url, run_to_end, serve_in, spawn,
+    spawn_logged, write, MASTER,
+};
 
 const OPERATOR_TOKEN: &str = "operator-token-0123456789";
 const CARD: &str = "4711000000000001";
-
-/// Runs `cardwright ARGS` in `dir` and waits at most 30 s for it to end: (exit code, stderr).
-fn run_to_end(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(pay_support::bin())
-        .args(args)
-        .current_dir(dir)
-        .env("CARDWRIGHT_MASTER_KEY", MASTER)
-        .env("CARDWRIGHT_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            let mut err = String::new();
-            use std::io::Read;
-            let _ = child
-                .stderr
-                .take()
-                .expect("stderr")
-                .read_to_string(&mut err);
-            return (status.code(), err);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("cardwright {} did not end within 30 s", args.join(" "));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// The platform: a database and key store in `dir`, tenant `issuer`, category `gold` with a
 /// generated base key, and the blank virtual card `card.json`.
@@ -277,24 +245,6 @@ fn terminal_with_a_client_certificate_issues_a_card_over_tls() {
     drop(service);
 }
 
-/// `serve ARGS` in `dir`: the process and the first line naming where it listens.
-fn serve_once(dir: &Path, args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(pay_support::bin())
-        .args(args)
-        .current_dir(dir)
-        .env("CARDWRIGHT_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let line = lines
-        .find_map(|l| l.ok().filter(|l| l.contains("listening on ")))
-        .unwrap_or_default();
-    (child, line)
-}
-
 #[test]
 fn plain_http_is_refused_on_a_non_loopback_listen() {
     let tmp = tempfile::tempdir().unwrap();
@@ -359,22 +309,15 @@ fn plain_http_is_refused_on_a_non_loopback_listen() {
             "https://0.0.0.0:",
         ),
     ] {
-        let (mut child, line) = serve_once(dir, args);
-        let _ = child.kill();
-        let _ = child.wait();
+        let (child, line) = serve_in(dir, args, &[], "error", None);
+        drop(child);
         assert!(line.contains(scheme), "{}: {line:?}", args.join(" "));
     }
 }
 
-/// Waits until `check` holds (20 s at most).
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check() {
-        assert!(Instant::now() < deadline, "{what}: not within 20 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
+/// Every token file is re-read while serving (every second, and on SIGHUP): operator
+/// tokens added work and removed ones get 401; admin tokens likewise; a terminal whose line
+/// leaves the terminal token file is disconnected at once and its agent stops, saying why.
 #[test]
 fn token_files_are_re_read_without_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
@@ -382,52 +325,130 @@ fn token_files_are_re_read_without_a_restart() {
     let envs = platform(dir);
     let operators = dir.join("operators");
     std::fs::write(&operators, "alice=alice-token-0123456789\n").unwrap();
+    let admins = dir.join("admins");
+    std::fs::write(
+        &admins,
+        "# the payment API's admins\nadmin-token-one-0123456789\n",
+    )
+    .unwrap();
+    let terminals_file = dir.join("terminals");
+    std::fs::write(
+        &terminals_file,
+        "desk-1=desk-1-token-0123456789\ndesk-2=desk-2-token-0123456789\n",
+    )
+    .unwrap();
     let log = dir.join("serve.log");
-    let mut cmd = Command::new(pay_support::bin());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--issuance"])
-        .arg("--operator-tokens-file")
-        .arg(&operators)
-        .current_dir(dir)
-        .env("CARDWRIGHT_MASTER_KEY", MASTER)
-        .env("CARDWRIGHT_LOG", "info")
-        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap());
-    let mut child = cmd.spawn().expect("spawn serve");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = lines
-        .find_map(|l| {
-            l.ok()
-                .and_then(|l| l.split("listening on ").nth(1).map(str::to_string))
-        })
-        .expect("listening");
-    std::thread::spawn(move || for _ in lines {});
-    struct Kill(Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let child = Kill(child);
-    let terminals = format!("{}/api/v1/terminals", url.trim());
+    let path = |p: &Path| p.display().to_string();
+    let (operators_arg, admins_arg, terminals_arg) =
+        (path(&operators), path(&admins), path(&terminals_file));
+    let e: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (child, line) = serve_in(
+        dir,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--issuance",
+            "--operator-tokens-file",
+            &operators_arg,
+            "--admin-token-file",
+            &admins_arg,
+            "--terminal-tokens-file",
+            &terminals_arg,
+        ],
+        &e,
+        "info",
+        Some(&log),
+    );
+    let url = listening_url(&line);
+    let terminals = format!("{url}/api/v1/terminals");
     let status = |token: &str| {
         pay_support::get(&terminals, &[("authorization", &format!("Bearer {token}"))]).status
     };
+    let audit = format!("{url}/api/v1/audit");
+    let admin = |token: &str| {
+        pay_support::get(&audit, &[("authorization", &format!("Bearer {token}"))]).status
+    };
     assert_eq!(status("alice-token-0123456789"), 200);
     assert_eq!(status("bob-token-0123456789"), 401);
+    assert_eq!(admin("admin-token-one-0123456789"), 200);
+    assert_eq!(admin("admin-token-two-0123456789"), 401);
 
-    // alice removed, bob added: refused and accepted without a restart.
+    // alice removed, bob added: refused and accepted without a restart. The admin token is
+    // rotated the same way.
     std::fs::write(&operators, "# rotated\nbob=bob-token-0123456789\n").unwrap();
+    std::fs::write(&admins, "admin-token-two-0123456789\n").unwrap();
     eventually("the rotation", || {
         status("alice-token-0123456789") == 401 && status("bob-token-0123456789") == 200
+    });
+    eventually("the admin rotation", || {
+        admin("admin-token-one-0123456789") == 401 && admin("admin-token-two-0123456789") == 200
+    });
+
+    // Two terminals connected; desk-1's line removed: within about two seconds it is no
+    // longer listed and its agent stops with the reason; desk-2 stays.
+    let connected = || -> Vec<String> {
+        let r = pay_support::get(
+            &terminals,
+            &[("authorization", "Bearer bob-token-0123456789")],
+        );
+        r.json["terminals"]
+            .as_array()
+            .map(|t| {
+                t.iter()
+                    .filter_map(|t| t["terminal"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let agent_log = dir.join("desk-1.log");
+    std::fs::copy(dir.join("card.json"), dir.join("card-2.json")).unwrap();
+    let agent = |desk: &str, token: &str, sim: &str, log: Option<&Path>| {
+        spawn_logged(
+            dir,
+            &["agent", "--server", &url, "--terminal", desk, "--sim", sim],
+            &[("CARDWRIGHT_TERMINAL_TOKEN", token)],
+            log,
+        )
+    };
+    let mut desk1 = agent(
+        "desk-1",
+        "desk-1-token-0123456789",
+        "card.json",
+        Some(&agent_log),
+    );
+    let _desk2 = agent("desk-2", "desk-2-token-0123456789", "card-2.json", None);
+    eventually("both terminals connected", || {
+        connected() == ["desk-1", "desk-2"]
+    });
+    std::fs::write(&terminals_file, "desk-2=desk-2-token-0123456789\n").unwrap();
+    let removed = Instant::now();
+    while connected() != ["desk-2"] {
+        assert!(
+            removed.elapsed() < Duration::from_secs(3),
+            "desk-1 still listed {:?} after its line was removed",
+            removed.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eventually("desk-1's agent stopped", || {
+        desk1.0.try_wait().expect("wait").is_some()
+    });
+    let agent_err = std::fs::read_to_string(&agent_log).unwrap();
+    assert!(
+        agent_err.contains(
+            "the platform refused this terminal: the terminal's token is no longer valid"
+        ),
+        "{agent_err}"
+    );
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually("the disconnection in the log", || {
+        text().contains("terminal disconnected: its token is no longer valid")
     });
 
     // A malformed file (a token too short) keeps the tokens in force and says why,
     // without printing a token.
     std::fs::write(&operators, "bob=bob-token-0123456789\ncarol=short-secret\n").unwrap();
-    let text = || std::fs::read_to_string(&log).unwrap_or_default();
     eventually("the error in the log", || {
         text().contains("token files not re-read")
     });
@@ -438,10 +459,14 @@ fn token_files_are_re_read_without_a_restart() {
     );
     assert_eq!(status("bob-token-0123456789"), 200);
     assert_eq!(status("short-secret"), 401);
+    assert_eq!(connected(), ["desk-2"], "a broken file disconnects nobody");
     for secret in [
         "short-secret",
         "bob-token-0123456789",
         "alice-token-0123456789",
+        "admin-token-one-0123456789",
+        "admin-token-two-0123456789",
+        "desk-1-token-0123456789",
     ] {
         assert!(!text().contains(secret), "a token in the log: {}", text());
     }
@@ -455,7 +480,10 @@ fn token_files_are_re_read_without_a_restart() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(reloads(), before, "re-read without a change: {}", text());
     let pid = child.0.id().to_string();
-    let hup = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
     assert!(hup.success());
     eventually("the re-read on SIGHUP", || reloads() == before + 1);
     // Still serving after the signal.

@@ -1,7 +1,7 @@
 //! The platform side of the relay: terminals connect here; workflows borrow their readers.
 
 use crate::protocol::{AgentMessage, PlatformMessage, ReaderReport, RelayFault};
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -12,8 +12,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use transport::{CardChannel, TransportError};
+use zeroize::Zeroizing;
 
 /// Who may connect: a bearer token names one terminal.
 pub trait TerminalAuth: Send + Sync + fmt::Debug {
@@ -63,11 +64,22 @@ impl TerminalAuth for StaticTokens {
 
 type Pending = Mutex<HashMap<u64, std_mpsc::SyncSender<Result<Vec<u8>, RelayFault>>>>;
 
+/// How a connected terminal proved who it is.
+enum Credential {
+    /// A bearer token: checked again by [`Hub::disconnect_revoked`].
+    Token(Zeroizing<String>),
+    /// Something the caller checked once (a client certificate in the TLS handshake).
+    Checked,
+}
+
 /// One connected terminal.
 struct Terminal {
     id: String,
+    credential: Credential,
     readers: Mutex<Vec<ReaderReport>>,
     tx: mpsc::UnboundedSender<PlatformMessage>,
+    /// Tells the connection's task to close with this reason.
+    close: Mutex<Option<oneshot::Sender<String>>>,
     pending: Pending,
     next_id: AtomicU64,
     alive: AtomicBool,
@@ -75,11 +87,16 @@ struct Terminal {
 
 impl Terminal {
     fn fail_all(&self) {
+        self.fail_all_with("the terminal disconnected");
+    }
+
+    /// No more requests: those waiting get `why`, later ones are refused.
+    fn fail_all_with(&self, why: &str) {
         self.alive.store(false, Ordering::SeqCst);
         if let Ok(mut p) = self.pending.lock() {
             for (_, tx) in p.drain() {
                 let _ = tx.try_send(Err(RelayFault::Other {
-                    message: "the terminal disconnected".into(),
+                    message: why.to_string(),
                 }));
             }
         }
@@ -179,11 +196,66 @@ impl Hub {
             .with_state(self.clone())
     }
 
-    /// Serves the WebSocket of `terminal`, already authenticated by the caller (the
-    /// platform's own bearer-auth extractor), from the upgrade request.
+    /// Serves the WebSocket of `terminal`, already authenticated by the caller once (a
+    /// client certificate verified in the TLS handshake), from the upgrade request. It
+    /// stays connected until it closes.
     pub fn accept(self: &Arc<Self>, terminal: String, ws: WebSocketUpgrade) -> Response {
+        self.accept_as(terminal, Credential::Checked, ws)
+    }
+
+    /// Serves the WebSocket of `terminal`, authenticated by the caller with bearer `token`
+    /// (the platform's own bearer-auth extractor): it stays connected while the hub's
+    /// [`TerminalAuth`] names `terminal` for `token` ([`Hub::disconnect_revoked`]).
+    pub fn accept_token(
+        self: &Arc<Self>,
+        terminal: String,
+        token: &str,
+        ws: WebSocketUpgrade,
+    ) -> Response {
+        let token = Credential::Token(Zeroizing::new(token.to_string()));
+        self.accept_as(terminal, token, ws)
+    }
+
+    fn accept_as(
+        self: &Arc<Self>,
+        terminal: String,
+        credential: Credential,
+        ws: WebSocketUpgrade,
+    ) -> Response {
         let hub = self.clone();
-        ws.on_upgrade(move |socket| serve_terminal(hub, terminal, socket))
+        ws.on_upgrade(move |socket| serve_terminal(hub, terminal, credential, socket))
+    }
+
+    /// Disconnects every connected terminal whose bearer token the hub's [`TerminalAuth`]
+    /// no longer accepts for it (a token file re-read without its line): it leaves
+    /// [`Hub::terminals`] at once, a request waiting for its answer fails (a job running on
+    /// it is interrupted, resumable), and its WebSocket is closed with code 1008 (policy
+    /// violation) and the reason, after a [`PlatformMessage::Refused`] telling the agent
+    /// not to come back with that token. Terminals that came with a client certificate are
+    /// left alone. Returns the names of those disconnected.
+    pub fn disconnect_revoked(&self) -> Vec<String> {
+        let connected: Vec<Arc<Terminal>> = self
+            .terminals
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        let mut gone = Vec::new();
+        for t in connected {
+            let Credential::Token(token) = &t.credential else {
+                continue;
+            };
+            if self.auth.terminal_for(token).as_deref() == Some(t.id.as_str()) {
+                continue;
+            }
+            self.unregister_with(&t, REVOKED);
+            if let Some(close) = t.close.lock().ok().and_then(|mut c| c.take()) {
+                let _ = close.send(REVOKED.to_string());
+            }
+            tracing::warn!(terminal = %t.id, "terminal disconnected: its token is no longer valid");
+            gone.push(t.id.clone());
+        }
+        gone.sort();
+        gone
     }
 
     /// The terminal `token` names, if any (constant-time, see [`TerminalAuth`]).
@@ -295,14 +367,22 @@ impl Hub {
     }
 
     fn unregister(&self, t: &Arc<Terminal>) {
+        self.unregister_with(t, "the terminal disconnected");
+    }
+
+    fn unregister_with(&self, t: &Arc<Terminal>, why: &str) {
         if let Ok(mut m) = self.terminals.lock() {
             if m.get(&t.id).is_some_and(|cur| Arc::ptr_eq(cur, t)) {
                 m.remove(&t.id);
             }
         }
-        t.fail_all();
+        t.fail_all_with(why);
     }
 }
+
+/// Why [`Hub::disconnect_revoked`] closes a connection (the close frame's reason, at most
+/// 123 bytes: RFC 6455 §5.5).
+pub const REVOKED: &str = "the terminal's token is no longer valid";
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -317,14 +397,15 @@ async fn ws_handler(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let Some(terminal) = bearer(&headers).and_then(|t| hub.auth.terminal_for(t)) else {
+    let token = bearer(&headers);
+    let Some((terminal, token)) = token.and_then(|t| Some((hub.auth.terminal_for(t)?, t))) else {
         return (
             StatusCode::UNAUTHORIZED,
             "a terminal token is required (Authorization: Bearer …)",
         )
             .into_response();
     };
-    ws.on_upgrade(move |socket| serve_terminal(hub, terminal, socket))
+    hub.accept_token(terminal, token, ws)
 }
 
 async fn send(socket: &mut WebSocket, m: &PlatformMessage) -> bool {
@@ -334,7 +415,12 @@ async fn send(socket: &mut WebSocket, m: &PlatformMessage) -> bool {
     }
 }
 
-async fn serve_terminal(hub: Arc<Hub>, terminal: String, mut socket: WebSocket) {
+async fn serve_terminal(
+    hub: Arc<Hub>,
+    terminal: String,
+    credential: Credential,
+    mut socket: WebSocket,
+) {
     // The first message must be a hello from the terminal the token names.
     let hello = tokio::time::timeout(Duration::from_secs(10), socket.recv()).await;
     let readers = match hello {
@@ -360,10 +446,13 @@ async fn serve_terminal(hub: Arc<Hub>, terminal: String, mut socket: WebSocket) 
         _ => return,
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let (close, mut closed) = oneshot::channel();
     let t = Arc::new(Terminal {
         id: terminal.clone(),
+        credential,
         readers: Mutex::new(readers),
         tx,
+        close: Mutex::new(Some(close)),
         pending: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
         alive: AtomicBool::new(true),
@@ -380,8 +469,22 @@ async fn serve_terminal(hub: Arc<Hub>, terminal: String, mut socket: WebSocket) 
     }
     hub.register(t.clone());
     tracing::info!(terminal = %terminal, "terminal connected");
+    // A token revoked between the upgrade and here: the check again, now that it is
+    // registered (a re-read from now on finds it).
+    if matches!(&t.credential, Credential::Token(token) if hub.auth.terminal_for(token).as_deref() != Some(terminal.as_str()))
+    {
+        hub.disconnect_revoked();
+    }
     loop {
         tokio::select! {
+            reason = &mut closed => {
+                if let Ok(reason) = reason {
+                    let _ = send(&mut socket, &PlatformMessage::Refused { reason: reason.clone() }).await;
+                    let frame = CloseFrame { code: 1008, reason: reason.into() };
+                    let _ = socket.send(Message::Close(Some(frame))).await;
+                }
+                break;
+            },
             out = rx.recv() => match out {
                 Some(m) => if !send(&mut socket, &m).await { break },
                 None => break,

@@ -75,6 +75,15 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The payment API's administrator.
+    pub fn admin() -> Principal {
+        Principal {
+            name: "admin".into(),
+            role: Role::Admin,
+            tenant: None,
+        }
+    }
+
     /// The issuance actor of an operator or viewer (`tenant/name`).
     pub fn actor(&self) -> tsm::Actor {
         tsm::Actor::new(self.tenant.as_deref().unwrap_or_default(), &self.name)
@@ -99,6 +108,8 @@ pub struct TokenTable {
 struct Shared {
     entries: RwLock<Arc<Vec<Entry>>>,
     terminals: RwLock<Arc<TerminalRoots>>,
+    /// Called after each [`TokenTable::replace_with`].
+    on_replace: RwLock<Vec<Box<dyn Fn() + Send + Sync>>>,
 }
 
 /// The roots (`serve --terminal-ca`) and CRLs (`--terminal-crl`) of terminal certificates.
@@ -149,12 +160,33 @@ impl TokenTable {
     }
 
     /// Replaces every token by those of `other` (the terminal roots stay): what every clone
-    /// of this table accepts from the next request on. Requests already authenticated, and
-    /// terminals already connected, are not affected.
+    /// of this table accepts from the next request on. Requests already authenticated are
+    /// not affected; terminals connected with a token that is gone are disconnected from
+    /// the hubs this table guards ([`TokenTable::guard_hub`]).
     pub fn replace_with(&self, other: &TokenTable) {
         let new = other.entries();
         if let Ok(mut e) = self.shared.entries.write() {
             *e = new;
+        }
+        if let Ok(hooks) = self.shared.on_replace.read() {
+            for hook in hooks.iter() {
+                hook();
+            }
+        }
+    }
+
+    /// Each time this table's tokens are replaced ([`TokenTable::replace_with`]: a token
+    /// file re-read, [`watch_token_files`]), the terminals of `hub` connected with a token
+    /// it no longer holds are disconnected ([`relay::hub::Hub::disconnect_revoked`]). The
+    /// table holds the hub weakly: a hub dropped is forgotten.
+    pub fn guard_hub(&self, hub: &Arc<relay::hub::Hub>) {
+        let hub = Arc::downgrade(hub);
+        if let Ok(mut hooks) = self.shared.on_replace.write() {
+            hooks.push(Box::new(move || {
+                if let Some(hub) = hub.upgrade() {
+                    hub.disconnect_revoked();
+                }
+            }));
         }
     }
 
@@ -315,8 +347,12 @@ pub struct Auth<P> {
 
 /// The token of `Authorization: Bearer TOKEN`, the scheme in any case (RFC 7235 §2.1).
 pub fn bearer_token(parts: &Parts) -> Option<&str> {
-    let value = parts
-        .headers
+    bearer_of(&parts.headers)
+}
+
+/// [`bearer_token`] of a request's headers.
+pub fn bearer_of(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;
@@ -446,6 +482,7 @@ where
                 Ok(new) => {
                     table.replace_with(&new);
                     tracing::info!(
+                        admins = table.count(&[Role::Admin]),
                         operators = table.count(&[Role::Operator, Role::Viewer]),
                         terminals = table.count(&[Role::Terminal]),
                         reason = if forced {

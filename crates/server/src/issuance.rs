@@ -110,6 +110,7 @@ impl IssuanceApi {
     ) -> Arc<Self> {
         let tokens = Arc::new(tokens);
         let hub = Hub::new(tokens.clone(), relay_timeout);
+        tokens.guard_hub(&hub);
         metrics.watch_hub(&hub);
         metrics.watch_store(issuer.store());
         Arc::new(Self {
@@ -129,6 +130,16 @@ impl IssuanceApi {
     /// The issuer.
     pub fn issuer(&self) -> &Arc<tsm::Issuer> {
         &self.issuer
+    }
+
+    /// Where the end of every job run through it is announced (`None`: nowhere); the SSD
+    /// jobs the card issuer runs at these terminals are announced there too.
+    pub fn webhook(&self) -> Option<&Arc<Webhook>> {
+        self.webhook.as_ref()
+    }
+
+    fn announcer(&self) -> jobs::Announcer {
+        jobs::Announcer::new(self.webhook.clone(), self.issuer.store().clone())
     }
 }
 
@@ -743,9 +754,9 @@ async fn borrow_reader(
         .await?)
 }
 
-/// Runs a claimed job on the card in `chan` on its own task (so that a client that goes away
-/// does not stop it), announces its end to the webhook, and answers: asynchronously `202` at
-/// once ([`jobs::accepted`]), else the outcome when the run ends.
+/// Runs a claimed job on the card in `chan` ([`jobs::run_claimed`]: on its own task,
+/// announced to the webhook) and answers: asynchronously `202` at once ([`jobs::accepted`]),
+/// else the outcome when the run ends.
 async fn start(
     api: Arc<IssuanceApi>,
     claimed: tsm::issuance::Claimed,
@@ -753,61 +764,18 @@ async fn start(
     asynchronous: bool,
 ) -> Result<Response, ApiError> {
     let job = claimed.job().clone();
-    let id = job.id;
     let (kind, card_number) = (job.kind.to_string(), job.card_number.clone());
     let mut chan = crate::metrics::MeteredChannel::new(chan, api.metrics.clone());
-    let task = tokio::spawn(async move {
-        let api2 = api.clone();
-        let result = blocking(move || {
-            measured(&api2, &kind, &card_number, || {
-                api2.issuer.run_claimed_job(claimed, &mut chan)
-            })
+    let api2 = api.clone();
+    let run = move || {
+        measured(&api2, &kind, &card_number, || {
+            api2.issuer.run_claimed_job(claimed, &mut chan)
         })
-        .await;
-        if asynchronous {
-            match &result {
-                Ok(o) => tracing::info!(job = id, state = %o.job.state, "job run ended"),
-                Err(e) => tracing::info!(job = id, error = %e.body.reason, "job run ended"),
-            }
-        }
-        announce(&api, id).await;
-        result
-    });
-    if asynchronous {
-        return Ok(jobs::accepted(&job));
-    }
-    let outcome = task
-        .await
-        .map_err(|_| ApiError::internal("an issuance worker"))??;
-    Ok(Json(JobOutcome::from(outcome)).into_response())
-}
-
-/// Sends the job as recorded now to the webhook, if there is one (never waits for it).
-async fn announce(api: &Arc<IssuanceApi>, id: i64) {
-    let Some(hook) = api.webhook.clone() else {
-        return;
+        .map_err(ApiError::from)
     };
-    let store = api.issuer.store().clone();
-    let read = tokio::task::spawn_blocking(move || -> Result<_, tsm::StoreError> {
-        let job = store.job(id)?;
-        let steps = store.job_steps(id)?;
-        Ok(job.map(|j| (jobs::JobStatus::new(&j, &steps), j.attempts)))
-    })
-    .await;
-    match read {
-        Ok(Ok(Some((status, attempt)))) => {
-            let body = jobs::JobEnded {
-                event: "job.ended".into(),
-                job: status,
-            };
-            match serde_json::to_vec(&body) {
-                Ok(bytes) => hook.deliver(format!("{id}.{attempt}"), bytes),
-                Err(e) => tracing::error!(job = id, error = %e, "webhook body"),
-            }
-        }
-        Ok(Ok(None)) => {}
-        Ok(Err(e)) => tracing::error!(job = id, error = %e, "webhook: the job cannot be read"),
-        Err(e) => tracing::error!(job = id, error = %e, "webhook: the job cannot be read"),
+    match jobs::run_claimed(&job, asynchronous, api.announcer(), run).await? {
+        jobs::Started::Accepted(r) => Ok(r),
+        jobs::Started::Ran(outcome) => Ok(Json(JobOutcome::from(outcome)).into_response()),
     }
 }
 
@@ -1035,19 +1003,27 @@ async fn delete_app(
 async fn terminal_ws(
     caller: Auth<LendReaders>,
     State(api): Shared,
+    headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    accept_terminal(&api.hub, caller, ws)
+    accept_terminal(&api.hub, caller, &headers, ws)
 }
 
 /// The body of both platforms' `GET /api/v1/terminal/ws` (this one and the AP's,
 /// [`crate::ap`]): the upgrade refused as `invalid_request`, else the terminal's WebSocket
-/// handed to `hub` (relay protocol) under its token's name.
+/// handed to `hub` (relay protocol) under its principal's name. A terminal that came with a
+/// bearer token ([`Auth`] took it) stays connected while the token is valid
+/// ([`TokenTable::guard_hub`]); one that came with a client certificate, while it is
+/// connected.
 pub(crate) fn accept_terminal(
     hub: &Arc<Hub>,
     caller: Auth<LendReaders>,
+    headers: &HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let ws = ws.map_err(|e| ApiError::new(e.status(), "invalid_request", e.body_text()))?;
-    Ok(hub.accept(caller.principal.name, ws))
+    Ok(match crate::auth::bearer_of(headers) {
+        Some(token) => hub.accept_token(caller.principal.name, token, ws),
+        None => hub.accept(caller.principal.name, ws),
+    })
 }

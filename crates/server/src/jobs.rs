@@ -1,14 +1,20 @@
-//! Jobs as resources of the issuance API (issue 13): asynchronous requests (RFC 7240
-//! `Prefer: respond-async`), the job route, and the bodies they answer.
+//! Jobs as resources (issue 13): asynchronous requests (RFC 7240 `Prefer: respond-async`),
+//! the job route, and the bodies they answer.
 //!
-//! * A job route (`POST /api/v1/cards/{card_number}/write|rewrite|clear|resume|apps|…`) asked
-//!   with `Prefer: respond-async` checks the request, finds the reader and records the job
-//!   as synchronously as without it (so its refusals, 400/403/404/409, are the same), then
-//!   answers `202 Accepted` with `Location: /api/v1/jobs/{id}` and
-//!   `Preference-Applied: respond-async` (RFC 7240 §3) before any card exchange; the job runs
-//!   on its own task. Without the preference the answer waits for the job, as before.
+//! * A job route asked with `Prefer: respond-async` checks the request, finds the reader and
+//!   records (claims) the job as synchronously as without it (so its refusals,
+//!   400/403/404/409, are the same), then answers `202 Accepted` with
+//!   `Location: /api/v1/jobs/{id}` and `Preference-Applied: respond-async` (RFC 7240 §3)
+//!   before any card exchange; the job runs on its own task. Without the preference the
+//!   answer waits for the job, as before. The job routes: the issuance API's
+//!   `POST /api/v1/cards/{card_number}/write|rewrite|clear|resume|apps|…`, the card issuer's
+//!   `POST /api/v1/ssd-jobs/{id}/run` ([`crate::partner`]), the application provider's
+//!   `POST /api/v1/ssd/requests` and `…/renew` ([`crate::ap`]); all go through one
+//!   `run_claimed`.
 //! * `GET /api/v1/jobs/{id}`: the job, its state and its steps, to whoever may read its card
-//!   ([`tsm::issuance::job_status`]: the card's tenant, or the tenant that submitted it).
+//!   ([`tsm::issuance::job_status`]: the card's tenant, or the tenant that submitted it). SSD
+//!   jobs are jobs of the same table: the card issuer's are read here too; the application
+//!   provider's API serves the same route for its own jobs.
 //! * `GET /api/v1/jobs?card=N[&state=S]`: the card's jobs, as `GET /api/v1/cards/{n}` lists
 //!   them, optionally of one state.
 
@@ -30,6 +36,7 @@ use crate::auth::{Auth, Read};
 use crate::error::ApiError;
 use crate::extract::Path;
 use crate::issuance::{blocking, IssuanceApi, JobSummary};
+use crate::webhook::Webhook;
 
 /// The preference asking for an answer before the work is done (RFC 7240 §4.1).
 pub const RESPOND_ASYNC: &str = "respond-async";
@@ -129,6 +136,103 @@ pub(crate) fn accepted(job: &Job) -> Response {
     r
 }
 
+/// Announces the end of jobs to the webhook, if there is one: the job as recorded in the
+/// store once its run ended ([`JobEnded`]).
+#[derive(Clone)]
+pub(crate) struct Announcer {
+    hook: Option<Arc<Webhook>>,
+    store: tsm::Store,
+}
+
+impl Announcer {
+    /// Ends of jobs of `store` announced to `hook` (none: nothing is announced).
+    pub(crate) fn new(hook: Option<Arc<Webhook>>, store: tsm::Store) -> Announcer {
+        Announcer { hook, store }
+    }
+
+    /// Sends job `id` as recorded now to the webhook (never waits for the receiver).
+    pub(crate) async fn ended(&self, id: i64) {
+        let Some(hook) = self.hook.clone() else {
+            return;
+        };
+        let store = self.store.clone();
+        let read = tokio::task::spawn_blocking(move || -> Result<_, tsm::StoreError> {
+            let job = store.job(id)?;
+            let steps = store.job_steps(id)?;
+            Ok(job.map(|j| (JobStatus::new(&j, &steps), j.attempts)))
+        })
+        .await;
+        match read {
+            Ok(Ok(Some((status, attempt)))) => {
+                let body = JobEnded {
+                    event: "job.ended".into(),
+                    job: status,
+                };
+                match serde_json::to_vec(&body) {
+                    Ok(bytes) => hook.deliver(format!("{id}.{attempt}"), bytes),
+                    Err(e) => tracing::error!(job = id, error = %e, "webhook body"),
+                }
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::error!(job = id, error = %e, "webhook: the job cannot be read"),
+            Err(e) => tracing::error!(job = id, error = %e, "webhook: the job cannot be read"),
+        }
+    }
+}
+
+/// What a job route answers once its job is claimed ([`run_claimed`]).
+pub(crate) enum Started<T> {
+    /// `Prefer: respond-async`: `202 Accepted` ([`accepted`]); the run goes on.
+    Accepted(Response),
+    /// Without it: what the run gave.
+    Ran(T),
+}
+
+/// Runs `run` (the card work of `job`, claimed by this server) in a blocking worker on its
+/// own task, so that a client that goes away does not stop it, in the request's span (its
+/// logs carry the request id); announces the job's end ([`Announcer::ended`]). With
+/// `asynchronous` answers [`Started::Accepted`] at once, else waits for the run.
+/// Every job route of every API (issuance, the CI's and the AP's SSD jobs) goes through it.
+pub(crate) async fn run_claimed<T: Send + 'static>(
+    job: &Job,
+    asynchronous: bool,
+    announcer: Announcer,
+    run: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<Started<T>, ApiError> {
+    use tracing::Instrument;
+    let id = job.id;
+    let task = tokio::spawn(
+        async move {
+            let result = crate::observe::spawn_blocking(run)
+                .await
+                .map_err(|_| ApiError::internal("a job worker"))
+                .and_then(|r| r);
+            if asynchronous {
+                match &result {
+                    Ok(_) => tracing::info!(job = id, "job run ended"),
+                    Err(e) => tracing::info!(job = id, error = %e.body.reason, "job run ended"),
+                }
+            }
+            announcer.ended(id).await;
+            result
+        }
+        .in_current_span(),
+    );
+    if asynchronous {
+        return Ok(Started::Accepted(accepted(job)));
+    }
+    let ran = task
+        .await
+        .map_err(|_| ApiError::internal("a job worker"))??;
+    Ok(Started::Ran(ran))
+}
+
+/// The answer of `GET /api/v1/jobs/{id}` once the job and its steps are read.
+pub(crate) fn status_of(read: tsm::Result<(Job, Vec<Step>)>) -> Result<Json<JobStatus>, ApiError> {
+    let (job, steps) = read?;
+    Ok(Json(JobStatus::new(&job, &steps)))
+}
+
 /// A step of a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StepStatus {
@@ -219,7 +323,7 @@ pub struct JobEnded {
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]
 #[allow(dead_code)] // only documents the path; the handler extracts `Path<i64>`
-struct JobId {
+pub(crate) struct JobId {
     /// Job id.
     #[param(minimum = 1)]
     id: i64,
@@ -240,11 +344,9 @@ pub(crate) async fn job(
     Path(id): Path<i64>,
 ) -> Result<Json<JobStatus>, ApiError> {
     let actor = caller.principal.actor();
-    blocking(move || {
-        let (job, steps) = api.issuer().job_status(&actor, id)?;
-        Ok(Json(JobStatus::new(&job, &steps)))
-    })
-    .await
+    blocking(move || Ok(api.issuer().job_status(&actor, id)))
+        .await
+        .and_then(status_of)
 }
 
 /// `GET /api/v1/jobs` query.

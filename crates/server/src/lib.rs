@@ -227,14 +227,7 @@ impl PayServer {
             .with_challenge_ttl(config.payment_challenge_ttl);
         let mut tokens = auth::TokenTable::new();
         if let Some(t) = &config.admin_token {
-            tokens.add(
-                t.as_str(),
-                auth::Principal {
-                    name: "admin".into(),
-                    role: auth::Role::Admin,
-                    tenant: None,
-                },
-            );
+            tokens.add(t.as_str(), auth::Principal::admin());
         }
         Self {
             ca,
@@ -245,6 +238,14 @@ impl PayServer {
             config,
             tokens,
         }
+    }
+
+    /// This service accepting the tokens of `tokens` (its admin tokens,
+    /// [`auth::Principal::admin`]) instead of `config.admin_token`: a table shared with the
+    /// other APIs and re-read from files while serving ([`auth::watch_token_files`]).
+    pub fn with_tokens(mut self, tokens: auth::TokenTable) -> Self {
+        self.tokens = tokens;
+        self
     }
 
     /// The CA.

@@ -20,8 +20,12 @@
 //!
 //! **Operator routes** (bearer tokens, operator or viewer): `GET/POST /api/v1/partners`,
 //! `POST /api/v1/partners/{id}/revoke`, `GET /api/v1/ssds`,
-//! `POST /api/v1/ssds/{card_number}/{aid}/compromised`, `GET/PUT /api/v1/key-policy`,
-//! `GET /api/v1/ssds/due`.
+//! `POST /api/v1/ssds/{card_number}/{aid}/compromised`, `POST …/renew`,
+//! `GET/PUT /api/v1/key-policy`, `GET /api/v1/ssds/due`, and with the CI's own terminals
+//! `POST /api/v1/ssd-jobs/{id}/run` `{terminal, reader}`: the job runs on the card at the
+//! CI's desk; with `Prefer: respond-async` it answers `202` and `Location: /api/v1/jobs/{id}`
+//! (the issuance API's job route: SSD jobs are jobs of the same table) once the job is
+//! claimed, before the card work ([`crate::jobs`]), and its end is announced to the webhook.
 //!
 //! The document: `GET /api/openapi-partner.json`.
 
@@ -31,7 +35,7 @@ use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -45,9 +49,11 @@ use utoipa::OpenApi;
 use crate::auth::{Auth, HasTokens, Permission, Role, TokenTable};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{self, Path};
+use crate::jobs::{self, AcceptedJob, PreferHeader};
 use crate::openapi::Routes;
 use crate::ssd_wire::*;
 use crate::tls::{chain_verifies_against, ClientCertificate, PartnerCertVerifier};
+use crate::webhook::Webhook;
 
 /// Timings of the exchange route.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +98,7 @@ pub struct PartnerApi {
     timeouts: ExchangeTimeouts,
     sessions: Mutex<HashMap<i64, Arc<Session>>>,
     terminals: Option<Arc<relay::hub::Hub>>,
+    webhook: Option<Arc<Webhook>>,
 }
 
 impl std::fmt::Debug for PartnerApi {
@@ -119,19 +126,7 @@ impl PartnerApi {
         verifier: Option<Arc<PartnerCertVerifier>>,
         timeouts: ExchangeTimeouts,
     ) -> Arc<Self> {
-        let crls = verifier
-            .as_ref()
-            .map(|v| v.crls().to_vec())
-            .unwrap_or_default();
-        Arc::new(Self {
-            ci,
-            tokens,
-            verifier,
-            crls,
-            timeouts,
-            sessions: Mutex::new(HashMap::new()),
-            terminals: None,
-        })
+        Self::with_options(ci, tokens, verifier, timeouts, None, None)
     }
 
     /// As [`PartnerApi::new`], with the card issuer's own terminals (the issuance API's relay
@@ -144,6 +139,20 @@ impl PartnerApi {
         timeouts: ExchangeTimeouts,
         hub: Arc<relay::hub::Hub>,
     ) -> Arc<Self> {
+        Self::with_options(ci, tokens, verifier, timeouts, Some(hub), None)
+    }
+
+    /// [`PartnerApi::new`], with the card issuer's own terminals if `hub` is given (see
+    /// [`PartnerApi::with_terminals`]), announcing the end of every SSD job run at them to
+    /// `webhook` (the issuance API's, [`crate::issuance::IssuanceApi::webhook`]).
+    pub fn with_options(
+        ci: Arc<CiPlatform>,
+        tokens: TokenTable,
+        verifier: Option<Arc<PartnerCertVerifier>>,
+        timeouts: ExchangeTimeouts,
+        hub: Option<Arc<relay::hub::Hub>>,
+        webhook: Option<Arc<Webhook>>,
+    ) -> Arc<Self> {
         let crls = verifier
             .as_ref()
             .map(|v| v.crls().to_vec())
@@ -155,7 +164,8 @@ impl PartnerApi {
             crls,
             timeouts,
             sessions: Mutex::new(HashMap::new()),
-            terminals: Some(hub),
+            terminals: hub,
+            webhook,
         })
     }
 
@@ -442,7 +452,8 @@ pub fn router(api: Arc<PartnerApi>) -> Router {
         CompromisedBody,
         KeyPolicyBody,
         DueView,
-        DueList
+        DueList,
+        AcceptedJob
     ))
 )]
 struct PartnerDoc;
@@ -1186,10 +1197,13 @@ pub struct TerminalReader {
     pub reader: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/ssd-jobs/{id}/run", params(JobId),
+#[utoipa::path(post, path = "/api/v1/ssd-jobs/{id}/run", params(JobId, PreferHeader),
     request_body = TerminalReader, security(("bearer" = [])),
     responses(
         (status = 200, description = "The job ran on the card at the CI's desk", body = SsdView),
+        (status = 202, description = "Prefer: respond-async: the job is claimed and runs; follow it at Location (the issuance API's job route)", body = AcceptedJob,
+            headers(("Location" = String, description = "The job: /api/v1/jobs/{id}"),
+                    ("Preference-Applied" = String, description = "respond-async (RFC 7240)"))),
         (status = 400, description = "Bad body", body = ErrorBody),
         (status = 401, description = "No or unknown bearer token", body = ErrorBody),
         (status = 403, description = "The role may not", body = ErrorBody),
@@ -1200,9 +1214,10 @@ pub struct TerminalReader {
 async fn run_job(
     _caller: Auth<ManagePartners>,
     State(api): Shared,
+    headers: HeaderMap,
     Path(job): Path<i64>,
     extract::Json(body): extract::Json<TerminalReader>,
-) -> Result<Json<SsdView>, ApiError> {
+) -> Result<Response, ApiError> {
     let Some(hub) = &api.terminals else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -1213,7 +1228,15 @@ async fn run_job(
     let mut chan = hub
         .channel_when_free(&body.terminal, &body.reader, crate::contact::READER_WAIT)
         .await?;
-    ssd_view(move || api.ci.run(job, &mut chan)).await
+    let api2 = api.clone();
+    let claimed = blocking(move || Ok(api2.ci.claim(job)?)).await?;
+    let job = claimed.job().clone();
+    let announcer = jobs::Announcer::new(api.webhook.clone(), api.ci.store().clone());
+    let run = move || Ok(SsdView::from(&api.ci.run_claimed(claimed, &mut chan)?));
+    match jobs::run_claimed(&job, jobs::prefers_async(&headers), announcer, run).await? {
+        jobs::Started::Accepted(r) => Ok(r),
+        jobs::Started::Ran(view) => Ok(Json(view).into_response()),
+    }
 }
 
 #[cfg(test)]

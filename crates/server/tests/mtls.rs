@@ -24,7 +24,7 @@ struct Fixture {
     verifier: Arc<PartnerCertVerifier>,
     routes_run: Arc<AtomicUsize>,
     dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _served: common::tls::Served,
 }
 
 /// A server on 127.0.0.1 with `--partner-ca` = `static_roots` and `--partner-crl` = `crls`.
@@ -49,7 +49,6 @@ fn start(static_roots: &[&Ca], crls: &[String], names: Named) -> Fixture {
         crl_ders.extend(tls::load_crls(&write(&format!("crl{i}.pem"), crl)).expect("crl"));
     }
     let verifier = PartnerCertVerifier::new(roots, crl_ders).expect("verifier");
-    let config = tls::server_config(chain, key, Some(verifier.clone())).expect("config");
     let routes_run = Arc::new(AtomicUsize::new(0));
     let counter = routes_run.clone();
     let names = Arc::new(names);
@@ -76,65 +75,20 @@ fn start(static_roots: &[&Ca], crls: &[String], names: Named) -> Fixture {
             }
         }),
     );
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    std_listener.set_nonblocking(true).expect("nonblocking");
-    let addr = std_listener.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            tls::serve_tls(listener, config, app, shutdown)
-                .await
-                .expect("serve");
-        });
-    });
+    let served = common::tls::serve(app, chain, key, Some(verifier.clone()));
     Fixture {
-        addr,
+        addr: served.addr,
         server_ca,
         verifier,
         routes_run,
         dir,
-        _stop: stop,
+        _served: served,
     }
 }
 
 /// `GET /whoami` with `client` (None: no certificate): Ok((status, body)) or the error text.
 fn whoami(f: &Fixture, client: Option<&Leaf>) -> Result<(u16, String), String> {
-    let root = ureq::tls::Certificate::from_pem(f.server_ca.pem.as_bytes()).expect("root");
-    let mut tls = ureq::tls::TlsConfig::builder()
-        .provider(ureq::tls::TlsProvider::Rustls)
-        .root_certs(ureq::tls::RootCerts::new_with_certs(&[root]));
-    if let Some(leaf) = client {
-        let chain: Vec<_> = ureq::tls::parse_pem(leaf.chain_pem.as_bytes())
-            .filter_map(|i| match i {
-                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                _ => None,
-            })
-            .collect();
-        let key = ureq::tls::PrivateKey::from_pem(leaf.key_pem.as_bytes()).expect("key");
-        tls = tls.client_cert(Some(ureq::tls::ClientCert::new_with_certs(&chain, key)));
-    }
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .tls_config(tls.build())
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let url = format!("https://localhost:{}/whoami", f.addr.port());
-    match agent.get(&url).call() {
-        Ok(mut r) => Ok((
-            r.status().as_u16(),
-            r.body_mut().read_to_string().unwrap_or_default(),
-        )),
-        Err(e) => Err(e.to_string()),
-    }
+    common::tls::get(f.addr.port(), "/whoami", &f.server_ca.pem, client, None)
 }
 
 fn refused_in_handshake(f: &Fixture, client: &Leaf, what: &str) {

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use common::certs::{Ca, Leaf};
+use common::ssd::{link, serve, soft_keys, transport_pem};
 use common::{call, call_with};
-use kms::{KeyKind, MasterKey, SoftwareKeyStore};
+use kms::KeyKind;
 use serde_json::{json, Value};
 use server::auth::{Principal, Role, TokenTable};
 use server::partner::{ExchangeTimeouts, PartnerApi};
@@ -161,22 +162,6 @@ impl CardIssuerLink for NoLink {
     }
 }
 
-/// A software key store (SSD key sets, transport keys) in `dir`.
-fn soft_keys(dir: &std::path::Path) -> Arc<dyn KeySetStore> {
-    Arc::new(
-        SoftwareKeyStore::create(dir.join("key-sets.json"), MasterKey::generate().unwrap())
-            .unwrap(),
-    )
-}
-
-/// The P-256 transport public key (SPKI PEM) of a key store, made on first use.
-fn transport_pem(keys: &dyn KeySetStore) -> String {
-    match keys.transport_public_key("transport") {
-        Ok(k) => k.to_pem(),
-        Err(_) => keys.create_transport_key("transport").unwrap().to_pem(),
-    }
-}
-
 fn add_partner(
     app: &axum::Router,
     id: &str,
@@ -204,7 +189,6 @@ fn add_partner(
     r.json()
 }
 
-/// The CI's partner API served over TLS on 127.0.0.1; returns its port and a stop handle.
 /// The certificates of a test: the CI's server CA and certificate, two partners' roots and
 /// their platforms' client certificates.
 struct Certs {
@@ -231,59 +215,6 @@ fn certs() -> Certs {
         bank2,
         bank2_client,
     }
-}
-
-fn serve(
-    app: axum::Router,
-    server_leaf: &Leaf,
-    verifier: Arc<PartnerCertVerifier>,
-) -> (u16, tokio::sync::oneshot::Sender<()>) {
-    let chain = tls::certificates_from_pem(server_leaf.chain_pem.as_bytes()).unwrap();
-    let key =
-        rustls::pki_types::PrivateKeyDer::from_pem_slice(server_leaf.key_pem.as_bytes()).unwrap();
-    let config = tls::server_config(chain, key, Some(verifier)).unwrap();
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    std_listener.set_nonblocking(true).unwrap();
-    let port = std_listener.local_addr().unwrap().port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-            tls::serve_tls(listener, config, app, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-    });
-    (port, stop)
-}
-
-use rustls::pki_types::pem::PemObject;
-
-fn link(port: u16, partner: &str, client: &Leaf, server_ca: &Ca) -> HttpCardIssuerLink {
-    let pem = |t: &str| -> Vec<ureq::tls::Certificate<'static>> {
-        ureq::tls::parse_pem(t.as_bytes())
-            .filter_map(|i| match i {
-                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                _ => None,
-            })
-            .collect()
-    };
-    HttpCardIssuerLink::from_parts(
-        &format!("https://localhost:{port}"),
-        partner,
-        pem(&client.chain_pem),
-        ureq::tls::PrivateKey::from_pem(client.key_pem.as_bytes()).unwrap(),
-        pem(&server_ca.pem),
-        Duration::from_secs(30),
-    )
-    .unwrap()
 }
 
 /// Over HTTPS with client certificates: bank2 is refused for bank1's card, bank1 for

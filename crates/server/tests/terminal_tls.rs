@@ -46,13 +46,19 @@ impl HasTokens for Platform {
     }
 }
 
-/// As `GET /api/v1/terminal/ws` of the issuance API: authenticated first, then the relay.
+/// As `GET /api/v1/terminal/ws` of the issuance API: authenticated first, then the relay
+/// (a token terminal stays while its token is valid, a certificate terminal while it is
+/// connected).
 async fn terminal_ws(
     caller: Auth<LendReaders>,
     State(p): State<Arc<Platform>>,
+    headers: axum::http::HeaderMap,
     ws: WebSocketUpgrade,
 ) -> axum::response::Response {
-    p.hub.accept(caller.principal.name, ws)
+    match server::auth::bearer_of(&headers) {
+        Some(token) => p.hub.accept_token(caller.principal.name, token, ws),
+        None => p.hub.accept(caller.principal.name, ws),
+    }
 }
 
 /// Who the caller is (terminals only).
@@ -66,7 +72,7 @@ struct Fixture {
     server_ca: Ca,
     platform: Arc<Platform>,
     dir: tempfile::TempDir,
-    _rt: tokio::runtime::Runtime,
+    _served: common::tls::Served,
 }
 
 impl Fixture {
@@ -106,7 +112,6 @@ fn start(terminal_root: &Ca, partner_root: &Ca) -> Fixture {
     verifier
         .set_terminal_roots(terminal_roots, Vec::new())
         .expect("terminal roots");
-    let config = tls::server_config(chain, key, Some(verifier)).expect("config");
 
     let hub = Hub::new(Arc::new(tokens.clone()), Duration::from_secs(5));
     let platform = Arc::new(Platform {
@@ -118,27 +123,13 @@ fn start(terminal_root: &Ca, partner_root: &Ca) -> Fixture {
         .route(relay::WS_PATH, get(terminal_ws))
         .route("/whoami", get(whoami))
         .with_state(platform.clone());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    rt.spawn(tls::serve_tls(
-        listener,
-        config,
-        app,
-        std::future::pending::<()>(),
-    ));
+    let served = common::tls::serve(app, chain, key, Some(verifier));
     Fixture {
-        addr,
+        addr: served.addr,
         server_ca,
         platform,
         dir,
-        _rt: rt,
+        _served: served,
     }
 }
 
@@ -369,42 +360,12 @@ fn token_terminals_keep_working_and_tokens_rotate() {
     connects(&f, agent_config(&f, tls, Some(rotated), "desk-2"));
 }
 
-/// `GET /whoami` over HTTPS (ureq, rustls) trusting `server_ca` (PEM), with `client` and
-/// `token`.
+/// `GET /whoami` over HTTPS trusting `server_ca` (PEM), with `client` and `token`.
 fn get_whoami(
     f: &Fixture,
     server_ca: &str,
     client: Option<&Leaf>,
     token: Option<&str>,
 ) -> Result<(u16, String), String> {
-    let root = ureq::tls::Certificate::from_pem(server_ca.as_bytes()).expect("root");
-    let mut tls = ureq::tls::TlsConfig::builder()
-        .provider(ureq::tls::TlsProvider::Rustls)
-        .root_certs(ureq::tls::RootCerts::new_with_certs(&[root]));
-    if let Some(leaf) = client {
-        let chain: Vec<_> = ureq::tls::parse_pem(leaf.chain_pem.as_bytes())
-            .filter_map(|i| match i {
-                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                _ => None,
-            })
-            .collect();
-        let key = ureq::tls::PrivateKey::from_pem(leaf.key_pem.as_bytes()).expect("key");
-        tls = tls.client_cert(Some(ureq::tls::ClientCert::new_with_certs(&chain, key)));
-    }
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .tls_config(tls.build())
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut req = agent.get(format!("https://localhost:{}/whoami", f.addr.port()));
-    if let Some(t) = token {
-        req = req.header("Authorization", format!("Bearer {t}"));
-    }
-    match req.call() {
-        Ok(mut r) => Ok((
-            r.status().as_u16(),
-            r.body_mut().read_to_string().unwrap_or_default(),
-        )),
-        Err(e) => Err(e.to_string()),
-    }
+    common::tls::get(f.addr.port(), "/whoami", server_ca, client, token)
 }

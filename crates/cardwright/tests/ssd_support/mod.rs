@@ -5,9 +5,10 @@
 #[path = "../../../server/tests/common/certs.rs"]
 pub mod certs;
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use certs::{Ca, Leaf};
 
@@ -116,6 +117,90 @@ pub fn call_tls(
     }
 }
 
+/// Runs `cardwright ARGS` in `dir` and waits at most 30 s for it to end: (exit code, stderr).
+pub fn run_to_end(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .env("CARDWRIGHT_MASTER_KEY", MASTER)
+        .env("CARDWRIGHT_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            use std::io::Read;
+            let _ = child
+                .stderr
+                .take()
+                .expect("stderr")
+                .read_to_string(&mut err);
+            return (status.code(), err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("cardwright {} did not end within 30 s", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `check` holds (20 s at most).
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `cardwright serve ARGS` in `dir`: the process (killed on drop) and the first line of its
+/// stdout naming where it listens (empty if it ended first); its log (`CARDWRIGHT_LOG`
+/// `level`) goes to `log`, or nowhere.
+pub fn serve_in(
+    dir: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    level: &str,
+    log: Option<&Path>,
+) -> (Background, String) {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .current_dir(dir)
+        .env("CARDWRIGHT_MASTER_KEY", MASTER)
+        .env("CARDWRIGHT_LOG", level)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+            None => Stdio::null(),
+        });
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn cardwright serve");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let line = lines
+        .find_map(|l| l.ok().filter(|l| l.contains("listening on ")))
+        .unwrap_or_default();
+    // Keep draining stdout so that the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (Background(child), line)
+}
+
+/// The URL of a `listening on URL` line.
+pub fn listening_url(line: &str) -> String {
+    line.split("listening on ")
+        .nth(1)
+        .map(|u| u.trim().to_string())
+        .unwrap_or_else(|| panic!("not a listening line: {line:?}"))
+}
+
 /// A background `cardwright` process (an agent, a virtual card), killed on drop.
 pub struct Background(pub std::process::Child);
 
@@ -128,13 +213,26 @@ impl Drop for Background {
 
 /// Starts `cardwright ARGS` in `dir` in the background (stdout discarded, errors shown).
 pub fn spawn(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Background {
+    spawn_logged(dir, args, envs, None)
+}
+
+/// [`spawn`], its errors written to `log` (if given) instead of shown.
+pub fn spawn_logged(
+    dir: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    log: Option<&Path>,
+) -> Background {
     let mut cmd = Command::new(bin());
     cmd.args(args)
         .current_dir(dir)
         .env("CARDWRIGHT_MASTER_KEY", MASTER)
         .env("CARDWRIGHT_LOG", "error")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit());
+        .stdout(Stdio::null())
+        .stderr(match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+            None => Stdio::inherit(),
+        });
     for (k, v) in envs {
         cmd.env(k, v);
     }

@@ -123,5 +123,11 @@ pub async fn refuses_bad_bodies(app: &Router, path: &str, authorization: &str) {
 
 /// Certificates made for the test (rcgen).
 pub mod certs;
+/// A terminal with virtual cards, connected by the relay agent.
+pub mod desk;
 /// A card issuer with one written virtual card.
 pub mod issuer;
+/// Key stores, the CI over TLS and the AP's link to it (SSD platforms).
+pub mod ssd;
+/// A router served over the real TLS layer, and a TLS client with client certificates.
+pub mod tls;

@@ -41,43 +41,88 @@ fn owner() -> String {
     format!("pid {} ({})", std::process::id(), apdu::hex(&b))
 }
 
-impl<'s> JobRun<'s> {
-    /// Claims job `id` (pending, or running with an expired lease) for `actor`.
-    pub fn claim(store: &'s Store, id: i64, actor: &str, lease: Duration) -> Result<JobRun<'s>> {
-        let lease = Lease {
-            job: id,
-            owner: owner(),
-            duration: lease,
-        };
-        let (job, steps) = store.tx(|c| -> Result<(Job, Vec<Step>)> {
-            match claim_in(c, &lease, false)? {
-                Claim::Claimed { job, .. } => {
-                    append_in(
-                        c,
-                        &NewEntry::new(actor, &format!("job.{}", job.kind), "running")
-                            .card(&job.card_number)
-                            .detail(json!({"job": job.id, "attempt": job.attempts,
-                                           "submitted_by": job.actor})),
-                    )?;
-                    let steps = steps_in(c, id)?;
-                    Ok((job, steps))
-                }
-                Claim::Finished(job) => Err(Error::JobFinished {
-                    id: job.id,
-                    state: job.state.to_string(),
-                }),
-                Claim::Leased(held) => Err(Error::JobLeased(held)),
-                Claim::NotFound => Err(Error::UnknownJob(id)),
+/// An SSD job claimed by this worker (recorded `running` under its lease, audited) and not
+/// yet run: what a route records before it answers, the card work coming after
+/// ([`super::CiPlatform::claim`], [`super::ApPlatform::claim`]). Dropped without a run (the
+/// process stopped), the job stays `running` until its lease runs out, then is run again
+/// from its journal like any interrupted job.
+pub struct ClaimedSsd {
+    job: Job,
+    lease: Lease,
+    steps: Vec<Step>,
+    actor: String,
+}
+
+impl std::fmt::Debug for ClaimedSsd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimedSsd")
+            .field("job", &self.job.id)
+            .field("kind", &self.job.kind)
+            .field("card_number", &self.job.card_number)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClaimedSsd {
+    /// The job as claimed.
+    pub fn job(&self) -> &Job {
+        &self.job
+    }
+}
+
+/// Claims job `id` (pending, or running with an expired lease) for `actor`.
+pub(crate) fn claim(store: &Store, id: i64, actor: &str, lease: Duration) -> Result<ClaimedSsd> {
+    let lease = Lease {
+        job: id,
+        owner: owner(),
+        duration: lease,
+    };
+    let (job, steps) = store.tx(|c| -> Result<(Job, Vec<Step>)> {
+        match claim_in(c, &lease, false)? {
+            Claim::Claimed { job, .. } => {
+                append_in(
+                    c,
+                    &NewEntry::new(actor, &format!("job.{}", job.kind), "running")
+                        .card(&job.card_number)
+                        .detail(json!({"job": job.id, "attempt": job.attempts,
+                                       "submitted_by": job.actor})),
+                )?;
+                let steps = steps_in(c, id)?;
+                Ok((job, steps))
             }
-        })?;
-        Ok(JobRun {
+            Claim::Finished(job) => Err(Error::JobFinished {
+                id: job.id,
+                state: job.state.to_string(),
+            }),
+            Claim::Leased(held) => Err(Error::JobLeased(held)),
+            Claim::NotFound => Err(Error::UnknownJob(id)),
+        }
+    })?;
+    Ok(ClaimedSsd {
+        job,
+        lease,
+        steps,
+        actor: actor.into(),
+    })
+}
+
+impl<'s> JobRun<'s> {
+    /// The run of a claimed job.
+    pub fn start(store: &'s Store, claimed: ClaimedSsd) -> JobRun<'s> {
+        let ClaimedSsd {
+            job,
+            lease,
+            steps,
+            actor,
+        } = claimed;
+        JobRun {
             store,
             job,
             lease,
             steps,
-            actor: actor.into(),
+            actor,
             log: Vec::new(),
-        })
+        }
     }
 
     /// Whether the step must run; records it `started` if so. Returns `Some(was_started)`

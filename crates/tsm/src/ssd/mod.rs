@@ -44,6 +44,7 @@ use std::sync::Arc;
 pub use ap::{ApConfig, ApPlatform, CardIssuerLink, Scp11Rotation};
 pub use ci::{model_privileges, CiConfig, CiPlatform, TokenRequest};
 pub use contact::{CiContact, ContactRenewal, ContactReport, ContactResult, RenewAtContact};
+pub use job::ClaimedSsd;
 pub use keys::{KeySetInfo, KeySetStore, TransportPublicKey, WrappedKeySet};
 pub use model::{
     CardRange, DmReceipt, DueRenewal, Exchange, KeyHolder, KeyPolicy, KeyState, NewPartner,

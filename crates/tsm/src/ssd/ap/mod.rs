@@ -36,7 +36,7 @@ use serde_json::json;
 use transport::{CardChannel, Traced};
 
 use super::ci::{model_privileges, next_kvn, TokenRequest};
-use super::job::{none, Effects, JobRun};
+use super::job::{none, ClaimedSsd, Effects, JobRun};
 use super::keys::{new_label, KeySetStore, WrappedKeySet};
 use super::model::{
     DueRenewal, Exchange, KeyHolder, Renewal, Rotation, SsdModel, SsdRecord, SsdRequest, SsdState,
@@ -45,7 +45,7 @@ use super::session::{open_with, Candidate};
 use super::Clock;
 use crate::audit::{append_in, NewEntry};
 use crate::error::{Error, Result};
-use crate::model::{JobKind, Role};
+use crate::model::{Job, JobKind, Role, Step};
 use crate::store::jobs::{create_job_in, open_job_for_card_in};
 use crate::store::ssd as rec;
 use crate::store::NewJob;
@@ -376,10 +376,51 @@ impl ApPlatform {
         })
     }
 
-    /// Runs (or resumes) one of its jobs on the card in `chan`.
+    /// Runs (or resumes) one of its jobs on the card in `chan`: [`ApPlatform::claim`], then
+    /// [`ApPlatform::run_claimed`].
     pub fn run(&self, job: i64, chan: &mut dyn CardChannel) -> Result<SsdRecord> {
-        let found = self.store.job(job)?.ok_or(Error::UnknownJob(job))?;
-        let mut run = JobRun::claim(&self.store, job, &found.actor, self.config.lease)?;
+        let claimed = self.claim(job)?;
+        self.run_claimed(claimed, chan)
+    }
+
+    /// What [`ApPlatform::run`] does before the card: one of its own SSD jobs claimed by
+    /// this worker (`running` under its lease, audited). Refusals (unknown job, another
+    /// platform's or kind, finished, held by another worker) leave it as it was.
+    pub fn claim(&self, job: i64) -> Result<ClaimedSsd> {
+        let found = self.own_job(job)?;
+        super::job::claim(&self.store, job, &found.actor, self.config.lease)
+    }
+
+    /// One of this platform's SSD jobs (the take-over or a renewal, submitted under its
+    /// partner id); any other is unknown here.
+    fn own_job(&self, job: i64) -> Result<Job> {
+        self.store
+            .job(job)?
+            .filter(|j| {
+                j.tenant == self.config.partner_id
+                    && matches!(j.kind, JobKind::SsdRotate | JobKind::SsdRenew)
+            })
+            .ok_or(Error::UnknownJob(job))
+    }
+
+    /// One of its jobs and its steps (`GET /api/v1/jobs/{id}` of the AP's API): the AP
+    /// platform acts for one partner, and its operators read its jobs; any other job is
+    /// unknown here.
+    pub fn job_status(&self, job: i64) -> Result<(Job, Vec<Step>)> {
+        let found = self.own_job(job)?;
+        let steps = self.store.job_steps(job)?;
+        Ok((found, steps))
+    }
+
+    /// Runs a job claimed by [`ApPlatform::claim`] on the card in `chan`; returns the SSD as
+    /// recorded at the end.
+    pub fn run_claimed(
+        &self,
+        claimed: ClaimedSsd,
+        chan: &mut dyn CardChannel,
+    ) -> Result<SsdRecord> {
+        let job = claimed.job().id;
+        let mut run = JobRun::start(&self.store, claimed);
         let params: ApParams = serde_json::from_value(run.job.params.clone())
             .map_err(|e| Error::Invalid(format!("job {job} parameters: {e}")))?;
         let aid = parse_aid(&params.aid)?;
@@ -413,6 +454,15 @@ impl ApPlatform {
         aid: &str,
         chan: &mut dyn CardChannel,
     ) -> Result<SsdRecord> {
+        let job = self.renewal_job(card_number, aid)?;
+        self.run(job, chan)
+    }
+
+    /// What [`ApPlatform::renew`] does before the card: the job that renews the SSD's
+    /// current key set recorded (the CI's renewal or replacement asked for and its relay
+    /// recorded, or the renewal of its own keys); returns its id, to run with
+    /// [`ApPlatform::run`] (or [`ApPlatform::claim`] and [`ApPlatform::run_claimed`]).
+    pub fn renewal_job(&self, card_number: &str, aid: &str) -> Result<i64> {
         let aid = parse_aid(aid)?;
         let ssd = self
             .store
@@ -436,8 +486,7 @@ impl ApPlatform {
             } else {
                 SsdModel::Delegated
             };
-            let job = self.record_take_over(card_number, &aid, model, ci_job, false)?;
-            return self.run(job, chan);
+            return self.record_take_over(card_number, &aid, model, ci_job, false);
         }
         let kvn = next_kvn(k.kvn);
         let params = ApParams {
@@ -460,13 +509,12 @@ impl ApPlatform {
                 .map_err(|e| Error::Invalid(format!("job parameters: {e}")))?,
             steps: vec!["renew".into(), "report".into()],
         };
-        let id = self.store.tx(|c| -> Result<i64> {
+        self.store.tx(|c| -> Result<i64> {
             if let Some(open) = open_job_for_card_in(c, card_number)? {
                 return Err(Error::CardBusy(open.id));
             }
             Ok(create_job_in(c, &job, None)?)
-        })?;
-        self.run(id, chan)
+        })
     }
 
     /// Marks one of its key versions compromised: recorded here and reported to the CI,

@@ -41,7 +41,7 @@ use sha2::{Digest, Sha256};
 use transport::{CardChannel, Traced};
 
 use super::auth::{self, Refusal};
-use super::job::{none, Effects, JobRun};
+use super::job::{none, ClaimedSsd, Effects, JobRun};
 use super::keys::{new_label, KeySetStore, TransportPublicKey, WrappedKeySet};
 use super::model::{
     DmReceipt, DueRenewal, KeyHolder, KeyState, Partner, Renewal, Rotation, SsdKeyVersion,
@@ -375,8 +375,17 @@ impl CiPlatform {
     }
 
     /// Runs (or resumes) an SSD job on the card in `chan` (directly, or relayed through the
-    /// AP's terminal); returns the SSD as recorded at the end.
+    /// AP's terminal); returns the SSD as recorded at the end. [`CiPlatform::claim`], then
+    /// [`CiPlatform::run_claimed`].
     pub fn run(&self, job: i64, chan: &mut dyn CardChannel) -> Result<SsdRecord> {
+        let claimed = self.claim(job)?;
+        self.run_claimed(claimed, chan)
+    }
+
+    /// What [`CiPlatform::run`] does before the card: the job checked (one of the CI's SSD
+    /// jobs) and claimed by this worker (`running` under its lease, audited). Refusals
+    /// (unknown job, another kind, finished, held by another worker) leave it as it was.
+    pub fn claim(&self, job: i64) -> Result<ClaimedSsd> {
         let found = self.store().job(job)?.ok_or(Error::UnknownJob(job))?;
         if !matches!(
             found.kind,
@@ -386,7 +395,18 @@ impl CiPlatform {
                 "job {job} is not an SSD job of the CI"
             )));
         }
-        let mut run = JobRun::claim(self.store(), job, &found.actor, self.config.lease)?;
+        super::job::claim(self.store(), job, &found.actor, self.config.lease)
+    }
+
+    /// Runs a job claimed by [`CiPlatform::claim`] on the card in `chan`; returns the SSD as
+    /// recorded at the end.
+    pub fn run_claimed(
+        &self,
+        claimed: ClaimedSsd,
+        chan: &mut dyn CardChannel,
+    ) -> Result<SsdRecord> {
+        let mut run = JobRun::start(self.store(), claimed);
+        let job = run.job.id;
         let params: JobParams = serde_json::from_value(run.job.params.clone())
             .map_err(|e| Error::Invalid(format!("job {job} parameters: {e}")))?;
         let aid = parse_aid(&params.aid)?;
