@@ -24,7 +24,11 @@
 //! The AAD binds the label, algorithm, public key and creation date: editing any of them (or
 //! swapping sealed blobs) makes the entry fail to open ([`Error::SigningKeyTampered`]). The
 //! PKCS#8 bytes only exist decrypted in [`Zeroizing`] buffers and inside the key objects
-//! (which wipe themselves on drop). Signing keys are not part of [`crate::KeyStore::backup`].
+//! (which wipe themselves on drop), with one exception: a P-256 key also has a signing copy in
+//! `ring` (five times faster than RustCrypto's `p256`, and the audit checkpoint is signed in
+//! every group commit), which `ring` does not wipe when the loaded key is dropped — as for the
+//! TLS keys rustls holds through `ring`. Signing keys are not part of
+//! [`crate::KeyStore::backup`].
 //!
 //! # PKCS#11
 //!
@@ -234,8 +238,23 @@ impl BlobKind for SigningBlob {
 pub(crate) type StoredSigningKey = SealedKey<SigningBlob>;
 
 enum SoftKey {
-    P256(p256::ecdsa::SigningKey),
+    /// The key (exported, wiped on drop) and ring's copy that signs (see `sign_sha256`).
+    P256(p256::ecdsa::SigningKey, Box<ring::signature::EcdsaKeyPair>),
     Rsa(Box<rsa::PrivateKey>),
+}
+
+/// ring's signing copy of a P-256 key.
+fn ring_p256(k: &p256::ecdsa::SigningKey) -> Result<Box<ring::signature::EcdsaKeyPair>, String> {
+    let secret = Zeroizing::new(k.to_bytes());
+    let public = k.verifying_key().to_sec1_point(false);
+    ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
+        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        secret.as_slice(),
+        public.as_bytes(),
+        &ring::rand::SystemRandom::new(),
+    )
+    .map(Box::new)
+    .map_err(|e| format!("P-256 key: {e}"))
 }
 
 /// A software signing key in memory (the key types wipe themselves on drop).
@@ -263,10 +282,12 @@ impl SoftwareSigningKey {
             detail,
         };
         let key = match algorithm.rsa_bits() {
-            None => SoftKey::P256(
-                p256::ecdsa::SigningKey::try_generate()
-                    .map_err(|e| Error::Random(e.to_string()))?,
-            ),
+            None => {
+                let k = p256::ecdsa::SigningKey::try_generate()
+                    .map_err(|e| Error::Random(e.to_string()))?;
+                let signer = ring_p256(&k).map_err(failed)?;
+                SoftKey::P256(k, signer)
+            }
             Some(bits) => SoftKey::Rsa(Box::new(
                 rsa::PrivateKey::new(&mut rand::rng(), bits).map_err(|e| failed(e.to_string()))?,
             )),
@@ -280,7 +301,7 @@ impl SoftwareSigningKey {
             detail,
         };
         let spki = match &key {
-            SoftKey::P256(k) => k.verifying_key().to_public_key_der(),
+            SoftKey::P256(k, _) => k.verifying_key().to_public_key_der(),
             SoftKey::Rsa(k) => k.to_public_key().to_public_key_der(),
         }
         .map_err(|e| failed(e.to_string()))?
@@ -300,9 +321,12 @@ impl SoftwareSigningKey {
             detail,
         };
         let key = match algorithm {
-            SigningAlgorithm::P256 => SoftKey::P256(
-                p256::ecdsa::SigningKey::from_pkcs8_der(der).map_err(|e| failed(e.to_string()))?,
-            ),
+            SigningAlgorithm::P256 => {
+                let k = p256::ecdsa::SigningKey::from_pkcs8_der(der)
+                    .map_err(|e| failed(e.to_string()))?;
+                let signer = ring_p256(&k).map_err(failed)?;
+                SoftKey::P256(k, signer)
+            }
             _ => SoftKey::Rsa(Box::new(
                 rsa::PrivateKey::from_pkcs8_der(der).map_err(|e| failed(e.to_string()))?,
             )),
@@ -312,7 +336,7 @@ impl SoftwareSigningKey {
 
     fn to_pkcs8(&self) -> Result<Zeroizing<Vec<u8>>, Error> {
         let doc = match &self.key {
-            SoftKey::P256(k) => k.to_pkcs8_der(),
+            SoftKey::P256(k, _) => k.to_pkcs8_der(),
             SoftKey::Rsa(k) => k.to_pkcs8_der(),
         }
         .map_err(|e| Error::Signing {
@@ -341,15 +365,15 @@ impl SigningKey for SoftwareSigningKey {
             label: self.label.clone(),
             detail,
         };
-        let digest = Sha256::digest(message);
         match &self.key {
-            SoftKey::P256(k) => {
-                let sig: p256::ecdsa::DerSignature =
-                    k.sign_prehash(&digest).map_err(|e| failed(e.to_string()))?;
-                Ok(sig.as_bytes().to_vec())
-            }
+            // ring signs P-256 five times faster than RustCrypto's `p256` (17 µs against
+            // 86 µs here): the audit checkpoint is signed in every group commit.
+            SoftKey::P256(_, signer) => signer
+                .sign(&ring::rand::SystemRandom::new(), message)
+                .map(|sig| sig.as_ref().to_vec())
+                .map_err(|e| failed(format!("ECDSA: {e}"))),
             SoftKey::Rsa(k) => k
-                .pkcs1v15_sign_prehash::<Sha256>(&digest)
+                .pkcs1v15_sign_prehash::<Sha256>(&Sha256::digest(message))
                 .map_err(|e| failed(e.to_string())),
         }
     }
@@ -368,7 +392,7 @@ impl SigningKey for SoftwareSigningKey {
                     .map_err(|e| failed(e.to_string()))?;
                 Ok(sig.to_vec())
             }
-            SoftKey::P256(_) => Err(failed("RSA-PSS needs an RSA key".into())),
+            SoftKey::P256(..) => Err(failed("RSA-PSS needs an RSA key".into())),
         }
     }
 }
@@ -777,8 +801,15 @@ mod tests {
         assert!(rsa_spki(&n, &[0]).is_err());
     }
 
+    /// The software key signs with random nonces (ring), so its signatures cannot equal RFC
+    /// 6979's deterministic ones; what the vectors pin down: the key read from PKCS#8 is the
+    /// vector's key (RFC 6979's signature verifies under its public key) and every signature
+    /// it makes verifies, with an independent implementation (RustCrypto), under that key
+    /// over SHA-256 of the message.
     #[test]
-    fn software_ecdsa_matches_rfc6979_known_answers() {
+    fn software_ecdsa_signs_for_the_rfc6979_keys() {
+        use p256::ecdsa::signature::Verifier;
+        use p256::pkcs8::DecodePublicKey;
         let text = include_str!("../tests/vectors/ecdsa_p256_sha256.txt");
         let mut n = 0;
         for line in text
@@ -795,9 +826,19 @@ mod tests {
             let key =
                 SoftwareSigningKey::from_pkcs8("kat", SigningAlgorithm::P256, pkcs8.as_bytes())
                     .unwrap();
+            let spki = p256::ecdsa::VerifyingKey::from_public_key_der(key.public_key_spki())
+                .unwrap();
             let raw = apdu::parse_hex(&format!("{}{}", f[2], f[3])).unwrap();
-            let want = ecdsa_raw_to_der(&raw).unwrap();
-            assert_eq!(key.sign_sha256(f[1].as_bytes()).unwrap(), want, "{line}");
+            let known = p256::ecdsa::Signature::from_slice(&raw).unwrap();
+            spki.verify(f[1].as_bytes(), &known)
+                .unwrap_or_else(|e| panic!("{line}: the vector's signature: {e}"));
+            for _ in 0..4 {
+                let der = key.sign_sha256(f[1].as_bytes()).unwrap();
+                let sig = p256::ecdsa::Signature::from_der(&der).unwrap();
+                spki.verify(f[1].as_bytes(), &sig)
+                    .unwrap_or_else(|e| panic!("{line}: our signature: {e}"));
+                assert!(spki.verify(b"another message", &sig).is_err());
+            }
             assert!(!format!("{key:?}").contains(&f[0][..8]));
             n += 1;
         }

