@@ -233,7 +233,10 @@ fn run_campaign(p: &Platform, schema: &str, cards: &Path, base: &str, t0: Instan
     assert_eq!(r.status, 201, "{}", r.json);
     let id = r.json["campaign"].as_i64().expect("campaign id");
     assert_eq!(r.json["cards"], CARDS);
-    assert_eq!(r.header("location"), Some(&*format!("/api/v1/campaigns/{id}")));
+    assert_eq!(
+        r.header("location"),
+        Some(&*format!("/api/v1/campaigns/{id}"))
+    );
     // Neither both ways nor none.
     let r = post(
         &format!("{url}/api/v1/campaigns"),
@@ -270,7 +273,11 @@ fn run_campaign(p: &Platform, schema: &str, cards: &Path, base: &str, t0: Instan
     );
     assert_eq!(r.json["campaigns"], json!([]), "another tenant's list");
     assert_eq!(
-        get(&format!("{url}/api/v1/campaigns/999999"), &[("authorization", &op)]).status,
+        get(
+            &format!("{url}/api/v1/campaigns/999999"),
+            &[("authorization", &op)]
+        )
+        .status,
         404
     );
 
@@ -331,7 +338,10 @@ fn run_campaign(p: &Platform, schema: &str, cards: &Path, base: &str, t0: Instan
         &[("authorization", &viewer)],
     );
     assert_eq!(r.json["failures"], json!([]), "{}", r.json);
-    let r = get(&format!("{url}/api/v1/campaigns"), &[("authorization", &op)]);
+    let r = get(
+        &format!("{url}/api/v1/campaigns"),
+        &[("authorization", &op)],
+    );
     assert_eq!(r.json["campaigns"][0]["campaign"], id, "{}", r.json);
 
     // The metrics of a node: the campaign's items, this node's writes.

@@ -334,10 +334,9 @@ pub(crate) async fn create(
     let actor = caller.principal.actor();
     let numbers = cards_of(&body)?;
     let n = numbers.len() as u64;
-    let id = blocking(move || {
-        campaign::create(api.issuer().store(), &actor, &body.category, &numbers)
-    })
-    .await?;
+    let id =
+        blocking(move || campaign::create(api.issuer().store(), &actor, &body.category, &numbers))
+            .await?;
     Ok(created(id, n))
 }
 
@@ -499,7 +498,12 @@ fn responses(
         .collect()
 }
 
-#[utoipa::path(post, path = "/api/v1/campaigns/{id}/start", params(CampaignId), responses(SteerResponses))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/campaigns/{id}/start",
+    params(CampaignId),
+    responses(SteerResponses)
+)]
 pub(crate) async fn start(
     caller: Auth<Operate>,
     State(api): Shared,
@@ -508,7 +512,12 @@ pub(crate) async fn start(
     steer(caller, api, id, "start").await
 }
 
-#[utoipa::path(post, path = "/api/v1/campaigns/{id}/pause", params(CampaignId), responses(SteerResponses))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/campaigns/{id}/pause",
+    params(CampaignId),
+    responses(SteerResponses)
+)]
 pub(crate) async fn pause(
     caller: Auth<Operate>,
     State(api): Shared,
@@ -517,7 +526,12 @@ pub(crate) async fn pause(
     steer(caller, api, id, "pause").await
 }
 
-#[utoipa::path(post, path = "/api/v1/campaigns/{id}/resume", params(CampaignId), responses(SteerResponses))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/campaigns/{id}/resume",
+    params(CampaignId),
+    responses(SteerResponses)
+)]
 pub(crate) async fn resume(
     caller: Auth<Operate>,
     State(api): Shared,
@@ -526,7 +540,12 @@ pub(crate) async fn resume(
     steer(caller, api, id, "resume").await
 }
 
-#[utoipa::path(post, path = "/api/v1/campaigns/{id}/cancel", params(CampaignId), responses(SteerResponses))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/campaigns/{id}/cancel",
+    params(CampaignId),
+    responses(SteerResponses)
+)]
 pub(crate) async fn cancel(
     caller: Auth<Operate>,
     State(api): Shared,
@@ -756,11 +775,7 @@ impl CampaignWorkers {
             );
             let thread = std::thread::Builder::new()
                 .name(format!("campaign-{w}"))
-                .spawn(move || {
-                    work(
-                        &issuer, &source, &options, &metrics, &stop, &book, owner,
-                    )
-                })?;
+                .spawn(move || work(&issuer, &source, &options, &metrics, &stop, &book, owner))?;
             threads.push(thread);
         }
         Ok(CampaignWorkers {
@@ -789,9 +804,8 @@ impl CampaignWorkers {
                     first_error.get_or_insert(e);
                 }
                 Err(_) => {
-                    first_error.get_or_insert(tsm::Error::Invalid(
-                        "a campaign worker panicked".into(),
-                    ));
+                    first_error
+                        .get_or_insert(tsm::Error::Invalid("a campaign worker panicked".into()));
                 }
             }
         }
@@ -799,7 +813,9 @@ impl CampaignWorkers {
             match self.store.release_campaign_items(owner) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(items = n, "campaign items given back"),
-                Err(e) => tracing::warn!(error = %e, "campaign items not given back (they come back when their lease ends)"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "campaign items not given back (they come back when their lease ends)")
+                }
             }
         }
         match first_error {
@@ -855,9 +871,7 @@ fn work(
                     if stop.is_set() {
                         return Ok(None);
                     }
-                    Ok(chan
-                        .take()
-                        .map(|c| Box::new(c) as Box<dyn CardChannel>))
+                    Ok(chan.take().map(|c| Box::new(c) as Box<dyn CardChannel>))
                 });
                 if chan.is_none() {
                     book.lock()
