@@ -33,6 +33,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use relay::hub::{Hub, HubError};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use transport::CardChannel;
 use tsm::campaign;
 use utoipa::{IntoParams, ToSchema};
@@ -57,22 +58,43 @@ pub fn campaign_url(id: i64) -> String {
 /// `POST /api/v1/campaigns` request: the category and either the card numbers (`cards`)
 /// or a range (`first` and `last`, as many digits each).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"category": "gold", "first": "4711000000000000", "last": "4711000000000009"}))]
 pub struct CampaignCreate {
     /// The card category the cards are written in (one of the caller's tenant).
     #[schema(min_length = 1)]
     pub category: String,
     /// The card numbers (each once).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(schema_with = card_list_schema)]
     pub cards: Option<Vec<String>>,
     /// The first card number of a range (as many digits as `last`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = "^[0-9]{1,19}$")]
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(pattern = "^[0-9]{1,19}$", nullable = false)]
     pub first: Option<String>,
     /// The last card number of a range (at most 1,000,000 cards).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = "^[0-9]{1,19}$")]
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(pattern = "^[0-9]{1,19}$", nullable = false)]
     pub last: Option<String>,
+}
+
+/// An optional field that, when present, is not `null` (the document says so: a `null`
+/// field is a field given, which `CampaignCreate`'s choice counts).
+fn given<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// `cards`: 1 to [`MAX_LISTED_CARDS`] card numbers of 1 to 20 digits, each once.
@@ -314,7 +336,7 @@ fn created(id: i64, cards: u64) -> Response {
     r
 }
 
-#[utoipa::path(post, path = "/api/v1/campaigns",
+#[utoipa::path(post, path = "/api/v1/campaigns", operation_id = "campaign_create",
     request_body = CampaignCreate,
     responses(
         (status = 201, description = "The campaign, created (start it)", body = CampaignCreated,
@@ -340,7 +362,7 @@ pub(crate) async fn create(
     Ok(created(id, n))
 }
 
-#[utoipa::path(get, path = "/api/v1/campaigns",
+#[utoipa::path(get, path = "/api/v1/campaigns", operation_id = "campaign_list",
     params(ListQuery),
     responses(
         (status = 200, description = "The tenant's campaigns, newest first", body = CampaignList),
@@ -355,6 +377,9 @@ pub(crate) async fn list(
 ) -> Result<Json<CampaignList>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let n = limit(q.limit, 100, 1000)?;
+    if q.before.is_some_and(|b| b < 1) {
+        return Err(ApiError::bad_request("before: a campaign id (1 or more)"));
+    }
     let actor = caller.principal.actor();
     blocking(move || {
         let all = campaign::list(api.issuer().store(), &actor, q.before, n)?;
@@ -369,7 +394,7 @@ pub(crate) async fn list(
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/campaigns/{id}",
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}", operation_id = "campaign_status",
     params(CampaignId),
     responses(
         (status = 200, description = "The campaign and its progress", body = CampaignStatus),
@@ -391,7 +416,7 @@ pub(crate) async fn status(
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/campaigns/{id}/failures",
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}/failures", operation_id = "campaign_failures",
     params(CampaignId, FailuresQuery),
     responses(
         (status = 200, description = "The failed cards and why, in card-number order", body = CampaignFailures),
@@ -501,6 +526,7 @@ fn responses(
 #[utoipa::path(
     post,
     path = "/api/v1/campaigns/{id}/start",
+    operation_id = "campaign_start",
     params(CampaignId),
     responses(SteerResponses)
 )]
@@ -515,6 +541,7 @@ pub(crate) async fn start(
 #[utoipa::path(
     post,
     path = "/api/v1/campaigns/{id}/pause",
+    operation_id = "campaign_pause",
     params(CampaignId),
     responses(SteerResponses)
 )]
@@ -529,6 +556,7 @@ pub(crate) async fn pause(
 #[utoipa::path(
     post,
     path = "/api/v1/campaigns/{id}/resume",
+    operation_id = "campaign_resume",
     params(CampaignId),
     responses(SteerResponses)
 )]
@@ -543,6 +571,7 @@ pub(crate) async fn resume(
 #[utoipa::path(
     post,
     path = "/api/v1/campaigns/{id}/cancel",
+    operation_id = "campaign_cancel",
     params(CampaignId),
     responses(SteerResponses)
 )]
@@ -554,7 +583,7 @@ pub(crate) async fn cancel(
     steer(caller, api, id, "cancel").await
 }
 
-#[utoipa::path(post, path = "/api/v1/campaigns/{id}/retry",
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/retry", operation_id = "campaign_retry",
     params(CampaignId),
     responses(
         (status = 201, description = "A sub-campaign of the failed cards, created (start it)", body = CampaignCreated,
