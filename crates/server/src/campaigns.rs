@@ -33,7 +33,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use relay::hub::{Hub, HubError};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use transport::CardChannel;
 use tsm::campaign;
 use utoipa::{IntoParams, ToSchema};
@@ -303,20 +302,21 @@ fn limit(given: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
 
 type Shared = State<Arc<IssuanceApi>>;
 
-/// The card numbers a create request names.
-fn cards_of(body: &CampaignCreate) -> Result<Vec<String>, ApiError> {
-    match (&body.cards, &body.first, &body.last) {
+/// The card numbers a create request names (a range expanded: call it off the async
+/// workers).
+fn cards_of(body: CampaignCreate) -> Result<Vec<String>, tsm::Error> {
+    match (body.cards, body.first, body.last) {
         (Some(cards), None, None) => {
             if cards.len() > MAX_LISTED_CARDS {
-                return Err(ApiError::bad_request(format!(
+                return Err(tsm::Error::Invalid(format!(
                     "cards: at most {MAX_LISTED_CARDS} (give a range for more)"
                 )));
             }
-            Ok(cards.clone())
+            Ok(cards)
         }
-        (None, Some(first), Some(last)) => Ok(campaign::card_range(first, last, MAX_RANGE_CARDS)?),
-        _ => Err(ApiError::bad_request(
-            "give either cards (a list of card numbers) or first and last (a range)",
+        (None, Some(first), Some(last)) => campaign::card_range(&first, &last, MAX_RANGE_CARDS),
+        _ => Err(tsm::Error::Invalid(
+            "give either cards (a list of card numbers) or first and last (a range)".into(),
         )),
     }
 }
@@ -354,11 +354,13 @@ pub(crate) async fn create(
     extract::Json(body): extract::Json<CampaignCreate>,
 ) -> Result<Response, ApiError> {
     let actor = caller.principal.actor();
-    let numbers = cards_of(&body)?;
-    let n = numbers.len() as u64;
-    let id =
-        blocking(move || campaign::create(api.issuer().store(), &actor, &body.category, &numbers))
-            .await?;
+    let (id, n) = blocking(move || {
+        let category = body.category.clone();
+        let numbers = cards_of(body)?;
+        let id = campaign::create(api.issuer().store(), &actor, &category, &numbers)?;
+        Ok((id, numbers.len() as u64))
+    })
+    .await?;
     Ok(created(id, n))
 }
 
