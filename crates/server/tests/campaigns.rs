@@ -439,6 +439,19 @@ fn workers_write_on_virtual_cards_and_stop_cleanly() {
         counter(&p.metrics, "cardwright_campaign_items_failed_total"),
         0.0
     );
+    // The Prometheus text format parses, the campaign's series with their labels.
+    let text = p.metrics.render_text().unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let done = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "cardwright_campaign_items"
+                && s.labels.get("campaign") == Some(id.to_string().as_str())
+                && s.labels.get("state") == Some("done")
+        })
+        .expect("the campaign's done items");
+    assert!(matches!(done.value, prometheus_parse::Value::Gauge(v) if v == 30.0));
     // Each card is kept in the directory, written with its own number.
     let chan = card::VirtualChannel::new(
         card::VirtualCard::open(
