@@ -1,9 +1,7 @@
 //! `cardwright campaign …`: write batches of cards (the decisions are `tsm::campaign`'s).
 
 use crate::issue_cmd::Platform;
-use crate::sim::SimChannel;
 use anyhow::{bail, Context, Result};
-use card::{CardConfig, VirtualCard};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -82,6 +80,10 @@ pub enum CampaignOp {
         /// Seconds a claimed card stays this worker's.
         #[arg(long, default_value_t = 60)]
         lease: u64,
+        /// Keep each virtual card as a state file NUMBER.json in this directory (a card a
+        /// worker left half-written is found there by the next); default: in memory only.
+        #[arg(long, value_name = "DIR")]
+        card_dir: Option<PathBuf>,
     },
 }
 
@@ -180,7 +182,12 @@ pub fn run(cmd: CampaignCmd) -> Result<()> {
                 }
             }
         }
-        CampaignOp::Run { workers, lease, .. } => run_virtual(p, workers, lease)?,
+        CampaignOp::Run {
+            workers,
+            lease,
+            card_dir,
+            ..
+        } => run_virtual(p, workers, lease, card_dir)?,
     }
     Ok(())
 }
@@ -208,49 +215,28 @@ fn watch_status(store: &tsm::Store, actor: &tsm::Actor, id: i64) -> Result<()> {
     }
 }
 
-fn run_virtual(p: &Platform, workers: u32, lease: u64) -> Result<()> {
+fn run_virtual(p: &Platform, workers: u32, lease: u64, card_dir: Option<PathBuf>) -> Result<()> {
+    use server::campaigns::{CampaignWorkers, CardSource, WorkerOptions};
     let store = p.anchored_store()?;
     let keys: Arc<dyn kms::KeyStore> = Arc::from(crate::keys_cmd::open_keystore(&p.keystore)?);
     let issuer = tsm::Issuer::new(store, keys, tsm::IssuerConfig::default());
-    let host = std::process::id();
-    let totals = std::sync::Mutex::new(campaign::Pass::default());
-    std::thread::scope(|s| -> Result<()> {
-        let handles: Vec<_> = (0..workers.max(1))
-            .map(|w| {
-                let issuer = &issuer;
-                let totals = &totals;
-                s.spawn(move || -> Result<()> {
-                    let worker = campaign::Worker {
-                        issuer,
-                        owner: format!("pid {host} worker {w}"),
-                        lease: Duration::from_secs(lease),
-                        batch: 16,
-                    };
-                    loop {
-                        let pass = worker.pass(&mut |number| {
-                            Ok(Box::new(SimChannel::named(
-                                VirtualCard::new(CardConfig::default()),
-                                format!("virtual card {number}"),
-                            )))
-                        })?;
-                        if pass.claimed == 0 {
-                            return Ok(());
-                        }
-                        let mut t = totals.lock().unwrap_or_else(|e| e.into_inner());
-                        t.claimed += pass.claimed;
-                        t.done += pass.done;
-                        t.failed += pass.failed;
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("a campaign worker panicked"))??;
-        }
-        Ok(())
-    })?;
-    let t = totals.into_inner().unwrap_or_else(|e| e.into_inner());
+    if let Some(dir) = &card_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("--card-dir {}", dir.display()))?;
+    }
+    let options = WorkerOptions {
+        workers,
+        lease: Duration::from_secs(lease),
+        until_idle: true,
+        ..WorkerOptions::default()
+    };
+    let t = CampaignWorkers::start(
+        Arc::new(issuer),
+        CardSource::Virtual { dir: card_dir },
+        options,
+        Arc::default(),
+        &server::campaigns::node_name(),
+    )?
+    .wait()?;
     println!("{} cards written, {} failed", t.done, t.failed);
     Ok(())
 }

@@ -19,6 +19,25 @@ pub struct ServeArgs {
     /// (HMAC-SHA256, see the README), to this URL (http:// or https://) when its run ends.
     #[arg(long, requires = "webhook_secret_file", env = "CARDWRIGHT_WEBHOOK_URL")]
     pub webhook_url: Option<String>,
+    /// --issuance: campaign worker threads of this node (0: none). Each claims the cards of
+    /// running campaigns from the database (shared by any number of nodes) under a lease
+    /// and writes them on --campaign-cards.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub campaign_workers: u32,
+    /// --campaign-workers: where the cards are: `terminals` (a free reader with a card of a
+    /// terminal connected to this node, each card used once until it is taken out) or
+    /// `virtual` (a fresh in-process virtual card per card number, for trials and tests).
+    #[arg(long, value_enum, default_value = "terminals")]
+    pub campaign_cards: CampaignCards,
+    /// --campaign-cards virtual: keep each virtual card as a state file NUMBER.json in this
+    /// directory (shared by the nodes), so that a card outlives the node that wrote it and
+    /// can be looked at afterwards (without it, cards live in memory only).
+    #[arg(long, value_name = "DIR")]
+    pub campaign_card_dir: Option<PathBuf>,
+    /// --campaign-workers: seconds a claimed campaign card (and its job) stays this node's;
+    /// the cards of a node that dies are taken up by the others when it ends.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub campaign_lease: u64,
     /// --webhook-url: the file holding the signing secret (at least 16 bytes; a final line
     /// end is not part of it).
     #[arg(long, requires = "webhook_url", env = "CARDWRIGHT_WEBHOOK_SECRET_FILE")]
@@ -241,6 +260,15 @@ pub struct ServeArgs {
     pub metrics_token: Option<String>,
 }
 
+/// Where `serve --campaign-workers` finds the cards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CampaignCards {
+    /// Free readers of the connected terminals.
+    Terminals,
+    /// Fresh virtual cards in this process.
+    Virtual,
+}
+
 /// Which platform of issue #10 `serve` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PlatformRole {
@@ -372,6 +400,15 @@ pub fn run(a: ServeArgs) -> Result<()> {
         }
         _ => None,
     };
+    if a.campaign_workers > 0 && !a.issuance {
+        bail!("--campaign-workers writes cards: it needs --issuance");
+    }
+    if a.campaign_card_dir.is_some() && a.campaign_cards != CampaignCards::Virtual {
+        bail!("--campaign-card-dir keeps virtual cards: it needs --campaign-cards virtual");
+    }
+    if a.campaign_workers > 0 && a.campaign_lease == 0 {
+        bail!("--campaign-lease: at least 1 second");
+    }
     let terminal_ca = terminal_certificates(&a)?;
     if let Some((roots, crls)) = &terminal_ca {
         match &tokens {
@@ -381,6 +418,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             _ => bail!("--terminal-ca: no terminal connects here (give --issuance or --role ap)"),
         }
     }
+    let mut campaign_issuer = None;
     let issuance = match (a.issuance, &tokens) {
         (true, Some(tokens)) => {
             let store = tsm_store.clone().ok_or_else(|| {
@@ -388,6 +426,19 @@ pub fn run(a: ServeArgs) -> Result<()> {
             })?;
             let keys = open_keys(&a.keystore)?;
             readiness = readiness.keystore("keystore", keys.clone(), metrics.clone());
+            if a.campaign_workers > 0 {
+                // The campaign's lease is its cards' jobs' too: a dead node's card is
+                // resumed by another as soon as its item comes back.
+                let config = tsm::IssuerConfig {
+                    lease: Duration::from_secs(a.campaign_lease),
+                    ..tsm::IssuerConfig::default()
+                };
+                campaign_issuer = Some(Arc::new(tsm::Issuer::new(
+                    (*store).clone(),
+                    keys.clone(),
+                    config,
+                )));
+            }
             let issuer = tsm::Issuer::new((*store).clone(), keys, tsm::IssuerConfig::default());
             Some(server::issuance::IssuanceApi::with_options(
                 Arc::new(issuer),
@@ -509,6 +560,10 @@ pub fn run(a: ServeArgs) -> Result<()> {
         if issuance.is_some() {
             println!("issuance API and terminal relay: {scheme}://{addr}/api/v1/terminals");
         }
+        let workers = match (&campaign_issuer, &issuance) {
+            (Some(issuer), Some(api)) => Some(start_campaign_workers(&a, issuer, api, &metrics)?),
+            _ => None,
+        };
         let mut app = server::payment_routes(state);
         if let Some(api) = issuance {
             app = app.merge(server::issuance::routes(api));
@@ -568,9 +623,60 @@ pub fn run(a: ServeArgs) -> Result<()> {
             }
             None => server::serve(listener, app).await?,
         }
+        if let Some(w) = workers {
+            // Each worker finishes the card in hand; the items not started go back.
+            match tokio::task::spawn_blocking(move || w.stop()).await {
+                Ok(Ok(p)) => tracing::info!(
+                    written = p.done,
+                    failed = p.failed,
+                    "campaign workers stopped"
+                ),
+                Ok(Err(e)) => tracing::warn!(error = %e, "campaign workers stopped"),
+                Err(e) => tracing::error!(error = %e, "campaign workers"),
+            }
+        }
         Ok(())
     })
     .context("starting the async runtime")?
+}
+
+/// Starts `--campaign-workers` threads on `--campaign-cards`.
+fn start_campaign_workers(
+    a: &ServeArgs,
+    issuer: &Arc<tsm::Issuer>,
+    api: &Arc<server::issuance::IssuanceApi>,
+    metrics: &Arc<server::metrics::Metrics>,
+) -> Result<server::campaigns::CampaignWorkers> {
+    use server::campaigns::{CampaignWorkers, CardSource, WorkerOptions};
+    let source = match a.campaign_cards {
+        CampaignCards::Terminals => CardSource::Terminals(api.hub().clone()),
+        CampaignCards::Virtual => {
+            if let Some(dir) = &a.campaign_card_dir {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("--campaign-card-dir {}", dir.display()))?;
+            }
+            CardSource::Virtual {
+                dir: a.campaign_card_dir.clone(),
+            }
+        }
+    };
+    let node = server::campaigns::node_name();
+    let options = WorkerOptions {
+        workers: a.campaign_workers,
+        lease: Duration::from_secs(a.campaign_lease),
+        ..WorkerOptions::default()
+    };
+    let w = CampaignWorkers::start(issuer.clone(), source, options, metrics.clone(), &node)
+        .context("starting the campaign workers")?;
+    println!(
+        "campaign workers: {} on {} cards, as {node}",
+        a.campaign_workers,
+        match a.campaign_cards {
+            CampaignCards::Terminals => "the terminals'",
+            CampaignCards::Virtual => "virtual",
+        }
+    );
+    Ok(w)
 }
 
 /// Starts the OTA service on the current runtime: the ESME (it reconnects by itself; its

@@ -826,8 +826,8 @@ mod tests {
             let key =
                 SoftwareSigningKey::from_pkcs8("kat", SigningAlgorithm::P256, pkcs8.as_bytes())
                     .unwrap();
-            let spki = p256::ecdsa::VerifyingKey::from_public_key_der(key.public_key_spki())
-                .unwrap();
+            let spki =
+                p256::ecdsa::VerifyingKey::from_public_key_der(key.public_key_spki()).unwrap();
             let raw = apdu::parse_hex(&format!("{}{}", f[2], f[3])).unwrap();
             let known = p256::ecdsa::Signature::from_slice(&raw).unwrap();
             spki.verify(f[1].as_bytes(), &known)

@@ -14,6 +14,7 @@
 //! * `GET  /api/v1/jobs/{id}`: a job, its state and its steps ([`crate::jobs`]).
 //! * `GET  /api/v1/jobs?card=N[&state=S]`: a card's jobs.
 //! * `GET  /api/v1/terminal/ws`: a terminal's WebSocket (terminal token).
+//! * `/api/v1/campaigns…`: campaigns, created, steered and followed ([`crate::campaigns`]).
 //!
 //! The job routes answer [`JobOutcome`] when the job has run, or with `Prefer: respond-async`
 //! (RFC 7240) `202 Accepted` and the job's URL as soon as it is recorded ([`crate::jobs`]);
@@ -42,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::auth::{Auth, HasTokens, LendReaders, Operate, Read, TokenTable};
+use crate::campaigns;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{self, Path};
 use crate::jobs::{self, PreferHeader};
@@ -157,6 +159,7 @@ impl From<tsm::Error> for ApiError {
                 (StatusCode::CONFLICT, "conflict")
             }
             E::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            E::CampaignConflict(_) => (StatusCode::CONFLICT, "conflict"),
             E::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             E::KeysDoNotMatch(_) | E::AuthenticationRefused(_) | E::KddNotSettable(_) => {
                 (StatusCode::CONFLICT, "card_keys")
@@ -254,6 +257,42 @@ pub fn route_list(api: Arc<IssuanceApi>) -> Routes<()> {
             &["post"],
             post(delete_app),
         )
+        .route(
+            "/api/v1/campaigns",
+            &["get", "post"],
+            get(campaigns::list).post(campaigns::create),
+        )
+        .route("/api/v1/campaigns/{id}", &["get"], get(campaigns::status))
+        .route(
+            "/api/v1/campaigns/{id}/failures",
+            &["get"],
+            get(campaigns::failures),
+        )
+        .route(
+            "/api/v1/campaigns/{id}/start",
+            &["post"],
+            post(campaigns::start),
+        )
+        .route(
+            "/api/v1/campaigns/{id}/pause",
+            &["post"],
+            post(campaigns::pause),
+        )
+        .route(
+            "/api/v1/campaigns/{id}/resume",
+            &["post"],
+            post(campaigns::resume),
+        )
+        .route(
+            "/api/v1/campaigns/{id}/cancel",
+            &["post"],
+            post(campaigns::cancel),
+        )
+        .route(
+            "/api/v1/campaigns/{id}/retry",
+            &["post"],
+            post(campaigns::retry),
+        )
         .route(relay::WS_PATH, &["get"], get(terminal_ws));
     r.with_state(api)
 }
@@ -278,12 +317,17 @@ pub fn router(api: Arc<IssuanceApi>) -> Router {
     ),
     paths(
         openapi, terminals, card, write, rewrite, clear, resume, load_app, delete_app,
-        jobs::job, jobs::jobs, terminal_ws
+        jobs::job, jobs::jobs, terminal_ws, campaigns::create, campaigns::list,
+        campaigns::status, campaigns::failures, campaigns::start, campaigns::pause,
+        campaigns::resume, campaigns::cancel, campaigns::retry
     ),
     components(schemas(
         ErrorBody, Terminals, TerminalInfo, ReaderInfo, CardStatus, CardInfo, JobSummary,
         JobOutcome, ReaderRef, WriteRequest, RewriteRequest, ClearRequest, AppLoadRequest,
-        jobs::AcceptedJob, jobs::JobStatus, jobs::StepStatus, jobs::JobList, jobs::JobEnded
+        jobs::AcceptedJob, jobs::JobStatus, jobs::StepStatus, jobs::JobList, jobs::JobEnded,
+        campaigns::CampaignCreate, campaigns::CampaignCreated, campaigns::CampaignSummary,
+        campaigns::CampaignStatus, campaigns::CampaignList, campaigns::CampaignFailure,
+        campaigns::CampaignFailures
     )),
     security(("bearer" = []))
 )]
@@ -369,7 +413,9 @@ impl utoipa::IntoResponses for JobResponses {
 
 /// The issuance API's OpenAPI document.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    crate::openapi::with_bearer(IssuanceDoc::openapi())
+    let mut doc = crate::openapi::with_bearer(IssuanceDoc::openapi());
+    campaigns::document_card_choice(&mut doc);
+    doc
 }
 
 /// `GET /api/openapi-issuance.json`: this document.

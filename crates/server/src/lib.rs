@@ -33,6 +33,7 @@ pub mod audit;
 pub mod auth;
 pub mod ca_files;
 pub mod ca_keystore;
+pub mod campaigns;
 pub mod contact;
 pub mod error;
 pub mod extract;

@@ -29,8 +29,13 @@
 //! | `terminals_connected` | gauge | |
 //! | `db_connections` | gauge | `state` (`in_use`, `idle`) |
 //! | `db_connections_max` | gauge | |
+//! | `campaign_items` | gauge | `campaign`, `state` (items of the running and paused campaigns, in the database) |
+//! | `campaign_items_written_total` | counter | (campaign cards this node wrote, or found written) |
+//! | `campaign_items_failed_total` | counter | (campaign cards that failed on this node) |
 //!
-//! Campaigns are not measured: there are none yet.
+//! The `campaign` label is only given to running and paused campaigns (a campaign's series
+//! goes when it is cancelled), so that the number of series stays that of the campaigns in
+//! progress.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -90,6 +95,12 @@ struct PoolLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CampaignLabels {
+    campaign: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
 }
@@ -131,6 +142,11 @@ pub struct Metrics {
     terminals: Gauge,
     db_connections: Family<PoolLabels, Gauge>,
     db_connections_max: Gauge,
+    campaign_items_open: Family<CampaignLabels, Gauge>,
+    /// Held while `campaign_items_open` is rebuilt, so that two scrapes do not interleave.
+    campaign_rebuild: std::sync::Mutex<()>,
+    campaign_written: Counter,
+    campaign_failed: Counter,
     sources: RwLock<Sources>,
 }
 
@@ -243,6 +259,24 @@ impl Metrics {
             "The most connections the database pool opens",
             db_connections_max.clone(),
         );
+        let campaign_items_open = Family::<CampaignLabels, Gauge>::default();
+        r.register(
+            "campaign_items",
+            "Items of the running and paused campaigns, by campaign and state (pending, claimed, done, failed)",
+            campaign_items_open.clone(),
+        );
+        let campaign_written = Counter::default();
+        r.register(
+            "campaign_items_written",
+            "Campaign cards this node wrote (or found written)",
+            campaign_written.clone(),
+        );
+        let campaign_failed = Counter::default();
+        r.register(
+            "campaign_items_failed",
+            "Campaign cards that failed on this node",
+            campaign_failed.clone(),
+        );
         Self {
             registry: root,
             http_requests,
@@ -259,6 +293,10 @@ impl Metrics {
             terminals,
             db_connections,
             db_connections_max,
+            campaign_items_open,
+            campaign_rebuild: std::sync::Mutex::default(),
+            campaign_written,
+            campaign_failed,
             sources: RwLock::new(Sources::default()),
         }
     }
@@ -310,6 +348,7 @@ impl Metrics {
                     // The scrape still answers (the pool gauges say more); /readyz tells.
                     Err(e) => tracing::debug!("metrics: counting the open jobs: {e}"),
                 }
+                self.read_campaigns(store);
             }
         }
         let mut out = String::new();
@@ -383,6 +422,41 @@ impl Metrics {
                 operation: operation.to_string(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// Campaign cards this node wrote (`done`) and that failed on it (`failed`).
+    pub fn campaign_items(&self, done: u64, failed: u64) {
+        self.campaign_written.inc_by(done);
+        self.campaign_failed.inc_by(failed);
+    }
+
+    /// Rebuilds `campaign_items` from the database: the running and paused campaigns only.
+    fn read_campaigns(&self, store: &tsm::Store) {
+        match store.active_campaign_counts() {
+            Ok(all) => {
+                let _g = self
+                    .campaign_rebuild
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                self.campaign_items_open.clear();
+                for (c, n) in all {
+                    for (state, v) in [
+                        ("pending", n.pending),
+                        ("claimed", n.claimed),
+                        ("done", n.done),
+                        ("failed", n.failed),
+                    ] {
+                        self.campaign_items_open
+                            .get_or_create(&CampaignLabels {
+                                campaign: c.id.to_string(),
+                                state: state.into(),
+                            })
+                            .set(i64::try_from(v).unwrap_or(i64::MAX));
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("metrics: counting the campaign items: {e}"),
+        }
     }
 
     /// One card exchange took `took`.

@@ -68,8 +68,12 @@ fn check_cards(cards: &[String]) -> Result<()> {
     if cards.is_empty() {
         return Err(Error::Invalid("a campaign needs at least one card".into()));
     }
+    let mut seen = std::collections::HashSet::with_capacity(cards.len());
     for n in cards {
         kms::kdd_for_card_number(n).map_err(|e| Error::Invalid(format!("card number {n}: {e}")))?;
+        if !seen.insert(n.as_str()) {
+            return Err(Error::Invalid(format!("card {n} is listed twice")));
+        }
     }
     Ok(())
 }
@@ -81,11 +85,12 @@ fn audit(store: &Store, actor: &Actor, action: &str, result: &str, id: i64) -> R
     Ok(())
 }
 
-/// The campaign, if `actor`'s tenant owns it ([`Error::Forbidden`], audited, otherwise).
+/// The campaign, if `actor`'s tenant owns it ([`Error::Forbidden`], audited, otherwise; an
+/// unknown one is [`crate::StoreError::NotFound`]).
 fn owned(store: &Store, actor: &Actor, id: i64, action: &str) -> Result<Campaign> {
     let c = store
         .campaign(id)?
-        .ok_or_else(|| Error::Invalid(format!("there is no campaign {id}")))?;
+        .ok_or_else(|| crate::StoreError::NotFound(format!("campaign {id}")))?;
     if c.tenant != actor.tenant {
         audit(store, actor, action, "refused", id)?;
         return Err(Error::Forbidden {
@@ -97,13 +102,17 @@ fn owned(store: &Store, actor: &Actor, id: i64, action: &str) -> Result<Campaign
 }
 
 /// Creates a campaign of `cards` in `category` (state `created`); the category must be
-/// `actor`'s tenant's.
+/// `actor`'s tenant's ([`Error::Forbidden`], audited, otherwise).
 pub fn create(store: &Store, actor: &Actor, category: &str, cards: &[String]) -> Result<i64> {
     check_cards(cards)?;
     let cat = store
         .category(category)?
         .ok_or_else(|| Error::UnknownCategory(category.into()))?;
     if cat.tenant != actor.tenant {
+        store.audit_append(
+            &NewEntry::new(&actor.name(), "campaign.create", "refused")
+                .detail(json!({"category": category})),
+        )?;
         return Err(Error::Forbidden {
             tenant: actor.tenant.clone(),
             action: "campaign.create".into(),
@@ -127,7 +136,7 @@ pub fn steer(store: &Store, actor: &Actor, id: i64, verb: &str) -> Result<Campai
     let action = format!("campaign.{verb}");
     let c = owned(store, actor, id, &action)?;
     if !store.set_campaign_state(id, from, to)? {
-        return Err(Error::Invalid(format!(
+        return Err(Error::CampaignConflict(format!(
             "campaign {id} is {}: cannot {verb} it",
             c.state
         )));
@@ -162,11 +171,32 @@ pub fn retry(store: &Store, actor: &Actor, id: i64) -> Result<i64> {
         .map(|f| f.card_number)
         .collect();
     if failed.is_empty() {
-        return Err(Error::Invalid(format!("campaign {id} has no failed card")));
+        return Err(Error::CampaignConflict(format!(
+            "campaign {id} has no failed card"
+        )));
     }
     let sub = store.create_campaign(&c.tenant, &c.category, Some(id), &actor.name(), &failed)?;
     audit(store, actor, "campaign.retry", "ok", sub)?;
     Ok(sub)
+}
+
+/// The failed cards of campaign `id` with their reasons, in card-number order: at most
+/// `limit`, those after card `after` (a page).
+pub fn failures(
+    store: &Store,
+    actor: &Actor,
+    id: i64,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<FailedItem>> {
+    owned(store, actor, id, "campaign.status")?;
+    Ok(store.campaign_failures_page(id, after, limit)?)
+}
+
+/// The campaigns of `actor`'s tenant, newest first: at most `limit`, those older than
+/// campaign `before` (a page).
+pub fn list(store: &Store, actor: &Actor, before: Option<i64>, limit: u32) -> Result<Vec<Record>> {
+    Ok(store.campaigns_of_tenant(&actor.tenant, before, limit)?)
 }
 
 /// One worker of campaigns (a `serve` node or `campaign run`): claims items and writes
@@ -192,11 +222,28 @@ pub struct Pass {
     pub done: usize,
     /// Cards that failed.
     pub failed: usize,
+    /// Items left as they were, for later ([`Worker::pass_with`]).
+    pub deferred: usize,
 }
+
+/// A card source's answer for a claimed item: the card's channel, or `None` when the card
+/// cannot be had now ([`Worker::pass_with`]).
+pub type CardFor<'a> = dyn FnMut(&str) -> Result<Option<Box<dyn CardChannel>>> + 'a;
 
 impl Worker<'_> {
     /// Claims a batch and writes each card, in the card channel `card` gives for its number.
     pub fn pass(&self, card: &mut dyn FnMut(&str) -> Result<Box<dyn CardChannel>>) -> Result<Pass> {
+        self.pass_with(&mut |number| card(number).map(Some))
+    }
+
+    /// [`Worker::pass`] with a card source that may have no card for an item now
+    /// (`Ok(None)`: the card is in use elsewhere, no reader is free, the worker is
+    /// stopping). Such an item is left as it is ([`Pass::deferred`]): this worker's until
+    /// its lease ends, then any worker's again. So is an item whose card another worker is
+    /// writing now (its job's lease is held: that worker's campaign lease ran out while it
+    /// wrote), and an item whose lease ran out before its turn came (another worker may
+    /// hold it now), which is not started.
+    pub fn pass_with(&self, card: &mut CardFor<'_>) -> Result<Pass> {
         let store = self.issuer.store();
         let until = now_ms() + i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
         let items = store.claim_campaign_items(&self.owner, until, self.batch)?;
@@ -205,8 +252,22 @@ impl Worker<'_> {
             ..Pass::default()
         };
         for (campaign, category, number) in items {
-            let outcome = self.write_one(&campaign, &category, &number, card);
-            let failure = outcome.as_ref().err().map(ToString::to_string);
+            if now_ms() >= until {
+                pass.deferred += 1;
+                continue;
+            }
+            let failure = match self.write_one(&campaign, &category, &number, card) {
+                Ok(true) => None,
+                Ok(false) => {
+                    pass.deferred += 1;
+                    continue;
+                }
+                Err(Error::JobLeased(_) | Error::CardBusy(_)) => {
+                    pass.deferred += 1;
+                    continue;
+                }
+                Err(e) => Some(e.to_string()),
+            };
             if store.finish_campaign_item(campaign, &number, &self.owner, failure.as_deref())? {
                 match failure {
                     None => pass.done += 1,
@@ -217,13 +278,14 @@ impl Worker<'_> {
         Ok(pass)
     }
 
+    /// Writes the card (or finds it written); `false` when the card source had no card.
     fn write_one(
         &self,
         campaign: &i64,
         category: &str,
         number: &str,
-        card: &mut dyn FnMut(&str) -> Result<Box<dyn CardChannel>>,
-    ) -> Result<()> {
+        card: &mut CardFor<'_>,
+    ) -> Result<bool> {
         let store = self.issuer.store();
         let tenant = store
             .category(category)?
@@ -234,15 +296,17 @@ impl Worker<'_> {
         if open.is_none() {
             if let Some(c) = store.card(number)? {
                 if c.state == CardState::Written {
-                    return Ok(());
+                    return Ok(true);
                 }
             }
         }
-        let mut chan = card(number)?;
+        let Some(mut chan) = card(number)? else {
+            return Ok(false);
+        };
         match open {
             Some(_) => self.issuer.resume(&actor, number, chan.as_mut()),
             None => self.issuer.write(&actor, number, category, chan.as_mut()),
         }
-        .map(|_| ())
+        .map(|_| true)
     }
 }

@@ -200,6 +200,10 @@ pub enum Error {
     /// The request is malformed (bad card number, missing package…).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The campaign is not in a state that allows this (start a cancelled one, retry one
+    /// without failed cards).
+    #[error("{0}")]
+    CampaignConflict(String),
     /// An outlet's install record contradicts what the platform holds: another hash for a
     /// sequence number already stored, or a link to a previous record that is not the one
     /// stored (or not stored yet). Nothing of the upload was stored.

@@ -190,3 +190,80 @@ fn campaigns_are_steered_and_failed_cards_retried() {
     campaign::steer(f.store(), &ci, id, "cancel").unwrap();
     assert!(campaign::steer(f.store(), &ci, id, "start").is_err());
 }
+
+#[test]
+fn items_whose_card_cannot_be_had_are_left_for_later() {
+    let f = Fixture::new(sqlite(), kms::KeyKind::Aes, 0x30, false);
+    let ci = Actor::new("acme", "operator");
+    let numbers = campaign::card_range("20", "23", 100).unwrap();
+    let id = campaign::create(f.store(), &ci, CATEGORY, &numbers).unwrap();
+    campaign::steer(f.store(), &ci, id, "start").unwrap();
+    // Card 21's write was started by a worker that holds its job's lease still.
+    let busy = Issuer::new(
+        f.store().clone(),
+        f.keys.clone(),
+        IssuerConfig {
+            lease: Duration::from_secs(600),
+            ..IssuerConfig::default()
+        },
+    );
+    busy.submit_claimed(
+        &ci,
+        &tsm::Request::Write {
+            card_number: "21".into(),
+            category: CATEGORY.into(),
+            install_apps: false,
+            perso: Vec::new(),
+        },
+    )
+    .unwrap();
+    let issuer = Issuer::new(f.store().clone(), f.keys.clone(), IssuerConfig::default());
+    let worker = Worker {
+        issuer: &issuer,
+        owner: "w".into(),
+        lease: Duration::from_secs(60),
+        batch: 10,
+    };
+    // No card for 22 now (in use elsewhere): left, like 21 whose job is held.
+    let pass = worker
+        .pass_with(&mut |number| {
+            Ok((number != "22")
+                .then(|| Box::new(SimCard::scp03()) as Box<dyn transport::CardChannel>))
+        })
+        .unwrap();
+    assert_eq!(
+        (pass.claimed, pass.done, pass.failed, pass.deferred),
+        (4, 2, 0, 2),
+        "{pass:?}"
+    );
+    let c = f.store().campaign_counts(id).unwrap();
+    assert_eq!((c.done, c.claimed, c.failed), (2, 2, 0));
+    // Still this worker's until its lease ends; a worker that stops gives them back now.
+    assert_eq!(worker.pass(&mut |_| unreachable!()).unwrap().claimed, 0);
+    assert_eq!(f.store().release_campaign_items("someone else").unwrap(), 0);
+    assert_eq!(f.store().release_campaign_items("w").unwrap(), 2);
+    let c = f.store().campaign_counts(id).unwrap();
+    assert_eq!((c.pending, c.claimed), (2, 0));
+    // An item whose lease ran out before its turn is not started.
+    let late = Worker {
+        issuer: &issuer,
+        owner: "late".into(),
+        lease: Duration::ZERO,
+        batch: 10,
+    };
+    let pass = late.pass(&mut |_| unreachable!("not started")).unwrap();
+    assert_eq!((pass.claimed, pass.deferred), (2, 2));
+    // A campaign that does not exist is not found; campaigns are listed newest first.
+    assert!(matches!(
+        campaign::status(f.store(), &ci, 999),
+        Err(tsm::Error::Store(tsm::StoreError::NotFound(_)))
+    ));
+    let mine = campaign::list(f.store(), &ci, None, 10).unwrap();
+    assert_eq!(mine.iter().map(|c| c.id).collect::<Vec<_>>(), vec![id]);
+    assert!(
+        campaign::list(f.store(), &Actor::new("bank", "x"), None, 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(campaign::create(f.store(), &ci, CATEGORY, &["30".into(), "30".into()]).is_err());
+}

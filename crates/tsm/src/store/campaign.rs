@@ -245,6 +245,112 @@ impl Store {
         })
     }
 
+    /// A page of the failed cards of a campaign (card-number order): at most `limit`, those
+    /// after card `after`.
+    pub fn campaign_failures_page(
+        &self,
+        id: i64,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<FailedItem>, StoreError> {
+        self.with_conn(|c| {
+            c.query(
+                "SELECT card_number, reason, attempts FROM campaign_items
+                 WHERE campaign_id = $1 AND state = 'failed' AND card_number > $2
+                 ORDER BY card_number LIMIT $3",
+                params![id, after.unwrap_or(""), i64::from(limit)],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(FailedItem {
+                    card_number: r.text(0)?,
+                    reason: r.opt_text(1)?.unwrap_or_default(),
+                    attempts: r.int(2)? as u32,
+                })
+            })
+            .collect()
+        })
+    }
+
+    /// A tenant's campaigns, newest first: at most `limit`, those older than campaign
+    /// `before`.
+    pub fn campaigns_of_tenant(
+        &self,
+        tenant: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Campaign>, StoreError> {
+        self.with_conn(|c| {
+            c.query(
+                &format!(
+                    "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE tenant_id = $1 AND id < $2
+                     ORDER BY id DESC LIMIT $3"
+                ),
+                params![tenant, before.unwrap_or(i64::MAX), i64::from(limit)],
+            )?
+            .iter()
+            .map(campaign_of)
+            .collect()
+        })
+    }
+
+    /// The running and paused campaigns with the counts of their items by state (one
+    /// query; `done_last_minute` is not counted): what the metrics show.
+    pub fn active_campaign_counts(&self) -> Result<Vec<(Campaign, ItemCounts)>, StoreError> {
+        self.with_conn(|c| {
+            let campaigns: Vec<Campaign> = c
+                .query(
+                    &format!(
+                        "SELECT {CAMPAIGN_COLUMNS} FROM campaigns
+                         WHERE state IN ('running', 'paused') ORDER BY id"
+                    ),
+                    params![],
+                )?
+                .iter()
+                .map(campaign_of)
+                .collect::<Result<_, _>>()?;
+            let mut out: Vec<(Campaign, ItemCounts)> = campaigns
+                .into_iter()
+                .map(|k| (k, ItemCounts::default()))
+                .collect();
+            if out.is_empty() {
+                return Ok(out);
+            }
+            for r in c.query(
+                "SELECT i.campaign_id, i.state, COUNT(*) FROM campaign_items i
+                 JOIN campaigns k ON k.id = i.campaign_id
+                 WHERE k.state IN ('running', 'paused')
+                 GROUP BY i.campaign_id, i.state",
+                params![],
+            )? {
+                let (id, n) = (r.int(0)?, r.int(2)? as u64);
+                let Some((_, counts)) = out.iter_mut().find(|(k, _)| k.id == id) else {
+                    continue; // started between the two queries
+                };
+                match r.text(1)?.parse()? {
+                    ItemState::Pending => counts.pending = n,
+                    ItemState::Claimed => counts.claimed = n,
+                    ItemState::Done => counts.done = n,
+                    ItemState::Failed => counts.failed = n,
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Gives back the items `owner` holds and has not finished (a worker that stops):
+    /// pending again at once, for any worker. Returns how many.
+    pub fn release_campaign_items(&self, owner: &str) -> Result<u64, StoreError> {
+        self.tx(|c| {
+            c.execute(
+                "UPDATE campaign_items SET state = 'pending', lease_owner = NULL,
+                    lease_until_ms = NULL
+                 WHERE state = 'claimed' AND lease_owner = $1",
+                params![owner],
+            )
+        })
+    }
+
     /// Claims up to `n` items of running campaigns for `owner` until `until_ms`: pending
     /// ones, or claimed ones whose lease has expired (their worker died). Each item goes to
     /// one worker: PostgreSQL skips rows another transaction has locked (`FOR UPDATE SKIP
