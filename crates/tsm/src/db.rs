@@ -472,7 +472,7 @@ const PG_STATEMENT_CACHE: usize = 256;
 /// parsed and planned by the server once per connection, not at every execution, as
 /// rusqlite's `prepare_cached` does for SQLite.
 pub(crate) struct PgClient {
-    client: postgres::Client,
+    client: Box<postgres::Client>,
     prepared: HashMap<String, (Vec<Type>, postgres::Statement)>,
 }
 
@@ -521,7 +521,7 @@ impl r2d2::ManageConnection for PgManager {
             client.batch_execute(&format!("SET search_path TO \"{s}\""))?;
         }
         Ok(PgClient {
-            client,
+            client: Box::new(client),
             prepared: HashMap::new(),
         })
     }
