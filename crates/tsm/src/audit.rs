@@ -60,7 +60,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::db::{params, Conn, Dialect, Row, Value};
+use crate::db::{params, Conn, Row, Value};
 use crate::error::StoreError;
 use crate::model::now_ms;
 
@@ -288,8 +288,8 @@ const SEAL_ROWS_PER_INSERT: usize = 100;
 /// head as the checkpoint (also when `queued` is empty but the head moved since the last
 /// checkpoint): one `SELECT` locks the head and reads the checkpoint's length, one
 /// multi-row INSERT per [`SEAL_ROWS_PER_INSERT`] entries, then the head and the checkpoint
-/// are written — on PostgreSQL in the same statement as the last INSERT (data-modifying
-/// `WITH`), so that a seal is two round trips.
+/// are written — on PostgreSQL all in one statement (`Conn::execute_all`), so that a seal
+/// is two round trips.
 pub(crate) fn seal_in(
     conn: &mut Conn,
     queued: &[Queued],
@@ -368,35 +368,7 @@ pub(crate) fn seal_in(
             .to_vec(),
         ));
     }
-    match conn.dialect() {
-        Dialect::Postgres => {
-            // The last few statements as one: `WITH s1 AS (…), s2 AS (…) <last>`, each
-            // statement's parameters renumbered after those before it.
-            let tail = statements.len().min(3);
-            let mut merged = statements.split_off(statements.len() - tail);
-            let last = merged.pop().expect("at least one statement");
-            let mut values = Vec::new();
-            let mut ctes = Vec::new();
-            for (i, (sql, v)) in merged.into_iter().enumerate() {
-                ctes.push(format!("s{i} AS ({})", renumber(&sql, values.len())));
-                values.extend(v);
-            }
-            let mut sql = renumber(&last.0, values.len());
-            values.extend(last.1);
-            if !ctes.is_empty() {
-                sql = format!("WITH {} {sql}", ctes.join(", "));
-            }
-            for (sql, v) in statements {
-                conn.execute(&sql, &v)?;
-            }
-            conn.execute(&sql, &values)?;
-        }
-        Dialect::Sqlite => {
-            for (sql, v) in statements {
-                conn.execute(&sql, &v)?;
-            }
-        }
-    }
+    conn.execute_all(&statements)?;
     Ok(())
 }
 
@@ -429,31 +401,6 @@ fn insert_entries(chunk: &[Entry]) -> (String, Vec<Value>) {
         ),
         values,
     )
-}
-
-/// `sql` with its parameters `$1…` renumbered to follow `before` others.
-fn renumber(sql: &str, before: usize) -> String {
-    if before == 0 {
-        return sql.to_string();
-    }
-    let mut out = String::with_capacity(sql.len() + 16);
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        out.push(c);
-        if c != '$' {
-            continue;
-        }
-        let mut n = String::new();
-        while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
-            n.push(*d);
-            chars.next();
-        }
-        match n.parse::<usize>() {
-            Ok(k) => out.push_str(&(k + before).to_string()),
-            Err(_) => out.push_str(&n),
-        }
-    }
-    out
 }
 
 /// Chains one entry at once, inside the caller's transaction (which then holds the head
@@ -753,19 +700,6 @@ mod tests {
             ".{0,4}",
             ".{0,8}",
         )
-    }
-
-    #[test]
-    fn renumber_shifts_every_parameter() {
-        assert_eq!(
-            renumber("UPDATE t SET a = $1, b = $12 WHERE c = $2", 0),
-            "UPDATE t SET a = $1, b = $12 WHERE c = $2"
-        );
-        assert_eq!(
-            renumber("UPDATE t SET a = $1, b = $12 WHERE c = $2", 9),
-            "UPDATE t SET a = $10, b = $21 WHERE c = $11"
-        );
-        assert_eq!(renumber("SELECT '$' || $1", 3), "SELECT '$' || $4");
     }
 
     fn enc(f: &Fields) -> Vec<u8> {

@@ -603,6 +603,31 @@ fn pg_row(row: &postgres::Row) -> Result<Row, StoreError> {
     Ok(Row(cells))
 }
 
+/// `sql` with its parameters `$1…` renumbered to follow `before` others.
+fn renumber(sql: &str, before: usize) -> String {
+    if before == 0 {
+        return sql.to_string();
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '$' {
+            continue;
+        }
+        let mut n = String::new();
+        while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+            n.push(*d);
+            chars.next();
+        }
+        match n.parse::<usize>() {
+            Ok(k) => out.push_str(&(k + before).to_string()),
+            Err(_) => out.push_str(&n),
+        }
+    }
+    out
+}
+
 /// The prepared statement for `sql` and the parameters as the driver takes them.
 fn pg_prepared<'p>(
     c: &mut PgClient,
@@ -689,6 +714,43 @@ impl Conn {
             Conn::Postgres(c) => {
                 let (st, values) = pg_prepared(c, sql, params)?;
                 Ok(c.client.execute(&st, &values)?)
+            }
+        }
+    }
+
+    /// Runs write statements (INSERT, UPDATE or DELETE, without `RETURNING`) in order and
+    /// returns the rows each changed. On PostgreSQL they go as **one** statement (data-
+    /// modifying `WITH s0 AS (… RETURNING 1), …`): one round trip, and atomic on its own
+    /// outside a transaction. They then all see the database as it was before any of them,
+    /// so none may depend on another's effect or change another's rows.
+    pub fn execute_all(&mut self, writes: &[(String, Vec<Value>)]) -> Result<Vec<u64>, StoreError> {
+        match self.dialect() {
+            Dialect::Sqlite => writes
+                .iter()
+                .map(|(sql, values)| self.execute(sql, values))
+                .collect(),
+            Dialect::Postgres => {
+                match writes {
+                    [] => return Ok(Vec::new()),
+                    [(sql, values)] => return Ok(vec![self.execute(sql, values)?]),
+                    _ => {}
+                }
+                let mut values = Vec::new();
+                let mut ctes = Vec::with_capacity(writes.len());
+                let mut counts = Vec::with_capacity(writes.len());
+                for (i, (sql, v)) in writes.iter().enumerate() {
+                    ctes.push(format!(
+                        "s{i} AS ({} RETURNING 1)",
+                        renumber(sql, values.len())
+                    ));
+                    counts.push(format!("(SELECT count(*) FROM s{i})"));
+                    values.extend(v.iter().cloned());
+                }
+                let sql = format!("WITH {} SELECT {}", ctes.join(", "), counts.join(", "));
+                let row = self.query_one(&sql, &values)?;
+                (0..writes.len())
+                    .map(|i| Ok(u64::try_from(row.int(i)?).unwrap_or(0)))
+                    .collect()
             }
         }
     }
@@ -789,6 +851,19 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renumber_shifts_every_parameter() {
+        assert_eq!(
+            renumber("UPDATE t SET a = $1, b = $12 WHERE c = $2", 0),
+            "UPDATE t SET a = $1, b = $12 WHERE c = $2"
+        );
+        assert_eq!(
+            renumber("UPDATE t SET a = $1, b = $12 WHERE c = $2", 9),
+            "UPDATE t SET a = $10, b = $21 WHERE c = $11"
+        );
+        assert_eq!(renumber("SELECT '$' || $1", 3), "SELECT '$' || $4");
+    }
 
     #[test]
     fn placeholders_for_sqlite() {

@@ -271,12 +271,8 @@ pub(crate) fn claim_in(c: &mut Conn, lease: &Lease, take_over: bool) -> Result<C
 
 /// Checks the lease is still ours and extends it.
 pub(crate) fn renew_in(c: &mut Conn, lease: &Lease) -> Result<bool, StoreError> {
-    let now = now_ms();
-    Ok(c.execute(
-        "UPDATE jobs SET lease_until_ms = $1, updated_ms = $2
-         WHERE id = $3 AND state = 'running' AND lease_owner = $4",
-        params![lease.until(now), now, lease.job, &lease.owner],
-    )? == 1)
+    let (sql, values) = renew_sql(lease);
+    Ok(c.execute(&sql, &values)? == 1)
 }
 
 /// Marks a step started, if the worker still holds the job's lease; `false` otherwise.
@@ -289,21 +285,17 @@ pub(crate) fn step_started_in(c: &mut Conn, lease: &Lease, seq: u32) -> Result<b
     )? == 1)
 }
 
-/// Records, in one statement, the steps `done` (sequence and detail) as done and, with
+/// The statement that records the steps `done` (sequence and detail) as done and, with
 /// `next`, step `next` as started (one more attempt), provided this worker still holds the
-/// job's lease; returns whether it does (then every row was written). Steps done without a
+/// job's lease: then it changes `done.len() + 1` rows, otherwise none. Steps done without a
 /// recorded start (steps that do not change the card run without a commit before them)
 /// count one attempt too. Without `next` the lease is not checked here: the caller ends the
 /// job in the same transaction, and that statement checks it.
-pub(crate) fn steps_record_in(
-    c: &mut Conn,
+pub(crate) fn steps_record_sql(
     lease: &Lease,
     done: &[(u32, &serde_json::Value)],
     next: Option<u32>,
-) -> Result<bool, StoreError> {
-    if done.is_empty() && next.is_none() {
-        return Ok(true);
-    }
+) -> Result<(String, Vec<Value>), StoreError> {
     let mut values: Vec<Value> = vec![lease.job.into(), now_ms().into()];
     let mut param = |v: Value| {
         values.push(v);
@@ -333,9 +325,7 @@ pub(crate) fn steps_record_in(
             (
                 format!("seq = {n}"),
                 format!("({in_done} OR (seq = {n} AND state <> 'done'))"),
-                format!(
-                    " AND EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND state = 'running' AND lease_owner = {owner})"
-                ),
+                format!(" AND {}", holds_lease("$1", &owner)),
             )
         }
         None => ("FALSE".to_string(), in_done.clone(), String::new()),
@@ -355,8 +345,23 @@ pub(crate) fn steps_record_in(
              attempts = CASE WHEN {is_next} OR state = 'pending' THEN attempts + 1 ELSE attempts END
          WHERE job_id = $1 AND {which}{lease_check}"
     );
-    let changed = c.execute(&sql, &values)?;
-    Ok(next.is_none() || changed == (done.len() + 1) as u64)
+    Ok((sql, values))
+}
+
+/// `EXISTS …`: the worker holds `lease` (parameters `$job` and `$owner`).
+pub(crate) fn holds_lease(job: &str, owner: &str) -> String {
+    format!("EXISTS (SELECT 1 FROM jobs WHERE id = {job} AND state = 'running' AND lease_owner = {owner})")
+}
+
+/// The statement of [`renew_in`] (one row changed while the worker holds the lease).
+pub(crate) fn renew_sql(lease: &Lease) -> (String, Vec<Value>) {
+    let now = now_ms();
+    (
+        "UPDATE jobs SET lease_until_ms = $1, updated_ms = $2
+         WHERE id = $3 AND state = 'running' AND lease_owner = $4"
+            .into(),
+        params![lease.until(now), now, lease.job, &lease.owner].to_vec(),
+    )
 }
 pub(crate) fn step_done_in(
     c: &mut Conn,
@@ -383,11 +388,18 @@ pub(crate) fn end_in(
     state: JobState,
     error: Option<&str>,
 ) -> Result<bool, StoreError> {
-    Ok(c.execute(
+    let (sql, values) = end_sql(lease, state, error);
+    Ok(c.execute(&sql, &values)? == 1)
+}
+
+/// The statement of [`end_in`] (one row changed while the worker holds the lease).
+pub(crate) fn end_sql(lease: &Lease, state: JobState, error: Option<&str>) -> (String, Vec<Value>) {
+    (
         "UPDATE jobs SET state = $1, error = $2, lease_until_ms = NULL, lease_owner = NULL, updated_ms = $3
-         WHERE id = $4 AND state = 'running' AND lease_owner = $5",
-        params![state.as_str(), error, now_ms(), lease.job, &lease.owner],
-    )? == 1)
+         WHERE id = $4 AND state = 'running' AND lease_owner = $5"
+            .into(),
+        params![state.as_str(), error, now_ms(), lease.job, &lease.owner].to_vec(),
+    )
 }
 
 impl Store {

@@ -376,6 +376,26 @@ impl Store {
         f(&mut c)
     }
 
+    /// Writes `writes` atomically and returns the rows each changed: on PostgreSQL as one
+    /// statement on its own ([`Conn::execute_all`](crate::db::Conn): one round trip, no
+    /// `BEGIN`/`COMMIT`; PostgreSQL flushes concurrent commits together itself), on SQLite
+    /// as a transaction of the group commit. For writes that record no audit entry and
+    /// whose statements carry their own conditions (a lease), since nothing can be rolled
+    /// back after a count is seen.
+    pub(crate) fn write_atomic(
+        &self,
+        writes: &[(String, Vec<crate::db::Value>)],
+    ) -> Result<Vec<u64>, StoreError> {
+        match self.dialect() {
+            Dialect::Postgres => {
+                let counts = self.with_conn(|c| c.execute_all(writes))?;
+                crate::db::count_commit();
+                Ok(counts)
+            }
+            Dialect::Sqlite => self.tx(|c| c.execute_all(writes)),
+        }
+    }
+
     /// Runs `f` in a transaction, grouped with the other writers of this process that start
     /// meanwhile (one commit for all, see [`group`]); the audit entries it queued are chained
     /// in that transaction, before this returns. `f`'s error undoes only `f`'s statements.

@@ -6,9 +6,10 @@ use gp::privileges::Privileges;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::jobs::{holds_lease, Lease};
 use super::Store;
 use crate::audit::{append_in, NewEntry};
-use crate::db::{params, Conn, Row};
+use crate::db::{params, Conn, Row, Value};
 use crate::error::StoreError;
 use crate::model::{
     kind_of, kind_str, now_ms, parse_aid, u32_of, u8_of, AppSpec, BaseKeyVersion, Card, CardApp,
@@ -739,24 +740,38 @@ pub(crate) fn insert_blank_card(
 }
 
 /// Writes what the job engine learnt or changed about a card (state, keys, KDD, chip).
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
 pub(crate) fn update_card_in(c: &mut Conn, card: &Card) -> Result<(), StoreError> {
-    c.execute(
+    let (sql, values) = update_card_sql(card, None);
+    c.execute(&sql, &values)?;
+    Ok(())
+}
+
+/// The statement of [`update_card_in`]; with `lease`, it changes the row only while that
+/// worker holds its job's lease.
+pub(crate) fn update_card_sql(card: &Card, lease: Option<&Lease>) -> (String, Vec<Value>) {
+    let mut values = params![
+        card.state.as_str(),
+        card.key_version.map(i64::from),
+        card.kvn.map(i64::from),
+        card.kdd.clone(),
+        card.factory_kdd.clone(),
+        card.chip_id.clone(),
+        card.initial_key_kind.map(kind_str),
+        now_ms(),
+        &card.card_number
+    ]
+    .to_vec();
+    let mut sql = String::from(
         "UPDATE cards SET state = $1, key_version = $2, kvn = $3, kdd = $4, factory_kdd = $5,
                 chip_id = $6, initial_key_kind = $7, updated_ms = $8
          WHERE card_number = $9",
-        params![
-            card.state.as_str(),
-            card.key_version.map(i64::from),
-            card.kvn.map(i64::from),
-            card.kdd.clone(),
-            card.factory_kdd.clone(),
-            card.chip_id.clone(),
-            card.initial_key_kind.map(kind_str),
-            now_ms(),
-            &card.card_number
-        ],
-    )?;
-    Ok(())
+    );
+    if let Some(lease) = lease {
+        values.extend_from_slice(params![lease.job, &lease.owner]);
+        sql.push_str(&format!(" AND {}", holds_lease("$10", "$11")));
+    }
+    (sql, values)
 }
 
 /// Marks a card partial (a failed job changed it).

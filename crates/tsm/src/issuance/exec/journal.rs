@@ -17,13 +17,17 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
         let t = Instant::now();
         // Renew the lease when half of it has gone by (every step with a zero lease).
         let renew = self.renewed.elapsed() * 2 >= self.lease.duration;
-        let r = self.issuer.store.tx(|c: &mut Conn| -> Result<()> {
-            self.record(c, carry, Some(seq))?;
-            if renew && !renew_in(c, &self.lease)? {
-                return Err(Error::JobLeased(LeaseHeld::job(self.job.id)));
-            }
-            Ok(())
-        });
+        let r = if carry.iter().all(Done::rows_only) {
+            self.begin_in_one(&carry, seq, renew)
+        } else {
+            self.issuer.store.tx(|c: &mut Conn| -> Result<()> {
+                self.record(c, carry, Some(seq))?;
+                if renew && !renew_in(c, &self.lease)? {
+                    return Err(Error::JobLeased(LeaseHeld::job(self.job.id)));
+                }
+                Ok(())
+            })
+        };
         if renew && r.is_ok() {
             self.renewed = Instant::now();
         }
@@ -31,17 +35,54 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
         r
     }
 
+    /// [`Run::begin`] when the completed steps changed only the card row: the step rows,
+    /// the card row and the lease renewal are written as one atomic write
+    /// ([`Store::write_atomic`](crate::Store): on PostgreSQL one statement, one round trip),
+    /// each statement on condition that this worker still holds the lease, so that a lost
+    /// lease writes nothing.
+    fn begin_in_one(&self, done: &[Done], seq: u32, renew: bool) -> Result<()> {
+        let steps: Vec<(u32, &serde_json::Value)> =
+            done.iter().map(|d| (d.seq, &d.detail)).collect();
+        let mut writes = vec![steps_record_sql(&self.lease, &steps, Some(seq))?];
+        if let Some(card) = done.iter().rev().find_map(|d| d.card.as_ref()) {
+            writes.push(update_card_sql(card, Some(&self.lease)));
+        }
+        if renew {
+            writes.push(renew_sql(&self.lease));
+        }
+        let counts = self.issuer.store.write_atomic(&writes)?;
+        let held = counts.first() == Some(&(steps.len() as u64 + 1))
+            && (!renew || counts.last() == Some(&1));
+        if held {
+            Ok(())
+        } else {
+            Err(Error::JobLeased(LeaseHeld::job(self.job.id)))
+        }
+    }
+
     /// Records completed steps (and the start of step `next`, if any) with their effects.
     pub(super) fn record(&self, c: &mut Conn, done: Vec<Done>, next: Option<u32>) -> Result<()> {
         let lost = || Error::JobLeased(LeaseHeld::job(self.job.id));
         let steps: Vec<(u32, &serde_json::Value)> =
             done.iter().map(|d| (d.seq, &d.detail)).collect();
-        if !steps_record_in(c, &self.lease, &steps, next)? {
-            return Err(lost());
+        let finish = done.iter().find(|d| d.finish);
+        // The step rows, the card row as the last of them left it, and the end of the job:
+        // one statement on PostgreSQL.
+        let mut writes = Vec::new();
+        if !steps.is_empty() || next.is_some() {
+            writes.push(steps_record_sql(&self.lease, &steps, next)?);
         }
-        // The card row as the last of them left it.
         if let Some(card) = done.iter().rev().find_map(|d| d.card.as_ref()) {
-            update_card_in(c, card)?;
+            writes.push(update_card_sql(card, None));
+        }
+        if finish.is_some() {
+            writes.push(end_sql(&self.lease, JobState::Done, None));
+        }
+        let counts = c.execute_all(&writes)?;
+        let steps_held = next.is_none() || counts.first() == Some(&(steps.len() as u64 + 1));
+        let end_held = finish.is_none() || counts.last() == Some(&1);
+        if !steps_held || !end_held {
+            return Err(lost());
         }
         for d in &done {
             if let Some((instance, package)) = &d.app_added {
@@ -54,10 +95,7 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
                 clear_card_apps_in(c, &self.job.card_number)?;
             }
         }
-        if let Some(d) = done.iter().find(|d| d.finish) {
-            if !end_job_in(c, &self.lease, JobState::Done, None)? {
-                return Err(lost());
-            }
+        if let Some(d) = finish {
             append_in(
                 c,
                 &NewEntry::new(&self.actor(), &format!("job.{}", self.job.kind), "ok")

@@ -27,10 +27,10 @@ use crate::error::{Error, LeaseHeld, Result, StoreError};
 use crate::model::{
     now_ms, Card, CardState, Category, InitialKeys, Job, JobKind, JobState, Step, StepState,
 };
-use crate::store::jobs::{renew_in, steps_in, steps_record_in, Lease};
+use crate::store::jobs::{end_sql, renew_in, renew_sql, steps_in, steps_record_sql, Lease};
 use crate::store::records::{
     add_card_app_in, card_apps_in, card_in, category_in, clear_card_apps_in, mark_card_partial_in,
-    remove_card_app_in, update_card_in,
+    remove_card_app_in, update_card_sql,
 };
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,13 @@ struct Done {
     app_removed: Option<Aid>,
     clear_apps: bool,
     finish: bool,
+}
+
+impl Done {
+    /// Whether recording it changes no more than its step row and the card row.
+    fn rows_only(&self) -> bool {
+        self.app_added.is_none() && self.app_removed.is_none() && !self.clear_apps && !self.finish
+    }
 }
 
 /// What the card showed before authentication.
