@@ -18,7 +18,8 @@
 //!
 //! `cargo bench -p tsm --bench issuance`; `CARDWRIGHT_PG_URL` picks the PostgreSQL server;
 //! `ISSUANCE_BENCH_QUICK=1` skips the criterion part; `ISSUANCE_BENCH_ONLY=sqlite|sqlite-full|postgres`
-//! measures one backend.
+//! measures one backend; `ISSUANCE_BENCH_KEYS=softhsm` keeps the base key and the audit key in
+//! a SoftHSM2 token instead of the software key store.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -39,17 +40,58 @@ fn next_number() -> String {
     NEXT.fetch_add(1, Ordering::Relaxed).to_string()
 }
 
-/// The platform as `serve` runs it: default issuer configuration, audit anchored.
-fn production_issuer(f: &Fixture) -> Issuer {
-    let (key, _) = f
-        .keys
-        .signing_key_or_create(tsm::audit::ANCHOR_KEY_LABEL, SigningAlgorithm::P256)
-        .expect("audit key");
+/// The key store of a SoftHSM2 token holding the category's base key, and its audit key.
+type HsmKeys = (Arc<dyn kms::KeyStore>, Arc<dyn kms::SigningKey>);
+
+/// The platform as `serve` runs it: default issuer configuration, audit anchored; with
+/// `hsm`, base key and audit key in that SoftHSM2 token.
+fn production_issuer(f: &Fixture, hsm: Option<&HsmKeys>) -> Issuer {
+    let (keys, anchor): HsmKeys = match hsm {
+        Some((keys, anchor)) => (keys.clone(), anchor.clone()),
+        None => {
+            let (key, _) = f
+                .keys
+                .signing_key_or_create(tsm::audit::ANCHOR_KEY_LABEL, SigningAlgorithm::P256)
+                .expect("audit key");
+            (f.keys.clone(), Arc::from(key))
+        }
+    };
     Issuer::new(
-        f.store().clone().with_audit_anchor(Arc::from(key)),
-        f.keys.clone(),
+        f.store().clone().with_audit_anchor(anchor),
+        keys,
         IssuerConfig::default(),
     )
+}
+
+/// `ISSUANCE_BENCH_KEYS=softhsm`: a SoftHSM2 token with the fixture's base key (version 1,
+/// the same KCV) and the audit key (P-256, signing in the token).
+fn softhsm_keys() -> Option<HsmKeys> {
+    use common::softhsm::{make_tokens, softhsm_installed, MODULE};
+    if std::env::var("ISSUANCE_BENCH_KEYS").map_or(true, |k| k != "softhsm")
+        || !softhsm_installed("the SoftHSM2 figures")
+    {
+        return None;
+    }
+    let dir = make_tokens("cw-bench-softhsm", &["cw-bench"], "1234");
+    let config = format!(
+        "pkcs11:{MODULE}?token=cw-bench&pin-file={}",
+        dir.join("pin").display()
+    );
+    let keys: Arc<dyn kms::KeyStore> = Arc::from(kms::open(&config).expect("SoftHSM2 token"));
+    common::import_key(
+        keys.as_ref(),
+        CATEGORY,
+        KeyKind::Aes,
+        &apdu::parse_hex(common::BASE_V1).expect("hex"),
+    );
+    let signing = config
+        .parse::<kms::StoreConfig>()
+        .and_then(|c| c.open_signing())
+        .expect("SoftHSM2 signing keys");
+    let (anchor, _) = signing
+        .signing_key_or_create(tsm::audit::ANCHOR_KEY_LABEL, SigningAlgorithm::P256)
+        .expect("audit key");
+    Some((keys, Arc::from(anchor)))
 }
 
 /// The median time of one 4 KiB write + `fdatasync` in `dir` (the disk's own commit cost).
@@ -167,13 +209,16 @@ fn parallel(name: &str, f: &Fixture, issuer: &Issuer, threads: u32, per_thread: 
     );
 }
 
-fn bench_backend(c: &mut Criterion, ts: TestStore) {
-    let name = ts.name;
-    if std::env::var("ISSUANCE_BENCH_ONLY").is_ok_and(|only| only != name) {
+fn bench_backend(c: &mut Criterion, ts: TestStore, hsm: Option<&HsmKeys>) {
+    if std::env::var("ISSUANCE_BENCH_ONLY").is_ok_and(|only| only != ts.name) {
         return;
     }
+    let name: &'static str = match hsm {
+        Some(_) => Box::leak(format!("{} (SoftHSM2)", ts.name).into_boxed_str()),
+        None => ts.name,
+    };
     let f = Fixture::new(ts, KeyKind::Aes, 0x30, false);
-    let issuer = production_issuer(&f);
+    let issuer = production_issuer(&f, hsm);
     let quick = std::env::var("ISSUANCE_BENCH_QUICK").is_ok_and(|v| v == "1");
     let n = if name.starts_with("sqlite") {
         2000
@@ -215,10 +260,11 @@ fn writes(c: &mut Criterion) {
         "disk: one 4 KiB write + fdatasync takes {:.0} µs (median of 200)",
         fsync_time(dir.path()).as_secs_f64() * 1e6
     );
-    bench_backend(c, common::sqlite());
-    bench_backend(c, common::sqlite_full());
+    let hsm = softhsm_keys();
+    bench_backend(c, common::sqlite(), hsm.as_ref());
+    bench_backend(c, common::sqlite_full(), hsm.as_ref());
     if let Some(pg) = common::postgres() {
-        bench_backend(c, pg);
+        bench_backend(c, pg, hsm.as_ref());
     }
 }
 
