@@ -132,7 +132,7 @@ pub struct CampaignSummary {
     pub campaign: i64,
     /// The card category.
     pub category: String,
-    /// `created`, `running`, `paused` or `cancelled`.
+    /// `created`, `running`, `paused`, `cancelled` or `finished` (nothing left to claim).
     pub state: String,
     /// The campaign whose failed cards this one retries.
     pub parent: Option<i64>,
@@ -162,7 +162,7 @@ pub struct CampaignStatus {
     pub campaign: i64,
     /// The card category.
     pub category: String,
-    /// `created`, `running`, `paused` or `cancelled`.
+    /// `created`, `running`, `paused`, `cancelled` or `finished` (nothing left to claim).
     pub state: String,
     /// The campaign whose failed cards this one retries.
     pub parent: Option<i64>,

@@ -467,6 +467,10 @@ fn workers_write_on_virtual_cards_and_stop_cleanly() {
         Some(&kms::kdd_for_card_number("4711000000000117").unwrap()[..])
     );
     drop(client);
+    // With nothing left, a worker marks the campaign finished.
+    wait_until("finished", Duration::from_secs(10), || {
+        store.campaign(id).unwrap().unwrap().state == tsm::campaign::State::Finished
+    });
     // A stopped node gives back at once what it claimed and had not started.
     let more = tsm::campaign::card_range("4711000000000200", "4711000000000299", 100).unwrap();
     let second = tsm::campaign::create(store, &ci, "gold", &more).unwrap();
@@ -477,10 +481,12 @@ fn workers_write_on_virtual_cards_and_stop_cleanly() {
     let c = store.campaign_counts(second).unwrap();
     assert_eq!(c.claimed, 0, "{c:?}");
     assert_eq!(c.pending + c.done, 100, "{c:?}");
-    // A cancelled campaign leaves the metrics.
-    tsm::campaign::steer(store, &ci, id, "cancel").unwrap();
-    assert_eq!(gauges(&p.metrics, id), []);
+    // A finished campaign stays in the metrics (for an hour); a cancelled one leaves them.
+    assert_eq!(gauges(&p.metrics, id).len(), 4);
     assert_eq!(gauges(&p.metrics, second).len(), 4);
+    tsm::campaign::steer(store, &ci, second, "cancel").unwrap();
+    assert_eq!(gauges(&p.metrics, second), []);
+    assert!(tsm::campaign::steer(store, &ci, id, "cancel").is_err());
 }
 
 /// A terminal with one reader whose card can be taken out and replaced.

@@ -247,6 +247,14 @@ impl Worker<'_> {
         let store = self.issuer.store();
         let until = now_ms() + i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
         let items = store.claim_campaign_items(&self.owner, until, self.batch)?;
+        if items.is_empty() {
+            for id in store.close_finished_campaigns()? {
+                store.audit_append(
+                    &NewEntry::new(&self.owner, "campaign.finish", "ok")
+                        .detail(json!({"campaign": id})),
+                )?;
+            }
+        }
         let mut pass = Pass {
             claimed: items.len(),
             ..Pass::default()

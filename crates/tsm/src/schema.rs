@@ -463,6 +463,45 @@ CREATE TABLE campaign_items (
 CREATE INDEX campaign_items_by_state ON campaign_items (state, campaign_id);
 "#;
 
+/// Campaigns become `finished` when nothing is left to claim (issue 13). SQLite cannot alter a
+/// CHECK: `campaigns` and `campaign_items` (which references it) are rebuilt, as in V5.
+const V10_SQLITE: &str = r#"
+DROP INDEX campaign_items_by_state;
+ALTER TABLE campaigns RENAME TO campaigns_v9;
+CREATE TABLE campaigns (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id   TEXT NOT NULL REFERENCES tenants(id),
+    category_id TEXT NOT NULL REFERENCES categories(id),
+    state       TEXT NOT NULL CHECK (state IN ('created', 'running', 'paused', 'cancelled', 'finished')),
+    parent_id   BIGINT REFERENCES campaigns(id),
+    created_by  TEXT NOT NULL,
+    created_ms  BIGINT NOT NULL,
+    updated_ms  BIGINT NOT NULL
+);
+INSERT INTO campaigns SELECT * FROM campaigns_v9 ORDER BY id;
+ALTER TABLE campaign_items RENAME TO campaign_items_v9;
+CREATE TABLE campaign_items (
+    campaign_id    BIGINT NOT NULL REFERENCES campaigns(id),
+    card_number    TEXT NOT NULL,
+    state          TEXT NOT NULL CHECK (state IN ('pending', 'claimed', 'done', 'failed')),
+    attempts       BIGINT NOT NULL,
+    lease_owner    TEXT,
+    lease_until_ms BIGINT,
+    reason         TEXT,
+    finished_ms    BIGINT,
+    PRIMARY KEY (campaign_id, card_number)
+);
+INSERT INTO campaign_items SELECT * FROM campaign_items_v9;
+DROP TABLE campaign_items_v9;
+DROP TABLE campaigns_v9;
+CREATE INDEX campaign_items_by_state ON campaign_items (state, campaign_id);
+"#;
+
+const V10_POSTGRES: &str = r#"
+ALTER TABLE campaigns DROP CONSTRAINT campaigns_state_check;
+ALTER TABLE campaigns ADD CONSTRAINT campaigns_state_check CHECK (state IN ('created', 'running', 'paused', 'cancelled', 'finished'));
+"#;
+
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -526,6 +565,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: V9_CAMPAIGNS,
         sqlite: "",
         postgres: "",
+    },
+    Migration {
+        version: 10,
+        name: "campaigns: finished when nothing is left to claim",
+        sql: "",
+        sqlite: V10_SQLITE,
+        postgres: V10_POSTGRES,
     },
 ];
 

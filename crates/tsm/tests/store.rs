@@ -28,7 +28,7 @@ fn migrations_are_idempotent() {
         let v = s.schema_versions().unwrap();
         assert_eq!(
             v.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
-            vec![1, 2, 3, 4, 5, 6, 7, 8, 9],
+            vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
             "{}",
             b.name
         );
@@ -38,7 +38,67 @@ fn migrations_are_idempotent() {
             .unwrap();
         let again = Store::open(&b.url).unwrap();
         assert!(again.tenant("acme").unwrap().is_some(), "{}", b.name);
-        assert_eq!(again.schema_versions().unwrap().len(), 9);
+        assert_eq!(again.schema_versions().unwrap().len(), 10);
+    }
+}
+
+#[test]
+fn campaigns_survive_the_migration_that_lets_them_finish() {
+    use tsm::campaign::State;
+    for b in backends() {
+        let s = b.store();
+        s.create_tenant("test", "acme", "ACME", Role::CardIssuer)
+            .unwrap();
+        s.create_category("test", &category("acme/gold", "acme"))
+            .unwrap();
+        let cards = vec!["4711".to_string(), "4712".to_string()];
+        let parent = s
+            .create_campaign("acme", "acme/gold", None, "acme/op", &cards)
+            .unwrap();
+        let child = s
+            .create_campaign("acme", "acme/gold", Some(parent), "acme/op", &cards[..1])
+            .unwrap();
+        // Back to schema 9: the state check without `finished`.
+        let downgrade = match b.pg_client() {
+            Some(_) => "ALTER TABLE campaigns DROP CONSTRAINT campaigns_state_check; \
+                 ALTER TABLE campaigns ADD CONSTRAINT campaigns_state_check CHECK (state IN ('created', 'running', 'paused', 'cancelled')); \
+                 DELETE FROM schema_migrations WHERE version = 10;",
+            None => "DELETE FROM schema_migrations WHERE version = 10;",
+        };
+        match b.pg_client() {
+            Some(mut c) => c.batch_execute(downgrade).unwrap(),
+            None => rusqlite::Connection::open(b.sqlite_path().unwrap())
+                .unwrap()
+                .execute_batch(downgrade)
+                .unwrap(),
+        }
+        // (SQLite's table keeps the check it was made with; the migration rebuilds it.)
+        if b.pg_client().is_some() {
+            assert!(
+                s.set_campaign_state(parent, &[State::Created], State::Finished)
+                    .is_err(),
+                "schema 9 has no finished campaign"
+            );
+        }
+        assert_eq!(s.migrate().unwrap(), vec![10], "{}", b.name);
+        // The campaigns, their parent link and their items are all there; they can finish.
+        assert_eq!(
+            s.campaign(child).unwrap().unwrap().parent,
+            Some(parent),
+            "{}",
+            b.name
+        );
+        assert_eq!(s.campaign_counts(parent).unwrap().pending, 2, "{}", b.name);
+        assert_eq!(s.campaign_counts(child).unwrap().pending, 1, "{}", b.name);
+        assert!(s
+            .set_campaign_state(parent, &[State::Created], State::Finished)
+            .unwrap());
+        assert_eq!(s.campaign(parent).unwrap().unwrap().state, State::Finished);
+        // Ids go on after the copied ones.
+        let next = s
+            .create_campaign("acme", "acme/gold", None, "acme/op", &cards)
+            .unwrap();
+        assert!(next > child, "{}", b.name);
     }
 }
 
@@ -71,7 +131,12 @@ fn upgrades_apply_only_what_is_missing_and_newer_schemas_are_refused() {
                 .execute_batch(downgrade)
                 .unwrap(),
         }
-        assert_eq!(s.migrate().unwrap(), vec![4, 5, 6, 7, 8, 9], "{}", b.name);
+        assert_eq!(
+            s.migrate().unwrap(),
+            vec![4, 5, 6, 7, 8, 9, 10],
+            "{}",
+            b.name
+        );
         assert!(s.migrate().unwrap().is_empty());
         assert!(s.tenant("acme").unwrap().is_some());
         // The job and its steps survived; the SSD job kinds are accepted; one open job
@@ -103,7 +168,7 @@ fn upgrades_apply_only_what_is_missing_and_newer_schemas_are_refused() {
             Store::open(&b.url),
             Err(StoreError::SchemaTooNew {
                 found: 99,
-                known: 9
+                known: 10
             })
         ));
     }

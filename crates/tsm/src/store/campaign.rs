@@ -12,6 +12,9 @@ use std::str::FromStr;
 
 use super::Store;
 
+/// How long a finished campaign stays in [`Store::active_campaign_counts`].
+const FINISHED_SHOWN_MS: i64 = 3_600_000;
+
 text_enum! {
     /// Where a campaign is.
     CampaignState {
@@ -23,6 +26,9 @@ text_enum! {
         Paused = "paused",
         /// Stopped for good: no new item is claimed.
         Cancelled = "cancelled",
+        /// Every card is done or failed: nothing is left to claim (the failed ones can be
+        /// retried as a sub-campaign).
+        Finished = "finished",
     }
 }
 
@@ -294,17 +300,20 @@ impl Store {
         })
     }
 
-    /// The running and paused campaigns with the counts of their items by state (one
+    /// The running and paused campaigns, and those finished in the last hour (so that a
+    /// dashboard sees them reach their end), with the counts of their items by state (one
     /// query; `done_last_minute` is not counted): what the metrics show.
     pub fn active_campaign_counts(&self) -> Result<Vec<(Campaign, ItemCounts)>, StoreError> {
+        let shown =
+            "(k.state IN ('running', 'paused') OR (k.state = 'finished' AND k.updated_ms >= $1))";
+        let since = now_ms() - FINISHED_SHOWN_MS;
         self.with_conn(|c| {
             let campaigns: Vec<Campaign> = c
                 .query(
                     &format!(
-                        "SELECT {CAMPAIGN_COLUMNS} FROM campaigns
-                         WHERE state IN ('running', 'paused') ORDER BY id"
+                        "SELECT {CAMPAIGN_COLUMNS} FROM campaigns k WHERE {shown} ORDER BY id"
                     ),
-                    params![],
+                    params![since],
                 )?
                 .iter()
                 .map(campaign_of)
@@ -317,11 +326,13 @@ impl Store {
                 return Ok(out);
             }
             for r in c.query(
-                "SELECT i.campaign_id, i.state, COUNT(*) FROM campaign_items i
-                 JOIN campaigns k ON k.id = i.campaign_id
-                 WHERE k.state IN ('running', 'paused')
-                 GROUP BY i.campaign_id, i.state",
-                params![],
+                &format!(
+                    "SELECT i.campaign_id, i.state, COUNT(*) FROM campaign_items i
+                     JOIN campaigns k ON k.id = i.campaign_id
+                     WHERE {shown}
+                     GROUP BY i.campaign_id, i.state"
+                ),
+                params![since],
             )? {
                 let (id, n) = (r.int(0)?, r.int(2)? as u64);
                 let Some((_, counts)) = out.iter_mut().find(|(k, _)| k.id == id) else {
@@ -389,6 +400,25 @@ impl Store {
                 out.push((id, r.text(2)?, card));
             }
             Ok(out)
+        })
+    }
+
+    /// Marks `finished` the running campaigns with no card left pending or claimed; returns
+    /// them. A worker that finds nothing to claim calls it: the last worker to finish an item
+    /// of a campaign sees every item of it committed.
+    pub fn close_finished_campaigns(&self) -> Result<Vec<i64>, StoreError> {
+        self.tx(|c| {
+            c.query(
+                "UPDATE campaigns SET state = 'finished', updated_ms = $1
+                 WHERE state = 'running' AND NOT EXISTS (
+                     SELECT 1 FROM campaign_items i
+                     WHERE i.campaign_id = campaigns.id AND i.state IN ('pending', 'claimed'))
+                 RETURNING id",
+                params![now_ms()],
+            )?
+            .iter()
+            .map(|r| r.int(0))
+            .collect()
         })
     }
 
