@@ -233,22 +233,7 @@ impl Store {
 
     /// The failed cards of a campaign, with their reasons.
     pub fn campaign_failures(&self, id: i64) -> Result<Vec<FailedItem>, StoreError> {
-        self.with_conn(|c| {
-            c.query(
-                "SELECT card_number, reason, attempts FROM campaign_items
-                 WHERE campaign_id = $1 AND state = 'failed' ORDER BY card_number",
-                params![id],
-            )?
-            .iter()
-            .map(|r| {
-                Ok(FailedItem {
-                    card_number: r.text(0)?,
-                    reason: r.opt_text(1)?.unwrap_or_default(),
-                    attempts: r.int(2)? as u32,
-                })
-            })
-            .collect()
-        })
+        self.campaign_failures_page(id, None, u32::MAX)
     }
 
     /// A page of the failed cards of a campaign (card-number order): at most `limit`, those
