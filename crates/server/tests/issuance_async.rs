@@ -612,23 +612,7 @@ fn the_openapi_document_describes_the_asynchronous_answers() {
     assert_eq!(job_routes.len(), 6, "{job_routes:?}");
     for path in job_routes {
         let op = &paths[path]["post"];
-        let accepted = &op["responses"]["202"];
-        assert_eq!(
-            accepted["content"]["application/json"]["schema"]["$ref"],
-            "#/components/schemas/AcceptedJob",
-            "{path}"
-        );
-        for h in ["Location", "Preference-Applied"] {
-            assert!(accepted["headers"][h].is_object(), "{path}: {h}");
-        }
-        assert!(
-            op["parameters"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|p| p["name"] == "Prefer" && p["in"] == "header"),
-            "{path}"
-        );
+        common::assert_documents_respond_async(op, path);
     }
     assert!(paths["/api/v1/jobs/{id}"]["get"]["responses"]["200"].is_object());
     assert!(paths["/api/v1/jobs"]["get"]["responses"]["200"].is_object());

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use common::certs::{Ca, Leaf};
-use common::ssd::{link, serve, soft_keys, transport_pem};
+use common::ssd::{bank1_registration, link, serve, soft_keys, transport_pem};
 use common::{call, call_with};
 use kms::KeyKind;
 use serde_json::{json, Value};
@@ -403,11 +403,7 @@ async fn identity_and_operator_routes() {
     assert_eq!(r.json()["error"], "client_certificate_required");
 
     // Register bank1 as an operator; a viewer may not.
-    let body = json!({
-        "id": "bank1", "certificate": bank1.pem, "ssd_aid_prefix": "A000000151BA01",
-        "cards": ["1000000000-1000000999"], "transport_key": transport_pem(soft_keys(keys_dir.path()).as_ref()),
-    })
-    .to_string();
+    let body = bank1_registration(&bank1.pem, soft_keys(keys_dir.path()).as_ref()).to_string();
     let r = call(
         &app,
         Method::POST,
@@ -711,11 +707,7 @@ async fn the_next_exchange_after_a_ci_restart_resumes_the_job() {
     let mut bank1 = Ca::new("bank1 AP root");
     let bank1_leaf = bank1.client("bank1 AP platform");
     let keys_dir = tempfile::tempdir().unwrap();
-    let body = json!({
-        "id": "bank1", "certificate": bank1.pem, "ssd_aid_prefix": "A000000151BA01",
-        "cards": ["1000000000-1000000999"],
-        "transport_key": transport_pem(soft_keys(keys_dir.path()).as_ref()),
-    });
+    let body = bank1_registration(&bank1.pem, soft_keys(keys_dir.path()).as_ref());
     let r = call(
         &app,
         Method::POST,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::http::{HeaderMap, Method, StatusCode};
 use common::certs::Ca;
 use common::desk::{listed, Agent};
-use common::ssd::{link, serve, soft_keys, transport_pem};
+use common::ssd::{bank1_registration, link, serve, soft_keys};
 use common::{call, call_with, Reply};
 use serde_json::{json, Value};
 use server::auth::{Principal, Role, TokenTable};
@@ -198,11 +198,7 @@ async fn ci_desk_runs_an_ssd_job_asynchronously_and_it_is_followed_to_its_end() 
 
     let ap_keys_dir = tempfile::tempdir().unwrap();
     let bank1 = Ca::new("bank1 AP root");
-    let body = json!({
-        "id": "bank1", "certificate": bank1.pem, "ssd_aid_prefix": "A000000151BA01",
-        "cards": ["1000000000-1000000999"],
-        "transport_key": transport_pem(soft_keys(ap_keys_dir.path()).as_ref()),
-    });
+    let body = bank1_registration(&bank1.pem, soft_keys(ap_keys_dir.path()).as_ref());
     let r = call(
         &app,
         Method::POST,
@@ -376,10 +372,7 @@ fn ap_requests_and_renewals_answer_at_once_and_are_followed_at_the_ap() {
         .unwrap();
     let ap_dir = tempfile::tempdir().unwrap();
     let ap_keys = soft_keys(ap_dir.path());
-    let body = json!({
-        "id": "bank1", "certificate": bank1.pem, "ssd_aid_prefix": "A000000151BA01",
-        "cards": ["1000000000-1000000999"], "transport_key": transport_pem(ap_keys.as_ref()),
-    });
+    let body = bank1_registration(&bank1.pem, ap_keys.as_ref());
     let r = rt.block_on(call(
         &ci_app,
         Method::POST,
@@ -536,23 +529,7 @@ fn the_openapi_documents_describe_the_asynchronous_answers() {
         (&ap, "/api/v1/ssd/{card_number}/{aid}/renew"),
     ] {
         let op = &doc["paths"][path]["post"];
-        let accepted = &op["responses"]["202"];
-        assert_eq!(
-            accepted["content"]["application/json"]["schema"]["$ref"],
-            "#/components/schemas/AcceptedJob",
-            "{path}"
-        );
-        for h in ["Location", "Preference-Applied"] {
-            assert!(accepted["headers"][h].is_object(), "{path}: {h}");
-        }
-        assert!(
-            op["parameters"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|p| p["name"] == "Prefer" && p["in"] == "header"),
-            "{path}"
-        );
+        common::assert_documents_respond_async(op, path);
     }
     assert!(ap["paths"]["/api/v1/jobs/{id}"]["get"]["responses"]["200"].is_object());
     assert!(ap["components"]["schemas"]["JobStatus"].is_object());

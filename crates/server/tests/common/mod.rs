@@ -131,3 +131,26 @@ pub mod issuer;
 pub mod ssd;
 /// A router served over the real TLS layer, and a TLS client with client certificates.
 pub mod tls;
+
+/// Asserts that the OpenAPI operation `op` of job route `path` documents `Prefer:
+/// respond-async`: the header parameter and the `202` answer (`AcceptedJob`, `Location`,
+/// `Preference-Applied`).
+pub fn assert_documents_respond_async(op: &Value, path: &str) {
+    let accepted = &op["responses"]["202"];
+    assert_eq!(
+        accepted["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/AcceptedJob",
+        "{path}"
+    );
+    for h in ["Location", "Preference-Applied"] {
+        assert!(accepted["headers"][h].is_object(), "{path}: {h}");
+    }
+    assert!(
+        op["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "Prefer" && p["in"] == "header"),
+        "{path}"
+    );
+}

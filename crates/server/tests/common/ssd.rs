@@ -59,3 +59,13 @@ pub fn link(port: u16, partner: &str, client: &Leaf, server_ca: &Ca) -> HttpCard
     )
     .unwrap()
 }
+
+/// The body of `POST /api/v1/partners` that registers the tests' application provider
+/// `bank1`: its root CA (`ca_pem`), SSD AIDs `A000000151BA01…`, cards 1000000000–1000000999,
+/// and the transport key of its key store `keys`.
+pub fn bank1_registration(ca_pem: &str, keys: &dyn KeySetStore) -> serde_json::Value {
+    serde_json::json!({
+        "id": "bank1", "certificate": ca_pem, "ssd_aid_prefix": "A000000151BA01",
+        "cards": ["1000000000-1000000999"], "transport_key": transport_pem(keys),
+    })
+}
