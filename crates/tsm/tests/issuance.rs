@@ -376,6 +376,59 @@ fn refusals_change_nothing() {
     }
 }
 
+/// A base key version whose key store key is not the registered one (another KCV) is
+/// refused before any authentication with derived keys: the card keeps its initial keys and
+/// the job fails with the two KCVs; a good version of another category still derives (the
+/// check is cached per category and version, never across them).
+#[test]
+fn a_key_store_key_that_is_not_the_registered_one_is_refused() {
+    for ts in backends() {
+        let name = ts.name;
+        let f = Fixture::new(ts, KeyKind::Aes, 0x30, false);
+        f.store()
+            .create_category(
+                "admin",
+                &tsm::CategorySpec {
+                    id: "acme/bad".into(),
+                    tenant: "acme".into(),
+                    description: "".into(),
+                    initial_keys: tsm::model::InitialKeys::GpTestKey,
+                    initial_kvn: 0x30,
+                    perso: vec![],
+                },
+            )
+            .unwrap();
+        f.store()
+            .register_key_version(
+                "admin",
+                "acme/bad",
+                1,
+                CATEGORY,
+                KeyKind::Aes,
+                [1, 2, 3],
+                true,
+            )
+            .unwrap();
+        let mut card = SimCard::scp03();
+        let e = f
+            .issuer
+            .write(&f.ci, NUMBER, "acme/bad", &mut card)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("is not the registered one (KCV 010203)"),
+            "{name}: {e}"
+        );
+        // The card still opens with the initial keys: nothing was put.
+        open(&card, test_key_spec(0x30)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // The good registration of the fixture's category still works, on another card.
+        let mut other = SimCard::scp03();
+        f.issuer
+            .write(&f.ci, "4712", CATEGORY, &mut other)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
 #[test]
 fn busy_card_and_finished_jobs() {
     let f = Fixture::new(sqlite(), KeyKind::Aes, 0x30, false);

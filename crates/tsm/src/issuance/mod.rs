@@ -68,7 +68,7 @@ mod exec;
 pub(crate) use exec::chip_id;
 mod plan;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -264,8 +264,9 @@ pub struct Issuer {
     store: Store,
     keys: Arc<dyn kms::KeyStore>,
     config: IssuerConfig,
-    /// Base key versions whose KCV in the key store matched the database's.
-    kcv_checked: Mutex<HashSet<(String, u32)>>,
+    /// Base key versions (category, version) whose KCV in the key store matched the
+    /// database's, with their key store category.
+    checked_versions: Mutex<HashMap<(String, u32), String>>,
 }
 
 impl fmt::Debug for Issuer {
@@ -355,7 +356,7 @@ impl Issuer {
             store,
             keys,
             config,
-            kcv_checked: Mutex::new(HashSet::new()),
+            checked_versions: Mutex::new(HashMap::new()),
         }
     }
 
@@ -981,40 +982,44 @@ impl Issuer {
         version: u32,
         card_number: &str,
     ) -> Result<scp::StaticKeys> {
+        // A registration never changes but for its status, which derivation does not look
+        // at: once its key store version is checked, no database read is needed.
+        let known = self
+            .checked_versions
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(category.to_string(), version)).cloned());
+        if let Some(kms_category) = known {
+            return Ok(self
+                .keys
+                .derive_card_keys(&kms_category, version, card_number)?);
+        }
         let kv = key_version_in(c, category, version)?.ok_or_else(|| {
             Error::Invalid(format!(
                 "base key version {version} of '{category}' is not registered"
             ))
         })?;
-        let id = (kv.kms_category.clone(), version);
-        let checked = self
-            .kcv_checked
-            .lock()
-            .map(|s| s.contains(&id))
-            .unwrap_or(false);
-        if !checked {
-            let info = self
-                .keys
-                .list()?
-                .into_iter()
-                .find(|i| i.category == kv.kms_category && i.version == version)
-                .ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "the key store has no version {version} of '{}'",
-                        kv.kms_category
-                    ))
-                })?;
-            if info.kcv != kv.kcv || info.kind != kv.kind {
-                return Err(Error::Invalid(format!(
-                    "the key store's version {version} of '{}' (KCV {}) is not the registered one (KCV {})",
-                    kv.kms_category,
-                    apdu::hex(&info.kcv),
-                    apdu::hex(&kv.kcv)
-                )));
-            }
-            if let Ok(mut s) = self.kcv_checked.lock() {
-                s.insert(id);
-            }
+        let info = self
+            .keys
+            .list()?
+            .into_iter()
+            .find(|i| i.category == kv.kms_category && i.version == version)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "the key store has no version {version} of '{}'",
+                    kv.kms_category
+                ))
+            })?;
+        if info.kcv != kv.kcv || info.kind != kv.kind {
+            return Err(Error::Invalid(format!(
+                "the key store's version {version} of '{}' (KCV {}) is not the registered one (KCV {})",
+                kv.kms_category,
+                apdu::hex(&info.kcv),
+                apdu::hex(&kv.kcv)
+            )));
+        }
+        if let Ok(mut m) = self.checked_versions.lock() {
+            m.insert((category.to_string(), version), kv.kms_category.clone());
         }
         Ok(self
             .keys
