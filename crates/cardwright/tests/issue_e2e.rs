@@ -244,11 +244,24 @@ fn issuance_on(db: Option<String>) {
     // The card in pcscd's reader.
     let state = env.dir.path().join("card.json").display().to_string();
     env.ok(&["sim", "create", "--state", &state, "--no-piv"]);
-    let _sim = env.spawn(&["sim", "run", "--state", &state, "--vpcd", "127.0.0.1:35963"]);
+    let sim_args = ["sim", "run", "--state", &state, "--vpcd", "127.0.0.1:35963"];
+    let mut sim = Some(env.spawn(&sim_args));
+    // pcscd's vpcd reader may still hold the previous test's card for a while after it left
+    // the port; a card that stays unseen connects again.
+    let t0 = Instant::now();
+    let mut reconnected = false;
     wait("the card in the reader", || {
-        env.run(&["card", "--reader", READER, "apdu", "00A4040000"], "")
-            .ok
+        let seen = env
+            .run(&["card", "--reader", READER, "apdu", "00A4040000"], "")
+            .ok;
+        if !seen && !reconnected && t0.elapsed() > Duration::from_secs(10) {
+            reconnected = true;
+            drop(sim.take()); // killed and waited for: the port is free again
+            sim = Some(env.spawn(&sim_args));
+        }
+        seen
     });
+    let _sim = sim;
 
     // The platform and one issuing terminal.
     let port = free_port();
