@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::http::{HeaderMap, Method, StatusCode};
-use common::{call, call_with, Reply};
+use axum::http::{Method, StatusCode};
+use common::{call, call_with, webhook_receiver, Received, Reply};
 use gp::commands::DataObject;
 use kms::KeyKind;
 use serde_json::{json, Value};
@@ -100,36 +100,6 @@ impl relay::agent::Readers for Desk {
     }
 }
 
-/// What the webhook receiver got: headers and body of each delivery.
-type Received = Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>;
-
-/// A webhook receiver on 127.0.0.1 that answers 503 to its first delivery, then 200.
-async fn receiver() -> (String, Received) {
-    let got: Received = Arc::default();
-    let app = axum::Router::new().route(
-        "/hooks/cardwright",
-        axum::routing::post({
-            let got = got.clone();
-            move |headers: HeaderMap, body: axum::body::Bytes| {
-                let got = got.clone();
-                async move {
-                    let mut g = got.lock().unwrap();
-                    g.push((headers, body.to_vec()));
-                    if g.len() == 1 {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    } else {
-                        StatusCode::OK
-                    }
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hooks/cardwright", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, got)
-}
-
 struct Platform {
     app: axum::Router,
     store: Store,
@@ -177,7 +147,7 @@ async fn platform() -> Platform {
             },
         );
     }
-    let (hook_url, hooks) = receiver().await;
+    let (hook_url, hooks) = webhook_receiver(true).await;
     let hook = Webhook::new(&hook_url, zeroize::Zeroizing::new(SECRET.to_vec()))
         .unwrap()
         .with_retries(4, Duration::from_millis(50));

@@ -9,14 +9,14 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use common::certs::Ca;
 use common::desk::{listed, Agent};
 use common::ssd::{bank1_registration, link, serve, soft_keys};
-use common::{call, call_with, Reply};
+use common::{call, call_with, webhook_receiver, Received, Reply};
 use serde_json::{json, Value};
 use server::auth::{Principal, Role, TokenTable};
 use server::issuance::IssuanceApi;
@@ -35,30 +35,6 @@ const AP_DESK: &str = "ap-desk-token-0123456789";
 const SECRET: &[u8] = b"webhook-secret-0123456789abcdef";
 const READER: &str = "Reader 0";
 const AID: &str = "A000000151BA0102";
-
-type Received = Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>;
-
-/// A webhook receiver on 127.0.0.1 that takes every delivery.
-async fn receiver() -> (String, Received) {
-    let got: Received = Arc::default();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post({
-            let got = got.clone();
-            move |headers: HeaderMap, body: axum::body::Bytes| {
-                let got = got.clone();
-                async move {
-                    got.lock().unwrap().push((headers, body.to_vec()));
-                    StatusCode::OK
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, got)
-}
 
 fn hook(url: &str) -> Webhook {
     Webhook::new(url, zeroize::Zeroizing::new(SECRET.to_vec()))
@@ -161,7 +137,7 @@ async fn ci_desk_runs_an_ssd_job_asynchronously_and_it_is_followed_to_its_end() 
         .with(OPERATOR, principal("alice", Role::Operator, Some("issuer")))
         .with(OTHER, principal("mallory", Role::Operator, Some("other")))
         .with(DESK, principal("ci-desk", Role::Terminal, None));
-    let (hook_url, hooks) = receiver().await;
+    let (hook_url, hooks) = webhook_receiver(false).await;
     let issuance = IssuanceApi::with_webhook(
         Arc::new(issuer),
         tokens.clone(),
@@ -397,7 +373,7 @@ fn ap_requests_and_renewals_answer_at_once_and_are_followed_at_the_ap() {
             principal("olga", Role::Operator, Some("bank1")),
         )
         .with(AP_DESK, principal("desk", Role::Terminal, None));
-    let (hook_url, hooks) = rt.block_on(receiver());
+    let (hook_url, hooks) = rt.block_on(webhook_receiver(false));
     let api = server::ap::ApApi::with_webhook(
         Arc::new(ap),
         tokens,

@@ -154,3 +154,34 @@ pub fn assert_documents_respond_async(op: &Value, path: &str) {
         "{path}"
     );
 }
+
+/// What a webhook receiver got: headers and body of each delivery.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
+
+/// A webhook receiver on 127.0.0.1 (`…/hooks/cardwright`) that keeps every delivery; with
+/// `refuse_first` it answers 503 to the first one (the sender must retry), 200 otherwise.
+pub async fn webhook_receiver(refuse_first: bool) -> (String, Received) {
+    let got: Received = Received::default();
+    let app = Router::new().route(
+        "/hooks/cardwright",
+        axum::routing::post({
+            let got = got.clone();
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let got = got.clone();
+                async move {
+                    let mut g = got.lock().unwrap();
+                    g.push((headers, body.to_vec()));
+                    if refuse_first && g.len() == 1 {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        StatusCode::OK
+                    }
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/cardwright", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
