@@ -18,7 +18,9 @@
 //!
 //! `cargo bench -p tsm --bench issuance`; `CARDWRIGHT_PG_URL` picks the PostgreSQL server;
 //! `ISSUANCE_BENCH_QUICK=1` skips the criterion part; `ISSUANCE_BENCH_ONLY=sqlite|sqlite-full|postgres`
-//! measures one backend; `ISSUANCE_BENCH_KEYS=softhsm` keeps the base key and the audit key in
+//! measures one backend; `ISSUANCE_BENCH_WRITES=N` sets the writes per measurement (2,000 on
+//! SQLite, 500 on PostgreSQL by default); `ISSUANCE_BENCH_WORKERS=1,8,16` the numbers of
+//! concurrent workers measured (1 and 8 by default); `ISSUANCE_BENCH_KEYS=softhsm` keeps the base key and the audit key in
 //! a SoftHSM2 token instead of the software key store.
 
 #[path = "../tests/common/mod.rs"]
@@ -220,13 +222,20 @@ fn bench_backend(c: &mut Criterion, ts: TestStore, hsm: Option<&HsmKeys>) {
     let f = Fixture::new(ts, KeyKind::Aes, 0x30, false);
     let issuer = production_issuer(&f, hsm);
     let quick = std::env::var("ISSUANCE_BENCH_QUICK").is_ok_and(|v| v == "1");
-    let n = if name.starts_with("sqlite") {
-        2000
-    } else {
-        500
-    };
+    let n = std::env::var("ISSUANCE_BENCH_WRITES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if name.starts_with("sqlite") {
+            2000
+        } else {
+            500
+        });
     breakdown(name, &f, &issuer, n);
-    for threads in [1, 8] {
+    let workers: Vec<u32> = std::env::var("ISSUANCE_BENCH_WORKERS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|w| w.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 8]);
+    for threads in workers {
         parallel(name, &f, &issuer, threads, n / threads);
     }
     let r = issuer.store().audit_verify().expect("audit verify");

@@ -12,12 +12,12 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use postgres::types::{IsNull, ToSql, Type};
 use r2d2::PooledConnection;
-use r2d2_postgres::PostgresConnectionManager;
 use r2d2_sqlite::SqliteConnectionManager;
 
 use crate::error::StoreError;
@@ -468,23 +468,96 @@ pub(crate) enum Conn {
 /// (statements built for a number of rows vary).
 const PG_STATEMENT_CACHE: usize = 256;
 
-/// A PostgreSQL connection with its prepared statements (by SQL text): a statement is
-/// parsed and planned by the server once per connection, not at every execution, as
-/// rusqlite's `prepare_cached` does for SQLite.
+/// A PostgreSQL connection (tokio-postgres, driven by a runtime of its own on the calling
+/// thread) with its prepared statements (by SQL text) and the statements it holds back to
+/// send with the next one that needs an answer.
+///
+/// Prepared statements: the server parses and plans a statement once per connection, not
+/// at every execution, as rusqlite's `prepare_cached` does for SQLite.
+///
+/// Pipelining: inside a transaction, `BEGIN`, `SAVEPOINT` and writes whose answer nobody
+/// reads ([`Conn::execute_later`]) are not sent on their own; they go in the same network
+/// write as the next statement, which PostgreSQL runs after them, in order, and their
+/// answers are read with its answer. A transaction of `BEGIN`, three statements and
+/// `COMMIT` is then three round trips instead of five. An error in a held-back statement is
+/// the error of the call that sent it; the transaction is aborted by it, as it would have
+/// been had it been sent alone (and nothing after it runs, since PostgreSQL refuses every
+/// statement of an aborted transaction until its end). Outside a transaction nothing is
+/// held back: every statement there commits on its own and must be answered before the
+/// next.
 pub(crate) struct PgClient {
-    client: Box<postgres::Client>,
-    prepared: HashMap<String, (Vec<Type>, postgres::Statement)>,
+    runtime: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+    prepared: HashMap<String, (Vec<Type>, tokio_postgres::Statement)>,
+    held: Vec<Held>,
+    in_transaction: bool,
+}
+
+/// A statement held back for the next round trip.
+enum Held {
+    /// Transaction control (simple query protocol, no parameters).
+    Control(String),
+    /// A prepared write and its parameters.
+    Write(tokio_postgres::Statement, Vec<Value>),
+}
+
+impl Held {
+    /// Sends the statement (at the first poll, before any other await: the order of the
+    /// first polls is the order on the wire) and reads its answer.
+    async fn run(&self, client: &tokio_postgres::Client) -> Result<(), postgres::Error> {
+        match self {
+            Held::Control(sql) => client.batch_execute(sql).await,
+            Held::Write(st, values) => {
+                let refs: Vec<&(dyn ToSql + Sync)> =
+                    values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+                client.execute(st, &refs).await.map(|_| ())
+            }
+        }
+    }
 }
 
 impl PgClient {
+    /// Connects; with `schema`, sets it as the `search_path`.
+    fn connect(
+        config: &tokio_postgres::Config,
+        schema: Option<&str>,
+    ) -> Result<PgClient, StoreError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Unavailable {
+                target: "PostgreSQL".into(),
+                reason: format!("cannot start the connection's runtime: {}", io_reason(&e)),
+            })?;
+        let (client, connection) = runtime.block_on(config.connect(tokio_postgres::NoTls))?;
+        // Runs whenever this thread waits in `block_on` (a current-thread runtime); ends,
+        // and the client reports itself closed, when the server goes away.
+        runtime.spawn(connection);
+        let mut c = PgClient {
+            runtime,
+            client,
+            prepared: HashMap::new(),
+            held: Vec::new(),
+            in_transaction: false,
+        };
+        if let Some(s) = schema {
+            c.control(&format!("SET search_path TO \"{s}\""))?;
+        }
+        Ok(c)
+    }
+
     /// The prepared statement for `sql` with parameters of `types`.
-    fn statement(&mut self, sql: &str, types: &[Type]) -> Result<postgres::Statement, StoreError> {
+    fn statement(
+        &mut self,
+        sql: &str,
+        types: &[Type],
+    ) -> Result<tokio_postgres::Statement, StoreError> {
         if let Some((t, st)) = self.prepared.get(sql) {
             if t == types {
                 return Ok(st.clone());
             }
         }
-        let st = self.client.prepare_typed(sql, types)?;
+        let st = self.send(|c| c.prepare_typed(sql, types))?;
         if self.prepared.len() >= PG_STATEMENT_CACHE {
             self.prepared.clear();
         }
@@ -492,20 +565,101 @@ impl PgClient {
             .insert(sql.to_string(), (types.to_vec(), st.clone()));
         Ok(st)
     }
+
+    /// Sends the held-back statements and then `f`'s, in one network write, and waits for
+    /// all the answers; the first error is returned (a held-back statement's first).
+    fn send<'c, T, F>(
+        &'c mut self,
+        f: impl FnOnce(&'c tokio_postgres::Client) -> F,
+    ) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, postgres::Error>> + 'c,
+    {
+        let held = std::mem::take(&mut self.held);
+        let client = &self.client;
+        let r = self.runtime.block_on(async {
+            let mut before: Vec<_> = held.iter().map(|h| Box::pin(h.run(client))).collect();
+            let mut results: Vec<Option<Result<(), postgres::Error>>> =
+                held.iter().map(|_| None).collect();
+            let mut last = Box::pin(f(client));
+            let mut answer = None;
+            // Polled in order: each statement is sent at its first poll.
+            std::future::poll_fn(|cx| {
+                for (fut, out) in before.iter_mut().zip(results.iter_mut()) {
+                    if out.is_none() {
+                        if let std::task::Poll::Ready(r) = fut.as_mut().poll(cx) {
+                            *out = Some(r);
+                        }
+                    }
+                }
+                if answer.is_none() {
+                    if let std::task::Poll::Ready(r) = last.as_mut().poll(cx) {
+                        answer = Some(r);
+                    }
+                }
+                if answer.is_some() && results.iter().all(Option::is_some) {
+                    std::task::Poll::Ready(())
+                } else {
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
+            for r in results.into_iter().flatten() {
+                r?;
+            }
+            answer.expect("polled to completion")
+        });
+        Ok(r?)
+    }
+
+    /// A transaction-control statement: `BEGIN` and `SAVEPOINT` are held back for the
+    /// next round trip; the others (`COMMIT`, `ROLLBACK`, `RELEASE`…) are sent with what
+    /// is held back.
+    fn control(&mut self, sql: &str) -> Result<(), StoreError> {
+        if sql == "BEGIN" {
+            self.in_transaction = true;
+            self.held.push(Held::Control(sql.to_string()));
+            return Ok(());
+        }
+        if self.in_transaction && sql.starts_with("SAVEPOINT ") {
+            self.held.push(Held::Control(sql.to_string()));
+            return Ok(());
+        }
+        if sql == "COMMIT" || sql == "ROLLBACK" {
+            self.in_transaction = false;
+        }
+        self.send(|c| c.batch_execute(sql))
+    }
+
+    /// Holds a write back for the next round trip inside a transaction; outside one, runs
+    /// it now.
+    fn execute_later(
+        &mut self,
+        st: tokio_postgres::Statement,
+        values: Vec<Value>,
+    ) -> Result<(), StoreError> {
+        if self.in_transaction {
+            self.held.push(Held::Write(st, values));
+            Ok(())
+        } else {
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+            self.send(|c| c.execute(&st, &refs)).map(|_| ())
+        }
+    }
 }
 
-/// r2d2's PostgreSQL manager, for connections that keep their prepared statements, and
-/// that use `search_path` when the URL names a schema.
+/// r2d2's manager of [`PgClient`]s, which use `search_path` when the URL names a schema.
 pub(crate) struct PgManager {
-    inner: PostgresConnectionManager<postgres::NoTls>,
+    config: tokio_postgres::Config,
     search_path: Option<String>,
 }
 
 impl PgManager {
     /// `schema` must be a checked identifier.
-    pub(crate) fn new(config: postgres::Config, schema: Option<String>) -> PgManager {
+    pub(crate) fn new(config: tokio_postgres::Config, schema: Option<String>) -> PgManager {
         PgManager {
-            inner: PostgresConnectionManager::new(config, postgres::NoTls),
+            config,
             search_path: schema,
         }
     }
@@ -513,25 +667,20 @@ impl PgManager {
 
 impl r2d2::ManageConnection for PgManager {
     type Connection = PgClient;
-    type Error = postgres::Error;
+    type Error = StoreError;
 
-    fn connect(&self) -> Result<PgClient, postgres::Error> {
-        let mut client = self.inner.connect()?;
-        if let Some(s) = &self.search_path {
-            client.batch_execute(&format!("SET search_path TO \"{s}\""))?;
-        }
-        Ok(PgClient {
-            client: Box::new(client),
-            prepared: HashMap::new(),
-        })
+    fn connect(&self) -> Result<PgClient, StoreError> {
+        PgClient::connect(&self.config, self.search_path.as_deref())
     }
 
-    fn is_valid(&self, conn: &mut PgClient) -> Result<(), postgres::Error> {
-        self.inner.is_valid(&mut conn.client)
+    fn is_valid(&self, conn: &mut PgClient) -> Result<(), StoreError> {
+        conn.send(|c| c.batch_execute(""))
     }
 
+    /// Closed by the server, or left with statements held back or a transaction open (a
+    /// caller that did not finish its transaction): not reused.
     fn has_broken(&self, conn: &mut PgClient) -> bool {
-        self.inner.has_broken(&mut conn.client)
+        conn.client.is_closed() || !conn.held.is_empty() || conn.in_transaction
     }
 }
 
@@ -628,12 +777,30 @@ fn renumber(sql: &str, before: usize) -> String {
     out
 }
 
+/// Writes as one PostgreSQL statement (data-modifying `WITH`) that returns the row count
+/// of each.
+fn combined(writes: &[(String, Vec<Value>)]) -> (String, Vec<Value>) {
+    let mut values = Vec::new();
+    let mut ctes = Vec::with_capacity(writes.len());
+    let mut counts = Vec::with_capacity(writes.len());
+    for (i, (sql, v)) in writes.iter().enumerate() {
+        ctes.push(format!(
+            "s{i} AS ({} RETURNING 1)",
+            renumber(sql, values.len())
+        ));
+        counts.push(format!("(SELECT count(*) FROM s{i})"));
+        values.extend(v.iter().cloned());
+    }
+    let sql = format!("WITH {} SELECT {}", ctes.join(", "), counts.join(", "));
+    (sql, values)
+}
+
 /// The prepared statement for `sql` and the parameters as the driver takes them.
 fn pg_prepared<'p>(
     c: &mut PgClient,
     sql: &str,
     params: &'p [Value],
-) -> Result<(postgres::Statement, Vec<&'p (dyn ToSql + Sync)>), StoreError> {
+) -> Result<(tokio_postgres::Statement, Vec<&'p (dyn ToSql + Sync)>), StoreError> {
     let types: Vec<Type> = params.iter().map(Value::pg_type).collect();
     let st = c.statement(sql, &types)?;
     Ok((
@@ -673,7 +840,7 @@ impl Conn {
             }
             Conn::Postgres(c) => {
                 let (st, values) = pg_prepared(c, sql, params)?;
-                let rows = c.client.query(&st, &values)?;
+                let rows = c.send(|client| async move { client.query(&st, &values).await })?;
                 rows.iter().map(pg_row).collect()
             }
         }
@@ -713,7 +880,7 @@ impl Conn {
             }
             Conn::Postgres(c) => {
                 let (st, values) = pg_prepared(c, sql, params)?;
-                Ok(c.client.execute(&st, &values)?)
+                c.send(|client| async move { client.execute(&st, &values).await })
             }
         }
     }
@@ -724,29 +891,15 @@ impl Conn {
     /// outside a transaction. They then all see the database as it was before any of them,
     /// so none may depend on another's effect or change another's rows.
     pub fn execute_all(&mut self, writes: &[(String, Vec<Value>)]) -> Result<Vec<u64>, StoreError> {
-        match self.dialect() {
-            Dialect::Sqlite => writes
+        match (self.dialect(), writes) {
+            (Dialect::Sqlite, _) => writes
                 .iter()
                 .map(|(sql, values)| self.execute(sql, values))
                 .collect(),
-            Dialect::Postgres => {
-                match writes {
-                    [] => return Ok(Vec::new()),
-                    [(sql, values)] => return Ok(vec![self.execute(sql, values)?]),
-                    _ => {}
-                }
-                let mut values = Vec::new();
-                let mut ctes = Vec::with_capacity(writes.len());
-                let mut counts = Vec::with_capacity(writes.len());
-                for (i, (sql, v)) in writes.iter().enumerate() {
-                    ctes.push(format!(
-                        "s{i} AS ({} RETURNING 1)",
-                        renumber(sql, values.len())
-                    ));
-                    counts.push(format!("(SELECT count(*) FROM s{i})"));
-                    values.extend(v.iter().cloned());
-                }
-                let sql = format!("WITH {} SELECT {}", ctes.join(", "), counts.join(", "));
+            (Dialect::Postgres, []) => Ok(Vec::new()),
+            (Dialect::Postgres, [(sql, values)]) => Ok(vec![self.execute(sql, values)?]),
+            (Dialect::Postgres, _) => {
+                let (sql, values) = combined(writes);
                 let row = self.query_one(&sql, &values)?;
                 (0..writes.len())
                     .map(|i| Ok(u64::try_from(row.int(i)?).unwrap_or(0)))
@@ -755,11 +908,30 @@ impl Conn {
         }
     }
 
+    /// [`Conn::execute_all`] for writes whose row counts nobody reads, in a transaction: on
+    /// PostgreSQL they are sent with the next statement (`COMMIT`, typically) instead of
+    /// on their own (see [`PgClient`]); an error comes from that statement's call.
+    pub fn execute_all_later(&mut self, writes: &[(String, Vec<Value>)]) -> Result<(), StoreError> {
+        match self {
+            Conn::Sqlite(_) => self.execute_all(writes).map(|_| ()),
+            Conn::Postgres(c) => timed(Call::Statement, || {
+                let (sql, values) = match writes {
+                    [] => return Ok(()),
+                    [(sql, values)] => (sql.clone(), values.clone()),
+                    _ => combined(writes),
+                };
+                let types: Vec<Type> = values.iter().map(Value::pg_type).collect();
+                let st = c.statement(&sql, &types)?;
+                c.execute_later(st, values)
+            }),
+        }
+    }
+
     /// Runs several statements without parameters (migrations).
     pub fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
         timed(Call::Statement, || match self {
             Conn::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Conn::Postgres(c) => Ok(c.client.batch_execute(sql)?),
+            Conn::Postgres(c) => c.send(|client| client.batch_execute(sql)),
         })
     }
 
@@ -775,7 +947,7 @@ impl Conn {
                 c.prepare_cached(sql)?.execute([])?;
                 Ok(())
             }
-            Conn::Postgres(c) => Ok(c.client.batch_execute(sql)?),
+            Conn::Postgres(c) => c.control(sql),
         })
     }
 

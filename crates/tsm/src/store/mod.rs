@@ -298,7 +298,10 @@ impl Store {
                 }
             }
             drop(first);
-            let manager = crate::db::PgManager::new(config, opts.schema.clone());
+            let driver_config: tokio_postgres::Config = driver_url
+                .parse()
+                .map_err(|e: postgres::Error| StoreError::BadUrl(e.to_string()))?;
+            let manager = crate::db::PgManager::new(driver_config, opts.schema.clone());
             let pool = Pool::builder()
                 .max_size(opts.pool)
                 .min_idle(Some(1))
@@ -597,6 +600,95 @@ mod tests {
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].action, "kept");
         assert!(store.audit_verify().unwrap().is_ok());
+    }
+
+    /// A PostgreSQL store in a fresh schema (`None`, with a note, when no server answers and
+    /// `CARDWRIGHT_PG_TESTS` is not 1).
+    fn postgres_store() -> Option<Store> {
+        let url = std::env::var("CARDWRIGHT_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let schema = format!("u_{:016x}", rand_u64());
+        match Store::open(&format!("{url}?schema={schema}&pool=2")) {
+            Ok(s) => Some(s),
+            Err(e) if std::env::var("CARDWRIGHT_PG_TESTS").is_ok_and(|v| v == "1") => {
+                panic!("CARDWRIGHT_PG_TESTS=1 but PostgreSQL at {url} is not usable: {e}")
+            }
+            Err(e) => {
+                eprintln!("skipping a PostgreSQL test: {e}");
+                None
+            }
+        }
+    }
+
+    fn rand_u64() -> u64 {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).expect("random");
+        u64::from_le_bytes(b)
+    }
+
+    fn tenant_insert(id: &str) -> (String, Vec<crate::db::Value>) {
+        (
+            "INSERT INTO tenants (id, name, role, created_ms) VALUES ($1, $1, 'CI', 0)".into(),
+            params![id].to_vec(),
+        )
+    }
+
+    fn tenants(store: &Store) -> Vec<String> {
+        store
+            .with_conn(|c| c.query("SELECT id FROM tenants ORDER BY id", params![]))
+            .unwrap()
+            .iter()
+            .map(|r| r.text(0).unwrap())
+            .collect()
+    }
+
+    /// On PostgreSQL, `BEGIN`, savepoints and writes nobody reads the answer of are held back
+    /// and sent with the next statement: a held-back write that fails is the error of the
+    /// statement that sent it (here the `COMMIT`), and the transaction leaves nothing; the
+    /// connection is then as good as new.
+    #[test]
+    fn a_held_back_write_that_fails_fails_its_transaction() {
+        let Some(store) = postgres_store() else {
+            return;
+        };
+        store
+            .with_conn(|c| c.execute_all(&[tenant_insert("a")]))
+            .unwrap();
+        let r = store.with_conn(|c| {
+            c.begin()?;
+            c.execute_all_later(&[tenant_insert("b")])?;
+            c.savepoint("m1")?;
+            // A duplicate key: fails only when it reaches the server.
+            c.execute_all_later(&[tenant_insert("c"), tenant_insert("a")])?;
+            c.commit()
+        });
+        assert!(
+            matches!(
+                &r,
+                Err(StoreError::Duplicate(_)) | Err(StoreError::Postgres(_))
+            ),
+            "{r:?}"
+        );
+        assert_eq!(tenants(&store), ["a"]);
+        // Held back, then sent with the first statement that needs an answer.
+        let seen = store
+            .with_conn(|c| {
+                c.begin()?;
+                c.execute_all_later(&[tenant_insert("d")])?;
+                let n = c
+                    .query_one("SELECT count(*) FROM tenants", params![])?
+                    .int(0)?;
+                c.commit()?;
+                Ok::<_, StoreError>(n)
+            })
+            .unwrap();
+        assert_eq!(seen, 2);
+        assert_eq!(tenants(&store), ["a", "d"]);
+        // Outside a transaction nothing is held back.
+        store
+            .with_conn(|c| c.execute_all_later(&[tenant_insert("e")]))
+            .unwrap();
+        assert_eq!(tenants(&store), ["a", "d", "e"]);
     }
 
     #[test]
