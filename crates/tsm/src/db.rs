@@ -12,7 +12,6 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -578,38 +577,32 @@ impl PgClient {
         let held = std::mem::take(&mut self.held);
         let client = &self.client;
         let r = self.runtime.block_on(async {
-            let mut before: Vec<_> = held.iter().map(|h| Box::pin(h.run(client))).collect();
-            let mut results: Vec<Option<Result<(), postgres::Error>>> =
-                held.iter().map(|_| None).collect();
-            let mut last = Box::pin(f(client));
-            let mut answer = None;
-            // Polled in order: each statement is sent at its first poll.
-            std::future::poll_fn(|cx| {
-                for (fut, out) in before.iter_mut().zip(results.iter_mut()) {
-                    if out.is_none() {
-                        if let std::task::Poll::Ready(r) = fut.as_mut().poll(cx) {
-                            *out = Some(r);
-                        }
-                    }
-                }
-                if answer.is_none() {
-                    if let std::task::Poll::Ready(r) = last.as_mut().poll(cx) {
-                        answer = Some(r);
-                    }
-                }
-                if answer.is_some() && results.iter().all(Option::is_some) {
-                    std::task::Poll::Ready(())
-                } else {
-                    std::task::Poll::Pending
-                }
-            })
-            .await;
-            for r in results.into_iter().flatten() {
+            let before = held.iter().map(|h| Box::pin(h.run(client)) as Pending<'_, ()>);
+            let (results, answer) = in_order(before.collect(), f(client)).await;
+            for r in results {
                 r?;
             }
-            answer.expect("polled to completion")
+            answer
         });
         Ok(r?)
+    }
+
+    /// Runs queries in one round trip (after what is held back), in order; their rows.
+    fn query_many(
+        &mut self,
+        queries: &[(tokio_postgres::Statement, &[Value])],
+    ) -> Result<Vec<Vec<postgres::Row>>, StoreError> {
+        self.send(|client| async move {
+            let all = queries.iter().map(|(st, values)| {
+                Box::pin(async move {
+                    let refs: Vec<&(dyn ToSql + Sync)> =
+                        values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+                    client.query(st, &refs).await
+                }) as Pending<'_, Vec<postgres::Row>>
+            });
+            let (results, ()) = in_order(all.collect(), async {}).await;
+            results.into_iter().collect()
+        })
     }
 
     /// A transaction-control statement: `BEGIN` and `SAVEPOINT` are held back for the
@@ -647,6 +640,46 @@ impl PgClient {
             self.send(|c| c.execute(&st, &refs)).map(|_| ())
         }
     }
+}
+
+/// A statement sent, its answer awaited.
+type Pending<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, postgres::Error>> + 'a>>;
+
+/// Waits for `first` and then `last`, polling them **in order**: tokio-postgres sends a
+/// statement at its future's first poll, so this order is the order on the wire, and all
+/// of them leave in one network write.
+async fn in_order<'a, T, L>(
+    mut first: Vec<Pending<'a, T>>,
+    last: impl std::future::Future<Output = L>,
+) -> (Vec<Result<T, postgres::Error>>, L) {
+    let mut results: Vec<Option<Result<T, postgres::Error>>> = first.iter().map(|_| None).collect();
+    let mut last = std::pin::pin!(last);
+    let mut answer = None;
+    std::future::poll_fn(|cx| {
+        for (fut, out) in first.iter_mut().zip(results.iter_mut()) {
+            if out.is_none() {
+                if let std::task::Poll::Ready(r) = fut.as_mut().poll(cx) {
+                    *out = Some(r);
+                }
+            }
+        }
+        if answer.is_none() {
+            if let std::task::Poll::Ready(r) = last.as_mut().poll(cx) {
+                answer = Some(r);
+            }
+        }
+        if answer.is_some() && results.iter().all(Option::is_some) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    (
+        results.into_iter().flatten().collect(),
+        answer.expect("polled to completion"),
+    )
 }
 
 /// r2d2's manager of [`PgClient`]s, which use `search_path` when the URL names a schema.
@@ -843,6 +876,28 @@ impl Conn {
                 let rows = c.send(|client| async move { client.query(&st, &values).await })?;
                 rows.iter().map(pg_row).collect()
             }
+        }
+    }
+
+    /// Runs queries and returns the rows of each, in order. On PostgreSQL they go in one
+    /// round trip (pipelined; see [`PgClient`]): for reads that do not depend on each other.
+    pub fn query_many(&mut self, queries: &[(String, Vec<Value>)]) -> Result<Vec<Vec<Row>>, StoreError> {
+        match self {
+            Conn::Sqlite(_) => queries
+                .iter()
+                .map(|(sql, values)| self.query(sql, values))
+                .collect(),
+            Conn::Postgres(c) => timed(Call::Statement, || {
+                let mut prepared = Vec::with_capacity(queries.len());
+                for (sql, values) in queries {
+                    let types: Vec<Type> = values.iter().map(Value::pg_type).collect();
+                    prepared.push((c.statement(sql, &types)?, values.as_slice()));
+                }
+                c.query_many(&prepared)?
+                    .iter()
+                    .map(|rows| rows.iter().map(pg_row).collect())
+                    .collect()
+            }),
         }
     }
 

@@ -36,7 +36,7 @@ pub struct NewJob {
 const JOB_COLUMNS: &str = "id, tenant_id, actor, kind, card_number, params, state, attempts, \
                            lease_until_ms, error, created_ms, updated_ms";
 
-fn job_of(r: &Row) -> Result<Job, StoreError> {
+pub(crate) fn job_of(r: &Row) -> Result<Job, StoreError> {
     let params = r.text(5)?;
     Ok(Job {
         id: r.int(0)?,
@@ -119,15 +119,21 @@ pub(crate) fn job_in(c: &mut Conn, id: i64) -> Result<Option<Job>, StoreError> {
     .transpose()
 }
 
-pub(crate) fn open_job_for_card_in(c: &mut Conn, number: &str) -> Result<Option<Job>, StoreError> {
-    c.query_opt(
-        &format!(
+/// The query of the card's open job (pending or running; at most one).
+pub(crate) fn open_job_query(number: &str) -> (String, Vec<crate::db::Value>) {
+    (
+        format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE card_number = $1 AND state IN ('pending', 'running')"
         ),
-        params![number],
-    )?
-    .map(|r| job_of(&r))
-    .transpose()
+        params![number].to_vec(),
+    )
+}
+
+pub(crate) fn open_job_for_card_in(c: &mut Conn, number: &str) -> Result<Option<Job>, StoreError> {
+    let (sql, values) = open_job_query(number);
+    c.query_opt(&sql, &values)?
+        .map(|r| job_of(&r))
+        .transpose()
 }
 
 pub(crate) fn steps_in(c: &mut Conn, job: i64) -> Result<Vec<Step>, StoreError> {
@@ -179,47 +185,78 @@ pub(crate) fn create_job_in(
             Some(owner.to_string()),
         ),
     };
-    let id = c
-        .query_one(
-            "INSERT INTO jobs (tenant_id, actor, kind, card_number, params, state, attempts,
-                              lease_until_ms, lease_owner, created_ms, updated_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id",
-            params![
-                &job.tenant,
-                &job.actor,
-                job.kind.as_str(),
-                &job.card_number,
-                params_text,
-                state,
-                attempts,
-                until,
-                owner,
-                now
-            ],
-        )
-        .map_err(|e| e.duplicate_as(|| "an open job for this card".into()))?
-        .int(0)?;
-    // All steps in one statement (one round trip on PostgreSQL).
-    let mut sql =
-        String::from("INSERT INTO job_steps (job_id, seq, name, state, attempts) VALUES ");
-    let mut values = vec![crate::db::Value::from(id)];
-    for (seq, name) in job.steps.iter().enumerate() {
-        if seq > 0 {
-            sql.push_str(", ");
+    let job_insert = "INSERT INTO jobs (tenant_id, actor, kind, card_number, params, state,
+                          attempts, lease_until_ms, lease_owner, created_ms, updated_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id";
+    let mut values = params![
+        &job.tenant,
+        &job.actor,
+        job.kind.as_str(),
+        &job.card_number,
+        params_text,
+        state,
+        attempts,
+        until,
+        owner,
+        now
+    ]
+    .to_vec();
+    // The steps as rows `(seq, name)` of parameters numbered from `first`.
+    let step_rows = |first: usize| -> (Vec<String>, Vec<crate::db::Value>) {
+        let mut rows = Vec::with_capacity(job.steps.len());
+        let mut values = Vec::with_capacity(2 * job.steps.len());
+        for (seq, name) in job.steps.iter().enumerate() {
+            rows.push(format!("${}, ${}", first + 2 * seq, first + 2 * seq + 1));
+            values.push((seq as i64).into());
+            values.push(name.as_str().into());
         }
-        let n = values.len();
-        sql.push_str(&format!("($1, ${}, ${}, 'pending', 0)", n + 1, n + 2));
-        values.push((seq as i64).into());
-        values.push(name.as_str().into());
+        (rows, values)
+    };
+    let duplicate = |e: StoreError| e.duplicate_as(|| "an open job for this card".into());
+    if c.dialect() == crate::db::Dialect::Postgres && !job.steps.is_empty() {
+        // One statement, one round trip: the job, and its steps with the new job's id.
+        let (rows, step_values) = step_rows(values.len() + 1);
+        values.extend(step_values);
+        let rows: Vec<String> = rows.iter().map(|r| format!("({r})")).collect();
+        let sql = format!(
+            "WITH j AS ({job_insert}),
+             s AS (INSERT INTO job_steps (job_id, seq, name, state, attempts)
+                   SELECT j.id, v.seq, v.name, 'pending', 0
+                   FROM j, (VALUES {}) AS v (seq, name))
+             SELECT id FROM j",
+            rows.join(", ")
+        );
+        let id = c.query_one(&sql, &values).map_err(duplicate)?.int(0)?;
+        return submitted(c, job, id, claim.is_some());
     }
+    let id = c.query_one(job_insert, &values).map_err(duplicate)?.int(0)?;
     if !job.steps.is_empty() {
-        c.execute(&sql, &values)?;
+        // All steps in one statement.
+        let (rows, step_values) = step_rows(2);
+        let rows: Vec<String> = rows
+            .iter()
+            .map(|r| format!("($1, {r}, 'pending', 0)"))
+            .collect();
+        let mut values = vec![crate::db::Value::from(id)];
+        values.extend(step_values);
+        c.execute(
+            &format!(
+                "INSERT INTO job_steps (job_id, seq, name, state, attempts) VALUES {}",
+                rows.join(", ")
+            ),
+            &values,
+        )?;
     }
+    submitted(c, job, id, claim.is_some())
+}
+
+/// Records the submission in the audit log; returns the job's id.
+fn submitted(c: &mut Conn, job: &NewJob, id: i64, claimed: bool) -> Result<i64, StoreError> {
     append_in(
         c,
         &NewEntry::new(&job.actor, &format!("job.{}", job.kind), "submitted")
             .card(&job.card_number)
-            .detail(json!({"job": id, "tenant": job.tenant, "params": job.params, "claimed": claim.is_some()})),
+            .detail(json!({"job": id, "tenant": job.tenant, "params": job.params, "claimed": claimed})),
     )?;
     Ok(id)
 }

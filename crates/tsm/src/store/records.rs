@@ -115,27 +115,84 @@ pub(crate) fn category_in(conn: &mut Conn, id: &str) -> Result<Option<Category>,
     .transpose()
 }
 
-pub(crate) fn category_apps_in(conn: &mut Conn, id: &str) -> Result<Vec<AppSpec>, StoreError> {
-    conn.query(
-        "SELECT instance, package_aid, module, privileges, params, perso
-         FROM category_apps WHERE category_id = $1 ORDER BY position",
-        params![id],
-    )?
-    .iter()
-    .map(|r| {
-        Ok(AppSpec {
-            instance: parse_aid(&r.bytes(0)?, "category_apps.instance")?,
-            package: parse_aid(&r.bytes(1)?, "category_apps.package_aid")?,
-            module: parse_aid(&r.bytes(2)?, "category_apps.module")?,
-            privileges: Privileges::from_bytes(&r.bytes(3)?).map_err(|e| StoreError::Corrupt {
-                what: "category_apps.privileges".into(),
-                detail: e.to_string(),
-            })?,
-            params: r.bytes(4)?,
-            perso: r.bytes(5)?,
-        })
+const CATEGORY_APPS: &str = "SELECT instance, package_aid, module, privileges, params, perso
+     FROM category_apps WHERE category_id = $1 ORDER BY position";
+
+fn app_spec_of(r: &Row) -> Result<AppSpec, StoreError> {
+    Ok(AppSpec {
+        instance: parse_aid(&r.bytes(0)?, "category_apps.instance")?,
+        package: parse_aid(&r.bytes(1)?, "category_apps.package_aid")?,
+        module: parse_aid(&r.bytes(2)?, "category_apps.module")?,
+        privileges: Privileges::from_bytes(&r.bytes(3)?).map_err(|e| StoreError::Corrupt {
+            what: "category_apps.privileges".into(),
+            detail: e.to_string(),
+        })?,
+        params: r.bytes(4)?,
+        perso: r.bytes(5)?,
     })
-    .collect()
+}
+
+pub(crate) fn category_apps_in(conn: &mut Conn, id: &str) -> Result<Vec<AppSpec>, StoreError> {
+    conn.query(CATEGORY_APPS, params![id])?
+        .iter()
+        .map(app_spec_of)
+        .collect()
+}
+
+/// What a write request is checked against, read in one round trip on PostgreSQL (the
+/// reads do not depend on each other): the card's open job, the card, the requested
+/// category, its current base key version and its applications.
+pub(crate) struct WriteReads {
+    pub open_job: Option<crate::model::Job>,
+    pub card: Option<Card>,
+    pub category: Option<Category>,
+    /// The category's current base key version, when it has one and it is registered.
+    pub current_version: Option<BaseKeyVersion>,
+    pub apps: Vec<AppSpec>,
+}
+
+pub(crate) fn write_reads_in(
+    conn: &mut Conn,
+    number: &str,
+    category: &str,
+) -> Result<WriteReads, StoreError> {
+    let queries = [
+        crate::store::jobs::open_job_query(number),
+        (
+            format!("SELECT {CARD_COLUMNS} FROM cards WHERE card_number = $1"),
+            params![number].to_vec(),
+        ),
+        (
+            format!("SELECT {CATEGORY_COLUMNS} FROM categories WHERE id = $1"),
+            params![category].to_vec(),
+        ),
+        (
+            format!(
+                "SELECT {KEY_VERSION_COLUMNS} FROM base_key_versions WHERE category_id = $1
+                 AND version = (SELECT current_key_version FROM categories WHERE id = $1)"
+            ),
+            params![category].to_vec(),
+        ),
+        (CATEGORY_APPS.to_string(), params![category].to_vec()),
+    ];
+    let rows = conn.query_many(&queries)?;
+    let one = |i: usize| -> Result<Option<&Row>, StoreError> {
+        match rows[i].as_slice() {
+            [] => Ok(None),
+            [r] => Ok(Some(r)),
+            more => Err(StoreError::Corrupt {
+                what: "query".into(),
+                detail: format!("{} rows where at most one was expected", more.len()),
+            }),
+        }
+    };
+    Ok(WriteReads {
+        open_job: one(0)?.map(crate::store::jobs::job_of).transpose()?,
+        card: one(1)?.map(card_of).transpose()?,
+        category: one(2)?.map(category_of).transpose()?,
+        current_version: one(3)?.map(key_version_of).transpose()?,
+        apps: rows[4].iter().map(app_spec_of).collect::<Result<_, _>>()?,
+    })
 }
 
 pub(crate) fn card_apps_in(conn: &mut Conn, number: &str) -> Result<Vec<CardApp>, StoreError> {
@@ -717,14 +774,31 @@ pub(crate) fn insert_blank_card(
     card_number: &str,
     category: &str,
 ) -> Result<Card, StoreError> {
+    let (card, sql, values) = blank_card_insert(card_number, category);
+    c.execute(&sql, &values)
+        .map_err(|e| e.duplicate_as(|| "card number".into()))?;
+    Ok(card)
+}
+
+/// [`insert_blank_card`] for a card number that this transaction saw unused: on PostgreSQL
+/// the INSERT goes with the transaction's next statement (see [`Conn::execute_all_later`]),
+/// whose call then reports a concurrent registration of the same number.
+pub(crate) fn insert_blank_card_later(
+    c: &mut Conn,
+    card_number: &str,
+    category: &str,
+) -> Result<Card, StoreError> {
+    let (card, sql, values) = blank_card_insert(card_number, category);
+    c.execute_all_later(&[(sql, values)])?;
+    Ok(card)
+}
+
+fn blank_card_insert(card_number: &str, category: &str) -> (Card, String, Vec<crate::db::Value>) {
     let now = now_ms();
-    c.execute(
-        "INSERT INTO cards (card_number, category_id, state, created_ms, updated_ms)
-         VALUES ($1, $2, $3, $4, $4)",
-        params![card_number, category, CardState::Blank.as_str(), now],
-    )
-    .map_err(|e| e.duplicate_as(|| "card number".into()))?;
-    Ok(Card {
+    let sql = "INSERT INTO cards (card_number, category_id, state, created_ms, updated_ms)
+         VALUES ($1, $2, $3, $4, $4)";
+    let values = params![card_number, category, CardState::Blank.as_str(), now].to_vec();
+    let card = Card {
         card_number: card_number.into(),
         category: category.into(),
         state: CardState::Blank,
@@ -736,7 +810,8 @@ pub(crate) fn insert_blank_card(
         initial_key_kind: None,
         created_ms: now,
         updated_ms: now,
-    })
+    };
+    (card, sql.into(), values)
 }
 
 /// Writes what the job engine learnt or changed about a card (state, keys, KDD, chip).
