@@ -272,7 +272,7 @@ fn writes(c: &mut Criterion) {
     let hsm = softhsm_keys();
     bench_backend(c, common::sqlite(), hsm.as_ref());
     bench_backend(c, common::sqlite_full(), hsm.as_ref());
-    if let Some(pg) = common::postgres() {
+    if let Some(pg) = common::postgres_production() {
         bench_backend(c, pg, hsm.as_ref());
     }
 }

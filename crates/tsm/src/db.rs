@@ -577,7 +577,9 @@ impl PgClient {
         let held = std::mem::take(&mut self.held);
         let client = &self.client;
         let r = self.runtime.block_on(async {
-            let before = held.iter().map(|h| Box::pin(h.run(client)) as Pending<'_, ()>);
+            let before = held
+                .iter()
+                .map(|h| Box::pin(h.run(client)) as Pending<'_, ()>);
             let (results, answer) = in_order(before.collect(), f(client)).await;
             for r in results {
                 r?;
@@ -881,7 +883,10 @@ impl Conn {
 
     /// Runs queries and returns the rows of each, in order. On PostgreSQL they go in one
     /// round trip (pipelined; see [`PgClient`]): for reads that do not depend on each other.
-    pub fn query_many(&mut self, queries: &[(String, Vec<Value>)]) -> Result<Vec<Vec<Row>>, StoreError> {
+    pub fn query_many(
+        &mut self,
+        queries: &[(String, Vec<Value>)],
+    ) -> Result<Vec<Vec<Row>>, StoreError> {
         match self {
             Conn::Sqlite(_) => queries
                 .iter()

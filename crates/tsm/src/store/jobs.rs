@@ -131,9 +131,7 @@ pub(crate) fn open_job_query(number: &str) -> (String, Vec<crate::db::Value>) {
 
 pub(crate) fn open_job_for_card_in(c: &mut Conn, number: &str) -> Result<Option<Job>, StoreError> {
     let (sql, values) = open_job_query(number);
-    c.query_opt(&sql, &values)?
-        .map(|r| job_of(&r))
-        .transpose()
+    c.query_opt(&sql, &values)?.map(|r| job_of(&r)).transpose()
 }
 
 pub(crate) fn steps_in(c: &mut Conn, job: i64) -> Result<Vec<Step>, StoreError> {
@@ -229,7 +227,10 @@ pub(crate) fn create_job_in(
         let id = c.query_one(&sql, &values).map_err(duplicate)?.int(0)?;
         return submitted(c, job, id, claim.is_some());
     }
-    let id = c.query_one(job_insert, &values).map_err(duplicate)?.int(0)?;
+    let id = c
+        .query_one(job_insert, &values)
+        .map_err(duplicate)?
+        .int(0)?;
     if !job.steps.is_empty() {
         // All steps in one statement.
         let (rows, step_values) = step_rows(2);
@@ -256,7 +257,9 @@ fn submitted(c: &mut Conn, job: &NewJob, id: i64, claimed: bool) -> Result<i64, 
         c,
         &NewEntry::new(&job.actor, &format!("job.{}", job.kind), "submitted")
             .card(&job.card_number)
-            .detail(json!({"job": id, "tenant": job.tenant, "params": job.params, "claimed": claimed})),
+            .detail(
+                json!({"job": id, "tenant": job.tenant, "params": job.params, "claimed": claimed}),
+            ),
     )?;
     Ok(id)
 }

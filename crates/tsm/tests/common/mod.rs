@@ -97,6 +97,18 @@ pub fn postgres() -> Option<TestStore> {
 
 /// Like [`postgres`], in a fresh schema named `{prefix}_` and random hex digits.
 pub fn postgres_schema(prefix: &str) -> Option<TestStore> {
+    postgres_with(prefix, "pool=4")
+}
+
+/// [`postgres`] with the store's production options (the default pool and groups), unless
+/// `CARDWRIGHT_PG_STORE_OPTIONS` says otherwise: for benchmarks.
+#[allow(dead_code)]
+pub fn postgres_production() -> Option<TestStore> {
+    postgres_with("t", "")
+}
+
+/// A PostgreSQL test store whose options are `CARDWRIGHT_PG_STORE_OPTIONS`, or `default`.
+fn postgres_with(prefix: &str, default: &str) -> Option<TestStore> {
     let url = std::env::var("CARDWRIGHT_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.into());
     let required = std::env::var("CARDWRIGHT_PG_TESTS").is_ok_and(|v| v == "1");
     let mut client = match postgres::Client::connect(&url, postgres::NoTls) {
@@ -114,8 +126,9 @@ pub fn postgres_schema(prefix: &str) -> Option<TestStore> {
         .batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
         .expect("create test schema");
     let sep = if url.contains('?') { '&' } else { '?' };
-    // The store's own options (`pool=`, `groups=`); benchmarks set more connections.
-    let options = std::env::var("CARDWRIGHT_PG_STORE_OPTIONS").unwrap_or_else(|_| "pool=4".into());
+    // The store's own options (`pool=`, `groups=`): few connections for tests.
+    let options =
+        std::env::var("CARDWRIGHT_PG_STORE_OPTIONS").unwrap_or_else(|_| default.to_string());
     let store_url = format!("{url}{sep}schema={schema}&{options}");
     let store = Store::open(&store_url).expect("open postgres store");
     Some(TestStore {
