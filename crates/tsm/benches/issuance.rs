@@ -18,8 +18,8 @@
 //!
 //! `cargo bench -p tsm --bench issuance`; `CARDWRIGHT_PG_URL` picks the PostgreSQL server;
 //! `ISSUANCE_BENCH_QUICK=1` skips the criterion part; `ISSUANCE_BENCH_ONLY=sqlite|sqlite-full|postgres`
-//! measures one backend; `ISSUANCE_BENCH_WRITES=N` sets the writes per measurement (2,000 on
-//! SQLite, 500 on PostgreSQL by default); `ISSUANCE_BENCH_WORKERS=1,8,16` the numbers of
+//! measures one backend; `ISSUANCE_BENCH_WRITES=N` sets the writes per measurement (2,000 by
+//! default); `ISSUANCE_BENCH_WORKERS=1,8,16` the numbers of
 //! concurrent workers measured (1 and 8 by default); `ISSUANCE_BENCH_KEYS=softhsm` keeps the base key and the audit key in
 //! a SoftHSM2 token instead of the software key store.
 
@@ -225,11 +225,7 @@ fn bench_backend(c: &mut Criterion, ts: TestStore, hsm: Option<&HsmKeys>) {
     let n = std::env::var("ISSUANCE_BENCH_WRITES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(if name.starts_with("sqlite") {
-            2000
-        } else {
-            500
-        });
+        .unwrap_or(2000);
     breakdown(name, &f, &issuer, n);
     let workers: Vec<u32> = std::env::var("ISSUANCE_BENCH_WORKERS")
         .ok()
