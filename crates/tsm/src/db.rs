@@ -485,7 +485,8 @@ const PG_STATEMENT_CACHE: usize = 256;
 /// held back: every statement there commits on its own and must be answered before the
 /// next.
 pub(crate) struct PgClient {
-    runtime: tokio::runtime::Runtime,
+    /// Boxed: a runtime is large, and [`Conn`] holds a connection of either engine.
+    runtime: Box<tokio::runtime::Runtime>,
     client: tokio_postgres::Client,
     prepared: HashMap<String, (Vec<Type>, tokio_postgres::Statement)>,
     held: Vec<Held>,
@@ -533,7 +534,7 @@ impl PgClient {
         // and the client reports itself closed, when the server goes away.
         runtime.spawn(connection);
         let mut c = PgClient {
-            runtime,
+            runtime: Box::new(runtime),
             client,
             prepared: HashMap::new(),
             held: Vec::new(),
