@@ -23,14 +23,17 @@
 //!    statement and one committed transaction with the steps completed before it (`done`,
 //!    with what each did and its effect on the card row); the steps that only read or
 //!    prove (check, prove/verify keys, finish) start without a commit and are recorded with
-//!    the next one, or at the end. A crash therefore loses at most steps that left the card
-//!    as it was, which the resume does again; and before anything changes the card, what
+//!    the next one, or at the end. The quick steps that change the card (STORE DATA, PUT
+//!    KEY) that follow one another (with only such reading steps between) are recorded
+//!    `started` together, before the first of them; an application's load or delete gets a
+//!    record of its own. A crash therefore loses at most steps that are recorded
+//!    `started`, which the resume does again; and before anything changes the card, what
 //!    the run learnt about it (chip identity, factory KDD) and the intent to change it are
 //!    in the database, so a PUT KEY whose answer was lost is known to have been sent (write:
-//!    five commits, not eight). A step found `started` is done again after checking the
-//!    card, since every step is idempotent (STORE DATA overwrites; PUT KEY is skipped when
-//!    the new keys already open; an application already in the registry is not loaded
-//!    again; DELETE of something absent counts as done).
+//!    three commits: the submission, the starts, the end). A step found `started` is done
+//!    again after checking the card, since every step is idempotent (STORE DATA overwrites;
+//!    PUT KEY is skipped when the new keys already open; an application already in the
+//!    registry is not loaded again; DELETE of something absent counts as done).
 //!
 //! A broken exchange (card pulled out, reader gone) or an answer that does not verify
 //! (R-MAC, PUT KEY confirmation) leaves the job `pending`: run it again with the card back

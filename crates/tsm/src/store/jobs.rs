@@ -325,16 +325,16 @@ pub(crate) fn step_started_in(c: &mut Conn, lease: &Lease, seq: u32) -> Result<b
     )? == 1)
 }
 
-/// The statement that records the steps `done` (sequence and detail) as done and, with
-/// `next`, step `next` as started (one more attempt), provided this worker still holds the
-/// job's lease: then it changes `done.len() + 1` rows, otherwise none. Steps done without a
-/// recorded start (steps that do not change the card run without a commit before them)
+/// The statement that records the steps `done` (sequence and detail) as done and the steps
+/// `next` as started (one more attempt each), provided this worker still holds the job's
+/// lease: then it changes `done.len() + next.len()` rows, otherwise none. Steps done without
+/// a recorded start (steps that do not change the card run without a commit before them)
 /// count one attempt too. Without `next` the lease is not checked here: the caller ends the
 /// job in the same transaction, and that statement checks it.
 pub(crate) fn steps_record_sql(
     lease: &Lease,
     done: &[(u32, &serde_json::Value)],
-    next: Option<u32>,
+    next: &[u32],
 ) -> Result<(String, Vec<Value>), StoreError> {
     let mut values: Vec<Value> = vec![lease.job.into(), now_ms().into()];
     let mut param = |v: Value| {
@@ -358,17 +358,17 @@ pub(crate) fn steps_record_sql(
     } else {
         format!("seq IN ({})", seqs.join(", "))
     };
-    let (is_next, which, lease_check) = match next {
-        Some(n) => {
-            let n = param(i64::from(n).into());
-            let owner = param(lease.owner.as_str().into());
-            (
-                format!("seq = {n}"),
-                format!("({in_done} OR (seq = {n} AND state <> 'done'))"),
-                format!(" AND {}", holds_lease("$1", &owner)),
-            )
-        }
-        None => ("FALSE".to_string(), in_done.clone(), String::new()),
+    let (is_next, which, lease_check) = if next.is_empty() {
+        ("FALSE".to_string(), in_done.clone(), String::new())
+    } else {
+        let n: Vec<String> = next.iter().map(|n| param(i64::from(*n).into())).collect();
+        let owner = param(lease.owner.as_str().into());
+        let is_next = format!("seq IN ({})", n.join(", "));
+        (
+            is_next.clone(),
+            format!("({in_done} OR ({is_next} AND state <> 'done'))"),
+            format!(" AND {}", holds_lease("$1", &owner)),
+        )
     };
     let detail_case = if seqs.is_empty() {
         "detail".to_string()

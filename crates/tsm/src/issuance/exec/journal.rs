@@ -1,7 +1,8 @@
 //! The step journal: each step that changes the card recorded `started` before its first
-//! APDU, together with the steps completed before it (`done`, with their effects on the
-//! card row and the applications), in one statement and one transaction; the lease renewed
-//! on the way; the end of the run.
+//! APDU (quick ones that follow one another together, see `Run::started_together`), with
+//! the steps completed before it (`done`, with their effects on the card row and the
+//! applications), in one statement and one transaction; the lease renewed on the way; the
+//! end of the run.
 
 use super::*;
 
@@ -12,16 +13,16 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
     /// shares with other workers' writes). A step that does not change the card starts
     /// without it: its record waits for the next one, since after a crash running it again
     /// is all a resume needs (see the module documentation of [`crate::issuance`]).
-    pub(super) fn begin(&mut self, seq: u32) -> Result<()> {
+    pub(super) fn begin(&mut self, seqs: &[u32]) -> Result<()> {
         let carry = std::mem::take(&mut self.carry);
         let t = Instant::now();
         // Renew the lease when half of it has gone by (every step with a zero lease).
         let renew = self.renewed.elapsed() * 2 >= self.lease.duration;
         let r = if carry.iter().all(Done::rows_only) {
-            self.begin_in_one(&carry, seq, renew)
+            self.begin_in_one(&carry, seqs, renew)
         } else {
             self.issuer.store.tx(|c: &mut Conn| -> Result<()> {
-                self.record(c, carry, Some(seq))?;
+                self.record(c, carry, seqs)?;
                 if renew && !renew_in(c, &self.lease)? {
                     return Err(Error::JobLeased(LeaseHeld::job(self.job.id)));
                 }
@@ -40,10 +41,10 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
     /// ([`Store::write_atomic`](crate::Store): on PostgreSQL one statement, one round trip),
     /// each statement on condition that this worker still holds the lease, so that a lost
     /// lease writes nothing.
-    fn begin_in_one(&self, done: &[Done], seq: u32, renew: bool) -> Result<()> {
+    fn begin_in_one(&self, done: &[Done], seqs: &[u32], renew: bool) -> Result<()> {
         let steps: Vec<(u32, &serde_json::Value)> =
             done.iter().map(|d| (d.seq, &d.detail)).collect();
-        let mut writes = vec![steps_record_sql(&self.lease, &steps, Some(seq))?];
+        let mut writes = vec![steps_record_sql(&self.lease, &steps, seqs)?];
         if let Some(card) = done.iter().rev().find_map(|d| d.card.as_ref()) {
             writes.push(update_card_sql(card, Some(&self.lease)));
         }
@@ -51,7 +52,7 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
             writes.push(renew_sql(&self.lease));
         }
         let counts = self.issuer.store.write_atomic(&writes)?;
-        let held = counts.first() == Some(&(steps.len() as u64 + 1))
+        let held = counts.first() == Some(&((steps.len() + seqs.len()) as u64))
             && (!renew || counts.last() == Some(&1));
         if held {
             Ok(())
@@ -60,8 +61,8 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
         }
     }
 
-    /// Records completed steps (and the start of step `next`, if any) with their effects.
-    pub(super) fn record(&self, c: &mut Conn, done: Vec<Done>, next: Option<u32>) -> Result<()> {
+    /// Records completed steps (and the start of the steps `next`) with their effects.
+    pub(super) fn record(&self, c: &mut Conn, done: Vec<Done>, next: &[u32]) -> Result<()> {
         let lost = || Error::JobLeased(LeaseHeld::job(self.job.id));
         let steps: Vec<(u32, &serde_json::Value)> =
             done.iter().map(|d| (d.seq, &d.detail)).collect();
@@ -69,7 +70,7 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
         // The step rows, the card row as the last of them left it, and the end of the job:
         // one statement on PostgreSQL.
         let mut writes = Vec::new();
-        if !steps.is_empty() || next.is_some() {
+        if !steps.is_empty() || !next.is_empty() {
             writes.push(steps_record_sql(&self.lease, &steps, next)?);
         }
         if let Some(card) = done.iter().rev().find_map(|d| d.card.as_ref()) {
@@ -79,7 +80,8 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
             writes.push(end_sql(&self.lease, JobState::Done, None));
         }
         let counts = c.execute_all(&writes)?;
-        let steps_held = next.is_none() || counts.first() == Some(&(steps.len() as u64 + 1));
+        let steps_held =
+            next.is_empty() || counts.first() == Some(&((steps.len() + next.len()) as u64));
         let end_held = finish.is_none() || counts.last() == Some(&1);
         if !steps_held || !end_held {
             return Err(lost());
@@ -125,7 +127,7 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
             if !end_job_in(c, &self.lease, state, Some(&e.to_string()))? {
                 return Err(Error::JobLeased(LeaseHeld::job(self.job.id)));
             }
-            self.record(c, carry, None)?;
+            self.record(c, carry, &[])?;
             let steps = steps_in(c, self.job.id)?;
             let touched = changed_now
                 || card_touched(
