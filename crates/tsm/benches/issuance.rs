@@ -190,24 +190,43 @@ fn parallel(name: &str, f: &Fixture, issuer: &Issuer, threads: u32, per_thread: 
     let (commits, wal) = (tsm::commits_total(), pg_wal_syncs(&f.ts));
     let batches: Vec<Vec<SimCard>> = (0..threads).map(|_| blank_cards(per_thread)).collect();
     let start = Instant::now();
-    std::thread::scope(|s| {
-        for mut cards in batches {
-            s.spawn(move || {
-                for card in &mut cards {
-                    issuer
-                        .write(&f.ci, &next_number(), CATEGORY, card)
-                        .expect("write");
-                }
-            });
-        }
+    let timings: Vec<tsm::Timing> = std::thread::scope(|s| {
+        let workers: Vec<_> = batches
+            .into_iter()
+            .map(|mut cards| {
+                s.spawn(move || {
+                    let mut t = tsm::Timing::default();
+                    for card in &mut cards {
+                        let out = issuer
+                            .write(&f.ci, &next_number(), CATEGORY, card)
+                            .expect("write");
+                        t.total += out.timing.total;
+                        t.database += out.timing.database;
+                    }
+                    t
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("worker"))
+            .collect()
     });
     let wall = start.elapsed();
     let n = threads * per_thread;
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(n);
+    let (total, database) = timings
+        .iter()
+        .fold((Duration::ZERO, Duration::ZERO), |(t, d), x| {
+            (t + x.total, d + x.database)
+        });
     eprintln!(
-        "{name}: {threads} workers: {n} writes in {:.2} s = {:.0} writes/s, {}",
+        "{name}: {threads} workers: {n} writes in {:.2} s = {:.0} writes/s, {}; a write takes {:.0} µs, {:.0} µs of it in the database",
         wall.as_secs_f64(),
         f64::from(n) / wall.as_secs_f64(),
-        per_write(&f.ts, commits, wal, n)
+        per_write(&f.ts, commits, wal, n),
+        per(total),
+        per(database)
     );
 }
 
