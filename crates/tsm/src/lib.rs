@@ -12,7 +12,7 @@
 //! * `sqlite:PATH`: embedded, the default. WAL journal, `synchronous=NORMAL` unless
 //!   `?synchronous=full`; one group commit at a time (SQLite has one writer).
 //! * `postgres://USER@HOST:PORT/DB`: production. `?schema=NAME` selects (and creates) a
-//!   schema; `?pool=N` sizes the pool; `?groups=N` (default 1, at most the pool) is how many
+//!   schema; `?pool=N` sizes the pool; `?groups=N` (default 2, at most the pool) is how many
 //!   group commits run at the same time; other parameters go to the driver (for example
 //!   `options=-c%20synchronous_commit%3Doff`).
 //!

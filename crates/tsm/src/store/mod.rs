@@ -84,7 +84,7 @@ enum Durability {
 }
 
 /// PostgreSQL group commits that may run at the same time, unless `groups=` says otherwise.
-const DEFAULT_PG_GROUPS: u32 = 1;
+const DEFAULT_PG_GROUPS: u32 = 2;
 
 /// Options shared by both backends, read from the URL's query string.
 #[derive(Debug)]
