@@ -540,9 +540,13 @@ impl PgClient {
             held: Vec::new(),
             in_transaction: false,
         };
+        // Notices ("relation … already exists, skipping" from the migrations' `IF NOT
+        // EXISTS` at every start) are not news for the platform's log; warnings still are.
+        let mut settings = String::from("SET client_min_messages TO warning");
         if let Some(s) = schema {
-            c.control(&format!("SET search_path TO \"{s}\""))?;
+            settings.push_str(&format!("; SET search_path TO \"{s}\""));
         }
+        c.control(&settings)?;
         Ok(c)
     }
 
