@@ -507,11 +507,7 @@ impl Held {
     async fn run(&self, client: &tokio_postgres::Client) -> Result<(), postgres::Error> {
         match self {
             Held::Control(sql) => client.batch_execute(sql).await,
-            Held::Write(st, values) => {
-                let refs: Vec<&(dyn ToSql + Sync)> =
-                    values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-                client.execute(st, &refs).await.map(|_| ())
-            }
+            Held::Write(st, values) => client.execute(st, &sql_params(values)).await.map(|_| ()),
         }
     }
 }
@@ -601,11 +597,8 @@ impl PgClient {
     ) -> Result<Vec<Vec<postgres::Row>>, StoreError> {
         self.send(|client| async move {
             let all = queries.iter().map(|(st, values)| {
-                Box::pin(async move {
-                    let refs: Vec<&(dyn ToSql + Sync)> =
-                        values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-                    client.query(st, &refs).await
-                }) as Pending<'_, Vec<postgres::Row>>
+                Box::pin(async move { client.query(st, &sql_params(values)).await })
+                    as Pending<'_, Vec<postgres::Row>>
             });
             let (results, ()) = in_order(all.collect(), async {}).await;
             results.into_iter().collect()
@@ -642,8 +635,7 @@ impl PgClient {
             self.held.push(Held::Write(st, values));
             Ok(())
         } else {
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+            let refs = sql_params(&values);
             self.send(|c| c.execute(&st, &refs)).map(|_| ())
         }
     }
@@ -843,10 +835,12 @@ fn pg_prepared<'p>(
 ) -> Result<(tokio_postgres::Statement, Vec<&'p (dyn ToSql + Sync)>), StoreError> {
     let types: Vec<Type> = params.iter().map(Value::pg_type).collect();
     let st = c.statement(sql, &types)?;
-    Ok((
-        st,
-        params.iter().map(|p| p as &(dyn ToSql + Sync)).collect(),
-    ))
+    Ok((st, sql_params(params)))
+}
+
+/// Parameters as the driver takes them.
+fn sql_params(values: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
+    values.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
 }
 
 impl Conn {

@@ -100,6 +100,23 @@ fn write_then_check(kind: KeyKind, scp02: bool) {
     }
 }
 
+/// Creates category `id` of tenant acme with the GP test key as initial keys (KVN 30).
+fn gp_test_category(f: &Fixture, id: &str) {
+    f.store()
+        .create_category(
+            "admin",
+            &tsm::CategorySpec {
+                id: id.into(),
+                tenant: "acme".into(),
+                description: "".into(),
+                initial_keys: tsm::model::InitialKeys::GpTestKey,
+                initial_kvn: 0x30,
+                perso: vec![],
+            },
+        )
+        .unwrap();
+}
+
 #[test]
 fn write_scp03_card_with_aes_base_key_kdf3() {
     write_then_check(KeyKind::Aes, false);
@@ -306,19 +323,7 @@ fn refusals_change_nothing() {
             f.issuer.write(&f.ci, NUMBER, CATEGORY, &mut card),
             Err(Error::WrongState { .. })
         ));
-        f.store()
-            .create_category(
-                "admin",
-                &tsm::CategorySpec {
-                    id: "acme/silver".into(),
-                    tenant: "acme".into(),
-                    description: "".into(),
-                    initial_keys: tsm::model::InitialKeys::GpTestKey,
-                    initial_kvn: 0x30,
-                    perso: vec![],
-                },
-            )
-            .unwrap();
+        gp_test_category(&f, "acme/silver");
         assert!(matches!(
             f.issuer.rewrite(&f.ci, NUMBER, "acme/silver", &mut card),
             Err(Error::WrongCategory { .. })
@@ -385,19 +390,7 @@ fn a_key_store_key_that_is_not_the_registered_one_is_refused() {
     for ts in backends() {
         let name = ts.name;
         let f = Fixture::new(ts, KeyKind::Aes, 0x30, false);
-        f.store()
-            .create_category(
-                "admin",
-                &tsm::CategorySpec {
-                    id: "acme/bad".into(),
-                    tenant: "acme".into(),
-                    description: "".into(),
-                    initial_keys: tsm::model::InitialKeys::GpTestKey,
-                    initial_kvn: 0x30,
-                    perso: vec![],
-                },
-            )
-            .unwrap();
+        gp_test_category(&f, "acme/bad");
         f.store()
             .register_key_version(
                 "admin",

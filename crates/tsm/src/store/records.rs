@@ -97,22 +97,34 @@ pub(crate) fn card_of(r: &Row) -> Result<Card, StoreError> {
     })
 }
 
+/// The query of a card by number.
+fn card_query(number: &str) -> (String, Vec<crate::db::Value>) {
+    (
+        format!("SELECT {CARD_COLUMNS} FROM cards WHERE card_number = $1"),
+        params![number].to_vec(),
+    )
+}
+
+/// The query of a category by id.
+fn category_query(id: &str) -> (String, Vec<crate::db::Value>) {
+    (
+        format!("SELECT {CATEGORY_COLUMNS} FROM categories WHERE id = $1"),
+        params![id].to_vec(),
+    )
+}
+
 pub(crate) fn card_in(conn: &mut Conn, number: &str) -> Result<Option<Card>, StoreError> {
-    conn.query_opt(
-        &format!("SELECT {CARD_COLUMNS} FROM cards WHERE card_number = $1"),
-        params![number],
-    )?
-    .map(|r| card_of(&r))
-    .transpose()
+    let (sql, values) = card_query(number);
+    conn.query_opt(&sql, &values)?
+        .map(|r| card_of(&r))
+        .transpose()
 }
 
 pub(crate) fn category_in(conn: &mut Conn, id: &str) -> Result<Option<Category>, StoreError> {
-    conn.query_opt(
-        &format!("SELECT {CATEGORY_COLUMNS} FROM categories WHERE id = $1"),
-        params![id],
-    )?
-    .map(|r| category_of(&r))
-    .transpose()
+    let (sql, values) = category_query(id);
+    conn.query_opt(&sql, &values)?
+        .map(|r| category_of(&r))
+        .transpose()
 }
 
 const CATEGORY_APPS: &str = "SELECT instance, package_aid, module, privileges, params, perso
@@ -158,14 +170,8 @@ pub(crate) fn write_reads_in(
 ) -> Result<WriteReads, StoreError> {
     let queries = [
         crate::store::jobs::open_job_query(number),
-        (
-            format!("SELECT {CARD_COLUMNS} FROM cards WHERE card_number = $1"),
-            params![number].to_vec(),
-        ),
-        (
-            format!("SELECT {CATEGORY_COLUMNS} FROM categories WHERE id = $1"),
-            params![category].to_vec(),
-        ),
+        card_query(number),
+        category_query(category),
         (
             format!(
                 "SELECT {KEY_VERSION_COLUMNS} FROM base_key_versions WHERE category_id = $1
