@@ -534,17 +534,8 @@ impl relay::agent::Readers for Desk {
 fn workers_write_the_cards_of_the_terminals_readers_once_each() {
     let p = platform();
     let store = p.store.clone();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = p.app.clone();
-    rt.spawn(async move { axum::serve(listener, app).await });
+    let rt = common::runtime();
+    let url = common::serve_on(&rt, p.app.clone());
 
     let ci = tsm::Actor::new("issuer", "ops");
     let numbers = vec![

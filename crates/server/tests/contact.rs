@@ -145,21 +145,12 @@ fn the_background_task_renews_a_due_ssd_when_the_card_is_presented() {
             .unwrap()
             .kvn
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let hub = Hub::new(
         Arc::new(StaticTokens::new().with("desk-token-0123456789", "desk")),
         Duration::from_secs(10),
     );
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = hub.router();
-    rt.spawn(async move { axum::serve(listener, app).await });
+    let url = common::serve_on(&rt, hub.router());
     let platform = Arc::new(CiContact {
         ci: ci.clone(),
         actor: Actor::new("issuer", "renew-at-contact"),

@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
 use common::{call, Reply};
-use kms::{Component, KeyKind, KeyStore, MasterKey, SoftwareKeyStore};
+use kms::{KeyStore, MasterKey, SoftwareKeyStore};
 use serde_json::{json, Value};
 use server::auth::{Principal, Role, TokenTable};
 use server::issuance::IssuanceApi;
 use tsm::model::Role as TenantRole;
-use tsm::{Actor, CategorySpec, Store};
+use tsm::{Actor, Store};
 
 const EMPTY_CAP: &[u8] = include_bytes!("../../tsm/tests/data/Empty_0102030405_8d5ac9e2_2.2.1.cap");
 const BASE: &str = "00112233445566778899AABBCCDDEEFF";
@@ -62,48 +62,13 @@ fn platform() -> Platform {
         SoftwareKeyStore::create(dir.path().join("keys.json"), MasterKey::generate().unwrap())
             .unwrap(),
     );
-    let key = apdu::parse_hex(BASE).unwrap();
     let mut tokens = TokenTable::new();
     for tenant in TENANTS {
         store
             .create_tenant("admin", tenant, tenant, TenantRole::CardIssuer)
             .unwrap();
         let category = format!("{tenant}-gold");
-        store
-            .create_category(
-                "admin",
-                &CategorySpec {
-                    id: category.clone(),
-                    tenant: tenant.into(),
-                    description: String::new(),
-                    initial_keys: tsm::model::InitialKeys::GpTestKey,
-                    initial_kvn: 0x30,
-                    perso: Vec::new(),
-                },
-            )
-            .unwrap();
-        let kcv = |b: &[u8]| kms::Key::new(KeyKind::Aes, b).unwrap().kcv();
-        let c1 = vec![0x5Au8; 16];
-        let c2: Vec<u8> = key.iter().zip(&c1).map(|(a, b)| a ^ b).collect();
-        let info = keys
-            .import_base_key(
-                &category,
-                KeyKind::Aes,
-                vec![Component::new(&c1, kcv(&c1)), Component::new(&c2, kcv(&c2))],
-                None,
-            )
-            .unwrap();
-        store
-            .register_key_version(
-                "admin",
-                &category,
-                info.version,
-                &category,
-                KeyKind::Aes,
-                info.kcv,
-                true,
-            )
-            .unwrap();
+        common::issuer::gp_test_key_category(&store, keys.as_ref(), tenant, &category, BASE);
         for role in [Role::Operator, Role::Viewer] {
             tokens.add(
                 &token(tenant, role),

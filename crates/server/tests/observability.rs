@@ -4,11 +4,13 @@
 //! error answers and the metrics of error codes; `/healthz`; `/readyz`, and its 503 when the
 //! database (PostgreSQL, through a proxy that the test stops) no longer answers.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kms::{Component, KeyKind, KeyStore, MasterKey, SoftwareKeyStore};
+use kms::{KeyStore, MasterKey, SoftwareKeyStore};
 use relay::agent::{self, AgentConfig, Readers};
 use relay::protocol::{ReaderReport, RelayFault};
 use serde_json::{json, Value};
@@ -18,7 +20,7 @@ use server::observe::{Observability, Readiness};
 use server::{ca_files, MemoryAudit, PayServer, ServerConfig, Stores};
 use transport::CardChannel;
 use tsm::model::Role as TenantRole;
-use tsm::{CategorySpec, Store};
+use tsm::Store;
 
 const BASE: &str = "00112233445566778899AABBCCDDEEFF";
 const OPERATOR: &str = "alpha-operator-token-0123456789";
@@ -102,16 +104,8 @@ struct Served {
 }
 
 fn serve(app: axum::Router) -> Served {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    rt.spawn(async move { axum::serve(listener, app).await });
+    let rt = common::runtime();
+    let url = common::serve_on(&rt, app);
     Served { url, _rt: rt }
 }
 
@@ -135,42 +129,7 @@ fn platform(metrics_token: Option<&str>) -> Platform {
     store
         .create_tenant("admin", "alpha", "alpha", TenantRole::CardIssuer)
         .unwrap();
-    store
-        .create_category(
-            "admin",
-            &CategorySpec {
-                id: "alpha-gold".into(),
-                tenant: "alpha".into(),
-                description: String::new(),
-                initial_keys: tsm::model::InitialKeys::GpTestKey,
-                initial_kvn: 0x30,
-                perso: Vec::new(),
-            },
-        )
-        .unwrap();
-    let key = apdu::parse_hex(BASE).unwrap();
-    let kcv = |b: &[u8]| kms::Key::new(KeyKind::Aes, b).unwrap().kcv();
-    let c1 = vec![0x5Au8; 16];
-    let c2: Vec<u8> = key.iter().zip(&c1).map(|(a, b)| a ^ b).collect();
-    let info = keys
-        .import_base_key(
-            "alpha-gold",
-            KeyKind::Aes,
-            vec![Component::new(&c1, kcv(&c1)), Component::new(&c2, kcv(&c2))],
-            None,
-        )
-        .unwrap();
-    store
-        .register_key_version(
-            "admin",
-            "alpha-gold",
-            info.version,
-            "alpha-gold",
-            KeyKind::Aes,
-            info.kcv,
-            true,
-        )
-        .unwrap();
+    common::issuer::gp_test_key_category(&store, keys.as_ref(), "alpha", "alpha-gold", BASE);
     let mut tokens = TokenTable::new();
     tokens.add(
         OPERATOR,

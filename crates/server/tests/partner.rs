@@ -884,17 +884,8 @@ fn ap_api_runs_flow1_through_its_terminal() {
         );
     let api = server::ap::ApApi::new(Arc::new(ap), tokens, Duration::from_secs(10));
     let app = server::ap::router(api.clone());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let served = app.clone();
-    rt.spawn(async move { axum::serve(listener, served).await });
+    let rt = common::runtime();
+    let url = common::serve_on(&rt, app.clone());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let agent = {
         let stop = stop.clone();
@@ -1007,17 +998,8 @@ fn flow2_and_renewals_at_the_ci_desk() {
         hub.clone(),
     );
     let app = server::partner::router(api);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let relay_app = hub.router();
-    rt.spawn(async move { axum::serve(listener, relay_app).await });
+    let rt = common::runtime();
+    let url = common::serve_on(&rt, hub.router());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let agent = {
         let stop = stop.clone();

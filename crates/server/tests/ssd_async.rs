@@ -381,12 +381,7 @@ fn ap_requests_and_renewals_answer_at_once_and_are_followed_at_the_ap() {
         Some(hook(&hook_url)),
     );
     let app = server::ap::router(api.clone());
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let served = app.clone();
-    rt.spawn(async move { axum::serve(listener, served).await });
+    let url = common::serve_on(&rt, app.clone());
     let desk = Agent::connect(&url, AP_DESK, "desk", vec![(READER, card)]);
     rt.block_on(listed(api.hub(), "desk", 1));
 

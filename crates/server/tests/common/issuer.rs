@@ -32,42 +32,7 @@ pub fn issuer_with_written_card(
     store
         .create_tenant("admin", "issuer", "issuer", tsm::model::Role::CardIssuer)
         .unwrap();
-    store
-        .create_category(
-            "admin",
-            &CategorySpec {
-                id: "gold".into(),
-                tenant: "issuer".into(),
-                description: String::new(),
-                initial_keys: tsm::model::InitialKeys::GpTestKey,
-                initial_kvn: 0x30,
-                perso: Vec::new(),
-            },
-        )
-        .unwrap();
-    let key = apdu::parse_hex(base).unwrap();
-    let kcv = |b: &[u8]| kms::Key::new(KeyKind::Aes, b).unwrap().kcv();
-    let c1 = vec![0x5Au8; 16];
-    let c2: Vec<u8> = key.iter().zip(&c1).map(|(a, b)| a ^ b).collect();
-    let info = keys
-        .import_base_key(
-            "gold",
-            KeyKind::Aes,
-            vec![Component::new(&c1, kcv(&c1)), Component::new(&c2, kcv(&c2))],
-            None,
-        )
-        .unwrap();
-    store
-        .register_key_version(
-            "admin",
-            "gold",
-            info.version,
-            "gold",
-            KeyKind::Aes,
-            info.kcv,
-            true,
-        )
-        .unwrap();
+    gp_test_key_category(&store, keys.as_ref(), "issuer", "gold", base);
     let issuer = tsm::Issuer::new(
         store.clone(),
         keys.clone() as Arc<dyn KeyStore>,
@@ -88,4 +53,51 @@ pub fn issuer_with_written_card(
         issuer,
         card,
     }
+}
+
+/// Category `category` of `tenant` (the GP test key as initial keys, KVN 30) with the AES
+/// base key `base` (hex) imported in two components as its version 1, registered current.
+pub fn gp_test_key_category(
+    store: &Store,
+    keys: &dyn KeyStore,
+    tenant: &str,
+    category: &str,
+    base: &str,
+) {
+    store
+        .create_category(
+            "admin",
+            &CategorySpec {
+                id: category.into(),
+                tenant: tenant.into(),
+                description: String::new(),
+                initial_keys: tsm::model::InitialKeys::GpTestKey,
+                initial_kvn: 0x30,
+                perso: Vec::new(),
+            },
+        )
+        .unwrap();
+    let key = apdu::parse_hex(base).unwrap();
+    let kcv = |b: &[u8]| kms::Key::new(KeyKind::Aes, b).unwrap().kcv();
+    let c1 = vec![0x5Au8; 16];
+    let c2: Vec<u8> = key.iter().zip(&c1).map(|(a, b)| a ^ b).collect();
+    let info = keys
+        .import_base_key(
+            category,
+            KeyKind::Aes,
+            vec![Component::new(&c1, kcv(&c1)), Component::new(&c2, kcv(&c2))],
+            None,
+        )
+        .unwrap();
+    store
+        .register_key_version(
+            "admin",
+            category,
+            info.version,
+            category,
+            KeyKind::Aes,
+            info.kcv,
+            true,
+        )
+        .unwrap();
 }

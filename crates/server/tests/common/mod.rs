@@ -185,3 +185,23 @@ pub async fn webhook_receiver(refuse_first: bool) -> (String, Received) {
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, got)
 }
+
+/// A multi-thread runtime of two workers for a test's servers (its tasks end when it is
+/// dropped).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Serves `app` over plain HTTP on a loopback port from `rt`; its `http://` URL.
+pub fn serve_on(rt: &tokio::runtime::Runtime, app: Router) -> String {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    rt.spawn(async move { axum::serve(listener, app).await });
+    url
+}
