@@ -20,7 +20,9 @@
 //! `ISSUANCE_BENCH_QUICK=1` skips the criterion part; `ISSUANCE_BENCH_ONLY=sqlite|sqlite-full|postgres`
 //! measures one backend; `ISSUANCE_BENCH_WRITES=N` sets the writes per measurement (2,000 by
 //! default); `ISSUANCE_BENCH_WORKERS=1,8,16` the numbers of
-//! concurrent workers measured (1 and 8 by default); `ISSUANCE_BENCH_KEYS=softhsm` keeps the base key and the audit key in
+//! concurrent workers measured (1 and 8 by default); `ISSUANCE_BENCH_REPEAT=N` measures each
+//! worker count N times and prints the median and the range (one run is noisy on a shared
+//! machine); `ISSUANCE_BENCH_KEYS=softhsm` keeps the base key and the audit key in
 //! a SoftHSM2 token instead of the software key store.
 
 #[path = "../tests/common/mod.rs"]
@@ -185,8 +187,9 @@ fn breakdown(name: &str, f: &Fixture, issuer: &Issuer, n: u32) {
     }
 }
 
-/// `threads` workers writing cards at the same time (one reader each): total writes/s.
-fn parallel(name: &str, f: &Fixture, issuer: &Issuer, threads: u32, per_thread: u32) {
+/// `threads` workers writing cards at the same time (one reader each): prints and returns
+/// the total writes/s.
+fn parallel(name: &str, f: &Fixture, issuer: &Issuer, threads: u32, per_thread: u32) -> f64 {
     let (commits, wal) = (tsm::commits_total(), pg_wal_syncs(&f.ts));
     let batches: Vec<Vec<SimCard>> = (0..threads).map(|_| blank_cards(per_thread)).collect();
     let start = Instant::now();
@@ -228,6 +231,19 @@ fn parallel(name: &str, f: &Fixture, issuer: &Issuer, threads: u32, per_thread: 
         per(total),
         per(database)
     );
+    f64::from(n) / wall.as_secs_f64()
+}
+
+/// The median, lowest and highest of `rates` (not empty).
+fn spread(mut rates: Vec<f64>) -> (f64, f64, f64) {
+    rates.sort_by(f64::total_cmp);
+    let mid = rates.len() / 2;
+    let median = if rates.len() % 2 == 0 {
+        (rates[mid - 1] + rates[mid]) / 2.0
+    } else {
+        rates[mid]
+    };
+    (median, rates[0], rates[rates.len() - 1])
 }
 
 fn bench_backend(c: &mut Criterion, ts: TestStore, hsm: Option<&HsmKeys>) {
@@ -250,8 +266,21 @@ fn bench_backend(c: &mut Criterion, ts: TestStore, hsm: Option<&HsmKeys>) {
         .ok()
         .map(|v| v.split(',').filter_map(|w| w.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 8]);
+    let repeat: u32 = std::env::var("ISSUANCE_BENCH_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|r| *r > 0)
+        .unwrap_or(1);
     for threads in workers {
-        parallel(name, &f, &issuer, threads, n / threads);
+        let rates: Vec<f64> = (0..repeat)
+            .map(|_| parallel(name, &f, &issuer, threads, n / threads))
+            .collect();
+        if repeat > 1 {
+            let (median, low, high) = spread(rates);
+            eprintln!(
+                "{name}: {threads} workers: median {median:.0} writes/s over {repeat} runs ({low:.0}-{high:.0})"
+            );
+        }
     }
     let r = issuer.store().audit_verify().expect("audit verify");
     assert!(r.is_ok(), "{name}: audit chain: {:?}", r.first_bad);
