@@ -238,7 +238,7 @@ fn parallel(name: &str, f: &Fixture, issuer: &Issuer, threads: u32, per_thread: 
 fn spread(mut rates: Vec<f64>) -> (f64, f64, f64) {
     rates.sort_by(f64::total_cmp);
     let mid = rates.len() / 2;
-    let median = if rates.len() % 2 == 0 {
+    let median = if rates.len().is_multiple_of(2) {
         (rates[mid - 1] + rates[mid]) / 2.0
     } else {
         rates[mid]
