@@ -148,22 +148,11 @@ fn blank_cards(n: u32) -> Vec<SimCard> {
 
 /// Runs `n` writes and prints the mean time per write and its parts.
 fn breakdown(name: &str, f: &Fixture, issuer: &Issuer, n: u32) {
-    let mut t = tsm::Timing::default();
-    let mut apdus = 0;
     let (commits, wal) = (tsm::commits_total(), pg_wal_syncs(&f.ts));
     let statements = tsm::thread_database_use().statements;
     let mut cards = blank_cards(n);
     let start = Instant::now();
-    for card in &mut cards {
-        let out = issuer
-            .write(&f.ci, &next_number(), CATEGORY, card)
-            .expect("write");
-        t.total += out.timing.total;
-        t.card += out.timing.card;
-        t.database += out.timing.database;
-        t.keys += out.timing.keys;
-        apdus += out.apdus;
-    }
+    let (t, apdus) = write_cards(f, issuer, &mut cards);
     let wall = start.elapsed();
     let counts = per_write(&f.ts, commits, wal, n);
     let statements = (tsm::thread_database_use().statements - statements) / u64::from(n);
@@ -196,19 +185,7 @@ fn parallel(name: &str, f: &Fixture, issuer: &Issuer, threads: u32, per_thread: 
     let timings: Vec<tsm::Timing> = std::thread::scope(|s| {
         let workers: Vec<_> = batches
             .into_iter()
-            .map(|mut cards| {
-                s.spawn(move || {
-                    let mut t = tsm::Timing::default();
-                    for card in &mut cards {
-                        let out = issuer
-                            .write(&f.ci, &next_number(), CATEGORY, card)
-                            .expect("write");
-                        t.total += out.timing.total;
-                        t.database += out.timing.database;
-                    }
-                    t
-                })
-            })
+            .map(|mut cards| s.spawn(move || write_cards(f, issuer, &mut cards).0))
             .collect();
         workers
             .into_iter()
@@ -223,15 +200,42 @@ fn parallel(name: &str, f: &Fixture, issuer: &Issuer, threads: u32, per_thread: 
         .fold((Duration::ZERO, Duration::ZERO), |(t, d), x| {
             (t + x.total, d + x.database)
         });
+    let rate = f64::from(n) / wall.as_secs_f64();
     eprintln!(
-        "{name}: {threads} workers: {n} writes in {:.2} s = {:.0} writes/s, {}; a write takes {:.0} µs, {:.0} µs of it in the database",
+        "{name}: {threads} workers: {n} writes in {:.2} s = {rate:.0} writes/s, {}; a write takes {:.0} µs, {:.0} µs of it in the database",
         wall.as_secs_f64(),
-        f64::from(n) / wall.as_secs_f64(),
         per_write(&f.ts, commits, wal, n),
         per(total),
         per(database)
     );
-    f64::from(n) / wall.as_secs_f64()
+    rate
+}
+
+/// Writes each blank card of `cards` under a new card number; the writes' summed timings and
+/// APDUs.
+fn write_cards(f: &Fixture, issuer: &Issuer, cards: &mut [SimCard]) -> (tsm::Timing, u64) {
+    let mut t = tsm::Timing::default();
+    let mut apdus = 0;
+    for card in cards {
+        let out = issuer
+            .write(&f.ci, &next_number(), CATEGORY, card)
+            .expect("write");
+        t.total += out.timing.total;
+        t.card += out.timing.card;
+        t.database += out.timing.database;
+        t.keys += out.timing.keys;
+        apdus += out.apdus;
+    }
+    (t, apdus)
+}
+
+/// The positive number in environment variable `name`, or `default`.
+fn env_number(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|v| *v > 0)
+        .unwrap_or(default)
 }
 
 /// The median, lowest and highest of `rates` (not empty).
@@ -257,20 +261,13 @@ fn bench_backend(c: &mut Criterion, ts: TestStore, hsm: Option<&HsmKeys>) {
     let f = Fixture::new(ts, KeyKind::Aes, 0x30, false);
     let issuer = production_issuer(&f, hsm);
     let quick = std::env::var("ISSUANCE_BENCH_QUICK").is_ok_and(|v| v == "1");
-    let n = std::env::var("ISSUANCE_BENCH_WRITES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
+    let n = env_number("ISSUANCE_BENCH_WRITES", 2000);
     breakdown(name, &f, &issuer, n);
     let workers: Vec<u32> = std::env::var("ISSUANCE_BENCH_WORKERS")
         .ok()
         .map(|v| v.split(',').filter_map(|w| w.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 8]);
-    let repeat: u32 = std::env::var("ISSUANCE_BENCH_REPEAT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|r| *r > 0)
-        .unwrap_or(1);
+    let repeat = env_number("ISSUANCE_BENCH_REPEAT", 1);
     for threads in workers {
         let rates: Vec<f64> = (0..repeat)
             .map(|_| parallel(name, &f, &issuer, threads, n / threads))

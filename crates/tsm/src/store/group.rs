@@ -24,9 +24,8 @@
 //! default on PostgreSQL: groups that run at the same time queue for the audit head, and
 //! since a transaction's statements are pipelined ([`crate::db`]) a member costs one or two
 //! round trips, so a few larger groups commit more than many small ones (with 8 workers on
-//! 2 cores, three paired runs: 723–969 writes/s with `groups=2`, 649–747 with 1; 525–556
-//! with 4 before the journal wrote its starts together; with 16 workers 884–939 against
-//! 729–771).
+//! 2 cores, paired runs: 723–969 writes/s with `groups=2`, 649–747 with 1; the figures and
+//! what binds are in `docs/DESIGN.md`).
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
