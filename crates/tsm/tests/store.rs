@@ -580,3 +580,62 @@ fn removed_tail_is_detected_by_the_signed_checkpoint() {
         assert_eq!(r.first_bad, Some(AuditFault::CheckpointMissing), "{name}");
     }
 }
+
+/// Two processes (two stores, each with its own expectation of the head) write through
+/// their group commits at the same time, with the audit key: on PostgreSQL the server
+/// chains each group's entries in the statement sent with its `COMMIT` and the checkpoint
+/// is signed over the head each process expects; when the other process moved the head
+/// meanwhile, the checkpoint of the real head is written after the commit. Either way the
+/// chain verifies and, once all have committed, the checkpoint anchors every entry.
+#[test]
+fn concurrent_groups_of_two_processes_keep_the_chain_and_the_checkpoint_whole() {
+    use kms::{MasterKey, SigningAlgorithm, SigningKeyStore, SoftwareKeyStore};
+    for b in backends() {
+        let name = b.name;
+        let dir = tempfile::tempdir().unwrap();
+        let keys =
+            SoftwareKeyStore::create(dir.path().join("keys.json"), MasterKey::generate().unwrap())
+                .unwrap();
+        let (key, _) = keys
+            .signing_key_or_create(tsm::audit::ANCHOR_KEY_LABEL, SigningAlgorithm::P256)
+            .unwrap();
+        let public = key.public_key_spki().to_vec();
+        let key: Arc<dyn kms::SigningKey> = Arc::from(key);
+        let processes = [
+            b.store().clone().with_audit_anchor(Arc::clone(&key)),
+            Store::open(&b.url)
+                .unwrap()
+                .with_audit_anchor(Arc::clone(&key)),
+        ];
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let s = processes[t % 2].clone();
+                std::thread::spawn(move || {
+                    for i in 0..15 {
+                        s.create_tenant("admin", &format!("t{t}-{i}"), "T", Role::CardIssuer)
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        // Each process in turn, each after the other moved the head: the second one's
+        // expectation is behind.
+        for (i, s) in processes.iter().enumerate() {
+            s.create_tenant("admin", &format!("last-{i}"), "T", Role::CardIssuer)
+                .unwrap();
+        }
+        let r = processes[1].audit_verify_anchored(&public).unwrap();
+        assert!(r.is_ok(), "{name}: {r:?}");
+        assert_eq!((r.entries, r.anchored), (122, Some(122)), "{name}");
+        assert_eq!(r.checkpoint.as_ref().unwrap().head, r.head, "{name}");
+        let all = processes[0].audit_entries(0, 1000).unwrap();
+        assert_eq!(all.len(), 122, "{name}");
+        for (i, e) in all.iter().enumerate() {
+            assert_eq!(e.id, i as i64 + 1, "{name}");
+            assert_eq!(e.expected_hash(), e.hash, "{name}");
+        }
+    }
+}

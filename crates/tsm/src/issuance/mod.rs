@@ -294,7 +294,10 @@ struct Validated {
 pub(crate) struct Prepared {
     pub category: crate::model::Category,
     pub card: Card,
+    /// The steps as this run starts them: not begun.
     pub steps: Vec<crate::model::Step>,
+    /// The steps the submission recorded started with the job (`exec::first_started`).
+    pub started: Vec<u32>,
 }
 
 /// A `&mut` channel as a channel (so callers keep theirs), timing the exchanges.
@@ -498,11 +501,9 @@ impl Issuer {
                 category,
                 card,
             } = self.validate(c, actor, req, reads)?;
-            let steps: Vec<String> = plan(req.kind(), &params, blank)
-                .iter()
-                .map(StepKind::name)
-                .collect();
-            let step_records = steps
+            let kinds = plan(req.kind(), &params, blank);
+            let steps: Vec<String> = kinds.iter().map(StepKind::name).collect();
+            let step_records: Vec<crate::model::Step> = steps
                 .iter()
                 .zip(0u32..)
                 .map(|(name, seq)| crate::model::Step {
@@ -515,6 +516,17 @@ impl Issuer {
                     finished_ms: None,
                 })
                 .collect();
+            // Claimed by this worker, which runs it next: the run's first step record
+            // goes with the submission.
+            let started = match owner {
+                Some(_) => exec::first_started(
+                    &kinds
+                        .into_iter()
+                        .zip(step_records.iter().cloned())
+                        .collect::<Vec<_>>(),
+                ),
+                None => Vec::new(),
+            };
             let job = NewJob {
                 tenant: actor.tenant.clone(),
                 actor: actor.name(),
@@ -524,7 +536,7 @@ impl Issuer {
                 steps,
             };
             let claim = owner.map(|o| (o, self.config.lease));
-            let id = crate::store::jobs::create_job_in(c, &job, claim)
+            let id = crate::store::jobs::create_job_in(c, &job, claim, &started)
                 .map_err(|e| e.duplicate_as(|| "an open job for this card".into()))?;
             let now = crate::model::now_ms();
             Ok((
@@ -550,6 +562,7 @@ impl Issuer {
                     category,
                     card,
                     steps: step_records,
+                    started,
                 },
             ))
         })
