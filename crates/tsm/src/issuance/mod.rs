@@ -29,8 +29,12 @@
 //!    record of its own. A crash therefore loses at most steps that are recorded
 //!    `started`, which the resume does again; and before anything changes the card, what
 //!    the run learnt about it (chip identity, factory KDD) and the intent to change it are
-//!    in the database, so a PUT KEY whose answer was lost is known to have been sent (write:
-//!    three commits: the submission, the starts, the end). A step found `started` is done
+//!    in the database, so a PUT KEY whose answer was lost is known to have been sent. A job
+//!    submitted and claimed by the worker that runs it ([`Issuer::submit_claimed`]: the
+//!    `issue` commands, campaigns, the HTTP job routes) has its first such record written **with the submission**, in its transaction: the
+//!    steps are `started` before the run connects (write: two commits, the submission with
+//!    the starts, and the end; a resume after a crash while connecting finds them
+//!    `started`, which is always safe). A step found `started` is done
 //!    again after checking the card, since every step is idempotent (STORE DATA overwrites;
 //!    PUT KEY is skipped when the new keys already open; an application already in the
 //!    registry is not loaded again; DELETE of something absent counts as done).
