@@ -211,6 +211,34 @@ fn write_survives_a_cut_at_every_apdu() {
     }
 }
 
+/// The same through [`tsm::Issuer::write`] (submitted, claimed and run by one worker, as
+/// the `issue` commands, campaigns and the HTTP routes do): what the run learns about the
+/// card before changing it (its check: chip, factory KDD) is in the database before the
+/// first change, so a resume after any cut finds the card as recorded.
+#[test]
+fn write_by_the_submitting_worker_survives_a_cut_at_every_apdu() {
+    quiet_simulated_crashes();
+    for ts in backends() {
+        let name = ts.name;
+        let f = Fixture::new(ts, KeyKind::Aes, 0x30, true);
+        let total = clean_apdus(&f, write_req, |_, _| {});
+        let mut interrupted = 0;
+        for (i, cut) in cuts(total).into_iter().enumerate() {
+            let number = format!("{}", 4_100_000 + i);
+            let card = SimCard::scp03();
+            if !run_cut(&card, cut, |ch| {
+                f.issuer.write(&f.ci, &number, CATEGORY, ch)
+            }) {
+                interrupted += 1;
+            }
+            finish(&f, &number, &card, None);
+            assert_written(&f, &card, &number, 1, &format!("{name} {cut:?}"));
+        }
+        assert_eq!(interrupted, 3 * total, "{name}");
+        assert!(f.store().audit_verify().unwrap().is_ok(), "{name}");
+    }
+}
+
 #[test]
 fn rewrite_survives_a_cut_at_every_apdu() {
     quiet_simulated_crashes();

@@ -29,12 +29,8 @@
 //!    record of its own. A crash therefore loses at most steps that are recorded
 //!    `started`, which the resume does again; and before anything changes the card, what
 //!    the run learnt about it (chip identity, factory KDD) and the intent to change it are
-//!    in the database, so a PUT KEY whose answer was lost is known to have been sent. A job
-//!    submitted and claimed by the worker that runs it ([`Issuer::submit_claimed`]: the
-//!    `issue` commands, campaigns, the HTTP job routes) has its first such record written **with the submission**, in its transaction: the
-//!    steps are `started` before the run connects (write: two commits, the submission with
-//!    the starts, and the end; a resume after a crash while connecting finds them
-//!    `started`, which is always safe). A step found `started` is done
+//!    in the database, so a PUT KEY whose answer was lost is known to have been sent (write:
+//!    three commits: the submission, the starts, the end). A step found `started` is done
 //!    again after checking the card, since every step is idempotent (STORE DATA overwrites;
 //!    PUT KEY is skipped when the new keys already open; an application already in the
 //!    registry is not loaded again; DELETE of something absent counts as done).
@@ -298,10 +294,7 @@ struct Validated {
 pub(crate) struct Prepared {
     pub category: crate::model::Category,
     pub card: Card,
-    /// The steps as this run starts them: not begun.
     pub steps: Vec<crate::model::Step>,
-    /// The steps the submission recorded started with the job (`exec::first_started`).
-    pub started: Vec<u32>,
 }
 
 /// A `&mut` channel as a channel (so callers keep theirs), timing the exchanges.
@@ -505,9 +498,11 @@ impl Issuer {
                 category,
                 card,
             } = self.validate(c, actor, req, reads)?;
-            let kinds = plan(req.kind(), &params, blank);
-            let steps: Vec<String> = kinds.iter().map(StepKind::name).collect();
-            let step_records: Vec<crate::model::Step> = steps
+            let steps: Vec<String> = plan(req.kind(), &params, blank)
+                .iter()
+                .map(StepKind::name)
+                .collect();
+            let step_records = steps
                 .iter()
                 .zip(0u32..)
                 .map(|(name, seq)| crate::model::Step {
@@ -520,17 +515,6 @@ impl Issuer {
                     finished_ms: None,
                 })
                 .collect();
-            // Claimed by this worker, which runs it next: the run's first step record
-            // goes with the submission.
-            let started = match owner {
-                Some(_) => exec::first_started(
-                    &kinds
-                        .into_iter()
-                        .zip(step_records.iter().cloned())
-                        .collect::<Vec<_>>(),
-                ),
-                None => Vec::new(),
-            };
             let job = NewJob {
                 tenant: actor.tenant.clone(),
                 actor: actor.name(),
@@ -540,7 +524,7 @@ impl Issuer {
                 steps,
             };
             let claim = owner.map(|o| (o, self.config.lease));
-            let id = crate::store::jobs::create_job_in(c, &job, claim, &started)
+            let id = crate::store::jobs::create_job_in(c, &job, claim)
                 .map_err(|e| e.duplicate_as(|| "an open job for this card".into()))?;
             let now = crate::model::now_ms();
             Ok((
@@ -566,7 +550,6 @@ impl Issuer {
                     category,
                     card,
                     steps: step_records,
-                    started,
                 },
             ))
         })

@@ -163,16 +163,12 @@ pub(crate) fn job_params_in(
 
 /// Inserts a job and its steps (pending). A second open job for the same card is a
 /// [`StoreError::Duplicate`]. With `claim` (a lease owner and duration), the job is
-/// created already claimed by that worker: `running`, first attempt; and the steps
-/// `started` (sequence numbers) are recorded started (first attempt) with it, as the run's
-/// first step record would record them (see `issuance::exec`).
+/// created already claimed by that worker: `running`, first attempt.
 pub(crate) fn create_job_in(
     c: &mut Conn,
     job: &NewJob,
     claim: Option<(&str, Duration)>,
-    started: &[u32],
 ) -> Result<i64, StoreError> {
-    let started = if claim.is_some() { started } else { &[] };
     let now = now_ms();
     let params_text = serde_json::to_string(&job.params).map_err(|e| StoreError::Invalid {
         what: "job parameters",
@@ -203,24 +199,12 @@ pub(crate) fn create_job_in(
         now
     ]
     .to_vec();
-    // The steps as rows `(seq, name, state, attempts, started_ms)` of parameters numbered
-    // from `first`.
+    // The steps as rows `(seq, name)` of parameters numbered from `first`.
     let step_rows = |first: usize| -> (Vec<String>, Vec<crate::db::Value>) {
         let mut rows = Vec::with_capacity(job.steps.len());
-        let mut values = Vec::with_capacity(2 * job.steps.len() + 1);
-        values.push(now.into());
-        let now_param = first;
+        let mut values = Vec::with_capacity(2 * job.steps.len());
         for (seq, name) in job.steps.iter().enumerate() {
-            let p = first + 1 + 2 * seq;
-            let (state, attempts, started_ms) = if started.contains(&(seq as u32)) {
-                ("'started'", 1, format!("${now_param}"))
-            } else {
-                ("'pending'", 0, "CAST(NULL AS BIGINT)".to_string())
-            };
-            rows.push(format!(
-                "${p}, ${}, {state}, {attempts}, {started_ms}",
-                p + 1
-            ));
+            rows.push(format!("${}, ${}", first + 2 * seq, first + 2 * seq + 1));
             values.push((seq as i64).into());
             values.push(name.as_str().into());
         }
@@ -234,9 +218,9 @@ pub(crate) fn create_job_in(
         let rows: Vec<String> = rows.iter().map(|r| format!("({r})")).collect();
         let sql = format!(
             "WITH j AS ({job_insert}),
-             s AS (INSERT INTO job_steps (job_id, seq, name, state, attempts, started_ms)
-                   SELECT j.id, v.seq, v.name, v.state, v.attempts, v.started_ms
-                   FROM j, (VALUES {}) AS v (seq, name, state, attempts, started_ms))
+             s AS (INSERT INTO job_steps (job_id, seq, name, state, attempts)
+                   SELECT j.id, v.seq, v.name, 'pending', 0
+                   FROM j, (VALUES {}) AS v (seq, name))
              SELECT id FROM j",
             rows.join(", ")
         );
@@ -250,12 +234,15 @@ pub(crate) fn create_job_in(
     if !job.steps.is_empty() {
         // All steps in one statement.
         let (rows, step_values) = step_rows(2);
-        let rows: Vec<String> = rows.iter().map(|r| format!("($1, {r})")).collect();
+        let rows: Vec<String> = rows
+            .iter()
+            .map(|r| format!("($1, {r}, 'pending', 0)"))
+            .collect();
         let mut values = vec![crate::db::Value::from(id)];
         values.extend(step_values);
         c.execute(
             &format!(
-                "INSERT INTO job_steps (job_id, seq, name, state, attempts, started_ms) VALUES {}",
+                "INSERT INTO job_steps (job_id, seq, name, state, attempts) VALUES {}",
                 rows.join(", ")
             ),
             &values,
@@ -506,6 +493,6 @@ impl Store {
 
     /// Creates a job with its steps, audited ("submitted").
     pub fn create_job(&self, job: &NewJob) -> Result<i64, StoreError> {
-        self.tx(|c| create_job_in(c, job, None, &[]))
+        self.tx(|c| create_job_in(c, job, None))
     }
 }

@@ -93,9 +93,6 @@ pub(crate) struct Run<'i, 'c, C: CardChannel + ?Sized> {
     renewed: Instant,
     /// The steps this run completed, with what they did (for the audit entry).
     log: Vec<serde_json::Value>,
-    /// The steps the submission recorded started ([`first_started`]), for the first
-    /// record to skip.
-    started_at_submission: Vec<u32>,
 }
 
 impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
@@ -116,7 +113,6 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
                         .ok_or_else(|| Error::UnknownCategory(params.category.clone()))?,
                     card: card_in(c, &job.card_number)?.ok_or(Error::UnknownCard)?,
                     steps: steps_in(c, job.id)?,
-                    started: Vec::new(),
                 })
             })?,
         };
@@ -124,7 +120,6 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
             category,
             card,
             steps,
-            started: started_at_submission,
         } = prepared;
         let steps = steps
             .into_iter()
@@ -154,7 +149,6 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
             t_keys: Duration::ZERO,
             renewed: Instant::now(),
             log: Vec::new(),
-            started_at_submission,
         })
     }
 
@@ -236,6 +230,31 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
 
     // ---- the run --------------------------------------------------------------------
 
+    /// The steps whose start the record before step `i` (which changes the card) writes:
+    /// step `i` and, unless it loads or deletes an application, the steps after it that
+    /// change the card with a few STORE DATA or PUT KEY commands, up to the first step
+    /// that loads or deletes an application (those take long, renew the lease and record
+    /// their own effects). A resume treats each of them as possibly begun, exactly as a step
+    /// interrupted half-way (each is idempotent), so recording their starts together keeps
+    /// the guarantee (before anything changes the card, the intent is in the database) and
+    /// saves a commit per step: a write records its starts once instead of three times.
+    fn started_together(&self, i: usize) -> Vec<u32> {
+        let quick = |k: &StepKind| !matches!(k, StepKind::Install(_) | StepKind::Delete(_));
+        let mut seqs = vec![self.steps[i].1.seq];
+        if !quick(&self.steps[i].0) {
+            return seqs;
+        }
+        for (kind, step) in &self.steps[i + 1..] {
+            if !quick(kind) {
+                break;
+            }
+            if kind.changes_card() && step.state != StepState::Done {
+                seqs.push(step.seq);
+            }
+        }
+        seqs
+    }
+
     pub fn drive(&mut self) -> Result<()> {
         let needs_card = self
             .steps
@@ -246,13 +265,8 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
             self.connect()?;
             self.in_connect = false;
         }
-        // Steps whose start the last record wrote (see `started_together`); the first
-        // record went with the submission. If the lease is due for renewal already, it is
-        // renewed (and so checked) before the card changes, as that record would have.
-        let mut recorded_started = std::mem::take(&mut self.started_at_submission);
-        if !recorded_started.is_empty() && self.renewed.elapsed() * 2 >= self.lease.duration {
-            self.begin(&[])?;
-        }
+        // Steps whose start the last record wrote (see `started_together`).
+        let mut recorded_started: Vec<u32> = Vec::new();
         for i in 0..self.steps.len() {
             if self.steps[i].1.state == StepState::Done {
                 continue;
@@ -260,7 +274,7 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
             let was_started = self.steps[i].1.state == StepState::Started;
             let seq = self.steps[i].1.seq;
             if self.steps[i].0.changes_card() && !recorded_started.contains(&seq) {
-                recorded_started = started_together(&self.steps, i);
+                recorded_started = self.started_together(i);
                 self.begin(&recorded_started)?;
             }
             self.steps[i].1.state = StepState::Started;
@@ -279,45 +293,4 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         self.t_db += t.elapsed();
         r
     }
-}
-
-/// The steps whose start the record before step `i` (which changes the card) writes:
-/// step `i` and, unless it loads or deletes an application, the steps after it that
-/// change the card with a few STORE DATA or PUT KEY commands, up to the first step
-/// that loads or deletes an application (those take long, renew the lease and record
-/// their own effects). A resume treats each of them as possibly begun, exactly as a step
-/// interrupted half-way (each is idempotent), so recording their starts together keeps
-/// the guarantee (before anything changes the card, the intent is in the database) and
-/// saves a commit per step: a write records its starts once instead of three times.
-fn started_together(steps: &[(StepKind, Step)], i: usize) -> Vec<u32> {
-    let quick = |k: &StepKind| !matches!(k, StepKind::Install(_) | StepKind::Delete(_));
-    let mut seqs = vec![steps[i].1.seq];
-    if !quick(&steps[i].0) {
-        return seqs;
-    }
-    for (kind, step) in &steps[i + 1..] {
-        if !quick(kind) {
-            break;
-        }
-        if kind.changes_card() && step.state != StepState::Done {
-            seqs.push(step.seq);
-        }
-    }
-    seqs
-}
-
-/// What a new job's first step record writes: the steps started together
-/// ([`started_together`]) before its first step that changes the card. A job submitted and
-/// claimed by the worker that runs it records them with the job itself, in the
-/// submission's transaction, instead of in a commit of their own just after it: the
-/// intent is still in the database before the card changes, and a resume after a crash
-/// in between (while connecting) treats them as possibly begun, which they may be on no
-/// account but which is always safe (each is idempotent, and opening a secure channel
-/// tries key sets without spending an authentication).
-pub(crate) fn first_started(steps: &[(StepKind, Step)]) -> Vec<u32> {
-    steps
-        .iter()
-        .position(|(k, s)| k.changes_card() && s.state != StepState::Done)
-        .map(|i| started_together(steps, i))
-        .unwrap_or_default()
 }
