@@ -211,10 +211,11 @@ fn write_survives_a_cut_at_every_apdu() {
     }
 }
 
-/// The same through [`tsm::Issuer::write`] (submitted, claimed and run by one worker, as
-/// the `issue` commands, campaigns and the HTTP routes do): what the run learns about the
-/// card before changing it (its check: chip, factory KDD) is in the database before the
-/// first change, so a resume after any cut finds the card as recorded.
+/// The same through [`tsm::Issuer::write`] (checked, then recorded with the run's first
+/// record, as the `issue` commands and campaigns do): what the run learns about the card
+/// before changing it (its check: chip, factory KDD) is in the database with the job before
+/// the first change, so a resume after any cut finds the card as recorded; a crash before
+/// that record leaves no job and the card as it was, and the write is simply made again.
 #[test]
 fn write_by_the_submitting_worker_survives_a_cut_at_every_apdu() {
     quiet_simulated_crashes();
@@ -230,6 +231,12 @@ fn write_by_the_submitting_worker_survives_a_cut_at_every_apdu() {
                 f.issuer.write(&f.ci, &number, CATEGORY, ch)
             }) {
                 interrupted += 1;
+            }
+            if f.store().jobs_of_card(&number).unwrap().is_empty() {
+                assert!(matches!(cut, Cut::CrashAfter(_)), "{name} {cut:?}");
+                f.issuer
+                    .write(&f.ci, &number, CATEGORY, &mut card.clone())
+                    .unwrap();
             }
             finish(&f, &number, &card, None);
             assert_written(&f, &card, &number, 1, &format!("{name} {cut:?}"));

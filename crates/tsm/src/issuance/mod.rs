@@ -90,7 +90,7 @@ use crate::model::{
 pub(crate) use crate::store::jobs::end_in as end_job_in;
 use crate::store::jobs::{claim_in, job_params_in, open_job_for_card_in, Claim, Lease};
 use crate::store::records::{
-    card_apps_in, card_in, category_apps_in, category_in, insert_blank_card_later, key_version_in,
+    blank_card_insert, card_apps_in, card_in, category_apps_in, category_in, key_version_in,
     package_owner_in, write_reads_in, WriteReads,
 };
 use crate::store::NewJob;
@@ -288,6 +288,8 @@ struct Validated {
     blank: bool,
     category: crate::model::Category,
     card: Card,
+    /// A card not recorded yet: the row to insert with the job.
+    insert_card: Option<(String, Vec<crate::db::Value>)>,
 }
 
 /// Records read while submitting, handed to the run so it need not read them again.
@@ -295,6 +297,29 @@ pub(crate) struct Prepared {
     pub category: crate::model::Category,
     pub card: Card,
     pub steps: Vec<crate::model::Step>,
+}
+
+/// The job as recorded by its submission (`id`), claimed or not.
+fn job_record(job: NewJob, id: i64, claimed: bool) -> Job {
+    let now = crate::model::now_ms();
+    Job {
+        id,
+        tenant: job.tenant,
+        actor: job.actor,
+        kind: job.kind,
+        card_number: job.card_number,
+        params: job.params,
+        state: if claimed {
+            JobState::Running
+        } else {
+            JobState::Pending
+        },
+        attempts: u32::from(claimed),
+        lease_until_ms: None,
+        error: None,
+        created_ms: now,
+        updated_ms: now,
+    }
 }
 
 /// A `&mut` channel as a channel (so callers keep theirs), timing the exchanges.
@@ -457,13 +482,35 @@ impl Issuer {
         req: &Request,
         owner: Option<&str>,
     ) -> Result<(Job, Prepared)> {
+        self.refusals_audited(actor, req, || {
+            self.store.tx(|c| {
+                let (job, prepared, insert_card) = self.prepare_in(c, actor, req)?;
+                if let Some(row) = insert_card {
+                    c.execute_all_later(&[row])?;
+                }
+                let claim = owner.map(|o| (o, self.config.lease));
+                let id = crate::store::jobs::create_job_in(c, &job, claim, &[])
+                    .map_err(|e| e.duplicate_as(|| "an open job for this card".into()))?;
+                Ok((job_record(job, id, owner.is_some()), prepared))
+            })
+        })
+    }
+
+    /// Runs `submit` (which checks `req` for `actor`), after the tenant check of requests
+    /// other than writes; a refusal is audited.
+    fn refusals_audited<T>(
+        &self,
+        actor: &Actor,
+        req: &Request,
+        submit: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
         // The tenant first: nothing about another tenant's card (not even a running job)
         // is told to the actor. A write checks it inside the submission (with the reads
         // it needs anyway, one round trip on PostgreSQL).
         if !matches!(req, Request::Write { .. }) {
             self.authorise_request(actor, req)?;
         }
-        match self.submit_checked(actor, req, owner) {
+        match submit() {
             Err(e @ Error::Forbidden { .. }) => {
                 Err(self.audit_refusal(actor, &format!("job.{}", req.kind()), req.card_number(), e))
             }
@@ -471,88 +518,67 @@ impl Issuer {
         }
     }
 
-    fn submit_checked(
+    /// Reads and checks what a submission of `req` needs: the job to insert, what the run
+    /// needs of the records, and the row of a card not recorded yet. Writes nothing.
+    #[allow(clippy::type_complexity)]
+    fn prepare_in(
         &self,
+        c: &mut Conn,
         actor: &Actor,
         req: &Request,
-        owner: Option<&str>,
-    ) -> Result<(Job, Prepared)> {
+    ) -> Result<(NewJob, Prepared, Option<(String, Vec<crate::db::Value>)>)> {
         let number = req.card_number();
         kms::kdd_for_card_number(number)
             .map_err(|e| Error::Invalid(format!("card number: {e}")))?;
-        self.store.tx(|c| {
-            let (open_job, reads) = match req {
-                Request::Write { category, .. } => {
-                    let mut reads = write_reads_in(c, number, category)?;
-                    self.authorise_write(c, actor, &reads)?;
-                    (reads.open_job.take(), Some(reads))
-                }
-                _ => (open_job_for_card_in(c, number)?, None),
-            };
-            if let Some(j) = open_job {
-                return Err(Error::CardBusy(j.id));
+        let (open_job, reads) = match req {
+            Request::Write { category, .. } => {
+                let mut reads = write_reads_in(c, number, category)?;
+                self.authorise_write(c, actor, &reads)?;
+                (reads.open_job.take(), Some(reads))
             }
-            let Validated {
-                params,
-                blank,
-                category,
-                card,
-            } = self.validate(c, actor, req, reads)?;
-            let steps: Vec<String> = plan(req.kind(), &params, blank)
-                .iter()
-                .map(StepKind::name)
-                .collect();
-            let step_records = steps
-                .iter()
-                .zip(0u32..)
-                .map(|(name, seq)| crate::model::Step {
-                    seq,
-                    name: name.clone(),
-                    state: StepState::Pending,
-                    attempts: 0,
-                    detail: None,
-                    started_ms: None,
-                    finished_ms: None,
-                })
-                .collect();
-            let job = NewJob {
-                tenant: actor.tenant.clone(),
-                actor: actor.name(),
-                kind: req.kind(),
-                card_number: number.into(),
-                params: params.to_json(),
-                steps,
-            };
-            let claim = owner.map(|o| (o, self.config.lease));
-            let id = crate::store::jobs::create_job_in(c, &job, claim)
-                .map_err(|e| e.duplicate_as(|| "an open job for this card".into()))?;
-            let now = crate::model::now_ms();
-            Ok((
-                Job {
-                    id,
-                    tenant: job.tenant,
-                    actor: job.actor,
-                    kind: job.kind,
-                    card_number: job.card_number,
-                    params: job.params,
-                    state: if owner.is_some() {
-                        JobState::Running
-                    } else {
-                        JobState::Pending
-                    },
-                    attempts: u32::from(owner.is_some()),
-                    lease_until_ms: None,
-                    error: None,
-                    created_ms: now,
-                    updated_ms: now,
-                },
-                Prepared {
-                    category,
-                    card,
-                    steps: step_records,
-                },
-            ))
-        })
+            _ => (open_job_for_card_in(c, number)?, None),
+        };
+        if let Some(j) = open_job {
+            return Err(Error::CardBusy(j.id));
+        }
+        let Validated {
+            params,
+            blank,
+            category,
+            card,
+            insert_card,
+        } = self.validate(c, actor, req, reads)?;
+        let steps: Vec<String> = plan(req.kind(), &params, blank)
+            .iter()
+            .map(StepKind::name)
+            .collect();
+        let step_records = steps
+            .iter()
+            .zip(0u32..)
+            .map(|(name, seq)| crate::model::Step {
+                seq,
+                name: name.clone(),
+                state: StepState::Pending,
+                attempts: 0,
+                detail: None,
+                started_ms: None,
+                finished_ms: None,
+            })
+            .collect();
+        let job = NewJob {
+            tenant: actor.tenant.clone(),
+            actor: actor.name(),
+            kind: req.kind(),
+            card_number: number.into(),
+            params: params.to_json(),
+            steps,
+        };
+        let prepared = Prepared {
+            category,
+            card,
+            steps: step_records,
+        };
+        Ok((job, prepared, insert_card))
     }
 
     fn authorise(actor: &Actor, owner: &str, action: &str) -> Result<()> {
@@ -668,11 +694,15 @@ impl Issuer {
                 } else {
                     Vec::new()
                 };
-                let card = match existing {
-                    Some(card) => card,
-                    None => insert_blank_card_later(c, number, category)?,
+                let (card, insert_card) = match existing {
+                    Some(card) => (card, None),
+                    None => {
+                        let (card, sql, values) = blank_card_insert(number, category);
+                        (card, Some((sql, values)))
+                    }
                 };
                 Ok(Validated {
+                    insert_card,
                     params: Params {
                         category: category.clone(),
                         from_version: None,
@@ -714,6 +744,7 @@ impl Issuer {
                     )));
                 }
                 Ok(Validated {
+                    insert_card: None,
                     params: Params {
                         category: category.clone(),
                         from_version: card.key_version,
@@ -752,6 +783,7 @@ impl Issuer {
                     }
                 }
                 Ok(Validated {
+                    insert_card: None,
                     params: Params {
                         category: category.clone(),
                         from_version: card.key_version,
@@ -794,6 +826,7 @@ impl Issuer {
                     )));
                 }
                 Ok(Validated {
+                    insert_card: None,
                     params: Params {
                         category: card.category.clone(),
                         from_version: card.key_version,
@@ -829,6 +862,7 @@ impl Issuer {
                     });
                 }
                 Ok(Validated {
+                    insert_card: None,
                     params: Params {
                         category: card.category.clone(),
                         from_version: card.key_version,
@@ -882,8 +916,26 @@ impl Issuer {
         req: &Request,
         chan: &mut C,
     ) -> Result<Outcome> {
-        let claimed = self.submit_claimed(actor, req)?;
-        self.run_claimed_job(claimed, chan)
+        // Checked now, recorded with the run's first record (see `exec::Unsubmitted`).
+        let start = Instant::now();
+        let (job, prepared, insert_card) = self.refusals_audited(actor, req, || {
+            self.store.with_conn(|c| self.prepare_in(c, actor, req))
+        })?;
+        let lease = Lease {
+            job: 0,
+            owner: random_token(),
+            duration: self.config.lease,
+        };
+        let unsubmitted = exec::Unsubmitted { job, insert_card };
+        let record = job_record(unsubmitted.job.clone(), 0, true);
+        self.run_claimed(
+            record,
+            Some(prepared),
+            lease,
+            chan,
+            start,
+            Some(unsubmitted),
+        )
     }
 
     /// Write card (see [`Request::Write`]).
@@ -992,7 +1044,7 @@ impl Issuer {
     ) -> Result<Outcome> {
         let start = Instant::now();
         let (job, lease) = self.claim_as(actor, job_id, take_over)?;
-        self.run_claimed(job, None, lease, chan, start)
+        self.run_claimed(job, None, lease, chan, start, None)
     }
 
     /// Runs a job this worker holds.
@@ -1003,13 +1055,14 @@ impl Issuer {
         lease: Lease,
         chan: &mut C,
         start: Instant,
+        unsubmitted: Option<exec::Unsubmitted>,
     ) -> Result<Outcome> {
         let claimed = start.elapsed();
         let chan = ByRef {
             chan,
             spent: Duration::ZERO,
         };
-        let mut run = exec::Run::new(self, job, prepared, lease, chan)?;
+        let mut run = exec::Run::new(self, job, prepared, lease, chan, unsubmitted)?;
         let result = run.drive();
         let apdus = run.apdus();
         match result {
@@ -1242,7 +1295,7 @@ impl Issuer {
             lease,
             start,
         } = claimed;
-        self.run_claimed(job, prepared, lease, chan, start)
+        self.run_claimed(job, prepared, lease, chan, start, None)
     }
 
     /// A job and its steps, for `actor` (see [`job_status`]).

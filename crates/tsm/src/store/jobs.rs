@@ -161,13 +161,24 @@ pub(crate) fn job_params_in(
     .collect()
 }
 
-/// Inserts a job and its steps (pending). A second open job for the same card is a
-/// [`StoreError::Duplicate`]. With `claim` (a lease owner and duration), the job is
-/// created already claimed by that worker: `running`, first attempt.
+/// How a step is recorded when its job is inserted, if not `pending`: by a worker that
+/// submits the job and has already run part of it (see `issuance::exec::Unsubmitted`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum InitialStep<'a> {
+    /// Started, first attempt (its sequence number).
+    Started(u32),
+    /// Done, first attempt, with its detail.
+    Done(u32, &'a serde_json::Value),
+}
+
+/// Inserts a job and its steps (pending, or as `initial` says). A second open job for the
+/// same card is a [`StoreError::Duplicate`]. With `claim` (a lease owner and duration), the
+/// job is created already claimed by that worker: `running`, first attempt.
 pub(crate) fn create_job_in(
     c: &mut Conn,
     job: &NewJob,
     claim: Option<(&str, Duration)>,
+    initial: &[InitialStep<'_>],
 ) -> Result<i64, StoreError> {
     let now = now_ms();
     let params_text = serde_json::to_string(&job.params).map_err(|e| StoreError::Invalid {
@@ -199,14 +210,41 @@ pub(crate) fn create_job_in(
         now
     ]
     .to_vec();
-    // The steps as rows `(seq, name)` of parameters numbered from `first`.
+    let mut details = Vec::new();
+    for step in initial {
+        if let InitialStep::Done(seq, detail) = step {
+            let text = serde_json::to_string(detail).map_err(|e| StoreError::Invalid {
+                what: "step detail",
+                detail: e.to_string(),
+            })?;
+            details.push((*seq, text));
+        }
+    }
+    // The steps as rows `(seq, name, state, attempts, detail, started_ms, finished_ms)`, of
+    // parameters numbered from `first` (the first one is the time).
     let step_rows = |first: usize| -> (Vec<String>, Vec<crate::db::Value>) {
         let mut rows = Vec::with_capacity(job.steps.len());
-        let mut values = Vec::with_capacity(2 * job.steps.len());
+        let mut values: Vec<crate::db::Value> = vec![now.into()];
+        let mut param = |v: crate::db::Value| {
+            values.push(v);
+            format!("${}", first + values.len() - 1)
+        };
+        let time = format!("${first}");
         for (seq, name) in job.steps.iter().enumerate() {
-            rows.push(format!("${}, ${}", first + 2 * seq, first + 2 * seq + 1));
-            values.push((seq as i64).into());
-            values.push(name.as_str().into());
+            let seq = seq as u32;
+            let (s, n) = (param(i64::from(seq).into()), param(name.as_str().into()));
+            let started = initial
+                .iter()
+                .any(|i| matches!(i, InitialStep::Started(x) if *x == seq));
+            let rest = match details.iter().find(|(x, _)| *x == seq) {
+                Some((_, text)) => {
+                    let d = param(text.as_str().into());
+                    format!("'done', 1, {d}, {time}, {time}")
+                }
+                None if started => format!("'started', 1, {NULL_TEXT}, {time}, {NULL_INT}"),
+                None => format!("'pending', 0, {NULL_TEXT}, {NULL_INT}, {NULL_INT}"),
+            };
+            rows.push(format!("{s}, {n}, {rest}"));
         }
         (rows, values)
     };
@@ -218,9 +256,11 @@ pub(crate) fn create_job_in(
         let rows: Vec<String> = rows.iter().map(|r| format!("({r})")).collect();
         let sql = format!(
             "WITH j AS ({job_insert}),
-             s AS (INSERT INTO job_steps (job_id, seq, name, state, attempts)
-                   SELECT j.id, v.seq, v.name, 'pending', 0
-                   FROM j, (VALUES {}) AS v (seq, name))
+             s AS (INSERT INTO job_steps ({STEP_INSERT_COLUMNS})
+                   SELECT j.id, v.seq, v.name, v.state, v.attempts, v.detail, v.started_ms,
+                          v.finished_ms
+                   FROM j, (VALUES {}) AS v (seq, name, state, attempts, detail, started_ms,
+                                             finished_ms))
              SELECT id FROM j",
             rows.join(", ")
         );
@@ -234,15 +274,12 @@ pub(crate) fn create_job_in(
     if !job.steps.is_empty() {
         // All steps in one statement.
         let (rows, step_values) = step_rows(2);
-        let rows: Vec<String> = rows
-            .iter()
-            .map(|r| format!("($1, {r}, 'pending', 0)"))
-            .collect();
+        let rows: Vec<String> = rows.iter().map(|r| format!("($1, {r})")).collect();
         let mut values = vec![crate::db::Value::from(id)];
         values.extend(step_values);
         c.execute(
             &format!(
-                "INSERT INTO job_steps (job_id, seq, name, state, attempts) VALUES {}",
+                "INSERT INTO job_steps ({STEP_INSERT_COLUMNS}) VALUES {}",
                 rows.join(", ")
             ),
             &values,
@@ -250,6 +287,13 @@ pub(crate) fn create_job_in(
     }
     submitted(c, job, id, claim.is_some())
 }
+
+/// The columns [`create_job_in`] fills, after `job_id`.
+const STEP_INSERT_COLUMNS: &str =
+    "job_id, seq, name, state, attempts, detail, started_ms, finished_ms";
+/// Typed `NULL`s (a `VALUES` list of only `NULL`s has no type on PostgreSQL).
+const NULL_TEXT: &str = "CAST(NULL AS TEXT)";
+const NULL_INT: &str = "CAST(NULL AS BIGINT)";
 
 /// Records the submission in the audit log; returns the job's id.
 fn submitted(c: &mut Conn, job: &NewJob, id: i64, claimed: bool) -> Result<i64, StoreError> {
@@ -493,6 +537,6 @@ impl Store {
 
     /// Creates a job with its steps, audited ("submitted").
     pub fn create_job(&self, job: &NewJob) -> Result<i64, StoreError> {
-        self.tx(|c| create_job_in(c, job, None))
+        self.tx(|c| create_job_in(c, job, None, &[]))
     }
 }

@@ -786,20 +786,10 @@ pub(crate) fn insert_blank_card(
     Ok(card)
 }
 
-/// [`insert_blank_card`] for a card number that this transaction saw unused: on PostgreSQL
-/// the INSERT goes with the transaction's next statement (see [`Conn::execute_all_later`]),
-/// whose call then reports a concurrent registration of the same number.
-pub(crate) fn insert_blank_card_later(
-    c: &mut Conn,
+pub(crate) fn blank_card_insert(
     card_number: &str,
     category: &str,
-) -> Result<Card, StoreError> {
-    let (card, sql, values) = blank_card_insert(card_number, category);
-    c.execute_all_later(&[(sql, values)])?;
-    Ok(card)
-}
-
-fn blank_card_insert(card_number: &str, category: &str) -> (Card, String, Vec<crate::db::Value>) {
+) -> (Card, String, Vec<crate::db::Value>) {
     let now = now_ms();
     let sql = "INSERT INTO cards (card_number, category_id, state, created_ms, updated_ms)
          VALUES ($1, $2, $3, $4, $4)";

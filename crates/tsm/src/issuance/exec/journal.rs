@@ -16,6 +16,11 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
     pub(super) fn begin(&mut self, seqs: &[u32]) -> Result<()> {
         let carry = std::mem::take(&mut self.carry);
         let t = Instant::now();
+        if self.unsubmitted.is_some() {
+            let r = self.begin_with_submission(carry, seqs);
+            self.t_db += t.elapsed();
+            return r;
+        }
         // Renew the lease when half of it has gone by (every step with a zero lease).
         let renew = self.renewed.elapsed() * 2 >= self.lease.duration;
         let r = if carry.iter().all(Done::rows_only) {
@@ -33,6 +38,25 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
             self.renewed = Instant::now();
         }
         self.t_db += t.elapsed();
+        r
+    }
+
+    /// [`Run::begin`] for a job not written yet ([`Unsubmitted`]): the job goes with this
+    /// record, in one transaction (the lease is fresh: nothing to renew). When the completed
+    /// steps changed only the card row (the check of the card before a write), the job and
+    /// its steps, done and started, are one statement on PostgreSQL.
+    fn begin_with_submission(&mut self, carry: Vec<Done>, seqs: &[u32]) -> Result<()> {
+        let issuer = self.issuer;
+        let r = issuer.store.tx(|c: &mut Conn| -> Result<()> {
+            if carry.iter().all(Done::rows_only) {
+                let card = carry.iter().rev().find_map(|d| d.card.clone());
+                self.submit_in(c, &carry, seqs, card.as_ref())
+            } else {
+                self.submit_in(c, &[], &[], None)?;
+                self.record(c, carry, seqs)
+            }
+        });
+        self.submitted(r.is_ok());
         r
     }
 
@@ -122,7 +146,10 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
         let state = job_state_after(e, self.in_connect && self.resumed);
         let carry = std::mem::take(&mut self.carry);
         let changed_now = self.changed_in_step;
-        self.issuer.store.tx(|c| -> Result<()> {
+        let issuer = self.issuer;
+        let r = issuer.store.tx(|c| -> Result<()> {
+            // A job stopped before its first record is written with its end.
+            self.submit_in(c, &[], &[], None)?;
             // Nothing is written unless this worker still holds the job.
             if !end_job_in(c, &self.lease, state, Some(&e.to_string()))? {
                 return Err(Error::JobLeased(LeaseHeld::job(self.job.id)));
@@ -156,6 +183,8 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
                     })),
             )?;
             Ok(())
-        })
+        });
+        self.submitted(r.is_ok());
+        r
     }
 }

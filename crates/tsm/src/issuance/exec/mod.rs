@@ -27,7 +27,9 @@ use crate::error::{Error, LeaseHeld, Result, StoreError};
 use crate::model::{
     now_ms, Card, CardState, Category, InitialKeys, Job, JobKind, JobState, Step, StepState,
 };
-use crate::store::jobs::{end_sql, renew_in, renew_sql, steps_in, steps_record_sql, Lease};
+use crate::store::jobs::{
+    create_job_in, end_sql, renew_in, renew_sql, steps_in, steps_record_sql, InitialStep, Lease,
+};
 use crate::store::records::{
     add_card_app_in, card_apps_in, card_in, category_in, clear_card_apps_in, mark_card_partial_in,
     remove_card_app_in, update_card_sql,
@@ -52,6 +54,22 @@ impl Done {
     fn rows_only(&self) -> bool {
         self.app_added.is_none() && self.app_removed.is_none() && !self.clear_apps && !self.finish
     }
+}
+
+/// A job checked but not recorded yet: [`Issuer::execute`](crate::Issuer::execute) runs it
+/// at once on the card it was given, so its submission is written with the run's first
+/// record, in one transaction and (on PostgreSQL) one statement — the job, its steps as
+/// that record leaves them (the steps before the first change to the card done, with what
+/// they learnt of it, and the changes' steps started), the card's row — instead of in a
+/// commit of its own before the run. Before anything changes the card, the intent and what
+/// the run learnt are in the database, as always; a run stopped before that record leaves
+/// nothing to resume and nothing changed on the card, and its failure is recorded with the
+/// job (see [`Run::record_failure`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Unsubmitted {
+    pub job: crate::store::jobs::NewJob,
+    /// A card not recorded yet: its row.
+    pub insert_card: Option<(String, Vec<crate::db::Value>)>,
 }
 
 /// What the card showed before authentication.
@@ -93,6 +111,8 @@ pub(crate) struct Run<'i, 'c, C: CardChannel + ?Sized> {
     renewed: Instant,
     /// The steps this run completed, with what they did (for the audit entry).
     log: Vec<serde_json::Value>,
+    /// The job, until its first record writes it.
+    unsubmitted: Option<Unsubmitted>,
 }
 
 impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
@@ -102,6 +122,7 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         prepared: Option<Prepared>,
         lease: Lease,
         chan: ByRef<'c, C>,
+        unsubmitted: Option<Unsubmitted>,
     ) -> Result<Self> {
         let t = Instant::now();
         let params = Params::parse(&job.params)?;
@@ -149,6 +170,7 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
             t_keys: Duration::ZERO,
             renewed: Instant::now(),
             log: Vec::new(),
+            unsubmitted,
         })
     }
 
@@ -289,8 +311,60 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         }
         let carry = std::mem::take(&mut self.carry);
         let t = Instant::now();
-        let r = self.issuer.store.tx(|c| self.record(c, carry, &[]));
+        let issuer = self.issuer;
+        let r = issuer.store.tx(|c| {
+            self.submit_in(c, &[], &[], None)?;
+            self.record(c, carry, &[])
+        });
+        self.submitted(r.is_ok());
         self.t_db += t.elapsed();
         r
+    }
+
+    /// Writes the job if it is not yet ([`Unsubmitted`]): the job claimed by this worker
+    /// (its lease), its steps `done` and `started` as said, the card's row (inserted if
+    /// new, then `card` if given). Its id is this run's from now on; if the transaction
+    /// fails, [`Run::submitted`] takes it back.
+    fn submit_in(
+        &mut self,
+        c: &mut Conn,
+        done: &[Done],
+        started: &[u32],
+        card: Option<&Card>,
+    ) -> Result<()> {
+        let Some(u) = &self.unsubmitted else {
+            return Ok(());
+        };
+        let mut rows: Vec<(String, Vec<crate::db::Value>)> =
+            u.insert_card.iter().cloned().collect();
+        rows.extend(card.map(|card| update_card_sql(card, None)));
+        // Nobody reads their counts: on PostgreSQL they go with the job's statement.
+        c.execute_all_later(&rows)?;
+        let initial: Vec<InitialStep<'_>> = done
+            .iter()
+            .map(|d| InitialStep::Done(d.seq, &d.detail))
+            .chain(started.iter().map(|s| InitialStep::Started(*s)))
+            .collect();
+        let claim = Some((self.lease.owner.as_str(), self.lease.duration));
+        let id = create_job_in(c, &u.job, claim, &initial)
+            .map_err(|e| e.duplicate_as(|| "an open job for this card".into()))?;
+        self.job.id = id;
+        self.lease.job = id;
+        Ok(())
+    }
+
+    /// After a transaction that began with [`Run::submit_in`]: the job is written (`ok`),
+    /// or this run has no id again.
+    fn submitted(&mut self, ok: bool) {
+        if self.unsubmitted.is_none() {
+            return;
+        }
+        if ok {
+            self.unsubmitted = None;
+            self.renewed = Instant::now();
+        } else {
+            self.job.id = 0;
+            self.lease.job = 0;
+        }
     }
 }

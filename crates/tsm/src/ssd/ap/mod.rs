@@ -372,7 +372,7 @@ impl ApPlatform {
                     &privileges.0,
                 )?;
             }
-            Ok(create_job_in(c, &job, None)?)
+            Ok(create_job_in(c, &job, None, &[])?)
         })
     }
 
@@ -513,7 +513,7 @@ impl ApPlatform {
             if let Some(open) = open_job_for_card_in(c, card_number)? {
                 return Err(Error::CardBusy(open.id));
             }
-            Ok(create_job_in(c, &job, None)?)
+            Ok(create_job_in(c, &job, None, &[])?)
         })
     }
 

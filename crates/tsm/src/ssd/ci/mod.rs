@@ -370,7 +370,7 @@ impl CiPlatform {
                 req.model,
                 &privileges.0,
             )?;
-            Ok(create_job_in(c, &job, None)?)
+            Ok(create_job_in(c, &job, None, &[])?)
         })
     }
 

@@ -292,7 +292,7 @@ impl CiPlatform {
             if let Some(open) = open_job_for_card_in(c, card_number)? {
                 return Err(Error::CardBusy(open.id));
             }
-            Ok(create_job_in(c, &job, None)?)
+            Ok(create_job_in(c, &job, None, &[])?)
         })
     }
 }
