@@ -6,6 +6,9 @@
 //! [`Issuer::submit`] checks the request against the database (card, category, tenant,
 //! key versions; nothing changes on error) and records a job with its planned steps.
 //! [`Issuer::run`] claims the job with a lease and, on the card:
+//! ([`Issuer::execute`] and the `write`, `rewrite`, … built on it, which run the job at once
+//! on the card they are given, check the request the same way but record the job with the
+//! run's first record, see step 3.)
 //!
 //! 1. **Connects**: warm reset, SELECT of the ISD and, without authentication, GET DATA
 //!    of the CPLC (`9F7F`, chip identity), the CIN (`45`, the card number Cardwright
@@ -29,8 +32,15 @@
 //!    record of its own. A crash therefore loses at most steps that are recorded
 //!    `started`, which the resume does again; and before anything changes the card, what
 //!    the run learnt about it (chip identity, factory KDD) and the intent to change it are
-//!    in the database, so a PUT KEY whose answer was lost is known to have been sent (write:
-//!    three commits: the submission, the starts, the end). A step found `started` is done
+//!    in the database, so a PUT KEY whose answer was lost is known to have been sent. A job
+//!    run at once by the worker that submits it ([`Issuer::execute`]) is written **with
+//!    that first record** — the job claimed by the worker, its steps as the record leaves
+//!    them, the card's row — in one transaction (one statement on PostgreSQL), so a write
+//!    commits twice (the job with its first record, and the end) instead of three times; a
+//!    run stopped before it (card absent, wrong card, a crash while connecting) changed
+//!    nothing on the card: a failure is recorded with the job (`pending` if resumable, as
+//!    for a submitted job), a crash leaves no job and the write is made again. A step found
+//!    `started` is done
 //!    again after checking the card, since every step is idempotent (STORE DATA overwrites;
 //!    PUT KEY is skipped when the new keys already open; an application already in the
 //!    registry is not loaded again; DELETE of something absent counts as done).
@@ -909,7 +919,9 @@ impl Issuer {
         Ok(())
     }
 
-    /// Submits a request and runs it on the card in `chan`.
+    /// Checks a request and runs it on the card in `chan`; the job is recorded with the
+    /// run's first record (see [the module documentation](self#how-a-job-runs)), claimed
+    /// by this worker. A request refused is refused before the card is touched.
     pub fn execute<C: CardChannel + ?Sized>(
         &self,
         actor: &Actor,
