@@ -117,6 +117,10 @@ pub(crate) fn timed<T>(call: Call, f: impl FnOnce() -> T) -> T {
     v
 }
 
+/// A write statement and its parameters, to run later or with others
+/// ([`Conn::execute_all`], [`Conn::execute_all_later`]).
+pub(crate) type Write = (String, Vec<Value>);
+
 /// A query parameter. The type is kept for `NULL`s too, since PostgreSQL wants it.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) enum Value {

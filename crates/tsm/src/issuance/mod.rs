@@ -299,7 +299,7 @@ struct Validated {
     category: crate::model::Category,
     card: Card,
     /// A card not recorded yet: the row to insert with the job.
-    insert_card: Option<(String, Vec<crate::db::Value>)>,
+    insert_card: Option<crate::db::Write>,
 }
 
 /// Records read while submitting, handed to the run so it need not read them again.
@@ -499,8 +499,7 @@ impl Issuer {
                     c.execute_all_later(&[row])?;
                 }
                 let claim = owner.map(|o| (o, self.config.lease));
-                let id = crate::store::jobs::create_job_in(c, &job, claim, &[])
-                    .map_err(|e| e.duplicate_as(|| "an open job for this card".into()))?;
+                let id = crate::store::jobs::create_job_in(c, &job, claim, &[])?;
                 Ok((job_record(job, id, owner.is_some()), prepared))
             })
         })
@@ -530,13 +529,12 @@ impl Issuer {
 
     /// Reads and checks what a submission of `req` needs: the job to insert, what the run
     /// needs of the records, and the row of a card not recorded yet. Writes nothing.
-    #[allow(clippy::type_complexity)]
     fn prepare_in(
         &self,
         c: &mut Conn,
         actor: &Actor,
         req: &Request,
-    ) -> Result<(NewJob, Prepared, Option<(String, Vec<crate::db::Value>)>)> {
+    ) -> Result<(NewJob, Prepared, Option<crate::db::Write>)> {
         let number = req.card_number();
         kms::kdd_for_card_number(number)
             .map_err(|e| Error::Invalid(format!("card number: {e}")))?;

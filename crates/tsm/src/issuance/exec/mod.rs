@@ -69,7 +69,7 @@ impl Done {
 pub(crate) struct Unsubmitted {
     pub job: crate::store::jobs::NewJob,
     /// A card not recorded yet: its row.
-    pub insert_card: Option<(String, Vec<crate::db::Value>)>,
+    pub insert_card: Option<crate::db::Write>,
 }
 
 /// What the card showed before authentication.
@@ -335,8 +335,7 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         let Some(u) = &self.unsubmitted else {
             return Ok(());
         };
-        let mut rows: Vec<(String, Vec<crate::db::Value>)> =
-            u.insert_card.iter().cloned().collect();
+        let mut rows: Vec<crate::db::Write> = u.insert_card.iter().cloned().collect();
         rows.extend(card.map(|card| update_card_sql(card, None)));
         // Nobody reads their counts: on PostgreSQL they go with the job's statement.
         c.execute_all_later(&rows)?;
@@ -346,8 +345,7 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
             .chain(started.iter().map(|s| InitialStep::Started(*s)))
             .collect();
         let claim = Some((self.lease.owner.as_str(), self.lease.duration));
-        let id = create_job_in(c, &u.job, claim, &initial)
-            .map_err(|e| e.duplicate_as(|| "an open job for this card".into()))?;
+        let id = create_job_in(c, &u.job, claim, &initial)?;
         self.job.id = id;
         self.lease.job = id;
         Ok(())
