@@ -494,24 +494,29 @@ fn postgres_audit_log_is_append_only() {
     assert_eq!(r.first_bad, Some(AuditFault::HashMismatch(2)));
 }
 
+/// The audit key of a software key store in `dir`, and its public key (SPKI).
+fn audit_key(dir: &std::path::Path) -> (Arc<dyn kms::SigningKey>, Vec<u8>) {
+    use kms::{MasterKey, SigningAlgorithm, SigningKeyStore, SoftwareKeyStore};
+    let keys =
+        SoftwareKeyStore::create(dir.join("keys.json"), MasterKey::generate().unwrap()).unwrap();
+    let (key, _) = keys
+        .signing_key_or_create(tsm::audit::ANCHOR_KEY_LABEL, SigningAlgorithm::P256)
+        .unwrap();
+    let public = key.public_key_spki().to_vec();
+    (Arc::from(key), public)
+}
+
 /// The anchored head: a store with the audit key signs a checkpoint (entries, head hash)
 /// in each transaction that appends; removing the last entries and rewinding
 /// `audit_head` passes the unkeyed chain but not the checkpoint check, and a rewritten
 /// checkpoint does not verify.
 #[test]
 fn removed_tail_is_detected_by_the_signed_checkpoint() {
-    use kms::{MasterKey, SigningAlgorithm, SigningKeyStore, SoftwareKeyStore};
     for b in backends() {
         let name = b.name;
         let dir = tempfile::tempdir().unwrap();
-        let keys =
-            SoftwareKeyStore::create(dir.path().join("keys.json"), MasterKey::generate().unwrap())
-                .unwrap();
-        let (key, _) = keys
-            .signing_key_or_create(tsm::audit::ANCHOR_KEY_LABEL, SigningAlgorithm::P256)
-            .unwrap();
-        let public = key.public_key_spki().to_vec();
-        let s = b.store().clone().with_audit_anchor(Arc::from(key));
+        let (key, public) = audit_key(dir.path());
+        let s = b.store().clone().with_audit_anchor(key);
         // Nothing appended yet: nothing to anchor, and that is fine.
         assert!(s.audit_verify_anchored(&public).unwrap().is_ok(), "{name}");
         for i in 0..5 {
@@ -581,26 +586,16 @@ fn removed_tail_is_detected_by_the_signed_checkpoint() {
     }
 }
 
-/// Two processes (two stores, each with its own expectation of the head) write through
-/// their group commits at the same time, with the audit key: on PostgreSQL the server
-/// chains each group's entries in the statement sent with its `COMMIT` and the checkpoint
-/// is signed over the head each process expects; when the other process moved the head
-/// meanwhile, the checkpoint of the real head is written after the commit. Either way the
-/// chain verifies and, once all have committed, the checkpoint anchors every entry.
+/// Two processes (two stores on one database) write through their group commits at the
+/// same time, with the audit key: each group's seal chains its members' entries after the
+/// other process's and signs the checkpoint of the head it leaves. The chain verifies and
+/// the checkpoint anchors every entry, also when the other process moved the head last.
 #[test]
 fn concurrent_groups_of_two_processes_keep_the_chain_and_the_checkpoint_whole() {
-    use kms::{MasterKey, SigningAlgorithm, SigningKeyStore, SoftwareKeyStore};
     for b in backends() {
         let name = b.name;
         let dir = tempfile::tempdir().unwrap();
-        let keys =
-            SoftwareKeyStore::create(dir.path().join("keys.json"), MasterKey::generate().unwrap())
-                .unwrap();
-        let (key, _) = keys
-            .signing_key_or_create(tsm::audit::ANCHOR_KEY_LABEL, SigningAlgorithm::P256)
-            .unwrap();
-        let public = key.public_key_spki().to_vec();
-        let key: Arc<dyn kms::SigningKey> = Arc::from(key);
+        let (key, public) = audit_key(dir.path());
         let processes = [
             b.store().clone().with_audit_anchor(Arc::clone(&key)),
             Store::open(&b.url)
