@@ -49,10 +49,9 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
         let issuer = self.issuer;
         let r = issuer.store.tx(|c: &mut Conn| -> Result<()> {
             if carry.iter().all(Done::rows_only) {
-                let card = carry.iter().rev().find_map(|d| d.card.clone());
-                self.submit_in(c, &carry, seqs, card.as_ref())
+                self.submit_in(c, &carry, seqs)
             } else {
-                self.submit_in(c, &[], &[], None)?;
+                self.submit_in(c, &[], &[])?;
                 self.record(c, carry, seqs)
             }
         });
@@ -149,7 +148,7 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
         let issuer = self.issuer;
         let r = issuer.store.tx(|c| -> Result<()> {
             // A job stopped before its first record is written with its end.
-            self.submit_in(c, &[], &[], None)?;
+            self.submit_in(c, &[], &[])?;
             // Nothing is written unless this worker still holds the job.
             if !end_job_in(c, &self.lease, state, Some(&e.to_string()))? {
                 return Err(Error::JobLeased(LeaseHeld::job(self.job.id)));

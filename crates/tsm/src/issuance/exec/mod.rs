@@ -57,14 +57,8 @@ impl Done {
 }
 
 /// A job checked but not recorded yet: [`Issuer::execute`](crate::Issuer::execute) runs it
-/// at once on the card it was given, so its submission is written with the run's first
-/// record, in one transaction and (on PostgreSQL) one statement — the job, its steps as
-/// that record leaves them (the steps before the first change to the card done, with what
-/// they learnt of it, and the changes' steps started), the card's row — instead of in a
-/// commit of its own before the run. Before anything changes the card, the intent and what
-/// the run learnt are in the database, as always; a run stopped before that record leaves
-/// nothing to resume and nothing changed on the card, and its failure is recorded with the
-/// job (see [`Run::record_failure`]).
+/// at once, so it is written with the run's first record instead of in a commit of its own
+/// (see [the module documentation](crate::issuance#how-a-job-runs), step 3).
 #[derive(Debug, Clone)]
 pub(crate) struct Unsubmitted {
     pub job: crate::store::jobs::NewJob,
@@ -313,7 +307,7 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         let t = Instant::now();
         let issuer = self.issuer;
         let r = issuer.store.tx(|c| {
-            self.submit_in(c, &[], &[], None)?;
+            self.submit_in(c, &[], &[])?;
             self.record(c, carry, &[])
         });
         self.submitted(r.is_ok());
@@ -322,20 +316,15 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
     }
 
     /// Writes the job if it is not yet ([`Unsubmitted`]): the job claimed by this worker
-    /// (its lease), its steps `done` and `started` as said, the card's row (inserted if
-    /// new, then `card` if given). Its id is this run's from now on; if the transaction
-    /// fails, [`Run::submitted`] takes it back.
-    fn submit_in(
-        &mut self,
-        c: &mut Conn,
-        done: &[Done],
-        started: &[u32],
-        card: Option<&Card>,
-    ) -> Result<()> {
+    /// (its lease), its steps `done` (which changed only the card row) and `started`, the
+    /// card's row (inserted if new, then as the last of `done` left it). Its id is this
+    /// run's from now on; if the transaction fails, [`Run::submitted`] takes it back.
+    fn submit_in(&mut self, c: &mut Conn, done: &[Done], started: &[u32]) -> Result<()> {
         let Some(u) = &self.unsubmitted else {
             return Ok(());
         };
         let mut rows: Vec<crate::db::Write> = u.insert_card.iter().cloned().collect();
+        let card = done.iter().rev().find_map(|d| d.card.as_ref());
         rows.extend(card.map(|card| update_card_sql(card, None)));
         // Nobody reads their counts: on PostgreSQL they go with the job's statement.
         c.execute_all_later(&rows)?;
