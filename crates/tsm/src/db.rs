@@ -495,23 +495,71 @@ pub(crate) struct PgClient {
     prepared: HashMap<String, (Vec<Type>, tokio_postgres::Statement)>,
     held: Vec<Held>,
     in_transaction: bool,
+    /// Round trips made (every [`PgClient::send`]).
+    round_trips: u64,
+    /// Which of the held statements the last round trip sent failed first (its position
+    /// among them), when one did.
+    failed_held: Option<usize>,
 }
 
 /// A statement held back for the next round trip.
-enum Held {
+#[derive(Clone)]
+pub(crate) enum Held {
     /// Transaction control (simple query protocol, no parameters).
     Control(String),
     /// A prepared write and its parameters.
     Write(tokio_postgres::Statement, Vec<Value>),
+    /// Writes combined into one statement that answers their row counts, and the counts
+    /// they must answer (`None`: any); another count fails it ([`StoreError::RowsChanged`]).
+    Expecting(tokio_postgres::Statement, Vec<Value>, Expected),
+}
+
+/// The row counts a held combined write must answer, and what it is (for the error).
+#[derive(Clone)]
+pub(crate) struct Expected {
+    what: &'static str,
+    counts: Vec<Option<u64>>,
+}
+
+impl Expected {
+    /// The first count that is not as expected, as an error.
+    fn check(&self, counts: &[u64]) -> Result<(), StoreError> {
+        for (want, got) in self.counts.iter().zip(counts) {
+            if let Some(want) = want {
+                if want != got {
+                    return Err(StoreError::RowsChanged {
+                        what: self.what,
+                        expected: *want,
+                        changed: *got,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Held {
     /// Sends the statement (at the first poll, before any other await: the order of the
     /// first polls is the order on the wire) and reads its answer.
-    async fn run(&self, client: &tokio_postgres::Client) -> Result<(), postgres::Error> {
+    async fn run(&self, client: &tokio_postgres::Client) -> Result<(), StoreError> {
         match self {
-            Held::Control(sql) => client.batch_execute(sql).await,
-            Held::Write(st, values) => client.execute(st, &sql_params(values)).await.map(|_| ()),
+            Held::Control(sql) => Ok(client.batch_execute(sql).await?),
+            Held::Write(st, values) => client
+                .execute(st, &sql_params(values))
+                .await
+                .map(|_| ())
+                .map_err(Into::into),
+            Held::Expecting(st, values, expected) => {
+                let row = client.query_one(st, &sql_params(values)).await?;
+                let counts = (0..row.len())
+                    .map(|i| {
+                        row.try_get::<_, i64>(i)
+                            .map(|n| u64::try_from(n).unwrap_or(0))
+                    })
+                    .collect::<Result<Vec<u64>, _>>()?;
+                expected.check(&counts)
+            }
         }
     }
 }
@@ -539,6 +587,8 @@ impl PgClient {
             prepared: HashMap::new(),
             held: Vec::new(),
             in_transaction: false,
+            round_trips: 0,
+            failed_held: None,
         };
         // Notices ("relation … already exists, skipping" from the migrations' `IF NOT
         // EXISTS` at every start) are not news for the platform's log; warnings still are.
@@ -581,17 +631,21 @@ impl PgClient {
     {
         let held = std::mem::take(&mut self.held);
         let client = &self.client;
-        let r = self.runtime.block_on(async {
+        self.round_trips += 1;
+        let (failed, r) = self.runtime.block_on(async {
             let before = held
                 .iter()
-                .map(|h| Box::pin(h.run(client)) as Pending<'_, ()>);
+                .map(|h| Box::pin(h.run(client)) as Pending<'_, (), StoreError>);
             let (results, answer) = in_order(before.collect(), f(client)).await;
-            for r in results {
-                r?;
+            for (i, r) in results.into_iter().enumerate() {
+                if let Err(e) = r {
+                    return (Some(i), Err(e));
+                }
             }
-            answer
+            (None, answer.map_err(StoreError::from))
         });
-        Ok(r?)
+        self.failed_held = failed;
+        r
     }
 
     /// Runs queries in one round trip (after what is held back), in order; their rows.
@@ -646,17 +700,17 @@ impl PgClient {
 }
 
 /// A statement sent, its answer awaited.
-type Pending<'a, T> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, postgres::Error>> + 'a>>;
+type Pending<'a, T, E = postgres::Error> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, E>> + 'a>>;
 
 /// Waits for `first` and then `last`, polling them **in order**: tokio-postgres sends a
 /// statement at its future's first poll, so this order is the order on the wire, and all
 /// of them leave in one network write.
-async fn in_order<'a, T, L>(
-    mut first: Vec<Pending<'a, T>>,
+async fn in_order<'a, T, E, L>(
+    mut first: Vec<Pending<'a, T, E>>,
     last: impl std::future::Future<Output = L>,
-) -> (Vec<Result<T, postgres::Error>>, L) {
-    let mut results: Vec<Option<Result<T, postgres::Error>>> = first.iter().map(|_| None).collect();
+) -> (Vec<Result<T, E>>, L) {
+    let mut results: Vec<Option<Result<T, E>>> = first.iter().map(|_| None).collect();
     let mut last = std::pin::pin!(last);
     let mut answer = None;
     std::future::poll_fn(|cx| {
@@ -987,6 +1041,93 @@ impl Conn {
                 let st = c.statement(&sql, &types)?;
                 c.execute_later(st, values)
             }),
+        }
+    }
+
+    /// [`Conn::execute_all`] for writes that must change `expected` rows each (`None`: any
+    /// number), whose counts nobody else reads: on SQLite they run and are checked now; on
+    /// PostgreSQL, in a transaction, they are held back like [`Conn::execute_all_later`]'s
+    /// and checked when their answer comes (then the error is that call's, and the group
+    /// commit can tell whose it is, [`Conn::failed_held`]). Another count is
+    /// [`StoreError::RowsChanged`]; the writes are not undone by it (the caller's
+    /// transaction or savepoint is).
+    pub(crate) fn execute_all_expecting(
+        &mut self,
+        what: &'static str,
+        writes: &[Write],
+        expected: &[Option<u64>],
+    ) -> Result<(), StoreError> {
+        let expected = Expected {
+            what,
+            counts: expected.to_vec(),
+        };
+        match self {
+            Conn::Postgres(c) if c.in_transaction && !writes.is_empty() => {
+                timed(Call::Statement, || {
+                    let (sql, values) = combined(writes);
+                    let types: Vec<Type> = values.iter().map(Value::pg_type).collect();
+                    let st = c.statement(&sql, &types)?;
+                    c.held.push(Held::Expecting(st, values, expected));
+                    Ok(())
+                })
+            }
+            _ => {
+                let counts = self.execute_all(writes)?;
+                expected.check(&counts)
+            }
+        }
+    }
+
+    /// Takes the statements held back for the next round trip after the first `keep`
+    /// (PostgreSQL; none on SQLite, which runs every statement at once), to send them later
+    /// with [`Conn::hold`].
+    pub(crate) fn take_held(&mut self, keep: usize) -> Vec<Held> {
+        match self {
+            Conn::Sqlite(_) => Vec::new(),
+            Conn::Postgres(c) => {
+                let keep = keep.min(c.held.len());
+                c.held.split_off(keep)
+            }
+        }
+    }
+
+    /// Holds `held` back for the next round trip, after what is held already.
+    pub(crate) fn hold(&mut self, held: Vec<Held>) {
+        if let Conn::Postgres(c) = self {
+            c.held.extend(held);
+        }
+    }
+
+    /// How many statements are held back for the next round trip.
+    pub(crate) fn held_count(&self) -> usize {
+        match self {
+            Conn::Sqlite(_) => 0,
+            Conn::Postgres(c) => c.held.len(),
+        }
+    }
+
+    /// Sends what is held back now, with an empty statement (PostgreSQL).
+    pub(crate) fn flush(&mut self) -> Result<(), StoreError> {
+        match self {
+            Conn::Postgres(c) if !c.held.is_empty() => c.send(|client| client.batch_execute("")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Round trips made on this connection so far (0 on SQLite).
+    pub(crate) fn round_trips(&self) -> u64 {
+        match self {
+            Conn::Sqlite(_) => 0,
+            Conn::Postgres(c) => c.round_trips,
+        }
+    }
+
+    /// When the last round trip failed in a statement that was held back: its position
+    /// among those it sent.
+    pub(crate) fn failed_held(&self) -> Option<usize> {
+        match self {
+            Conn::Sqlite(_) => None,
+            Conn::Postgres(c) => c.failed_held,
         }
     }
 

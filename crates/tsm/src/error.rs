@@ -52,6 +52,17 @@ pub enum StoreError {
     /// The audit log's checkpoint could not be signed with the audit key.
     #[error("audit checkpoint: {0}")]
     AuditAnchor(String),
+    /// A write did not change the rows it had to (its condition no longer held: a job's
+    /// lease taken by another worker, typically); what it wrote was undone.
+    #[error("{what}: {expected} rows were to change, {changed} did")]
+    RowsChanged {
+        /// Which write.
+        what: &'static str,
+        /// The rows it had to change.
+        expected: u64,
+        /// The rows it changed.
+        changed: u64,
+    },
     /// A value given to the store is not acceptable.
     #[error("invalid {what}: {detail}")]
     Invalid {

@@ -27,11 +27,12 @@
 //! 2 cores, paired runs: 723–969 writes/s with `groups=2`, 649–747 with 1; the figures and
 //! what binds are in `docs/DESIGN.md`).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use super::Store;
 use crate::audit;
-use crate::db::Conn;
+use crate::db::{Conn, Held};
 use crate::error::StoreError;
 
 /// The process's group commit (one per [`Store`]).
@@ -99,10 +100,15 @@ struct State {
     open: Option<Result<(), String>>,
     /// Members whose work has run (successfully or not).
     finished: usize,
-    /// The audit entries the members recorded, in the order they ran.
-    audit: Vec<audit::Queued>,
+    /// The audit entries each member recorded, in the order they ran.
+    audit: Vec<(usize, Vec<audit::Queued>)>,
     /// Whether a member chained an entry itself (the head moved: sign it).
     chained: bool,
+    /// The members whose work made no round trip: their statements (savepoint first),
+    /// sent with the seal's, in the order they ran.
+    deferred: Vec<(usize, Vec<Held>)>,
+    /// Members undone at the seal because one of their statements failed, and why.
+    failed: HashMap<usize, StoreError>,
     /// The commit's outcome.
     outcome: Option<Result<(), String>>,
 }
@@ -141,10 +147,12 @@ impl Group {
         let mut member = Member {
             group: self,
             conn: lock(&self.conn),
+            index,
             savepoint: (!alone).then(|| format!("m{index}")),
             opened: false,
             audit: Vec::new(),
             chained: false,
+            deferred: Vec::new(),
         };
         let conn = member
             .conn
@@ -153,13 +161,24 @@ impl Group {
                 target: "group commit".into(),
                 reason: "the group's connection is gone".into(),
             })?;
+        let (held_before, trips) = (conn.held_count(), conn.round_trips());
         if let Some(name) = &member.savepoint {
             conn.savepoint(name)?;
         }
         member.opened = true;
         audit::start_queue();
-        let r = f(conn);
+        let mut r = f(conn);
         let (queued, chained) = audit::take_queue();
+        // Work that needed no answer (PostgreSQL: all of it held back, the savepoint
+        // included; `BEGIN` may be held before it) waits for the seal's round trip;
+        // work that made round trips sends what it still holds now, so that a failure
+        // there is its own.
+        let pure = conn.round_trips() == trips;
+        if r.is_ok() && !pure && conn.held_count() > 0 {
+            if let Err(e) = conn.flush() {
+                r = Err(e.into());
+            }
+        }
         if r.is_err() {
             let undone = undo(conn, member.savepoint.as_deref());
             member.opened = false;
@@ -168,6 +187,9 @@ impl Group {
             member.opened = false;
             member.audit = queued;
             member.chained = chained;
+            if pure && conn.held_count() > held_before {
+                member.deferred = conn.take_held(held_before);
+            }
         }
         r
     }
@@ -187,6 +209,7 @@ fn undo(conn: &mut Conn, savepoint: Option<&str>) -> Result<(), StoreError> {
 /// counts as finished, so that the leader never waits for it forever.
 struct Member<'g> {
     group: &'g Group,
+    index: usize,
     conn: MutexGuard<'g, Option<Conn>>,
     /// `None` when the member is alone in its group.
     savepoint: Option<String>,
@@ -194,6 +217,8 @@ struct Member<'g> {
     opened: bool,
     audit: Vec<audit::Queued>,
     chained: bool,
+    /// The work's statements when it made no round trip (see [`State::deferred`]).
+    deferred: Vec<Held>,
 }
 
 impl Drop for Member<'_> {
@@ -204,10 +229,16 @@ impl Drop for Member<'_> {
             }
         }
         let audit = std::mem::take(&mut self.audit);
-        let chained = self.chained;
+        let deferred = std::mem::take(&mut self.deferred);
+        let (index, chained) = (self.index, self.chained);
         self.group.update(|st| {
             st.finished += 1;
-            st.audit.extend(audit);
+            if !audit.is_empty() {
+                st.audit.push((index, audit));
+            }
+            if !deferred.is_empty() {
+                st.deferred.push((index, deferred));
+            }
             st.chained |= chained;
         });
     }
@@ -247,7 +278,10 @@ impl Committer {
             }
             drop(st);
             let r = group.run_member(index, false, f);
-            let st = group.wait_until(|st| st.outcome.is_some());
+            let mut st = group.wait_until(|st| st.outcome.is_some());
+            if let Some(e) = st.failed.remove(&index) {
+                return Err(e.into());
+            }
             match &st.outcome {
                 Some(Err(reason)) => Err(commit_error(reason).into()),
                 _ => r,
@@ -294,16 +328,13 @@ impl Committer {
         }
         let mut st = group.wait_until(|st| st.finished == st.joined);
         let audit = std::mem::take(&mut st.audit);
+        let deferred = std::mem::take(&mut st.deferred);
         let chained = st.chained;
         drop(st);
         let outcome = {
             let mut conn = lock(&group.conn);
             let c = conn.as_mut().expect("the leader put the connection there");
-            let end = if !audit.is_empty() || chained {
-                store.seal_in_group(c, &audit)
-            } else {
-                Ok(())
-            };
+            let end = seal(store, group, c, alone, audit, deferred, chained);
             // The next group may run its work while this one commits (PostgreSQL: the
             // commit's WAL flush overlaps the next group's statements; what the next
             // group must not see uncommitted it waits for on row locks, the audit head
@@ -321,11 +352,92 @@ impl Committer {
             end
         };
         drop(writer);
+        let mine_failed = lock(&group.state).failed.remove(&index);
         group
             .update(|st| st.outcome = Some(outcome.as_ref().map_err(ToString::to_string).copied()));
-        match outcome {
-            Ok(()) => mine,
-            Err(e) => Err(e.into()),
+        match (outcome, mine_failed) {
+            (_, Some(e)) => Err(e.into()),
+            (Ok(()), None) => mine,
+            (Err(e), None) => Err(e.into()),
         }
+    }
+}
+
+/// Deferred members undone at the seal (tests check that the path ran).
+#[cfg(test)]
+pub(crate) static UNDONE_AT_SEAL: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+/// Sends the deferred members' statements with the seal's first round trip and seals. When
+/// one of those statements fails (an error, or not the rows it had to change), its member
+/// is undone to its savepoint, which undoes the deferred members after it too; they are
+/// sent again, and the seal made again without the failed member's audit entries. The
+/// failed member gets its own error ([`State::failed`]); the others commit. A member alone
+/// in its group has no savepoint: its failure rolls the transaction back.
+fn seal(
+    store: &Store,
+    group: &Group,
+    c: &mut Conn,
+    alone: bool,
+    audit: Vec<(usize, Vec<audit::Queued>)>,
+    mut deferred: Vec<(usize, Vec<Held>)>,
+    chained: bool,
+) -> Result<(), StoreError> {
+    let mut failed: Vec<usize> = Vec::new();
+    loop {
+        let first = c.held_count();
+        // Where each deferred member's statements start among those held.
+        let mut starts = Vec::with_capacity(deferred.len());
+        let mut at = first;
+        for (index, held) in &deferred {
+            starts.push((*index, at));
+            at += held.len();
+        }
+        c.hold(
+            deferred
+                .iter()
+                .flat_map(|(_, h)| h.iter().cloned())
+                .collect(),
+        );
+        let entries: Vec<audit::Queued> = audit
+            .iter()
+            .filter(|(i, _)| !failed.contains(i))
+            .flat_map(|(_, q)| q.iter().cloned())
+            .collect();
+        // The seal's first round trip carries them; when it makes none, an empty one does.
+        let sealed = if entries.is_empty() {
+            c.flush().and_then(|()| match chained {
+                true => store.seal_in_group(c, &entries),
+                false => Ok(()),
+            })
+        } else {
+            store.seal_in_group(c, &entries)
+        };
+        let Err(e) = sealed else {
+            return Ok(());
+        };
+        // Whose statement failed: a deferred member's, or else the group's.
+        let Some(pos) = c.failed_held().filter(|p| *p >= first && *p < at) else {
+            return Err(e);
+        };
+        let k = starts
+            .iter()
+            .rposition(|(_, start)| *start <= pos)
+            .expect("a position among the deferred members'");
+        let index = starts[k].0;
+        if alone {
+            // Nothing else to keep: the caller rolls back.
+            lock(&group.state).failed.insert(index, e);
+            return Err(StoreError::Unavailable {
+                target: "group commit".into(),
+                reason: "the only member failed".into(),
+            });
+        }
+        c.rollback_to(&format!("m{index}"))?;
+        #[cfg(test)]
+        UNDONE_AT_SEAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock(&group.state).failed.insert(index, e);
+        failed.push(index);
+        deferred.drain(..=k);
     }
 }

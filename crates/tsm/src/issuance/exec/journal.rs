@@ -26,13 +26,16 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
         let r = if carry.iter().all(Done::rows_only) {
             self.begin_in_one(&carry, seqs, renew)
         } else {
-            self.issuer.store.tx(|c: &mut Conn| -> Result<()> {
-                self.record(c, carry, seqs)?;
-                if renew && !renew_in(c, &self.lease)? {
-                    return Err(Error::JobLeased(LeaseHeld::job(self.job.id)));
-                }
-                Ok(())
-            })
+            self.issuer
+                .store
+                .tx(|c: &mut Conn| -> Result<()> {
+                    self.record(c, carry, seqs)?;
+                    if renew && !renew_in(c, &self.lease)? {
+                        return Err(Error::JobLeased(LeaseHeld::job(self.job.id)));
+                    }
+                    Ok(())
+                })
+                .map_err(|e| self.lease_lost(e))
         };
         if renew && r.is_ok() {
             self.renewed = Instant::now();
@@ -55,6 +58,7 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
                 self.record(c, carry, seqs)
             }
         });
+        let r = r.map_err(|e| self.lease_lost(e));
         self.submitted(r.is_ok());
         r
     }
@@ -86,29 +90,30 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
 
     /// Records completed steps (and the start of the steps `next`) with their effects.
     pub(super) fn record(&self, c: &mut Conn, done: Vec<Done>, next: &[u32]) -> Result<()> {
-        let lost = || Error::JobLeased(LeaseHeld::job(self.job.id));
         let steps: Vec<(u32, &serde_json::Value)> =
             done.iter().map(|d| (d.seq, &d.detail)).collect();
         let finish = done.iter().find(|d| d.finish);
         // The step rows, the card row as the last of them left it, and the end of the job:
         // one statement on PostgreSQL.
+        // Each on condition that this worker holds the lease: the steps started must all
+        // be written, and the end. Nobody reads the counts here: on PostgreSQL the writes
+        // wait for the next round trip, which checks them (see `lease_lost`).
         let mut writes = Vec::new();
+        let mut expected = Vec::new();
         if !steps.is_empty() || !next.is_empty() {
             writes.push(steps_record_sql(&self.lease, &steps, next)?);
+            expected.push((!next.is_empty()).then_some((steps.len() + next.len()) as u64));
         }
         if let Some(card) = done.iter().rev().find_map(|d| d.card.as_ref()) {
             writes.push(update_card_sql(card, None));
+            expected.push(None);
         }
         if finish.is_some() {
             writes.push(end_sql(&self.lease, JobState::Done, None));
+            expected.push(Some(1));
         }
-        let counts = c.execute_all(&writes)?;
-        let steps_held =
-            next.is_empty() || counts.first() == Some(&((steps.len() + next.len()) as u64));
-        let end_held = finish.is_none() || counts.last() == Some(&1);
-        if !steps_held || !end_held {
-            return Err(lost());
-        }
+        c.execute_all_expecting("the job's record", &writes, &expected)
+            .map_err(|e| self.lease_lost(e.into()))?;
         for d in &done {
             if let Some((instance, package)) = &d.app_added {
                 add_card_app_in(c, &self.job.card_number, instance, package)?;
@@ -134,6 +139,17 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
             )?;
         }
         Ok(())
+    }
+
+    /// `e`, or [`Error::JobLeased`] when `e` says that a write of this run's record did not
+    /// change its rows: they were written on condition that this worker holds the lease.
+    pub(super) fn lease_lost(&self, e: Error) -> Error {
+        match e {
+            Error::Store(StoreError::RowsChanged { .. }) => {
+                Error::JobLeased(LeaseHeld::job(self.job.id))
+            }
+            e => e,
+        }
     }
 
     /// Records why the run stopped: the job goes back to pending (resumable) or fails; a
@@ -183,6 +199,7 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
             )?;
             Ok(())
         });
+        let r = r.map_err(|e| self.lease_lost(e));
         self.submitted(r.is_ok());
         r
     }

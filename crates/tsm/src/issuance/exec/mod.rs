@@ -310,6 +310,7 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
             self.submit_in(c, &[], &[])?;
             self.record(c, carry, &[])
         });
+        let r = r.map_err(|e| self.lease_lost(e));
         self.submitted(r.is_ok());
         self.t_db += t.elapsed();
         r
