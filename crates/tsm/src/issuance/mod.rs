@@ -936,7 +936,11 @@ impl Issuer {
             owner: random_token(),
             duration: self.config.lease,
         };
-        let unsubmitted = exec::Unsubmitted { job, insert_card };
+        let unsubmitted = exec::Unsubmitted {
+            job,
+            insert_card,
+            id: self.store.reserve_job_id()?,
+        };
         let record = job_record(unsubmitted.job.clone(), 0, true);
         self.run_claimed(
             record,

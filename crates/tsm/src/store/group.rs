@@ -12,6 +12,19 @@
 //! own result, or, if the commit failed, the commit's error: nothing of the group is in the
 //! database.
 //!
+//! **Members as data** (PostgreSQL): a member whose work needed no answer — every statement
+//! held back for the next round trip ([`Conn::execute_all_later`], a job written under a
+//! reserved id, [`Conn::execute_all_expecting`] for writes on condition), its savepoint
+//! included — leaves its statements with the group instead of sending them with the next
+//! member's; they go with the seal's first round trip. A group of such members is then two
+//! round trips whatever its size (the seal's `SELECT` of the audit head, and the `COMMIT`).
+//! When one of those statements fails (an error, or not the rows it had to change), the
+//! leader rolls back to that member's savepoint, which undoes the deferred members after it
+//! too, sends theirs again and seals again: the failed member gets its own error, the
+//! others commit (`store::tests::members_undone_at_the_seal_alone_*`). A member whose work
+//! made round trips sends what it still holds at the end of its turn, so that a failure
+//! there is its own.
+//!
 //! Each member's work runs on its own thread (it borrows that thread's data); only the
 //! connection moves between them. With one worker a group is that worker alone and costs
 //! what a plain transaction costs; with eight, the commit (an fsync on

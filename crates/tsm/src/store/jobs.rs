@@ -153,7 +153,7 @@ pub(crate) fn job_params_in(
     kind: JobKind,
 ) -> Result<Vec<serde_json::Value>, StoreError> {
     c.query(
-        "SELECT params FROM jobs WHERE card_number = $1 AND kind = $2 ORDER BY id",
+        "SELECT params FROM jobs WHERE card_number = $1 AND kind = $2 ORDER BY created_ms, id",
         params![number, kind.as_str()],
     )?
     .iter()
@@ -180,6 +180,31 @@ pub(crate) fn create_job_in(
     claim: Option<(&str, Duration)>,
     initial: &[InitialStep<'_>],
 ) -> Result<i64, StoreError> {
+    insert_job_in(c, None, job, claim, initial)
+}
+
+/// [`create_job_in`] under an id reserved beforehand ([`Store::reserve_job_id`]): nothing
+/// is read back, so on PostgreSQL, in a transaction, the job and its steps wait for the
+/// next round trip like [`Conn::execute_all_later`]'s writes, and a second open job for
+/// the card is that round trip's error (a unique violation, not yet
+/// [`StoreError::Duplicate`]).
+pub(crate) fn create_job_with_id_in(
+    c: &mut Conn,
+    id: i64,
+    job: &NewJob,
+    claim: Option<(&str, Duration)>,
+    initial: &[InitialStep<'_>],
+) -> Result<(), StoreError> {
+    insert_job_in(c, Some(id), job, claim, initial).map(|_| ())
+}
+
+fn insert_job_in(
+    c: &mut Conn,
+    id: Option<i64>,
+    job: &NewJob,
+    claim: Option<(&str, Duration)>,
+    initial: &[InitialStep<'_>],
+) -> Result<i64, StoreError> {
     let now = now_ms();
     let params_text = serde_json::to_string(&job.params).map_err(|e| StoreError::Invalid {
         what: "job parameters",
@@ -194,9 +219,25 @@ pub(crate) fn create_job_in(
             Some(owner.to_string()),
         ),
     };
-    let job_insert = "INSERT INTO jobs (tenant_id, actor, kind, card_number, params, state,
+    let job_insert = match id {
+        None => {
+            "INSERT INTO jobs (tenant_id, actor, kind, card_number, params, state,
                           attempts, lease_until_ms, lease_owner, created_ms, updated_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id";
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id"
+        }
+        // PostgreSQL's identity column takes a given id only when told to.
+        Some(_) if c.dialect() == crate::db::Dialect::Postgres => {
+            "INSERT INTO jobs (id, tenant_id, actor, kind, card_number, params, state,
+                          attempts, lease_until_ms, lease_owner, created_ms, updated_ms)
+         OVERRIDING SYSTEM VALUE
+         VALUES ($11, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id"
+        }
+        Some(_) => {
+            "INSERT INTO jobs (id, tenant_id, actor, kind, card_number, params, state,
+                          attempts, lease_until_ms, lease_owner, created_ms, updated_ms)
+         VALUES ($11, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id"
+        }
+    };
     let mut values = params![
         &job.tenant,
         &job.actor,
@@ -210,6 +251,7 @@ pub(crate) fn create_job_in(
         now
     ]
     .to_vec();
+    values.extend(id.map(crate::db::Value::from));
     let mut details = Vec::new();
     for step in initial {
         if let InitialStep::Done(seq, detail) = step {
@@ -264,6 +306,10 @@ pub(crate) fn create_job_in(
              SELECT id FROM j",
             rows.join(", ")
         );
+        if let Some(id) = id {
+            c.execute_all_later(&[(sql, values)])?;
+            return submitted(c, job, id, claim.is_some());
+        }
         let id = c.query_one(&sql, &values).map_err(duplicate)?.int(0)?;
         return submitted(c, job, id, claim.is_some());
     }
@@ -526,7 +572,9 @@ impl Store {
     pub fn jobs_of_card(&self, card_number: &str) -> Result<Vec<Job>, StoreError> {
         self.with_conn(|c| {
             c.query(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE card_number = $1 ORDER BY id"),
+                &format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE card_number = $1 ORDER BY created_ms, id"
+                ),
                 params![card_number],
             )?
             .iter()

@@ -43,7 +43,12 @@ struct Inner {
     sqlite_writer: std::sync::Mutex<()>,
     /// Concurrent write transactions share one transaction and one commit.
     committer: group::Committer,
+    /// Job ids taken from PostgreSQL's sequence and not used yet ([`Store::reserve_job_id`]).
+    job_ids: std::sync::Mutex<Vec<i64>>,
 }
+
+/// Job ids taken from PostgreSQL's sequence at a time.
+const JOB_IDS_RESERVED: i64 = 32;
 
 /// A snapshot of the connection pool ([`Store::pool_state`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,6 +329,7 @@ impl Store {
                 created,
                 sqlite_writer: std::sync::Mutex::new(()),
                 committer: group::Committer::new(group_parallel),
+                job_ids: std::sync::Mutex::default(),
             }),
             anchor: None,
         };
@@ -397,6 +403,37 @@ impl Store {
             }
             Dialect::Sqlite => self.tx(|c| c.execute_all(writes)),
         }
+    }
+
+    /// An id for a job about to be created in a write transaction, so that creating it needs
+    /// no answer from the database (`None` on SQLite, where that costs nothing: the job
+    /// takes the next id as it is inserted). On PostgreSQL the ids come from the jobs'
+    /// sequence, [`JOB_IDS_RESERVED`] at a time per process: an id is unique, but ids do
+    /// not say in which order jobs of different processes were created (`created_ms` does),
+    /// and a process that stops leaves the rest of its ids unused.
+    pub(crate) fn reserve_job_id(&self) -> Result<Option<i64>, StoreError> {
+        if self.dialect() == Dialect::Sqlite {
+            return Ok(None);
+        }
+        let mut ids = self
+            .inner
+            .job_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if ids.is_empty() {
+            let rows = self.with_conn(|c| {
+                c.query(
+                    "SELECT nextval(pg_get_serial_sequence('jobs', 'id'))
+                     FROM generate_series(1, $1)",
+                    params![JOB_IDS_RESERVED],
+                )
+            })?;
+            // Handed out lowest first.
+            for r in rows.iter().rev() {
+                ids.push(r.int(0)?);
+            }
+        }
+        Ok(ids.pop())
     }
 
     /// Runs `f` in a transaction, grouped with the other writers of this process that start

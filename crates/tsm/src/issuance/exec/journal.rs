@@ -35,7 +35,7 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
                     }
                     Ok(())
                 })
-                .map_err(|e| self.lease_lost(e))
+                .map_err(|e| self.record_error(e))
         };
         if renew && r.is_ok() {
             self.renewed = Instant::now();
@@ -58,7 +58,7 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
                 self.record(c, carry, seqs)
             }
         });
-        let r = r.map_err(|e| self.lease_lost(e));
+        let r = r.map_err(|e| self.record_error(e));
         self.submitted(r.is_ok());
         r
     }
@@ -97,7 +97,7 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
         // one statement on PostgreSQL.
         // Each on condition that this worker holds the lease: the steps started must all
         // be written, and the end. Nobody reads the counts here: on PostgreSQL the writes
-        // wait for the next round trip, which checks them (see `lease_lost`).
+        // wait for the next round trip, which checks them (see `record_error`).
         let mut writes = Vec::new();
         let mut expected = Vec::new();
         if !steps.is_empty() || !next.is_empty() {
@@ -113,7 +113,7 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
             expected.push(Some(1));
         }
         c.execute_all_expecting("the job's record", &writes, &expected)
-            .map_err(|e| self.lease_lost(e.into()))?;
+            .map_err(|e| self.record_error(e.into()))?;
         for d in &done {
             if let Some((instance, package)) = &d.app_added {
                 add_card_app_in(c, &self.job.card_number, instance, package)?;
@@ -141,12 +141,18 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
         Ok(())
     }
 
-    /// `e`, or [`Error::JobLeased`] when `e` says that a write of this run's record did not
-    /// change its rows: they were written on condition that this worker holds the lease.
-    pub(super) fn lease_lost(&self, e: Error) -> Error {
+    /// What a record's transaction failed with, as the run says it: [`Error::JobLeased`]
+    /// when a write of the record did not change its rows (they are written on condition
+    /// that this worker holds the lease); a second open job for the card when the job was
+    /// being written with it (its statements wait for the group's seal, so the unique
+    /// violation comes from there).
+    pub(super) fn record_error(&self, e: Error) -> Error {
         match e {
             Error::Store(StoreError::RowsChanged { .. }) => {
                 Error::JobLeased(LeaseHeld::job(self.job.id))
+            }
+            Error::Store(e) if self.unsubmitted.is_some() && e.is_unique_violation() => {
+                Error::Store(e.duplicate_as(|| "an open job for this card".into()))
             }
             e => e,
         }
@@ -199,7 +205,7 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
             )?;
             Ok(())
         });
-        let r = r.map_err(|e| self.lease_lost(e));
+        let r = r.map_err(|e| self.record_error(e));
         self.submitted(r.is_ok());
         r
     }

@@ -28,7 +28,8 @@ use crate::model::{
     now_ms, Card, CardState, Category, InitialKeys, Job, JobKind, JobState, Step, StepState,
 };
 use crate::store::jobs::{
-    create_job_in, end_sql, renew_in, renew_sql, steps_in, steps_record_sql, InitialStep, Lease,
+    create_job_in, create_job_with_id_in, end_sql, renew_in, renew_sql, steps_in, steps_record_sql,
+    InitialStep, Lease,
 };
 use crate::store::records::{
     add_card_app_in, card_apps_in, card_in, category_in, clear_card_apps_in, mark_card_partial_in,
@@ -64,6 +65,9 @@ pub(crate) struct Unsubmitted {
     pub job: crate::store::jobs::NewJob,
     /// A card not recorded yet: its row.
     pub insert_card: Option<crate::db::Write>,
+    /// The job's id, reserved so that writing the job needs no answer (PostgreSQL; `None`:
+    /// the database gives it, [`Store::reserve_job_id`](crate::Store)).
+    pub id: Option<i64>,
 }
 
 /// What the card showed before authentication.
@@ -310,7 +314,7 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
             self.submit_in(c, &[], &[])?;
             self.record(c, carry, &[])
         });
-        let r = r.map_err(|e| self.lease_lost(e));
+        let r = r.map_err(|e| self.record_error(e));
         self.submitted(r.is_ok());
         self.t_db += t.elapsed();
         r
@@ -335,7 +339,10 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
             .chain(started.iter().map(|s| InitialStep::Started(*s)))
             .collect();
         let claim = Some((self.lease.owner.as_str(), self.lease.duration));
-        let id = create_job_in(c, &u.job, claim, &initial)?;
+        let id = match u.id {
+            Some(id) => create_job_with_id_in(c, id, &u.job, claim, &initial).map(|()| id)?,
+            None => create_job_in(c, &u.job, claim, &initial)?,
+        };
         self.job.id = id;
         self.lease.job = id;
         Ok(())
