@@ -833,3 +833,101 @@ fn other_tenants_are_refused_and_audited() {
     assert_eq!(running.actor, "acme/second");
     assert!(f.store().audit_verify().unwrap().is_ok());
 }
+
+/// A card channel that, right after its APDU number `at` (counted from 0), lets another
+/// worker take the job over (`resume --take-over`) and finish it on the same card, while the
+/// first one still runs.
+struct TakenOverAfter<'a> {
+    card: SimCard,
+    sent: usize,
+    at: usize,
+    issuer: &'a tsm::Issuer,
+    operator: &'a Actor,
+    other: Option<Result<tsm::Outcome, Error>>,
+}
+
+impl transport::CardChannel for TakenOverAfter<'_> {
+    fn transmit_raw(&mut self, capdu: &[u8]) -> Result<Vec<u8>, transport::TransportError> {
+        let r = self.card.transmit_raw(capdu)?;
+        if self.sent == self.at {
+            let mut card = self.card.clone();
+            self.other = Some(self.issuer.resume_with(
+                self.operator,
+                NUMBER,
+                &tsm::ResumeOptions { take_over: true },
+                &mut card,
+            ));
+        }
+        self.sent += 1;
+        Ok(r)
+    }
+    fn atr(&self) -> Vec<u8> {
+        self.card.atr()
+    }
+    fn reset(&mut self) -> Result<(), transport::TransportError> {
+        self.card.reset()
+    }
+    fn name(&self) -> String {
+        self.card.name()
+    }
+}
+
+/// A worker whose job was taken over before its end (its lease lost) writes nothing more:
+/// its end's record — on PostgreSQL left to go with the group's seal and checked when the
+/// answer comes — is undone and the worker is told `JobLeased`; the job ends once, done by
+/// the worker that took it over, with one audit entry of its end.
+#[test]
+fn a_worker_whose_job_was_taken_over_records_no_end() {
+    for ts in backends() {
+        let name = ts.name;
+        let f = Fixture::new(ts, KeyKind::Aes, 0x30, false);
+        // How many APDUs a write takes, on another card.
+        let apdus = f
+            .issuer
+            .write(
+                &f.ci,
+                "8986001234567890999",
+                CATEGORY,
+                &mut SimCard::scp03(),
+            )
+            .unwrap()
+            .apdus as usize;
+        let operator = Actor::new(&f.ci.tenant, "night-operator");
+        let mut chan = TakenOverAfter {
+            card: SimCard::scp03(),
+            sent: 0,
+            at: apdus - 1,
+            issuer: &f.issuer,
+            operator: &operator,
+            other: None,
+        };
+        let r = f.issuer.write(&f.ci, NUMBER, CATEGORY, &mut chan);
+        let other = chan.other.take().expect("taken over").unwrap();
+        assert_eq!(other.job.state, JobState::Done, "{name}");
+        assert_eq!(other.job.attempts, 2, "{name}");
+        match r {
+            Err(Error::JobLeased(held)) => assert_eq!(held.job, other.job.id, "{name}"),
+            r => panic!("{name}: {r:?}"),
+        }
+        let job = f.store().job(other.job.id).unwrap().unwrap();
+        assert_eq!(job.state, JobState::Done, "{name}");
+        let ends: Vec<_> = f
+            .store()
+            .audit_for_card(NUMBER)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action == "job.write" && e.result == "ok")
+            .collect();
+        assert_eq!(ends.len(), 1, "{name}: {ends:#?}");
+        // Written by the second attempt, the one that took the job over.
+        let detail: serde_json::Value = serde_json::from_str(&ends[0].detail).unwrap();
+        assert_eq!(detail["attempt"], 2, "{name}: {detail}");
+        assert!(f.store().audit_verify().unwrap().is_ok(), "{name}");
+        // The card is recorded written.
+        assert_eq!(
+            f.store().card(NUMBER).unwrap().unwrap().state,
+            CardState::Written,
+            "{name}"
+        );
+    }
+}
