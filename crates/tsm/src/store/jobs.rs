@@ -219,25 +219,18 @@ fn insert_job_in(
             Some(owner.to_string()),
         ),
     };
-    let job_insert = match id {
-        None => {
-            "INSERT INTO jobs (tenant_id, actor, kind, card_number, params, state,
-                          attempts, lease_until_ms, lease_owner, created_ms, updated_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id"
-        }
-        // PostgreSQL's identity column takes a given id only when told to.
-        Some(_) if c.dialect() == crate::db::Dialect::Postgres => {
-            "INSERT INTO jobs (id, tenant_id, actor, kind, card_number, params, state,
-                          attempts, lease_until_ms, lease_owner, created_ms, updated_ms)
-         OVERRIDING SYSTEM VALUE
-         VALUES ($11, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id"
-        }
-        Some(_) => {
-            "INSERT INTO jobs (id, tenant_id, actor, kind, card_number, params, state,
-                          attempts, lease_until_ms, lease_owner, created_ms, updated_ms)
-         VALUES ($11, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id"
-        }
+    // A given id goes first; PostgreSQL's identity column takes it only when told to.
+    let (id_column, overriding, id_value) = match (id, c.dialect()) {
+        (None, _) => ("", "", ""),
+        (Some(_), crate::db::Dialect::Postgres) => ("id, ", "OVERRIDING SYSTEM VALUE", "$11, "),
+        (Some(_), crate::db::Dialect::Sqlite) => ("id, ", "", "$11, "),
     };
+    let job_insert = format!(
+        "INSERT INTO jobs ({id_column}tenant_id, actor, kind, card_number, params, state,
+                          attempts, lease_until_ms, lease_owner, created_ms, updated_ms)
+         {overriding}
+         VALUES ({id_value}$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id"
+    );
     let mut values = params![
         &job.tenant,
         &job.actor,
@@ -314,7 +307,7 @@ fn insert_job_in(
         return submitted(c, job, id, claim.is_some());
     }
     let id = c
-        .query_one(job_insert, &values)
+        .query_one(&job_insert, &values)
         .map_err(duplicate)?
         .int(0)?;
     if !job.steps.is_empty() {

@@ -26,16 +26,14 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
         let r = if carry.iter().all(Done::rows_only) {
             self.begin_in_one(&carry, seqs, renew)
         } else {
-            self.issuer
-                .store
-                .tx(|c: &mut Conn| -> Result<()> {
-                    self.record(c, carry, seqs)?;
-                    if renew && !renew_in(c, &self.lease)? {
-                        return Err(Error::JobLeased(LeaseHeld::job(self.job.id)));
-                    }
-                    Ok(())
-                })
-                .map_err(|e| self.record_error(e))
+            let r = self.issuer.store.tx(|c: &mut Conn| -> Result<()> {
+                self.record(c, carry, seqs)?;
+                if renew && !renew_in(c, &self.lease)? {
+                    return Err(Error::JobLeased(LeaseHeld::job(self.job.id)));
+                }
+                Ok(())
+            });
+            self.recorded(r)
         };
         if renew && r.is_ok() {
             self.renewed = Instant::now();
@@ -58,9 +56,7 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
                 self.record(c, carry, seqs)
             }
         });
-        let r = r.map_err(|e| self.record_error(e));
-        self.submitted(r.is_ok());
-        r
+        self.recorded(r)
     }
 
     /// [`Run::begin`] when the completed steps changed only the card row: the step rows,
@@ -94,10 +90,9 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
             done.iter().map(|d| (d.seq, &d.detail)).collect();
         let finish = done.iter().find(|d| d.finish);
         // The step rows, the card row as the last of them left it, and the end of the job:
-        // one statement on PostgreSQL.
-        // Each on condition that this worker holds the lease: the steps started must all
-        // be written, and the end. Nobody reads the counts here: on PostgreSQL the writes
-        // wait for the next round trip, which checks them (see `record_error`).
+        // one statement on PostgreSQL, on condition that this worker holds the lease (the
+        // steps started must all be written, and the end). On PostgreSQL it waits for the
+        // next round trip, which checks the counts (see `Run::recorded`).
         let mut writes = Vec::new();
         let mut expected = Vec::new();
         if !steps.is_empty() || !next.is_empty() {
@@ -112,8 +107,7 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
             writes.push(end_sql(&self.lease, JobState::Done, None));
             expected.push(Some(1));
         }
-        c.execute_all_expecting("the job's record", &writes, &expected)
-            .map_err(|e| self.record_error(e.into()))?;
+        c.execute_all_expecting("the job's record", &writes, &expected)?;
         for d in &done {
             if let Some((instance, package)) = &d.app_added {
                 add_card_app_in(c, &self.job.card_number, instance, package)?;
@@ -141,13 +135,15 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
         Ok(())
     }
 
-    /// What a record's transaction failed with, as the run says it: [`Error::JobLeased`]
-    /// when a write of the record did not change its rows (they are written on condition
-    /// that this worker holds the lease); a second open job for the card when the job was
-    /// being written with it (its statements wait for the group's seal, so the unique
-    /// violation comes from there).
-    pub(super) fn record_error(&self, e: Error) -> Error {
-        match e {
+    /// After a transaction that recorded steps (every caller of [`Run::record`]): its
+    /// outcome as the run says it. A write of the record that did not change its rows is
+    /// [`Error::JobLeased`] (they are written on condition that this worker holds the
+    /// lease); a unique violation while the job was written with the record is a second
+    /// open job for the card (on PostgreSQL both come from the group's seal, where the
+    /// statements went). If the transaction began with [`Run::submit_in`], the job is now
+    /// written, or this run has no id again.
+    pub(super) fn recorded(&mut self, r: Result<()>) -> Result<()> {
+        let r = r.map_err(|e| match e {
             Error::Store(StoreError::RowsChanged { .. }) => {
                 Error::JobLeased(LeaseHeld::job(self.job.id))
             }
@@ -155,7 +151,17 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
                 Error::Store(e.duplicate_as(|| "an open job for this card".into()))
             }
             e => e,
+        });
+        if self.unsubmitted.is_some() {
+            if r.is_ok() {
+                self.unsubmitted = None;
+                self.renewed = Instant::now();
+            } else {
+                self.job.id = 0;
+                self.lease.job = 0;
+            }
         }
+        r
     }
 
     /// Records why the run stopped: the job goes back to pending (resumable) or fails; a
@@ -205,8 +211,6 @@ impl<C: CardChannel + ?Sized> Run<'_, '_, C> {
             )?;
             Ok(())
         });
-        let r = r.map_err(|e| self.record_error(e));
-        self.submitted(r.is_ok());
-        r
+        self.recorded(r)
     }
 }

@@ -314,8 +314,7 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
             self.submit_in(c, &[], &[])?;
             self.record(c, carry, &[])
         });
-        let r = r.map_err(|e| self.record_error(e));
-        self.submitted(r.is_ok());
+        let r = self.recorded(r);
         self.t_db += t.elapsed();
         r
     }
@@ -323,7 +322,7 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
     /// Writes the job if it is not yet ([`Unsubmitted`]): the job claimed by this worker
     /// (its lease), its steps `done` (which changed only the card row) and `started`, the
     /// card's row (inserted if new, then as the last of `done` left it). Its id is this
-    /// run's from now on; if the transaction fails, [`Run::submitted`] takes it back.
+    /// run's from now on; if the transaction fails, [`Run::recorded`] takes it back.
     fn submit_in(&mut self, c: &mut Conn, done: &[Done], started: &[u32]) -> Result<()> {
         let Some(u) = &self.unsubmitted else {
             return Ok(());
@@ -346,20 +345,5 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         self.job.id = id;
         self.lease.job = id;
         Ok(())
-    }
-
-    /// After a transaction that began with [`Run::submit_in`]: the job is written (`ok`),
-    /// or this run has no id again.
-    fn submitted(&mut self, ok: bool) {
-        if self.unsubmitted.is_none() {
-            return;
-        }
-        if ok {
-            self.unsubmitted = None;
-            self.renewed = Instant::now();
-        } else {
-            self.job.id = 0;
-            self.lease.job = 0;
-        }
     }
 }
