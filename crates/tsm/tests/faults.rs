@@ -353,6 +353,45 @@ fn a_resumed_job_refuses_another_card() {
     assert_written(&f, &card, number, 1, "right card");
 }
 
+/// The same through [`tsm::Issuer::write`], whose first record also inserts the new card's
+/// row: that row holds what the check learnt (chip, factory KDD, KVN) before the first
+/// change to the card, on every backend, so a resume refuses a card swapped for another.
+/// (On PostgreSQL the row was once inserted blank and updated in the same statement, where
+/// the update does not see the inserted row: the identity was lost until the job's end.)
+#[test]
+fn a_write_interrupted_after_its_first_record_refuses_another_card() {
+    for ts in backends() {
+        let name = ts.name;
+        let f = Fixture::new(ts, KeyKind::Aes, 0x30, true);
+        let number = "32";
+        let card = SimCard::scp03();
+        // APDU 7 is the first change (STORE DATA of the KDD): cut after it, the run's
+        // first record is all the database has.
+        assert!(!run_cut(&card, Cut::After(7), |ch| f
+            .issuer
+            .write(&f.ci, number, CATEGORY, ch)));
+        let row = f.store().card(number).unwrap().unwrap();
+        assert_eq!(row.state, CardState::Blank, "{name}");
+        assert!(row.chip_id.is_some(), "{name}: {row:?}");
+        assert!(row.factory_kdd.is_some(), "{name}: {row:?}");
+        assert_eq!(row.kvn, Some(0x30), "{name}: {row:?}");
+        // Another blank card of the same model, with the same factory KDD: only its chip
+        // (the IC serial number in its CPLC, GP 2.3.1 §H.6) tells it apart.
+        let mut config = card::CardConfig::default();
+        config.cplc[15] ^= 0x01;
+        let other = SimCard::with_config(config);
+        let before = format!("{:?}", other.card());
+        let e = f
+            .issuer
+            .resume(&f.ci, number, &mut other.clone())
+            .unwrap_err();
+        assert!(matches!(e, Error::WrongCard(_)), "{name}: {e}");
+        assert_eq!(format!("{:?}", other.card()), before, "{name}");
+        finish(&f, number, &card, None);
+        assert_written(&f, &card, number, 1, name);
+    }
+}
+
 #[test]
 fn write_apdu_sequence() {
     // The commands of a write without applications, in order (INS bytes), for review:

@@ -786,14 +786,12 @@ pub(crate) fn insert_blank_card(
     Ok(card)
 }
 
+/// A blank card's row: the card and its INSERT.
 pub(crate) fn blank_card_insert(
     card_number: &str,
     category: &str,
 ) -> (Card, String, Vec<crate::db::Value>) {
     let now = now_ms();
-    let sql = "INSERT INTO cards (card_number, category_id, state, created_ms, updated_ms)
-         VALUES ($1, $2, $3, $4, $4)";
-    let values = params![card_number, category, CardState::Blank.as_str(), now].to_vec();
     let card = Card {
         card_number: card_number.into(),
         category: category.into(),
@@ -807,7 +805,32 @@ pub(crate) fn blank_card_insert(
         created_ms: now,
         updated_ms: now,
     };
-    (card, sql.into(), values)
+    let (sql, values) = insert_card_sql(&card);
+    (card, sql, values)
+}
+
+/// The INSERT of a new card's row with everything `card` holds. A row inserted and then
+/// updated by one PostgreSQL statement would keep the inserted values: the sub-statements
+/// of a `WITH` share one snapshot and do not see each other's rows.
+pub(crate) fn insert_card_sql(card: &Card) -> (String, Vec<Value>) {
+    let sql = "INSERT INTO cards (card_number, category_id, state, key_version, kvn, kdd,
+                       factory_kdd, chip_id, initial_key_kind, created_ms, updated_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+    let values = params![
+        &card.card_number,
+        &card.category,
+        card.state.as_str(),
+        card.key_version.map(i64::from),
+        card.kvn.map(i64::from),
+        card.kdd.clone(),
+        card.factory_kdd.clone(),
+        card.chip_id.clone(),
+        card.initial_key_kind.map(kind_str),
+        card.created_ms,
+        card.updated_ms
+    ]
+    .to_vec();
+    (sql.into(), values)
 }
 
 /// Writes what the job engine learnt or changed about a card (state, keys, KDD, chip).

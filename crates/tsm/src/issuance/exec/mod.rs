@@ -32,8 +32,8 @@ use crate::store::jobs::{
     InitialStep, Lease,
 };
 use crate::store::records::{
-    add_card_app_in, card_apps_in, card_in, category_in, clear_card_apps_in, mark_card_partial_in,
-    remove_card_app_in, update_card_sql,
+    add_card_app_in, card_apps_in, card_in, category_in, clear_card_apps_in, insert_card_sql,
+    mark_card_partial_in, remove_card_app_in, update_card_sql,
 };
 use std::time::{Duration, Instant};
 
@@ -327,9 +327,18 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         let Some(u) = &self.unsubmitted else {
             return Ok(());
         };
-        let mut rows: Vec<crate::db::Write> = u.insert_card.iter().cloned().collect();
+        // A new card's row is inserted as the run left it (what its check learnt), not
+        // inserted and then updated: on PostgreSQL both go in one statement, whose update
+        // would not see the inserted row.
         let card = done.iter().rev().find_map(|d| d.card.as_ref());
-        rows.extend(card.map(|card| update_card_sql(card, None)));
+        let rows: Vec<crate::db::Write> = match (&u.insert_card, card) {
+            (Some(_), Some(card)) => vec![insert_card_sql(card)],
+            (insert, card) => insert
+                .iter()
+                .cloned()
+                .chain(card.map(|card| update_card_sql(card, None)))
+                .collect(),
+        };
         // Nobody reads their counts: on PostgreSQL they go with the job's statement.
         c.execute_all_later(&rows)?;
         let initial: Vec<InitialStep<'_>> = done
