@@ -367,13 +367,17 @@ fn random_token() -> String {
     if getrandom::fill(&mut b).is_err() {
         b.copy_from_slice(&crate::model::now_ms().to_be_bytes());
     }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .or_else(|| std::env::var("COMPUTERNAME").ok())
-        .map(|h| h.trim().chars().take(64).collect::<String>())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "an unknown host".into());
+    // The host, read once per process (not at every job).
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let host = HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .or_else(|| std::env::var("COMPUTERNAME").ok())
+            .map(|h| h.trim().chars().take(64).collect::<String>())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "an unknown host".into())
+    });
     format!("pid {} on {host} ({})", std::process::id(), apdu::hex(&b))
 }
 

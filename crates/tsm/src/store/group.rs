@@ -18,12 +18,16 @@
 //! included — leaves its statements with the group instead of sending them with the next
 //! member's; they go with the seal's first round trip. A group of such members is then two
 //! round trips whatever its size (the seal's `SELECT` of the audit head, and the `COMMIT`).
-//! When one of those statements fails (an error, or not the rows it had to change), the
-//! leader rolls back to that member's savepoint, which undoes the deferred members after it
-//! too, sends theirs again and seals again: the failed member gets its own error, the
-//! others commit (`store::tests::members_undone_at_the_seal_alone_*`). A member whose work
-//! made round trips sends what it still holds at the end of its turn, so that a failure
-//! there is its own.
+//! When every member's work was data, their savepoints are not sent at all (one statement
+//! and one subtransaction less per member); when one of their statements fails (an error,
+//! or not the rows it had to change), the leader rolls the transaction back and sends the
+//! others' statements again in a new one. In a group where some member's work made round
+//! trips, the savepoints are sent, and a deferred member's failure rolls back to its
+//! savepoint, which undoes the deferred members after it too, whose statements are sent
+//! again. Either way the failed member gets its own error and the others commit
+//! (`store::tests::members_undone_at_the_seal_alone_*`). A member whose work made round
+//! trips sends what it still holds at the end of its turn, so that a failure there is its
+//! own.
 //!
 //! Each member's work runs on its own thread (it borrows that thread's data); only the
 //! connection moves between them. With one worker a group is that worker alone and costs
@@ -342,12 +346,13 @@ impl Committer {
         let mut st = group.wait_until(|st| st.finished == st.joined);
         let audit = std::mem::take(&mut st.audit);
         let deferred = std::mem::take(&mut st.deferred);
-        let chained = st.chained;
+        let (chained, joined) = (st.chained, st.joined);
         drop(st);
         let outcome = {
             let mut conn = lock(&group.conn);
             let c = conn.as_mut().expect("the leader put the connection there");
-            let end = seal(store, group, c, alone, audit, deferred, chained);
+            let all_data = deferred.len() == joined;
+            let end = seal(store, group, c, alone, all_data, audit, deferred, chained);
             // The next group may run its work while this one commits (PostgreSQL: the
             // commit's WAL flush overlaps the next group's statements; what the next
             // group must not see uncommitted it waits for on row locks, the audit head
@@ -376,26 +381,41 @@ impl Committer {
     }
 }
 
-/// Deferred members undone at the seal (tests check that the path ran).
+/// Deferred members undone at the seal to their savepoint (tests check that the path ran).
 #[cfg(test)]
 pub(crate) static UNDONE_AT_SEAL: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+/// Deferred members undone at the seal by sending the others' statements again.
+#[cfg(test)]
+pub(crate) static REPLAYED_AT_SEAL: std::sync::atomic::AtomicUsize =
     std::sync::atomic::AtomicUsize::new(0);
 
 /// Sends the deferred members' statements with the seal's first round trip and seals. When
 /// one of those statements fails (an error, or not the rows it had to change), its member
-/// is undone to its savepoint, which undoes the deferred members after it too; they are
-/// sent again, and the seal made again without the failed member's audit entries. The
-/// failed member gets its own error ([`State::failed`]); the others commit. A member alone
-/// in its group has no savepoint: its failure rolls the transaction back.
+/// is undone and the seal made again without its audit entries; the failed member gets its
+/// own error ([`State::failed`]), the others commit. When every member's work is data
+/// (`all_data`), their savepoints are not sent at all (a statement and a subtransaction
+/// less each): a failure rolls the transaction back and the others' statements are sent
+/// again in a new one. Otherwise the failed member is undone to its savepoint, which undoes
+/// the deferred members after it too, and theirs are sent again. A member alone in its
+/// group has no savepoint: its failure rolls the transaction back.
+#[allow(clippy::too_many_arguments)]
 fn seal(
     store: &Store,
     group: &Group,
     c: &mut Conn,
     alone: bool,
+    all_data: bool,
     audit: Vec<(usize, Vec<audit::Queued>)>,
     mut deferred: Vec<(usize, Vec<Held>)>,
     chained: bool,
 ) -> Result<(), StoreError> {
+    let replay = !alone && all_data && deferred.iter().all(|(_, h)| begins_with_savepoint(h));
+    if replay {
+        for (_, held) in &mut deferred {
+            held.remove(0);
+        }
+    }
     let mut failed: Vec<usize> = Vec::new();
     loop {
         let first = c.held_count();
@@ -446,11 +466,24 @@ fn seal(
                 reason: "the only member failed".into(),
             });
         }
-        c.rollback_to(&format!("m{index}"))?;
-        #[cfg(test)]
-        UNDONE_AT_SEAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if replay {
+            c.rollback()?;
+            c.begin()?;
+            deferred.remove(k);
+            #[cfg(test)]
+            REPLAYED_AT_SEAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            c.rollback_to(&format!("m{index}"))?;
+            deferred.drain(..=k);
+            #[cfg(test)]
+            UNDONE_AT_SEAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         lock(&group.state).failed.insert(index, e);
         failed.push(index);
-        deferred.drain(..=k);
     }
+}
+
+/// Whether a deferred member's statements begin with its savepoint.
+fn begins_with_savepoint(held: &[Held]) -> bool {
+    matches!(held.first(), Some(Held::Control(sql)) if sql.starts_with("SAVEPOINT "))
 }

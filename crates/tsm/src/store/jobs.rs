@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::Store;
 use crate::audit::{append_in, NewEntry};
-use crate::db::{params, Conn, Row, Value};
+use crate::db::{params, Conn, Row, Value, Write};
 use crate::error::{LeaseHeld, StoreError};
 use crate::model::{now_ms, u32_of, Job, JobKind, JobState, Step};
 
@@ -171,41 +171,41 @@ pub(crate) enum InitialStep<'a> {
     Done(u32, &'a serde_json::Value),
 }
 
-/// Inserts a job and its steps (pending, or as `initial` says). A second open job for the
-/// same card is a [`StoreError::Duplicate`]. With `claim` (a lease owner and duration), the
-/// job is created already claimed by that worker: `running`, first attempt.
-pub(crate) fn create_job_in(
-    c: &mut Conn,
-    job: &NewJob,
-    claim: Option<(&str, Duration)>,
-    initial: &[InitialStep<'_>],
-) -> Result<i64, StoreError> {
-    insert_job_in(c, None, job, claim, initial)
-}
-
-/// [`create_job_in`] under an id reserved beforehand ([`Store::reserve_job_id`]): nothing
-/// is read back, so on PostgreSQL, in a transaction, the job and its steps wait for the
-/// next round trip like [`Conn::execute_all_later`]'s writes, and a second open job for
-/// the card is that round trip's error (a unique violation, not yet
-/// [`StoreError::Duplicate`]).
+/// [`create_job_in`] under an id reserved beforehand ([`Store::reserve_job_id`]), after the
+/// writes `with` (the card's row): nothing is read back, so on PostgreSQL, in a
+/// transaction, they and the job and its steps are one statement that waits for the next
+/// round trip like [`Conn::execute_all_later`]'s writes, and a second open job for the
+/// card is that round trip's error (a unique violation, not yet [`StoreError::Duplicate`]).
 pub(crate) fn create_job_with_id_in(
     c: &mut Conn,
     id: i64,
     job: &NewJob,
     claim: Option<(&str, Duration)>,
     initial: &[InitialStep<'_>],
+    with: Vec<Write>,
 ) -> Result<(), StoreError> {
-    insert_job_in(c, Some(id), job, claim, initial).map(|_| ())
+    let now = now_ms();
+    let mut writes = with;
+    writes.push(job_insert(c.dialect(), Some(id), job, claim, now)?);
+    if let Some((sql, step_values)) = steps_insert(job, initial, "$1", 2, now)? {
+        let mut values = vec![Value::from(id)];
+        values.extend(step_values);
+        writes.push((sql, values));
+    }
+    c.execute_all_later(&writes)
+        .map_err(|e| e.duplicate_as(|| "an open job for this card".into()))?;
+    submitted(c, job, id, claim.is_some()).map(|_| ())
 }
 
-fn insert_job_in(
-    c: &mut Conn,
+/// A new job's INSERT (without `RETURNING`) and its parameters. A given `id` goes first;
+/// PostgreSQL's identity column takes it only when told to.
+fn job_insert(
+    dialect: crate::db::Dialect,
     id: Option<i64>,
     job: &NewJob,
     claim: Option<(&str, Duration)>,
-    initial: &[InitialStep<'_>],
-) -> Result<i64, StoreError> {
-    let now = now_ms();
+    now: i64,
+) -> Result<Write, StoreError> {
     let params_text = serde_json::to_string(&job.params).map_err(|e| StoreError::Invalid {
         what: "job parameters",
         detail: e.to_string(),
@@ -219,17 +219,16 @@ fn insert_job_in(
             Some(owner.to_string()),
         ),
     };
-    // A given id goes first; PostgreSQL's identity column takes it only when told to.
-    let (id_column, overriding, id_value) = match (id, c.dialect()) {
+    let (id_column, overriding, id_value) = match (id, dialect) {
         (None, _) => ("", "", ""),
         (Some(_), crate::db::Dialect::Postgres) => ("id, ", "OVERRIDING SYSTEM VALUE", "$11, "),
         (Some(_), crate::db::Dialect::Sqlite) => ("id, ", "", "$11, "),
     };
-    let job_insert = format!(
+    let sql = format!(
         "INSERT INTO jobs ({id_column}tenant_id, actor, kind, card_number, params, state,
                           attempts, lease_until_ms, lease_owner, created_ms, updated_ms)
          {overriding}
-         VALUES ({id_value}$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id"
+         VALUES ({id_value}$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)"
     );
     let mut values = params![
         &job.tenant,
@@ -244,86 +243,98 @@ fn insert_job_in(
         now
     ]
     .to_vec();
-    values.extend(id.map(crate::db::Value::from));
-    let mut details = Vec::new();
-    for step in initial {
-        if let InitialStep::Done(seq, detail) = step {
-            let text = serde_json::to_string(detail).map_err(|e| StoreError::Invalid {
-                what: "step detail",
-                detail: e.to_string(),
-            })?;
-            details.push((*seq, text));
-        }
+    values.extend(id.map(Value::from));
+    Ok((sql, values))
+}
+
+/// The INSERT of a new job's steps (`None` when it has none): each row's job id is the
+/// SQL expression `job_id`, and the parameters are numbered from `first` (the first one is
+/// the time).
+fn steps_insert(
+    job: &NewJob,
+    initial: &[InitialStep<'_>],
+    job_id: &str,
+    first: usize,
+    now: i64,
+) -> Result<Option<Write>, StoreError> {
+    if job.steps.is_empty() {
+        return Ok(None);
     }
-    // The steps as rows `(seq, name, state, attempts, detail, started_ms, finished_ms)`, of
-    // parameters numbered from `first` (the first one is the time).
-    let step_rows = |first: usize| -> (Vec<String>, Vec<crate::db::Value>) {
-        let mut rows = Vec::with_capacity(job.steps.len());
-        let mut values: Vec<crate::db::Value> = vec![now.into()];
-        let mut param = |v: crate::db::Value| {
+    let time = format!("${first}");
+    let mut values: Vec<Value> = vec![now.into()];
+    let mut rows = Vec::with_capacity(job.steps.len());
+    for (seq, name) in job.steps.iter().enumerate() {
+        let seq = seq as u32;
+        let mut param = |v: Value| {
             values.push(v);
             format!("${}", first + values.len() - 1)
         };
-        let time = format!("${first}");
-        for (seq, name) in job.steps.iter().enumerate() {
-            let seq = seq as u32;
-            let (s, n) = (param(i64::from(seq).into()), param(name.as_str().into()));
-            let started = initial
-                .iter()
-                .any(|i| matches!(i, InitialStep::Started(x) if *x == seq));
-            let rest = match details.iter().find(|(x, _)| *x == seq) {
-                Some((_, text)) => {
-                    let d = param(text.as_str().into());
-                    format!("'done', 1, {d}, {time}, {time}")
-                }
-                None if started => format!("'started', 1, {NULL_TEXT}, {time}, {NULL_INT}"),
-                None => format!("'pending', 0, {NULL_TEXT}, {NULL_INT}, {NULL_INT}"),
-            };
-            rows.push(format!("{s}, {n}, {rest}"));
-        }
-        (rows, values)
-    };
+        let (s, n) = (param(i64::from(seq).into()), param(name.as_str().into()));
+        let done = initial.iter().find_map(|i| match i {
+            InitialStep::Done(x, detail) if *x == seq => Some(detail),
+            _ => None,
+        });
+        let started = initial
+            .iter()
+            .any(|i| matches!(i, InitialStep::Started(x) if *x == seq));
+        let rest = match done {
+            Some(detail) => {
+                let text = serde_json::to_string(detail).map_err(|e| StoreError::Invalid {
+                    what: "step detail",
+                    detail: e.to_string(),
+                })?;
+                format!("'done', 1, {}, {time}, {time}", param(text.into()))
+            }
+            None if started => format!("'started', 1, {NULL_TEXT}, {time}, {NULL_INT}"),
+            None => format!("'pending', 0, {NULL_TEXT}, {NULL_INT}, {NULL_INT}"),
+        };
+        rows.push(format!("({job_id}, {s}, {n}, {rest})"));
+    }
+    let sql = format!(
+        "INSERT INTO job_steps ({STEP_INSERT_COLUMNS}) VALUES {}",
+        rows.join(", ")
+    );
+    Ok(Some((sql, values)))
+}
+
+/// Inserts a job and its steps (pending, or as `initial` says); returns its id, read back
+/// from its INSERT (on PostgreSQL the steps go in the same statement and take the id the
+/// job's `RETURNING` gives). A second open job for the same card is a
+/// [`StoreError::Duplicate`]. With `claim` (a lease owner and duration), the job is created
+/// already claimed by that worker: `running`, first attempt.
+pub(crate) fn create_job_in(
+    c: &mut Conn,
+    job: &NewJob,
+    claim: Option<(&str, Duration)>,
+    initial: &[InitialStep<'_>],
+) -> Result<i64, StoreError> {
+    let now = now_ms();
+    let (insert, mut values) = job_insert(c.dialect(), None, job, claim, now)?;
     let duplicate = |e: StoreError| e.duplicate_as(|| "an open job for this card".into());
-    if c.dialect() == crate::db::Dialect::Postgres && !job.steps.is_empty() {
-        // One statement, one round trip: the job, and its steps with the new job's id.
-        let (rows, step_values) = step_rows(values.len() + 1);
-        values.extend(step_values);
-        let rows: Vec<String> = rows.iter().map(|r| format!("({r})")).collect();
-        let sql = format!(
-            "WITH j AS ({job_insert}),
-             s AS (INSERT INTO job_steps ({STEP_INSERT_COLUMNS})
-                   SELECT j.id, v.seq, v.name, v.state, v.attempts, v.detail, v.started_ms,
-                          v.finished_ms
-                   FROM j, (VALUES {}) AS v (seq, name, state, attempts, detail, started_ms,
-                                             finished_ms))
-             SELECT id FROM j",
-            rows.join(", ")
-        );
-        if let Some(id) = id {
-            c.execute_all_later(&[(sql, values)])?;
-            return submitted(c, job, id, claim.is_some());
+    let postgres = c.dialect() == crate::db::Dialect::Postgres;
+    let with_steps = match postgres {
+        true => steps_insert(job, initial, "(SELECT id FROM j)", values.len() + 1, now)?,
+        false => None,
+    };
+    let id = match with_steps {
+        Some((steps, step_values)) => {
+            values.extend(step_values);
+            let sql = format!("WITH j AS ({insert} RETURNING id), s AS ({steps}) SELECT id FROM j");
+            c.query_one(&sql, &values).map_err(duplicate)?.int(0)?
         }
-        let id = c.query_one(&sql, &values).map_err(duplicate)?.int(0)?;
-        return submitted(c, job, id, claim.is_some());
-    }
-    let id = c
-        .query_one(&job_insert, &values)
-        .map_err(duplicate)?
-        .int(0)?;
-    if !job.steps.is_empty() {
-        // All steps in one statement.
-        let (rows, step_values) = step_rows(2);
-        let rows: Vec<String> = rows.iter().map(|r| format!("($1, {r})")).collect();
-        let mut values = vec![crate::db::Value::from(id)];
-        values.extend(step_values);
-        c.execute(
-            &format!(
-                "INSERT INTO job_steps ({STEP_INSERT_COLUMNS}) VALUES {}",
-                rows.join(", ")
-            ),
-            &values,
-        )?;
-    }
+        None => {
+            let id = c
+                .query_one(&format!("{insert} RETURNING id"), &values)
+                .map_err(duplicate)?
+                .int(0)?;
+            if let Some((sql, step_values)) = steps_insert(job, initial, "$1", 2, now)? {
+                let mut values = vec![Value::from(id)];
+                values.extend(step_values);
+                c.execute(&sql, &values)?;
+            }
+            id
+        }
+    };
     submitted(c, job, id, claim.is_some())
 }
 

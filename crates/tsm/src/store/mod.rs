@@ -730,7 +730,9 @@ mod tests {
 
     /// Writes whose answers nobody reads wait for the seal (PostgreSQL); when one of them
     /// fails — an error, or not the rows it had to change — only its member is undone: it
-    /// gets its own error, the others of its group commit, with their audit entries.
+    /// gets its own error, the others of its group commit, with their audit entries. Every
+    /// third member also reads (a round trip of its own), so that groups both of data only
+    /// (no savepoints: the others sent again) and mixed (undone to a savepoint) occur.
     fn members_undone_at_the_seal_alone(store: &Store) {
         store
             .with_conn(|c| c.execute_all(&[tenant_insert("taken")]))
@@ -754,6 +756,11 @@ mod tests {
                                     _ => tenant_insert(&format!("t{n:03}")),
                                 };
                                 let r = store.tx(|c| {
+                                    // Every third member reads first: its work is not data
+                                    // (its group keeps savepoints).
+                                    if n % 3 == 0 {
+                                        c.query("SELECT 1", params![])?;
+                                    }
                                     c.execute_all_expecting("test write", &[write], &[Some(1)])?;
                                     audit::append_in(
                                         c,
@@ -816,10 +823,24 @@ mod tests {
         let Some(store) = postgres_store() else {
             return;
         };
-        let before = group::UNDONE_AT_SEAL.load(std::sync::atomic::Ordering::Relaxed);
+        let count = || {
+            (
+                group::UNDONE_AT_SEAL.load(std::sync::atomic::Ordering::Relaxed),
+                group::REPLAYED_AT_SEAL.load(std::sync::atomic::Ordering::Relaxed),
+            )
+        };
+        let before = count();
         members_undone_at_the_seal_alone(&store);
-        // Some failed members shared their group (else the test proves nothing here).
-        assert!(group::UNDONE_AT_SEAL.load(std::sync::atomic::Ordering::Relaxed) > before);
+        // Failed members shared their group, of both kinds (else the test proves nothing).
+        let after = count();
+        assert!(
+            after.0 > before.0,
+            "undone to a savepoint: {before:?} {after:?}"
+        );
+        assert!(
+            after.1 > before.1,
+            "the others sent again: {before:?} {after:?}"
+        );
     }
 
     #[test]

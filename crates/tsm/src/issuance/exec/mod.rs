@@ -321,15 +321,15 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
 
     /// Writes the job if it is not yet ([`Unsubmitted`]): the job claimed by this worker
     /// (its lease), its steps `done` (which changed only the card row) and `started`, the
-    /// card's row (inserted if new, then as the last of `done` left it). Its id is this
+    /// card's row as the last of `done` left it (inserted if new). Its id is this
     /// run's from now on; if the transaction fails, [`Run::recorded`] takes it back.
     fn submit_in(&mut self, c: &mut Conn, done: &[Done], started: &[u32]) -> Result<()> {
         let Some(u) = &self.unsubmitted else {
             return Ok(());
         };
         // A new card's row is inserted as the run left it (what its check learnt), not
-        // inserted and then updated: on PostgreSQL both go in one statement, whose update
-        // would not see the inserted row.
+        // inserted and then updated: on PostgreSQL the writes go as one statement, whose
+        // update would not see the inserted row.
         let card = done.iter().rev().find_map(|d| d.card.as_ref());
         let rows: Vec<crate::db::Write> = match (&u.insert_card, card) {
             (Some(_), Some(card)) => vec![insert_card_sql(card)],
@@ -339,8 +339,6 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
                 .chain(card.map(|card| update_card_sql(card, None)))
                 .collect(),
         };
-        // Nobody reads their counts: on PostgreSQL they go with the job's statement.
-        c.execute_all_later(&rows)?;
         let initial: Vec<InitialStep<'_>> = done
             .iter()
             .map(|d| InitialStep::Done(d.seq, &d.detail))
@@ -348,8 +346,13 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
             .collect();
         let claim = Some((self.lease.owner.as_str(), self.lease.duration));
         let id = match u.id {
-            Some(id) => create_job_with_id_in(c, id, &u.job, claim, &initial).map(|()| id)?,
-            None => create_job_in(c, &u.job, claim, &initial)?,
+            // The card's row, the job and its steps: on PostgreSQL one statement.
+            Some(id) => create_job_with_id_in(c, id, &u.job, claim, &initial, rows).map(|()| id)?,
+            None => {
+                // Nobody reads their counts: on PostgreSQL they go with the job's statement.
+                c.execute_all_later(&rows)?;
+                create_job_in(c, &u.job, claim, &initial)?
+            }
         };
         self.job.id = id;
         self.lease.job = id;
