@@ -661,6 +661,63 @@ fn transport_keys_from_the_key_store() {
     }
 }
 
+/// A write's check reads the card, its open job, the category, its key version and its
+/// applications as one outer-joined statement, a row per application: with two
+/// applications both are installed, in the category's order; a second write of the card is
+/// refused as written; an open job of the card is found.
+#[test]
+fn a_write_installs_every_application_of_its_category_in_order() {
+    for ts in backends() {
+        let name = ts.name;
+        let f = Fixture::new(ts, KeyKind::Aes, 0x30, true);
+        let mut second = storage_app();
+        second.instance = Aid::new(&[0xF0, 0x43, 0x57, 0x44, 0x53, 0x01, 0x02]).unwrap();
+        f.store()
+            .add_category_app("admin", CATEGORY, &second)
+            .unwrap();
+        let mut card = SimCard::scp03();
+        let out = f.issuer.write(&f.ci, NUMBER, CATEGORY, &mut card).unwrap();
+        let install: Vec<String> = out.job.params["install"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["instance"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(install, ["F0435744530101", "F0435744530102"], "{name}");
+        let apps: Vec<Aid> = f
+            .store()
+            .card_apps(NUMBER)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.instance)
+            .collect();
+        assert_eq!(apps, [storage_app().instance, second.instance], "{name}");
+        assert!(matches!(
+            f.issuer.write(&f.ci, NUMBER, CATEGORY, &mut card),
+            Err(Error::WrongState { .. })
+        ));
+        // A card with an open job: the write is refused before the card is touched.
+        let other = "5000000001";
+        let id = f
+            .issuer
+            .submit(
+                &f.ci,
+                &Request::Write {
+                    card_number: other.into(),
+                    category: CATEGORY.into(),
+                    install_apps: true,
+                    perso: vec![],
+                },
+            )
+            .unwrap();
+        let e = f
+            .issuer
+            .write(&f.ci, other, CATEGORY, &mut SimCard::scp03())
+            .unwrap_err();
+        assert!(matches!(e, Error::CardBusy(j) if j == id), "{name}: {e}");
+    }
+}
+
 #[test]
 fn a_refusal_half_way_leaves_a_partial_card_that_clear_recovers() {
     for ts in backends() {

@@ -33,7 +33,8 @@ pub struct NewJob {
     pub steps: Vec<String>,
 }
 
-const JOB_COLUMNS: &str = "id, tenant_id, actor, kind, card_number, params, state, attempts, \
+pub(crate) const JOB_COLUMNS: &str =
+    "id, tenant_id, actor, kind, card_number, params, state, attempts, \
                            lease_until_ms, error, created_ms, updated_ms";
 
 pub(crate) fn job_of(r: &Row) -> Result<Job, StoreError> {
