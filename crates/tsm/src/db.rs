@@ -255,28 +255,6 @@ pub(crate) enum Cell {
 pub(crate) struct Row(Vec<Cell>);
 
 impl Row {
-    /// The row cut into parts of `widths` columns, in order (a row of several tables'
-    /// columns, outer-joined): a part whose first column is NULL is `None` — the first
-    /// column of each part must be one its table never leaves NULL, so that NULL there
-    /// means the join found no row.
-    pub(crate) fn parts(&self, widths: &[usize]) -> Result<Vec<Option<Row>>, StoreError> {
-        if widths.iter().sum::<usize>() != self.0.len() {
-            return Err(StoreError::Corrupt {
-                what: "joined row".into(),
-                detail: format!("{} columns, {widths:?} expected", self.0.len()),
-            });
-        }
-        let mut at = 0;
-        Ok(widths
-            .iter()
-            .map(|w| {
-                let part = &self.0[at..at + w];
-                at += w;
-                (part.first() != Some(&Cell::Null)).then(|| Row(part.to_vec()))
-            })
-            .collect())
-    }
-
     fn cell(&self, i: usize) -> Result<&Cell, StoreError> {
         self.0.get(i).ok_or_else(|| StoreError::Corrupt {
             what: format!("column {i}"),
@@ -670,6 +648,21 @@ impl PgClient {
         r
     }
 
+    /// Runs queries in one round trip (after what is held back), in order; their rows.
+    fn query_many(
+        &mut self,
+        queries: &[(tokio_postgres::Statement, &[Value])],
+    ) -> Result<Vec<Vec<postgres::Row>>, StoreError> {
+        self.send(|client| async move {
+            let all = queries.iter().map(|(st, values)| {
+                Box::pin(async move { client.query(st, &sql_params(values)).await })
+                    as Pending<'_, Vec<postgres::Row>>
+            });
+            let (results, ()) = in_order(all.collect(), async {}).await;
+            results.into_iter().collect()
+        })
+    }
+
     /// A transaction-control statement: `BEGIN` and `SAVEPOINT` are held back for the
     /// next round trip; the others (`COMMIT`, `ROLLBACK`, `RELEASE`…) are sent with what
     /// is held back.
@@ -942,6 +935,31 @@ impl Conn {
                 let rows = c.send(|client| async move { client.query(&st, &values).await })?;
                 rows.iter().map(pg_row).collect()
             }
+        }
+    }
+
+    /// Runs queries and returns the rows of each, in order. On PostgreSQL they go in one
+    /// round trip (pipelined; see [`PgClient`]): for reads that do not depend on each other.
+    pub fn query_many(
+        &mut self,
+        queries: &[(String, Vec<Value>)],
+    ) -> Result<Vec<Vec<Row>>, StoreError> {
+        match self {
+            Conn::Sqlite(_) => queries
+                .iter()
+                .map(|(sql, values)| self.query(sql, values))
+                .collect(),
+            Conn::Postgres(c) => timed(Call::Statement, || {
+                let mut prepared = Vec::with_capacity(queries.len());
+                for (sql, values) in queries {
+                    let types: Vec<Type> = values.iter().map(Value::pg_type).collect();
+                    prepared.push((c.statement(sql, &types)?, values.as_slice()));
+                }
+                c.query_many(&prepared)?
+                    .iter()
+                    .map(|rows| rows.iter().map(pg_row).collect())
+                    .collect()
+            }),
         }
     }
 

@@ -661,10 +661,9 @@ fn transport_keys_from_the_key_store() {
     }
 }
 
-/// A write's check reads the card, its open job, the category, its key version and its
-/// applications as one outer-joined statement, a row per application: with two
-/// applications both are installed, in the category's order; a second write of the card is
-/// refused as written; an open job of the card is found.
+/// What a write's check reads (the card, its open job, the category, its key version and
+/// its applications): with two applications both are installed, in the category's order;
+/// a second write of the card is refused as written; an open job of the card is found.
 #[test]
 fn a_write_installs_every_application_of_its_category_in_order() {
     for ts in backends() {

@@ -33,8 +33,7 @@ pub struct NewJob {
     pub steps: Vec<String>,
 }
 
-pub(crate) const JOB_COLUMNS: &str =
-    "id, tenant_id, actor, kind, card_number, params, state, attempts, \
+const JOB_COLUMNS: &str = "id, tenant_id, actor, kind, card_number, params, state, attempts, \
                            lease_until_ms, error, created_ms, updated_ms";
 
 pub(crate) fn job_of(r: &Row) -> Result<Job, StoreError> {

@@ -127,6 +127,9 @@ pub(crate) fn category_in(conn: &mut Conn, id: &str) -> Result<Option<Category>,
         .transpose()
 }
 
+const CATEGORY_APPS: &str = "SELECT instance, package_aid, module, privileges, params, perso
+     FROM category_apps WHERE category_id = $1 ORDER BY position";
+
 fn app_spec_of(r: &Row) -> Result<AppSpec, StoreError> {
     Ok(AppSpec {
         instance: parse_aid(&r.bytes(0)?, "category_apps.instance")?,
@@ -142,17 +145,15 @@ fn app_spec_of(r: &Row) -> Result<AppSpec, StoreError> {
 }
 
 pub(crate) fn category_apps_in(conn: &mut Conn, id: &str) -> Result<Vec<AppSpec>, StoreError> {
-    let sql =
-        format!("SELECT {APP_COLUMNS} FROM category_apps WHERE category_id = $1 ORDER BY position");
-    conn.query(&sql, params![id])?
+    conn.query(CATEGORY_APPS, params![id])?
         .iter()
         .map(app_spec_of)
         .collect()
 }
 
-/// What a write request is checked against, read in **one** statement (the reads do not
-/// depend on each other): the card's open job, the card, the requested category, its
-/// current base key version and its applications.
+/// What a write request is checked against, read in one round trip on PostgreSQL (the
+/// reads do not depend on each other): the card's open job, the card, the requested
+/// category, its current base key version and its applications.
 pub(crate) struct WriteReads {
     pub open_job: Option<crate::model::Job>,
     pub card: Option<Card>,
@@ -162,71 +163,41 @@ pub(crate) struct WriteReads {
     pub apps: Vec<AppSpec>,
 }
 
-/// `columns` (a column list) prefixed with the table alias `alias`.
-fn qualified(alias: &str, columns: &str) -> String {
-    columns
-        .split(',')
-        .map(|c| format!("{alias}.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The columns of a category's application, as [`app_spec_of`] reads them.
-const APP_COLUMNS: &str = "instance, package_aid, module, privileges, params, perso";
-
 pub(crate) fn write_reads_in(
     conn: &mut Conn,
     number: &str,
     category: &str,
 ) -> Result<WriteReads, StoreError> {
-    // One row per application of the category (at least one row): the card, its open job,
-    // the category and its current base key version outer-joined to a single row, each
-    // NULL where there is none (at most one each: keys, and one open job per card).
-    let sql = format!(
-        "SELECT {}, {}, {}, {}, {} FROM (SELECT 1 AS one) AS one
-         LEFT JOIN cards c ON c.card_number = $1
-         LEFT JOIN jobs j ON j.card_number = $1 AND j.state IN ('pending', 'running')
-         LEFT JOIN categories k ON k.id = $2
-         LEFT JOIN base_key_versions v
-             ON v.category_id = k.id AND v.version = k.current_key_version
-         LEFT JOIN category_apps a ON a.category_id = k.id
-         ORDER BY a.position",
-        qualified("c", CARD_COLUMNS),
-        qualified("j", crate::store::jobs::JOB_COLUMNS),
-        qualified("k", CATEGORY_COLUMNS),
-        qualified("v", KEY_VERSION_COLUMNS),
-        qualified("a", APP_COLUMNS),
-    );
-    let widths = [
-        CARD_COLUMNS,
-        crate::store::jobs::JOB_COLUMNS,
-        CATEGORY_COLUMNS,
-        KEY_VERSION_COLUMNS,
-        APP_COLUMNS,
-    ]
-    .map(|c| c.split(',').count());
-    let rows = conn.query(&sql, params![number, category])?;
-    let mut parts = Vec::with_capacity(rows.len());
-    for r in &rows {
-        parts.push(r.parts(&widths)?);
-    }
-    let first = parts.first().ok_or_else(|| StoreError::Corrupt {
-        what: "write request's reads".into(),
-        detail: "no row".into(),
-    })?;
+    let queries = [
+        crate::store::jobs::open_job_query(number),
+        card_query(number),
+        category_query(category),
+        (
+            format!(
+                "SELECT {KEY_VERSION_COLUMNS} FROM base_key_versions WHERE category_id = $1
+                 AND version = (SELECT current_key_version FROM categories WHERE id = $1)"
+            ),
+            params![category].to_vec(),
+        ),
+        (CATEGORY_APPS.to_string(), params![category].to_vec()),
+    ];
+    let rows = conn.query_many(&queries)?;
+    let one = |i: usize| -> Result<Option<&Row>, StoreError> {
+        match rows[i].as_slice() {
+            [] => Ok(None),
+            [r] => Ok(Some(r)),
+            more => Err(StoreError::Corrupt {
+                what: "query".into(),
+                detail: format!("{} rows where at most one was expected", more.len()),
+            }),
+        }
+    };
     Ok(WriteReads {
-        card: first[0].as_ref().map(card_of).transpose()?,
-        open_job: first[1]
-            .as_ref()
-            .map(crate::store::jobs::job_of)
-            .transpose()?,
-        category: first[2].as_ref().map(category_of).transpose()?,
-        current_version: first[3].as_ref().map(key_version_of).transpose()?,
-        apps: parts
-            .iter()
-            .filter_map(|p| p[4].as_ref())
-            .map(app_spec_of)
-            .collect::<Result<_, _>>()?,
+        open_job: one(0)?.map(crate::store::jobs::job_of).transpose()?,
+        card: one(1)?.map(card_of).transpose()?,
+        category: one(2)?.map(category_of).transpose()?,
+        current_version: one(3)?.map(key_version_of).transpose()?,
+        apps: rows[4].iter().map(app_spec_of).collect::<Result<_, _>>()?,
     })
 }
 
