@@ -816,21 +816,25 @@ pub(crate) fn insert_card_sql(card: &Card) -> (String, Vec<Value>) {
     let sql = "INSERT INTO cards (card_number, category_id, state, key_version, kvn, kdd,
                        factory_kdd, chip_id, initial_key_kind, created_ms, updated_ms)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
-    let values = params![
-        &card.card_number,
-        &card.category,
+    let mut values = params![&card.card_number, &card.category].to_vec();
+    values.extend(learnt_values(card));
+    values.extend_from_slice(params![card.created_ms, card.updated_ms]);
+    (sql.into(), values)
+}
+
+/// What the job engine learns or changes about a card, in this order: state, key version,
+/// KVN, KDD, factory KDD, chip, initial key kind.
+fn learnt_values(card: &Card) -> Vec<Value> {
+    params![
         card.state.as_str(),
         card.key_version.map(i64::from),
         card.kvn.map(i64::from),
         card.kdd.clone(),
         card.factory_kdd.clone(),
         card.chip_id.clone(),
-        card.initial_key_kind.map(kind_str),
-        card.created_ms,
-        card.updated_ms
+        card.initial_key_kind.map(kind_str)
     ]
-    .to_vec();
-    (sql.into(), values)
+    .to_vec()
 }
 
 /// Writes what the job engine learnt or changed about a card (state, keys, KDD, chip).
@@ -844,18 +848,8 @@ pub(crate) fn update_card_in(c: &mut Conn, card: &Card) -> Result<(), StoreError
 /// The statement of [`update_card_in`]; with `lease`, it changes the row only while that
 /// worker holds its job's lease.
 pub(crate) fn update_card_sql(card: &Card, lease: Option<&Lease>) -> (String, Vec<Value>) {
-    let mut values = params![
-        card.state.as_str(),
-        card.key_version.map(i64::from),
-        card.kvn.map(i64::from),
-        card.kdd.clone(),
-        card.factory_kdd.clone(),
-        card.chip_id.clone(),
-        card.initial_key_kind.map(kind_str),
-        now_ms(),
-        &card.card_number
-    ]
-    .to_vec();
+    let mut values = learnt_values(card);
+    values.extend_from_slice(params![now_ms(), &card.card_number]);
     let mut sql = String::from(
         "UPDATE cards SET state = $1, key_version = $2, kvn = $3, kdd = $4, factory_kdd = $5,
                 chip_id = $6, initial_key_kind = $7, updated_ms = $8
