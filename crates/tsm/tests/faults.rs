@@ -175,15 +175,6 @@ fn cuts(total: usize) -> Vec<Cut> {
         .collect()
 }
 
-fn write_req(number: &str) -> Request {
-    Request::Write {
-        card_number: number.into(),
-        category: CATEGORY.into(),
-        install_apps: true,
-        perso: Vec::new(),
-    }
-}
-
 #[test]
 fn write_survives_a_cut_at_every_apdu() {
     quiet_simulated_crashes();
@@ -320,6 +311,18 @@ fn clear_survives_a_cut_at_every_apdu() {
     }
 }
 
+/// A resume of `number`'s job with `other` in the reader is refused as the wrong card, and
+/// `other` is left as it was.
+fn assert_resume_refuses(f: &Fixture, number: &str, other: &SimCard, what: &str) {
+    let before = format!("{:?}", other.card());
+    let e = f
+        .issuer
+        .resume(&f.ci, number, &mut other.clone())
+        .unwrap_err();
+    assert!(matches!(e, Error::WrongCard(_)), "{what}: {e}");
+    assert_eq!(format!("{:?}", other.card()), before, "{what}");
+}
+
 #[test]
 fn a_resumed_job_refuses_another_card() {
     let f = Fixture::new(sqlite(), KeyKind::Aes, 0x30, false);
@@ -338,14 +341,7 @@ fn a_resumed_job_refuses_another_card() {
     // Another blank card in the reader (same chip model and CPLC as every virtual card):
     // its KDD is not the one this job already wrote, so it is refused, untouched, and the
     // job stays pending.
-    let other = SimCard::scp03();
-    let before = format!("{:?}", other.card());
-    let e = f
-        .issuer
-        .resume(&f.ci, number, &mut other.clone())
-        .unwrap_err();
-    assert!(matches!(e, Error::WrongCard(_)), "{e}");
-    assert_eq!(format!("{:?}", other.card()), before);
+    assert_resume_refuses(&f, number, &SimCard::scp03(), "sqlite");
     let job = f.store().job(id).unwrap().unwrap();
     assert_eq!(job.state, JobState::Pending, "{:?}", job.error);
     // With the right card it finishes.
@@ -379,14 +375,7 @@ fn a_write_interrupted_after_its_first_record_refuses_another_card() {
         // (the IC serial number in its CPLC, GP 2.3.1 §H.6) tells it apart.
         let mut config = card::CardConfig::default();
         config.cplc[15] ^= 0x01;
-        let other = SimCard::with_config(config);
-        let before = format!("{:?}", other.card());
-        let e = f
-            .issuer
-            .resume(&f.ci, number, &mut other.clone())
-            .unwrap_err();
-        assert!(matches!(e, Error::WrongCard(_)), "{name}: {e}");
-        assert_eq!(format!("{:?}", other.card()), before, "{name}");
+        assert_resume_refuses(&f, number, &SimCard::with_config(config), name);
         finish(&f, number, &card, None);
         assert_written(&f, &card, number, 1, name);
     }

@@ -697,18 +697,7 @@ fn a_write_installs_every_application_of_its_category_in_order() {
         ));
         // A card with an open job: the write is refused before the card is touched.
         let other = "5000000001";
-        let id = f
-            .issuer
-            .submit(
-                &f.ci,
-                &Request::Write {
-                    card_number: other.into(),
-                    category: CATEGORY.into(),
-                    install_apps: true,
-                    perso: vec![],
-                },
-            )
-            .unwrap();
+        let id = f.issuer.submit(&f.ci, &write_req(other)).unwrap();
         let e = f
             .issuer
             .write(&f.ci, other, CATEGORY, &mut SimCard::scp03())

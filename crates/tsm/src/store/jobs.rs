@@ -187,11 +187,7 @@ pub(crate) fn create_job_with_id_in(
     let now = now_ms();
     let mut writes = with;
     writes.push(job_insert(c.dialect(), Some(id), job, claim, now)?);
-    if let Some((sql, step_values)) = steps_insert(job, initial, "$1", 2, now)? {
-        let mut values = vec![Value::from(id)];
-        values.extend(step_values);
-        writes.push((sql, values));
-    }
+    writes.extend(steps_insert_of(id, job, initial, now)?);
     c.execute_all_later(&writes)
         .map_err(|e| e.duplicate_as(|| "an open job for this card".into()))?;
     submitted(c, job, id, claim.is_some()).map(|_| ())
@@ -297,6 +293,22 @@ fn steps_insert(
     Ok(Some((sql, values)))
 }
 
+/// [`steps_insert`] for a job whose id is known: `$1` is the id.
+fn steps_insert_of(
+    id: i64,
+    job: &NewJob,
+    initial: &[InitialStep<'_>],
+    now: i64,
+) -> Result<Option<Write>, StoreError> {
+    Ok(
+        steps_insert(job, initial, "$1", 2, now)?.map(|(sql, step_values)| {
+            let mut values = vec![Value::from(id)];
+            values.extend(step_values);
+            (sql, values)
+        }),
+    )
+}
+
 /// Inserts a job and its steps (pending, or as `initial` says); returns its id, read back
 /// from its INSERT (on PostgreSQL the steps go in the same statement and take the id the
 /// job's `RETURNING` gives). A second open job for the same card is a
@@ -311,10 +323,10 @@ pub(crate) fn create_job_in(
     let now = now_ms();
     let (insert, mut values) = job_insert(c.dialect(), None, job, claim, now)?;
     let duplicate = |e: StoreError| e.duplicate_as(|| "an open job for this card".into());
-    let postgres = c.dialect() == crate::db::Dialect::Postgres;
-    let with_steps = match postgres {
-        true => steps_insert(job, initial, "(SELECT id FROM j)", values.len() + 1, now)?,
-        false => None,
+    let with_steps = if c.dialect() == crate::db::Dialect::Postgres {
+        steps_insert(job, initial, "(SELECT id FROM j)", values.len() + 1, now)?
+    } else {
+        None
     };
     let id = match with_steps {
         Some((steps, step_values)) => {
@@ -327,9 +339,7 @@ pub(crate) fn create_job_in(
                 .query_one(&format!("{insert} RETURNING id"), &values)
                 .map_err(duplicate)?
                 .int(0)?;
-            if let Some((sql, step_values)) = steps_insert(job, initial, "$1", 2, now)? {
-                let mut values = vec![Value::from(id)];
-                values.extend(step_values);
+            if let Some((sql, values)) = steps_insert_of(id, job, initial, now)? {
                 c.execute(&sql, &values)?;
             }
             id

@@ -332,6 +332,16 @@ pub fn empty_app() -> AppSpec {
     }
 }
 
+/// A write of `number` in the test category, with its applications.
+pub fn write_req(number: &str) -> tsm::Request {
+    tsm::Request::Write {
+        card_number: number.into(),
+        category: CATEGORY.into(),
+        install_apps: true,
+        perso: Vec::new(),
+    }
+}
+
 /// A base key whose bytes the test knows, imported as two components.
 pub fn import_key(
     keys: &dyn KeyStore,

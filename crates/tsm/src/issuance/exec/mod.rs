@@ -331,14 +331,12 @@ impl<'i, 'c, C: CardChannel + ?Sized> Run<'i, 'c, C> {
         // inserted and then updated: on PostgreSQL the writes go as one statement, whose
         // update would not see the inserted row.
         let card = done.iter().rev().find_map(|d| d.card.as_ref());
-        let rows: Vec<crate::db::Write> = match (&u.insert_card, card) {
-            (Some(_), Some(card)) => vec![insert_card_sql(card)],
-            (insert, card) => insert
-                .iter()
-                .cloned()
-                .chain(card.map(|card| update_card_sql(card, None)))
-                .collect(),
+        let row = match (&u.insert_card, card) {
+            (Some(_), Some(card)) => Some(insert_card_sql(card)),
+            (Some(blank), None) => Some(blank.clone()),
+            (None, card) => card.map(|card| update_card_sql(card, None)),
         };
+        let rows: Vec<crate::db::Write> = row.into_iter().collect();
         let initial: Vec<InitialStep<'_>> = done
             .iter()
             .map(|d| InitialStep::Done(d.seq, &d.detail))
