@@ -587,10 +587,16 @@ proptest! {
         use gp::commands::dgi::{dgi_store_data, is_encrypted_id, parse_dgis, Dgi};
         let dgis: Vec<Dgi> = groups.into_iter().map(|(id, v)| Dgi::new(id, v)).collect();
         let fits = dgis.iter().all(|d| !d.is_encrypted() || d.to_bytes().unwrap().len() <= max);
+        // Every command but the last is full unless a DGI closed it (a change between
+        // encrypted and plain, or an encrypted DGI that does not fit): at least ⌈total/max⌉
+        // commands and at most that plus one per DGI. P2 numbers 256 of them.
+        let total: usize = dgis.iter().map(|d| d.to_bytes().unwrap().len()).sum();
+        let (fewest, most) = (total.div_ceil(max), total.div_ceil(max) + dgis.len());
         match dgi_store_data(&dgis, max) {
-            Err(_) => prop_assert!(!fits),
+            Err(_) => prop_assert!(!fits || most > 256),
             Ok(cmds) => {
                 prop_assert!(fits);
+                prop_assert!(fewest <= cmds.len() && cmds.len() <= most.min(256));
                 let joined: Vec<u8> = cmds.iter().flat_map(|c| c.data.clone()).collect();
                 prop_assert_eq!(parse_dgis(&joined).unwrap(), dgis);
                 for (i, c) in cmds.iter().enumerate() {
