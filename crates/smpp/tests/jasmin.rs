@@ -335,17 +335,22 @@ async fn jasmin_quirk_mt_message_payload_dropped_after_a_receipt() {
         m
     };
     // Fresh session: passes unchanged.
+    let binds = s.endpoint.bind_attempts();
     let first = with_payload(0x11);
-    s.esme.submit(first.clone()).await.unwrap();
+    let id = s.esme.submit(first.clone()).await.unwrap();
     let mt = expect_mt(&mut s.mt, |m| {
         m.message.message_payload == first.message_payload
     })
     .await;
     assert_eq!(diff(&first, &mt.message), Vec::<String>::new());
 
-    // A receipt through the connector…
+    // A receipt through the connector (its own, not one left over from an earlier test)…
     s.endpoint.send_receipt(&mt, "DELIVRD").await.unwrap();
-    expect_inbound(&mut s.inbound, |i| matches!(i, Inbound::Receipt(_))).await;
+    expect_inbound(
+        &mut s.inbound,
+        |i| matches!(i, Inbound::Receipt(r) if r.message_id() == Some(id.0.as_str())),
+    )
+    .await;
 
     // …and the next message_payload MT is acknowledged, then lost.
     let second = with_payload(0x12);
@@ -363,6 +368,12 @@ async fn jasmin_quirk_mt_message_payload_dropped_after_a_receipt() {
         }
     })
     .await;
+    // The quirk belongs to one connector session: a new bind would start it afresh.
+    assert_eq!(
+        s.endpoint.bind_attempts(),
+        binds,
+        "Jasmin's connector bound again during the test"
+    );
     assert!(
         arrived.is_err(),
         "Jasmin now forwards this message_payload MT: update crates/smpp/README.md"
