@@ -34,6 +34,12 @@ use clap::Parser;
 use cli::{Cli, Command, LogFormat, SimCommand};
 use std::io::IsTerminal;
 
+/// mimalloc rather than glibc's allocator: with 8 concurrent writes on PostgreSQL, `malloc` and
+/// `free` took about a fifth of the process's CPU (session 14's profile); the benches run on
+/// the same allocator (figures in docs/DESIGN.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The error as one line: what failed and why, each cause once.
 ///
 /// Many error types include their source in their own message (`"{path}: {source}"`), and

@@ -27,6 +27,10 @@ use serde_json::{json, Value};
 use server::{ca_files, PayServer, ServerConfig, Stores};
 use tower::ServiceExt;
 
+/// The allocator of the `cardwright` binary, so that the figures are those of `serve`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 enum Card {
     Rsa(Box<rsa::PrivateKey>),
     P256(p256::ecdsa::SigningKey),

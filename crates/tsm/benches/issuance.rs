@@ -38,6 +38,10 @@ use kms::{KeyKind, SigningAlgorithm, SigningKeyStore as _};
 use std::sync::Arc;
 use tsm::{Issuer, IssuerConfig};
 
+/// The allocator of the `cardwright` binary, so that the figures are those of `serve`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 static NEXT: AtomicU64 = AtomicU64::new(1_000_000_000);
 
 fn next_number() -> String {
