@@ -60,10 +60,6 @@ write_config() {
   local spec
   spec="$(ls "$venv"/lib/python3*/site-packages/txamqp/specs/standard/amqp0-9-1.stripped.xml 2>/dev/null | head -1)"
   [ -n "$spec" ] || die "txamqp's AMQP 0-9-1 spec is missing from $venv"
-  # A receipt can reach Jasmin before the submit_sm_resp it refers to has been recorded (a
-  # handset answers at once): Jasmin then looks the message up again after
-  # dlr_lookup_retry_delay, 10 s and twice by default, after which the receipt is lost. Here:
-  # every second for 30 s.
   # Everything bound to the loopback; the HTTP API is not started. Jasmin's pip package ships
   # no amqp0-9-1.xml (the sdist's misc/config/resource does), so txamqp's copy is used.
   cat >"$state/etc/jasmin/jasmin.cfg" <<CFG
@@ -94,6 +90,10 @@ dbid = 0
 bind = 127.0.0.1
 port = $jcli_port
 authentication = False
+# A receipt can reach Jasmin before the submit_sm_resp it refers to has been recorded (a
+# handset answers at once): Jasmin then looks the message up again after
+# dlr_lookup_retry_delay, 10 s and twice by default, after which the receipt is lost. Here:
+# every second for 30 s.
 [dlr]
 dlr_lookup_retry_delay = 1
 dlr_lookup_max_retries = 30

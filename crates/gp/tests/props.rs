@@ -591,7 +591,8 @@ proptest! {
         // encrypted and plain, or an encrypted DGI that does not fit): at least ⌈total/max⌉
         // commands and at most that plus one per DGI. P2 numbers 256 of them.
         let total: usize = dgis.iter().map(|d| d.to_bytes().unwrap().len()).sum();
-        let (fewest, most) = (total.div_ceil(max), total.div_ceil(max) + dgis.len());
+        let fewest = total.div_ceil(max);
+        let most = fewest + dgis.len();
         match dgi_store_data(&dgis, max) {
             Err(_) => prop_assert!(!fits || most > 256),
             Ok(cmds) => {
